@@ -1,0 +1,68 @@
+"""The ``VectorStore`` protocol every backend implements (Qdrant Edge embedded, Qdrant server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from index.types import CollectionManifest, PageFilter, PagePoint, ScoredPage, SearchMode
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Page points in named collections.
+
+    Collections are created with a ``CollectionManifest``; ``upsert`` is idempotent by point id.
+    Vectors are float32 with ``manifest.dim`` columns; scores are MaxSim (dot products of the
+    L2-normalised token vectors, summed over query tokens).
+    """
+
+    def create_collection(self, manifest: CollectionManifest) -> None:
+        """Create it; raises ``CollectionExistsError`` if it exists."""
+
+    def get_manifest(self, collection: str) -> CollectionManifest | None:
+        """The manifest, or None when the collection does not exist."""
+
+    def list_collections(self) -> list[str]:
+        """Sorted collection names."""
+
+    def delete_collection(self, collection: str) -> None:
+        """Raises ``CollectionNotFoundError`` if absent."""
+
+    def upsert(self, collection: str, points: Sequence[PagePoint]) -> None:
+        """Insert or replace points (same id replaces)."""
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        """Delete every page of ``doc_id``; returns the number of points deleted."""
+
+    def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
+        """Exact number of points matching the filter."""
+
+    def iter_payloads(
+        self, collection: str, page_filter: PageFilter | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(point id, payload) of every matching point, in no particular order."""
+
+    def search(
+        self,
+        collection: str,
+        query: np.ndarray,
+        limit: int,
+        mode: SearchMode = "two_stage",
+        page_filter: PageFilter | None = None,
+        prefetch_limit: int = 100,
+    ) -> list[ScoredPage]:
+        """Top ``limit`` pages by MaxSim of ``query`` [n_q, dim] against the full multivectors.
+
+        ``exact``: brute-force MaxSim over every matching point. ``two_stage``: candidates from
+        MaxSim on the pooled row and column vectors (HNSW, ``prefetch_limit`` each), reranked by exact
+        MaxSim on the full multivectors. Sorted by score descending, ties by id.
+        """
+
+    def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Full multivectors [n_tokens, dim] float32 of the given point ids (missing ids omitted)."""
+
+    def close(self) -> None:
+        """Flush and release resources. Safe to call twice."""

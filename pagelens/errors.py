@@ -1,0 +1,105 @@
+"""The error hierarchy. Each error carries a message a user can act on.
+
+Entry points map them once: the CLI prints ``error: <message>`` and exits non-zero; the API answers
+``{"error": {"code", "message", "detail"}}`` with ``http_status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PagelensError(Exception):
+    """Base class. ``code`` is a stable machine-readable name; ``http_status`` its HTTP mapping."""
+
+    code = "pagelens_error"
+    http_status = 500
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class IngestError(PagelensError):
+    """A document (or one page of it) could not be read. Names the file and, when known, the page."""
+
+    code = "ingest_error"
+    http_status = 422
+
+    def __init__(self, path: str, reason: str, page: int | None = None, **detail: Any) -> None:
+        where = f"{path}" if page is None else f"{path} page {page}"
+        super().__init__(f"{where}: {reason}", path=path, page=page, **detail)
+        self.path = path
+        self.page = page
+        self.reason = reason
+
+
+class EncryptedDocumentError(IngestError):
+    code = "encrypted_document"
+
+
+class DocumentTooLargeError(IngestError):
+    code = "document_too_large"
+    http_status = 413
+
+
+class UnsupportedFileError(IngestError):
+    code = "unsupported_file"
+    http_status = 415
+
+
+class ModelUnavailableError(PagelensError):
+    """Weights or processor files could not be loaded."""
+
+    code = "model_unavailable"
+    http_status = 503
+
+
+class StoreUnavailableError(PagelensError):
+    """The vector store cannot be reached (server down, embedded store locked)."""
+
+    code = "store_unavailable"
+    http_status = 503
+
+
+class CollectionNotFoundError(PagelensError):
+    code = "collection_not_found"
+    http_status = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"collection '{name}' does not exist; create it by indexing into it "
+            f"(pagelens index PATH --collection {name}) or list them with `pagelens collections`",
+            collection=name,
+        )
+
+
+class CollectionExistsError(PagelensError):
+    code = "collection_exists"
+    http_status = 409
+
+
+class CollectionMismatchError(PagelensError):
+    """The collection was built with another embedding model (or dim/pooling) than the one in use."""
+
+    code = "collection_mismatch"
+    http_status = 409
+
+
+class EmptyCollectionError(PagelensError):
+    code = "empty_collection"
+    http_status = 409
+
+
+class DocumentNotFoundError(PagelensError):
+    code = "document_not_found"
+    http_status = 404
+
+
+class InvalidRequestError(PagelensError):
+    code = "invalid_request"
+    http_status = 400

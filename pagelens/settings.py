@@ -1,0 +1,95 @@
+"""The one settings object of pagelens.
+
+Every field can be set by an environment variable ``PAGELENS_<FIELD>`` (upper case) or in a ``.env``
+file (the same file docker-compose reads). Build it once at an entry point and pass it in:
+nothing in the stage packages imports a global settings instance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RETRIEVER_MODEL = "vidore/colSmol-256M"
+DEFAULT_ANSWER_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "pagelens"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Units are in the field names or descriptions."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PAGELENS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=default_data_dir, description="Embedded store, page images, jobs.")
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server URL (http://host:6333). Unset: embedded Qdrant Edge."
+    )
+    qdrant_api_key: SecretStr | None = None
+    qdrant_timeout_s: float = 60.0
+    upsert_batch_points: int = Field(default=16, ge=1, description="Points per upsert request.")
+
+    # --- retriever (ColSmolVLM) ------------------------------------------------------------
+    retriever_model: str = Field(default=DEFAULT_RETRIEVER_MODEL, description="Hub id or local directory.")
+    retriever_revision: str | None = None
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N | mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
+    embed_batch_size: int = Field(default=4, ge=1, description="Pages per forward pass.")
+    page_longest_edge: int = Field(
+        default=2048,
+        ge=64,
+        description="Longest edge (px) pages are rendered at and fed to the retriever (Idefics3: N x 512).",
+    )
+
+    # --- ingest --------------------------------------------------------------------------
+    rasterizer: Literal["pymupdf", "poppler"] = "pymupdf"
+    max_pages_per_document: int = Field(default=2000, ge=1)
+    max_pixels_per_page: int = Field(
+        default=64_000_000, ge=1, description="Decompression-bomb guard for source images and renders (px)."
+    )
+    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    pdf_password: SecretStr | None = Field(default=None, description="Password tried on encrypted PDFs.")
+
+    # --- retrieval -----------------------------------------------------------------------
+    search_mode: Literal["two_stage", "exact"] = "two_stage"
+    top_k: int = Field(default=5, ge=1, le=1000)
+    prefetch_limit: int = Field(default=100, ge=1, description="Candidates per pooled prefetch stage.")
+
+    # --- answers (SmolVLM) ---------------------------------------------------------------
+    answer_model: str = Field(default=DEFAULT_ANSWER_MODEL, description="Hub id or local directory.")
+    answer_revision: str | None = None
+    answer_top_k: int = Field(default=3, ge=1, le=16)
+    answer_longest_edge: int = Field(default=1536, ge=64, description="Longest edge (px) of page images shown.")
+    max_image_tokens: int = Field(default=8192, ge=1, description="Cap on image tokens in one prompt.")
+    max_new_tokens: int = Field(default=256, ge=1)
+    relevance_threshold: float | None = Field(
+        default=None, description="Below this retrieval score no answer is generated."
+    )
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def uses_server(self) -> bool:
+        return bool(self.qdrant_url)
+
+    @property
+    def pages_dir(self) -> Path:
+        """Where rendered page images are kept, by document sha256."""
+        return self.data_dir / "pages"
+
+    @property
+    def edge_dir(self) -> Path:
+        """Root of the embedded Qdrant Edge collections."""
+        return self.data_dir / "qdrant-edge"
