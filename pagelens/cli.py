@@ -1,0 +1,280 @@
+"""The ``pagelens`` command line: a thin layer over ``pagelens.service.Pagelens``.
+
+Progress and errors go to stderr; results (tables or ``--json``) to stdout. Exit codes: 0 success,
+1 some documents failed (index), 2 usage or runtime error (message on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from index.types import PageFilter
+from pagelens.errors import PagelensError
+from pagelens.settings import Settings
+
+app = typer.Typer(
+    help="pagelens: index PDFs and page images, find pages by late interaction, answer with citations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+CollectionOpt = typer.Option(..., "--collection", "-c", envvar="PAGELENS_COLLECTION", help="Collection name.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> dict; values that look like ints/floats/bools are converted."""
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got '{pair}'", param_hint=option)
+        result[key.strip()] = _coerce(value.strip())
+    return result
+
+
+def _coerce(value: str) -> Any:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def make_service(settings: Settings | None = None):  # noqa: ANN201 - returns Pagelens
+    from pagelens.service import Pagelens
+
+    return Pagelens(settings or Settings())
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def fail(exc: PagelensError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    return typer.Exit(2)
+
+
+@app.callback()
+def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details to stderr.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        for noisy in ("transformers", "httpx", "peft"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command("index")
+def index_cmd(
+    paths: list[Path] = typer.Argument(..., help="PDF/PNG/JPEG/TIFF files or directories (recursive)."),
+    collection: str = CollectionOpt,
+    metadata: list[str] = typer.Option(None, "--metadata", "-m", help="KEY=VALUE stored with every document."),
+    password: str = typer.Option(None, "--password", envvar="PAGELENS_PDF_PASSWORD", help="Password for encrypted PDFs."),
+    force: bool = typer.Option(False, "--force", help="Re-index documents that are already complete."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Index documents into a collection (created on first use)."""
+    from index.indexer import IndexInput
+    from ingest import discover_inputs
+    from pagelens.progress import IndexProgress
+
+    meta = parse_pairs(metadata, "--metadata")
+    files = discover_inputs(paths)
+    if not files:
+        err.print("[bold red]error:[/] no input files found under " + ", ".join(map(str, paths)))
+        raise typer.Exit(2)
+    service = make_service()
+    inputs = [IndexInput(path=f, metadata=meta, password=password) for f in files]
+    try:
+        with IndexProgress(err, total_files=len(inputs), enabled=not as_json or err.is_terminal) as progress:
+            report = service.index(collection, inputs, force=force, progress=progress.callback)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for error in report.errors:
+            err.print(f"[red]failed:[/] {error.error}", highlight=False)
+        out.print(
+            f"collection {collection}: {report.count('indexed')} indexed, {report.count('skipped')} skipped "
+            f"(already indexed), {report.count('failed') + report.count('partial')} failed; "
+            f"{report.pages_indexed} pages in {report.seconds:.1f} s",
+            highlight=False,
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------
+def build_filter(doc: list[str] | None, doc_name: list[str] | None, where: list[str] | None) -> PageFilter | None:
+    page_filter = PageFilter(doc_ids=doc or None, doc_names=doc_name or None, metadata=parse_pairs(where, "--where"))
+    return None if page_filter.is_empty() else page_filter
+
+
+@app.command("search")
+def search_cmd(
+    question: str = typer.Argument(..., help="The question or keywords."),
+    collection: str = CollectionOpt,
+    k: int = typer.Option(5, "-k", "--top-k", min=1, max=1000, help="Number of pages."),
+    mode: str = typer.Option(None, "--mode", help="two_stage (default) or exact."),
+    doc: list[str] = typer.Option(None, "--doc", help="Only this document id (repeatable)."),
+    doc_name: list[str] = typer.Option(None, "--doc-name", help="Only this document name (repeatable)."),
+    where: list[str] = typer.Option(None, "--where", help="Metadata KEY=VALUE filter (repeatable)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Find the pages that best match a question."""
+    service = make_service()
+    try:
+        hits = service.search(collection, question, k=k, mode=mode, page_filter=build_filter(doc, doc_name, where))
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    if as_json:
+        emit_json({"collection": collection, "question": question, "results": [h.to_dict() for h in hits]})
+        return
+    table = Table("rank", "score", "document", "page", "image")
+    for hit in hits:
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.doc_name, f"{hit.page_no}/{hit.page_count}",
+                      hit.image_path or "")
+    out.print(table)
+
+
+@app.command("ask")
+def ask_cmd(
+    question: str = typer.Argument(..., help="The question."),
+    collection: str = CollectionOpt,
+    k: int = typer.Option(None, "-k", "--top-k", min=1, max=16, help="Pages shown to the answer model (default 3)."),
+    mode: str = typer.Option(None, "--mode", help="two_stage (default) or exact."),
+    doc: list[str] = typer.Option(None, "--doc", help="Only this document id (repeatable)."),
+    doc_name: list[str] = typer.Option(None, "--doc-name", help="Only this document name (repeatable)."),
+    where: list[str] = typer.Option(None, "--where", help="Metadata KEY=VALUE filter (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: answer, citations, timings."),
+    no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer only when it is complete."),
+) -> None:
+    """Answer a question from the collection's pages, citing document and page."""
+    service = make_service()
+    page_filter = build_filter(doc, doc_name, where)
+    try:
+        if as_json or no_stream:
+            answer = service.ask(collection, question, k=k, mode=mode, page_filter=page_filter)
+            if as_json:
+                emit_json(answer.to_dict())
+                return
+            out.print(answer.text, highlight=False)
+        else:
+            answer = None
+            for event in service.ask_stream(collection, question, k=k, mode=mode, page_filter=page_filter):
+                if event.kind == "token":
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                else:
+                    answer = event.answer
+            sys.stdout.write("\n")
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    if answer is not None and answer.citations:
+        out.print("\nSources:", style="bold")
+        for i, c in enumerate(answer.citations, start=1):
+            out.print(f"  [{i}] {c.doc_name}, page {c.page_no} (score {c.score:.3f})", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command("collections")
+def collections_cmd(as_json: bool = JsonOpt) -> None:
+    """List collections with their model and size."""
+    service = make_service()
+    try:
+        infos = service.collections()
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    if as_json:
+        emit_json([i.to_dict() for i in infos])
+        return
+    table = Table("collection", "documents", "pages", "retriever model", "created")
+    for info in infos:
+        table.add_row(info.name, str(info.documents), str(info.pages), info.model_id, info.created_at)
+    out.print(table)
+
+
+@app.command("docs")
+def docs_cmd(collection: str = CollectionOpt, as_json: bool = JsonOpt) -> None:
+    """List the documents of a collection with page counts and status."""
+    service = make_service()
+    try:
+        docs = service.documents(collection)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    if as_json:
+        emit_json([d.to_dict() for d in docs])
+        return
+    table = Table("doc id", "name", "pages", "status", "indexed at")
+    for d in docs:
+        table.add_row(d.doc_id, d.doc_name, f"{d.pages_indexed}/{d.page_count}", d.status, d.indexed_at)
+    out.print(table)
+
+
+@app.command("delete")
+def delete_cmd(
+    collection: str = CollectionOpt,
+    doc: str = typer.Option(None, "--doc", help="Document id to delete (see `pagelens docs`)."),
+    all_: bool = typer.Option(False, "--all", help="Delete the whole collection."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Delete a document from a collection (or the whole collection with --all)."""
+    if bool(doc) == all_:
+        err.print("[bold red]error:[/] give exactly one of --doc ID or --all")
+        raise typer.Exit(2)
+    service = make_service()
+    try:
+        if all_:
+            service.delete_collection(collection)
+            result: dict[str, Any] = {"collection": collection, "deleted": "collection"}
+        else:
+            pages = service.delete_document(collection, doc)
+            result = {"collection": collection, "doc_id": doc, "pages_deleted": pages}
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    if as_json:
+        emit_json(result)
+    elif all_:
+        out.print(f"deleted collection {collection}")
+    else:
+        out.print(f"deleted document {doc} ({result['pages_deleted']} pages) from {collection}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

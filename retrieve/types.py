@@ -1,0 +1,32 @@
+"""Search results as handed to the answerer, the CLI and the API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SearchHit:
+    """One retrieved page, rank 1 first.
+
+    score: MaxSim (sum over query tokens of the best dot product with a page token).
+    image_path: the stored page image (PNG) on local disk, or None when it is not available here.
+    """
+
+    rank: int
+    doc_id: str
+    doc_name: str
+    page_no: int
+    page_count: int
+    score: float
+    image_path: str | None
+    text: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    point_id: str = ""
+
+    def to_dict(self, with_text: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_text:
+            data.pop("text")
+        return data
