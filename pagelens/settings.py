@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     qdrant_timeout_s: float = 60.0
     upsert_batch_points: int = Field(default=16, ge=1, description="Points per upsert request.")
+    qdrant_shard_number: int = Field(default=1, ge=1, description="Shards of a new server collection.")
+    qdrant_replication_factor: int = Field(default=1, ge=1, description="Replicas of each shard (server).")
+    qdrant_on_disk: bool = Field(default=False, description="Keep full multivectors on disk (server).")
 
     # --- retriever (ColSmolVLM) ------------------------------------------------------------
     retriever_model: str = Field(default=DEFAULT_RETRIEVER_MODEL, description="Hub id or local directory.")

@@ -1,0 +1,96 @@
+"""docker-compose.yml: valid against the compose spec (offline schema) and consistent with the code."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pagelens.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_validates_against_the_compose_spec() -> None:
+    exe = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
+    proc = subprocess.run([exe, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_services_and_profiles(compose: dict) -> None:
+    services = compose["services"]
+    assert set(services) == {"qdrant", "api", "api-gpu", "qdrant-node1", "qdrant-node2", "qdrant-node3"}
+    assert "profiles" not in services["qdrant"]
+    assert services["api"]["profiles"] == ["cpu"]
+    assert services["api-gpu"]["profiles"] == ["gpu"]
+    for node in ("qdrant-node1", "qdrant-node2", "qdrant-node3"):
+        assert services[node]["profiles"] == ["cluster"]
+    devices = services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_qdrant_image_is_pinned_with_volume_healthcheck_and_api_key(compose: dict) -> None:
+    for name, svc in compose["services"].items():
+        if not name.startswith("qdrant"):
+            continue
+        assert re.fullmatch(r"qdrant/qdrant:v\d+\.\d+\.\d+", svc["image"]), svc["image"]
+        assert svc["healthcheck"]["test"]
+        assert "QDRANT__SERVICE__API_KEY" in svc["environment"]
+        assert any(v.endswith(":/qdrant/storage") for v in svc["volumes"])
+    for volume_ref in ("qdrant_storage", "qdrant_node1", "pagelens_data", "pagelens_models"):
+        assert volume_ref in compose["volumes"]
+
+
+def test_cluster_nodes_bootstrap_from_node1(compose: dict) -> None:
+    services = compose["services"]
+    assert services["qdrant-node1"]["environment"]["QDRANT__CLUSTER__ENABLED"] == "true"
+    assert "--bootstrap" not in services["qdrant-node1"]["command"]
+    for node in ("qdrant-node2", "qdrant-node3"):
+        cmd = services[node]["command"]
+        assert cmd[cmd.index("--bootstrap") + 1] == "http://qdrant-node1:6335"
+        assert cmd[cmd.index("--uri") + 1] == f"http://{node}:6335"
+        assert services[node]["depends_on"]["qdrant-node1"]["condition"] == "service_healthy"
+
+
+def test_api_services_talk_to_qdrant_with_known_settings(compose: dict) -> None:
+    fields = set(Settings.model_fields)
+    for name in ("api", "api-gpu"):
+        svc = compose["services"][name]
+        env = svc["environment"]
+        assert env["PAGELENS_QDRANT_URL"].startswith("${PAGELENS_QDRANT_URL:-http://qdrant:6333")
+        assert svc["depends_on"]["qdrant"]["condition"] == "service_healthy"
+        assert svc["command"][:2] == ["pagelens", "serve"] and "0.0.0.0" in svc["command"]
+        for key in env:
+            if key.startswith("PAGELENS_"):
+                assert key.removeprefix("PAGELENS_").lower() in fields, f"{name}: {key} is not a setting"
+
+
+def test_env_example_names_only_real_settings() -> None:
+    fields = set(Settings.model_fields)
+    for line in (REPO / ".env.example").read_text().splitlines():
+        line = line.strip().lstrip("# ")
+        match = re.match(r"(PAGELENS_[A-Z_]+)=", line)
+        if match:
+            assert match.group(1).removeprefix("PAGELENS_").lower() in fields, match.group(1)
+
+
+def test_env_values_map_to_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PAGELENS_QDRANT_URL", "http://qdrant:6333")
+    monkeypatch.setenv("PAGELENS_QDRANT_SHARD_NUMBER", "3")
+    monkeypatch.setenv("PAGELENS_QDRANT_REPLICATION_FACTOR", "2")
+    monkeypatch.setenv("PAGELENS_DATA_DIR", str(tmp_path))
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.uses_server and settings.qdrant_shard_number == 3 and settings.qdrant_replication_factor == 2
+    assert settings.data_dir == tmp_path
