@@ -145,6 +145,9 @@ class Indexer:
         for item in inputs:
             result = self._index_one(collection, item, force, report, notify)
             report.documents.append(result)
+        if report.pages_indexed and hasattr(self.store, "optimize"):
+            # Qdrant Edge has no background optimizer: build the HNSW graphs of the pooled vectors now
+            self.store.optimize(collection)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -1,0 +1,395 @@
+"""``VectorStore`` on Qdrant Edge (embedded, in-process): one ``EdgeShard`` per collection.
+
+Layout under ``root``::
+
+    root/<collection>/manifest.json   the CollectionManifest (written atomically; its presence
+                                      is what makes the collection exist)
+    root/<collection>/shard/          the Edge shard (segments, WAL, payload indexes)
+
+Named vectors (names in ``index.types``), all multivectors with the MaxSim comparator and Dot
+distance, so a score is sum over query tokens of the max dot product (= colpali-engine
+``score_multi_vector`` on L2-normalised vectors):
+
+* ``FULL_VECTOR`` [n_tokens, dim]: no HNSW (m=0), always brute-force MaxSim.
+* ``ROWS_VECTOR`` / ``COLS_VECTOR`` [n_rows|n_cols, dim]: pooled, HNSW (built by ``optimize``).
+
+Shards are opened lazily and kept open; every shard call runs under one re-entrant lock, so the
+store may be shared by threads (calls are serialised). One process per ``root``: Edge has no
+cross-process locking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from index.filters import (
+    COLLECTION_NAME_RE,
+    INDEXED_KEYWORD_FIELDS,
+    sort_hits,
+    to_edge_filter,
+    validate_collection_name,
+    validate_matrix,
+)
+from index.types import (
+    COLS_VECTOR,
+    FULL_VECTOR,
+    ROWS_VECTOR,
+    CollectionManifest,
+    PageFilter,
+    PagePoint,
+    ScoredPage,
+    SearchMode,
+)
+from pagelens.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidRequestError,
+    StoreUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+SHARD_DIR = "shard"
+SCROLL_PAGE = 256
+
+
+def _edge() -> Any:
+    try:
+        import qdrant_edge
+    except ImportError as exc:  # pragma: no cover - installed with pagelens
+        raise StoreUnavailableError(
+            "the embedded store needs qdrant-edge-py: pip install qdrant-edge-py "
+            "(or set PAGELENS_QDRANT_URL to use a Qdrant server)"
+        ) from exc
+    return qdrant_edge
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _valid_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+class QdrantEdgeStore:
+    """Embedded Qdrant Edge collections under ``root`` (see the module docstring).
+
+    ``full_datatype``: storage of the full multivectors, ``float32`` (default) or ``float16`` (half
+    the disk and RAM; MaxSim scores differ by ~1e-3 on 128-d unit vectors).
+    ``batch_size``: points per Edge update operation.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        batch_size: int = 64,
+        full_datatype: Literal["float32", "float16"] = "float32",
+        hnsw_m: int = 16,
+        hnsw_ef_construct: int = 100,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.batch_size = max(1, int(batch_size))
+        self.full_datatype = full_datatype
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construct = hnsw_ef_construct
+        self._shards: dict[str, Any] = {}
+        self._manifests: dict[str, CollectionManifest] = {}
+        self._lock = threading.RLock()
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _dir(self, name: str) -> Path:
+        return self.root / validate_collection_name(name)
+
+    def _edge_config(self, dim: int) -> Any:
+        qe = _edge()
+        maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
+        full_dtype = (
+            qe.VectorStorageDatatype.Float16 if self.full_datatype == "float16" else qe.VectorStorageDatatype.Float32
+        )
+        pooled_hnsw = qe.HnswIndexConfig(
+            m=self.hnsw_m, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000
+        )
+        return qe.EdgeConfig(
+            vectors={
+                FULL_VECTOR: qe.EdgeVectorParams(
+                    size=dim,
+                    distance=qe.Distance.Dot,
+                    multivector_config=maxsim,
+                    datatype=full_dtype,
+                    hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+                ),
+                ROWS_VECTOR: qe.EdgeVectorParams(
+                    size=dim, distance=qe.Distance.Dot, multivector_config=maxsim, hnsw_config=pooled_hnsw
+                ),
+                COLS_VECTOR: qe.EdgeVectorParams(
+                    size=dim, distance=qe.Distance.Dot, multivector_config=maxsim, hnsw_config=pooled_hnsw
+                ),
+            }
+        )
+
+    def _read_manifest(self, name: str) -> CollectionManifest | None:
+        cached = self._manifests.get(name)
+        if cached is not None:
+            return cached
+        path = self._dir(name) / MANIFEST_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StoreUnavailableError(f"cannot read the manifest {path}: {exc}", path=str(path)) from exc
+        manifest = CollectionManifest.from_dict(data)
+        self._manifests[name] = manifest
+        return manifest
+
+    def _require(self, name: str) -> tuple[Any, CollectionManifest]:
+        """(open shard, manifest); raises ``CollectionNotFoundError``. Call under the lock."""
+        manifest = self._read_manifest(name)
+        if manifest is None:
+            raise CollectionNotFoundError(name)
+        shard = self._shards.get(name)
+        if shard is None:
+            path = self._dir(name) / SHARD_DIR
+            try:
+                shard = _edge().EdgeShard.load(str(path))
+            except Exception as exc:
+                raise StoreUnavailableError(
+                    f"cannot open the embedded Qdrant Edge shard {path}: {exc}. Is another pagelens "
+                    "process using this data dir? Stop it, or point PAGELENS_DATA_DIR elsewhere.",
+                    path=str(path),
+                ) from exc
+            self._shards[name] = shard
+            logger.debug("opened edge shard %s", path)
+        return shard, manifest
+
+    # --- collections ---------------------------------------------------------------------
+
+    def create_collection(self, manifest: CollectionManifest) -> None:
+        """Create the shard (named vectors, payload indexes) and then the manifest."""
+        qe = _edge()
+        name = validate_collection_name(manifest.name)
+        if manifest.dim < 1:
+            raise InvalidRequestError(f"manifest dim must be >= 1, got {manifest.dim}")
+        with self._lock:
+            if self._read_manifest(name) is not None:
+                raise CollectionExistsError(f"collection '{name}' already exists", collection=name)
+            cdir = self._dir(name)
+            if cdir.exists():  # leftover of an interrupted create or delete: no manifest, no collection
+                logger.warning("removing incomplete collection directory %s", cdir)
+                shutil.rmtree(cdir)
+            cdir.mkdir(parents=True)
+            try:
+                shard = qe.EdgeShard.create(str(cdir / SHARD_DIR), self._edge_config(manifest.dim))
+                for field in INDEXED_KEYWORD_FIELDS:
+                    shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                shard.flush()
+                _write_json_atomic(cdir / MANIFEST_FILE, manifest.to_dict())
+            except Exception:
+                shutil.rmtree(cdir, ignore_errors=True)
+                raise
+            self._shards[name] = shard
+            self._manifests[name] = manifest
+            logger.info("created edge collection %s (dim %d) at %s", name, manifest.dim, cdir)
+
+    def get_manifest(self, collection: str) -> CollectionManifest | None:
+        with self._lock:
+            return self._read_manifest(collection)
+
+    def list_collections(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        names = [
+            p.name
+            for p in self.root.iterdir()
+            if COLLECTION_NAME_RE.fullmatch(p.name) and p.is_dir() and (p / MANIFEST_FILE).is_file()
+        ]
+        return sorted(names)
+
+    def delete_collection(self, collection: str) -> None:
+        with self._lock:
+            if self._read_manifest(collection) is None:
+                raise CollectionNotFoundError(collection)
+            shard = self._shards.pop(collection, None)
+            if shard is not None:
+                shard.close()
+            self._manifests.pop(collection, None)
+            cdir = self._dir(collection)
+            (cdir / MANIFEST_FILE).unlink(missing_ok=True)  # gone for readers before the data goes
+            shutil.rmtree(cdir, ignore_errors=True)
+            logger.info("deleted edge collection %s", collection)
+
+    # --- points --------------------------------------------------------------------------
+
+    def upsert(self, collection: str, points: Sequence[PagePoint]) -> None:
+        """Insert or replace points, ``batch_size`` per update. Vectors: float32 [n, dim] each."""
+        qe = _edge()
+        with self._lock:
+            shard, manifest = self._require(collection)
+            edge_points = []
+            for p in points:
+                if not _valid_uuid(p.id):
+                    raise InvalidRequestError(f"point id {p.id!r} is not a UUID")
+                vectors = {
+                    FULL_VECTOR: validate_matrix(p.embedding.full, manifest.dim, f"point {p.id} full"),
+                    ROWS_VECTOR: validate_matrix(p.embedding.rows, manifest.dim, f"point {p.id} rows"),
+                    COLS_VECTOR: validate_matrix(p.embedding.cols, manifest.dim, f"point {p.id} cols"),
+                }
+                edge_points.append(qe.Point(str(p.id), vectors, dict(p.payload)))
+            for start in range(0, len(edge_points), self.batch_size):
+                shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
+            logger.debug("upserted %d points into %s", len(edge_points), collection)
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        qe = _edge()
+        flt = to_edge_filter(PageFilter(doc_ids=[doc_id]))
+        with self._lock:
+            shard, _ = self._require(collection)
+            n = int(shard.count(qe.CountRequest(exact=True, filter=flt)))
+            if n:
+                shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+            return n
+
+    def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
+        qe = _edge()
+        flt = to_edge_filter(page_filter)
+        with self._lock:
+            shard, _ = self._require(collection)
+            return int(shard.count(qe.CountRequest(exact=True, filter=flt)))
+
+    def iter_payloads(
+        self, collection: str, page_filter: PageFilter | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Scrolls ``SCROLL_PAGE`` points at a time; the lock is held per page, not across yields.
+        Raises ``CollectionNotFoundError`` at the call, not at the first ``next``."""
+        flt = to_edge_filter(page_filter)
+        with self._lock:
+            self._require(collection)
+        return self._scroll(collection, flt)
+
+    def _scroll(self, collection: str, flt: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        qe = _edge()
+        offset: Any = None
+        while True:
+            with self._lock:
+                shard, _ = self._require(collection)
+                records, offset = shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=flt, with_payload=True, with_vector=False)
+                )
+            for rec in records:
+                yield str(rec.id), dict(rec.payload or {})
+            if offset is None or not records:
+                return
+
+    # --- search --------------------------------------------------------------------------
+
+    def search(
+        self,
+        collection: str,
+        query: np.ndarray,
+        limit: int,
+        mode: SearchMode = "two_stage",
+        page_filter: PageFilter | None = None,
+        prefetch_limit: int = 100,
+    ) -> list[ScoredPage]:
+        """MaxSim top ``limit`` for ``query`` [n_q, dim] float32 (see ``VectorStore.search``)."""
+        qe = _edge()
+        if limit < 1:
+            raise InvalidRequestError(f"limit must be >= 1, got {limit}")
+        if mode not in ("two_stage", "exact"):
+            raise InvalidRequestError(f"unknown search mode {mode!r}: use 'two_stage' or 'exact'")
+        flt = to_edge_filter(page_filter)
+        with self._lock:
+            shard, manifest = self._require(collection)
+            q = validate_matrix(query, manifest.dim, "query").tolist()
+            if mode == "exact":
+                request = qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(q, using=FULL_VECTOR),
+                    filter=flt,
+                    with_payload=True,
+                    params=qe.SearchParams(exact=True),
+                )
+            else:
+                k = max(prefetch_limit, limit)
+                request = qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(q, using=FULL_VECTOR),
+                    prefetches=[
+                        qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
+                        qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
+                    ],
+                    filter=flt,
+                    with_payload=True,
+                )
+            hits = shard.query(request)
+        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+
+    def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """{id: [n_tokens, dim] float32} for the ids that exist."""
+        wanted = [str(i) for i in ids if _valid_uuid(str(i))]
+        with self._lock:
+            shard, _ = self._require(collection)
+            if not wanted:
+                return {}
+            records = shard.retrieve(wanted, with_payload=False, with_vector=[FULL_VECTOR])
+        out: dict[str, np.ndarray] = {}
+        for rec in records:
+            vec = rec.vector
+            if isinstance(vec, dict) and FULL_VECTOR in vec:
+                out[str(rec.id)] = np.asarray(vec[FULL_VECTOR], dtype=np.float32)
+        return out
+
+    # --- maintenance ---------------------------------------------------------------------
+
+    def optimize(self, collection: str) -> bool:
+        """Run Edge's segment optimizers (builds the HNSW graphs of the pooled vectors once a
+        segment passes the indexing threshold). Blocking; call after a large indexing job.
+        Edge runs no background optimizer, so without it every search is brute force (exact)."""
+        with self._lock:
+            shard, _ = self._require(collection)
+            return bool(shard.optimize())
+
+    def close(self) -> None:
+        """Flush and close every open shard. Safe to call twice; the store reopens lazily."""
+        with self._lock:
+            shards, self._shards = self._shards, {}
+            for name, shard in shards.items():
+                try:
+                    shard.flush()
+                    shard.close()
+                except Exception:  # keep closing the others
+                    logger.exception("failed to close edge shard %s", name)
+
+    def __enter__(self) -> QdrantEdgeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,403 @@
+"""``VectorStore`` on a Qdrant server through qdrant-client (also ``QdrantClient(":memory:")`` in tests).
+
+Schema per collection (names in ``index.types``), all multivectors, MaxSim comparator, Dot
+distance: ``FULL_VECTOR`` [n_tokens, dim] without HNSW (m=0); ``ROWS_VECTOR`` / ``COLS_VECTOR``
+[n_rows|n_cols, dim] with the collection's HNSW. Keyword payload indexes on doc_id, doc_name,
+sha256 (server only; local mode has none).
+
+The manifest is stored in the collection's own metadata (Qdrant >= 1.16, key ``pagelens_manifest``),
+so it is created and deleted with the collection. Collections without it (not made by pagelens)
+are not listed. ``prefix`` namespaces pagelens collections on a shared server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from index.filters import (
+    COLLECTION_NAME_RE,
+    INDEXED_KEYWORD_FIELDS,
+    sort_hits,
+    to_server_filter,
+    validate_collection_name,
+    validate_matrix,
+)
+from index.types import (
+    COLS_VECTOR,
+    FULL_VECTOR,
+    ROWS_VECTOR,
+    CollectionManifest,
+    PageFilter,
+    PagePoint,
+    ScoredPage,
+    SearchMode,
+)
+from pagelens.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidRequestError,
+    StoreUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from pagelens.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_KEY = "pagelens_manifest"
+SCROLL_PAGE = 256
+T = TypeVar("T")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
+        return True
+    try:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import grpc
+
+        if isinstance(exc, grpc.RpcError):
+            code = exc.code() if hasattr(exc, "code") else None
+            return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+class QdrantServerStore:
+    """Pagelens collections on a Qdrant server (see the module docstring).
+
+    ``batch_size``: points per upsert request (each waits for the server, ``wait=True``).
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        prefix: str = "",
+        *,
+        batch_size: int = 16,
+        shard_number: int = 1,
+        replication_factor: int = 1,
+        on_disk: bool = False,
+        url: str | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.batch_size = max(1, int(batch_size))
+        self.shard_number = shard_number
+        self.replication_factor = replication_factor
+        self.on_disk = on_disk
+        self.url = url or "the configured Qdrant server"
+        self._manifests: dict[str, CollectionManifest] = {}
+        # Local mode (":memory:" / path) is not thread-safe; the HTTP/gRPC clients are.
+        from qdrant_client.local.qdrant_local import QdrantLocal
+
+        self._is_local = isinstance(getattr(client, "_client", None), QdrantLocal)
+        self._lock: Any = threading.RLock() if self._is_local else contextlib.nullcontext()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QdrantServerStore:
+        """Client for ``settings.qdrant_url`` (api key, timeout); no request is made here."""
+        from qdrant_client import QdrantClient
+
+        if not settings.qdrant_url:
+            raise InvalidRequestError("qdrant_url is not set (PAGELENS_QDRANT_URL)")
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        client = QdrantClient(
+            url=settings.qdrant_url,
+            api_key=api_key,
+            timeout=max(1, math.ceil(settings.qdrant_timeout_s)),
+            check_compatibility=False,
+        )
+        return cls(
+            client,
+            batch_size=settings.upsert_batch_points,
+            shard_number=settings.qdrant_shard_number,
+            replication_factor=settings.qdrant_replication_factor,
+            on_disk=settings.qdrant_on_disk,
+            url=settings.qdrant_url,
+        )
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _qname(self, name: str) -> str:
+        return self.prefix + validate_collection_name(name)
+
+    def _call(self, fn: Callable[[], T], collection: str | None = None) -> T:
+        """Run a client call under the (local-mode) lock, mapping errors to pagelens errors."""
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
+        try:
+            with self._lock:
+                return fn()
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise StoreUnavailableError(
+                    f"Qdrant server at {self.url} is unreachable ({type(exc).__name__}: {exc}). Start it "
+                    "(docker compose up -d qdrant), check PAGELENS_QDRANT_URL, or unset it to use the "
+                    "embedded store.",
+                    url=self.url,
+                ) from exc
+            if isinstance(exc, UnexpectedResponse) and exc.status_code in (401, 403):
+                raise StoreUnavailableError(
+                    f"Qdrant server at {self.url} refused the request (HTTP {exc.status_code}); "
+                    "check PAGELENS_QDRANT_API_KEY.",
+                    url=self.url,
+                ) from exc
+            missing = (isinstance(exc, UnexpectedResponse) and exc.status_code == 404) or (
+                isinstance(exc, ValueError) and "not found" in str(exc)
+            )
+            if collection is not None and missing and not self._exists(collection):
+                self._manifests.pop(collection, None)
+                raise CollectionNotFoundError(collection) from exc
+            raise
+
+    def _exists(self, name: str) -> bool:
+        return bool(self._call(lambda: self.client.collection_exists(self._qname(name))))
+
+    def _fetch_manifest(self, name: str) -> CollectionManifest | None:
+        qname = self._qname(name)
+        if not self._exists(name):
+            return None
+        info = self._call(lambda: self.client.get_collection(qname), name)
+        data = (info.config.metadata or {}).get(MANIFEST_KEY)
+        return CollectionManifest.from_dict(data) if data else None
+
+    def _require(self, name: str) -> CollectionManifest:
+        manifest = self._manifests.get(name)
+        if manifest is None:
+            manifest = self._fetch_manifest(name)
+            if manifest is None:
+                raise CollectionNotFoundError(name)
+            self._manifests[name] = manifest
+        return manifest
+
+    # --- collections ---------------------------------------------------------------------
+
+    def create_collection(self, manifest: CollectionManifest) -> None:
+        from qdrant_client import models
+
+        name = validate_collection_name(manifest.name)
+        qname = self._qname(name)
+        if manifest.dim < 1:
+            raise InvalidRequestError(f"manifest dim must be >= 1, got {manifest.dim}")
+        if self._exists(name):
+            raise CollectionExistsError(f"collection '{name}' already exists", collection=name)
+        maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+        vectors = {
+            FULL_VECTOR: models.VectorParams(
+                size=manifest.dim,
+                distance=models.Distance.DOT,
+                multivector_config=maxsim,
+                hnsw_config=models.HnswConfigDiff(m=0),
+                on_disk=self.on_disk or None,
+            ),
+            ROWS_VECTOR: models.VectorParams(size=manifest.dim, distance=models.Distance.DOT, multivector_config=maxsim),
+            COLS_VECTOR: models.VectorParams(size=manifest.dim, distance=models.Distance.DOT, multivector_config=maxsim),
+        }
+        self._call(
+            lambda: self.client.create_collection(
+                qname,
+                vectors_config=vectors,
+                shard_number=self.shard_number,
+                replication_factor=self.replication_factor,
+                metadata={MANIFEST_KEY: manifest.to_dict()},
+            )
+        )
+        if not self._is_local:  # local mode has no payload indexes (and warns)
+            for field in INDEXED_KEYWORD_FIELDS:
+                self._call(
+                    lambda f=field: self.client.create_payload_index(  # type: ignore[misc]
+                        qname, field_name=f, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+                    ),
+                    name,
+                )
+        self._manifests[name] = manifest
+        logger.info("created server collection %s (dim %d)", qname, manifest.dim)
+
+    def get_manifest(self, collection: str) -> CollectionManifest | None:
+        validate_collection_name(collection)
+        manifest = self._fetch_manifest(collection)
+        if manifest is None:
+            self._manifests.pop(collection, None)
+        else:
+            self._manifests[collection] = manifest
+        return manifest
+
+    def list_collections(self) -> list[str]:
+        """Sorted names (prefix removed) of the prefixed collections that carry a pagelens manifest."""
+        response = self._call(lambda: self.client.get_collections())
+        names = []
+        for desc in response.collections:
+            if not desc.name.startswith(self.prefix):
+                continue
+            name = desc.name[len(self.prefix) :]
+            if COLLECTION_NAME_RE.fullmatch(name) and self._fetch_manifest(name) is not None:
+                names.append(name)
+        return sorted(names)
+
+    def delete_collection(self, collection: str) -> None:
+        qname = self._qname(collection)
+        if not self._exists(collection):
+            raise CollectionNotFoundError(collection)
+        self._call(lambda: self.client.delete_collection(qname), collection)
+        self._manifests.pop(collection, None)
+        logger.info("deleted server collection %s", qname)
+
+    # --- points --------------------------------------------------------------------------
+
+    def upsert(self, collection: str, points: Sequence[PagePoint]) -> None:
+        """Insert or replace points, ``batch_size`` per request, each ``wait=True``."""
+        from qdrant_client import models
+
+        manifest = self._require(collection)
+        qname = self._qname(collection)
+        structs = []
+        for p in points:
+            try:
+                uuid.UUID(str(p.id))
+            except ValueError:
+                raise InvalidRequestError(f"point id {p.id!r} is not a UUID") from None
+            vectors = {
+                FULL_VECTOR: validate_matrix(p.embedding.full, manifest.dim, f"point {p.id} full").tolist(),
+                ROWS_VECTOR: validate_matrix(p.embedding.rows, manifest.dim, f"point {p.id} rows").tolist(),
+                COLS_VECTOR: validate_matrix(p.embedding.cols, manifest.dim, f"point {p.id} cols").tolist(),
+            }
+            structs.append(models.PointStruct(id=str(p.id), vector=vectors, payload=dict(p.payload)))
+        for start in range(0, len(structs), self.batch_size):
+            batch = structs[start : start + self.batch_size]
+            self._call(lambda b=batch: self.client.upsert(qname, points=b, wait=True), collection)  # type: ignore[misc]
+        logger.debug("upserted %d points into %s", len(structs), qname)
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        """Counts, then deletes by filter (not atomic against concurrent writers of the same doc)."""
+        from qdrant_client import models
+
+        self._require(collection)
+        qname = self._qname(collection)
+        flt = to_server_filter(PageFilter(doc_ids=[doc_id]))
+        n = self._call(lambda: self.client.count(qname, count_filter=flt, exact=True).count, collection)
+        if n:
+            self._call(
+                lambda: self.client.delete(qname, points_selector=models.FilterSelector(filter=flt), wait=True),
+                collection,
+            )
+        return int(n)
+
+    def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
+        qname = self._qname(collection)
+        flt = to_server_filter(page_filter)
+        return int(self._call(lambda: self.client.count(qname, count_filter=flt, exact=True).count, collection))
+
+    def iter_payloads(
+        self, collection: str, page_filter: PageFilter | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Scrolls ``SCROLL_PAGE`` points per request. Raises ``CollectionNotFoundError`` at the call."""
+        flt = to_server_filter(page_filter)
+        if not self._exists(collection):
+            raise CollectionNotFoundError(collection)
+        return self._scroll(collection, flt)
+
+    def _scroll(self, collection: str, flt: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        qname = self._qname(collection)
+        offset: Any = None
+        while True:
+            records, offset = self._call(
+                lambda o=offset: self.client.scroll(  # type: ignore[misc]
+                    qname, scroll_filter=flt, limit=SCROLL_PAGE, offset=o, with_payload=True, with_vectors=False
+                ),
+                collection,
+            )
+            for rec in records:
+                yield str(rec.id), dict(rec.payload or {})
+            if offset is None or not records:
+                return
+
+    # --- search --------------------------------------------------------------------------
+
+    def search(
+        self,
+        collection: str,
+        query: np.ndarray,
+        limit: int,
+        mode: SearchMode = "two_stage",
+        page_filter: PageFilter | None = None,
+        prefetch_limit: int = 100,
+    ) -> list[ScoredPage]:
+        """MaxSim top ``limit`` for ``query`` [n_q, dim] float32 (see ``VectorStore.search``)."""
+        from qdrant_client import models
+
+        if limit < 1:
+            raise InvalidRequestError(f"limit must be >= 1, got {limit}")
+        if mode not in ("two_stage", "exact"):
+            raise InvalidRequestError(f"unknown search mode {mode!r}: use 'two_stage' or 'exact'")
+        manifest = self._require(collection)
+        qname = self._qname(collection)
+        q = validate_matrix(query, manifest.dim, "query").tolist()
+        flt = to_server_filter(page_filter)
+        if mode == "exact":  # local mode is always exact and warns about search_params
+            kwargs: dict[str, Any] = {} if self._is_local else {"search_params": models.SearchParams(exact=True)}
+        else:
+            k = max(prefetch_limit, limit)
+            kwargs = {
+                "prefetch": [
+                    models.Prefetch(query=q, using=ROWS_VECTOR, limit=k, filter=flt),
+                    models.Prefetch(query=q, using=COLS_VECTOR, limit=k, filter=flt),
+                ]
+            }
+        response = self._call(
+            lambda: self.client.query_points(
+                qname, query=q, using=FULL_VECTOR, query_filter=flt, limit=limit, with_payload=True, **kwargs
+            ),
+            collection,
+        )
+        return sort_hits(
+            [ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in response.points]
+        )
+
+    def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """{id: [n_tokens, dim] float32} for the ids that exist."""
+        qname = self._qname(collection)
+        wanted = []
+        for i in ids:
+            try:
+                wanted.append(str(uuid.UUID(str(i))))
+            except ValueError:
+                continue
+        if not self._exists(collection):
+            raise CollectionNotFoundError(collection)
+        if not wanted:
+            return {}
+        records = self._call(
+            lambda: self.client.retrieve(qname, ids=wanted, with_payload=False, with_vectors=[FULL_VECTOR]),
+            collection,
+        )
+        out: dict[str, np.ndarray] = {}
+        for rec in records:
+            vec = rec.vector
+            if isinstance(vec, dict) and FULL_VECTOR in vec:
+                out[str(rec.id)] = np.asarray(vec[FULL_VECTOR], dtype=np.float32)
+        return out
+
+    def close(self) -> None:
+        """Close the client. Safe to call twice."""
+        with contextlib.suppress(Exception):
+            self.client.close()

@@ -1,0 +1,354 @@
+"""One contract suite every ``VectorStore`` backend passes (Qdrant Edge, qdrant-client local mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from index.edge_store import QdrantEdgeStore
+from index.server_store import QdrantServerStore
+from index.store import VectorStore
+from index.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
+from pagelens.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidRequestError,
+    StoreUnavailableError,
+)
+
+DIM = 128
+COLL = "contract"
+
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_embedding(rng: np.random.Generator) -> PageEmbedding:
+    """A page as an [r, c] patch grid: full [r*c, DIM] unit vectors; rows [r, DIM], cols [c, DIM] means."""
+    r, c = int(rng.integers(5, 10)), int(rng.integers(8, 10))
+    full = unit(rng.standard_normal((r * c, DIM)))
+    grid = full.reshape(r, c, DIM)
+    return PageEmbedding(full=full, rows=grid.mean(axis=1), cols=grid.mean(axis=0))
+
+
+def make_points(n_docs: int = 4, pages: int = 6, seed: int = 0, collection: str = COLL) -> list[PagePoint]:
+    rng = np.random.default_rng(seed)
+    points = []
+    for d in range(n_docs):
+        sha = f"{d:02d}" * 32
+        for page_no in range(1, pages + 1):
+            payload: dict[str, Any] = {
+                "doc_id": f"doc-{d}",
+                "doc_name": f"report-{d}.pdf",
+                "page_no": page_no,
+                "page_count": pages,
+                "sha256": sha,
+                "collection": collection,
+                "meta": {"lang": "en" if d % 2 else "de", "year": 2020 + d, "tags": ["a", "b"], "score": 0.5},
+                "text": f"page {page_no} of doc {d} — ünïcode",
+                "image_path": None,
+                "indexed_at": "2026-01-01T00:00:00+00:00",
+            }
+            points.append(PagePoint(page_point_id(collection, sha, page_no), synthetic_embedding(rng), payload))
+    return points
+
+
+def maxsim(q: np.ndarray, d: np.ndarray) -> float:
+    """sum over query tokens of max dot: q [n_q, DIM], d [n_t, DIM]."""
+    return float((q @ d.T).max(axis=1).sum())
+
+
+MANIFEST = CollectionManifest(name=COLL, model_id="vidore/colSmol-256M", model_revision=None, dim=DIM,
+                              created_at="2026-01-01T00:00:00+00:00")
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    if request.param == "edge":
+        s: VectorStore = QdrantEdgeStore(tmp_path / "edge")
+    else:
+        from qdrant_client import QdrantClient
+
+        s = QdrantServerStore(QdrantClient(":memory:"), prefix="t_")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def filled(store: VectorStore) -> tuple[VectorStore, list[PagePoint]]:
+    points = make_points()
+    store.create_collection(MANIFEST)
+    store.upsert(COLL, points)
+    return store, points
+
+
+def test_is_a_vector_store(store: VectorStore) -> None:
+    assert isinstance(store, VectorStore)
+
+
+def test_create_list_manifest_roundtrip(store: VectorStore) -> None:
+    assert store.list_collections() == []
+    store.create_collection(MANIFEST)
+    store.create_collection(CollectionManifest(name="a.second-one", model_id="m", model_revision="r1", dim=DIM))
+    assert store.list_collections() == ["a.second-one", COLL]
+    assert store.get_manifest(COLL) == MANIFEST
+    assert store.get_manifest("a.second-one").model_revision == "r1"  # type: ignore[union-attr]
+    assert store.get_manifest("nope") is None
+    with pytest.raises(CollectionExistsError):
+        store.create_collection(MANIFEST)
+    assert store.count(COLL) == 0
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "../up", "-leading", "x" * 65, "a/b"])
+def test_invalid_collection_names(store: VectorStore, bad: str) -> None:
+    with pytest.raises(InvalidRequestError, match="collection name"):
+        store.create_collection(CollectionManifest(name=bad, model_id="m", model_revision=None, dim=DIM))
+    with pytest.raises(InvalidRequestError):
+        store.count(bad)
+
+
+def test_upsert_count_idempotent(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    assert store.count(COLL) == len(points)
+    store.upsert(COLL, points[:10])
+    assert store.count(COLL) == len(points)
+    # replacing a point replaces its payload
+    changed = PagePoint(points[0].id, points[0].embedding, {**points[0].payload, "text": "new"})
+    store.upsert(COLL, [changed])
+    payloads = dict(store.iter_payloads(COLL))
+    assert payloads[points[0].id]["text"] == "new"
+
+
+def test_upsert_rejects_bad_vectors(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    p = points[0]
+    bad = PagePoint(p.id, PageEmbedding(full=np.ones((3, DIM - 1), np.float32), rows=p.embedding.rows,
+                                        cols=p.embedding.cols), p.payload)
+    with pytest.raises(InvalidRequestError, match="full"):
+        store.upsert(COLL, [bad])
+
+
+def test_delete_document(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    assert store.delete_document(COLL, "doc-1") == 6
+    assert store.count(COLL) == len(points) - 6
+    assert store.count(COLL, PageFilter(doc_ids=["doc-1"])) == 0
+    assert store.delete_document(COLL, "doc-1") == 0
+    remaining = {pid for pid, _ in store.iter_payloads(COLL)}
+    assert remaining == {p.id for p in points if p.payload["doc_id"] != "doc-1"}
+
+
+def test_iter_payloads_intact(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    got = dict(store.iter_payloads(COLL))
+    assert got == {p.id: p.payload for p in points}
+    only = dict(store.iter_payloads(COLL, PageFilter(doc_ids=["doc-2"])))
+    assert set(only) == {p.id for p in points if p.payload["doc_id"] == "doc-2"}
+
+
+def test_iter_payloads_pages_through_many(store: VectorStore) -> None:
+    store.create_collection(MANIFEST)
+    points = make_points(n_docs=1, pages=300, seed=3)  # more than one scroll page (256)
+    store.upsert(COLL, points)
+    assert len(dict(store.iter_payloads(COLL))) == 300
+
+
+@pytest.mark.parametrize(
+    ("page_filter", "expected"),
+    [
+        (PageFilter(doc_ids=["doc-0", "doc-3"]), lambda p: p["doc_id"] in ("doc-0", "doc-3")),
+        (PageFilter(doc_names=["report-2.pdf"]), lambda p: p["doc_name"] == "report-2.pdf"),
+        (PageFilter(metadata={"lang": "en"}), lambda p: p["meta"]["lang"] == "en"),
+        (PageFilter(metadata={"year": [2020, 2022]}), lambda p: p["meta"]["year"] in (2020, 2022)),
+        (PageFilter(metadata={"tags": "b"}), lambda p: True),
+        (PageFilter(metadata={"score": 0.5}), lambda p: True),
+        (PageFilter(metadata={"lang": "de", "year": 2022}, doc_ids=["doc-2", "doc-1"]),
+         lambda p: p["doc_id"] == "doc-2"),
+        (PageFilter(doc_ids=["nope"]), lambda p: False),
+        (PageFilter(), lambda p: True),
+    ],
+)
+def test_filters_in_count_and_search(
+    filled: tuple[VectorStore, list[PagePoint]], page_filter: PageFilter, expected: Any
+) -> None:
+    store, points = filled
+    want = {p.id for p in points if expected(p.payload)}
+    assert store.count(COLL, page_filter) == len(want)
+    q = unit(np.random.default_rng(9).standard_normal((12, DIM)))
+    for mode in ("exact", "two_stage"):
+        hits = store.search(COLL, q, limit=100, mode=mode, page_filter=page_filter)  # type: ignore[arg-type]
+        assert {h.id for h in hits} == want, mode
+
+
+def test_bad_metadata_filter(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, _ = filled
+    with pytest.raises(InvalidRequestError):
+        store.count(COLL, PageFilter(metadata={"a.b": "x"}))
+    with pytest.raises(InvalidRequestError):
+        store.count(COLL, PageFilter(metadata={"k": {"nested": 1}}))
+
+
+def test_search_sorted_with_payload_and_exact_scores(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    by_id = {p.id: p for p in points}
+    rng = np.random.default_rng(5)
+    # a query made of (noisy) tokens of one page: that page must come first
+    target = points[7]
+    q = unit(target.embedding.full[:10] + 0.3 * rng.standard_normal((10, DIM)))
+    brute = sorted(((maxsim(q, p.embedding.full), p.id) for p in points), key=lambda t: (-t[0], t[1]))
+    for mode in ("exact", "two_stage"):
+        hits = store.search(COLL, q, limit=5, mode=mode)  # type: ignore[arg-type]
+        assert len(hits) == 5
+        assert hits[0].id == target.id
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        for h in hits:
+            assert h.payload == by_id[h.id].payload
+            assert h.score == pytest.approx(maxsim(q, by_id[h.id].embedding.full), abs=1e-3)
+    exact = store.search(COLL, q, limit=10, mode="exact")
+    assert [h.id for h in exact] == [pid for _, pid in brute[:10]]
+    np.testing.assert_allclose([h.score for h in exact], [s for s, _ in brute[:10]], atol=1e-3)
+
+
+def test_search_rejects_bad_query(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, _ = filled
+    with pytest.raises(InvalidRequestError):
+        store.search(COLL, np.ones((3, DIM + 1), np.float32), limit=3)
+    with pytest.raises(InvalidRequestError):
+        store.search(COLL, np.ones((DIM,), np.float32), limit=3)
+
+
+def test_get_full_vectors_roundtrip(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    ids = [points[0].id, points[5].id, "00000000-0000-0000-0000-000000000000", "not-a-uuid"]
+    got = store.get_full_vectors(COLL, ids)
+    assert set(got) == {points[0].id, points[5].id}
+    for pid in got:
+        ref = next(p for p in points if p.id == pid).embedding.full
+        assert got[pid].dtype == np.float32 and got[pid].shape == ref.shape
+        np.testing.assert_allclose(got[pid], ref, atol=1e-6)
+
+
+def test_missing_collection_errors(store: VectorStore) -> None:
+    q = np.ones((2, DIM), np.float32)
+    calls = [
+        lambda: store.delete_collection("ghost"),
+        lambda: store.upsert("ghost", make_points(1, 1, collection="ghost")),
+        lambda: store.delete_document("ghost", "d"),
+        lambda: store.count("ghost"),
+        lambda: store.iter_payloads("ghost"),
+        lambda: store.search("ghost", q, limit=3),
+        lambda: store.search("ghost", q, limit=3, mode="exact"),
+        lambda: store.get_full_vectors("ghost", []),
+    ]
+    for call in calls:
+        with pytest.raises(CollectionNotFoundError, match="ghost"):
+            call()
+
+
+def test_delete_collection(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    store.delete_collection(COLL)
+    assert store.list_collections() == []
+    assert store.get_manifest(COLL) is None
+    with pytest.raises(CollectionNotFoundError):
+        store.count(COLL)
+    store.create_collection(MANIFEST)  # recreate from scratch
+    assert store.count(COLL) == 0
+    store.upsert(COLL, points[:3])
+    assert store.count(COLL) == 3
+
+
+def test_close_twice(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, _ = filled
+    store.close()
+    store.close()
+
+
+# --- backend-specific -----------------------------------------------------------------------
+
+
+def test_edge_persistence(tmp_path: Path) -> None:
+    points = make_points()
+    store = QdrantEdgeStore(tmp_path / "edge")
+    store.create_collection(MANIFEST)
+    store.upsert(COLL, points)
+    store.close()
+    reopened = QdrantEdgeStore(tmp_path / "edge")
+    try:
+        assert reopened.list_collections() == [COLL]
+        assert reopened.get_manifest(COLL) == MANIFEST
+        assert reopened.count(COLL) == len(points)
+        assert reopened.count(COLL, PageFilter(doc_ids=["doc-0"])) == 6
+        q = unit(points[3].embedding.full[:8])
+        assert reopened.search(COLL, q, limit=1, mode="exact")[0].id == points[3].id
+        assert reopened.optimize(COLL) in (True, False)
+    finally:
+        reopened.close()
+    assert (tmp_path / "edge" / COLL / "manifest.json").is_file()
+
+
+def test_edge_float16_scores_close(tmp_path: Path) -> None:
+    points = make_points(seed=4)
+    store = QdrantEdgeStore(tmp_path / "edge16", full_datatype="float16")
+    try:
+        store.create_collection(MANIFEST)
+        store.upsert(COLL, points)
+        q = unit(np.random.default_rng(1).standard_normal((20, DIM)))
+        for h in store.search(COLL, q, limit=10, mode="exact"):
+            ref = maxsim(q, next(p for p in points if p.id == h.id).embedding.full)
+            assert abs(h.score - ref) < 1e-2
+    finally:
+        store.close()
+
+
+def test_server_hides_foreign_collections() -> None:
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(":memory:")
+    client.create_collection("t_foreign", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT))
+    client.create_collection("other", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT))
+    store = QdrantServerStore(client, prefix="t_")
+    store.create_collection(MANIFEST)
+    assert store.list_collections() == [COLL]
+    assert client.collection_exists("t_" + COLL)
+
+
+def test_server_unreachable_is_store_unavailable() -> None:
+    from pagelens.settings import Settings
+
+    settings = Settings(_env_file=None, qdrant_url="http://127.0.0.1:9", qdrant_timeout_s=2)  # type: ignore[call-arg]
+    store = QdrantServerStore.from_settings(settings)
+    with pytest.raises(StoreUnavailableError, match="127.0.0.1:9"):
+        store.list_collections()
+
+
+def test_open_store_picks_backend(tmp_path: Path) -> None:
+    from index.stores import open_store
+    from pagelens.settings import Settings
+
+    edge = open_store(Settings(_env_file=None, data_dir=tmp_path))  # type: ignore[call-arg]
+    assert isinstance(edge, QdrantEdgeStore) and edge.root == tmp_path / "qdrant-edge"
+    server = open_store(Settings(_env_file=None, data_dir=tmp_path, qdrant_url="http://127.0.0.1:9"))  # type: ignore[call-arg]
+    assert isinstance(server, QdrantServerStore)
+    server.close()
+
+
+def test_concurrent_calls(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    """Searches, counts and upserts from several threads (the API calls the store from a pool)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store, points = filled
+    q = unit(points[2].embedding.full[:6])
+
+    def work(i: int) -> str:
+        store.upsert(COLL, [points[i % len(points)]])
+        assert store.count(COLL) == len(points)
+        return store.search(COLL, q, limit=3, mode="exact" if i % 2 else "two_stage")[0].id
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert set(pool.map(work, range(16))) == {points[2].id}
