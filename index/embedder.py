@@ -1,0 +1,495 @@
+"""Page and query embedders: the ``PageEmbedder`` protocol and the ColSmolVLM implementation.
+
+``ColSmolEmbedder`` wraps colpali-engine's ``ColIdefics3`` (an ``Idefics3Model`` + ``Linear(hidden, 128)``,
+L2-normalised per token) and ``ColIdefics3Processor``. The model is a hub id or a local directory
+(``Settings.retriever_model`` / ``retriever_revision``); a peft LoRA adapter directory (such as
+``vidore/colSmol-256M``) is loaded onto its base model and merged. Nothing loads at construction:
+``load()`` (idempotent, thread-safe) or the first ``embed_*`` call does.
+
+Idefics3 token layout of one page (``ColIdefics3Processor.process_images``): the prompt, then the image
+as ``rows x cols`` local 512-px tiles in row-major order followed by one global tile (a page that fits in a
+single tile has only the global tile). Every tile contributes ``image_seq_len`` = 64 ``<image>`` tokens,
+an 8 x 8 patch grid in row-major order (SigLIP patch 16 on 512 px = 32 x 32, pixel shuffle 4 -> 8 x 8).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from index.types import PageEmbedding
+from pagelens.errors import ModelUnavailableError
+from pagelens.settings import DEFAULT_RETRIEVER_MODEL
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from pagelens.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+COLSMOL_DIM = 128
+# Files a ColIdefics3 model (or adapter) repo needs; training checkpoints and other formats are skipped.
+_HUB_ALLOW = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
+_HUB_IGNORE = ["checkpoint-*/*", "dump/*", "runs/*"]
+_HUB_ETAG_TIMEOUT_S = 10.0
+_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+@runtime_checkable
+class PageEmbedder(Protocol):
+    """Late-interaction embedder of page images and text queries (one implementation per model family).
+
+    Implementations load lazily; ``load()`` must be idempotent and safe to call from several threads.
+    """
+
+    model_id: str
+    model_revision: str | None
+
+    @property
+    def dim(self) -> int:
+        """Width of every vector (128 for ColSmolVLM)."""
+        ...
+
+    def load(self) -> None:
+        """Load weights and processor now (otherwise the first embed call does). Raises
+        ``ModelUnavailableError`` when they cannot be had."""
+        ...
+
+    def embed_pages(self, images: Sequence[Image.Image]) -> list[PageEmbedding]:
+        """One ``PageEmbedding`` per image, in order (``full`` [n_tokens, dim], ``rows`` [n_rows, dim],
+        ``cols`` [n_cols, dim], all float32 numpy on the CPU)."""
+        ...
+
+    def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """One [n_q, dim] float32 array per text (non-padding tokens, L2-normalised per token)."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Locating the weights (local first, never a hanging network retry)
+# --------------------------------------------------------------------------------------------------
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE read at call time (huggingface_hub caches them at import)."""
+    truthy = {"1", "true", "yes", "on"}
+    if any(
+        os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    ):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE) and "HF_HUB_OFFLINE" not in os.environ
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _looks_like_path(model: str) -> bool:
+    """A string that can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
+    return (
+        model.startswith(("/", ".", "~"))
+        or "\\" in model
+        or os.path.isabs(model)
+        or model.count("/") > 1
+        or Path(model).expanduser().exists()
+    )
+
+
+class _Unavailable(Exception):
+    """Internal: where we looked and why it failed; turned into one ``ModelUnavailableError``."""
+
+    def __init__(self, reason: str, looked: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.looked = looked
+
+
+def _resolve_dir(model: str, revision: str | None, base_dir: Path | None = None) -> Path:
+    """Return a local directory holding ``model`` (a local path or a hub id at ``revision``).
+
+    Local directories are used as they are. Hub ids are looked up in the HF cache first
+    (``local_files_only``); only when that fails and the hub is not offline is a download tried, with a
+    short etag timeout. Raises ``_Unavailable``.
+    """
+    candidates = [Path(model).expanduser()]
+    if base_dir is not None and not Path(model).is_absolute():
+        candidates.insert(0, base_dir / model)
+    for path in candidates:
+        if path.is_dir():
+            return path.resolve()
+    if _looks_like_path(model):
+        path = candidates[-1]
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise _Unavailable(f"local path {path} {what}", f"the local path {path}")
+
+    from huggingface_hub import snapshot_download
+
+    cache = _hf_cache_dir()
+    kwargs: dict[str, Any] = {
+        "revision": revision,
+        "allow_patterns": _HUB_ALLOW,
+        "ignore_patterns": _HUB_IGNORE,
+    }
+    try:
+        found = Path(snapshot_download(model, local_files_only=True, **kwargs))
+        if (found / "config.json").is_file() or (found / "adapter_config.json").is_file():
+            return found
+        local_reason = f"the cached snapshot {found} has no config.json / adapter_config.json"
+    except Exception as exc:  # LocalEntryNotFoundError and friends
+        local_reason = f"not in the HF cache ({type(exc).__name__})"
+    if _hub_offline():
+        raise _Unavailable(
+            f"{local_reason} and the hub is offline (HF_HUB_OFFLINE=1)",
+            f"the HF cache {cache} (hub id '{model}', offline)",
+        )
+    try:
+        logger.info("downloading %s (revision %s) from the hub", model, revision or "default")
+        return Path(snapshot_download(model, etag_timeout=_HUB_ETAG_TIMEOUT_S, **kwargs))
+    except Exception as exc:
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        raise _Unavailable(
+            f"{local_reason}, and downloading from {endpoint} failed: {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+            f"the HF cache {cache} and {endpoint} (hub id '{model}')",
+        ) from exc
+
+
+def _unavailable_error(
+    model: str, revision: str | None, err: _Unavailable, env_var: str, default_hub_id: str
+) -> ModelUnavailableError:
+    """The one user-facing error: what was wanted, where we looked, how to fix it."""
+    rev = f" (revision {revision})" if revision else ""
+    is_path = _looks_like_path(model)
+    hub_id = default_hub_id if is_path else model
+    looked = (
+        err.looked
+        if not is_path
+        else f"{err.looked} (a path, so the HF cache {_hf_cache_dir()} was not searched)"
+    )
+    message = (
+        f"model '{model}'{rev} is unavailable: {err.reason}. Looked in {looked}. "
+        f"To fix: on a machine with network run `huggingface-cli download {hub_id} --local-dir DIR` "
+        f"(for a LoRA adapter also download the base model named in its adapter_config.json), copy DIR "
+        f"here and set {env_var}=DIR"
+        + ("." if is_path else "; or allow downloads (HF_HUB_OFFLINE=0, or HF_ENDPOINT=<mirror>).")
+    )
+    return ModelUnavailableError(
+        message, model=model, revision=revision, looked=err.looked, hf_cache=_hf_cache_dir()
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Pooling
+# --------------------------------------------------------------------------------------------------
+
+
+def pool_rows_cols(
+    image_vecs: torch.Tensor, grid: tuple[int, int] | None, tokens_per_tile: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean-pool the image tokens of one page by patch row and by patch column.
+
+    image_vecs: [n_tiles * tokens_per_tile, dim] (any dtype/device), tiles in processor order (local tiles
+      row-major, then the global tile; a single-tile page has only the global tile).
+    grid: (tile_rows, tile_cols) of the local tiles, or None when unknown.
+    Returns (rows, cols) on the same device and dtype:
+      - grid (R, C) with R * C > 1: the local tiles assembled into an (R*s) x (C*s) patch grid
+        (s = sqrt(tokens_per_tile) = 8): rows [R*s, dim], cols [C*s, dim]; the global tile is left out;
+      - a single-tile page: its s x s grid -> rows [s, dim], cols [s, dim];
+      - grid None (fallback): one mean vector per tile for both, rows = cols = [n_tiles, dim].
+    """
+    n, dim = image_vecs.shape
+    side = math.isqrt(tokens_per_tile)
+    n_tiles = n // tokens_per_tile if tokens_per_tile else 0
+    if n_tiles == 0 or n % tokens_per_tile:
+        mean = image_vecs.mean(dim=0, keepdim=True) if n else image_vecs.new_zeros((1, dim))
+        return mean, mean.clone()
+    if side * side == tokens_per_tile:
+        if n_tiles == 1:
+            patch = image_vecs.reshape(side, side, dim)
+            return patch.mean(dim=1), patch.mean(dim=0)
+        if grid is not None and grid[0] * grid[1] + 1 == n_tiles:
+            r, c = grid
+            local = image_vecs[: r * c * tokens_per_tile].reshape(r, c, side, side, dim)
+            patch = local.permute(0, 2, 1, 3, 4).reshape(r * side, c * side, dim)  # [R*s, C*s, dim]
+            return patch.mean(dim=1), patch.mean(dim=0)
+    per_tile = image_vecs.reshape(n_tiles, tokens_per_tile, dim).mean(dim=1)
+    return per_tile, per_tile.clone()
+
+
+# --------------------------------------------------------------------------------------------------
+# ColSmolVLM
+# --------------------------------------------------------------------------------------------------
+
+
+class ColSmolEmbedder:
+    """``PageEmbedder`` over colpali-engine ``ColIdefics3`` (ColSmolVLM) and ``ColIdefics3Processor``.
+
+    Settings used: ``retriever_model`` (hub id or local dir), ``retriever_revision``, ``device``, ``dtype``,
+    ``attn_implementation``, ``embed_batch_size``, ``page_longest_edge`` (pages are resized so their
+    longest edge is this many px, then cut into 512-px tiles).
+    """
+
+    env_var = "PAGELENS_RETRIEVER_MODEL"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model_id: str = settings.retriever_model
+        self.model_revision: str | None = settings.retriever_revision
+        self.batch_size = settings.embed_batch_size
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._processor: Any = None
+        self._device: torch.device | None = None
+        self._dtype: torch.dtype | None = None
+        self._dim = COLSMOL_DIM
+
+    # -- loading ------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where the model runs once loaded (None before)."""
+        return self._device
+
+    @property
+    def processor(self) -> Any:
+        """The ``ColIdefics3Processor`` (loads on first access)."""
+        self.load()
+        return self._processor
+
+    def load(self) -> None:
+        """Load processor and model (idempotent, thread-safe). Raises ``ModelUnavailableError``."""
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            t0 = time.perf_counter()
+            self._load_locked()
+            logger.info(
+                "loaded retriever %s on %s (%s) in %.1f s",
+                self.model_id,
+                self._device,
+                self._dtype,
+                time.perf_counter() - t0,
+            )
+
+    def _load_locked(self) -> None:
+        from pagelens.devices import get_device, resolve_attn_implementation, resolve_dtype
+
+        device = get_device(self.settings.device)
+        dtype = resolve_dtype(self.settings.dtype, device)
+        try:
+            model_dir = _resolve_dir(self.model_id, self.model_revision)
+            adapter_cfg = model_dir / "adapter_config.json"
+            base_dir: Path | None = None
+            if adapter_cfg.is_file():
+                cfg = json.loads(adapter_cfg.read_text())
+                base = cfg.get("base_model_name_or_path")
+                if not base:
+                    raise _Unavailable(
+                        f"{adapter_cfg} names no base_model_name_or_path", f"the adapter dir {model_dir}"
+                    )
+                try:
+                    base_dir = _resolve_dir(str(base), cfg.get("revision"), base_dir=model_dir)
+                except _Unavailable as err:
+                    raise _Unavailable(
+                        f"base model '{base}' of the adapter: {err.reason}", err.looked
+                    ) from err
+            weights_dir = base_dir or model_dir
+            if not (weights_dir / "config.json").is_file():
+                raise _Unavailable(f"{weights_dir} has no config.json", f"the directory {weights_dir}")
+            processor = self._load_processor(model_dir, base_dir)
+            model = self._load_model(weights_dir, device, dtype, resolve_attn_implementation)
+            if base_dir is not None:
+                model = self._apply_adapter(model, model_dir)
+        except _Unavailable as err:
+            raise _unavailable_error(
+                self.model_id, self.model_revision, err, self.env_var, DEFAULT_RETRIEVER_MODEL
+            ) from err
+        except ModelUnavailableError:
+            raise
+        except Exception as exc:  # corrupt / incompatible files: still one actionable error
+            failure = _Unavailable(f"loading failed: {type(exc).__name__}: {exc}", f"{self.model_id}")
+            raise _unavailable_error(
+                self.model_id, self.model_revision, failure, self.env_var, DEFAULT_RETRIEVER_MODEL
+            ) from exc
+
+        model.to(device)
+        model.eval()
+        self._processor = processor
+        self._device = device
+        self._dtype = dtype
+        self._dim = int(getattr(model, "dim", COLSMOL_DIM))
+        self._model = model  # last: marks the embedder loaded
+
+    def _load_processor(self, model_dir: Path, base_dir: Path | None) -> Any:
+        from colpali_engine.models import ColIdefics3Processor
+
+        source = model_dir
+        if base_dir is not None and not any((model_dir / f).is_file() for f in _PROCESSOR_FILES):
+            source = base_dir
+        if not any((source / f).is_file() for f in _PROCESSOR_FILES):
+            raise _Unavailable(
+                f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {source}", f"the directory {source}"
+            )
+        processor = ColIdefics3Processor.from_pretrained(str(source))
+        # Pages are resized so their longest edge is page_longest_edge, then tiled (512 px per tile).
+        processor.image_processor.size = {"longest_edge": int(self.settings.page_longest_edge)}
+        return processor
+
+    def _load_model(
+        self, weights_dir: Path, device: torch.device, dtype: torch.dtype, resolve_attn: Any
+    ) -> Any:
+        from colpali_engine.models import ColIdefics3
+
+        attn = resolve_attn(self.settings.attn_implementation, device, ColIdefics3)
+        try:
+            model, info = ColIdefics3.from_pretrained(
+                str(weights_dir), dtype=dtype, attn_implementation=attn, output_loading_info=True
+            )
+        except (ValueError, ImportError) as exc:
+            if attn == "eager" or ("attn" not in str(exc).lower() and "attention" not in str(exc).lower()):
+                raise
+            logger.warning("attention %s refused (%s); falling back to eager", attn, exc)
+            model, info = ColIdefics3.from_pretrained(
+                str(weights_dir), dtype=dtype, attn_implementation="eager", output_loading_info=True
+            )
+        missing = list(info.get("missing_keys") or [])
+        if missing:
+            # Randomly initialised weights give silently useless embeddings: say so loudly.
+            logger.warning(
+                "%s: %d weights missing from the checkpoint and randomly initialised (e.g. %s); is this a "
+                "ColIdefics3 (ColSmolVLM) checkpoint?",
+                weights_dir,
+                len(missing),
+                ", ".join(sorted(missing)[:5]),
+            )
+        return model
+
+    @staticmethod
+    def _apply_adapter(model: Any, adapter_dir: Path) -> Any:
+        """Load the peft LoRA adapter in ``adapter_dir`` onto ``model`` and merge it (plain model back)."""
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+        merged = peft_model.merge_and_unload()
+        logger.info("merged LoRA adapter %s", adapter_dir)
+        return merged
+
+    # -- embedding ----------------------------------------------------------------------------
+    def _to_device(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Move a processor batch to the model device; floating tensors (pixel_values) to the model dtype."""
+        out: dict[str, torch.Tensor] = {}
+        for key, value in batch.items():
+            if value.is_floating_point():
+                value = value.to(self._device, dtype=self._dtype)
+            else:
+                value = value.to(self._device)
+            out[key] = value
+        return out
+
+    def _tile_grid(self, ids: torch.Tensor, image: Image.Image, n_tiles: int) -> tuple[int, int] | None:
+        """(tile_rows, tile_cols) of one page, from its ``<row_i_col_j>`` tokens, else from the image size;
+        None when neither agrees with ``n_tiles`` (= rows * cols + 1)."""
+        proc = self._processor
+        row_col_ids = getattr(proc, "row_col_ids", None)
+        if row_col_ids:
+            lookup = {tid: (k // 6 + 1, k % 6 + 1) for k, tid in enumerate(row_col_ids)}
+            seen = [lookup[t] for t in ids.tolist() if t in lookup]
+            if seen:
+                grid = (max(r for r, _ in seen), max(c for _, c in seen))
+                if grid[0] * grid[1] + 1 == n_tiles:
+                    return grid
+        try:
+            _, rows, cols = proc.image_processor.get_number_of_image_patches(image.height, image.width)
+            if rows * cols + 1 == n_tiles:
+                return int(rows), int(cols)
+        except Exception:  # pragma: no cover - processor API drift
+            logger.debug("get_number_of_image_patches failed", exc_info=True)
+        logger.warning("could not derive the tile grid of a page (%d tiles); pooling per tile", n_tiles)
+        return None
+
+    def embed_pages(self, images: Sequence[Image.Image]) -> list[PageEmbedding]:
+        """Embed page images, ``embed_batch_size`` per forward pass.
+
+        Returns per image a ``PageEmbedding``: ``full`` [n_tokens, 128] float32 (all non-padding tokens:
+        prompt + image tokens, L2-normalised), ``rows`` [8 * tile_rows, 128] and ``cols``
+        [8 * tile_cols, 128] float32 (means of the image-patch vectors per patch row / column of the
+        local-tile grid; a single-tile page gives 8 and 8; see ``pool_rows_cols`` for the fallback).
+        E.g. a 791 x 1024 page at page_longest_edge=1024 -> 2 x 2 tiles + global -> 16 rows, 16 cols.
+        """
+        import torch
+
+        self.load()
+        proc = self._processor
+        image_token_id = int(self._model.config.image_token_id)
+        tokens_per_tile = int(getattr(proc, "image_seq_len", 64))
+        results: list[PageEmbedding] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = [im.convert("RGB") for im in images[start : start + self.batch_size]]
+            # input_ids / attention_mask [B, L] int64; pixel_values [B, T, 3, 512, 512] float32 (T tiles, padded)
+            batch = proc.process_images(chunk)
+            ids_cpu = batch["input_ids"]
+            mask_cpu = batch["attention_mask"].bool()
+            with torch.inference_mode():
+                emb = self._model(**self._to_device(batch))  # [B, L, 128] model dtype, on device
+                emb = emb.float().cpu()
+            for i, image in enumerate(chunk):
+                full = emb[i][mask_cpu[i]]  # [n_tokens, 128]
+                img_vecs = emb[i][(ids_cpu[i] == image_token_id) & mask_cpu[i]]  # [n_tiles * 64, 128]
+                n_tiles = img_vecs.shape[0] // tokens_per_tile
+                grid = self._tile_grid(ids_cpu[i], image, n_tiles) if n_tiles > 1 else (1, 1)
+                rows, cols = pool_rows_cols(img_vecs, grid, tokens_per_tile)
+                results.append(
+                    PageEmbedding(
+                        full=full.numpy().astype(np.float32, copy=False),
+                        rows=rows.numpy().astype(np.float32, copy=False),
+                        cols=cols.numpy().astype(np.float32, copy=False),
+                    )
+                )
+        return results
+
+    def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Embed queries with ``processor.process_queries`` (colpali's query suffix of
+        ``<end_of_utterance>`` tokens appended). Returns per text [n_q, 128] float32: the non-padding tokens,
+        suffix included (what colpali's MaxSim scorer uses)."""
+        import torch
+
+        self.load()
+        out: list[np.ndarray] = []
+        texts = list(texts)
+        for start in range(0, len(texts), max(self.batch_size, 16)):
+            batch = self._processor.process_queries(texts=texts[start : start + max(self.batch_size, 16)])
+            mask = batch["attention_mask"].bool()  # [B, L]
+            with torch.inference_mode():
+                emb = self._model(**self._to_device(batch)).float().cpu()  # [B, L, 128]
+            out.extend(emb[i][mask[i]].numpy().astype(np.float32, copy=False) for i in range(emb.shape[0]))
+        return out
