@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from pagelens.errors import IngestError
+
 
 @dataclass
 class Page:
     """One rasterized page.
 
-    ``image`` is RGB, longest edge at most the requested size in px (never upscaled past the source's
-    natural size at 300 dpi for PDFs). ``page_no`` is 1-based. ``text`` is the PDF text layer ("" for
-    scans and images).
+    ``image`` is RGB (no alpha). PDF pages are rendered straight at the target size: longest edge
+    exactly ``Settings.page_longest_edge`` px, unless that would exceed ``Settings.max_pixels_per_page``
+    px, in which case the page is rendered smaller to fit. Image files are only ever downscaled
+    (longest edge at most ``page_longest_edge`` px). ``page_no`` is 1-based. ``text`` is the PDF
+    text layer ("" for scans, image files, and pages whose text could not be extracted).
     """
 
     doc_id: str
@@ -38,8 +42,10 @@ class SourceDocument:
     """An opened input file. ``pages()`` renders lazily, one page at a time.
 
     ``doc_id`` is the first 16 hex chars of ``sha256`` (so the same bytes are the same document
-    whatever the file is called). ``errors`` collects per-page failures met while iterating; a
-    failed page is reported, never silently dropped.
+    whatever the file is called). ``page_errors`` collects per-page failures met while iterating
+    ``pages()`` (each an ``IngestError`` naming file and page); a failed page is reported there and
+    iteration goes on with the next page, so nothing is silently dropped:
+    ``pages yielded + len(page_errors) == page_count`` once iteration is complete.
     """
 
     path: Path
@@ -48,12 +54,21 @@ class SourceDocument:
     page_count: int
     kind: str  # "pdf" | "image"
     metadata: dict[str, Any] = field(default_factory=dict)
-    _render: Any = field(default=None, repr=False)
+    _render: Callable[[SourceDocument], Iterator[Page]] | None = field(default=None, repr=False)
+    page_errors: list[IngestError] = field(default_factory=list)
+    source_format: str = ""  # "pdf" | "png" | "jpeg" | "tiff"
 
     @property
     def doc_id(self) -> str:
         return self.sha256[:16]
 
     def pages(self) -> Iterator[Page]:
-        """Yield pages in order. Raises ``IngestError`` naming file and page on a bad page."""
+        """Yield the good pages in order; bad pages go to ``page_errors`` (reset on each call).
+
+        Raises ``IngestError`` only when the whole document became unreadable mid-way (for example
+        the file was removed after ``open_document``).
+        """
+        if self._render is None:
+            raise RuntimeError("SourceDocument has no renderer; build it with ingest.open_document")
+        self.page_errors.clear()
         yield from self._render(self)

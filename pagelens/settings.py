@@ -78,10 +78,30 @@ class Settings(BaseSettings):
         default=None, description="Below this retrieval score no answer is generated."
     )
 
+    # --- HTTP API (pagelens serve) -------------------------------------------------------
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description='API keys: "KEY:admin;KEY:rw:coll1,coll2;KEY:r:coll1" (see api/auth.py). '
+        "Unset: no auth, and `pagelens serve` binds to loopback only unless --insecure.",
+    )
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Most bytes of one upload request (all files), enforced while streaming."
+    )
+    max_files_per_request: int = Field(default=32, ge=1, description="Most files in one upload request.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: no CORS).")
+    job_keep_uploads: bool = Field(default=False, description="Keep uploaded files after their job finished.")
+
     @field_validator("data_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("retriever_model", "answer_model", mode="after")
+    @classmethod
+    def _absolute_local_model(cls, value: str) -> str:
+        """A local model directory is recorded by its absolute path, so ``./m`` and ``/abs/m`` match."""
+        path = Path(value).expanduser()
+        return str(path.resolve()) if path.exists() else value
 
     @property
     def uses_server(self) -> bool:

@@ -1,0 +1,173 @@
+"""Image files (PNG, JPEG, TIFF) as pages: one page per file, one per frame for multi-page TIFF.
+
+Dimensions are checked against ``Settings.max_pixels_per_page`` from the header, before any pixel
+is decoded (``Image.open`` is lazy), so a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ingest.geometry import fit_size
+from ingest.types import Page, SourceDocument
+from pagelens.errors import DocumentTooLargeError, IngestError
+from pagelens.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
+_EXIF_TRANSPOSE = {  # EXIF Orientation tag value -> the transpose that shows the image upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+RenderFn = Callable[[SourceDocument], Iterator[Page]]
+
+
+def _too_large(display: str, size: tuple[int, int], limit: int, frame: int | None = None) -> DocumentTooLargeError:
+    where = "" if frame is None else f"frame {frame} "
+    return DocumentTooLargeError(
+        display,
+        f"image {where}too large: {size[0]}x{size[1]} px = {size[0] * size[1]:,} px, over the limit of "
+        f"{limit:,} px per page (PAGELENS_MAX_PIXELS_PER_PAGE)",
+        width=size[0],
+        height=size[1],
+    )
+
+
+def _open(path: Path, display: str, fmt: str, limit: int) -> Image.Image:
+    """``Image.open`` (lazy: reads the header only). PIL's own global bomb guard
+    (``Image.MAX_IMAGE_PIXELS``) is left as it is; its warning is muted because the caller applies
+    the stricter per-page limit right after, and its error becomes ``DocumentTooLargeError``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path, formats=[_PIL_FORMATS[fmt]])
+    except Image.DecompressionBombError as exc:
+        raise DocumentTooLargeError(
+            display, f"image too large to decode safely ({exc}); the limit is {limit:,} px per page "
+            "(PAGELENS_MAX_PIXELS_PER_PAGE)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise IngestError(display, f"damaged {fmt.upper()} image: {exc}") from None
+
+
+def open_image(path: Path, display: str, fmt: str, settings: Settings) -> tuple[int, RenderFn]:
+    """Validate an image file from its headers; returns (page count, renderer).
+
+    Page count is the number of TIFF frames (1 for PNG and JPEG). Raises ``DocumentTooLargeError``
+    when a frame is over ``settings.max_pixels_per_page`` px or there are more frames than
+    ``settings.max_pages_per_document``; ``IngestError`` when the header is unreadable.
+    """
+    limit = settings.max_pixels_per_page
+    with _open(path, display, fmt, settings.max_pixels_per_page) as im:
+        try:
+            frames = int(getattr(im, "n_frames", 1)) if fmt == "tiff" else 1
+            if frames > settings.max_pages_per_document:
+                raise DocumentTooLargeError(
+                    display,
+                    f"TIFF has {frames} pages, over the limit of {settings.max_pages_per_document} "
+                    "(PAGELENS_MAX_PAGES_PER_DOCUMENT)",
+                    page_count=frames,
+                )
+            for frame in range(frames):
+                if frames > 1:
+                    im.seek(frame)
+                if im.width * im.height > limit:
+                    raise _too_large(display, im.size, limit, frame + 1 if frames > 1 else None)
+                if im.width <= 0 or im.height <= 0:
+                    raise IngestError(display, f"image has an empty size {im.width}x{im.height}")
+        except (EOFError, OSError, SyntaxError, ValueError) as exc:
+            raise IngestError(display, f"damaged {fmt.upper()} image: {exc}") from None
+
+    def render(source: SourceDocument) -> Iterator[Page]:
+        return _iter_frames(source, path, display, fmt, settings, frames)
+
+    return frames, render
+
+
+def _iter_frames(
+    source: SourceDocument, path: Path, display: str, fmt: str, settings: Settings, frames: int
+) -> Iterator[Page]:
+    with _open(path, display, fmt, settings.max_pixels_per_page) as im:
+        for frame in range(frames):
+            page_no = frame + 1
+            try:
+                if frames > 1:
+                    im.seek(frame)
+                image = prepare_image(im, settings, display, single=frames == 1)
+            except Exception as exc:
+                if isinstance(exc, IngestError):
+                    error = IngestError(display, exc.reason, page=page_no)
+                else:
+                    error = IngestError(display, f"image could not be decoded: {exc}", page=page_no)
+                logger.warning("%s", error)
+                source.page_errors.append(error)
+                continue
+            yield Page(
+                doc_id=source.doc_id,
+                doc_name=source.name,
+                page_no=page_no,
+                page_count=frames,
+                image=image,
+                text="",
+                doc_sha256=source.sha256,
+            )
+
+
+def prepare_image(im: Image.Image, settings: Settings, display: str, single: bool = True) -> Image.Image:
+    """Decode the current frame of ``im``: RGB, EXIF orientation applied, alpha flattened on white,
+    downscaled (never upscaled) so the longest edge is at most ``settings.page_longest_edge`` px.
+
+    ``single``: the image has one frame, so JPEG may decode at a reduced scale (``draft``).
+    """
+    if im.width * im.height > settings.max_pixels_per_page:
+        raise _too_large(display, im.size, settings.max_pixels_per_page)
+    target = fit_size(im.width, im.height, settings.page_longest_edge, settings.max_pixels_per_page, upscale=False)
+    if single and im.format == "JPEG":
+        im.draft("RGB", target)  # DCT scaling: decode at 1/2, 1/4 or 1/8 when that is still >= target
+    im.load()
+    rgb = to_rgb(im)
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    try:
+        orientation = int(im.getexif().get(0x0112, 1))
+    except Exception as exc:  # a broken EXIF block must not lose the page
+        logger.debug("%s: EXIF orientation ignored: %s", display, exc)
+        orientation = 1
+    if orientation in _EXIF_TRANSPOSE:
+        rgb = rgb.transpose(_EXIF_TRANSPOSE[orientation])
+    return rgb
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB copy of ``im``: transparent areas become white, 16-bit and float data are scaled to 8 bits."""
+    mode = im.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if mode.startswith("I;16") or 255 < top <= 65535:
+            arr = arr * (255.0 / 65535.0)
+        elif top > 65535:
+            arr = arr * (255.0 / top)
+        gray = np.clip(arr, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return im.copy()
+    return im.convert("RGB")

@@ -1,0 +1,71 @@
+"""``open_document``: the one entry point from a file on disk to a lazily rendered ``SourceDocument``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ingest.images import open_image
+from ingest.pdf import open_pdf
+from ingest.sniff import inspect_file
+from ingest.types import SourceDocument
+from pagelens.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _passwords(password: str | None, settings: Settings) -> list[str]:
+    """Passwords to try on an encrypted PDF, in order: the explicit one, then ``settings.pdf_password``."""
+    candidates = [password]
+    if settings.pdf_password is not None:
+        candidates.append(settings.pdf_password.get_secret_value())
+    seen: list[str] = []
+    for candidate in candidates:
+        if candidate is not None and candidate not in seen:
+            seen.append(candidate)
+    return seen
+
+
+def open_document(
+    path: Path,
+    settings: Settings,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    password: str | None = None,
+) -> SourceDocument:
+    """Open a PDF, PNG, JPEG or TIFF file (type decided by content, not extension).
+
+    Reads the file once (streamed) for its sha256 and checks it cheaply: file exists, not empty, at
+    most ``settings.max_file_bytes`` bytes, a supported type, a PDF that opens (repairing it if need
+    be), is unlocked by ``password`` or ``settings.pdf_password``, and has 1 to
+    ``settings.max_pages_per_document`` pages; an image's frames are at most
+    ``settings.max_pixels_per_page`` px each (checked from the header, before decoding). Nothing is
+    rendered yet: ``SourceDocument.pages()`` renders one page at a time at
+    ``settings.page_longest_edge`` px (see ``Page``) and records bad pages in ``page_errors``.
+
+    ``name`` is the display name (default: the file name); error messages name the file by ``name``
+    when given, else by ``path``.
+
+    Raises ``IngestError`` or a subclass: ``UnsupportedFileError``, ``EncryptedDocumentError``,
+    ``DocumentTooLargeError``.
+    """
+    path = Path(path)
+    display = name if name else str(path)
+    facts = inspect_file(path, display, settings.max_file_bytes)
+    if facts.kind == "pdf":
+        page_count, render = open_pdf(path, display, settings, _passwords(password, settings))
+    else:
+        page_count, render = open_image(path, display, facts.fmt, settings)
+    doc = SourceDocument(
+        path=path,
+        name=name or path.name,
+        sha256=facts.sha256,
+        page_count=page_count,
+        kind=facts.kind,
+        metadata=dict(metadata or {}),
+        _render=render,
+        source_format=facts.fmt,
+    )
+    logger.debug("opened %s: %s, %d pages, sha256 %s", display, facts.fmt, page_count, facts.sha256)
+    return doc

@@ -1,0 +1,245 @@
+"""PDF opening (PyMuPDF) and per-page rasterization (PyMuPDF, or poppler's pdftoppm in a subprocess).
+
+PyMuPDF always opens the document (validation, password, page count, page boxes, text layer); the
+``rasterizer`` setting only chooses who draws the pixels. Pages are rendered straight at the target
+size computed by :func:`ingest.geometry.fit_size` (no render-big-then-shrink).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from ingest.geometry import fit_size
+from ingest.types import Page, SourceDocument
+from pagelens.errors import DocumentTooLargeError, EncryptedDocumentError, IngestError
+from pagelens.settings import Settings
+
+if TYPE_CHECKING:
+    import pymupdf as pymupdf_t
+
+logger = logging.getLogger(__name__)
+
+POPPLER_TIMEOUT_S = 60  # s: wall-clock limit for one pdftoppm page render
+PASSWORD_HINT = "pass its password with --password or the PAGELENS_PDF_PASSWORD environment variable"
+_NOISE = ("trying to repair", "repairing pdf", "... repeated")
+
+_configured = False
+
+RenderFn = Callable[[SourceDocument], Iterator[Page]]
+
+
+def _pymupdf() -> Any:
+    """Import PyMuPDF lazily; route MuPDF's messages away from stderr (we log them instead)."""
+    global _configured
+    import pymupdf
+
+    if not _configured:
+        pymupdf.TOOLS.mupdf_display_errors(False)
+        pymupdf.TOOLS.mupdf_display_warnings(False)
+        _configured = True
+    return pymupdf
+
+
+def _mupdf_messages(pymupdf: Any) -> list[str]:
+    """MuPDF warnings collected since the last call (global to the process), noise removed."""
+    try:
+        raw = pymupdf.TOOLS.mupdf_warnings(reset=True)
+    except Exception:  # pragma: no cover - diagnostics only
+        return []
+    return [line for line in raw.splitlines() if line and not line.lower().startswith(_NOISE)]
+
+
+def _open_reason(exc: Exception, messages: Sequence[str]) -> str:
+    text = str(exc)
+    reason = "damaged or truncated PDF that could not be opened or repaired"
+    if text and not text.startswith(("Failed to open", "Cannot open")):
+        detail = text.split(": ", 1)[-1] if text.startswith("code=") else text
+        return f"{reason} ({detail})"
+    if messages:
+        return f"{reason} (MuPDF: {messages[0]})"
+    return reason
+
+
+def _open_and_unlock(path: Path, display: str, passwords: Sequence[str]) -> tuple[Any, str | None]:
+    """Open with PyMuPDF and authenticate; returns (document, the password that worked or None)."""
+    pymupdf = _pymupdf()
+    _mupdf_messages(pymupdf)  # drop earlier messages
+    try:
+        doc = pymupdf.open(str(path), filetype="pdf")
+    except Exception as exc:
+        messages = _mupdf_messages(pymupdf)
+        raise IngestError(display, _open_reason(exc, messages), mupdf=messages[:5]) from None
+    for line in _mupdf_messages(pymupdf):
+        logger.debug("%s: MuPDF: %s", display, line)
+    if not doc.needs_pass:
+        return doc, None
+    for password in passwords:
+        if doc.authenticate(password):
+            return doc, password
+    doc.close()
+    if passwords:
+        raise EncryptedDocumentError(display, f"PDF is encrypted and the password given is wrong; {PASSWORD_HINT}")
+    raise EncryptedDocumentError(display, f"PDF is encrypted; {PASSWORD_HINT}")
+
+
+def open_pdf(path: Path, display: str, settings: Settings, passwords: Sequence[str]) -> tuple[int, RenderFn]:
+    """Validate a PDF; returns (page count, renderer for ``SourceDocument._render``).
+
+    Raises ``IngestError`` (damaged, no pages), ``EncryptedDocumentError`` (no or wrong password),
+    ``DocumentTooLargeError`` (more than ``settings.max_pages_per_document`` pages).
+    """
+    doc, password = _open_and_unlock(path, display, passwords)
+    try:
+        try:
+            page_count = int(doc.page_count)
+        except Exception as exc:
+            raise IngestError(display, f"damaged PDF: cannot count its pages ({exc})") from None
+        repaired = bool(getattr(doc, "is_repaired", False))
+    finally:
+        doc.close()
+    if page_count == 0:
+        extra = " even after repairing its cross-reference table" if repaired else ""
+        raise IngestError(display, f"PDF has no readable pages (damaged page tree){extra}")
+    if page_count > settings.max_pages_per_document:
+        raise DocumentTooLargeError(
+            display,
+            f"PDF has {page_count} pages, over the limit of {settings.max_pages_per_document} "
+            "(PAGELENS_MAX_PAGES_PER_DOCUMENT)",
+            page_count=page_count,
+        )
+    if repaired:
+        logger.info("%s: damaged cross-reference table was repaired on open", display)
+    if settings.rasterizer == "poppler" and shutil.which("pdftoppm") is None:
+        raise IngestError(
+            display,
+            "rasterizer 'poppler' needs poppler-utils (pdftoppm) installed; install it "
+            "(apt-get install poppler-utils) or set PAGELENS_RASTERIZER=pymupdf",
+        )
+    draw = _draw_poppler if settings.rasterizer == "poppler" else _draw_pymupdf
+
+    def render(source: SourceDocument) -> Iterator[Page]:
+        return _iter_pages(source, path, display, settings, password, page_count, draw)
+
+    return page_count, render
+
+
+DrawFn = Callable[["pymupdf_t.Page", tuple[int, int], Path, int, "str | None"], Image.Image]
+
+
+def _iter_pages(
+    source: SourceDocument,
+    path: Path,
+    display: str,
+    settings: Settings,
+    password: str | None,
+    page_count: int,
+    draw: DrawFn,
+) -> Iterator[Page]:
+    doc, _ = _open_and_unlock(path, display, [password] if password else [])
+    try:
+        if doc.page_count != page_count:
+            raise IngestError(display, "the file changed since it was opened; index it again")
+        for index in range(page_count):
+            page_no = index + 1
+            try:
+                page = doc.load_page(index)
+                rect = page.rect  # pt, after /Rotate
+                size = fit_size(rect.width, rect.height, settings.page_longest_edge, settings.max_pixels_per_page)
+                image = draw(page, size, path, page_no, password)
+            except Exception as exc:
+                error = IngestError(display, f"page could not be rendered: {exc}", page=page_no)
+                logger.warning("%s", error)
+                source.page_errors.append(error)
+                continue
+            yield Page(
+                doc_id=source.doc_id,
+                doc_name=source.name,
+                page_no=page_no,
+                page_count=page_count,
+                image=image,
+                text=_text(page, display, page_no),
+                doc_sha256=source.sha256,
+            )
+    finally:
+        doc.close()
+
+
+def _text(page: Any, display: str, page_no: int) -> str:
+    """The page's text layer, "" when it has none or extraction fails."""
+    try:
+        return str(page.get_text("text"))
+    except Exception as exc:
+        logger.info("%s page %d: text layer not extracted: %s", display, page_no, exc)
+        return ""
+
+
+def _exact(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size != size:  # odd page-box origins can add a pixel row/column
+        logger.debug("render gave %s px instead of %s px; resizing", image.size, size)
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image
+
+
+def _draw_pymupdf(page: Any, size: tuple[int, int], path: Path, page_no: int, password: str | None) -> Image.Image:
+    """Render one page with PyMuPDF at exactly ``size`` (w, h) px, RGB, no alpha."""
+    pymupdf = _pymupdf()
+    rect = page.rect
+    matrix = pymupdf.Matrix(size[0] / rect.width, size[1] / rect.height)
+    pix = page.get_pixmap(matrix=matrix, colorspace=pymupdf.csRGB, alpha=False)
+    image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples, "raw", "RGB", pix.stride)
+    return _exact(image, size)
+
+
+def _poppler_memory_cap(max_pixels: int) -> int:
+    """Address-space cap (bytes) for one pdftoppm process: 1 GiB, or more when pages may be larger."""
+    return max(1 << 30, max_pixels * 3 * 4)
+
+
+def _draw_poppler(page: Any, size: tuple[int, int], path: Path, page_no: int, password: str | None) -> Image.Image:
+    """Render one page with poppler's pdftoppm at exactly ``size`` (w, h) px, RGB.
+
+    pdftoppm runs in its own process under a wall-clock limit (``POPPLER_TIMEOUT_S``) and an
+    address-space cap, so a decompression bomb that poppler does not detect (JBIG2) ends as a page
+    error, not a hang or an out-of-memory kill. Note: pdftoppm takes the password on its command line.
+    """
+    max_pixels = size[0] * size[1]
+    with tempfile.TemporaryDirectory(prefix="pagelens-poppler-") as tmp:
+        root = Path(tmp) / "page"
+        cmd = ["pdftoppm", "-f", str(page_no), "-l", str(page_no), "-singlefile", "-cropbox",
+               "-scale-to-x", str(size[0]), "-scale-to-y", str(size[1])]
+        if password:
+            cmd += ["-upw", password]
+        cmd += [str(path), str(root)]
+        with (Path(tmp) / "stderr").open("w+b") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            if hasattr(resource, "prlimit"):
+                cap = _poppler_memory_cap(max(max_pixels, 1))
+                with contextlib.suppress(OSError):  # the process may already have exited
+                    resource.prlimit(proc.pid, resource.RLIMIT_AS, (cap, cap))
+            try:
+                code = proc.wait(timeout=POPPLER_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"pdftoppm took longer than {POPPLER_TIMEOUT_S} s") from None
+            err.seek(0)
+            messages = [ln for ln in err.read(4096).decode("utf-8", "replace").splitlines() if ln.strip()]
+        out = root.with_suffix(".ppm")
+        if code != 0 or not out.exists():
+            why = messages[-1] if messages else f"exit status {code}"
+            if code < 0 or code in (134, 137, 139):
+                why = f"pdftoppm was killed (memory cap or crash; signal/exit {code})"
+            raise RuntimeError(f"pdftoppm failed: {why}")
+        with Image.open(out) as im:
+            image = im.convert("RGB")
+    return _exact(image, size)
