@@ -272,6 +272,52 @@ def delete_cmd(
         out.print(f"deleted document {doc} ({result['pages_deleted']} pages) from {collection}")
 
 
+# ------------------------------------------------------------------------------------------------
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", "--host", envvar="PAGELENS_HOST", help="Address to bind."),
+    port: int = typer.Option(8000, "--port", envvar="PAGELENS_PORT", min=1, max=65535, help="TCP port."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without API keys."),
+) -> None:
+    """Run the HTTP API (OpenAPI at /docs). Without PAGELENS_API_KEYS it binds to loopback only."""
+    settings = Settings()
+    try:
+        from api.auth import parse_api_keys
+
+        has_keys = bool(parse_api_keys(settings.api_keys.get_secret_value() if settings.api_keys else None))
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    if not has_keys and not is_loopback(host) and not insecure:
+        err.print(
+            f"[bold red]error:[/] refusing to serve on {host} without API keys; set PAGELENS_API_KEYS "
+            "(see api/auth.py) or pass --insecure to expose an unauthenticated API",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    if not has_keys and not is_loopback(host):
+        err.print(f"[bold yellow]warning:[/] serving on {host} with no API keys (--insecure)", highlight=False)
+    import uvicorn
+
+    from api.main import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
 def main() -> None:
     app()
 

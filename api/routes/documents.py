@@ -1,0 +1,124 @@
+"""/v1/collections/{c}/documents: upload (-> 202 job), list, delete, page images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Caller, CollectionName, DocId, State
+from api.errors import ApiError
+from api.schemas import ERRORS, DocumentOut, JobOut
+from api.uploads import receive_upload
+from index.types import PageFilter
+from pagelens.errors import CollectionNotFoundError
+from pagelens.jobs import JobFile
+
+router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"], responses=ERRORS)
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                  "description": "PDF, PNG, JPEG or TIFF files (type checked by content)."},
+                        "metadata": {"type": "string",
+                                     "description": "JSON object of scalar values stored with every document."},
+                        "force": {"type": "boolean", "description": "Re-index documents already complete."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, openapi_extra=_UPLOAD_BODY)
+async def upload_documents(collection: CollectionName, request: Request, state: State,
+                           caller: Caller) -> JSONResponse:
+    """Upload one or more files; they are written to disk and queued as one index job (202)."""
+    caller.require_write(collection)
+    if await run_in_threadpool(state.service.store.get_manifest, collection) is None:
+        raise CollectionNotFoundError(collection)
+    job_id = state.jobs.new_id()
+    dest = state.jobs.upload_dir(job_id)
+    form = await receive_upload(request, dest, state.settings)
+    files = [JobFile(name=f.name, path=f.path, size=f.size, sha256=f.sha256) for f in form.files]
+    try:
+        job = await run_in_threadpool(state.jobs.create, job_id, collection, files, form.metadata, form.force)
+    except BaseException:
+        state.jobs.remove_uploads(job_id)
+        raise
+    state.worker.notify()
+    return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("", response_model=list[DocumentOut])
+def list_documents(collection: CollectionName, state: State, caller: Caller) -> list[dict[str, Any]]:
+    """Documents with their page counts; ``status`` is complete, incomplete, or indexing (a job is
+    indexing it now: it is not searchable until done)."""
+    caller.require_read(collection)
+    inflight = state.jobs.inflight_doc_ids(collection)
+    docs = []
+    for doc in state.service.documents(collection):
+        data = doc.to_dict()
+        if doc.doc_id in inflight:
+            data["status"] = "indexing"
+        docs.append(data)
+    return docs
+
+
+@router.delete("/{doc_id}")
+def delete_document(collection: CollectionName, doc_id: DocId, state: State, caller: Caller) -> dict[str, Any]:
+    caller.require_write(collection)
+    if doc_id in state.jobs.inflight_doc_ids(collection):
+        raise ApiError(409, "document_busy", f"document '{doc_id}' is being indexed; cancel its job first",
+                       collection=collection, doc_id=doc_id)
+    pages = state.service.delete_document(collection, doc_id)
+    return {"collection": collection, "doc_id": doc_id, "pages_deleted": pages}
+
+
+@router.get(
+    "/{doc_id}/pages/{page_no}.png",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}, "description": "The page image (PNG)."}},
+    name="page_image",
+)
+def page_image(collection: CollectionName, doc_id: DocId, page_no: int, state: State,
+               caller: Caller) -> FileResponse:
+    """The stored page image as rendered for the retriever."""
+    caller.require_read(collection)
+    if page_no < 1:
+        raise ApiError(404, "page_not_found", f"page {page_no} does not exist; pages start at 1")
+    service = state.service
+    if service.store.get_manifest(collection) is None:
+        raise CollectionNotFoundError(collection)
+    found = False
+    image_path: str | None = None
+    for _, payload in service.store.iter_payloads(collection, PageFilter(doc_ids=[doc_id])):
+        found = True
+        if int(payload.get("page_no", 0)) == page_no:
+            image_path = payload.get("image_path")
+            if not image_path and payload.get("sha256"):
+                image_path = str(service.images.path(payload["sha256"], page_no))
+            break
+    if not found:
+        raise ApiError(404, "document_not_found", f"document '{doc_id}' is not in collection '{collection}'",
+                       collection=collection, doc_id=doc_id)
+    if image_path is None:
+        raise ApiError(404, "page_not_found", f"document '{doc_id}' has no page {page_no}",
+                       collection=collection, doc_id=doc_id, page_no=page_no)
+    path = Path(image_path).resolve()
+    root = service.images.root.resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ApiError(404, "page_image_missing", f"the image of page {page_no} is not stored on this server",
+                       collection=collection, doc_id=doc_id, page_no=page_no)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,74 @@
+"""/healthz (the process answers) and /readyz (store reachable, models present locally)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import AppState, State
+
+router = APIRouter(tags=["health"])
+
+MODELS_OK_TTL_S = 300.0
+MODELS_FAIL_TTL_S = 15.0
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready; `reasons` says why."}})
+def readyz(state: State) -> JSONResponse:
+    """200 when the vector store answers and both models are on local disk (a directory or the Hugging
+    Face cache); weights are not loaded here, and the model check is cached."""
+    reasons: list[str] = []
+    try:
+        state.service.store.list_collections()
+    except Exception as exc:  # any failure means not ready; the message is the reason
+        reasons.append(f"store: {type(exc).__name__}: {exc}")
+    reasons.extend(_model_reasons(state))
+    worker_ok = state.worker.alive
+    body: dict[str, Any] = {"status": "ok" if not reasons else "unavailable", "reasons": reasons,
+                            "worker": "running" if worker_ok else "stopped"}
+    return JSONResponse(body, status_code=200 if not reasons else 503)
+
+
+def _model_reasons(state: AppState) -> list[str]:
+    with state.readiness_lock:
+        cached = state.readiness.get("models")
+        if cached and time.monotonic() < cached[0]:
+            return list(cached[1])
+        settings = state.settings
+        reasons = [r for r in (model_missing(settings.retriever_model, settings.retriever_revision),
+                               model_missing(settings.answer_model, settings.answer_revision)) if r]
+        ttl = MODELS_OK_TTL_S if not reasons else MODELS_FAIL_TTL_S
+        state.readiness["models"] = (time.monotonic() + ttl, reasons)
+        return reasons
+
+
+def model_missing(ref: str, revision: str | None) -> str | None:
+    """None when ``ref`` (a directory or a hub id) is present locally, else the reason."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+            return None
+        return f"model directory {ref} has no config.json or adapter_config.json"
+    if path.is_absolute() or ref.startswith("."):
+        return f"model directory {ref} does not exist"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return f"model {ref}: huggingface_hub is not installed"
+    for filename in ("adapter_config.json", "config.json"):
+        try:
+            found = try_to_load_from_cache(ref, filename, revision=revision)
+        except Exception:  # an invalid repo id
+            found = None
+        if isinstance(found, str):
+            return None
+    return f"model {ref} is not in the local Hugging Face cache (download it first)"

@@ -1,0 +1,547 @@
+"""Persistent index jobs: a SQLite job table under the data dir and one background worker thread.
+
+A job is one upload request: files already written to ``data_dir/uploads/<job_id>/`` and a row in
+``data_dir/jobs.sqlite3`` committed *before* the API answers ``202``. The worker takes queued jobs
+oldest first and indexes their documents one at a time through ``Pagelens.index``; progress and
+per-file results are written back to the row after every page, so a job survives a crash: on the next
+start, jobs left ``running`` go back to ``queued`` and are resumed (the indexer is idempotent, so a
+document interrupted half-way is re-indexed without duplicates, and finished ones are skipped).
+
+Job row::
+
+    id, collection, status (queued | running | done | failed | cancelled), created_at, updated_at,
+    pages_done, pages_total, cancel_requested, force, metadata (json), error,
+    documents (json list): {index, name, file, size, sha256, doc_id, status, page_count,
+                            pages_done, errors: [{page, code, error}]}
+
+Document status: queued -> running -> indexed | skipped | partial | failed | cancelled.
+``pages_total`` is the sum of the page counts of the documents opened so far (a document's page
+count is known once it is opened), so it is exact when the job is finished.
+
+A job is ``done`` when every document was processed (some may have failed: see ``documents``), and
+``failed`` only when the job itself could not run (e.g. the collection was deleted or the retriever
+model does not match it).
+
+While a document is being indexed it is partly in the store; ``JobStore.inflight_doc_ids`` names
+those documents so the API can keep them out of search results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pagelens.errors import PagelensError
+
+if TYPE_CHECKING:
+    from pagelens.service import Pagelens
+
+log = logging.getLogger(__name__)
+
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_DOC_STATUSES = ("indexed", "skipped", "partial", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    collection TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    pages_done INTEGER NOT NULL DEFAULT 0,
+    pages_total INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    force INTEGER NOT NULL DEFAULT 0,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    documents TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
+CREATE INDEX IF NOT EXISTS jobs_collection ON jobs(collection, seq);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class JobFile:
+    """One accepted upload, already on disk."""
+
+    name: str  # the display name (the client's file name, sanitised)
+    path: Path  # where it was written (under uploads/<job_id>/)
+    size: int
+    sha256: str
+
+
+@dataclass
+class Job:
+    id: str
+    collection: str
+    status: str
+    created_at: str
+    updated_at: str
+    pages_done: int = 0
+    pages_total: int = 0
+    cancel_requested: bool = False
+    force: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    documents: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Public view (no server paths)."""
+        docs = [{k: v for k, v in d.items() if k != "path"} for d in self.documents]
+        return {
+            "id": self.id,
+            "collection": self.collection,
+            "status": self.status,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "pages_done": self.pages_done,
+            "pages_total": self.pages_total,
+            "cancel_requested": self.cancel_requested,
+            "force": self.force,
+            "metadata": self.metadata,
+            "error": self.error,
+            "documents_total": len(docs),
+            "documents_done": sum(1 for d in docs if d["status"] in FINAL_DOC_STATUSES),
+            "documents_failed": sum(1 for d in docs if d["status"] in ("failed", "partial")),
+            "documents": docs,
+        }
+
+
+class JobStore:
+    """The job table. One SQLite connection guarded by a lock (safe from any thread); WAL mode."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.uploads_dir = self.data_dir / "uploads"
+        self.path = self.data_dir / "jobs.sqlite3"
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+
+    # -- uploads ---------------------------------------------------------------------------------
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def upload_dir(self, job_id: str) -> Path:
+        return self.uploads_dir / job_id
+
+    def remove_uploads(self, job_id: str) -> None:
+        shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
+
+    # -- rows ------------------------------------------------------------------------------------
+    def create(
+        self,
+        job_id: str,
+        collection: str,
+        files: list[JobFile],
+        metadata: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> Job:
+        """Record a queued job whose files are already on disk (committed when this returns)."""
+        now = _now()
+        documents: list[dict[str, Any]] = [
+            {
+                "index": i,
+                "name": f.name,
+                "path": str(f.path),
+                "size": f.size,
+                "sha256": f.sha256,
+                "doc_id": f.sha256[:16],
+                "status": "queued",
+                "page_count": None,
+                "pages_done": 0,
+                "errors": [],
+            }
+            for i, f in enumerate(files)
+        ]
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO jobs (id, collection, status, created_at, updated_at, force, metadata, documents)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (job_id, collection, now, now, int(force), json.dumps(metadata or {}), json.dumps(documents)),
+            )
+        job = self.get(job_id)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _row_to_job(row) if row else None
+
+    def list_jobs(
+        self,
+        collection: str | None = None,
+        status: str | None = None,
+        collections: set[str] | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Newest first. ``collections`` restricts to those names (a scoped API key)."""
+        sql = "SELECT * FROM jobs WHERE 1=1"
+        args: list[Any] = []
+        if collection is not None:
+            sql += " AND collection = ?"
+            args.append(collection)
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        if collections is not None:
+            if not collections:
+                return []
+            sql += f" AND collection IN ({','.join('?' * len(collections))})"
+            args.extend(sorted(collections))
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [_row_to_job(r) for r in rows]
+
+    def next_queued(self) -> Job | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+            ).fetchone()
+        return _row_to_job(row) if row else None
+
+    def save(self, job: Job) -> None:
+        """Write the mutable fields of ``job`` back (status, progress, documents, error).
+
+        ``cancel_requested`` is only ever set by ``request_cancel`` and is re-read here."""
+        job.updated_at = _now()
+        with self._lock:
+            self._conn.execute(
+                "UPDATE jobs SET status = ?, updated_at = ?, pages_done = ?, pages_total = ?, error = ?,"
+                " documents = ? WHERE id = ?",
+                (job.status, job.updated_at, job.pages_done, job.pages_total, job.error,
+                 json.dumps(job.documents), job.id),
+            )
+            row = self._conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        if row is not None:
+            job.cancel_requested = bool(row["cancel_requested"])
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Flag a job for cancellation. A queued job is cancelled at once; a running one stops at the
+        next page. Finished jobs are returned unchanged."""
+        with self._lock:
+            job = self.get(job_id)
+            if job is None or job.finished:
+                return job
+            self._conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            if job.status == "queued":
+                self._conn.execute(
+                    "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE id = ? AND status = 'queued'",
+                    (_now(), job_id),
+                )
+                job = self.get(job_id)
+                assert job is not None
+                for doc in job.documents:
+                    if doc["status"] not in FINAL_DOC_STATUSES:
+                        doc["status"] = "cancelled"
+                self.save(job)
+                self.remove_uploads(job_id)
+            return self.get(job_id)
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        with self._lock:
+            row = self._conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def reset_running(self) -> int:
+        """After a restart: jobs left ``running`` go back to ``queued`` (resumed in order)."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE jobs SET status = 'queued', updated_at = ? WHERE status = 'running'", (_now(),)
+            )
+            return cur.rowcount
+
+    def active_for(self, collection: str) -> list[Job]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM jobs WHERE collection = ? AND status IN ('queued', 'running') ORDER BY seq",
+                (collection,),
+            ).fetchall()
+        return [_row_to_job(r) for r in rows]
+
+    def inflight_doc_ids(self, collection: str) -> set[str]:
+        """Documents of ``collection`` that an unfinished job has started but not finished indexing:
+        they may be partly in the store and must stay out of search results."""
+        ids: set[str] = set()
+        for job in self.active_for(collection):
+            for doc in job.documents:
+                if doc["status"] == "running" and doc.get("doc_id"):
+                    ids.add(doc["doc_id"])
+        return ids
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        collection=row["collection"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        pages_done=row["pages_done"],
+        pages_total=row["pages_total"],
+        cancel_requested=bool(row["cancel_requested"]),
+        force=bool(row["force"]),
+        metadata=json.loads(row["metadata"] or "{}"),
+        error=row["error"],
+        documents=json.loads(row["documents"] or "[]"),
+    )
+
+
+class _Interrupted(Exception):
+    """Raised from the progress callback to stop indexing (cancel or shutdown)."""
+
+
+class JobWorker:
+    """One background thread that runs queued jobs in order through ``Pagelens.index``."""
+
+    def __init__(self, jobs: JobStore, service: Pagelens, keep_uploads: bool = False,
+                 poll_s: float = 2.0) -> None:
+        self.jobs = jobs
+        self.service = service
+        self.keep_uploads = keep_uploads
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_job_finished: Callable[[Job], None] | None = None  # hook for tests
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Reset jobs interrupted by a crash to ``queued`` and start consuming."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        reset = self.jobs.reset_running()
+        if reset:
+            log.info("resuming %d interrupted job(s)", reset)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="pagelens-jobs", daemon=True)
+        self._thread.start()
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the current page; an interrupted job goes back to ``queued``."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def notify(self) -> None:
+        """A job was queued."""
+        self._wake.set()
+
+    # -- loop ----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.jobs.next_queued()
+            except Exception:  # pragma: no cover - the database went away
+                log.exception("job table unreadable")
+                job = None
+            if job is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+                continue
+            try:
+                self.run_job(job)
+            except Exception:  # never let one job kill the worker
+                log.exception("job %s crashed", job.id)
+                for doc in job.documents:
+                    if doc["status"] not in FINAL_DOC_STATUSES:
+                        doc["status"] = "failed"
+                job.status = "failed"
+                job.error = "internal error while indexing; see the server log"
+                self._safe_save(job)
+            if job.finished and self.on_job_finished is not None:
+                self.on_job_finished(job)
+
+    def _safe_save(self, job: Job) -> None:
+        try:
+            self.jobs.save(job)
+        except Exception:  # pragma: no cover
+            log.exception("could not save job %s", job.id)
+
+    def run_job(self, job: Job) -> None:
+        """Index every document of ``job`` not finished yet; updates the row as it goes."""
+        from index.indexer import IndexInput
+        from pagelens.errors import CollectionNotFoundError
+
+        job.status = "running"
+        job.error = None
+        self.jobs.save(job)
+        if self.service.store.get_manifest(job.collection) is None:  # deleted while queued
+            exc = CollectionNotFoundError(job.collection)
+            for doc in job.documents:
+                if doc["status"] not in FINAL_DOC_STATUSES:
+                    doc["status"] = "failed"
+            job.status = "failed"
+            job.error = exc.message
+            self.jobs.save(job)
+            self._cleanup(job)
+            return
+        for doc in job.documents:
+            if doc["status"] in FINAL_DOC_STATUSES:
+                continue
+            if self._stop.is_set():
+                job.status = "queued"  # resumed on the next start
+                self.jobs.save(job)
+                return
+            if job.cancel_requested or self.jobs.is_cancel_requested(job.id):
+                self._cancel_rest(job)
+                return
+            doc["status"] = "running"
+            doc["pages_done"] = 0
+            doc["errors"] = []
+            self._recount(job)
+            self.jobs.save(job)
+            item = IndexInput(path=Path(doc["path"]), name=doc["name"], metadata=dict(job.metadata))
+            try:
+                report = self.service.index(
+                    job.collection, [item], force=job.force, progress=self._progress(job, doc)
+                )
+            except _Interrupted:
+                self._drop_partial(job, doc)
+                if self._stop.is_set() and not self.jobs.is_cancel_requested(job.id):
+                    doc["status"] = "queued"
+                    job.status = "queued"
+                    self._recount(job)
+                    self.jobs.save(job)
+                    return
+                doc["status"] = "cancelled"
+                self._cancel_rest(job)
+                return
+            except PagelensError as exc:
+                # The job as a whole cannot run (collection gone, model mismatch, store down...).
+                doc["status"] = "failed"
+                doc["errors"].append({"page": None, "code": exc.code, "error": exc.message})
+                for other in job.documents:
+                    if other["status"] not in FINAL_DOC_STATUSES:
+                        other["status"] = "failed"
+                job.status = "failed"
+                job.error = exc.message
+                self._recount(job)
+                self.jobs.save(job)
+                self._cleanup(job)
+                return
+            self._apply_report(doc, report)
+            self._recount(job)
+            self.jobs.save(job)
+        job.status = "done"
+        self._recount(job)
+        self.jobs.save(job)
+        self._cleanup(job)
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _progress(self, job: Job, doc: dict[str, Any]) -> Callable[[str, dict[str, Any]], None]:
+        def callback(event: str, info: dict[str, Any]) -> None:
+            if event == "document_start":
+                doc["page_count"] = int(info.get("page_count") or 0)
+            elif event == "page_done":
+                doc["pages_done"] = int(doc.get("pages_done") or 0) + 1
+                if doc.get("page_count") is None:
+                    doc["page_count"] = int(info.get("page_count") or 0)
+            else:
+                return
+            self._recount(job)
+            self.jobs.save(job)  # also refreshes job.cancel_requested
+            if self._stop.is_set() or job.cancel_requested:
+                raise _Interrupted()
+
+        return callback
+
+    @staticmethod
+    def _recount(job: Job) -> None:
+        job.pages_total = sum(int(d.get("page_count") or 0) for d in job.documents)
+        job.pages_done = sum(int(d.get("pages_done") or 0) for d in job.documents)
+
+    @staticmethod
+    def _apply_report(doc: dict[str, Any], report: Any) -> None:
+        result = report.documents[0] if report.documents else None
+        if result is not None:
+            doc["status"] = result.status
+            if result.doc_id:
+                doc["doc_id"] = result.doc_id
+            if result.page_count:
+                doc["page_count"] = result.page_count
+            if result.status == "skipped":
+                doc["pages_done"] = result.page_count  # already complete in the collection
+            else:
+                doc["pages_done"] = result.pages_indexed
+        else:
+            doc["status"] = "failed"
+        for err in report.errors:
+            doc["errors"].append({"page": err.page, "code": err.code, "error": _public_error(err.error, doc)})
+        if doc["status"] == "failed" and doc["page_count"] is None:
+            doc["page_count"] = 0
+
+    def _drop_partial(self, job: Job, doc: dict[str, Any]) -> None:
+        """A document interrupted half-way is removed again (unless it was complete before)."""
+        from index.types import PageFilter
+
+        doc_id = doc.get("doc_id")
+        page_count = int(doc.get("page_count") or 0)
+        if not doc_id:
+            return
+        try:
+            present = self.service.store.count(job.collection, PageFilter(doc_ids=[doc_id]))
+            if 0 < present < page_count:
+                self.service.delete_document(job.collection, doc_id)
+        except PagelensError:
+            log.warning("could not remove the partly indexed document %s of job %s", doc_id, job.id)
+        doc["pages_done"] = 0
+
+    def _cancel_rest(self, job: Job) -> None:
+        for doc in job.documents:
+            if doc["status"] not in FINAL_DOC_STATUSES:
+                doc["status"] = "cancelled"
+        job.status = "cancelled"
+        self._recount(job)
+        self.jobs.save(job)
+        self._cleanup(job)
+
+    def _cleanup(self, job: Job) -> None:
+        if not self.keep_uploads:
+            self.jobs.remove_uploads(job.id)
+
+
+def _public_error(message: str, doc: dict[str, Any]) -> str:
+    """Error messages name the uploaded file by its display name, not its server path."""
+    path = doc.get("path")
+    return message.replace(path, doc["name"]) if path else message
