@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error per line, never wrapped
 
 CollectionOpt = typer.Option(..., "--collection", "-c", envvar="PAGELENS_COLLECTION", help="Collection name.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
@@ -78,8 +79,16 @@ def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v", help="L
         stream=sys.stderr,
     )
     if not verbose:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         for noisy in ("transformers", "httpx", "peft"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - transformers is a hard dependency
+            pass
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,571 @@
+"""``SmolVLMAnswerer``: answers over retrieved page images with SmolVLM (transformers Idefics3).
+
+Flow of one answer: relevance gate (``Settings.relevance_threshold``) -> pick pages (rank order, at most
+``k``, within ``max_image_tokens``; ``prompt.select_pages``) -> chat messages (label + image per page,
+then the question; ``prompt.build_messages``) -> ``Idefics3Processor`` (pages resized to
+``answer_longest_edge`` px, 512-px tiles, 64 ``<image>`` tokens per tile) -> greedy ``generate()`` on a
+worker thread feeding a ``TextIteratorStreamer`` -> ``token`` events -> one ``done`` event with the
+``Answer``. ``answer()`` consumes ``stream()``, so both return the same text for the same inputs.
+
+The model is a hub id or a local directory (``Settings.answer_model`` / ``answer_revision``). Nothing is
+loaded at import or construction; ``load()`` (idempotent, thread-safe) or the first answer does. Local
+directories are used as they are; a hub id is looked up in the HF cache first and downloaded (short
+timeouts) only when it is missing there and the hub is not offline.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from answer.prompt import build_messages, fit_longest_edge, image_token_count, open_page_image, select_pages
+from answer.types import NO_RELEVANT_PAGES_TEXT, Answer, AnswerEvent, Citation, Timings
+from pagelens.errors import ModelUnavailableError, PagelensError
+from pagelens.settings import DEFAULT_ANSWER_MODEL
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from pagelens.settings import Settings
+    from retrieve.types import SearchHit
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "PAGELENS_ANSWER_MODEL"
+_HUB_ALLOW = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
+_HUB_TIMEOUT_S = 10.0
+_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+# --------------------------------------------------------------------------------------------------
+# Locating the model (local first; never a long network wait)
+# --------------------------------------------------------------------------------------------------
+
+
+class _Unavailable(Exception):
+    """Internal: why the model could not be had and where we looked."""
+
+    def __init__(self, reason: str, looked: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.looked = looked
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read at call time."""
+    truthy = {"1", "true", "yes", "on"}
+    return any(
+        os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _is_path(model: str) -> bool:
+    """True for strings that can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
+    return (
+        model.startswith(("/", ".", "~"))
+        or "\\" in model
+        or model.count("/") > 1
+        or Path(model).expanduser().exists()
+    )
+
+
+def _resolve_model_dir(model: str, revision: str | None) -> Path:
+    """A local directory holding ``model`` (local path, or hub id at ``revision``). Raises ``_Unavailable``."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if _is_path(model):
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise _Unavailable(f"local path {path} {what}", f"the local path {path}")
+
+    from huggingface_hub import snapshot_download
+
+    cache = _hf_cache_dir()
+    kwargs: dict[str, Any] = {"revision": revision, "allow_patterns": _HUB_ALLOW}
+    try:
+        found = Path(snapshot_download(model, local_files_only=True, **kwargs))
+        if (found / "config.json").is_file():
+            return found
+        local_reason = f"the cached snapshot {found} has no config.json"
+    except Exception as exc:  # LocalEntryNotFoundError and friends
+        local_reason = f"not in the HF cache ({type(exc).__name__})"
+    if _hub_offline():
+        raise _Unavailable(
+            f"{local_reason} and the hub is offline (HF_HUB_OFFLINE=1)",
+            f"the HF cache {cache} (hub id '{model}', offline)",
+        )
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        logger.info("downloading %s (revision %s) from %s", model, revision or "default", endpoint)
+        return Path(snapshot_download(model, etag_timeout=_HUB_TIMEOUT_S, **kwargs))
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise _Unavailable(
+            f"{local_reason}, and downloading from {endpoint} failed: {type(exc).__name__}: {first_line}",
+            f"the HF cache {cache} and {endpoint} (hub id '{model}')",
+        ) from exc
+
+
+def _unavailable(model: str, revision: str | None, err: _Unavailable) -> ModelUnavailableError:
+    """The one user-facing load error: what was wanted, where we looked, how to fix it."""
+    rev = f" (revision {revision})" if revision else ""
+    is_path = _is_path(model)
+    hub_id = DEFAULT_ANSWER_MODEL if is_path else model
+    message = (
+        f"answer model '{model}'{rev} is unavailable: {err.reason}. Looked in {err.looked}. "
+        f"To fix: on a machine with network run `huggingface-cli download {hub_id} --local-dir DIR` "
+        f"(or `hf download {hub_id} --local-dir DIR`), copy DIR here and set {ENV_VAR}=DIR"
+        + ("." if is_path else "; or allow downloads (HF_HUB_OFFLINE=0, or HF_ENDPOINT=<mirror>).")
+    )
+    return ModelUnavailableError(
+        message, model=model, revision=revision, looked=err.looked, hf_cache=_hf_cache_dir()
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation helpers
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _timed_streamer_class() -> type:
+    """A ``TextIteratorStreamer`` that also records when the first generated token arrived (built lazily
+    so importing this module does not import transformers)."""
+    from transformers import TextIteratorStreamer
+
+    class _TimedStreamer(TextIteratorStreamer):  # type: ignore[misc]
+        first_token_at: float | None = None
+
+        def put(self, value: Any) -> None:
+            if not (self.skip_prompt and self.next_tokens_are_prompt) and self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            super().put(value)
+
+    return _TimedStreamer
+
+
+@functools.cache
+def _stop_on_event_class() -> type:
+    """A ``StoppingCriteria`` that ends generation once a ``threading.Event`` is set (consumer left)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _StopOnEvent(StoppingCriteria):  # type: ignore[misc]
+        def __init__(self, event: threading.Event) -> None:
+            self.event = event
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            # -> BoolTensor [batch]
+            return torch.full(
+                (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+            )
+
+    return _StopOnEvent
+
+
+@dataclass
+class _Prepared:
+    """Model inputs of one answer. inputs: ``input_ids`` [1, n_prompt], ``attention_mask`` [1, n_prompt],
+    ``pixel_values`` [1, n_tiles, 3, T, T] (model dtype), ``pixel_attention_mask`` [1, n_tiles, T, T]."""
+
+    inputs: dict[str, Any]
+    citations: list[Citation]
+    prompt_tokens: int
+    image_tokens: int
+    preprocess_s: float
+
+
+# --------------------------------------------------------------------------------------------------
+# The answerer
+# --------------------------------------------------------------------------------------------------
+
+
+class SmolVLMAnswerer:
+    """``Answerer`` over a SmolVLM / Idefics3 checkpoint (``Idefics3ForConditionalGeneration``).
+
+    Settings used: ``answer_model``, ``answer_revision``, ``device``, ``dtype``, ``attn_implementation``,
+    ``answer_top_k``, ``answer_longest_edge`` (px, longest edge of the page images shown),
+    ``max_image_tokens``, ``max_new_tokens``, ``relevance_threshold``.
+
+    Thread-safety: ``load()`` is guarded by a lock; several ``answer``/``stream`` calls may run at once
+    (each generates on its own thread; inference only reads the weights); the processor call is
+    serialised, the tokenizer is not safe to share across threads.
+    """
+
+    env_var = ENV_VAR
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._model_id = settings.answer_model
+        self.model_revision: str | None = settings.answer_revision
+        self._lock = threading.Lock()
+        # fast tokenizers can raise "Already borrowed" under concurrent calls: one preprocessing at a time
+        self._preprocess_lock = threading.Lock()
+        self._model: Any = None
+        self._processor: Any = None
+        self._device: torch.device | None = None
+        self._dtype: torch.dtype | None = None
+        self.load_s: float | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where the model runs once loaded (None before)."""
+        return self._device
+
+    @property
+    def processor(self) -> Any:
+        """The ``Idefics3Processor`` (loads the model on first access)."""
+        self.load()
+        return self._processor
+
+    # -- loading ------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load processor and model (idempotent, thread-safe). Raises ``ModelUnavailableError``."""
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            t0 = time.perf_counter()
+            self._load_locked()
+            self.load_s = time.perf_counter() - t0
+            logger.info(
+                "loaded answer model %s on %s (%s) in %.1f s",
+                self.model_id,
+                self._device,
+                self._dtype,
+                self.load_s,
+            )
+
+    def _load_locked(self) -> None:
+        from pagelens.devices import get_device, resolve_attn_implementation, resolve_dtype
+
+        device = get_device(self.settings.device)
+        dtype = resolve_dtype(self.settings.dtype, device)
+        try:
+            model_dir = _resolve_model_dir(self.model_id, self.model_revision)
+            if not (model_dir / "config.json").is_file():
+                raise _Unavailable(f"{model_dir} has no config.json", f"the directory {model_dir}")
+            if not any((model_dir / f).is_file() for f in _PROCESSOR_FILES):
+                raise _Unavailable(
+                    f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {model_dir}",
+                    f"the directory {model_dir}",
+                )
+            processor = self._load_processor(model_dir)
+            model = self._load_model(model_dir, device, dtype, resolve_attn_implementation)
+        except _Unavailable as err:
+            raise _unavailable(self.model_id, self.model_revision, err) from err
+        except ModelUnavailableError:
+            raise
+        except Exception as exc:  # corrupt or incompatible files: still one actionable error
+            failed = _Unavailable(f"loading failed: {type(exc).__name__}: {exc}", str(self.model_id))
+            raise _unavailable(self.model_id, self.model_revision, failed) from exc
+        model.to(device)
+        model.eval()
+        self._processor = processor
+        self._device = device
+        self._dtype = dtype
+        self._model = model  # last: marks the answerer loaded
+
+    def _load_processor(self, model_dir: Path) -> Any:
+        from transformers import AutoProcessor
+
+        # Pages are resized so their longest edge is answer_longest_edge px, then cut into 512-px tiles.
+        return AutoProcessor.from_pretrained(
+            str(model_dir), size={"longest_edge": int(self.settings.answer_longest_edge)}
+        )
+
+    def _load_model(
+        self, model_dir: Path, device: torch.device, dtype: torch.dtype, resolve_attn: Any
+    ) -> Any:
+        from transformers import Idefics3ForConditionalGeneration
+
+        attn = resolve_attn(self.settings.attn_implementation, device, Idefics3ForConditionalGeneration)
+        try:
+            return Idefics3ForConditionalGeneration.from_pretrained(
+                str(model_dir), dtype=dtype, attn_implementation=attn
+            )
+        except (ValueError, ImportError) as exc:
+            if attn == "eager" or ("attn" not in str(exc).lower() and "attention" not in str(exc).lower()):
+                raise
+            logger.warning("attention %s refused (%s); falling back to eager", attn, exc)
+            return Idefics3ForConditionalGeneration.from_pretrained(
+                str(model_dir), dtype=dtype, attn_implementation="eager"
+            )
+
+    # -- image-token arithmetic ------------------------------------------------------------------
+    def _geometry(self) -> dict[str, Any]:
+        """Tile size T (px), tokens per tile and splitting of the loaded processor."""
+        ip = self.processor.image_processor
+        max_size = ip.max_image_size
+        tile = max_size["longest_edge"] if isinstance(max_size, dict) else max_size.longest_edge
+        return {
+            "tile_size": int(tile),
+            "image_seq_len": int(self._processor.image_seq_len),
+            "do_image_splitting": bool(getattr(ip, "do_image_splitting", True)),
+        }
+
+    def tokens_per_image(self, image: Image.Image, longest_edge: int | None = None) -> int:
+        """``<image>`` tokens one page costs at ``longest_edge`` px (default ``answer_longest_edge``)."""
+        edge = int(longest_edge or self.settings.answer_longest_edge)
+        return image_token_count(image.width, image.height, longest_edge=edge, **self._geometry())
+
+    # -- answering ------------------------------------------------------------------------------
+    def answer(
+        self, question: str, hits: Sequence[SearchHit], k: int | None = None, retrieve_s: float = 0.0
+    ) -> Answer:
+        """Blocking answer: consumes ``stream()`` and returns its ``done`` answer."""
+        final: Answer | None = None
+        for event in self.stream(question, hits, k=k, retrieve_s=retrieve_s):
+            if event.kind == "done":
+                final = event.answer
+        if final is None:  # pragma: no cover - stream() always ends with a done event
+            raise PagelensError("the answer stream ended without an answer")
+        return final
+
+    def stream(
+        self, question: str, hits: Sequence[SearchHit], k: int | None = None, retrieve_s: float = 0.0
+    ) -> Iterator[AnswerEvent]:
+        """Yield ``token`` events as text is generated, then one ``done`` event with the ``Answer``.
+
+        hits: retrieval results in rank order; pages are loaded from ``hit.image_path`` (``IngestError``
+        naming the document and page when a considered page image is missing).
+        k: most pages shown (default ``answer_top_k``), fewer when ``max_image_tokens`` is reached.
+        Closing the iterator early stops generation at the next token.
+        """
+        t_start = time.perf_counter()
+        relevant = self._relevant(hits)
+        if not relevant:
+            yield from self._no_relevant_pages(retrieve_s, t_start)
+            return
+
+        self.load()
+        prepared = self._prepare(question, relevant, k)
+        yield from self._generate(prepared, retrieve_s, t_start)
+
+    def _relevant(self, hits: Sequence[SearchHit]) -> list[SearchHit]:
+        """Hits at or above ``relevance_threshold`` (all hits when it is unset), rank order kept."""
+        threshold = self.settings.relevance_threshold
+        if threshold is None:
+            return list(hits)
+        kept = [h for h in hits if h.score >= threshold]
+        if hits and not kept:
+            logger.info(
+                "no hit scores >= %.4f (best %.4f): not answering", threshold, max(h.score for h in hits)
+            )
+        return kept
+
+    def _no_relevant_pages(self, retrieve_s: float, t_start: float) -> Iterator[AnswerEvent]:
+        text = NO_RELEVANT_PAGES_TEXT
+        timings = Timings(retrieve_s=retrieve_s, total_s=retrieve_s + time.perf_counter() - t_start)
+        answer = Answer(
+            text=text, citations=[], timings=timings, model_id=self.model_id, no_relevant_pages=True
+        )
+        yield AnswerEvent(kind="token", text=text)
+        yield AnswerEvent(kind="done", answer=answer)
+
+    def _prepare(self, question: str, hits: Sequence[SearchHit], k: int | None) -> _Prepared:
+        """Pick the pages, load their images and run the processor."""
+        t0 = time.perf_counter()
+        settings = self.settings
+        k = max(1, int(k if k is not None else settings.answer_top_k))
+        geometry = self._geometry()
+        edge = int(settings.answer_longest_edge)
+
+        opened: dict[int, Image.Image] = {}
+
+        def open_cached(hit: SearchHit) -> Image.Image:
+            if id(hit) not in opened:
+                opened[id(hit)] = open_page_image(hit)
+            return opened[id(hit)]
+
+        try:
+            pages = select_pages(
+                hits,
+                k,
+                settings.max_image_tokens,
+                partial(self.tokens_per_image, longest_edge=edge),
+                open_image=open_cached,
+            )
+            images = [open_cached(h).convert("RGB") for h in pages]  # decodes the pixels
+        finally:
+            for image in opened.values():
+                image.close()
+
+        if len(pages) == 1:
+            cost = self.tokens_per_image(images[0], edge)
+            if cost > settings.max_image_tokens:
+                reduced = fit_longest_edge(
+                    images[0].width,
+                    images[0].height,
+                    max_tokens=settings.max_image_tokens,
+                    longest_edge=edge,
+                    **geometry,
+                )
+                logger.warning(
+                    "page %s p.%d costs %d image tokens at %d px, over max_image_tokens=%d: showing it at %d px",
+                    pages[0].doc_name,
+                    pages[0].page_no,
+                    cost,
+                    edge,
+                    settings.max_image_tokens,
+                    reduced,
+                )
+                edge = reduced
+
+        processor = self._processor
+        with self._preprocess_lock:
+            prompt = processor.apply_chat_template(
+                build_messages(question, pages), add_generation_prompt=True
+            )
+            batch = processor(
+                text=[prompt], images=[images], return_tensors="pt", size={"longest_edge": edge}
+            )
+        inputs: dict[str, Any] = {}
+        for key, value in batch.items():
+            if not hasattr(value, "to"):
+                continue
+            inputs[key] = (
+                value.to(self._device, dtype=self._dtype)
+                if value.is_floating_point()
+                else value.to(self._device)
+            )
+        input_ids = inputs["input_ids"]  # [1, n_prompt]
+        citations = [
+            Citation(
+                doc_id=h.doc_id,
+                doc_name=h.doc_name,
+                page_no=h.page_no,
+                score=h.score,
+                image_path=h.image_path,
+            )
+            for h in pages
+        ]
+        return _Prepared(
+            inputs=inputs,
+            citations=citations,
+            prompt_tokens=int(input_ids.shape[1]),
+            image_tokens=int((input_ids == processor.image_token_id).sum().item()),
+            preprocess_s=time.perf_counter() - t0,
+        )
+
+    def _eos_token_ids(self) -> list[int]:
+        """The model's eos id(s) plus ``<end_of_utterance>`` (where SmolVLM ends an assistant turn)."""
+        ids: list[int] = []
+        eos = getattr(self._model.generation_config, "eos_token_id", None)
+        if isinstance(eos, int):
+            ids.append(eos)
+        elif eos:
+            ids.extend(int(e) for e in eos)
+        end_of_utterance = self._processor.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+        if isinstance(end_of_utterance, int) and end_of_utterance not in ids:
+            ids.append(end_of_utterance)
+        return ids
+
+    def _generate(self, prepared: _Prepared, retrieve_s: float, t_start: float) -> Iterator[AnswerEvent]:
+        """Greedy generation on a worker thread; token events from its ``TextIteratorStreamer``."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        tokenizer = self._processor.tokenizer
+        streamer = _timed_streamer_class()(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
+        result: dict[str, Any] = {}
+        pad_id = self._model.generation_config.pad_token_id
+        if pad_id is None:
+            pad_id = tokenizer.pad_token_id
+        gen_kwargs: dict[str, Any] = dict(
+            **prepared.inputs,
+            streamer=streamer,
+            do_sample=False,
+            max_new_tokens=int(self.settings.max_new_tokens),
+            eos_token_id=self._eos_token_ids(),
+            pad_token_id=pad_id,
+            stopping_criteria=StoppingCriteriaList([_stop_on_event_class()(stop)]),
+        )
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    result["sequences"] = self._model.generate(**gen_kwargs)  # [1, n_prompt + n_new]
+            except BaseException as exc:  # surfaced to the consumer below
+                result["error"] = exc
+                streamer.end()  # unblock the consumer
+
+        t_gen = time.perf_counter()
+        worker = threading.Thread(target=run, name="pagelens-answer-generate", daemon=True)
+        worker.start()
+        pieces: list[str] = []
+        try:
+            for piece in streamer:
+                if not pieces:
+                    piece = piece.lstrip()  # the model opens its turn with a space
+                if piece:
+                    pieces.append(piece)
+                    yield AnswerEvent(kind="token", text=piece)
+        finally:
+            stop.set()  # no-op when generation already ended; stops it when the consumer left early
+            worker.join()
+        t_end = time.perf_counter()
+
+        if "error" in result:
+            exc = result["error"]
+            raise PagelensError(
+                f"answer generation with {self.model_id} failed: {type(exc).__name__}: {exc}",
+                model=self.model_id,
+            ) from exc
+        sequences = result["sequences"]
+        generated = int(sequences.shape[-1]) - prepared.prompt_tokens
+        first_at = streamer.first_token_at or t_end
+        timings = Timings(
+            retrieve_s=retrieve_s,
+            preprocess_s=prepared.preprocess_s,
+            prefill_s=first_at - t_gen,
+            decode_s=t_end - first_at,
+            total_s=retrieve_s + (t_end - t_start),
+        )
+        answer = Answer(
+            text="".join(pieces),
+            citations=prepared.citations,
+            timings=timings,
+            prompt_tokens=prepared.prompt_tokens,
+            image_tokens=prepared.image_tokens,
+            generated_tokens=max(generated, 0),
+            model_id=self.model_id,
+        )
+        logger.info(
+            "answered over %d page(s): %d prompt tokens (%d image), %d generated; prefill %.3f s, decode %.3f s",
+            len(answer.citations),
+            answer.prompt_tokens,
+            answer.image_tokens,
+            answer.generated_tokens,
+            timings.prefill_s,
+            timings.decode_s,
+        )
+        yield AnswerEvent(kind="done", answer=answer)
