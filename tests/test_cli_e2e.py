@@ -175,3 +175,35 @@ def test_unknown_collection_is_a_clear_error(cli_env: dict[str, str]) -> None:
     proc = run_cli(cli_env, "search", "x", "--collection", "nope", check=False)
     assert proc.returncode == 2
     assert "collection 'nope' does not exist" in proc.stderr
+
+
+def test_ask_json_cites_exactly_the_retrieved_pages(cli_env: dict[str, str], indexed_real: dict) -> None:
+    question = "What is the total amount due on the invoice?"
+    search = json.loads(run_cli(cli_env, "search", question, "--collection", "real", "-k", "3", "--json").stdout)
+    answer = json.loads(run_cli(cli_env, "ask", question, "--collection", "real", "-k", "3", "--json").stdout)
+    retrieved = [(r["doc_id"], r["page_no"]) for r in search["results"]]
+    cited = [(c["doc_id"], c["page_no"]) for c in answer["citations"]]
+    assert cited == retrieved
+    assert [c["score"] for c in answer["citations"]] == pytest.approx([r["score"] for r in search["results"]], rel=1e-4)
+    assert answer["text"] and answer["generated_tokens"] >= 1 and answer["image_tokens"] > 0
+    for key in ("retrieve_s", "prefill_s", "decode_s", "total_s"):
+        assert answer["timings"][key] >= 0
+    assert answer["timings"]["total_s"] > 0
+    # the streamed terminal output carries the same greedy text, then the sources
+    streamed = run_cli(cli_env, "ask", question, "--collection", "real", "-k", "3").stdout
+    assert streamed.startswith(answer["text"])
+    assert "Sources:" in streamed and f"{search['results'][0]['doc_name']}, page {search['results'][0]['page_no']}" in streamed
+
+
+def test_ask_errors_are_clear(cli_env: dict[str, str], indexed_real: dict, tmp_path: Path) -> None:
+    proc = run_cli(cli_env, "ask", "anything", "--collection", "missing-coll", check=False)
+    assert proc.returncode == 2 and "collection 'missing-coll' does not exist" in proc.stderr
+    # a collection whose only document failed exists but holds no pages
+    proc = run_cli(cli_env, "index", str(HOSTILE_PDFS / "h_empty_0_bytes.pdf"), "--collection", "empty", check=False)
+    assert proc.returncode == 1
+    proc = run_cli(cli_env, "ask", "anything", "--collection", "empty", check=False)
+    assert proc.returncode == 2 and "holds no pages yet" in proc.stderr
+    env = dict(cli_env, PAGELENS_ANSWER_MODEL=str(tmp_path / "no-such-model"))
+    proc = run_cli(env, "ask", "anything", "--collection", "real", check=False)
+    assert proc.returncode == 2
+    assert "no-such-model" in proc.stderr and "PAGELENS_ANSWER_MODEL" in proc.stderr
