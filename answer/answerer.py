@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from answer.prompt import build_messages, fit_longest_edge, image_token_count, open_page_image, select_pages
 from answer.types import NO_RELEVANT_PAGES_TEXT, Answer, AnswerEvent, Citation, Timings
 from pagelens.errors import ModelUnavailableError, PagelensError
+from pagelens.hub import Unavailable, resolve_model_dir, unavailable_error
 from pagelens.settings import DEFAULT_ANSWER_MODEL
 
 if TYPE_CHECKING:
@@ -41,103 +41,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "PAGELENS_ANSWER_MODEL"
-_HUB_ALLOW = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
-_HUB_TIMEOUT_S = 10.0
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 # --------------------------------------------------------------------------------------------------
 # Locating the model (local first; never a long network wait)
 # --------------------------------------------------------------------------------------------------
-
-
-class _Unavailable(Exception):
-    """Internal: why the model could not be had and where we looked."""
-
-    def __init__(self, reason: str, looked: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.looked = looked
-
-
-def _hub_offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read at call time."""
-    truthy = {"1", "true", "yes", "on"}
-    return any(
-        os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover
-        return os.path.expanduser("~/.cache/huggingface/hub")
-
-
-def _is_path(model: str) -> bool:
-    """True for strings that can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
-    return (
-        model.startswith(("/", ".", "~"))
-        or "\\" in model
-        or model.count("/") > 1
-        or Path(model).expanduser().exists()
-    )
-
-
-def _resolve_model_dir(model: str, revision: str | None) -> Path:
-    """A local directory holding ``model`` (local path, or hub id at ``revision``). Raises ``_Unavailable``."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    if _is_path(model):
-        what = "is not a directory" if path.exists() else "does not exist"
-        raise _Unavailable(f"local path {path} {what}", f"the local path {path}")
-
-    from huggingface_hub import snapshot_download
-
-    cache = _hf_cache_dir()
-    kwargs: dict[str, Any] = {"revision": revision, "allow_patterns": _HUB_ALLOW}
-    try:
-        found = Path(snapshot_download(model, local_files_only=True, **kwargs))
-        if (found / "config.json").is_file():
-            return found
-        local_reason = f"the cached snapshot {found} has no config.json"
-    except Exception as exc:  # LocalEntryNotFoundError and friends
-        local_reason = f"not in the HF cache ({type(exc).__name__})"
-    if _hub_offline():
-        raise _Unavailable(
-            f"{local_reason} and the hub is offline (HF_HUB_OFFLINE=1)",
-            f"the HF cache {cache} (hub id '{model}', offline)",
-        )
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        logger.info("downloading %s (revision %s) from %s", model, revision or "default", endpoint)
-        return Path(snapshot_download(model, etag_timeout=_HUB_TIMEOUT_S, **kwargs))
-    except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise _Unavailable(
-            f"{local_reason}, and downloading from {endpoint} failed: {type(exc).__name__}: {first_line}",
-            f"the HF cache {cache} and {endpoint} (hub id '{model}')",
-        ) from exc
-
-
-def _unavailable(model: str, revision: str | None, err: _Unavailable) -> ModelUnavailableError:
-    """The one user-facing load error: what was wanted, where we looked, how to fix it."""
-    rev = f" (revision {revision})" if revision else ""
-    is_path = _is_path(model)
-    hub_id = DEFAULT_ANSWER_MODEL if is_path else model
-    message = (
-        f"answer model '{model}'{rev} is unavailable: {err.reason}. Looked in {err.looked}. "
-        f"To fix: on a machine with network run `huggingface-cli download {hub_id} --local-dir DIR` "
-        f"(or `hf download {hub_id} --local-dir DIR`), copy DIR here and set {ENV_VAR}=DIR"
-        + ("." if is_path else "; or allow downloads (HF_HUB_OFFLINE=0, or HF_ENDPOINT=<mirror>).")
-    )
-    return ModelUnavailableError(
-        message, model=model, revision=revision, looked=err.looked, hf_cache=_hf_cache_dir()
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,23 +178,27 @@ class SmolVLMAnswerer:
         device = get_device(self.settings.device)
         dtype = resolve_dtype(self.settings.dtype, device)
         try:
-            model_dir = _resolve_model_dir(self.model_id, self.model_revision)
+            model_dir = resolve_model_dir(self.model_id, self.model_revision)
             if not (model_dir / "config.json").is_file():
-                raise _Unavailable(f"{model_dir} has no config.json", f"the directory {model_dir}")
+                raise Unavailable(f"{model_dir} has no config.json", f"the directory {model_dir}")
             if not any((model_dir / f).is_file() for f in _PROCESSOR_FILES):
-                raise _Unavailable(
+                raise Unavailable(
                     f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {model_dir}",
                     f"the directory {model_dir}",
                 )
             processor = self._load_processor(model_dir)
             model = self._load_model(model_dir, device, dtype, resolve_attn_implementation)
-        except _Unavailable as err:
-            raise _unavailable(self.model_id, self.model_revision, err) from err
+        except Unavailable as err:
+            raise unavailable_error(
+                "answer", self.model_id, self.model_revision, err, ENV_VAR, DEFAULT_ANSWER_MODEL
+            ) from err
         except ModelUnavailableError:
             raise
         except Exception as exc:  # corrupt or incompatible files: still one actionable error
-            failed = _Unavailable(f"loading failed: {type(exc).__name__}: {exc}", str(self.model_id))
-            raise _unavailable(self.model_id, self.model_revision, failed) from exc
+            failed = Unavailable(f"loading failed: {type(exc).__name__}: {exc}", str(self.model_id))
+            raise unavailable_error(
+                "answer", self.model_id, self.model_revision, failed, ENV_VAR, DEFAULT_ANSWER_MODEL
+            ) from exc
         model.to(device)
         model.eval()
         self._processor = processor

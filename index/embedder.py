@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import numpy as np
 
 from index.types import PageEmbedding
 from pagelens.errors import ModelUnavailableError
+from pagelens.hub import Unavailable, resolve_model_dir, unavailable_error
 from pagelens.settings import DEFAULT_RETRIEVER_MODEL
 
 if TYPE_CHECKING:
@@ -40,9 +40,6 @@ logger = logging.getLogger(__name__)
 
 COLSMOL_DIM = 128
 # Files a ColIdefics3 model (or adapter) repo needs; training checkpoints and other formats are skipped.
-_HUB_ALLOW = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
-_HUB_IGNORE = ["checkpoint-*/*", "dump/*", "runs/*"]
-_HUB_ETAG_TIMEOUT_S = 10.0
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
@@ -79,124 +76,6 @@ class PageEmbedder(Protocol):
 # --------------------------------------------------------------------------------------------------
 # Locating the weights (local first, never a hanging network retry)
 # --------------------------------------------------------------------------------------------------
-
-
-def _hub_offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE read at call time (huggingface_hub caches them at import)."""
-    truthy = {"1", "true", "yes", "on"}
-    if any(
-        os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    ):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE) and "HF_HUB_OFFLINE" not in os.environ
-    except Exception:  # pragma: no cover
-        return False
-
-
-def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover
-        return os.path.expanduser("~/.cache/huggingface/hub")
-
-
-def _looks_like_path(model: str) -> bool:
-    """A string that can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
-    return (
-        model.startswith(("/", ".", "~"))
-        or "\\" in model
-        or os.path.isabs(model)
-        or model.count("/") > 1
-        or Path(model).expanduser().exists()
-    )
-
-
-class _Unavailable(Exception):
-    """Internal: where we looked and why it failed; turned into one ``ModelUnavailableError``."""
-
-    def __init__(self, reason: str, looked: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.looked = looked
-
-
-def _resolve_dir(model: str, revision: str | None, base_dir: Path | None = None) -> Path:
-    """Return a local directory holding ``model`` (a local path or a hub id at ``revision``).
-
-    Local directories are used as they are. Hub ids are looked up in the HF cache first
-    (``local_files_only``); only when that fails and the hub is not offline is a download tried, with a
-    short etag timeout. Raises ``_Unavailable``.
-    """
-    candidates = [Path(model).expanduser()]
-    if base_dir is not None and not Path(model).is_absolute():
-        candidates.insert(0, base_dir / model)
-    for path in candidates:
-        if path.is_dir():
-            return path.resolve()
-    if _looks_like_path(model):
-        path = candidates[-1]
-        what = "is not a directory" if path.exists() else "does not exist"
-        raise _Unavailable(f"local path {path} {what}", f"the local path {path}")
-
-    from huggingface_hub import snapshot_download
-
-    cache = _hf_cache_dir()
-    kwargs: dict[str, Any] = {
-        "revision": revision,
-        "allow_patterns": _HUB_ALLOW,
-        "ignore_patterns": _HUB_IGNORE,
-    }
-    try:
-        found = Path(snapshot_download(model, local_files_only=True, **kwargs))
-        if (found / "config.json").is_file() or (found / "adapter_config.json").is_file():
-            return found
-        local_reason = f"the cached snapshot {found} has no config.json / adapter_config.json"
-    except Exception as exc:  # LocalEntryNotFoundError and friends
-        local_reason = f"not in the HF cache ({type(exc).__name__})"
-    if _hub_offline():
-        raise _Unavailable(
-            f"{local_reason} and the hub is offline (HF_HUB_OFFLINE=1)",
-            f"the HF cache {cache} (hub id '{model}', offline)",
-        )
-    try:
-        logger.info("downloading %s (revision %s) from the hub", model, revision or "default")
-        return Path(snapshot_download(model, etag_timeout=_HUB_ETAG_TIMEOUT_S, **kwargs))
-    except Exception as exc:
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        raise _Unavailable(
-            f"{local_reason}, and downloading from {endpoint} failed: {type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
-            f"the HF cache {cache} and {endpoint} (hub id '{model}')",
-        ) from exc
-
-
-def _unavailable_error(
-    model: str, revision: str | None, err: _Unavailable, env_var: str, default_hub_id: str
-) -> ModelUnavailableError:
-    """The one user-facing error: what was wanted, where we looked, how to fix it."""
-    rev = f" (revision {revision})" if revision else ""
-    is_path = _looks_like_path(model)
-    hub_id = default_hub_id if is_path else model
-    looked = (
-        err.looked
-        if not is_path
-        else f"{err.looked} (a path, so the HF cache {_hf_cache_dir()} was not searched)"
-    )
-    message = (
-        f"model '{model}'{rev} is unavailable: {err.reason}. Looked in {looked}. "
-        f"To fix: on a machine with network run `huggingface-cli download {hub_id} --local-dir DIR` "
-        f"(for a LoRA adapter also download the base model named in its adapter_config.json), copy DIR "
-        f"here and set {env_var}=DIR"
-        + ("." if is_path else "; or allow downloads (HF_HUB_OFFLINE=0, or HF_ENDPOINT=<mirror>).")
-    )
-    return ModelUnavailableError(
-        message, model=model, revision=revision, looked=err.looked, hf_cache=_hf_cache_dir()
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,39 +186,39 @@ class ColSmolEmbedder:
         device = get_device(self.settings.device)
         dtype = resolve_dtype(self.settings.dtype, device)
         try:
-            model_dir = _resolve_dir(self.model_id, self.model_revision)
+            model_dir = resolve_model_dir(self.model_id, self.model_revision)
             adapter_cfg = model_dir / "adapter_config.json"
             base_dir: Path | None = None
             if adapter_cfg.is_file():
                 cfg = json.loads(adapter_cfg.read_text())
                 base = cfg.get("base_model_name_or_path")
                 if not base:
-                    raise _Unavailable(
+                    raise Unavailable(
                         f"{adapter_cfg} names no base_model_name_or_path", f"the adapter dir {model_dir}"
                     )
                 try:
-                    base_dir = _resolve_dir(str(base), cfg.get("revision"), base_dir=model_dir)
-                except _Unavailable as err:
-                    raise _Unavailable(
+                    base_dir = resolve_model_dir(str(base), cfg.get("revision"), base_dir=model_dir)
+                except Unavailable as err:
+                    raise Unavailable(
                         f"base model '{base}' of the adapter: {err.reason}", err.looked
                     ) from err
             weights_dir = base_dir or model_dir
             if not (weights_dir / "config.json").is_file():
-                raise _Unavailable(f"{weights_dir} has no config.json", f"the directory {weights_dir}")
+                raise Unavailable(f"{weights_dir} has no config.json", f"the directory {weights_dir}")
             processor = self._load_processor(model_dir, base_dir)
             model = self._load_model(weights_dir, device, dtype, resolve_attn_implementation)
             if base_dir is not None:
                 model = self._apply_adapter(model, model_dir)
-        except _Unavailable as err:
-            raise _unavailable_error(
-                self.model_id, self.model_revision, err, self.env_var, DEFAULT_RETRIEVER_MODEL
+        except Unavailable as err:
+            raise unavailable_error(
+                "retriever", self.model_id, self.model_revision, err, self.env_var, DEFAULT_RETRIEVER_MODEL
             ) from err
         except ModelUnavailableError:
             raise
         except Exception as exc:  # corrupt / incompatible files: still one actionable error
-            failure = _Unavailable(f"loading failed: {type(exc).__name__}: {exc}", f"{self.model_id}")
-            raise _unavailable_error(
-                self.model_id, self.model_revision, failure, self.env_var, DEFAULT_RETRIEVER_MODEL
+            failure = Unavailable(f"loading failed: {type(exc).__name__}: {exc}", f"{self.model_id}")
+            raise unavailable_error(
+                "retriever", self.model_id, self.model_revision, failure, self.env_var, DEFAULT_RETRIEVER_MODEL
             ) from exc
 
         model.to(device)
@@ -357,7 +236,7 @@ class ColSmolEmbedder:
         if base_dir is not None and not any((model_dir / f).is_file() for f in _PROCESSOR_FILES):
             source = base_dir
         if not any((source / f).is_file() for f in _PROCESSOR_FILES):
-            raise _Unavailable(
+            raise Unavailable(
                 f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {source}", f"the directory {source}"
             )
         processor = ColIdefics3Processor.from_pretrained(str(source))
@@ -493,3 +372,45 @@ class ColSmolEmbedder:
                 emb = self._model(**self._to_device(batch)).float().cpu()  # [B, L, 128]
             out.extend(emb[i][mask[i]].numpy().astype(np.float32, copy=False) for i in range(emb.shape[0]))
         return out
+
+    # -- split preprocessing / forward (index/pipeline.py runs the first in worker processes) ---------
+    def embed_preprocessed(self, batch: Any, sizes: Sequence[tuple[int, int]]) -> list[PageEmbedding]:
+        """Embed one batch already made by ``processor.process_images(images)`` (in any process).
+
+        batch: the processor output (input_ids / attention_mask [B, L], pixel_values [B, T, 3, 512, 512]...);
+        sizes: (width, height) px of each of the B images. Gives the same embeddings as ``embed_pages`` on
+        those images when they form one ``embed_batch_size`` chunk.
+        """
+        import torch
+
+        self.load()
+        image_token_id = int(self._model.config.image_token_id)
+        tokens_per_tile = int(getattr(self._processor, "image_seq_len", 64))
+        ids_cpu = batch["input_ids"]
+        mask_cpu = batch["attention_mask"].bool()
+        with torch.inference_mode():
+            emb = self._model(**self._to_device(batch)).float().cpu()  # [B, L, 128]
+        results: list[PageEmbedding] = []
+        for i, (width, height) in enumerate(sizes):
+            full = emb[i][mask_cpu[i]]
+            img_vecs = emb[i][(ids_cpu[i] == image_token_id) & mask_cpu[i]]
+            n_tiles = img_vecs.shape[0] // tokens_per_tile
+            shape = _Size(width, height)
+            grid = self._tile_grid(ids_cpu[i], shape, n_tiles) if n_tiles > 1 else (1, 1)  # type: ignore[arg-type]
+            rows, cols = pool_rows_cols(img_vecs, grid, tokens_per_tile)
+            results.append(
+                PageEmbedding(
+                    full=full.numpy().astype(np.float32, copy=False),
+                    rows=rows.numpy().astype(np.float32, copy=False),
+                    cols=cols.numpy().astype(np.float32, copy=False),
+                )
+            )
+        return results
+
+
+class _Size:
+    """Width/height stand-in for a PIL image (``_tile_grid`` reads only these)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width = width
+        self.height = height
