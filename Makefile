@@ -15,6 +15,7 @@ $(BIN)/pagelens: pyproject.toml constraints.txt
 	touch $(BIN)/pagelens
 
 setup: $(BIN)/pagelens
+	@scripts/install-system-deps.sh
 
 # Index DOCS into COLLECTION with the configured models (default: the real ones from the hub), then search.
 demo: setup
