@@ -58,4 +58,7 @@ def create_app(settings: Settings, service: Pagelens | None = None) -> FastAPI:
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     for module in (health, collections, documents, jobs, search):
         app.include_router(module.router)
+    from ui.app import mount_ui  # the web UI at /ui, on the same service, jobs and keys
+
+    mount_ui(app, settings, service, job_store, worker=worker, keys=keys)
     return app

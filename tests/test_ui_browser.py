@@ -1,0 +1,258 @@
+"""The web UI in a real browser: Debian's headless chromium driven by Playwright against the real server
+(uvicorn on 127.0.0.1, ``create_app`` + ``mount_ui``, tiny random models).
+
+Screenshots of every step go to ``test-artifacts/ui/`` (repo root, git-ignored). Needs ``/usr/bin/chromium``
+(``apt-get install -y chromium``); skipped with the reason when it is missing.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import HOSTILE_PDFS, REAL_PDFS, REPO
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+AWS = REAL_PDFS / "inv_aws_invoice_en.pdf"
+EMPTY = HOSTILE_PDFS / "h_empty_0_bytes.pdf"
+BROKEN = HOSTILE_PDFS / "h_header_plus_eof_only.pdf"
+INDEX_TIMEOUT_MS = 120_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(settings) -> Iterator[str]:  # noqa: ANN001
+    """The real app (REST API + UI at /ui) served by uvicorn in a thread; yields the base URL."""
+    import uvicorn
+
+    from api.main import create_app
+    from ui.app import mount_ui
+
+    app = create_app(settings)
+    if not any(getattr(r, "path", "") == "/ui" for r in app.routes):  # create_app may mount it already
+        mount_ui(app, settings, app.state.pagelens.service)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture
+def ui_server(settings_factory) -> Iterator[str]:
+    with serve(settings_factory(max_new_tokens=12, answer_top_k=2)) as url:
+        yield url
+
+
+@pytest.fixture
+def browser_page() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    step = iter(range(1, 100))
+
+    for old in ARTIFACTS.glob("[0-9]*.png"):
+        old.unlink()
+
+    def shot(name: str) -> None:
+        page.screenshot(path=str(ARTIFACTS / f"{next(step):02d}_{name}.png"), full_page=True)
+
+    def tab(name: str) -> None:
+        page.get_by_role("tab", name=name).click()
+
+    page.goto(f"{ui_server}/ui/")
+    expect(page.locator("#pl-coll-summary")).to_contain_text("No collections yet")
+    shot("start")
+
+    # -- create a collection ---------------------------------------------------------------------
+    tab("Collections")
+    page.locator("#pl-new-name textarea, #pl-new-name input").first.fill("invoices")
+    page.locator("#pl-create").click()
+    expect(page.locator("#pl-coll-msg")).to_contain_text("Created collection 'invoices'")
+    expect(page.locator("#pl-collections")).to_contain_text("invoices")
+    expect(page.locator("#pl-collection input")).to_have_value("invoices")
+    shot("collection_created")
+
+    # -- upload a real PDF and watch it being indexed -----------------------------------------------
+    tab("Documents")
+    page.locator("#pl-files input[type=file]").set_input_files([str(AWS)])
+    expect(page.locator("#pl-files")).to_contain_text(AWS.stem)
+    page.locator("#pl-upload").click()
+    expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 1 file(s)")
+    expect(page.locator("#pl-progress")).to_contain_text(AWS.name)
+    shot("upload_queued")
+    indexed = page.locator("#pl-progress .pl-status-indexed")
+    expect(indexed).to_have_count(1, timeout=INDEX_TIMEOUT_MS)
+    expect(page.locator("#pl-progress")).to_contain_text("1 / 1")
+    expect(page.locator("#pl-docs")).to_contain_text(AWS.name)
+    expect(page.locator("#pl-docs")).to_contain_text("complete")
+    shot("indexed")
+
+    # -- ask: streamed answer, cited pages, similarity map -----------------------------------------
+    tab("Ask")
+    page.locator("#pl-question textarea").fill("What is the total amount due?")
+    page.locator("#pl-ask").click()
+    gallery_imgs = page.locator("#pl-gallery img")
+    expect(gallery_imgs.first).to_be_visible(timeout=60_000)
+    expect(page.locator("#pl-answer")).to_contain_text("page(s) read", timeout=60_000)  # the final footer
+    answer_text = page.locator("#pl-answer").inner_text()
+    assert answer_text.strip() and "⚠" not in answer_text, answer_text
+    expect(page.locator("#pl-gallery")).to_contain_text(re.compile(rf"{re.escape(AWS.name)} — page 1 \(-?\d"))
+    expect(page.locator("#pl-sim img")).to_be_visible(timeout=60_000)
+    expect(page.locator("#pl-sim-caption")).to_contain_text("patch grid")
+    shot("answer")
+    gallery_imgs.first.click()  # click to enlarge (Gallery preview)
+    expect(page.locator("#pl-gallery .preview, #pl-gallery [class*=preview]").first).to_be_visible()
+    shot("page_enlarged")
+    page.keyboard.press("Escape")
+
+    # search-only mode with k
+    page.get_by_label("Search only").check()
+    page.locator("#pl-ask").click()
+    expect(page.locator("#pl-answer")).to_contain_text("search only", timeout=60_000)
+    expect(gallery_imgs.first).to_be_visible()
+
+    # -- phone width with results -------------------------------------------------------------------
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot("phone_ask")
+    tab("Documents")
+    shot("phone_documents")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    # -- delete the document (with confirmation) ---------------------------------------------------
+    tab("Documents")
+    page.locator("#pl-doc-delete-btn").click()
+    expect(page.locator("#pl-doc-confirm")).to_contain_text(AWS.name)
+    page.locator("#pl-doc-confirm-btn").click()
+    expect(page.locator("#pl-docs-msg")).to_contain_text(f"Deleted '{AWS.name}' (1 page(s))")
+    expect(page.locator("#pl-docs")).not_to_contain_text(AWS.name)
+    shot("document_deleted")
+
+    # -- hostile uploads: an error per file, the page stays usable ----------------------------------
+    page.locator("#pl-files input[type=file]").set_input_files([str(EMPTY), str(BROKEN)])
+    expect(page.locator("#pl-files")).to_contain_text(BROKEN.stem)
+    page.locator("#pl-upload").click()
+    rejected = page.locator("#pl-progress tr.pl-row-rejected")
+    expect(rejected).to_contain_text(EMPTY.name)
+    expect(rejected).to_contain_text("empty")
+    failed = page.locator("#pl-progress tr.pl-row-failed")
+    expect(failed).to_contain_text(BROKEN.name, timeout=INDEX_TIMEOUT_MS)
+    expect(failed.locator(".pl-err")).not_to_be_empty()
+    shot("hostile_upload_errors")
+
+    tab("Ask")  # still usable: a search runs and says the collection has nothing
+    page.locator("#pl-question textarea").fill("anything there?")
+    page.locator("#pl-ask").click()
+    expect(page.locator("#pl-answer")).to_contain_text("no pages yet", timeout=30_000)
+    shot("still_usable")
+
+    # -- delete the collection (with confirmation) -------------------------------------------------
+    tab("Collections")
+    page.locator("#pl-coll-delete-btn").click()
+    expect(page.locator("#pl-coll-confirm")).to_contain_text("Delete collection invoices")
+    page.locator("#pl-coll-confirm-btn").click()
+    expect(page.locator("#pl-coll-msg")).to_contain_text("Deleted collection 'invoices'")
+
+    # -- phone width: the empty state --------------------------------------------------------------
+    page.set_viewport_size({"width": 390, "height": 844})
+    tab("Collections")
+    shot("phone_collections")
+    assert not errors, errors
+    page.goto("about:blank")
+
+
+def test_ui_api_keys_gate_and_scoping(browser_page, settings_factory) -> None:  # noqa: ANN001
+    """With API keys configured the UI asks for one; a read-only key sees its collections but no write
+    controls; an admin key gets them all."""
+    from playwright.sync_api import expect
+
+    from pagelens.service import Pagelens
+
+    settings = settings_factory(api_keys="adm-key:admin;ro-key:r:invoices")
+    seed = Pagelens(settings)
+    seed.create_collection("invoices")
+    seed.create_collection("private")
+    seed.close()
+    page = browser_page
+    with serve(settings) as url:
+        page.goto(f"{url}/ui/")
+        expect(page.locator("#pl-gate")).to_be_visible()
+        expect(page.locator("#pl-main")).to_be_hidden()
+        page.locator("#pl-key input").fill("wrong-key")
+        page.locator("#pl-sign-in").click()
+        expect(page.locator("#pl-gate-msg")).to_contain_text("not valid")
+        page.screenshot(path=str(ARTIFACTS / "auth_gate.png"), full_page=True)
+
+        page.locator("#pl-key input").fill("ro-key")
+        page.locator("#pl-sign-in").click()
+        expect(page.locator("#pl-main")).to_be_visible()
+        expect(page.locator("#pl-collection input")).to_have_value("invoices")
+        expect(page.locator("#pl-coll-summary")).to_contain_text("read-only")
+        page.get_by_role("tab", name="Documents").click()
+        expect(page.locator("#pl-upload-group")).to_be_hidden()
+        expect(page.get_by_text("Read-only access")).to_be_visible()
+        page.get_by_role("tab", name="Collections").click()
+        expect(page.locator("#pl-collections")).to_contain_text("invoices")
+        expect(page.locator("#pl-collections")).not_to_contain_text("private")
+        expect(page.locator("#pl-create-group")).to_be_hidden()
+        expect(page.locator("#pl-coll-delete")).to_be_hidden()
+        page.screenshot(path=str(ARTIFACTS / "auth_read_only.png"), full_page=True)
+
+        page.locator("#pl-sign-out").click()
+        expect(page.locator("#pl-gate")).to_be_visible()
+        page.locator("#pl-key input").fill("adm-key")
+        page.locator("#pl-key input").press("Enter")
+        expect(page.locator("#pl-main")).to_be_visible()
+        page.get_by_role("tab", name="Collections").click()
+        expect(page.locator("#pl-collections")).to_contain_text("private")
+        expect(page.locator("#pl-create-group")).to_be_visible()
+        expect(page.locator("#pl-coll-delete")).to_be_visible()
+        page.goto("about:blank")  # close the UI's event stream before the server stops
