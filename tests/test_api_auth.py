@@ -133,6 +133,8 @@ def test_serve_refuses_public_bind_without_keys(monkeypatch: pytest.MonkeyPatch,
     runner = CliRunner()
     result = runner.invoke(cli.app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "--insecure" in result.output
+    result = runner.invoke(cli.app, ["ui", "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "refusing to serve the UI on 0.0.0.0" in result.output
     assert started == []
     assert cli.is_loopback("127.0.0.1") and cli.is_loopback("::1") and not cli.is_loopback("10.0.0.1")
     monkeypatch.setenv("PAGELENS_API_KEYS", "k:admin")
