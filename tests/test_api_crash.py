@@ -1,0 +1,105 @@
+"""Restart test through a real server process: a job is accepted, `pagelens serve` is SIGKILLed while
+it indexes, a new server on the same data dir finishes the job with exact page counts, no duplicates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pymupdf
+import pytest
+from conftest import REAL_PDFS
+
+pytestmark = pytest.mark.slow
+
+DOCS = [REAL_PDFS / "paper_tam_review.pdf", REAL_PDFS / "inv_aws_invoice_en.pdf", REAL_PDFS / "paper_naacl06_shinyama.pdf"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pagelens.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("server did not start in 90 s")
+
+
+def test_sigkill_during_indexing_then_restart_completes_exactly(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}
+    env.update(
+        PAGELENS_DATA_DIR=str(tmp_path / "data"),
+        PAGELENS_RETRIEVER_MODEL=str(tiny_models["retriever"]),
+        PAGELENS_ANSWER_MODEL=str(tiny_models["answerer"]),
+        PAGELENS_PAGE_LONGEST_EDGE="1024",
+        PAGELENS_DEVICE="cpu",
+        PAGELENS_EMBED_BATCH_SIZE="1",
+        HF_HUB_OFFLINE="1",
+    )
+    expected = {}
+    for path in DOCS:
+        with pymupdf.open(path) as doc:
+            expected[path.name] = doc.page_count
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(env, port)
+    try:
+        assert httpx.post(f"{base}/v1/collections", json={"name": "crash"}, timeout=60).status_code == 201
+        files = [("files", (p.name, p.read_bytes(), "application/pdf")) for p in DOCS]
+        accepted = httpx.post(f"{base}/v1/collections/crash/documents", files=files, timeout=60)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill once some, not all, pages are in
+            job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=10).json()
+            if job["pages_done"] >= 3:
+                break
+            time.sleep(0.2)
+        assert job["status"] == "running" and 3 <= job["pages_done"] < sum(expected.values()), job
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+
+    server = start_server(env, port)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=10).json()
+            if job["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+        assert job["status"] == "done", job
+        assert [d["status"] for d in job["documents"]] == ["indexed"] * len(DOCS)
+        info = httpx.get(f"{base}/v1/collections/crash", timeout=30).json()
+        assert info["pages"] == sum(expected.values()) and info["documents"] == len(DOCS)
+        docs = httpx.get(f"{base}/v1/collections/crash/documents", timeout=30).json()
+        assert {d["doc_name"]: (d["pages_indexed"], d["page_count"], d["status"]) for d in docs} == {
+            name: (pages, pages, "complete") for name, pages in expected.items()
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
