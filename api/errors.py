@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pagelens.errors import PagelensError
+from pagelens.errors import ModelUnavailableError, PagelensError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,10 @@ _STATUS_CODES = {
     429: "too_many_requests",
     500: "internal_error",
     503: "unavailable",
+    507: "insufficient_storage",
 }
+
+RETRY_AFTER_S = 5  # seconds a client should wait after a 503 for a store or model outage
 
 
 class ApiError(PagelensError):
@@ -60,10 +63,26 @@ def error_response(status: int, code: str, message: str, detail: Any = None,
 async def _pagelens_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PagelensError)
     status = int(getattr(exc, "http_status", 500))
+    headers = getattr(exc, "headers", None)
     if status >= 500:
         log.warning("%s %s -> %s: %s", request.method, request.url.path, status, exc.message)
-    return error_response(status, exc.code, exc.message, _safe_detail(exc.detail),
-                          headers=getattr(exc, "headers", None))
+    if isinstance(exc, (StoreUnavailableError, ModelUnavailableError)):
+        headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
+        _record_outage(request, exc)
+    return error_response(status, exc.code, exc.message, _safe_detail(exc.detail), headers=headers)
+
+
+def _record_outage(request: Request, exc: PagelensError) -> None:
+    """Remember a model load failure so /readyz reports it (store outages are probed there directly)."""
+    if not isinstance(exc, ModelUnavailableError):
+        return
+    state = getattr(request.app.state, "pagelens", None)
+    if state is not None:
+        import time
+
+        with state.readiness_lock:
+            state.readiness["model_error"] = (time.monotonic(), exc.message)
+            state.readiness.pop("models", None)  # recompute the model check on the next /readyz
 
 
 def _safe_detail(detail: dict[str, Any]) -> dict[str, Any]:

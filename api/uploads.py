@@ -10,6 +10,8 @@ type>``: the client's name never reaches the file system (basename only, ASCII `
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import re
@@ -31,6 +33,21 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields on top of the file bytes
 SNIFF_BYTES = 1024
 _EXT = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "tiff": "tif"}
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _open_part(path: Path) -> BinaryIO:
+    """The writer of one uploaded file (a seam for tests that simulate a full disk)."""
+    return open(path, "xb")  # noqa: SIM115 - closed in on_part_end / abort
+
+
+def storage_error(exc: OSError) -> ApiError:
+    """507 for a full disk or quota, 503 for another I/O failure while saving an upload."""
+    if exc.errno in _DISK_FULL:
+        return ApiError(507, "insufficient_storage", "the server has no space left to store the upload; "
+                        "nothing was kept. Try again later or ask the operator to free disk space")
+    return ApiError(503, "storage_unavailable", f"the upload could not be stored ({exc.strerror or 'I/O error'}); "
+                    "nothing was kept. Try again later", headers={"Retry-After": "5"})
 
 
 def sniff_type(head: bytes) -> str | None:
@@ -143,7 +160,7 @@ class _StreamingForm:
                                max_files=self.max_files)
             part.filename = display_name(options[b"filename"].decode("utf-8", "replace"))
             part.tmp = self.dest / f"{self.n_files:03d}.part"
-            part.fh = open(part.tmp, "xb")  # noqa: SIM115 - closed in on_part_end / abort
+            part.fh = _open_part(part.tmp)
         elif part.field_name not in TEXT_FIELDS:
             raise ApiError(422, "validation_error",
                            f"unexpected form field '{part.field_name}'; allowed: files, metadata, force")
@@ -201,8 +218,9 @@ class _StreamingForm:
 
     def abort(self) -> None:
         if self.part.fh is not None:
-            self.part.fh.close()
-            self.part.fh = None
+            fh, self.part.fh = self.part.fh, None
+            with contextlib.suppress(OSError):  # a full disk can fail the final flush; the folder goes anyway
+                fh.close()
 
 
 async def receive_upload(request: Request, dest: Path, settings: Settings) -> UploadForm:
@@ -245,6 +263,10 @@ async def receive_upload(request: Request, dest: Path, settings: Settings) -> Up
         form.abort()
         shutil.rmtree(dest, ignore_errors=True)
         raise
+    except OSError as exc:
+        form.abort()
+        shutil.rmtree(dest, ignore_errors=True)
+        raise storage_error(exc) from exc
     except Exception as exc:
         form.abort()
         shutil.rmtree(dest, ignore_errors=True)

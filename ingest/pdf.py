@@ -13,6 +13,7 @@ import resource
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,25 +150,38 @@ def _iter_pages(
     try:
         if doc.page_count != page_count:
             raise IngestError(display, "the file changed since it was opened; index it again")
+        limit = float(getattr(settings, "max_seconds_per_document", 0) or 0)
+        spent = 0.0  # seconds rendering this document (not the consumer's time between pages)
         for index in range(page_count):
             page_no = index + 1
+            if limit and spent > limit:
+                raise IngestError(
+                    display,
+                    f"rendering took over the limit of {limit:g} s per document ({index} of {page_count} pages "
+                    "done; PAGELENS_MAX_SECONDS_PER_DOCUMENT)",
+                    page=page_no,
+                )
+            started = time.monotonic()
             try:
                 page = doc.load_page(index)
                 rect = page.rect  # pt, after /Rotate
                 size = fit_size(rect.width, rect.height, settings.page_longest_edge, settings.max_pixels_per_page)
                 image = draw(page, size, path, page_no, password)
             except Exception as exc:
+                spent += time.monotonic() - started
                 error = IngestError(display, f"page could not be rendered: {exc}", page=page_no)
                 logger.warning("%s", error)
                 source.page_errors.append(error)
                 continue
+            text = _text(page, display, page_no)
+            spent += time.monotonic() - started
             yield Page(
                 doc_id=source.doc_id,
                 doc_name=source.name,
                 page_no=page_no,
                 page_count=page_count,
                 image=image,
-                text=_text(page, display, page_no),
+                text=text,
                 doc_sha256=source.sha256,
             )
     finally:

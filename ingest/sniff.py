@@ -79,6 +79,8 @@ def inspect_file(path: Path, display: str, max_file_bytes: int) -> FileFacts:
     Streams the file once for its sha256. Raises ``IngestError`` (or ``UnsupportedFileError``,
     ``DocumentTooLargeError``) with ``display`` as the file name in the message.
     """
+    if "\x00" in str(path):  # the OS cannot name such a file; stat() would raise ValueError
+        raise IngestError(display.replace("\x00", "\\x00"), "invalid file name (contains a NUL byte)")
     try:
         st = path.stat()
     except FileNotFoundError:

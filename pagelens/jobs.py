@@ -28,6 +28,7 @@ those documents so the API can keep them out of search results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -40,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pagelens.errors import PagelensError
+from pagelens.errors import PagelensError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from pagelens.service import Pagelens
@@ -337,6 +338,13 @@ class JobWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_job_finished: Callable[[Job], None] | None = None  # hook for tests
+        # The vector store down (server unreachable, embedded store locked): the job goes back to
+        # ``queued`` and is retried after a backoff doubling from ``store_retry_base_s`` up to
+        # ``store_retry_max_s``; it never fails because of an outage.
+        self.store_retry_base_s = 1.0
+        self.store_retry_max_s = 30.0
+        self.store_outage: str | None = None  # the last outage message while retrying, else None
+        self._store_failures = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -381,6 +389,11 @@ class JobWorker:
                 continue
             try:
                 self.run_job(job)
+                self._store_failures = 0
+                self.store_outage = None
+            except StoreUnavailableError as exc:
+                self._store_down(job, exc)
+                continue
             except Exception:  # never let one job kill the worker
                 log.exception("job %s crashed", job.id)
                 for doc in job.documents:
@@ -391,6 +404,18 @@ class JobWorker:
                 self._safe_save(job)
             if job.finished and self.on_job_finished is not None:
                 self.on_job_finished(job)
+
+    def _store_down(self, job: Job, exc: StoreUnavailableError) -> None:
+        """Put ``job`` back in the queue and wait (stop-aware) before the next try."""
+        delay = min(self.store_retry_max_s, self.store_retry_base_s * (2 ** min(self._store_failures, 16)))
+        self._store_failures += 1
+        self.store_outage = exc.message
+        log.warning("vector store unavailable; job %s waits %.1f s and resumes (try %d): %s",
+                    job.id, delay, self._store_failures, exc.message)
+        job.status = "queued"
+        self._recount(job)
+        self._safe_save(job)
+        self._stop.wait(delay)
 
     def _safe_save(self, job: Job) -> None:
         try:
@@ -447,8 +472,13 @@ class JobWorker:
                 doc["status"] = "cancelled"
                 self._cancel_rest(job)
                 return
+            except StoreUnavailableError:
+                # An outage, not a property of the job: the document stays "running" (kept out of
+                # search results while partly written) and the whole job is retried by ``_run``.
+                doc["pages_done"] = 0
+                raise
             except PagelensError as exc:
-                # The job as a whole cannot run (collection gone, model mismatch, store down...).
+                # The job as a whole cannot run (collection gone, model mismatch...).
                 doc["status"] = "failed"
                 doc["errors"].append({"page": None, "code": exc.code, "error": exc.message})
                 for other in job.documents:
@@ -461,6 +491,11 @@ class JobWorker:
                 self._cleanup(job)
                 return
             self._apply_report(doc, report)
+            if doc["status"] == "partial" and doc.get("doc_id"):  # resumed: count what is really stored
+                from index.types import PageFilter
+
+                with contextlib.suppress(PagelensError):
+                    doc["pages_done"] = self.service.store.count(job.collection, PageFilter(doc_ids=[doc["doc_id"]]))
             self._recount(job)
             self.jobs.save(job)
         job.status = "done"
@@ -500,8 +535,10 @@ class JobWorker:
                 doc["doc_id"] = result.doc_id
             if result.page_count:
                 doc["page_count"] = result.page_count
-            if result.status == "skipped":
-                doc["pages_done"] = result.page_count  # already complete in the collection
+            if result.status in ("skipped", "indexed"):
+                # complete in the collection; a resumed document wrote only its missing pages, so
+                # pages_indexed alone would undercount it
+                doc["pages_done"] = result.page_count
             else:
                 doc["pages_done"] = result.pages_indexed
         else:

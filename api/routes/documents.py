@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Caller, CollectionName, DocId, State
 from api.errors import ApiError
 from api.schemas import ERRORS, DocumentOut, JobOut
-from api.uploads import receive_upload
+from api.uploads import receive_upload, storage_error
 from index.types import PageFilter
 from pagelens.errors import CollectionNotFoundError
 from pagelens.jobs import JobFile
@@ -54,6 +56,11 @@ async def upload_documents(collection: CollectionName, request: Request, state: 
     files = [JobFile(name=f.name, path=f.path, size=f.size, sha256=f.sha256) for f in form.files]
     try:
         job = await run_in_threadpool(state.jobs.create, job_id, collection, files, form.metadata, form.force)
+    except sqlite3.OperationalError as exc:  # "database or disk is full", "database is locked"
+        state.jobs.remove_uploads(job_id)
+        if "full" in str(exc):
+            raise storage_error(OSError(errno.ENOSPC, "database or disk is full")) from exc
+        raise storage_error(OSError(errno.EIO, str(exc))) from exc
     except BaseException:
         state.jobs.remove_uploads(job_id)
         raise

@@ -15,6 +15,7 @@ router = APIRouter(tags=["health"])
 
 MODELS_OK_TTL_S = 300.0
 MODELS_FAIL_TTL_S = 15.0
+MODEL_LOAD_FAIL_TTL_S = 60.0  # a failed model load keeps /readyz at 503 this long (then retried)
 
 
 @router.get("/healthz")
@@ -31,6 +32,9 @@ def readyz(state: State) -> JSONResponse:
         state.service.store.list_collections()
     except Exception as exc:  # any failure means not ready; the message is the reason
         reasons.append(f"store: {type(exc).__name__}: {exc}")
+    outage = getattr(state.worker, "store_outage", None)  # the job worker waiting for the store
+    if outage and not reasons:
+        reasons.append(f"store: StoreUnavailableError: {outage} (queued jobs wait and resume)")
     reasons.extend(_model_reasons(state))
     worker_ok = state.worker.alive
     body: dict[str, Any] = {"status": "ok" if not reasons else "unavailable", "reasons": reasons,
@@ -46,6 +50,9 @@ def _model_reasons(state: AppState) -> list[str]:
         settings = state.settings
         reasons = [r for r in (model_missing(settings.retriever_model, settings.retriever_revision),
                                model_missing(settings.answer_model, settings.answer_revision)) if r]
+        failed = state.readiness.get("model_error")  # a load that failed on a request (api/errors.py)
+        if failed and time.monotonic() - failed[0] < MODEL_LOAD_FAIL_TTL_S:
+            reasons.append(f"model load failed: {failed[1]}")
         ttl = MODELS_OK_TTL_S if not reasons else MODELS_FAIL_TTL_S
         state.readiness["models"] = (time.monotonic() + ttl, reasons)
         return reasons

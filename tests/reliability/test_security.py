@@ -1,0 +1,260 @@
+"""Security through the API: auth for page images and the UI, hostile upload names, page images only
+for readable collections, no secrets in logs, CORS off by default, upload size enforced while streaming."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from api_helpers import assert_error, upload, wait_job
+from conftest import REAL_PDFS
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from ingest.loader import open_document
+from pagelens.errors import IngestError
+
+AWS = REAL_PDFS / "inv_aws_invoice_en.pdf"
+ADMIN = "adm-Zq81xSECRETadmin"
+RW_A = "rwa-Kp2SECRETwriter"
+R_A = "ra-Lm3SECRETreader"
+R_B = "rb-Nn4SECRETother"
+QDRANT_KEY = "qdr-Vv9SECRETqdrantkey"
+KEYS = f"{ADMIN}:admin;{RW_A}:rw:secretcoll;{R_A}:r:secretcoll;{R_B}:r:othercoll"
+
+
+def _h(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, tiny_models):
+    """An app with API keys and one indexed document in 'secretcoll' (and an empty 'othercoll')."""
+    from pagelens.settings import Settings
+
+    data = tmp_path_factory.mktemp("sec")
+    settings = Settings(_env_file=None, data_dir=data, retriever_model=str(tiny_models["retriever"]),  # type: ignore[call-arg]
+                        answer_model=str(tiny_models["answerer"]), page_longest_edge=512,
+                        answer_longest_edge=256, device="cpu", api_keys=KEYS, max_new_tokens=4)
+    with TestClient(create_app(settings)) as client:
+        for name in ("secretcoll", "othercoll"):
+            assert client.post("/v1/collections", json={"name": name}, headers=_h(ADMIN)).status_code == 201
+        r = upload(client, "secretcoll", [AWS], headers=_h(RW_A))
+        assert r.status_code == 202, r.text
+        assert wait_job(client, r.json()["id"], headers=_h(RW_A))["status"] == "done"
+        doc_id = client.get("/v1/collections/secretcoll/documents", headers=_h(R_A)).json()[0]["doc_id"]
+        yield client, settings, doc_id
+
+
+def test_page_image_auth_matrix(indexed) -> None:
+    client, _, doc_id = indexed
+    url = f"/v1/collections/secretcoll/documents/{doc_id}/pages/1.png"
+    for key, status in ((None, 401), ("wrong-key", 401), (R_B, 403), (R_A, 200), (RW_A, 200), (ADMIN, 200)):
+        r = client.get(url, headers=_h(key))
+        assert r.status_code == status, (key, r.status_code, r.text[:200])
+        if status == 200:
+            assert r.headers["content-type"] == "image/png" and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            assert_error(r, status)
+            assert b"PNG" not in r.content
+    # the same document id under a collection the key may read does not leak it either
+    r = client.get(f"/v1/collections/othercoll/documents/{doc_id}/pages/1.png", headers=_h(R_B))
+    assert_error(r, 404)
+    # page numbers and ids that try to escape
+    for bad in (f"{doc_id}/pages/0.png", f"{doc_id}/pages/-1.png", "..%2F..%2Fjobs.sqlite3/pages/1.png",
+                f"{doc_id}/pages/1.png%00", "..%2f/pages/1.png"):
+        r = client.get(f"/v1/collections/secretcoll/documents/{bad}", headers=_h(ADMIN))
+        assert r.status_code in (404, 422), (bad, r.status_code)
+        assert b"PNG" not in r.content and b"SQLite" not in r.content
+
+
+def test_api_auth_matrix_on_collection_data(indexed) -> None:
+    client, _, _ = indexed
+    for key, status in ((None, 401), (R_B, 403), (R_A, 200)):
+        for method, url, body in (("GET", "/v1/collections/secretcoll/documents", None),
+                                  ("POST", "/v1/collections/secretcoll/search", {"question": "total"})):
+            r = client.request(method, url, json=body, headers=_h(key))
+            assert r.status_code == status, (key, url, r.text[:200])
+    r = upload(client, "secretcoll", [AWS], headers=_h(R_A))
+    assert_error(r, 403)
+
+
+def test_ui_does_not_leak_collection_data_without_a_key(indexed) -> None:
+    """Over plain HTTP, the UI page and its config show the key gate and no collection or document."""
+    client, _, doc_id = indexed
+    seen = 0
+    for path in ("/ui", "/ui/", "/ui/config", "/ui/gradio_api/info", "/ui/info"):
+        r = client.get(path, follow_redirects=True)
+        if r.status_code == 404:
+            continue
+        seen += 1
+        assert r.status_code < 500, (path, r.status_code)
+        for secret in ("secretcoll", "othercoll", doc_id, AWS.name, ADMIN, RW_A, R_A, R_B):
+            assert secret not in r.text, (path, secret)
+    assert seen >= 2
+    cfg = client.get("/ui/config").json()
+    assert "API key" in json.dumps(cfg)  # the gate is what an anonymous visitor gets
+
+
+def _multipart(filename: bytes, content: bytes, boundary: bytes = b"pagelensBOUNDARY") -> tuple[bytes, dict[str, str]]:
+    body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"files\"; filename=\"" + filename
+            + b"\"\r\nContent-Type: application/pdf\r\n\r\n" + content + b"\r\n--" + boundary + b"--\r\n")
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary.decode()}"}
+
+
+def test_upload_names_cannot_escape(settings_factory, tmp_path) -> None:
+    settings = settings_factory(job_keep_uploads=True, page_longest_edge=256)
+    pdf = AWS.read_bytes()
+    names = [b"../../etc/passwd", b"/abs/x.pdf", b"..\\..\\windows\\evil.pdf", b"a\x00b.pdf", b"../" * 40 + b"x.pdf",
+             b"....//....//x.pdf", b"%2e%2e%2fx.pdf", "\u202etxt.pdf".encode(), b"", b".", b".."]
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/collections", json={"name": "c"}).status_code == 201
+        for raw in names:
+            body, headers = _multipart(raw, pdf)
+            r = client.post("/v1/collections/c/documents", content=body, headers=headers)
+            assert r.status_code in (202, 400, 422), (raw, r.status_code, r.text)
+            if r.status_code != 202:
+                assert_error(r, r.status_code)
+                continue
+            job = wait_job(client, r.json()["id"])
+            assert job["status"] == "done", job
+            (doc,) = job["documents"]
+            assert "/" not in doc["name"] and "\\" not in doc["name"] and "\x00" not in doc["name"], doc
+            assert not doc["name"].startswith("."), doc
+            assert doc["status"] in ("indexed", "skipped"), doc
+            files = list((settings.data_dir / "uploads" / job["id"]).iterdir())
+            assert len(files) == 1 and files[0].suffix == ".pdf", files
+            assert all(c.isascii() for c in files[0].name)
+    # nothing was written outside the data dir
+    assert not (tmp_path / "etc").exists() and not Path("/abs").exists()
+    assert not (settings.data_dir.parent / "x.pdf").exists()
+
+
+def test_nul_byte_path_is_an_ingest_error(settings_factory) -> None:
+    with pytest.raises(IngestError, match="NUL"):
+        open_document(Path("a\x00b.pdf"), settings_factory())
+
+
+def test_manifest_paths(tmp_path) -> None:
+    """Batch manifests (ingest/manifest.py) are operator-written local files: an absolute path or one
+    with ``..`` is resolved against the manifest folder and kept (not rejected: the CLI may index any
+    file the operator can read); a NUL byte ends as a clear ingest error, not a crash."""
+    manifest_mod = pytest.importorskip("ingest.manifest")
+    m = tmp_path / "m.jsonl"
+    m.write_text("\n".join(json.dumps({"path": p}) for p in ("../../etc/passwd", "/abs/x.pdf", "a\x00b.pdf")))
+    items = manifest_mod.read_manifest(m)
+    assert [i.path for i in items][:2] == [tmp_path / "../../etc/passwd", Path("/abs/x.pdf")]
+
+
+def test_no_secrets_in_logs(indexed, settings_factory, caplog) -> None:
+    client, _, doc_id = indexed
+    caplog.set_level(logging.DEBUG)
+    client.get("/v1/collections", headers=_h(ADMIN))
+    client.get("/v1/collections", headers=_h("wrong-" + ADMIN))
+    client.post("/v1/collections/secretcoll/search", json={"question": "total"}, headers=_h(R_A))
+    client.post("/v1/collections/secretcoll/ask", json={"question": "total"}, headers=_h(R_A))
+    client.post("/v1/collections/othercoll/search", json={"question": "x"}, headers=_h(R_A))
+    client.get(f"/v1/collections/secretcoll/documents/{doc_id}/pages/1.png", headers=_h(R_B))
+    r = upload(client, "secretcoll", [REAL_PDFS / "inv_oyo_hotel_receipt_in.pdf"], headers=_h(RW_A))
+    wait_job(client, r.json()["id"], headers=_h(RW_A))
+    # the server store, with its API key, down: errors are logged and answered without the key
+    down = settings_factory(qdrant_url="http://127.0.0.1:9", qdrant_api_key=QDRANT_KEY, qdrant_retries=0,
+                            qdrant_timeout_s=1, api_keys=KEYS)
+    with TestClient(create_app(down)) as c2:
+        for _ in range(2):
+            r = c2.get("/v1/collections", headers=_h(ADMIN))
+            assert r.status_code == 503 and QDRANT_KEY not in r.text
+        c2.get("/readyz")
+    text = "\n".join(f"{rec.name} {rec.getMessage()} {rec.args!r} {rec.exc_text or ''}" for rec in caplog.records)
+    assert caplog.records, "nothing was logged"
+    for secret in (ADMIN, RW_A, R_A, R_B, QDRANT_KEY, "SECRET"):
+        assert secret not in text, f"{secret} appears in the log"
+    assert repr(down.qdrant_api_key) == "SecretStr('**********')"
+
+
+def test_cors_off_by_default(indexed) -> None:
+    client, _, _ = indexed
+    origin = {"Origin": "https://evil.example"}
+    r = client.get("/healthz", headers=origin)
+    assert "access-control-allow-origin" not in r.headers
+    r = client.get("/v1/collections", headers={**origin, **_h(ADMIN)})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    r = client.options("/v1/collections", headers={**origin, "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in r.headers and "access-control-allow-methods" not in r.headers
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_upload_size_enforced_while_streaming(settings_factory) -> None:
+    """A chunked body (no Content-Length) far over the limit, sent over a real socket to uvicorn: the
+    server answers 413 after about the limit and stops reading (the client cannot send the rest), and
+    no file or job is left. (The TestClient buffers request bodies, so a real server is used.)"""
+    import select
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    limit = 200_000
+    settings = settings_factory(max_upload_bytes=limit)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        assert server.started
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.post(f"{base}/v1/collections", json={"name": "c"}, timeout=60).status_code == 201
+        boundary = "pagelensBOUNDARY"
+        offered = 64 * 1024 * 1024
+        chunk = b"0" * (64 * 1024)
+        sent = 0
+        response = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall((f"POST /v1/collections/c/documents HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n").encode())
+            head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.pdf\"\r\n"
+                    "Content-Type: application/pdf\r\n\r\n%PDF-1.7\n").encode()
+            sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+            try:
+                while sent < offered:
+                    readable, _, _ = select.select([sock], [], [], 0)
+                    if readable:
+                        break
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    response += data
+            except (ConnectionResetError, TimeoutError):
+                pass
+        status_line = response.split(b"\r\n", 1)[0]
+        assert b" 413 " in status_line, response[:300]
+        assert str(limit).encode() in response
+        assert sent < offered / 3, f"the client could send {sent} of {offered} bytes"
+        uploads = settings.data_dir / "uploads"
+        assert not uploads.exists() or not any(uploads.rglob("*"))
+        assert httpx.get(f"{base}/v1/jobs", timeout=30).json() == []
+        print(f"streaming limit: 413 after the client sent {sent / 1e6:.1f} MB of {offered / 1e6:.0f} MB offered")
+    finally:
+        server.should_exit = True
+        thread.join(30)
