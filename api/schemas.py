@@ -45,7 +45,11 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(min_length=1, max_length=4000)
     k: int | None = Field(default=None, ge=1, le=100, description="Pages to return (default: top_k).")
-    mode: Literal["two_stage", "exact"] | None = None
+    mode: Literal["visual", "text", "hybrid", "two_stage", "exact"] | None = Field(
+        default=None,
+        description="visual (MaxSim on page images), text (BM25 on the text layer) or hybrid (both fused); "
+        "two_stage / exact = visual with that strategy. Default: the server's PAGELENS_RETRIEVAL_MODE.",
+    )
     filter: Filter | None = None
     with_text: bool = Field(default=False, description="Include each page's text layer.")
 
@@ -54,7 +58,11 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(min_length=1, max_length=4000)
     k: int | None = Field(default=None, ge=1, le=16, description="Pages shown to the answer model.")
-    mode: Literal["two_stage", "exact"] | None = None
+    mode: Literal["visual", "text", "hybrid", "two_stage", "exact"] | None = Field(
+        default=None,
+        description="visual (MaxSim on page images), text (BM25 on the text layer) or hybrid (both fused); "
+        "two_stage / exact = visual with that strategy. Default: the server's PAGELENS_RETRIEVAL_MODE.",
+    )
     filter: Filter | None = None
     stream: bool = Field(default=False, description="Answer as Server-Sent Events (token..., done).")
 
@@ -69,6 +77,8 @@ class SearchResult(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     image_url: str
     text: str | None = None
+    visual_score: float | None = Field(default=None, description="MaxSim input of a visual/hybrid hit.")
+    text_score: float | None = Field(default=None, description="BM25 input of a text/hybrid hit.")
 
 
 class SearchResponse(BaseModel):

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from api.deps import AppState
-from index.types import PageFilter, SearchMode
+from index.types import PageFilter, QueryMode
 from retrieve.types import SearchHit
 
 
@@ -28,7 +28,7 @@ def search_visible(
     collection: str,
     question: str,
     k: int,
-    mode: SearchMode | None,
+    mode: QueryMode | None,
     page_filter: PageFilter | None,
 ) -> list[SearchHit]:
     service = state.service
@@ -47,7 +47,7 @@ def _needs_filtering(state: AppState, collection: str) -> bool:
     return bool(state.jobs.inflight_doc_ids(collection))
 
 
-def ask_visible(state: AppState, collection: str, question: str, k: int | None, mode: SearchMode | None,
+def ask_visible(state: AppState, collection: str, question: str, k: int | None, mode: QueryMode | None,
                 page_filter: PageFilter | None) -> Any:
     service = state.service
     if not _needs_filtering(state, collection):
@@ -59,7 +59,7 @@ def ask_visible(state: AppState, collection: str, question: str, k: int | None, 
 
 
 def ask_stream_visible(state: AppState, collection: str, question: str, k: int | None,
-                       mode: SearchMode | None, page_filter: PageFilter | None) -> Iterator[Any]:
+                       mode: QueryMode | None, page_filter: PageFilter | None) -> Iterator[Any]:
     service = state.service
     if not _needs_filtering(state, collection):
         yield from service.ask_stream(collection, question, k=k, mode=mode, page_filter=page_filter)

@@ -12,6 +12,9 @@ distance, so a score is sum over query tokens of the max dot product (= colpali-
 
 * ``FULL_VECTOR`` [n_tokens, dim]: no HNSW (m=0), always brute-force MaxSim.
 * ``ROWS_VECTOR`` / ``COLS_VECTOR`` [n_rows|n_cols, dim]: pooled, HNSW (built by ``optimize``).
+* ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``index.bm25``), IDF modifier, derived at
+  upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
+  key): ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
 
 Shards are opened lazily and kept open; every shard call runs under one re-entrant lock, so the
 store may be shared by threads (calls are serialised). One process per ``root``: Edge has no
@@ -33,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from index.bm25 import encode_document, encode_query, text_index_spec
 from index.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -45,6 +49,7 @@ from index.types import (
     COLS_VECTOR,
     FULL_VECTOR,
     ROWS_VECTOR,
+    TEXT_VECTOR,
     CollectionManifest,
     PageFilter,
     PagePoint,
@@ -56,11 +61,13 @@ from pagelens.errors import (
     CollectionNotFoundError,
     InvalidRequestError,
     StoreUnavailableError,
+    TextIndexMissingError,
 )
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
+TEXT_INDEX_KEY = "text_index"  # extra manifest.json key: the BM25 spec of TEXT_VECTOR
 SHARD_DIR = "shard"
 SCROLL_PAGE = 256
 
@@ -121,6 +128,7 @@ class QdrantEdgeStore:
         self.hnsw_ef_construct = hnsw_ef_construct
         self._shards: dict[str, Any] = {}
         self._manifests: dict[str, CollectionManifest] = {}
+        self._text_index: dict[str, bool] = {}
         self._lock = threading.RLock()
 
     # --- internals -----------------------------------------------------------------------
@@ -152,7 +160,8 @@ class QdrantEdgeStore:
                 COLS_VECTOR: qe.EdgeVectorParams(
                     size=dim, distance=qe.Distance.Dot, multivector_config=maxsim, hnsw_config=pooled_hnsw
                 ),
-            }
+            },
+            sparse_vectors={TEXT_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
 
     def _read_manifest(self, name: str) -> CollectionManifest | None:
@@ -211,12 +220,13 @@ class QdrantEdgeStore:
                 for field in INDEXED_KEYWORD_FIELDS:
                     shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
                 shard.flush()
-                _write_json_atomic(cdir / MANIFEST_FILE, manifest.to_dict())
+                _write_json_atomic(cdir / MANIFEST_FILE, {**manifest.to_dict(), TEXT_INDEX_KEY: text_index_spec()})
             except Exception:
                 shutil.rmtree(cdir, ignore_errors=True)
                 raise
             self._shards[name] = shard
             self._manifests[name] = manifest
+            self._text_index[name] = True
             logger.info("created edge collection %s (dim %d) at %s", name, manifest.dim, cdir)
 
     def get_manifest(self, collection: str) -> CollectionManifest | None:
@@ -241,6 +251,7 @@ class QdrantEdgeStore:
             if shard is not None:
                 shard.close()
             self._manifests.pop(collection, None)
+            self._text_index.pop(collection, None)
             cdir = self._dir(collection)
             (cdir / MANIFEST_FILE).unlink(missing_ok=True)  # gone for readers before the data goes
             shutil.rmtree(cdir, ignore_errors=True)
@@ -253,6 +264,7 @@ class QdrantEdgeStore:
         qe = _edge()
         with self._lock:
             shard, manifest = self._require(collection)
+            with_text = self._has_text(collection)
             edge_points = []
             for p in points:
                 if not _valid_uuid(p.id):
@@ -262,6 +274,8 @@ class QdrantEdgeStore:
                     ROWS_VECTOR: validate_matrix(p.embedding.rows, manifest.dim, f"point {p.id} rows"),
                     COLS_VECTOR: validate_matrix(p.embedding.cols, manifest.dim, f"point {p.id} cols"),
                 }
+                if with_text:  # empty text (scans) -> empty sparse vector: visual only
+                    vectors[TEXT_VECTOR] = qe.SparseVector(*encode_document(p.payload.get("text")))
                 edge_points.append(qe.Point(str(p.id), vectors, dict(p.payload)))
             for start in range(0, len(edge_points), self.batch_size):
                 shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
@@ -350,6 +364,48 @@ class QdrantEdgeStore:
                     with_payload=True,
                 )
             hits = shard.query(request)
+        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+
+    def _has_text(self, name: str) -> bool:
+        """Whether manifest.json records the text index. Call under the lock, after ``_require``."""
+        cached = self._text_index.get(name)
+        if cached is None:
+            try:
+                data = json.loads((self._dir(name) / MANIFEST_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            cached = self._text_index[name] = bool(data.get(TEXT_INDEX_KEY))
+        return cached
+
+    def has_text_index(self, collection: str) -> bool:
+        with self._lock:
+            self._require(collection)
+            return self._has_text(collection)
+
+    def search_text(
+        self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
+    ) -> list[ScoredPage]:
+        """BM25 top ``limit`` for ``text`` (see ``VectorStore.search_text``)."""
+        qe = _edge()
+        if limit < 1:
+            raise InvalidRequestError(f"limit must be >= 1, got {limit}")
+        flt = to_edge_filter(page_filter)
+        indices, values = encode_query(text)
+        with self._lock:
+            self._require(collection)
+            if not self._has_text(collection):
+                raise TextIndexMissingError(collection)
+            if not indices:  # only stopwords/punctuation: nothing can match
+                return []
+            shard, _ = self._require(collection)
+            hits = shard.query(
+                qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(qe.SparseVector(indices, values), using=TEXT_VECTOR),
+                    filter=flt,
+                    with_payload=True,
+                )
+            )
         return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
 
     def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:

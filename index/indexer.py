@@ -2,12 +2,25 @@
 
 A bad document never stops the batch: its error is recorded in the report and the next file goes on.
 Re-running the same job is idempotent (deterministic point ids) and skips documents whose every page
-is already in the collection, unless ``force``.
+is already in the collection, unless ``force``. A point is written only once its page is complete
+(image saved, embedding and full payload in one upsert), so after an interruption (Ctrl-C, SIGKILL,
+machine loss) a document counts fewer points than pages, and the next run redoes only its missing
+pages. Two or more inputs run through the pipeline of ``index.pipeline`` (worker processes for
+rendering and preprocessing, a writer thread for upserts); one input, or ``workers=0``, runs
+in-process. Both write the same points.
+
+Progress events (``ProgressCallback``), all from the calling thread: ``plan`` (documents_total,
+pages_known, pages_estimate), ``document_start``, ``page_done`` (also for pages found already indexed
+when resuming, with ``resumed``), ``document_done`` (status), ``document_failed``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import queue
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +30,10 @@ from typing import Any
 
 from index.embedder import PageEmbedder
 from index.page_images import PageImageStore
+from index.pipeline import DocFinished, DocTask, PreparedChunk, WorkerPool, Writer, prepare_document
 from index.store import VectorStore
 from index.types import CollectionManifest, PageFilter, PagePoint, page_point_id
-from ingest import Page, SourceDocument, open_document
+from ingest import SourceDocument, open_document
 from pagelens.errors import CollectionMismatchError, PagelensError
 from pagelens.settings import Settings
 
@@ -55,6 +69,7 @@ class IndexReport:
     documents: list[DocumentResult] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
     seconds: float = 0.0
+    pipeline: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pages_indexed(self) -> int:
@@ -76,6 +91,9 @@ class IndexReport:
             "documents_partial": self.count("partial"),
             "pages_indexed": self.pages_indexed,
             "seconds": round(self.seconds, 3),
+            "pages_per_s": round(self.pages_indexed / self.seconds, 3) if self.seconds else None,
+            "pipeline": {k: round(v, 3) if isinstance(v, float) else v
+                         for k, v in self.pipeline.items() if k != "worker_pids"},
             "errors": [e.to_dict() for e in self.errors],
             "documents": [d.__dict__ for d in self.documents],
         }
@@ -136,106 +154,331 @@ class Indexer:
         inputs: Iterable[IndexInput],
         force: bool = False,
         progress: ProgressCallback | None = None,
+        *,
+        workers: int | None = None,
     ) -> IndexReport:
-        """Index every input; returns the report (never raises for a bad document)."""
+        """Index every input; returns the report (never raises for a bad document).
+
+        ``workers``: page-preparation processes (None: ``settings.ingest_workers``, -1 meaning
+        min(4, CPUs)); 0, or a single input, runs everything in this process (same points either way).
+        Exceptions raised by ``progress`` (e.g. a cancelled job) stop the run and propagate, after the
+        worker processes are terminated.
+        """
         started = time.perf_counter()
+        resolve = getattr(self.store, "resolve_alias", None)
+        if resolve is not None:  # point ids and payloads name the collection itself, not an alias of it
+            collection = resolve(collection)
         self.ensure_collection(collection)
+        items = list(inputs)
         report = IndexReport(collection=collection)
         notify = progress or (lambda event, info: None)
-        for item in inputs:
-            result = self._index_one(collection, item, force, report, notify)
-            report.documents.append(result)
+        n_workers = resolve_workers(self.settings.ingest_workers if workers is None else workers,
+                                    self._device_type())
+        if len(items) < 2:
+            n_workers = 0
+        run = _Run(self, collection, items, force, report, notify)
+        run.execute(n_workers)
         if report.pages_indexed and hasattr(self.store, "optimize"):
             # Qdrant Edge has no background optimizer: build the HNSW graphs of the pooled vectors now
             self.store.optimize(collection)
         report.seconds = time.perf_counter() - started
         return report
 
-    def _index_one(
-        self,
-        collection: str,
-        item: IndexInput,
-        force: bool,
-        report: IndexReport,
-        notify: ProgressCallback,
-    ) -> DocumentResult:
-        path_str = str(item.path)
+    def _device_type(self) -> str:
+        device = getattr(self.embedder, "device", None)
+        if device is not None:
+            return str(getattr(device, "type", device))
         try:
-            doc = open_document(
-                item.path, self.settings, name=item.name, metadata=item.metadata, password=item.password
-            )
-        except PagelensError as exc:
-            report.errors.append(FileError(path_str, str(exc), getattr(exc, "page", None), exc.code))
-            notify("document_failed", {"path": path_str, "error": str(exc)})
-            return DocumentResult(path_str, None, item.name or item.path.name, "failed")
+            from pagelens.devices import get_device
 
-        notify("document_start", {"path": path_str, "doc_name": doc.name, "page_count": doc.page_count})
-        result = DocumentResult(path_str, doc.doc_id, doc.name, "indexed", page_count=doc.page_count)
-        already = self.store.count(collection, PageFilter(doc_ids=[doc.doc_id]))
-        if already >= doc.page_count and not force:
-            result.status = "skipped"
-            result.pages_indexed = 0
-            notify("document_done", {"path": path_str, "doc_name": doc.name, "status": "skipped",
-                                     "page_count": doc.page_count})
-            return result
+            return str(get_device(self.settings.device).type)
+        except Exception:  # pragma: no cover - no torch: no model either
+            return "cpu"
 
-        batch: list[Page] = []
-        try:
-            for page in doc.pages():
-                batch.append(page)
-                if len(batch) >= self.settings.embed_batch_size:
-                    result.pages_indexed += self._flush(collection, doc, batch, notify)
-                    batch = []
-            if batch:
-                result.pages_indexed += self._flush(collection, doc, batch, notify)
-        except PagelensError as exc:  # the document broke mid-way: keep what was indexed, report it
-            report.errors.append(FileError(path_str, str(exc), getattr(exc, "page", None), exc.code))
-        for page_error in getattr(doc, "page_errors", []):
-            report.errors.append(FileError(path_str, str(page_error), page_error.page, page_error.code))
-        if result.pages_indexed < doc.page_count:
-            result.status = "partial" if result.pages_indexed else "failed"
-            if not any(e.path == path_str for e in report.errors):
-                report.errors.append(
-                    FileError(path_str, f"{path_str}: only {result.pages_indexed} of "
-                              f"{doc.page_count} pages could be indexed")
-                )
-        notify("document_done", {"path": path_str, "doc_name": doc.name, "status": result.status,
-                                 "page_count": doc.page_count})
-        return result
-
-    def _flush(
-        self, collection: str, doc: SourceDocument, pages: Sequence[Page], notify: ProgressCallback
-    ) -> int:
-        """Embed and upsert a batch of pages of one document; returns the number of pages written."""
-        embeddings = self.embedder.embed_pages([p.image for p in pages])
+    def make_points(self, collection: str, state: _DocState, chunk: PreparedChunk, embeddings: Sequence[Any]
+                    ) -> list[PagePoint]:
+        doc = state.doc
         indexed_at = _now()
         points = []
-        for page, emb in zip(pages, embeddings, strict=True):
-            image_path = self.images.save(doc.sha256, page.page_no, page.image)
+        for meta, emb in zip(chunk.pages, embeddings, strict=True):
             points.append(
                 PagePoint(
-                    id=page_point_id(collection, doc.sha256, page.page_no),
+                    id=page_point_id(collection, doc.sha256, meta.page_no),
                     embedding=emb,
                     payload={
                         "doc_id": doc.doc_id,
                         "doc_name": doc.name,
-                        "page_no": page.page_no,
+                        "page_no": meta.page_no,
                         "page_count": doc.page_count,
                         "sha256": doc.sha256,
                         "collection": collection,
                         "meta": dict(doc.metadata),
-                        "text": page.text,
-                        "image_path": str(image_path),
-                        "width": page.image.width,
-                        "height": page.image.height,
+                        "text": meta.text,
+                        "image_path": meta.image_path,
+                        "width": meta.width,
+                        "height": meta.height,
                         "indexed_at": indexed_at,
                     },
                 )
             )
-        self.store.upsert(collection, points)
-        for page in pages:
-            notify("page_done", {"doc_name": doc.name, "page_no": page.page_no, "page_count": doc.page_count})
-        return len(points)
+        return points
+
+    def embed_chunk(self, chunk: PreparedChunk) -> list[Any]:
+        if chunk.batch is not None:
+            return self.embedder.embed_preprocessed(  # type: ignore[attr-defined, no-any-return]
+                chunk.batch, [(m.width, m.height) for m in chunk.pages]
+            )
+        return list(self.embedder.embed_pages(chunk.images or []))
+
+    def preprocessor(self) -> Any:
+        """The processor workers run (``process_images``), or None to send PIL images to the embedder."""
+        if not hasattr(self.embedder, "embed_preprocessed"):
+            return None
+        self.embedder.load()
+        return getattr(self.embedder, "processor", None)
+
+
+def resolve_workers(value: int, device: str = "cuda") -> int:
+    """The number of page-preparation processes; ``value`` >= 0 is taken as it is (0: serial).
+
+    -1 (auto): with the model on a GPU, min(4, CPUs); on the CPU the model's forward needs the cores
+    the workers would take, so CPUs // 4 capped at 4 (0, serial, on fewer than 4 cores: measured on 2
+    cores, the pipeline is ~2x slower there than the serial loop)."""
+    if value >= 0:
+        return value
+    cpus = os.cpu_count() or 1
+    if device.startswith("cpu"):
+        return min(4, cpus // 4)
+    return max(1, min(4, cpus))
+
+
+@dataclass
+class _DocState:
+    item: IndexInput
+    doc: SourceDocument
+    result: DocumentResult
+    present: int  # pages already in the collection before this run (not redone)
+    expected: int  # pages this run should write
+    written: int = 0
+    embedded: int = 0
+    finished: bool = False
+
+
+class _Run:
+    """One ``Indexer.index`` call: opens documents, schedules them, embeds, writes, reports."""
+
+    def __init__(self, indexer: Indexer, collection: str, items: list[IndexInput], force: bool,
+                 report: IndexReport, notify: ProgressCallback) -> None:
+        self.ix = indexer
+        self.collection = collection
+        self.items = items
+        self.force = force
+        self.report = report
+        self.notify = notify
+        self.states: dict[int, _DocState] = {}
+        self.seen_sha: dict[str, str] = {}
+        self.pages_known = 0
+        self.docs_known = 0
+        self.results: list[DocumentResult | None] = [None] * len(items)
+
+    # -- opening and the skip decision ------------------------------------------------------------
+    def open(self, key: int) -> DocTask | None:
+        """Open input ``key``; returns its task, or None when it is done already (failed/skipped)."""
+        item = self.items[key]
+        ix = self.ix
+        path_str = str(item.path)
+        try:
+            doc = open_document(item.path, ix.settings, name=item.name, metadata=item.metadata,
+                                password=item.password)
+        except PagelensError as exc:
+            self.report.errors.append(FileError(path_str, str(exc), getattr(exc, "page", None), exc.code))
+            self.notify("document_failed", {"path": path_str, "error": str(exc)})
+            self.results[key] = DocumentResult(path_str, None, item.name or item.path.name, "failed")
+            self._plan(0)
+            return None
+        self._plan(doc.page_count)
+        self.notify("document_start", {"path": path_str, "doc_name": doc.name, "page_count": doc.page_count})
+        result = DocumentResult(path_str, doc.doc_id, doc.name, "indexed", page_count=doc.page_count)
+        if doc.sha256 in self.seen_sha and not self.force:
+            result.status = "skipped"
+            self.results[key] = result
+            self.notify("document_done", {"path": path_str, "doc_name": doc.name, "status": "skipped",
+                                          "page_count": doc.page_count, "duplicate_of": self.seen_sha[doc.sha256]})
+            return None
+        self.seen_sha.setdefault(doc.sha256, path_str)
+        present: set[int] = set()
+        if not self.force:
+            already = ix.store.count(self.collection, PageFilter(doc_ids=[doc.doc_id]))
+            if already >= doc.page_count:
+                result.status = "skipped"
+                self.results[key] = result
+                self.notify("document_done", {"path": path_str, "doc_name": doc.name, "status": "skipped",
+                                              "page_count": doc.page_count})
+                return None
+            if already:  # interrupted earlier: only the missing pages are redone
+                present = {
+                    int(p.get("page_no", 0))
+                    for _, p in ix.store.iter_payloads(self.collection, PageFilter(doc_ids=[doc.doc_id]))
+                    if p.get("sha256") == doc.sha256
+                }
+                for page_no in sorted(present):
+                    self.notify("page_done", {"doc_name": doc.name, "page_no": page_no,
+                                              "page_count": doc.page_count, "resumed": True})
+        self.states[key] = _DocState(item, doc, result, present=len(present),
+                                     expected=doc.page_count - len(present))
+        return DocTask(key, path_str, item.name, dict(item.metadata), item.password, doc.sha256,
+                       frozenset(present))
+
+    def _plan(self, pages: int) -> None:
+        self.docs_known += 1
+        self.pages_known += pages
+        estimate = round(self.pages_known / self.docs_known * len(self.items)) if self.docs_known else 0
+        self.notify("plan", {"documents_total": len(self.items), "documents_opened": self.docs_known,
+                             "pages_known": self.pages_known, "pages_estimate": max(estimate, self.pages_known)})
+
+    # -- results ----------------------------------------------------------------------------------
+    def on_written(self, key: int, page_nos: list[int]) -> None:
+        state = self.states[key]
+        state.written += len(page_nos)
+        state.result.pages_indexed += len(page_nos)
+        for page_no in page_nos:
+            self.notify("page_done", {"doc_name": state.doc.name, "page_no": page_no,
+                                      "page_count": state.doc.page_count})
+        self._maybe_done(key)
+
+    def on_finished(self, msg: DocFinished) -> None:
+        state = self.states[msg.key]
+        path_str = str(state.item.path)
+        for page, code, error in msg.errors:
+            self.report.errors.append(FileError(path_str, error, page, code))
+        state.finished = True
+        self._maybe_done(msg.key)
+
+    def _maybe_done(self, key: int) -> None:
+        state = self.states.get(key)
+        if state is None or not state.finished or state.written < state.embedded:
+            return
+        del self.states[key]
+        result, doc = state.result, state.doc
+        path_str = str(state.item.path)
+        total = state.present + state.written
+        if total < doc.page_count:
+            result.status = "partial" if total else "failed"
+            if not any(e.path == path_str for e in self.report.errors):
+                self.report.errors.append(FileError(
+                    path_str, f"{path_str}: only {total} of {doc.page_count} pages could be indexed"))
+        self.results[key] = result
+        self.notify("document_done", {"path": path_str, "doc_name": doc.name, "status": result.status,
+                                      "page_count": doc.page_count})
+
+    def _finish_report(self) -> None:
+        self.report.documents.extend(r for r in self.results if r is not None)
+
+    # -- serial -----------------------------------------------------------------------------------
+    def execute(self, workers: int) -> None:
+        try:
+            if workers <= 0:
+                self._serial()
+            else:
+                self._pipelined(workers)
+        finally:
+            self._finish_report()
+
+    def _serial(self) -> None:
+        ix = self.ix
+        processor = ix.preprocessor()
+        images = ix.images
+        self.report.pipeline = {"mode": "serial", "workers": 0}
+        for key in range(len(self.items)):
+            task = self.open(key)
+            if task is None:
+                continue
+            for item in prepare_document(task, ix.settings, processor, images, ix.settings.embed_batch_size):
+                if isinstance(item, PreparedChunk):
+                    points = ix.make_points(self.collection, self.states[key], item, ix.embed_chunk(item))
+                    self.states[key].embedded += len(points)
+                    ix.store.upsert(self.collection, points)
+                    self.on_written(key, [m.page_no for m in item.pages])
+                else:
+                    self.on_finished(item)
+
+    # -- pipelined --------------------------------------------------------------------------------
+    def _pipelined(self, workers: int) -> None:
+        ix = self.ix
+        settings = ix.settings
+        queue_chunks = settings.pipeline_queue_chunks or 2 * workers
+        max_open = 2 * workers
+        pool: WorkerPool | None = None  # started with the first document to prepare
+        pool_started = time.perf_counter()
+        writer = Writer(ix.store, self.collection, max_points=max(settings.upsert_batch_points, 16))
+        stats: dict[str, Any] = {"mode": "pipelined", "workers": workers, "queue_chunks": queue_chunks,
+                                 "max_open_documents": max_open, "peak_open_documents": 0,
+                                 "peak_queued_chunks": 0, "worker_pids": []}
+        self.report.pipeline = stats
+        graceful = False
+        try:
+            next_key = 0
+            while True:
+                while len(self.states) < max_open and next_key < len(self.items):
+                    task = self.open(next_key)
+                    next_key += 1
+                    if task is not None:
+                        if pool is None:
+                            pool = WorkerPool(workers, queue_chunks, settings, ix.preprocessor(), ix.images.root,
+                                              settings.embed_batch_size)
+                            stats["worker_pids"] = pool.pids()
+                            pool_started = time.perf_counter()
+                        pool.submit(task)
+                stats["peak_open_documents"] = max(stats["peak_open_documents"], len(self.states))
+                self._drain(writer)
+                if not self.states and next_key >= len(self.items):
+                    break
+                assert pool is not None  # documents in flight
+                with contextlib.suppress(NotImplementedError, OSError):
+                    stats["peak_queued_chunks"] = max(stats["peak_queued_chunks"], pool.result_q.qsize())
+                t_wait = time.perf_counter()
+                msg = pool.get()
+                stats["wait_s"] = stats.get("wait_s", 0.0) + time.perf_counter() - t_wait
+                if msg is None:
+                    for worker, key, code in pool.reap():
+                        log.warning("ingest worker %d died (exit code %s)", worker, code)
+                        if key is not None and key in self.states:
+                            self.on_finished(DocFinished(key, [(None, "worker_crashed", (
+                                f"{self.states[key].item.path}: the worker process preparing it died "
+                                f"(exit code {code})"))], fatal=True))
+                    continue
+                if isinstance(msg, PreparedChunk):
+                    if "startup_s" not in stats:  # spawning workers, importing torch, loading the processor
+                        stats["startup_s"] = round(time.perf_counter() - pool_started, 2)
+                    state = self.states[msg.key]
+                    t_embed = time.perf_counter()
+                    points = ix.make_points(self.collection, state, msg, ix.embed_chunk(msg))
+                    t_put = time.perf_counter()
+                    state.embedded += len(points)
+                    key = msg.key
+                    del msg
+                    writer.put(key, points)
+                    stats["embed_s"] = stats.get("embed_s", 0.0) + t_put - t_embed
+                    stats["write_wait_s"] = stats.get("write_wait_s", 0.0) + time.perf_counter() - t_put
+                elif isinstance(msg, DocFinished):
+                    self.on_finished(msg)
+            writer.finish()
+            self._drain(writer)
+            graceful = True
+        finally:
+            if not graceful:
+                writer.abort()
+            if pool is not None:
+                pool.close(graceful)
+
+    def _drain(self, writer: Writer) -> None:
+        writer.check()
+        while True:
+            try:
+                key, page_nos = writer.done.get_nowait()
+            except queue.Empty:
+                return
+            self.on_written(key, page_nos)
 
 
 def check_manifest(manifest: CollectionManifest, embedder: PageEmbedder) -> None:
@@ -255,3 +498,19 @@ def check_manifest(manifest: CollectionManifest, embedder: PageEmbedder) -> None
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def default_error_report_path(settings: Settings, collection: str) -> Path:
+    """``data_dir/reports/<collection>-<UTC timestamp>.jsonl``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return settings.data_dir / "reports" / f"{collection}-{stamp}.jsonl"
+
+
+def write_error_report(report: IndexReport, path: Path) -> Path:
+    """One JSON object per failure: {"file", "page", "code", "error"} (UTF-8, one line each)."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for error in report.errors:
+            fh.write(json.dumps(error.to_dict(), ensure_ascii=False) + "\n")
+    return path

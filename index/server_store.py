@@ -3,7 +3,10 @@
 Schema per collection (names in ``index.types``), all multivectors, MaxSim comparator, Dot
 distance: ``FULL_VECTOR`` [n_tokens, dim] without HNSW (m=0); ``ROWS_VECTOR`` / ``COLS_VECTOR``
 [n_rows|n_cols, dim] with the collection's HNSW. Keyword payload indexes on doc_id, doc_name,
-sha256 (server only; local mode has none).
+sha256 (server only; local mode has none). ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]``
+(``index.bm25``, the same encoder as the Edge store) with the IDF modifier, derived at upsert;
+collections created before it existed lack it (``has_text_index`` False, ``search_text`` raises
+``TextIndexMissingError``).
 
 The manifest is stored in the collection's own metadata (Qdrant >= 1.16, key ``pagelens_manifest``),
 so it is created and deleted with the collection. Collections without it (not made by pagelens)
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from index.bm25 import encode_document, encode_query
 from index.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -34,6 +38,7 @@ from index.types import (
     COLS_VECTOR,
     FULL_VECTOR,
     ROWS_VECTOR,
+    TEXT_VECTOR,
     CollectionManifest,
     PageFilter,
     PagePoint,
@@ -45,6 +50,7 @@ from pagelens.errors import (
     CollectionNotFoundError,
     InvalidRequestError,
     StoreUnavailableError,
+    TextIndexMissingError,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +88,19 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+def _approx_json_bytes(struct: Any) -> int:
+    """Rough JSON size of a ``PointStruct`` (~10 bytes per float, payload as JSON) for request batching."""
+    import json
+
+    floats = 0
+    for vec in (struct.vector or {}).values():
+        if isinstance(vec, list):
+            floats += sum(len(row) if isinstance(row, list) else 1 for row in vec)
+        else:  # sparse
+            floats += 2 * len(getattr(vec, "indices", []) or [])
+    return 10 * floats + len(json.dumps(struct.payload or {}, default=str)) + 64
+
+
 class QdrantServerStore:
     """Pagelens collections on a Qdrant server (see the module docstring).
 
@@ -98,6 +117,9 @@ class QdrantServerStore:
         replication_factor: int = 1,
         on_disk: bool = False,
         url: str | None = None,
+        quantization: str = "none",
+        max_request_bytes: int = 32 * 1024 * 1024,
+        retries: int = 0,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -106,7 +128,11 @@ class QdrantServerStore:
         self.replication_factor = replication_factor
         self.on_disk = on_disk
         self.url = url or "the configured Qdrant server"
+        self.quantization = quantization  # "none" | "scalar" (int8) | "binary": full multivectors
+        self.max_request_bytes = max(1024, int(max_request_bytes))  # approx. JSON size of one upsert
+        self.retries = max(0, int(retries))  # transient errors, backoff (index/retry.py)
         self._manifests: dict[str, CollectionManifest] = {}
+        self._text_index: dict[str, bool] = {}
         # Local mode (":memory:" / path) is not thread-safe; the HTTP/gRPC clients are.
         from qdrant_client.local.qdrant_local import QdrantLocal
 
@@ -133,6 +159,9 @@ class QdrantServerStore:
             shard_number=settings.qdrant_shard_number,
             replication_factor=settings.qdrant_replication_factor,
             on_disk=settings.qdrant_on_disk,
+            quantization=settings.qdrant_quantization,
+            max_request_bytes=settings.upsert_max_bytes,
+            retries=settings.qdrant_retries,
             url=settings.qdrant_url,
         )
 
@@ -147,6 +176,10 @@ class QdrantServerStore:
 
         try:
             with self._lock:
+                if self.retries and not self._is_local:
+                    from index.retry import call_with_retries
+
+                    return call_with_retries(fn, self.retries)
                 return fn()
         except Exception as exc:
             if _is_connection_error(exc):
@@ -209,6 +242,14 @@ class QdrantServerStore:
                 multivector_config=maxsim,
                 hnsw_config=models.HnswConfigDiff(m=0),
                 on_disk=self.on_disk or None,
+                quantization_config=(
+                    models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+                        type=models.ScalarType.INT8, always_ram=True))
+                    if self.quantization == "scalar"
+                    else models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+                    if self.quantization == "binary"
+                    else None
+                ),
             ),
             ROWS_VECTOR: models.VectorParams(size=manifest.dim, distance=models.Distance.DOT, multivector_config=maxsim),
             COLS_VECTOR: models.VectorParams(size=manifest.dim, distance=models.Distance.DOT, multivector_config=maxsim),
@@ -217,6 +258,7 @@ class QdrantServerStore:
             lambda: self.client.create_collection(
                 qname,
                 vectors_config=vectors,
+                sparse_vectors_config={TEXT_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                 shard_number=self.shard_number,
                 replication_factor=self.replication_factor,
                 metadata={MANIFEST_KEY: manifest.to_dict()},
@@ -260,6 +302,7 @@ class QdrantServerStore:
             raise CollectionNotFoundError(collection)
         self._call(lambda: self.client.delete_collection(qname), collection)
         self._manifests.pop(collection, None)
+        self._text_index.pop(collection, None)
         logger.info("deleted server collection %s", qname)
 
     # --- points --------------------------------------------------------------------------
@@ -270,6 +313,7 @@ class QdrantServerStore:
 
         manifest = self._require(collection)
         qname = self._qname(collection)
+        with_text = self.has_text_index(collection)
         structs = []
         for p in points:
             try:
@@ -281,9 +325,20 @@ class QdrantServerStore:
                 ROWS_VECTOR: validate_matrix(p.embedding.rows, manifest.dim, f"point {p.id} rows").tolist(),
                 COLS_VECTOR: validate_matrix(p.embedding.cols, manifest.dim, f"point {p.id} cols").tolist(),
             }
+            if with_text:  # empty text (scans) -> empty sparse vector: visual only
+                indices, values = encode_document(p.payload.get("text"))
+                vectors[TEXT_VECTOR] = models.SparseVector(indices=indices, values=values)
             structs.append(models.PointStruct(id=str(p.id), vector=vectors, payload=dict(p.payload)))
-        for start in range(0, len(structs), self.batch_size):
-            batch = structs[start : start + self.batch_size]
+        batch: list[Any] = []
+        batch_bytes = 0
+        for struct in structs:  # at most batch_size points and ~max_request_bytes per request
+            size = _approx_json_bytes(struct)
+            if batch and (len(batch) >= self.batch_size or batch_bytes + size > self.max_request_bytes):
+                self._call(lambda b=batch: self.client.upsert(qname, points=b, wait=True), collection)  # type: ignore[misc]
+                batch, batch_bytes = [], 0
+            batch.append(struct)
+            batch_bytes += size
+        if batch:
             self._call(lambda b=batch: self.client.upsert(qname, points=b, wait=True), collection)  # type: ignore[misc]
         logger.debug("upserted %d points into %s", len(structs), qname)
 
@@ -366,6 +421,48 @@ class QdrantServerStore:
         response = self._call(
             lambda: self.client.query_points(
                 qname, query=q, using=FULL_VECTOR, query_filter=flt, limit=limit, with_payload=True, **kwargs
+            ),
+            collection,
+        )
+        return sort_hits(
+            [ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in response.points]
+        )
+
+    def has_text_index(self, collection: str) -> bool:
+        """From the collection's sparse vector config (cached)."""
+        cached = self._text_index.get(collection)
+        if cached is None:
+            qname = self._qname(collection)
+            if not self._exists(collection):
+                raise CollectionNotFoundError(collection)
+            info = self._call(lambda: self.client.get_collection(qname), collection)
+            sparse = info.config.params.sparse_vectors or {}
+            cached = self._text_index[collection] = TEXT_VECTOR in sparse
+        return cached
+
+    def search_text(
+        self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
+    ) -> list[ScoredPage]:
+        """BM25 top ``limit`` for ``text`` (see ``VectorStore.search_text``)."""
+        from qdrant_client import models
+
+        if limit < 1:
+            raise InvalidRequestError(f"limit must be >= 1, got {limit}")
+        flt = to_server_filter(page_filter)
+        qname = self._qname(collection)
+        if not self.has_text_index(collection):
+            raise TextIndexMissingError(collection)
+        indices, values = encode_query(text)
+        if not indices:  # only stopwords/punctuation: nothing can match
+            return []
+        response = self._call(
+            lambda: self.client.query_points(
+                qname,
+                query=models.SparseVector(indices=indices, values=values),
+                using=TEXT_VECTOR,
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
             ),
             collection,
         )

@@ -16,7 +16,9 @@ class VectorStore(Protocol):
 
     Collections are created with a ``CollectionManifest``; ``upsert`` is idempotent by point id.
     Vectors are float32 with ``manifest.dim`` columns; scores are MaxSim (dot products of the
-    L2-normalised token vectors, summed over query tokens).
+    L2-normalised token vectors, summed over query tokens). The store also derives each page's BM25
+    sparse vector from ``payload["text"]`` at upsert (``index.bm25``), so text search needs nothing
+    from the indexer.
     """
 
     def create_collection(self, manifest: CollectionManifest) -> None:
@@ -60,6 +62,18 @@ class VectorStore(Protocol):
         MaxSim on the pooled row and column vectors (HNSW, ``prefetch_limit`` each), reranked by exact
         MaxSim on the full multivectors. Sorted by score descending, ties by id.
         """
+
+    def has_text_index(self, collection: str) -> bool:
+        """Whether the collection holds the BM25 sparse vector ``TEXT_VECTOR`` (collections created
+        before it existed do not). Raises ``CollectionNotFoundError``."""
+
+    def search_text(
+        self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
+    ) -> list[ScoredPage]:
+        """Top ``limit`` pages by BM25 of ``text`` against the pages' text layers (sparse vector
+        ``TEXT_VECTOR``, IDF applied by Qdrant). Only pages sharing at least one term are returned
+        (possibly none). Sorted by score descending, ties by id. Raises ``TextIndexMissingError``
+        when the collection has no text index."""
 
     def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Full multivectors [n_tokens, dim] float32 of the given point ids (missing ids omitted)."""

@@ -12,10 +12,15 @@ import numpy as np
 FULL_VECTOR = "colsmol"  # full multivector, MaxSim, no HNSW (m=0)
 ROWS_VECTOR = "colsmol_rows"  # mean-pooled by patch row, HNSW, prefetch
 COLS_VECTOR = "colsmol_cols"  # mean-pooled by patch column, HNSW, prefetch
+TEXT_VECTOR = "text_bm25"  # sparse BM25 of payload["text"] (IDF modifier), derived by the store at upsert
 
 POINT_NAMESPACE = uuid.UUID("6f1c1d3e-5a49-4c1b-9a57-3c0d2f1b7e10")
 
-SearchMode = Literal["two_stage", "exact"]
+SearchMode = Literal["two_stage", "exact"]  # the visual (MaxSim) strategy
+# What a search ranks by: the page images (MaxSim), the text layer (BM25), or both fused.
+RetrievalMode = Literal["visual", "text", "hybrid"]
+# Accepted wherever a mode is given (CLI, API, service): "two_stage"/"exact" = visual with that strategy.
+QueryMode = Literal["visual", "text", "hybrid", "two_stage", "exact"]
 
 
 def page_point_id(collection: str, doc_sha256: str, page_no: int) -> str:

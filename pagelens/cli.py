@@ -32,6 +32,11 @@ err = Console(stderr=True, soft_wrap=True)  # one error per line, never wrapped
 
 CollectionOpt = typer.Option(..., "--collection", "-c", envvar="PAGELENS_COLLECTION", help="Collection name.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
+MODE_HELP = (
+    "visual | text | hybrid (default: PAGELENS_RETRIEVAL_MODE, hybrid). visual = MaxSim on the page images "
+    "with PAGELENS_SEARCH_MODE (two_stage) ; text = BM25 on the text layer; hybrid = both fused "
+    "(PAGELENS_FUSION). two_stage | exact = visual with that strategy."
+)
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
@@ -94,41 +99,72 @@ def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v", help="L
 # ------------------------------------------------------------------------------------------------
 @app.command("index")
 def index_cmd(
-    paths: list[Path] = typer.Argument(..., help="PDF/PNG/JPEG/TIFF files or directories (recursive)."),
+    paths: list[Path] = typer.Argument(None, help="PDF/PNG/JPEG/TIFF files or directories (recursive)."),
     collection: str = CollectionOpt,
     metadata: list[str] = typer.Option(None, "--metadata", "-m", help="KEY=VALUE stored with every document."),
     password: str = typer.Option(None, "--password", envvar="PAGELENS_PDF_PASSWORD", help="Password for encrypted PDFs."),
     force: bool = typer.Option(False, "--force", help="Re-index documents that are already complete."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    include: list[str] = typer.Option(None, "--include", help="Glob of files to take from directories (repeatable; default: *.pdf *.png *.jpg *.jpeg *.tif *.tiff)."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="Glob (file name or path under the directory) to leave out (repeatable)."),
+    manifest: list[Path] = typer.Option(None, "--manifest", help="JSONL or CSV manifest: path plus per-document metadata (repeatable)."),
+    shard: str = typer.Option(None, "--shard", envvar="PAGELENS_SHARD", help="I/N: index only this worker's share of the inputs (stable hash of their paths)."),
+    workers: int = typer.Option(None, "--workers", min=-1, help="Page-preparation processes (default PAGELENS_INGEST_WORKERS; 0: serial)."),
+    errors_jsonl: Path = typer.Option(None, "--errors-jsonl", help="Write failures here as JSONL (default: data_dir/reports/<collection>-<time>.jsonl when any)."),
+    reindex: bool = typer.Option(False, "--reindex", help="Build a new collection NAME__<model>-<time> and switch the alias NAME to it when complete."),
 ) -> None:
-    """Index documents into a collection (created on first use)."""
-    from index.indexer import IndexInput
-    from ingest import discover_inputs
+    """Index documents into a collection (created on first use); resumable, shardable batch jobs."""
+    from index.indexer import IndexInput, default_error_report_path, write_error_report
+    from ingest import DEFAULT_INCLUDE
+    from ingest.manifest import collect_inputs, parse_shard, select_shard
     from pagelens.progress import IndexProgress
 
     meta = parse_pairs(metadata, "--metadata")
-    files = discover_inputs(paths)
-    if not files:
-        err.print("[bold red]error:[/] no input files found under " + ", ".join(map(str, paths)))
+    try:
+        found = collect_inputs(paths or [], include or DEFAULT_INCLUDE, exclude or [], manifest or [])
+        files = select_shard(found, parse_shard(shard))
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    if not found:
+        where = ", ".join(map(str, [*(paths or []), *(manifest or [])])) or "(no paths given)"
+        err.print("[bold red]error:[/] no input files found under " + where)
         raise typer.Exit(2)
     service = make_service()
-    inputs = [IndexInput(path=f, metadata=meta, password=password) for f in files]
+    inputs = [IndexInput(path=f.path, name=f.name, metadata={**meta, **f.metadata}, password=password) for f in files]
+    target = collection
     try:
         with IndexProgress(err, total_files=len(inputs), enabled=not as_json or err.is_terminal) as progress:
-            report = service.index(collection, inputs, force=force, progress=progress.callback)
+            if reindex:
+                from index.aliases import reindex_collection
+
+                report, target = reindex_collection(service, collection, inputs, progress=progress.callback,
+                                                    workers=workers)
+            else:
+                report = service.indexer.index(collection, inputs, force=force, progress=progress.callback,
+                                               workers=workers)
     except PagelensError as exc:
         raise fail(exc) from exc
     finally:
         service.close()
+    report_path = None
+    if errors_jsonl is not None or report.errors:
+        report_path = write_error_report(report, errors_jsonl or default_error_report_path(service.settings, collection))
     if as_json:
-        emit_json(report.to_dict())
+        data = report.to_dict()
+        data.update(inputs_found=len(found), inputs_selected=len(files), shard=shard, collection_built=target,
+                    error_report=str(report_path) if report_path else None)
+        emit_json(data)
     else:
         for error in report.errors:
             err.print(f"[red]failed:[/] {error.error}", highlight=False)
+        rate = f" ({report.pages_indexed / report.seconds:.2f} pages/s)" if report.seconds else ""
         out.print(
-            f"collection {collection}: {report.count('indexed')} indexed, {report.count('skipped')} skipped "
+            f"collection {collection}{' -> ' + target if target != collection else ''}: "
+            f"{report.count('indexed')} indexed, {report.count('skipped')} skipped "
             f"(already indexed), {report.count('failed') + report.count('partial')} failed; "
-            f"{report.pages_indexed} pages in {report.seconds:.1f} s",
+            f"{report.pages_indexed} pages in {report.seconds:.1f} s{rate}"
+            + (f"; shard {shard}: {len(files)} of {len(found)} inputs" if shard else "")
+            + (f"; error report {report_path}" if report_path else ""),
             highlight=False,
         )
     if not report.ok:
@@ -146,7 +182,7 @@ def search_cmd(
     question: str = typer.Argument(..., help="The question or keywords."),
     collection: str = CollectionOpt,
     k: int = typer.Option(5, "-k", "--top-k", min=1, max=1000, help="Number of pages."),
-    mode: str = typer.Option(None, "--mode", help="two_stage (default) or exact."),
+    mode: str = typer.Option(None, "--mode", help=MODE_HELP),
     doc: list[str] = typer.Option(None, "--doc", help="Only this document id (repeatable)."),
     doc_name: list[str] = typer.Option(None, "--doc-name", help="Only this document name (repeatable)."),
     where: list[str] = typer.Option(None, "--where", help="Metadata KEY=VALUE filter (repeatable)."),
@@ -175,7 +211,7 @@ def ask_cmd(
     question: str = typer.Argument(..., help="The question."),
     collection: str = CollectionOpt,
     k: int = typer.Option(None, "-k", "--top-k", min=1, max=16, help="Pages shown to the answer model (default 3)."),
-    mode: str = typer.Option(None, "--mode", help="two_stage (default) or exact."),
+    mode: str = typer.Option(None, "--mode", help=MODE_HELP),
     doc: list[str] = typer.Option(None, "--doc", help="Only this document id (repeatable)."),
     doc_name: list[str] = typer.Option(None, "--doc-name", help="Only this document name (repeatable)."),
     where: list[str] = typer.Option(None, "--where", help="Metadata KEY=VALUE filter (repeatable)."),
@@ -282,6 +318,56 @@ def delete_cmd(
 
 
 # ------------------------------------------------------------------------------------------------
+@app.command("eval")
+def eval_cmd(
+    dataset: Path = typer.Argument(..., help="JSONL / Parquet (ViDoRe) file, or a folder with queries.jsonl and documents."),
+    collection: str = CollectionOpt,
+    modes: str = typer.Option("visual,text,hybrid", "--modes", help="Comma-separated: visual,text,hybrid,two_stage,exact."),
+    answers: bool = typer.Option(False, "--answers", help="Also answer each query with a reference answer: EM and ANLS."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Report folder (default: ./eval-<dataset>-<collection>)."),
+    docs: Path = typer.Option(None, "--docs", help="Folder of the dataset's documents (default: next to the dataset)."),
+    ks: str = typer.Option("1,3,5,10", "--ks", help="Comma-separated k of recall@k (nDCG is @5)."),
+    no_index: bool = typer.Option(False, "--no-index", help="Do not index the documents (the collection is ready)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary JSON instead of the table."),
+) -> None:
+    """Evaluate retrieval (nDCG@5, recall@k, MRR, latency) per mode on a dataset; report.md/.json + plot."""
+    from retrieve.evaluation import load_dataset, run_eval, write_report
+
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    try:
+        k_list = sorted({int(k) for k in ks.split(",") if k.strip()})
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected integers, got '{ks}'", param_hint="--ks") from exc
+    if not mode_list or not k_list or min(k_list) < 1:
+        raise typer.BadParameter("give at least one mode and k >= 1")
+    service = make_service()
+    try:
+        data = load_dataset(dataset, docs_dir=docs)
+        err.print(f"{data.name}: {len(data.queries)} queries, {len(data.documents)} documents; modes "
+                  f"{', '.join(mode_list)}", highlight=False)
+
+        def progress(mode: str, done: int, total: int) -> None:
+            if done == total or done % 50 == 0:
+                err.print(f"  {mode}: {done}/{total} queries", highlight=False)
+
+        result = run_eval(service, data, collection, modes=mode_list, ks=k_list, answers=answers,
+                          index=not no_index, progress=progress)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    target = out_dir or Path(f"eval-{data.name}-{collection}")
+    paths = write_report(result, target)
+    if as_json:
+        emit_json({"outputs": {k: str(v) for k, v in paths.items()},
+                   **{k: v for k, v in result.to_dict().items() if k != "modes"},
+                   "modes": [m.to_dict(with_queries=False) for m in result.modes]})
+        return
+    out.print(paths["markdown"].read_text(encoding="utf-8"), highlight=False, markup=False)
+    err.print(f"wrote {paths['markdown']}, {paths['json']}, {paths['plot']}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
@@ -296,6 +382,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bind(settings: Settings, host: str, insecure: bool, what: str) -> None:
+    """Refuse a non-loopback address when no API keys are configured, unless ``--insecure``."""
+    try:
+        from api.auth import parse_api_keys
+
+        has_keys = bool(parse_api_keys(settings.api_keys.get_secret_value() if settings.api_keys else None))
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    if has_keys or is_loopback(host):
+        return
+    if not insecure:
+        err.print(
+            f"[bold red]error:[/] refusing to serve {what} on {host} without API keys; set PAGELENS_API_KEYS "
+            "(see api/auth.py) or pass --insecure to expose it unauthenticated",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    err.print(f"[bold yellow]warning:[/] serving {what} on {host} with no API keys (--insecure)", highlight=False)
+
+
 @app.command("serve")
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", envvar="PAGELENS_HOST", help="Address to bind."),
@@ -304,27 +411,29 @@ def serve_cmd(
 ) -> None:
     """Run the HTTP API (OpenAPI at /docs). Without PAGELENS_API_KEYS it binds to loopback only."""
     settings = Settings()
-    try:
-        from api.auth import parse_api_keys
-
-        has_keys = bool(parse_api_keys(settings.api_keys.get_secret_value() if settings.api_keys else None))
-    except ValueError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
-    if not has_keys and not is_loopback(host) and not insecure:
-        err.print(
-            f"[bold red]error:[/] refusing to serve on {host} without API keys; set PAGELENS_API_KEYS "
-            "(see api/auth.py) or pass --insecure to expose an unauthenticated API",
-            highlight=False,
-        )
-        raise typer.Exit(2)
-    if not has_keys and not is_loopback(host):
-        err.print(f"[bold yellow]warning:[/] serving on {host} with no API keys (--insecure)", highlight=False)
+    check_bind(settings, host, insecure, what="the API")
     import uvicorn
 
     from api.main import create_app
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("ui")
+def ui_cmd(
+    host: str = typer.Option("127.0.0.1", "--host", envvar="PAGELENS_HOST", help="Address to bind."),
+    port: int = typer.Option(7860, "--port", envvar="PAGELENS_UI_PORT", min=1, max=65535, help="TCP port."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without API keys."),
+) -> None:
+    """Run the web UI alone (at /ui, with the index worker). `pagelens serve` also serves it at /ui."""
+    settings = Settings()
+    check_bind(settings, host, insecure, what="the UI")
+    import uvicorn
+
+    from ui.app import create_ui_app
+
+    err.print(f"pagelens UI on http://{host}:{port}/ui/", highlight=False)
+    uvicorn.run(create_ui_app(settings), host=host, port=port, log_level="info")
 
 
 def main() -> None:

@@ -103,3 +103,18 @@ class DocumentNotFoundError(PagelensError):
 class InvalidRequestError(PagelensError):
     code = "invalid_request"
     http_status = 400
+
+
+class TextIndexMissingError(PagelensError):
+    """Text or hybrid search on a collection created before the BM25 text index existed."""
+
+    code = "text_index_missing"
+    http_status = 409
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"collection '{name}' has no text (BM25) index: it was created before text/hybrid search "
+            f"existed. Search it with --mode visual, or re-index it: pagelens index PATH --collection "
+            f"{name} --reindex (or delete it and index again)",
+            collection=name,
+        )

@@ -18,7 +18,7 @@ from rich.progress import (
 
 
 class IndexProgress:
-    """Two bars: documents done / total, and pages done (with pages/s) of the current document."""
+    """Two bars: documents done / total, and pages done / (estimated) total of the whole job, with pages/s and ETA."""
 
     def __init__(self, console: Console, total_files: int, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -48,10 +48,14 @@ class IndexProgress:
         self._progress.stop()
 
     def callback(self, event: str, info: dict[str, Any]) -> None:
+        """Indexer events (see ``index.indexer``): ``plan`` sets the page total (an estimate from the
+        documents opened so far, exact at the end), ``page_done`` advances the pages bar (pages/s, ETA
+        over all documents), ``document_done`` / ``document_failed`` the documents bar."""
         progress = self._progress
-        if event == "document_start":
-            progress.reset(self._pages, total=info.get("page_count") or None,
-                           description=f"pages of {info.get('doc_name', '')[:40]}", rate="")
+        if event == "plan":
+            progress.update(self._pages, total=info.get("pages_estimate") or None)
+        elif event == "document_start":
+            progress.update(self._pages, description=f"pages ({info.get('doc_name', '')[:30]})")
         elif event == "page_done":
             self.pages_done += 1
             progress.advance(self._pages)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from index.indexer import IndexInput, Indexer, IndexReport, ProgressCallback
 from index.page_images import PageImageStore
 from index.store import VectorStore
-from index.types import PageFilter, SearchMode
+from index.types import PageFilter, QueryMode
 from pagelens.errors import CollectionNotFoundError, DocumentNotFoundError
 from pagelens.settings import Settings
 from retrieve.retriever import Retriever
@@ -94,9 +94,10 @@ class Pagelens:
     def store(self) -> VectorStore:
         with self._lock:
             if self._store is None:
+                from index.aliases import with_aliases
                 from index.stores import open_store
 
-                self._store = open_store(self.settings)
+                self._store = with_aliases(open_store(self.settings))  # collection aliases (index/aliases.py)
             return self._store
 
     @property
@@ -123,7 +124,10 @@ class Pagelens:
 
     @property
     def retriever(self) -> Retriever:
-        return Retriever(self.embedder, self.store, prefetch_limit=self.settings.prefetch_limit)
+        from retrieve.hybrid import FusionConfig
+
+        return Retriever(self.embedder, self.store, prefetch_limit=self.settings.prefetch_limit,
+                         fusion=FusionConfig.from_settings(self.settings))
 
     # -- collections and documents ----------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:
@@ -223,15 +227,20 @@ class Pagelens:
         collection: str,
         question: str,
         k: int | None = None,
-        mode: SearchMode | None = None,
+        mode: QueryMode | None = None,
         page_filter: PageFilter | None = None,
     ) -> list[SearchHit]:
+        """``mode``: visual | text | hybrid | two_stage | exact (see ``retrieve.hybrid``); None:
+        ``settings.retrieval_mode``, falling back to visual on collections without a text index.
+        visual and hybrid use ``settings.search_mode`` as the visual strategy."""
         return self.retriever.search(
             collection,
             question,
             k=k or self.settings.top_k,
-            mode=mode or self.settings.search_mode,
+            mode=mode or self.settings.retrieval_mode,
             page_filter=page_filter,
+            strategy=self.settings.search_mode,
+            fallback_to_visual=mode is None,
         )
 
     def ask(
@@ -239,7 +248,7 @@ class Pagelens:
         collection: str,
         question: str,
         k: int | None = None,
-        mode: SearchMode | None = None,
+        mode: QueryMode | None = None,
         page_filter: PageFilter | None = None,
     ) -> Answer:
         """Retrieve the top pages and answer over them (blocking)."""
@@ -251,7 +260,7 @@ class Pagelens:
         collection: str,
         question: str,
         k: int | None = None,
-        mode: SearchMode | None = None,
+        mode: QueryMode | None = None,
         page_filter: PageFilter | None = None,
     ) -> Iterator[AnswerEvent]:
         """Like ``ask`` but yields token events, then one ``done`` event with the full Answer."""
@@ -265,7 +274,7 @@ class Pagelens:
         collection: str,
         question: str,
         k: int | None,
-        mode: SearchMode | None,
+        mode: QueryMode | None,
         page_filter: PageFilter | None,
     ) -> tuple[list[SearchHit], float]:
         import time

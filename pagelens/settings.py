@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(
         default=-1,
         ge=-1,
-        description="Worker processes rasterizing and preprocessing pages (-1: min(4, CPUs); 0: serial, in process).",
+        description="Worker processes rasterizing and preprocessing pages (-1 auto: min(4, CPUs) with a GPU, CPUs // 4 on CPU; 0: serial).",
     )
     pipeline_queue_chunks: int = Field(
         default=0, ge=0, description="Prepared batches waiting for the embedder (0: 2 x workers). Bounds memory."

@@ -1,4 +1,5 @@
-"""Question -> top pages: encode the query with the retriever, MaxSim search in the store."""
+"""Question -> top pages: encode the query with the retriever, MaxSim search in the store; or BM25
+on the text layer, or both fused (modes: ``retrieve.hybrid``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from index.embedder import PageEmbedder
 from index.indexer import check_manifest
 from index.store import VectorStore
 from index.types import PageFilter, SearchMode
-from pagelens.errors import CollectionNotFoundError, EmptyCollectionError, InvalidRequestError
+from pagelens.errors import (
+    CollectionNotFoundError,
+    EmptyCollectionError,
+    InvalidRequestError,
+    TextIndexMissingError,
+)
+from retrieve.hybrid import FusionConfig, resolve_mode, search_pages
 from retrieve.types import SearchHit
 
 log = logging.getLogger(__name__)
@@ -20,15 +27,23 @@ log = logging.getLogger(__name__)
 class SearchTimings:
     encode_s: float
     search_s: float
+    mode: str = ""  # the retrieval mode actually used (visual after a fallback)
 
 
 class Retriever:
     """Finds the pages of a collection that best answer a question (late interaction, MaxSim)."""
 
-    def __init__(self, embedder: PageEmbedder, store: VectorStore, prefetch_limit: int = 100) -> None:
+    def __init__(
+        self,
+        embedder: PageEmbedder,
+        store: VectorStore,
+        prefetch_limit: int = 100,
+        fusion: FusionConfig | None = None,
+    ) -> None:
         self.embedder = embedder
         self.store = store
         self.prefetch_limit = prefetch_limit
+        self.fusion = fusion or FusionConfig()
         self.last_timings = SearchTimings(0.0, 0.0)
 
     def search(
@@ -36,26 +51,39 @@ class Retriever:
         collection: str,
         question: str,
         k: int = 5,
-        mode: SearchMode = "two_stage",
+        mode: str = "two_stage",
         page_filter: PageFilter | None = None,
+        strategy: SearchMode = "two_stage",
+        fallback_to_visual: bool = False,
     ) -> list[SearchHit]:
         """Top ``k`` pages, best first.
 
+        ``mode``: ``visual`` | ``text`` | ``hybrid`` (``strategy`` is the visual one), or
+        ``two_stage`` / ``exact`` = visual with that strategy (see ``retrieve.hybrid``).
         ``two_stage``: candidates by MaxSim on the pooled row/column vectors (HNSW), reranked by
         exact MaxSim on the full multivectors. ``exact``: brute-force MaxSim on every page.
-        Raises CollectionNotFoundError, EmptyCollectionError, CollectionMismatchError.
+        ``fallback_to_visual``: on a collection without a text index, run ``visual`` (with a
+        warning) instead of raising ``TextIndexMissingError``.
+        Raises CollectionNotFoundError, EmptyCollectionError, CollectionMismatchError,
+        TextIndexMissingError.
         """
         question = question.strip()
         if not question:
             raise InvalidRequestError("the question is empty; pass a non-empty question")
         if k < 1:
             raise InvalidRequestError(f"k must be >= 1 (got {k})")
-        if mode not in ("two_stage", "exact"):
-            raise InvalidRequestError(f"unknown search mode '{mode}'; use two_stage or exact")
+        retrieval, strategy = resolve_mode(mode, strategy=strategy)
         manifest = self.store.get_manifest(collection)
         if manifest is None:
             raise CollectionNotFoundError(collection)
-        check_manifest(manifest, self.embedder)
+        if retrieval in ("text", "hybrid") and not self.store.has_text_index(collection):
+            if not fallback_to_visual:
+                raise TextIndexMissingError(collection)
+            log.warning("collection '%s' has no text index (created before hybrid search): searching "
+                        "visual only; re-index it to enable %s mode", collection, retrieval)
+            retrieval = "visual"
+        if retrieval != "text":  # text mode needs no retriever model
+            check_manifest(manifest, self.embedder)
         if self.store.count(collection) == 0:
             raise EmptyCollectionError(
                 f"collection '{collection}' holds no pages yet; index documents first "
@@ -63,13 +91,15 @@ class Retriever:
                 collection=collection,
             )
         t0 = time.perf_counter()
-        query = self.embedder.embed_queries([question])[0]  # [n_q, dim] float32
+        query = None if retrieval == "text" else self.embedder.embed_queries([question])[0]  # [n_q, dim] float32
         t1 = time.perf_counter()
-        scored = self.store.search(
-            collection, query, limit=k, mode=mode, page_filter=page_filter, prefetch_limit=max(self.prefetch_limit, k)
+        scored = search_pages(
+            self.store, collection, mode=retrieval, limit=k, query_vectors=query, question=question,
+            strategy=strategy, page_filter=page_filter, prefetch_limit=max(self.prefetch_limit, k),
+            fusion=self.fusion,
         )
         t2 = time.perf_counter()
-        self.last_timings = SearchTimings(encode_s=t1 - t0, search_s=t2 - t1)
+        self.last_timings = SearchTimings(encode_s=t1 - t0, search_s=t2 - t1, mode=retrieval)
         hits = []
         for rank, point in enumerate(scored, start=1):
             payload = point.payload
@@ -85,6 +115,8 @@ class Retriever:
                     text=payload.get("text", ""),
                     metadata=dict(payload.get("meta") or {}),
                     point_id=point.id,
+                    visual_score=point.visual_score,
+                    text_score=point.text_score,
                 )
             )
         return hits

@@ -10,7 +10,10 @@ from typing import Any
 class SearchHit:
     """One retrieved page, rank 1 first.
 
-    score: MaxSim (sum over query tokens of the best dot product with a page token).
+    score: MaxSim (sum over query tokens of the best dot product with a page token) in visual mode,
+        BM25 in text mode, the fused score (``retrieve.fusion``) in hybrid mode.
+    visual_score / text_score: the MaxSim / BM25 inputs (None when not computed or the page was not
+        in that ranking).
     image_path: the stored page image (PNG) on local disk, or None when it is not available here.
     """
 
@@ -24,6 +27,8 @@ class SearchHit:
     text: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     point_id: str = ""
+    visual_score: float | None = None
+    text_score: float | None = None
 
     def to_dict(self, with_text: bool = False) -> dict[str, Any]:
         data = asdict(self)

@@ -352,3 +352,149 @@ def test_concurrent_calls(filled: tuple[VectorStore, list[PagePoint]]) -> None:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert set(pool.map(work, range(16))) == {points[2].id}
+
+
+# --- text (BM25 sparse vector derived from payload["text"]) --------------------------------
+
+TEXTS = [
+    "Quarterly revenue of the Zephyr division grew 12% to 4,512 million euros.",
+    "The committee approved the demolition permit for the old warehouse on Rue Lafayette.",
+    "Zephyr engineers measured 4,512 vibrations per second in the turbine test.",
+    "",  # a scanned page: no text layer
+    "Minutes of the meeting: the warehouse demolition starts in March 2023.",
+    "Invoice total due: 89.90 EUR, fiber subscription, reference FR-7781.",
+]
+
+
+def text_points(collection: str = COLL) -> list[PagePoint]:
+    points = make_points(n_docs=2, pages=3, seed=11, collection=collection)
+    for p, text in zip(points, TEXTS, strict=True):
+        p.payload["text"] = text
+    return points
+
+
+@pytest.fixture
+def text_filled(store: VectorStore) -> tuple[VectorStore, list[PagePoint]]:
+    points = text_points()
+    store.create_collection(MANIFEST)
+    store.upsert(COLL, points)
+    return store, points
+
+
+def test_text_index_on_new_collections(text_filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, _ = text_filled
+    assert store.has_text_index(COLL) is True
+    assert store.get_manifest(COLL) == MANIFEST  # the text index does not change the manifest
+    with pytest.raises(CollectionNotFoundError):
+        store.has_text_index("ghost")
+    with pytest.raises(CollectionNotFoundError):
+        store.search_text("ghost", "zephyr", limit=3)
+
+
+def test_search_text_ranks_by_bm25(text_filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = text_filled
+    ids = [p.id for p in points]
+    hits = store.search_text(COLL, "warehouse demolition permit", limit=10)
+    assert [h.id for h in hits] == [ids[1], ids[4]]  # only pages sharing a term; 3 terms beat 2
+    assert hits[0].score > hits[1].score > 0
+    assert hits[0].payload == points[1].payload
+    # a rare term (IDF) decides between two pages that both say "Zephyr 4,512"
+    hits = store.search_text(COLL, "Zephyr turbine 4,512", limit=10)
+    assert [h.id for h in hits][:2] == [ids[2], ids[0]]
+    # stemming: "invoices" finds "Invoice"; numbers and codes are terms
+    assert store.search_text(COLL, "invoices", limit=3)[0].id == ids[5]
+    assert store.search_text(COLL, "FR-7781", limit=3)[0].id == ids[5]
+
+
+def test_search_text_edge_cases(text_filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = text_filled
+    assert store.search_text(COLL, "the of and", limit=5) == []  # stopwords only
+    assert store.search_text(COLL, "nonexistentword", limit=5) == []
+    scanned = points[3].id
+    all_hits = store.search_text(COLL, "zephyr warehouse invoice minutes revenue", limit=100)
+    assert scanned not in {h.id for h in all_hits}  # empty text: never a text hit...
+    q = unit(points[3].embedding.full[:8])
+    assert store.search(COLL, q, limit=1, mode="exact")[0].id == scanned  # ...but found visually
+    with pytest.raises(InvalidRequestError):
+        store.search_text(COLL, "zephyr", limit=0)
+
+
+def test_search_text_filters_and_upsert_replaces(text_filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = text_filled
+    hits = store.search_text(COLL, "zephyr", limit=10, page_filter=PageFilter(doc_ids=["doc-1"]))
+    assert hits == []  # doc-1 never says zephyr
+    hits = store.search_text(COLL, "zephyr", limit=10, page_filter=PageFilter(doc_ids=["doc-0"]))
+    assert {h.id for h in hits} == {points[0].id, points[2].id}
+    # replacing a point's payload re-derives its sparse vector
+    changed = PagePoint(points[5].id, points[5].embedding, {**points[5].payload, "text": "zephyr zephyr"})
+    store.upsert(COLL, [changed])
+    assert store.search_text(COLL, "FR-7781", limit=3) == []
+    assert points[5].id in {h.id for h in store.search_text(COLL, "zephyr", limit=10)}
+    assert store.count(COLL) == len(points)
+
+
+def test_text_ranking_same_on_both_backends(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient
+
+    stores: list[VectorStore] = [QdrantEdgeStore(tmp_path / "e"), QdrantServerStore(QdrantClient(":memory:"))]
+    rankings = []
+    for s in stores:
+        s.create_collection(MANIFEST)
+        s.upsert(COLL, text_points())
+        rankings.append([[h.id for h in s.search_text(COLL, q, limit=10)]
+                         for q in ("zephyr 4,512", "warehouse", "demolition 2023 march", "fiber invoice")])
+        s.close()
+    assert rankings[0] == rankings[1]
+
+
+def _legacy_collection(kind: str, tmp_path: Path) -> VectorStore:
+    """A collection as created before the text index existed (no sparse vector)."""
+    if kind == "edge":
+        import json
+
+        import qdrant_edge as qe
+
+        class Legacy(QdrantEdgeStore):
+            def _edge_config(self, dim: int) -> Any:
+                return qe.EdgeConfig(vectors=super()._edge_config(dim).vectors)
+
+        legacy = Legacy(tmp_path / "legacy")
+        legacy.create_collection(MANIFEST)
+        legacy.close()
+        path = tmp_path / "legacy" / COLL / "manifest.json"
+        data = json.loads(path.read_text())
+        data.pop("text_index")
+        path.write_text(json.dumps(data))
+        return QdrantEdgeStore(tmp_path / "legacy")
+    from qdrant_client import QdrantClient, models
+
+    from index.server_store import MANIFEST_KEY
+    from index.types import COLS_VECTOR, FULL_VECTOR, ROWS_VECTOR
+
+    client = QdrantClient(":memory:")
+    maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+    client.create_collection(
+        COLL,
+        vectors_config={name: models.VectorParams(size=DIM, distance=models.Distance.DOT, multivector_config=maxsim)
+                        for name in (FULL_VECTOR, ROWS_VECTOR, COLS_VECTOR)},
+        metadata={MANIFEST_KEY: MANIFEST.to_dict()},
+    )
+    return QdrantServerStore(client)
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_legacy_collection_without_text_index(kind: str, tmp_path: Path) -> None:
+    from pagelens.errors import TextIndexMissingError
+
+    store = _legacy_collection(kind, tmp_path)
+    try:
+        points = text_points()
+        store.upsert(COLL, points)  # no sparse vector is written
+        assert store.count(COLL) == len(points)
+        assert store.has_text_index(COLL) is False
+        with pytest.raises(TextIndexMissingError, match="re-index"):
+            store.search_text(COLL, "zephyr", limit=3)
+        q = unit(points[2].embedding.full[:8])
+        assert store.search(COLL, q, limit=1, mode="exact")[0].id == points[2].id
+    finally:
+        store.close()

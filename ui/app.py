@@ -55,6 +55,9 @@ _EXT = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "tiff": "tif"}
 _COLLECTION_RE = re.compile(COLLECTION_PATTERN)
 MODE_ANSWER = "Answer"
 MODE_SEARCH = "Search only"
+# Retrieval modes (see retrieve/hybrid.py): "default" keeps PAGELENS_RETRIEVAL_MODE.
+RETRIEVAL_DEFAULT = "default"
+RETRIEVAL_CHOICES = [RETRIEVAL_DEFAULT, "hybrid", "visual", "text"]
 TIMER_S = 1.0
 MAX_JOBS_SHOWN = 6
 
@@ -456,6 +459,8 @@ def build_ui(
                         with gr.Row(elem_classes="pl-bar-row"):
                             mode = gr.Radio([MODE_ANSWER, MODE_SEARCH], value=MODE_ANSWER, label="Mode",
                                             scale=2, min_width=200, elem_id="pl-mode")
+                            retrieval = gr.Dropdown(RETRIEVAL_CHOICES, value=RETRIEVAL_DEFAULT, label="Retrieval",
+                                                    scale=1, min_width=120, elem_id="pl-retrieval")
                             k_slider = gr.Slider(1, 16, value=default_k, step=1, label="Pages (k)",
                                                  scale=2, min_width=160, elem_id="pl-k")
                             ask_btn = gr.Button("Ask", variant="primary", scale=1, min_width=100,
@@ -687,8 +692,8 @@ def build_ui(
                 msg = _msg(_err(exc), ok=False)
             return [msg, *view(p, collection, sess)]
 
-        def do_ask(p: Principal | None, collection: str | None, q: str, how: str, k: float
-                   ) -> Iterator[tuple[Any, ...]]:
+        def do_ask(p: Principal | None, collection: str | None, q: str, how: str, k: float,
+                   retrieval_mode: str | None = RETRIEVAL_DEFAULT) -> Iterator[tuple[Any, ...]]:
             q = (q or "").strip()
             k = int(k or default_k)
             no_pages = gr.update(value=[], visible=False)
@@ -700,7 +705,8 @@ def build_ui(
                 if not q:
                     raise UIError("type a question first")
                 t0 = time.perf_counter()
-                hits = search_visible(ctx, collection, q, k, None, None)  # type: ignore[arg-type]
+                query_mode = None if retrieval_mode in (None, RETRIEVAL_DEFAULT) else retrieval_mode
+                hits = search_visible(ctx, collection, q, k, query_mode, None)  # type: ignore[arg-type]
                 search_s = time.perf_counter() - t0
             except EmptyCollectionError:
                 yield ("This collection has no pages yet: upload documents in the **Documents** tab.", no_pages,
@@ -783,7 +789,7 @@ def build_ui(
         doc_confirm_btn.click(do_delete_document, [principal, coll_dd, doc_pick, session], [docs_msg, *view_outputs],
                               api_visibility="private")
 
-        ask_inputs = [principal, coll_dd, question, mode, k_slider]
+        ask_inputs = [principal, coll_dd, question, mode, k_slider, retrieval]
         ask_outputs = [answer_md, gallery, top_hits, sim_img, sim_caption]
         for trigger in (ask_btn.click, question.submit):
             trigger(do_ask, ask_inputs, ask_outputs, api_visibility="private").then(  # type: ignore[operator]

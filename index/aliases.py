@@ -1,0 +1,219 @@
+"""Collection aliases, so a re-index with a new retriever model switches atomically.
+
+``pagelens index --reindex --collection NAME`` builds ``NAME__<model-slug>-<UTC time>`` from scratch
+and, once the run is over, points the alias ``NAME`` at it in one atomic step; searches through
+``NAME`` see the old complete index until then and the new complete index after, never a half-built
+one. Previous versions stay as ordinary collections (``pagelens collections`` lists them; delete them
+with ``pagelens delete --collection NAME__... --all``).
+
+Backends:
+
+* Qdrant server: real Qdrant collection aliases (``update_collection_aliases``, delete + create in one
+  request), so other Qdrant clients can query ``NAME`` too.
+* Qdrant Edge: ``<edge root>/aliases.json`` ({alias: collection}), replaced atomically (temp file +
+  ``os.replace``) and read on every store call.
+
+``AliasedStore`` wraps a ``VectorStore``: every method whose first argument (or ``collection=``) is a
+collection name gets the alias resolved first; ``list_collections`` shows an alias in place of the
+collection it points to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from index.filters import validate_collection_name
+from pagelens.errors import CollectionExistsError, CollectionNotFoundError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from index.indexer import IndexInput, IndexReport, ProgressCallback
+    from pagelens.service import Pagelens
+
+log = logging.getLogger(__name__)
+
+ALIASES_FILE = "aliases.json"
+
+
+class EdgeAliases:
+    """{alias: collection} in ``root/aliases.json`` (one process per Edge root, like the store)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / ALIASES_FILE
+
+    def all(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        return {str(k): str(v) for k, v in dict(data).items()}
+
+    def _write(self, data: dict[str, str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".aliases-", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def set(self, alias: str, collection: str) -> None:
+        data = self.all()
+        data[alias] = collection
+        self._write(data)
+
+    def remove(self, alias: str) -> None:
+        data = self.all()
+        if data.pop(alias, None) is not None:
+            self._write(data)
+
+
+class ServerAliases:
+    """Qdrant collection aliases of a ``QdrantServerStore`` (its ``prefix`` applies to both names)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def all(self) -> dict[str, str]:
+        prefix = self.store.prefix
+        response = self.store._call(lambda: self.store.client.get_aliases())
+        return {
+            a.alias_name[len(prefix):]: a.collection_name[len(prefix):]
+            for a in response.aliases
+            if a.alias_name.startswith(prefix) and a.collection_name.startswith(prefix)
+        }
+
+    def set(self, alias: str, collection: str) -> None:
+        from qdrant_client import models
+
+        prefix = self.store.prefix
+        ops: list[Any] = []
+        if alias in self.all():
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=prefix + alias)))
+        ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(
+            collection_name=prefix + collection, alias_name=prefix + alias)))
+        self.store._call(lambda: self.store.client.update_collection_aliases(change_aliases_operations=ops))
+
+    def remove(self, alias: str) -> None:
+        from qdrant_client import models
+
+        if alias in self.all():
+            op = models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.store.prefix + alias))
+            self.store._call(lambda: self.store.client.update_collection_aliases(change_aliases_operations=[op]))
+
+
+class AliasedStore:
+    """A ``VectorStore`` with collection names resolved through ``aliases`` (see the module docstring)."""
+
+    def __init__(self, inner: Any, aliases: EdgeAliases | ServerAliases) -> None:
+        self.inner = inner
+        self.aliases = aliases
+
+    def resolve_alias(self, name: str) -> str:
+        return self.aliases.all().get(name, name)
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self.inner, attr)
+        if not callable(value) or attr.startswith("_"):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], str):
+                args = (self.resolve_alias(args[0]), *args[1:])
+            if isinstance(kwargs.get("collection"), str):
+                kwargs["collection"] = self.resolve_alias(kwargs["collection"])
+            return value(*args, **kwargs)
+
+        call.__name__ = attr
+        call.__doc__ = getattr(value, "__doc__", None)
+        return call
+
+    def create_collection(self, manifest: Any) -> None:
+        if manifest.name in self.aliases.all():
+            raise CollectionExistsError(
+                f"'{manifest.name}' is an alias of collection '{self.resolve_alias(manifest.name)}'",
+                collection=manifest.name,
+            )
+        self.inner.create_collection(manifest)
+
+    def list_collections(self) -> list[str]:
+        real = list(self.inner.list_collections())
+        live = {a: c for a, c in self.aliases.all().items() if c in real}
+        return sorted((set(real) - set(live.values())) | set(live))
+
+    def delete_collection(self, collection: str) -> None:
+        """Deleting an alias deletes it and the collection it points to."""
+        target = self.aliases.all().get(collection)
+        if target is None:
+            self.inner.delete_collection(collection)
+            return
+        self.aliases.remove(collection)
+        with contextlib.suppress(CollectionNotFoundError):
+            self.inner.delete_collection(target)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def with_aliases(store: Any) -> Any:
+    """Wrap a Qdrant Edge or server store (anything else is returned as it is)."""
+    from index.edge_store import QdrantEdgeStore
+    from index.server_store import QdrantServerStore
+
+    if isinstance(store, QdrantEdgeStore):
+        return AliasedStore(store, EdgeAliases(store.root))
+    if isinstance(store, QdrantServerStore):
+        return AliasedStore(store, ServerAliases(store))
+    return store
+
+
+def model_slug(model_id: str) -> str:
+    """``/models/colSmol-256M`` or ``vidore/colSmol-256M`` -> ``colsmol-256m``."""
+    name = Path(model_id.rstrip("/")).name or model_id
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "model"
+
+
+def versioned_name(alias: str, model_id: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dt%H%M%S")
+    suffix = f"__{model_slug(model_id)}-{stamp}"
+    return validate_collection_name(alias[: 64 - len(suffix)] + suffix)
+
+
+def reindex_collection(
+    service: Pagelens,
+    alias: str,
+    inputs: list[IndexInput],
+    progress: ProgressCallback | None = None,
+    workers: int | None = None,
+) -> tuple[IndexReport, str]:
+    """Index ``inputs`` into a fresh ``<alias>__<model>-<time>`` and switch ``alias`` to it.
+
+    If ``alias`` is a plain collection (the first re-index), it is replaced: on Qdrant Edge the alias
+    shadows it atomically and it is then deleted; on a server it is deleted just before the alias is
+    created (a moment when ``alias`` does not exist). Returns (report, new collection name)."""
+    validate_collection_name(alias)
+    store = service.store
+    if not isinstance(store, AliasedStore):
+        raise InvalidRequestError("this vector store has no alias support; --reindex needs Qdrant Edge or server")
+    target = versioned_name(alias, service.embedder.model_id)
+    report = service.indexer.index(target, inputs, force=False, progress=progress, workers=workers)
+    previous = store.aliases.all().get(alias)
+    plain = previous is None and alias in store.inner.list_collections()
+    if plain and isinstance(store.aliases, ServerAliases):
+        store.inner.delete_collection(alias)
+    store.aliases.set(alias, target)
+    if plain and isinstance(store.aliases, EdgeAliases):
+        store.inner.delete_collection(alias)
+    log.info("alias %s -> %s (was %s)", alias, target, previous or ("a plain collection" if plain else "unset"))
+    return report, target

@@ -1,0 +1,60 @@
+"""Retries with exponential backoff for transient Qdrant server errors.
+
+Transient: the server is unreachable or timed out (connection errors, gRPC UNAVAILABLE /
+DEADLINE_EXCEEDED), or answered 429, 500, 502, 503 or 504 (overloaded, restarting, a shard moving in a
+cluster). Everything else (bad request, 401/403, 404) fails at once. Every retried call of the server
+store is idempotent (upserts carry deterministic ids), so a retry after a lost reply is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    from index.server_store import _is_connection_error
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in TRANSIENT_STATUS
+    return _is_connection_error(exc)
+
+
+def backoff_delays(retries: int, base_s: float = 0.5, cap_s: float = 20.0, rng: random.Random | None = None) -> list[float]:
+    """Delays before retry 1..retries: "full jitter" exponential backoff, uniform in [0, min(cap, base*2^i)]."""
+    rng = rng or random.Random()
+    return [rng.uniform(0, min(cap_s, base_s * 2**i)) for i in range(retries)]
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    retries: int,
+    transient: Callable[[BaseException], bool] = is_transient,
+    sleep: Callable[[float], None] = time.sleep,
+    base_s: float = 0.5,
+    cap_s: float = 20.0,
+) -> T:
+    """``fn()``, retried up to ``retries`` times on transient errors; the last error is raised."""
+    delays = backoff_delays(retries, base_s, cap_s)
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt >= retries or not transient(exc):
+                raise
+            delay = delays[attempt]
+            attempt += 1
+            log.warning("transient Qdrant error (%s: %s); retry %d/%d in %.1f s", type(exc).__name__, exc,
+                        attempt, retries, delay)
+            sleep(delay)
