@@ -7,7 +7,8 @@ A manifest lists documents with per-document metadata:
 * CSV with a header: a ``path`` column, an optional ``name`` column, every other column is metadata
   (values that look like ints, floats or booleans are converted; empty cells are left out).
 
-Relative paths in a manifest are relative to the manifest's folder. Metadata keys must be 1-64 letters,
+Paths in a manifest are relative to the manifest's folder and must stay inside it (absolute paths,
+``~`` and ``..`` are refused). Metadata keys must be 1-64 letters,
 digits, ``_`` or ``-`` (so they can be used as ``--where KEY=VALUE`` search filters).
 
 Sharding: every input has a ``key`` (its path relative to the directory it was found in, the path as
@@ -90,7 +91,7 @@ def read_manifest(manifest: Path) -> list[InputItem]:
                 raise InvalidRequestError(f'{where}: each line needs a "path" string')
             meta = dict(obj.get("metadata") or {})
             meta.update({k: v for k, v in obj.items() if k not in ("path", "name", "metadata")})
-            items.append(_item(base, obj["path"], obj.get("name"), _check_meta(meta, where)))
+            items.append(_item(base, obj["path"], obj.get("name"), _check_meta(meta, where), where))
     else:
         reader = csv.DictReader(text.splitlines())
         if not reader.fieldnames or "path" not in reader.fieldnames:
@@ -105,15 +106,22 @@ def read_manifest(manifest: Path) -> list[InputItem]:
                 for k, v in row.items()
                 if k not in ("path", "name") and k is not None and v is not None and v.strip() != ""
             }
-            items.append(_item(base, path, (row.get("name") or "").strip() or None, _check_meta(meta, where)))
+            items.append(_item(base, path, (row.get("name") or "").strip() or None, _check_meta(meta, where), where))
     return items
 
 
-def _item(base: Path, raw: str, name: str | None, meta: dict[str, Any]) -> InputItem:
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = base / path
-    return InputItem(path=path, key=Path(raw).as_posix(), name=name, metadata=meta)
+def _item(base: Path, raw: str, name: str | None, meta: dict[str, Any], where: str) -> InputItem:
+    """A manifest entry: a path relative to the manifest's folder that stays inside it. Absolute paths,
+    ``~``, ``..`` components and NUL bytes are refused (a manifest may come from someone else, and the
+    archive root is where the manifest lives)."""
+    candidate = Path(raw)
+    if "\x00" in raw or raw.startswith("~") or candidate.is_absolute() or ".." in candidate.parts:
+        raise InvalidRequestError(
+            f"{where}: path {raw!r} must be relative to the manifest's folder, without '..', '~' or an "
+            "absolute path; put the manifest at the root of the files it lists",
+            path=raw,
+        )
+    return InputItem(path=base / candidate, key=candidate.as_posix(), name=name, metadata=meta)
 
 
 def collect_inputs(

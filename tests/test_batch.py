@@ -90,7 +90,7 @@ def test_globs_and_shards_partition_the_inputs(corpus: Path) -> None:
 def test_manifests_jsonl_and_csv(tmp_path: Path, corpus: Path) -> None:
     jsonl = tmp_path / "m.jsonl"
     jsonl.write_text(
-        json.dumps({"path": str(corpus / "a/doc1.pdf"), "name": "One", "metadata": {"dept": "hr"}, "year": 2021})
+        json.dumps({"path": (corpus / "a/doc1.pdf").relative_to(tmp_path).as_posix(), "name": "One", "metadata": {"dept": "hr"}, "year": 2021})
         + "\n\n"
         + json.dumps({"path": "docs/b/doc0.pdf", "dept": "ops"})
         + "\n"

@@ -137,15 +137,23 @@ def test_nul_byte_path_is_an_ingest_error(settings_factory) -> None:
         open_document(Path("a\x00b.pdf"), settings_factory())
 
 
-def test_manifest_paths(tmp_path) -> None:
-    """Batch manifests (ingest/manifest.py) are operator-written local files: an absolute path or one
-    with ``..`` is resolved against the manifest folder and kept (not rejected: the CLI may index any
-    file the operator can read); a NUL byte ends as a clear ingest error, not a crash."""
-    manifest_mod = pytest.importorskip("ingest.manifest")
-    m = tmp_path / "m.jsonl"
-    m.write_text("\n".join(json.dumps({"path": p}) for p in ("../../etc/passwd", "/abs/x.pdf", "a\x00b.pdf")))
-    items = manifest_mod.read_manifest(m)
-    assert [i.path for i in items][:2] == [tmp_path / "../../etc/passwd", Path("/abs/x.pdf")]
+def test_manifest_paths_are_confined_to_the_manifest_folder(tmp_path) -> None:
+    """Absolute paths, ``..``, ``~`` and NUL bytes in a batch manifest are refused, naming the line;
+    plain relative paths resolve under the manifest's folder."""
+    from ingest.manifest import read_manifest
+    from pagelens.errors import InvalidRequestError
+
+    for bad in ("../../etc/passwd", "/abs/x.pdf", "a/../../b.pdf", "~/x.pdf", "a\x00b.pdf"):
+        m = tmp_path / "m.jsonl"
+        m.write_text(json.dumps({"path": "ok/fine.pdf"}) + "\n" + json.dumps({"path": bad}) + "\n")
+        with pytest.raises(InvalidRequestError, match=r"m\.jsonl:2: path .* must be relative"):
+            read_manifest(m)
+    c = tmp_path / "m.csv"
+    c.write_text("path,dept\nok/fine.pdf,hr\n/etc/shadow,ops\n")
+    with pytest.raises(InvalidRequestError, match=r"m\.csv:3"):
+        read_manifest(c)
+    m.write_text(json.dumps({"path": "ok/fine.pdf"}) + "\n")
+    assert [i.path for i in read_manifest(m)] == [tmp_path / "ok" / "fine.pdf"]
 
 
 def test_no_secrets_in_logs(indexed, settings_factory, caplog) -> None:
