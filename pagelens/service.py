@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from index.indexer import IndexInput, Indexer, IndexReport, ProgressCallback
+from index.indexer import Indexer, IndexInput, IndexReport, ProgressCallback
 from index.page_images import PageImageStore
 from index.store import VectorStore
 from index.types import PageFilter, QueryMode
@@ -23,7 +23,7 @@ from retrieve.retriever import Retriever
 from retrieve.types import SearchHit
 
 if TYPE_CHECKING:
-    from answer import Answer, AnswerEvent, Answerer
+    from answer import Answer, Answerer, AnswerEvent
     from index.embedder import PageEmbedder
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ import math
 import re
 import string
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+
 Relevance = Mapping[Hashable, float] | Iterable[Hashable]
 
 
