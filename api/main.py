@@ -8,8 +8,8 @@ interrupted jobs) and stops with it. OpenAPI at ``/docs`` and ``/openapi.json``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -27,13 +27,10 @@ from pagelens.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, service: Pagelens | None = None) -> FastAPI:
-    owns_service = service is None
-    service = service or Pagelens(settings)
-    keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None)
-    job_store = JobStore(settings.data_dir)
-    worker = JobWorker(job_store, service, keep_uploads=settings.job_keep_uploads)
-    state = AppState(settings=settings, service=service, jobs=job_store, worker=worker, keys=keys)
+def worker_lifespan(
+    worker: JobWorker, service: Pagelens, owns_service: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """App lifespan: start the index worker; on shutdown stop it, and close the service if we built it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,6 +41,19 @@ def create_app(settings: Settings, service: Pagelens | None = None) -> FastAPI:
             await run_in_threadpool(worker.stop)
             if owns_service:
                 await run_in_threadpool(service.close)
+
+    return lifespan
+
+
+def create_app(settings: Settings, service: Pagelens | None = None) -> FastAPI:
+    owns_service = service is None
+    service = service or Pagelens(settings)
+    keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None)
+    job_store = JobStore(settings.data_dir)
+    worker = JobWorker(job_store, service, keep_uploads=settings.job_keep_uploads)
+    state = AppState(settings=settings, service=service, jobs=job_store, worker=worker, keys=keys)
+
+    lifespan = worker_lifespan(worker, service, owns_service)
 
     app = FastAPI(
         title="pagelens",

@@ -288,11 +288,12 @@ def _row(name: str, status: str, done: int | None, total: int | None, errors: li
 
 
 def enqueue_files(
-    ctx: UIContext, p: Principal, collection: str, paths: list[str]
+    ctx: UIContext, p: Principal, collection: str, paths: list[str], password: str | None = None
 ) -> tuple[Job | None, list[dict[str, str]]]:
     """Copy the uploaded files into a new job's folder (type checked by content, as the API does) and
     queue one job for the good ones. Returns the job (None when no file was acceptable) and the
-    rejected files ``{collection, name, error}``."""
+    rejected files ``{collection, name, error}``. ``password`` is for the encrypted PDFs of this upload
+    (kept in memory only, as for the API's ``password`` form field)."""
     _check_write(p, collection)
     if ctx.service.store.get_manifest(collection) is None:
         raise UIError(f"collection '{collection}' does not exist (any more)")
@@ -335,7 +336,7 @@ def enqueue_files(
         if not files:
             ctx.jobs.remove_uploads(job_id)
             return None, rejected
-        job = ctx.jobs.create(job_id, collection, files)
+        job = ctx.jobs.create(job_id, collection, files, password=password or None)
     except BaseException:
         ctx.jobs.remove_uploads(job_id)
         raise
@@ -483,6 +484,8 @@ def build_ui(
                         files = gr.File(label="Drop PDFs or page images (PNG, JPEG, TIFF)", file_count="multiple",
                                         file_types=ACCEPTED_TYPES, type="filepath", elem_id="pl-files",
                                         height=140)
+                        pdf_password = gr.Textbox(label="PDF password (optional, for encrypted PDFs of this upload)",
+                                                  type="password", elem_id="pl-pdf-password", max_lines=1)
                         with gr.Row(elem_classes="pl-bar-row"):
                             upload_btn = gr.Button("Upload and index", variant="primary", min_width=190,
                                                    elem_id="pl-upload", scale=0)
@@ -633,14 +636,14 @@ def build_ui(
             return _msg(f"Deleted collection '{collection}'."), *refresh_all(p, None, sess)
 
         def do_upload(p: Principal | None, collection: str | None, paths: list[str] | None,
-                      sess: dict[str, Any]) -> tuple[Any, ...]:
+                      sess: dict[str, Any], password: str | None = None) -> tuple[Any, ...]:
             sess = {"jobs": list(sess.get("jobs", [])), "rejected": list(sess.get("rejected", []))}
             try:
                 p = _require_principal(p)
                 collection = _require_collection(collection)
                 if not paths:
                     raise UIError("choose or drop some files first")
-                job, rejected = enqueue_files(ctx, p, collection, list(paths))
+                job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
             except Exception as exc:  # noqa: BLE001
                 return gr.update(), _msg(_err(exc), ok=False), sess
             sess["rejected"].extend(rejected)
@@ -778,7 +781,7 @@ def build_ui(
                                api_visibility="private")
 
         upload_btn.click(lambda: "", None, [docs_msg], api_visibility="private", queue=False)
-        upload_btn.click(do_upload, [principal, coll_dd, files, session], [files, upload_msg, session],
+        upload_btn.click(do_upload, [principal, coll_dd, files, session, pdf_password], [files, upload_msg, session],
                          api_visibility="private").then(view, load_inputs, view_outputs, api_visibility="private")
         timer.tick(tick, load_inputs, [progress, docs_df, doc_pick, doc_delete_group, coll_summary, timer],
                    show_progress="hidden", api_visibility="private")
@@ -835,13 +838,10 @@ def mount_ui(
 
 def create_ui_app(settings: Settings, service: Pagelens | None = None) -> FastAPI:
     """A server with only the UI (at ``/ui``, ``/`` redirects there) and the index worker: ``pagelens ui``."""
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI
     from fastapi.responses import RedirectResponse
-    from starlette.concurrency import run_in_threadpool
 
+    from api.main import worker_lifespan
     from pagelens.jobs import JobWorker
     from pagelens.service import Pagelens
 
@@ -850,15 +850,7 @@ def create_ui_app(settings: Settings, service: Pagelens | None = None) -> FastAP
     jobs = JobStore(settings.data_dir)
     worker = JobWorker(jobs, service, keep_uploads=settings.job_keep_uploads)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker.start()
-        try:
-            yield
-        finally:
-            await run_in_threadpool(worker.stop)
-            if owns_service:
-                await run_in_threadpool(service.close)
+    lifespan = worker_lifespan(worker, service, owns_service)
 
     app = FastAPI(title="pagelens UI", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
