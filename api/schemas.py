@@ -119,6 +119,7 @@ class JobDocumentOut(BaseModel):
     page_count: int | None = None
     pages_done: int = 0
     errors: list[dict[str, Any]] = Field(default_factory=list)
+    password_given: bool = Field(default=False, description="The upload carried a password (never returned).")
 
 
 class JobOut(BaseModel):

@@ -28,7 +28,7 @@ from api.errors import ApiError
 from pagelens.settings import Settings
 
 FILE_FIELDS = ("files", "file")
-TEXT_FIELDS = ("metadata", "force")
+TEXT_FIELDS = ("metadata", "force", "password")
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields on top of the file bytes
 SNIFF_BYTES = 1024
@@ -92,6 +92,8 @@ class UploadForm:
     files: list[SavedFile] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     force: bool = False
+    # for the encrypted PDFs of this upload; never logged, never in the job row (see pagelens/jobs.py)
+    password: str | None = field(default=None, repr=False)
 
 
 class _Part:
@@ -163,7 +165,8 @@ class _StreamingForm:
             part.fh = _open_part(part.tmp)
         elif part.field_name not in TEXT_FIELDS:
             raise ApiError(422, "validation_error",
-                           f"unexpected form field '{part.field_name}'; allowed: files, metadata, force")
+                           f"unexpected form field '{part.field_name}'; allowed: files, metadata, force, "
+                           "password")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part
@@ -226,7 +229,8 @@ class _StreamingForm:
 async def receive_upload(request: Request, dest: Path, settings: Settings) -> UploadForm:
     """Stream a ``multipart/form-data`` request into ``dest`` (created; removed again on any error).
 
-    Fields: ``files`` (one or more files), ``metadata`` (JSON object, optional), ``force`` (bool)."""
+    Fields: ``files`` (one or more files), ``metadata`` (JSON object, optional), ``force`` (bool),
+    ``password`` (optional: tried on the encrypted PDFs of this upload; kept in memory only)."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send the files as multipart/form-data "
@@ -258,6 +262,7 @@ async def receive_upload(request: Request, dest: Path, settings: Settings) -> Up
         result = UploadForm(files=form.files)
         result.metadata = _parse_metadata(form.fields.get("metadata"))
         result.force = _parse_bool(form.fields.get("force"), "force")
+        result.password = form.fields.get("password") or None
         return result
     except ApiError:
         form.abort()

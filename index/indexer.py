@@ -106,7 +106,7 @@ class IndexInput:
     path: Path
     name: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr / log line
 
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]

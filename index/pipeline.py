@@ -53,7 +53,7 @@ class DocTask:
     path: str
     name: str | None
     metadata: dict[str, Any]
-    password: str | None
+    password: str | None = field(repr=False)  # never in a repr / log line
     sha256: str
     skip_pages: frozenset[int] = frozenset()
 

@@ -127,8 +127,11 @@ def open_pdf(path: Path, display: str, settings: Settings, passwords: Sequence[s
             "(apt-get install poppler-utils) or set PAGELENS_RASTERIZER=pymupdf",
         )
     draw = _draw_poppler if settings.rasterizer == "poppler" else _draw_pymupdf
+    isolated = settings.rasterizer == "pymupdf" and bool(getattr(settings, "isolate_rendering", False))
 
     def render(source: SourceDocument) -> Iterator[Page]:
+        if isolated:
+            return _iter_pages_isolated(source, path, display, settings, password, page_count)
         return _iter_pages(source, path, display, settings, password, page_count, draw)
 
     return page_count, render
@@ -186,6 +189,73 @@ def _iter_pages(
             )
     finally:
         doc.close()
+
+
+def _iter_pages_isolated(
+    source: SourceDocument,
+    path: Path,
+    display: str,
+    settings: Settings,
+    password: str | None,
+    page_count: int,
+) -> Iterator[Page]:
+    """``_iter_pages`` with PyMuPDF drawing in a killable child process (``ingest.sandbox``): a page
+    past the time or memory limit becomes a page error naming the file, the page and the limit, and
+    the next pages are rendered by a fresh child. The per-document time limit also bounds each page."""
+    from ingest.sandbox import RenderLimitExceeded, RenderWorker
+
+    worker = RenderWorker(path, password, int(getattr(settings, "render_memory_mb", 0) or 0))
+    page_limit = float(getattr(settings, "render_timeout_s", 0) or 0)
+    limit = float(getattr(settings, "max_seconds_per_document", 0) or 0)
+    spent = 0.0
+    try:
+        for index in range(page_count):
+            page_no = index + 1
+            if limit and spent > limit:
+                raise IngestError(
+                    display,
+                    f"rendering took over the limit of {limit:g} s per document ({index} of {page_count} pages "
+                    "done; PAGELENS_MAX_SECONDS_PER_DOCUMENT)",
+                    page=page_no,
+                )
+            timeout = page_limit
+            if limit:
+                left = max(limit - spent, 0.001)
+                timeout = min(timeout, left) if timeout else left
+            started = time.monotonic()
+            try:
+                size, got, samples, text = worker.render(
+                    index, settings.page_longest_edge, settings.max_pixels_per_page, timeout)
+                image = _exact(Image.frombytes("RGB", got, samples), size)
+                del samples
+            except RenderLimitExceeded as exc:
+                spent += time.monotonic() - started
+                reason = str(exc)
+                if exc.kind == "time" and limit and (not page_limit or timeout < page_limit):
+                    reason = (f"rendering was stopped at the limit of {limit:g} s per document "
+                              "(PAGELENS_MAX_SECONDS_PER_DOCUMENT)")
+                error = IngestError(display, f"page could not be rendered: {reason}", page=page_no)
+                logger.warning("%s", error)
+                source.page_errors.append(error)
+                continue
+            except Exception as exc:
+                spent += time.monotonic() - started
+                error = IngestError(display, f"page could not be rendered: {exc}", page=page_no)
+                logger.warning("%s", error)
+                source.page_errors.append(error)
+                continue
+            spent += time.monotonic() - started
+            yield Page(
+                doc_id=source.doc_id,
+                doc_name=source.name,
+                page_no=page_no,
+                page_count=page_count,
+                image=image,
+                text=text,
+                doc_sha256=source.sha256,
+            )
+    finally:
+        worker.release()
 
 
 def _text(page: Any, display: str, page_no: int) -> str:

@@ -22,6 +22,12 @@ A job is ``done`` when every document was processed (some may have failed: see `
 ``failed`` only when the job itself could not run (e.g. the collection was deleted or the retriever
 model does not match it).
 
+Passwords: an upload may carry a password for its encrypted PDFs. It is kept **in this process's memory
+only** (``JobStore._passwords``), never written to the job table, never logged, never returned; the
+document rows only say ``password_given: true``. It is dropped when the job finishes. If the server
+restarts before such a job ran, the password is gone: its documents are still tried without it, and an
+encrypted one fails with "password needed again after a restart: re-upload with the password".
+
 While a document is being indexed it is partly in the store; ``JobStore.inflight_doc_ids`` names
 those documents so the API can keep them out of search results.
 """
@@ -139,6 +145,7 @@ class JobStore:
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.row_factory = sqlite3.Row
+        self._passwords: dict[str, str] = {}  # job id -> upload password (memory only, never stored)
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -163,9 +170,14 @@ class JobStore:
         files: list[JobFile],
         metadata: dict[str, Any] | None = None,
         force: bool = False,
+        password: str | None = None,
     ) -> Job:
-        """Record a queued job whose files are already on disk (committed when this returns)."""
+        """Record a queued job whose files are already on disk (committed when this returns).
+
+        ``password`` (for its encrypted PDFs) is kept in memory only: see the module docstring."""
         now = _now()
+        if password:
+            self._passwords[job_id] = password
         documents: list[dict[str, Any]] = [
             {
                 "index": i,
@@ -178,6 +190,7 @@ class JobStore:
                 "page_count": None,
                 "pages_done": 0,
                 "errors": [],
+                "password_given": bool(password),
             }
             for i, f in enumerate(files)
         ]
@@ -190,6 +203,13 @@ class JobStore:
         job = self.get(job_id)
         assert job is not None
         return job
+
+    def password(self, job_id: str) -> str | None:
+        """The upload password of ``job_id`` while this process holds it (None after a restart)."""
+        return self._passwords.get(job_id)
+
+    def forget_password(self, job_id: str) -> None:
+        self._passwords.pop(job_id, None)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -266,6 +286,7 @@ class JobStore:
                         doc["status"] = "cancelled"
                 self.save(job)
                 self.remove_uploads(job_id)
+                self.forget_password(job_id)
             return self.get(job_id)
 
     def is_cancel_requested(self, job_id: str) -> bool:
@@ -402,6 +423,7 @@ class JobWorker:
                 job.status = "failed"
                 job.error = "internal error while indexing; see the server log"
                 self._safe_save(job)
+                self.jobs.forget_password(job.id)
             if job.finished and self.on_job_finished is not None:
                 self.on_job_finished(job)
 
@@ -456,7 +478,9 @@ class JobWorker:
             doc["errors"] = []
             self._recount(job)
             self.jobs.save(job)
-            item = IndexInput(path=Path(doc["path"]), name=doc["name"], metadata=dict(job.metadata))
+            password = self.jobs.password(job.id)
+            item = IndexInput(path=Path(doc["path"]), name=doc["name"], metadata=dict(job.metadata),
+                              password=password)
             try:
                 report = self.service.index(
                     job.collection, [item], force=job.force, progress=self._progress(job, doc)
@@ -490,7 +514,7 @@ class JobWorker:
                 self.jobs.save(job)
                 self._cleanup(job)
                 return
-            self._apply_report(doc, report)
+            self._apply_report(doc, report, password_lost=bool(doc.get("password_given")) and password is None)
             if doc["status"] == "partial" and doc.get("doc_id"):  # resumed: count what is really stored
                 from index.types import PageFilter
 
@@ -527,7 +551,7 @@ class JobWorker:
         job.pages_done = sum(int(d.get("pages_done") or 0) for d in job.documents)
 
     @staticmethod
-    def _apply_report(doc: dict[str, Any], report: Any) -> None:
+    def _apply_report(doc: dict[str, Any], report: Any, password_lost: bool = False) -> None:
         result = report.documents[0] if report.documents else None
         if result is not None:
             doc["status"] = result.status
@@ -544,7 +568,10 @@ class JobWorker:
         else:
             doc["status"] = "failed"
         for err in report.errors:
-            doc["errors"].append({"page": err.page, "code": err.code, "error": _public_error(err.error, doc)})
+            message = _public_error(err.error, doc)
+            if err.code == "encrypted_document":
+                message = _api_password_hint(message, password_lost)
+            doc["errors"].append({"page": err.page, "code": err.code, "error": message})
         if doc["status"] == "failed" and doc["page_count"] is None:
             doc["page_count"] = 0
 
@@ -574,8 +601,24 @@ class JobWorker:
         self._cleanup(job)
 
     def _cleanup(self, job: Job) -> None:
+        self.jobs.forget_password(job.id)
         if not self.keep_uploads:
             self.jobs.remove_uploads(job.id)
+
+
+API_PASSWORD_HINT = ("upload it again with its password in the 'password' form field of the upload "
+                     "(UI: the PDF password box)")
+
+
+def _api_password_hint(message: str, password_lost: bool) -> str:
+    """An encrypted-PDF error as seen by an API/UI client: how to pass the password there."""
+    from ingest.pdf import PASSWORD_HINT
+
+    if password_lost:
+        head = message.split(";", 1)[0]
+        return (f"{head}; password needed again after a restart: re-upload with the password (the server keeps "
+                "upload passwords in memory only and restarted before this file was indexed)")
+    return message.replace(PASSWORD_HINT, API_PASSWORD_HINT)
 
 
 def _public_error(message: str, doc: dict[str, Any]) -> str:

@@ -35,6 +35,10 @@ _UPLOAD_BODY = {
                         "metadata": {"type": "string",
                                      "description": "JSON object of scalar values stored with every document."},
                         "force": {"type": "boolean", "description": "Re-index documents already complete."},
+                        "password": {"type": "string", "format": "password",
+                                     "description": "Password for the encrypted PDFs of this upload. Kept in "
+                                     "server memory only (never stored or returned): after a server restart "
+                                     "before they are indexed, those PDFs fail and must be uploaded again."},
                     },
                 }
             }
@@ -55,7 +59,8 @@ async def upload_documents(collection: CollectionName, request: Request, state: 
     form = await receive_upload(request, dest, state.settings)
     files = [JobFile(name=f.name, path=f.path, size=f.size, sha256=f.sha256) for f in form.files]
     try:
-        job = await run_in_threadpool(state.jobs.create, job_id, collection, files, form.metadata, form.force)
+        job = await run_in_threadpool(state.jobs.create, job_id, collection, files, form.metadata, form.force,
+                                      form.password)
     except sqlite3.OperationalError as exc:  # "database or disk is full", "database is locked"
         state.jobs.remove_uploads(job_id)
         if "full" in str(exc):

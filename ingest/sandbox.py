@@ -1,0 +1,277 @@
+"""PyMuPDF page rendering in a killable child process (``Settings.isolate_rendering``).
+
+A long-lived child (``python -m ingest.sandbox``, a fresh interpreter: no fork of the server's threads)
+opens each document once and renders the pages it is asked for; after a document it is kept idle and
+reused for the next one (importing PyMuPDF costs ~0.8 s, rendering a page ~20-50 ms), unless it was
+killed. The parent waits for each
+page under a wall-clock limit (``Settings.render_timeout_s``, and no longer than what is left of
+``Settings.max_seconds_per_document``); the child's address space is capped with ``RLIMIT_AS``
+(``Settings.render_memory_mb``, set by the child after its imports). A page past either limit ends as
+an ``IngestError`` naming the file, the page and the limit (in ``SourceDocument.page_errors``); the child
+is killed and a fresh one renders the next pages.
+
+Protocol (pipes): the parent writes one pickled request per message (length-prefixed); the first one
+carries the path and password (never on the command line), the next ones a page index and the target
+size settings. The child answers ``("ok", w, h, samples, text)`` or ``("error", kind, message)``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import pickle
+import resource
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!Q")
+MAX_MESSAGE = 1 << 34
+
+# Test hook: {page_no: seconds} the child sleeps before rendering that page (tests only).
+TEST_SLEEP_PAGES: dict[int, float] = {}
+
+_idle: list[tuple[int, subprocess.Popen[bytes]]] = []  # (memory_mb, child) ready for the next document
+_idle_lock = threading.Lock()
+
+
+def _spawn(memory_mb: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest.sandbox"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,
+    )
+    assert proc.stdin is not None
+    _write_msg(proc.stdin.fileno(), {"memory_mb": memory_mb})
+    return proc
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    for stream in (proc.stdin, proc.stdout):
+        with contextlib.suppress(OSError):
+            if stream is not None:
+                stream.close()
+    return proc.wait()
+
+
+@atexit.register
+def shutdown_idle() -> None:
+    """Kill the idle children (they also exit by themselves when this process goes away)."""
+    with _idle_lock:
+        idle = [proc for _, proc in _idle]
+        _idle.clear()
+    for proc in idle:
+        _kill(proc)
+
+
+class RenderLimitExceeded(Exception):
+    """The child went past a limit (``kind``: "time" | "memory" | "crash") on one page."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _write_msg(fd: int, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                raise TimeoutError
+        chunk = os.read(fd, min(n - len(chunks), 1 << 22))
+        if not chunk:
+            raise EOFError
+        chunks.extend(chunk)
+    return bytes(chunks)
+
+
+def _read_msg(fd: int, deadline: float | None = None) -> Any:
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+    if size > MAX_MESSAGE:
+        raise EOFError
+    return pickle.loads(_read_exact(fd, size, deadline))
+
+
+class RenderWorker:
+    """The parent's handle on one child rendering the pages of one PDF."""
+
+    def __init__(self, path: Path, password: str | None, memory_mb: int) -> None:
+        self.path = path
+        self.password = password
+        self.memory_mb = memory_mb
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.busy = False  # a request is out and its reply not read: the child cannot be reused
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = None
+        with _idle_lock:
+            while _idle:
+                memory_mb, candidate = _idle.pop()
+                if memory_mb == self.memory_mb and candidate.poll() is None:
+                    proc = candidate
+                    break
+                _kill(candidate)
+        if proc is None:
+            proc = _spawn(self.memory_mb)
+        assert proc.stdin is not None
+        try:
+            _write_msg(proc.stdin.fileno(), {"path": str(self.path), "password": self.password,
+                                              "sleep": dict(TEST_SLEEP_PAGES)})
+        except OSError:
+            _kill(proc)
+            proc = _spawn(self.memory_mb)
+            assert proc.stdin is not None
+            _write_msg(proc.stdin.fileno(), {"path": str(self.path), "password": self.password,
+                                              "sleep": dict(TEST_SLEEP_PAGES)})
+        self.proc = proc
+        return proc
+
+    def render(self, index: int, longest_edge: int, max_pixels: int,
+               timeout_s: float) -> tuple[tuple[int, int], tuple[int, int], bytes, str]:
+        """(target size, rendered size, RGB samples, text) of page ``index`` (0-based); raises ``RenderLimitExceeded`` past a
+        limit (the child is then killed), ``RuntimeError`` for an ordinary render failure."""
+        proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
+        assert proc.stdin is not None and proc.stdout is not None
+        deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
+        self.busy = True
+        try:
+            _write_msg(proc.stdin.fileno(), {"page": index, "longest": longest_edge, "max_pixels": max_pixels})
+            reply = _read_msg(proc.stdout.fileno(), deadline)
+        except TimeoutError:
+            self.close()
+            raise RenderLimitExceeded("time", f"rendering was stopped after the time limit of {timeout_s:g} s "
+                                      "per page (PAGELENS_RENDER_TIMEOUT_S)") from None
+        except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
+            code = self.close()
+            raise RenderLimitExceeded(
+                "crash", f"the rendering process died (exit {code}); most likely the memory limit of "
+                f"{self.memory_mb} MiB (PAGELENS_RENDER_MEMORY_MB) or a MuPDF crash") from None
+        self.busy = False
+        if reply[0] == "ok":
+            _, size, got, samples, text = reply
+            return size, got, samples, text
+        _, kind, message = reply
+        if kind == "memory":
+            self.close()  # a fresh child for the next page
+            raise RenderLimitExceeded("memory", f"rendering exceeded the memory limit of {self.memory_mb} MiB "
+                                      f"(PAGELENS_RENDER_MEMORY_MB): {message}")
+        raise RuntimeError(message)
+
+    def close(self) -> int | None:
+        """Kill the child (if any); returns its exit status."""
+        proc, self.proc = self.proc, None
+        return None if proc is None else _kill(proc)
+
+    def release(self) -> None:
+        """Done with this document: keep a healthy child idle for the next one (one at most)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None and not self.busy:
+            with _idle_lock:
+                if not _idle:
+                    _idle.append((self.memory_mb, proc))
+                    return
+        _kill(proc)
+
+
+# -- the child -----------------------------------------------------------------------------------------
+
+
+def _is_memory_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "malloc" in text or "out of memory" in text or "cannot allocate" in text
+
+
+def _child() -> None:  # pragma: no cover - runs in the child process
+    import pymupdf
+
+    from ingest.geometry import fit_size
+
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+    fd_in, fd_out = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
+    sys.stdout = sys.stderr  # nothing else may write on the reply pipe
+    init = _read_msg(fd_in)
+    cap = int(init["memory_mb"]) * 1024 * 1024
+    if cap > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    doc: Any = None
+    open_error = "no document opened"
+    sleeps: dict[int, float] = {}
+    while True:
+        try:
+            req = _read_msg(fd_in)
+        except EOFError:
+            return
+        if "path" in req:  # the next document
+            if doc is not None:
+                doc.close()
+            doc = None
+            sleeps = {int(k): float(v) for k, v in (req.get("sleep") or {}).items()}
+            try:
+                doc = pymupdf.open(req["path"], filetype="pdf")
+                if doc.needs_pass and not doc.authenticate(req.get("password") or ""):
+                    doc, open_error = None, "the PDF could not be unlocked in the rendering process"
+            except Exception as exc:  # noqa: BLE001 - reported on the first page request
+                doc, open_error = None, f"the PDF could not be opened in the rendering process ({exc})"
+            continue
+        if doc is None:
+            _write_msg(fd_out, ("error", "render", open_error))
+            continue
+        index = int(req["page"])
+        if index + 1 in sleeps:
+            time.sleep(sleeps[index + 1])
+        pix = None
+        try:
+            page = doc.load_page(index)
+            rect = page.rect
+            w, h = fit_size(rect.width, rect.height, int(req["longest"]), int(req["max_pixels"]))
+            matrix = pymupdf.Matrix(w / rect.width, h / rect.height)
+            pix = page.get_pixmap(matrix=matrix, colorspace=pymupdf.csRGB, alpha=False)
+            if pix.stride != pix.width * 3:
+                raise RuntimeError(f"unexpected pixmap stride {pix.stride}")
+            samples = pix.samples
+            try:
+                text = str(page.get_text("text"))
+            except Exception:  # noqa: BLE001 - no text layer is not an error
+                text = ""
+            reply: tuple[Any, ...] = ("ok", (w, h), (pix.width, pix.height), samples, text)
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
+            pix = None
+            reply = ("error", "memory" if _is_memory_error(exc) else "render", str(exc) or type(exc).__name__)
+        try:
+            _write_msg(fd_out, reply)
+        except MemoryError:
+            _write_msg(fd_out, ("error", "memory", "reply too large for the memory limit"))
+        del pix, reply
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _child()
