@@ -134,10 +134,11 @@ class Settings(BaseSettings):
         "between pages; 0: no limit). Past it the document fails with an error naming the file and the limit.",
     )
     isolate_rendering: bool = Field(
-        default=True, description="Render PyMuPDF pages in a killable child process (reused across "
+        default=False, description="Render PyMuPDF pages in a killable child process (reused across "
         "documents, ingest/sandbox.py) under render_timeout_s and render_memory_mb; a page past a limit "
-        "becomes a page error naming the file, page and limit. Costs about +30 ms/page at 2048 px (small next "
-        "to the ~0.35 s/page of preprocessing and embedding); False renders in-process with no per-page kill.",
+        "becomes a page error naming the file, page and limit. Costs about +30 ms/page at 2048 px, ~2x the "
+        "in-process render (docs/reliability.md); turn it on for untrusted input. False (default): render "
+        "in-process, no per-page kill.",
     )
     render_timeout_s: float = Field(
         default=60.0, ge=0, description="Wall-clock limit (s) for one page render when isolate_rendering (0: none).",
