@@ -1,0 +1,455 @@
+"""Retrieval benchmark: MaxSim latency (p50/p95) and recall@5/@10 against exact MaxSim.
+
+Synthetic, structured collections (see ``gen_chunk``): every page is a G x G patch grid (G = 32 at full
+size: 4 x 4 tiles of 8 x 8) plus "extra" tokens (global tile + prompt; 1139 tokens in all at full
+size). Patch tokens are drawn from a background vocabulary shared by all pages (white space, text
+lines), the vocabulary of the page's cluster (pages of one cluster share patch vectors), and a small
+localized block of page-unique vectors (the planted content a query is about), plus Gaussian noise,
+L2-normalised. ``rows`` / ``cols`` are the means over grid rows / columns (as ``pool_rows_cols``).
+A query (20 tokens) targets one planted page: tokens near its unique vectors, near its cluster's
+vocabulary, and shared suffix-like tokens. Pooling dilutes the unique block, so prefetch is not
+trivially perfect.
+
+Systems (the product's own stores, public API only):
+* ours: ``QdrantEdgeStore.search(mode="two_stage")`` after ``optimize()`` (pooled HNSW prefetch,
+  exact MaxSim rerank), at the default prefetch_limit 100 and the ``--prefetch`` values;
+* baselines: ``QdrantEdgeStore`` ``mode="exact"`` (brute force), ``QdrantServerStore`` on
+  ``QdrantClient(":memory:")`` exact (first ``--local-pages`` pages only), exact MaxSim in torch
+  (fp32, in RAM; also the ground truth);
+* proposal (not product code): pooled MaxSim prefetch + exact rerank, both in torch in RAM.
+``--real``: the same on tiny-model embeddings of real PDFs (``../shared/pdfs/real``).
+
+Quick:   python bench/retrieval.py                      (1000 pages x 1139 tokens)
+Faster:  python bench/retrieval.py --tokens 300
+Bigger:  python bench/retrieval.py --pages 10000        (~10 GB RAM at 1139 tokens; use --tokens)
+         python bench/retrieval.py --pages 100000 --no-ram-baseline --data-dir /big/disk
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import REAL_PDFS, Table, device_label, log, require_cuda, time_calls  # noqa: F401
+
+DIM = 128
+Q_TOKENS = 20
+CHUNK = 100  # pages per generated chunk (deterministic per chunk)
+
+
+# --- synthetic data ---------------------------------------------------------------------------
+
+
+class Synth:
+    def __init__(self, pages: int, tokens: int, seed: int = 0, clusters: int | None = None) -> None:
+        self.pages = pages
+        self.tokens = tokens
+        self.grid = max(2, math.isqrt(max(4, tokens * 1024 // 1139)))
+        self.extra = max(0, tokens - self.grid * self.grid)
+        self.seed = seed
+        self.n_clusters = clusters or max(1, pages // 25)
+        rng = np.random.default_rng([seed, 10**6])
+        self.background = _unit(rng.standard_normal((256, DIM), dtype=np.float32))
+        self.prompt = _unit(rng.standard_normal((max(1, self.extra), DIM), dtype=np.float32))
+        self.cluster_vocab_size = 48
+        self.unique_per_page = 6
+        self.block = max(2, self.grid // 8)  # side of the planted block (4 x 4 at G=32)
+
+    def cluster_vocab(self, c: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 2 * 10**6 + c])
+        return _unit(rng.standard_normal((self.cluster_vocab_size, DIM), dtype=np.float32))
+
+    def cluster_of(self, i: int) -> int:
+        return (i * 7919) % self.n_clusters
+
+    def gen_chunk(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pages [k*CHUNK, ...): full [n, T, D], rows [n, G, D], cols [n, G, D], unique [n, U, D]."""
+        lo, hi = k * CHUNK, min(self.pages, (k + 1) * CHUNK)
+        n, g, d = hi - lo, self.grid, DIM
+        rng = np.random.default_rng([self.seed, k])
+        unique = _unit(rng.standard_normal((n, self.unique_per_page, d), dtype=np.float32))
+        grid = np.empty((n, g, g, d), dtype=np.float32)
+        for j in range(n):
+            vocab = self.cluster_vocab(self.cluster_of(lo + j))
+            src = rng.random((g, g))
+            bg = self.background[rng.integers(0, len(self.background), (g, g))]
+            cv = vocab[rng.integers(0, len(vocab), (g, g))]
+            grid[j] = np.where((src < 0.6)[..., None], bg, cv)
+            r0, c0 = rng.integers(0, g - self.block + 1, 2)
+            blk = unique[j][rng.integers(0, self.unique_per_page, (self.block, self.block))]
+            grid[j, r0 : r0 + self.block, c0 : c0 + self.block] = blk
+        grid += rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(0.5 / math.sqrt(d))
+        grid = _unit(grid)
+        patches = grid.reshape(n, g * g, d)
+        if self.extra:
+            extra = self.prompt[None] + rng.standard_normal((n, self.extra, d), dtype=np.float32) * np.float32(0.05)
+            full = np.concatenate([_unit(extra), patches], axis=1)
+        else:
+            full = patches
+        rows = grid.mean(axis=2)  # [n, G, D]: mean over columns of each row
+        cols = grid.mean(axis=1)  # [n, G, D]
+        return np.ascontiguousarray(full), rows, cols, unique
+
+    def n_chunks(self) -> int:
+        return (self.pages + CHUNK - 1) // CHUNK
+
+    def queries(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """[n, 20, D] queries and their planted target pages [n]."""
+        rng = np.random.default_rng([self.seed, 3 * 10**6])
+        targets = rng.choice(self.pages, size=n, replace=False)
+        qs = np.empty((n, Q_TOKENS, DIM), dtype=np.float32)
+        suffix = self.background[:8]
+        for qi, t in enumerate(targets):
+            k = int(t) // CHUNK
+            _, _, _, unique = self.gen_chunk(k)
+            u = unique[int(t) - k * CHUNK]
+            vocab = self.cluster_vocab(self.cluster_of(int(t)))
+            toks = np.concatenate(
+                [u[rng.integers(0, len(u), 6)], vocab[rng.integers(0, len(vocab), 6)], suffix], axis=0
+            )
+            toks = toks + rng.standard_normal(toks.shape, dtype=np.float32) * np.float32(0.3 / math.sqrt(DIM))
+            qs[qi] = _unit(toks)
+        return qs, targets
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32, copy=False)
+
+
+# --- exact MaxSim kernels ---------------------------------------------------------------------
+
+
+def maxsim_scores(full: object, queries: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Exact MaxSim of every page: full [N, T, D] (numpy or torch), queries [Q, n_q, D] -> [Q, N]."""
+    import torch
+
+    f = full if isinstance(full, torch.Tensor) else torch.from_numpy(full)
+    q = torch.from_numpy(queries).to(f.device, f.dtype)
+    n, t, d = f.shape
+    nq, lq, _ = q.shape
+    out = torch.empty((nq, n), dtype=torch.float32)
+    step = max(1, int(2e8 // (t * nq * lq * 4)))
+    with torch.inference_mode():
+        for s in range(0, n, step):
+            sim = f[s : s + step].reshape(-1, d) @ q.reshape(-1, d).T  # [b*T, Q*n_q]
+            sim = sim.reshape(-1, t, nq, lq).amax(dim=1).float().sum(dim=-1)  # [b, Q]
+            out[:, s : s + step] = sim.T.cpu()
+    return out.numpy()
+
+
+def topk(scores: np.ndarray, k: int) -> list[int]:
+    idx = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
+    return [int(i) for i in idx[np.argsort(-scores[idx], kind="stable")]]
+
+
+def recall(got: list[int], exact: list[int], k: int, scores: np.ndarray | None = None) -> float:
+    """|got[:k] & exact[:k]| / k. With the exact ``scores`` of all pages, ties count: a returned page
+    whose exact score is within 1e-4 (relative) of the k-th best counts as a hit."""
+    k = min(k, len(exact))
+    if scores is None:
+        return len(set(got[:k]) & set(exact[:k])) / float(k)
+    kth = float(scores[exact[k - 1]])
+    tol = 1e-4 * max(1.0, abs(kth))
+    return sum(1 for g in got[:k] if float(scores[g]) >= kth - tol) / float(k)
+
+
+class Exact(list):
+    """Exact top-10 lists per query, with the exact score rows (for tie-aware recall)."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        super().__init__(topk(scores[i], 10) for i in range(len(scores)))
+        self.scores = scores
+
+
+# --- the product's stores --------------------------------------------------------------------
+
+
+def pid(i: int) -> str:
+    return str(uuid.UUID(int=i + 1))
+
+
+def page_of(point_id: str) -> int:
+    return uuid.UUID(point_id).int - 1
+
+
+def points_for(lo: int, full: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list:
+    from index.types import PageEmbedding, PagePoint
+
+    return [
+        PagePoint(
+            id=pid(lo + j),
+            embedding=PageEmbedding(full=full[j], rows=rows[j], cols=cols[j]),
+            payload={"doc_id": f"d{(lo + j) // 10}", "doc_name": f"d{(lo + j) // 10}.pdf", "page_no": (lo + j) % 10 + 1},
+        )
+        for j in range(len(full))
+    ]
+
+
+def manifest(name: str):
+    from index.types import CollectionManifest
+
+    return CollectionManifest(name=name, model_id="synthetic", model_revision=None, dim=DIM)
+
+
+def eval_store(table: Table, label: str, search, queries: np.ndarray, exact: list[list[int]], dev: str,
+               baseline_p50: float | None, baseline_name: str, warmup: int = 2, note: str = "") -> dict:
+    timing, results = time_calls(lambda qi: search(queries[qi]), list(range(len(queries))), warmup=warmup)
+    r5 = float(np.mean([recall([page_of(h.id) for h in r], e, 5, exact.scores[i]) for i, (r, e) in enumerate(zip(results, exact, strict=False))]))
+    r10 = float(np.mean([recall([page_of(h.id) for h in r], e, 10, exact.scores[i]) for i, (r, e) in enumerate(zip(results, exact, strict=False))]))
+    table.add(f"{label} p50", timing.p50, baseline_p50, baseline_name=baseline_name, device=dev, note=note)
+    table.add(f"{label} p95", timing.p95, None, device=dev)
+    table.add(f"{label} recall@5 / @10", r5, None, unit="", higher_is_better=True, device=dev,
+              note=f"@10 = {r10:.3f}")
+    log(f"{label}: p50 {timing.p50 * 1000:.1f} ms p95 {timing.p95 * 1000:.1f} ms recall@5 {r5:.3f} @10 {r10:.3f}")
+    return {"p50": timing.p50, "p95": timing.p95, "r5": r5, "r10": r10}
+
+
+def run_synthetic(args: argparse.Namespace, table: Table) -> None:
+    import torch
+
+    dev = device_label()
+    syn = Synth(args.pages, args.tokens, seed=args.seed)
+    log(f"synthetic: {args.pages} pages x {syn.tokens} tokens (grid {syn.grid}x{syn.grid} + {syn.extra}), "
+        f"{syn.n_clusters} clusters, {args.queries} queries")
+    queries, targets = syn.queries(args.queries)
+    root = Path(tempfile.mkdtemp(prefix="pagelens-bench-", dir=args.data_dir))
+    try:
+        from index.edge_store import QdrantEdgeStore
+
+        store = QdrantEdgeStore(root / "edge", full_datatype=args.datatype)
+        store.create_collection(manifest("bench"))
+        keep_ram = not args.no_ram_baseline
+        ram_full: list[np.ndarray] = []
+        ram_rows: list[np.ndarray] = []
+        ram_cols: list[np.ndarray] = []
+        gen_s = up_s = 0.0
+        exact_scores = np.zeros((len(queries), args.pages), dtype=np.float32)
+        for k in range(syn.n_chunks()):
+            t0 = time.perf_counter()
+            full, rows, cols, _ = syn.gen_chunk(k)
+            gen_s += time.perf_counter() - t0
+            exact_scores[:, k * CHUNK : k * CHUNK + len(full)] = maxsim_scores(full, queries)
+            t0 = time.perf_counter()
+            store.upsert("bench", points_for(k * CHUNK, full, rows, cols))
+            up_s += time.perf_counter() - t0
+            if keep_ram:
+                ram_full.append(full.astype(np.float16) if args.ram_fp16 else full)
+                ram_rows.append(rows)
+                ram_cols.append(cols)
+        t0 = time.perf_counter()
+        store.optimize("bench")
+        opt_s = time.perf_counter() - t0
+        log(f"generated in {gen_s:.1f} s, Edge upsert {up_s:.1f} s ({args.pages / up_s:.0f} pages/s), optimize {opt_s:.1f} s")
+        table.add("Edge upsert (pages/s)", args.pages / up_s, None, unit="pages/s", higher_is_better=True, device=dev)
+        table.add("Edge optimize()", opt_s, None, device=dev)
+        exact = Exact(exact_scores)
+        planted5 = float(np.mean([t in e[:5] for t, e in zip(targets, exact, strict=False)]))
+        log(f"planted page in exact top-5: {planted5:.2f}")
+
+        # baseline: exact MaxSim in torch (in RAM)
+        base_p50: float | None = None
+        if keep_ram:
+            full_all = torch.from_numpy(np.concatenate(ram_full))
+            ram_full.clear()
+            t, _ = time_calls(lambda qi: topk(maxsim_scores(full_all, queries[qi : qi + 1])[0], 10),
+                              list(range(len(queries))))
+            base_p50 = t.p50
+            table.add(f"exact MaxSim torch {'fp16' if args.ram_fp16 else 'fp32'} in RAM ({args.pages} pages) p50",
+                      t.p50, None, device=dev, note=f"p95 {t.p95 * 1000:.1f} ms, {torch.get_num_threads()} threads")
+            log(f"torch exact: p50 {t.p50 * 1000:.1f} ms")
+
+        # baseline: Edge brute force
+        edge_exact = eval_store(table, f"Edge exact ({args.pages} pages)",
+                                lambda q: store.search("bench", q, 10, mode="exact"), queries, exact, dev,
+                                base_p50, "torch exact", warmup=1)
+        # ours: Edge two_stage at the default prefetch, and the --prefetch variants
+        for pf in [100, *[p for p in args.prefetch if p != 100]]:
+            label = f"Edge two_stage prefetch={pf}{' (default)' if pf == 100 else ''} ({args.pages} pages)"
+            eval_store(table, label, lambda q, pf=pf: store.search("bench", q, 10, mode="two_stage", prefetch_limit=pf),
+                       queries, exact, dev, edge_exact["p50"], "Edge exact")
+
+        # proposal: pooled prefetch + exact rerank in torch (what an own fast kernel would give)
+        if keep_ram:
+            rows_all = torch.from_numpy(np.concatenate(ram_rows))
+            cols_all = torch.from_numpy(np.concatenate(ram_cols))
+
+            def pooled_two_stage(q: np.ndarray, k_cand: int = 100) -> list[int]:
+                qq = q[None]
+                s = maxsim_scores(rows_all, qq)[0] + maxsim_scores(cols_all, qq)[0]
+                cand = topk(s, min(k_cand, len(s)))
+                cand_t = torch.tensor(cand)
+                sc = maxsim_scores(full_all.index_select(0, cand_t), qq)[0]
+                return [cand[i] for i in topk(sc, 10)]
+
+            t, res = time_calls(pooled_two_stage, list(queries))
+            r5 = float(np.mean([recall(r, e, 5, exact.scores[i]) for i, (r, e) in enumerate(zip(res, exact, strict=False))]))
+            r10 = float(np.mean([recall(r, e, 10, exact.scores[i]) for i, (r, e) in enumerate(zip(res, exact, strict=False))]))
+            table.add(f"proposal: torch pooled rows+cols prefetch 100 + exact rerank ({args.pages} pages) p50", t.p50,
+                      edge_exact["p50"], baseline_name="Edge exact", device=dev,
+                      note=f"p95 {t.p95 * 1000:.1f} ms, recall@5 {r5:.3f} @10 {r10:.3f}")
+            log(f"proposal torch two-stage: p50 {t.p50 * 1000:.1f} ms recall@5 {r5:.3f} @10 {r10:.3f}")
+
+        # cost of fetching 100 full multivectors back out of Edge (what a rerank outside Edge would pay)
+        ids = [pid(i) for i in range(min(100, args.pages))]
+        t, _ = time_calls(lambda _: store.get_full_vectors("bench", ids), [0, 1, 2], warmup=1)
+        table.add("Edge get_full_vectors(100 ids)", t.p50, None, device=dev)
+        store.close()
+
+        # baseline: qdrant-client local mode, on the first --local-pages pages
+        if args.local_pages > 0:
+            run_local(args, syn, queries, table, dev)
+        du = sum(f.stat().st_size for f in (root / "edge").rglob("*") if f.is_file())
+        log(f"Edge on disk: {du / 1e9:.2f} GB")
+        table.add("Edge collection on disk (GB)", du / 1e9, None, unit="GB", device=dev)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_local(args: argparse.Namespace, syn: Synth, queries: np.ndarray, table: Table, dev: str) -> None:
+    from qdrant_client import QdrantClient
+
+    from index.edge_store import QdrantEdgeStore
+    from index.server_store import QdrantServerStore
+
+    n = min(args.local_pages, args.pages)
+    nq = min(len(queries), args.local_queries)
+    chunks = [syn.gen_chunk(k) for k in range((n + CHUNK - 1) // CHUNK)]
+    full = np.concatenate([c[0] for c in chunks])[:n]
+    rows = np.concatenate([c[1] for c in chunks])[:n]
+    cols = np.concatenate([c[2] for c in chunks])[:n]
+    exact_scores = maxsim_scores(full, queries[:nq])
+    exact = Exact(exact_scores)
+    local = QdrantServerStore(QdrantClient(":memory:"))
+    local.create_collection(manifest("bench"))
+    t0 = time.perf_counter()
+    local.upsert("bench", points_for(0, full, rows, cols))
+    up = time.perf_counter() - t0
+    log(f"qdrant-client local mode: upsert {n} pages {up:.1f} s")
+    # Edge on the same subset, for a like-for-like ratio
+    root = Path(tempfile.mkdtemp(prefix="pagelens-bench-sub-", dir=args.data_dir))
+    try:
+        edge = QdrantEdgeStore(root, full_datatype=args.datatype)
+        edge.create_collection(manifest("bench"))
+        edge.upsert("bench", points_for(0, full, rows, cols))
+        edge.optimize("bench")
+        loc = eval_store(table, f"qdrant-client :memory: exact ({n} pages)",
+                         lambda q: local.search("bench", q, 10, mode="exact"), queries[:nq], exact, dev, None, "",
+                         warmup=1)
+        eval_store(table, f"Edge two_stage ({n} pages)", lambda q: edge.search("bench", q, 10), queries[:nq], exact,
+                   dev, loc["p50"], "qdrant-client local")
+        edge.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- real PDFs through the tiny model ---------------------------------------------------------
+
+
+REAL_QUESTIONS = [
+    "What is the total amount due?", "invoice number and date", "Who signed the minutes?",
+    "tax registration number", "hotel check-in date", "laboratory test results", "payment terms",
+    "billing address", "What services were provided?", "VAT amount",
+]
+
+
+def run_real(args: argparse.Namespace, table: Table) -> None:
+    from index.edge_store import QdrantEdgeStore
+    from index.embedder import ColSmolEmbedder
+    from ingest.loader import open_document
+    from pagelens.settings import Settings
+    from tests.make_tiny_models import build_tiny_models
+
+    pdfs = sorted(REAL_PDFS.glob("*.pdf"))[: args.real_docs]
+    if not pdfs:
+        log(f"no PDFs in {REAL_PDFS}: skipping the real-PDF run")
+        return
+    dev = device_label()
+    tmp = Path(tempfile.mkdtemp(prefix="pagelens-bench-real-"))
+    try:
+        paths = build_tiny_models(tmp / "models")
+        settings = Settings(retriever_model=str(paths["retriever"]), device="cpu", page_longest_edge=1024,
+                            data_dir=tmp / "data")
+        emb = ColSmolEmbedder(settings)
+        pages = []
+        for p in pdfs:
+            doc = open_document(p, settings)
+            for page in doc.pages():
+                pages.append(page.image)
+                if len(pages) >= args.real_pages:
+                    break
+            if len(pages) >= args.real_pages:
+                break
+        t0 = time.perf_counter()
+        embs = emb.embed_pages(pages)
+        log(f"real: {len(pages)} pages from {len(pdfs)} PDFs embedded (tiny model, 1024 px) in {time.perf_counter() - t0:.1f} s")
+        qs = emb.embed_queries(REAL_QUESTIONS)
+        store = QdrantEdgeStore(tmp / "edge")
+        store.create_collection(manifest("real"))
+        from index.types import PagePoint
+
+        store.upsert("real", [PagePoint(id=pid(i), embedding=e, payload={"doc_id": "r", "page_no": i + 1})
+                              for i, e in enumerate(embs)])
+        store.optimize("real")
+        n_tok = max(e.full.shape[0] for e in embs)
+        full = np.zeros((len(embs), n_tok, DIM), dtype=np.float32)  # zero padding: adds 0 to no max (dots of
+        for i, e in enumerate(embs):  # unit vectors can be negative, so pad with a copy of the first token)
+            full[i, : e.full.shape[0]] = e.full
+            full[i, e.full.shape[0] :] = e.full[0]
+        exact = Exact(np.stack([maxsim_scores(full, q[None])[0] for q in qs]))
+        e_ex = eval_store(table, f"real PDFs, tiny model: Edge exact ({len(embs)} pages)",
+                          lambda i: store.search("real", qs[i], 10, mode="exact"), np.arange(len(qs)), exact, dev,
+                          None, "", warmup=1)
+        eval_store(table, f"real PDFs, tiny model: Edge two_stage ({len(embs)} pages)",
+                   lambda i: store.search("real", qs[i], 10, mode="two_stage"), np.arange(len(qs)), exact, dev,
+                   e_ex["p50"], "Edge exact", warmup=1)
+        eval_store(table, f"real PDFs, tiny model: Edge two_stage prefetch=5 ({len(embs)} pages)",
+                   lambda i: store.search("real", qs[i], 10, mode="two_stage", prefetch_limit=5), np.arange(len(qs)),
+                   exact, dev, e_ex["p50"], "Edge exact", warmup=1,
+                   note="prefetch < pages, so pooling is exercised")
+        store.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, default=1000, help="synthetic pages (10000 / 100000 for the targets)")
+    ap.add_argument("--tokens", type=int, default=1139, help="tokens per page (1139 = US letter at 2048 px)")
+    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--prefetch", type=int, nargs="*", default=[20, 300], help="extra prefetch_limit values")
+    ap.add_argument("--datatype", choices=["float32", "float16"], default="float32", help="Edge full-vector storage")
+    ap.add_argument("--local-pages", type=int, default=200, help="pages for qdrant-client local mode (0: skip)")
+    ap.add_argument("--local-queries", type=int, default=5)
+    ap.add_argument("--no-ram-baseline", action="store_true", help="skip the in-RAM torch baselines (100k pages)")
+    ap.add_argument("--ram-fp16", action="store_true", help="keep the in-RAM baseline matrix in fp16")
+    ap.add_argument("--real", action=argparse.BooleanOptionalAction, default=True, help="also run on real PDFs")
+    ap.add_argument("--real-docs", type=int, default=30)
+    ap.add_argument("--real-pages", type=int, default=40)
+    ap.add_argument("--synthetic", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--data-dir", default=None, help="where the temporary collections go (on-disk runs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
+    args = ap.parse_args()
+
+    table = Table(f"retrieval: {args.pages} synthetic pages x {args.tokens} tokens, {args.queries} queries x 20 tokens, "
+                  f"Edge full vectors {args.datatype}")
+    if args.synthetic:
+        run_synthetic(args, table)
+    if args.real:
+        run_real(args, table)
+    if require_cuda("retrieval GPU exact MaxSim"):
+        pass  # the torch kernel above runs on the CPU; a GPU rerank would move full_all to cuda
+    table.print(args.out)
+
+
+if __name__ == "__main__":
+    main()
