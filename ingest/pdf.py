@@ -157,13 +157,7 @@ def _iter_pages(
         spent = 0.0  # seconds rendering this document (not the consumer's time between pages)
         for index in range(page_count):
             page_no = index + 1
-            if limit and spent > limit:
-                raise IngestError(
-                    display,
-                    f"rendering took over the limit of {limit:g} s per document ({index} of {page_count} pages "
-                    "done; PAGELENS_MAX_SECONDS_PER_DOCUMENT)",
-                    page=page_no,
-                )
+            _check_document_deadline(display, limit, spent, index, page_count)
             started = time.monotonic()
             try:
                 page = doc.load_page(index)
@@ -172,23 +166,43 @@ def _iter_pages(
                 image = draw(page, size, path, page_no, password)
             except Exception as exc:
                 spent += time.monotonic() - started
-                error = IngestError(display, f"page could not be rendered: {exc}", page=page_no)
-                logger.warning("%s", error)
-                source.page_errors.append(error)
+                _record_page_error(source, display, page_no, str(exc))
                 continue
             text = _text(page, display, page_no)
             spent += time.monotonic() - started
-            yield Page(
-                doc_id=source.doc_id,
-                doc_name=source.name,
-                page_no=page_no,
-                page_count=page_count,
-                image=image,
-                text=text,
-                doc_sha256=source.sha256,
-            )
+            yield _page(source, page_no, page_count, image, text)
     finally:
         doc.close()
+
+
+def _check_document_deadline(display: str, limit: float, spent: float, index: int, page_count: int) -> None:
+    """Raise once rendering this document has taken over ``limit`` seconds (0: no limit)."""
+    if limit and spent > limit:
+        raise IngestError(
+            display,
+            f"rendering took over the limit of {limit:g} s per document ({index} of {page_count} pages "
+            "done; PAGELENS_MAX_SECONDS_PER_DOCUMENT)",
+            page=index + 1,
+        )
+
+
+def _record_page_error(source: SourceDocument, display: str, page_no: int, reason: str) -> None:
+    """A page that could not be rendered: reported in ``page_errors``, never silently dropped."""
+    error = IngestError(display, f"page could not be rendered: {reason}", page=page_no)
+    logger.warning("%s", error)
+    source.page_errors.append(error)
+
+
+def _page(source: SourceDocument, page_no: int, page_count: int, image: Image.Image, text: str) -> Page:
+    return Page(
+        doc_id=source.doc_id,
+        doc_name=source.name,
+        page_no=page_no,
+        page_count=page_count,
+        image=image,
+        text=text,
+        doc_sha256=source.sha256,
+    )
 
 
 def _iter_pages_isolated(
@@ -211,13 +225,7 @@ def _iter_pages_isolated(
     try:
         for index in range(page_count):
             page_no = index + 1
-            if limit and spent > limit:
-                raise IngestError(
-                    display,
-                    f"rendering took over the limit of {limit:g} s per document ({index} of {page_count} pages "
-                    "done; PAGELENS_MAX_SECONDS_PER_DOCUMENT)",
-                    page=page_no,
-                )
+            _check_document_deadline(display, limit, spent, index, page_count)
             timeout = page_limit
             if limit:
                 left = max(limit - spent, 0.001)
@@ -234,26 +242,14 @@ def _iter_pages_isolated(
                 if exc.kind == "time" and limit and (not page_limit or timeout < page_limit):
                     reason = (f"rendering was stopped at the limit of {limit:g} s per document "
                               "(PAGELENS_MAX_SECONDS_PER_DOCUMENT)")
-                error = IngestError(display, f"page could not be rendered: {reason}", page=page_no)
-                logger.warning("%s", error)
-                source.page_errors.append(error)
+                _record_page_error(source, display, page_no, reason)
                 continue
             except Exception as exc:
                 spent += time.monotonic() - started
-                error = IngestError(display, f"page could not be rendered: {exc}", page=page_no)
-                logger.warning("%s", error)
-                source.page_errors.append(error)
+                _record_page_error(source, display, page_no, str(exc))
                 continue
             spent += time.monotonic() - started
-            yield Page(
-                doc_id=source.doc_id,
-                doc_name=source.name,
-                page_no=page_no,
-                page_count=page_count,
-                image=image,
-                text=text,
-                doc_sha256=source.sha256,
-            )
+            yield _page(source, page_no, page_count, image, text)
     finally:
         worker.release()
 
