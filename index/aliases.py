@@ -184,10 +184,20 @@ def model_slug(model_id: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "model"
 
 
-def versioned_name(alias: str, model_id: str, now: datetime | None = None) -> str:
+def versioned_name(
+    alias: str, model_id: str, now: datetime | None = None, taken: set[str] | frozenset[str] = frozenset()
+) -> str:
+    """``<alias>__<model-slug>-<UTC time>``, with ``-2``, ``-3``... appended when that name is in
+    ``taken`` (two re-indexes within one second must still build two fresh collections)."""
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dt%H%M%S")
-    suffix = f"__{model_slug(model_id)}-{stamp}"
-    return validate_collection_name(alias[: 64 - len(suffix)] + suffix)
+    base_suffix = f"__{model_slug(model_id)}-{stamp}"
+    n = 1
+    while True:
+        suffix = base_suffix if n == 1 else f"{base_suffix}-{n}"
+        name = validate_collection_name(alias[: 64 - len(suffix)] + suffix)
+        if name not in taken:
+            return name
+        n += 1
 
 
 def reindex_collection(
@@ -206,7 +216,7 @@ def reindex_collection(
     store = service.store
     if not isinstance(store, AliasedStore):
         raise InvalidRequestError("this vector store has no alias support; --reindex needs Qdrant Edge or server")
-    target = versioned_name(alias, service.embedder.model_id)
+    target = versioned_name(alias, service.embedder.model_id, taken=set(store.inner.list_collections()))
     report = service.indexer.index(target, inputs, force=False, progress=progress, workers=workers)
     previous = store.aliases.all().get(alias)
     plain = previous is None and alias in store.inner.list_collections()

@@ -29,6 +29,37 @@ def test_compose_validates_against_the_compose_spec() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def _docker_compose() -> list[str] | None:
+    """``docker compose`` (plugin) or ``docker-compose`` (standalone), if either runs here."""
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        candidates.append(["docker-compose"])
+    for cmd in candidates:
+        try:
+            if subprocess.run([*cmd, "version"], capture_output=True, timeout=30).returncode == 0:
+                return cmd
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return None
+
+
+@pytest.mark.parametrize("profile", [None, "cpu", "gpu", "cluster"])
+def test_docker_compose_config_validates_each_profile(profile: str | None, tmp_path: Path) -> None:
+    cmd = _docker_compose()
+    if cmd is None:
+        pytest.skip("docker compose is not installed here (no compose plugin nor docker-compose): "
+                    "validated against the compose spec by check-jsonschema instead")
+    env_file = tmp_path / ".env"
+    env_file.write_text((REPO / ".env.example").read_text())
+    args = [*cmd, "--project-directory", str(REPO), "-f", str(COMPOSE), "--env-file", str(env_file)]
+    if profile:
+        args += ["--profile", profile]
+    proc = subprocess.run([*args, "config", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_services_and_profiles(compose: dict) -> None:
     services = compose["services"]
     assert set(services) == {"qdrant", "api", "api-gpu", "qdrant-node1", "qdrant-node2", "qdrant-node3"}
