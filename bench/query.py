@@ -1,0 +1,226 @@
+"""Query-path benchmark: question -> top pages -> the top page's image, p50/p95 end to end from the API.
+
+ours      = ``pagelens serve``'s app (``api.main.create_app``) under uvicorn on 127.0.0.1, driven by an
+            httpx client: ``POST /v1/collections/{c}/search`` (k=5, visual two_stage), then ``GET`` the
+            top result's ``image_url`` (the PNG). Figures: search alone, and search + page image.
+baselines (same run, same collection, same process):
+* library  = ``Pagelens.search`` called directly (no HTTP): the API's own overhead is the difference;
+* plain    = colpali-engine's ``process_queries`` + model forward, Qdrant Edge brute-force MaxSim
+             (``mode="exact"``) and reading the PNG file from disk: what a naive query path costs.
+Also printed: query encoding alone (``ColSmolEmbedder.embed_queries``).
+
+The collection holds ``--pages`` synthetic pages (``bench/retrieval.py``'s structured generator, 1139
+x 128 fp32, the size of a US-letter page) written through the product's store with the payloads the
+indexer writes, each pointing at one of a few real page images (``../shared/pdfs/real`` rendered at
+1024 px) stored through ``PageImageStore``. Query encoders (random weights, real processor files):
+* tiny  (``tests/make_tiny_models.py``): isolates the search and HTTP costs;
+* real  colSmol-256M architecture (``ColIdefics3`` from ``../shared/models/SmolVLM-256M-Instruct``):
+        the real query-encoding compute (``--no-real`` to skip).
+
+CPU (here):  python bench/query.py                    (1000 pages, 30 queries, ~3 min)
+GPU (lent):  python bench/query.py --device cuda --pages 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import REAL_PDFS, Table, device_label, log, require_cuda, time_calls  # noqa: E402
+from bench.retrieval import CHUNK, Synth  # noqa: E402
+
+QUESTIONS = [
+    "What is the total amount due?", "Who signed the report?", "When is the payment deadline?",
+    "What was the revenue in the last quarter?", "Which figure shows the results?", "What is the invoice number?",
+    "How many employees does the company have?", "What are the main findings?", "Where is the head office?",
+    "What is the tax rate applied?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def render_real_pages(n: int, longest_edge: int = 1024) -> list[Any]:
+    """The first ``n`` pages of ../shared/pdfs/real as PIL images (longest edge ``longest_edge``)."""
+    import pymupdf
+    from PIL import Image
+
+    images = []
+    for pdf in sorted(REAL_PDFS.glob("*.pdf")):
+        with pymupdf.open(pdf) as doc:
+            for page in doc:
+                zoom = longest_edge / max(page.rect.width, page.rect.height)
+                pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom))
+                images.append(Image.frombytes("RGB", (pix.width, pix.height), pix.samples))
+                if len(images) >= n:
+                    return images
+    return images
+
+
+def fill_collection(service: Any, name: str, pages: int, images: list[Any]) -> None:
+    """``pages`` synthetic pages into ``name`` with indexer-shaped payloads and stored page images."""
+    from index.types import PageEmbedding, PagePoint, page_point_id
+
+    saved = []
+    for i, img in enumerate(images):
+        sha = hashlib.sha256(f"bench-image-{i}".encode()).hexdigest()
+        saved.append((sha, str(service.images.save(sha, 1, img)), img.size))
+    syn = Synth(pages, 1139, seed=0)
+    for k in range(syn.n_chunks()):
+        full, rows, cols, _ = syn.gen_chunk(k)
+        points = []
+        for j in range(len(full)):
+            i = k * CHUNK + j
+            doc_sha = hashlib.sha256(f"bench-doc-{i // 10}".encode()).hexdigest()
+            _, image_path, (w, h) = saved[i % len(saved)]
+            points.append(PagePoint(
+                id=page_point_id(name, doc_sha, i % 10 + 1),
+                embedding=PageEmbedding(full=full[j], rows=rows[j], cols=cols[j]),
+                payload={"doc_id": doc_sha[:16], "doc_name": f"doc{i // 10}.pdf", "page_no": i % 10 + 1,
+                         "page_count": 10, "sha256": doc_sha, "collection": name, "meta": {},
+                         "text": "", "image_path": image_path, "width": w, "height": h,
+                         "indexed_at": "2026-01-01T00:00:00Z"},
+            ))
+        service.store.upsert(name, points)
+    optimize = getattr(getattr(service.store, "inner", service.store), "optimize", None)
+    if optimize is not None:
+        optimize(name)
+
+
+class Server:
+    """The product's FastAPI app under uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start within 60 s")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def plain_query_path(model: Any, processor: Any, store: Any, collection: str, question: str, device: str) -> int:
+    """Naive baseline: colpali-engine encode -> Edge brute-force MaxSim -> read the top page's PNG."""
+    import torch
+
+    with torch.inference_mode():
+        batch = processor.process_queries([question]).to(device)
+        q = model(**batch)[0].float().cpu().numpy()  # [n_q, 128]
+    hits = store.search(collection, q, 5, mode="exact")
+    return len(Path(hits[0].payload["image_path"]).read_bytes())
+
+
+def run_model(label: str, model_dir: Path, args: argparse.Namespace, table: Table, images: list[Any],
+              tmp: Path) -> None:
+    import httpx
+
+    from api.main import create_app
+    from pagelens.service import Pagelens
+    from pagelens.settings import Settings
+
+    dev = device_label(gpu=args.device == "cuda")
+    settings = Settings(retriever_model=str(model_dir), answer_model=str(model_dir), device=args.device,
+                        data_dir=tmp / f"data-{label.split()[0]}", retrieval_mode="visual",
+                        search_mode="two_stage")
+    service = Pagelens(settings)
+    name = "bench"
+    log(f"{label}: loading the retriever, filling {args.pages} pages")
+    service.embedder.load()
+    service.create_collection(name)
+    t0 = time.perf_counter()
+    fill_collection(service, name, args.pages, images)
+    log(f"{label}: collection ready in {time.perf_counter() - t0:.1f} s")
+    questions = [QUESTIONS[i % len(QUESTIONS)] + ("" if i < len(QUESTIONS) else f" ({i})") for i in range(args.queries)]
+    tag = f"{label}, {args.pages} pages, k=5"
+
+    enc, _ = time_calls(lambda q: service.embedder.embed_queries([q]), questions, warmup=2)
+    table.add(f"{tag}: query encoding (embed_queries) p50", enc.p50, None, device=dev,
+              note=f"p95 {enc.p95 * 1000:.1f} ms")
+
+    lib, _ = time_calls(lambda q: service.search(name, q, k=5), questions, warmup=2)
+    embedder: Any = service.embedder
+    plain, _ = time_calls(
+        lambda q: plain_query_path(embedder._model, embedder.processor, service.store, name, q, args.device),
+        questions[: max(3, args.queries // 3)], warmup=1,
+    )
+    app = create_app(settings, service=service)
+    with Server(app) as server, httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=120) as client:
+        def api_search(q: str) -> dict[str, Any]:
+            r = client.post(f"/v1/collections/{name}/search", json={"question": q, "k": 5, "mode": "two_stage"})
+            r.raise_for_status()
+            return dict(r.json())
+
+        def api_search_and_page(q: str) -> int:
+            top = api_search(q)["results"][0]
+            r = client.get(top["image_url"])
+            r.raise_for_status()
+            assert r.headers["content-type"] == "image/png"
+            return len(r.content)
+
+        s_only, _ = time_calls(api_search, questions, warmup=2)
+        s_page, sizes = time_calls(api_search_and_page, questions, warmup=2)
+    table.add(f"{tag}: API search p50", s_only.p50, lib.p50, baseline_name="library call, no HTTP", device=dev,
+              note=f"p95 {s_only.p95 * 1000:.1f} ms; library p95 {lib.p95 * 1000:.1f} ms")
+    table.add(f"{tag}: API search + top page PNG p50", s_page.p50, plain.p50,
+              baseline_name="plain: colpali-engine encode + Edge exact + PNG read", device=dev,
+              note=f"p95 {s_page.p95 * 1000:.1f} ms; PNG {sum(sizes) / len(sizes) / 1024:.0f} KiB; "
+                   f"plain p95 {plain.p95 * 1000:.1f} ms")
+    log(f"{label}: encode {enc.p50 * 1000:.1f} ms, library {lib.p50 * 1000:.1f} ms, API {s_only.p50 * 1000:.1f} ms, "
+        f"API+PNG {s_page.p50 * 1000:.1f} ms, plain {plain.p50 * 1000:.1f} ms")
+    service.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, default=1000, help="synthetic pages in the collection (default 1000)")
+    ap.add_argument("--queries", type=int, default=30)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--no-real", action="store_true", help="skip the colSmol-256M-architecture encoder")
+    ap.add_argument("--out", type=Path, help="append the markdown table to this file")
+    args = ap.parse_args()
+    if args.device == "cuda" and not require_cuda("query path on the GPU"):
+        return
+    from bench.ingest import build_real_model
+    from tests.make_tiny_models import build_tiny_models
+
+    tmp = Path(tempfile.mkdtemp(prefix="pagelens-bench-query-"))
+    table = Table(f"query path: {args.pages} synthetic pages x 1139 tokens, {args.queries} queries, {args.device}")
+    try:
+        images = render_real_pages(8)
+        tiny = build_tiny_models(tmp / "tiny")["retriever"]
+        run_model("tiny retriever", tiny, args, table, images, tmp)
+        if not args.no_real:
+            log("building the colSmol-256M architecture (random weights)")
+            real = build_real_model(tmp / "real")
+            run_model("colSmol-256M arch (random)", real, args, table, images, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table.print(args.out)
+
+
+if __name__ == "__main__":
+    main()
