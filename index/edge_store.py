@@ -5,6 +5,8 @@ Layout under ``root``::
     root/<collection>/manifest.json   the CollectionManifest (written atomically; its presence
                                       is what makes the collection exist)
     root/<collection>/shard/          the Edge shard (segments, WAL, payload indexes)
+    root/<collection>/rerank/         bfloat16 copy of the full multivectors for the fast
+                                      two-stage rerank (``index.fast_rerank``; a cache)
 
 Named vectors (names in ``index.types``), all multivectors with the MaxSim comparator and Dot
 distance, so a score is sum over query tokens of the max dot product (= colpali-engine
@@ -12,6 +14,12 @@ distance, so a score is sum over query tokens of the max dot product (= colpali-
 
 * ``FULL_VECTOR`` [n_tokens, dim]: no HNSW (m=0), always brute-force MaxSim.
 * ``ROWS_VECTOR`` / ``COLS_VECTOR`` [n_rows|n_cols, dim]: pooled, HNSW (built by ``optimize``).
+``two_stage`` search, with ``fast_rerank`` (default): candidates = the union of the rows and cols
+HNSW prefetches (``prefetch_limit`` each, ids only, fused by RRF); our bfloat16 MaxSim kernel keeps
+the best ``rerank_candidates`` of them; Qdrant scores those exactly (fp32 MaxSim on ``FULL_VECTOR``),
+so returned scores and order are exact. Without it, Qdrant reranks every candidate exactly (slower:
+~0.2 ms per candidate page here). Measured trade-offs: ``bench/README.md``.
+
 * ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``index.bm25``), IDF modifier, derived at
   upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
   key): ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
@@ -37,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from index.bm25 import encode_document, encode_query, text_index_spec
+from index.fast_rerank import Bf16VectorFile, top_candidates
 from index.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -69,6 +78,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
 TEXT_INDEX_KEY = "text_index"  # extra manifest.json key: the BM25 spec of TEXT_VECTOR
 SHARD_DIR = "shard"
+RERANK_DIR = "rerank"
 SCROLL_PAGE = 256
 
 
@@ -96,6 +106,14 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:  # the fast rerank needs torch; without it Qdrant reranks everything
+        return False
+    return True
+
+
 def _valid_uuid(value: str) -> bool:
     try:
         uuid.UUID(str(value))
@@ -110,6 +128,9 @@ class QdrantEdgeStore:
     ``full_datatype``: storage of the full multivectors, ``float32`` (default) or ``float16`` (half
     the disk and RAM; MaxSim scores differ by ~1e-3 on 128-d unit vectors).
     ``batch_size``: points per Edge update operation.
+    ``fast_rerank``: in ``two_stage`` search, pick the pages Qdrant rescores exactly with our bfloat16
+    MaxSim kernel over a cached copy of the full vectors (module docstring); ``rerank_candidates``: how
+    many it keeps (>= the search limit); ``rerank_device``: where the kernel runs (``cpu``/``cuda``).
     """
 
     def __init__(
@@ -120,8 +141,15 @@ class QdrantEdgeStore:
         full_datatype: Literal["float32", "float16"] = "float32",
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 100,
+        fast_rerank: bool = True,
+        rerank_candidates: int = 32,
+        rerank_device: str = "cpu",
     ) -> None:
         self.root = Path(root).expanduser()
+        self.fast_rerank = bool(fast_rerank) and _torch_available()
+        self.rerank_candidates = max(1, int(rerank_candidates))
+        self.rerank_device = rerank_device
+        self._rerank: dict[str, Bf16VectorFile] = {}
         self.batch_size = max(1, int(batch_size))
         self.full_datatype = full_datatype
         self.hnsw_m = hnsw_m
@@ -135,6 +163,13 @@ class QdrantEdgeStore:
 
     def _dir(self, name: str) -> Path:
         return self.root / validate_collection_name(name)
+
+    def _rerank_file(self, name: str) -> Bf16VectorFile:
+        """The collection's bfloat16 vector cache. Call under the lock."""
+        cache = self._rerank.get(name)
+        if cache is None:
+            cache = self._rerank[name] = Bf16VectorFile(self._dir(name) / RERANK_DIR)
+        return cache
 
     def _edge_config(self, dim: int) -> Any:
         qe = _edge()
@@ -252,6 +287,9 @@ class QdrantEdgeStore:
                 shard.close()
             self._manifests.pop(collection, None)
             self._text_index.pop(collection, None)
+            cache = self._rerank.pop(collection, None)
+            if cache is not None:
+                cache.close()
             cdir = self._dir(collection)
             (cdir / MANIFEST_FILE).unlink(missing_ok=True)  # gone for readers before the data goes
             shutil.rmtree(cdir, ignore_errors=True)
@@ -266,6 +304,7 @@ class QdrantEdgeStore:
             shard, manifest = self._require(collection)
             with_text = self._has_text(collection)
             edge_points = []
+            fulls: list[tuple[str, np.ndarray]] = []
             for p in points:
                 if not _valid_uuid(p.id):
                     raise InvalidRequestError(f"point id {p.id!r} is not a UUID")
@@ -277,8 +316,15 @@ class QdrantEdgeStore:
                 if with_text:  # empty text (scans) -> empty sparse vector: visual only
                     vectors[TEXT_VECTOR] = qe.SparseVector(*encode_document(p.payload.get("text")))
                 edge_points.append(qe.Point(str(p.id), vectors, dict(p.payload)))
+                fulls.append((str(p.id), vectors[FULL_VECTOR]))
             for start in range(0, len(edge_points), self.batch_size):
                 shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
+            if self.fast_rerank:  # after Qdrant: a point missing from the cache is scored by Qdrant
+                try:
+                    self._rerank_file(collection).append(fulls)
+                except OSError as exc:
+                    logger.warning("could not cache vectors for the fast rerank of %s (%s); those pages "
+                                   "are reranked by Qdrant until `optimize` backfills them", collection, exc)
             logger.debug("upserted %d points into %s", len(edge_points), collection)
 
     def delete_document(self, collection: str, doc_id: str) -> int:
@@ -351,6 +397,8 @@ class QdrantEdgeStore:
                     with_payload=True,
                     params=qe.SearchParams(exact=True),
                 )
+            elif self.fast_rerank:
+                return self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
             else:
                 k = max(prefetch_limit, limit)
                 request = qe.QueryRequest(
@@ -364,6 +412,51 @@ class QdrantEdgeStore:
                     with_payload=True,
                 )
             hits = shard.query(request)
+        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+
+    def _search_fast(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any, k: int,
+                     collection: str) -> list[ScoredPage]:
+        """``two_stage`` with the bfloat16 kernel choosing what Qdrant rescores. Call under the lock.
+
+        1. Qdrant: union of the rows and cols HNSW prefetches (``k`` each), ids only (RRF, no scoring
+           of full vectors).
+        2. Ours: approximate MaxSim of the cached candidates; keep the best ``rerank_candidates``, plus
+           every candidate missing from the cache.
+        3. Qdrant: exact MaxSim on ``FULL_VECTOR`` over those ids (and the filter), with payloads.
+        """
+        qe = _edge()
+        candidates = shard.query(qe.QueryRequest(
+            limit=2 * k,
+            query=qe.Fusion.Rrf(k=60),
+            prefetches=[
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
+            ],
+            with_payload=False,
+        ))
+        ids = [str(h.id) for h in candidates]
+        keep = max(self.rerank_candidates, limit)
+        if len(ids) > keep:
+            cache = self._rerank_file(collection)
+            held, missing = cache.split(ids)
+            chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) if len(held) > keep \
+                else held
+            ids = chosen + missing
+            if missing:
+                logger.debug("%d of %d candidates of %s are not in the rerank cache: Qdrant scores them",
+                             len(missing), len(held) + len(missing), collection)
+        if not ids:
+            return []
+        must: list[Any] = [qe.HasIdCondition(set(ids))]
+        if flt is not None:
+            must.append(flt)
+        hits = shard.query(qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(q, using=FULL_VECTOR),
+            filter=qe.Filter(must=must),
+            with_payload=True,
+            params=qe.SearchParams(exact=True),
+        ))
         return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
 
     def _has_text(self, name: str) -> bool:
@@ -431,11 +524,40 @@ class QdrantEdgeStore:
         Edge runs no background optimizer, so without it every search is brute force (exact)."""
         with self._lock:
             shard, _ = self._require(collection)
-            return bool(shard.optimize())
+            changed = bool(shard.optimize())
+        if self.fast_rerank:
+            self.sync_rerank_cache(collection)
+        return changed
+
+    def sync_rerank_cache(self, collection: str, batch: int = 64) -> tuple[int, int]:
+        """Make the fast-rerank cache hold every point of ``collection``: copy the full vectors of
+        points missing from it (collections made before it, or a crash after a Qdrant upsert), and
+        compact it when dead records outnumber live ones. Returns (points added, records dropped)."""
+        ids = [pid for pid, _ in self.iter_payloads(collection)]
+        with self._lock:
+            self._require(collection)
+            cache = self._rerank_file(collection)
+            missing = [pid for pid in ids if pid not in cache]
+        added = 0
+        for start in range(0, len(missing), batch):
+            vectors = self.get_full_vectors(collection, missing[start : start + batch])
+            with self._lock:
+                added += self._rerank_file(collection).append(vectors.items())
+        dropped = 0
+        with self._lock:
+            cache = self._rerank_file(collection)
+            if cache.dead_records > len(cache):
+                dropped = cache.compact(set(ids))
+        if added or dropped:
+            logger.info("rerank cache of %s: %d points added, %d dead records dropped", collection, added, dropped)
+        return added, dropped
 
     def close(self) -> None:
         """Flush and close every open shard. Safe to call twice; the store reopens lazily."""
         with self._lock:
+            for cache in self._rerank.values():
+                cache.close()
+            self._rerank = {}
             shards, self._shards = self._shards, {}
             for name, shard in shards.items():
                 try:

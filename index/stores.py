@@ -23,4 +23,5 @@ def open_store(settings: Settings) -> VectorStore:
     from index.edge_store import QdrantEdgeStore
 
     logger.info("vector store: embedded Qdrant Edge at %s", settings.edge_dir)
-    return QdrantEdgeStore(settings.edge_dir)
+    return QdrantEdgeStore(settings.edge_dir, fast_rerank=settings.fast_rerank,
+                           rerank_candidates=settings.rerank_candidates)

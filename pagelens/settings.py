@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     search_mode: Literal["two_stage", "exact"] = "two_stage"
     top_k: int = Field(default=5, ge=1, le=1000)
     prefetch_limit: int = Field(default=100, ge=1, description="Candidates per pooled prefetch stage.")
+    fast_rerank: bool = Field(
+        default=True,
+        description="Embedded store, two_stage: a bfloat16 MaxSim kernel over a cached copy of the full "
+        "vectors picks the rerank_candidates pages that Qdrant then scores exactly (index/fast_rerank.py). "
+        "False: Qdrant scores every prefetched page exactly (slower).",
+    )
+    rerank_candidates: int = Field(
+        default=32, ge=1, description="Pages the fast rerank passes on to Qdrant's exact MaxSim (at least k)."
+    )
 
     # --- answers (SmolVLM) ---------------------------------------------------------------
     answer_model: str = Field(default=DEFAULT_ANSWER_MODEL, description="Hub id or local directory.")

@@ -132,7 +132,9 @@ def load_parquet(path: Path, cache_dir: Path) -> tuple[list[EvalQuery], list[Pat
             if not target.exists():
                 image = row["image"]
                 data = image.get("bytes") if isinstance(image, dict) else image
-                _write_png(data, target)
+                if not isinstance(data, (bytes, bytearray)):
+                    raise InvalidRequestError(f"{path}: row {i} ({name}) has no image bytes in column 'image'")
+                _write_png(bytes(data), target)
             docs[stem] = target
         query = str(row.get("query") or "").strip()
         if query:

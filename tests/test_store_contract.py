@@ -67,10 +67,14 @@ MANIFEST = CollectionManifest(name=COLL, model_id="vidore/colSmol-256M", model_r
                               created_at="2026-01-01T00:00:00+00:00")
 
 
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=["edge", "edge-qdrant-rerank", "server"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    """Qdrant Edge with the fast bf16 rerank (default) and without it, and the server backend.
+    ``rerank_candidates=3`` makes the fast path choose among the prefetched pages even here."""
     if request.param == "edge":
-        s: VectorStore = QdrantEdgeStore(tmp_path / "edge")
+        s: VectorStore = QdrantEdgeStore(tmp_path / "edge", rerank_candidates=3)
+    elif request.param == "edge-qdrant-rerank":
+        s = QdrantEdgeStore(tmp_path / "edge", fast_rerank=False)
     else:
         from qdrant_client import QdrantClient
 
