@@ -289,7 +289,9 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                                 base_p50, "torch exact", warmup=1)
         # ours: Edge two_stage with the fast bf16 rerank (product default), at the default prefetch and
         # the --prefetch variants; baseline at the same prefetch: Qdrant reranks every candidate itself
-        default_pf = 100
+        from pagelens.settings import Settings
+
+        default_pf = int(Settings.model_fields["prefetch_limit"].default)
         for pf in [default_pf, *[p for p in args.prefetch if p != default_pf]]:
             tag = f"prefetch={pf}{' (default)' if pf == default_pf else ''} ({args.pages} pages)"
             store.fast_rerank = False
@@ -303,6 +305,13 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                            lambda q, pf=pf: store.search("bench", q, 10, mode="two_stage", prefetch_limit=pf),
                            queries, exact, dev, qdrant["p50"], "Qdrant rerank, same prefetch")
         store.rerank_candidates = 32
+        scan = store.pooled_scan_max_pages
+        store.pooled_scan_max_pages = args.pages  # the option: candidates by our brute-force pooled pass
+        eval_store(table, f"option: candidates by a brute-force bf16 pooled scan instead of HNSW, prefetch={default_pf} "
+                   f"({args.pages} pages)",
+                   lambda q: store.search("bench", q, 10, mode="two_stage", prefetch_limit=default_pf),
+                   queries, exact, dev, edge_exact["p50"], "Edge exact")
+        store.pooled_scan_max_pages = scan
         if cuda:
             store.rerank_device = "cuda"
             eval_store(table, f"ours on {cuda}: fast bf16 rerank on the GPU, prefetch={default_pf} ({args.pages} pages)",
@@ -460,7 +469,7 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=1000, help="synthetic pages (10000 / 100000 for the targets)")
     ap.add_argument("--tokens", type=int, default=1139, help="tokens per page (1139 = US letter at 2048 px)")
     ap.add_argument("--queries", type=int, default=20)
-    ap.add_argument("--prefetch", type=int, nargs="*", default=[20, 300], help="extra prefetch_limit values")
+    ap.add_argument("--prefetch", type=int, nargs="*", default=[100, 300], help="extra prefetch_limit values")
     ap.add_argument("--rerank-candidates", type=int, nargs="+", default=[32],
                     help="pages the fast bf16 rerank passes to Qdrant's exact MaxSim (default 32)")
     ap.add_argument("--datatype", choices=["float32", "float16"], default="float32", help="Edge full-vector storage")

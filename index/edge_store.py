@@ -15,10 +15,11 @@ distance, so a score is sum over query tokens of the max dot product (= colpali-
 * ``FULL_VECTOR`` [n_tokens, dim]: no HNSW (m=0), always brute-force MaxSim.
 * ``ROWS_VECTOR`` / ``COLS_VECTOR`` [n_rows|n_cols, dim]: pooled, HNSW (built by ``optimize``).
 ``two_stage`` search, with ``fast_rerank`` (default): candidates = the union of the rows and cols
-HNSW prefetches (``prefetch_limit`` each, ids only, fused by RRF); our bfloat16 MaxSim kernel keeps
-the best ``rerank_candidates`` of them; Qdrant scores those exactly (fp32 MaxSim on ``FULL_VECTOR``),
-so returned scores and order are exact. Without it, Qdrant reranks every candidate exactly (slower:
-~0.2 ms per candidate page here). Measured trade-offs: ``bench/README.md``.
+HNSW prefetches (``prefetch_limit`` each, ids only, fused by RRF; for collections of at most
+``pooled_scan_max_pages``, our brute-force bf16 pass over the pooled vectors instead); our bfloat16
+MaxSim kernel over the cached full vectors keeps the best ``rerank_candidates``; Qdrant scores those
+exactly (fp32 MaxSim on ``FULL_VECTOR``), so returned scores and order are exact. Without it, Qdrant
+reranks every candidate exactly (~0.2 ms per candidate page here). Measured: ``bench/README.md``.
 
 * ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``index.bm25``), IDF modifier, derived at
   upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
@@ -45,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 
 from index.bm25 import encode_document, encode_query, text_index_spec
-from index.fast_rerank import Bf16VectorFile, top_candidates
+from index.fast_rerank import RerankCache, top_candidates
 from index.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -130,7 +131,10 @@ class QdrantEdgeStore:
     ``batch_size``: points per Edge update operation.
     ``fast_rerank``: in ``two_stage`` search, pick the pages Qdrant rescores exactly with our bfloat16
     MaxSim kernel over a cached copy of the full vectors (module docstring); ``rerank_candidates``: how
-    many it keeps (>= the search limit); ``rerank_device``: where the kernel runs (``cpu``/``cuda``).
+    many it keeps (>= the search limit); ``rerank_device``: where the kernel runs (``cpu``/``cuda``);
+    ``pooled_scan_max_pages``: up to this many pages, unfiltered candidates come from our brute-force
+    bf16 pass over the pooled vectors instead of Qdrant's HNSW prefetches (measured: faster than HNSW
+    at 10k pages, but with worse candidates, see bench/README.md; below ~300 pages Qdrant scans too).
     """
 
     def __init__(
@@ -144,12 +148,15 @@ class QdrantEdgeStore:
         fast_rerank: bool = True,
         rerank_candidates: int = 32,
         rerank_device: str = "cpu",
+        pooled_scan_max_pages: int = 300,
     ) -> None:
         self.root = Path(root).expanduser()
         self.fast_rerank = bool(fast_rerank) and _torch_available()
         self.rerank_candidates = max(1, int(rerank_candidates))
         self.rerank_device = rerank_device
-        self._rerank: dict[str, Bf16VectorFile] = {}
+        self.pooled_scan_max_pages = int(pooled_scan_max_pages)
+        self._rerank: dict[str, RerankCache] = {}
+        self._rerank_stale: set[str] = set()  # a cache append failed: Qdrant prefetches until a sync
         self.batch_size = max(1, int(batch_size))
         self.full_datatype = full_datatype
         self.hnsw_m = hnsw_m
@@ -164,11 +171,11 @@ class QdrantEdgeStore:
     def _dir(self, name: str) -> Path:
         return self.root / validate_collection_name(name)
 
-    def _rerank_file(self, name: str) -> Bf16VectorFile:
+    def _rerank_file(self, name: str) -> RerankCache:
         """The collection's bfloat16 vector cache. Call under the lock."""
         cache = self._rerank.get(name)
         if cache is None:
-            cache = self._rerank[name] = Bf16VectorFile(self._dir(name) / RERANK_DIR)
+            cache = self._rerank[name] = RerankCache(self._dir(name) / RERANK_DIR)
         return cache
 
     def _edge_config(self, dim: int) -> Any:
@@ -290,6 +297,7 @@ class QdrantEdgeStore:
             cache = self._rerank.pop(collection, None)
             if cache is not None:
                 cache.close()
+            self._rerank_stale.discard(collection)
             cdir = self._dir(collection)
             (cdir / MANIFEST_FILE).unlink(missing_ok=True)  # gone for readers before the data goes
             shutil.rmtree(cdir, ignore_errors=True)
@@ -304,7 +312,7 @@ class QdrantEdgeStore:
             shard, manifest = self._require(collection)
             with_text = self._has_text(collection)
             edge_points = []
-            fulls: list[tuple[str, np.ndarray]] = []
+            cached: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
             for p in points:
                 if not _valid_uuid(p.id):
                     raise InvalidRequestError(f"point id {p.id!r} is not a UUID")
@@ -316,13 +324,14 @@ class QdrantEdgeStore:
                 if with_text:  # empty text (scans) -> empty sparse vector: visual only
                     vectors[TEXT_VECTOR] = qe.SparseVector(*encode_document(p.payload.get("text")))
                 edge_points.append(qe.Point(str(p.id), vectors, dict(p.payload)))
-                fulls.append((str(p.id), vectors[FULL_VECTOR]))
+                cached.append((str(p.id), vectors[FULL_VECTOR], vectors[ROWS_VECTOR], vectors[COLS_VECTOR]))
             for start in range(0, len(edge_points), self.batch_size):
                 shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
             if self.fast_rerank:  # after Qdrant: a point missing from the cache is scored by Qdrant
                 try:
-                    self._rerank_file(collection).append(fulls)
+                    self._rerank_file(collection).append(cached)
                 except OSError as exc:
+                    self._rerank_stale.add(collection)
                     logger.warning("could not cache vectors for the fast rerank of %s (%s); those pages "
                                    "are reranked by Qdrant until `optimize` backfills them", collection, exc)
             logger.debug("upserted %d points into %s", len(edge_points), collection)
@@ -332,10 +341,29 @@ class QdrantEdgeStore:
         flt = to_edge_filter(PageFilter(doc_ids=[doc_id]))
         with self._lock:
             shard, _ = self._require(collection)
-            n = int(shard.count(qe.CountRequest(exact=True, filter=flt)))
-            if n:
+            ids = self._scroll_ids(shard, flt)
+            if ids:
                 shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
-            return n
+                if self.fast_rerank:
+                    try:
+                        self._rerank_file(collection).remove(ids)
+                    except OSError as exc:  # a deleted page left in the cache is dropped by Qdrant's exact stage
+                        logger.warning("could not mark %d deleted pages in the rerank cache of %s: %s",
+                                       len(ids), collection, exc)
+            return len(ids)
+
+    def _scroll_ids(self, shard: Any, flt: Any) -> list[str]:
+        """Ids of every point matching ``flt``. Call under the lock."""
+        qe = _edge()
+        ids: list[str] = []
+        offset: Any = None
+        while True:
+            records, offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=4096, filter=flt, with_payload=False, with_vector=False)
+            )
+            ids.extend(str(r.id) for r in records)
+            if offset is None or not records:
+                return ids
 
     def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
         qe = _edge()
@@ -418,26 +446,33 @@ class QdrantEdgeStore:
                      collection: str) -> list[ScoredPage]:
         """``two_stage`` with the bfloat16 kernel choosing what Qdrant rescores. Call under the lock.
 
-        1. Qdrant: union of the rows and cols HNSW prefetches (``k`` each), ids only (RRF, no scoring
-           of full vectors).
+        1. Candidates: the union of the top ``k`` pages by MaxSim on the row means and the top ``k`` by
+           the column means. Without a filter, when every page is in the cache and there are at most
+           ``pooled_scan_max_pages``: our brute-force bf16 pass over the cached pooled vectors (linear
+           in the pages, ~1.7 us per page here); else Qdrant's two pooled HNSW prefetches (ids only).
         2. Ours: approximate MaxSim of the cached candidates; keep the best ``rerank_candidates``, plus
            every candidate missing from the cache.
         3. Qdrant: exact MaxSim on ``FULL_VECTOR`` over those ids (and the filter), with payloads.
         """
         qe = _edge()
-        candidates = shard.query(qe.QueryRequest(
-            limit=2 * k,
-            query=qe.Fusion.Rrf(k=60),
-            prefetches=[
-                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
-                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
-            ],
-            with_payload=False,
-        ))
-        ids = [str(h.id) for h in candidates]
+        cache = self._rerank_file(collection)
+        n_points = int(shard.count(qe.CountRequest(exact=True)))
+        if flt is None and collection not in self._rerank_stale and len(cache) >= n_points \
+                and n_points <= self.pooled_scan_max_pages:
+            ids = cache.pooled_candidates(query, k, self.rerank_device)  # every page is cached
+        else:  # a filter, or pages missing from the cache: Qdrant's pooled HNSW prefetches
+            candidates = shard.query(qe.QueryRequest(
+                limit=2 * k,
+                query=qe.Fusion.Rrf(k=60),
+                prefetches=[
+                    qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
+                    qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
+                ],
+                with_payload=False,
+            ))
+            ids = [str(h.id) for h in candidates]
         keep = max(self.rerank_candidates, limit)
         if len(ids) > keep:
-            cache = self._rerank_file(collection)
             held, missing = cache.split(ids)
             chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) if len(held) > keep \
                 else held
@@ -533,23 +568,33 @@ class QdrantEdgeStore:
         """Make the fast-rerank cache hold every point of ``collection``: copy the full vectors of
         points missing from it (collections made before it, or a crash after a Qdrant upsert), and
         compact it when dead records outnumber live ones. Returns (points added, records dropped)."""
-        ids = [pid for pid, _ in self.iter_payloads(collection)]
         with self._lock:
-            self._require(collection)
+            shard, _ = self._require(collection)
+            live = set(self._scroll_ids(shard, None))
             cache = self._rerank_file(collection)
-            missing = [pid for pid in ids if pid not in cache]
+            missing = sorted(live - cache.ids())
+            ghosts = cache.ids() - live  # deleted while the cache could not be told
+            if ghosts:
+                cache.remove(ghosts)
         added = 0
         for start in range(0, len(missing), batch):
-            vectors = self.get_full_vectors(collection, missing[start : start + batch])
             with self._lock:
-                added += self._rerank_file(collection).append(vectors.items())
+                shard, _ = self._require(collection)
+                records = shard.retrieve(missing[start : start + batch], with_payload=False,
+                                         with_vector=[FULL_VECTOR, ROWS_VECTOR, COLS_VECTOR])
+                added += self._rerank_file(collection).append(
+                    (str(r.id), r.vector[FULL_VECTOR], r.vector[ROWS_VECTOR], r.vector[COLS_VECTOR])
+                    for r in records if isinstance(r.vector, dict)
+                )
         dropped = 0
         with self._lock:
             cache = self._rerank_file(collection)
             if cache.dead_records > len(cache):
-                dropped = cache.compact(set(ids))
-        if added or dropped:
-            logger.info("rerank cache of %s: %d points added, %d dead records dropped", collection, added, dropped)
+                dropped = cache.compact(live)
+            self._rerank_stale.discard(collection)
+        if added or dropped or ghosts:
+            logger.info("rerank cache of %s: %d pages added, %d deleted pages dropped, %d dead records compacted",
+                        collection, added, len(ghosts), dropped)
         return added, dropped
 
     def close(self) -> None:

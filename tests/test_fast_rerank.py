@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from index.edge_store import RERANK_DIR, QdrantEdgeStore
-from index.fast_rerank import INDEX_FILE, RECORD, VECTORS_FILE, Bf16VectorFile, from_bf16_bits, to_bf16_bits
+from index.fast_rerank import (
+    INDEX_FILE,
+    POOLED_FILE,
+    POOLED_WIDTH,
+    RECORD,
+    VECTORS_FILE,
+    RerankCache,
+    fit_width,
+    from_bf16_bits,
+    to_bf16_bits,
+)
 from index.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
 
 DIM = 128
@@ -22,6 +32,17 @@ def unit(a: np.ndarray) -> np.ndarray:
 
 def maxsim(q: np.ndarray, d: np.ndarray) -> float:
     return float((q.astype(np.float64) @ d.astype(np.float64).T).max(axis=1).sum())
+
+
+def page(rng: np.random.Generator, r: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(full [r*c, DIM], rows [r, DIM], cols [c, DIM]) of a random patch grid."""
+    full = unit(rng.standard_normal((r * c, DIM)))
+    grid = full.reshape(r, c, DIM)
+    return full, grid.mean(axis=1), grid.mean(axis=0)
+
+
+def entries(ids: list[str], pages: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[tuple]:
+    return [(i, *p) for i, p in zip(ids, pages, strict=True)]
 
 
 def test_bf16_bits_match_torch_rounding() -> None:
@@ -37,31 +58,43 @@ def test_bf16_bits_match_torch_rounding() -> None:
 
 def test_cache_roundtrip_latest_record_wins_and_reload(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    cache = Bf16VectorFile(tmp_path / "r")
+    cache = RerankCache(tmp_path / "r")
     assert len(cache) == 0 and cache.split(["a"]) == ([], ["a"])
+    assert cache.pooled_candidates(unit(rng.standard_normal((3, DIM))), 5) == []
     ids = [str(page_point_id("c", "s", i)) for i in range(5)]
-    vecs = [unit(rng.standard_normal((int(rng.integers(3, 9)), DIM))) for _ in ids]
-    assert cache.append(zip(ids, vecs, strict=True)) == 5
-    newer = unit(rng.standard_normal((4, DIM)))
-    cache.append([(ids[2], newer)])  # re-upsert of one page: the later record wins
+    pages = [page(rng, int(rng.integers(1, 4)), int(rng.integers(1, 4))) for _ in ids]
+    assert cache.append(entries(ids, pages)) == 5
+    newer = page(rng, 2, 2)
+    cache.append([(ids[2], *newer)])  # re-upsert of one page: the later record wins
     assert len(cache) == 5 and cache.dead_records == 1
     q = unit(rng.standard_normal((6, DIM)))
-    again = Bf16VectorFile(tmp_path / "r")  # a new process reads the same files
+    again = RerankCache(tmp_path / "r")  # a new process reads the same files
     for c in (cache, again):
         got = c.maxsim(q, ids)
-        want = [maxsim(q, from_bf16_bits(to_bf16_bits(v))) for v in [*vecs[:2], newer, *vecs[3:]]]
+        want = [maxsim(q, from_bf16_bits(to_bf16_bits(p[0]))) for p in [*pages[:2], newer, *pages[3:]]]
         np.testing.assert_allclose(got, want, atol=0.05)
     assert again.split([ids[0], "missing", ids[4]]) == ([ids[0], ids[4]], ["missing"])
+
+
+def test_fit_width_pads_with_the_first_vector_and_pools_longer_inputs() -> None:
+    v = np.arange(5 * 4, dtype=np.float32).reshape(5, 4)
+    padded = fit_width(v, 8)
+    np.testing.assert_array_equal(padded[:5], v)
+    np.testing.assert_array_equal(padded[5:], np.repeat(v[:1], 3, axis=0))
+    long = np.arange(10 * 2, dtype=np.float32).reshape(10, 2)
+    pooled = fit_width(long, 4)  # groups of 3: rows 0-2, 3-5, 6-8, 9 (+ 9, 9 repeated)
+    np.testing.assert_allclose(pooled, [long[0:3].mean(0), long[3:6].mean(0), long[6:9].mean(0), long[9]])
+    assert fit_width(np.ones((POOLED_WIDTH, 3)), POOLED_WIDTH).shape == (POOLED_WIDTH, 3)
 
 
 def test_kernel_pads_pages_of_different_lengths_exactly(tmp_path: Path) -> None:
     """Pages of 1..70 tokens in chunks of 32: the bf16 kernel equals MaxSim on the bf16-rounded
     vectors (computed in float64) to bf16 accumulation error, and stays within 0.05 of fp32 MaxSim."""
     rng = np.random.default_rng(2)
-    cache = Bf16VectorFile(tmp_path / "r")
+    cache = RerankCache(tmp_path / "r")
     ids = [str(page_point_id("c", "s", i)) for i in range(70)]
     vecs = [unit(rng.standard_normal((i + 1, DIM))) for i in range(70)]
-    cache.append(zip(ids, vecs, strict=True))
+    cache.append((i, v, v[:1], v[:1]) for i, v in zip(ids, vecs, strict=True))
     q = unit(rng.standard_normal((20, DIM)))
     order = list(rng.permutation(70))
     got = cache.maxsim(q, [ids[i] for i in order])
@@ -71,42 +104,86 @@ def test_kernel_pads_pages_of_different_lengths_exactly(tmp_path: Path) -> None:
         assert abs(score - maxsim(q, vecs[i])) < 0.05
 
 
+def test_pooled_candidates_are_the_top_k_by_rows_and_by_cols(tmp_path: Path) -> None:
+    """The brute-force pooled pass returns the union of the top k pages by row-mean MaxSim and by
+    column-mean MaxSim (checked against float64 numpy on bf16-rounded vectors), deleted and
+    superseded pages excluded."""
+    rng = np.random.default_rng(6)
+    cache = RerankCache(tmp_path / "r")
+    n = 1500  # more than one pooled chunk
+    ids = [str(page_point_id("c", "s", i)) for i in range(n)]
+    pages = [page(rng, int(rng.integers(2, 9)), int(rng.integers(2, 9))) for _ in ids]
+    cache.append(entries(ids, pages))
+    cache.remove(ids[:100])
+    replaced = {i: page(rng, 3, 3) for i in ids[100:150]}
+    cache.append((i, *p) for i, p in replaced.items())
+    live = {i: replaced.get(i, p) for i, p in zip(ids, pages, strict=True) if i not in set(ids[:100])}
+    q = unit(rng.standard_normal((20, DIM)))
+    rq = from_bf16_bits(to_bf16_bits(q))
+
+    def rounded(a: np.ndarray) -> np.ndarray:
+        return from_bf16_bits(to_bf16_bits(a))
+
+    by_rows = sorted(live, key=lambda i: -maxsim(rq, rounded(live[i][1])))
+    by_cols = sorted(live, key=lambda i: -maxsim(rq, rounded(live[i][2])))
+    got = cache.pooled_candidates(q, 40)
+    assert not set(got) & set(ids[:100])
+    assert len(set(got)) == len(got) <= 80
+    # bf16 accumulation may swap near ties at the border: the clear top 30 of each must be there
+    assert set(by_rows[:30]) | set(by_cols[:30]) <= set(got)
+    assert len(set(got) & (set(by_rows[:40]) | set(by_cols[:40]))) >= len(got) - 4
+
+
 def test_torn_tail_after_a_crash_is_ignored(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     folder = tmp_path / "r"
-    cache = Bf16VectorFile(folder)
+    cache = RerankCache(folder)
     ids = [str(page_point_id("c", "s", i)) for i in range(3)]
-    cache.append((i, unit(rng.standard_normal((5, DIM)))) for i in ids)
-    # a crash mid-append: half a record in the index, and a record whose rows never reached the disk
+    cache.append((i, *page(rng, 1, 5)) for i in ids)
+    # a crash mid-append: half a record in the index, and data whose records never reached the disk
     with open(folder / INDEX_FILE, "ab") as fh:
-        fh.write(RECORD.pack(b"\x01" * 16, 15, 5, DIM) + b"\x00" * 7)
+        fh.write(RECORD.pack(b"\x01" * 16, 15, 5, DIM, POOLED_WIDTH)[:20])
     with open(folder / VECTORS_FILE, "ab") as fh:
         fh.write(b"\x00" * 100)  # torn vectors: not a whole row
-    reopened = Bf16VectorFile(folder)
+    with open(folder / POOLED_FILE, "ab") as fh:
+        fh.write(b"\x00" * 5000)
+    reopened = RerankCache(folder)
     assert reopened.ids() == set(ids)
     more = str(page_point_id("c", "s", 9))
-    vec = unit(rng.standard_normal((2, DIM)))
-    reopened.append([(more, vec)])  # appends start at a row/record boundary again
-    final = Bf16VectorFile(folder)
+    full, rows, cols = page(rng, 1, 2)
+    reopened.append([(more, full, rows, cols)])  # appends start at a row/record/slot boundary again
+    final = RerankCache(folder)
     assert final.ids() == {*ids, more}
-    np.testing.assert_allclose(final.maxsim(vec[:1], [more]), [1.0], atol=0.01)
+    np.testing.assert_allclose(final.maxsim(full[:1], [more]), [1.0], atol=0.01)
+    assert more in final.pooled_candidates(rows, 1)
+
+
+def test_inconsistent_files_are_discarded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "r"
+    cache = RerankCache(folder)
+    cache.append((str(page_point_id("c", "s", i)), *page(rng, 2, 2)) for i in range(4))
+    (folder / POOLED_FILE).write_bytes(b"")  # e.g. a file restored from another backup
+    assert len(RerankCache(folder)) == 0 and not (folder / INDEX_FILE).exists()
 
 
 def test_compact_keeps_only_live_latest_records(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
-    cache = Bf16VectorFile(tmp_path / "r")
+    cache = RerankCache(tmp_path / "r")
     ids = [str(page_point_id("c", "s", i)) for i in range(4)]
     for _ in range(3):
-        cache.append((i, unit(rng.standard_normal((6, DIM)))) for i in ids)
-    last = {i: unit(rng.standard_normal((6, DIM))) for i in ids}
-    cache.append(last.items())
+        cache.append((i, *page(rng, 2, 3)) for i in ids)
+    cache.append((i, *page(rng, 2, 3)) for i in ids)
     q = unit(rng.standard_normal((3, DIM)))
     before = cache.maxsim(q, ids[:3])
+    pooled_before = cache.pooled_candidates(q, 3)
     size = (tmp_path / "r" / VECTORS_FILE).stat().st_size
     assert cache.compact(set(ids[:3])) == 13  # 16 records: 12 superseded, 1 of a deleted page
-    assert cache.ids() == set(ids[:3])
+    assert cache.ids() == set(ids[:3]) and cache.dead_records == 0
     assert (tmp_path / "r" / VECTORS_FILE).stat().st_size == size * 3 // 16
-    np.testing.assert_array_equal(Bf16VectorFile(tmp_path / "r").maxsim(q, ids[:3]), before)
+    reopened = RerankCache(tmp_path / "r")
+    np.testing.assert_array_equal(reopened.maxsim(q, ids[:3]), before)
+    assert set(pooled_before) <= set(ids) and set(reopened.pooled_candidates(q, 3)) == set(ids[:3])
 
 
 # --- in the Edge store -------------------------------------------------------------------------
@@ -141,13 +218,17 @@ def edge_with(tmp_path: Path, points: list[PagePoint], **kwargs: object) -> Qdra
     return store
 
 
-@pytest.mark.parametrize("rerank_candidates", [10, 32])
-def test_fast_two_stage_equals_exact_when_prefetch_covers_the_collection(tmp_path: Path, rerank_candidates: int) -> None:
+@pytest.mark.parametrize(("rerank_candidates", "pooled_scan_max_pages"), [(10, 20_000), (32, 20_000), (10, 0)])
+def test_fast_two_stage_equals_exact_when_prefetch_covers_the_collection(
+    tmp_path: Path, rerank_candidates: int, pooled_scan_max_pages: int
+) -> None:
     """With every page prefetched, the fast path returns exact MaxSim's top 5 with Qdrant's own
     scores, as long as the bf16 kernel keeps a few more candidates than asked for (near ties among
     the random filler pages are within bf16 error)."""
     points, queries = planted_corpus()
-    store = edge_with(tmp_path, points, rerank_candidates=rerank_candidates)
+    store = edge_with(tmp_path, points, rerank_candidates=rerank_candidates,
+                      pooled_scan_max_pages=pooled_scan_max_pages)  # 0: candidates from Qdrant's HNSW
+    store.optimize("fast")
     assert store.fast_rerank and len(store._rerank_file("fast")) == len(points)
     for q in queries:
         exact = store.search("fast", q, 5, mode="exact")
@@ -212,6 +293,22 @@ def test_reupserts_and_deletes_keep_the_fast_path_exact(tmp_path: Path) -> None:
     store.optimize("fast")  # compacts: dead records outnumber live ones
     cache = store._rerank_file("fast")
     assert len(cache) == len(points) - 6 and cache.dead_records == 0
+    store.close()
+
+
+def test_pages_deleted_behind_the_caches_back_never_come_back(tmp_path: Path) -> None:
+    points, queries = planted_corpus()
+    store = edge_with(tmp_path, points, rerank_candidates=10)
+    store.fast_rerank = False  # as if the process died between the Qdrant delete and the cache update
+    assert store.delete_document("fast", "doc-2") == 6
+    store.fast_rerank = True
+    assert len(store._rerank_file("fast")) == len(points)  # 6 ghosts in the cache
+    for q in queries:
+        hits = store.search("fast", q, 5, mode="two_stage", prefetch_limit=60)
+        assert "doc-2" not in {h.payload["doc_id"] for h in hits}
+        assert [h.id for h in hits] == [h.id for h in store.search("fast", q, 5, mode="exact")]
+    store.sync_rerank_cache("fast")
+    assert len(store._rerank_file("fast")) == len(points) - 6
     store.close()
 
 
