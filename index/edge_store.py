@@ -143,10 +143,10 @@ class QdrantEdgeStore:
         *,
         batch_size: int = 64,
         full_datatype: Literal["float32", "float16"] = "float32",
-        hnsw_m: int = 16,
+        hnsw_m: int = 8,
         hnsw_ef_construct: int = 100,
         fast_rerank: bool = True,
-        rerank_candidates: int = 32,
+        rerank_candidates: int = 16,
         rerank_device: str = "cpu",
         pooled_scan_max_pages: int = 300,
     ) -> None:
@@ -176,6 +176,7 @@ class QdrantEdgeStore:
         cache = self._rerank.get(name)
         if cache is None:
             cache = self._rerank[name] = RerankCache(self._dir(name) / RERANK_DIR)
+            cache.warm()  # background readahead: searches right after a start hit RAM, not disk
         return cache
 
     def _edge_config(self, dim: int) -> Any:

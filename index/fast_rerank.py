@@ -291,6 +291,25 @@ class RerankCache:
     def close(self) -> None:
         self._drop_views()
 
+    def warm(self) -> None:
+        """Ask the kernel to read the cache files into the page cache in the background
+        (``posix_fadvise(WILLNEED)``), so the first searches after a start do not fault pages in
+        one by one from disk. Returns at once; a no-op where unsupported."""
+        advise = getattr(os, "posix_fadvise", None)
+        if advise is None:
+            return
+        for name in (POOLED_FILE, VECTORS_FILE):
+            try:
+                fd = os.open(self._path(name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
     # --- kernels -------------------------------------------------------------------------------
 
     def _views(self) -> tuple[Any, Any, Any]:

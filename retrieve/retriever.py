@@ -37,7 +37,7 @@ class Retriever:
         self,
         embedder: PageEmbedder,
         store: VectorStore,
-        prefetch_limit: int = 200,
+        prefetch_limit: int = 250,
         fusion: FusionConfig | None = None,
     ) -> None:
         self.embedder = embedder
