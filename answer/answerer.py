@@ -422,6 +422,8 @@ class SmolVLMAnswerer:
             pad_token_id=pad_id,
             stopping_criteria=StoppingCriteriaList([_stop_on_event_class()(stop)]),
         )
+        if self.settings.answer_kv_cache == "static":  # pre-allocated cache: compiled decode on CUDA
+            gen_kwargs["cache_implementation"] = "static"
 
         def run() -> None:
             try:

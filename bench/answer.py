@@ -60,7 +60,7 @@ def page_hits(tmp: Path, n: int) -> list:
 
 
 def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dtype: str, new_tokens: int,
-          reps: int, edge: int = 1536) -> None:
+          reps: int, edge: int = 1536, kv_cache: str = "dynamic") -> None:
     import torch
 
     from answer.answerer import SmolVLMAnswerer
@@ -69,7 +69,7 @@ def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dt
     cuda = device != "cpu"
     dev = device_label(gpu=cuda)
     settings = Settings(answer_model=str(model_dir), device=device, dtype=dtype, max_new_tokens=new_tokens,
-                        answer_longest_edge=edge, data_dir=model_dir.parent / "data")
+                        answer_longest_edge=edge, data_dir=model_dir.parent / "data", answer_kv_cache=kv_cache)
     ans = SmolVLMAnswerer(settings)
     ans.load()
     model = ans._model
@@ -164,12 +164,14 @@ def main() -> None:
     ap.add_argument("--500m", dest="m500", action="store_true", help="also the reconstructed 500M config")
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--gpu-only", action="store_true")
+    ap.add_argument("--kv-cache", choices=["dynamic", "static"], default="dynamic",
+                    help="ours: the answer model's KV cache (static: compiled decode on CUDA)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
     from tests.make_tiny_models import build_tiny_models
 
-    table = Table(f"answer: greedy, {args.new_tokens} new tokens")
+    table = Table(f"answer: greedy, {args.new_tokens} new tokens, ours with the {args.kv_cache} KV cache")
     tmp = Path(tempfile.mkdtemp(prefix="pagelens-bench-answer-"))
     try:
         hits_all = page_hits(tmp, max([*args.pages, 3]))
@@ -183,11 +185,12 @@ def main() -> None:
             for label, path in models:
                 for n in args.pages if label == "tiny" else [1]:
                     bench(table, label, path, hits_all[:n], "cpu", "float32", args.new_tokens, args.reps,
-                          edge=1536 if label == "tiny" else args.real_edge)
+                          edge=1536 if label == "tiny" else args.real_edge, kv_cache=args.kv_cache)
         if (args.gpu or args.gpu_only) and require_cuda("answer GPU section"):
             for label, path in models:
                 for n in (1, 3):
-                    bench(table, label, path, hits_all[:n], "cuda", "bfloat16", args.new_tokens, max(args.reps, 3))
+                    bench(table, label, path, hits_all[:n], "cuda", "bfloat16", args.new_tokens, max(args.reps, 3),
+                          kv_cache=args.kv_cache)
         elif not (args.gpu or args.gpu_only):
             require_cuda("answer GPU section (pass --gpu on a lent GPU)")
         table.print(args.out)

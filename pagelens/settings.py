@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     answer_longest_edge: int = Field(default=1536, ge=64, description="Longest edge (px) of page images shown.")
     max_image_tokens: int = Field(default=8192, ge=1, description="Cap on image tokens in one prompt.")
     max_new_tokens: int = Field(default=256, ge=1)
+    answer_kv_cache: Literal["dynamic", "static"] = Field(
+        default="dynamic", description="KV cache of the answer model's generate(): static pre-allocates it, "
+        "which lets transformers compile the decode step on CUDA (the fast-decode recipe; greedy tokens are "
+        "the same, tested). Unmeasured on a GPU so far: compare with bench/answer.py --kv-cache static.",
+    )
     relevance_threshold: float | None = Field(
         default=None, description="Below this retrieval score no answer is generated."
     )

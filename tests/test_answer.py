@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from conftest import REAL_PDFS
 
 from answer import (
@@ -213,6 +214,33 @@ def test_stream_equals_answer_with_exact_citations(make_answerer: Any, hits: lis
         assert t.total_s >= t.retrieve_s + t.preprocess_s + t.prefill_s + t.decode_s - 1e-6
     data = blocking.to_dict()
     assert data["citations"][0]["doc_id"] == "doc0" and data["timings"]["total_s"] > 0
+
+
+def test_static_kv_cache_gives_the_same_greedy_tokens(make_answerer: Any, hits: list[SearchHit]) -> None:
+    """The static-cache option (compiled decode on CUDA) must not change what is generated: same
+    tokens as the default dynamic cache and as a plain ``generate()`` on the same inputs."""
+    dynamic = make_answerer(max_new_tokens=24)
+    static = make_answerer(max_new_tokens=24, answer_kv_cache="static")
+    static.load()
+    seen: list[dict[str, Any]] = []
+    original = static._model.generate
+
+    def generate(**kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return original(**kwargs)
+
+    static._model.generate = generate  # type: ignore[method-assign]
+    a = dynamic.answer("What is the total amount?", hits, k=2)
+    b = static.answer("What is the total amount?", hits, k=2)
+    assert seen and seen[0]["cache_implementation"] == "static"
+    assert b.text == a.text and b.generated_tokens == a.generated_tokens
+    inputs = {k: v for k, v in seen[0].items() if k in ("input_ids", "attention_mask", "pixel_values",
+                                                        "pixel_attention_mask")}
+    with torch.inference_mode():
+        plain = original(**inputs, do_sample=False, max_new_tokens=b.generated_tokens,
+                         pad_token_id=seen[0]["pad_token_id"])
+    tokens = static.processor.tokenizer.decode(plain[0, inputs["input_ids"].shape[-1]:], skip_special_tokens=True)
+    assert tokens.strip() == b.text.strip()
 
 
 def test_closing_the_stream_stops_generation(make_answerer: Any, hits: list[SearchHit]) -> None:
