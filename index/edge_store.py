@@ -108,11 +108,11 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:  # the fast rerank needs torch; without it Qdrant reranks everything
-        return False
-    return True
+    """Whether torch is installed (the fast rerank needs it; without it Qdrant reranks everything).
+    Looked up, not imported: opening a store must stay cheap for commands that never search."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def _valid_uuid(value: str) -> bool:
