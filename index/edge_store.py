@@ -457,9 +457,11 @@ class QdrantEdgeStore:
         """
         qe = _edge()
         cache = self._rerank_file(collection)
-        n_points = int(shard.count(qe.CountRequest(exact=True)))
-        if flt is None and collection not in self._rerank_stale and len(cache) >= n_points \
-                and n_points <= self.pooled_scan_max_pages:
+        scan = False
+        if flt is None and collection not in self._rerank_stale:  # only then can the scan be used
+            n_points = int(shard.count(qe.CountRequest(exact=True)))
+            scan = len(cache) >= n_points and n_points <= self.pooled_scan_max_pages
+        if scan:
             ids = cache.pooled_candidates(query, k, self.rerank_device)  # every page is cached
         else:  # a filter, or pages missing from the cache: Qdrant's pooled HNSW prefetches
             candidates = shard.query(qe.QueryRequest(
@@ -573,8 +575,9 @@ class QdrantEdgeStore:
             shard, _ = self._require(collection)
             live = set(self._scroll_ids(shard, None))
             cache = self._rerank_file(collection)
-            missing = sorted(live - cache.ids())
-            ghosts = cache.ids() - live  # deleted while the cache could not be told
+            held = cache.ids()
+            missing = sorted(live - held)
+            ghosts = held - live  # deleted while the cache could not be told
             if ghosts:
                 cache.remove(ghosts)
         added = 0

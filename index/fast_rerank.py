@@ -164,8 +164,8 @@ class RerankCache:
     @property
     def dead_records(self) -> int:
         """Records of deleted points or superseded by a later one (disk waste until ``compact``)."""
-        self._load()
-        return len(self._ids) - len(self._load())
+        live = len(self._load())
+        return len(self._ids) - live
 
     def ids(self) -> set[str]:
         return set(self._load())
@@ -184,7 +184,6 @@ class RerankCache:
                     raise ValueError(f"point {pid}: {what} must be [n, {dim}], got {np.shape(arr)}")
         self.folder.mkdir(parents=True, exist_ok=True)
         n_records = len(self._ids)
-        slot = 2 * POOLED_WIDTH * dim * 2
         starts = []
         with open(self._path(VECTORS_FILE), "ab") as fh:
             row = -(-fh.tell() // (dim * 2))  # after any torn tail, at a row boundary
@@ -196,13 +195,11 @@ class RerankCache:
                 row += int(full.shape[0])
             fh.flush()
             os.fsync(fh.fileno())
-        with open(self._path(POOLED_FILE), "ab") as fh:
-            fh.truncate(n_records * slot)  # slots of a crashed append that never got their records
-            fh.seek(0, os.SEEK_END)
-            for _, _, rows, cols in items:
-                fh.write(to_bf16_bits(np.concatenate([fit_width(rows), fit_width(cols)])).tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._append_pooled(
+            b"".join(to_bf16_bits(np.concatenate([fit_width(rows), fit_width(cols)])).tobytes()
+                     for _, _, rows, cols in items),
+            n_records, dim,
+        )
         records = b"".join(
             RECORD.pack(uuid.UUID(pid).bytes, start, int(full.shape[0]), dim, POOLED_WIDTH)
             for (pid, full, _, _), start in zip(items, starts, strict=True)
@@ -219,6 +216,16 @@ class RerankCache:
         self._drop_views()
         return len(items)
 
+    def _append_pooled(self, slots: bytes, n_records: int, dim: int) -> None:
+        """Append pooled slots after the ``n_records`` that have index records (slots of a crashed
+        append that never got their records are cut first), fsynced."""
+        with open(self._path(POOLED_FILE), "ab") as fh:
+            fh.truncate(n_records * 2 * POOLED_WIDTH * dim * 2)
+            fh.seek(0, os.SEEK_END)
+            fh.write(slots)
+            fh.flush()
+            os.fsync(fh.fileno())
+
     def _write_records(self, records: bytes, n_records: int) -> None:
         with open(self._path(INDEX_FILE), "ab") as fh:
             fh.truncate(n_records * RECORD.size)  # drop a torn tail
@@ -233,12 +240,7 @@ class RerankCache:
         if not gone or self._dim is None:
             return 0
         n_records = len(self._ids)
-        with open(self._path(POOLED_FILE), "ab") as fh:
-            fh.truncate(n_records * 2 * POOLED_WIDTH * self._dim * 2)
-            fh.seek(0, os.SEEK_END)
-            fh.write(b"\x00" * (2 * POOLED_WIDTH * self._dim * 2 * len(gone)))
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._append_pooled(b"\x00" * (2 * POOLED_WIDTH * self._dim * 2 * len(gone)), n_records, self._dim)
         self._write_records(b"".join(RECORD.pack(uuid.UUID(p).bytes, 0, 0, self._dim, POOLED_WIDTH) for p in gone),
                             n_records)
         for pid in gone:
@@ -249,12 +251,12 @@ class RerankCache:
         self._drop_views()
         return len(gone)
 
-    def compact(self, live_ids: set[str] | None = None) -> int:
-        """Rewrite the files keeping only the latest record of each held id (of ``live_ids`` when
-        given); returns the number of records dropped. Built in temp files and swapped in with the
+    def compact(self, live_ids: set[str]) -> int:
+        """Rewrite the files keeping only the latest record of each held id in ``live_ids``; returns
+        the number of records dropped. Built in temp files and swapped in with the
         index removed first, so a crash in between leaves an empty, valid cache."""
         index = self._load()
-        keep = sorted(pid for pid in index if live_ids is None or pid in live_ids)
+        keep = sorted(pid for pid in index if pid in live_ids)
         dropped = len(self._ids) - len(keep)
         if dropped == 0 or self._dim is None:
             return 0
