@@ -12,7 +12,7 @@ trivially perfect.
 
 Systems (the product's own stores, public API only):
 * ours: ``QdrantEdgeStore.search(mode="two_stage")`` after ``optimize()`` with the fast rerank
-  (product default: pooled HNSW prefetch, ids only; our bf16 MaxSim kernel keeps the best
+  (product default: pooled HNSW prefetch, ids only; our MaxSim kernel over an int8 cache keeps the best
   ``--rerank-candidates``; Qdrant scores those exactly), at the default prefetch_limit 100 and the
   ``--prefetch`` values;
 * baselines: the same store with ``fast_rerank`` off (Qdrant reranks every prefetched page exactly,
@@ -256,6 +256,8 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
             t0 = time.perf_counter()
             store.upsert("bench", points_for(k * CHUNK, full, rows, cols))
             up_s += time.perf_counter() - t0
+            if k % 50 == 49:
+                log(f"  {min(args.pages, (k + 1) * CHUNK)} of {args.pages} pages generated and upserted")
             if keep_ram:
                 ram_full.append(full.astype(np.float16) if args.ram_fp16 else full)
                 ram_rows.append(rows)
@@ -292,11 +294,13 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                 except RuntimeError as exc:  # out of GPU memory at 100k pages
                     log(f"GPU exact MaxSim skipped: {exc}")
 
-        # baseline: Edge brute force
-        edge_exact = eval_store(table, f"Edge exact ({args.pages} pages)",
-                                lambda q: store.search("bench", q, 10, mode="exact"), queries, exact, dev,
+        # baseline: Edge brute force (on the first --exact-queries queries: ~13 s each at 100k pages)
+        n_ex = min(len(queries), args.exact_queries or len(queries))
+        ex_sub = Exact(exact.scores[:n_ex])
+        edge_exact = eval_store(table, f"Edge exact ({args.pages} pages{'' if n_ex == len(queries) else f', {n_ex} queries'})",
+                                lambda q: store.search("bench", q, 10, mode="exact"), queries[:n_ex], ex_sub, dev,
                                 base_p50, "torch exact", warmup=1)
-        # ours: Edge two_stage with the fast bf16 rerank (product default), at the default prefetch and
+        # ours: Edge two_stage with the fast int8 rerank (product default), at the default prefetch and
         # the --prefetch variants; baseline at the same prefetch: Qdrant reranks every candidate itself
         from pagelens.settings import Settings
 
@@ -305,7 +309,8 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
         # the in-RAM baselines above pushed the rerank cache out of the page cache: read it back once,
         # as a long-running server has it (searches on a cold cache fault its pages in from disk)
         t0 = time.perf_counter()
-        cached = sum(read_through(f) for f in sorted((root / "edge" / "bench" / "rerank").glob("*.bf16")))
+        cached = sum(read_through(f) for f in sorted((root / "edge" / "bench" / "rerank").glob("*"))
+                     if f.name != "index.bin")
         log(f"rerank cache read into the page cache: {cached / 1e9:.2f} GB in {time.perf_counter() - t0:.1f} s")
         for pf in [default_pf, *[p for p in args.prefetch if p != default_pf]]:
             tag = f"prefetch={pf}{' (default)' if pf == default_pf else ''} ({args.pages} pages)"
@@ -316,7 +321,7 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
             store.fast_rerank = True
             for m in args.rerank_candidates:
                 store.rerank_candidates = m
-                eval_store(table, f"ours: Edge two_stage, fast bf16 rerank -> {m} exact, {tag}",
+                eval_store(table, f"ours: Edge two_stage, fast int8 rerank -> {m} exact, {tag}",
                            lambda q, pf=pf: store.search("bench", q, 10, mode="two_stage", prefetch_limit=pf),
                            queries, exact, dev, qdrant["p50"], "Qdrant rerank, same prefetch")
         store.rerank_candidates = default_m
@@ -329,7 +334,7 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
         store.pooled_scan_max_pages = scan
         if cuda:
             store.rerank_device = "cuda"
-            eval_store(table, f"ours on {cuda}: fast bf16 rerank on the GPU, prefetch={default_pf} ({args.pages} pages)",
+            eval_store(table, f"ours on {cuda}: fast int8 rerank on the GPU, prefetch={default_pf} ({args.pages} pages)",
                        lambda q: store.search("bench", q, 10, mode="two_stage", prefetch_limit=default_pf),
                        queries, exact, device_label(gpu=True), edge_exact["p50"], "Edge exact")
             store.rerank_device = "cpu"
@@ -366,9 +371,14 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
             run_local(args, syn, queries, table, dev)
         du = sum(f.stat().st_size for f in (root / "edge").rglob("*") if f.is_file())
         cache = sum(f.stat().st_size for f in (root / "edge").rglob("rerank/*") if f.is_file())
-        log(f"Edge on disk: {du / 1e9:.2f} GB, of which the bf16 rerank cache {cache / 1e9:.2f} GB")
+        log(f"Edge on disk: {du / 1e9:.2f} GB, of which the int8 rerank cache {cache / 1e9:.2f} GB")
         table.add("Edge collection on disk (GB)", du / 1e9, None, unit="GB", device=dev,
-                  note=f"of which the bf16 rerank cache {cache / 1e9:.2f} GB")
+                  note=f"of which the int8 rerank cache {cache / 1e9:.2f} GB")
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux -> GB
+        table.add("peak RSS of the benchmark process (GB)", peak, None, unit="GB", device=dev,
+                  note="in-RAM baselines included" if keep_ram else "no in-RAM baselines")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -486,9 +496,11 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--prefetch", type=int, nargs="*", default=[100, 300], help="extra prefetch_limit values")
     ap.add_argument("--rerank-candidates", type=int, nargs="+", default=[16],
-                    help="pages the fast bf16 rerank passes to Qdrant's exact MaxSim (product default 16)")
+                    help="pages the fast rerank passes to Qdrant's exact MaxSim (product default 16)")
     ap.add_argument("--datatype", choices=["float32", "float16"], default="float32", help="Edge full-vector storage")
     ap.add_argument("--hnsw-m", type=int, default=None, help="HNSW m of the pooled vectors (default: the product's)")
+    ap.add_argument("--exact-queries", type=int, default=0,
+                    help="queries for the Edge brute-force baseline (0: all; it is ~13 s per query at 100k pages)")
     ap.add_argument("--local-pages", type=int, default=200, help="pages for qdrant-client local mode (0: skip)")
     ap.add_argument("--local-queries", type=int, default=5)
     ap.add_argument("--no-ram-baseline", action="store_true", help="skip the in-RAM torch baselines (100k pages)")

@@ -5,7 +5,7 @@ Layout under ``root``::
     root/<collection>/manifest.json   the CollectionManifest (written atomically; its presence
                                       is what makes the collection exist)
     root/<collection>/shard/          the Edge shard (segments, WAL, payload indexes)
-    root/<collection>/rerank/         bfloat16 copy of the full multivectors for the fast
+    root/<collection>/rerank/         int8 copy of the full multivectors for the fast
                                       two-stage rerank (``index.fast_rerank``; a cache)
 
 Named vectors (names in ``index.types``), all multivectors with the MaxSim comparator and Dot
@@ -16,9 +16,10 @@ distance, so a score is sum over query tokens of the max dot product (= colpali-
 * ``ROWS_VECTOR`` / ``COLS_VECTOR`` [n_rows|n_cols, dim]: pooled, HNSW (built by ``optimize``).
 ``two_stage`` search, with ``fast_rerank`` (default): candidates = the union of the rows and cols
 HNSW prefetches (``prefetch_limit`` each, ids only, fused by RRF; for collections of at most
-``pooled_scan_max_pages``, our brute-force bf16 pass over the pooled vectors instead); our bfloat16
-MaxSim kernel over the cached full vectors keeps the best ``rerank_candidates``; Qdrant scores those
-exactly (fp32 MaxSim on ``FULL_VECTOR``), so returned scores and order are exact. Without it, Qdrant
+``pooled_scan_max_pages``, our brute-force bf16 pass over the pooled vectors instead); our MaxSim
+kernel over the cached int8 full vectors keeps the best ``rerank_candidates``; Qdrant scores those
+exactly (MaxSim on ``FULL_VECTOR``, as stored: ``full_datatype``), so returned scores and order are
+exact. Without it, Qdrant
 reranks every candidate exactly (~0.2 ms per candidate page here). Measured: ``bench/README.md``.
 
 * ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``index.bm25``), IDF modifier, derived at
@@ -129,7 +130,7 @@ class QdrantEdgeStore:
     ``full_datatype``: storage of the full multivectors, ``float32`` (default) or ``float16`` (half
     the disk and RAM; MaxSim scores differ by ~1e-3 on 128-d unit vectors).
     ``batch_size``: points per Edge update operation.
-    ``fast_rerank``: in ``two_stage`` search, pick the pages Qdrant rescores exactly with our bfloat16
+    ``fast_rerank``: in ``two_stage`` search, pick the pages Qdrant rescores exactly with our int8
     MaxSim kernel over a cached copy of the full vectors (module docstring); ``rerank_candidates``: how
     many it keeps (>= the search limit); ``rerank_device``: where the kernel runs (``cpu``/``cuda``);
     ``pooled_scan_max_pages``: up to this many pages, unfiltered candidates come from our brute-force
@@ -172,7 +173,7 @@ class QdrantEdgeStore:
         return self.root / validate_collection_name(name)
 
     def _rerank_file(self, name: str) -> RerankCache:
-        """The collection's bfloat16 vector cache. Call under the lock."""
+        """The collection's int8 vector cache (fast rerank). Call under the lock."""
         cache = self._rerank.get(name)
         if cache is None:
             cache = self._rerank[name] = RerankCache(self._dir(name) / RERANK_DIR)
@@ -195,6 +196,9 @@ class QdrantEdgeStore:
                     distance=qe.Distance.Dot,
                     multivector_config=maxsim,
                     datatype=full_dtype,
+                    # mmapped, not read into RAM at load: searches touch only the pages they rescore
+                    # (the fast rerank reads its own cache), so a collection may outgrow RAM
+                    on_disk=True,
                     hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
                 ),
                 ROWS_VECTOR: qe.EdgeVectorParams(
@@ -445,7 +449,7 @@ class QdrantEdgeStore:
 
     def _search_fast(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any, k: int,
                      collection: str) -> list[ScoredPage]:
-        """``two_stage`` with the bfloat16 kernel choosing what Qdrant rescores. Call under the lock.
+        """``two_stage`` with our int8-cache kernel choosing what Qdrant rescores. Call under the lock.
 
         1. Candidates: the union of the top ``k`` pages by MaxSim on the row means and the top ``k`` by
            the column means. Without a filter, when every page is in the cache and there are at most

@@ -105,6 +105,7 @@ class QdrantServerStore:
     """Pagelens collections on a Qdrant server (see the module docstring).
 
     ``batch_size``: points per upsert request (each waits for the server, ``wait=True``).
+    ``full_datatype``: storage of the full multivectors of new collections, ``float32`` or ``float16``.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class QdrantServerStore:
         on_disk: bool = False,
         url: str | None = None,
         quantization: str = "none",
+        full_datatype: str = "float32",
         max_request_bytes: int = 32 * 1024 * 1024,
         retries: int = 0,
     ) -> None:
@@ -129,6 +131,7 @@ class QdrantServerStore:
         self.on_disk = on_disk
         self.url = url or "the configured Qdrant server"
         self.quantization = quantization  # "none" | "scalar" (int8) | "binary": full multivectors
+        self.full_datatype = full_datatype  # "float32" | "float16": storage of the full multivectors
         self.max_request_bytes = max(1024, int(max_request_bytes))  # approx. JSON size of one upsert
         self.retries = max(0, int(retries))  # transient errors, backoff (index/retry.py)
         self._manifests: dict[str, CollectionManifest] = {}
@@ -160,6 +163,7 @@ class QdrantServerStore:
             replication_factor=settings.qdrant_replication_factor,
             on_disk=settings.qdrant_on_disk,
             quantization=settings.qdrant_quantization,
+            full_datatype=settings.full_vector_datatype,
             max_request_bytes=settings.upsert_max_bytes,
             retries=settings.qdrant_retries,
             url=settings.qdrant_url,
@@ -242,6 +246,7 @@ class QdrantServerStore:
                 multivector_config=maxsim,
                 hnsw_config=models.HnswConfigDiff(m=0),
                 on_disk=self.on_disk or None,
+                datatype=models.Datatype.FLOAT16 if self.full_datatype == "float16" else None,
                 quantization_config=(
                     models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                         type=models.ScalarType.INT8, always_ram=True))

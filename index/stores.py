@@ -25,4 +25,5 @@ def open_store(settings: Settings) -> VectorStore:
     logger.info("vector store: embedded Qdrant Edge at %s", settings.edge_dir)
     return QdrantEdgeStore(settings.edge_dir, fast_rerank=settings.fast_rerank,
                            rerank_candidates=settings.rerank_candidates,
-                           pooled_scan_max_pages=settings.pooled_scan_max_pages, hnsw_m=settings.hnsw_m)
+                           pooled_scan_max_pages=settings.pooled_scan_max_pages, hnsw_m=settings.hnsw_m,
+                           full_datatype=settings.full_vector_datatype)

@@ -1,4 +1,4 @@
-"""The fast two-stage rerank: bfloat16 vector cache, MaxSim kernel, and its use in ``QdrantEdgeStore``."""
+"""The fast two-stage rerank: int8 vector cache, MaxSim kernel, and its use in ``QdrantEdgeStore``."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import torch
 from index.edge_store import RERANK_DIR, QdrantEdgeStore
 from index.fast_rerank import (
     INDEX_FILE,
+    LEGACY_VECTORS_FILE,
     POOLED_FILE,
     POOLED_WIDTH,
     RECORD,
+    SCALES_FILE,
     VECTORS_FILE,
     RerankCache,
     fit_width,
     from_bf16_bits,
+    quantize_int8,
     to_bf16_bits,
 )
 from index.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
@@ -41,6 +44,12 @@ def page(rng: np.random.Generator, r: int, c: int) -> tuple[np.ndarray, np.ndarr
     return full, grid.mean(axis=1), grid.mean(axis=0)
 
 
+def int8_rounded(a: np.ndarray) -> np.ndarray:
+    """What the cache holds of ``a`` [n, DIM], back in float32."""
+    codes, scales = quantize_int8(a)
+    return codes.astype(np.float32) * scales[:, None]
+
+
 def entries(ids: list[str], pages: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[tuple]:
     return [(i, *p) for i, p in zip(ids, pages, strict=True)]
 
@@ -54,6 +63,21 @@ def test_bf16_bits_match_torch_rounding() -> None:
     np.testing.assert_array_equal(ours, theirs)
     back = from_bf16_bits(ours)
     np.testing.assert_allclose(back, x, rtol=2 ** -8)  # 8-bit mantissa
+
+
+def test_int8_quantization_is_within_half_a_step_per_row() -> None:
+    rng = np.random.default_rng(8)
+    x = unit(rng.standard_normal((500, DIM)))
+    x[3] = 0.0  # an all-zero row: scale 0, codes 0
+    x[4, :] = 0.0
+    x[4, 7] = -0.5  # one non-zero value: exactly -127 * scale
+    codes, scales = quantize_int8(x)
+    assert codes.dtype == np.int8 and scales.dtype == np.float32 and codes.shape == x.shape
+    assert scales[3] == 0 and not codes[3].any()
+    assert codes[4, 7] == -127 and np.isclose(scales[4], 0.5 / 127)
+    assert np.abs(codes).max() == 127
+    err = np.abs(codes.astype(np.float32) * scales[:, None] - x)
+    assert (err <= scales[:, None] / 2 + 1e-7).all()
 
 
 def test_cache_roundtrip_latest_record_wins_and_reload(tmp_path: Path) -> None:
@@ -71,8 +95,8 @@ def test_cache_roundtrip_latest_record_wins_and_reload(tmp_path: Path) -> None:
     again = RerankCache(tmp_path / "r")  # a new process reads the same files
     for c in (cache, again):
         got = c.maxsim(q, ids)
-        want = [maxsim(q, from_bf16_bits(to_bf16_bits(p[0]))) for p in [*pages[:2], newer, *pages[3:]]]
-        np.testing.assert_allclose(got, want, atol=0.05)
+        want = [maxsim(q, int8_rounded(p[0])) for p in [*pages[:2], newer, *pages[3:]]]
+        np.testing.assert_allclose(got, want, atol=0.02)
     assert again.split([ids[0], "missing", ids[4]]) == ([ids[0], ids[4]], ["missing"])
 
 
@@ -88,8 +112,9 @@ def test_fit_width_pads_with_the_first_vector_and_pools_longer_inputs() -> None:
 
 
 def test_kernel_pads_pages_of_different_lengths_exactly(tmp_path: Path) -> None:
-    """Pages of 1..70 tokens in chunks of 32: the bf16 kernel equals MaxSim on the bf16-rounded
-    vectors (computed in float64) to bf16 accumulation error, and stays within 0.05 of fp32 MaxSim."""
+    """Pages of 1..70 tokens in chunks of 16: the kernel equals MaxSim of the bf16-rounded query on the
+    int8-rounded vectors (computed in float64) to bf16 accumulation error, and stays within 0.05 of
+    fp32 MaxSim."""
     rng = np.random.default_rng(2)
     cache = RerankCache(tmp_path / "r")
     ids = [str(page_point_id("c", "s", i)) for i in range(70)]
@@ -100,7 +125,7 @@ def test_kernel_pads_pages_of_different_lengths_exactly(tmp_path: Path) -> None:
     got = cache.maxsim(q, [ids[i] for i in order])
     rounded_q = from_bf16_bits(to_bf16_bits(q))
     for score, i in zip(got, order, strict=True):
-        assert abs(score - maxsim(rounded_q, from_bf16_bits(to_bf16_bits(vecs[i])))) < 0.02
+        assert abs(score - maxsim(rounded_q, int8_rounded(vecs[i]))) < 0.02
         assert abs(score - maxsim(q, vecs[i])) < 0.05
 
 
@@ -144,7 +169,9 @@ def test_torn_tail_after_a_crash_is_ignored(tmp_path: Path) -> None:
     with open(folder / INDEX_FILE, "ab") as fh:
         fh.write(RECORD.pack(b"\x01" * 16, 15, 5, DIM, POOLED_WIDTH)[:20])
     with open(folder / VECTORS_FILE, "ab") as fh:
-        fh.write(b"\x00" * 100)  # torn vectors: not a whole row
+        fh.write(b"\x00" * 300)  # torn vectors: rows and a part of one
+    with open(folder / SCALES_FILE, "ab") as fh:
+        fh.write(b"\x00" * 6)
     with open(folder / POOLED_FILE, "ab") as fh:
         fh.write(b"\x00" * 5000)
     reopened = RerankCache(folder)
@@ -156,6 +183,25 @@ def test_torn_tail_after_a_crash_is_ignored(tmp_path: Path) -> None:
     assert final.ids() == {*ids, more}
     np.testing.assert_allclose(final.maxsim(full[:1], [more]), [1.0], atol=0.01)
     assert more in final.pooled_candidates(rows, 1)
+    assert (folder / VECTORS_FILE).stat().st_size == (3 * 5 + 2) * DIM  # the torn rows were cut
+    assert (folder / SCALES_FILE).stat().st_size == (3 * 5 + 2) * 4
+
+
+def test_a_cache_in_the_old_bfloat16_layout_is_discarded(tmp_path: Path) -> None:
+    """Caches written before the int8 layout (vectors.bf16) are deleted on open; appends start afresh."""
+    rng = np.random.default_rng(9)
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / LEGACY_VECTORS_FILE).write_bytes(b"\x00" * (4 * DIM * 2))
+    (folder / POOLED_FILE).write_bytes(b"\x00" * (2 * POOLED_WIDTH * DIM * 2))
+    (folder / INDEX_FILE).write_bytes(RECORD.pack(b"\x02" * 16, 0, 4, DIM, POOLED_WIDTH))
+    cache = RerankCache(folder)
+    assert len(cache) == 0
+    assert not (folder / LEGACY_VECTORS_FILE).exists() and not (folder / INDEX_FILE).exists()
+    pid = str(page_point_id("c", "s", 1))
+    full, rows, cols = page(rng, 2, 2)
+    cache.append([(pid, full, rows, cols)])
+    np.testing.assert_allclose(RerankCache(folder).maxsim(full[:1], [pid]), [1.0], atol=0.01)
 
 
 def test_inconsistent_files_are_discarded(tmp_path: Path) -> None:
@@ -223,8 +269,8 @@ def test_fast_two_stage_equals_exact_when_prefetch_covers_the_collection(
     tmp_path: Path, rerank_candidates: int, pooled_scan_max_pages: int
 ) -> None:
     """With every page prefetched, the fast path returns exact MaxSim's top 5 with Qdrant's own
-    scores, as long as the bf16 kernel keeps a few more candidates than asked for (near ties among
-    the random filler pages are within bf16 error)."""
+    scores, as long as the kernel keeps a few more candidates than asked for (near ties among the
+    random filler pages are within its int8/bf16 error)."""
     points, queries = planted_corpus()
     store = edge_with(tmp_path, points, rerank_candidates=rerank_candidates,
                       pooled_scan_max_pages=pooled_scan_max_pages)  # 0: candidates from Qdrant's HNSW
@@ -319,3 +365,35 @@ def test_fast_rerank_off_writes_no_cache(tmp_path: Path) -> None:
     hits = store.search("fast", queries[0], 3, mode="two_stage", prefetch_limit=20)
     assert [h.id for h in hits] == [h.id for h in store.search("fast", queries[0], 3, mode="exact")]
     store.close()
+
+
+def test_float16_full_vectors_search_like_float32(tmp_path: Path) -> None:
+    """``full_datatype="float16"`` (PAGELENS_FULL_VECTOR_DATATYPE, for very large collections): the same
+    exact and fast two_stage top 5, scores within 2e-3 of the float32 store's."""
+    from qdrant_client import QdrantClient
+
+    from index.server_store import QdrantServerStore
+    from index.stores import open_store
+    from pagelens.settings import Settings
+
+    points, queries = planted_corpus(30)
+    settings = Settings(data_dir=tmp_path / "data", full_vector_datatype="float16")
+    half = open_store(settings)
+    assert isinstance(half, QdrantEdgeStore) and half.full_datatype == "float16"
+    half.create_collection(CollectionManifest(name="fast", model_id="m", model_revision=None, dim=DIM))
+    half.upsert("fast", points)
+    full = edge_with(tmp_path / "fp32", points)
+    server = QdrantServerStore(QdrantClient(":memory:"), full_datatype="float16")
+    server.create_collection(CollectionManifest(name="fast", model_id="m", model_revision=None, dim=DIM))
+    server.upsert("fast", points)
+    for q in queries:
+        want = full.search("fast", q, 5, mode="exact")
+        for store in (half, server):
+            for mode in ("exact", "two_stage"):
+                got = store.search("fast", q, 5, mode=mode, prefetch_limit=30)
+                assert [h.id for h in got][:3] == [h.id for h in want][:3]
+                for g, w in zip(got, want, strict=True):
+                    if g.id == w.id:
+                        assert abs(g.score - w.score) < 2e-3
+    half.close()
+    full.close()
