@@ -136,6 +136,14 @@ class QdrantEdgeStore:
     ``pooled_scan_max_pages``: up to this many pages, unfiltered candidates come from our brute-force
     bf16 pass over the pooled vectors instead of Qdrant's HNSW prefetches (measured: faster than HNSW
     at 10k pages, but with worse candidates, see bench/README.md; below ~300 pages Qdrant scans too).
+    ``wal_flush_bytes``: flush a collection's shard once about this many bytes of vectors were upserted
+    into it. Edge keeps every update in its write-ahead log until a flush (~0.7 MB per 1139-token
+    page: 70 GB for 100k pages); a flush persists the segments and truncates the log.
+    ``optimize_every_bytes``: run Edge's optimizers inside ``upsert`` once about this many bytes of
+    vectors arrived since the last optimize. Edge has no background optimizer: unoptimized points
+    pile up in one segment, and optimizing it rewrites it whole (twice its size on disk for a moment:
+    60+ GB at 100k pages); optimizing as the collection grows keeps that bounded, and the final
+    ``optimize`` short.
     """
 
     def __init__(
@@ -150,6 +158,8 @@ class QdrantEdgeStore:
         rerank_candidates: int = 16,
         rerank_device: str = "cpu",
         pooled_scan_max_pages: int = 300,
+        wal_flush_bytes: int = 256 * 1024 * 1024,
+        optimize_every_bytes: int = 4 * 1024**3,
     ) -> None:
         self.root = Path(root).expanduser()
         self.fast_rerank = bool(fast_rerank) and _torch_available()
@@ -159,6 +169,10 @@ class QdrantEdgeStore:
         self._rerank: dict[str, RerankCache] = {}
         self._rerank_stale: set[str] = set()  # a cache append failed: Qdrant prefetches until a sync
         self.batch_size = max(1, int(batch_size))
+        self.wal_flush_bytes = max(1, int(wal_flush_bytes))
+        self._unflushed: dict[str, int] = {}  # collection -> approx. bytes upserted since its last flush
+        self.optimize_every_bytes = max(1, int(optimize_every_bytes))
+        self._unoptimized: dict[str, int] = {}  # collection -> approx. bytes upserted since its last optimize
         self.full_datatype = full_datatype
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construct = hnsw_ef_construct
@@ -303,6 +317,8 @@ class QdrantEdgeStore:
             if cache is not None:
                 cache.close()
             self._rerank_stale.discard(collection)
+            self._unflushed.pop(collection, None)
+            self._unoptimized.pop(collection, None)
             cdir = self._dir(collection)
             (cdir / MANIFEST_FILE).unlink(missing_ok=True)  # gone for readers before the data goes
             shutil.rmtree(cdir, ignore_errors=True)
@@ -332,6 +348,19 @@ class QdrantEdgeStore:
                 cached.append((str(p.id), vectors[FULL_VECTOR], vectors[ROWS_VECTOR], vectors[COLS_VECTOR]))
             for start in range(0, len(edge_points), self.batch_size):
                 shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
+            new_bytes = sum(4 * (full.size + rows.size + cols.size) for _, full, rows, cols in cached)
+            written = self._unflushed.get(collection, 0) + new_bytes
+            unoptimized = self._unoptimized.get(collection, 0) + new_bytes
+            if unoptimized >= self.optimize_every_bytes:
+                logger.info("optimizing %s after %.1f GB of new vectors (Edge has no background optimizer)",
+                            collection, unoptimized / 1e9)
+                shard.optimize()
+                unoptimized, written = 0, self.wal_flush_bytes  # flush: frees the replaced segments
+            self._unoptimized[collection] = unoptimized
+            if written >= self.wal_flush_bytes:
+                shard.flush()  # persists the segments and truncates the write-ahead log
+                written = 0
+            self._unflushed[collection] = written
             if self.fast_rerank:  # after Qdrant: a point missing from the cache is scored by Qdrant
                 try:
                     self._rerank_file(collection).append(cached)
@@ -567,6 +596,8 @@ class QdrantEdgeStore:
         with self._lock:
             shard, _ = self._require(collection)
             changed = bool(shard.optimize())
+            shard.flush()  # the segments an optimization replaced stay on disk until a flush
+            self._unflushed[collection] = self._unoptimized[collection] = 0
         if self.fast_rerank:
             self.sync_rerank_cache(collection)
         return changed
@@ -612,6 +643,7 @@ class QdrantEdgeStore:
                 cache.close()
             self._rerank = {}
             shards, self._shards = self._shards, {}
+            self._unflushed, self._unoptimized = {}, {}
             for name, shard in shards.items():
                 try:
                     shard.flush()

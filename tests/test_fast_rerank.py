@@ -397,3 +397,62 @@ def test_float16_full_vectors_search_like_float32(tmp_path: Path) -> None:
                         assert abs(g.score - w.score) < 2e-3
     half.close()
     full.close()
+
+
+def test_the_write_ahead_log_stays_bounded_while_indexing(tmp_path: Path) -> None:
+    """Edge keeps every update in its WAL until a flush (~0.7 MB per 1139-token page); the store
+    flushes every ``wal_flush_bytes`` of upserted vectors, so a long indexing job cannot fill the disk."""
+
+    def wal_mb(root: Path) -> float:
+        return sum(f.stat().st_size for f in (root / "fast" / "shard" / "wal").rglob("*") if f.is_file()) / 1e6
+
+    rng = np.random.default_rng(10)
+    batches = [[PagePoint(page_point_id("fast", f"{b:02d}" * 32, i + 1),
+                          PageEmbedding(full=unit(rng.standard_normal((1139, DIM))),
+                                        rows=unit(rng.standard_normal((32, DIM))),
+                                        cols=unit(rng.standard_normal((32, DIM)))),
+                          {"doc_id": f"doc-{b}", "page_no": i + 1})
+                for i in range(25)] for b in range(10)]  # 250 pages, ~146 MB of fp32 vectors
+    sizes = {}
+    for flush_bytes in (10**12, 16 * 1024 * 1024):
+        root = tmp_path / str(flush_bytes)
+        store = QdrantEdgeStore(root, wal_flush_bytes=flush_bytes, fast_rerank=False)
+        store.create_collection(CollectionManifest(name="fast", model_id="m", model_revision=None, dim=DIM))
+        for batch in batches:
+            store.upsert("fast", batch)
+        sizes[flush_bytes] = wal_mb(root)
+        assert store.count("fast") == 250
+        store.close()
+        reopened = QdrantEdgeStore(root)
+        assert reopened.count("fast") == 250  # nothing lost by the flushes
+        reopened.close()
+    assert sizes[10**12] > 150  # unflushed: the log holds every update
+    assert sizes[16 * 1024 * 1024] < 150
+
+
+def test_upserts_optimize_as_the_collection_grows(tmp_path: Path) -> None:
+    """Past ``optimize_every_bytes`` of new vectors, ``upsert`` runs Edge's optimizers (HNSW built,
+    replaced segments flushed away), so one huge unoptimized segment never has to be rewritten whole;
+    searches stay exact."""
+    rng = np.random.default_rng(11)
+    points = [PagePoint(page_point_id("fast", f"{i // 10:02d}" * 32, i % 10 + 1),
+                        PageEmbedding(full=unit(rng.standard_normal((400, DIM))),
+                                      rows=unit(rng.standard_normal((20, DIM))),
+                                      cols=unit(rng.standard_normal((20, DIM)))),
+                        {"doc_id": f"doc-{i // 10}", "page_no": i % 10 + 1})
+               for i in range(200)]  # ~45 MB of fp32 vectors
+    infos = {}
+    for every in (10**12, 8 * 1024 * 1024):
+        store = QdrantEdgeStore(tmp_path / str(every), optimize_every_bytes=every)
+        store.create_collection(CollectionManifest(name="fast", model_id="m", model_revision=None, dim=DIM))
+        for start in range(0, len(points), 20):
+            store.upsert("fast", points[start : start + 20])
+        infos[every] = store._require("fast")[0].info()
+        q = points[37].embedding.full[:5]
+        exact = store.search("fast", q, 5, mode="exact")
+        assert exact[0].id == points[37].id
+        assert [h.id for h in store.search("fast", q, 5, mode="two_stage", prefetch_limit=200)] == [h.id for h in exact]
+        store.close()
+    assert infos[10**12].indexed_vectors_count == 0  # nothing optimized until asked
+    assert infos[8 * 1024 * 1024].indexed_vectors_count > 0
+    assert infos[8 * 1024 * 1024].points_count == 200
