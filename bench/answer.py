@@ -166,6 +166,8 @@ def main() -> None:
     ap.add_argument("--gpu-only", action="store_true")
     ap.add_argument("--kv-cache", choices=["dynamic", "static"], default="dynamic",
                     help="ours: the answer model's KV cache (static: compiled decode on CUDA)")
+    ap.add_argument("--cpu-dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                    help="dtypes of the CPU rows (bfloat16 is native on CPUs with AVX512-BF16/AMX)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -183,9 +185,10 @@ def main() -> None:
                            build_answerer_model(tmp / "m500", SHARED / "models" / "SmolVLM-500M-Instruct" / "config.json")))
         if not args.gpu_only:
             for label, path in models:
-                for n in args.pages if label == "tiny" else [1]:
-                    bench(table, label, path, hits_all[:n], "cpu", "float32", args.new_tokens, args.reps,
-                          edge=1536 if label == "tiny" else args.real_edge, kv_cache=args.kv_cache)
+                for dtype in args.cpu_dtypes:
+                    for n in args.pages if label == "tiny" else [1]:
+                        bench(table, label, path, hits_all[:n], "cpu", dtype, args.new_tokens, args.reps,
+                              edge=1536 if label == "tiny" else args.real_edge, kv_cache=args.kv_cache)
         if (args.gpu or args.gpu_only) and require_cuda("answer GPU section"):
             for label, path in models:
                 for n in (1, 3):

@@ -216,6 +216,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--gpu", action="store_true", help="also run the GPU section (skips without CUDA)")
     ap.add_argument("--gpu-only", action="store_true", help="only the GPU section")
+    ap.add_argument("--cpu-dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                    help="dtypes of the CPU rows (bfloat16 is native on CPUs with AVX512-BF16/AMX)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -229,8 +231,9 @@ def main() -> None:
         if not args.gpu_only:
             bench_model(table, "tiny model", tiny, args.tiny_edge, args.pages, "cpu", args.batch, "float32", tmp)
             if real is not None:
-                bench_model(table, "colSmol-256M arch (random)", real, args.real_edge, args.real_pages, "cpu",
-                            args.batch, "float32", tmp)
+                for dtype in args.cpu_dtypes:
+                    bench_model(table, f"colSmol-256M arch (random), {dtype}", real, args.real_edge, args.real_pages,
+                                "cpu", args.batch, dtype, tmp)
         if (args.gpu or args.gpu_only) and require_cuda("ingest GPU section"):
             if real is not None:
                 bench_model(table, "colSmol-256M arch (random)", real, args.real_edge, args.real_pages, "cuda",

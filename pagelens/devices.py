@@ -7,6 +7,7 @@ into what ``from_pretrained`` takes. Nothing here loads a model.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from typing import Any
@@ -71,11 +72,34 @@ def get_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def native_bf16_in_cpuinfo(path: str = "/proc/cpuinfo") -> bool:
+    """Whether the ``flags`` line of a Linux cpuinfo file lists ``avx512_bf16`` or ``amx_bf16``
+    (False when the file is missing or has no flags line, e.g. macOS or ARM)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return bool(set(line.split(":", 1)[1].split()) & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX). Without it torch
+    emulates bf16, slower than float32."""
+    return native_bf16_in_cpuinfo()
+
+
 def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     """Resolve ``auto | float32 | bfloat16 | float16`` for ``device``.
 
-    ``auto``: bfloat16 on CUDA (float16 on GPUs without bf16 support), float16 on MPS, float32 on the CPU
-    (CPU half precision is slow and lossy).
+    ``auto``: bfloat16 on CUDA (float16 on GPUs without bf16 support), float16 on MPS; on the CPU,
+    bfloat16 where it is native (``cpu_has_native_bf16``), else float32. Measured on an AMD EPYC with
+    AVX512-BF16 (bench/README.md): the colSmol-256M architecture's forward 2.4x faster than float32
+    (token embeddings within cosine 0.9996 of it), SmolVLM-256M's time to first token 2.1x and decode
+    1.4x. ``PAGELENS_DTYPE=float32`` keeps full precision.
     """
     spec = (spec or "auto").strip().lower()
     if spec != "auto":
@@ -89,7 +113,7 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return torch.float16
-    return torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def flash_attn_available() -> bool:

@@ -16,6 +16,10 @@ SHARED_MODELS = SHARED / "models"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# "auto" picks bfloat16 on CPUs with native bf16 (pagelens.devices.resolve_dtype): the suite runs in
+# float32 so its tolerances do not depend on the CPU it runs on; test_cpu_bf16.py covers bfloat16.
+os.environ.setdefault("PAGELENS_DTYPE", "float32")
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

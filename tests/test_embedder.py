@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from index.embedder import ColSmolEmbedder, PageEmbedder, pool_rows_cols
-from pagelens.devices import get_device, resolve_attn_implementation, resolve_dtype
+from pagelens.devices import cpu_has_native_bf16, get_device, resolve_attn_implementation, resolve_dtype
 from pagelens.errors import ModelUnavailableError
 from pagelens.settings import Settings
 
@@ -221,7 +221,8 @@ def test_lora_adapter_dir_is_loaded_and_merged(tiny_models: dict[str, Path], tmp
 def test_devices_resolution() -> None:
     cpu = torch.device("cpu")
     assert get_device("cpu") == cpu
-    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert resolve_dtype("float32", cpu) == torch.float32
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     assert resolve_attn_implementation("auto", cpu) == "sdpa"
     assert resolve_attn_implementation("flash_attention_2", cpu) == "sdpa"
