@@ -161,15 +161,17 @@ def plain_query_path(model: Any, processor: Any, store: Any, collection: str, qu
 
 
 def run_model(label: str, model_dir: Path, args: argparse.Namespace, table: Table, images: list[Any],
-              tmp: Path) -> None:
+              tmp: Path, dtype: str = "auto") -> None:
+    import re
+
     from api.main import create_app
     from pagelens.service import Pagelens
     from pagelens.settings import Settings
 
     dev = device_label(gpu=args.device == "cuda")
     settings = Settings(retriever_model=str(model_dir), answer_model=str(model_dir), device=args.device,
-                        data_dir=tmp / f"data-{label.split()[0]}", retrieval_mode="visual",
-                        search_mode="two_stage")
+                        data_dir=tmp / ("data-" + re.sub(r"[^A-Za-z0-9]+", "-", label)), retrieval_mode="visual",
+                        search_mode="two_stage", dtype=dtype)
     service = Pagelens(settings)
     name = "bench"
     log(f"{label}: loading the retriever, filling {args.pages} pages")
@@ -214,6 +216,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=30)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-real", action="store_true", help="skip the colSmol-256M-architecture encoder")
+    ap.add_argument("--real-dtypes", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
+                    help="PAGELENS_DTYPE values for the colSmol-256M-architecture runs (auto: bfloat16 on "
+                    "CPUs with native bf16)")
     ap.add_argument("--out", type=Path, help="append the markdown table to this file")
     args = ap.parse_args()
     if args.device == "cuda" and not require_cuda("query path on the GPU"):
@@ -226,11 +231,12 @@ def main() -> None:
     try:
         images = render_real_pages(8)
         tiny = build_tiny_models(tmp / "tiny")["retriever"]
-        run_model("tiny retriever", tiny, args, table, images, tmp)
+        run_model("tiny retriever", tiny, args, table, images, tmp, "float32")
         if not args.no_real:
             log("building the colSmol-256M architecture (random weights)")
             real = build_real_model(tmp / "real")
-            run_model("colSmol-256M arch (random)", real, args, table, images, tmp)
+            for dtype in args.real_dtypes:
+                run_model(f"colSmol-256M arch (random), dtype {dtype}", real, args, table, images, tmp, dtype)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     table.print(args.out)
