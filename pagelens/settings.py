@@ -98,7 +98,8 @@ class Settings(BaseSettings):
         default=300, ge=0, description="Embedded store, fast_rerank: collections up to this many pages get "
         "their two_stage candidates from our brute-force bf16 pass over the pooled vectors (where Qdrant would "
         "scan them too, below its full_scan_threshold); larger ones, and filtered searches, from Qdrant's "
-        "pooled HNSW, whose candidates measured better than an exact pooled scan at 10k pages.",
+        "pooled HNSW, whose candidates measured better than an exact pooled scan at 10k pages. At 100k pages the "
+        "scan won on both counts (recall@5 0.805 at 170 ms vs 0.51 at 394 ms): raise this for such collections.",
     )
 
     # --- answers (SmolVLM) ---------------------------------------------------------------
