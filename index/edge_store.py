@@ -19,8 +19,8 @@ HNSW prefetches (``prefetch_limit`` each, ids only, fused by RRF; for collection
 ``pooled_scan_max_pages``, our brute-force bf16 pass over the pooled vectors instead); our MaxSim
 kernel over the cached int8 full vectors keeps the best ``rerank_candidates``; Qdrant scores those
 exactly (MaxSim on ``FULL_VECTOR``, as stored: ``full_datatype``), so returned scores and order are
-exact. Without it, Qdrant
-reranks every candidate exactly (~0.2 ms per candidate page here). Measured: ``bench/README.md``.
+exact. Without it, Qdrant reranks every candidate exactly (~0.2 ms per candidate page here).
+Measured: ``bench/README.md``.
 
 * ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``index.bm25``), IDF modifier, derived at
   upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
