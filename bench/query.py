@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import multiprocessing
+import re
 import shutil
 import socket
 import sys
@@ -162,8 +163,6 @@ def plain_query_path(model: Any, processor: Any, store: Any, collection: str, qu
 
 def run_model(label: str, model_dir: Path, args: argparse.Namespace, table: Table, images: list[Any],
               tmp: Path, dtype: str = "auto") -> None:
-    import re
-
     from api.main import create_app
     from pagelens.service import Pagelens
     from pagelens.settings import Settings

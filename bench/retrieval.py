@@ -13,7 +13,7 @@ trivially perfect.
 Systems (the product's own stores, public API only):
 * ours: ``QdrantEdgeStore.search(mode="two_stage")`` after ``optimize()`` with the fast rerank
   (product default: pooled HNSW prefetch, ids only; our MaxSim kernel over an int8 cache keeps the best
-  ``--rerank-candidates``; Qdrant scores those exactly), at the default prefetch_limit 100 and the
+  ``--rerank-candidates``; Qdrant scores those exactly), at the default prefetch_limit and the
   ``--prefetch`` values;
 * baselines: the same store with ``fast_rerank`` off (Qdrant reranks every prefetched page exactly,
   at the same prefetch), ``QdrantEdgeStore`` ``mode="exact"`` (brute force), ``QdrantServerStore`` on

@@ -349,18 +349,15 @@ class QdrantEdgeStore:
             for start in range(0, len(edge_points), self.batch_size):
                 shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
             new_bytes = sum(4 * (full.size + rows.size + cols.size) for _, full, rows, cols in cached)
-            written = self._unflushed.get(collection, 0) + new_bytes
-            unoptimized = self._unoptimized.get(collection, 0) + new_bytes
-            if unoptimized >= self.optimize_every_bytes:
+            self._unflushed[collection] = self._unflushed.get(collection, 0) + new_bytes
+            self._unoptimized[collection] = self._unoptimized.get(collection, 0) + new_bytes
+            if self._unoptimized[collection] >= self.optimize_every_bytes:
                 logger.info("optimizing %s after %.1f GB of new vectors (Edge has no background optimizer)",
-                            collection, unoptimized / 1e9)
-                shard.optimize()
-                unoptimized, written = 0, self.wal_flush_bytes  # flush: frees the replaced segments
-            self._unoptimized[collection] = unoptimized
-            if written >= self.wal_flush_bytes:
+                            collection, self._unoptimized[collection] / 1e9)
+                self._optimize_locked(collection, shard)
+            elif self._unflushed[collection] >= self.wal_flush_bytes:
                 shard.flush()  # persists the segments and truncates the write-ahead log
-                written = 0
-            self._unflushed[collection] = written
+                self._unflushed[collection] = 0
             if self.fast_rerank:  # after Qdrant: a point missing from the cache is scored by Qdrant
                 try:
                     self._rerank_file(collection).append(cached)
@@ -595,11 +592,17 @@ class QdrantEdgeStore:
         Edge runs no background optimizer, so without it every search is brute force (exact)."""
         with self._lock:
             shard, _ = self._require(collection)
-            changed = bool(shard.optimize())
-            shard.flush()  # the segments an optimization replaced stay on disk until a flush
-            self._unflushed[collection] = self._unoptimized[collection] = 0
+            changed = self._optimize_locked(collection, shard)
         if self.fast_rerank:
             self.sync_rerank_cache(collection)
+        return changed
+
+    def _optimize_locked(self, collection: str, shard: Any) -> bool:
+        """Edge's optimizers, then a flush: the segments an optimization replaced stay on disk until
+        one (which also truncates the write-ahead log). Call under the lock."""
+        changed = bool(shard.optimize())
+        shard.flush()
+        self._unflushed[collection] = self._unoptimized[collection] = 0
         return changed
 
     def sync_rerank_cache(self, collection: str, batch: int = 64) -> tuple[int, int]:

@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     top_k: int = Field(default=5, ge=1, le=1000)
     prefetch_limit: int = Field(
         default=250, ge=1, description="Candidates per pooled prefetch (rows and cols: up to twice this many "
-        "pages reach the rerank). 250 with hnsw_m 8 and fast_rerank: recall@5 0.98 vs exact at 10k pages, "
-        "p50 ~45 ms on 2 CPU cores (bench/README.md).",
+        "pages reach the rerank). 250 with hnsw_m 8 and fast_rerank: recall@5 0.96 vs exact at 10k pages, "
+        "p50 ~40 ms on 2 CPU cores (bench/README.md, 40 queries).",
     )
     hnsw_m: int = Field(
         default=8, ge=4, le=64, description="Embedded store: HNSW m of the pooled row/column vectors of new "

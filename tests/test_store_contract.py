@@ -69,7 +69,7 @@ MANIFEST = CollectionManifest(name=COLL, model_id="vidore/colSmol-256M", model_r
 
 @pytest.fixture(params=["edge", "edge-qdrant-rerank", "server"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    """Qdrant Edge with the fast bf16 rerank (default) and without it, and the server backend.
+    """Qdrant Edge with the fast rerank over its int8 cache (default) and without it, and the server backend.
     ``rerank_candidates=3`` makes the fast path choose among the prefetched pages even here."""
     if request.param == "edge":
         s: VectorStore = QdrantEdgeStore(tmp_path / "edge", rerank_candidates=3)
