@@ -10,10 +10,15 @@ centroids of the token vectors (trained on the first pages), each page reduced t
 centroids its tokens fall in, inverted lists centroid -> pages; a query token probes its ``--nprobe``
 best centroids, a page scores the sum over query tokens of the best probed centroid it contains, and
 the top M pages are the candidates (timed: the candidate step alone, numpy/torch on the CPU).
+``--token-index``: the product's token-level first stage (``index/token_index.py``) the same way:
+its 256 x 256 codebook trained on ``--sample-per-page`` tokens of every page, every token assigned,
+candidates scored by ``candidate_scores`` at several ``--coarse-probe`` / ``--nprobe`` / ``--m``.
 Everything is in RAM except the full vectors, which are scored against the queries chunk by chunk
 for the ground truth and dropped.
 
     python bench/candidates.py --pages 100000 --queries 10      (~10 min on 2 cores, ~4 GB RAM)
+    python bench/candidates.py --pages 100000 --queries 20 --token-index --nprobe 4 8 16 --m 50 100 250
+                                                                (~18 min, ~8 GB RAM)
 """
 
 from __future__ import annotations
@@ -109,6 +114,14 @@ def main() -> None:
     ap.add_argument("--train-pages", type=int, default=200, help="pages whose tokens train the centroids")
     ap.add_argument("--nprobe", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--m", type=int, nargs="+", default=[250, 500, 1000], help="candidates of the centroid stage")
+    ap.add_argument("--token-index", action="store_true",
+                    help="the product's token-level first stage (index/token_index.py): a two-level codebook "
+                         "trained on a sample of every page's tokens, inverted lists, probed per query token")
+    ap.add_argument("--coarse", type=int, default=256)
+    ap.add_argument("--fine", type=int, default=256)
+    ap.add_argument("--sample-per-page", type=int, default=5, help="tokens per page in the codebook's sample")
+    ap.add_argument("--coarse-probe", type=int, nargs="+", default=[4])
+    ap.add_argument("--max-list-share", type=float, nargs="+", default=[0.2])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -128,12 +141,40 @@ def main() -> None:
         log(f"k-means: {args.centroids} centroids from {len(sample)} pages in {time.perf_counter() - t0:.1f} s")
         lists = CentroidLists(cents, n)
         del sample
+    codebook = None
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    assign_s = 0.0
+    if args.token_index:
+        import torch
+
+        from index.token_index import train_codebook, unique_pairs
+
+        rng = np.random.default_rng(args.seed)
+        t0 = time.perf_counter()
+        sample = []
+        for k in range(syn.n_chunks()):  # a first pass for the sample: the product samples its cache
+            full = syn.gen_chunk(k)[0]
+            pick = rng.integers(0, full.shape[1], (len(full), args.sample_per_page))
+            sample.append(full[np.arange(len(full))[:, None], pick].reshape(-1, full.shape[-1]))
+        sample_arr = np.concatenate(sample)
+        log(f"sample: {len(sample_arr)} tokens in {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        codebook = train_codebook(sample_arr, coarse=args.coarse, fine=args.fine, seed=args.seed)
+        train_s = time.perf_counter() - t0
+        log(f"codebook {args.coarse} x {args.fine} trained in {train_s:.1f} s")
+        del sample, sample_arr
     t0 = time.perf_counter()
     for k in range(syn.n_chunks()):
         full, r, c, _ = syn.gen_chunk(k)
         lo = k * CHUNK
         if lists is not None:
             lists.add(lo, full)
+        if codebook is not None:
+            t1 = time.perf_counter()
+            x = torch.from_numpy(full.reshape(-1, full.shape[-1]))
+            recs = torch.arange(lo, lo + len(full)).repeat_interleave(full.shape[1])
+            pairs.append(unique_pairs(codebook.assign(x), recs))
+            assign_s += time.perf_counter() - t1
         rows[lo : lo + len(full)] = r
         cols[lo : lo + len(full)] = c
         cells[lo : lo + len(full)] = cell_means(full, syn)
@@ -181,6 +222,39 @@ def main() -> None:
                           note=f"candidate step p50 {np.median(times) * 1000:.0f} ms")
                 log(f"centroids K={args.centroids} nprobe={nprobe} m={m}: recall {r:.3f}, "
                     f"{np.median(times) * 1000:.0f} ms")
+    if codebook is not None:
+        from index.token_index import CellLists, candidate_scores
+
+        t0 = time.perf_counter()
+        cl = CellLists.from_record_ordered(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]),
+                                  codebook.n_cells)
+        del pairs
+        lens = np.diff(cl.offsets)
+        log(f"token index: assignment {assign_s:.0f} s, lists {time.perf_counter() - t0:.0f} s; "
+            f"{len(cl.records) / n:.0f} cells per page, {np.count_nonzero(lens)} cells used, "
+            f"list length p50 {np.median(lens[lens > 0]):.0f} max {lens.max()}")
+        table.add(f"token index {args.coarse} x {args.fine}: codebook training + assigning {n} pages", train_s + assign_s,
+                  None, unit="s", device=dev, note=f"{len(cl.records) * 4 / 1e9:.2f} GB of lists")
+        import torch
+
+        for share in args.max_list_share:
+            for cp in args.coarse_probe:
+                for nprobe in args.nprobe:
+                    for m in args.m:
+                        got, times = [], []
+                        for i, t in enumerate(truth):
+                            t1 = time.perf_counter()
+                            cells, sc = codebook.probe(queries[i], nprobe, cp)
+                            total = candidate_scores([cl], cells, sc, n, max(1, int(share * n)))
+                            cand = torch.topk(total, min(m, n)).indices.tolist()
+                            times.append(time.perf_counter() - t1)
+                            got.append(len(set(cand) & t) / len(t))
+                        r = float(np.mean(got))
+                        label = (f"token index {args.coarse} x {args.fine}, coarse probe {cp}, nprobe {nprobe}, "
+                                 f"lists <= {share:.0%}, top {m} ({n} pages): candidate recall@5")
+                        table.add(label, r, None, unit="", higher_is_better=True, device=dev,
+                                  note=f"candidate step p50 {np.median(times) * 1000:.1f} ms")
+                        log(f"{label}: {r:.3f}, {np.median(times) * 1000:.1f} ms")
     table.print(args.out)
 
 

@@ -11,10 +11,12 @@ vocabulary, and shared suffix-like tokens. Pooling dilutes the unique block, so 
 trivially perfect.
 
 Systems (the product's own stores, public API only):
-* ours: ``QdrantEdgeStore.search(mode="two_stage")`` after ``optimize()`` with the fast rerank
-  (product default: pooled HNSW prefetch, ids only; our MaxSim kernel over an int8 cache keeps the best
-  ``--rerank-candidates``; Qdrant scores those exactly), at the default prefetch_limit and the
-  ``--prefetch`` values;
+* ours: ``QdrantEdgeStore.search(mode="two_stage")`` after ``optimize()`` with the fast rerank.
+  From ``token_index_min_pages`` (5000) pages, the product default: candidates from the token-level
+  first stage (``index/token_index.py``; the best ``--token-candidates``), our MaxSim kernel over the
+  int8 cache keeps the best ``--rerank-candidates``, Qdrant scores those exactly. Also the same
+  kernel on pooled HNSW candidates (the default below 5000 pages, and for filtered searches), at the
+  default prefetch_limit and the ``--prefetch`` values;
 * baselines: the same store with ``fast_rerank`` off (Qdrant reranks every prefetched page exactly,
   at the same prefetch), ``QdrantEdgeStore`` ``mode="exact"`` (brute force), ``QdrantServerStore`` on
   ``QdrantClient(":memory:")`` exact (first ``--local-pages`` pages only), exact MaxSim in torch
@@ -263,11 +265,24 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                 ram_rows.append(rows)
                 ram_cols.append(cols)
         t0 = time.perf_counter()
+        token_min = store.token_index_min_pages
+        store.token_index_min_pages = 0  # timed apart below
         store.optimize("bench")
         opt_s = time.perf_counter() - t0
-        log(f"generated in {gen_s:.1f} s, Edge upsert {up_s:.1f} s ({args.pages / up_s:.0f} pages/s), optimize {opt_s:.1f} s")
+        store.token_index_min_pages = token_min
+        t0 = time.perf_counter()
+        store.sync_rerank_cache("bench")  # builds the token index (>= token_index_min_pages)
+        tok_s = time.perf_counter() - t0
+        has_tokens = store._rerank_file("bench").token_index_ready()
+        log(f"generated in {gen_s:.1f} s, Edge upsert {up_s:.1f} s ({args.pages / up_s:.0f} pages/s), optimize {opt_s:.1f} s"
+            f", token index {tok_s:.1f} s ({'built' if has_tokens else 'none: below token_index_min_pages'})")
         table.add("Edge upsert (pages/s)", args.pages / up_s, None, unit="pages/s", higher_is_better=True, device=dev)
         table.add("Edge optimize()", opt_s, None, device=dev)
+        if has_tokens:
+            tok_dir = root / "edge" / "bench" / "rerank" / "tokens"
+            tok_gb = sum(f.stat().st_size for f in tok_dir.glob("*")) / 1e9
+            table.add("token index build (in optimize: sample, train 256 x 256 codebook, assign every token)", tok_s,
+                      None, device=dev, note=f"{tok_gb:.2f} GB")
         exact = Exact(exact_scores)
         planted5 = float(np.mean([t in e[:5] for t, e in zip(targets, exact, strict=False)]))
         log(f"planted page in exact top-5: {planted5:.2f}")
@@ -309,9 +324,18 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
         # the in-RAM baselines above pushed the rerank cache out of the page cache: read it back once,
         # as a long-running server has it (searches on a cold cache fault its pages in from disk)
         t0 = time.perf_counter()
-        cached = sum(read_through(f) for f in sorted((root / "edge" / "bench" / "rerank").glob("*"))
-                     if f.name != "index.bin")
+        cached = sum(read_through(f) for f in sorted((root / "edge" / "bench" / "rerank").rglob("*"))
+                     if f.is_file() and f.name != "index.bin")
         log(f"rerank cache read into the page cache: {cached / 1e9:.2f} GB in {time.perf_counter() - t0:.1f} s")
+        if has_tokens:
+            for m in args.token_candidates:
+                store.token_candidates = m
+                eval_store(table, f"ours: Edge two_stage, token index -> {m} candidates -> fast int8 rerank -> "
+                           f"{default_m} exact ({args.pages} pages)",
+                           lambda q: store.search("bench", q, 10, mode="two_stage"),
+                           queries, exact, dev, edge_exact["p50"], "Edge exact")
+            store.token_candidates = int(Settings.model_fields["token_candidates"].default)
+        store.token_index_min_pages = 0  # below: pooled HNSW candidates (the product below 5000 pages)
         for pf in [default_pf, *[p for p in args.prefetch if p != default_pf]]:
             tag = f"prefetch={pf}{' (default)' if pf == default_pf else ''} ({args.pages} pages)"
             store.fast_rerank = False
@@ -321,7 +345,7 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
             store.fast_rerank = True
             for m in args.rerank_candidates:
                 store.rerank_candidates = m
-                eval_store(table, f"ours: Edge two_stage, fast int8 rerank -> {m} exact, {tag}",
+                eval_store(table, f"ours: Edge two_stage, pooled HNSW -> fast int8 rerank -> {m} exact, {tag}",
                            lambda q, pf=pf: store.search("bench", q, 10, mode="two_stage", prefetch_limit=pf),
                            queries, exact, dev, qdrant["p50"], "Qdrant rerank, same prefetch")
         store.rerank_candidates = default_m
@@ -332,6 +356,7 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                    lambda q: store.search("bench", q, 10, mode="two_stage", prefetch_limit=default_pf),
                    queries, exact, dev, edge_exact["p50"], "Edge exact")
         store.pooled_scan_max_pages = scan
+        store.token_index_min_pages = token_min
         if cuda:
             store.rerank_device = "cuda"
             eval_store(table, f"ours on {cuda}: fast int8 rerank on the GPU, prefetch={default_pf} ({args.pages} pages)",
@@ -497,6 +522,8 @@ def main() -> None:
     ap.add_argument("--prefetch", type=int, nargs="*", default=[100, 300], help="extra prefetch_limit values")
     ap.add_argument("--rerank-candidates", type=int, nargs="+", default=[16],
                     help="pages the fast rerank passes to Qdrant's exact MaxSim (product default 16)")
+    ap.add_argument("--token-candidates", type=int, nargs="+", default=[100, 250],
+                    help="token-index candidates passed to the int8 rerank (collections >= token_index_min_pages)")
     ap.add_argument("--datatype", choices=["float32", "float16"], default="float32", help="Edge full-vector storage")
     ap.add_argument("--hnsw-m", type=int, default=None, help="HNSW m of the pooled vectors (default: the product's)")
     ap.add_argument("--exact-queries", type=int, default=0,

@@ -136,6 +136,10 @@ class QdrantEdgeStore:
     ``pooled_scan_max_pages``: up to this many pages, unfiltered candidates come from our brute-force
     bf16 pass over the pooled vectors instead of Qdrant's HNSW prefetches (measured: faster than HNSW
     at 10k pages, but with worse candidates, see bench/README.md; below ~300 pages Qdrant scans too).
+    ``token_index_min_pages``: ``optimize`` builds the token-level first stage (``index.token_index``)
+    for collections of at least this many pages (0: never); unfiltered searches of a collection it
+    covers take their candidates from it: the ``token_candidates`` pages it scores best, probing
+    ``token_nprobe`` cells per query token (measured: bench/README.md).
     ``wal_flush_bytes``: flush a collection's shard once about this many bytes of vectors were upserted
     into it. Edge keeps every update in its write-ahead log until a flush (~0.7 MB per 1139-token
     page: 70 GB for 100k pages); a flush persists the segments and truncates the log.
@@ -158,6 +162,9 @@ class QdrantEdgeStore:
         rerank_candidates: int = 16,
         rerank_device: str = "cpu",
         pooled_scan_max_pages: int = 300,
+        token_index_min_pages: int = 5000,
+        token_candidates: int = 100,
+        token_nprobe: int = 8,
         wal_flush_bytes: int = 256 * 1024 * 1024,
         optimize_every_bytes: int = 4 * 1024**3,
     ) -> None:
@@ -166,6 +173,9 @@ class QdrantEdgeStore:
         self.rerank_candidates = max(1, int(rerank_candidates))
         self.rerank_device = rerank_device
         self.pooled_scan_max_pages = int(pooled_scan_max_pages)
+        self.token_index_min_pages = int(token_index_min_pages)
+        self.token_candidates = max(1, int(token_candidates))
+        self.token_nprobe = max(1, int(token_nprobe))
         self._rerank: dict[str, RerankCache] = {}
         self._rerank_stale: set[str] = set()  # a cache append failed: Qdrant prefetches until a sync
         self.batch_size = max(1, int(batch_size))
@@ -477,22 +487,28 @@ class QdrantEdgeStore:
                      collection: str) -> list[ScoredPage]:
         """``two_stage`` with our int8-cache kernel choosing what Qdrant rescores. Call under the lock.
 
-        1. Candidates: the union of the top ``k`` pages by MaxSim on the row means and the top ``k`` by
-           the column means. Without a filter, when every page is in the cache and there are at most
-           ``pooled_scan_max_pages``: our brute-force bf16 pass over the cached pooled vectors (linear
-           in the pages, ~1.7 us per page here); else Qdrant's two pooled HNSW prefetches (ids only).
+        1. Candidates. Without a filter, when every page is in the cache: up to
+           ``pooled_scan_max_pages``, our brute-force bf16 pass over the cached pooled vectors (the
+           union of the top ``k`` pages by MaxSim on the row means and the top ``k`` by the column
+           means; ~1.7 us per page here); past it, when the token index covers the cache, the best
+           ``token_candidates`` pages of the token-level first stage. Else (a filter, pages missing
+           from the cache, no token index yet): Qdrant's two pooled HNSW prefetches (ids only).
         2. Ours: approximate MaxSim of the cached candidates; keep the best ``rerank_candidates``, plus
            every candidate missing from the cache.
         3. Qdrant: exact MaxSim on ``FULL_VECTOR`` over those ids (and the filter), with payloads.
         """
         qe = _edge()
         cache = self._rerank_file(collection)
-        scan = False
-        if flt is None and collection not in self._rerank_stale:  # only then can the scan be used
+        scan = tokens = False
+        if flt is None and collection not in self._rerank_stale:  # only then can the cache stand alone
             n_points = int(shard.count(qe.CountRequest(exact=True)))
-            scan = len(cache) >= n_points and n_points <= self.pooled_scan_max_pages
+            if len(cache) >= n_points:  # every page is cached
+                scan = n_points <= self.pooled_scan_max_pages
+                tokens = not scan and self.token_index_min_pages > 0 and cache.token_index_ready()
         if scan:
-            ids = cache.pooled_candidates(query, k, self.rerank_device)  # every page is cached
+            ids = cache.pooled_candidates(query, k, self.rerank_device)
+        elif tokens:
+            ids = cache.token_candidates(query, max(self.token_candidates, limit), nprobe=self.token_nprobe)
         else:  # a filter, or pages missing from the cache: Qdrant's pooled HNSW prefetches
             candidates = shard.query(qe.QueryRequest(
                 limit=2 * k,
@@ -608,7 +624,9 @@ class QdrantEdgeStore:
     def sync_rerank_cache(self, collection: str, batch: int = 64) -> tuple[int, int]:
         """Make the fast-rerank cache hold every point of ``collection``: copy the full vectors of
         points missing from it (collections made before it, or a crash after a Qdrant upsert), and
-        compact it when dead records outnumber live ones. Returns (points added, records dropped)."""
+        compact it when dead records outnumber live ones; then keep its token index fit
+        (``RerankCache.ensure_token_index``: built once the collection has ``token_index_min_pages``).
+        Returns (points added, records dropped)."""
         with self._lock:
             shard, _ = self._require(collection)
             live = set(self._scroll_ids(shard, None))
@@ -634,6 +652,10 @@ class QdrantEdgeStore:
             if cache.dead_records > len(cache):
                 dropped = cache.compact(live)
             self._rerank_stale.discard(collection)
+            if self.token_index_min_pages > 0:
+                done = cache.ensure_token_index(self.token_index_min_pages)
+                if done:
+                    logger.info("token index of %s: %s (%d pages)", collection, done, len(cache))
         if added or dropped or ghosts:
             logger.info("rerank cache of %s: %d pages added, %d deleted pages dropped, %d dead records compacted",
                         collection, added, len(ghosts), dropped)

@@ -27,6 +27,9 @@ On disk, per collection, ``<collection>/rerank/``::
     index.bin      32-byte records, append-only: point uuid (16 B) | first row in vectors.i8
                    (int64) | n_tokens (int32; 0 = point deleted) | dim (uint16) | width (uint16).
                    The last record of an id wins.
+    tokens/        the token-level first stage over these records (``index.token_index``), built by
+                   ``ensure_token_index`` for large collections, kept current by ``append``/``remove``
+                   and renumbered by ``compact``
 
 It is a cache of what Qdrant holds, never the source of truth: data is written and fsynced before
 its index record, so a crash leaves at worst a torn tail (ignored); a point missing from it (a crash
@@ -51,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from index.token_index import ASSIGN_CHUNK_ROWS, TokenIndex
+
 logger = logging.getLogger(__name__)
 
 VECTORS_FILE = "vectors.i8"
@@ -61,6 +66,8 @@ INDEX_FILE = "index.bin"
 RECORD = struct.Struct("<16sqiHH")  # uuid bytes, first row, n_tokens (0: deleted), dim, pooled width
 POOLED_WIDTH = 32  # row/column means kept per page: a 2048-px page has at most 4 x 8 = 32 patch rows
 FULL_CHUNK_PAGES = 16  # pages per full-vector kernel step: 16 x 1139 x 128 x 2 B = 4.7 MB of bf16
+TOKENS_DIR = "tokens"  # index.token_index.TokenIndex of this cache
+TOKEN_SAMPLE = 1 << 19  # token vectors drawn (from every live page) to train the token codebook
 POOLED_CHUNK_PAGES = 1024  # pages per pooled kernel step: 1024 x 64 x 128 x 2 B = 16.8 MB
 
 
@@ -120,6 +127,8 @@ class RerankCache:
         self._scales: Any = None  # their float32 scales [rows],
         self._pooled: Any = None  # bf16 pooled vectors [records, 2 * W, dim]
         self._live: Any = None  # torch bool [n_records]: the latest record of a live point
+        self._indexed: int | None = None  # records with tokens (live or not), for token_candidates
+        self.tokens = TokenIndex(self.folder / TOKENS_DIR)  # the token-level first stage (optional)
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -132,6 +141,7 @@ class RerankCache:
 
     def _drop_views(self) -> None:
         self._full = self._scales = self._pooled = self._live = None
+        self._indexed = None
 
     def _load(self) -> dict[str, int]:
         if self._index is not None:
@@ -178,6 +188,7 @@ class RerankCache:
         """Delete the cache files (the next append starts afresh)."""
         for name in (INDEX_FILE, VECTORS_FILE, SCALES_FILE, POOLED_FILE, LEGACY_VECTORS_FILE):
             self._path(name).unlink(missing_ok=True)
+        self.tokens.clear()
         self._index = None
         self._reset_state()
 
@@ -217,9 +228,11 @@ class RerankCache:
             fs.truncate(row * 4)
             fv.seek(0, os.SEEK_END)
             fs.seek(0, os.SEEK_END)
+            all_codes = []
             for _, full, _, _ in items:
                 starts.append(row)
                 codes, scales = quantize_int8(full)
+                all_codes.append(codes)
                 fv.write(codes.tobytes())
                 fs.write(scales.tobytes())
                 row += int(full.shape[0])
@@ -245,7 +258,22 @@ class RerankCache:
             self._rows = max(self._rows, start + int(full.shape[0]))
         self._dim = dim
         self._drop_views()
+        self._index_tokens(n_records, all_codes)
         return len(items)
+
+    def _index_tokens(self, first_record: int, codes: list[np.ndarray]) -> None:
+        """Add new records (int8 codes [n_tokens, dim] each; [0, dim] for a tombstone) to the token
+        index, if there is one. A failure leaves it behind the cache (not ``token_index_ready``, so
+        searches use the pooled first stage) until ``ensure_token_index`` catches up."""
+        if not self.tokens.load():
+            return
+        import torch
+
+        try:
+            self.tokens.append(first_record, [torch.from_numpy(c) for c in codes])
+        except Exception as exc:  # the cache itself is fine: only the first stage falls back
+            logger.warning("could not add %d pages to the token index of %s (%s): searches use the pooled "
+                           "first stage until `optimize`", len(codes), self.folder, exc)
 
     def _append_pooled(self, slots: bytes, n_records: int, dim: int) -> None:
         """Append pooled slots after the ``n_records`` that have index records (slots of a crashed
@@ -280,6 +308,7 @@ class RerankCache:
             self._starts.append(0)
             self._lens.append(0)
         self._drop_views()
+        self._index_tokens(n_records, [np.zeros((0, self._dim), dtype=np.int8)] * len(gone))
         return len(gone)
 
     def compact(self, live_ids: set[str]) -> int:
@@ -315,6 +344,8 @@ class RerankCache:
                 os.fsync(fh.fileno())
         tmp[INDEX_FILE].write_bytes(bytes(records))
         del full, scales, pooled
+        mapping = np.full(len(self._ids), -1, dtype=np.int64)  # old record -> new record
+        mapping[[index[pid] for pid in keep]] = np.arange(len(keep))
         self._drop_views()
         self._path(INDEX_FILE).unlink(missing_ok=True)
         for name in data_files:
@@ -322,6 +353,11 @@ class RerankCache:
         os.replace(tmp[INDEX_FILE], self._path(INDEX_FILE))
         self._index = None
         self._load()
+        if self.tokens.load():
+            if self.tokens.ready(len(mapping)):
+                self.tokens.remap(mapping, len(keep))
+            else:  # behind the cache: rebuilt by ensure_token_index
+                self.tokens.clear()
         logger.info("compacted %s: dropped %d dead records, %d kept", self.folder, dropped, len(keep))
         return dropped
 
@@ -436,6 +472,111 @@ class RerankCache:
         for rec in picked.tolist():
             seen.setdefault(self._ids[rec], None)
         return list(seen)
+
+
+    # --- token-level first stage (index.token_index) -------------------------------------------
+
+    def token_index_ready(self) -> bool:
+        """Whether the token index covers every record (then ``token_candidates`` sees every page)."""
+        self._load()
+        return bool(self._ids) and self.tokens.ready(len(self._ids))
+
+    def token_candidates(self, query: np.ndarray, m: int, nprobe: int = 8, coarse_probe: int = 4) -> list[str]:
+        """The ids of the ``m`` live pages the token index scores best for ``query`` [n_q, dim]
+        (``TokenIndex.candidates``), best first. Call only when ``token_index_ready``."""
+        _, _, _, live = self._views()
+        if live is None:
+            return []
+        # lists still hold deleted and superseded pages until a compaction: a list's share is of them all
+        if self._indexed is None:
+            self._indexed = int(np.count_nonzero(np.asarray(self._lens)))
+        indexed = self._indexed
+        return [self._ids[r] for r in self.tokens.candidates(query, live, m, nprobe=nprobe, coarse_probe=coarse_probe,
+                                                             indexed_records=indexed)]
+
+    def _token_rows(self, first_record: int = 0) -> Any:
+        """RowSource for ``TokenIndex``: the int8 codes of the live records from ``first_record``
+        on, ~ASSIGN_CHUNK_ROWS tokens at a time, with each token's record number."""
+        import torch
+
+        full, _, _, live = self._views()
+        recs = [r for r in range(first_record, len(self._ids)) if bool(live[r])]
+
+        def rows() -> Any:
+            batch: list[int] = []
+            size = 0
+            for r in [*recs, None]:
+                if r is not None:
+                    batch.append(r)
+                    size += self._lens[r]
+                    if size < ASSIGN_CHUNK_ROWS:
+                        continue
+                if not batch:
+                    break
+                x = torch.cat([full[self._starts[b] : self._starts[b] + self._lens[b]] for b in batch])
+                owner = np.repeat(np.asarray(batch, dtype=np.int64), [self._lens[b] for b in batch])
+                yield x, owner
+                batch, size = [], 0
+
+        return rows
+
+    def _token_sample(self, n: int = TOKEN_SAMPLE, seed: int = 0) -> np.ndarray:
+        """~``n`` token vectors float32 [m, dim] drawn evenly from every live page (sorted reads)."""
+        full, scales, _, _ = self._views()
+        index = self._load()
+        per_page = max(1, -(-n // max(1, len(index))))
+        rng = np.random.default_rng(seed)
+        rows = np.sort(np.concatenate([self._starts[r] + rng.integers(0, self._lens[r], min(per_page, self._lens[r]))
+                                       for r in sorted(index.values())]))
+        codes = full.numpy()[rows].astype(np.float32)
+        return codes * scales.numpy()[rows][:, None]
+
+    def ensure_token_index(self, min_pages: int, retrain_growth: float = 2.0, fold_share: float = 0.25,
+                           coarse: int = 256, fine: int = 256) -> str:
+        """Keep the token index fit for the collection; returns what was done:
+
+        * ``"built"``: none yet (or the collection grew ``retrain_growth``x since its codebook was
+          trained: a codebook only knows the patches it was trained on) and at least ``min_pages``
+          live pages: sample, train and assign every token (~3 min per 100k pages on 2 cores);
+        * ``"caught up"``: pages appended while it could not be told are assigned now;
+        * ``"folded"``: the pages appended since the build (kept in a delta) exceed ``fold_share``
+          of it: merged into the lists;
+        * ``"dropped"``: the collection shrank below ``min_pages / 2``;
+        * ``""``: nothing to do.
+        """
+        index = self._load()
+        live = len(index)
+        have = self.tokens.load()
+        if have and self.tokens.covered > len(self._ids):  # indexes records the cache lost (a crash)
+            self.tokens.clear()
+            have = False
+        if live < min_pages:
+            if have and live < min_pages / 2:
+                self.tokens.clear()
+                return "dropped"
+            if not have:
+                return ""
+        if not have or live >= retrain_growth * max(1, self.tokens.trained_pages):
+            sample = self._token_sample()
+            self.tokens.build(sample, self._token_rows(), len(self._ids), live, coarse=coarse, fine=fine)
+            n_cells = self.tokens.codebook.n_cells if self.tokens.codebook is not None else 0
+            logger.info("token index of %s: %d cells trained on %d tokens of %d pages", self.folder,
+                        n_cells, len(sample), live)
+            return "built"
+        if not self.tokens.ready(len(self._ids)):
+            full, _, _, _ = self._views()
+            first = self.tokens.covered
+            import torch
+
+            empty = torch.zeros((0, self._dim or 1), dtype=torch.int8)
+            pages = [full[self._starts[r] : self._starts[r] + self._lens[r]] if self._lens[r] else empty
+                     for r in range(first, len(self._ids))]
+            self.tokens.append(first, pages)
+            return "caught up"
+        if self.tokens.delta_records > fold_share * max(1, self.tokens.covered - self.tokens.delta_records):
+            self.tokens.fold_delta()
+            return "folded"
+        return ""
 
 
 def top_candidates(scores: np.ndarray, ids: Sequence[str], m: int) -> list[str]:

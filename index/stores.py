@@ -26,4 +26,6 @@ def open_store(settings: Settings) -> VectorStore:
     return QdrantEdgeStore(settings.edge_dir, fast_rerank=settings.fast_rerank,
                            rerank_candidates=settings.rerank_candidates,
                            pooled_scan_max_pages=settings.pooled_scan_max_pages, hnsw_m=settings.hnsw_m,
-                           full_datatype=settings.full_vector_datatype)
+                           full_datatype=settings.full_vector_datatype,
+                           token_index_min_pages=settings.token_index_min_pages,
+                           token_candidates=settings.token_candidates, token_nprobe=settings.token_nprobe)

@@ -101,6 +101,18 @@ class Settings(BaseSettings):
         "pooled HNSW, whose candidates measured better than an exact pooled scan at 10k pages. At 100k pages the "
         "scan won on both counts (recall@5 0.805 at 170 ms vs 0.51 at 394 ms): raise this for such collections.",
     )
+    token_index_min_pages: int = Field(
+        default=5000, ge=0, description="Embedded store, fast_rerank: `optimize` builds a token-level first "
+        "stage (a 256 x 256 codebook of the patch vectors and inverted lists, index/token_index.py) for "
+        "collections of at least this many pages; their unfiltered searches take candidates from it "
+        "instead of the pooled HNSW. 0: never.",
+    )
+    token_candidates: int = Field(
+        default=100, ge=1, description="Pages the token-level first stage passes on to the int8 rerank.",
+    )
+    token_nprobe: int = Field(
+        default=8, ge=1, le=256, description="Codebook cells probed per query token by the token-level first stage.",
+    )
 
     # --- answers (SmolVLM) ---------------------------------------------------------------
     answer_model: str = Field(default=DEFAULT_ANSWER_MODEL, description="Hub id or local directory.")
