@@ -211,7 +211,8 @@ class SmolVLMAnswerer:
 
         # Pages are resized so their longest edge is answer_longest_edge px, then cut into 512-px tiles.
         return AutoProcessor.from_pretrained(
-            str(model_dir), size={"longest_edge": int(self.settings.answer_longest_edge)}
+            str(model_dir), size={"longest_edge": int(self.settings.answer_longest_edge)},
+            backend=self.settings.image_processor_backend,
         )
 
     def _load_model(

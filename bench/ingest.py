@@ -63,11 +63,12 @@ def build_real_model(outdir: Path) -> Path:
     return outdir
 
 
-def settings_for(model_dir: Path, data_dir: Path, edge: int, device: str, batch: int, dtype: str):
+def settings_for(model_dir: Path, data_dir: Path, edge: int, device: str, batch: int, dtype: str,
+                 backend: str = "pil"):
     from pagelens.settings import Settings
 
     return Settings(retriever_model=str(model_dir), device=device, page_longest_edge=edge, data_dir=data_dir,
-                    embed_batch_size=batch, dtype=dtype)
+                    embed_batch_size=batch, dtype=dtype, image_processor_backend=backend)
 
 
 def run_ours(settings, pdfs: list[tuple[Path, int]], tmp: Path) -> tuple[float, int]:
@@ -187,11 +188,12 @@ def forward_only(settings, pdfs: list[tuple[Path, int]], batch: int, iters: int 
 
 
 def bench_model(table: Table, label: str, model_dir: Path, edge: int, n_pages: int, device: str, batch: int,
-                dtype: str, tmp: Path) -> None:
+                dtype: str, tmp: Path, backend: str = "pil") -> None:
     pdfs = pick_pdfs(n_pages)
     total = sum(c for _, c in pdfs)
     dev = device_label(gpu=device != "cpu")
-    settings = settings_for(model_dir, tmp / f"data-{label}", edge, device, batch, dtype)
+    label = f"{label}, {backend} image processor"
+    settings = settings_for(model_dir, tmp / f"data-{label}", edge, device, batch, dtype, backend)
     log(f"{label}: {total} pages from {len(pdfs)} PDFs at {edge} px on {device}, batch {batch}")
     pt, pn, stages = run_plain(settings, pdfs, tmp / f"plain-{label}", batch)
     log(f"{label} plain loop: {pn} pages in {pt:.1f} s = {pn / pt:.2f} pages/s; stages "
@@ -218,6 +220,9 @@ def main() -> None:
     ap.add_argument("--gpu-only", action="store_true", help="only the GPU section")
     ap.add_argument("--cpu-dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
                     help="dtypes of the CPU rows (bfloat16 is native on CPUs with AVX512-BF16/AMX)")
+    ap.add_argument("--image-processors", nargs="+", default=["pil", "torchvision"], choices=["pil", "torchvision"],
+                    help="PAGELENS_IMAGE_PROCESSOR_BACKEND values of the tiny-model and GPU rows (the CPU rows "
+                         "of the real architecture use the first)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -229,15 +234,18 @@ def main() -> None:
         tiny = build_tiny_models(tmp / "tiny")["retriever"]
         real = build_real_model(tmp / "real256") if args.real_pages > 0 else None
         if not args.gpu_only:
-            bench_model(table, "tiny model", tiny, args.tiny_edge, args.pages, "cpu", args.batch, "float32", tmp)
+            for backend in args.image_processors:
+                bench_model(table, "tiny model", tiny, args.tiny_edge, args.pages, "cpu", args.batch, "float32", tmp,
+                            backend)
             if real is not None:
                 for dtype in args.cpu_dtypes:
                     bench_model(table, f"colSmol-256M arch (random), {dtype}", real, args.real_edge, args.real_pages,
-                                "cpu", args.batch, dtype, tmp)
+                                "cpu", args.batch, dtype, tmp, args.image_processors[0])
         if (args.gpu or args.gpu_only) and require_cuda("ingest GPU section"):
             if real is not None:
-                bench_model(table, "colSmol-256M arch (random)", real, args.real_edge, args.real_pages, "cuda",
-                            args.batch, "bfloat16", tmp)
+                for backend in args.image_processors:
+                    bench_model(table, "colSmol-256M arch (random)", real, args.real_edge, args.real_pages, "cuda",
+                                args.batch, "bfloat16", tmp, backend)
         elif not (args.gpu or args.gpu_only):
             require_cuda("ingest GPU section (pass --gpu on a lent GPU)")
         table.print(args.out)

@@ -239,7 +239,7 @@ class ColSmolEmbedder:
             raise Unavailable(
                 f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {source}", f"the directory {source}"
             )
-        processor = ColIdefics3Processor.from_pretrained(str(source))
+        processor = ColIdefics3Processor.from_pretrained(str(source), backend=self.settings.image_processor_backend)
         # Pages are resized so their longest edge is page_longest_edge, then tiled (512 px per tile).
         processor.image_processor.size = {"longest_edge": int(self.settings.page_longest_edge)}
         return processor

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         ge=64,
         description="Longest edge (px) pages are rendered at and fed to the retriever (Idefics3: N x 512).",
     )
+    image_processor_backend: Literal["pil", "torchvision"] = Field(
+        default="pil", description="Image preprocessing of both models (resize, tiling, normalisation). pil: "
+        "transformers' PIL processor, exactly what the models were trained with (LANCZOS). torchvision: its "
+        "torch processor, ~3.5x faster on the CPU for a 2048-px page (0.09 vs 0.33 s, measured), resizing with "
+        "BICUBIC for LANCZOS (pixel values off by 0.002 on average on the [-1, 1] scale).",
+    )
 
     # --- ingest --------------------------------------------------------------------------
     rasterizer: Literal["pymupdf", "poppler"] = "pymupdf"

@@ -336,3 +336,17 @@ def test_hub_id_not_cached_offline(settings_factory: Any, monkeypatch: pytest.Mo
     message = str(info.value)
     assert "huggingface-cli download pagelens-tests/not-a-model --local-dir DIR" in message
     assert "PAGELENS_ANSWER_MODEL" in message and "offline" in message
+
+
+def test_torchvision_image_processor_answers_with_the_same_layout(make_answerer: Any, hits: list[SearchHit]) -> None:
+    """PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision for the answer model: the torch processor is
+    loaded and the prompt has the same image tokens as with the PIL one."""
+    from transformers.models.idefics3.image_processing_idefics3 import Idefics3ImageProcessor
+
+    fast = make_answerer(image_processor_backend="torchvision")
+    answer = fast.answer("What is the total amount?", hits, k=3)
+    assert isinstance(fast.processor.image_processor, Idefics3ImageProcessor)
+    reference = make_answerer().answer("What is the total amount?", hits, k=3)
+    assert answer.image_tokens == reference.image_tokens == 3 * 64
+    assert answer.prompt_tokens == reference.prompt_tokens
+    assert 1 <= answer.generated_tokens <= 8

@@ -237,3 +237,30 @@ def test_devices_resolution() -> None:
         with pytest.raises(PagelensError):
             get_device("cuda")
         assert get_device("auto").type in ("cpu", "mps")
+
+
+def test_torchvision_image_processor_matches_the_pil_one(tiny_models: dict[str, Path]) -> None:
+    """PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision: same tiles, tokens and grid as the default PIL
+    processor; pixels differ only by the resampling filter (BICUBIC for LANCZOS), so the embeddings
+    stay close."""
+    from transformers.models.idefics3.image_processing_idefics3 import Idefics3ImageProcessor
+
+    pil = ColSmolEmbedder(make_settings(tiny_models["retriever"]))
+    fast = ColSmolEmbedder(make_settings(tiny_models["retriever"], image_processor_backend="torchvision"))
+    fast.load()
+    pil.load()
+    assert isinstance(fast.processor.image_processor, Idefics3ImageProcessor)
+    assert not isinstance(pil.processor.image_processor, Idefics3ImageProcessor)
+    rng = np.random.default_rng(3)
+    page = np.full((1024, 791, 3), 255, dtype=np.uint8)  # a page: white, dark text-like bars
+    for _ in range(120):
+        y, x = int(rng.integers(0, 1000)), int(rng.integers(0, 700))
+        page[y : y + 8, x : x + 60] = int(rng.integers(0, 90))
+    image = Image.fromarray(page)
+    a, b = pil.processor.process_images([image]), fast.processor.process_images([image])
+    assert torch.equal(a["input_ids"], b["input_ids"]) and a["pixel_values"].shape == b["pixel_values"].shape
+    assert (a["pixel_values"] - b["pixel_values"]).abs().mean() < 0.01
+    (ea,), (eb,) = pil.embed_pages([image]), fast.embed_pages([image])
+    assert ea.full.shape == eb.full.shape and ea.rows.shape == eb.rows.shape
+    cos = (ea.full * eb.full).sum(axis=1)
+    assert cos.mean() > 0.99
