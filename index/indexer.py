@@ -180,7 +180,11 @@ class Indexer:
         run.execute(n_workers)
         if report.pages_indexed and hasattr(self.store, "optimize"):
             # Qdrant Edge has no background optimizer: build the HNSW graphs of the pooled vectors now
+            # (and, for large collections, the token index: minutes per 100k pages)
+            notify("optimize_start", {"collection": collection})
+            t0 = time.perf_counter()
             self.store.optimize(collection)
+            notify("optimize_done", {"collection": collection, "seconds": time.perf_counter() - t0})
         report.seconds = time.perf_counter() - started
         return report
 

@@ -50,7 +50,8 @@ class IndexProgress:
     def callback(self, event: str, info: dict[str, Any]) -> None:
         """Indexer events (see ``index.indexer``): ``plan`` sets the page total (an estimate from the
         documents opened so far, exact at the end), ``page_done`` advances the pages bar (pages/s, ETA
-        over all documents), ``document_done`` / ``document_failed`` the documents bar."""
+        over all documents), ``document_done`` / ``document_failed`` the documents bar, and
+        ``optimize_start`` / ``optimize_done`` a third line for the index build that ends a job."""
         progress = self._progress
         if event == "plan":
             progress.update(self._pages, total=info.get("pages_estimate") or None)
@@ -64,3 +65,7 @@ class IndexProgress:
             progress.update(self._pages, rate=f"{speed:.2f} pages/s" if speed else "")
         elif event in ("document_done", "document_failed"):
             progress.advance(self._docs)
+        elif event == "optimize_start":
+            self._optimize = progress.add_task("optimizing the index (HNSW graphs, token index)", total=None, rate="")
+        elif event == "optimize_done" and getattr(self, "_optimize", None) is not None:
+            progress.update(self._optimize, total=1, completed=1, rate=f"{float(info.get('seconds', 0)):.1f} s")

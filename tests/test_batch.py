@@ -245,6 +245,36 @@ def test_serial_and_pipelined_write_identical_points(svc: Any, corpus: Path, tmp
         np.testing.assert_array_equal(v0[pid], v1[pid])
 
 
+def test_a_job_ends_with_the_index_build_shown_as_progress(svc: Any, corpus: Path) -> None:
+    """The optimize that ends a job (HNSW graphs; the token index of a large collection: minutes)
+    is reported: ``optimize_start`` then ``optimize_done`` with its seconds, drawn by the CLI bars."""
+    import io
+
+    from rich.console import Console
+
+    from pagelens.progress import IndexProgress
+
+    service = svc()
+    events: list[tuple[str, dict[str, Any]]] = []
+    console = Console(file=io.StringIO(), force_terminal=False, width=140)
+    inputs = [IndexInput(path=p) for p in sorted(corpus.rglob("doc*.pdf"))[:2]]
+    with IndexProgress(console, len(inputs)) as bars:
+        def callback(event: str, info: dict[str, Any]) -> None:
+            events.append((event, info))
+            bars.callback(event, info)
+
+        report = service.indexer.index("opt", inputs, progress=callback, workers=0)
+    assert report.ok and report.pages_indexed > 0
+    assert [e for e, _ in events[-2:]] == ["optimize_start", "optimize_done"]
+    assert events[-1][1]["collection"] == "opt" and events[-1][1]["seconds"] >= 0
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "optimizing the index (HNSW graphs, token index)" in out
+    # nothing new, nothing to optimize
+    events.clear()
+    again = service.indexer.index("opt", inputs, progress=lambda e, i: events.append((e, i)), workers=0)
+    assert again.pages_indexed == 0 and "optimize_start" not in [e for e, _ in events]
+
+
 def test_pipeline_memory_stays_bounded(svc: Any, tmp_path: Path) -> None:
     """200 documents through the pipeline: the queues stay within their bounds and the main process's
     memory stops growing after the first documents."""
