@@ -335,9 +335,9 @@ class ColSmolEmbedder:
         for start in range(0, len(images), self.batch_size):
             chunk = [im.convert("RGB") for im in images[start : start + self.batch_size]]
             # input_ids / attention_mask [B, L] int64; pixel_values [B, T, 3, 512, 512] float32 (T tiles, padded)
-            batch = proc.process_images(chunk)
-            ids_cpu = batch["input_ids"]
-            mask_cpu = batch["attention_mask"].bool()
+            batch = self._preprocess(chunk)
+            ids_cpu = batch["input_ids"].cpu()
+            mask_cpu = batch["attention_mask"].bool().cpu()
             with torch.inference_mode():
                 emb = self._model(**self._to_device(batch))  # [B, L, 128] model dtype, on device
                 emb = emb.float().cpu()
@@ -355,6 +355,15 @@ class ColSmolEmbedder:
                     )
                 )
         return results
+
+    def _preprocess(self, images: list[Image.Image]) -> Any:
+        """``process_images`` of RGB ``images``; with ``preprocess_device=model`` the torchvision
+        processor resizes and normalises on the model's device (pixel_values are made there)."""
+        proc = self._processor
+        if self.settings.preprocess_device != "model":
+            return proc.process_images(images)
+        return proc(text=[proc.visual_prompt_prefix] * len(images), images=images, padding="longest",
+                    return_tensors="pt", device=self._device)
 
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Embed queries with ``processor.process_queries`` (colpali's query suffix of

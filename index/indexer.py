@@ -235,8 +235,9 @@ class Indexer:
         return list(self.embedder.embed_pages(chunk.images or []))
 
     def preprocessor(self) -> Any:
-        """The processor workers run (``process_images``), or None to send PIL images to the embedder."""
-        if not hasattr(self.embedder, "embed_preprocessed"):
+        """The processor workers run (``process_images``), or None to send PIL images to the embedder
+        (which then preprocesses them itself: ``preprocess_device=model`` does it on the GPU)."""
+        if not hasattr(self.embedder, "embed_preprocessed") or self.settings.preprocess_device == "model":
             return None
         self.embedder.load()
         return getattr(self.embedder, "processor", None)

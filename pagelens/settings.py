@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_RETRIEVER_MODEL = "vidore/colSmol-256M"
@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         "transformers' PIL processor, exactly what the models were trained with (LANCZOS). torchvision: its "
         "torch processor, ~3.5x faster on the CPU for a 2048-px page (0.09 vs 0.33 s, measured), resizing with "
         "BICUBIC for LANCZOS (pixel values off by 0.002 on average on the [-1, 1] scale).",
+    )
+    preprocess_device: Literal["cpu", "model"] = Field(
+        default="cpu", description="Where page images are resized, tiled and normalised for the retriever. cpu: "
+        "in the ingest worker processes. model: on the retriever's device (a GPU) in the main process, which "
+        "needs image_processor_backend=torchvision; the workers then only rasterize.",
     )
 
     # --- ingest --------------------------------------------------------------------------
@@ -217,6 +222,13 @@ class Settings(BaseSettings):
         """A local model directory is recorded by its absolute path, so ``./m`` and ``/abs/m`` match."""
         path = Path(value).expanduser()
         return str(path.resolve()) if path.exists() else value
+
+    @model_validator(mode="after")
+    def _preprocess_needs_torchvision(self) -> Settings:
+        if self.preprocess_device == "model" and self.image_processor_backend != "torchvision":
+            raise ValueError("PAGELENS_PREPROCESS_DEVICE=model preprocesses with torch on the model's device: set "
+                             "PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision too (the pil processor runs on the CPU only)")
+        return self
 
     @property
     def uses_server(self) -> bool:

@@ -275,6 +275,32 @@ def test_a_job_ends_with_the_index_build_shown_as_progress(svc: Any, corpus: Pat
     assert again.pages_indexed == 0 and "optimize_start" not in [e for e, _ in events]
 
 
+def test_preprocessing_on_the_model_device_writes_the_same_points(svc: Any, corpus: Path, tmp_path: Path) -> None:
+    """PAGELENS_PREPROCESS_DEVICE=model: workers only rasterize, the embedder preprocesses (with the
+    torchvision processor, on the model's device: the CPU here); the points equal those of the
+    torchvision processor run in the workers."""
+    import numpy as np
+
+    inputs = [IndexInput(path=p) for p in sorted(corpus.rglob("doc*.pdf"))]
+    in_workers = svc(image_processor_backend="torchvision")
+    on_device = svc(image_processor_backend="torchvision", preprocess_device="model", data_dir=tmp_path / "d2")
+    assert on_device.indexer.preprocessor() is None and in_workers.indexer.preprocessor() is not None
+    r0 = in_workers.indexer.index("p", inputs, workers=2)
+    r1 = on_device.indexer.index("p", inputs, workers=2)
+    assert r0.ok and r1.ok and r1.pipeline["mode"] == "pipelined" and r0.pages_indexed == r1.pages_indexed == 12
+    p0 = points(in_workers, "p")
+    v0 = in_workers.store.get_full_vectors("p", list(p0))
+    v1 = on_device.store.get_full_vectors("p", list(p0))
+    assert set(v0) == set(v1) == set(p0)
+    for pid in p0:
+        np.testing.assert_allclose(v0[pid], v1[pid], atol=1e-5)
+
+
+def test_preprocess_device_model_needs_the_torchvision_processor(settings_factory: Any) -> None:
+    with pytest.raises(ValueError, match="PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision"):
+        settings_factory(preprocess_device="model")
+
+
 def test_pipeline_memory_stays_bounded(svc: Any, tmp_path: Path) -> None:
     """200 documents through the pipeline: the queues stay within their bounds and the main process's
     memory stops growing after the first documents."""

@@ -53,3 +53,20 @@ def test_cuda_answer_streams_same_text_as_blocking(settings_factory, tmp_path) -
     blocking = answerer.answer("What is on the page?", [hit])
     streamed = "".join(e.text for e in answerer.stream("What is on the page?", [hit]) if e.kind == "token")
     assert blocking.text == streamed and blocking.citations[0].page_no == 1
+
+
+def test_cuda_preprocessing_on_the_device_matches_the_cpu_torchvision_processor(settings_factory) -> None:
+    """PAGELENS_PREPROCESS_DEVICE=model: pixel_values are made on the GPU, and the embeddings match
+    those of the same torchvision processor run on the CPU."""
+    from index.embedder import ColSmolEmbedder
+
+    on_cpu = ColSmolEmbedder(settings_factory(device="auto", image_processor_backend="torchvision"))
+    on_gpu = ColSmolEmbedder(settings_factory(device="auto", image_processor_backend="torchvision",
+                                              preprocess_device="model"))
+    images = [page(i) for i in range(2)]
+    on_gpu.load()
+    batch = on_gpu._preprocess(images)
+    assert batch["pixel_values"].device.type == "cuda"
+    for a, b in zip(on_cpu.embed_pages(images), on_gpu.embed_pages(images), strict=True):
+        assert a.full.shape == b.full.shape
+        assert float(np.median((a.full * b.full).sum(axis=1))) > 0.99
