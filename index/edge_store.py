@@ -652,10 +652,10 @@ class QdrantEdgeStore:
             if cache.dead_records > len(cache):
                 dropped = cache.compact(live)
             self._rerank_stale.discard(collection)
-            if self.token_index_min_pages > 0:
-                done = cache.ensure_token_index(self.token_index_min_pages)
-                if done:
-                    logger.info("token index of %s: %s (%d pages)", collection, done, len(cache))
+        if self.token_index_min_pages > 0:  # takes the lock itself, but not while it trains and assigns
+            done = cache.ensure_token_index(self.token_index_min_pages, lock=self._lock)
+            if done:
+                logger.info("token index of %s: %s (%d pages)", collection, done, len(cache))
         if added or dropped or ghosts:
             logger.info("rerank cache of %s: %d pages added, %d deleted pages dropped, %d dead records compacted",
                         collection, added, len(ghosts), dropped)

@@ -43,6 +43,7 @@ store's lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -54,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from index.token_index import ASSIGN_CHUNK_ROWS, TokenIndex
+from index.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class RerankCache:
         self._pooled: Any = None  # bf16 pooled vectors [records, 2 * W, dim]
         self._live: Any = None  # torch bool [n_records]: the latest record of a live point
         self._indexed: int | None = None  # records with tokens (live or not), for token_candidates
+        self._generation = 0  # bumped when records are renumbered or dropped (compact, clear)
         self.tokens = TokenIndex(self.folder / TOKENS_DIR)  # the token-level first stage (optional)
 
     # --- files ---------------------------------------------------------------------------------
@@ -189,6 +191,7 @@ class RerankCache:
         for name in (INDEX_FILE, VECTORS_FILE, SCALES_FILE, POOLED_FILE, LEGACY_VECTORS_FILE):
             self._path(name).unlink(missing_ok=True)
         self.tokens.clear()
+        self._generation += 1
         self._index = None
         self._reset_state()
 
@@ -352,6 +355,7 @@ class RerankCache:
             os.replace(tmp[name], self._path(name))
         os.replace(tmp[INDEX_FILE], self._path(INDEX_FILE))
         self._index = None
+        self._generation += 1
         self._load()
         if self.tokens.load():
             if self.tokens.ready(len(mapping)):
@@ -363,6 +367,7 @@ class RerankCache:
 
     def close(self) -> None:
         self._drop_views()
+        self._generation += 1  # a token build running outside the lock must not install into it
 
     def warm(self) -> None:
         """Ask the kernel to read the cache files into the page cache in the background
@@ -496,10 +501,13 @@ class RerankCache:
 
     def _token_rows(self, first_record: int = 0) -> Any:
         """RowSource for ``TokenIndex``: the int8 codes of the live records from ``first_record``
-        on, ~ASSIGN_CHUNK_ROWS tokens at a time, with each token's record number."""
+        on, ~ASSIGN_CHUNK_ROWS tokens at a time, with each token's record number. It reads a snapshot
+        (the views and record lists of now: appends only extend them, a compaction swaps in new
+        ones), so it may run outside the store's lock."""
         import torch
 
         full, _, _, live = self._views()
+        starts, lens = self._starts, self._lens
         recs = [r for r in range(first_record, len(self._ids)) if bool(live[r])]
 
         def rows() -> Any:
@@ -508,75 +516,99 @@ class RerankCache:
             for r in [*recs, None]:
                 if r is not None:
                     batch.append(r)
-                    size += self._lens[r]
+                    size += lens[r]
                     if size < ASSIGN_CHUNK_ROWS:
                         continue
                 if not batch:
                     break
-                x = torch.cat([full[self._starts[b] : self._starts[b] + self._lens[b]] for b in batch])
-                owner = np.repeat(np.asarray(batch, dtype=np.int64), [self._lens[b] for b in batch])
+                x = torch.cat([full[starts[b] : starts[b] + lens[b]] for b in batch])
+                owner = np.repeat(np.asarray(batch, dtype=np.int64), [lens[b] for b in batch])
                 yield x, owner
                 batch, size = [], 0
 
         return rows
 
-    def _token_sample(self, n: int = TOKEN_SAMPLE, seed: int = 0) -> np.ndarray:
-        """~``n`` token vectors float32 [m, dim] drawn evenly from every live page (sorted reads)."""
+    def _token_sample(self, n: int = TOKEN_SAMPLE, seed: int = 0) -> Any:
+        """A function returning ~``n`` token vectors float32 [m, dim] drawn evenly from every live
+        page (sorted reads); the rows are chosen now, read when called (outside the lock: a snapshot)."""
         full, scales, _, _ = self._views()
         index = self._load()
         per_page = max(1, -(-n // max(1, len(index))))
         rng = np.random.default_rng(seed)
         rows = np.sort(np.concatenate([self._starts[r] + rng.integers(0, self._lens[r], min(per_page, self._lens[r]))
                                        for r in sorted(index.values())]))
-        codes = full.numpy()[rows].astype(np.float32)
-        return codes * scales.numpy()[rows][:, None]
+
+        def read() -> np.ndarray:
+            codes = full.numpy()[rows].astype(np.float32)
+            return codes * scales.numpy()[rows][:, None]
+
+        return read
+
+    def _catch_up_tokens(self) -> None:
+        """Assign the records the token index is behind by (appended while it could not be told)."""
+        import torch
+
+        full, _, _, _ = self._views()
+        first = self.tokens.covered
+        empty = torch.zeros((0, self._dim or 1), dtype=torch.int8)
+        pages = [full[self._starts[r] : self._starts[r] + self._lens[r]] if self._lens[r] else empty
+                 for r in range(first, len(self._ids))]
+        self.tokens.append(first, pages)
 
     def ensure_token_index(self, min_pages: int, retrain_growth: float = 2.0, fold_share: float = 0.25,
-                           coarse: int = 256, fine: int = 256) -> str:
+                           coarse: int = 256, fine: int = 256, lock: Any = None) -> str:
         """Keep the token index fit for the collection; returns what was done:
 
         * ``"built"``: none yet (or the collection grew ``retrain_growth``x since its codebook was
           trained: a codebook only knows the patches it was trained on) and at least ``min_pages``
-          live pages: sample, train and assign every token (~3 min per 100k pages on 2 cores);
+          live pages: sample, train and assign every token (~5 min per 100k pages on 2 cores);
         * ``"caught up"``: pages appended while it could not be told are assigned now;
         * ``"folded"``: the pages appended since the build (kept in a delta) exceed ``fold_share``
           of it: merged into the lists;
         * ``"dropped"``: the collection shrank below ``min_pages / 2``;
-        * ``""``: nothing to do.
-        """
-        index = self._load()
-        live = len(index)
-        have = self.tokens.load()
-        if have and self.tokens.covered > len(self._ids):  # indexes records the cache lost (a crash)
-            self.tokens.clear()
-            have = False
-        if live < min_pages:
-            if have and live < min_pages / 2:
-                self.tokens.clear()
-                return "dropped"
-            if not have:
-                return ""
-        if not have or live >= retrain_growth * max(1, self.tokens.trained_pages):
-            sample = self._token_sample()
-            self.tokens.build(sample, self._token_rows(), len(self._ids), live, coarse=coarse, fine=fine)
-            n_cells = self.tokens.codebook.n_cells if self.tokens.codebook is not None else 0
-            logger.info("token index of %s: %d cells trained on %d tokens of %d pages", self.folder,
-                        n_cells, len(sample), live)
-            return "built"
-        if not self.tokens.ready(len(self._ids)):
-            full, _, _, _ = self._views()
-            first = self.tokens.covered
-            import torch
+        * ``""``: nothing to do (or a compaction replaced the records during a build: next time).
 
-            empty = torch.zeros((0, self._dim or 1), dtype=torch.int8)
-            pages = [full[self._starts[r] : self._starts[r] + self._lens[r]] if self._lens[r] else empty
-                     for r in range(first, len(self._ids))]
-            self.tokens.append(first, pages)
-            return "caught up"
-        if self.tokens.delta_records > fold_share * max(1, self.tokens.covered - self.tokens.delta_records):
-            self.tokens.fold_delta()
-            return "folded"
-        return ""
+        ``lock``: the store's lock, taken here for everything but the build's sampling, training
+        and assignment, which read a snapshot of the cache, so searches and upserts go on meanwhile
+        (pages appended during a build are assigned when it is installed). None: no locking.
+        """
+        guard = lock if lock is not None else contextlib.nullcontext()
+        with guard:
+            index = self._load()
+            live = len(index)
+            have = self.tokens.load()
+            if have and self.tokens.covered > len(self._ids):  # indexes records the cache lost (a crash)
+                self.tokens.clear()
+                have = False
+            if live < min_pages:
+                if have and live < min_pages / 2:
+                    self.tokens.clear()
+                    return "dropped"
+                if not have:
+                    return ""
+            if have and live < retrain_growth * max(1, self.tokens.trained_pages):
+                if not self.tokens.ready(len(self._ids)):
+                    self._catch_up_tokens()
+                    return "caught up"
+                if self.tokens.delta_records > fold_share * max(1, self.tokens.covered - self.tokens.delta_records):
+                    self.tokens.fold_delta()
+                    return "folded"
+                return ""
+            generation, n_records = self._generation, len(self._ids)
+            sample_of, rows = self._token_sample(), self._token_rows()
+        sample = sample_of()  # outside the lock: reads and compute only
+        codebook = train_codebook(sample, coarse=coarse, fine=fine)
+        lists = TokenIndex.assign_all(codebook, rows)
+        with guard:
+            if generation != self._generation:  # compacted or cleared meanwhile: the records moved
+                logger.info("token index of %s: the cache changed during the build; rebuilt next time", self.folder)
+                return ""
+            self.tokens.install(codebook, lists, n_records, live)
+            if not self.tokens.ready(len(self._ids)):
+                self._catch_up_tokens()  # pages appended during the build
+            logger.info("token index of %s: %d cells trained on %d tokens of %d pages", self.folder,
+                        codebook.n_cells, len(sample), live)
+            return "built"
 
 
 def top_candidates(scores: np.ndarray, ids: Sequence[str], m: int) -> list[str]:

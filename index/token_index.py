@@ -358,14 +358,19 @@ class TokenIndex:
         collection), assign every token ``rows`` yields and write the lists, for records
         [0, ``n_records``). Files are written to temp names and swapped in, meta last."""
         codebook = train_codebook(sample, coarse=coarse, fine=fine, seed=seed)
-        self._write(codebook, self._assign_all(codebook, rows), n_records, live_pages)
+        self.install(codebook, self.assign_all(codebook, rows), n_records, live_pages)
+
+    def install(self, codebook: Codebook, lists: CellLists, n_records: int, trained_pages: int) -> None:
+        """Replace the index by ``codebook`` and ``lists`` (made by ``assign_all``) covering records
+        [0, ``n_records``), the codebook trained on ``trained_pages`` pages; the delta is dropped."""
+        self._write(codebook, lists, n_records, trained_pages)
 
     def rebuild_lists(self, rows: RowSource, n_records: int) -> None:
         """Re-assign every token with the current codebook (after a compaction renumbered records,
         or to fold a large delta in)."""
         if not self.load() or self.codebook is None:
             raise RuntimeError(f"no token index in {self.folder} to rebuild")
-        self._write(self.codebook, self._assign_all(self.codebook, rows), n_records, self.trained_pages)
+        self._write(self.codebook, self.assign_all(self.codebook, rows), n_records, self.trained_pages)
 
     def fold_delta(self) -> None:
         """Merge the delta pairs into the lists (no re-assignment)."""
@@ -397,7 +402,8 @@ class TokenIndex:
         self._write(self.codebook, lists, n_records, self.trained_pages)
 
     @staticmethod
-    def _assign_all(codebook: Codebook, rows: RowSource) -> CellLists:
+    def assign_all(codebook: Codebook, rows: RowSource) -> CellLists:
+        """Lists of every token ``rows`` yields, assigned with ``codebook`` (chunks in record order)."""
         cell_parts, rec_parts = [], []
         for x, recs in rows():
             c, r = unique_pairs(codebook.assign(x), _torch().from_numpy(np.asarray(recs, dtype=np.int64)))

@@ -14,6 +14,7 @@ from index.fast_rerank import RerankCache, quantize_int8
 from index.token_index import (
     DELTA_FILE,
     CellLists,
+    Codebook,
     candidate_scores,
     spherical_kmeans,
     train_codebook,
@@ -371,3 +372,46 @@ def test_edge_searches_take_candidates_from_the_token_index_and_return_exact_res
     assert len(calls) == 5 and not {h.id for h in hits} & {pid(i) for i in range(400, 410)}
     assert [h.id for h in hits] == [h.id for h in store.search("tok", q, limit=5, mode="exact")]
     store.close()
+
+
+def test_a_build_outside_the_lock_takes_in_pages_appended_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's lock is free while the codebook trains (searches and upserts go on): pages
+    appended then are assigned when the build is installed; a compaction then voids the build."""
+    import threading
+
+    import index.fast_rerank as fr
+
+    corpus = Corpus(300, seed=8)
+    cache = cache_with(tmp_path, corpus)
+    lock = threading.RLock()
+    real_train = fr.train_codebook
+    new = corpus.add_pages(4)
+
+    def train_while_pages_arrive(*args: object, **kwargs: object) -> Codebook:
+        free: list[bool] = []
+        t = threading.Thread(target=lambda: free.append(lock.acquire(timeout=1)) or lock.release())
+        t.start()
+        t.join()
+        assert free == [True]  # another thread can take the lock during training
+        with lock:
+            cache.append((pid(300 + j), f, f[:4], f[4:8]) for j, f in enumerate(new))
+        return real_train(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fr, "train_codebook", train_while_pages_arrive)
+    assert cache.ensure_token_index(min_pages=100, lock=lock) == "built"
+    assert cache.token_index_ready() and cache.tokens.covered == 304
+    assert pid(302) in cache.token_candidates(corpus.query(302), 20)
+
+    def train_while_compacting(*args: object, **kwargs: object) -> Codebook:
+        with lock:
+            cache.remove({pid(i) for i in range(200)})
+            cache.compact({pid(i) for i in range(200, 614)})
+        return real_train(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fr, "train_codebook", train_while_compacting)
+    more = corpus.add_pages(310)  # past twice the trained pages: a retrain
+    cache.append((pid(304 + j), f, f[:4], f[4:8]) for j, f in enumerate(more))
+    assert cache.ensure_token_index(min_pages=100, lock=lock) == ""  # the records moved: voided
+    # the compaction renumbered the old codebook's lists, so the index still serves every page
+    assert cache.token_index_ready() and cache.tokens.trained_pages == 300 and len(cache) == 414
+    assert pid(500) in cache.token_candidates(corpus.query(500), 20)
