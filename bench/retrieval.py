@@ -238,25 +238,37 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
     log(f"synthetic: {args.pages} pages x {syn.tokens} tokens (grid {syn.grid}x{syn.grid} + {syn.extra}), "
         f"{syn.n_clusters} clusters, {args.queries} queries")
     queries, targets = syn.queries(args.queries)
-    root = Path(tempfile.mkdtemp(prefix="pagelens-bench-", dir=args.data_dir))
+    reuse = args.reuse is not None
+    root = args.reuse if reuse else Path(tempfile.mkdtemp(prefix="pagelens-bench-", dir=args.data_dir))
+    truth_file = root / f"exact-{args.pages}-{args.tokens}-{args.queries}-{args.seed}.npy"
     try:
         from index.edge_store import QdrantEdgeStore
 
         store = QdrantEdgeStore(root / "edge", full_datatype=args.datatype, hnsw_m=args.hnsw_m)
-        store.create_collection(manifest("bench"))
+        if reuse:
+            if store.count("bench") != args.pages:
+                raise SystemExit(f"--reuse {root}: its collection has {store.count('bench')} pages, not {args.pages}")
+            log(f"reusing the collection in {root} (built by an earlier --keep run): no upsert/optimize rows")
+        else:
+            store.create_collection(manifest("bench"))
         keep_ram = not args.no_ram_baseline
         ram_full: list[np.ndarray] = []
         ram_rows: list[np.ndarray] = []
         ram_cols: list[np.ndarray] = []
         gen_s = up_s = 0.0
         exact_scores = np.zeros((len(queries), args.pages), dtype=np.float32)
-        for k in range(syn.n_chunks()):
+        cached_truth = reuse and truth_file.exists() and not keep_ram
+        if cached_truth:
+            exact_scores = np.load(truth_file)
+            log(f"exact scores from {truth_file}")
+        for k in range(0 if cached_truth else syn.n_chunks()):
             t0 = time.perf_counter()
             full, rows, cols, _ = syn.gen_chunk(k)
             gen_s += time.perf_counter() - t0
             exact_scores[:, k * CHUNK : k * CHUNK + len(full)] = maxsim_scores(full, queries)
             t0 = time.perf_counter()
-            store.upsert("bench", points_for(k * CHUNK, full, rows, cols))
+            if not reuse:
+                store.upsert("bench", points_for(k * CHUNK, full, rows, cols))
             up_s += time.perf_counter() - t0
             if k % 50 == 49:
                 log(f"  {min(args.pages, (k + 1) * CHUNK)} of {args.pages} pages generated and upserted")
@@ -264,20 +276,26 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                 ram_full.append(full.astype(np.float16) if args.ram_fp16 else full)
                 ram_rows.append(rows)
                 ram_cols.append(cols)
+        if args.keep or reuse:
+            np.save(truth_file, exact_scores)
         t0 = time.perf_counter()
         token_min = store.token_index_min_pages
         store.token_index_min_pages = 0  # timed apart below
-        store.optimize("bench")
+        if not reuse:
+            store.optimize("bench")
         opt_s = time.perf_counter() - t0
         store.token_index_min_pages = token_min
+        store._rerank_file("bench").tokens.clear()  # (a reused collection's too: rebuilt by this code)
         t0 = time.perf_counter()
         store.sync_rerank_cache("bench")  # builds the token index (>= token_index_min_pages)
         tok_s = time.perf_counter() - t0
         has_tokens = store._rerank_file("bench").token_index_ready()
-        log(f"generated in {gen_s:.1f} s, Edge upsert {up_s:.1f} s ({args.pages / up_s:.0f} pages/s), optimize {opt_s:.1f} s"
+        built = "reused" if reuse else f"Edge upsert {up_s:.1f} s ({args.pages / max(up_s, 1e-9):.0f} pages/s), optimize {opt_s:.1f} s"
+        log(f"generated in {gen_s:.1f} s, {built}"
             f", token index {tok_s:.1f} s ({'built' if has_tokens else 'none: below token_index_min_pages'})")
-        table.add("Edge upsert (pages/s)", args.pages / up_s, None, unit="pages/s", higher_is_better=True, device=dev)
-        table.add("Edge optimize()", opt_s, None, device=dev)
+        if not reuse:
+            table.add("Edge upsert (pages/s)", args.pages / up_s, None, unit="pages/s", higher_is_better=True, device=dev)
+            table.add("Edge optimize()", opt_s, None, device=dev)
         if has_tokens:
             tok_dir = root / "edge" / "bench" / "rerank" / "tokens"
             tok_gb = sum(f.stat().st_size for f in tok_dir.glob("*")) / 1e9
@@ -405,7 +423,10 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
         table.add("peak RSS of the benchmark process (GB)", peak, None, unit="GB", device=dev,
                   note="in-RAM baselines included" if keep_ram else "no in-RAM baselines")
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep or reuse:
+            log(f"kept the collection in {root} (reuse it with --reuse {root})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def run_local(args: argparse.Namespace, syn: Synth, queries: np.ndarray, table: Table, dev: str) -> None:
@@ -537,6 +558,10 @@ def main() -> None:
     ap.add_argument("--real-pages", type=int, default=40)
     ap.add_argument("--synthetic", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--data-dir", default=None, help="where the temporary collections go (on-disk runs)")
+    ap.add_argument("--keep", action="store_true", help="keep the synthetic collection and its exact scores")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="search the collection an earlier --keep run left in this folder (same --pages/--tokens/"
+                         "--queries/--seed/--datatype) instead of building it; the token index is rebuilt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
     args = ap.parse_args()

@@ -6,7 +6,8 @@ Layout under ``root``::
                                       is what makes the collection exist)
     root/<collection>/shard/          the Edge shard (segments, WAL, payload indexes)
     root/<collection>/rerank/         int8 copy of the full multivectors for the fast
-                                      two-stage rerank (``index.fast_rerank``; a cache)
+                                      two-stage rerank (``index.fast_rerank``; a cache), and
+                                      in ``tokens/`` its token-level first stage
 
 Named vectors (names in ``index.types``), all multivectors with the MaxSim comparator and Dot
 distance, so a score is sum over query tokens of the max dot product (= colpali-engine
@@ -16,8 +17,10 @@ distance, so a score is sum over query tokens of the max dot product (= colpali-
 * ``ROWS_VECTOR`` / ``COLS_VECTOR`` [n_rows|n_cols, dim]: pooled, HNSW (built by ``optimize``).
 ``two_stage`` search, with ``fast_rerank`` (default): candidates = the union of the rows and cols
 HNSW prefetches (``prefetch_limit`` each, ids only, fused by RRF; for collections of at most
-``pooled_scan_max_pages``, our brute-force bf16 pass over the pooled vectors instead); our MaxSim
-kernel over the cached int8 full vectors keeps the best ``rerank_candidates``; Qdrant scores those
+``pooled_scan_max_pages``, our brute-force bf16 pass over the pooled vectors instead; unfiltered
+searches of collections with a token index, built by ``optimize`` from ``token_index_min_pages``, the
+best ``token_candidates`` of ``index.token_index``); our MaxSim kernel over the cached int8 full
+vectors keeps the best ``rerank_candidates``; Qdrant scores those
 exactly (MaxSim on ``FULL_VECTOR``, as stored: ``full_datatype``), so returned scores and order are
 exact. Without it, Qdrant reranks every candidate exactly (~0.2 ms per candidate page here).
 Measured: ``bench/README.md``.
@@ -163,8 +166,8 @@ class QdrantEdgeStore:
         rerank_device: str = "cpu",
         pooled_scan_max_pages: int = 300,
         token_index_min_pages: int = 5000,
-        token_candidates: int = 100,
-        token_nprobe: int = 8,
+        token_candidates: int = 250,
+        token_nprobe: int = 16,
         wal_flush_bytes: int = 256 * 1024 * 1024,
         optimize_every_bytes: int = 4 * 1024**3,
     ) -> None:

@@ -60,7 +60,7 @@ def _torch() -> Any:
     return torch
 
 
-def spherical_kmeans(x: Any, k: int, iters: int = 10, seed: int = 0) -> Any:
+def spherical_kmeans(x: Any, k: int, iters: int = 10, seed: int = 0, init: str = "k-means++") -> Any:
     """k-means on the unit sphere: ``x`` torch float32 [n, D] (unit rows) -> centroids [min(k, n), D]
     (unit), each the normalised mean of the points nearest to it (dot product). Seeded by k-means++
     (each next seed drawn with probability ~ squared distance to the nearest seed so far); empty
@@ -69,6 +69,8 @@ def spherical_kmeans(x: Any, k: int, iters: int = 10, seed: int = 0) -> Any:
     n = int(x.shape[0])
     k = max(1, min(k, n))
     g = torch.Generator().manual_seed(seed)
+    if init == "random":
+        return _lloyd(x, x[torch.randperm(n, generator=g)[:k]].clone(), iters, g)
     picks = [int(torch.randint(n, (1,), generator=g))]
     nearest = x @ x[picks[0]]  # [n] similarity to the nearest seed
     for _ in range(k - 1):
@@ -77,7 +79,13 @@ def spherical_kmeans(x: Any, k: int, iters: int = 10, seed: int = 0) -> Any:
         nxt = int(torch.multinomial(d2 / total, 1, generator=g)) if total > 0 else int(torch.randint(n, (1,), generator=g))
         picks.append(nxt)
         nearest = torch.maximum(nearest, x @ x[nxt])
-    c = x[picks].clone()
+    return _lloyd(x, x[picks].clone(), iters, g)
+
+
+def _lloyd(x: Any, c: Any, iters: int, g: Any) -> Any:
+    """Lloyd iterations of spherical k-means from centroids ``c`` [k, D]."""
+    torch = _torch()
+    n, k = int(x.shape[0]), int(c.shape[0])
     xb = x.to(torch.bfloat16)
     for _ in range(iters):
         assign = (xb @ c.to(torch.bfloat16).T).float().argmax(dim=1)
@@ -154,13 +162,17 @@ class Codebook:
 
 
 def train_codebook(sample: np.ndarray, coarse: int = 256, fine: int = 256, iters: int = 10,
-                   seed: int = 0, min_points_per_centroid: int = 4) -> Codebook:
+                   seed: int = 0, min_points_per_centroid: int = 4, init: str = "random") -> Codebook:
     """Train a ``Codebook`` on ``sample`` float32 [n, D] token vectors (normalised here): ``coarse``
     centroids on all of it, then up to ``fine`` inside each coarse cell (fewer where the cell has
-    fewer than ``min_points_per_centroid`` points per centroid; the rest repeat the first)."""
+    fewer than ``min_points_per_centroid`` points per centroid; the rest repeat the first).
+
+    ``init``: seeds drawn at random from the sample (default) or by k-means++. Measured at 100k
+    pages: random seeds, which follow the density of the patches, gave end-to-end recall@5 0.95-0.98
+    where k-means++, which favours outlying patches, gave 0.78-0.85."""
     torch = _torch()
     x = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32)), dim=1)
-    c = spherical_kmeans(x, coarse, iters=iters, seed=seed)
+    c = spherical_kmeans(x, coarse, iters=iters, seed=seed, init=init)
     assign = (x.to(torch.bfloat16) @ c.to(torch.bfloat16).T).float().argmax(dim=1)
     fines = torch.empty((c.shape[0], fine, x.shape[1]), dtype=torch.float32)
     for a in range(c.shape[0]):
@@ -169,7 +181,7 @@ def train_codebook(sample: np.ndarray, coarse: int = 256, fine: int = 256, iters
         if len(members) == 0:
             fines[a] = c[a]
             continue
-        f = spherical_kmeans(members, want, iters=iters, seed=seed + 1 + a)
+        f = spherical_kmeans(members, want, iters=iters, seed=seed + 1 + a, init=init)
         fines[a, : len(f)] = f
         fines[a, len(f) :] = f[0]
     return Codebook(coarse=c.numpy(), fine=fines.numpy())
@@ -297,7 +309,9 @@ class TokenIndex:
             with np.load(self._path(CODEBOOK_FILE)) as z:
                 codebook = Codebook(coarse=z["coarse"], fine=z["fine"])
             offsets = np.load(self._path(OFFSETS_FILE), mmap_mode="r")
-            records = np.load(self._path(RECORDS_FILE), mmap_mode="r")
+            # in RAM (4 bytes per page and cell, ~3.7 KB per 1139-token page): probing reads ~160
+            # scattered lists per query, which cost 10-90 ms of page faults from a cold mmap (measured)
+            records = np.load(self._path(RECORDS_FILE))
             if len(offsets) != codebook.n_cells + 1 or int(offsets[-1]) != len(records):
                 raise ValueError("lists do not match the codebook")
             raw = self._path(DELTA_FILE).read_bytes() if self._path(DELTA_FILE).exists() else b""
@@ -456,7 +470,7 @@ class TokenIndex:
 
     # --- search --------------------------------------------------------------------------------
 
-    def candidates(self, query: np.ndarray, live: Any, m: int, nprobe: int = 8, coarse_probe: int = 4,
+    def candidates(self, query: np.ndarray, live: Any, m: int, nprobe: int = 16, coarse_probe: int = 4,
                    max_list_share: float = 0.2, indexed_records: int | None = None) -> list[int]:
         """The ``m`` live records (``live``: torch bool [n_records]) with the best approximate
         MaxSim for ``query`` [n_q, D] (see ``candidate_scores``), best first; only records holding

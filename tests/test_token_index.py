@@ -99,7 +99,7 @@ def test_spherical_kmeans_finds_separated_clusters() -> None:
     rng = np.random.default_rng(0)
     centers = unit(rng.standard_normal((8, DIM)))
     x = unit(np.repeat(centers, 50, axis=0) + rng.standard_normal((400, DIM)) * 0.02)
-    c = spherical_kmeans(torch.from_numpy(x), 8, iters=10).numpy()
+    c = spherical_kmeans(torch.from_numpy(x), 8, iters=10, init="k-means++").numpy()
     assert c.shape == (8, DIM)
     np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-5)
     # every true center has a centroid within cosine 0.99 (k-means recovers them)
