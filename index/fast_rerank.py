@@ -144,7 +144,7 @@ class RerankCache:
 
     def _drop_views(self) -> None:
         self._full = self._scales = self._pooled = self._live = None
-        fds, self._fds = getattr(self, "_fds", None), None  # read-ahead descriptors (files may be replaced)
+        fds, self._fds = self._fds, None  # read-ahead descriptors (files may be replaced)
         for fd in fds or ():
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -23,7 +23,7 @@ patches themselves:
 
 The persistent form (``TokenIndex``) lives in ``<collection>/rerank/tokens/`` next to the int8 cache
 it indexes: ``codebook.npz`` (coarse [C, D], fine [C, F, D] float32), ``offsets.npy`` (int64
-[cells + 1]) and ``records.npy`` (int32 [entries]) of the lists built at the last ``build``, and
+[cells + 1]) and ``records.npy`` (int32 [entries]) of the lists written at the last ``install`` (or fold, remap), and
 ``delta.i32`` (append-only batches of (cell, record) int32 pairs for the pages appended since, each
 after a 12-byte header: pairs, first record, records). It is derived from
 the cache, never the source of truth: anything inconsistent is dropped and rebuilt by ``optimize``.
@@ -37,6 +37,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -115,21 +116,18 @@ class Codebook:
     def dim(self) -> int:
         return int(self.coarse.shape[1])
 
+    @cached_property
     def _tensors(self) -> tuple[Any, Any]:
+        """(coarse, fine) as bfloat16 torch tensors, made once."""
         torch = _torch()
-        cached = getattr(self, "_t", None)
-        if cached is None:
-            cached = (torch.from_numpy(self.coarse).to(torch.bfloat16),
-                      torch.from_numpy(self.fine).to(torch.bfloat16))
-            self._t = cached
-        return cached
+        return torch.from_numpy(self.coarse).to(torch.bfloat16), torch.from_numpy(self.fine).to(torch.bfloat16)
 
     def assign(self, x: Any) -> Any:
         """torch [n, D] token vectors (any float dtype, or int8 codes: a positive per-row scale does
         not change the argmax) -> int64 [n] cell ids: best coarse centroid, then the best of its
         fine centroids (dot products in bfloat16)."""
         torch = _torch()
-        coarse, fine = self._tensors()
+        coarse, fine = self._tensors
         with torch.inference_mode():
             xb = x.to(torch.bfloat16)
             top = (xb @ coarse.T).float().argmax(dim=1)  # [n]
@@ -322,18 +320,17 @@ class TokenIndex:
                            self.folder, exc)
             return False
         built = int(meta["built_records"])
-        chunks, covered, good = [], built, 0
-        off = 0
+        chunks, covered, off = [], built, 0
         while off + DELTA_HEADER.size <= len(raw):  # batches: header, then their (cell, record) pairs
             n_pairs, first, n_recs = DELTA_HEADER.unpack_from(raw, off)
             end = off + DELTA_HEADER.size + 8 * n_pairs
             if end > len(raw) or first != covered:
                 break  # a torn last batch (crash mid-append), or a gap: those records are not indexed
             chunks.append(np.frombuffer(raw[off + DELTA_HEADER.size : end], dtype=np.int32).reshape(-1, 2))
-            covered, off, good = first + n_recs, end, end
-        if good < len(raw):
+            covered, off = first + n_recs, end
+        if off < len(raw):  # cut what was not read
             with open(self._path(DELTA_FILE), "r+b") as fh:
-                fh.truncate(good)
+                fh.truncate(off)
         self.codebook, self.lists, self.meta = codebook, CellLists(offsets, records), meta
         self._delta_pairs = [c.copy() for c in chunks]
         self._delta = None
@@ -366,43 +363,15 @@ class TokenIndex:
 
     # --- building ------------------------------------------------------------------------------
 
-    def build(self, sample: np.ndarray, rows: RowSource, n_records: int, live_pages: int,
-              coarse: int = 256, fine: int = 256, seed: int = 0) -> None:
-        """Train a codebook on ``sample`` [n, D] float32 token vectors (drawn from the whole
-        collection), assign every token ``rows`` yields and write the lists, for records
-        [0, ``n_records``). Files are written to temp names and swapped in, meta last."""
-        codebook = train_codebook(sample, coarse=coarse, fine=fine, seed=seed)
-        self.install(codebook, self.assign_all(codebook, rows), n_records, live_pages)
-
     def install(self, codebook: Codebook, lists: CellLists, n_records: int, trained_pages: int) -> None:
         """Replace the index by ``codebook`` and ``lists`` (made by ``assign_all``) covering records
         [0, ``n_records``), the codebook trained on ``trained_pages`` pages; the delta is dropped."""
         self._write(codebook, lists, n_records, trained_pages)
 
-    def rebuild_lists(self, rows: RowSource, n_records: int) -> None:
-        """Re-assign every token with the current codebook (after a compaction renumbered records,
-        or to fold a large delta in)."""
-        if not self.load() or self.codebook is None:
-            raise RuntimeError(f"no token index in {self.folder} to rebuild")
-        self._write(self.codebook, self.assign_all(self.codebook, rows), n_records, self.trained_pages)
-
-    def fold_delta(self) -> None:
-        """Merge the delta pairs into the lists (no re-assignment)."""
-        if not self.load() or self.codebook is None or self.lists is None or not self._delta_pairs:
-            return
-        pairs = np.concatenate(self._delta_pairs)
-        counts = np.diff(self.lists.offsets)
-        cells = np.concatenate([np.repeat(np.arange(len(counts), dtype=np.int64), counts), pairs[:, 0]])
-        records = np.concatenate([np.asarray(self.lists.records), pairs[:, 1]])
-        # the delta's records all follow the lists', batch after batch: record order holds per cell
-        lists = CellLists.from_record_ordered(cells, records, self.codebook.n_cells)
-        self._write(self.codebook, lists, self._covered, self.trained_pages)
-
-    def remap(self, mapping: np.ndarray, n_records: int) -> None:
-        """Renumber records after the cache was compacted: ``mapping`` int64 [old records] -> new
-        record (-1: dropped); the delta is folded in."""
-        if not self.load() or self.codebook is None or self.lists is None:
-            return
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (cell, record) entry: int64 cells, int32 records; the lists' (by cell), then the
+        delta's (batch by batch)."""
+        assert self.lists is not None
         counts = np.diff(self.lists.offsets)
         cells = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         records = np.asarray(self.lists.records)
@@ -410,6 +379,22 @@ class TokenIndex:
             pairs = np.concatenate(self._delta_pairs)
             cells = np.concatenate([cells, pairs[:, 0].astype(np.int64)])
             records = np.concatenate([records, pairs[:, 1]])
+        return cells, records
+
+    def fold_delta(self) -> None:
+        """Merge the delta pairs into the lists (no re-assignment)."""
+        if not self.load() or self.codebook is None or self.lists is None or not self._delta_pairs:
+            return
+        # the delta's records all follow the lists', batch after batch: record order holds per cell
+        lists = CellLists.from_record_ordered(*self._pairs(), self.codebook.n_cells)
+        self._write(self.codebook, lists, self._covered, self.trained_pages)
+
+    def remap(self, mapping: np.ndarray, n_records: int) -> None:
+        """Renumber records after the cache was compacted: ``mapping`` int64 [old records] -> new
+        record (-1: dropped); the delta is folded in."""
+        if not self.load() or self.codebook is None or self.lists is None:
+            return
+        cells, records = self._pairs()
         new = mapping[records]
         keep = new >= 0
         lists = CellLists.from_pairs(cells[keep], new[keep], self.codebook.n_cells)

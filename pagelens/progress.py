@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -37,6 +38,7 @@ class IndexProgress:
         )
         self._docs = self._progress.add_task("documents", total=total_files, rate="")
         self._pages = self._progress.add_task("pages", total=None, rate="")
+        self._optimize: TaskID | None = None  # the closing optimize's line, once it starts
 
     def __enter__(self) -> IndexProgress:
         self._progress.start()
@@ -67,5 +69,5 @@ class IndexProgress:
             progress.advance(self._docs)
         elif event == "optimize_start":
             self._optimize = progress.add_task("optimizing the index (HNSW graphs, token index)", total=None, rate="")
-        elif event == "optimize_done" and getattr(self, "_optimize", None) is not None:
+        elif event == "optimize_done" and self._optimize is not None:
             progress.update(self._optimize, total=1, completed=1, rate=f"{float(info.get('seconds', 0)):.1f} s")

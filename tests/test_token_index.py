@@ -15,6 +15,7 @@ from index.token_index import (
     DELTA_FILE,
     CellLists,
     Codebook,
+    TokenIndex,
     candidate_scores,
     spherical_kmeans,
     train_codebook,
@@ -299,9 +300,10 @@ def test_deleted_pages_are_never_candidates_and_compaction_renumbers_the_lists(t
     assert not gone & set(got) and len(truth & set(got)) >= 4  # the topic is thin now: near ties
     # the renumbered lists are exactly those of assigning the compacted cache afresh
     remapped = (np.array(cache.tokens.lists.offsets), np.array(cache.tokens.lists.records))
-    cache.tokens.rebuild_lists(cache._token_rows(), len(cache))
-    np.testing.assert_array_equal(remapped[0], cache.tokens.lists.offsets)
-    np.testing.assert_array_equal(remapped[1], cache.tokens.lists.records)
+    assert cache.tokens.codebook is not None
+    fresh = TokenIndex.assign_all(cache.tokens.codebook, cache._token_rows())
+    np.testing.assert_array_equal(remapped[0], fresh.offsets)
+    np.testing.assert_array_equal(remapped[1], fresh.records)
 
 
 def test_the_codebook_is_retrained_when_the_collection_doubles_and_dropped_when_it_shrinks(tmp_path: Path) -> None:
