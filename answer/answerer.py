@@ -3,9 +3,10 @@
 Flow of one answer: relevance gate (``Settings.relevance_threshold``) -> pick pages (rank order, at most
 ``k``, within ``max_image_tokens``; ``prompt.select_pages``) -> chat messages (label + image per page,
 then the question; ``prompt.build_messages``) -> ``Idefics3Processor`` (pages resized to
-``answer_longest_edge`` px, 512-px tiles, 64 ``<image>`` tokens per tile) -> greedy ``generate()`` on a
-worker thread feeding a ``TextIteratorStreamer`` -> ``token`` events -> one ``done`` event with the
-``Answer``. ``answer()`` consumes ``stream()``, so both return the same text for the same inputs.
+``answer_longest_edge`` px, 512-px tiles, 64 ``<image>`` tokens per tile) -> greedy decoding on a
+worker thread feeding a ``TextIteratorStreamer`` (``generate()``, or on CUDA by default the static-cache
+loop with a CUDA-graph decode step of ``answer.fast_decode``; ``Settings.answer_decoder``) -> ``token``
+events -> one ``done`` event with the ``Answer``. ``answer()`` consumes ``stream()``, so both return the same text for the same inputs.
 
 The model is a hub id or a local directory (``Settings.answer_model`` / ``answer_revision``). Nothing is
 loaded at import or construction; ``load()`` (idempotent, thread-safe) or the first answer does. Local
@@ -25,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from answer.fast_decode import StaticGreedyDecoder, unsupported_generation_options
 from answer.prompt import build_messages, fit_longest_edge, image_token_count, open_page_image, select_pages
 from answer.types import NO_RELEVANT_PAGES_TEXT, Answer, AnswerEvent, Citation, Timings
 from pagelens.errors import ModelUnavailableError, PagelensError
@@ -130,6 +132,7 @@ class SmolVLMAnswerer:
         self._preprocess_lock = threading.Lock()
         self._model: Any = None
         self._processor: Any = None
+        self._decoder: StaticGreedyDecoder | None = None
         self._device: torch.device | None = None
         self._dtype: torch.dtype | None = None
         self.load_s: float | None = None
@@ -204,7 +207,30 @@ class SmolVLMAnswerer:
         self._processor = processor
         self._device = device
         self._dtype = dtype
+        self._decoder = self._make_decoder(model, device)
         self._model = model  # last: marks the answerer loaded
+
+    def _make_decoder(self, model: Any, device: torch.device) -> StaticGreedyDecoder | None:
+        """The static-cache greedy decoder where ``answer_decoder`` asks for it (``auto``: on CUDA) and
+        the generation config allows it; None means ``generate()``."""
+        mode = self.settings.answer_decoder
+        if mode == "generate" or (mode == "auto" and device.type != "cuda"):
+            return None
+        unsupported = unsupported_generation_options(model.generation_config)
+        if unsupported:
+            logger.warning(
+                "answer_decoder=%s: %s's generation config sets %s, which only generate() applies; using generate()",
+                mode,
+                self.model_id,
+                ", ".join(unsupported),
+            )
+            return None
+        return StaticGreedyDecoder(model, cuda_graphs=device.type == "cuda")
+
+    @property
+    def decoder(self) -> StaticGreedyDecoder | None:
+        """The static-cache decoder in use (None: ``generate()``); valid once loaded."""
+        return self._decoder
 
     def _load_processor(self, model_dir: Path) -> Any:
         from transformers import AutoProcessor
@@ -426,10 +452,22 @@ class SmolVLMAnswerer:
         if self.settings.answer_kv_cache == "static":  # pre-allocated cache: compiled decode on CUDA
             gen_kwargs["cache_implementation"] = "static"
 
+        decoder = self._decoder
+
         def run() -> None:
             try:
                 with torch.inference_mode():
-                    result["sequences"] = self._model.generate(**gen_kwargs)  # [1, n_prompt + n_new]
+                    if decoder is None:
+                        result["sequences"] = self._model.generate(**gen_kwargs)  # [1, n_prompt + n_new]
+                    else:
+                        result["sequences"] = decoder.generate(
+                            prepared.inputs,
+                            max_new_tokens=int(self.settings.max_new_tokens),
+                            eos_token_ids=gen_kwargs["eos_token_id"],
+                            should_stop=stop.is_set,
+                            on_tokens=streamer.put,
+                        )
+                        streamer.end()
             except BaseException as exc:  # surfaced to the consumer below
                 result["error"] = exc
                 streamer.end()  # unblock the consumer

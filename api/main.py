@@ -45,7 +45,8 @@ def worker_lifespan(
     return lifespan
 
 
-def create_app(settings: Settings, service: Pagelens | None = None) -> FastAPI:
+def create_app(settings: Settings, service: Pagelens | None = None, *, web_ui: bool = True) -> FastAPI:
+    """The REST API (``/v1``) and, with ``web_ui``, the Gradio UI at ``/ui`` on the same service."""
     owns_service = service is None
     service = service or Pagelens(settings)
     keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None)
@@ -68,7 +69,8 @@ def create_app(settings: Settings, service: Pagelens | None = None) -> FastAPI:
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     for module in (health, collections, documents, jobs, search):
         app.include_router(module.router)
-    from ui.app import mount_ui  # the web UI at /ui, on the same service, jobs and keys
+    if web_ui:
+        from ui.app import mount_ui  # the web UI at /ui, on the same service, jobs and keys
 
-    mount_ui(app, settings, service, job_store, worker=worker, keys=keys)
+        mount_ui(app, settings, service, job_store, worker=worker, keys=keys)
     return app

@@ -12,6 +12,10 @@ GPU section (``--gpu``): the same on cuda in bf16 + peak memory; skips without C
 
 CPU (here):  python bench/answer.py
 GPU (lent):  python bench/answer.py --gpu --gpu-only --500m --new-tokens 128
+``--decoder`` picks ours' decoder (``PAGELENS_ANSWER_DECODER``; default auto: the static-cache loop with a
+CUDA-graph decode step on CUDA, ``generate()`` on the CPU; ``graph`` on the CPU runs that loop eagerly).
+On the GPU the colSmol-256M retriever is held on the device too (``--no-with-retriever`` to skip), so
+the peak-memory rows are the API's footprint with both models.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def page_hits(tmp: Path, n: int) -> list:
 
 
 def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dtype: str, new_tokens: int,
-          reps: int, edge: int = 1536, kv_cache: str = "dynamic") -> None:
+          reps: int, edge: int = 1536, kv_cache: str = "dynamic", decoder: str = "auto") -> None:
     import torch
 
     from answer.answerer import SmolVLMAnswerer
@@ -69,9 +73,12 @@ def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dt
     cuda = device != "cpu"
     dev = device_label(gpu=cuda)
     settings = Settings(answer_model=str(model_dir), device=device, dtype=dtype, max_new_tokens=new_tokens,
-                        answer_longest_edge=edge, data_dir=model_dir.parent / "data", answer_kv_cache=kv_cache)
+                        answer_longest_edge=edge, data_dir=model_dir.parent / "data", answer_kv_cache=kv_cache,
+                        answer_decoder=decoder)
     ans = SmolVLMAnswerer(settings)
     ans.load()
+    used = "graph decoder" + (" (CUDA graphs)" if ans.decoder and ans.decoder.cuda_graphs else " (eager)") \
+        if ans.decoder is not None else f"generate() ({kv_cache} cache)"
     model = ans._model
     k = len(hits)
 
@@ -139,17 +146,42 @@ def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dt
     log(f"{label} {k} page(s): prompt {prompt_tokens} tokens; ours prefill {prefill_ours * 1000:.0f} ms, "
         f"{tps_ours or float('nan'):.1f} tok/s ({n_gen} generated); generate() prefill {t1 * 1000:.0f} ms, {tps_base or float('nan'):.1f} tok/s; "
         f"greedy text identical: {same}")
-    tag = f"{label}, {k} page(s) at {edge} px, {prompt_tokens}-token prompt, {device} {dtype}"
+    tag = f"{label}, {k} page(s) at {edge} px, {prompt_tokens}-token prompt, {device} {dtype}, ours = {used}"
     table.add(f"{tag}: decode tokens/s", tps_ours, tps_base, unit="tok/s", higher_is_better=True,
               baseline_name="generate()", device=dev, note=f"{n_gen} tokens generated; greedy text == generate(): {same}")
     table.add(f"{tag}: time to first token (stream() with max_new_tokens=1)", prefill_ours, t1,
               baseline_name="generate(max_new_tokens=1), no preprocessing", device=dev,
               note=f"of which preprocessing {preprocess * 1000:.0f} ms; Answer.timings.prefill_s {own_prefill * 1000:.0f} ms")
     if cuda:
-        table.add(f"{tag}: peak GPU memory", peak_ours, peak_base, unit="GB", baseline_name="generate()", device=dev)
+        both = " (the retriever loaded too)" if retriever_loaded() else ""
+        table.add(f"{tag}: peak GPU memory{both}", peak_ours, peak_base, unit="GB", baseline_name="generate()",
+                  device=dev)
+    if ans.decoder is not None:
+        log(f"{label}: decoder stats {ans.decoder.stats}")
     ans._model = None  # free before the next model
     if cuda:
         torch.cuda.empty_cache()
+
+
+_RETRIEVER: list = []  # the colSmol-256M-architecture retriever held on the GPU (peak memory of both models)
+
+
+def retriever_loaded() -> bool:
+    return bool(_RETRIEVER)
+
+
+def load_retriever_on_gpu(tmp: Path) -> None:
+    """Load the colSmol-256M architecture (random weights) through the product's ColSmolEmbedder, bf16 on cuda,
+    and keep it, so the answer rows' peak GPU memory counts both models as the API holds them."""
+    from bench.ingest import build_real_model
+    from index.embedder import ColSmolEmbedder
+    from pagelens.settings import Settings
+
+    model_dir = build_real_model(tmp / "retriever")
+    embedder = ColSmolEmbedder(Settings(retriever_model=str(model_dir), device="cuda", dtype="bfloat16",
+                                 data_dir=tmp / "data"))
+    embedder.load()
+    _RETRIEVER.append(embedder)
 
 
 def main() -> None:
@@ -166,6 +198,10 @@ def main() -> None:
     ap.add_argument("--gpu-only", action="store_true")
     ap.add_argument("--kv-cache", choices=["dynamic", "static"], default="dynamic",
                     help="ours: the answer model's KV cache (static: compiled decode on CUDA)")
+    ap.add_argument("--decoder", choices=["auto", "generate", "graph"], default="auto",
+                    help="ours: PAGELENS_ANSWER_DECODER (auto: the graph decoder on CUDA, generate() on the CPU)")
+    ap.add_argument("--with-retriever", action=argparse.BooleanOptionalAction, default=True,
+                    help="GPU: hold the colSmol-256M retriever on the device too (peak memory of both models)")
     ap.add_argument("--cpu-dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
                     help="dtypes of the CPU rows (bfloat16 is native on CPUs with AVX512-BF16/AMX)")
     ap.add_argument("--out", type=Path, default=None)
@@ -173,7 +209,8 @@ def main() -> None:
 
     from tests.make_tiny_models import build_tiny_models
 
-    table = Table(f"answer: greedy, {args.new_tokens} new tokens, ours with the {args.kv_cache} KV cache")
+    table = Table(f"answer: greedy, {args.new_tokens} new tokens, ours = answer_decoder {args.decoder} "
+                  f"(generate() rows: the {args.kv_cache} KV cache)")
     tmp = Path(tempfile.mkdtemp(prefix="pagelens-bench-answer-"))
     try:
         hits_all = page_hits(tmp, max([*args.pages, 3]))
@@ -188,12 +225,15 @@ def main() -> None:
                 for dtype in args.cpu_dtypes:
                     for n in args.pages if label == "tiny" else [1]:
                         bench(table, label, path, hits_all[:n], "cpu", dtype, args.new_tokens, args.reps,
-                              edge=1536 if label == "tiny" else args.real_edge, kv_cache=args.kv_cache)
+                              edge=1536 if label == "tiny" else args.real_edge, kv_cache=args.kv_cache,
+                              decoder=args.decoder)
         if (args.gpu or args.gpu_only) and require_cuda("answer GPU section"):
+            if args.with_retriever:
+                load_retriever_on_gpu(tmp)
             for label, path in models:
                 for n in (1, 3):
                     bench(table, label, path, hits_all[:n], "cuda", "bfloat16", args.new_tokens, max(args.reps, 3),
-                          kv_cache=args.kv_cache)
+                          kv_cache=args.kv_cache, decoder=args.decoder)
         elif not (args.gpu or args.gpu_only):
             require_cuda("answer GPU section (pass --gpu on a lent GPU)")
         table.print(args.out)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import multiprocessing
 import re
 import shutil
@@ -192,7 +193,8 @@ def run_model(label: str, model_dir: Path, args: argparse.Namespace, table: Tabl
         lambda q: plain_query_path(embedder._model, embedder.processor, service.store, name, q, args.device),
         questions[: max(3, args.queries // 3)], warmup=1,
     )
-    app = create_app(settings, service=service)
+    # the UI is mounted where gradio is installed (the GPU machine's image lacks it); /v1 is the same
+    app = create_app(settings, service=service, web_ui=importlib.util.find_spec("gradio") is not None)
     with Server(app) as server, ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         # the client runs in its own process, as a real one would (no GIL shared with the server)
         s_times, p_times, sizes = pool.submit(client_timings, f"http://127.0.0.1:{server.port}", name,

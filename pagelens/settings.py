@@ -138,6 +138,13 @@ class Settings(BaseSettings):
         "which lets transformers compile the decode step on CUDA (the fast-decode recipe; greedy tokens are "
         "the same, tested). Unmeasured on a GPU so far: compare with bench/answer.py --kv-cache static.",
     )
+    answer_decoder: Literal["auto", "generate", "graph"] = Field(
+        default="auto", description="How answers are decoded. graph: pagelens' greedy loop over a static KV "
+        "cache (answer/fast_decode.py), the one-token step captured once as a CUDA graph on CUDA and replayed "
+        "per token (checked against the eager step, falls back to it); eager on the CPU. generate: "
+        "transformers generate() (with answer_kv_cache). auto: graph on CUDA, generate elsewhere. Greedy "
+        "tokens are the same in every mode (tested).",
+    )
     relevance_threshold: float | None = Field(
         default=None, description="Below this retrieval score no answer is generated."
     )

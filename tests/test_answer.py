@@ -35,10 +35,13 @@ PDFS = ["inv_aws_invoice_en.pdf", "paper_tracemonkey_pldi09.pdf", "slide_kreate_
 
 @pytest.fixture(scope="module")
 def page_pngs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Page 1 of three real PDFs (portrait, portrait, 16:9) as small PNGs (~36 dpi)."""
+    return render_first_pages(tmp_path_factory.mktemp("answer-pages"))
+
+
+def render_first_pages(out: Path) -> list[Path]:
+    """Page 1 of three real PDFs (portrait, portrait, 16:9) as small PNGs (~36 dpi) in ``out``."""
     import pymupdf
 
-    out = tmp_path_factory.mktemp("answer-pages")
     paths = []
     for name in PDFS:
         with pymupdf.open(REAL_PDFS / name) as doc:

@@ -278,3 +278,15 @@ def test_readyz(settings_factory, tmp_path) -> None:
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["reasons"]
         assert client.get("/healthz").status_code == 200
+
+
+def test_api_without_the_web_ui(settings_factory) -> None:
+    """``create_app(web_ui=False)``: the same /v1 API with no Gradio mount (API-only deployments and
+    machines without gradio); by default the UI is at /ui."""
+    settings = settings_factory()
+    with TestClient(create_app(settings, web_ui=False)) as client:
+        assert client.get("/v1/collections").status_code == 200
+        assert client.get("/ui/").status_code == 404
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/ui/")
+        assert r.status_code == 200 and "gradio" in r.text.lower()

@@ -70,3 +70,45 @@ def test_cuda_preprocessing_on_the_device_matches_the_cpu_torchvision_processor(
     for a, b in zip(on_cpu.embed_pages(images), on_gpu.embed_pages(images), strict=True):
         assert a.full.shape == b.full.shape
         assert float(np.median((a.full * b.full).sum(axis=1))) > 0.99
+
+
+def _hits(tmp_path, n: int) -> list:
+    from retrieve.types import SearchHit
+
+    hits = []
+    for i in range(n):
+        path = tmp_path / f"p{i}.png"
+        page(11 + i).save(path)
+        hits.append(SearchHit(rank=i + 1, doc_id=f"d{i}", doc_name=f"d{i}.pdf", page_no=1, page_count=1,
+                              score=1.0, image_path=str(path)))
+    return hits
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_graph_decoder_gives_the_eager_tokens(settings_factory, tmp_path, dtype: str) -> None:
+    """answer_decoder=auto on CUDA: the decode step is a captured CUDA graph, it passes its own check,
+    and its tokens equal the same static-cache loop run eagerly (and, in float32, generate()'s)."""
+    from answer import SmolVLMAnswerer
+    from answer.fast_decode import StaticGreedyDecoder
+
+    hits = _hits(tmp_path, 2)
+    graph = SmolVLMAnswerer(settings_factory(device="auto", dtype=dtype, max_new_tokens=48))
+    graph.load()
+    decoder = graph.decoder
+    assert decoder is not None and decoder.cuda_graphs
+    eager = StaticGreedyDecoder(graph._model, cuda_graphs=False)
+    for k in (1, 2):
+        inputs = graph._prepare("What is on the page?", hits, k).inputs
+        with torch.inference_mode():
+            ours = decoder.generate(inputs, max_new_tokens=48, eos_token_ids=graph._eos_token_ids())
+            again = decoder.generate(inputs, max_new_tokens=48, eos_token_ids=graph._eos_token_ids())
+            reference = eager.generate(inputs, max_new_tokens=48, eos_token_ids=graph._eos_token_ids())
+        assert torch.equal(ours, reference) and torch.equal(again, reference)
+    stats = decoder.stats
+    assert stats.graph_failures == 0 and stats.captures >= 1 and stats.graph_tokens > 0 and stats.eager_tokens == 0
+    if dtype == "float32":
+        plain = SmolVLMAnswerer(settings_factory(device="auto", dtype=dtype, max_new_tokens=48,
+                                                 answer_decoder="generate"))
+        for k in (1, 2):
+            assert graph.answer("What is on the page?", hits, k=k).text == \
+                plain.answer("What is on the page?", hits, k=k).text

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every GPU check of issue 7 in one prepared run, sized for a lent machine's 15 minutes (its start and
+# transfers included): ~8 minutes of work, each step under its own timeout, logs and tables in $OUT.
+#
+#   here:        bash scripts/gpu_pack.sh            (wheels and ../shared files the machine lacks)
+#   device tool: run(command="bash bench/gpu_check.sh", carry=[".whl", ".shared"], timeout_s=580)
+#
+# Steps (seconds are the timeouts): GPU tests (120): bf16 embeddings, on-device preprocessing, the
+# CUDA-graph answer decoder against the eager loop and generate(); answer bench (200): 256M and 500M
+# architectures, 1 and 3 pages, graph decoder vs generate(), peak memory with the retriever loaded;
+# ingest bench (160): 64 real pages end to end, plain loop, forward alone, processors; query path
+# (70). What is left of the budget is skipped with a message, never cut mid-table.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/pagelens-gpu-out}
+mkdir -p "$OUT"
+START=$(date +%s)
+BUDGET=${GPU_CHECK_BUDGET_S:-540}
+log() { echo "[gpu_check $(( $(date +%s) - START ))s] $*" | tee -a "$OUT/gpu_check.log"; }
+
+if [ -d .whl ] && [ -z "${GPU_CHECK_NO_WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { log "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+if [ -d .shared ]; then
+  export PAGELENS_SHARED_DIR=$PWD/.shared PAGELENS_SHARED=$PWD/.shared
+  export PAGELENS_SHARED_SMOLVLM=$PWD/.shared/models/SmolVLM-256M-Instruct
+fi
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PY=${PY:-python3}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$OUT/gpu_check.log"
+$PY -c "import importlib.metadata as m, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+*[f'{p} {m.version(p)}' for p in ('transformers', 'colpali_engine', 'qdrant-edge-py', 'pymupdf')])" 2>&1 | tee -a "$OUT/gpu_check.log"
+
+step() {  # step NAME TIMEOUT_S CMD... : runs if the budget allows, output to $OUT/NAME.log
+  local name=$1 limit=$2; shift 2
+  local left=$(( BUDGET - ($(date +%s) - START) ))
+  if [ "$left" -lt "$limit" ]; then log "SKIP $name: ${left}s left of the budget, it needs up to ${limit}s"; return; fi
+  log "START $name (timeout ${limit}s): $*"
+  timeout --kill-after=5 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  log "END $name: exit $rc ($(tail -n 1 "$OUT/$name.log" | cut -c1-160))"
+}
+
+step pytest-gpu 120 $PY -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider
+step answer 200 $PY bench/answer.py --gpu-only --500m --new-tokens 96 --reps 3 --out "$OUT/answer.md"
+step ingest 160 $PY bench/ingest.py --gpu-only --real-pages 64 --batch 16 --out "$OUT/ingest.md"
+step query 70 $PY bench/query.py --device cuda --out "$OUT/query.md"
+log "done"
