@@ -384,8 +384,9 @@ class SmolVLMAnswerer:
             prompt = processor.apply_chat_template(
                 build_messages(question, pages), add_generation_prompt=True
             )
+            on_device = {"device": self._device} if self.settings.preprocess_device == "model" else {}
             batch = processor(
-                text=[prompt], images=[images], return_tensors="pt", size={"longest_edge": edge}
+                text=[prompt], images=[images], return_tensors="pt", size={"longest_edge": edge}, **on_device
             )
         inputs: dict[str, Any] = {}
         for key, value in batch.items():

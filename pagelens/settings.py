@@ -62,10 +62,15 @@ class Settings(BaseSettings):
         "torch processor, ~3.5x faster on the CPU for a 2048-px page (0.09 vs 0.33 s, measured), resizing with "
         "BICUBIC for LANCZOS (pixel values off by 0.002 on average on the [-1, 1] scale).",
     )
+    torch_compile: bool = Field(
+        default=False, description="torch.compile (inductor) the retriever's vision encoder layers (~90% of a "
+        "page's FLOPs) at load. The first batches compile (~30 s on a 2-core CPU), then they run faster: "
+        "1.11x for the 256M vision tower on this CPU; on a GPU see bench/ingest.py --compile.",
+    )
     preprocess_device: Literal["cpu", "model"] = Field(
-        default="cpu", description="Where page images are resized, tiled and normalised for the retriever. cpu: "
-        "in the ingest worker processes. model: on the retriever's device (a GPU) in the main process, which "
-        "needs image_processor_backend=torchvision; the workers then only rasterize.",
+        default="cpu", description="Where page images are resized, tiled and normalised. cpu: in the ingest "
+        "worker processes (retriever) and on the CPU (answers). model: on each model's device (a GPU), in the "
+        "main process for ingest (the workers then only rasterize); needs image_processor_backend=torchvision.",
     )
 
     # --- ingest --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ SHARED=${PAGELENS_SHARED_DIR:-../shared}
 rm -rf .whl .shared && mkdir -p .whl .shared/models .shared/pdfs/real
 version() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 pkgs=("pymupdf==1.26.7")
-for name in transformers huggingface_hub colpali_engine qdrant-edge-py qdrant-client pdf2image \
+for name in transformers huggingface_hub peft colpali_engine qdrant-edge-py qdrant-client pdf2image \
             pydantic pydantic_core pydantic-settings annotated-types typing-inspection typing_extensions \
             fastapi starlette annotated-doc uvicorn python-multipart; do
   pkgs+=("$name==$(version "$name")")

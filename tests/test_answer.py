@@ -353,3 +353,18 @@ def test_torchvision_image_processor_answers_with_the_same_layout(make_answerer:
     assert answer.image_tokens == reference.image_tokens == 3 * 64
     assert answer.prompt_tokens == reference.prompt_tokens
     assert 1 <= answer.generated_tokens <= 8
+
+
+def test_preprocessing_on_the_model_device_gives_the_same_prompt_and_answer(
+    make_answerer: Any, hits: list[SearchHit]
+) -> None:
+    """PAGELENS_PREPROCESS_DEVICE=model for answers: the torchvision processor runs on the answer
+    model's device (the CPU here; tests/test_gpu.py on CUDA) with the same pixels, tokens and text."""
+    cpu = make_answerer(image_processor_backend="torchvision")
+    device = make_answerer(image_processor_backend="torchvision", preprocess_device="model")
+    a, b = cpu.answer("What is the total amount?", hits, k=2), device.answer("What is the total amount?", hits, k=2)
+    assert (b.text, b.prompt_tokens, b.image_tokens) == (a.text, a.prompt_tokens, a.image_tokens)
+    pa = cpu._prepare("Q?", hits, 2).inputs
+    pb = device._prepare("Q?", hits, 2).inputs
+    assert torch.equal(pa["input_ids"], pb["input_ids"])
+    torch.testing.assert_close(pa["pixel_values"], pb["pixel_values"])

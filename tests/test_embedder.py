@@ -264,3 +264,31 @@ def test_torchvision_image_processor_matches_the_pil_one(tiny_models: dict[str, 
     assert ea.full.shape == eb.full.shape and ea.rows.shape == eb.rows.shape
     cos = (ea.full * eb.full).sum(axis=1)
     assert cos.mean() > 0.99
+
+
+def test_torch_compile_gives_the_eager_embeddings(embedder: ColSmolEmbedder, tiny_models: dict[str, Path]) -> None:
+    """PAGELENS_TORCH_COMPILE: the vision encoder runs through inductor, and pages and queries embed
+    as in eager mode (two batch shapes: a recompile, or dynamic shapes, both right)."""
+    compiled = ColSmolEmbedder(make_settings(tiny_models["retriever"], torch_compile=True))
+    compiled.load()
+    towers = [m for m in compiled._model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    assert len(towers) == 1
+    pages = [noise_page(791, 1024, 1), noise_page(1024, 640, 2), noise_page(600, 600, 3)]
+    torch._dynamo.reset()
+    for batch in (pages, pages[:1]):
+        for a, b in zip(embedder.embed_pages(batch), compiled.embed_pages(batch), strict=True):
+            np.testing.assert_allclose(b.full, a.full, atol=2e-4)
+            np.testing.assert_allclose(b.rows, a.rows, atol=2e-4)
+    qa, qb = embedder.embed_queries(["total amount due"]), compiled.embed_queries(["total amount due"])
+    np.testing.assert_allclose(qb[0], qa[0], atol=2e-4)
+
+
+def test_compile_vision_encoder_names_what_it_compiled(tiny_models: dict[str, Path]) -> None:
+    from index.embedder import compile_vision_encoder
+    from pagelens.errors import PagelensError
+
+    model = ColSmolEmbedder(make_settings(tiny_models["retriever"]))
+    model.load()
+    assert compile_vision_encoder(model._model) == ["model.vision_model.encoder"]
+    with pytest.raises(PagelensError, match="no vision_model.encoder"):
+        compile_vision_encoder(torch.nn.Linear(2, 2))

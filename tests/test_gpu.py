@@ -112,3 +112,16 @@ def test_cuda_graph_decoder_gives_the_eager_tokens(settings_factory, tmp_path, d
         for k in (1, 2):
             assert graph.answer("What is on the page?", hits, k=k).text == \
                 plain.answer("What is on the page?", hits, k=k).text
+
+
+def test_cuda_answer_preprocessing_on_the_device(settings_factory, tmp_path) -> None:
+    from answer import SmolVLMAnswerer
+
+    hits = _hits(tmp_path, 2)
+    cpu = SmolVLMAnswerer(settings_factory(device="auto", image_processor_backend="torchvision", max_new_tokens=16))
+    gpu = SmolVLMAnswerer(settings_factory(device="auto", image_processor_backend="torchvision",
+                                           preprocess_device="model", max_new_tokens=16))
+    gpu.load()
+    assert gpu._prepare("Q?", hits, 2).inputs["pixel_values"].device.type == "cuda"
+    a, b = cpu.answer("What is on the page?", hits, k=2), gpu.answer("What is on the page?", hits, k=2)
+    assert (a.prompt_tokens, a.image_tokens) == (b.prompt_tokens, b.image_tokens) and b.generated_tokens >= 1
