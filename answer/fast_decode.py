@@ -19,7 +19,9 @@ warning and that slot decodes eagerly, with the same static cache. Tokens equal 
 greedy decoding (tested on the tiny model, which also checks that the step traces as one graph).
 
 Caches are kept per length bucket (powers of two from ``min_cache_len``) in a free list, so concurrent
-answers each take their own slot and a later answer of a similar length reuses the captured graph.
+answers each take their own slot and a later answer of a similar length reuses the captured graph; at
+most ``max_free_per_length`` idle slots are kept per length (a KV cache of 2048 slots is ~47 MB for the
+256M model in bf16).
 Only valid where the generation config applies no logits processing (no repetition penalty, banned
 words, minimum length...): ``unsupported_generation_options`` names what would be skipped, and the
 answerer then keeps ``generate()``.
@@ -81,11 +83,14 @@ GraphFactory = Callable[[Callable[[], "torch.Tensor"]], tuple[Replay, "torch.Ten
 
 
 def cuda_graph_factory(step: Callable[[], torch.Tensor]) -> tuple[Replay, torch.Tensor]:
-    """Capture ``step`` (already warmed up by the caller) into a ``torch.cuda.CUDAGraph``."""
+    """Capture ``step`` (already warmed up by the caller) into a ``torch.cuda.CUDAGraph``.
+
+    ``thread_local`` capture: other threads (a search encoding its query, another answer) keep using
+    the GPU while this one captures; the default, global mode would make their CUDA calls fail."""
     import torch
 
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         out = step()
     return graph, out
 
@@ -128,12 +133,14 @@ class StaticGreedyDecoder:
         *,
         cuda_graphs: bool,
         min_cache_len: int = 1024,
+        max_free_per_length: int = 2,
         graph_factory: GraphFactory | None = None,
     ) -> None:
         self._model = model
         self._device = next(model.parameters()).device
         self.cuda_graphs = cuda_graphs
         self.min_cache_len = int(min_cache_len)
+        self.max_free_per_length = int(max_free_per_length)
         self._graph_factory = graph_factory or cuda_graph_factory
         self._free: dict[int, list[_Slot]] = {}
         self._lock = threading.Lock()
@@ -163,8 +170,12 @@ class StaticGreedyDecoder:
         return _Slot(length=length, cache=cache, token=token)
 
     def _give_back(self, slot: _Slot) -> None:
+        """Keep the slot (and its graph) for the next answer of its length, up to ``max_free_per_length``
+        per length; beyond that (a burst of concurrent answers) it is dropped and its memory freed."""
         with self._lock:
-            self._free.setdefault(slot.length, []).append(slot)
+            free = self._free.setdefault(slot.length, [])
+            if len(free) < self.max_free_per_length:
+                free.append(slot)
 
     def cached_slots(self) -> dict[int, int]:
         """Free slots per cache length (for tests and logs)."""

@@ -237,3 +237,19 @@ def test_generation_options_only_generate_applies_keep_generate(
         graph.load()
     assert graph.decoder is None
     assert any("repetition_penalty=1.3" in r.message and "using generate()" in r.message for r in caplog.records)
+
+
+def test_idle_slots_are_capped_per_length(make_answerer: Any, hits: list[SearchHit]) -> None:
+    """A burst of concurrent answers takes a cache each; afterwards at most ``max_free_per_length``
+    idle caches per length stay (the others are freed)."""
+    answerer = make_answerer()
+    decoder = StaticGreedyDecoder(answerer._model, cuda_graphs=False, min_cache_len=64, max_free_per_length=2)
+    inputs = model_inputs(answerer, hits, 1)
+    length = decoder.cache_length(inputs["input_ids"].shape[1], 8)
+    taken = [decoder._take_slot(length) for _ in range(4)]
+    assert len({id(slot.cache) for slot in taken}) == 4
+    for slot in taken:
+        decoder._give_back(slot)
+    assert decoder.cached_slots() == {length: 2}
+    reused = decoder._take_slot(length)
+    assert any(reused is slot for slot in taken[:2])

@@ -125,3 +125,47 @@ def test_cuda_answer_preprocessing_on_the_device(settings_factory, tmp_path) -> 
     assert gpu._prepare("Q?", hits, 2).inputs["pixel_values"].device.type == "cuda"
     a, b = cpu.answer("What is on the page?", hits, k=2), gpu.answer("What is on the page?", hits, k=2)
     assert (a.prompt_tokens, a.image_tokens) == (b.prompt_tokens, b.image_tokens) and b.generated_tokens >= 1
+
+
+def test_cuda_graph_capture_while_other_threads_use_the_gpu(settings_factory, tmp_path) -> None:
+    """Graphs are captured thread-locally: searches (query encoding) and a second answer running on
+    other threads during a capture neither fail nor break the capture."""
+    import threading
+
+    from answer import SmolVLMAnswerer
+    from index.embedder import ColSmolEmbedder
+
+    hits = _hits(tmp_path, 2)
+    answerer = SmolVLMAnswerer(settings_factory(device="auto", max_new_tokens=32))
+    embedder = ColSmolEmbedder(settings_factory(device="auto"))
+    answerer.load()
+    embedder.load()
+    errors: list[BaseException] = []
+    texts: dict[int, str] = {}
+    stop = threading.Event()
+
+    def search_loop() -> None:
+        try:
+            while not stop.is_set():
+                embedder.embed_queries(["total amount due"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def answer(k: int) -> None:
+        try:
+            texts[k] = answerer.answer("What is on the page?", hits, k=k).text
+        except BaseException as exc:
+            errors.append(exc)
+
+    searcher = threading.Thread(target=search_loop)
+    searcher.start()
+    workers = [threading.Thread(target=answer, args=(k,)) for k in (1, 2)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    searcher.join()
+    assert not errors
+    assert answerer.decoder is not None and answerer.decoder.stats.graph_failures == 0
+    assert texts == {k: answerer.answer("What is on the page?", hits, k=k).text for k in (1, 2)}
