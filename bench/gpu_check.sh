@@ -20,10 +20,13 @@ START=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET_S:-540}
 log() { echo "[gpu_check $(( $(date +%s) - START ))s] $*" | tee -a "$OUT/gpu_check.log"; }
 
-if [ -d .whl ] && [ -z "${GPU_CHECK_NO_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+PY=${PY:-python3}
+WHEELS=${GPU_CHECK_WHEELS:-.whl}
+SITE=${GPU_CHECK_SITE:-/tmp/site}
+if [ -d "$WHEELS" ] && [ -z "${GPU_CHECK_NO_WHEELS:-}" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
     || { log "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site:$PWD
+  export PYTHONPATH=$SITE:$PWD
 else
   export PYTHONPATH=$PWD
 fi
@@ -32,7 +35,6 @@ if [ -d .shared ]; then
   export PAGELENS_SHARED_SMOLVLM=$PWD/.shared/models/SmolVLM-256M-Instruct
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-PY=${PY:-python3}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$OUT/gpu_check.log"
 $PY -c "import importlib.metadata as m, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
