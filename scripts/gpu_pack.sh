@@ -18,7 +18,7 @@ version() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 pkgs=("pymupdf==1.26.7")
 for name in transformers peft colpali_engine qdrant-edge-py qdrant-client pdf2image \
             pydantic pydantic_core pydantic-settings annotated-types typing-inspection typing_extensions \
-            python-dotenv fastapi starlette annotated-doc uvicorn python-multipart; do
+            python-dotenv fastapi starlette annotated-doc opentelemetry-api uvicorn python-multipart; do
   pkgs+=("$name==$(version "$name")")
 done
 platforms=()
