@@ -221,7 +221,13 @@ class StaticGreedyDecoder:
             torch.cuda.current_stream().wait_stream(stream)
         slot.graph, slot.graph_out = self._graph_factory(lambda: self._step(slot))
         self._set_position(slot, position)  # a capture records, it does not run; stay safe either way
-        self.stats.captures += 1
+        self._count(captures=1)
+
+    def _count(self, **increments: int) -> None:
+        """Add to ``stats`` (under the lock: answers run on several threads)."""
+        with self._lock:
+            for name, value in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
 
     def _graph_step(self, slot: _Slot) -> torch.Tensor | None:
         """The next token from the slot's graph (captured and checked on first use), or None when the
@@ -259,7 +265,7 @@ class StaticGreedyDecoder:
                 exc,
             )
             slot.graph, slot.graph_out, slot.graph_failed = None, None, True
-            self.stats.graph_failures += 1
+            self._count(graph_failures=1)
             self._set_position(slot, position)
             return None
 
@@ -291,6 +297,7 @@ class StaticGreedyDecoder:
             on_tokens(input_ids.cpu())
         slot = self._take_slot(self.cache_length(n_prompt, max_new_tokens))
         generated: list[int] = []
+        graph_tokens = eager_tokens = 0
         eos = set(eos_token_ids)
         try:
             slot.cache.reset()
@@ -307,12 +314,12 @@ class StaticGreedyDecoder:
                 replayed = self._graph_step(slot)
                 if replayed is not None:
                     token = replayed
-                    self.stats.graph_tokens += 1
+                    graph_tokens += 1
                 else:
                     token = self._step(slot)
-                    self.stats.eager_tokens += 1
-            self.stats.answers += 1
+                    eager_tokens += 1
         finally:
+            self._count(answers=1, graph_tokens=graph_tokens, eager_tokens=eager_tokens)
             self._give_back(slot)
         new = torch.tensor([generated], dtype=input_ids.dtype)
         return torch.cat([input_ids.cpu(), new], dim=1)
