@@ -153,7 +153,7 @@ class ColSmolEmbedder:
         self.settings = settings
         self.model_id: str = settings.retriever_model
         self.model_revision: str | None = settings.retriever_revision
-        self.batch_size = settings.embed_batch_size
+        self.batch_size = settings.resolved_embed_batch_size("cpu")  # re-resolved for the device at load
         self._lock = threading.Lock()
         self._model: Any = None
         self._processor: Any = None
@@ -247,6 +247,7 @@ class ColSmolEmbedder:
         self._processor = processor
         self._device = device
         self._dtype = dtype
+        self.batch_size = self.settings.resolved_embed_batch_size(device.type)
         self._dim = int(getattr(model, "dim", COLSMOL_DIM))
         self._model = model  # last: marks the embedder loaded
 

@@ -30,7 +30,16 @@ from typing import Any
 
 from index.embedder import PageEmbedder
 from index.page_images import PageImageStore
-from index.pipeline import DocFinished, DocTask, PreparedChunk, WorkerPool, Writer, prepare_document
+from index.pipeline import (
+    ChunkBatcher,
+    DocFinished,
+    DocTask,
+    PreparedChunk,
+    WorkerPool,
+    Writer,
+    merge_batches,
+    prepare_document,
+)
 from index.store import VectorStore
 from index.types import CollectionManifest, PageFilter, PagePoint, page_point_id
 from ingest import SourceDocument, open_document
@@ -234,6 +243,35 @@ class Indexer:
             )
         return list(self.embedder.embed_pages(chunk.images or []))
 
+    def embed_chunks(self, chunks: Sequence[PreparedChunk]) -> list[list[Any]]:
+        """Embed prepared chunks of several documents in one forward; per chunk, its pages' embeddings
+        (as ``embed_chunk`` gives them, up to padding noise)."""
+        if len(chunks) == 1:
+            return [self.embed_chunk(chunks[0])]
+        if all(c.batch is not None for c in chunks):
+            tokenizer = self.embedder.processor.tokenizer  # type: ignore[attr-defined]
+            merged = merge_batches([c.batch for c in chunks if c.batch is not None],
+                                   int(tokenizer.pad_token_id), str(tokenizer.padding_side))
+            flat = self.embedder.embed_preprocessed(  # type: ignore[attr-defined]
+                merged, [(m.width, m.height) for c in chunks for m in c.pages]
+            )
+        else:
+            flat = list(self.embedder.embed_pages([im for c in chunks for im in (c.images or [])]))
+        out, start = [], 0
+        for c in chunks:
+            out.append(flat[start : start + len(c.pages)])
+            start += len(c.pages)
+        return out
+
+    def embed_batch_size(self) -> int:
+        """Pages per forward (and per prepared chunk): ``Settings.embed_batch_size``, auto by device."""
+        return self.settings.resolved_embed_batch_size(self._device_type())
+
+    def batches_across_documents(self) -> bool:
+        """``Settings.batch_across_documents``: auto = on when the retriever runs on a GPU."""
+        mode = self.settings.batch_across_documents
+        return mode == "on" or (mode == "auto" and self._device_type() == "cuda")
+
     def preprocessor(self) -> Any:
         """The processor workers run (``process_images``), or None to send PIL images to the embedder
         (which then preprocesses them itself: ``preprocess_device=model`` does it on the GPU)."""
@@ -398,7 +436,7 @@ class _Run:
             task = self.open(key)
             if task is None:
                 continue
-            for item in prepare_document(task, ix.settings, processor, images, ix.settings.embed_batch_size):
+            for item in prepare_document(task, ix.settings, processor, images, ix.embed_batch_size()):
                 if isinstance(item, PreparedChunk):
                     points = ix.make_points(self.collection, self.states[key], item, ix.embed_chunk(item))
                     self.states[key].embedded += len(points)
@@ -421,6 +459,9 @@ class _Run:
                                  "peak_queued_chunks": 0, "worker_pids": []}
         self.report.pipeline = stats
         graceful = False
+        # one document's chunks per forward, or (GPU) what is waiting of several, up to a full batch
+        batcher = ChunkBatcher(ix.embed_batch_size() if ix.batches_across_documents() else 1)
+        stats["batch_across_documents"] = ix.batches_across_documents()
         try:
             next_key = 0
             while True:
@@ -430,7 +471,7 @@ class _Run:
                     if task is not None:
                         if pool is None:
                             pool = WorkerPool(workers, queue_chunks, settings, ix.preprocessor(), ix.images.root,
-                                              settings.embed_batch_size)
+                                              ix.embed_batch_size())
                             stats["worker_pids"] = pool.pids()
                             pool_started = time.perf_counter()
                         pool.submit(task)
@@ -452,21 +493,21 @@ class _Run:
                                 f"{self.states[key].item.path}: the worker process preparing it died "
                                 f"(exit code {code})"))], fatal=True))
                     continue
-                if isinstance(msg, PreparedChunk):
-                    if "startup_s" not in stats:  # spawning workers, importing torch, loading the processor
-                        stats["startup_s"] = round(time.perf_counter() - pool_started, 2)
-                    state = self.states[msg.key]
-                    t_embed = time.perf_counter()
-                    points = ix.make_points(self.collection, state, msg, ix.embed_chunk(msg))
-                    t_put = time.perf_counter()
-                    state.embedded += len(points)
-                    key = msg.key
-                    del msg
-                    writer.put(key, points)
-                    stats["embed_s"] = stats.get("embed_s", 0.0) + t_put - t_embed
-                    stats["write_wait_s"] = stats.get("write_wait_s", 0.0) + time.perf_counter() - t_put
-                elif isinstance(msg, DocFinished):
-                    self.on_finished(msg)
+                if isinstance(msg, PreparedChunk) and "startup_s" not in stats:
+                    # spawning workers, importing torch, loading the processor
+                    stats["startup_s"] = round(time.perf_counter() - pool_started, 2)
+                groups = self._batch(batcher, msg)
+                while batcher.chunks:  # take what else is waiting, up to a full forward
+                    more = pool.get(timeout=0)
+                    if more is None:
+                        groups.append(batcher.flush())
+                        break
+                    groups.extend(self._batch(batcher, more))
+                del msg
+                for chunks, finished in groups:
+                    self._embed_and_write(chunks, writer, stats)
+                    for done in finished:
+                        self.on_finished(done)
             writer.finish()
             self._drain(writer)
             graceful = True
@@ -475,6 +516,33 @@ class _Run:
                 writer.abort()
             if pool is not None:
                 pool.close(graceful)
+
+    @staticmethod
+    def _batch(batcher: ChunkBatcher, msg: Any) -> list[tuple[list[PreparedChunk], list[DocFinished]]]:
+        if isinstance(msg, PreparedChunk):
+            return batcher.add_chunk(msg)
+        if isinstance(msg, DocFinished):
+            return batcher.add_finished(msg)
+        return []
+
+    def _embed_and_write(self, chunks: list[PreparedChunk], writer: Writer, stats: dict[str, Any]) -> None:
+        """One forward over ``chunks`` (one or several documents), their points to the writer."""
+        if not chunks:
+            return
+        ix = self.ix
+        t_embed = time.perf_counter()
+        embeddings = ix.embed_chunks(chunks)
+        t_put = time.perf_counter()
+        stats["forwards"] = stats.get("forwards", 0) + 1
+        stats["forward_pages_max"] = max(stats.get("forward_pages_max", 0), sum(len(c.pages) for c in chunks))
+        for chunk, embedded in zip(chunks, embeddings, strict=True):
+            state = self.states[chunk.key]
+            points = ix.make_points(self.collection, state, chunk, embedded)
+            state.embedded += len(points)
+            writer.put(chunk.key, points)
+        chunks.clear()
+        stats["embed_s"] = stats.get("embed_s", 0.0) + t_put - t_embed
+        stats["write_wait_s"] = stats.get("write_wait_s", 0.0) + time.perf_counter() - t_put
 
     def _drain(self, writer: Writer) -> None:
         writer.check()

@@ -16,7 +16,9 @@ queue, each worker holds at most one more, at most ``2 x workers`` documents are
 ``WRITE_QUEUE`` chunks of points wait for the writer. A chunk is ``embed_batch_size`` pages of one
 document, prepared exactly as ``ColSmolEmbedder.embed_pages`` would (same chunking, one
 ``process_images`` call), so the serial path (``workers=0``: the same functions called in-process)
-and the pipelined path write identical points.
+and the pipelined path write identical points. With ``batch_across_documents`` (auto: on CUDA) the main
+process merges the chunks of several documents already waiting into one forward of up to
+``embed_batch_size`` pages (``ChunkBatcher``, ``merge_batches``): same points up to padding noise.
 
 Workers die with the main process (``PR_SET_PDEATHSIG`` on Linux, plus a parent check) and are
 terminated on any exception in the main thread (Ctrl-C, a progress callback that cancels the job).
@@ -143,6 +145,85 @@ def _prepare(task: DocTask, pages: list[Any], processor: Any, images: PageImageS
 
 
 # ------------------------------------------------------------------------------------------------
+# batching chunks of several documents into one forward (the main process)
+# ------------------------------------------------------------------------------------------------
+
+_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def merge_batches(batches: list[dict[str, Any]], pad_token_id: int, padding_side: str) -> dict[str, Any]:
+    """One processor batch from several (``process_images`` outputs of different documents).
+
+    Token tensors ([B_i, L_i]: input_ids, attention_mask) are padded to the longest L on the
+    tokenizer's ``padding_side`` (input_ids with ``pad_token_id``, the mask with 0); image tensors
+    (pixel_values [B_i, T_i, 3, H, W], pixel_attention_mask [B_i, T_i, H, W]) get all-zero tiles after
+    the real ones, which Idefics3 drops as padding. Returns [sum B_i, ...] tensors."""
+    import torch
+
+    merged: dict[str, Any] = {}
+    for key in batches[0]:
+        parts = [b[key] for b in batches]
+        if not all(isinstance(t, torch.Tensor) for t in parts):
+            raise PagelensError(f"cannot merge processor outputs: '{key}' is not a tensor in every batch")
+        shape = [max(t.shape[d] for t in parts) for d in range(1, parts[0].dim())]
+        fill = pad_token_id if key == "input_ids" else 0
+        padded = []
+        for t in parts:
+            if list(t.shape[1:]) == shape:
+                padded.append(t)
+                continue
+            out = t.new_full((t.shape[0], *shape), fill)
+            if key in _TOKEN_KEYS and padding_side == "left":
+                out[:, shape[0] - t.shape[1]:, ...] = t
+            else:
+                out[tuple([slice(None)] + [slice(0, n) for n in t.shape[1:]])] = t
+            padded.append(out)
+        merged[key] = torch.cat(padded, dim=0)
+    return merged
+
+
+class ChunkBatcher:
+    """Gathers the prepared chunks that are already waiting, from several documents, into one forward
+    of at most ``max_pages`` pages (short documents, e.g. 1-page invoices, would otherwise each be a
+    forward of 1-2 pages: the GPU idles).
+
+    ``add`` returns the chunk groups that must be embedded now, in order; a group is flushed when the
+    next chunk would overflow it, when it is full, or by ``flush`` (nothing else is waiting). A
+    document's ``DocFinished`` is held back until its chunks are flushed, so it is never reported
+    before its points; every other order is kept."""
+
+    def __init__(self, max_pages: int) -> None:
+        self.max_pages = max(1, int(max_pages))
+        self.chunks: list[PreparedChunk] = []
+        self.finished: list[DocFinished] = []
+
+    @property
+    def pages(self) -> int:
+        return sum(len(c.pages) for c in self.chunks)
+
+    def add_chunk(self, chunk: PreparedChunk) -> list[tuple[list[PreparedChunk], list[DocFinished]]]:
+        out = []
+        if self.chunks and self.pages + len(chunk.pages) > self.max_pages:
+            out.append(self.flush())
+        self.chunks.append(chunk)
+        if self.pages >= self.max_pages:
+            out.append(self.flush())
+        return out
+
+    def add_finished(self, finished: DocFinished) -> list[tuple[list[PreparedChunk], list[DocFinished]]]:
+        if not self.chunks:
+            return [([], [finished])]
+        self.finished.append(finished)
+        return []
+
+    def flush(self) -> tuple[list[PreparedChunk], list[DocFinished]]:
+        """The waiting chunks and the DocFinished held back behind them (emptied)."""
+        group = (self.chunks, self.finished)
+        self.chunks, self.finished = [], []
+        return group
+
+
+# ------------------------------------------------------------------------------------------------
 # worker processes
 # ------------------------------------------------------------------------------------------------
 
@@ -231,10 +312,10 @@ class WorkerPool:
     def submit(self, task: DocTask) -> None:
         self.task_q.put(task)
 
-    def get(self) -> Any | None:
-        """Next result, or None after ``POLL_S`` without one."""
+    def get(self, timeout: float = POLL_S) -> Any | None:
+        """Next result, or None after ``timeout`` s without one (0: only one already waiting)."""
         try:
-            item = self.result_q.get(timeout=POLL_S)
+            item = self.result_q.get(timeout=timeout) if timeout > 0 else self.result_q.get_nowait()
         except queue.Empty:
             return None
         if isinstance(item, DocStarted):
