@@ -133,6 +133,8 @@ class SmolVLMAnswerer:
         self._model: Any = None
         self._processor: Any = None
         self._decoder: StaticGreedyDecoder | None = None
+        self._backend = "pil"  # image processor backend and preprocessing place, resolved at load
+        self._preprocess_on_device = False
         self._device: torch.device | None = None
         self._dtype: torch.dtype | None = None
         self.load_s: float | None = None
@@ -189,6 +191,8 @@ class SmolVLMAnswerer:
                     f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {model_dir}",
                     f"the directory {model_dir}",
                 )
+            self._backend = self.settings.resolved_image_processor_backend(device.type)
+            self._preprocess_on_device = self.settings.resolved_preprocess_device(device.type) == "model"
             processor = self._load_processor(model_dir)
             model = self._load_model(model_dir, device, dtype, resolve_attn_implementation)
         except Unavailable as err:
@@ -238,7 +242,7 @@ class SmolVLMAnswerer:
         # Pages are resized so their longest edge is answer_longest_edge px, then cut into 512-px tiles.
         return AutoProcessor.from_pretrained(
             str(model_dir), size={"longest_edge": int(self.settings.answer_longest_edge)},
-            backend=self.settings.image_processor_backend,
+            backend=self._backend,
         )
 
     def _load_model(
@@ -384,7 +388,7 @@ class SmolVLMAnswerer:
             prompt = processor.apply_chat_template(
                 build_messages(question, pages), add_generation_prompt=True
             )
-            on_device = {"device": self._device} if self.settings.preprocess_device == "model" else {}
+            on_device = {"device": self._device} if self._preprocess_on_device else {}
             batch = processor(
                 text=[prompt], images=[images], return_tensors="pt", size={"longest_edge": edge}, **on_device
             )

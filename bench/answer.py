@@ -65,7 +65,7 @@ def page_hits(tmp: Path, n: int) -> list:
 
 def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dtype: str, new_tokens: int,
           reps: int, edge: int = 1536, kv_cache: str = "dynamic", decoder: str = "auto",
-          image_processor: str = "pil", preprocess_device: str = "cpu") -> None:
+          image_processor: str = "auto", preprocess_device: str = "auto") -> None:
     import torch
 
     from answer.answerer import SmolVLMAnswerer
@@ -76,7 +76,7 @@ def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dt
     settings = Settings(answer_model=str(model_dir), device=device, dtype=dtype, max_new_tokens=new_tokens,
                         answer_longest_edge=edge, data_dir=model_dir.parent / "data", answer_kv_cache=kv_cache,
                         answer_decoder=decoder, image_processor_backend=image_processor,
-                        preprocess_device=preprocess_device if cuda else "cpu")
+                        preprocess_device=preprocess_device)
     ans = SmolVLMAnswerer(settings)
     ans.load()
     used = "graph decoder" + (" (CUDA graphs)" if ans.decoder and ans.decoder.cuda_graphs else " (eager)") \
@@ -148,7 +148,7 @@ def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dt
     log(f"{label} {k} page(s): prompt {prompt_tokens} tokens; ours prefill {prefill_ours * 1000:.0f} ms, "
         f"{tps_ours or float('nan'):.1f} tok/s ({n_gen} generated); generate() prefill {t1 * 1000:.0f} ms, {tps_base or float('nan'):.1f} tok/s; "
         f"greedy text identical: {same}")
-    prep = f"{image_processor} processor" + (" on the GPU" if cuda and preprocess_device == "model" else "")
+    prep = f"{ans._backend} processor" + (" on the GPU" if ans._preprocess_on_device else "")
     tag = f"{label}, {k} page(s) at {edge} px, {prompt_tokens}-token prompt, {device} {dtype}, ours = {used}, {prep}"
     table.add(f"{tag}: decode tokens/s", tps_ours, tps_base, unit="tok/s", higher_is_better=True,
               baseline_name="generate()", device=dev, note=f"{n_gen} tokens generated; greedy text == generate(): {same}")
@@ -203,11 +203,10 @@ def main() -> None:
                     help="ours: the answer model's KV cache (static: compiled decode on CUDA)")
     ap.add_argument("--decoder", choices=["auto", "generate", "graph"], default="auto",
                     help="ours: PAGELENS_ANSWER_DECODER (auto: the graph decoder on CUDA, generate() on the CPU)")
-    ap.add_argument("--image-processor", choices=["pil", "torchvision"], default="pil",
-                    help="ours: PAGELENS_IMAGE_PROCESSOR_BACKEND")
-    ap.add_argument("--preprocess-device", choices=["cpu", "model"], default="cpu",
-                    help="ours on the GPU: PAGELENS_PREPROCESS_DEVICE (model: resize/normalise on the GPU; "
-                         "needs --image-processor torchvision)")
+    ap.add_argument("--image-processor", choices=["auto", "pil", "torchvision"], default="auto",
+                    help="ours: PAGELENS_IMAGE_PROCESSOR_BACKEND (auto: torchvision on CUDA, pil on the CPU)")
+    ap.add_argument("--preprocess-device", choices=["auto", "cpu", "model"], default="auto",
+                    help="ours: PAGELENS_PREPROCESS_DEVICE (auto: model, i.e. on the GPU, on CUDA; cpu elsewhere)")
     ap.add_argument("--with-retriever", action=argparse.BooleanOptionalAction, default=True,
                     help="GPU: hold the colSmol-256M retriever on the device too (peak memory of both models)")
     ap.add_argument("--cpu-dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
@@ -234,7 +233,8 @@ def main() -> None:
                     for n in args.pages if label == "tiny" else [1]:
                         bench(table, label, path, hits_all[:n], "cpu", dtype, args.new_tokens, args.reps,
                               edge=1536 if label == "tiny" else args.real_edge, kv_cache=args.kv_cache,
-                              decoder=args.decoder, image_processor=args.image_processor)
+                              decoder=args.decoder, image_processor=args.image_processor,
+                              preprocess_device="cpu" if args.preprocess_device == "model" else args.preprocess_device)
         if (args.gpu or args.gpu_only) and require_cuda("answer GPU section"):
             if args.with_retriever:
                 load_retriever_on_gpu(tmp)

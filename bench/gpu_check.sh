@@ -7,7 +7,8 @@
 #
 # Steps (seconds are the timeouts): pytest-gpu (100): bf16 embeddings, on-device preprocessing, the
 # CUDA-graph answer decoder against the eager loop and generate(); answer (180): 256M and 500M
-# architectures, 1 and 3 pages, graph decoder vs generate(), torchvision preprocessing on the GPU, peak
+# architectures, 1 and 3 pages, graph decoder vs generate() with the product's auto defaults on CUDA (torchvision
+# preprocessing on the GPU), peak
 # memory with the retriever loaded; ingest (200): 64 real pages end to end (plain loop, Indexer with
 # preprocessing in the workers / on the GPU / + torch.compile) and the forward alone; query (60): the
 # API's query path. A step that would overrun the budget is skipped with a message, never cut
@@ -53,8 +54,7 @@ step() {  # step NAME TIMEOUT_S CMD... : runs if named in STEPS and the budget a
 }
 
 step pytest-gpu 100 $PY -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider
-step answer 180 $PY bench/answer.py --gpu-only --500m --new-tokens 96 --reps 3 --image-processor torchvision \
-  --preprocess-device model --out "$OUT/answer.md"
+step answer 180 $PY bench/answer.py --gpu-only --500m --new-tokens 96 --reps 3 --out "$OUT/answer.md"
 step ingest 200 $PY bench/ingest.py --gpu-only --real-pages 64 --batch 16 --image-processors torchvision --compile \
   --out "$OUT/ingest.md"
 step query 60 $PY bench/query.py --device cuda --out "$OUT/query.md"

@@ -160,6 +160,8 @@ class ColSmolEmbedder:
         self._device: torch.device | None = None
         self._dtype: torch.dtype | None = None
         self._dim = COLSMOL_DIM
+        self._backend = "pil"  # image processor backend and preprocessing place, resolved at load
+        self._preprocess_on_device = False
 
     # -- loading ------------------------------------------------------------------------------
     @property
@@ -174,6 +176,13 @@ class ColSmolEmbedder:
     def device(self) -> torch.device | None:
         """Where the model runs once loaded (None before)."""
         return self._device
+
+    @property
+    def preprocesses_on_device(self) -> bool:
+        """Whether ``embed_pages`` makes pixel values on the model's device (``preprocess_device``,
+        resolved at load; loads)."""
+        self.load()
+        return self._preprocess_on_device
 
     @property
     def processor(self) -> Any:
@@ -223,6 +232,8 @@ class ColSmolEmbedder:
             weights_dir = base_dir or model_dir
             if not (weights_dir / "config.json").is_file():
                 raise Unavailable(f"{weights_dir} has no config.json", f"the directory {weights_dir}")
+            self._backend = self.settings.resolved_image_processor_backend(device.type)
+            self._preprocess_on_device = self.settings.resolved_preprocess_device(device.type) == "model"
             processor = self._load_processor(model_dir, base_dir)
             model = self._load_model(weights_dir, device, dtype, resolve_attn_implementation)
             if base_dir is not None:
@@ -261,7 +272,7 @@ class ColSmolEmbedder:
             raise Unavailable(
                 f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {source}", f"the directory {source}"
             )
-        processor = ColIdefics3Processor.from_pretrained(str(source), backend=self.settings.image_processor_backend)
+        processor = ColIdefics3Processor.from_pretrained(str(source), backend=self._backend)
         # Pages are resized so their longest edge is page_longest_edge, then tiled (512 px per tile).
         processor.image_processor.size = {"longest_edge": int(self.settings.page_longest_edge)}
         return processor
@@ -382,7 +393,7 @@ class ColSmolEmbedder:
         """``process_images`` of RGB ``images``; with ``preprocess_device=model`` the torchvision
         processor resizes and normalises on the model's device (pixel_values are made there)."""
         proc = self._processor
-        if self.settings.preprocess_device != "model":
+        if not self._preprocess_on_device:
             return proc.process_images(images)
         return proc(text=[proc.visual_prompt_prefix] * len(images), images=images, padding="longest",
                     return_tensors="pt", device=self._device)

@@ -275,7 +275,9 @@ class Indexer:
     def preprocessor(self) -> Any:
         """The processor workers run (``process_images``), or None to send PIL images to the embedder
         (which then preprocesses them itself: ``preprocess_device=model`` does it on the GPU)."""
-        if not hasattr(self.embedder, "embed_preprocessed") or self.settings.preprocess_device == "model":
+        if not hasattr(self.embedder, "embed_preprocessed"):
+            return None
+        if self.settings.resolved_preprocess_device(self._device_type()) == "model":
             return None
         self.embedder.load()
         return getattr(self.embedder, "processor", None)

@@ -59,21 +59,24 @@ class Settings(BaseSettings):
         ge=64,
         description="Longest edge (px) pages are rendered at and fed to the retriever (Idefics3: N x 512).",
     )
-    image_processor_backend: Literal["pil", "torchvision"] = Field(
-        default="pil", description="Image preprocessing of both models (resize, tiling, normalisation). pil: "
+    image_processor_backend: Literal["auto", "pil", "torchvision"] = Field(
+        default="auto", description="Image preprocessing of both models (resize, tiling, normalisation). pil: "
         "transformers' PIL processor, exactly what the models were trained with (LANCZOS). torchvision: its "
         "torch processor, ~3.5x faster on the CPU for a 2048-px page (0.09 vs 0.33 s, measured), resizing with "
-        "BICUBIC for LANCZOS (pixel values off by 0.002 on average on the [-1, 1] scale).",
+        "BICUBIC for LANCZOS (pixel values off by 0.002 on average on the [-1, 1] scale). auto: torchvision "
+        "on CUDA (and whenever preprocess_device=model), pil elsewhere.",
     )
     torch_compile: bool = Field(
         default=False, description="torch.compile (inductor) the retriever's vision encoder layers (~90% of a "
         "page's FLOPs) at load. The first batches compile (~30 s on a 2-core CPU). 256M vision tower on a 2-core "
         "CPU: 1.11x in float32, 0.99x in bfloat16; on a GPU see bench/ingest.py --compile.",
     )
-    preprocess_device: Literal["cpu", "model"] = Field(
-        default="cpu", description="Where page images are resized, tiled and normalised. cpu: in the ingest "
+    preprocess_device: Literal["auto", "cpu", "model"] = Field(
+        default="auto", description="Where page images are resized, tiled and normalised. cpu: in the ingest "
         "worker processes (retriever) and on the CPU (answers). model: on each model's device (a GPU), in the "
-        "main process for ingest (the workers then only rasterize); needs image_processor_backend=torchvision.",
+        "main process for ingest (the workers then only rasterize); needs the torchvision processor. auto: "
+        "model on CUDA with the torchvision processor (workers preprocessing 2048-px pages on the CPU cap "
+        "ingest at ~10-20 pages/s per 4 workers), cpu elsewhere.",
     )
 
     # --- ingest --------------------------------------------------------------------------
@@ -247,10 +250,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _preprocess_needs_torchvision(self) -> Settings:
-        if self.preprocess_device == "model" and self.image_processor_backend != "torchvision":
+        if self.preprocess_device == "model" and self.image_processor_backend == "pil":
             raise ValueError("PAGELENS_PREPROCESS_DEVICE=model preprocesses with torch on the model's device: set "
                              "PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision too (the pil processor runs on the CPU only)")
         return self
+
+    def resolved_image_processor_backend(self, device_type: str) -> Literal["pil", "torchvision"]:
+        """``image_processor_backend`` with auto resolved for a model on ``device_type`` ("cuda", "cpu"...)."""
+        if self.image_processor_backend != "auto":
+            return self.image_processor_backend
+        return "torchvision" if device_type == "cuda" or self.preprocess_device == "model" else "pil"
+
+    def resolved_preprocess_device(self, device_type: str) -> Literal["cpu", "model"]:
+        """``preprocess_device`` with auto resolved for a model on ``device_type``."""
+        if self.preprocess_device != "auto":
+            return self.preprocess_device
+        on_gpu = device_type == "cuda" and self.resolved_image_processor_backend(device_type) == "torchvision"
+        return "model" if on_gpu else "cpu"
 
     def resolved_embed_batch_size(self, device_type: str) -> int:
         """``embed_batch_size``, with 0 (auto) resolved for the retriever's device type ("cuda", "cpu"...)."""

@@ -298,7 +298,33 @@ def test_preprocessing_on_the_model_device_writes_the_same_points(svc: Any, corp
 
 def test_preprocess_device_model_needs_the_torchvision_processor(settings_factory: Any) -> None:
     with pytest.raises(ValueError, match="PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision"):
-        settings_factory(preprocess_device="model")
+        settings_factory(preprocess_device="model", image_processor_backend="pil")
+    # auto picks the processor that can: torchvision
+    assert settings_factory(preprocess_device="model").resolved_image_processor_backend("cpu") == "torchvision"
+
+
+def test_auto_preprocessing_is_torchvision_on_the_gpu_and_pil_on_the_cpu(settings_factory: Any) -> None:
+    """The defaults (auto): on CUDA the torchvision processor on the device (workers only rasterize);
+    elsewhere the PIL processor in the workers; explicit values win."""
+    auto = settings_factory()
+    assert (auto.image_processor_backend, auto.preprocess_device) == ("auto", "auto")
+    assert auto.resolved_image_processor_backend("cuda") == "torchvision"
+    assert auto.resolved_preprocess_device("cuda") == "model"
+    assert auto.resolved_image_processor_backend("cpu") == "pil"
+    assert auto.resolved_preprocess_device("cpu") == "cpu"
+    pil_on_gpu = settings_factory(image_processor_backend="pil")
+    assert pil_on_gpu.resolved_preprocess_device("cuda") == "cpu"  # the PIL processor cannot run there
+    assert settings_factory(preprocess_device="cpu").resolved_image_processor_backend("cuda") == "torchvision"
+    assert settings_factory(image_processor_backend="torchvision").resolved_preprocess_device("cpu") == "cpu"
+    from pagelens.service import Pagelens
+
+    service = Pagelens(auto)  # on this CPU: the workers preprocess with PIL, as before
+    try:
+        assert service.indexer.preprocessor() is not None
+        assert not service.embedder.preprocesses_on_device  # type: ignore[attr-defined]
+        assert service.embedder._backend == "pil"  # type: ignore[attr-defined]
+    finally:
+        service.close()
 
 
 def test_pipeline_memory_stays_bounded(svc: Any, tmp_path: Path) -> None:

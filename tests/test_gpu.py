@@ -29,7 +29,7 @@ def test_cuda_bf16_embeddings_match_cpu_and_batching(settings_factory) -> None:
     from index.embedder import ColSmolEmbedder
 
     cpu = ColSmolEmbedder(settings_factory(device="cpu"))
-    gpu = ColSmolEmbedder(settings_factory(device="auto", embed_batch_size=3))
+    gpu = ColSmolEmbedder(settings_factory(device="auto", embed_batch_size=3, image_processor_backend="pil"))
     images = [page(i) for i in range(3)]
     on_cpu = cpu.embed_pages(images)
     on_gpu = gpu.embed_pages(images)
@@ -60,7 +60,8 @@ def test_cuda_preprocessing_on_the_device_matches_the_cpu_torchvision_processor(
     those of the same torchvision processor run on the CPU."""
     from index.embedder import ColSmolEmbedder
 
-    on_cpu = ColSmolEmbedder(settings_factory(device="auto", image_processor_backend="torchvision"))
+    on_cpu = ColSmolEmbedder(settings_factory(device="auto", image_processor_backend="torchvision",
+                                              preprocess_device="cpu"))
     on_gpu = ColSmolEmbedder(settings_factory(device="auto", image_processor_backend="torchvision",
                                               preprocess_device="model"))
     images = [page(i) for i in range(2)]
@@ -118,7 +119,8 @@ def test_cuda_answer_preprocessing_on_the_device(settings_factory, tmp_path) -> 
     from answer import SmolVLMAnswerer
 
     hits = _hits(tmp_path, 2)
-    cpu = SmolVLMAnswerer(settings_factory(device="auto", image_processor_backend="torchvision", max_new_tokens=16))
+    cpu = SmolVLMAnswerer(settings_factory(device="auto", image_processor_backend="torchvision",
+                                           preprocess_device="cpu", max_new_tokens=16))
     gpu = SmolVLMAnswerer(settings_factory(device="auto", image_processor_backend="torchvision",
                                            preprocess_device="model", max_new_tokens=16))
     gpu.load()
@@ -169,3 +171,24 @@ def test_cuda_graph_capture_while_other_threads_use_the_gpu(settings_factory, tm
     assert not errors
     assert answerer.decoder is not None and answerer.decoder.stats.graph_failures == 0
     assert texts == {k: answerer.answer("What is on the page?", hits, k=k).text for k in (1, 2)}
+
+
+def test_cuda_auto_defaults_preprocess_on_the_device(settings_factory) -> None:
+    """The defaults on CUDA: torchvision processor, pixel values made on the GPU, workers only
+    rasterize; embeddings stay close to the PIL processor's on the CPU."""
+    from index.embedder import ColSmolEmbedder
+    from pagelens.service import Pagelens
+
+    auto = ColSmolEmbedder(settings_factory(device="auto"))
+    auto.load()
+    assert auto._backend == "torchvision" and auto.preprocesses_on_device
+    assert auto._preprocess([page(1)])["pixel_values"].device.type == "cuda"
+    cpu = ColSmolEmbedder(settings_factory(device="cpu"))
+    for a, b in zip(cpu.embed_pages([page(1), page(2)]), auto.embed_pages([page(1), page(2)]), strict=True):
+        assert a.full.shape == b.full.shape and float(np.median((a.full * b.full).sum(axis=1))) > 0.97
+    service = Pagelens(settings_factory(device="auto"))
+    try:
+        assert service.indexer.preprocessor() is None and service.indexer.embed_batch_size() == 16
+        assert service.indexer.batches_across_documents()
+    finally:
+        service.close()
