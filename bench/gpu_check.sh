@@ -12,7 +12,7 @@
 #                     decoder, torchvision preprocessing on the GPU) vs generate(), peak memory with the
 #                     retriever held on the GPU too
 #   ingest (200)      64 real pages end to end: plain loop, Indexer with preprocessing in the workers / on
-#                     the GPU / + torch.compile, and the forward alone
+#                     the GPU / + one document per forward / + torch.compile, and the forward alone
 #   query (80)        the API's query path on the GPU
 #   retrieval (90)    if time is left: GPU exact MaxSim and rerank rows at 2,000 synthetic pages
 # A step that would overrun the budget is skipped with a message, never cut mid-table;

@@ -64,12 +64,12 @@ def build_real_model(outdir: Path) -> Path:
 
 
 def settings_for(model_dir: Path, data_dir: Path, edge: int, device: str, batch: int, dtype: str,
-                 backend: str = "pil", preprocess: str = "cpu", compile_: bool = False):
+                 backend: str = "pil", preprocess: str = "cpu", compile_: bool = False, across: str = "auto"):
     from pagelens.settings import Settings
 
     return Settings(retriever_model=str(model_dir), device=device, page_longest_edge=edge, data_dir=data_dir,
                     embed_batch_size=batch, dtype=dtype, image_processor_backend=backend,
-                    preprocess_device=preprocess, torch_compile=compile_)
+                    preprocess_device=preprocess, torch_compile=compile_, batch_across_documents=across)
 
 
 def run_ours(settings, pdfs: list[tuple[Path, int]], tmp: Path) -> tuple[float, int]:
@@ -195,14 +195,15 @@ _PLAIN: dict[tuple, tuple[float, int, dict]] = {}  # plain-loop results by (mode
 
 
 def bench_model(table: Table, label: str, model_dir: Path, edge: int, n_pages: int, device: str, batch: int,
-                dtype: str, tmp: Path, backend: str = "pil", preprocess: str = "cpu", compile_: bool = False) -> None:
+                dtype: str, tmp: Path, backend: str = "pil", preprocess: str = "cpu", compile_: bool = False,
+                across: str = "auto") -> None:
     pdfs = pick_pdfs(n_pages)
     total = sum(c for _, c in pdfs)
     dev = device_label(gpu=device != "cpu")
     label = (f"{label}, {backend} image processor" + (" on the model's device" if preprocess == "model" else "")
-             + (", torch.compile" if compile_ else ""))
+             + (", torch.compile" if compile_ else "") + (", one document per forward" if across == "off" else ""))
     settings = settings_for(model_dir, tmp / f"data-{label}", edge, device, batch, dtype, backend, preprocess,
-                            compile_)
+                            compile_, across)
     log(f"{label}: {total} pages from {len(pdfs)} PDFs at {edge} px on {device}, batch {batch}")
     key = (str(model_dir), edge, device, batch, dtype, backend, n_pages)
     if key not in _PLAIN:  # the plain loop (pil or torchvision processor on the CPU) once per configuration
@@ -264,6 +265,9 @@ def main() -> None:
                 if "torchvision" in args.image_processors:  # resize + normalise on the GPU, workers rasterize
                     bench_model(table, "colSmol-256M arch (random)", real, args.real_edge, args.real_pages, "cuda",
                                 args.batch, "bfloat16", tmp, "torchvision", "model")
+                    # what batching across documents (the CUDA default) gains on these short PDFs
+                    bench_model(table, "colSmol-256M arch (random)", real, args.real_edge, args.real_pages, "cuda",
+                                args.batch, "bfloat16", tmp, "torchvision", "model", across="off")
                     if args.compile:
                         bench_model(table, "colSmol-256M arch (random)", real, args.real_edge, args.real_pages,
                                     "cuda", args.batch, "bfloat16", tmp, "torchvision", "model", compile_=True)
