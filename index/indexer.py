@@ -244,19 +244,21 @@ class Indexer:
         return list(self.embedder.embed_pages(chunk.images or []))
 
     def embed_chunks(self, chunks: Sequence[PreparedChunk]) -> list[list[Any]]:
-        """Embed prepared chunks of several documents in one forward; per chunk, its pages' embeddings
-        (as ``embed_chunk`` gives them, up to padding noise)."""
-        if len(chunks) == 1:
-            return [self.embed_chunk(chunks[0])]
-        if all(c.batch is not None for c in chunks):
-            tokenizer = self.embedder.processor.tokenizer  # type: ignore[attr-defined]
-            merged = merge_batches([c.batch for c in chunks if c.batch is not None],
-                                   int(tokenizer.pad_token_id), str(tokenizer.padding_side))
-            flat = self.embedder.embed_preprocessed(  # type: ignore[attr-defined]
-                merged, [(m.width, m.height) for c in chunks for m in c.pages]
-            )
-        else:
-            flat = list(self.embedder.embed_pages([im for c in chunks for im in (c.images or [])]))
+        """Embed prepared chunks of several documents in one forward (``embed_chunk`` of the merged
+        chunk); per chunk, its pages' embeddings (as ``embed_chunk`` gives them, up to padding noise)."""
+        merged = chunks[0]
+        if len(chunks) > 1:
+            pages = [m for c in chunks for m in c.pages]
+            batches = [c.batch for c in chunks if c.batch is not None]
+            if len(batches) == len(chunks):
+                tokenizer = self.embedder.processor.tokenizer  # type: ignore[attr-defined]
+                batch = merge_batches(batches, int(tokenizer.pad_token_id), str(tokenizer.padding_side))
+                merged = PreparedChunk(chunks[0].key, pages, batch=batch)
+            elif not batches:
+                merged = PreparedChunk(chunks[0].key, pages, images=[im for c in chunks for im in (c.images or [])])
+            else:
+                raise PagelensError("cannot merge chunks preprocessed in the workers with chunks of PIL images")
+        flat = self.embed_chunk(merged)
         out, start = [], 0
         for c in chunks:
             out.append(flat[start : start + len(c.pages)])
@@ -462,8 +464,9 @@ class _Run:
         self.report.pipeline = stats
         graceful = False
         # one document's chunks per forward, or (GPU) what is waiting of several, up to a full batch
-        batcher = ChunkBatcher(ix.embed_batch_size() if ix.batches_across_documents() else 1)
-        stats["batch_across_documents"] = ix.batches_across_documents()
+        across = ix.batches_across_documents()
+        batcher = ChunkBatcher(ix.embed_batch_size() if across else 1)
+        stats["batch_across_documents"] = across
         try:
             next_key = 0
             while True:

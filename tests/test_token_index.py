@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_fast_rerank import DIM, maxsim, unit
 
 from index.edge_store import QdrantEdgeStore
 from index.fast_rerank import RerankCache, quantize_int8
@@ -22,16 +23,6 @@ from index.token_index import (
     unique_pairs,
 )
 from index.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
-
-DIM = 128
-
-
-def unit(a: np.ndarray) -> np.ndarray:
-    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def maxsim(q: np.ndarray, d: np.ndarray) -> float:
-    return float((q.astype(np.float64) @ d.astype(np.float64).T).max(axis=1).sum())
 
 
 class Corpus:
