@@ -34,7 +34,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy pagelens ingest index retrieve answer
+	PYTHON=$(BIN)/python scripts/typecheck.sh
 
 clean:
-	rm -rf .pagelens-data .tiny-models test-artifacts
+	rm -rf .pagelens-data .tiny-models test-artifacts .typecheck build

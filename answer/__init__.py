@@ -4,9 +4,9 @@
 ``stream()`` (``AnswerEvent`` token events, then ``done`` with the ``Answer``). Nothing loads at import.
 """
 
-from answer.answerer import SmolVLMAnswerer
-from answer.base import Answerer
-from answer.prompt import (
+from pagelens.answer.answerer import SmolVLMAnswerer
+from pagelens.answer.base import Answerer
+from pagelens.answer.prompt import (
     INSTRUCTION,
     PageForPrompt,
     build_messages,
@@ -17,7 +17,7 @@ from answer.prompt import (
     select_pages,
     tile_grid,
 )
-from answer.types import NO_RELEVANT_PAGES_TEXT, Answer, AnswerEvent, Citation, Timings
+from pagelens.answer.types import NO_RELEVANT_PAGES_TEXT, Answer, AnswerEvent, Citation, Timings
 
 __all__ = [
     "INSTRUCTION",

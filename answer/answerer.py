@@ -5,7 +5,7 @@ Flow of one answer: relevance gate (``Settings.relevance_threshold``) -> pick pa
 then the question; ``prompt.build_messages``) -> ``Idefics3Processor`` (pages resized to
 ``answer_longest_edge`` px, 512-px tiles, 64 ``<image>`` tokens per tile) -> greedy decoding on a
 worker thread feeding a ``TextIteratorStreamer`` (``generate()``, or on CUDA by default the static-cache
-loop with a CUDA-graph decode step of ``answer.fast_decode``; ``Settings.answer_decoder``) -> ``token``
+loop with a CUDA-graph decode step of ``pagelens.answer.fast_decode``; ``Settings.answer_decoder``) -> ``token``
 events -> one ``done`` event with the ``Answer``. ``answer()`` consumes ``stream()``, so both return the same text for the same inputs.
 
 The model is a hub id or a local directory (``Settings.answer_model`` / ``answer_revision``). Nothing is
@@ -26,29 +26,35 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from answer.fast_decode import StaticGreedyDecoder, unsupported_generation_options
-from answer.prompt import build_messages, fit_longest_edge, image_token_count, open_page_image, select_pages
-from answer.types import NO_RELEVANT_PAGES_TEXT, Answer, AnswerEvent, Citation, Timings
-from pagelens.errors import ModelUnavailableError, PagelensError
-from pagelens.hub import Unavailable, resolve_model_dir, unavailable_error
-from pagelens.settings import DEFAULT_ANSWER_MODEL
+from pagelens.answer.fast_decode import StaticGreedyDecoder, unsupported_generation_options
+from pagelens.answer.prompt import (
+    build_messages,
+    fit_longest_edge,
+    image_token_count,
+    open_page_image,
+    select_pages,
+)
+from pagelens.answer.types import NO_RELEVANT_PAGES_TEXT, Answer, AnswerEvent, Citation, Timings
+
+from pagelens.core.errors import ModelUnavailableError, PagelensError
+from pagelens.core.hub import Unavailable, unavailable_error
+from pagelens.core.settings import DEFAULT_ANSWER_MODEL
+from pagelens.models.answer_model import (
+    ENV_VAR,
+    load_answer_processor,
+    load_answer_weights,
+    resolve_answer_model_dir,
+)
 
 if TYPE_CHECKING:
     import torch
+    from pagelens.retrieve.types import SearchHit
     from PIL import Image
 
-    from pagelens.settings import Settings
-    from retrieve.types import SearchHit
+    from pagelens.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-ENV_VAR = "PAGELENS_ANSWER_MODEL"
-_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-
-
-# --------------------------------------------------------------------------------------------------
-# Locating the model (local first; never a long network wait)
-# --------------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,23 +184,16 @@ class SmolVLMAnswerer:
             )
 
     def _load_locked(self) -> None:
-        from pagelens.devices import get_device, resolve_attn_implementation, resolve_dtype
+        from pagelens.core.devices import get_device, resolve_dtype
 
         device = get_device(self.settings.device)
         dtype = resolve_dtype(self.settings.dtype, device)
         try:
-            model_dir = resolve_model_dir(self.model_id, self.model_revision)
-            if not (model_dir / "config.json").is_file():
-                raise Unavailable(f"{model_dir} has no config.json", f"the directory {model_dir}")
-            if not any((model_dir / f).is_file() for f in _PROCESSOR_FILES):
-                raise Unavailable(
-                    f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {model_dir}",
-                    f"the directory {model_dir}",
-                )
+            model_dir = resolve_answer_model_dir(self.model_id, self.model_revision)
             self._backend = self.settings.resolved_image_processor_backend(device.type)
             self._preprocess_on_device = self.settings.resolved_preprocess_device(device.type) == "model"
             processor = self._load_processor(model_dir)
-            model = self._load_model(model_dir, device, dtype, resolve_attn_implementation)
+            model = self._load_model(model_dir, device, dtype)
         except Unavailable as err:
             raise unavailable_error(
                 "answer", self.model_id, self.model_revision, err, ENV_VAR, DEFAULT_ANSWER_MODEL
@@ -237,31 +236,10 @@ class SmolVLMAnswerer:
         return self._decoder
 
     def _load_processor(self, model_dir: Path) -> Any:
-        from transformers import AutoProcessor
+        return load_answer_processor(model_dir, self.settings.answer_longest_edge, self._backend)
 
-        # Pages are resized so their longest edge is answer_longest_edge px, then cut into 512-px tiles.
-        return AutoProcessor.from_pretrained(
-            str(model_dir), size={"longest_edge": int(self.settings.answer_longest_edge)},
-            backend=self._backend,
-        )
-
-    def _load_model(
-        self, model_dir: Path, device: torch.device, dtype: torch.dtype, resolve_attn: Any
-    ) -> Any:
-        from transformers import Idefics3ForConditionalGeneration
-
-        attn = resolve_attn(self.settings.attn_implementation, device, Idefics3ForConditionalGeneration)
-        try:
-            return Idefics3ForConditionalGeneration.from_pretrained(
-                str(model_dir), dtype=dtype, attn_implementation=attn
-            )
-        except (ValueError, ImportError) as exc:
-            if attn == "eager" or ("attn" not in str(exc).lower() and "attention" not in str(exc).lower()):
-                raise
-            logger.warning("attention %s refused (%s); falling back to eager", attn, exc)
-            return Idefics3ForConditionalGeneration.from_pretrained(
-                str(model_dir), dtype=dtype, attn_implementation="eager"
-            )
+    def _load_model(self, model_dir: Path, device: torch.device, dtype: torch.dtype) -> Any:
+        return load_answer_weights(model_dir, device, dtype, self.settings.attn_implementation)
 
     # -- image-token arithmetic ------------------------------------------------------------------
     def _geometry(self) -> dict[str, Any]:

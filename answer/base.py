@@ -6,8 +6,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from answer.types import Answer, AnswerEvent
-    from retrieve.types import SearchHit
+    from pagelens.answer.types import Answer, AnswerEvent
+    from pagelens.retrieve.types import SearchHit
 
 
 @runtime_checkable

@@ -28,12 +28,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pagelens.errors import IngestError
+from pagelens.core.errors import IngestError
 
 if TYPE_CHECKING:
+    from pagelens.retrieve.types import SearchHit
     from PIL import Image
-
-    from retrieve.types import SearchHit
 
 logger = logging.getLogger(__name__)
 

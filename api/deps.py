@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import ApiKeys, Principal
-from pagelens.jobs import JobStore, JobWorker
-from pagelens.service import Pagelens
-from pagelens.settings import Settings
+from pagelens.app.access import Principal
+from pagelens.app.state import AppState
+from pagelens.core.types import COLLECTION_PATTERN
 
-COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 DOC_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 JOB_ID_PATTERN = r"^[a-f0-9]{32}$"
-
-
-@dataclass
-class AppState:
-    """Everything a request needs, built once by ``create_app`` and kept on ``app.state.pagelens``."""
-
-    settings: Settings
-    service: Pagelens
-    jobs: JobStore
-    worker: JobWorker
-    keys: ApiKeys
-    readiness: dict[str, Any] = field(default_factory=dict)  # cached model check
-    readiness_lock: threading.Lock = field(default_factory=threading.Lock)
-    started_at: float = field(default_factory=time.time)
 
 
 def get_state(request: Request) -> AppState:

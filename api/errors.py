@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pagelens.errors import ModelUnavailableError, PagelensError, StoreUnavailableError
+from pagelens.core.errors import ModelUnavailableError, PagelensError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,6 @@ _STATUS_CODES = {
 }
 
 RETRY_AFTER_S = 5  # seconds a client should wait after a 503 for a store or model outage
-
-
-class ApiError(PagelensError):
-    """An error with its own status and code (auth, limits, unknown job...)."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                 **detail: Any) -> None:
-        super().__init__(message, **detail)
-        self.http_status = status
-        self.code = code
-        self.headers = headers
 
 
 def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:

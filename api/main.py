@@ -1,6 +1,6 @@
 """The FastAPI application: only wiring (routers, error handlers, lifespan of the job worker).
 
-``create_app(settings)`` builds the ``Pagelens`` service (or takes one), the job table under
+``create_api(settings)`` builds the ``PagelensService`` service (or takes one), the job table under
 ``settings.data_dir/jobs.sqlite3`` and the index worker; the worker starts with the app (resuming
 interrupted jobs) and stops with it. OpenAPI at ``/docs`` and ``/openapi.json``.
 """
@@ -8,47 +8,27 @@ interrupted jobs) and stops with it. OpenAPI at ``/docs`` and ``/openapi.json``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.concurrency import run_in_threadpool
+from pagelens.api.errors import install_error_handlers
+from pagelens.api.routes import collections, documents, health, jobs, search
 
 import pagelens
-from api.auth import ApiKeys
-from api.deps import AppState
-from api.errors import install_error_handlers
-from api.routes import collections, documents, health, jobs, search
-from pagelens.jobs import JobStore, JobWorker
-from pagelens.service import Pagelens
-from pagelens.settings import Settings
+from pagelens.app.access import ApiKeys
+from pagelens.app.jobs import JobStore, JobWorker
+from pagelens.app.lifespan import worker_lifespan
+from pagelens.app.service import PagelensService
+from pagelens.app.state import AppState
+from pagelens.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def worker_lifespan(
-    worker: JobWorker, service: Pagelens, owns_service: bool
-) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """App lifespan: start the index worker; on shutdown stop it, and close the service if we built it."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker.start()
-        try:
-            yield
-        finally:
-            await run_in_threadpool(worker.stop)
-            if owns_service:
-                await run_in_threadpool(service.close)
-
-    return lifespan
-
-
-def create_app(settings: Settings, service: Pagelens | None = None, *, web_ui: bool = True) -> FastAPI:
-    """The REST API (``/v1``) and, with ``web_ui``, the Gradio UI at ``/ui`` on the same service."""
+def create_api(settings: Settings, service: PagelensService | None = None) -> FastAPI:
+    """The REST API (``/v1``) on one service; ``pagelens.server.create_app`` adds the web UI."""
     owns_service = service is None
-    service = service or Pagelens(settings)
+    service = service or PagelensService(settings)
     keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None)
     job_store = JobStore(settings.data_dir)
     worker = JobWorker(job_store, service, keep_uploads=settings.job_keep_uploads)
@@ -69,8 +49,4 @@ def create_app(settings: Settings, service: Pagelens | None = None, *, web_ui: b
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     for module in (health, collections, documents, jobs, search):
         app.include_router(module.router)
-    if web_ui:
-        from ui.app import mount_ui  # the web UI at /ui, on the same service, jobs and keys
-
-        mount_ui(app, settings, service, job_store, worker=worker, keys=keys)
     return app

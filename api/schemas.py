@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import COLLECTION_PATTERN
-from index.types import PageFilter
+from pagelens.core.types import COLLECTION_PATTERN, PageFilter
 
 Scalar = str | int | float | bool | None
 

@@ -14,18 +14,18 @@ import contextlib
 import errno
 import hashlib
 import json
-import re
 import shutil
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pagelens.ingest.sniff import sniff_format
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from api.errors import ApiError
-from pagelens.settings import Settings
+from pagelens.app.uploads import display_name, safe_stem
+from pagelens.core.errors import ApiError
+from pagelens.core.settings import Settings
 
 FILE_FIELDS = ("files", "file")
 TEXT_FIELDS = ("metadata", "force", "password")
@@ -50,34 +50,6 @@ def storage_error(exc: OSError) -> ApiError:
                     "nothing was kept. Try again later", headers={"Retry-After": "5"})
 
 
-def sniff_type(head: bytes) -> str | None:
-    """``pdf`` | ``png`` | ``jpeg`` | ``tiff`` from the first bytes, or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if b"%PDF-" in head[:SNIFF_BYTES]:
-        return "pdf"
-    return None
-
-
-def display_name(raw: str) -> str:
-    """The client's file name reduced to a printable basename (used as the document name)."""
-    name = unicodedata.normalize("NFKC", raw.replace("\\", "/").split("/")[-1])
-    name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".").strip()
-    return name[:200] or "upload"
-
-
-def safe_stem(name: str) -> str:
-    """ASCII-only stem for the file on disk."""
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")
-    return stem[:80] or "upload"
-
-
 @dataclass
 class SavedFile:
     name: str  # display name
@@ -92,7 +64,7 @@ class UploadForm:
     files: list[SavedFile] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     force: bool = False
-    # for the encrypted PDFs of this upload; never logged, never in the job row (see pagelens/jobs.py)
+    # for the encrypted PDFs of this upload; never logged, never in the job row (see pagelens/app/jobs.py)
     password: str | None = field(default=None, repr=False)
 
 
@@ -213,7 +185,7 @@ class _StreamingForm:
     def _check_type(self, part: _Part) -> None:
         if part.size == 0:
             raise ApiError(415, "unsupported_file", f"'{part.filename}' is empty", file=part.filename)
-        kind = sniff_type(bytes(part.head))
+        kind = sniff_format(bytes(part.head))
         if kind is None:
             raise ApiError(415, "unsupported_file", f"'{part.filename}' is not a PDF, PNG, JPEG or TIFF file "
                            "(checked by content, not by name)", file=part.filename)

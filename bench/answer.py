@@ -1,6 +1,6 @@
 """Answer benchmark: time to first token (prefill) and single-stream decode tokens/s.
 
-ours     = ``answer.answerer.SmolVLMAnswerer.stream`` (greedy, streamed, on 1 or 3 page images);
+ours     = ``pagelens.answer.answerer.SmolVLMAnswerer.stream`` (greedy, streamed, on 1 or 3 page images);
 baseline = plain transformers ``model.generate(**inputs, do_sample=False)`` on the same processor
            inputs (prefill = ``generate(max_new_tokens=1)``; decode = (t(N) - t(1)) / (N - 1) with
            ``min_new_tokens=N``). Also checks that ours' greedy text equals the baseline's.
@@ -50,8 +50,7 @@ def build_answerer_model(outdir: Path, config_path: Path) -> Path:
 def page_hits(tmp: Path, n: int) -> list:
     """n SearchHits whose image_path are PNGs of real PDF pages (150 dpi)."""
     import pymupdf
-
-    from retrieve.types import SearchHit
+    from pagelens.retrieve.types import SearchHit
 
     hits = []
     for p in sorted(REAL_PDFS.glob("inv_*.pdf"))[:n]:
@@ -67,9 +66,9 @@ def bench(table: Table, label: str, model_dir: Path, hits: list, device: str, dt
           reps: int, edge: int = 1536, kv_cache: str = "dynamic", decoder: str = "auto",
           image_processor: str = "auto", preprocess_device: str = "auto") -> None:
     import torch
+    from pagelens.answer.answerer import SmolVLMAnswerer
 
-    from answer.answerer import SmolVLMAnswerer
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
     cuda = device != "cpu"
     dev = device_label(gpu=cuda)
@@ -177,8 +176,8 @@ def load_retriever_on_gpu(tmp: Path) -> None:
     """Load the colSmol-256M architecture (random weights) through the product's ColSmolEmbedder, bf16 on cuda,
     and keep it, so the answer rows' peak GPU memory counts both models as the API holds them."""
     from bench.ingest import build_real_model
-    from index.embedder import ColSmolEmbedder
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
+    from pagelens.models.embedder import ColSmolEmbedder
 
     model_dir = build_real_model(tmp / "retriever")
     embedder = ColSmolEmbedder(Settings(retriever_model=str(model_dir), device="cuda", dtype="bfloat16",

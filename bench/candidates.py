@@ -1,6 +1,6 @@
 """Candidate recall of pooled first stages as a collection grows (no store, no timing).
 
-The fast two-stage search (index/fast_rerank.py) can only return pages its first stage proposes.
+The fast two-stage search (index/ann/fast_rerank.py) can only return pages its first stage proposes.
 This script measures, on the synthetic pages of ``bench/retrieval.py`` (same generator, same seed),
 how often the exact MaxSim top 5 is among the candidates, for the product's first stage (the union
 of the top k pages by MaxSim on row means and on column means, as an exact scan: an upper bound for
@@ -10,7 +10,7 @@ centroids of the token vectors (trained on the first pages), each page reduced t
 centroids its tokens fall in, inverted lists centroid -> pages; a query token probes its ``--nprobe``
 best centroids, a page scores the sum over query tokens of the best probed centroid it contains, and
 the top M pages are the candidates (timed: the candidate step alone, numpy/torch on the CPU).
-``--token-index``: the product's token-level first stage (``index/token_index.py``) the same way:
+``--token-index``: the product's token-level first stage (``index/ann/token_index.py``) the same way:
 its 256 x 256 codebook trained on ``--sample-per-page`` tokens of every page, every token assigned,
 candidates scored by ``candidate_scores`` at several ``--coarse-probe`` / ``--nprobe`` / ``--m``.
 Everything is in RAM except the full vectors, which are scored against the queries chunk by chunk
@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--m", type=int, nargs="+", default=[250, 500, 1000], help="candidates of the centroid stage")
     ap.add_argument("--token-index", action="store_true",
-                    help="the product's token-level first stage (index/token_index.py): a two-level codebook "
+                    help="the product's token-level first stage (index/ann/token_index.py): a two-level codebook "
                          "trained on a sample of every page's tokens, inverted lists, probed per query token")
     ap.add_argument("--coarse", type=int, default=256)
     ap.add_argument("--fine", type=int, default=256)
@@ -146,8 +146,7 @@ def main() -> None:
     assign_s = 0.0
     if args.token_index:
         import torch
-
-        from index.token_index import train_codebook, unique_pairs
+        from pagelens.index.ann.token_index import train_codebook, unique_pairs
 
         rng = np.random.default_rng(args.seed)
         t0 = time.perf_counter()
@@ -223,7 +222,7 @@ def main() -> None:
                 log(f"centroids K={args.centroids} nprobe={nprobe} m={m}: recall {r:.3f}, "
                     f"{np.median(times) * 1000:.0f} ms")
     if codebook is not None:
-        from index.token_index import CellLists, candidate_scores
+        from pagelens.index.ann.token_index import CellLists, candidate_scores
 
         t0 = time.perf_counter()
         cl = CellLists.from_record_ordered(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]),

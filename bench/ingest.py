@@ -1,6 +1,6 @@
 """Ingest benchmark: PDF files -> Qdrant Edge points, end to end, pages/s.
 
-ours     = the product's ``index.indexer.Indexer.index`` (``ColSmolEmbedder`` + ``QdrantEdgeStore`` +
+ours     = the product's ``pagelens.index.pipeline.indexer.Indexer.index`` (``ColSmolEmbedder`` + ``QdrantEdgeStore`` +
            ``PageImageStore``, worker processes as ``Settings.ingest_workers`` decides);
 baseline = the plain loop: pymupdf render (150 dpi) -> ``processor.process_images`` -> forward
            (batch ``--batch``) -> row/col pooling -> ``QdrantEdgeStore.upsert``, one page batch at a time;
@@ -65,7 +65,7 @@ def build_real_model(outdir: Path) -> Path:
 
 def settings_for(model_dir: Path, data_dir: Path, edge: int, device: str, batch: int, dtype: str,
                  backend: str = "pil", preprocess: str = "cpu", compile_: bool = False, across: str = "auto"):
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
     return Settings(retriever_model=str(model_dir), device=device, page_longest_edge=edge, data_dir=data_dir,
                     embed_batch_size=batch, dtype=dtype, image_processor_backend=backend,
@@ -74,10 +74,11 @@ def settings_for(model_dir: Path, data_dir: Path, edge: int, device: str, batch:
 
 def run_ours(settings, pdfs: list[tuple[Path, int]], tmp: Path) -> tuple[float, int]:
     """The product's Indexer, model already loaded: (seconds, pages indexed)."""
-    from index.edge_store import QdrantEdgeStore
-    from index.embedder import ColSmolEmbedder
-    from index.indexer import Indexer, IndexInput
-    from index.page_images import PageImageStore
+    from pagelens.index.pipeline.indexer import Indexer, IndexInput
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
+    from pagelens.index.stores.page_images import PageImageStore
+
+    from pagelens.models.embedder import ColSmolEmbedder
 
     emb = ColSmolEmbedder(settings)
     emb.load()
@@ -98,11 +99,11 @@ def run_plain(settings, pdfs: list[tuple[Path, int]], tmp: Path, batch: int) -> 
     """The plain loop (see the module docstring): (seconds, pages, per-stage seconds)."""
     import pymupdf
     import torch
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
     from PIL import Image
 
-    from index.edge_store import QdrantEdgeStore
-    from index.embedder import ColSmolEmbedder, pool_rows_cols
-    from index.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
+    from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
+    from pagelens.models.embedder import ColSmolEmbedder, pool_rows_cols
 
     emb = ColSmolEmbedder(settings)
     emb.load()
@@ -168,7 +169,7 @@ def forward_only(settings, pdfs: list[tuple[Path, int]], batch: int, iters: int 
     import torch
     from PIL import Image
 
-    from index.embedder import ColSmolEmbedder
+    from pagelens.models.embedder import ColSmolEmbedder
 
     emb = ColSmolEmbedder(settings)
     emb.load()

@@ -1,10 +1,10 @@
 """Query-path benchmark: question -> top pages -> the top page's image, p50/p95 end to end from the API.
 
-ours      = ``pagelens serve``'s app (``api.main.create_app``) under uvicorn on 127.0.0.1, driven by an
+ours      = ``pagelens serve``'s app (``pagelens.server.create_app``) under uvicorn on 127.0.0.1, driven by an
             httpx client in a separate process: ``POST /v1/collections/{c}/search`` (k=5, visual two_stage), then ``GET`` the
             top result's ``image_url`` (the PNG). Figures: search alone, and search + page image.
 baselines (same run, same collection, same process):
-* library  = ``Pagelens.search`` called directly (no HTTP): the API's own overhead is the difference;
+* library  = ``PagelensService.search`` called directly (no HTTP): the API's own overhead is the difference;
 * plain    = colpali-engine's ``process_queries`` + model forward, Qdrant Edge brute-force MaxSim
              (``mode="exact"``) and reading the PNG file from disk: what a naive query path costs.
 Also printed: query encoding alone (``ColSmolEmbedder.embed_queries``).
@@ -75,7 +75,7 @@ def render_real_pages(n: int, longest_edge: int = 1024) -> list[Any]:
 
 def fill_collection(service: Any, name: str, pages: int, images: list[Any]) -> None:
     """``pages`` synthetic pages into ``name`` with indexer-shaped payloads and stored page images."""
-    from index.types import PageEmbedding, PagePoint, page_point_id
+    from pagelens.core.types import PageEmbedding, PagePoint, page_point_id
 
     saved = []
     for i, img in enumerate(images):
@@ -164,15 +164,15 @@ def plain_query_path(model: Any, processor: Any, store: Any, collection: str, qu
 
 def run_model(label: str, model_dir: Path, args: argparse.Namespace, table: Table, images: list[Any],
               tmp: Path, dtype: str = "auto") -> None:
-    from api.main import create_app
-    from pagelens.service import Pagelens
-    from pagelens.settings import Settings
+    from pagelens.app.service import PagelensService
+    from pagelens.core.settings import Settings
+    from pagelens.server import create_app
 
     dev = device_label(gpu=args.device == "cuda")
     settings = Settings(retriever_model=str(model_dir), answer_model=str(model_dir), device=args.device,
                         data_dir=tmp / ("data-" + re.sub(r"[^A-Za-z0-9]+", "-", label)), retrieval_mode="visual",
                         search_mode="two_stage", dtype=dtype)
-    service = Pagelens(settings)
+    service = PagelensService(settings)
     name = "bench"
     log(f"{label}: loading the retriever, filling {args.pages} pages")
     service.embedder.load()

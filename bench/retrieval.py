@@ -13,7 +13,7 @@ trivially perfect.
 Systems (the product's own stores, public API only):
 * ours: ``QdrantEdgeStore.search(mode="two_stage")`` after ``optimize()`` with the fast rerank.
   From ``token_index_min_pages`` (5000) pages, the product default: candidates from the token-level
-  first stage (``index/token_index.py``; the best ``--token-candidates``), our MaxSim kernel over the
+  first stage (``index/ann/token_index.py``; the best ``--token-candidates``), our MaxSim kernel over the
   int8 cache keeps the best ``--rerank-candidates``, Qdrant scores those exactly. Also the same
   kernel on pooled HNSW candidates (the default below 5000 pages, and for filtered searches), at the
   default prefetch_limit and the ``--prefetch`` values;
@@ -187,7 +187,7 @@ def page_of(point_id: str) -> int:
 
 
 def points_for(lo: int, full: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list:
-    from index.types import PageEmbedding, PagePoint
+    from pagelens.core.types import PageEmbedding, PagePoint
 
     return [
         PagePoint(
@@ -200,7 +200,7 @@ def points_for(lo: int, full: np.ndarray, rows: np.ndarray, cols: np.ndarray) ->
 
 
 def manifest(name: str):
-    from index.types import CollectionManifest
+    from pagelens.core.types import CollectionManifest
 
     return CollectionManifest(name=name, model_id="synthetic", model_revision=None, dim=DIM)
 
@@ -242,7 +242,7 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
     root = args.reuse if reuse else Path(tempfile.mkdtemp(prefix="pagelens-bench-", dir=args.data_dir))
     truth_file = root / f"exact-{args.pages}-{args.tokens}-{args.queries}-{args.seed}.npy"
     try:
-        from index.edge_store import QdrantEdgeStore
+        from pagelens.index.stores.edge_store import QdrantEdgeStore
 
         store = QdrantEdgeStore(root / "edge", full_datatype=args.datatype, hnsw_m=args.hnsw_m)
         if reuse:
@@ -335,7 +335,7 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                                 base_p50, "torch exact", warmup=1)
         # ours: Edge two_stage with the fast int8 rerank (product default), at the default prefetch and
         # the --prefetch variants; baseline at the same prefetch: Qdrant reranks every candidate itself
-        from pagelens.settings import Settings
+        from pagelens.core.settings import Settings
 
         default_pf = int(Settings.model_fields["prefetch_limit"].default)
         default_m = int(Settings.model_fields["rerank_candidates"].default)
@@ -430,10 +430,9 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
 
 
 def run_local(args: argparse.Namespace, syn: Synth, queries: np.ndarray, table: Table, dev: str) -> None:
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
+    from pagelens.index.stores.server_store import QdrantServerStore
     from qdrant_client import QdrantClient
-
-    from index.edge_store import QdrantEdgeStore
-    from index.server_store import QdrantServerStore
 
     n = min(args.local_pages, args.pages)
     nq = min(len(queries), args.local_queries)
@@ -477,10 +476,11 @@ REAL_QUESTIONS = [
 
 
 def run_real(args: argparse.Namespace, table: Table) -> None:
-    from index.edge_store import QdrantEdgeStore
-    from index.embedder import ColSmolEmbedder
-    from ingest.loader import open_document
-    from pagelens.settings import Settings
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
+    from pagelens.ingest.loader import open_document
+
+    from pagelens.core.settings import Settings
+    from pagelens.models.embedder import ColSmolEmbedder
     from tests.make_tiny_models import build_tiny_models
 
     pdfs = sorted(REAL_PDFS.glob("*.pdf"))[: args.real_docs]
@@ -509,7 +509,7 @@ def run_real(args: argparse.Namespace, table: Table) -> None:
         qs = emb.embed_queries(REAL_QUESTIONS)
         store = QdrantEdgeStore(tmp / "edge")
         store.create_collection(manifest("real"))
-        from index.types import PagePoint
+        from pagelens.core.types import PagePoint
 
         store.upsert("real", [PagePoint(id=pid(i), embedding=e, payload={"doc_id": "r", "page_no": i + 1})
                               for i, e in enumerate(embs)])
@@ -566,7 +566,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
     args = ap.parse_args()
     if args.hnsw_m is None:
-        from pagelens.settings import Settings
+        from pagelens.core.settings import Settings
 
         args.hnsw_m = int(Settings.model_fields["hnsw_m"].default)
 

@@ -1,7 +1,7 @@
 """Ingest: input files (PDF, PNG, JPEG, TIFF) -> ``SourceDocument`` -> lazily rendered ``Page`` s."""
 
-from ingest.discover import DEFAULT_INCLUDE, discover_inputs
-from ingest.loader import open_document
-from ingest.types import Page, SourceDocument
+from pagelens.ingest.discover import DEFAULT_INCLUDE, discover_inputs
+from pagelens.ingest.loader import open_document
+from pagelens.ingest.types import Page, SourceDocument
 
 __all__ = ["DEFAULT_INCLUDE", "Page", "SourceDocument", "discover_inputs", "open_document"]

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+from pagelens.ingest.geometry import fit_size
+from pagelens.ingest.types import Page, SourceDocument
 from PIL import Image, UnidentifiedImageError
 
-from ingest.geometry import fit_size
-from ingest.types import Page, SourceDocument
-from pagelens.errors import DocumentTooLargeError, IngestError
-from pagelens.settings import Settings
+from pagelens.core.errors import DocumentTooLargeError, IngestError
+from pagelens.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

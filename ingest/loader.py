@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ingest.images import open_image
-from ingest.pdf import open_pdf
-from ingest.sniff import inspect_file
-from ingest.types import SourceDocument
-from pagelens.settings import Settings
+from pagelens.ingest.images import open_image
+from pagelens.ingest.pdf import open_pdf
+from pagelens.ingest.sniff import inspect_file
+from pagelens.ingest.types import SourceDocument
+
+from pagelens.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

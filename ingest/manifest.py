@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.discover import DEFAULT_INCLUDE, discover_inputs
-from pagelens.errors import InvalidRequestError
+from pagelens.ingest.discover import DEFAULT_INCLUDE, discover_inputs
+
+from pagelens.core.errors import InvalidRequestError
 
 META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")

@@ -2,7 +2,7 @@
 
 PyMuPDF always opens the document (validation, password, page count, page boxes, text layer); the
 ``rasterizer`` setting only chooses who draws the pixels. Pages are rendered straight at the target
-size computed by :func:`ingest.geometry.fit_size` (no render-big-then-shrink).
+size computed by :func:`pagelens.ingest.geometry.fit_size` (no render-big-then-shrink).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pagelens.ingest.geometry import fit_size
+from pagelens.ingest.types import Page, SourceDocument
 from PIL import Image
 
-from ingest.geometry import fit_size
-from ingest.types import Page, SourceDocument
-from pagelens.errors import DocumentTooLargeError, EncryptedDocumentError, IngestError
-from pagelens.settings import Settings
+from pagelens.core.errors import DocumentTooLargeError, EncryptedDocumentError, IngestError
+from pagelens.core.settings import Settings
 
 if TYPE_CHECKING:
     import pymupdf as pymupdf_t
@@ -213,10 +213,10 @@ def _iter_pages_isolated(
     password: str | None,
     page_count: int,
 ) -> Iterator[Page]:
-    """``_iter_pages`` with PyMuPDF drawing in a killable child process (``ingest.sandbox``): a page
+    """``_iter_pages`` with PyMuPDF drawing in a killable child process (``pagelens.ingest.sandbox``): a page
     past the time or memory limit becomes a page error naming the file, the page and the limit, and
     the next pages are rendered by a fresh child. The per-document time limit also bounds each page."""
-    from ingest.sandbox import RenderLimitExceeded, RenderWorker
+    from pagelens.ingest.sandbox import RenderLimitExceeded, RenderWorker
 
     worker = RenderWorker(path, password, int(getattr(settings, "render_memory_mb", 0) or 0))
     page_limit = float(getattr(settings, "render_timeout_s", 0) or 0)

@@ -1,6 +1,6 @@
 """PyMuPDF page rendering in a killable child process (``Settings.isolate_rendering``).
 
-A long-lived child (``python -m ingest.sandbox``, a fresh interpreter: no fork of the server's threads)
+A long-lived child (``python -m pagelens.ingest.sandbox``, a fresh interpreter: no fork of the server's threads)
 opens each document once and renders the pages it is asked for; after a document it is kept idle and
 reused for the next one (importing PyMuPDF costs ~0.8 s, rendering a page ~20-50 ms), unless it was
 killed. The parent waits for each
@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pagelens
+
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!Q")
@@ -46,10 +48,10 @@ _idle_lock = threading.Lock()
 
 def _spawn(memory_mb: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(pagelens.__file__).resolve().parent.parent)  # where `import pagelens` is found
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest.sandbox"],
+        [sys.executable, "-m", "pagelens.ingest.sandbox"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,
     )
     assert proc.stdin is not None
@@ -211,8 +213,7 @@ def _is_memory_error(exc: BaseException) -> bool:
 
 def _child() -> None:  # pragma: no cover - runs in the child process
     import pymupdf
-
-    from ingest.geometry import fit_size
+    from pagelens.ingest.geometry import fit_size
 
     pymupdf.TOOLS.mupdf_display_errors(False)
     pymupdf.TOOLS.mupdf_display_warnings(False)

@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from pagelens.errors import DocumentTooLargeError, IngestError, UnsupportedFileError
+from pagelens.core.errors import DocumentTooLargeError, IngestError, UnsupportedFileError
 
 CHUNK_BYTES = 1024 * 1024
 PDF_HEADER_WINDOW = 1024  # bytes: readers accept a %PDF- header anywhere in the first KiB

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from pagelens.errors import IngestError
+from pagelens.core.errors import IngestError
 
 
 @dataclass

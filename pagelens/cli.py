@@ -1,4 +1,4 @@
-"""The ``pagelens`` command line: a thin layer over ``pagelens.service.Pagelens``.
+"""The ``pagelens`` command line: a thin layer over ``pagelens.app.service.PagelensService``.
 
 Progress and errors go to stderr; results (tables or ``--json``) to stdout. Exit codes: 0 success,
 1 some documents failed (index), 2 usage or runtime error (message on stderr).
@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from index.types import PageFilter
-from pagelens.errors import PagelensError
-from pagelens.settings import Settings
+from pagelens.core.errors import PagelensError
+from pagelens.core.settings import Settings
+from pagelens.core.types import PageFilter
 
 app = typer.Typer(
     help="pagelens: index PDFs and page images, find pages by late interaction, answer with citations.",
@@ -61,10 +61,10 @@ def _coerce(value: str) -> Any:
     return value
 
 
-def make_service(settings: Settings | None = None):  # noqa: ANN201 - returns Pagelens
-    from pagelens.service import Pagelens
+def make_service(settings: Settings | None = None):  # noqa: ANN201 - returns PagelensService
+    from pagelens.app.service import PagelensService
 
-    return Pagelens(settings or Settings())
+    return PagelensService(settings or Settings())
 
 
 def emit_json(data: Any) -> None:
@@ -114,10 +114,10 @@ def index_cmd(
     reindex: bool = typer.Option(False, "--reindex", help="Build a new collection NAME__<model>-<time> and switch the alias NAME to it when complete."),
 ) -> None:
     """Index documents into a collection (created on first use); resumable, shardable batch jobs."""
-    from index.indexer import IndexInput, default_error_report_path, write_error_report
-    from ingest import DEFAULT_INCLUDE
-    from ingest.manifest import collect_inputs, parse_shard, select_shard
-    from pagelens.progress import IndexProgress
+    from pagelens.core.progress import IndexProgress
+    from pagelens.index.pipeline.indexer import IndexInput, default_error_report_path, write_error_report
+    from pagelens.ingest import DEFAULT_INCLUDE
+    from pagelens.ingest.manifest import collect_inputs, parse_shard, select_shard
 
     meta = parse_pairs(metadata, "--metadata")
     try:
@@ -135,7 +135,7 @@ def index_cmd(
     try:
         with IndexProgress(err, total_files=len(inputs), enabled=not as_json or err.is_terminal) as progress:
             if reindex:
-                from index.aliases import reindex_collection
+                from pagelens.app.reindex import reindex_collection
 
                 report, target = reindex_collection(service, collection, inputs, progress=progress.callback,
                                                     workers=workers)
@@ -331,7 +331,7 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the summary JSON instead of the table."),
 ) -> None:
     """Evaluate retrieval (nDCG@5, recall@k, MRR, latency) per mode on a dataset; report.md/.json + plot."""
-    from retrieve.evaluation import load_dataset, run_eval, write_report
+    from pagelens.app.evaluation import load_dataset, run_eval, write_report
 
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     try:
@@ -385,7 +385,7 @@ def is_loopback(host: str) -> bool:
 def check_bind(settings: Settings, host: str, insecure: bool, what: str) -> None:
     """Refuse a non-loopback address when no API keys are configured, unless ``--insecure``."""
     try:
-        from api.auth import parse_api_keys
+        from pagelens.app.access import parse_api_keys
 
         has_keys = bool(parse_api_keys(settings.api_keys.get_secret_value() if settings.api_keys else None))
     except ValueError as exc:
@@ -396,7 +396,7 @@ def check_bind(settings: Settings, host: str, insecure: bool, what: str) -> None
     if not insecure:
         err.print(
             f"[bold red]error:[/] refusing to serve {what} on {host} without API keys; set PAGELENS_API_KEYS "
-            "(see api/auth.py) or pass --insecure to expose it unauthenticated",
+            "(see pagelens/app/access.py) or pass --insecure to expose it unauthenticated",
             highlight=False,
         )
         raise typer.Exit(2)
@@ -414,7 +414,7 @@ def serve_cmd(
     check_bind(settings, host, insecure, what="the API")
     import uvicorn
 
-    from api.main import create_app
+    from pagelens.server import create_app
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
@@ -430,7 +430,7 @@ def ui_cmd(
     check_bind(settings, host, insecure, what="the UI")
     import uvicorn
 
-    from ui.app import create_ui_app
+    from pagelens.ui.app import create_ui_app
 
     err.print(f"pagelens UI on http://{host}:{port}/ui/", highlight=False)
     uvicorn.run(create_ui_app(settings), host=host, port=port, log_level="info")

@@ -1,6 +1,6 @@
 """Retrieval modes and hybrid (visual + text) search over a ``VectorStore``.
 
-Modes (``QueryMode``, accepted by the CLI ``--mode``, the API ``mode`` field and ``Pagelens.search``):
+Modes (``QueryMode``, accepted by the CLI ``--mode``, the API ``mode`` field and ``PagelensService.search``):
 
 =============  ===========================================================================
 ``visual``     MaxSim on the page images with the configured strategy (``search_mode``:
@@ -9,7 +9,7 @@ Modes (``QueryMode``, accepted by the CLI ``--mode``, the API ``mode`` field and
 ``exact``      visual, brute-force strategy
 ``text``       BM25 on the pages' text layers (sparse vector ``text_bm25``); no model needed
 ``hybrid``     visual (configured strategy) and BM25, each ``candidates`` deep, fused by
-               ``rrf`` or ``dbsf`` (``retrieve.fusion``) with ``text_weight``
+               ``rrf`` or ``dbsf`` (``pagelens.retrieve.fusion``) with ``text_weight``
 =============  ===========================================================================
 
 Pages without a text layer (scans) have an empty BM25 vector: in ``text`` mode they are never
@@ -27,10 +27,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from index.store import VectorStore
-from index.types import PageFilter, RetrievalMode, ScoredPage, SearchMode
-from pagelens.errors import InvalidRequestError
-from retrieve.fusion import FusedItem, dbsf, rrf
+from pagelens.index.stores.base import VectorStore
+from pagelens.retrieve.fusion import FusedItem, dbsf, rrf
+
+from pagelens.core.errors import InvalidRequestError
+from pagelens.core.types import PageFilter, RetrievalMode, ScoredPage, SearchMode
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Question -> top pages: encode the query with the retriever, MaxSim search in the store; or BM25
-on the text layer, or both fused (modes: ``retrieve.hybrid``)."""
+on the text layer, or both fused (modes: ``pagelens.retrieve.hybrid``)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import logging
 import time
 from dataclasses import dataclass
 
-from index.embedder import PageEmbedder
-from index.indexer import check_manifest
-from index.store import VectorStore
-from index.types import PageFilter, SearchMode
-from pagelens.errors import (
+from pagelens.index.stores.base import VectorStore
+from pagelens.retrieve.hybrid import FusionConfig, resolve_mode, search_pages
+from pagelens.retrieve.types import SearchHit
+
+from pagelens.core.errors import (
     CollectionNotFoundError,
     EmptyCollectionError,
     InvalidRequestError,
     TextIndexMissingError,
 )
-from retrieve.hybrid import FusionConfig, resolve_mode, search_pages
-from retrieve.types import SearchHit
+from pagelens.core.types import PageFilter, SearchMode
+from pagelens.models.embedder import PageEmbedder, check_manifest
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Retriever:
         """Top ``k`` pages, best first.
 
         ``mode``: ``visual`` | ``text`` | ``hybrid`` (``strategy`` is the visual one), or
-        ``two_stage`` / ``exact`` = visual with that strategy (see ``retrieve.hybrid``).
+        ``two_stage`` / ``exact`` = visual with that strategy (see ``pagelens.retrieve.hybrid``).
         ``two_stage``: candidates by MaxSim on the pooled row/column vectors (HNSW), reranked by
         exact MaxSim on the full multivectors. ``exact``: brute-force MaxSim on every page.
         ``fallback_to_visual``: on a collection without a text index, run ``visual`` (with a

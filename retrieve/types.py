@@ -11,7 +11,7 @@ class SearchHit:
     """One retrieved page, rank 1 first.
 
     score: MaxSim (sum over query tokens of the best dot product with a page token) in visual mode,
-        BM25 in text mode, the fused score (``retrieve.fusion``) in hybrid mode.
+        BM25 in text mode, the fused score (``pagelens.retrieve.fusion``) in hybrid mode.
     visual_score / text_score: the MaxSim / BM25 inputs (None when not computed or the page was not
         in that ranking).
     image_path: the stored page image (PNG) on local disk, or None when it is not available here.

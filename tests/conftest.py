@@ -16,7 +16,7 @@ SHARED_MODELS = SHARED / "models"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# "auto" picks bfloat16 on CPUs with native bf16 (pagelens.devices.resolve_dtype): the suite runs in
+# "auto" picks bfloat16 on CPUs with native bf16 (pagelens.core.devices.resolve_dtype): the suite runs in
 # float32 so its tolerances do not depend on the CPU it runs on; test_cpu_bf16.py covers bfloat16.
 os.environ.setdefault("PAGELENS_DTYPE", "float32")
 
@@ -37,7 +37,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def settings_factory(tmp_path: Path, tiny_models: dict[str, Path]):
     """Build a ``Settings`` with an isolated data dir and the tiny models; keyword overrides apply."""
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {

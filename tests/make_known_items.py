@@ -1,7 +1,7 @@
 """Generate the known-item evaluation set from the shared real PDFs (reproducible, no PDFs copied).
 
 ``python tests/make_known_items.py [PDF_DIR] [OUT.jsonl]`` writes one JSON query per line in the
-``pagelens eval`` format (``retrieve/evaluation.py``)::
+``pagelens eval`` format (``pagelens/app/evaluation.py``)::
 
     {"qid": "ki-000", "query": "...", "relevant": [{"doc": "x.pdf", "page": 2}], "kind": "sentence"}
 

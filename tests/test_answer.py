@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import REAL_PDFS
-
-from answer import (
+from pagelens.answer import (
     INSTRUCTION,
     NO_RELEVANT_PAGES_TEXT,
     Answer,
@@ -27,8 +26,9 @@ from answer import (
     page_label,
     select_pages,
 )
-from pagelens.errors import IngestError, ModelUnavailableError
-from retrieve.types import SearchHit
+from pagelens.retrieve.types import SearchHit
+
+from pagelens.core.errors import IngestError, ModelUnavailableError
 
 PDFS = ["inv_aws_invoice_en.pdf", "paper_tracemonkey_pldi09.pdf", "slide_kreate_guidance_16x9.pdf"]
 

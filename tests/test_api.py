@@ -10,8 +10,8 @@ from conftest import HOSTILE_PDFS, REAL_PDFS
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from api.main import create_app
-from pagelens.jobs import JobStore
+from pagelens.app.jobs import JobStore
+from pagelens.server import create_app
 
 pytestmark = pytest.mark.slow
 

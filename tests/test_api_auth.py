@@ -10,9 +10,9 @@ from conftest import REAL_PDFS
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from api.auth import ApiKeys, parse_api_keys
-from api.errors import ApiError
-from api.main import create_app
+from pagelens.app.access import ApiKeys, parse_api_keys
+from pagelens.core.errors import ApiError
+from pagelens.server import create_app
 
 AWS = REAL_PDFS / "inv_aws_invoice_en.pdf"
 KEYS = "adm-0123456789:admin; rw-alpha-secret:rw:alpha ;ro-alpha-secret:r:alpha;ro-all:r:*"

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from api.main import create_app
+from pagelens.server import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 
 @pytest.fixture(scope="module")
 def api_app(tiny_models, tmp_path_factory):
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
     settings_ = Settings(  # type: ignore[call-arg]
         _env_file=None,

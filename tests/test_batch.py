@@ -14,11 +14,11 @@ from typing import Any
 
 import psutil
 import pytest
+from pagelens.index.pipeline.indexer import IndexInput
+from pagelens.ingest.manifest import collect_inputs, parse_shard, read_manifest, select_shard, shard_of
 from typer.testing import CliRunner
 
-from index.indexer import IndexInput
-from ingest.manifest import collect_inputs, parse_shard, read_manifest, select_shard, shard_of
-from pagelens.errors import InvalidRequestError
+from pagelens.core.errors import InvalidRequestError
 
 pytestmark = pytest.mark.slow
 
@@ -49,14 +49,14 @@ def corpus(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def svc(settings_factory: Any):
-    from pagelens.service import Pagelens
+    from pagelens.app.service import PagelensService
 
     made = []
 
-    def build(**overrides: Any) -> Pagelens:
+    def build(**overrides: Any) -> PagelensService:
         values = {"page_longest_edge": 512, "embed_batch_size": 2, "ingest_workers": 0}
         values.update(overrides)
-        service = Pagelens(settings_factory(**values))
+        service = PagelensService(settings_factory(**values))
         made.append(service)
         return service
 
@@ -252,7 +252,7 @@ def test_a_job_ends_with_the_index_build_shown_as_progress(svc: Any, corpus: Pat
 
     from rich.console import Console
 
-    from pagelens.progress import IndexProgress
+    from pagelens.core.progress import IndexProgress
 
     service = svc()
     events: list[tuple[str, dict[str, Any]]] = []
@@ -316,9 +316,9 @@ def test_auto_preprocessing_is_torchvision_on_the_gpu_and_pil_on_the_cpu(setting
     assert pil_on_gpu.resolved_preprocess_device("cuda") == "cpu"  # the PIL processor cannot run there
     assert settings_factory(preprocess_device="cpu").resolved_image_processor_backend("cuda") == "torchvision"
     assert settings_factory(image_processor_backend="torchvision").resolved_preprocess_device("cpu") == "cpu"
-    from pagelens.service import Pagelens
+    from pagelens.app.service import PagelensService
 
-    service = Pagelens(auto)  # on this CPU: the workers preprocess with PIL, as before
+    service = PagelensService(auto)  # on this CPU: the workers preprocess with PIL, as before
     try:
         assert service.indexer.preprocessor() is not None
         assert not service.embedder.preprocesses_on_device  # type: ignore[attr-defined]
@@ -350,7 +350,7 @@ def test_pipeline_memory_stays_bounded(svc: Any, tmp_path: Path) -> None:
 
 # -- aliases ----------------------------------------------------------------------------------------
 def test_reindex_switches_the_alias_when_complete(svc: Any, corpus: Path) -> None:
-    from index.aliases import reindex_collection
+    from pagelens.app.reindex import reindex_collection
 
     service = svc()
     inputs = [IndexInput(path=p) for p in sorted(corpus.rglob("doc*.pdf"))]
@@ -383,11 +383,11 @@ def test_reindex_switches_the_alias_when_complete(svc: Any, corpus: Path) -> Non
 
 def test_server_aliases_and_creation_params_in_memory() -> None:
     import numpy as np
+    from pagelens.index.stores.aliases import ServerAliases, with_aliases
+    from pagelens.index.stores.server_store import QdrantServerStore
     from qdrant_client import QdrantClient
 
-    from index.aliases import ServerAliases, with_aliases
-    from index.server_store import QdrantServerStore
-    from index.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
+    from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
 
     client = QdrantClient(":memory:")
     calls: list[dict[str, Any]] = []
@@ -433,9 +433,8 @@ def test_server_aliases_and_creation_params_in_memory() -> None:
 
 
 def test_retries_with_backoff_on_transient_errors() -> None:
+    from pagelens.index.stores.retry import backoff_delays, call_with_retries
     from qdrant_client.http.exceptions import UnexpectedResponse
-
-    from index.retry import backoff_delays, call_with_retries
 
     sleeps: list[float] = []
     attempts = {"n": 0}

@@ -31,7 +31,7 @@ def total_pages() -> int:
 
 
 def test_sigkill_mid_run_then_rerun_gives_every_page_once(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    from index.edge_store import QdrantEdgeStore
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
 
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}

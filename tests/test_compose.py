@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pagelens.settings import Settings
+from pagelens.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -123,5 +123,5 @@ def test_env_values_map_to_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("PAGELENS_QDRANT_REPLICATION_FACTOR", "2")
     monkeypatch.setenv("PAGELENS_DATA_DIR", str(tmp_path))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.uses_server and settings.qdrant_shard_number == 3 and settings.qdrant_replication_factor == 2
+    assert settings.qdrant_url and settings.qdrant_shard_number == 3 and settings.qdrant_replication_factor == 2
     assert settings.data_dir == tmp_path

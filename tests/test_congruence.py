@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
+from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.edge_store import QdrantEdgeStore
+from pagelens.index.stores.server_store import QdrantServerStore
 
-from index.edge_store import QdrantEdgeStore
-from index.server_store import QdrantServerStore
-from index.store import VectorStore
-from index.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
+from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
 
 DIM = 128
 N_PAGES = 360

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from pagelens.retrieve.types import SearchHit
 from PIL import Image
 
-import pagelens.devices as devices
-from index.embedder import ColSmolEmbedder
-from pagelens.settings import Settings
-from retrieve.types import SearchHit
+import pagelens.core.devices as devices
+from pagelens.core.settings import Settings
+from pagelens.models.embedder import ColSmolEmbedder
 
 
 def test_cpuinfo_flags(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_retriever_in_bfloat16_matches_float32(tiny_models: dict[str, Path]) -> 
 
 
 def test_answerer_in_bfloat16_streams_a_cited_answer(settings_factory: Any, tmp_path: Path) -> None:
-    from answer.answerer import SmolVLMAnswerer
+    from pagelens.answer.answerer import SmolVLMAnswerer
 
     img = tmp_path / "p1.png"
     pages()[0].save(img)

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from pagelens.index.pipeline.indexer import IndexInput
+from pagelens.index.pipeline.workers import ChunkBatcher, DocFinished, PageMeta, PreparedChunk, merge_batches
 from PIL import Image, ImageDraw
 from test_batch import make_pdf, points
 
-from index.embedder import ColSmolEmbedder
-from index.indexer import IndexInput
-from index.pipeline import ChunkBatcher, DocFinished, PageMeta, PreparedChunk, merge_batches
-from pagelens.settings import Settings
+from pagelens.core.settings import Settings
+from pagelens.models.embedder import ColSmolEmbedder
 
 
 def page(width: int, height: int, seed: int) -> Image.Image:
@@ -71,7 +71,7 @@ def test_merged_batches_embed_as_the_separate_ones(embedder: ColSmolEmbedder, pa
 
 
 def test_merge_refuses_what_is_not_a_tensor() -> None:
-    from pagelens.errors import PagelensError
+    from pagelens.core.errors import PagelensError
 
     with pytest.raises(PagelensError, match="'extra' is not a tensor"):
         merge_batches([{"input_ids": torch.zeros(1, 2), "extra": [1]}, {"input_ids": torch.zeros(1, 3), "extra": [2]}],
@@ -100,14 +100,14 @@ def test_batcher_fills_forwards_and_holds_finished_documents_behind_their_chunks
 def test_indexer_batches_short_documents_into_full_forwards(settings_factory: Any, tmp_path: Path) -> None:
     """Eight 1-page and 2-page PDFs, 2 workers, batch 4: across documents the pages go in forwards of
     up to 4 pages, and the points equal those of one document per forward (off)."""
-    from pagelens.service import Pagelens
+    from pagelens.app.service import PagelensService
 
     root = tmp_path / "docs"
     pdfs = [make_pdf(root / f"inv{i}.pdf", 1 + i % 2, f"invoice {i}") for i in range(8)]
     inputs = [IndexInput(path=p) for p in pdfs]
     base = {"page_longest_edge": 512, "embed_batch_size": 4, "pipeline_queue_chunks": 8}
-    off = Pagelens(settings_factory(batch_across_documents="off", **base))
-    on = Pagelens(settings_factory(batch_across_documents="on", data_dir=tmp_path / "d2", **base))
+    off = PagelensService(settings_factory(batch_across_documents="off", **base))
+    on = PagelensService(settings_factory(batch_across_documents="on", data_dir=tmp_path / "d2", **base))
     embedder = on.indexer.embedder
     forward = embedder.embed_preprocessed
     sizes: list[int] = []
@@ -145,9 +145,9 @@ def test_auto_batch_size_and_batching_follow_the_device(settings_factory: Any) -
     assert settings.embed_batch_size == 0
     assert settings.resolved_embed_batch_size("cuda") == 16 and settings.resolved_embed_batch_size("cpu") == 4
     assert settings_factory(embed_batch_size=7).resolved_embed_batch_size("cuda") == 7
-    from pagelens.service import Pagelens
+    from pagelens.app.service import PagelensService
 
-    service = Pagelens(settings)
+    service = PagelensService(settings)
     try:
         assert service.indexer.embed_batch_size() == 4  # the CPU here
         assert not service.indexer.batches_across_documents()  # auto: only on CUDA

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from index.embedder import ColSmolEmbedder, PageEmbedder, pool_rows_cols
-from pagelens.devices import cpu_has_native_bf16, get_device, resolve_attn_implementation, resolve_dtype
-from pagelens.errors import ModelUnavailableError
-from pagelens.settings import Settings
+from pagelens.core.devices import cpu_has_native_bf16, get_device, resolve_attn_implementation, resolve_dtype
+from pagelens.core.errors import ModelUnavailableError
+from pagelens.core.settings import Settings
+from pagelens.models.embedder import ColSmolEmbedder, PageEmbedder, pool_rows_cols
 
 DIM = 128
 
@@ -232,7 +232,7 @@ def test_devices_resolution() -> None:
 
     assert resolve_attn_implementation("auto", cpu, NoSdpa) == "eager"
     if not torch.cuda.is_available():
-        from pagelens.errors import PagelensError
+        from pagelens.core.errors import PagelensError
 
         with pytest.raises(PagelensError):
             get_device("cuda")
@@ -284,8 +284,8 @@ def test_torch_compile_gives_the_eager_embeddings(embedder: ColSmolEmbedder, tin
 
 
 def test_compile_vision_encoder_names_what_it_compiled(tiny_models: dict[str, Path]) -> None:
-    from index.embedder import compile_vision_encoder
-    from pagelens.errors import PagelensError
+    from pagelens.core.errors import PagelensError
+    from pagelens.models.embedder import compile_vision_encoder
 
     model = ColSmolEmbedder(make_settings(tiny_models["retriever"]))
     model.load()

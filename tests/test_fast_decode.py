@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 import torch
+from pagelens.answer import SmolVLMAnswerer
+from pagelens.answer.fast_decode import StaticGreedyDecoder, unsupported_generation_options
+from pagelens.retrieve.types import SearchHit
 from test_answer import make_hits, render_first_pages
-
-from answer import SmolVLMAnswerer
-from answer.fast_decode import StaticGreedyDecoder, unsupported_generation_options
-from retrieve.types import SearchHit
 
 QUESTION = "What is the total amount?"
 
@@ -135,7 +134,7 @@ def test_graph_that_fails_its_check_falls_back_to_eager(make_answerer: Any, hits
     decoder = StaticGreedyDecoder(answerer._model, cuda_graphs=True, min_cache_len=64,
                                   graph_factory=frozen_graph_factory)
     inputs = model_inputs(answerer, hits, 1)
-    with caplog.at_level(logging.WARNING, logger="answer.fast_decode"):
+    with caplog.at_level(logging.WARNING, logger="pagelens.answer.fast_decode"):
         ours = decode(decoder, answerer, inputs, 40)
         again = decode(decoder, answerer, inputs, 40)
     expected = reference_sequences(answerer, inputs, 40)
@@ -231,7 +230,7 @@ def test_generation_options_only_generate_applies_keep_generate(
     config.repetition_penalty = 1.3
     config.no_repeat_ngram_size = 3
     assert unsupported_generation_options(config) == ["repetition_penalty=1.3", "no_repeat_ngram_size=3"]
-    with caplog.at_level(logging.WARNING, logger="answer.answerer"):
+    with caplog.at_level(logging.WARNING, logger="pagelens.answer.answerer"):
         graph = SmolVLMAnswerer(answerer.settings.model_copy(update={"answer_decoder": "graph"}))
         graph._load_model = lambda *a, **kw: answerer._model  # type: ignore[method-assign]
         graph.load()

@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from index.edge_store import RERANK_DIR, QdrantEdgeStore
-from index.fast_rerank import (
+from pagelens.index.ann.fast_rerank import (
     INDEX_FILE,
     LEGACY_VECTORS_FILE,
     POOLED_FILE,
@@ -24,7 +22,9 @@ from index.fast_rerank import (
     quantize_int8,
     to_bf16_bits,
 )
-from index.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
+from pagelens.index.stores.edge_store import RERANK_DIR, QdrantEdgeStore
+
+from pagelens.core.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
 
 DIM = 128
 
@@ -370,11 +370,11 @@ def test_fast_rerank_off_writes_no_cache(tmp_path: Path) -> None:
 def test_float16_full_vectors_search_like_float32(tmp_path: Path) -> None:
     """``full_datatype="float16"`` (PAGELENS_FULL_VECTOR_DATATYPE, for very large collections): the same
     exact and fast two_stage top 5, scores within 2e-3 of the float32 store's."""
+    from pagelens.index.stores.factory import open_store
+    from pagelens.index.stores.server_store import QdrantServerStore
     from qdrant_client import QdrantClient
 
-    from index.server_store import QdrantServerStore
-    from index.stores import open_store
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
     points, queries = planted_corpus(30)
     settings = Settings(data_dir=tmp_path / "data", full_vector_datatype="float16")

@@ -26,7 +26,7 @@ def page(seed: int) -> Image.Image:
 
 
 def test_cuda_bf16_embeddings_match_cpu_and_batching(settings_factory) -> None:
-    from index.embedder import ColSmolEmbedder
+    from pagelens.models.embedder import ColSmolEmbedder
 
     cpu = ColSmolEmbedder(settings_factory(device="cpu"))
     gpu = ColSmolEmbedder(settings_factory(device="auto", embed_batch_size=3, image_processor_backend="pil"))
@@ -43,8 +43,8 @@ def test_cuda_bf16_embeddings_match_cpu_and_batching(settings_factory) -> None:
 
 
 def test_cuda_answer_streams_same_text_as_blocking(settings_factory, tmp_path) -> None:
-    from answer import SmolVLMAnswerer
-    from retrieve.types import SearchHit
+    from pagelens.answer import SmolVLMAnswerer
+    from pagelens.retrieve.types import SearchHit
 
     path = tmp_path / "p.png"
     page(7).save(path)
@@ -58,7 +58,7 @@ def test_cuda_answer_streams_same_text_as_blocking(settings_factory, tmp_path) -
 def test_cuda_preprocessing_on_the_device_matches_the_cpu_torchvision_processor(settings_factory) -> None:
     """PAGELENS_PREPROCESS_DEVICE=model: pixel_values are made on the GPU, and the embeddings match
     those of the same torchvision processor run on the CPU."""
-    from index.embedder import ColSmolEmbedder
+    from pagelens.models.embedder import ColSmolEmbedder
 
     on_cpu = ColSmolEmbedder(settings_factory(device="auto", image_processor_backend="torchvision",
                                               preprocess_device="cpu"))
@@ -74,7 +74,7 @@ def test_cuda_preprocessing_on_the_device_matches_the_cpu_torchvision_processor(
 
 
 def _hits(tmp_path, n: int) -> list:
-    from retrieve.types import SearchHit
+    from pagelens.retrieve.types import SearchHit
 
     hits = []
     for i in range(n):
@@ -89,8 +89,8 @@ def _hits(tmp_path, n: int) -> list:
 def test_cuda_graph_decoder_gives_the_eager_tokens(settings_factory, tmp_path, dtype: str) -> None:
     """answer_decoder=auto on CUDA: the decode step is a captured CUDA graph, it passes its own check,
     and its tokens equal the same static-cache loop run eagerly (and, in float32, generate()'s)."""
-    from answer import SmolVLMAnswerer
-    from answer.fast_decode import StaticGreedyDecoder
+    from pagelens.answer import SmolVLMAnswerer
+    from pagelens.answer.fast_decode import StaticGreedyDecoder
 
     hits = _hits(tmp_path, 2)
     graph = SmolVLMAnswerer(settings_factory(device="auto", dtype=dtype, max_new_tokens=48))
@@ -116,7 +116,7 @@ def test_cuda_graph_decoder_gives_the_eager_tokens(settings_factory, tmp_path, d
 
 
 def test_cuda_answer_preprocessing_on_the_device(settings_factory, tmp_path) -> None:
-    from answer import SmolVLMAnswerer
+    from pagelens.answer import SmolVLMAnswerer
 
     hits = _hits(tmp_path, 2)
     cpu = SmolVLMAnswerer(settings_factory(device="auto", image_processor_backend="torchvision",
@@ -134,8 +134,9 @@ def test_cuda_graph_capture_while_other_threads_use_the_gpu(settings_factory, tm
     other threads during a capture neither fail nor break the capture."""
     import threading
 
-    from answer import SmolVLMAnswerer
-    from index.embedder import ColSmolEmbedder
+    from pagelens.answer import SmolVLMAnswerer
+
+    from pagelens.models.embedder import ColSmolEmbedder
 
     hits = _hits(tmp_path, 2)
     answerer = SmolVLMAnswerer(settings_factory(device="auto", max_new_tokens=32))
@@ -176,8 +177,8 @@ def test_cuda_graph_capture_while_other_threads_use_the_gpu(settings_factory, tm
 def test_cuda_auto_defaults_preprocess_on_the_device(settings_factory) -> None:
     """The defaults on CUDA: torchvision processor, pixel values made on the GPU, workers only
     rasterize; embeddings stay close to the PIL processor's on the CPU."""
-    from index.embedder import ColSmolEmbedder
-    from pagelens.service import Pagelens
+    from pagelens.app.service import PagelensService
+    from pagelens.models.embedder import ColSmolEmbedder
 
     auto = ColSmolEmbedder(settings_factory(device="auto"))
     auto.load()
@@ -186,7 +187,7 @@ def test_cuda_auto_defaults_preprocess_on_the_device(settings_factory) -> None:
     cpu = ColSmolEmbedder(settings_factory(device="cpu"))
     for a, b in zip(cpu.embed_pages([page(1), page(2)]), auto.embed_pages([page(1), page(2)]), strict=True):
         assert a.full.shape == b.full.shape and float(np.median((a.full * b.full).sum(axis=1))) > 0.97
-    service = Pagelens(settings_factory(device="auto"))
+    service = PagelensService(settings_factory(device="auto"))
     try:
         assert service.indexer.preprocessor() is None and service.indexer.embed_batch_size() == 16
         assert service.indexer.batches_across_documents()

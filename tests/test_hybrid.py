@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import REAL_PDFS
+from pagelens.index.stores.edge_store import QdrantEdgeStore
+from pagelens.retrieve.hybrid import FusionConfig, fuse, resolve_mode
+from pagelens.retrieve.retriever import Retriever
 from test_store_contract import DIM, MANIFEST, _legacy_collection, text_points, unit
 
-from index.edge_store import QdrantEdgeStore
-from index.types import ScoredPage
-from pagelens.errors import InvalidRequestError, TextIndexMissingError
-from retrieve.hybrid import FusionConfig, fuse, resolve_mode
-from retrieve.retriever import Retriever
+from pagelens.core.errors import InvalidRequestError, TextIndexMissingError
+from pagelens.core.types import ScoredPage
 
 KNOWN_ITEMS = Path(__file__).parent / "data" / "known_items.jsonl"
 
@@ -139,14 +139,15 @@ def test_old_collection_explicit_mode_errors_default_falls_back(
 
 
 def test_service_default_mode_and_api_schema(tmp_path: Path, edge: Any) -> None:
-    from api.schemas import AskRequest, SearchRequest
-    from pagelens.service import Pagelens
-    from pagelens.settings import Settings
+    from pagelens.api.schemas import AskRequest, SearchRequest
+
+    from pagelens.app.service import PagelensService
+    from pagelens.core.settings import Settings
 
     store, points = edge
     settings = Settings(_env_file=None, data_dir=tmp_path / "d")  # type: ignore[call-arg]
     assert settings.retrieval_mode == "hybrid" and settings.fusion == "rrf" and settings.rrf_k == 2.0
-    service = Pagelens(settings, store=store, embedder=FakeEmbedder(points))  # type: ignore[arg-type]
+    service = PagelensService(settings, store=store, embedder=FakeEmbedder(points))  # type: ignore[arg-type]
     hits = service.search(MANIFEST.name, "invoice FR-7781 #5", k=2)  # default: hybrid
     assert hits[0].point_id == points[5].id
     assert hits[0].visual_score is not None and hits[0].text_score is not None
@@ -176,13 +177,13 @@ def test_known_item_set_is_reproducible() -> None:
 def test_known_items_text_high_hybrid_close(settings_factory: Any, tmp_path: Path) -> None:
     from make_known_items import DEFAULT_DOCS
 
-    from pagelens.service import Pagelens
-    from retrieve.evaluation import EvalDataset, load_jsonl, run_eval, write_report
+    from pagelens.app.evaluation import EvalDataset, load_jsonl, run_eval, write_report
+    from pagelens.app.service import PagelensService
 
     if not REAL_PDFS.is_dir():
         pytest.skip(f"{REAL_PDFS} not found")
     settings = settings_factory(page_longest_edge=512, ingest_workers=0)
-    service = Pagelens(settings)
+    service = PagelensService(settings)
     dataset = EvalDataset("known_items", load_jsonl(KNOWN_ITEMS), [REAL_PDFS / d for d in DEFAULT_DOCS])
     try:
         result = run_eval(service, dataset, "known", modes=["visual", "text", "hybrid"])

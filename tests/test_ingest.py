@@ -12,17 +12,17 @@ from typing import Any
 import pymupdf
 import pytest
 from conftest import HOSTILE_PDFS, REAL_PDFS
+from pagelens.ingest import Page, SourceDocument, discover_inputs, open_document
+from pagelens.ingest.geometry import fit_size
 from PIL import Image
 
-from ingest import Page, SourceDocument, discover_inputs, open_document
-from ingest.geometry import fit_size
-from pagelens.errors import (
+from pagelens.core.errors import (
     DocumentTooLargeError,
     EncryptedDocumentError,
     IngestError,
     UnsupportedFileError,
 )
-from pagelens.settings import Settings
+from pagelens.core.settings import Settings
 
 EDGE = 512  # px: small target so the broad loops stay fast
 
@@ -301,7 +301,7 @@ def test_page_count_limit(tmp_path: Path) -> None:
 def test_bad_page_is_reported_and_following_pages_continue(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ingest import pdf as pdf_module
+    from pagelens.ingest import pdf as pdf_module
 
     pdf = pymupdf.open()
     for _ in range(3):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from retrieve import metrics
-from retrieve.fusion import dbsf, dbsf_normalise, rrf
+from pagelens.retrieve import metrics
+from pagelens.retrieve.fusion import dbsf, dbsf_normalise, rrf
 
 RANKED = ["a", "b", "c", "d", "e"]
 RELEVANT = {"b", "e", "x"}  # "x" is never retrieved

@@ -8,17 +8,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.edge_store import QdrantEdgeStore
+from pagelens.index.stores.server_store import QdrantServerStore
 
-from index.edge_store import QdrantEdgeStore
-from index.server_store import QdrantServerStore
-from index.store import VectorStore
-from index.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
-from pagelens.errors import (
+from pagelens.core.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     InvalidRequestError,
     StoreUnavailableError,
 )
+from pagelens.core.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
 
 DIM = 128
 COLL = "contract"
@@ -323,7 +323,7 @@ def test_server_hides_foreign_collections() -> None:
 
 
 def test_server_unreachable_is_store_unavailable() -> None:
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
     settings = Settings(_env_file=None, qdrant_url="http://127.0.0.1:9", qdrant_timeout_s=2)  # type: ignore[call-arg]
     store = QdrantServerStore.from_settings(settings)
@@ -332,8 +332,9 @@ def test_server_unreachable_is_store_unavailable() -> None:
 
 
 def test_open_store_picks_backend(tmp_path: Path) -> None:
-    from index.stores import open_store
-    from pagelens.settings import Settings
+    from pagelens.index.stores.factory import open_store
+
+    from pagelens.core.settings import Settings
 
     edge = open_store(Settings(_env_file=None, data_dir=tmp_path))  # type: ignore[call-arg]
     assert isinstance(edge, QdrantEdgeStore) and edge.root == tmp_path / "qdrant-edge"
@@ -470,10 +471,10 @@ def _legacy_collection(kind: str, tmp_path: Path) -> VectorStore:
         data.pop("text_index")
         path.write_text(json.dumps(data))
         return QdrantEdgeStore(tmp_path / "legacy")
+    from pagelens.index.stores.server_store import MANIFEST_KEY
     from qdrant_client import QdrantClient, models
 
-    from index.server_store import MANIFEST_KEY
-    from index.types import COLS_VECTOR, FULL_VECTOR, ROWS_VECTOR
+    from pagelens.core.types import COLS_VECTOR, FULL_VECTOR, ROWS_VECTOR
 
     client = QdrantClient(":memory:")
     maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
@@ -488,7 +489,7 @@ def _legacy_collection(kind: str, tmp_path: Path) -> VectorStore:
 
 @pytest.mark.parametrize("kind", ["edge", "server"])
 def test_legacy_collection_without_text_index(kind: str, tmp_path: Path) -> None:
-    from pagelens.errors import TextIndexMissingError
+    from pagelens.core.errors import TextIndexMissingError
 
     store = _legacy_collection(kind, tmp_path)
     try:

@@ -1,4 +1,4 @@
-"""The token-level first stage (``index.token_index``): codebook, lists, candidate scores, the
+"""The token-level first stage (``pagelens.index.ann.token_index``): codebook, lists, candidate scores, the
 persistent index inside the rerank cache, and its use by ``QdrantEdgeStore`` searches."""
 
 from __future__ import annotations
@@ -8,11 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_fast_rerank import DIM, maxsim, unit
-
-from index.edge_store import QdrantEdgeStore
-from index.fast_rerank import RerankCache, quantize_int8
-from index.token_index import (
+from pagelens.index.ann.fast_rerank import RerankCache, quantize_int8
+from pagelens.index.ann.token_index import (
     DELTA_FILE,
     CellLists,
     Codebook,
@@ -22,7 +19,10 @@ from index.token_index import (
     train_codebook,
     unique_pairs,
 )
-from index.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
+from pagelens.index.stores.edge_store import QdrantEdgeStore
+from test_fast_rerank import DIM, maxsim, unit
+
+from pagelens.core.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
 
 
 class Corpus:
@@ -372,7 +372,7 @@ def test_a_build_outside_the_lock_takes_in_pages_appended_meanwhile(tmp_path: Pa
     appended then are assigned when the build is installed; a compaction then voids the build."""
     import threading
 
-    import index.fast_rerank as fr
+    import pagelens.index.ann.fast_rerank as fr
 
     corpus = Corpus(300, seed=8)
     cache = cache_with(tmp_path, corpus)

@@ -42,9 +42,9 @@ def _free_port() -> int:
 def serve(settings) -> Iterator[str]:  # noqa: ANN001
     """The real app (REST API + UI at /ui) served by uvicorn in a thread; yields the base URL."""
     import uvicorn
+    from pagelens.ui.app import mount_ui
 
-    from api.main import create_app
-    from ui.app import mount_ui
+    from pagelens.server import create_app
 
     app = create_app(settings)
     if not any(getattr(r, "path", "") == "/ui" for r in app.routes):  # create_app may mount it already
@@ -214,10 +214,10 @@ def test_ui_api_keys_gate_and_scoping(browser_page, settings_factory) -> None:  
     controls; an admin key gets them all."""
     from playwright.sync_api import expect
 
-    from pagelens.service import Pagelens
+    from pagelens.app.service import PagelensService
 
     settings = settings_factory(api_keys="adm-key:admin;ro-key:r:invoices")
-    seed = Pagelens(settings)
+    seed = PagelensService(settings)
     seed.create_collection("invoices")
     seed.create_collection("private")
     seed.close()

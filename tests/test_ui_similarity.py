@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pagelens.ui.similarity import PatchLayout, layout_from_token_ids, overlay_heatmap, similarity_grid
 from PIL import Image
-
-from ui.similarity import PatchLayout, layout_from_token_ids, overlay_heatmap, similarity_grid
 
 DIM = 4
 IMG = 99  # the <image> token id of the hand-made sequences

@@ -1,14 +1,14 @@
 """The Gradio web UI: collections, uploads with live progress, questions with visible sources.
 
 One server, one port: ``mount_ui(app, settings, service, jobs)`` mounts the UI at ``/ui`` on the FastAPI
-app of ``api.main.create_app`` and shares its ``Pagelens`` service, job table, worker and API keys, so an
+app of ``pagelens.server.create_app`` and shares its ``PagelensService`` service, job table, worker and API keys, so an
 upload from the UI is the same persistent job as one from the REST API (it survives restarts) and an
 API key means the same thing in both. ``create_ui_app(settings)`` builds a server with only the UI (and
 the index worker) for ``pagelens ui``.
 
 Nothing here re-implements pipeline logic: collections, documents, search and answers go through
-``Pagelens``; uploads become ``pagelens.jobs`` jobs; access checks use ``api.auth.Principal``; search hides
-half-indexed documents with ``api.visibility.search_visible`` like the API does.
+``PagelensService``; uploads become ``pagelens.app.jobs`` jobs; access checks use ``pagelens.app.access.Principal``; search hides
+half-indexed documents with ``pagelens.app.visibility.search_visible`` like the API does.
 
 Auth: when ``PAGELENS_API_KEYS`` is set the UI shows only a key box until a valid key is entered; the
 principal is kept server-side in the session (``gr.State``) and every handler checks it (read vs write
@@ -31,21 +31,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
+from pagelens.ingest.sniff import sniff_format
 
-from api.auth import OPEN, ApiKeys, Principal
-from api.deps import COLLECTION_PATTERN
-from api.uploads import display_name, safe_stem, sniff_type
-from api.visibility import search_visible
-from pagelens.errors import EmptyCollectionError, PagelensError
-from pagelens.jobs import JobFile, JobStore
-from pagelens.settings import Settings
+from pagelens.app.access import OPEN, ApiKeys, Principal
+from pagelens.app.jobs import JobFile, JobStore
+from pagelens.app.uploads import display_name, safe_stem
+from pagelens.app.visibility import search_visible
+from pagelens.core.errors import EmptyCollectionError, PagelensError
+from pagelens.core.settings import Settings
+from pagelens.core.types import COLLECTION_PATTERN
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from pagelens.retrieve.types import SearchHit
 
-    from pagelens.jobs import Job, JobWorker
-    from pagelens.service import Pagelens
-    from retrieve.types import SearchHit
+    from pagelens.app.jobs import Job, JobWorker
+    from pagelens.app.service import PagelensService
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,10 @@ table.pl-table td.pl-file { word-break: break-word; }
 class UIContext:
     """What the handlers share: the service, the job table (and worker), the key table.
 
-    Has the ``settings`` / ``service`` / ``jobs`` attributes ``api.visibility`` reads."""
+    Has the ``settings`` / ``service`` / ``jobs`` attributes ``pagelens.app.visibility`` reads."""
 
     settings: Settings
-    service: Pagelens
+    service: PagelensService
     jobs: JobStore
     worker: JobWorker | None = None
     keys: ApiKeys = field(default_factory=lambda: ApiKeys(None))
@@ -320,7 +321,7 @@ def enqueue_files(
                 if total > ctx.settings.max_upload_bytes:
                     raise UIError(f"'{name}': the upload is over {ctx.settings.max_upload_bytes} bytes")
                 with open(src, "rb") as fh:
-                    kind = sniff_type(fh.read(1024))
+                    kind = sniff_format(fh.read(1024))
                 if kind is None:
                     raise UIError(f"'{name}' is not a PDF, PNG, JPEG or TIFF file (checked by content)")
                 target = dest / f"{n:03d}_{safe_stem(name)}.{_EXT[kind]}"
@@ -371,9 +372,8 @@ def caption(doc_name: str, page_no: int, score: float) -> str:
 
 def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: SearchHit) -> tuple[Any, str]:
     """(overlay image or None, caption) for one hit: per-patch max similarity of the query tokens."""
+    from pagelens.ui.similarity import overlay_heatmap, page_layout, query_token_mask, similarity_grid
     from PIL import Image
-
-    from ui.similarity import overlay_heatmap, page_layout, query_token_mask, similarity_grid
 
     if not hit.image_path or not Path(hit.image_path).is_file():
         return None, "The page image is not stored on this server, so no similarity map."
@@ -407,7 +407,7 @@ def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: Sear
 
 
 def build_ui(
-    service: Pagelens,
+    service: PagelensService,
     jobs: JobStore,
     settings: Settings,
     worker: JobWorker | None = None,
@@ -809,7 +809,7 @@ def build_ui(
 def mount_ui(
     app: FastAPI,
     settings: Settings,
-    service: Pagelens,
+    service: PagelensService,
     jobs: JobStore | None = None,
     worker: JobWorker | None = None,
     keys: ApiKeys | None = None,
@@ -836,17 +836,17 @@ def mount_ui(
     )
 
 
-def create_ui_app(settings: Settings, service: Pagelens | None = None) -> FastAPI:
+def create_ui_app(settings: Settings, service: PagelensService | None = None) -> FastAPI:
     """A server with only the UI (at ``/ui``, ``/`` redirects there) and the index worker: ``pagelens ui``."""
     from fastapi import FastAPI
     from fastapi.responses import RedirectResponse
 
-    from api.main import worker_lifespan
-    from pagelens.jobs import JobWorker
-    from pagelens.service import Pagelens
+    from pagelens.app.jobs import JobWorker
+    from pagelens.app.lifespan import worker_lifespan
+    from pagelens.app.service import PagelensService
 
     owns_service = service is None
-    service = service or Pagelens(settings)
+    service = service or PagelensService(settings)
     jobs = JobStore(settings.data_dir)
     worker = JobWorker(jobs, service, keep_uploads=settings.job_keep_uploads)
 

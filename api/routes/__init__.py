@@ -1,1 +1,1 @@
-"""One router per resource; ``api.main.create_app`` includes them."""
+"""One router per resource; ``pagelens.server.create_app`` includes them."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, status
+from pagelens.api.deps import Caller, CollectionName, State
+from pagelens.api.schemas import ERRORS, CollectionCreate, CollectionOut
 
-from api.deps import Caller, CollectionName, State
-from api.errors import ApiError
-from api.schemas import ERRORS, CollectionCreate, CollectionOut
+from pagelens.core.errors import ApiError
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERRORS)
 

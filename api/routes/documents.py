@@ -9,15 +9,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import FileResponse, JSONResponse
+from pagelens.api.deps import Caller, CollectionName, DocId, State
+from pagelens.api.schemas import ERRORS, DocumentOut, JobOut
+from pagelens.api.uploads import receive_upload, storage_error
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Caller, CollectionName, DocId, State
-from api.errors import ApiError
-from api.schemas import ERRORS, DocumentOut, JobOut
-from api.uploads import receive_upload, storage_error
-from index.types import PageFilter
-from pagelens.errors import CollectionNotFoundError
-from pagelens.jobs import JobFile
+from pagelens.app.jobs import JobFile
+from pagelens.core.errors import ApiError, CollectionNotFoundError
+from pagelens.core.types import PageFilter
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"], responses=ERRORS)
 

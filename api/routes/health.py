@@ -8,8 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-
-from api.deps import AppState, State
+from pagelens.api.deps import AppState, State
 
 router = APIRouter(tags=["health"])
 

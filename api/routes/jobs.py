@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pagelens.api.deps import COLLECTION_PATTERN, Caller, JobId, State
+from pagelens.api.schemas import ERRORS, JobOut
 
-from api.auth import Principal
-from api.deps import COLLECTION_PATTERN, Caller, JobId, State
-from api.errors import ApiError
-from api.schemas import ERRORS, JobOut
-from pagelens.jobs import Job
+from pagelens.app.access import Principal
+from pagelens.app.jobs import Job
+from pagelens.core.errors import ApiError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 

@@ -12,13 +12,13 @@ from typing import Any
 import anyio
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from pagelens.api.deps import Caller, CollectionName, State
+from pagelens.api.errors import error_body
+from pagelens.api.schemas import ERRORS, AskRequest, SearchRequest, SearchResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from api.deps import Caller, CollectionName, State
-from api.errors import error_body
-from api.schemas import ERRORS, AskRequest, SearchRequest, SearchResponse
-from api.visibility import ask_stream_visible, ask_visible, page_image_url, search_visible
-from pagelens.errors import PagelensError
+from pagelens.app.visibility import ask_stream_visible, ask_visible, page_image_url, search_visible
+from pagelens.core.errors import PagelensError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from api_helpers import assert_error, upload, wait_job
 from conftest import REAL_PDFS
 from fastapi.testclient import TestClient
 
-from api.main import create_app
+from pagelens.server import create_app
 
 AWS = REAL_PDFS / "inv_aws_invoice_en.pdf"
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ _HOLD_EDGE = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
     from pathlib import Path
-    from index.edge_store import QdrantEdgeStore
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
     store = QdrantEdgeStore(Path({root!r}))
     store.count({collection!r})  # opens the shard: its WAL is now locked by this process
     print("locked", flush=True)
@@ -177,12 +177,12 @@ class _FullDisk:
 
 
 def test_disk_full_while_saving_upload(settings_factory, monkeypatch) -> None:
-    import api.uploads
+    import pagelens.api.uploads
 
     settings = settings_factory()
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/collections", json={"name": "c"}).status_code == 201
-        monkeypatch.setattr(api.uploads, "_open_part", lambda path: _FullDisk(path, room=4096))
+        monkeypatch.setattr(pagelens.api.uploads, "_open_part", lambda path: _FullDisk(path, room=4096))
         r = upload(client, "c", [AWS, REAL_PDFS / "inv_oyo_hotel_receipt_in.pdf"])
         err = assert_error(r, 507, "insufficient_storage")
         assert "no space left" in err["message"]
@@ -194,7 +194,7 @@ def test_disk_full_while_saving_upload(settings_factory, monkeypatch) -> None:
         def broken(path: Path):
             raise OSError(errno.EIO, "Input/output error")
 
-        monkeypatch.setattr(api.uploads, "_open_part", broken)
+        monkeypatch.setattr(pagelens.api.uploads, "_open_part", broken)
         r = upload(client, "c", [AWS])
         assert_error(r, 503, "storage_unavailable")
         assert r.headers["retry-after"].isdigit()

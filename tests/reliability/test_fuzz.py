@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from pagelens.ingest.loader import open_document
 
-from api.main import create_app
-from ingest.loader import open_document
-from pagelens.errors import IngestError
+from pagelens.core.errors import IngestError
+from pagelens.server import create_app
 
 SEEDS = sorted(p for p in REAL_PDFS.glob("*.pdf") if p.stat().st_size < 80_000)
 REGRESSIONS = Path(__file__).parent / "regressions"
@@ -124,7 +124,7 @@ bodies = st.one_of(
 
 @pytest.fixture(scope="module")
 def fuzz_client(tmp_path_factory, tiny_models):
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
     settings = Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("fuzzapi"),  # type: ignore[call-arg]
                         retriever_model=str(tiny_models["retriever"]), answer_model=str(tiny_models["answerer"]),

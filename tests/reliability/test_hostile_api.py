@@ -8,10 +8,10 @@ import pytest
 from api_helpers import assert_error, upload, wait_job
 from conftest import HOSTILE_PDFS, REAL_PDFS
 from fastapi.testclient import TestClient
+from pagelens.ingest.loader import open_document
 
-from api.main import create_app
-from ingest.loader import open_document
-from pagelens.errors import IngestError
+from pagelens.core.errors import IngestError
+from pagelens.server import create_app
 
 TWO_PAGES = REAL_PDFS / "fr_demolition_minutes_2023.pdf"
 
@@ -114,11 +114,11 @@ def test_subprocess_rasterizer_kill_is_reported(settings_factory, monkeypatch) -
     """A pdftoppm that runs past its limit is killed; the page is reported by file and page."""
     import shutil
 
-    import ingest.pdf
+    import pagelens.ingest.pdf
 
     if shutil.which("pdftoppm") is None:
         pytest.skip("pdftoppm (poppler-utils) is not installed")
-    monkeypatch.setattr(ingest.pdf, "POPPLER_TIMEOUT_S", 0.0001)
+    monkeypatch.setattr(pagelens.ingest.pdf, "POPPLER_TIMEOUT_S", 0.0001)
     doc = open_document(TWO_PAGES, settings_factory(rasterizer="poppler", page_longest_edge=128))
     pages = list(doc.pages())
     assert len(pages) + len(doc.page_errors) == 2

@@ -11,8 +11,8 @@ from api_helpers import upload, wait_job
 from conftest import HOSTILE_PDFS, REAL_PDFS
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from pagelens.jobs import JobFile, JobStore
+from pagelens.app.jobs import JobFile, JobStore
+from pagelens.server import create_app
 
 ENC = HOSTILE_PDFS / "h_enc_rc4_40_pw_foo.pdf"  # password "foo"
 PLAIN = REAL_PDFS / "inv_aws_invoice_en.pdf"
@@ -94,15 +94,16 @@ def test_password_lost_after_restart(settings_factory, tmp_path) -> None:
 
 
 def test_password_through_the_ui(settings_factory, tmp_path) -> None:
-    from api.auth import Principal
-    from ui.app import enqueue_files
+    from pagelens.ui.app import enqueue_files
+
+    from pagelens.app.access import Principal
 
     settings = settings_factory(page_longest_edge=128)
     app = create_app(settings)
     with TestClient(app) as client:
         assert client.post("/v1/collections", json={"name": "u"}).status_code == 201
         state = app.state.pagelens
-        from ui.app import UIContext
+        from pagelens.ui.app import UIContext
 
         ctx = UIContext(settings=settings, service=state.service, jobs=state.jobs, worker=state.worker)
         job, rejected = enqueue_files(ctx, Principal("t", "admin"), "u", [str(_locked(tmp_path))], SECRET)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pagelens.ingest.sandbox as sandbox
 import pytest
 from conftest import REAL_PDFS
-
-import ingest.sandbox as sandbox
-from ingest.loader import open_document
+from pagelens.ingest.loader import open_document
 
 TWO_PAGES = REAL_PDFS / "fr_demolition_minutes_2023.pdf"
 MANY = REAL_PDFS / "rpt_federal_register_2020-17221.pdf"

@@ -11,10 +11,10 @@ import pytest
 from api_helpers import assert_error, upload, wait_job
 from conftest import REAL_PDFS
 from fastapi.testclient import TestClient
+from pagelens.ingest.loader import open_document
 
-from api.main import create_app
-from ingest.loader import open_document
-from pagelens.errors import IngestError
+from pagelens.core.errors import IngestError
+from pagelens.server import create_app
 
 AWS = REAL_PDFS / "inv_aws_invoice_en.pdf"
 ADMIN = "adm-Zq81xSECRETadmin"
@@ -32,7 +32,7 @@ def _h(key: str | None) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, tiny_models):
     """An app with API keys and one indexed document in 'secretcoll' (and an empty 'othercoll')."""
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
     data = tmp_path_factory.mktemp("sec")
     settings = Settings(_env_file=None, data_dir=data, retriever_model=str(tiny_models["retriever"]),  # type: ignore[call-arg]
@@ -140,8 +140,9 @@ def test_nul_byte_path_is_an_ingest_error(settings_factory) -> None:
 def test_manifest_paths_are_confined_to_the_manifest_folder(tmp_path) -> None:
     """Absolute paths, ``..``, ``~`` and NUL bytes in a batch manifest are refused, naming the line;
     plain relative paths resolve under the manifest's folder."""
-    from ingest.manifest import read_manifest
-    from pagelens.errors import InvalidRequestError
+    from pagelens.ingest.manifest import read_manifest
+
+    from pagelens.core.errors import InvalidRequestError
 
     for bad in ("../../etc/passwd", "/abs/x.pdf", "a/../../b.pdf", "~/x.pdf", "a\x00b.pdf"):
         m = tmp_path / "m.jsonl"

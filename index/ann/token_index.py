@@ -1,5 +1,5 @@
 """Token-level first stage for large collections: a two-level codebook of the patch vectors and
-inverted lists cell -> pages (PLAID-style candidate generation), for ``index.fast_rerank``.
+inverted lists cell -> pages (PLAID-style candidate generation), for ``pagelens.index.ann.fast_rerank``.
 
 Why (measured, ``bench/candidates.py``, synthetic pages x 1139 tokens, 2 CPU cores): pooled vectors
 (row/column means) stop being good candidates as a collection grows. At 100k pages the exact top 5

@@ -6,10 +6,10 @@ Layout under ``root``::
                                       is what makes the collection exist)
     root/<collection>/shard/          the Edge shard (segments, WAL, payload indexes)
     root/<collection>/rerank/         int8 copy of the full multivectors for the fast
-                                      two-stage rerank (``index.fast_rerank``; a cache), and
+                                      two-stage rerank (``pagelens.index.ann.fast_rerank``; a cache), and
                                       in ``tokens/`` its token-level first stage
 
-Named vectors (names in ``index.types``), all multivectors with the MaxSim comparator and Dot
+Named vectors (names in ``pagelens.core.types``), all multivectors with the MaxSim comparator and Dot
 distance, so a score is sum over query tokens of the max dot product (= colpali-engine
 ``score_multi_vector`` on L2-normalised vectors):
 
@@ -19,13 +19,13 @@ distance, so a score is sum over query tokens of the max dot product (= colpali-
 HNSW prefetches (``prefetch_limit`` each, ids only, fused by RRF; for collections of at most
 ``pooled_scan_max_pages``, our brute-force bf16 pass over the pooled vectors instead; unfiltered
 searches of collections with a token index, built by ``optimize`` from ``token_index_min_pages``, the
-best ``token_candidates`` of ``index.token_index``); our MaxSim kernel over the cached int8 full
+best ``token_candidates`` of ``pagelens.index.ann.token_index``); our MaxSim kernel over the cached int8 full
 vectors keeps the best ``rerank_candidates``; Qdrant scores those
 exactly (MaxSim on ``FULL_VECTOR``, as stored: ``full_datatype``), so returned scores and order are
 exact. Without it, Qdrant reranks every candidate exactly (~0.2 ms per candidate page here).
 Measured: ``bench/README.md``.
 
-* ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``index.bm25``), IDF modifier, derived at
+* ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``pagelens.index.stores.bm25``), IDF modifier, derived at
   upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
   key): ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
 
@@ -48,10 +48,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
-from index.bm25 import encode_document, encode_query, text_index_spec
-from index.fast_rerank import RerankCache, top_candidates
-from index.filters import (
+from pagelens.index.ann.fast_rerank import RerankCache, top_candidates
+from pagelens.index.stores.bm25 import encode_document, encode_query, text_index_spec
+from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
     sort_hits,
@@ -59,7 +58,15 @@ from index.filters import (
     validate_collection_name,
     validate_matrix,
 )
-from index.types import (
+
+from pagelens.core.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidRequestError,
+    StoreUnavailableError,
+    TextIndexMissingError,
+)
+from pagelens.core.types import (
     COLS_VECTOR,
     FULL_VECTOR,
     ROWS_VECTOR,
@@ -69,13 +76,6 @@ from index.types import (
     PagePoint,
     ScoredPage,
     SearchMode,
-)
-from pagelens.errors import (
-    CollectionExistsError,
-    CollectionNotFoundError,
-    InvalidRequestError,
-    StoreUnavailableError,
-    TextIndexMissingError,
 )
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class QdrantEdgeStore:
     ``pooled_scan_max_pages``: up to this many pages, unfiltered candidates come from our brute-force
     bf16 pass over the pooled vectors instead of Qdrant's HNSW prefetches (measured: faster than HNSW
     at 10k pages, but with worse candidates, see bench/README.md; below ~300 pages Qdrant scans too).
-    ``token_index_min_pages``: ``optimize`` builds the token-level first stage (``index.token_index``)
+    ``token_index_min_pages``: ``optimize`` builds the token-level first stage (``pagelens.index.ann.token_index``)
     for collections of at least this many pages (0: never); unfiltered searches of a collection it
     covers take their candidates from it: the ``token_candidates`` pages it scores best, probing
     ``token_nprobe`` cells per query token (measured: bench/README.md).

@@ -5,7 +5,7 @@ Re-running the same job is idempotent (deterministic point ids) and skips docume
 is already in the collection, unless ``force``. A point is written only once its page is complete
 (image saved, embedding and full payload in one upsert), so after an interruption (Ctrl-C, SIGKILL,
 machine loss) a document counts fewer points than pages, and the next run redoes only its missing
-pages. Two or more inputs run through the pipeline of ``index.pipeline`` (worker processes for
+pages. Two or more inputs run through the pipeline of ``pagelens.index.pipeline.workers`` (worker processes for
 rendering and preprocessing, a writer thread for upserts); one input, or ``workers=0``, runs
 in-process. Both write the same points.
 
@@ -28,9 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from index.embedder import PageEmbedder
-from index.page_images import PageImageStore
-from index.pipeline import (
+from pagelens.index.pipeline.workers import (
     ChunkBatcher,
     DocFinished,
     DocTask,
@@ -40,11 +38,14 @@ from index.pipeline import (
     merge_batches,
     prepare_document,
 )
-from index.store import VectorStore
-from index.types import CollectionManifest, PageFilter, PagePoint, page_point_id
-from ingest import SourceDocument, open_document
-from pagelens.errors import CollectionMismatchError, PagelensError
-from pagelens.settings import Settings
+from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.page_images import PageImageStore
+from pagelens.ingest import SourceDocument, open_document
+
+from pagelens.core.errors import PagelensError
+from pagelens.core.settings import Settings
+from pagelens.core.types import CollectionManifest, PageFilter, PagePoint, page_point_id
+from pagelens.models.embedder import PageEmbedder, check_manifest
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class Indexer:
         if device is not None:
             return str(getattr(device, "type", device))
         try:
-            from pagelens.devices import get_device
+            from pagelens.core.devices import get_device
 
             return str(get_device(self.settings.device).type)
         except Exception:  # pragma: no cover - no torch: no model either
@@ -557,21 +558,6 @@ class _Run:
             except queue.Empty:
                 return
             self.on_written(key, page_nos)
-
-
-def check_manifest(manifest: CollectionManifest, embedder: PageEmbedder) -> None:
-    """Refuse to add to or search a collection built with another retriever model."""
-    if (manifest.model_id, manifest.model_revision) != (embedder.model_id, embedder.model_revision):
-        raise CollectionMismatchError(
-            f"collection '{manifest.name}' was built with retriever model '{manifest.model_id}'"
-            f"{'@' + manifest.model_revision if manifest.model_revision else ''}, but the configured "
-            f"retriever is '{embedder.model_id}'"
-            f"{'@' + embedder.model_revision if embedder.model_revision else ''}; set "
-            f"PAGELENS_RETRIEVER_MODEL={manifest.model_id} to use it, or index into a new collection",
-            collection=manifest.name,
-            collection_model=manifest.model_id,
-            configured_model=embedder.model_id,
-        )
 
 
 def _now() -> str:

@@ -1,4 +1,4 @@
-"""``Pagelens``: the one entry object the CLI, the API and the UI share.
+"""``PagelensService``: the one entry object the CLI, the API and the UI share.
 
 It wires the stage packages from a ``Settings`` and loads heavy parts lazily: the vector store on first
 use, the retriever model on the first embed, the answer model on the first answer. Components can be
@@ -13,18 +13,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from index.indexer import Indexer, IndexInput, IndexReport, ProgressCallback
-from index.page_images import PageImageStore
-from index.store import VectorStore
-from index.types import PageFilter, QueryMode
-from pagelens.errors import CollectionNotFoundError, DocumentNotFoundError
-from pagelens.settings import Settings
-from retrieve.retriever import Retriever
-from retrieve.types import SearchHit
+from pagelens.core.errors import CollectionNotFoundError, DocumentNotFoundError
+from pagelens.core.settings import Settings
+from pagelens.core.types import PageFilter, QueryMode
+from pagelens.index.pipeline.indexer import Indexer, IndexInput, IndexReport, ProgressCallback
+from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.page_images import PageImageStore
+from pagelens.retrieve.retriever import Retriever
+from pagelens.retrieve.types import SearchHit
 
 if TYPE_CHECKING:
-    from answer import Answer, Answerer, AnswerEvent
-    from index.embedder import PageEmbedder
+    from pagelens.answer import Answer, Answerer, AnswerEvent
+    from pagelens.models.embedder import PageEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class CollectionInfo:
         return dict(self.__dict__)
 
 
-class Pagelens:
+class PagelensService:
     """Facade over ingest -> index -> retrieve -> answer. Thread-safe lazy loading."""
 
     def __init__(
@@ -94,17 +94,17 @@ class Pagelens:
     def store(self) -> VectorStore:
         with self._lock:
             if self._store is None:
-                from index.aliases import with_aliases
-                from index.stores import open_store
+                from pagelens.index.stores.aliases import with_aliases
+                from pagelens.index.stores.factory import open_store
 
-                self._store = with_aliases(open_store(self.settings))  # collection aliases (index/aliases.py)
+                self._store = with_aliases(open_store(self.settings))  # collection aliases (index/stores/aliases.py)
             return self._store
 
     @property
     def embedder(self) -> PageEmbedder:
         with self._lock:
             if self._embedder is None:
-                from index.embedder import ColSmolEmbedder
+                from pagelens.models.embedder import ColSmolEmbedder
 
                 self._embedder = ColSmolEmbedder(self.settings)
             return self._embedder
@@ -113,7 +113,7 @@ class Pagelens:
     def answerer(self) -> Answerer:
         with self._lock:
             if self._answerer is None:
-                from answer import SmolVLMAnswerer
+                from pagelens.answer import SmolVLMAnswerer
 
                 self._answerer = SmolVLMAnswerer(self.settings)
             return self._answerer
@@ -124,7 +124,7 @@ class Pagelens:
 
     @property
     def retriever(self) -> Retriever:
-        from retrieve.hybrid import FusionConfig
+        from pagelens.retrieve.hybrid import FusionConfig
 
         return Retriever(self.embedder, self.store, prefetch_limit=self.settings.prefetch_limit,
                          fusion=FusionConfig.from_settings(self.settings))
@@ -200,7 +200,7 @@ class Pagelens:
         """Create an empty collection bound to the configured retriever model.
 
         Raises CollectionExistsError when it exists."""
-        from pagelens.errors import CollectionExistsError
+        from pagelens.core.errors import CollectionExistsError
 
         if self.store.get_manifest(collection) is not None:
             raise CollectionExistsError(
@@ -230,7 +230,7 @@ class Pagelens:
         mode: QueryMode | None = None,
         page_filter: PageFilter | None = None,
     ) -> list[SearchHit]:
-        """``mode``: visual | text | hybrid | two_stage | exact (see ``retrieve.hybrid``); None:
+        """``mode``: visual | text | hybrid | two_stage | exact (see ``pagelens.retrieve.hybrid``); None:
         ``settings.retrieval_mode``, falling back to visual on collections without a text index.
         visual and hybrid use ``settings.search_mode`` as the visual strategy."""
         return self.retriever.search(

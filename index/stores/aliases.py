@@ -28,14 +28,11 @@ import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from index.filters import validate_collection_name
-from pagelens.errors import CollectionExistsError, CollectionNotFoundError, InvalidRequestError
+from pagelens.index.stores.filters import validate_collection_name
 
-if TYPE_CHECKING:
-    from index.indexer import IndexInput, IndexReport, ProgressCallback
-    from pagelens.service import Pagelens
+from pagelens.core.errors import CollectionExistsError, CollectionNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +165,8 @@ class AliasedStore:
 
 def with_aliases(store: Any) -> Any:
     """Wrap a Qdrant Edge or server store (anything else is returned as it is)."""
-    from index.edge_store import QdrantEdgeStore
-    from index.server_store import QdrantServerStore
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
+    from pagelens.index.stores.server_store import QdrantServerStore
 
     if isinstance(store, QdrantEdgeStore):
         return AliasedStore(store, EdgeAliases(store.root))
@@ -198,32 +195,3 @@ def versioned_name(
         if name not in taken:
             return name
         n += 1
-
-
-def reindex_collection(
-    service: Pagelens,
-    alias: str,
-    inputs: list[IndexInput],
-    progress: ProgressCallback | None = None,
-    workers: int | None = None,
-) -> tuple[IndexReport, str]:
-    """Index ``inputs`` into a fresh ``<alias>__<model>-<time>`` and switch ``alias`` to it.
-
-    If ``alias`` is a plain collection (the first re-index), it is replaced: on Qdrant Edge the alias
-    shadows it atomically and it is then deleted; on a server it is deleted just before the alias is
-    created (a moment when ``alias`` does not exist). Returns (report, new collection name)."""
-    validate_collection_name(alias)
-    store = service.store
-    if not isinstance(store, AliasedStore):
-        raise InvalidRequestError("this vector store has no alias support; --reindex needs Qdrant Edge or server")
-    target = versioned_name(alias, service.embedder.model_id, taken=set(store.inner.list_collections()))
-    report = service.indexer.index(target, inputs, force=False, progress=progress, workers=workers)
-    previous = store.aliases.all().get(alias)
-    plain = previous is None and alias in store.inner.list_collections()
-    if plain and isinstance(store.aliases, ServerAliases):
-        store.inner.delete_collection(alias)
-    store.aliases.set(alias, target)
-    if plain and isinstance(store.aliases, EdgeAliases):
-        store.inner.delete_collection(alias)
-    log.info("alias %s -> %s (was %s)", alias, target, previous or ("a plain collection" if plain else "unset"))
-    return report, target

@@ -2,7 +2,7 @@
 
 A job is one upload request: files already written to ``data_dir/uploads/<job_id>/`` and a row in
 ``data_dir/jobs.sqlite3`` committed *before* the API answers ``202``. The worker takes queued jobs
-oldest first and indexes their documents one at a time through ``Pagelens.index``; progress and
+oldest first and indexes their documents one at a time through ``PagelensService.index``; progress and
 per-file results are written back to the row after every page, so a job survives a crash: on the next
 start, jobs left ``running`` go back to ``queued`` and are resumed (the indexer is idempotent, so a
 document interrupted half-way is re-indexed without duplicates, and finished ones are skipped).
@@ -47,10 +47,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pagelens.errors import PagelensError, StoreUnavailableError
+from pagelens.core.errors import PagelensError, StoreUnavailableError
 
 if TYPE_CHECKING:
-    from pagelens.service import Pagelens
+    from pagelens.app.service import PagelensService
 
 log = logging.getLogger(__name__)
 
@@ -347,9 +347,9 @@ class _Interrupted(Exception):
 
 
 class JobWorker:
-    """One background thread that runs queued jobs in order through ``Pagelens.index``."""
+    """One background thread that runs queued jobs in order through ``PagelensService.index``."""
 
-    def __init__(self, jobs: JobStore, service: Pagelens, keep_uploads: bool = False,
+    def __init__(self, jobs: JobStore, service: PagelensService, keep_uploads: bool = False,
                  poll_s: float = 2.0) -> None:
         self.jobs = jobs
         self.service = service
@@ -447,8 +447,8 @@ class JobWorker:
 
     def run_job(self, job: Job) -> None:
         """Index every document of ``job`` not finished yet; updates the row as it goes."""
-        from index.indexer import IndexInput
-        from pagelens.errors import CollectionNotFoundError
+        from pagelens.core.errors import CollectionNotFoundError
+        from pagelens.index.pipeline.indexer import IndexInput
 
         job.status = "running"
         job.error = None
@@ -516,7 +516,7 @@ class JobWorker:
                 return
             self._apply_report(doc, report, password_lost=bool(doc.get("password_given")) and password is None)
             if doc["status"] == "partial" and doc.get("doc_id"):  # resumed: count what is really stored
-                from index.types import PageFilter
+                from pagelens.core.types import PageFilter
 
                 with contextlib.suppress(PagelensError):
                     doc["pages_done"] = self.service.store.count(job.collection, PageFilter(doc_ids=[doc["doc_id"]]))
@@ -577,7 +577,7 @@ class JobWorker:
 
     def _drop_partial(self, job: Job, doc: dict[str, Any]) -> None:
         """A document interrupted half-way is removed again (unless it was complete before)."""
-        from index.types import PageFilter
+        from pagelens.core.types import PageFilter
 
         doc_id = doc.get("doc_id")
         page_count = int(doc.get("page_count") or 0)
@@ -612,7 +612,7 @@ API_PASSWORD_HINT = ("upload it again with its password in the 'password' form f
 
 def _api_password_hint(message: str, password_lost: bool) -> str:
     """An encrypted-PDF error as seen by an API/UI client: how to pass the password there."""
-    from ingest.pdf import PASSWORD_HINT
+    from pagelens.ingest.pdf import PASSWORD_HINT
 
     if password_lost:
         head = message.split(";", 1)[0]

@@ -14,6 +14,9 @@ ROWS_VECTOR = "colsmol_rows"  # mean-pooled by patch row, HNSW, prefetch
 COLS_VECTOR = "colsmol_cols"  # mean-pooled by patch column, HNSW, prefetch
 TEXT_VECTOR = "text_bm25"  # sparse BM25 of payload["text"] (IDF modifier), derived by the store at upsert
 
+# A collection name: what the API path, the UI and the stores accept.
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
 POINT_NAMESPACE = uuid.UUID("6f1c1d3e-5a49-4c1b-9a57-3c0d2f1b7e10")
 
 SearchMode = Literal["two_stage", "exact"]  # the visual (MaxSim) strategy
@@ -76,15 +79,6 @@ class CollectionManifest:
             vectors=tuple(data.get("vectors", (FULL_VECTOR, ROWS_VECTOR, COLS_VECTOR))),
             created_at=data.get("created_at", ""),
         )
-
-    def compatible_with(self, other: CollectionManifest) -> bool:
-        return (self.model_id, self.model_revision, self.dim, self.pooling) == (
-            other.model_id,
-            other.model_revision,
-            other.dim,
-            other.pooling,
-        )
-
 
 @dataclass
 class PagePoint:

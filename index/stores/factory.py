@@ -6,8 +6,9 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from index.store import VectorStore
-    from pagelens.settings import Settings
+    from pagelens.index.stores.base import VectorStore
+
+    from pagelens.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -16,11 +17,11 @@ def open_store(settings: Settings) -> VectorStore:
     """``QdrantServerStore`` when ``settings.qdrant_url`` is set, else the embedded
     ``QdrantEdgeStore`` under ``settings.edge_dir``. Nothing is opened or contacted here."""
     if settings.qdrant_url:
-        from index.server_store import QdrantServerStore
+        from pagelens.index.stores.server_store import QdrantServerStore
 
         logger.info("vector store: Qdrant server %s", settings.qdrant_url)
         return QdrantServerStore.from_settings(settings)
-    from index.edge_store import QdrantEdgeStore
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
 
     logger.info("vector store: embedded Qdrant Edge at %s", settings.edge_dir)
     return QdrantEdgeStore(settings.edge_dir, fast_rerank=settings.fast_rerank,

@@ -50,7 +50,7 @@ class IndexProgress:
         self._progress.stop()
 
     def callback(self, event: str, info: dict[str, Any]) -> None:
-        """Indexer events (see ``index.indexer``): ``plan`` sets the page total (an estimate from the
+        """Indexer events (see ``pagelens.index.pipeline.indexer``): ``plan`` sets the page total (an estimate from the
         documents opened so far, exact at the end), ``page_done`` advances the pages bar (pages/s, ETA
         over all documents), ``document_done`` / ``document_failed`` the documents bar, and
         ``optimize_start`` / ``optimize_done`` a third line for the index build that ends a job."""

@@ -1,10 +1,10 @@
 """``VectorStore`` on a Qdrant server through qdrant-client (also ``QdrantClient(":memory:")`` in tests).
 
-Schema per collection (names in ``index.types``), all multivectors, MaxSim comparator, Dot
+Schema per collection (names in ``pagelens.core.types``), all multivectors, MaxSim comparator, Dot
 distance: ``FULL_VECTOR`` [n_tokens, dim] without HNSW (m=0); ``ROWS_VECTOR`` / ``COLS_VECTOR``
 [n_rows|n_cols, dim] with the collection's HNSW. Keyword payload indexes on doc_id, doc_name,
 sha256 (server only; local mode has none). ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]``
-(``index.bm25``, the same encoder as the Edge store) with the IDF modifier, derived at upsert;
+(``pagelens.index.stores.bm25``, the same encoder as the Edge store) with the IDF modifier, derived at upsert;
 collections created before it existed lack it (``has_text_index`` False, ``search_text`` raises
 ``TextIndexMissingError``).
 
@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-
-from index.bm25 import encode_document, encode_query
-from index.filters import (
+from pagelens.index.stores.bm25 import encode_document, encode_query
+from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
     sort_hits,
@@ -34,7 +33,16 @@ from index.filters import (
     validate_collection_name,
     validate_matrix,
 )
-from index.types import (
+from pagelens.index.stores.retry import call_with_retries, is_connection_error
+
+from pagelens.core.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidRequestError,
+    StoreUnavailableError,
+    TextIndexMissingError,
+)
+from pagelens.core.types import (
     COLS_VECTOR,
     FULL_VECTOR,
     ROWS_VECTOR,
@@ -45,47 +53,17 @@ from index.types import (
     ScoredPage,
     SearchMode,
 )
-from pagelens.errors import (
-    CollectionExistsError,
-    CollectionNotFoundError,
-    InvalidRequestError,
-    StoreUnavailableError,
-    TextIndexMissingError,
-)
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_KEY = "pagelens_manifest"
 SCROLL_PAGE = 256
 T = TypeVar("T")
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    from qdrant_client.http.exceptions import ResponseHandlingException
-
-    if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
-        return True
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.TransportError):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import grpc
-
-        if isinstance(exc, grpc.RpcError):
-            code = exc.code() if hasattr(exc, "code") else None
-            return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    except ImportError:  # pragma: no cover
-        pass
-    return False
 
 
 def _approx_json_bytes(struct: Any) -> int:
@@ -102,7 +80,7 @@ def _approx_json_bytes(struct: Any) -> int:
 
 
 class QdrantServerStore:
-    """Pagelens collections on a Qdrant server (see the module docstring).
+    """pagelens collections on a Qdrant server (see the module docstring).
 
     ``batch_size``: points per upsert request (each waits for the server, ``wait=True``).
     ``full_datatype``: storage of the full multivectors of new collections, ``float32`` or ``float16``.
@@ -133,7 +111,7 @@ class QdrantServerStore:
         self.quantization = quantization  # "none" | "scalar" (int8) | "binary": full multivectors
         self.full_datatype = full_datatype  # "float32" | "float16": storage of the full multivectors
         self.max_request_bytes = max(1024, int(max_request_bytes))  # approx. JSON size of one upsert
-        self.retries = max(0, int(retries))  # transient errors, backoff (index/retry.py)
+        self.retries = max(0, int(retries))  # transient errors, backoff (index/stores/retry.py)
         self._manifests: dict[str, CollectionManifest] = {}
         self._text_index: dict[str, bool] = {}
         # Local mode (":memory:" / path) is not thread-safe; the HTTP/gRPC clients are.
@@ -181,12 +159,10 @@ class QdrantServerStore:
         try:
             with self._lock:
                 if self.retries and not self._is_local:
-                    from index.retry import call_with_retries
-
                     return call_with_retries(fn, self.retries)
                 return fn()
         except Exception as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise StoreUnavailableError(
                     f"Qdrant server at {self.url} is unreachable ({type(exc).__name__}: {exc}). Start it "
                     "(docker compose up -d qdrant), check PAGELENS_QDRANT_URL, or unset it to use the "

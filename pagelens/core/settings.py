@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     fast_rerank: bool = Field(
         default=True,
         description="Embedded store, two_stage: a MaxSim kernel over a cached int8 copy of the full "
-        "vectors picks the rerank_candidates pages that Qdrant then scores exactly (index/fast_rerank.py). "
+        "vectors picks the rerank_candidates pages that Qdrant then scores exactly (index/ann/fast_rerank.py). "
         "False: Qdrant scores every prefetched page exactly (slower).",
     )
     rerank_candidates: int = Field(
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     )
     token_index_min_pages: int = Field(
         default=5000, ge=0, description="Embedded store, fast_rerank: `optimize` builds a token-level first "
-        "stage (a 256 x 256 codebook of the patch vectors and inverted lists, index/token_index.py) for "
+        "stage (a 256 x 256 codebook of the patch vectors and inverted lists, index/ann/token_index.py) for "
         "collections of at least this many pages; their unfiltered searches take candidates from it "
         "instead of the pooled HNSW. 0: never.",
     )
@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     # --- HTTP API (pagelens serve) -------------------------------------------------------
     api_keys: SecretStr | None = Field(
         default=None,
-        description='API keys: "KEY:admin;KEY:rw:coll1,coll2;KEY:r:coll1" (see api/auth.py). '
+        description='API keys: "KEY:admin;KEY:rw:coll1,coll2;KEY:r:coll1" (see pagelens/app/access.py). '
         "Unset: no auth, and `pagelens serve` binds to loopback only unless --insecure.",
     )
     max_upload_bytes: int = Field(
@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: no CORS).")
     job_keep_uploads: bool = Field(default=False, description="Keep uploaded files after their job finished.")
 
-    # --- batch indexing (index/pipeline.py) and the server path ----------------------------
+    # --- batch indexing (index/pipeline/workers.py) and the server path ----------------------------
     ingest_workers: int = Field(
         default=-1,
         ge=-1,
@@ -274,9 +274,6 @@ class Settings(BaseSettings):
             return self.embed_batch_size
         return 16 if device_type == "cuda" else 4
 
-    @property
-    def uses_server(self) -> bool:
-        return bool(self.qdrant_url)
 
     @property
     def pages_dir(self) -> Path:

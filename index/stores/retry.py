@@ -20,14 +20,36 @@ T = TypeVar("T")
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """A failure to reach the Qdrant server (connection refused/reset, timeout, gRPC unavailable)."""
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
+        return True
+    try:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import grpc
+
+        if isinstance(exc, grpc.RpcError):
+            code = exc.code() if hasattr(exc, "code") else None
+            return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     from qdrant_client.http.exceptions import UnexpectedResponse
 
-    from index.server_store import _is_connection_error
-
     if isinstance(exc, UnexpectedResponse):
         return exc.status_code in TRANSIENT_STATUS
-    return _is_connection_error(exc)
+    return is_connection_error(exc)
 
 
 def backoff_delays(retries: int, base_s: float = 0.5, cap_s: float = 20.0, rng: random.Random | None = None) -> list[float]:

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from index.page_images import PageImageStore
-from pagelens.errors import PagelensError
+from pagelens.index.stores.page_images import PageImageStore
+
+from pagelens.core.errors import PagelensError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def prepare_document(
     task: DocTask, settings: Any, processor: Any, images: PageImageStore, batch_size: int
 ) -> Iterator[PreparedChunk | DocFinished]:
     """Render the pages of one document (saving each PNG) and preprocess them chunk by chunk."""
-    from ingest import open_document
+    from pagelens.ingest import open_document
 
     doc = None
     try:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from api.deps import AppState
-from index.types import PageFilter, QueryMode
-from retrieve.types import SearchHit
+from pagelens.app.state import AppState
+from pagelens.core.types import PageFilter, QueryMode
+from pagelens.retrieve.types import SearchHit
 
 
 def page_image_url(collection: str, doc_id: str, page_no: int) -> str:

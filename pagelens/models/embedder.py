@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from index.types import PageEmbedding
-from pagelens.errors import ModelUnavailableError, PagelensError
-from pagelens.hub import Unavailable, resolve_model_dir, unavailable_error
-from pagelens.settings import DEFAULT_RETRIEVER_MODEL
+from pagelens.core.errors import CollectionMismatchError, ModelUnavailableError, PagelensError
+from pagelens.core.hub import Unavailable, resolve_model_dir, unavailable_error
+from pagelens.core.settings import DEFAULT_RETRIEVER_MODEL
+from pagelens.core.types import CollectionManifest, PageEmbedding
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from pagelens.settings import Settings
+    from pagelens.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ class PageEmbedder(Protocol):
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
         """One [n_q, dim] float32 array per text (non-padding tokens, L2-normalised per token)."""
         ...
-
-
-# --------------------------------------------------------------------------------------------------
-# Locating the weights (local first, never a hanging network retry)
-# --------------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,7 +203,7 @@ class ColSmolEmbedder:
             )
 
     def _load_locked(self) -> None:
-        from pagelens.devices import get_device, resolve_attn_implementation, resolve_dtype
+        from pagelens.core.devices import get_device, resolve_attn_implementation, resolve_dtype
 
         device = get_device(self.settings.device)
         dtype = resolve_dtype(self.settings.dtype, device)
@@ -415,7 +410,7 @@ class ColSmolEmbedder:
             out.extend(emb[i][mask[i]].numpy().astype(np.float32, copy=False) for i in range(emb.shape[0]))
         return out
 
-    # -- split preprocessing / forward (index/pipeline.py runs the first in worker processes) ---------
+    # -- split preprocessing / forward (index/pipeline/workers.py runs the first in worker processes) ---------
     def embed_preprocessed(self, batch: Any, sizes: Sequence[tuple[int, int]]) -> list[PageEmbedding]:
         """Embed one batch already made by ``processor.process_images(images)`` (in any process).
 
@@ -456,3 +451,18 @@ class _Size:
     def __init__(self, width: int, height: int) -> None:
         self.width = width
         self.height = height
+
+
+def check_manifest(manifest: CollectionManifest, embedder: PageEmbedder) -> None:
+    """Refuse to add to or search a collection built with another retriever model."""
+    if (manifest.model_id, manifest.model_revision) != (embedder.model_id, embedder.model_revision):
+        raise CollectionMismatchError(
+            f"collection '{manifest.name}' was built with retriever model '{manifest.model_id}'"
+            f"{'@' + manifest.model_revision if manifest.model_revision else ''}, but the configured "
+            f"retriever is '{embedder.model_id}'"
+            f"{'@' + embedder.model_revision if embedder.model_revision else ''}; set "
+            f"PAGELENS_RETRIEVER_MODEL={manifest.model_id} to use it, or index into a new collection",
+            collection=manifest.name,
+            collection_model=manifest.model_id,
+            configured_model=embedder.model_id,
+        )

@@ -1,6 +1,6 @@
 """Locating model weights: a local directory as is, or a hub id from the HF cache first.
 
-Shared by the retriever (``index.embedder``) and the answerer (``answer.answerer``). The network is
+Shared by the retriever (``pagelens.models.embedder``) and the answerer (``pagelens.answer.answerer``). The network is
 tried only when the cache misses and the hub is not offline, with a short timeout, so an offline
 machine fails in well under a second with one ``ModelUnavailableError`` that says which model, where
 it looked and how to fix it.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pagelens.errors import ModelUnavailableError
+from pagelens.core.errors import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 

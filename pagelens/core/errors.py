@@ -118,3 +118,15 @@ class TextIndexMissingError(PagelensError):
             f"{name} --reindex (or delete it and index again)",
             collection=name,
         )
+
+
+class ApiError(PagelensError):
+    """An error with its own status and code (auth, limits, unknown job...): raised by the application
+    layer (access control, uploads) and the API, mapped to its status by ``pagelens.api.errors``."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 **detail: Any) -> None:
+        super().__init__(message, **detail)
+        self.http_status = status
+        self.code = code
+        self.headers = headers

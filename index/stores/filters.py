@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from index.types import PageFilter
-from pagelens.errors import InvalidRequestError
+from pagelens.core.errors import InvalidRequestError
+from pagelens.core.types import PageFilter
 
 COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

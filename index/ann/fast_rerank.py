@@ -27,7 +27,7 @@ On disk, per collection, ``<collection>/rerank/``::
     index.bin      32-byte records, append-only: point uuid (16 B) | first row in vectors.i8
                    (int64) | n_tokens (int32; 0 = point deleted) | dim (uint16) | width (uint16).
                    The last record of an id wins.
-    tokens/        the token-level first stage over these records (``index.token_index``), built by
+    tokens/        the token-level first stage over these records (``pagelens.index.ann.token_index``), built by
                    ``ensure_token_index`` for large collections, kept current by ``append``/``remove``
                    and renumbered by ``compact``
 
@@ -54,8 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from index.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
+from pagelens.index.ann.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ INDEX_FILE = "index.bin"
 RECORD = struct.Struct("<16sqiHH")  # uuid bytes, first row, n_tokens (0: deleted), dim, pooled width
 POOLED_WIDTH = 32  # row/column means kept per page: a 2048-px page has at most 4 x 8 = 32 patch rows
 FULL_CHUNK_PAGES = 16  # pages per full-vector kernel step: 16 x 1139 x 128 x 2 B = 4.7 MB of bf16
-TOKENS_DIR = "tokens"  # index.token_index.TokenIndex of this cache
+TOKENS_DIR = "tokens"  # pagelens.index.ann.token_index.TokenIndex of this cache
 TOKEN_SAMPLE = 1 << 19  # token vectors drawn (from every live page) to train the token codebook
 POOLED_CHUNK_PAGES = 1024  # pages per pooled kernel step: 1024 x 64 x 128 x 2 B = 16.8 MB
 
@@ -507,7 +506,7 @@ class RerankCache:
         return list(seen)
 
 
-    # --- token-level first stage (index.token_index) -------------------------------------------
+    # --- token-level first stage (pagelens.index.ann.token_index) -------------------------------------------
 
     def token_index_ready(self) -> bool:
         """Whether the token index covers every record (then ``token_candidates`` sees every page)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pagelens.errors import PagelensError
+from pagelens.core.errors import PagelensError
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def resolve_attn_implementation(spec: str, device: torch.device, model_class: An
     else ``sdpa``; ``eager`` when ``model_class`` declares it supports neither. An explicit
     ``flash_attention_2`` without CUDA or without the package falls back to ``sdpa`` with a warning.
     Loaders should still retry with ``eager`` if ``from_pretrained`` refuses the choice (see
-    ``index.embedder``).
+    ``pagelens.models.embedder``).
     """
     spec = (spec or "auto").strip().lower()
     if spec not in (*_ATTN, "auto"):

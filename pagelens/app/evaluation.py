@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pagelens.errors import InvalidRequestError, PagelensError
-from retrieve import metrics
+from pagelens.core.errors import InvalidRequestError, PagelensError
+from pagelens.retrieve import metrics
 
 if TYPE_CHECKING:
-    from pagelens.service import Pagelens
+    from pagelens.app.service import PagelensService
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def load_jsonl(path: Path) -> list[EvalQuery]:
 
 
 def _documents_in(folder: Path) -> list[Path]:
-    from ingest import discover_inputs
+    from pagelens.ingest import discover_inputs
 
     return [p for p in discover_inputs([folder]) if p.suffix.lower() in DOC_SUFFIXES]
 
@@ -261,7 +261,7 @@ def score_ranking(ranked: Sequence[tuple[str, int]], relevant: set[tuple[str, in
 
 
 def evaluate_mode(
-    service: Pagelens,
+    service: PagelensService,
     collection: str,
     queries: Sequence[EvalQuery],
     mode: str,
@@ -319,7 +319,7 @@ def evaluate_mode(
 
 
 def run_eval(
-    service: Pagelens,
+    service: PagelensService,
     dataset: EvalDataset,
     collection: str,
     modes: Sequence[str] = ("visual", "text", "hybrid"),
@@ -328,8 +328,8 @@ def run_eval(
     index: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> EvalResult:
-    from index.indexer import IndexInput
-    from retrieve.hybrid import resolve_mode
+    from pagelens.index.pipeline.indexer import IndexInput
+    from pagelens.retrieve.hybrid import resolve_mode
 
     for mode in modes:
         resolve_mode(mode)  # unknown modes fail before any work

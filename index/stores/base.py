@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from index.types import CollectionManifest, PageFilter, PagePoint, ScoredPage, SearchMode
+from pagelens.core.types import CollectionManifest, PageFilter, PagePoint, ScoredPage, SearchMode
 
 
 @runtime_checkable
@@ -17,7 +17,7 @@ class VectorStore(Protocol):
     Collections are created with a ``CollectionManifest``; ``upsert`` is idempotent by point id.
     Vectors are float32 with ``manifest.dim`` columns; scores are MaxSim (dot products of the
     L2-normalised token vectors, summed over query tokens). The store also derives each page's BM25
-    sparse vector from ``payload["text"]`` at upsert (``index.bm25``), so text search needs nothing
+    sparse vector from ``payload["text"]`` at upsert (``pagelens.index.stores.bm25``), so text search needs nothing
     from the indexer.
     """
 

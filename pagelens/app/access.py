@@ -21,7 +21,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Literal
 
-from api.errors import ApiError
+from pagelens.core.errors import ApiError
 
 Role = Literal["admin", "rw", "r"]
 _ROLES = ("admin", "rw", "r")
@@ -55,10 +55,6 @@ class Principal:
         if not self.can_write(collection):
             raise ApiError(403, "forbidden", f"this API key may not modify collection '{collection}'",
                            collection=collection)
-
-    def require_admin(self) -> None:
-        if self.role != "admin":
-            raise ApiError(403, "forbidden", "this operation needs an admin API key")
 
 
 OPEN = Principal(name="anonymous", role="admin")
