@@ -216,7 +216,7 @@ class SmolVLMAnswerer:
     def _make_decoder(self, model: Any, device: torch.device) -> StaticGreedyDecoder | None:
         """The static-cache greedy decoder where ``answer_decoder`` asks for it (``auto``: on CUDA) and
         the generation config allows it; None means ``generate()``."""
-        mode = self.settings.answer_decoder
+        mode = self.settings.tuning.answer_decoder
         if mode == "generate" or (mode == "auto" and device.type != "cuda"):
             return None
         unsupported = unsupported_generation_options(model.generation_config)
@@ -239,7 +239,7 @@ class SmolVLMAnswerer:
         return load_answer_processor(model_dir, self.settings.answer_longest_edge, self._backend)
 
     def _load_model(self, model_dir: Path, device: torch.device, dtype: torch.dtype) -> Any:
-        return load_answer_weights(model_dir, device, dtype, self.settings.attn_implementation)
+        return load_answer_weights(model_dir, device, dtype, self.settings.tuning.attn_implementation)
 
     # -- image-token arithmetic ------------------------------------------------------------------
     def _geometry(self) -> dict[str, Any]:
@@ -331,7 +331,7 @@ class SmolVLMAnswerer:
             pages = select_pages(
                 hits,
                 k,
-                settings.max_image_tokens,
+                settings.tuning.max_image_tokens,
                 partial(self.tokens_per_image, longest_edge=edge),
                 open_image=open_cached,
             )
@@ -342,11 +342,11 @@ class SmolVLMAnswerer:
 
         if len(pages) == 1:
             cost = self.tokens_per_image(images[0], edge)
-            if cost > settings.max_image_tokens:
+            if cost > settings.tuning.max_image_tokens:
                 reduced = fit_longest_edge(
                     images[0].width,
                     images[0].height,
-                    max_tokens=settings.max_image_tokens,
+                    max_tokens=settings.tuning.max_image_tokens,
                     longest_edge=edge,
                     **geometry,
                 )
@@ -356,7 +356,7 @@ class SmolVLMAnswerer:
                     pages[0].page_no,
                     cost,
                     edge,
-                    settings.max_image_tokens,
+                    settings.tuning.max_image_tokens,
                     reduced,
                 )
                 edge = reduced
@@ -432,7 +432,7 @@ class SmolVLMAnswerer:
             pad_token_id=pad_id,
             stopping_criteria=StoppingCriteriaList([_stop_on_event_class()(stop)]),
         )
-        if self.settings.answer_kv_cache == "static":  # pre-allocated cache: compiled decode on CUDA
+        if self.settings.tuning.answer_kv_cache == "static":  # pre-allocated cache: compiled decode on CUDA
             gen_kwargs["cache_implementation"] = "static"
 
         decoder = self._decoder

@@ -85,7 +85,7 @@ def run_ours(settings, pdfs: list[tuple[Path, int]], tmp: Path) -> tuple[float, 
     store = QdrantEdgeStore(tmp / "ours-store")
     ix = Indexer(settings, emb, store, PageImageStore(tmp / "ours-images"))
     ix.ensure_collection("bench")
-    if settings.torch_compile:  # compile outside the timing: index the same PDFs once first
+    if settings.tuning.torch_compile:  # compile outside the timing: index the same PDFs once first
         ix.ensure_collection("warm-up")
         ix.index("warm-up", [IndexInput(path=p) for p, _ in pdfs])
     t0 = time.perf_counter()
@@ -235,10 +235,10 @@ def main() -> None:
     ap.add_argument("--cpu-dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
                     help="dtypes of the CPU rows (bfloat16 is native on CPUs with AVX512-BF16/AMX)")
     ap.add_argument("--image-processors", nargs="+", default=["pil", "torchvision"], choices=["pil", "torchvision"],
-                    help="PAGELENS_IMAGE_PROCESSOR_BACKEND values of the tiny-model and GPU rows (the CPU rows "
+                    help="PAGELENS_TUNING__IMAGE_PROCESSOR_BACKEND values of the tiny-model and GPU rows (the CPU rows "
                          "of the real architecture use the first)")
     ap.add_argument("--compile", action="store_true",
-                    help="GPU: also a row with PAGELENS_TORCH_COMPILE (torchvision processor on the GPU; compiled "
+                    help="GPU: also a row with PAGELENS_TUNING__TORCH_COMPILE (torchvision processor on the GPU; compiled "
                          "by indexing the PDFs once before the timing)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

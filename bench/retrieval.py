@@ -335,10 +335,10 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                                 base_p50, "torch exact", warmup=1)
         # ours: Edge two_stage with the fast int8 rerank (product default), at the default prefetch and
         # the --prefetch variants; baseline at the same prefetch: Qdrant reranks every candidate itself
-        from pagelens.core.settings import Settings
+        from pagelens.core.settings import Tuning
 
-        default_pf = int(Settings.model_fields["prefetch_limit"].default)
-        default_m = int(Settings.model_fields["rerank_candidates"].default)
+        default_pf = int(Tuning.model_fields["prefetch_limit"].default)
+        default_m = int(Tuning.model_fields["rerank_candidates"].default)
         # the in-RAM baselines above pushed the rerank cache out of the page cache: read it back once,
         # as a long-running server has it (searches on a cold cache fault its pages in from disk)
         t0 = time.perf_counter()
@@ -352,7 +352,7 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                            f"{default_m} exact ({args.pages} pages)",
                            lambda q: store.search("bench", q, 10, mode="two_stage"),
                            queries, exact, dev, edge_exact["p50"], "Edge exact")
-            store.token_candidates = int(Settings.model_fields["token_candidates"].default)
+            store.token_candidates = int(Tuning.model_fields["token_candidates"].default)
         store.token_index_min_pages = 0  # below: pooled HNSW candidates (the product below 5000 pages)
         for pf in [default_pf, *[p for p in args.prefetch if p != default_pf]]:
             tag = f"prefetch={pf}{' (default)' if pf == default_pf else ''} ({args.pages} pages)"
@@ -566,9 +566,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
     args = ap.parse_args()
     if args.hnsw_m is None:
-        from pagelens.core.settings import Settings
+        from pagelens.core.settings import Tuning
 
-        args.hnsw_m = int(Settings.model_fields["hnsw_m"].default)
+        args.hnsw_m = int(Tuning.model_fields["hnsw_m"].default)
 
     table = Table(f"retrieval: {args.pages} synthetic pages x {args.tokens} tokens, {args.queries} queries x 20 tokens, "
                   f"Edge full vectors {args.datatype}, pooled HNSW m={args.hnsw_m}")

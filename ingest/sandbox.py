@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pagelens
-
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!Q")
@@ -48,8 +46,8 @@ _idle_lock = threading.Lock()
 
 def _spawn(memory_mb: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
-    root = str(Path(pagelens.__file__).resolve().parent.parent)  # where `import pagelens` is found
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # the child imports what this process imports (a checkout on sys.path, an editable install...)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pagelens.ingest.sandbox"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,

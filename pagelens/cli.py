@@ -35,7 +35,7 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
 MODE_HELP = (
     "visual | text | hybrid (default: PAGELENS_RETRIEVAL_MODE, hybrid). visual = MaxSim on the page images "
     "with PAGELENS_SEARCH_MODE (two_stage) ; text = BM25 on the text layer; hybrid = both fused "
-    "(PAGELENS_FUSION). two_stage | exact = visual with that strategy."
+    "(PAGELENS_TUNING__FUSION). two_stage | exact = visual with that strategy."
 )
 
 

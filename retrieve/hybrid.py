@@ -76,12 +76,9 @@ class FusionConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> FusionConfig:
-        return cls(
-            method=getattr(settings, "fusion", "rrf"),
-            rrf_k=float(getattr(settings, "rrf_k", 2.0)),
-            text_weight=float(getattr(settings, "hybrid_text_weight", 0.5)),
-            candidates=int(getattr(settings, "hybrid_candidates", 50)),
-        )
+        tuning = settings.tuning
+        return cls(method=tuning.fusion, rrf_k=float(tuning.rrf_k), text_weight=float(tuning.hybrid_text_weight),
+                   candidates=int(tuning.hybrid_candidates))
 
 
 @dataclass

@@ -342,7 +342,7 @@ def test_hub_id_not_cached_offline(settings_factory: Any, monkeypatch: pytest.Mo
 
 
 def test_torchvision_image_processor_answers_with_the_same_layout(make_answerer: Any, hits: list[SearchHit]) -> None:
-    """PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision for the answer model: the torch processor is
+    """PAGELENS_TUNING__IMAGE_PROCESSOR_BACKEND=torchvision for the answer model: the torch processor is
     loaded and the prompt has the same image tokens as with the PIL one."""
     from transformers.models.idefics3.image_processing_idefics3 import Idefics3ImageProcessor
 
@@ -358,7 +358,7 @@ def test_torchvision_image_processor_answers_with_the_same_layout(make_answerer:
 def test_preprocessing_on_the_model_device_gives_the_same_prompt_and_answer(
     make_answerer: Any, hits: list[SearchHit]
 ) -> None:
-    """PAGELENS_PREPROCESS_DEVICE=model for answers: the torchvision processor runs on the answer
+    """PAGELENS_TUNING__PREPROCESS_DEVICE=model for answers: the torchvision processor runs on the answer
     model's device (the CPU here; tests/test_gpu.py on CUDA) with the same pixels, tokens and text."""
     cpu = make_answerer(image_processor_backend="torchvision")
     device = make_answerer(image_processor_backend="torchvision", preprocess_device="model")

@@ -122,7 +122,7 @@ def cli(settings_factory: Any, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PAGELENS_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("PAGELENS_RETRIEVER_MODEL", settings.retriever_model)
     monkeypatch.setenv("PAGELENS_PAGE_LONGEST_EDGE", "512")
-    monkeypatch.setenv("PAGELENS_EMBED_BATCH_SIZE", "2")
+    monkeypatch.setenv("PAGELENS_TUNING__EMBED_BATCH_SIZE", "2")
     monkeypatch.setenv("PAGELENS_DEVICE", "cpu")
     monkeypatch.setenv("PAGELENS_INGEST_WORKERS", "0")
     monkeypatch.chdir(settings.data_dir.parent)  # no stray .env
@@ -276,7 +276,7 @@ def test_a_job_ends_with_the_index_build_shown_as_progress(svc: Any, corpus: Pat
 
 
 def test_preprocessing_on_the_model_device_writes_the_same_points(svc: Any, corpus: Path, tmp_path: Path) -> None:
-    """PAGELENS_PREPROCESS_DEVICE=model: workers only rasterize, the embedder preprocesses (with the
+    """PAGELENS_TUNING__PREPROCESS_DEVICE=model: workers only rasterize, the embedder preprocesses (with the
     torchvision processor, on the model's device: the CPU here); the points equal those of the
     torchvision processor run in the workers."""
     import numpy as np
@@ -297,7 +297,7 @@ def test_preprocessing_on_the_model_device_writes_the_same_points(svc: Any, corp
 
 
 def test_preprocess_device_model_needs_the_torchvision_processor(settings_factory: Any) -> None:
-    with pytest.raises(ValueError, match="PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision"):
+    with pytest.raises(ValueError, match="PAGELENS_TUNING__IMAGE_PROCESSOR_BACKEND=torchvision"):
         settings_factory(preprocess_device="model", image_processor_backend="pil")
     # auto picks the processor that can: torchvision
     assert settings_factory(preprocess_device="model").resolved_image_processor_backend("cpu") == "torchvision"
@@ -307,7 +307,7 @@ def test_auto_preprocessing_is_torchvision_on_the_gpu_and_pil_on_the_cpu(setting
     """The defaults (auto): on CUDA the torchvision processor on the device (workers only rasterize);
     elsewhere the PIL processor in the workers; explicit values win."""
     auto = settings_factory()
-    assert (auto.image_processor_backend, auto.preprocess_device) == ("auto", "auto")
+    assert (auto.tuning.image_processor_backend, auto.tuning.preprocess_device) == ("auto", "auto")
     assert auto.resolved_image_processor_backend("cuda") == "torchvision"
     assert auto.resolved_preprocess_device("cuda") == "model"
     assert auto.resolved_image_processor_backend("cpu") == "pil"

@@ -1,4 +1,4 @@
-"""One forward over the prepared pages of several documents (``PAGELENS_BATCH_ACROSS_DOCUMENTS``):
+"""One forward over the prepared pages of several documents (``PAGELENS_TUNING__BATCH_ACROSS_DOCUMENTS``):
 merging processor batches, the batcher's flush and ordering rules, and the indexer writing the same
 points as per-document forwards; plus the auto batch size.
 
@@ -142,7 +142,7 @@ def test_indexer_batches_short_documents_into_full_forwards(settings_factory: An
 
 def test_auto_batch_size_and_batching_follow_the_device(settings_factory: Any) -> None:
     settings = settings_factory()
-    assert settings.embed_batch_size == 0
+    assert settings.tuning.embed_batch_size == 0
     assert settings.resolved_embed_batch_size("cuda") == 16 and settings.resolved_embed_batch_size("cpu") == 4
     assert settings_factory(embed_batch_size=7).resolved_embed_batch_size("cuda") == 7
     from pagelens.app.service import PagelensService

@@ -240,7 +240,7 @@ def test_devices_resolution() -> None:
 
 
 def test_torchvision_image_processor_matches_the_pil_one(tiny_models: dict[str, Path]) -> None:
-    """PAGELENS_IMAGE_PROCESSOR_BACKEND=torchvision: same tiles, tokens and grid as the default PIL
+    """PAGELENS_TUNING__IMAGE_PROCESSOR_BACKEND=torchvision: same tiles, tokens and grid as the default PIL
     processor; pixels differ only by the resampling filter (BICUBIC for LANCZOS), so the embeddings
     stay close."""
     from transformers.models.idefics3.image_processing_idefics3 import Idefics3ImageProcessor
@@ -267,7 +267,7 @@ def test_torchvision_image_processor_matches_the_pil_one(tiny_models: dict[str, 
 
 
 def test_torch_compile_gives_the_eager_embeddings(embedder: ColSmolEmbedder, tiny_models: dict[str, Path]) -> None:
-    """PAGELENS_TORCH_COMPILE: the vision encoder runs through inductor, and pages and queries embed
+    """PAGELENS_TUNING__TORCH_COMPILE: the vision encoder runs through inductor, and pages and queries embed
     as in eager mode (two batch shapes: a recompile, or dynamic shapes, both right)."""
     compiled = ColSmolEmbedder(make_settings(tiny_models["retriever"], torch_compile=True))
     compiled.load()

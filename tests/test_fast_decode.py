@@ -231,7 +231,7 @@ def test_generation_options_only_generate_applies_keep_generate(
     config.no_repeat_ngram_size = 3
     assert unsupported_generation_options(config) == ["repetition_penalty=1.3", "no_repeat_ngram_size=3"]
     with caplog.at_level(logging.WARNING, logger="pagelens.answer.answerer"):
-        graph = SmolVLMAnswerer(answerer.settings.model_copy(update={"answer_decoder": "graph"}))
+        graph = SmolVLMAnswerer(answerer.settings.with_overrides(answer_decoder="graph"))
         graph._load_model = lambda *a, **kw: answerer._model  # type: ignore[method-assign]
         graph.load()
     assert graph.decoder is None

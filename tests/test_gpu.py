@@ -56,7 +56,7 @@ def test_cuda_answer_streams_same_text_as_blocking(settings_factory, tmp_path) -
 
 
 def test_cuda_preprocessing_on_the_device_matches_the_cpu_torchvision_processor(settings_factory) -> None:
-    """PAGELENS_PREPROCESS_DEVICE=model: pixel_values are made on the GPU, and the embeddings match
+    """PAGELENS_TUNING__PREPROCESS_DEVICE=model: pixel_values are made on the GPU, and the embeddings match
     those of the same torchvision processor run on the CPU."""
     from pagelens.models.embedder import ColSmolEmbedder
 

@@ -146,7 +146,7 @@ def test_service_default_mode_and_api_schema(tmp_path: Path, edge: Any) -> None:
 
     store, points = edge
     settings = Settings(_env_file=None, data_dir=tmp_path / "d")  # type: ignore[call-arg]
-    assert settings.retrieval_mode == "hybrid" and settings.fusion == "rrf" and settings.rrf_k == 2.0
+    assert settings.retrieval_mode == "hybrid" and settings.tuning.fusion == "rrf" and settings.tuning.rrf_k == 2.0
     service = PagelensService(settings, store=store, embedder=FakeEmbedder(points))  # type: ignore[arg-type]
     hits = service.search(MANIFEST.name, "invoice FR-7781 #5", k=2)  # default: hybrid
     assert hits[0].point_id == points[5].id

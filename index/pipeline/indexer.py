@@ -272,7 +272,7 @@ class Indexer:
 
     def batches_across_documents(self) -> bool:
         """``Settings.batch_across_documents``: auto = on when the retriever runs on a GPU."""
-        mode = self.settings.batch_across_documents
+        mode = self.settings.tuning.batch_across_documents
         return mode == "on" or (mode == "auto" and self._device_type() == "cuda")
 
     def preprocessor(self) -> Any:
@@ -454,11 +454,11 @@ class _Run:
     def _pipelined(self, workers: int) -> None:
         ix = self.ix
         settings = ix.settings
-        queue_chunks = settings.pipeline_queue_chunks or 2 * workers
+        queue_chunks = settings.tuning.pipeline_queue_chunks or 2 * workers
         max_open = 2 * workers
         pool: WorkerPool | None = None  # started with the first document to prepare
         pool_started = time.perf_counter()
-        writer = Writer(ix.store, self.collection, max_points=max(settings.upsert_batch_points, 16))
+        writer = Writer(ix.store, self.collection, max_points=max(settings.tuning.upsert_batch_points, 16))
         stats: dict[str, Any] = {"mode": "pipelined", "workers": workers, "queue_chunks": queue_chunks,
                                  "max_open_documents": max_open, "peak_open_documents": 0,
                                  "peak_queued_chunks": 0, "worker_pids": []}

@@ -24,9 +24,9 @@ def open_store(settings: Settings) -> VectorStore:
     from pagelens.index.stores.edge_store import QdrantEdgeStore
 
     logger.info("vector store: embedded Qdrant Edge at %s", settings.edge_dir)
-    return QdrantEdgeStore(settings.edge_dir, fast_rerank=settings.fast_rerank,
-                           rerank_candidates=settings.rerank_candidates,
-                           pooled_scan_max_pages=settings.pooled_scan_max_pages, hnsw_m=settings.hnsw_m,
+    return QdrantEdgeStore(settings.edge_dir, fast_rerank=settings.tuning.fast_rerank,
+                           rerank_candidates=settings.tuning.rerank_candidates,
+                           pooled_scan_max_pages=settings.tuning.pooled_scan_max_pages, hnsw_m=settings.tuning.hnsw_m,
                            full_datatype=settings.full_vector_datatype,
-                           token_index_min_pages=settings.token_index_min_pages,
-                           token_candidates=settings.token_candidates, token_nprobe=settings.token_nprobe)
+                           token_index_min_pages=settings.tuning.token_index_min_pages,
+                           token_candidates=settings.tuning.token_candidates, token_nprobe=settings.tuning.token_nprobe)

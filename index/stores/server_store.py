@@ -131,19 +131,19 @@ class QdrantServerStore:
         client = QdrantClient(
             url=settings.qdrant_url,
             api_key=api_key,
-            timeout=max(1, math.ceil(settings.qdrant_timeout_s)),
+            timeout=max(1, math.ceil(settings.tuning.qdrant_timeout_s)),
             check_compatibility=False,
         )
         return cls(
             client,
-            batch_size=settings.upsert_batch_points,
+            batch_size=settings.tuning.upsert_batch_points,
             shard_number=settings.qdrant_shard_number,
             replication_factor=settings.qdrant_replication_factor,
             on_disk=settings.qdrant_on_disk,
             quantization=settings.qdrant_quantization,
             full_datatype=settings.full_vector_datatype,
-            max_request_bytes=settings.upsert_max_bytes,
-            retries=settings.qdrant_retries,
+            max_request_bytes=settings.tuning.upsert_max_bytes,
+            retries=settings.tuning.qdrant_retries,
             url=settings.qdrant_url,
         )
 

@@ -346,10 +346,10 @@ def run_eval(
     config = {
         "retriever_model": s.retriever_model,
         "visual_strategy": s.search_mode,
-        "fusion": s.fusion,
-        "rrf_k": s.rrf_k,
-        "hybrid_text_weight": s.hybrid_text_weight,
-        "hybrid_candidates": s.hybrid_candidates,
+        "fusion": s.tuning.fusion,
+        "rrf_k": s.tuning.rrf_k,
+        "hybrid_text_weight": s.tuning.hybrid_text_weight,
+        "hybrid_candidates": s.tuning.hybrid_candidates,
         "page_longest_edge": s.page_longest_edge,
         "answers": answers,
     }

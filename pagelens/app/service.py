@@ -126,7 +126,7 @@ class PagelensService:
     def retriever(self) -> Retriever:
         from pagelens.retrieve.hybrid import FusionConfig
 
-        return Retriever(self.embedder, self.store, prefetch_limit=self.settings.prefetch_limit,
+        return Retriever(self.embedder, self.store, prefetch_limit=self.settings.tuning.prefetch_limit,
                          fusion=FusionConfig.from_settings(self.settings))
 
     # -- collections and documents ----------------------------------------------------------

@@ -128,7 +128,7 @@ def compile_vision_encoder(model: Any) -> list[str]:
             names.append(name)
     if not names:
         raise PagelensError(
-            "PAGELENS_TORCH_COMPILE: the retriever has no vision_model.encoder to compile "
+            "PAGELENS_TUNING__TORCH_COMPILE: the retriever has no vision_model.encoder to compile "
             f"({type(model).__name__}); unset it for this model"
         )
     return names
@@ -247,7 +247,7 @@ class ColSmolEmbedder:
 
         model.to(device)
         model.eval()
-        if self.settings.torch_compile:
+        if self.settings.tuning.torch_compile:
             compiled = compile_vision_encoder(model)
             logger.info("torch.compile (inductor) on %s; each new input shape compiles on first use", compiled)
         self._processor = processor
@@ -277,7 +277,7 @@ class ColSmolEmbedder:
     ) -> Any:
         from colpali_engine.models import ColIdefics3
 
-        attn = resolve_attn(self.settings.attn_implementation, device, ColIdefics3)
+        attn = resolve_attn(self.settings.tuning.attn_implementation, device, ColIdefics3)
         try:
             model, info = ColIdefics3.from_pretrained(
                 str(weights_dir), dtype=dtype, attn_implementation=attn, output_loading_info=True
