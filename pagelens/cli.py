@@ -444,14 +444,16 @@ def mcp_cmd() -> None:
     same tools over HTTP at /mcp."""
     import anyio
 
-    from pagelens.mcp.server import McpKeyError, serve_stdio, stdio_principal
+    from pagelens.mcp.keys import McpKeyError, stdio_principal
 
     settings = Settings()
     try:
-        principal = stdio_principal(settings)
+        principal = stdio_principal(settings)  # before the heavy imports: a bad key fails at once
     except (McpKeyError, ValueError) as exc:  # ValueError: a malformed PAGELENS_API_KEYS
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
+    from pagelens.mcp.server import serve_stdio
+
     service = make_service(settings)
     try:
         anyio.run(serve_stdio, service, principal)

@@ -5,8 +5,10 @@ loopback) for the transports and the keys: no key, no tools; a read-only key get
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -378,6 +380,16 @@ def test_http_endpoint_on_pagelens_serve_with_keys(served: str) -> None:
     assert delete.is_error and "read-only" in _texts(delete)
     assert bad.is_error and "argument 'k'" in _texts(bad) and "(got 0)" in _texts(bad)
     assert other.is_error and _texts(other) == "this API key has no access to collection 'other'"
+
+    # the README's Python client, as written, against this server
+    section = (REPO / "README.md").read_text().split("\n## MCP\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    block = (block.replace("http://127.0.0.1:8000", served).replace("s3cret-reader", "ro-inv-key")
+             .replace('"invoices"', '"inv"').replace('"k": 3}', '"k": 3, "mode": "text"}'))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(block, "README.md#MCP", "exec"), {"__name__": "readme"})
+    assert [line.split()[:2] for line in printed.getvalue().splitlines()] == [["1", "acme.pdf"]]
 
     # a key of another collection sees no collection; an rw key gets the write tools and they work
     names, (colls,) = _http(served, "ro-other-key", [("list_collections", {})])

@@ -9,7 +9,7 @@ Keys and scopes are the REST API's (``pagelens.app.access``):
   the REST API, and answers only requests for a loopback ``Host`` (DNS-rebinding protection;
   ``PAGELENS_MCP_ALLOWED_HOSTS`` adds names).
 - stdio: the process acts with one key, ``PAGELENS_MCP_KEY``; with keys configured and no valid key it
-  does not start (``McpKeyError``).
+  does not start (``pagelens.mcp.keys.stdio_principal`` raises ``McpKeyError``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from pagelens.app.access import ApiKeys, Principal
 from pagelens.app.service import PagelensService
 from pagelens.app.state import AppState
 from pagelens.core.errors import ApiError
-from pagelens.core.settings import Settings
 from pagelens.mcp.tools import PagelensTools
 
 log = logging.getLogger(__name__)
@@ -48,10 +47,6 @@ LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]
 
 PrincipalOf = Callable[[Any], Principal]
 """Maps a request context (``mcp.server.context.ServerRequestContext``) to the caller."""
-
-
-class McpKeyError(Exception):
-    """``pagelens mcp`` cannot start: keys are configured and PAGELENS_MCP_KEY is missing or wrong."""
 
 
 def build_server(tools: PagelensTools, principal_of: PrincipalOf) -> Server[Any]:
@@ -73,22 +68,6 @@ def build_server(tools: PagelensTools, principal_of: PrincipalOf) -> Server[Any]
 
 
 # -- stdio ------------------------------------------------------------------------------------------
-def stdio_principal(settings: Settings) -> Principal:
-    """The key ``pagelens mcp`` acts with: PAGELENS_MCP_KEY checked against PAGELENS_API_KEYS (open, as
-    admin, when no keys are configured). Raises ``McpKeyError`` naming what to set."""
-    keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None)
-    if not keys.enabled:
-        return keys.authenticate(None)
-    key = settings.mcp_key.get_secret_value().strip() if settings.mcp_key else ""
-    if not key:
-        raise McpKeyError("PAGELENS_API_KEYS is set, so `pagelens mcp` needs one of those keys in "
-                          "PAGELENS_MCP_KEY (a read-only key gets only the read tools)")
-    try:
-        return keys.authenticate(f"Bearer {key}")
-    except ApiError as exc:
-        raise McpKeyError("PAGELENS_MCP_KEY is not one of the keys in PAGELENS_API_KEYS") from exc
-
-
 async def serve_stdio(service: PagelensService, principal: Principal) -> None:
     """Serve MCP over this process's stdin/stdout until the client closes it."""
     tools = PagelensTools(service, local_files=True)
