@@ -436,6 +436,31 @@ def ui_cmd(
     uvicorn.run(create_ui_app(settings), host=host, port=port, log_level="info")
 
 
+@app.command("mcp")
+def mcp_cmd() -> None:
+    """Serve MCP over stdin/stdout for an agent (Claude Desktop, IDE assistants): tools list_collections,
+    list_documents, search_pages, ask, get_page, and with a writing key delete_document, index_files.
+    With PAGELENS_API_KEYS set it acts with the key in PAGELENS_MCP_KEY. `pagelens serve` serves the
+    same tools over HTTP at /mcp."""
+    import anyio
+
+    from pagelens.mcp.keys import McpKeyError, stdio_principal
+
+    settings = Settings()
+    try:
+        principal = stdio_principal(settings)  # before the heavy imports: a bad key fails at once
+    except (McpKeyError, ValueError) as exc:  # ValueError: a malformed PAGELENS_API_KEYS
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    from pagelens.mcp.server import serve_stdio
+
+    service = make_service(settings)
+    try:
+        anyio.run(serve_stdio, service, principal)
+    finally:
+        service.close()
+
+
 def main() -> None:
     app()
 

@@ -1,7 +1,8 @@
-"""The whole server of ``pagelens serve``: the REST API at ``/v1`` and the web UI at ``/ui`` on one app,
-one service, one job table, one index worker and one key table.
+"""The whole server of ``pagelens serve``: the REST API at ``/v1``, the web UI at ``/ui`` and the MCP
+endpoint at ``/mcp`` on one app, one service, one job table, one index worker and one key table.
 
-This module sits above both entry points (``pagelens.api`` and ``pagelens.ui`` never import each other).
+This module sits above the entry points (``pagelens.api``, ``pagelens.ui`` and ``pagelens.mcp`` never import
+each other).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from fastapi import FastAPI
 from pagelens.api.main import create_api
 from pagelens.app.service import PagelensService
 from pagelens.core.settings import Settings
+from pagelens.mcp.server import mount_mcp
 
 
 def create_app(settings: Settings, service: PagelensService | None = None, *, web_ui: bool = True) -> FastAPI:
-    """The REST API and, with ``web_ui``, the Gradio UI at ``/ui`` sharing its service, jobs and keys."""
+    """The REST API, the MCP endpoint at ``/mcp`` and, with ``web_ui``, the Gradio UI at ``/ui``, sharing
+    one service, job table and key table."""
     app = create_api(settings, service)
+    mount_mcp(app, app.state.pagelens)
     if web_ui:
         from pagelens.ui.app import mount_ui  # gradio is imported only when the UI is served
 

@@ -251,6 +251,23 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: no CORS).")
     job_keep_uploads: bool = Field(default=False, description="Keep uploaded files after their job finished.")
 
+    # --- MCP server (pagelens/mcp: `pagelens mcp` over stdio, /mcp on `pagelens serve`) ------------
+    mcp_key: SecretStr | None = Field(
+        default=None, description="The API key `pagelens mcp` (stdio) acts with when PAGELENS_API_KEYS is set: "
+        "its role and collections decide the tools offered. Over HTTP each request sends its own key.",
+    )
+    mcp_image_max_edge: int = Field(
+        default=1024, ge=64, description="Longest edge (px) of a page image returned by the MCP tools.",
+    )
+    mcp_image_max_bytes: int = Field(
+        default=400_000, ge=10_000, description="Most bytes of one page image returned by the MCP tools (PNG if "
+        "it fits, else JPEG at lower quality, then smaller, until it does).",
+    )
+    mcp_allowed_hosts: list[str] = Field(
+        default_factory=list, description="Without API keys, /mcp answers only requests whose Host is a loopback "
+        "name (DNS-rebinding protection); add host[:port] names here to accept others (with keys: any host).",
+    )
+
     # --- advanced tuning knobs (docs/tuning.md) ------------------------------------------------------
     tuning: Tuning = Field(
         default_factory=lambda: Tuning(),
