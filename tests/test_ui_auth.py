@@ -143,6 +143,8 @@ def test_route_matrix_by_key(keyed) -> None:
         assert r.status_code == upload_status, (key, r.text)
         if upload_status == 403:
             assert_error(r, 403, "forbidden")
+        r = client.post("/ui/gradio_api/process_recording", files=[("video", ("v.mp4", b"x"))], headers=_h(key))
+        assert_error(r, 403, "forbidden")  # unused by the UI, writes outside its cache: nobody
         idx = ui_fn_index(cfg.json(), "pl-refresh")
         status, out = ui_call(client, idx, [None, NEW_SESSION], headers=_h(key))
         assert status == 200, out
@@ -320,3 +322,45 @@ def test_open_mode_is_unchanged(settings_factory) -> None:
         assert status == 200 and out[0]["value"] == "open", out
         r = _upload(client, None)
         assert r.status_code == 200 and Path(r.json()[0]).read_bytes() == PDF
+
+
+def test_page_copies_are_private_and_unguessable(settings_factory, tmp_path) -> None:
+    """Gallery copies of stored pages go to the UI's private cache (0700), named by an HMAC with a per-server
+    secret: not a shared temp folder, not derivable from the data dir layout."""
+    from ui.app import UIContext, page_copy
+    from ui.cache import private_cache_dir, remove_cache_dir
+
+    src = tmp_path / "pages" / "ab" / "1.png"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    settings = settings_factory()
+    caches = [private_cache_dir(), private_cache_dir()]
+    try:
+        copies = []
+        for cache in caches:
+            ctx = UIContext(settings=settings, service=None, jobs=None, cache_dir=cache)  # type: ignore[arg-type]
+            copy = Path(page_copy(ctx, str(src)) or "")
+            assert copy.is_relative_to(cache / "pages") and copy.read_bytes() == src.read_bytes()
+            assert page_copy(ctx, str(src)) == str(copy)  # reused
+            assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+            copies.append(copy.name)
+        assert copies[0] != copies[1]
+        assert page_copy(ctx, str(tmp_path / "missing.png")) is None and page_copy(ctx, None) is None
+    finally:
+        for cache in caches:
+            remove_cache_dir(cache)
+    assert not any(c.exists() for c in caches)
+
+
+def test_ui_only_server_is_protected_the_same_way(settings_factory) -> None:
+    """``pagelens ui`` (create_ui_app): the same keys from the settings, the same sign-in."""
+    from ui.app import create_ui_app
+
+    app = create_ui_app(settings_factory(api_keys=KEYS))
+    with TestClient(app) as client:
+        assert client.get("/", follow_redirects=False).headers["location"] == "/ui/"
+        for key, status in ((None, 401), ("wrong", 401), (RO, 200)):
+            assert client.get("/ui/config", headers=_h(key)).status_code == status
+        assert _upload(client, RO).status_code == 403 and _upload(client, RW).status_code == 200
+        assert client.post("/ui/sign-in", data={"key": ADMIN}, follow_redirects=False).status_code == 303
+        assert client.get("/ui/config").json()["username"] == "key#1"

@@ -18,12 +18,13 @@ that answer without a credential. The Gradio app gets
   read/write per collection with the key that made the request;
 - ``app_kwargs={"dependencies": [Depends(UIAuth.require)], ...}``: the same check as a FastAPI dependency of
   every route of the Gradio app. Gradio's hook alone protects only the routes that declare its
-  ``login_check`` (page, config, info, upload, file=, queue/join, queue/data...): in gradio 6.31
-  ``/gradio_api/cancel``, ``/reset``, ``/heartbeat/*``, ``/stream/*``, ``/startup-events``, ``/app_id``,
-  ``/theme.css``, ``/assets/*``, ``/static/*``, ``/svelte/*``, ``/manifest.json``, ``/pwa_icon``,
-  ``/robots.txt``, ``/monitoring/*`` and ``/login`` answer without it (tests/test_ui_auth.py walks every
+  ``login_check`` (page, config, info, upload, file=, queue/join, queue/data...): in gradio 6.31, 41 of the
+  80 method/path pairs of a minimal Blocks answer without it (``/gradio_api/heartbeat/*`` held open,
+  ``/startup-events`` runs, ``/cancel``, ``/reset``, ``/stream/*`` parse their body, ``/user``, ``/token``,
+  ``/app_id``, ``/theme.css``, ``/manifest.json``, ``/assets/*``, ``/login``...; tests/test_ui_auth.py walks every
   route of the mounted app). ``require`` also refuses a key that may write nowhere (``r`` keys) on the
-  endpoints that store files (``/gradio_api/upload``, ``/gradio_api/process_recording``): 403.
+  endpoint that stores files (``/gradio_api/upload``), and everyone on ``/gradio_api/process_recording``
+  (screen recordings, unused here, written to Gradio's shared temp folder): 403.
 
 A browser without a credential gets 401 with the sign-in page as the body (for a GET that accepts HTML),
 anything else 401 with the API's JSON error body.
@@ -61,7 +62,9 @@ MAX_SESSIONS = 10_000  # oldest dropped past this (a session is ~200 bytes)
 MAX_FORM_BYTES = 8 * 1024  # the sign-in form: one key
 FAILED_SIGN_IN_DELAY_S = 0.5  # slows down guessing a little
 # Gradio endpoints that write files to the server: refused (403) to keys that may write no collection.
-WRITE_ENDPOINTS = ("/gradio_api/upload", "/gradio_api/process_recording")
+WRITE_ENDPOINTS = ("/gradio_api/upload",)
+# Gradio endpoints this UI does not use that write files outside its cache: refused (403) to every key.
+UNUSED_ENDPOINTS = ("/gradio_api/process_recording",)
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pagelens"'}
 
 
@@ -164,8 +167,11 @@ class UIAuth:
             raise UIAuthError(401, "unauthorized", "sign in first: this server needs an API key (the same keys "
                               f"as the REST API) at {self._root(conn)}/sign-in, or send "
                               "'Authorization: Bearer <key>'")
-        if conn.url.path.rstrip("/").endswith(WRITE_ENDPOINTS) and who.role not in ("admin", "rw"):
+        path = conn.url.path.rstrip("/")
+        if path.endswith(WRITE_ENDPOINTS) and who.role not in ("admin", "rw"):
             raise UIAuthError(403, "forbidden", "this API key is read-only: it may not upload files")
+        if path.endswith(UNUSED_ENDPOINTS):
+            raise UIAuthError(403, "forbidden", "this endpoint is not used by the pagelens UI")
 
     def gradio_user(self, request: Request) -> str | None:
         """Gradio's ``auth_dependency``: the principal's name (``key#N``), which Gradio hands to the event
