@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pagelens.app.uploads import error_body
 from pagelens.core.errors import ModelUnavailableError, PagelensError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,6 @@ _STATUS_CODES = {
 RETRY_AFTER_S = 5  # seconds a client should wait after a 503 for a store or model outage
 
 
-def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "detail": jsonable_encoder(detail or {},
-                                                                                   custom_encoder={Exception: str})}}
 
 
 def error_response(status: int, code: str, message: str, detail: Any = None,

@@ -23,14 +23,13 @@ from pagelens.ingest.sniff import sniff_format
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from pagelens.app.uploads import display_name, safe_stem
+from pagelens.app.uploads import MAX_FORM_OVERHEAD, display_name, safe_stem
 from pagelens.core.errors import ApiError
 from pagelens.core.settings import Settings
 
 FILE_FIELDS = ("files", "file")
 TEXT_FIELDS = ("metadata", "force", "password")
 MAX_FIELD_BYTES = 64 * 1024
-MAX_FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields on top of the file bytes
 SNIFF_BYTES = 1024
 _EXT = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "tiff": "tif"}
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -61,3 +61,63 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict[st
     if code is not None:
         assert body["error"]["code"] == code, body
     return body["error"]
+
+
+def ui_fn_index(config: dict[str, Any], elem_id: str, event: str = "click") -> int:
+    """The Gradio event (fn_index) fired by ``event`` on the component with ``elem_id``, from ``/ui/config``
+    (of several, the one with the most inputs)."""
+    ids = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id]
+    assert len(ids) == 1, (elem_id, ids)
+    deps = [d for d in config["dependencies"]
+            if [ids[0], event] in [list(t) for t in d["targets"]] and d.get("backend_fn", True)]
+    assert deps, f"no backend {event} event on #{elem_id}"
+    return int(max(deps, key=lambda d: len(d["inputs"]))["id"])
+
+
+def ui_call(client: Any, fn_index: int, data: list[Any], headers: dict[str, str] | None = None,
+            session: str | None = None, prefix: str = "/ui", timeout: float = 120.0) -> tuple[int, Any]:
+    """Send one UI event the way the Gradio page does (``queue/join``, then the ``queue/data`` event
+    stream) in the page session ``session`` (a new one when None). Returns (status of the join, the
+    output data list of the finished event), or (status, body) when the join was refused. ``client`` is a
+    TestClient or an httpx.Client with a base URL."""
+    import uuid
+
+    session = session or uuid.uuid4().hex[:12]
+    r = client.post(f"{prefix}/gradio_api/queue/join", headers=headers or {},
+                    json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None,
+                          "trigger_id": None})
+    if r.status_code != 200:
+        return r.status_code, r.text
+    result: Any = None
+    with client.stream("GET", f"{prefix}/gradio_api/queue/data", params={"session_hash": session},
+                       headers=headers or {}, timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_completed":
+                assert msg.get("success"), msg
+                result = (msg.get("output") or {}).get("data")
+            if msg.get("msg") == "close_stream":
+                break
+    assert result is not None, "the event stream ended before the event completed"
+    return 200, result
+
+
+def ui_page_session(client: Any, config: dict[str, Any], headers: dict[str, str] | None = None,
+                    prefix: str = "/ui") -> str:
+    """A page session as a browser has it after loading the UI: its load event has run (it fills the
+    collection picker with what the key may see). Returns the session hash for ``ui_call``."""
+    import uuid
+
+    session = uuid.uuid4().hex[:12]
+    load = [d for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])]
+    assert len(load) == 1, load
+    ids = {c["id"]: c for c in config["components"]}
+    inputs = []
+    for cid in load[0]["inputs"]:
+        props = ids[cid].get("props", {})
+        inputs.append(props.get("value"))
+    status, out = ui_call(client, int(load[0]["id"]), inputs, headers=headers, session=session, prefix=prefix)
+    assert status == 200, out
+    return session

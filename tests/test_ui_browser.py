@@ -209,6 +209,15 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     page.goto("about:blank")
 
 
+def _sign_in(page, key: str, submit: str = "click") -> None:  # noqa: ANN001
+    """Fill the sign-in page's key box and send it (button or Enter)."""
+    page.locator("#pl-key").fill(key)
+    if submit == "enter":
+        page.locator("#pl-key").press("Enter")
+    else:
+        page.locator("#pl-sign-in").click()
+
+
 def test_ui_api_keys_gate_and_scoping(browser_page, settings_factory) -> None:  # noqa: ANN001
     """With API keys configured the UI asks for one; a read-only key sees its collections but no write
     controls; an admin key gets them all."""
@@ -225,14 +234,12 @@ def test_ui_api_keys_gate_and_scoping(browser_page, settings_factory) -> None:  
     with serve(settings) as url:
         page.goto(f"{url}/ui/")
         expect(page.locator("#pl-gate")).to_be_visible()
-        expect(page.locator("#pl-main")).to_be_hidden()
-        page.locator("#pl-key input").fill("wrong-key")
-        page.locator("#pl-sign-in").click()
+        expect(page.locator("#pl-main")).to_have_count(0)
+        _sign_in(page, "wrong-key")
         expect(page.locator("#pl-gate-msg")).to_contain_text("not valid")
         page.screenshot(path=str(ARTIFACTS / "auth_gate.png"), full_page=True)
 
-        page.locator("#pl-key input").fill("ro-key")
-        page.locator("#pl-sign-in").click()
+        _sign_in(page, "ro-key")
         expect(page.locator("#pl-main")).to_be_visible()
         expect(page.locator("#pl-collection input")).to_have_value("invoices")
         expect(page.locator("#pl-coll-summary")).to_contain_text("read-only")
@@ -248,11 +255,60 @@ def test_ui_api_keys_gate_and_scoping(browser_page, settings_factory) -> None:  
 
         page.locator("#pl-sign-out").click()
         expect(page.locator("#pl-gate")).to_be_visible()
-        page.locator("#pl-key input").fill("adm-key")
-        page.locator("#pl-key input").press("Enter")
+        _sign_in(page, "adm-key", submit="enter")
         expect(page.locator("#pl-main")).to_be_visible()
         page.get_by_role("tab", name="Collections").click()
         expect(page.locator("#pl-collections")).to_contain_text("private")
         expect(page.locator("#pl-create-group")).to_be_visible()
         expect(page.locator("#pl-coll-delete")).to_be_visible()
         page.goto("about:blank")  # close the UI's event stream before the server stops
+
+
+def test_ui_sign_in_survives_a_reload_and_signed_out_sees_only_the_gate(browser_page, settings_factory) -> None:  # noqa: ANN001
+    """The browser keeps the sign-in in an HTTP-only, SameSite=Strict cookie (never the key): a reload stays
+    signed in; signed out (or never signed in) the page is only the sign-in gate, with a 401, no Gradio app
+    and no collection name, also for the UI's config and file URLs."""
+    from playwright.sync_api import expect
+
+    from pagelens.app.service import PagelensService
+
+    settings = settings_factory(api_keys="adm-key:admin;ro-key:r:invoices")
+    seed = PagelensService(settings)
+    seed.create_collection("invoices")
+    seed.close()
+    page = browser_page
+    with serve(settings) as url:
+        response = page.goto(f"{url}/ui/")
+        assert response is not None and response.status == 401
+        expect(page.locator("#pl-gate")).to_contain_text("API key")
+        expect(page.locator("#pl-gate")).to_contain_text("Authorization: Bearer")  # says how scripts sign in
+        expect(page.locator("gradio-app, #pl-main")).to_have_count(0)
+        assert "invoices" not in page.content()
+        assert page.request.get(f"{url}/ui/config").status == 401
+
+        _sign_in(page, "ro-key")
+        expect(page.locator("#pl-collection input")).to_have_value("invoices")
+        (cookie,) = page.context.cookies()
+        assert cookie["name"] == "pagelens_ui" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert cookie["path"] == "/ui" and "ro-key" not in cookie["value"]
+        assert page.evaluate("document.cookie") == ""  # not readable by scripts
+
+        response = page.reload()
+        assert response is not None and response.status == 200
+        expect(page.locator("#pl-main")).to_be_visible()
+        expect(page.locator("#pl-collection input")).to_have_value("invoices")
+        expect(page.locator("#pl-gate")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "auth_after_reload.png"), full_page=True)
+
+        page.locator("#pl-sign-out").click()
+        expect(page.locator("#pl-gate")).to_be_visible()
+        assert page.context.cookies() == []
+        response = page.goto(f"{url}/ui/")
+        assert response is not None and response.status == 401
+        expect(page.locator("#pl-gate")).to_be_visible()
+        expect(page.locator("gradio-app, #pl-main")).to_have_count(0)
+        assert page.request.get(f"{url}/ui/config").status == 401
+        # the old session id is dead on the server, not only forgotten by the browser
+        page.context.add_cookies([{**cookie}])
+        assert page.request.get(f"{url}/ui/config").status == 401
+        page.goto("about:blank")

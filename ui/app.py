@@ -10,20 +10,25 @@ Nothing here re-implements pipeline logic: collections, documents, search and an
 ``PagelensService``; uploads become ``pagelens.app.jobs`` jobs; access checks use ``pagelens.app.access.Principal``; search hides
 half-indexed documents with ``pagelens.app.visibility.search_visible`` like the API does.
 
-Auth: when ``PAGELENS_API_KEYS`` is set the UI shows only a key box until a valid key is entered; the
-principal is kept server-side in the session (``gr.State``) and every handler checks it (read vs write
-per collection), and write controls are hidden where the key may not write.
+Auth (``ui/auth.py``): when ``PAGELENS_API_KEYS`` is set every route under the mount needs a credential
+(a Bearer key or the session cookie of ``<ui>/sign-in``), a browser without one gets the sign-in page;
+each event handler takes its principal from the credential of the request that sent the event
+(``gr.Request`` -> ``UIAuth.principal_of``) and checks it (read vs write per collection), and write
+controls are hidden where the key may not write. Files (``ui/cache.py``): uploads and page copies live in a
+private ``0700`` folder per server, cleaned by age and removed at shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import html
 import logging
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,8 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from pagelens.ingest.sniff import sniff_format
+from pagelens.ui.auth import UIAuth, UIAuthError
+from pagelens.ui.cache import PAGES_DIR, UploadLimits, private_cache_dir, remove_cache_dir
+from starlette.routing import Mount
 
-from pagelens.app.access import OPEN, ApiKeys, Principal
+from pagelens.app.access import ApiKeys, Principal
 from pagelens.app.jobs import JobFile, JobStore
 from pagelens.app.uploads import display_name, safe_stem
 from pagelens.app.visibility import search_visible
@@ -42,6 +50,8 @@ from pagelens.core.settings import Settings
 from pagelens.core.types import COLLECTION_PATTERN
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from fastapi import FastAPI
     from pagelens.retrieve.types import SearchHit
 
@@ -109,11 +119,35 @@ class UIContext:
     jobs: JobStore
     worker: JobWorker | None = None
     keys: ApiKeys = field(default_factory=lambda: ApiKeys(None))
-    image_cache: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "pagelens-ui" / "pages")
+    # the UI's private file cache (ui/cache.py); made on first use when not given
+    cache_dir: Path | None = None
+    # names page copies: HMAC of the source path, so a copy's URL cannot be guessed from the data dir layout
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def notify_worker(self) -> None:
         if self.worker is not None:
             self.worker.notify()
+
+    @property
+    def cache(self) -> Path:
+        if self.cache_dir is None:
+            self.cache_dir = private_cache_dir()
+        return self.cache_dir
+
+    @property
+    def image_cache(self) -> Path:
+        return self.cache / PAGES_DIR
+
+    def discard_upload(self, path: str) -> None:
+        """Delete a file Gradio received for an upload once it is copied into a job (only inside the cache)."""
+        if self.cache_dir is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            src = Path(path).resolve()
+            if src.is_relative_to(self.cache_dir) and not src.is_relative_to(self.image_cache):
+                src.unlink()
+                with contextlib.suppress(OSError):
+                    src.parent.rmdir()
 
 
 class UIError(Exception):
@@ -347,16 +381,17 @@ def enqueue_files(
 
 
 def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
-    """A copy of a stored page image in a temp folder Gradio may serve (the data dir is never exposed)."""
+    """A copy (hard link when possible) of a stored page image in the UI's private cache, which Gradio may
+    serve to signed-in users (the data dir is never exposed); its name is an HMAC of the source path."""
     if not image_path:
         return None
     src = Path(image_path)
     if not src.is_file():
         return None
-    digest = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:20]
+    digest = hmac.new(ctx.secret, str(src.resolve()).encode(), hashlib.sha256).hexdigest()[:32]
     target = ctx.image_cache / digest[:2] / f"{digest}.png"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         try:
             os.link(src, tmp)
@@ -406,22 +441,45 @@ def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: Sear
 # --------------------------------------------------------------------------------------------------
 
 
+def _keys_of(settings: Settings) -> ApiKeys:
+    return ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None)
+
+
+# The Sign out button: end the session on the server (POST <ui>/sign-out clears the cookie), then show the
+# sign-in page. The page is served at <ui>/, so both URLs are relative to it.
+SIGN_OUT_JS = """() => {
+  const base = window.location.pathname.endsWith('/') ? window.location.pathname : window.location.pathname + '/';
+  fetch(base + 'sign-out', {method: 'POST', credentials: 'same-origin', redirect: 'manual'})
+    .finally(() => { window.location.assign(base + 'sign-in'); });
+}"""
+
+
 def build_ui(
     service: PagelensService,
     jobs: JobStore,
     settings: Settings,
     worker: JobWorker | None = None,
     keys: ApiKeys | None = None,
+    auth: UIAuth | None = None,
+    cache_dir: Path | None = None,
 ) -> gr.Blocks:
-    """The UI over ``service`` and the job table ``jobs``. ``keys`` defaults to ``settings.api_keys``."""
-    if keys is None:
-        keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None)
-    ctx = UIContext(settings=settings, service=service, jobs=jobs, worker=worker, keys=keys)
+    """The UI over ``service`` and the job table ``jobs``. ``keys`` defaults to ``settings.api_keys``;
+    ``auth`` (which resolves the principal of each event) to a ``UIAuth`` over them; ``cache_dir`` (the
+    private folder for page copies) to a new one (``pagelens.ui.cache.private_cache_dir``) on first use."""
+    keys = auth.keys if auth is not None else (keys or _keys_of(settings))
+    auth = auth or UIAuth(keys, settings, UI_PATH)
+    ctx = UIContext(settings=settings, service=service, jobs=jobs, worker=worker, keys=keys, cache_dir=cache_dir)
     auth_on = keys.enabled
     default_k = settings.answer_top_k
+    # Gradio deletes the files it tracks (uploads, served outputs) older than this, this often
+    max_age = settings.ui_cache_max_age_s
 
-    with gr.Blocks(title="pagelens", fill_width=True, analytics_enabled=False) as demo:
-        principal = gr.State(None if auth_on else OPEN)
+    def who(request: gr.Request | None) -> Principal | None:
+        """The principal of the request that sent this event (``OPEN`` without keys)."""
+        return auth.principal_of(request)
+
+    with gr.Blocks(title="pagelens", fill_width=True, analytics_enabled=False,
+                   delete_cache=(max_age, max_age)) as demo:
         session = gr.State({"jobs": [], "rejected": []})
         top_hits = gr.State([])
 
@@ -429,18 +487,8 @@ def build_ui(
             gr.HTML("<h1>pagelens</h1><p>Ask your documents; see the pages behind every answer.</p>",
                     padding=False)
 
-        # -- key gate ------------------------------------------------------------------------------
-        with gr.Column(visible=auth_on, elem_id="pl-gate") as gate:
-            gr.Markdown("This server needs an **API key** (the same keys as the REST API).")
-            with gr.Row(elem_classes="pl-bar-row"):
-                key_box = gr.Textbox(label="API key", type="password", placeholder="your key",
-                                     elem_id="pl-key", scale=4, min_width=200)
-                sign_in = gr.Button("Sign in", variant="primary", scale=0, min_width=100, elem_id="pl-sign-in",
-                                    elem_classes="pl-btn")
-            gate_msg = gr.HTML("", elem_id="pl-gate-msg")
-
         # -- main ----------------------------------------------------------------------------------
-        with gr.Column(visible=not auth_on, elem_id="pl-main") as main:
+        with gr.Column(elem_id="pl-main"):
             with gr.Row(elem_classes="pl-bar-row"):
                 coll_dd = gr.Dropdown(label="Collection", choices=[], value=None, scale=4, min_width=180,
                                       elem_id="pl-collection", allow_custom_value=False)
@@ -510,7 +558,7 @@ def build_ui(
 
                 # ---- Collections -----------------------------------------------------------------
                 with gr.Tab("Collections", id="colls", elem_id="pl-tab-colls"):
-                    with gr.Row(visible=_can_create(None if auth_on else OPEN), elem_classes="pl-bar-row",
+                    with gr.Row(visible=not auth_on, elem_classes="pl-bar-row",
                                 elem_id="pl-create-group") as create_group:
                         new_name = gr.Textbox(label="New collection", placeholder="letters, digits, . _ -",
                                               max_length=64, scale=4, min_width=200, elem_id="pl-new-name")
@@ -582,25 +630,17 @@ def build_ui(
                 "",
             ]
 
-        def switch_collection(p: Principal | None, collection: str | None, sess: dict[str, Any]) -> list[Any]:
-            return [*view(p, collection, sess), "", ""]
+        def on_refresh(selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+            return refresh_all(who(request), selected, sess)
 
-        def do_sign_in(key: str) -> tuple[Any, ...]:
-            key = (key or "").strip()
-            try:
-                who = ctx.keys.authenticate(f"Bearer {key}") if key else None
-            except PagelensError:
-                who = None
-            if who is None:
-                time.sleep(0.5)  # slow down guessing a little
-                return None, gr.update(), gr.update(visible=True), gr.update(visible=False), _msg(
-                    "That key is not valid.", ok=False)
-            return who, gr.update(value=""), gr.update(visible=False), gr.update(visible=True), ""
+        def on_view(collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+            return view(who(request), collection, sess)
 
-        def do_sign_out() -> tuple[Any, ...]:
-            return None, gr.update(visible=True), gr.update(visible=False), "", {"jobs": [], "rejected": []}
+        def switch_collection(collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+            return [*view(who(request), collection, sess), "", ""]
 
-        def do_create(p: Principal | None, name: str, current: str | None, sess: dict[str, Any]) -> tuple[Any, ...]:
+        def do_create(name: str, current: str | None, sess: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
             name = (name or "").strip()
             try:
                 p = _require_principal(p)
@@ -613,7 +653,8 @@ def build_ui(
                 return _msg(_err(exc), ok=False), gr.update(), *refresh_all(p, current, sess)
             return _msg(f"Created collection '{name}'."), "", *refresh_all(p, name, sess)
 
-        def ask_delete_collection(p: Principal | None, collection: str | None) -> tuple[Any, ...]:
+        def ask_delete_collection(collection: str | None, request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
             if not _can_write(p, collection):
                 return gr.update(visible=False), "", _msg("this key may not delete this collection", ok=False)
             info = ctx.service.collection_info(collection or "")
@@ -621,7 +662,8 @@ def build_ui(
                     f"Delete collection **{collection}** with its {info.documents} document(s) and "
                     f"{info.pages} page(s)? This cannot be undone.", "")
 
-        def do_delete_collection(p: Principal | None, collection: str | None, sess: dict[str, Any]) -> tuple[Any, ...]:
+        def do_delete_collection(collection: str | None, sess: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
             try:
                 p = _require_principal(p)
                 collection = _require_collection(collection)
@@ -635,8 +677,9 @@ def build_ui(
                 return _msg(_err(exc), ok=False), *refresh_all(p, collection, sess)
             return _msg(f"Deleted collection '{collection}'."), *refresh_all(p, None, sess)
 
-        def do_upload(p: Principal | None, collection: str | None, paths: list[str] | None,
-                      sess: dict[str, Any], password: str | None = None) -> tuple[Any, ...]:
+        def do_upload(collection: str | None, paths: list[str] | None, sess: dict[str, Any],
+                      password: str | None, request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
             sess = {"jobs": list(sess.get("jobs", [])), "rejected": list(sess.get("rejected", []))}
             try:
                 p = _require_principal(p)
@@ -646,6 +689,8 @@ def build_ui(
                 job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
             except Exception as exc:  # noqa: BLE001
                 return gr.update(), _msg(_err(exc), ok=False), sess
+            for path in paths:  # copied into the job's folder (or rejected): Gradio's copy is not needed
+                ctx.discard_upload(path)
             sess["rejected"].extend(rejected)
             if job is not None:
                 sess["jobs"].append(job.id)
@@ -656,7 +701,8 @@ def build_ui(
                 parts.append(f"{len(rejected)} file(s) rejected (see below).")
             return None, _msg(" ".join(parts), ok=not rejected), sess
 
-        def tick(p: Principal | None, collection: str | None, sess: dict[str, Any]) -> list[Any]:
+        def tick(collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+            p = who(request)
             readable = _can_read(p, collection)
             prog, active = progress_html(ctx, collection if readable else None, sess)
             if not readable or not collection:
@@ -672,14 +718,16 @@ def build_ui(
             return [prog, docs_html(rows), gr.update(choices=choices, value=choices[0][1] if choices else None),
                     gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active)]
 
-        def ask_delete_document(p: Principal | None, collection: str | None, doc_id: str | None) -> tuple[Any, ...]:
+        def ask_delete_document(collection: str | None, doc_id: str | None, request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
             if not _can_write(p, collection) or not doc_id:
                 return gr.update(visible=False), "", _msg("pick a document you may delete", ok=False)
             name = next((d.doc_name for d in ctx.service.documents(collection or "") if d.doc_id == doc_id), doc_id)
             return gr.update(visible=True), f"Delete **{name}** from **{collection}**?", ""
 
-        def do_delete_document(p: Principal | None, collection: str | None, doc_id: str | None,
-                               sess: dict[str, Any]) -> list[Any]:
+        def do_delete_document(collection: str | None, doc_id: str | None, sess: dict[str, Any],
+                               request: gr.Request) -> list[Any]:
+            p = who(request)
             try:
                 p = _require_principal(p)
                 collection = _require_collection(collection)
@@ -695,8 +743,9 @@ def build_ui(
                 msg = _msg(_err(exc), ok=False)
             return [msg, *view(p, collection, sess)]
 
-        def do_ask(p: Principal | None, collection: str | None, q: str, how: str, k: float,
-                   retrieval_mode: str | None = RETRIEVAL_DEFAULT) -> Iterator[tuple[Any, ...]]:
+        def do_ask(collection: str | None, q: str, how: str, k: float, retrieval_mode: str | None,
+                   request: gr.Request) -> Iterator[tuple[Any, ...]]:
+            p: Principal | None = who(request)
             q = (q or "").strip()
             k = int(k or default_k)
             no_pages = gr.update(value=[], visible=False)
@@ -750,7 +799,8 @@ def build_ui(
             except Exception as exc:  # noqa: BLE001
                 yield (text + f"\n\n⚠ {_err(exc)}").strip(), gr.skip(), gr.skip(), gr.skip(), sim_wait
 
-        def do_similarity(p: Principal | None, collection: str | None, q: str, hits: list[Any]) -> tuple[Any, str]:
+        def do_similarity(collection: str | None, q: str, hits: list[Any], request: gr.Request) -> tuple[Any, str]:
+            p = who(request)
             if not hits or not collection or not _can_read(p, collection):
                 return gr.skip(), gr.skip()
             try:
@@ -760,44 +810,45 @@ def build_ui(
             return gr.update(value=image, visible=image is not None), text
 
         # -- wiring --------------------------------------------------------------------------------
-        load_inputs = [principal, coll_dd, session]
-        demo.load(refresh_all, load_inputs, all_outputs, show_progress="hidden", api_visibility="private")
-        sign_in_ev = dict(fn=do_sign_in, inputs=[key_box], outputs=[principal, key_box, gate, main, gate_msg],
-                          api_visibility="private")
-        for trigger in (sign_in.click, key_box.submit):
-            trigger(**sign_in_ev).then(refresh_all, load_inputs, all_outputs, api_visibility="private")  # type: ignore[arg-type]
-        sign_out.click(do_sign_out, None, [principal, gate, main, gate_msg, session], api_visibility="private")
-        refresh_btn.click(refresh_all, load_inputs, all_outputs, api_visibility="private")
+        load_inputs = [coll_dd, session]
+        demo.load(on_refresh, load_inputs, all_outputs, show_progress="hidden", api_visibility="private")
+        if auth_on:
+            sign_out.click(None, None, None, js=SIGN_OUT_JS, api_visibility="private", queue=False)
+        refresh_btn.click(on_refresh, load_inputs, all_outputs, api_visibility="private")
         coll_dd.input(switch_collection, load_inputs, [*view_outputs, upload_msg, docs_msg], api_visibility="private")
 
-        create_btn.click(do_create, [principal, new_name, coll_dd, session], [coll_msg, new_name, *all_outputs],
+        create_btn.click(do_create, [new_name, coll_dd, session], [coll_msg, new_name, *all_outputs],
                          api_visibility="private")
-        new_name.submit(do_create, [principal, new_name, coll_dd, session], [coll_msg, new_name, *all_outputs],
+        new_name.submit(do_create, [new_name, coll_dd, session], [coll_msg, new_name, *all_outputs],
                         api_visibility="private")
-        coll_del_btn.click(ask_delete_collection, [principal, coll_dd], [coll_confirm_row, coll_confirm_md, coll_msg],
+        coll_del_btn.click(ask_delete_collection, [coll_dd], [coll_confirm_row, coll_confirm_md, coll_msg],
                            api_visibility="private")
         coll_cancel_btn.click(lambda: gr.update(visible=False), None, [coll_confirm_row], api_visibility="private")
-        coll_confirm_btn.click(do_delete_collection, [principal, coll_dd, session], [coll_msg, *all_outputs],
+        coll_confirm_btn.click(do_delete_collection, [coll_dd, session], [coll_msg, *all_outputs],
                                api_visibility="private")
 
         upload_btn.click(lambda: "", None, [docs_msg], api_visibility="private", queue=False)
-        upload_btn.click(do_upload, [principal, coll_dd, files, session, pdf_password], [files, upload_msg, session],
-                         api_visibility="private").then(view, load_inputs, view_outputs, api_visibility="private")
+        upload_btn.click(do_upload, [coll_dd, files, session, pdf_password], [files, upload_msg, session],
+                         api_visibility="private").then(on_view, load_inputs, view_outputs, api_visibility="private")
         timer.tick(tick, load_inputs, [progress, docs_df, doc_pick, doc_delete_group, coll_summary, timer],
                    show_progress="hidden", api_visibility="private")
 
-        doc_del_btn.click(ask_delete_document, [principal, coll_dd, doc_pick],
+        doc_del_btn.click(ask_delete_document, [coll_dd, doc_pick],
                           [doc_confirm_row, doc_confirm_md, docs_msg], api_visibility="private")
         doc_cancel_btn.click(lambda: gr.update(visible=False), None, [doc_confirm_row], api_visibility="private")
-        doc_confirm_btn.click(do_delete_document, [principal, coll_dd, doc_pick, session], [docs_msg, *view_outputs],
+        doc_confirm_btn.click(do_delete_document, [coll_dd, doc_pick, session], [docs_msg, *view_outputs],
                               api_visibility="private")
 
-        ask_inputs = [principal, coll_dd, question, mode, k_slider, retrieval]
+        ask_inputs = [coll_dd, question, mode, k_slider, retrieval]
         ask_outputs = [answer_md, gallery, top_hits, sim_img, sim_caption]
         for trigger in (ask_btn.click, question.submit):
             trigger(do_ask, ask_inputs, ask_outputs, api_visibility="private").then(  # type: ignore[operator]
-                do_similarity, [principal, coll_dd, question, top_hits], [sim_img, sim_caption],
+                do_similarity, [coll_dd, question, top_hits], [sim_img, sim_caption],
                 api_visibility="private")
+    # every component caches its files (uploads, gallery pages, the similarity image) in the private folder
+    if ctx.cache_dir is not None:
+        for block in [demo, *demo.blocks.values()]:
+            block.GRADIO_CACHE = str(ctx.cache_dir)
     return demo
 
 
@@ -814,15 +865,34 @@ def mount_ui(
     worker: JobWorker | None = None,
     keys: ApiKeys | None = None,
     path: str = UI_PATH,
-) -> None:
+) -> UIAuth:
     """Mount the UI at ``path`` on ``app``. Job table, worker and keys default to those ``create_app`` keeps
-    on ``app.state.pagelens`` (so UI uploads are the API's jobs)."""
+    on ``app.state.pagelens`` (so UI uploads are the API's jobs); keys last to ``settings.api_keys``.
+
+    With keys, the sign-in routes go on ``app`` first and every route of the mounted Gradio app needs a
+    credential (``ui/auth.py``). The UI's files live in a private cache folder, removed when ``app`` shuts
+    down (``ui/cache.py``). Returns the ``UIAuth`` (its sessions, for tests)."""
+    from fastapi import Depends
+    from starlette.middleware import Middleware
+
     state = getattr(app.state, "pagelens", None)
     jobs = jobs or getattr(state, "jobs", None) or JobStore(settings.data_dir)
     worker = worker or getattr(state, "worker", None)
-    keys = keys or getattr(state, "keys", None)
-    demo = build_ui(service, jobs, settings, worker=worker, keys=keys)
+    keys = keys or getattr(state, "keys", None) or _keys_of(settings)
+    auth = UIAuth(keys, settings, path)
+    cache = private_cache_dir()
+    demo = build_ui(service, jobs, settings, worker=worker, auth=auth, cache_dir=cache)
     demo.queue(default_concurrency_limit=4)
+    app_kwargs: dict[str, Any] = {
+        "openapi_url": None,  # FastAPI's own schema route would take no dependency
+        "middleware": [Middleware(UploadLimits, max_bytes=settings.max_upload_bytes,  # type: ignore[arg-type]
+                                  max_files=settings.max_files_per_request, cache=cache,
+                                  cache_max_bytes=settings.ui_cache_max_bytes)],
+    }
+    if auth.enabled:
+        auth.install(app)  # before the mount: the sign-in routes are the only ones without a credential
+        app_kwargs["dependencies"] = [Depends(auth.require)]
+        app_kwargs["exception_handlers"] = {UIAuthError: auth.error_response}
     gr.mount_gradio_app(
         app,
         demo,
@@ -833,7 +903,25 @@ def mount_ui(
         max_file_size=min(settings.max_file_bytes, settings.max_upload_bytes),
         ssr_mode=False,
         show_error=False,
+        app_kwargs=app_kwargs,
+        auth_dependency=auth.gradio_user if auth.enabled else None,
     )
+    gradio_app = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == path.rstrip("/"))
+    gradio_app.uploaded_file_dir = str(cache)  # type: ignore[attr-defined]  # uploads land in the private folder
+
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[Any]:
+        try:
+            async with inner(app_) as value:
+                yield value
+        finally:
+            remove_cache_dir(cache)
+
+    app.router.lifespan_context = lifespan  # type: ignore[assignment]
+    log.info("ui: mounted at %s (%s), files in %s", path, "API keys" if auth.enabled else "open", cache)
+    return auth
 
 
 def create_ui_app(settings: Settings, service: PagelensService | None = None) -> FastAPI:

@@ -13,10 +13,10 @@ import anyio
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pagelens.api.deps import Caller, CollectionName, State
-from pagelens.api.errors import error_body
 from pagelens.api.schemas import ERRORS, AskRequest, SearchRequest, SearchResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from pagelens.app.uploads import error_body
 from pagelens.app.visibility import ask_stream_visible, ask_visible, page_image_url, search_visible
 from pagelens.core.errors import PagelensError
 

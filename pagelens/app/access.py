@@ -92,6 +92,14 @@ class ApiKeys:
         return found
 
 
+    def by_name(self, name: str | None) -> Principal | None:
+        """The principal named ``name`` (``key#N``), as ``authenticate`` returned it; None if there is none.
+        ``OPEN`` when no keys are configured."""
+        if not self._entries:
+            return OPEN
+        return next((p for _, p in self._entries if p.name == name), None) if name else None
+
+
 def parse_api_keys(spec: str | None) -> list[tuple[bytes, Principal]]:
     """Parse the ``PAGELENS_API_KEYS`` format (see the module docstring). Raises ValueError with a
     message that never contains a key."""

@@ -1,10 +1,15 @@
-"""File names of uploaded files, shared by the REST API and the web UI: the document name shown to
-users and the ASCII stem of the stored copy."""
+"""What the REST API and the web UI share about uploads and HTTP answers: the document name shown to
+users, the ASCII stem of the stored copy, the allowance for multipart overhead and the JSON error body."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+
+MAX_FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields on top of the file bytes
 
 
 def display_name(raw: str) -> str:
@@ -20,3 +25,9 @@ def safe_stem(name: str) -> str:
     stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")
     return stem[:80] or "upload"
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    """The JSON body of every error answer: ``{"error": {"code", "message", "detail"}}``."""
+    return {"error": {"code": code, "message": message, "detail": jsonable_encoder(detail or {},
+                                                                                   custom_encoder={Exception: str})}}

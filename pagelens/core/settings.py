@@ -248,6 +248,18 @@ class Settings(BaseSettings):
         description='API keys: "KEY:admin;KEY:rw:coll1,coll2;KEY:r:coll1" (see pagelens/app/access.py). '
         "Unset: no auth, and `pagelens serve` binds to loopback only unless --insecure.",
     )
+    ui_session_hours: float = Field(
+        default=12.0, gt=0, description="How long a web UI sign-in lasts (with API keys): the session cookie's "
+        "lifetime; sessions are kept in server memory, so a restart signs everyone out.",
+    )
+    ui_cache_max_age_s: int = Field(
+        default=3600, ge=60, description="The web UI's private file cache (uploads not yet queued, copies of "
+        "shown pages) is cleaned of files older than this, every this many seconds; all of it at shutdown.",
+    )
+    ui_cache_max_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1, description="The web UI refuses new uploads (507) while its cache "
+        "holds more than this many bytes of uploads not yet queued.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: no CORS).")
     job_keep_uploads: bool = Field(default=False, description="Keep uploaded files after their job finished.")
 

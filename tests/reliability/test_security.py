@@ -3,8 +3,17 @@ for readable collections, no secrets in logs, CORS off by default, upload size e
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,20 +91,134 @@ def test_api_auth_matrix_on_collection_data(indexed) -> None:
 
 
 def test_ui_does_not_leak_collection_data_without_a_key(indexed) -> None:
-    """Over plain HTTP, the UI page and its config show the key gate and no collection or document."""
+    """Over plain HTTP without a key, the UI page, its config and info answer 401 (a browser gets the sign-in
+    page) and show no collection, document or key."""
     client, _, doc_id = indexed
-    seen = 0
-    for path in ("/ui", "/ui/", "/ui/config", "/ui/gradio_api/info", "/ui/info"):
-        r = client.get(path, follow_redirects=True)
-        if r.status_code == 404:
-            continue
-        seen += 1
-        assert r.status_code < 500, (path, r.status_code)
-        for secret in ("secretcoll", "othercoll", doc_id, AWS.name, ADMIN, RW_A, R_A, R_B):
-            assert secret not in r.text, (path, secret)
-    assert seen >= 2
-    cfg = client.get("/ui/config").json()
-    assert "API key" in json.dumps(cfg)  # the gate is what an anonymous visitor gets
+    for path in ("/ui", "/ui/", "/ui/config", "/ui/gradio_api/info", "/ui/sign-in"):
+        for accept in ("application/json", "text/html"):
+            r = client.get(path, follow_redirects=True, headers={"Accept": accept})
+            assert r.status_code == (200 if path == "/ui/sign-in" else 401), (path, r.status_code)
+            for secret in ("secretcoll", "othercoll", doc_id, AWS.name, ADMIN, RW_A, R_A, R_B):
+                assert secret not in r.text, (path, secret)
+            if "html" in r.headers["content-type"]:
+                assert "API key" in r.text and 'name="key"' in r.text  # the sign-in gate
+
+
+def _ui_env(tiny_models, data: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAGELENS_", "GRADIO_"))}
+    env.update(PAGELENS_DATA_DIR=str(data), PAGELENS_RETRIEVER_MODEL=str(tiny_models["retriever"]),
+               PAGELENS_ANSWER_MODEL=str(tiny_models["answerer"]), PAGELENS_DEVICE="cpu",
+               PAGELENS_PAGE_LONGEST_EDGE="256", PAGELENS_ANSWER_LONGEST_EDGE="128", PAGELENS_MAX_NEW_TOKENS="4",
+               PAGELENS_INGEST_WORKERS="0", PAGELENS_DTYPE="float32", HF_HUB_OFFLINE="1", **extra)
+    return env
+
+
+@contextmanager
+def _pagelens_serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """``pagelens serve`` in a subprocess on loopback; yields the base URL; SIGTERM (graceful) at the end."""
+    import httpx
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "pagelens.cli", "serve", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not start:\n" + log_path.read_text()[-3000:]
+            time.sleep(0.3)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ui_auth_through_a_real_server(tiny_models, tmp_path) -> None:
+    """The reviewer's report against ``pagelens serve`` on loopback with keys: an anonymous upload to
+    /ui/gradio_api/upload and file= of its path were 200. Now every UI route answers 401 without a valid key,
+    a read-only key may look but not upload (403) nor delete through the UI's own handler, writers and
+    admins work, a browser signs in with a cookie; the UI's private cache is gone after shutdown."""
+    import httpx
+    from api_helpers import ui_call, ui_fn_index, ui_page_session
+
+    env = _ui_env(tiny_models, tmp_path / "data", PAGELENS_API_KEYS=KEYS, PAGELENS_MAX_FILES_PER_REQUEST="4")
+    routes = [("POST", "/ui/gradio_api/upload"), ("GET", "/ui/gradio_api/file=/etc/hostname"),
+              ("POST", "/ui/gradio_api/queue/join"), ("GET", "/ui/gradio_api/queue/data?session_hash=x"),
+              ("GET", "/ui/config"), ("GET", "/ui/gradio_api/info"), ("GET", "/ui/"), ("GET", "/ui/theme.css"),
+              ("POST", "/ui/gradio_api/cancel"), ("GET", "/ui/gradio_api/heartbeat/x"),
+              ("GET", "/ui/gradio_api/startup-events"), ("GET", "/ui/gradio_api/upload_progress?upload_id=x"),
+              ("GET", "/ui/assets/index.js"), ("GET", "/ui/gradio_api/app_id")]
+    tried = 0
+    with _pagelens_serve(env, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=60) as http:
+        assert http.post("/v1/collections", json={"name": "secretcoll"}, headers=_h(ADMIN)).status_code == 201
+        files = {"files": ("anything.html", b"<script>alert(1)</script>", "text/html")}
+        for method, path in routes:
+            for key in (None, "wrong-key", ADMIN + "x"):
+                r = http.request(method, path, headers=_h(key), files=files if path.endswith("upload") else None)
+                assert r.status_code == 401, (method, path, key, r.status_code, r.text[:200])
+                assert "/tmp" not in r.text and "anything" not in r.text
+                tried += 1
+        page = http.get("/ui/", headers={"Accept": "text/html"})
+        assert page.status_code == 401 and 'action="/ui/sign-in"' in page.text
+
+        r = http.post("/ui/gradio_api/upload", files=files, headers=_h(R_A))
+        assert_error(r, 403, "forbidden")
+        r = http.post("/ui/gradio_api/upload", files={"files": (AWS.name, AWS.read_bytes(), "application/pdf")},
+                      headers=_h(RW_A))
+        assert r.status_code == 200, r.text
+        (stored,) = r.json()
+        cache = Path(stored).parents[1]
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o700 and not cache.is_relative_to(tmp_path)
+        for key, status in ((None, 401), ("wrong-key", 401), (R_A, 200), (ADMIN, 200)):
+            r = http.get(f"/ui/gradio_api/file={stored}", headers=_h(key))
+            assert r.status_code == status and (status != 200 or r.content == AWS.read_bytes()), (key, r.status_code)
+        assert http.post("/ui/gradio_api/upload", headers=_h(RW_A), files=[
+            ("files", (f"{i}.pdf", b"%PDF-1.4 " + bytes([i]), "application/pdf")) for i in range(5)]).status_code == 413
+
+        # a read-only key driving the UI's own handlers (as a crafted page would): refused, nothing changes
+        cfg = http.get("/ui/config", headers=_h(R_A)).json()
+        session = ui_page_session(http, cfg, _h(R_A))
+        fd = [{"path": stored, "orig_name": AWS.name, "meta": {"_type": "gradio.FileData"}}]
+        _, out = ui_call(http, ui_fn_index(cfg, "pl-upload"), ["secretcoll", fd, {"jobs": [], "rejected": []}, ""],
+                         headers=_h(R_A), session=session)
+        assert "may not modify collection" in html.unescape(out[1])
+        _, out = ui_call(http, ui_fn_index(cfg, "pl-coll-confirm-btn"), ["secretcoll", {"jobs": [], "rejected": []}],
+                         headers=_h(R_A), session=session)
+        assert "may not modify collection" in html.unescape(out[0])
+        assert http.get("/v1/jobs", headers=_h(ADMIN)).json() == []
+        assert [c["name"] for c in http.get("/v1/collections", headers=_h(ADMIN)).json()] == ["secretcoll"]
+
+        # a browser: sign in with the key, then the cookie alone (as the writer: the upload handler queues)
+        r = http.post("/ui/sign-in", data={"key": "wrong"})
+        assert r.status_code == 401 and "not valid" in r.text and not http.cookies
+        r = http.post("/ui/sign-in", data={"key": RW_A}, follow_redirects=False)
+        assert r.status_code == 303 and "httponly" in r.headers["set-cookie"].lower() and RW_A not in r.text
+        assert http.get("/ui/").status_code == 200
+        cfg = http.get("/ui/config").json()
+        session = ui_page_session(http, cfg)
+        _, out = ui_call(http, ui_fn_index(cfg, "pl-upload"), ["secretcoll", fd, {"jobs": [], "rejected": []}, ""],
+                         session=session)
+        assert "Queued 1 file(s)" in out[1], out
+        assert wait_job(http, http.get("/v1/jobs", headers=_h(ADMIN)).json()[0]["id"],  # type: ignore[arg-type]
+                        headers=_h(ADMIN))["status"] == "done"
+        assert http.post("/ui/sign-out", follow_redirects=False).status_code == 303
+        assert http.get("/ui/config").status_code == 401
+    assert not cache.exists(), "the UI cache outlived the server"
+    assert tried == len(routes) * 3
+    print(f"UI auth through pagelens serve: {tried} unauthenticated requests on {len(routes)} routes, all 401")
 
 
 def _multipart(filename: bytes, content: bytes, boundary: bytes = b"pagelensBOUNDARY") -> tuple[bytes, dict[str, str]]:
