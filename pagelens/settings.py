@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     )
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     pdf_password: SecretStr | None = Field(default=None, description="Password tried on encrypted PDFs.")
+    soffice: str = Field(
+        default="soffice", description="LibreOffice program that converts office and web documents (DOCX, XLSX, "
+        "PPTX, ODT/ODS/ODP, DOC/XLS/PPT, RTF, HTML) to PDF (ingest/office.py): a name on PATH or a path. Missing: "
+        "those files fail with an error saying what to install; the other files are indexed.",
+    )
+    office_timeout_s: float = Field(
+        default=120.0, ge=0, description="Wall-clock limit (s) for converting one office document to PDF; past it "
+        "LibreOffice is killed and the file fails with an error naming the limit (0: none).",
+    )
 
     # --- retrieval -----------------------------------------------------------------------
     search_mode: Literal["two_stage", "exact"] = "two_stage"
@@ -226,7 +235,8 @@ class Settings(BaseSettings):
         "documents, ingest/sandbox.py) under render_timeout_s and render_memory_mb; a page past a limit "
         "becomes a page error naming the file, page and limit. Costs about +30 ms/page at 2048 px, ~2x the "
         "in-process render (docs/reliability.md); turn it on for untrusted input. False (default): render "
-        "in-process, no per-page kill.",
+        "in-process, no per-page kill. Also sandboxes office conversion (ingest/office.py): LibreOffice under "
+        "render_memory_mb, its output under max_file_bytes, without network where the system allows it.",
     )
     render_timeout_s: float = Field(
         default=60.0, ge=0, description="Wall-clock limit (s) for one page render when isolate_rendering (0: none).",
