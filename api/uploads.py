@@ -3,8 +3,9 @@
 The request body is parsed incrementally (python-multipart); each file part is written to
 ``<dest>/<NNN>.part`` as it arrives and counted: past ``max_upload_bytes`` (all files of the request)
 or ``max_file_bytes`` (one file) the upload stops at once with 413 and everything written for it is
-deleted. The type is decided by content (magic bytes: PDF, PNG, JPEG, TIFF) from the first KiB, not
-by the name: anything else is 415. Kept files are renamed ``<NNN>_<safe stem>.<ext of the sniffed
+deleted. The type is decided by content, not by the name (``ingest.sniff``: PDF, PNG, JPEG, TIFF from
+the first KiB; office and web documents by their container, read once the file is complete): anything
+else is 415. Kept files are renamed ``<NNN>_<safe stem>.<ext of the sniffed
 type>``: the client's name never reaches the file system (basename only, ASCII ``[A-Za-z0-9._-]``).
 """
 
@@ -25,6 +26,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from api.errors import ApiError
+from ingest.sniff import EXTENSIONS, kind_of, sniff_head, sniff_path
+from pagelens.errors import IngestError
 from pagelens.settings import Settings
 
 FILE_FIELDS = ("files", "file")
@@ -32,7 +35,9 @@ TEXT_FIELDS = ("metadata", "force", "password")
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields on top of the file bytes
 SNIFF_BYTES = 1024
-_EXT = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "tiff": "tif"}
+_EXT = EXTENSIONS  # sniffed format -> extension of the stored file
+ACCEPTED = ("a PDF, PNG, JPEG or TIFF file, or an office or web document (DOCX, XLSX, PPTX, ODT, ODS, ODP, "
+            "DOC, XLS, PPT, RTF, HTML)")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -51,16 +56,21 @@ def storage_error(exc: OSError) -> ApiError:
 
 
 def sniff_type(head: bytes) -> str | None:
-    """``pdf`` | ``png`` | ``jpeg`` | ``tiff`` from the first bytes, or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if b"%PDF-" in head[:SNIFF_BYTES]:
-        return "pdf"
-    return None
+    """Format from the first bytes (``ingest.sniff.sniff_head``): ``pdf`` | ``png`` | ``jpeg`` | ``tiff``,
+    an office format, ``zip``/``cfb`` (decided by :func:`sniff_file` once the file is complete), or None."""
+    return sniff_head(head)
+
+
+def sniff_file(path: Path, name: str, head: bytes) -> str:
+    """The final format of a complete upload (opens ZIP/OLE2 containers); raises 415 when unsupported."""
+    try:
+        fmt = sniff_path(path, name, head)
+    except IngestError as exc:
+        raise ApiError(415, "unsupported_file", str(exc), file=name) from None
+    if fmt is None:
+        raise ApiError(415, "unsupported_file", f"'{name}' is not {ACCEPTED} (checked by content, not by name)",
+                       file=name)
+    return fmt
 
 
 def display_name(raw: str) -> str:
@@ -202,6 +212,8 @@ class _StreamingForm:
         if part.kind is None:
             self._check_type(part)
         assert part.tmp is not None and part.filename is not None and part.kind is not None
+        if part.kind in ("zip", "cfb") or kind_of(part.kind) == "office":
+            part.kind = sniff_file(part.tmp, part.filename, bytes(part.head))
         final = self.dest / f"{self.n_files:03d}_{safe_stem(part.filename)}.{_EXT[part.kind]}"
         assert final.parent == self.dest  # nothing from the client can leave the job folder
         part.tmp.rename(final)
@@ -215,7 +227,7 @@ class _StreamingForm:
             raise ApiError(415, "unsupported_file", f"'{part.filename}' is empty", file=part.filename)
         kind = sniff_type(bytes(part.head))
         if kind is None:
-            raise ApiError(415, "unsupported_file", f"'{part.filename}' is not a PDF, PNG, JPEG or TIFF file "
+            raise ApiError(415, "unsupported_file", f"'{part.filename}' is not {ACCEPTED} "
                            "(checked by content, not by name)", file=part.filename)
         part.kind = kind
 

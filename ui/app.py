@@ -34,8 +34,10 @@ import gradio as gr
 
 from api.auth import OPEN, ApiKeys, Principal
 from api.deps import COLLECTION_PATTERN
-from api.uploads import display_name, safe_stem, sniff_type
+from api.uploads import ACCEPTED, display_name, safe_stem, sniff_type
 from api.visibility import search_visible
+from ingest.discover import DEFAULT_INCLUDE
+from ingest.sniff import EXTENSIONS, sniff_path
 from pagelens.errors import EmptyCollectionError, PagelensError
 from pagelens.jobs import JobFile, JobStore
 from pagelens.settings import Settings
@@ -50,8 +52,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UI_PATH = "/ui"
-ACCEPTED_TYPES = [".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff"]
-_EXT = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "tiff": "tif"}
+# the extensions the file picker offers (the same as `pagelens index DIR` takes); the type is still
+# decided by content (ingest/sniff.py)
+ACCEPTED_TYPES = [pattern.removeprefix("*") for pattern in DEFAULT_INCLUDE]
+_EXT = EXTENSIONS
 _COLLECTION_RE = re.compile(COLLECTION_PATTERN)
 MODE_ANSWER = "Answer"
 MODE_SEARCH = "Search only"
@@ -320,9 +324,15 @@ def enqueue_files(
                 if total > ctx.settings.max_upload_bytes:
                     raise UIError(f"'{name}': the upload is over {ctx.settings.max_upload_bytes} bytes")
                 with open(src, "rb") as fh:
-                    kind = sniff_type(fh.read(1024))
+                    head = fh.read(1 << 20)
+                kind = sniff_type(head)
+                if kind is not None and kind not in ("pdf", "png", "jpeg", "tiff"):
+                    try:  # office containers are opened to tell a DOCX from a ZIP (ingest/sniff.py)
+                        kind = sniff_path(src, name, head)
+                    except PagelensError as exc:
+                        raise UIError(str(exc)) from None
                 if kind is None:
-                    raise UIError(f"'{name}' is not a PDF, PNG, JPEG or TIFF file (checked by content)")
+                    raise UIError(f"'{name}' is not {ACCEPTED} (checked by content)")
                 target = dest / f"{n:03d}_{safe_stem(name)}.{_EXT[kind]}"
                 digest = hashlib.sha256()
                 with open(src, "rb") as fin, open(target, "xb") as fout:
@@ -481,7 +491,7 @@ def build_ui(
                 # ---- Documents -------------------------------------------------------------------
                 with gr.Tab("Documents", id="docs", elem_id="pl-tab-docs"):
                     with gr.Column(visible=True, elem_id="pl-upload-group") as upload_group:
-                        files = gr.File(label="Drop PDFs or page images (PNG, JPEG, TIFF)", file_count="multiple",
+                        files = gr.File(label="Drop PDFs, page images (PNG, JPEG, TIFF) or office documents (DOCX, XLSX, PPTX, ODT, RTF, HTML, ...)", file_count="multiple",
                                         file_types=ACCEPTED_TYPES, type="filepath", elem_id="pl-files",
                                         height=140)
                         pdf_password = gr.Textbox(label="PDF password (optional, for encrypted PDFs of this upload)",
