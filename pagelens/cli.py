@@ -129,6 +129,13 @@ def index_cmd(
         where = ", ".join(map(str, [*(paths or []), *(manifest or [])])) or "(no paths given)"
         err.print("[bold red]error:[/] no input files found under " + where)
         raise typer.Exit(2)
+    # Checked before any model or store is loaded: a mistyped path fails at once, not after the load.
+    if files and not any(f.path.exists() for f in files):
+        for f in files:
+            err.print(f"[red]failed:[/] {f.path}: file not found", highlight=False)
+        err.print("[bold red]error:[/] none of the inputs exist; nothing was indexed (check the paths)",
+                  highlight=False)
+        raise typer.Exit(2)
     service = make_service()
     inputs = [IndexInput(path=f.path, name=f.name, metadata={**meta, **f.metadata}, password=password) for f in files]
     target = collection
