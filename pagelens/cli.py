@@ -88,12 +88,12 @@ def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v", help="L
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         for noisy in ("transformers", "httpx", "peft"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-        try:
+        # transformers reads HF_HUB_DISABLE_PROGRESS_BARS when it is imported; it is not imported here (1-2 s)
+        # so that commands that fail on their inputs fail at once, before any model is loaded
+        if "transformers" in sys.modules:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        except ImportError:  # pragma: no cover - transformers is a hard dependency
-            pass
 
 
 # ------------------------------------------------------------------------------------------------
