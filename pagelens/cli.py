@@ -22,7 +22,7 @@ from pagelens.errors import PagelensError
 from pagelens.settings import Settings
 
 app = typer.Typer(
-    help="pagelens: index PDFs and page images, find pages by late interaction, answer with citations.",
+    help="pagelens: index PDFs, page images and office documents, find pages by late interaction, answer with citations.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -99,13 +99,13 @@ def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v", help="L
 # ------------------------------------------------------------------------------------------------
 @app.command("index")
 def index_cmd(
-    paths: list[Path] = typer.Argument(None, help="PDF/PNG/JPEG/TIFF files or directories (recursive)."),
+    paths: list[Path] = typer.Argument(None, help="PDF/PNG/JPEG/TIFF files, office documents (DOCX, XLSX, PPTX, ODT, RTF, HTML, ...; converted with LibreOffice) or directories (recursive)."),
     collection: str = CollectionOpt,
     metadata: list[str] = typer.Option(None, "--metadata", "-m", help="KEY=VALUE stored with every document."),
     password: str = typer.Option(None, "--password", envvar="PAGELENS_PDF_PASSWORD", help="Password for encrypted PDFs."),
     force: bool = typer.Option(False, "--force", help="Re-index documents that are already complete."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    include: list[str] = typer.Option(None, "--include", help="Glob of files to take from directories (repeatable; default: *.pdf *.png *.jpg *.jpeg *.tif *.tiff)."),
+    include: list[str] = typer.Option(None, "--include", help="Glob of files to take from directories (repeatable; default: PDFs, images (png jpg jpeg tif tiff) and office documents (docx doc odt rtf xlsx xls ods pptx ppt odp html htm))."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Glob (file name or path under the directory) to leave out (repeatable)."),
     manifest: list[Path] = typer.Option(None, "--manifest", help="JSONL or CSV manifest: path plus per-document metadata (repeatable)."),
     shard: str = typer.Option(None, "--shard", envvar="PAGELENS_SHARD", help="I/N: index only this worker's share of the inputs (stable hash of their paths)."),
