@@ -248,12 +248,21 @@ exit 0
     return script, record
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")  # a zombie waiting for a reaper is dead
+def process_gone(pid: int, wait_s: float = 30.0) -> bool:
+    """True once ``pid`` is dead (SIGKILL is delivered asynchronously: give a loaded machine time)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):  # a zombie waiting for a reaper is dead
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def test_conversion_past_the_time_limit_is_killed_with_its_children(tmp_path: Path) -> None:
