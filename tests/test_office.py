@@ -476,3 +476,28 @@ def test_api_upload_of_office_documents(settings_factory, tmp_path: Path) -> Non
         assert converted_pdf_path(settings, sha256(docx)).is_file()
         assert client.delete(f"/v1/collections/office/documents/{sha256(docx)[:16]}").status_code in (200, 204)
         assert not converted_pdf_path(settings, sha256(docx)).exists()
+
+
+def test_ui_upload_takes_office_documents_by_content(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from api.auth import OPEN
+    from pagelens.jobs import JobStore
+    from ui.app import ACCEPTED_TYPES, UIContext, enqueue_files
+
+    assert {".docx", ".xlsx", ".pptx", ".odt", ".rtf", ".html", ".pdf"} <= set(ACCEPTED_TYPES)
+    settings = make_settings(tmp_path)
+    store = SimpleNamespace(get_manifest=lambda name: object())  # the collection exists
+    ctx = UIContext(settings=settings, service=SimpleNamespace(store=store), jobs=JobStore(settings.data_dir))
+    docx = make_docx(tmp_path / "Angebot.docx")
+    renamed = tmp_path / "upload-without-extension"
+    shutil.copyfile(docx, renamed)
+    archive = tmp_path / "fake.xlsx"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.txt", "x")
+    job, rejected = enqueue_files(ctx, OPEN, "c", [str(docx), str(renamed), str(archive)])
+    assert job is not None and [d["name"] for d in job.documents] == ["Angebot.docx", "upload-without-extension"]
+    assert [Path(d["path"]).suffix for d in job.documents] == [".docx", ".docx"]  # stored by the sniffed type
+    assert all(Path(d["path"]).read_bytes() == docx.read_bytes() for d in job.documents)
+    assert [r["name"] for r in rejected] == ["fake.xlsx"]
+    assert "not a PDF, PNG, JPEG or TIFF file, or an office or web document" in rejected[0]["error"]
