@@ -187,8 +187,9 @@ def _zip_format(path: Path, display: str, head: bytes) -> str | None:
                 if part in infos and info is not None:
                     return fmt
             return None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError,
-            RuntimeError) as exc:
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile archives fail in many ways (BadZipFile, zlib.error, ...)
         first = _first_member(head)
         if first in ("[Content_Types].xml", "mimetype") or first.startswith(
                 ("word/", "xl/", "ppt/", "_rels/", "docProps/", "META-INF/")):
@@ -252,7 +253,7 @@ def cfb_stream_names(path: Path) -> set[str] | None:
                     if data[off + 0x42] in (1, 2, 5) and 2 <= name_len <= 64 and name_len % 2 == 0:
                         names.add(data[off:off + name_len - 2].decode("utf-16-le", "replace").lower())
                 sec = next_sector(sec)
-        except (EOFError, struct.error):
+        except (EOFError, struct.error, ValueError, OverflowError):
             return None
         return names
 
