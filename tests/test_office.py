@@ -183,6 +183,32 @@ def test_a_zip_or_ole2_file_that_is_not_an_office_document_stays_unsupported(tmp
         open_document(ole, settings)
 
 
+def test_hostile_containers_never_break_the_sniffer(tmp_path: Path) -> None:
+    """Random bytes behind ZIP / OLE2 / ODF magic: a format, None, or a damaged-document IngestError."""
+    import random
+
+    rng = random.Random(7)
+    docx = make_docx(tmp_path / "seed.docx").read_bytes()
+    heads = [b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", docx[:60]]
+    path = tmp_path / "fuzz.bin"
+    outcomes = set()
+    for i in range(400):
+        if i % 4 == 3:  # a real DOCX with a few bytes flipped
+            data = bytearray(docx)
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(len(data))] ^= 0xFF
+            body = bytes(data)
+        else:
+            body = rng.choice(heads) + rng.randbytes(rng.randrange(0, 4000))
+        path.write_bytes(body)
+        try:
+            outcomes.add(sniff_path(path))
+        except IngestError as exc:
+            assert "damaged office document" in str(exc)
+            outcomes.add("damaged")
+    assert None in outcomes and "docx" in outcomes
+
+
 def test_password_protected_docx_fails_clearly_without_starting_libreoffice(tmp_path: Path) -> None:
     path = make_encrypted_docx(tmp_path / "salaries.docx")
     assert sniff_path(path) == ENCRYPTED_OFFICE
