@@ -244,7 +244,7 @@ def cfb_stream_names(path: Path) -> set[str] | None:
                 return fat_cache[block][index % per_sector]
 
             names: set[str] = set()
-            sec, seen = first_dir, set()
+            sec, seen = first_dir, set[int]()
             while sec < _ENDOFCHAIN and sec not in seen and len(seen) < _MAX_DIR_SECTORS:
                 seen.add(sec)
                 data = sector(sec)
