@@ -4,7 +4,13 @@ FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PAGELENS_DATA_DIR=/data HF_HOME=/models/hf
+# OFFICE=0 leaves out LibreOffice (~400 MB): DOCX/XLSX/PPTX/ODT/RTF/HTML uploads then fail with an
+# error saying what to install; PDFs and images are unaffected.
+ARG OFFICE=1
 RUN apt-get update && apt-get install -y --no-install-recommends poppler-utils curl \
+    && if [ "$OFFICE" = 1 ]; then apt-get install -y --no-install-recommends libreoffice-writer-nogui \
+       libreoffice-calc-nogui libreoffice-impress-nogui fonts-liberation2 fonts-crosextra-carlito \
+       fonts-crosextra-caladea fonts-dejavu-core; fi \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DOCS ?= ../shared/pdfs/real
+DOCS ?=
 COLLECTION ?= demo
 QUESTION ?= What is the total amount due?
 
@@ -17,16 +17,18 @@ $(BIN)/pagelens: pyproject.toml constraints.txt
 setup: $(BIN)/pagelens
 	@scripts/install-system-deps.sh
 
-# Index DOCS into COLLECTION with the configured models (default: the real ones from the hub), then search.
+# Index a sample collection built by scripts/make_sample_docs.py (invoices and reports in five languages,
+# a scanned letter, a 3-page report with a table and a chart, a Word document) with the configured models
+# (default: the real ones from the hub), then search and ask one question per document, with timings.
+# Your own documents: make demo DOCS="~/invoices report.docx" QUESTION="What is the VAT number?"
 demo: setup
-	$(BIN)/pagelens index $(DOCS) --collection $(COLLECTION) || test $$? -eq 1
-	$(BIN)/pagelens search "$(QUESTION)" --collection $(COLLECTION) -k 5
+	$(BIN)/python scripts/demo.py --collection $(COLLECTION) $(if $(DOCS),--docs $(DOCS) --question "$(QUESTION)")
 
 # The same with tiny random models (no network needed): shows the pipeline, not the quality.
 demo-tiny: setup
-	$(BIN)/python tests/make_tiny_models.py .tiny-models
+	test -d .tiny-models/retriever || $(BIN)/python tests/make_tiny_models.py .tiny-models
 	PAGELENS_RETRIEVER_MODEL=.tiny-models/retriever PAGELENS_ANSWER_MODEL=.tiny-models/answerer \
-	PAGELENS_DATA_DIR=.pagelens-data PAGELENS_PAGE_LONGEST_EDGE=1024 \
+	PAGELENS_DATA_DIR=.pagelens-data PAGELENS_MAX_NEW_TOKENS=24 \
 	  $(MAKE) demo
 
 test: setup
@@ -37,4 +39,4 @@ lint: setup
 	PYTHON=$(BIN)/python scripts/typecheck.sh
 
 clean:
-	rm -rf .pagelens-data .tiny-models test-artifacts .typecheck build
+	rm -rf .pagelens-data .tiny-models .demo-docs test-artifacts .typecheck build

@@ -3,8 +3,9 @@
 The request body is parsed incrementally (python-multipart); each file part is written to
 ``<dest>/<NNN>.part`` as it arrives and counted: past ``max_upload_bytes`` (all files of the request)
 or ``max_file_bytes`` (one file) the upload stops at once with 413 and everything written for it is
-deleted. The type is decided by content (magic bytes: PDF, PNG, JPEG, TIFF) from the first KiB, not
-by the name: anything else is 415. Kept files are renamed ``<NNN>_<safe stem>.<ext of the sniffed
+deleted. The type is decided by content, not by the name (``pagelens.ingest.sniff``: PDF, PNG, JPEG, TIFF from
+the first KiB; office and web documents by their container, read once the file is complete): anything
+else is 415. Kept files are renamed ``<NNN>_<safe stem>.<ext of the sniffed
 type>``: the client's name never reaches the file system (basename only, ASCII ``[A-Za-z0-9._-]``).
 """
 
@@ -19,19 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pagelens.ingest.sniff import sniff_format
+from pagelens.ingest.sniff import EXTENSIONS, kind_of, sniff_head, sniff_path
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from pagelens.app.uploads import MAX_FORM_OVERHEAD, display_name, safe_stem
-from pagelens.core.errors import ApiError
+from pagelens.core.errors import ApiError, IngestError
 from pagelens.core.settings import Settings
 
 FILE_FIELDS = ("files", "file")
 TEXT_FIELDS = ("metadata", "force", "password")
 MAX_FIELD_BYTES = 64 * 1024
 SNIFF_BYTES = 1024
-_EXT = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "tiff": "tif"}
+_EXT = EXTENSIONS  # sniffed format -> extension of the stored file
+ACCEPTED = ("a PDF, PNG, JPEG or TIFF file, or an office or web document (DOCX, XLSX, PPTX, ODT, ODS, ODP, "
+            "DOC, XLS, PPT, RTF, HTML)")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -47,6 +50,24 @@ def storage_error(exc: OSError) -> ApiError:
                         "nothing was kept. Try again later or ask the operator to free disk space")
     return ApiError(503, "storage_unavailable", f"the upload could not be stored ({exc.strerror or 'I/O error'}); "
                     "nothing was kept. Try again later", headers={"Retry-After": "5"})
+
+
+def sniff_type(head: bytes) -> str | None:
+    """Format from the first bytes (``pagelens.ingest.sniff.sniff_head``): ``pdf`` | ``png`` | ``jpeg`` | ``tiff``,
+    an office format, ``zip``/``cfb`` (decided by :func:`sniff_file` once the file is complete), or None."""
+    return sniff_head(head)
+
+
+def sniff_file(path: Path, name: str, head: bytes) -> str:
+    """The final format of a complete upload (opens ZIP/OLE2 containers); raises 415 when unsupported."""
+    try:
+        fmt = sniff_path(path, name, head)
+    except IngestError as exc:
+        raise ApiError(415, "unsupported_file", str(exc), file=name) from None
+    if fmt is None:
+        raise ApiError(415, "unsupported_file", f"'{name}' is not {ACCEPTED} (checked by content, not by name)",
+                       file=name)
+    return fmt
 
 
 @dataclass
@@ -173,6 +194,8 @@ class _StreamingForm:
         if part.kind is None:
             self._check_type(part)
         assert part.tmp is not None and part.filename is not None and part.kind is not None
+        if part.kind in ("zip", "cfb") or kind_of(part.kind) == "office":
+            part.kind = sniff_file(part.tmp, part.filename, bytes(part.head))
         final = self.dest / f"{self.n_files:03d}_{safe_stem(part.filename)}.{_EXT[part.kind]}"
         assert final.parent == self.dest  # nothing from the client can leave the job folder
         part.tmp.rename(final)
@@ -184,9 +207,9 @@ class _StreamingForm:
     def _check_type(self, part: _Part) -> None:
         if part.size == 0:
             raise ApiError(415, "unsupported_file", f"'{part.filename}' is empty", file=part.filename)
-        kind = sniff_format(bytes(part.head))
+        kind = sniff_type(bytes(part.head))
         if kind is None:
-            raise ApiError(415, "unsupported_file", f"'{part.filename}' is not a PDF, PNG, JPEG or TIFF file "
+            raise ApiError(415, "unsupported_file", f"'{part.filename}' is not {ACCEPTED} "
                            "(checked by content, not by name)", file=part.filename)
         part.kind = kind
 

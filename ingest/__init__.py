@@ -1,4 +1,4 @@
-"""Ingest: input files (PDF, PNG, JPEG, TIFF) -> ``SourceDocument`` -> lazily rendered ``Page`` s."""
+"""Ingest: input files (PDF, PNG, JPEG, TIFF; office and web documents via LibreOffice) -> ``SourceDocument`` -> lazily rendered ``Page`` s."""
 
 from pagelens.ingest.discover import DEFAULT_INCLUDE, discover_inputs
 from pagelens.ingest.loader import open_document

@@ -10,7 +10,12 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INCLUDE: tuple[str, ...] = ("*.pdf", "*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff")
+DEFAULT_INCLUDE: tuple[str, ...] = (
+    "*.pdf", "*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff",
+    # office and web documents, converted to PDF with LibreOffice (ingest/office.py)
+    "*.docx", "*.docm", "*.doc", "*.odt", "*.rtf", "*.xlsx", "*.xlsm", "*.xls", "*.ods",
+    "*.pptx", "*.pptm", "*.ppt", "*.odp", "*.html", "*.htm",
+)
 
 
 def _matches(path: Path, patterns: Sequence[str], root: Path | None = None) -> bool:

@@ -8,9 +8,10 @@ from typing import Any
 
 from pagelens.ingest.images import open_image
 from pagelens.ingest.pdf import open_pdf
-from pagelens.ingest.sniff import inspect_file
+from pagelens.ingest.sniff import OFFICE_FORMATS, inspect_file
 from pagelens.ingest.types import SourceDocument
 
+from pagelens.core.errors import DocumentTooLargeError
 from pagelens.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ def open_document(
     metadata: dict[str, Any] | None = None,
     password: str | None = None,
 ) -> SourceDocument:
-    """Open a PDF, PNG, JPEG or TIFF file (type decided by content, not extension).
+    """Open a PDF, PNG, JPEG or TIFF file, or an office/web document (DOCX, XLSX, PPTX, ODT, ODS, ODP,
+    DOC, XLS, PPT, RTF, HTML; converted to PDF with LibreOffice, see ``pagelens.ingest.office``). The type is
+    decided by content, not extension.
 
     Reads the file once (streamed) for its sha256 and checks it cheaply: file exists, not empty, at
     most ``settings.max_file_bytes`` bytes, a supported type, a PDF that opens (repairing it if need
@@ -48,14 +51,31 @@ def open_document(
     ``name`` is the display name (default: the file name); error messages name the file by ``name``
     when given, else by ``path``.
 
+    An office document keeps its own name and sha256 (``doc_id``); its pages are those of the PDF it
+    converts to (``kind`` "pdf", ``source_format`` e.g. "docx"), so the page limit applies to them.
+
     Raises ``IngestError`` or a subclass: ``UnsupportedFileError``, ``EncryptedDocumentError``,
-    ``DocumentTooLargeError``.
+    ``DocumentTooLargeError``, ``pagelens.ingest.office.ConverterUnavailableError`` (LibreOffice missing).
     """
     path = Path(path)
     display = name if name else str(path)
     facts = inspect_file(path, display, settings.max_file_bytes)
+    kind = facts.kind
     if facts.kind == "pdf":
         page_count, render = open_pdf(path, display, settings, _passwords(password, settings))
+    elif facts.kind == "office":
+        from pagelens.ingest.office import convert_to_pdf
+
+        pdf = convert_to_pdf(path, facts.fmt, facts.sha256, display, settings)
+        what = OFFICE_FORMATS.get(facts.fmt, facts.fmt.upper())
+        try:
+            page_count, render = open_pdf(pdf, display, settings, [])
+        except DocumentTooLargeError as exc:
+            pages = exc.detail.get("page_count")
+            raise DocumentTooLargeError(
+                display, f"{what} document converts to {pages} PDF pages, over the limit of "
+                f"{settings.max_pages_per_document} (PAGELENS_MAX_PAGES_PER_DOCUMENT)", page_count=pages) from None
+        kind = "pdf"
     else:
         page_count, render = open_image(path, display, facts.fmt, settings)
     doc = SourceDocument(
@@ -63,7 +83,7 @@ def open_document(
         name=name or path.name,
         sha256=facts.sha256,
         page_count=page_count,
-        kind=facts.kind,
+        kind=kind,
         metadata=dict(metadata or {}),
         _render=render,
         source_format=facts.fmt,

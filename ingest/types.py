@@ -56,7 +56,7 @@ class SourceDocument:
     metadata: dict[str, Any] = field(default_factory=dict)
     _render: Callable[[SourceDocument], Iterator[Page]] | None = field(default=None, repr=False)
     page_errors: list[IngestError] = field(default_factory=list)
-    source_format: str = ""  # "pdf" | "png" | "jpeg" | "tiff"
+    source_format: str = ""  # "pdf" | "png" | "jpeg" | "tiff", or the office format converted to PDF ("docx", ...)
 
     @property
     def doc_id(self) -> str:

@@ -22,7 +22,7 @@ from pagelens.core.settings import Settings
 from pagelens.core.types import PageFilter
 
 app = typer.Typer(
-    help="pagelens: index PDFs and page images, find pages by late interaction, answer with citations.",
+    help="pagelens: index PDFs, page images and office documents, find pages by late interaction, answer with citations.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -88,24 +88,24 @@ def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v", help="L
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         for noisy in ("transformers", "httpx", "peft"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-        try:
+        # transformers reads HF_HUB_DISABLE_PROGRESS_BARS when it is imported; it is not imported here (1-2 s)
+        # so that commands that fail on their inputs fail at once, before any model is loaded
+        if "transformers" in sys.modules:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        except ImportError:  # pragma: no cover - transformers is a hard dependency
-            pass
 
 
 # ------------------------------------------------------------------------------------------------
 @app.command("index")
 def index_cmd(
-    paths: list[Path] = typer.Argument(None, help="PDF/PNG/JPEG/TIFF files or directories (recursive)."),
+    paths: list[Path] = typer.Argument(None, help="PDF/PNG/JPEG/TIFF files, office documents (DOCX, XLSX, PPTX, ODT, RTF, HTML, ...; converted with LibreOffice) or directories (recursive)."),
     collection: str = CollectionOpt,
     metadata: list[str] = typer.Option(None, "--metadata", "-m", help="KEY=VALUE stored with every document."),
     password: str = typer.Option(None, "--password", envvar="PAGELENS_PDF_PASSWORD", help="Password for encrypted PDFs."),
     force: bool = typer.Option(False, "--force", help="Re-index documents that are already complete."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    include: list[str] = typer.Option(None, "--include", help="Glob of files to take from directories (repeatable; default: *.pdf *.png *.jpg *.jpeg *.tif *.tiff)."),
+    include: list[str] = typer.Option(None, "--include", help="Glob of files to take from directories (repeatable; default: PDFs, images (png jpg jpeg tif tiff) and office documents (docx doc odt rtf xlsx xls ods pptx ppt odp html htm))."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Glob (file name or path under the directory) to leave out (repeatable)."),
     manifest: list[Path] = typer.Option(None, "--manifest", help="JSONL or CSV manifest: path plus per-document metadata (repeatable)."),
     shard: str = typer.Option(None, "--shard", envvar="PAGELENS_SHARD", help="I/N: index only this worker's share of the inputs (stable hash of their paths)."),
@@ -128,6 +128,13 @@ def index_cmd(
     if not found:
         where = ", ".join(map(str, [*(paths or []), *(manifest or [])])) or "(no paths given)"
         err.print("[bold red]error:[/] no input files found under " + where)
+        raise typer.Exit(2)
+    # Checked before any model or store is loaded: a mistyped path fails at once, not after the load.
+    if files and not any(f.path.exists() for f in files):
+        for f in files:
+            err.print(f"[red]failed:[/] {f.path}: file not found", highlight=False)
+        err.print("[bold red]error:[/] none of the inputs exist; nothing was indexed (check the paths)",
+                  highlight=False)
         raise typer.Exit(2)
     service = make_service()
     inputs = [IndexInput(path=f.path, name=f.name, metadata={**meta, **f.metadata}, password=password) for f in files]

@@ -44,6 +44,12 @@ def tiny_config() -> Idefics3Config:
     """The real SmolVLM-256M-Instruct config with both towers shrunk (image geometry and vocab kept)."""
     from transformers import Idefics3Config
 
+    if not (SHARED_MODEL / "config.json").is_file():
+        raise SystemExit(
+            f"{SHARED_MODEL}: the SmolVLM-256M-Instruct config and tokenizer files the tiny models are built from "
+            "are missing (../shared/models on the development machines); download them with "
+            "`huggingface-cli download HuggingFaceTB/SmolVLM-256M-Instruct --local-dir DIR --exclude '*.safetensors'` "
+            "and set PAGELENS_SHARED_SMOLVLM=DIR")
     raw = json.loads((SHARED_MODEL / "config.json").read_text())
     raw["text_config"].update(TINY_TEXT)
     raw["vision_config"].update(TINY_VISION)

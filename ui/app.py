@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from pagelens.ingest.sniff import sniff_format
+from pagelens.ingest.discover import DEFAULT_INCLUDE
+from pagelens.ingest.sniff import EXTENSIONS, SUPPORTED, sniff_head, sniff_path
 from pagelens.ui.auth import UIAuth, UIAuthError
 from pagelens.ui.cache import PAGES_DIR, UploadLimits, private_cache_dir, remove_cache_dir
 from starlette.routing import Mount
@@ -61,8 +62,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UI_PATH = "/ui"
-ACCEPTED_TYPES = [".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff"]
-_EXT = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "tiff": "tif"}
+# the extensions the file picker offers (the same as `pagelens index DIR` takes); the type is still
+# decided by content (ingest/sniff.py)
+ACCEPTED_TYPES = [pattern.removeprefix("*") for pattern in DEFAULT_INCLUDE]
+_EXT = EXTENSIONS
 _COLLECTION_RE = re.compile(COLLECTION_PATTERN)
 MODE_ANSWER = "Answer"
 MODE_SEARCH = "Search only"
@@ -355,9 +358,15 @@ def enqueue_files(
                 if total > ctx.settings.max_upload_bytes:
                     raise UIError(f"'{name}': the upload is over {ctx.settings.max_upload_bytes} bytes")
                 with open(src, "rb") as fh:
-                    kind = sniff_format(fh.read(1024))
+                    head = fh.read(1 << 20)
+                kind = sniff_head(head)
+                if kind is not None and kind not in ("pdf", "png", "jpeg", "tiff"):
+                    try:  # office containers are opened to tell a DOCX from a ZIP (ingest/sniff.py)
+                        kind = sniff_path(src, name, head)
+                    except PagelensError as exc:
+                        raise UIError(str(exc)) from None
                 if kind is None:
-                    raise UIError(f"'{name}' is not a PDF, PNG, JPEG or TIFF file (checked by content)")
+                    raise UIError(f"'{name}' is not a supported file ({SUPPORTED}; checked by content)")
                 target = dest / f"{n:03d}_{safe_stem(name)}.{_EXT[kind]}"
                 digest = hashlib.sha256()
                 with open(src, "rb") as fin, open(target, "xb") as fout:
@@ -529,7 +538,7 @@ def build_ui(
                 # ---- Documents -------------------------------------------------------------------
                 with gr.Tab("Documents", id="docs", elem_id="pl-tab-docs"):
                     with gr.Column(visible=True, elem_id="pl-upload-group") as upload_group:
-                        files = gr.File(label="Drop PDFs or page images (PNG, JPEG, TIFF)", file_count="multiple",
+                        files = gr.File(label="Drop PDFs, page images (PNG, JPEG, TIFF) or office documents (DOCX, XLSX, PPTX, ODT, RTF, HTML, ...)", file_count="multiple",
                                         file_types=ACCEPTED_TYPES, type="filepath", elem_id="pl-files",
                                         height=140)
                         pdf_password = gr.Textbox(label="PDF password (optional, for encrypted PDFs of this upload)",

@@ -194,6 +194,9 @@ class PagelensService:
             self.store.count(name, PageFilter(doc_ids=[doc_id])) for name in self.store.list_collections()
         ):
             self.images.delete_document(sha)
+            from pagelens.ingest.office import discard_converted
+
+            discard_converted(self.settings, sha)  # the PDF an office document was converted to, if any
         return deleted
 
     def create_collection(self, collection: str) -> CollectionInfo:

@@ -190,6 +190,15 @@ class Settings(BaseSettings):
         "min(4, CPUs) with a GPU, CPUs // 4 on CPU; 0: serial).",
     )
     pdf_password: SecretStr | None = Field(default=None, description="Password tried on encrypted PDFs.")
+    soffice: str = Field(
+        default="soffice", description="LibreOffice program that converts office and web documents (DOCX, XLSX, "
+        "PPTX, ODT/ODS/ODP, DOC/XLS/PPT, RTF, HTML) to PDF (ingest/office.py): a name on PATH or a path. Missing: "
+        "those files fail with an error saying what to install; the other files are indexed.",
+    )
+    office_timeout_s: float = Field(
+        default=120.0, ge=0, description="Wall-clock limit (s) for converting one office document to PDF; past it "
+        "LibreOffice is killed and the file fails with an error naming the limit (0: none).",
+    )
 
     # --- limits (hostile input, uploads) --------------------------------------------------------
     max_pages_per_document: int = Field(default=2000, ge=1, description="Pages indexed of one document at most.")
@@ -205,7 +214,9 @@ class Settings(BaseSettings):
         default=False, description="Render PyMuPDF pages in a killable child process (reused across "
         "documents, ingest/sandbox.py) under render_timeout_s and render_memory_mb; a page past a limit "
         "becomes a page error naming the file, page and limit. Turn it on for untrusted input (its cost: "
-        "docs/reliability.md). False: render in-process, no per-page kill.",
+        "docs/reliability.md). False: render in-process, no per-page kill. Also sandboxes office conversion "
+        "(ingest/office.py): LibreOffice under render_memory_mb, its output under max_file_bytes, without network "
+        "where the system allows it.",
     )
     render_timeout_s: float = Field(
         default=60.0, ge=0, description="Wall-clock limit (s) for one page render when isolate_rendering (0: none).",

@@ -1,0 +1,330 @@
+"""Office and web documents -> PDF with LibreOffice headless, then indexed as PDFs.
+
+DOCX/XLSX/PPTX, ODT/ODS/ODP/ODG, legacy DOC/XLS/PPT, RTF and HTML (type decided by content in
+``pagelens.ingest.sniff``) are converted by ``soffice --headless --convert-to pdf`` in a child process:
+
+* one LibreOffice user profile per concurrent conversion, created fresh (in a temp folder) by each
+  process that converts and reused by its next conversions (a profile cannot be shared by two running
+  instances; a first start in a fresh profile costs ~1 s), thrown away after a killed conversion and
+  at exit. The profile is hardened before its first start: macros never run, linked resources of
+  untrusted documents are not loaded (``BlockUntrustedRefererLinks``: an HTML ``<img src="file:///...">``
+  stays empty), links and formulas are not updated or recalculated on load;
+* a wall-clock limit per file (``Settings.office_timeout_s``); past it the whole process group
+  (``soffice`` and ``soffice.bin``) is killed and the file fails with an error naming the limit;
+* a scrubbed environment (no API keys or other secrets of the server reach LibreOffice);
+* with ``Settings.isolate_rendering`` (the sandbox for untrusted input), also an address-space cap
+  (``render_memory_mb``), a cap on the size of the files it writes (``max_file_bytes``) and no network
+  (a new network namespace with ``unshare``, when the system allows it; announced once when not).
+
+The PDF is kept under ``<data_dir>/converted/<sha256[:2]>/<sha256>.pdf`` (the sha256 of the original
+file), so the ingest workers that open the document again, and re-runs, do not convert it again;
+``discard_converted`` removes it with the document. The original file's name and sha256 identify the
+document; only the pixels and the text layer come from the PDF.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from pagelens.ingest.sniff import EXTENSIONS, OFFICE_FORMATS
+
+from pagelens.core.errors import IngestError
+from pagelens.core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEBIAN_PACKAGES = ("libreoffice-writer-nogui", "libreoffice-calc-nogui", "libreoffice-impress-nogui")
+INSTALL_HINT = (
+    f"install LibreOffice (Debian/Ubuntu: apt-get install {' '.join(DEBIAN_PACKAGES)}, or run "
+    "scripts/install-system-deps.sh from the pagelens repository; other systems: the LibreOffice package) "
+    "or set PAGELENS_SOFFICE to its soffice program"
+)
+_FALLBACK_LOCATIONS = (
+    "/usr/lib/libreoffice/program/soffice",
+    "/opt/libreoffice/program/soffice",
+    "/Applications/LibreOffice.app/Contents/MacOS/soffice",
+)
+
+# The profile's settings, written before its first start (registrymodifications.xcu).
+_HARDENING: tuple[tuple[str, str, str], ...] = (
+    ("/org.openoffice.Office.Common/Security/Scripting", "MacroSecurityLevel", "3"),  # very high
+    ("/org.openoffice.Office.Common/Security/Scripting", "DisableMacrosExecution", "true"),
+    ("/org.openoffice.Office.Common/Security/Scripting", "BlockUntrustedRefererLinks", "true"),
+    ("/org.openoffice.Office.Writer/Content/Update", "Link", "0"),  # never update links on load
+    ("/org.openoffice.Office.Calc/Content/Update", "Link", "1"),  # never
+    ("/org.openoffice.Office.Calc/Formula/Load", "OOXMLRecalcMode", "1"),  # never recalculate on load
+    ("/org.openoffice.Office.Calc/Formula/Load", "ODFRecalcMode", "1"),
+    ("/org.openoffice.Office.Common/Misc", "FirstRun", "false"),
+)
+
+_pool_lock = threading.Lock()
+_free_profiles: dict[int, list[Path]] = {}  # pid -> profiles ready for the next conversion
+_all_profiles: list[Path] = []
+_announced: set[str] = set()
+_netns_prefix: list[list[str]] = []  # [prefix] once probed
+
+
+class ConverterUnavailableError(IngestError):
+    """LibreOffice is needed for this file and is not installed (or not where PAGELENS_SOFFICE says)."""
+
+    code = "converter_unavailable"
+
+
+def _announce(key: str, message: str) -> None:
+    """Log a weaker mode once per process."""
+    with _pool_lock:
+        if key in _announced:
+            return
+        _announced.add(key)
+    logger.warning("%s", message)
+
+
+def find_soffice(settings: Settings) -> str | None:
+    """The LibreOffice program to run: ``settings.soffice`` (a name on PATH or a path), else the usual
+    install locations; None when there is none."""
+    configured = settings.soffice.strip()
+    if not configured:
+        return None
+    if os.sep in configured:
+        return configured if os.access(configured, os.X_OK) else None
+    found = shutil.which(configured) or (shutil.which("libreoffice") if configured == "soffice" else None)
+    if found:
+        return found
+    if configured == "soffice":
+        return next((p for p in _FALLBACK_LOCATIONS if os.access(p, os.X_OK)), None)
+    return None
+
+
+def converted_pdf_path(settings: Settings, sha256: str) -> Path:
+    """Where the PDF converted from the file with this sha256 is kept."""
+    return settings.data_dir / "converted" / sha256[:2] / f"{sha256}.pdf"
+
+
+def discard_converted(settings: Settings, sha256: str) -> None:
+    """Remove the kept PDF of a document (no-op when there is none)."""
+    with contextlib.suppress(OSError):
+        converted_pdf_path(settings, sha256).unlink()
+
+
+# -- profiles -----------------------------------------------------------------------------------------
+
+
+def _write_profile(root: Path) -> None:
+    user = root / "user"
+    user.mkdir(parents=True, exist_ok=True)
+    items = "\n".join(
+        f'<item oor:path="{path}"><prop oor:name="{name}" oor:op="fuse"><value>{value}</value></prop></item>'
+        for path, name, value in _HARDENING
+    )
+    (user / "registrymodifications.xcu").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<oor:items xmlns:oor="http://openoffice.org/2001/registry" '
+        'xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
+        f"{items}\n</oor:items>\n",
+        encoding="utf-8",
+    )
+
+
+def _take_profile() -> Path:
+    """A profile no running conversion uses: a free one of this process, or a fresh one."""
+    pid = os.getpid()
+    with _pool_lock:
+        free = _free_profiles.setdefault(pid, [])
+        if free:
+            return free.pop()
+    root = Path(tempfile.mkdtemp(prefix=f"pagelens-lo-{pid}-"))
+    _write_profile(root)
+    with _pool_lock:
+        _all_profiles.append(root)
+    return root
+
+
+def _give_back(profile: Path, healthy: bool) -> None:
+    if healthy:
+        with _pool_lock:
+            _free_profiles.setdefault(os.getpid(), []).append(profile)
+        return
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@atexit.register
+def _remove_profiles() -> None:
+    pid = os.getpid()
+    with _pool_lock:
+        mine = [p for p in _all_profiles if p.name.startswith(f"pagelens-lo-{pid}-")]
+    for profile in mine:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# -- the sandbox --------------------------------------------------------------------------------------
+
+
+def _network_isolation() -> list[str]:
+    """Command prefix that runs a program without network (a new network namespace), [] when the system
+    does not allow it here. Probed once per process."""
+    with _pool_lock:
+        if _netns_prefix:
+            return _netns_prefix[0]
+    prefix: list[str] = []
+    unshare = shutil.which("unshare")
+    if unshare:
+        for candidate in ([unshare, "--net"], [unshare, "--net", "--map-root-user"]):
+            try:
+                ok = subprocess.run([*candidate, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, timeout=10, check=False).returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+            if ok:
+                prefix = candidate
+                break
+    with _pool_lock:
+        _netns_prefix[:] = [prefix]
+    if not prefix:
+        _announce("netns", "office conversion runs with network access: this system does not allow a network "
+                  "namespace (unshare --net); to convert untrusted documents without network, run pagelens where "
+                  "unprivileged user namespaces are enabled, or as root, or in a container without network")
+    return prefix
+
+
+def _limit_prefix(memory_mb: int, max_bytes: int) -> list[str]:
+    """``prlimit`` (util-linux) prefix that caps the address space and the size of written files of the
+    program and every process it starts; [] when there is no prlimit (the caps are then set between fork
+    and exec, see ``_limits``)."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        return []
+    prefix = [prlimit]
+    if memory_mb > 0:
+        prefix.append(f"--as={memory_mb * 1024 * 1024}")
+    if max_bytes > 0:
+        prefix.append(f"--fsize={max_bytes}")
+    return [*prefix, "--"]
+
+
+def _limits(memory_mb: int, max_bytes: int):  # noqa: ANN202 - a preexec_fn
+    def apply() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if memory_mb > 0:
+            cap = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        if max_bytes > 0:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return apply
+
+
+def _environment(profile: Path, tmp: Path) -> dict[str, str]:
+    """The child's environment: enough to run, none of the parent's secrets."""
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(profile),
+           "TMPDIR": str(tmp), "SAL_USE_VCLPLUGIN": "svp"}
+    for key in ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "FONTCONFIG_PATH", "FONTCONFIG_FILE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        proc.kill()
+    proc.wait()
+
+
+# -- conversion ---------------------------------------------------------------------------------------
+
+
+def convert_to_pdf(path: Path, fmt: str, sha256: str, display: str, settings: Settings) -> Path:
+    """The PDF of the office/web document at ``path`` (format ``fmt`` from ``pagelens.ingest.sniff``, content
+    sha256 ``sha256``): the kept one when this file was converted before, else converted now.
+
+    Raises ``ConverterUnavailableError`` when LibreOffice is not installed, ``IngestError`` (naming
+    ``display``) when the conversion fails, produces no PDF or runs past ``settings.office_timeout_s``.
+    """
+    target = converted_pdf_path(settings, sha256)
+    if target.is_file() and target.stat().st_size > 0:
+        return target
+    what = OFFICE_FORMATS.get(fmt, fmt.upper())
+    soffice = find_soffice(settings)
+    if soffice is None:
+        where = f" (PAGELENS_SOFFICE={settings.soffice})" if settings.soffice not in ("soffice", "") else ""
+        error = ConverterUnavailableError(
+            display, f"is a {what} document; pagelens converts those to PDF with LibreOffice, which was not "
+            f"found{where}: {INSTALL_HINT}")
+        _announce("missing", f"LibreOffice not found: office documents (DOCX, XLSX, PPTX, ODT, RTF, HTML, ...) "
+                  f"cannot be indexed; {INSTALL_HINT}")
+        raise error
+    isolated = bool(settings.isolate_rendering)
+    memory_mb, max_bytes = int(settings.render_memory_mb), int(settings.max_file_bytes)
+    limits = _limit_prefix(memory_mb, max_bytes) if isolated else []
+    prefix = [*_network_isolation(), *limits] if isolated else []
+    profile = _take_profile()
+    healthy = False
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="pagelens-convert-") as tmp_name:
+            tmp = Path(tmp_name)
+            src = tmp / f"document.{EXTENSIONS.get(fmt, fmt)}"  # a plain name: whatever the user's file is called
+            try:
+                src.symlink_to(path.resolve())
+            except OSError:
+                shutil.copyfile(path, src)
+            outdir = tmp / "out"
+            cmd = [*prefix, soffice, f"-env:UserInstallation={profile.as_uri()}", "--headless", "--invisible",
+                   "--nologo", "--nodefault", "--norestore", "--nolockcheck"]
+            if fmt == "html":  # Writer, not Writer/Web: the page layout of a printed document
+                cmd += ["--infilter=HTML (StarWriter)", "--convert-to", "pdf:writer_pdf_Export"]
+            else:
+                cmd += ["--convert-to", "pdf"]
+            cmd += ["--outdir", str(outdir), str(src)]
+            timeout = float(settings.office_timeout_s)
+            log_path = tmp / "soffice.log"
+            with log_path.open("w+b") as log:
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+                    env=_environment(profile, tmp), start_new_session=True, close_fds=True,
+                    preexec_fn=_limits(memory_mb, max_bytes) if isolated and not limits else None,
+                )
+                try:
+                    code = proc.wait(timeout=timeout if timeout > 0 else None)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                    raise IngestError(
+                        display, f"converting the {what} document to PDF with LibreOffice took longer than "
+                        f"{timeout:g} s and was stopped (PAGELENS_OFFICE_TIMEOUT_S)") from None
+                except BaseException:
+                    _kill_group(proc)
+                    raise
+                _kill_group(proc)  # anything it left behind in its group
+                log.seek(0)
+                messages = [ln.strip() for ln in log.read(16384).decode("utf-8", "replace").splitlines()
+                            if ln.strip() and "javaldx" not in ln and not ln.startswith("convert ")]
+            result = outdir / "document.pdf"
+            if not result.is_file() or result.stat().st_size == 0:
+                why = messages[-1] if messages else f"exit status {code}"
+                if code < 0 or code in (134, 137, 139):
+                    why = f"LibreOffice was killed (signal/exit {code}"
+                    why += f"; memory cap {settings.render_memory_mb} MiB, PAGELENS_RENDER_MEMORY_MB)" if isolated else ")"
+                elif code == 153 or code == -signal.SIGXFSZ:
+                    why = f"the PDF grew past {settings.max_file_bytes:,} bytes (PAGELENS_MAX_FILE_BYTES)"
+                raise IngestError(
+                    display, f"LibreOffice could not convert this {what} document to PDF (damaged, password-"
+                    f"protected, or not really a {what} file): {why}")
+            healthy = code == 0
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+            shutil.copyfile(result, partial)
+            os.replace(partial, target)
+    finally:
+        _give_back(profile, healthy)
+    logger.info("%s: converted %s to PDF in %.1f s", display, what, time.monotonic() - started)
+    return target
