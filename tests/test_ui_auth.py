@@ -22,7 +22,7 @@ from api_helpers import assert_error, ui_call, ui_fn_index, ui_page_session
 from conftest import REAL_PDFS
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from pagelens.api.main import create_app
+from pagelens.server import create_app
 from pagelens.ui.auth import COOKIE, UISessions
 from starlette.routing import Mount
 
