@@ -480,6 +480,7 @@ def test_isolated_conversion_runs_without_network(tmp_path: Path) -> None:
 def test_api_upload_of_office_documents(settings_factory, tmp_path: Path) -> None:
     from api_helpers import assert_error, upload, wait_job
     from fastapi.testclient import TestClient
+
     from pagelens.server import create_app
 
     settings = settings_factory(page_longest_edge=512)

@@ -22,9 +22,10 @@ from api_helpers import assert_error, ui_call, ui_fn_index, ui_page_session
 from conftest import REAL_PDFS
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from pagelens.server import create_app
 from pagelens.ui.auth import COOKIE, UISessions
 from starlette.routing import Mount
+
+from pagelens.server import create_app
 
 AWS = REAL_PDFS / "inv_aws_invoice_en.pdf"
 ADMIN = "adm-UiK3yadmin"
