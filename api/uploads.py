@@ -24,7 +24,7 @@ from pagelens.ingest.sniff import EXTENSIONS, kind_of, sniff_head, sniff_path
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from pagelens.app.uploads import MAX_FORM_OVERHEAD, display_name, safe_stem
+from pagelens.app.uploads import ACCEPTED, MAX_FORM_OVERHEAD, display_name, safe_stem
 from pagelens.core.errors import ApiError, IngestError
 from pagelens.core.settings import Settings
 
@@ -33,8 +33,6 @@ TEXT_FIELDS = ("metadata", "force", "password")
 MAX_FIELD_BYTES = 64 * 1024
 SNIFF_BYTES = 1024
 _EXT = EXTENSIONS  # sniffed format -> extension of the stored file
-ACCEPTED = ("a PDF, PNG, JPEG or TIFF file, or an office or web document (DOCX, XLSX, PPTX, ODT, ODS, ODP, "
-            "DOC, XLS, PPT, RTF, HTML)")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 

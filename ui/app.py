@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from pagelens.ingest.discover import DEFAULT_INCLUDE
-from pagelens.ingest.sniff import EXTENSIONS, SUPPORTED, sniff_head, sniff_path
+from pagelens.ingest.sniff import EXTENSIONS, sniff_head, sniff_path
 from pagelens.ui.auth import UIAuth, UIAuthError
 from pagelens.ui.cache import PAGES_DIR, UploadLimits, private_cache_dir, remove_cache_dir
 from starlette.routing import Mount
 
 from pagelens.app.access import ApiKeys, Principal
 from pagelens.app.jobs import JobFile, JobStore
-from pagelens.app.uploads import display_name, safe_stem
+from pagelens.app.uploads import ACCEPTED, display_name, safe_stem
 from pagelens.app.visibility import search_visible
 from pagelens.core.errors import EmptyCollectionError, PagelensError
 from pagelens.core.settings import Settings
@@ -366,7 +366,7 @@ def enqueue_files(
                     except PagelensError as exc:
                         raise UIError(str(exc)) from None
                 if kind is None:
-                    raise UIError(f"'{name}' is not a supported file ({SUPPORTED}; checked by content)")
+                    raise UIError(f"'{name}' is not {ACCEPTED} (checked by content)")
                 target = dest / f"{n:03d}_{safe_stem(name)}.{_EXT[kind]}"
                 digest = hashlib.sha256()
                 with open(src, "rb") as fin, open(target, "xb") as fout:

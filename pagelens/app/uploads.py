@@ -9,6 +9,8 @@ from typing import Any
 
 from fastapi.encoders import jsonable_encoder
 
+ACCEPTED = ("a PDF, PNG, JPEG or TIFF file, or an office or web document (DOCX, XLSX, PPTX, ODT, ODS, ODP, "
+            "DOC, XLS, PPT, RTF, HTML)")  # what an upload may be, in the words of every refusal
 MAX_FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields on top of the file bytes
 
 

@@ -106,9 +106,14 @@ class McpEndpoint:
                                  *(f"http://{h}" for h in settings.mcp_allowed_hosts),
                                  *(f"https://{h}" for h in settings.mcp_allowed_hosts)],
             )
-        # stateless: no session state between requests, each one authenticated on its own
-        self.sessions = StreamableHTTPSessionManager(self.server, stateless=True, json_response=True,
-                                                     security_settings=security)
+        self._security = security
+        self.sessions = self.new_sessions()
+
+    def new_sessions(self) -> StreamableHTTPSessionManager:
+        """A fresh session manager (the SDK runs each one once: one per start of the app's lifespan).
+        Stateless: no session state between requests, each one authenticated on its own."""
+        return StreamableHTTPSessionManager(self.server, stateless=True, json_response=True,
+                                            security_settings=self._security)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.keys.enabled:
@@ -141,6 +146,7 @@ def mount_mcp(app: Any, state: AppState) -> McpEndpoint:
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[Any]:
+        endpoint.sessions = endpoint.new_sessions()  # a restarted app (tests, reloads) gets a new one
         async with inner(a) as value, endpoint.sessions.run():
             yield value
 
