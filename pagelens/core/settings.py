@@ -157,7 +157,14 @@ class Settings(BaseSettings):
         "tokens are the same in every mode (tested).",
     )
     relevance_threshold: float | None = Field(
-        default=None, description="Below this retrieval score no answer is generated."
+        default=None, description="Relevance gate on the visual MaxSim of each hit (its visual_score: sum over "
+        "the query tokens of the best dot product, so at most the number of query tokens): pages below it are "
+        "not shown to the answer model, and with none left no answer is generated. Never compared with the "
+        "fused hybrid score (RRF/DBSF). Unset: no gate.",
+    )
+    relevance_threshold_text: float | None = Field(
+        default=None, description="Relevance gate on the BM25 of each hit (its text_score; text and hybrid "
+        "modes): a page passes when it reaches this or relevance_threshold. Unset: BM25 does not gate.",
     )
 
     # --- HTTP API (pagelens serve) -------------------------------------------------------
