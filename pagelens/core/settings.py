@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
     embed_batch_size: int = Field(
         default=0, ge=0, description="Pages per retriever forward pass. 0: auto, 16 on CUDA (the GPU forward "
-        "needs batches: 62-64 pages/s at 8-32 on an H100), 4 elsewhere.",
+        "needs batches; outside figures in bench/README.md), 4 elsewhere.",
     )
     page_longest_edge: int = Field(
         default=2048,
