@@ -1,6 +1,7 @@
 """``SmolVLMAnswerer``: answers over retrieved page images with SmolVLM (transformers Idefics3).
 
-Flow of one answer: relevance gate (``Settings.relevance_threshold``) -> pick pages (rank order, at most
+Flow of one answer: relevance gate (``Settings.relevance_threshold`` on each hit's visual MaxSim,
+``relevance_threshold_text`` on its BM25; never the fused hybrid score) -> pick pages (rank order, at most
 ``k``, within ``max_image_tokens``; ``prompt.select_pages``) -> chat messages (label + image per page,
 then the question; ``prompt.build_messages``) -> ``Idefics3Processor`` (pages resized to
 ``answer_longest_edge`` px, 512-px tiles, 64 ``<image>`` tokens per tile) -> greedy decoding on a
@@ -98,6 +99,21 @@ def _stop_on_event_class() -> type:
     return _StopOnEvent
 
 
+def _gate_scores(hit: SearchHit) -> tuple[float | None, float | None]:
+    """(MaxSim, BM25) of a hit for the relevance gate: its ``visual_score`` / ``text_score``, or its
+    ``score`` when ``score_kind`` says it is that score (a hit built with the ranking score only)."""
+    visual = hit.visual_score if hit.visual_score is not None else (
+        hit.score if hit.score_kind == "maxsim" else None)
+    text = hit.text_score if hit.text_score is not None else (hit.score if hit.score_kind == "bm25" else None)
+    return visual, text
+
+
+def _best(scores: Any) -> str:
+    """The largest of the non-None scores, formatted, or 'none'."""
+    values = [s for s in scores if s is not None]
+    return f"{max(values):.4f}" if values else "none"
+
+
 @dataclass
 class _Prepared:
     """Model inputs of one answer. inputs: ``input_ids`` [1, n_prompt], ``attention_mask`` [1, n_prompt],
@@ -120,7 +136,7 @@ class SmolVLMAnswerer:
 
     Settings used: ``answer_model``, ``answer_revision``, ``device``, ``dtype``, ``attn_implementation``,
     ``answer_top_k``, ``answer_longest_edge`` (px, longest edge of the page images shown),
-    ``max_image_tokens``, ``max_new_tokens``, ``relevance_threshold``.
+    ``max_image_tokens``, ``max_new_tokens``, ``relevance_threshold``, ``relevance_threshold_text``.
 
     Thread-safety: ``load()`` is guarded by a lock; several ``answer``/``stream`` calls may run at once
     (each generates on its own thread; inference only reads the weights); the processor call is
@@ -144,6 +160,7 @@ class SmolVLMAnswerer:
         self._device: torch.device | None = None
         self._dtype: torch.dtype | None = None
         self.load_s: float | None = None
+        self._warned_ungated = False
 
     @property
     def model_id(self) -> str:
@@ -292,14 +309,46 @@ class SmolVLMAnswerer:
         yield from self._generate(prepared, retrieve_s, t_start)
 
     def _relevant(self, hits: Sequence[SearchHit]) -> list[SearchHit]:
-        """Hits at or above ``relevance_threshold`` (all hits when it is unset), rank order kept."""
-        threshold = self.settings.relevance_threshold
-        if threshold is None:
+        """The hits that pass the relevance gate, rank order kept (all hits when no threshold is set).
+
+        A hit passes when its ``visual_score`` (MaxSim) reaches ``relevance_threshold`` or its
+        ``text_score`` (BM25) reaches ``relevance_threshold_text``, for the thresholds that are set. The
+        fused hybrid ``score`` (RRF/DBSF) is never compared with a threshold: it is a rank value whose
+        scale does not say how well a page matches. A hit that carries none of the gated scores (a
+        text-mode hit with only the MaxSim threshold set) cannot be judged and is kept, with a warning
+        (once per answerer) naming the setting that would gate it."""
+        visual_min = self.settings.relevance_threshold
+        text_min = getattr(self.settings, "relevance_threshold_text", None)
+        if visual_min is None and text_min is None:
             return list(hits)
-        kept = [h for h in hits if h.score >= threshold]
+        kept: list[SearchHit] = []
+        ungated = 0
+        for hit in hits:
+            judged = False
+            passed = False
+            visual, text = _gate_scores(hit)
+            if visual_min is not None and visual is not None:
+                judged = True
+                passed = visual >= visual_min
+            if not passed and text_min is not None and text is not None:
+                judged = True
+                passed = text >= text_min
+            if passed or not judged:
+                kept.append(hit)
+            ungated += not judged
+        if ungated and not self._warned_ungated:
+            self._warned_ungated = True
+            logger.warning(
+                "%d hit(s) carry no score the relevance gate can judge (%s): they are shown to the answer model "
+                "ungated; set PAGELENS_RELEVANCE_THRESHOLD_TEXT (BM25) to gate text-mode hits, or ask in hybrid "
+                "or visual mode", ungated,
+                "text mode has no visual MaxSim" if visual_min is not None else "no BM25 in visual mode",
+            )
         if hits and not kept:
             logger.info(
-                "no hit scores >= %.4f (best %.4f): not answering", threshold, max(h.score for h in hits)
+                "no hit passes the relevance gate (visual MaxSim >= %s, BM25 >= %s; best MaxSim %s, best BM25 %s): "
+                "not answering", visual_min, text_min,
+                _best(_gate_scores(h)[0] for h in hits), _best(_gate_scores(h)[1] for h in hits),
             )
         return kept
 
@@ -387,6 +436,9 @@ class SmolVLMAnswerer:
                 page_no=h.page_no,
                 score=h.score,
                 image_path=h.image_path,
+                score_kind=h.score_kind,
+                visual_score=h.visual_score,
+                text_score=h.text_score,
             )
             for h in pages
         ]

@@ -1,8 +1,9 @@
 """Greedy decoding over a static KV cache, the one-token step replayed as a CUDA graph on CUDA.
 
 Why: ``generate()`` spends most of a small model's decode step in Python (logits processors, stopping
-criteria, cache bookkeeping, ~30 layers of kernel launches): 18.5 tokens/s for SmolVLM-256M on an
-H100 against a step whose kernels take ~2 ms. This decoder keeps only what greedy decoding needs:
+criteria, cache bookkeeping, ~30 layers of kernel launches) rather than in the step's kernels (an
+outside GPU measurement of this is quoted, with its source, in bench/README.md; not measured in this
+repository yet). This decoder keeps only what greedy decoding needs:
 
 1. prefill (eager, any prompt length): the model over the prompt and page images, writing keys and
    values into a ``transformers.StaticCache`` of ``max_cache_len`` slots; the first token is the argmax

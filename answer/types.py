@@ -11,7 +11,10 @@ from typing import Any, Literal
 class Citation:
     """One page shown to the answer model, in the rank order it was shown.
 
-    score: the retrieval score of the page (MaxSim), carried over unchanged from the ``SearchHit``.
+    score: the retrieval score that ranked the page, carried over unchanged from the ``SearchHit``;
+      ``score_kind`` names it (``maxsim`` visual, ``bm25`` text, ``rrf`` / ``dbsf`` hybrid: a fused rank
+      value, not a similarity).
+    visual_score / text_score: the page's MaxSim / BM25 where the search computed them (hybrid: both).
     image_path: the stored page image on local disk (servers drop it before answering clients).
     """
 
@@ -20,6 +23,9 @@ class Citation:
     page_no: int
     score: float
     image_path: str | None
+    score_kind: str = "maxsim"
+    visual_score: float | None = None
+    text_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,8 +66,9 @@ class Answer:
     prompt_tokens: length of the prompt ``input_ids`` (text + image tokens).
     image_tokens: ``<image>`` tokens among them (``image_seq_len`` = 64 per 512-px tile for SmolVLM).
     generated_tokens: new tokens produced (including a final end-of-utterance token, if any).
-    no_relevant_pages: True when nothing scored at or above ``relevance_threshold`` (or there were no
-      hits); then ``text`` says so, ``citations`` is empty and nothing was generated.
+    no_relevant_pages: True when no hit passed the relevance gate (``relevance_threshold`` on the visual
+      MaxSim, ``relevance_threshold_text`` on BM25; never the fused hybrid score) or there were no hits;
+      then ``text`` says so, ``citations`` is empty and nothing was generated.
     """
 
     text: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pagelens.retrieve.types import SCORE_KINDS
 from pydantic import BaseModel, ConfigDict, Field
 
 from pagelens.core.types import COLLECTION_PATTERN, PageFilter
@@ -66,18 +67,67 @@ class AskRequest(BaseModel):
     stream: bool = Field(default=False, description="Answer as Server-Sent Events (token..., done).")
 
 
+SCORE_DESCRIPTION = (
+    "What ranked the page; score_kind names it. maxsim (visual mode): sum over the query tokens of each "
+    "token's best dot product with a page token. bm25 (text mode): BM25 of the question against the page's "
+    "text layer. rrf / dbsf (hybrid mode): the fused value of the visual and text rankings, a rank value and "
+    "not a similarity (rrf: sum of w / (rrf_k + rank), at most 0.67 with the defaults; dbsf: weighted sum of "
+    "normalised scores, at most 2). Compare visual_score / text_score across modes, not score."
+)
+SCORE_KIND_DESCRIPTION = "What score is: " + "; ".join(f"{k}: {v}" for k, v in SCORE_KINDS.items()) + "."
+VISUAL_SCORE_DESCRIPTION = (
+    "MaxSim of the page (visual and hybrid modes; hybrid computes it for every returned page). "
+    "null in text mode (the question is not encoded)."
+)
+TEXT_SCORE_DESCRIPTION = (
+    "BM25 of the page (text and hybrid modes; hybrid computes it for every returned page, 0 when the page "
+    "shares no term with the question). null in visual mode."
+)
+ScoreKindField = Literal["maxsim", "bm25", "rrf", "dbsf"]
+
+
 class SearchResult(BaseModel):
     rank: int
     doc_id: str
     doc_name: str
     page_no: int
     page_count: int
-    score: float
+    score: float = Field(description=SCORE_DESCRIPTION)
+    score_kind: ScoreKindField = Field(description=SCORE_KIND_DESCRIPTION)
     metadata: dict[str, Any] = Field(default_factory=dict)
     image_url: str
     text: str | None = None
-    visual_score: float | None = Field(default=None, description="MaxSim input of a visual/hybrid hit.")
-    text_score: float | None = Field(default=None, description="BM25 input of a text/hybrid hit.")
+    visual_score: float | None = Field(default=None, description=VISUAL_SCORE_DESCRIPTION)
+    text_score: float | None = Field(default=None, description=TEXT_SCORE_DESCRIPTION)
+
+
+class CitationOut(BaseModel):
+    """One page shown to the answer model, in the order shown."""
+
+    doc_id: str
+    doc_name: str
+    page_no: int
+    score: float = Field(description=SCORE_DESCRIPTION)
+    score_kind: ScoreKindField = Field(description=SCORE_KIND_DESCRIPTION)
+    visual_score: float | None = Field(default=None, description=VISUAL_SCORE_DESCRIPTION)
+    text_score: float | None = Field(default=None, description=TEXT_SCORE_DESCRIPTION)
+    image_url: str
+
+
+class AnswerOut(BaseModel):
+    """An answer (JSON, or the data of the final `done` event when streaming)."""
+
+    text: str
+    citations: list[CitationOut]
+    timings: dict[str, float] = Field(description="Seconds: retrieve_s, preprocess_s, prefill_s, decode_s, total_s.")
+    prompt_tokens: int
+    image_tokens: int
+    generated_tokens: int
+    model_id: str
+    no_relevant_pages: bool = Field(
+        description="No page passed the relevance gate (PAGELENS_RELEVANCE_THRESHOLD on the visual MaxSim, "
+        "PAGELENS_RELEVANCE_THRESHOLD_TEXT on BM25; never the fused hybrid score): nothing was generated."
+    )
 
 
 class SearchResponse(BaseModel):

@@ -4,7 +4,8 @@ ours     = ``pagelens.answer.answerer.SmolVLMAnswerer.stream`` (greedy, streamed
 baseline = plain transformers ``model.generate(**inputs, do_sample=False)`` on the same processor
            inputs (prefill = ``generate(max_new_tokens=1)``; decode = (t(N) - t(1)) / (N - 1) with
            ``min_new_tokens=N``). Also checks that ours' greedy text equals the baseline's.
-Models (random weights, real processor/tokenizer/chat template from ../shared/models):
+Models (random weights, real processor/tokenizer/chat template from ``$PAGELENS_SHARED/models``, the
+data folder of ``bench/common.py``, not part of the repository):
 * tiny (tests/make_tiny_models.py), always;
 * SmolVLM-256M architecture (``--real``, default on; ``--no-real`` to skip) built from the real
   config.json; ``--500m`` adds the reconstructed 500M config (GPU recommended).

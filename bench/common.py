@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from the repo root
     sys.path.insert(0, str(ROOT))
 
+# The benches' data folder (real PDFs in pdfs/real, SmolVLM configs in models/): not part of the repository;
+# PAGELENS_SHARED names it (default: a folder "shared" beside the checkout).
 SHARED = Path(os.environ.get("PAGELENS_SHARED", ROOT.parent / "shared"))
 SHARED_SMOLVLM = SHARED / "models" / "SmolVLM-256M-Instruct"
 REAL_PDFS = SHARED / "pdfs" / "real"

@@ -2,7 +2,7 @@
 # Every GPU check of issue 7 in one prepared run, sized for a lent machine's 15 minutes (its start and
 # transfers included): ~8 minutes of work, each step under its own timeout, logs and tables in $OUT.
 #
-#   here:        bash scripts/gpu_pack.sh            (wheels and ../shared files the machine lacks)
+#   here:        bash scripts/gpu_pack.sh            (wheels and the $PAGELENS_SHARED_DIR files the machine lacks)
 #   device tool: run(command="bash bench/gpu_check.sh", carry=[".whl", ".shared"], timeout_s=580)
 #
 # Steps (seconds are the timeouts):

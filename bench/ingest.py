@@ -4,13 +4,15 @@ ours     = the product's ``pagelens.index.pipeline.indexer.Indexer.index`` (``Co
            ``PageImageStore``, worker processes as ``Settings.ingest_workers`` decides);
 baseline = the plain loop: pymupdf render (150 dpi) -> ``processor.process_images`` -> forward
            (batch ``--batch``) -> row/col pooling -> ``QdrantEdgeStore.upsert``, one page batch at a time;
-GPU only: the model forward alone on ready-made pixel batches (the DESIGN.md 62-64 pages/s figure).
+GPU only: the model forward alone on ready-made pixel batches (compare with the outside forward figure
+quoted in bench/README.md, "Figures from outside this repository").
 
-Models (both random weights, real processor files from ../shared/models/SmolVLM-256M-Instruct):
+Models (both random weights, real processor files from ``$PAGELENS_SHARED/models/SmolVLM-256M-Instruct``,
+the data folder of ``bench/common.py``, not part of the repository):
 * tiny  (tests/make_tiny_models.py) at ``--tiny-edge`` px (1024);
 * real  colSmol-256M architecture (ColIdefics3 from the real config.json, random init, save_pretrained
         to a temp dir) at ``--real-edge`` px (2048), loaded through ``ColSmolEmbedder``.
-Pages come from the first single/few-page PDFs of ../shared/pdfs/real until ``--pages`` is reached.
+Pages come from the first single/few-page PDFs of ``$PAGELENS_SHARED/pdfs/real`` until ``--pages`` is reached.
 
 CPU (here):  python bench/ingest.py                       (tiny 12 pages, real arch 3 pages)
 GPU (lent):  python bench/ingest.py --gpu --pages 64 --real-pages 64 --batch 16

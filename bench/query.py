@@ -11,10 +11,10 @@ Also printed: query encoding alone (``ColSmolEmbedder.embed_queries``).
 
 The collection holds ``--pages`` synthetic pages (``bench/retrieval.py``'s structured generator, 1139
 x 128 fp32, the size of a US-letter page) written through the product's store with the payloads the
-indexer writes, each pointing at one of a few real page images (``../shared/pdfs/real`` rendered at
+indexer writes, each pointing at one of a few real page images (``$PAGELENS_SHARED/pdfs/real`` rendered at
 1024 px) stored through ``PageImageStore``. Query encoders (random weights, real processor files):
 * tiny  (``tests/make_tiny_models.py``): isolates the search and HTTP costs;
-* real  colSmol-256M architecture (``ColIdefics3`` from ``../shared/models/SmolVLM-256M-Instruct``):
+* real  colSmol-256M architecture (``ColIdefics3`` from ``$PAGELENS_SHARED/models/SmolVLM-256M-Instruct``):
         the real query-encoding compute (``--no-real`` to skip).
 
 CPU (here):  python bench/query.py                    (1000 pages, 30 queries, ~3 min)
@@ -57,7 +57,7 @@ def free_port() -> int:
 
 
 def render_real_pages(n: int, longest_edge: int = 1024) -> list[Any]:
-    """The first ``n`` pages of ../shared/pdfs/real as PIL images (longest edge ``longest_edge``)."""
+    """The first ``n`` pages of ``$PAGELENS_SHARED/pdfs/real`` as PIL images (longest edge ``longest_edge``)."""
     import pymupdf
     from PIL import Image
 

@@ -22,7 +22,7 @@ Systems (the product's own stores, public API only):
   ``QdrantClient(":memory:")`` exact (first ``--local-pages`` pages only), exact MaxSim in torch
   (fp32, in RAM; also the ground truth);
 * proposal (not product code): pooled MaxSim prefetch + exact rerank, both in torch in RAM.
-``--real``: the same on tiny-model embeddings of real PDFs (``../shared/pdfs/real``).
+``--real``: the same on tiny-model embeddings of real PDFs (``$PAGELENS_SHARED/pdfs/real``, see ``bench/common.py``).
 
 Quick:   python bench/retrieval.py                      (1000 pages x 1139 tokens)
 Faster:  python bench/retrieval.py --tokens 300

@@ -195,7 +195,12 @@ def search_cmd(
     where: list[str] = typer.Option(None, "--where", help="Metadata KEY=VALUE filter (repeatable)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Find the pages that best match a question."""
+    """Find the pages that best match a question.
+
+    The score column is what ranked the pages, named in its header: maxsim (visual), bm25 (text), rrf or
+    dbsf (hybrid: a fused rank value, not a similarity); MaxSim and BM25 are the page's visual and text
+    scores where computed ('-' where not). --json: each result has score, score_kind, visual_score and
+    text_score."""
     service = make_service()
     try:
         hits = service.search(collection, question, k=k, mode=mode, page_filter=build_filter(doc, doc_name, where))
@@ -206,11 +211,30 @@ def search_cmd(
     if as_json:
         emit_json({"collection": collection, "question": question, "results": [h.to_dict() for h in hits]})
         return
-    table = Table("rank", "score", "document", "page", "image")
+    from pagelens.retrieve.types import SCORE_KINDS
+
+    kind = hits[0].score_kind if hits else None
+    table = Table("rank", f"score ({kind})" if kind else "score", "MaxSim", "BM25", "document", "page", "image",
+                  caption=f"score = {kind}: {SCORE_KINDS[kind]}" if kind else None, caption_justify="left")
     for hit in hits:
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.doc_name, f"{hit.page_no}/{hit.page_count}",
-                      hit.image_path or "")
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", fmt_score(hit.visual_score), fmt_score(hit.text_score),
+                      hit.doc_name, f"{hit.page_no}/{hit.page_count}", hit.image_path or "")
     out.print(table)
+
+
+def fmt_score(value: float | None) -> str:
+    """A score with 3 decimals, or '-' when it was not computed."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def describe_scores(kind: str, score: float, visual: float | None, text: float | None) -> str:
+    """'rrf 0.500, MaxSim 12.345, BM25 3.210': the ranking score named by its kind, then the inputs."""
+    parts = [f"{kind} {score:.3f}"]
+    if visual is not None and kind != "maxsim":
+        parts.append(f"MaxSim {visual:.3f}")
+    if text is not None and kind != "bm25":
+        parts.append(f"BM25 {text:.3f}")
+    return ", ".join(parts)
 
 
 @app.command("ask")
@@ -251,7 +275,8 @@ def ask_cmd(
     if answer is not None and answer.citations:
         out.print("\nSources:", style="bold")
         for i, c in enumerate(answer.citations, start=1):
-            out.print(f"  [{i}] {c.doc_name}, page {c.page_no} (score {c.score:.3f})", highlight=False)
+            out.print(f"  [{i}] {c.doc_name}, page {c.page_no} "
+                      f"({describe_scores(c.score_kind, c.score, c.visual_score, c.text_score)})", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,6 +12,13 @@ Modes (``QueryMode``, accepted by the CLI ``--mode``, the API ``mode`` field and
                ``rrf`` or ``dbsf`` (``pagelens.retrieve.fusion``) with ``text_weight``
 =============  ===========================================================================
 
+Scores: ``RankedPage.score`` is what ranked the page, named by ``score_kind`` (``maxsim`` in visual
+mode, ``bm25`` in text mode, ``rrf`` / ``dbsf`` in hybrid mode: a fused rank value, not a similarity).
+``visual_score`` (MaxSim) and ``text_score`` (BM25) are given where computed: visual mode has no
+``text_score``, text mode no ``visual_score`` (no query encoding); hybrid mode computes both for every
+page it returns, also for a page that only one ranking reached (MaxSim from the page's full vectors,
+BM25 by a text search restricted to that page's document; 0.0 when the page shares no term).
+
 Pages without a text layer (scans) have an empty BM25 vector: in ``text`` mode they are never
 found, in ``hybrid`` they compete on their visual rank alone. A query with no indexable term (only
 stopwords) gives an empty text ranking, so ``hybrid`` returns the visual ranking unchanged.
@@ -27,8 +34,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+import numpy as np
 from pagelens.index.stores.base import VectorStore
 from pagelens.retrieve.fusion import FusedItem, dbsf, rrf
+from pagelens.retrieve.types import ScoreKind
 
 from pagelens.core.errors import InvalidRequestError
 from pagelens.core.types import PageFilter, RetrievalMode, ScoredPage, SearchMode
@@ -81,11 +90,20 @@ class FusionConfig:
                    candidates=int(tuning.hybrid_candidates))
 
 
+def score_kind(mode: RetrievalMode, fusion: FusionConfig | None = None) -> ScoreKind:
+    """What ``score`` means for a search in retrieval ``mode``: maxsim, bm25, or the fusion method."""
+    if mode == "visual":
+        return "maxsim"
+    if mode == "text":
+        return "bm25"
+    return (fusion or FusionConfig()).method
+
+
 @dataclass
 class RankedPage:
     """A page of a (possibly fused) ranking: ``score`` is MaxSim (visual), BM25 (text) or the fused
     score (hybrid); ``visual_score`` / ``text_score`` are the inputs (None when the page was not in
-    that ranking)."""
+    that ranking; ``search_pages`` fills both for every hybrid result)."""
 
     id: str
     score: float
@@ -154,4 +172,52 @@ def search_pages(
         collection, query_vectors, limit=depth, mode=strategy, page_filter=page_filter,
         prefetch_limit=max(prefetch_limit, depth),
     )
-    return fuse(visual, text, limit, config)
+    fused = fuse(visual, text, limit, config)
+    complete_visual_scores(store, collection, fused, query_vectors)
+    complete_text_scores(store, collection, fused, question, text_ranking_complete=len(text) < depth)
+    return fused
+
+
+def maxsim(query: np.ndarray, page: np.ndarray) -> float:
+    """MaxSim of ``query`` [n_q, dim] against ``page`` [n_tokens, dim] (both float32, L2-normalised):
+    sum over query tokens of the best dot product with a page token (what the store's search returns)."""
+    scores = np.asarray(query, dtype=np.float32) @ np.asarray(page, dtype=np.float32).T  # [n_q, n_tokens]
+    return float(scores.max(axis=1).sum())
+
+
+def complete_visual_scores(store: VectorStore, collection: str, pages: list[RankedPage], query: Any) -> None:
+    """Set ``visual_score`` (MaxSim from the stored full vectors) on the pages the visual ranking did not
+    reach. A page whose vectors are gone (deleted meanwhile) keeps None."""
+    missing = [p for p in pages if p.visual_score is None]
+    if not missing or query is None:
+        return
+    vectors = store.get_full_vectors(collection, [p.id for p in missing])
+    for page in missing:
+        if page.id in vectors:
+            page.visual_score = maxsim(query, vectors[page.id])
+
+
+def complete_text_scores(
+    store: VectorStore, collection: str, pages: list[RankedPage], question: str, *, text_ranking_complete: bool
+) -> None:
+    """Set ``text_score`` (BM25) on the pages the text ranking did not reach.
+
+    ``text_ranking_complete``: the text ranking held every page sharing a term with the question (it
+    was shorter than asked), so a page absent from it scores 0.0. Otherwise the pages' documents are
+    searched again by BM25 with a ``doc_ids`` filter deep enough to hold all their pages (IDF does not
+    depend on the filter, so the scores are those of the unfiltered ranking); a page absent there
+    shares no term and scores 0.0."""
+    missing = [p for p in pages if p.text_score is None]
+    if not missing:
+        return
+    found: dict[str, float] = {}
+    doc_ids = sorted({str(p.payload["doc_id"]) for p in missing if p.payload.get("doc_id")})
+    if not text_ranking_complete and doc_ids:
+        doc_filter = PageFilter(doc_ids=doc_ids)
+        depth = store.count(collection, doc_filter)
+        if depth > 0:
+            found = {p.id: p.score for p in store.search_text(collection, question, limit=depth,
+                                                                page_filter=doc_filter)}
+    for page in missing:
+        if text_ranking_complete or page.payload.get("doc_id"):
+            page.text_score = found.get(page.id, 0.0)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from pagelens.index.stores.base import VectorStore
-from pagelens.retrieve.hybrid import FusionConfig, resolve_mode, search_pages
+from pagelens.retrieve.hybrid import FusionConfig, resolve_mode, score_kind, search_pages
 from pagelens.retrieve.types import SearchHit
 
 from pagelens.core.errors import (
@@ -64,6 +64,7 @@ class Retriever:
         exact MaxSim on the full multivectors. ``exact``: brute-force MaxSim on every page.
         ``fallback_to_visual``: on a collection without a text index, run ``visual`` (with a
         warning) instead of raising ``TextIndexMissingError``.
+        Each hit's ``score`` is named by its ``score_kind`` (maxsim | bm25 | rrf | dbsf); see ``SearchHit``.
         Raises CollectionNotFoundError, EmptyCollectionError, CollectionMismatchError,
         TextIndexMissingError.
         """
@@ -100,6 +101,7 @@ class Retriever:
         )
         t2 = time.perf_counter()
         self.last_timings = SearchTimings(encode_s=t1 - t0, search_s=t2 - t1, mode=retrieval)
+        kind = score_kind(retrieval, self.fusion)
         hits = []
         for rank, point in enumerate(scored, start=1):
             payload = point.payload
@@ -117,6 +119,7 @@ class Retriever:
                     point_id=point.id,
                     visual_score=point.visual_score,
                     text_score=point.text_score,
+                    score_kind=kind,
                 )
             )
         return hits

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+ScoreKind = Literal["maxsim", "bm25", "rrf", "dbsf"]
+"""What a hit's ``score`` is: ``maxsim`` (visual mode), ``bm25`` (text mode), ``rrf`` / ``dbsf`` (hybrid
+mode, the fused value of that fusion method)."""
+
+SCORE_KINDS: dict[str, str] = {
+    "maxsim": "visual MaxSim: sum over the query tokens of each token's best dot product with a page "
+    "token (L2-normalised vectors, so at most the number of query tokens)",
+    "bm25": "BM25 of the question's terms against the page's text layer (Qdrant IDF; 0 when no term is shared)",
+    "rrf": "reciprocal rank fusion of the visual and the text ranking: sum of w / (rrf_k + rank); "
+    "a rank, not a similarity (at most 2 / (rrf_k + 1), 0.67 with the defaults)",
+    "dbsf": "distribution-based score fusion of the visual and the text ranking: weighted sum of each "
+    "ranking's normalised score (each in [0, 1], so at most 2)",
+}
+"""One line per ``ScoreKind``, for schema descriptions, CLI help and docs."""
 
 
 @dataclass
 class SearchHit:
     """One retrieved page, rank 1 first.
 
-    score: MaxSim (sum over query tokens of the best dot product with a page token) in visual mode,
-        BM25 in text mode, the fused score (``pagelens.retrieve.fusion``) in hybrid mode.
-    visual_score / text_score: the MaxSim / BM25 inputs (None when not computed or the page was not
-        in that ranking).
+    score: what ranked the page; ``score_kind`` names it: ``maxsim`` (sum over query tokens of the best
+        dot product with a page token) in visual mode, ``bm25`` in text mode, ``rrf`` / ``dbsf`` (the
+        fused value, ``pagelens.retrieve.fusion``; not a similarity) in hybrid mode.
+    visual_score: MaxSim of the page (visual and hybrid modes; in hybrid mode computed for every returned
+        page, also one the visual ranking did not reach). None in text mode (no query encoding).
+    text_score: BM25 of the page (text and hybrid modes; in hybrid mode computed for every returned page,
+        0.0 when the page shares no term with the question). None in visual mode.
     image_path: the stored page image (PNG) on local disk, or None when it is not available here.
     """
 
@@ -29,6 +47,7 @@ class SearchHit:
     point_id: str = ""
     visual_score: float | None = None
     text_score: float | None = None
+    score_kind: ScoreKind = "maxsim"
 
     def to_dict(self, with_text: bool = False) -> dict[str, Any]:
         data = asdict(self)

@@ -5,8 +5,9 @@
 #             matplotlib, pytest, huggingface-hub 1.33...; Python 3.12; no network). pymupdf is 1.26.7
 #             there: 2.0's wheel alone is over the device tool's 64 MiB limit. huggingface-hub stays
 #             the image's (2.x needs httpx2; transformers takes >= 1.31).
-#   .shared/  the SmolVLM configs and tokenizer from ../shared/models and the smaller PDFs of
-#             ../shared/pdfs/real (>= 64 pages), since ../shared does not travel.
+#   .shared/  the SmolVLM configs and tokenizer from $PAGELENS_SHARED_DIR/models and the smaller PDFs of
+#             $PAGELENS_SHARED_DIR/pdfs/real (>= 64 pages): that data folder is not part of the repository
+#             and does not travel.
 # Both are git-ignored; name them in the device call's carry: [".whl", ".shared"].
 set -euo pipefail
 cd "$(dirname "$0")/.."

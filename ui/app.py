@@ -410,8 +410,9 @@ def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
     return str(target)
 
 
-def caption(doc_name: str, page_no: int, score: float) -> str:
-    return f"{doc_name} — page {page_no} ({score:.2f})"
+def caption(doc_name: str, page_no: int, score: float, kind: str = "maxsim") -> str:
+    """'doc.pdf — page 3 (rrf 0.50)': the score named by its kind (maxsim, bm25, rrf, dbsf)."""
+    return f"{doc_name} — page {page_no} ({kind} {score:.2f})"
 
 
 def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: SearchHit) -> tuple[Any, str]:
@@ -439,7 +440,7 @@ def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: Sear
         log.warning("similarity map of %s p.%d: %s", hit.doc_name, hit.page_no, exc)
         return None, f"No similarity map for this page: {exc}"
     r, c = layout.tile_grid
-    text = (f"**{html.escape(hit.doc_name)} — page {hit.page_no}** (score {hit.score:.2f}). Each patch is "
+    text = (f"**{html.escape(hit.doc_name)} — page {hit.page_no}** ({hit.score_kind} {hit.score:.2f}). Each patch is "
             f"coloured by its best match with a question token (red: strongest), over a "
             f"{grid.shape[0]} x {grid.shape[1]} patch grid ({r} x {c} tiles).")
     return overlay_heatmap(image, grid), text
@@ -779,7 +780,7 @@ def build_ui(
             if not hits:
                 yield "No pages found: is the collection empty, or still indexing?", no_pages, [], no_sim, ""
                 return
-            pages = [(page_copy(ctx, h.image_path), caption(h.doc_name, h.page_no, h.score)) for h in hits]
+            pages = [(page_copy(ctx, h.image_path), caption(h.doc_name, h.page_no, h.score, h.score_kind)) for h in hits]
             page_list = [(img, cap) for img, cap in pages if img]
             pages_upd = gr.update(value=page_list, visible=True)
             sim_wait = "Computing the similarity map…"
@@ -796,7 +797,7 @@ def build_ui(
                         yield text + " ▍", gr.skip(), gr.skip(), gr.skip(), gr.skip()
                     elif event.kind == "done" and event.answer is not None:
                         answer = event.answer
-                        copies = [(page_copy(ctx, c.image_path), caption(c.doc_name, c.page_no, c.score))
+                        copies = [(page_copy(ctx, c.image_path), caption(c.doc_name, c.page_no, c.score, c.score_kind))
                                   for c in answer.citations]
                         cited = [(img, cap) for img, cap in copies if img] or page_list
                         t = answer.timings

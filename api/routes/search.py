@@ -13,7 +13,7 @@ import anyio
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pagelens.api.deps import Caller, CollectionName, State
-from pagelens.api.schemas import ERRORS, AskRequest, SearchRequest, SearchResponse
+from pagelens.api.schemas import ERRORS, AnswerOut, AskRequest, SearchRequest, SearchResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from pagelens.app.uploads import error_body
@@ -27,7 +27,9 @@ router = APIRouter(prefix="/v1/collections/{collection}", tags=["search"], respo
 
 @router.post("/search", response_model=SearchResponse)
 def search(collection: CollectionName, body: SearchRequest, state: State, caller: Caller) -> dict[str, Any]:
-    """Top-k pages for a question by late interaction (MaxSim), each with its image URL."""
+    """Top-k pages for a question, each with its image URL. Each result's `score` is what ranked it and
+    `score_kind` names it: `maxsim` (visual), `bm25` (text), `rrf` / `dbsf` (hybrid, the default: a fused
+    rank value, not a similarity); `visual_score` (MaxSim) and `text_score` (BM25) where computed."""
     caller.require_read(collection)
     k = body.k or state.settings.top_k
     t0 = time.perf_counter()
@@ -61,13 +63,16 @@ def _sse(event: str, data: Any) -> str:
 
 @router.post(
     "/ask",
-    responses={200: {"description": "The answer as JSON, or with `stream: true` Server-Sent Events: "
+    responses={200: {"model": AnswerOut,
+                     "description": "The answer as JSON, or with `stream: true` Server-Sent Events: "
                      "`event: token` / `data: {\"text\"}` per token, then `event: done` with the answer "
                      "(`event: error` with an error body if it fails mid-way).",
                      "content": {"application/json": {}, "text/event-stream": {}}}},
 )
 async def ask(collection: CollectionName, body: AskRequest, state: State, caller: Caller) -> Any:
-    """Answer a question over the best pages, citing document and page, with timings."""
+    """Answer a question over the best pages, citing document and page (with the scores of the search:
+    `score`, `score_kind`, `visual_score`, `text_score`), with timings. Pages whose visual MaxSim is under
+    PAGELENS_RELEVANCE_THRESHOLD (and BM25 under PAGELENS_RELEVANCE_THRESHOLD_TEXT) are not shown."""
     caller.require_read(collection)
     page_filter = body.filter.to_page_filter() if body.filter else None
     if not body.stream:

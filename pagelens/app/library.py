@@ -110,8 +110,10 @@ class Pagelens:
         """The ``k`` best pages for ``question`` (default ``top_k``), best first. ``mode``: "visual"
         (MaxSim over page images), "text" (BM25 over the pages' text), "hybrid" (both fused); default the
         ``retrieval_mode`` setting. ``where``: metadata equality filter ({"year": "2026"}; a list value
-        means any of). Each ``SearchHit`` carries ``doc_name``, ``page_no``, ``score`` (what ranked it),
-        ``visual_score``/``text_score`` where computed, and ``image_path`` (the page PNG)."""
+        means any of). Each ``SearchHit`` carries ``doc_name``, ``page_no``, ``score`` (what ranked it,
+        named by ``score_kind``: "maxsim", "bm25", or "rrf"/"dbsf" in hybrid mode, a fused rank value),
+        ``visual_score`` (MaxSim) / ``text_score`` (BM25) where computed (hybrid: both), and
+        ``image_path`` (the page PNG)."""
         return self.service.search(collection, question, k=k, mode=mode,
                                    page_filter=_filter(where, doc_ids))
 

@@ -250,7 +250,14 @@ class Settings(BaseSettings):
     answer_longest_edge: int = Field(default=1536, ge=64, description="Longest edge (px) of page images shown.")
     max_new_tokens: int = Field(default=256, ge=1, description="Longest answer (tokens).")
     relevance_threshold: float | None = Field(
-        default=None, description="Below this retrieval score no answer is generated."
+        default=None, description="Relevance gate on the visual MaxSim of each hit (its visual_score: sum over "
+        "the query tokens of the best dot product, so at most the number of query tokens): pages below it are "
+        "not shown to the answer model, and with none left no answer is generated. Never compared with the "
+        "fused hybrid score (RRF/DBSF). Unset: no gate.",
+    )
+    relevance_threshold_text: float | None = Field(
+        default=None, description="Relevance gate on the BM25 of each hit (its text_score; text and hybrid "
+        "modes): a page passes when it reaches this or relevance_threshold. Unset: BM25 does not gate.",
     )
 
     # --- HTTP API and web UI (pagelens serve) -------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-# Named vectors of every page point (see DESIGN.md).
+# Named vectors of every page point.
 FULL_VECTOR = "colsmol"  # full multivector, MaxSim, no HNSW (m=0)
 ROWS_VECTOR = "colsmol_rows"  # mean-pooled by patch row, HNSW, prefetch
 COLS_VECTOR = "colsmol_cols"  # mean-pooled by patch column, HNSW, prefetch
