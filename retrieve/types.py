@@ -14,7 +14,9 @@ class SearchHit:
         BM25 in text mode, the fused score (``pagelens.retrieve.fusion``) in hybrid mode.
     visual_score / text_score: the MaxSim / BM25 inputs (None when not computed or the page was not
         in that ranking).
-    image_path: the stored page image (PNG) on local disk, or None when it is not available here.
+    image_path: the stored page image (PNG) on this host's disk (the payload's path, relative to the
+        page-image root ``PAGELENS_PAGE_IMAGES_DIR``, resolved), or None when no readable location is
+        known; the file may be missing on a host that does not share the root.
     """
 
     rank: int

@@ -83,7 +83,8 @@ class Pagelens:
     ) -> IndexReport:
         """Index files and folders (recursive; PDF, PNG, JPEG, TIFF and the other formats pagelens reads)
         into ``collection``, created on first use. Complete documents already there are skipped unless
-        ``force``; ``metadata`` is stored with every document (filter on it in ``search``). A bad file
+        ``force`` (the same bytes under a new file name or with new ``metadata`` are not embedded again:
+        their pages take the new name/metadata, status ``updated``); ``metadata`` is stored with every document (filter on it in ``search``). A bad file
         never stops the others: the returned ``IndexReport`` lists each document's status
         (``report.documents``) and errors (``report.errors``, each naming the file and what to do)."""
         from pagelens.index.pipeline.indexer import IndexInput
