@@ -39,8 +39,8 @@ class Pagelens:
     """Index documents, search their pages and answer questions over them.
 
     ``data_dir``: where the embedded Qdrant store, page images and jobs live (default
-    ``PAGELENS_DATA_DIR``, else ``~/.local/share/pagelens``). ``qdrant_url``: use a Qdrant server instead of the
-    embedded store. Any other keyword is a setting (``retriever_model=``, ``device=``, ``top_k=``, ... as
+    ``PAGELENS_DATA_DIR``, else ``~/.local/share/pagelens``; page images can go elsewhere with
+    ``page_images_dir=``). ``qdrant_url``: use a Qdrant server instead of the embedded store. Any other keyword is a setting (``retriever_model=``, ``device=``, ``top_k=``, ... as
     in ``Settings``; environment variables ``PAGELENS_*`` fill the rest). Or pass a ready ``settings``.
     Nothing heavy happens here: the store opens and the models load on first use. Close it (or use it
     as a context manager) to release the store.
