@@ -184,7 +184,8 @@ def open_page_image(hit: SearchHit) -> Image.Image:
     if not path.is_file():
         raise IngestError(
             where,
-            f"page image {path} is missing; re-index the document to restore it",
+            f"page image {path} is missing on this host; re-index the document to restore it (with workers on "
+            "several hosts: set PAGELENS_PAGE_IMAGES_DIR on this one to the shared folder they wrote to)",
             page=hit.page_no,
             image_path=str(path),
         )

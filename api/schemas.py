@@ -164,7 +164,8 @@ class JobDocumentOut(BaseModel):
     size: int
     sha256: str
     doc_id: str | None = None
-    status: str
+    status: str = Field(description="queued | running | indexed | updated (already indexed: the new name or "
+                        "metadata was applied) | skipped (already indexed as it is) | partial | failed | cancelled")
     page_count: int | None = None
     pages_done: int = 0
     errors: list[dict[str, Any]] = Field(default_factory=list)

@@ -80,7 +80,7 @@ def fill_collection(service: Any, name: str, pages: int, images: list[Any]) -> N
     saved = []
     for i, img in enumerate(images):
         sha = hashlib.sha256(f"bench-image-{i}".encode()).hexdigest()
-        saved.append((sha, str(service.images.save(sha, 1, img)), img.size))
+        saved.append((sha, service.images.save(sha, 1, img), img.size))  # path relative to the image root
     syn = Synth(pages, 1139, seed=0)
     for k in range(syn.n_chunks()):
         full, rows, cols, _ = syn.gen_chunk(k)
@@ -151,7 +151,8 @@ def client_timings(base_url: str, collection: str, questions: list[str], warmup:
     return s_only.samples, s_page.samples, sizes
 
 
-def plain_query_path(model: Any, processor: Any, store: Any, collection: str, question: str, device: str) -> int:
+def plain_query_path(model: Any, processor: Any, store: Any, collection: str, question: str, device: str,
+                     images_root: Path) -> int:
     """Naive baseline: colpali-engine encode -> Edge brute-force MaxSim -> read the top page's PNG."""
     import torch
 
@@ -159,7 +160,7 @@ def plain_query_path(model: Any, processor: Any, store: Any, collection: str, qu
         batch = processor.process_queries([question]).to(device)
         q = model(**batch)[0].float().cpu().numpy()  # [n_q, 128]
     hits = store.search(collection, q, 5, mode="exact")
-    return len(Path(hits[0].payload["image_path"]).read_bytes())
+    return len((images_root / hits[0].payload["image_path"]).read_bytes())
 
 
 def run_model(label: str, model_dir: Path, args: argparse.Namespace, table: Table, images: list[Any],
@@ -190,7 +191,8 @@ def run_model(label: str, model_dir: Path, args: argparse.Namespace, table: Tabl
     lib, _ = time_calls(lambda q: service.search(name, q, k=5), questions, warmup=2)
     embedder: Any = service.embedder
     plain, _ = time_calls(
-        lambda q: plain_query_path(embedder._model, embedder.processor, service.store, name, q, args.device),
+        lambda q: plain_query_path(embedder._model, embedder.processor, service.store, name, q, args.device,
+                                   service.images.root),
         questions[: max(3, args.queries // 3)], warmup=1,
     )
     # the UI is mounted where gradio is installed (the GPU machine's image lacks it); /v1 is the same

@@ -96,6 +96,21 @@ def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v", help="L
             hf_logging.disable_progress_bar()
 
 
+def shard_layout_notes(settings: Settings) -> list[str]:
+    """What ``--shard`` workers need from this configuration to run on several hosts, said once per run
+    (README, 'Shards on many machines')."""
+    if not settings.qdrant_url:
+        return ["--shard with the embedded store: one host only, and one process at a time on its data dir "
+                "(run the shards one after another). For workers in parallel or on several hosts, use a Qdrant "
+                "server (PAGELENS_QDRANT_URL) and one page-image folder every host mounts "
+                "(PAGELENS_PAGE_IMAGES_DIR)."]
+    if settings.page_images_dir is None:
+        return [f"page images go to {settings.pages_dir} on this host: with shards on several hosts, set "
+                "PAGELENS_PAGE_IMAGES_DIR on every host (workers and servers) to one shared folder, or answers "
+                "and page-image URLs fail on the hosts that lack them."]
+    return []
+
+
 # ------------------------------------------------------------------------------------------------
 @app.command("index")
 def index_cmd(
@@ -137,6 +152,9 @@ def index_cmd(
                   highlight=False)
         raise typer.Exit(2)
     service = make_service()
+    if shard:
+        for note in shard_layout_notes(service.settings):
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
     inputs = [IndexInput(path=f.path, name=f.name, metadata={**meta, **f.metadata}, password=password) for f in files]
     target = collection
     try:
@@ -167,7 +185,9 @@ def index_cmd(
         rate = f" ({report.pages_indexed / report.seconds:.2f} pages/s)" if report.seconds else ""
         out.print(
             f"collection {collection}{' -> ' + target if target != collection else ''}: "
-            f"{report.count('indexed')} indexed, {report.count('skipped')} skipped "
+            f"{report.count('indexed')} indexed, "
+            + (f"{report.count('updated')} updated (new name/metadata), " if report.count("updated") else "")
+            + f"{report.count('skipped')} skipped "
             f"(already indexed), {report.count('failed') + report.count('partial')} failed; "
             f"{report.pages_indexed} pages in {report.seconds:.1f} s{rate}"
             + (f"; shard {shard}: {len(files)} of {len(found)} inputs" if shard else "")

@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.page_images import PageImageStore
 from pagelens.retrieve.hybrid import FusionConfig, resolve_mode, score_kind, search_pages
 from pagelens.retrieve.types import SearchHit
 
@@ -39,12 +42,24 @@ class Retriever:
         store: VectorStore,
         prefetch_limit: int = 250,
         fusion: FusionConfig | None = None,
+        images: PageImageStore | None = None,
     ) -> None:
+        """``images``: the page-image store that resolves the payloads' relative image paths to files on
+        this host (``SearchHit.image_path``); None: only legacy absolute paths are taken as they are."""
         self.embedder = embedder
         self.store = store
+        self.images = images
         self.prefetch_limit = prefetch_limit
         self.fusion = fusion or FusionConfig()
         self.last_timings = SearchTimings(0.0, 0.0)
+
+    def _image_path(self, payload: dict[str, Any]) -> str | None:
+        """The page PNG on this host: the payload's path relative to the page-image root, resolved."""
+        if self.images is not None:
+            path = self.images.resolve(payload)
+            return str(path) if path is not None else None
+        stored = payload.get("image_path")
+        return str(stored) if stored and Path(str(stored)).is_absolute() else None
 
     def search(
         self,
@@ -113,7 +128,7 @@ class Retriever:
                     page_no=int(payload.get("page_no", 0)),
                     page_count=int(payload.get("page_count", 0)),
                     score=float(point.score),
-                    image_path=payload.get("image_path"),
+                    image_path=self._image_path(payload),
                     text=payload.get("text", ""),
                     metadata=dict(payload.get("meta") or {}),
                     point_id=point.id,

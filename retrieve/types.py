@@ -32,7 +32,9 @@ class SearchHit:
         page, also one the visual ranking did not reach). None in text mode (no query encoding).
     text_score: BM25 of the page (text and hybrid modes; in hybrid mode computed for every returned page,
         0.0 when the page shares no term with the question). None in visual mode.
-    image_path: the stored page image (PNG) on local disk, or None when it is not available here.
+    image_path: the stored page image (PNG) on this host's disk (the payload's path, relative to the
+        page-image root ``PAGELENS_PAGE_IMAGES_DIR``, resolved), or None when no readable location is
+        known; the file may be missing on a host that does not share the root.
     """
 
     rank: int

@@ -236,12 +236,12 @@ def test_serial_and_pipelined_write_identical_points(svc: Any, corpus: Path, tmp
     v0 = serial.store.get_full_vectors("s", list(p0))
     v1 = piped.store.get_full_vectors("s", list(p0))
     for pid, payload in p0.items():
-        same = ("indexed_at", "image_path")  # image_path: under each service's own data dir
-        assert {k: v for k, v in payload.items() if k not in same} == {
-            k: v for k, v in p1[pid].items() if k not in same
+        # image_path is relative to each service's own page-image root: the same in both payloads
+        assert {k: v for k, v in payload.items() if k != "indexed_at"} == {
+            k: v for k, v in p1[pid].items() if k != "indexed_at"
         }
-        assert Path(payload["image_path"]).read_bytes() == Path(p1[pid]["image_path"]).read_bytes()
-        assert Path(payload["image_path"]).is_file()
+        assert (serial.images.root / payload["image_path"]).read_bytes() == (
+            piped.images.root / payload["image_path"]).read_bytes()
         np.testing.assert_array_equal(v0[pid], v1[pid])
 
 

@@ -93,6 +93,9 @@ def test_sigkill_mid_run_then_rerun_gives_every_page_once(tiny_models: dict[str,
         assert set(p) >= PAYLOAD_KEYS, sorted(PAYLOAD_KEYS - set(p))
         assert p["page_count"] == counts[p["doc_name"]] and 1 <= p["page_no"] <= p["page_count"]
         assert len(p["sha256"]) == 64 and p["doc_id"] == p["sha256"][:16]
-        assert Path(p["image_path"]).is_file() and isinstance(p["text"], str)
+        # relative to the page-image root (default data_dir/pages), named by content and render size
+        assert not Path(p["image_path"]).is_absolute()
+        assert p["image_path"].endswith(f"/{p['page_no']}-{p['width']}x{p['height']}.png")
+        assert (data / "pages" / p["image_path"]).is_file() and isinstance(p["text"], str)
         seen.setdefault(p["doc_name"], set()).add(p["page_no"])
     assert {name: len(pages) for name, pages in seen.items()} == counts

@@ -147,6 +147,29 @@ def test_delete_document(filled: tuple[VectorStore, list[PagePoint]]) -> None:
     assert remaining == {p.id for p in points if p.payload["doc_id"] != "doc-1"}
 
 
+def test_set_payload_updates_every_page_of_one_document(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    before = dict(store.iter_payloads(COLL))
+    query = points[0].embedding.full[:3]
+    scores = {h.id: h.score for h in store.search(COLL, query, limit=5, mode="exact")}
+    assert store.set_payload(COLL, "doc-1", {"doc_name": "renamed.pdf", "meta": {"year": 1999}}) == 6
+    after = dict(store.iter_payloads(COLL))
+    for pid, payload in after.items():
+        if before[pid]["doc_id"] == "doc-1":
+            # the named keys replaced whole (meta's old keys are gone), every other key kept
+            assert payload == {**before[pid], "doc_name": "renamed.pdf", "meta": {"year": 1999}}
+        else:
+            assert payload == before[pid]
+    assert store.count(COLL, PageFilter(doc_names=["renamed.pdf"])) == 6
+    assert store.count(COLL, PageFilter(metadata={"year": 1999})) == 6
+    assert store.count(COLL, PageFilter(doc_names=["report-1.pdf"])) == 0
+    # vectors untouched: the same exact scores
+    assert {h.id: h.score for h in store.search(COLL, query, limit=5, mode="exact")} == pytest.approx(scores)
+    assert store.set_payload(COLL, "no-such-doc", {"doc_name": "x"}) == 0
+    with pytest.raises(CollectionNotFoundError):
+        store.set_payload("nope", "doc-1", {"doc_name": "x"})
+
+
 def test_iter_payloads_intact(filled: tuple[VectorStore, list[PagePoint]]) -> None:
     store, points = filled
     got = dict(store.iter_payloads(COLL))

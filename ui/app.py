@@ -95,7 +95,7 @@ table.pl-table td.pl-file { word-break: break-word; }
 .pl-bar > span { display: block; height: 100%; background: var(--color-accent, #2563eb); }
 .pl-status { font-weight: 600; white-space: nowrap; }
 .pl-status-failed, .pl-status-rejected, .pl-status-partial { color: #b91c1c; }
-.pl-status-indexed, .pl-status-skipped, .pl-status-complete { color: #15803d; }
+.pl-status-indexed, .pl-status-updated, .pl-status-skipped, .pl-status-complete { color: #15803d; }
 .pl-status-incomplete, .pl-status-cancelled { color: #b45309; }
 .pl-err { color: #b91c1c; font-size: 0.85rem; margin-top: 0.2rem; word-break: break-word; }
 .pl-empty { opacity: 0.7; font-size: 0.9rem; }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -113,23 +112,23 @@ def page_image(collection: CollectionName, doc_id: DocId, page_no: int, state: S
     if service.store.get_manifest(collection) is None:
         raise CollectionNotFoundError(collection)
     found = False
-    image_path: str | None = None
-    for _, payload in service.store.iter_payloads(collection, PageFilter(doc_ids=[doc_id])):
+    payload: dict[str, Any] | None = None
+    for _, candidate in service.store.iter_payloads(collection, PageFilter(doc_ids=[doc_id])):
         found = True
-        if int(payload.get("page_no", 0)) == page_no:
-            image_path = payload.get("image_path")
-            if not image_path and payload.get("sha256"):
-                image_path = str(service.images.path(payload["sha256"], page_no))
+        if int(candidate.get("page_no", 0)) == page_no:
+            payload = candidate
             break
     if not found:
         raise ApiError(404, "document_not_found", f"document '{doc_id}' is not in collection '{collection}'",
                        collection=collection, doc_id=doc_id)
-    if image_path is None:
+    if payload is None:
         raise ApiError(404, "page_not_found", f"document '{doc_id}' has no page {page_no}",
                        collection=collection, doc_id=doc_id, page_no=page_no)
-    path = Path(image_path).resolve()
-    root = service.images.root.resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise ApiError(404, "page_image_missing", f"the image of page {page_no} is not stored on this server",
-                       collection=collection, doc_id=doc_id, page_no=page_no)
+    # relative to this server's page-image root (PAGELENS_PAGE_IMAGES_DIR), or a legacy absolute path
+    path = service.images.resolve(payload)
+    if path is None or not service.images.allowed(path) or not path.is_file():
+        raise ApiError(404, "page_image_missing", f"the image of page {page_no} is not in this server's page-image "
+                       "root: index the document again, or set PAGELENS_PAGE_IMAGES_DIR to the folder the "
+                       "indexing host wrote its page images to", collection=collection, doc_id=doc_id, page_no=page_no)
+    path = path.resolve()
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -2,7 +2,10 @@
 
 A bad document never stops the batch: its error is recorded in the report and the next file goes on.
 Re-running the same job is idempotent (deterministic point ids) and skips documents whose every page
-is already in the collection, unless ``force``. A point is written only once its page is complete
+is already in the collection, unless ``force``; the same bytes under a new name or with new metadata are
+not embedded again either: their stored pages take the new ``doc_name``/``meta`` (status ``updated``).
+A run that gives no metadata keeps the stored metadata (a UI re-upload or a plain re-run does not
+wipe it). A point is written only once its page is complete
 (image saved, embedding and full payload in one upsert), so after an interruption (Ctrl-C, SIGKILL,
 machine loss) a document counts fewer points than pages, and the next run redoes only its missing
 pages. Two or more inputs run through the pipeline of ``pagelens.index.pipeline.workers`` (worker processes for
@@ -68,7 +71,7 @@ class DocumentResult:
     path: str
     doc_id: str | None
     doc_name: str
-    status: str  # "indexed" | "skipped" | "failed" | "partial"
+    status: str  # "indexed" | "updated" (same bytes, new name/metadata) | "skipped" | "failed" | "partial"
     pages_indexed: int = 0
     page_count: int = 0
 
@@ -96,6 +99,7 @@ class IndexReport:
         return {
             "collection": self.collection,
             "documents_indexed": self.count("indexed"),
+            "documents_updated": self.count("updated"),
             "documents_skipped": self.count("skipped"),
             "documents_failed": self.count("failed"),
             "documents_partial": self.count("partial"),
@@ -286,6 +290,17 @@ class Indexer:
         return getattr(self.embedder, "processor", None)
 
 
+def payload_changes(stored: dict[str, Any], name: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The payload keys (``doc_name``, ``meta``) whose stored value (one page's payload) differs from
+    this run's, with this run's values."""
+    changes: dict[str, Any] = {}
+    if stored.get("doc_name") != name:
+        changes["doc_name"] = name
+    if dict(stored.get("meta") or {}) != dict(metadata):
+        changes["meta"] = dict(metadata)
+    return changes
+
+
 def resolve_workers(value: int, device: str = "cuda") -> int:
     """The number of page-preparation processes; ``value`` >= 0 is taken as it is (0: serial).
 
@@ -355,18 +370,26 @@ class _Run:
             return None
         self.seen_sha.setdefault(doc.sha256, path_str)
         present: set[int] = set()
-        if not self.force:
-            already = ix.store.count(self.collection, PageFilter(doc_ids=[doc.doc_id]))
-            if already >= doc.page_count:
-                result.status = "skipped"
+        doc_filter = PageFilter(doc_ids=[doc.doc_id])
+        already = ix.store.count(self.collection, doc_filter)
+        if already:
+            stored = next(iter(ix.store.iter_payloads(self.collection, doc_filter)), (None, {}))[1]
+            if not doc.metadata:  # no metadata given: the stored one stays (on every page, new ones too)
+                doc.metadata = dict(stored.get("meta") or {})
+            changes = payload_changes(stored, doc.name, doc.metadata)
+            if changes and not self.force:  # (force rewrites every page with this run's payload anyway)
+                ix.store.set_payload(self.collection, doc.doc_id, changes)
+            if already >= doc.page_count and not self.force:
+                # the same bytes again: nothing to embed; a new name or metadata was applied above
+                result.status = "updated" if changes else "skipped"
                 self.results[key] = result
-                self.notify("document_done", {"path": path_str, "doc_name": doc.name, "status": "skipped",
-                                              "page_count": doc.page_count})
+                self.notify("document_done", {"path": path_str, "doc_name": doc.name, "status": result.status,
+                                              "page_count": doc.page_count, "changed": sorted(changes)})
                 return None
-            if already:  # interrupted earlier: only the missing pages are redone
+            if not self.force:  # interrupted earlier: only the missing pages are redone
                 present = {
                     int(p.get("page_no", 0))
-                    for _, p in ix.store.iter_payloads(self.collection, PageFilter(doc_ids=[doc.doc_id]))
+                    for _, p in ix.store.iter_payloads(self.collection, doc_filter)
                     if p.get("sha256") == doc.sha256
                 }
                 for page_no in sorted(present):

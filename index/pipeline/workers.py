@@ -63,6 +63,8 @@ class DocTask:
 
 @dataclass
 class PageMeta:
+    """One prepared page; ``image_path``: its PNG relative to the page-image root (``PageImageStore``)."""
+
     page_no: int
     text: str
     width: int
@@ -137,8 +139,8 @@ def prepare_document(
 def _prepare(task: DocTask, pages: list[Any], processor: Any, images: PageImageStore) -> PreparedChunk:
     metas = []
     for page in pages:
-        path = images.save(task.sha256, page.page_no, page.image)
-        metas.append(PageMeta(page.page_no, page.text, page.image.width, page.image.height, str(path)))
+        rel = images.save(task.sha256, page.page_no, page.image)  # relative to the page-image root
+        metas.append(PageMeta(page.page_no, page.text, page.image.width, page.image.height, rel))
     if processor is None:
         return PreparedChunk(task.key, metas, images=[p.image for p in pages])
     batch = processor.process_images([p.image.convert("RGB") for p in pages])

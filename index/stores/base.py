@@ -39,6 +39,11 @@ class VectorStore(Protocol):
     def delete_document(self, collection: str, doc_id: str) -> int:
         """Delete every page of ``doc_id``; returns the number of points deleted."""
 
+    def set_payload(self, collection: str, doc_id: str, values: dict[str, Any]) -> int:
+        """Set the top-level payload keys in ``values`` on every page of ``doc_id`` (a key's old value is
+        replaced whole, ``meta`` included; other keys and the vectors are untouched). Returns the number
+        of pages updated (0: no such document)."""
+
     def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
         """Exact number of points matching the filter."""
 

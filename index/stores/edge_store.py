@@ -396,6 +396,16 @@ class QdrantEdgeStore:
                                        len(ids), collection, exc)
             return len(ids)
 
+    def set_payload(self, collection: str, doc_id: str, values: dict[str, Any]) -> int:
+        qe = _edge()
+        flt = to_edge_filter(PageFilter(doc_ids=[doc_id]))
+        with self._lock:
+            shard, _ = self._require(collection)
+            n = int(shard.count(qe.CountRequest(exact=True, filter=flt)))
+            if n:
+                shard.update(qe.UpdateOperation.set_payload_by_filter(flt, dict(values)))
+            return n
+
     def _scroll_ids(self, shard: Any, flt: Any) -> list[str]:
         """Ids of every point matching ``flt``. Call under the lock."""
         qe = _edge()

@@ -338,6 +338,22 @@ class QdrantServerStore:
             )
         return int(n)
 
+    def set_payload(self, collection: str, doc_id: str, values: dict[str, Any]) -> int:
+        """Counts, then sets by filter, ``wait=True``."""
+        from qdrant_client import models
+
+        self._require(collection)
+        qname = self._qname(collection)
+        flt = to_server_filter(PageFilter(doc_ids=[doc_id]))
+        n = self._call(lambda: self.client.count(qname, count_filter=flt, exact=True).count, collection)
+        if n:
+            self._call(
+                lambda: self.client.set_payload(qname, payload=dict(values),
+                                                points=models.FilterSelector(filter=flt), wait=True),
+                collection,
+            )
+        return int(n)
+
     def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
         qname = self._qname(collection)
         flt = to_server_filter(page_filter)

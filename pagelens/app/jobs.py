@@ -14,7 +14,8 @@ Job row::
     documents (json list): {index, name, file, size, sha256, doc_id, status, page_count,
                             pages_done, errors: [{page, code, error}]}
 
-Document status: queued -> running -> indexed | skipped | partial | failed | cancelled.
+Document status: queued -> running -> indexed | updated | skipped | partial | failed | cancelled
+(``updated``: the same bytes were already indexed; the new name or metadata was applied to their pages).
 ``pages_total`` is the sum of the page counts of the documents opened so far (a document's page
 count is known once it is opened), so it is exact when the job is finished.
 
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
-FINAL_DOC_STATUSES = ("indexed", "skipped", "partial", "failed", "cancelled")
+FINAL_DOC_STATUSES = ("indexed", "updated", "skipped", "partial", "failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -559,7 +560,7 @@ class JobWorker:
                 doc["doc_id"] = result.doc_id
             if result.page_count:
                 doc["page_count"] = result.page_count
-            if result.status in ("skipped", "indexed"):
+            if result.status in ("skipped", "updated", "indexed"):
                 # complete in the collection; a resumed document wrote only its missing pages, so
                 # pages_indexed alone would undercount it
                 doc["pages_done"] = result.page_count

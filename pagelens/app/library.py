@@ -39,8 +39,8 @@ class Pagelens:
     """Index documents, search their pages and answer questions over them.
 
     ``data_dir``: where the embedded Qdrant store, page images and jobs live (default
-    ``PAGELENS_DATA_DIR``, else ``~/.local/share/pagelens``). ``qdrant_url``: use a Qdrant server instead of the
-    embedded store. Any other keyword is a setting (``retriever_model=``, ``device=``, ``top_k=``, ... as
+    ``PAGELENS_DATA_DIR``, else ``~/.local/share/pagelens``; page images can go elsewhere with
+    ``page_images_dir=``). ``qdrant_url``: use a Qdrant server instead of the embedded store. Any other keyword is a setting (``retriever_model=``, ``device=``, ``top_k=``, ... as
     in ``Settings``; environment variables ``PAGELENS_*`` fill the rest). Or pass a ready ``settings``.
     Nothing heavy happens here: the store opens and the models load on first use. Close it (or use it
     as a context manager) to release the store.
@@ -83,7 +83,8 @@ class Pagelens:
     ) -> IndexReport:
         """Index files and folders (recursive; PDF, PNG, JPEG, TIFF and the other formats pagelens reads)
         into ``collection``, created on first use. Complete documents already there are skipped unless
-        ``force``; ``metadata`` is stored with every document (filter on it in ``search``). A bad file
+        ``force`` (the same bytes under a new file name or with new ``metadata`` are not embedded again:
+        their pages take the new name/metadata, status ``updated``); ``metadata`` is stored with every document (filter on it in ``search``). A bad file
         never stops the others: the returned ``IndexReport`` lists each document's status
         (``report.documents``) and errors (``report.errors``, each naming the file and what to do)."""
         from pagelens.index.pipeline.indexer import IndexInput

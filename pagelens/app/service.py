@@ -87,7 +87,9 @@ class PagelensService:
         self._embedder = embedder
         self._answerer = answerer
         self._lock = threading.Lock()
-        self.images = PageImageStore(settings.pages_dir)
+        # page PNGs: PAGELENS_PAGE_IMAGES_DIR (payloads hold paths relative to it); points written before
+        # that setting hold absolute paths under <data_dir>/pages, still read and served
+        self.images = PageImageStore(settings.pages_dir, legacy_roots=[settings.data_dir / "pages"])
 
     # -- lazily built components --------------------------------------------------------------
     @property
@@ -127,7 +129,7 @@ class PagelensService:
         from pagelens.retrieve.hybrid import FusionConfig
 
         return Retriever(self.embedder, self.store, prefetch_limit=self.settings.tuning.prefetch_limit,
-                         fusion=FusionConfig.from_settings(self.settings))
+                         fusion=FusionConfig.from_settings(self.settings), images=self.images)
 
     # -- collections and documents ----------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:
@@ -174,8 +176,8 @@ class PagelensService:
         return sorted(docs.values(), key=lambda d: (d.doc_name, d.doc_id))
 
     def delete_document(self, collection: str, doc_id: str) -> int:
-        """Delete every page of a document; returns pages deleted. Page images shared with another
-        collection are kept."""
+        """Delete every page of a document; returns pages deleted. Its page images go too, except those
+        another collection still refers to."""
         if self.store.get_manifest(collection) is None:
             raise CollectionNotFoundError(collection)
         sha = None
@@ -190,10 +192,11 @@ class PagelensService:
                 collection=collection,
                 doc_id=doc_id,
             )
-        if sha and not any(
-            self.store.count(name, PageFilter(doc_ids=[doc_id])) for name in self.store.list_collections()
-        ):
-            self.images.delete_document(sha)
+        if sha:  # the images no collection refers to any more (another render size may still be in use)
+            keep = [path for name in self.store.list_collections()
+                    for _, p in self.store.iter_payloads(name, PageFilter(doc_ids=[doc_id]))
+                    if (path := self.images.resolve(p)) is not None]
+            self.images.delete_document(sha, keep=keep)
             from pagelens.ingest.office import discard_converted
 
             discard_converted(self.settings, sha)  # the PDF an office document was converted to, if any

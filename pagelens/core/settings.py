@@ -157,6 +157,11 @@ class Settings(BaseSettings):
 
     # --- storage ----------------------------------------------------------------------------
     data_dir: Path = Field(default_factory=default_data_dir, description="Embedded store, page images, jobs.")
+    page_images_dir: Path | None = Field(
+        default=None, description="Root folder of the rendered page PNGs; payloads store image paths relative "
+        "to it. Unset: <data_dir>/pages. For `--shard I/N` workers on several hosts (with a Qdrant server), a "
+        "folder every host mounts (NFS, a shared volume), set on every host: README, 'Shards on many machines'.",
+    )
     qdrant_url: str | None = Field(
         default=None, description="Qdrant server URL (http://host:6333). Unset: embedded Qdrant Edge."
     )
@@ -326,10 +331,10 @@ class Settings(BaseSettings):
             data["tuning"] = tuning
         return data
 
-    @field_validator("data_dir", mode="after")
+    @field_validator("data_dir", "page_images_dir", mode="after")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @field_validator("retriever_model", "answer_model", mode="after")
     @classmethod
@@ -367,8 +372,8 @@ class Settings(BaseSettings):
 
     @property
     def pages_dir(self) -> Path:
-        """Where rendered page images are kept, by document sha256."""
-        return self.data_dir / "pages"
+        """The page-image root: ``page_images_dir``, else ``<data_dir>/pages`` (index/stores/page_images.py)."""
+        return self.page_images_dir if self.page_images_dir is not None else self.data_dir / "pages"
 
     @property
     def edge_dir(self) -> Path:

@@ -137,7 +137,7 @@ def fuzz_client(tmp_path_factory, tiny_models):
             job = wait_job(client, job_id, timeout=300)
             assert job["status"] == "done", job
             for doc in job["documents"]:
-                assert doc["status"] in ("indexed", "skipped", "partial", "failed"), doc
+                assert doc["status"] in ("indexed", "updated", "skipped", "partial", "failed"), doc
                 if doc["status"] == "failed":
                     assert doc["errors"] and doc["name"] in doc["errors"][0]["error"], doc
 
