@@ -2,7 +2,9 @@
 
 ``create_app(settings)`` builds the ``Pagelens`` service (or takes one), the job table under
 ``settings.data_dir/jobs.sqlite3`` and the index worker; the worker starts with the app (resuming
-interrupted jobs) and stops with it. OpenAPI at ``/docs`` and ``/openapi.json``.
+interrupted jobs) and stops with it. At start a background thread also rebuilds the search structures
+of collections an interrupted run left stale (``pagelens.repair``); requests are served meanwhile.
+OpenAPI at ``/docs`` and ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from api.deps import AppState
 from api.errors import install_error_handlers
 from api.routes import collections, documents, health, jobs, search
 from pagelens.jobs import JobStore, JobWorker
+from pagelens.repair import StartupRepair
 from pagelens.service import Pagelens
 from pagelens.settings import Settings
 
@@ -30,14 +33,19 @@ log = logging.getLogger(__name__)
 def worker_lifespan(
     worker: JobWorker, service: Pagelens, owns_service: bool
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """App lifespan: start the index worker; on shutdown stop it, and close the service if we built it."""
+    """App lifespan: start the index worker and the repair of stale search structures
+    (``app.state.startup_repair``); on shutdown stop both, and close the service if we built it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker.start()
+        repair = StartupRepair(service)
+        app.state.startup_repair = repair
+        repair.start()
         try:
             yield
         finally:
+            await run_in_threadpool(repair.stop)
             await run_in_threadpool(worker.stop)
             if owns_service:
                 await run_in_threadpool(service.close)

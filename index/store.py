@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from index.search_status import RepairResult, SearchStatus
 from index.types import CollectionManifest, PageFilter, PagePoint, ScoredPage, SearchMode
 
 
@@ -77,6 +78,14 @@ class VectorStore(Protocol):
 
     def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Full multivectors [n_tokens, dim] float32 of the given point ids (missing ids omitted)."""
+
+    def search_status(self, collection: str) -> SearchStatus:
+        """Whether the structures fast ``two_stage`` searches rely on are current, and what is stale
+        (``index.search_status``). Cheap enough to call per search. Raises ``CollectionNotFoundError``."""
+
+    def repair(self, collection: str, force: bool = False) -> RepairResult:
+        """Rebuild what ``search_status`` finds stale (``force``: the whole optimize anyway); says
+        what it rebuilt. Blocking."""
 
     def close(self) -> None:
         """Flush and release resources. Safe to call twice."""

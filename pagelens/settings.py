@@ -235,6 +235,12 @@ class Settings(BaseSettings):
         default=4096, ge=0, description="Address-space cap (MiB, RLIMIT_AS) of the rendering child process "
         "when isolate_rendering (0: none).",
     )
+    debug_pause_at: Literal["", "optimize", "cache_append"] = Field(
+        default="", description="Crash tests only (index/debug_hooks.py): the embedded store stops at this "
+        "point, prints 'pagelens: paused at <point>' to stderr and sleeps until killed. optimize: during the "
+        "closing optimize (after Edge's optimizers, before the rerank cache and token index); cache_append: "
+        "after a Qdrant upsert, before the rerank-cache append. Never set it in production.",
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod
