@@ -8,6 +8,9 @@ Layout under ``root``::
     root/<collection>/rerank/         int8 copy of the full multivectors for the fast
                                       two-stage rerank (``index.fast_rerank``; a cache), and
                                       in ``tokens/`` its token-level first stage
+    root/<collection>/optimized.json  written by a complete ``optimize`` (optimizers, cache sync,
+                                      token index), removed before the next upsert: without it the
+                                      collection's search structures are stale (``search_status``)
 
 Named vectors (names in ``index.types``), all multivectors with the MaxSim comparator and Dot
 distance, so a score is sum over query tokens of the max dot product (= colpali-engine
@@ -28,6 +31,11 @@ Measured: ``bench/README.md``.
 * ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``index.bm25``), IDF modifier, derived at
   upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
   key): ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
+
+``search_status`` says whether those structures are current: ``optimized.json`` present, the rerank
+cache holding exactly Qdrant's point ids (an order-independent digest, ``index.search_status``), the
+token index built where due. A two-stage search of a stale collection stays exact (Qdrant's prefetch
+stands in for what is missing) and logs one WARNING; ``repair`` rebuilds what is stale.
 
 Shards are opened lazily and kept open; every shard call runs under one re-entrant lock, so the
 store may be shared by threads (calls are serialised). One process per ``root``: Edge has no
@@ -211,6 +219,7 @@ class QdrantEdgeStore:
         self._live: dict[str, IdDigest] = {}
         self._stamped: dict[str, bool] = {}
         self._upserts: dict[str, int] = {}
+        self._closes = 0  # close() calls: a repair finishing after one neither marks nor reopens anything
         self._cache_diff: dict[str, tuple[tuple[Any, ...], tuple[int, int]]] = {}  # memo of the last mismatch
         self.stale_warnings = StaleWarnings(logger)
         self.pause_at = pause_at  # debug hook (index.debug_hooks), Settings.debug_pause_at
@@ -777,7 +786,10 @@ class QdrantEdgeStore:
         before = self.search_status(collection)
         if before.current and not force:
             return RepairResult(collection, before, before, [], time.perf_counter() - started)
+        closes = self._closes
         _, rebuilt = self._optimize_all(collection)
+        if self._closes != closes:  # closed meanwhile (a server shutting down): do not reopen the shard
+            return RepairResult(collection, before, before, rebuilt, time.perf_counter() - started)
         after = self.search_status(collection)
         if not rebuilt and not before.current:
             rebuilt = ["nothing needed rebuilding: marked optimized"]
@@ -802,7 +814,7 @@ class QdrantEdgeStore:
         qe = _edge()
         with self._lock:
             shard, _ = self._require(collection)
-            upserts = self._upserts.get(collection, 0)
+            upserts, closes = self._upserts.get(collection, 0), self._closes
             changed = self._optimize_locked(collection, shard)
         pause_point(self.pause_at, "optimize")
         rebuilt = ["HNSW graphs of the pooled vectors (Qdrant Edge segment optimizers)"] if changed else []
@@ -816,7 +828,8 @@ class QdrantEdgeStore:
                 rebuilt.append(f"token index {token}")
         with self._lock:
             # mark it optimized unless points arrived meanwhile (they are not in the optimized segments)
-            if self._upserts.get(collection, 0) == upserts and self._read_manifest(collection) is not None:
+            if (self._upserts.get(collection, 0) == upserts and self._closes == closes
+                    and self._read_manifest(collection) is not None):
                 shard, _ = self._require(collection)
                 n_points = int(shard.count(qe.CountRequest(exact=True)))
                 _write_json_atomic(self._dir(collection) / OPTIMIZED_FILE,
@@ -885,6 +898,7 @@ class QdrantEdgeStore:
     def close(self) -> None:
         """Flush and close every open shard. Safe to call twice; the store reopens lazily."""
         with self._lock:
+            self._closes += 1
             for cache in self._rerank.values():
                 cache.close()
             self._rerank = {}
