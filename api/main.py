@@ -2,7 +2,9 @@
 
 ``create_api(settings)`` builds the ``PagelensService`` service (or takes one), the job table under
 ``settings.data_dir/jobs.sqlite3`` and the index worker; the worker starts with the app (resuming
-interrupted jobs) and stops with it. OpenAPI at ``/docs`` and ``/openapi.json``.
+interrupted jobs) and stops with it. At start a background thread also rebuilds the search structures
+of collections an interrupted run left stale (``pagelens.app.repair``); requests are served meanwhile.
+OpenAPI at ``/docs`` and ``/openapi.json``.
 """
 
 from __future__ import annotations

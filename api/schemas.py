@@ -137,6 +137,16 @@ class SearchResponse(BaseModel):
     timings: dict[str, float]
 
 
+class SearchStructuresOut(BaseModel):
+    """Whether the structures fast searches rely on are current (HNSW graphs; on the embedded store
+    also the rerank cache and token index). While stale, searches stay correct but take a slower,
+    lower-recall fallback; the server repairs stale collections at start and after each job, or run
+    ``pagelens optimize --collection NAME``."""
+
+    current: bool
+    stale: list[str] = Field(default_factory=list, description="What is stale, one reason each.")
+
+
 class CollectionOut(BaseModel):
     name: str
     model_id: str
@@ -145,6 +155,7 @@ class CollectionOut(BaseModel):
     pages: int
     documents: int
     created_at: str
+    search_structures: SearchStructuresOut | None = None
 
 
 class DocumentOut(BaseModel):

@@ -194,6 +194,9 @@ def index_cmd(
             + (f"; error report {report_path}" if report_path else ""),
             highlight=False,
         )
+        if report.repaired and not report.pages_indexed:
+            out.print(f"search structures of {target} were stale, rebuilt: {'; '.join(report.repaired)}",
+                      highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -367,6 +370,34 @@ def delete_cmd(
         out.print(f"deleted collection {collection}")
     else:
         out.print(f"deleted document {doc} ({result['pages_deleted']} pages) from {collection}")
+
+
+@app.command("optimize")
+def optimize_cmd(
+    collection: str = typer.Option(None, "--collection", "-c", help="Collection name (default: every collection)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rebuild the search structures (HNSW graphs; embedded store: rerank cache, token index) and say what was
+    rebuilt. Exit 1 when a collection is still not current afterwards (e.g. a Qdrant server still optimizing)."""
+    service = make_service()
+    try:
+        results = service.optimize(collection, force=True)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    if as_json:
+        emit_json({"collections": [r.to_dict() for r in results]})
+    else:
+        if not results:
+            out.print("no collections")
+        for r in results:
+            was = "was current" if r.before.current else "was stale: " + "; ".join(r.before.stale)
+            did = "rebuilt " + "; ".join(r.rebuilt) if r.rebuilt else "nothing to rebuild"
+            now = "current" if r.after.current else "still stale: " + "; ".join(r.after.stale)
+            out.print(f"collection {r.collection}: {was}; {did} ({r.seconds:.1f} s); now {now}", highlight=False)
+    if any(not r.after.current for r in results):
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------------

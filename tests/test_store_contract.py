@@ -277,6 +277,26 @@ def test_missing_collection_errors(store: VectorStore) -> None:
             call()
 
 
+def test_search_status_and_repair(store: VectorStore) -> None:
+    """Every backend says whether its search structures are current and repairs them
+    (pagelens.index.stores.search_status): an empty collection is current; after ``repair`` a filled one is, and a
+    second repair has nothing to do."""
+    from pagelens.index.stores.search_status import SearchStatus
+
+    store.create_collection(MANIFEST)
+    assert store.search_status(COLL) == SearchStatus(COLL, True, points=0)
+    store.upsert(COLL, make_points())
+    result = store.repair(COLL, force=True)
+    assert result.collection == COLL and result.after.current and result.seconds >= 0
+    status = store.search_status(COLL)
+    assert status.current and status.stale == () and status.points == 24
+    again = store.repair(COLL)
+    assert not again.ran and again.rebuilt == [] and again.after == status
+    for call in (lambda: store.search_status("ghost"), lambda: store.repair("ghost")):
+        with pytest.raises(CollectionNotFoundError, match="ghost"):
+            call()
+
+
 def test_delete_collection(filled: tuple[VectorStore, list[PagePoint]]) -> None:
     store, points = filled
     store.delete_collection(COLL)

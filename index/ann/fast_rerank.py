@@ -122,6 +122,7 @@ class RerankCache:
         self._starts: list[int] = []  # record number -> first row in vectors.i8 / scales.f32
         self._lens: list[int] = []  # record number -> n_tokens (0: deleted)
         self._rows = 0  # rows of vectors.i8 covered by records
+        self._xor = 0  # XOR of the live ids' 128-bit values (``digest``)
         self._dim: int | None = None
         self._full: Any = None  # torch views of the memmaps (None: stale): int8 codes [rows, dim],
         self._scales: Any = None  # their float32 scales [rows],
@@ -139,6 +140,7 @@ class RerankCache:
 
     def _reset_state(self) -> None:
         self._index, self._ids, self._starts, self._lens, self._rows, self._dim = {}, [], [], [], 0, None
+        self._xor = 0
         self._drop_views()
 
     def _drop_views(self) -> None:
@@ -183,10 +185,13 @@ class RerankCache:
             self._starts.append(start)
             self._lens.append(n)
             if n:
+                if pid not in index:
+                    self._xor ^= int.from_bytes(pid_bytes, "big")
                 index[pid] = rec_no
                 self._rows = max(self._rows, start + n)
-            else:
-                index.pop(pid, None)
+            elif pid in index:
+                del index[pid]
+                self._xor ^= int.from_bytes(pid_bytes, "big")
         self._index = index
         return index
 
@@ -213,6 +218,11 @@ class RerankCache:
 
     def ids(self) -> set[str]:
         return set(self._load())
+
+    def digest(self) -> tuple[int, int]:
+        """(live ids, XOR of their 128-bit values): equal to ``pagelens.index.stores.search_status.IdDigest.digest``
+        of the same id set, so the cache is compared with Qdrant's points by identity in O(1)."""
+        return len(self._load()), self._xor
 
     def append(self, items: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> int:
         """Append (point id, full [n_tokens, dim], rows [r, dim], cols [c, dim]) float32 tuples;
@@ -258,6 +268,8 @@ class RerankCache:
         self._write_records(records, n_records)
         index = self._load()
         for (pid, full, _, _), start in zip(items, starts, strict=True):
+            if pid not in index:
+                self._xor ^= uuid.UUID(pid).int
             index[pid] = len(self._ids)
             self._ids.append(pid)
             self._starts.append(start)
@@ -310,7 +322,8 @@ class RerankCache:
         self._write_records(b"".join(RECORD.pack(uuid.UUID(p).bytes, 0, 0, self._dim, POOLED_WIDTH) for p in gone),
                             n_records)
         for pid in gone:
-            index.pop(pid, None)
+            if index.pop(pid, None) is not None:
+                self._xor ^= uuid.UUID(pid).int
             self._ids.append(pid)
             self._starts.append(0)
             self._lens.append(0)

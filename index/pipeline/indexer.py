@@ -83,6 +83,7 @@ class IndexReport:
     errors: list[FileError] = field(default_factory=list)
     seconds: float = 0.0
     pipeline: dict[str, Any] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)  # search structures rebuilt at the end (human readable)
 
     @property
     def pages_indexed(self) -> int:
@@ -108,6 +109,7 @@ class IndexReport:
             "pages_per_s": round(self.pages_indexed / self.seconds, 3) if self.seconds else None,
             "pipeline": {k: round(v, 3) if isinstance(v, float) else v
                          for k, v in self.pipeline.items() if k != "worker_pids"},
+            "search_structures_rebuilt": list(self.repaired),
             "errors": [e.to_dict() for e in self.errors],
             "documents": [d.__dict__ for d in self.documents],
         }
@@ -192,15 +194,32 @@ class Indexer:
             n_workers = 0
         run = _Run(self, collection, items, force, report, notify)
         run.execute(n_workers)
-        if report.pages_indexed and hasattr(self.store, "optimize"):
-            # Qdrant Edge has no background optimizer: build the HNSW graphs of the pooled vectors now
-            # (and, for large collections, the token index: minutes per 100k pages)
-            notify("optimize_start", {"collection": collection})
-            t0 = time.perf_counter()
-            self.store.optimize(collection)
-            notify("optimize_done", {"collection": collection, "seconds": time.perf_counter() - t0})
+        self.repair_if_stale(collection, report, notify)
         report.seconds = time.perf_counter() - started
         return report
+
+    def repair_if_stale(self, collection: str, report: IndexReport | None = None,
+                        notify: ProgressCallback | None = None) -> list[str]:
+        """Rebuild the collection's search structures when they are stale (``pagelens.index.stores.search_status``),
+        every run, new pages or not: pages written by this run (Qdrant Edge has no background
+        optimizer: the HNSW graphs of the pooled vectors, the rerank cache and, for large collections,
+        the token index, minutes per 100k pages), or an earlier run killed during its closing optimize
+        or between a Qdrant upsert and the rerank-cache append. Events ``optimize_start`` (with the
+        ``stale`` reasons) and ``optimize_done`` (``seconds``, ``rebuilt``) only when it runs. Returns
+        what was rebuilt (also in ``report.repaired``)."""
+        status_of = getattr(self.store, "search_status", None)
+        if status_of is None:
+            return []
+        status = status_of(collection)
+        if status.current:
+            return []
+        notify = notify or (lambda event, info: None)
+        notify("optimize_start", {"collection": collection, "stale": list(status.stale)})
+        result = self.store.repair(collection, force=True)
+        if report is not None:
+            report.repaired = list(result.rebuilt)
+        notify("optimize_done", {"collection": collection, "seconds": result.seconds, "rebuilt": list(result.rebuilt)})
+        return list(result.rebuilt)
 
     def _device_type(self) -> str:
         device = getattr(self.embedder, "device", None)

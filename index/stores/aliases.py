@@ -159,6 +159,14 @@ class AliasedStore:
         with contextlib.suppress(CollectionNotFoundError):
             self.inner.delete_collection(target)
 
+    def search_status(self, collection: str) -> Any:
+        """``search_status`` of the collection ``collection`` names (an alias or itself)."""
+        return self.inner.search_status(self.resolve_alias(collection))
+
+    def repair(self, collection: str, force: bool = False) -> Any:
+        """``repair`` of the collection ``collection`` names (an alias or itself)."""
+        return self.inner.repair(self.resolve_alias(collection), force=force)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from pagelens.index.stores.search_status import RepairResult, SearchStatus
 
 from pagelens.core.types import CollectionManifest, PageFilter, PagePoint, ScoredPage, SearchMode
 
@@ -82,6 +83,14 @@ class VectorStore(Protocol):
 
     def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Full multivectors [n_tokens, dim] float32 of the given point ids (missing ids omitted)."""
+
+    def search_status(self, collection: str) -> SearchStatus:
+        """Whether the structures fast ``two_stage`` searches rely on are current, and what is stale
+        (``pagelens.index.stores.search_status``). Cheap enough to call per search. Raises ``CollectionNotFoundError``."""
+
+    def repair(self, collection: str, force: bool = False) -> RepairResult:
+        """Rebuild what ``search_status`` finds stale (``force``: the whole optimize anyway); says
+        what it rebuilt. Blocking."""
 
     def close(self) -> None:
         """Flush and release resources. Safe to call twice."""

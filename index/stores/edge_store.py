@@ -8,6 +8,9 @@ Layout under ``root``::
     root/<collection>/rerank/         int8 copy of the full multivectors for the fast
                                       two-stage rerank (``pagelens.index.ann.fast_rerank``; a cache), and
                                       in ``tokens/`` its token-level first stage
+    root/<collection>/optimized.json  written by a complete ``optimize`` (optimizers, cache sync,
+                                      token index), removed before the next upsert: without it the
+                                      collection's search structures are stale (``search_status``)
 
 Named vectors (names in ``pagelens.core.types``), all multivectors with the MaxSim comparator and Dot
 distance, so a score is sum over query tokens of the max dot product (= colpali-engine
@@ -29,6 +32,11 @@ Measured: ``bench/README.md``.
   upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
   key): ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
 
+``search_status`` says whether those structures are current: ``optimized.json`` present, the rerank
+cache holding exactly Qdrant's point ids (an order-independent digest, ``pagelens.index.stores.search_status``), the
+token index built where due. A two-stage search of a stale collection stays exact (Qdrant's prefetch
+stands in for what is missing) and logs one WARNING; ``repair`` rebuilds what is stale.
+
 Shards are opened lazily and kept open; every shard call runs under one re-entrant lock, so the
 store may be shared by threads (calls are serialised). One process per ``root``: Edge has no
 cross-process locking.
@@ -42,6 +50,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -58,7 +67,17 @@ from pagelens.index.stores.filters import (
     validate_collection_name,
     validate_matrix,
 )
+from pagelens.index.stores.search_status import (
+    OPTIMIZE_PENDING,
+    RERANK_CACHE,
+    TOKEN_INDEX,
+    IdDigest,
+    RepairResult,
+    SearchStatus,
+    StaleWarnings,
+)
 
+from pagelens.core.debug_hooks import pause_point
 from pagelens.core.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -84,6 +103,7 @@ MANIFEST_FILE = "manifest.json"
 TEXT_INDEX_KEY = "text_index"  # extra manifest.json key: the BM25 spec of TEXT_VECTOR
 SHARD_DIR = "shard"
 RERANK_DIR = "rerank"
+OPTIMIZED_FILE = "optimized.json"  # written by a complete optimize, removed before the next upsert
 SCROLL_PAGE = 256
 
 
@@ -170,6 +190,7 @@ class QdrantEdgeStore:
         token_nprobe: int = 16,
         wal_flush_bytes: int = 256 * 1024 * 1024,
         optimize_every_bytes: int = 4 * 1024**3,
+        pause_at: str = "",
     ) -> None:
         self.root = Path(root).expanduser()
         self.fast_rerank = bool(fast_rerank) and _torch_available()
@@ -193,6 +214,15 @@ class QdrantEdgeStore:
         self._manifests: dict[str, CollectionManifest] = {}
         self._text_index: dict[str, bool] = {}
         self._lock = threading.RLock()
+        # search structures (pagelens.index.stores.search_status): Qdrant's live ids (a scroll on first need, then kept
+        # by upsert/delete), whether optimized.json is there, upserts counted per collection
+        self._live: dict[str, IdDigest] = {}
+        self._stamped: dict[str, bool] = {}
+        self._upserts: dict[str, int] = {}
+        self._closes = 0  # close() calls: a repair finishing after one neither marks nor reopens anything
+        self._cache_diff: dict[str, tuple[tuple[Any, ...], tuple[int, int]]] = {}  # memo of the last mismatch
+        self.stale_warnings = StaleWarnings(logger)
+        self.pause_at = pause_at  # debug hook (pagelens.core.debug_hooks), Settings.tuning.debug_pause_at
 
     # --- internals -----------------------------------------------------------------------
 
@@ -206,6 +236,96 @@ class QdrantEdgeStore:
             cache = self._rerank[name] = RerankCache(self._dir(name) / RERANK_DIR)
             cache.warm()  # background readahead: searches right after a start hit RAM, not disk
         return cache
+
+    def _is_stamped(self, name: str) -> bool:
+        """Whether ``optimized.json`` is there: a complete optimize ran after the last upsert."""
+        stamped = self._stamped.get(name)
+        if stamped is None:
+            stamped = self._stamped[name] = (self._dir(name) / OPTIMIZED_FILE).is_file()
+        return stamped
+
+    def _unstamp(self, name: str) -> None:
+        """Remove ``optimized.json`` (durably) before points are written. Call under the lock."""
+        if not self._is_stamped(name):
+            return
+        cdir = self._dir(name)
+        (cdir / OPTIMIZED_FILE).unlink(missing_ok=True)
+        try:
+            fd = os.open(cdir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:  # pragma: no cover - a directory fsync is best effort
+            pass
+        self._stamped[name] = False
+
+    def _live_ids(self, name: str, shard: Any) -> IdDigest:
+        """Qdrant's point ids of ``name``: one scroll per process, then kept by upsert/delete.
+        Call under the lock."""
+        live = self._live.get(name)
+        if live is None:
+            live = self._live[name] = IdDigest(self._scroll_ids(shard, None))
+        return live
+
+    def _cache_mismatch(self, name: str, cache: RerankCache, live: IdDigest) -> tuple[int, int]:
+        """(live pages missing from the rerank cache, deleted pages still in it); O(pages), memoised
+        per pair of digests. Call under the lock."""
+        key = (cache.digest(), live.digest())
+        memo = self._cache_diff.get(name)
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        held = {uuid.UUID(i).int for i in cache.ids()}
+        live_ints = live.ints()
+        diff = (len(live_ints - held), len(held - live_ints))
+        self._cache_diff[name] = (key, diff)
+        return diff
+
+    def _token_staleness(self, cache: RerankCache) -> str:
+        """Why the token index is not what ``ensure_token_index`` would make it ("" when it is)."""
+        live = len(cache)
+        minimum = self.token_index_min_pages
+        have = cache.tokens.load()
+        if not have:
+            if live >= minimum:
+                return (f"no token index although the collection has {live} pages (it is built from "
+                        f"{minimum} pages, token_index_min_pages)")
+            return ""
+        if live < minimum / 2:
+            return ""  # dropped by the next optimize; searches do not use it below pooled_scan_max_pages anyway
+        if not cache.token_index_ready():
+            return f"the token index covers {cache.tokens.covered} of the rerank cache's {len(cache._ids)} records"
+        trained = max(1, cache.tokens.trained_pages)
+        if live >= 2 * trained:
+            return (f"the token index was trained on {trained} pages and the collection has grown to {live}: "
+                    "due for retraining")
+        return ""
+
+    def _status_locked(self, name: str) -> SearchStatus:
+        """``search_status`` under the lock: O(1) but for the first call per process (a scroll of
+        the point ids) and, while the cache is out of step, one set difference per change."""
+        qe = _edge()
+        shard, _ = self._require(name)
+        n_points = int(shard.count(qe.CountRequest(exact=True)))
+        reasons: list[tuple[str, str]] = []
+        if n_points and (not self._is_stamped(name) or self._unoptimized.get(name)):
+            reasons.append((OPTIMIZE_PENDING, "not optimized since pages were last written (the HNSW graphs of "
+                            "the pooled vectors, used by filtered searches, may be missing or incomplete)"))
+        if self.fast_rerank:
+            cache = self._rerank_file(name)
+            live = self._live_ids(name, shard)
+            if name in self._rerank_stale or cache.digest() != live.digest():
+                missing, ghosts = self._cache_mismatch(name, cache, live)
+                if missing or ghosts:
+                    reasons.append((RERANK_CACHE, f"the rerank cache is out of step with the collection ({missing} "
+                                    f"of {n_points} pages missing from it, {ghosts} deleted pages still in it)"))
+                else:
+                    reasons.append((RERANK_CACHE, "a write to the rerank cache failed"))
+            if self.token_index_min_pages > 0:
+                why = self._token_staleness(cache)
+                if why:
+                    reasons.append((TOKEN_INDEX, why))
+        return SearchStatus.of(name, reasons, n_points)
 
     def _edge_config(self, dim: int) -> Any:
         qe = _edge()
@@ -301,6 +421,8 @@ class QdrantEdgeStore:
             self._shards[name] = shard
             self._manifests[name] = manifest
             self._text_index[name] = True
+            self._live[name] = IdDigest()
+            self._stamped[name] = False
             logger.info("created edge collection %s (dim %d) at %s", name, manifest.dim, cdir)
 
     def get_manifest(self, collection: str) -> CollectionManifest | None:
@@ -332,6 +454,9 @@ class QdrantEdgeStore:
             self._rerank_stale.discard(collection)
             self._unflushed.pop(collection, None)
             self._unoptimized.pop(collection, None)
+            for memo in (self._live, self._stamped, self._upserts, self._cache_diff):
+                memo.pop(collection, None)  # type: ignore[attr-defined]
+            self.stale_warnings.forget(collection)
             cdir = self._dir(collection)
             (cdir / MANIFEST_FILE).unlink(missing_ok=True)  # gone for readers before the data goes
             shutil.rmtree(cdir, ignore_errors=True)
@@ -359,8 +484,18 @@ class QdrantEdgeStore:
                     vectors[TEXT_VECTOR] = qe.SparseVector(*encode_document(p.payload.get("text")))
                 edge_points.append(qe.Point(str(p.id), vectors, dict(p.payload)))
                 cached.append((str(p.id), vectors[FULL_VECTOR], vectors[ROWS_VECTOR], vectors[COLS_VECTOR]))
-            for start in range(0, len(edge_points), self.batch_size):
-                shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
+            if edge_points:
+                self._upserts[collection] = self._upserts.get(collection, 0) + 1
+                self._unstamp(collection)  # before Qdrant has the points: a crash from here on leaves it stale
+            try:
+                for start in range(0, len(edge_points), self.batch_size):
+                    shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
+            except BaseException:
+                self._live.pop(collection, None)  # some batches may be in: scroll again when needed
+                raise
+            live = self._live.get(collection)
+            if live is not None:
+                live.add(pid for pid, _, _, _ in cached)
             new_bytes = sum(4 * (full.size + rows.size + cols.size) for _, full, rows, cols in cached)
             self._unflushed[collection] = self._unflushed.get(collection, 0) + new_bytes
             self._unoptimized[collection] = self._unoptimized.get(collection, 0) + new_bytes
@@ -372,6 +507,7 @@ class QdrantEdgeStore:
                 shard.flush()  # persists the segments and truncates the write-ahead log
                 self._unflushed[collection] = 0
             if self.fast_rerank:  # after Qdrant: a point missing from the cache is scored by Qdrant
+                pause_point(self.pause_at, "cache_append")
                 try:
                     self._rerank_file(collection).append(cached)
                 except OSError as exc:
@@ -387,7 +523,14 @@ class QdrantEdgeStore:
             shard, _ = self._require(collection)
             ids = self._scroll_ids(shard, flt)
             if ids:
-                shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+                try:
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+                except BaseException:
+                    self._live.pop(collection, None)
+                    raise
+                live = self._live.get(collection)
+                if live is not None:
+                    live.discard(ids)
                 if self.fast_rerank:
                     try:
                         self._rerank_file(collection).remove(ids)
@@ -482,6 +625,7 @@ class QdrantEdgeStore:
             elif self.fast_rerank:
                 return self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
             else:
+                self.stale_warnings.seen(self._status_locked(collection))
                 k = max(prefetch_limit, limit)
                 request = qe.QueryRequest(
                     limit=limit,
@@ -500,39 +644,38 @@ class QdrantEdgeStore:
                      collection: str) -> list[ScoredPage]:
         """``two_stage`` with our int8-cache kernel choosing what Qdrant rescores. Call under the lock.
 
-        1. Candidates. Without a filter, when every page is in the cache: up to
-           ``pooled_scan_max_pages``, our brute-force bf16 pass over the cached pooled vectors (the
-           union of the top ``k`` pages by MaxSim on the row means and the top ``k`` by the column
-           means; ~1.7 us per page here); past it, when the token index covers the cache, the best
-           ``token_candidates`` pages of the token-level first stage. Else (a filter, pages missing
-           from the cache, no token index yet): Qdrant's two pooled HNSW prefetches (ids only).
+        1. Candidates. Without a filter, when the cache holds exactly the collection's points
+           (``search_status``: compared by identity): up to ``pooled_scan_max_pages``, our brute-force
+           bf16 pass over the cached pooled vectors (the union of the top ``k`` pages by MaxSim on the
+           row means and the top ``k`` by the column means; ~1.7 us per page here); past it, when the
+           token index covers the cache, the best ``token_candidates`` pages of the token-level first
+           stage, topped up from Qdrant's pooled HNSW prefetches when it finds fewer than ``limit``.
+           Else (a filter, a cache out of step, no token index yet): Qdrant's two pooled HNSW
+           prefetches (ids only). A stale collection logs one WARNING (``pagelens.index.stores.search_status``).
         2. Ours: approximate MaxSim of the cached candidates; keep the best ``rerank_candidates``, plus
            every candidate missing from the cache.
         3. Qdrant: exact MaxSim on ``FULL_VECTOR`` over those ids (and the filter), with payloads.
         """
         qe = _edge()
         cache = self._rerank_file(collection)
+        status = self._status_locked(collection)
+        self.stale_warnings.seen(status)
         scan = tokens = False
-        if flt is None and collection not in self._rerank_stale:  # only then can the cache stand alone
-            n_points = int(shard.count(qe.CountRequest(exact=True)))
-            if len(cache) >= n_points:  # every page is cached
-                scan = n_points <= self.pooled_scan_max_pages
-                tokens = not scan and self.token_index_min_pages > 0 and cache.token_index_ready()
+        if flt is None and RERANK_CACHE not in status.codes:  # only then can the cache stand alone
+            scan = status.points <= self.pooled_scan_max_pages
+            tokens = not scan and self.token_index_min_pages > 0 and cache.token_index_ready()
         if scan:
             ids = cache.pooled_candidates(query, k, self.rerank_device)
         elif tokens:
             ids = cache.token_candidates(query, max(self.token_candidates, limit), nprobe=self.token_nprobe)
-        else:  # a filter, or pages missing from the cache: Qdrant's pooled HNSW prefetches
-            candidates = shard.query(qe.QueryRequest(
-                limit=2 * k,
-                query=qe.Fusion.Rrf(k=60),
-                prefetches=[
-                    qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
-                    qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
-                ],
-                with_payload=False,
-            ))
-            ids = [str(h.id) for h in candidates]
+            if len(ids) < limit:  # few pages share a probed cell with the query: top up from the pooled HNSW
+                found = set(ids)
+                extra = [i for i in self._prefetch_ids(shard, q, k, flt) if i not in found]
+                logger.debug("token index of %s gave %d candidates for %d results: %d more from the pooled HNSW",
+                             collection, len(ids), limit, len(extra))
+                ids = ids + extra
+        else:  # a filter, or a cache out of step: Qdrant's pooled HNSW prefetches
+            ids = self._prefetch_ids(shard, q, k, flt)
         keep = max(self.rerank_candidates, limit)
         if len(ids) > keep:
             held, missing = cache.split(ids)
@@ -555,6 +698,22 @@ class QdrantEdgeStore:
             params=qe.SearchParams(exact=True),
         ))
         return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+
+    @staticmethod
+    def _prefetch_ids(shard: Any, q: list[list[float]], k: int, flt: Any) -> list[str]:
+        """Ids of the union of Qdrant's two pooled HNSW prefetches (rows, cols; ``k`` each), fused by
+        RRF. Call under the lock."""
+        qe = _edge()
+        candidates = shard.query(qe.QueryRequest(
+            limit=2 * k,
+            query=qe.Fusion.Rrf(k=60),
+            prefetches=[
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
+            ],
+            with_payload=False,
+        ))
+        return [str(h.id) for h in candidates]
 
     def _has_text(self, name: str) -> bool:
         """Whether manifest.json records the text index. Call under the lock, after ``_require``."""
@@ -615,16 +774,79 @@ class QdrantEdgeStore:
 
     # --- maintenance ---------------------------------------------------------------------
 
+    def search_status(self, collection: str) -> SearchStatus:
+        """Whether the search structures of ``collection`` are current (``pagelens.index.stores.search_status``):
+        a complete ``optimize`` since the last upsert (``optimized.json``: Edge's HNSW graphs of the
+        pooled vectors, the segments flushed), and with ``fast_rerank`` the rerank cache holding exactly
+        Qdrant's point ids (compared by an order-independent digest) and the token index built and
+        covering the cache from ``token_index_min_pages`` pages on. Cheap: O(1) after this process's
+        first call per collection, which scrolls the point ids (~20k ids per 0.1 s here).
+        Raises ``CollectionNotFoundError``."""
+        with self._lock:
+            return self._status_locked(collection)
+
+    def repair(self, collection: str, force: bool = False) -> RepairResult:
+        """Rebuild what ``search_status`` finds stale (``force``: run the whole ``optimize`` anyway):
+        Edge's optimizers (HNSW graphs) and a flush, the rerank cache synced with the points, the token
+        index built / caught up; then the collection is marked optimized (unless points were upserted
+        meanwhile). Blocking: minutes per 100k pages when the token index is (re)built. Edge's
+        optimizers hold the Python GIL while they run (measured: no other thread of the process ran for
+        the 6.2 s of a 6000-page HNSW build); the cache sync and token index build do not."""
+        started = time.perf_counter()
+        before = self.search_status(collection)
+        if before.current and not force:
+            return RepairResult(collection, before, before, [], time.perf_counter() - started)
+        closes = self._closes
+        _, rebuilt = self._optimize_all(collection)
+        if self._closes != closes:  # closed meanwhile (a server shutting down): do not reopen the shard
+            return RepairResult(collection, before, before, rebuilt, time.perf_counter() - started)
+        after = self.search_status(collection)
+        if not rebuilt and not before.current:
+            rebuilt = ["nothing needed rebuilding: marked optimized"]
+        self.stale_warnings.seen(after)  # current again: the next staleness warns again
+        result = RepairResult(collection, before, after, rebuilt, time.perf_counter() - started)
+        logger.info("repaired search structures of %s in %.1f s: %s; now %s", collection, result.seconds,
+                    "; ".join(rebuilt) or "nothing to rebuild", "current" if after.current else
+                    "still stale: " + "; ".join(after.stale))
+        return result
+
     def optimize(self, collection: str) -> bool:
         """Run Edge's segment optimizers (builds the HNSW graphs of the pooled vectors once a
-        segment passes the indexing threshold). Blocking; call after a large indexing job.
-        Edge runs no background optimizer, so without it every search is brute force (exact)."""
+        segment passes the indexing threshold), then (``fast_rerank``) sync the rerank cache and its
+        token index, and mark the collection optimized (``search_status``). Blocking; call after a
+        large indexing job. Edge runs no background optimizer, so without it every search is brute
+        force (exact). Returns whether Edge's optimizers changed segments."""
+        changed, _ = self._optimize_all(collection)
+        return changed
+
+    def _optimize_all(self, collection: str) -> tuple[bool, list[str]]:
+        """``optimize``: (whether Edge's optimizers changed segments, what was rebuilt, human readable)."""
+        qe = _edge()
         with self._lock:
             shard, _ = self._require(collection)
+            upserts, closes = self._upserts.get(collection, 0), self._closes
             changed = self._optimize_locked(collection, shard)
+        pause_point(self.pause_at, "optimize")
+        rebuilt = ["HNSW graphs of the pooled vectors (Qdrant Edge segment optimizers)"] if changed else []
         if self.fast_rerank:
-            self.sync_rerank_cache(collection)
-        return changed
+            added, ghosts, dropped, token = self._sync(collection)
+            if added or ghosts:
+                rebuilt.append(f"rerank cache: {added} pages added, {ghosts} deleted pages dropped")
+            if dropped:
+                rebuilt.append(f"rerank cache compacted: {dropped} dead records dropped")
+            if token:
+                rebuilt.append(f"token index {token}")
+        with self._lock:
+            # mark it optimized unless points arrived meanwhile (they are not in the optimized segments)
+            if (self._upserts.get(collection, 0) == upserts and self._closes == closes
+                    and self._read_manifest(collection) is not None):
+                shard, _ = self._require(collection)
+                n_points = int(shard.count(qe.CountRequest(exact=True)))
+                _write_json_atomic(self._dir(collection) / OPTIMIZED_FILE,
+                                   {"optimized_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                    "points": n_points})
+                self._stamped[collection] = True
+        return changed, rebuilt
 
     def _optimize_locked(self, collection: str, shard: Any) -> bool:
         """Edge's optimizers, then a flush: the segments an optimization replaced stay on disk until
@@ -636,13 +858,21 @@ class QdrantEdgeStore:
 
     def sync_rerank_cache(self, collection: str, batch: int = 64) -> tuple[int, int]:
         """Make the fast-rerank cache hold every point of ``collection``: copy the full vectors of
-        points missing from it (collections made before it, or a crash after a Qdrant upsert), and
-        compact it when dead records outnumber live ones; then keep its token index fit
-        (``RerankCache.ensure_token_index``: built once the collection has ``token_index_min_pages``).
-        Returns (points added, records dropped)."""
+        points missing from it (collections made before it, or a crash after a Qdrant upsert), drop
+        deleted ones, and compact it when dead records outnumber live ones; then keep its token index
+        fit (``RerankCache.ensure_token_index``: built once the collection has
+        ``token_index_min_pages``). Returns (points added, records dropped by the compaction)."""
+        added, _, dropped, _ = self._sync(collection, batch)
+        return added, dropped
+
+    def _sync(self, collection: str, batch: int = 64) -> tuple[int, int, int, str]:
+        """``sync_rerank_cache``: (points added, deleted points dropped, dead records compacted, what
+        ``ensure_token_index`` did)."""
         with self._lock:
             shard, _ = self._require(collection)
-            live = set(self._scroll_ids(shard, None))
+            live_ids = self._scroll_ids(shard, None)
+            self._live[collection] = IdDigest(live_ids)  # the truth, as of now
+            live = set(live_ids)
             cache = self._rerank_file(collection)
             held = cache.ids()
             missing = sorted(live - held)
@@ -665,6 +895,7 @@ class QdrantEdgeStore:
             if cache.dead_records > len(cache):
                 dropped = cache.compact(live)
             self._rerank_stale.discard(collection)
+        done = ""
         if self.token_index_min_pages > 0:  # takes the lock itself, but not while it trains and assigns
             done = cache.ensure_token_index(self.token_index_min_pages, lock=self._lock)
             if done:
@@ -672,16 +903,18 @@ class QdrantEdgeStore:
         if added or dropped or ghosts:
             logger.info("rerank cache of %s: %d pages added, %d deleted pages dropped, %d dead records compacted",
                         collection, added, len(ghosts), dropped)
-        return added, dropped
+        return added, len(ghosts), dropped, done
 
     def close(self) -> None:
         """Flush and close every open shard. Safe to call twice; the store reopens lazily."""
         with self._lock:
+            self._closes += 1
             for cache in self._rerank.values():
                 cache.close()
             self._rerank = {}
             shards, self._shards = self._shards, {}
             self._unflushed, self._unoptimized = {}, {}
+            self._live, self._stamped, self._cache_diff = {}, {}, {}
             for name, shard in shards.items():
                 try:
                     shard.flush()

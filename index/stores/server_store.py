@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +35,14 @@ from pagelens.index.stores.filters import (
     validate_matrix,
 )
 from pagelens.index.stores.retry import call_with_retries, is_connection_error
+from pagelens.index.stores.search_status import (
+    SERVER_ERROR,
+    SERVER_OPTIMIZING,
+    SERVER_PENDING,
+    RepairResult,
+    SearchStatus,
+    StaleWarnings,
+)
 
 from pagelens.core.errors import (
     CollectionExistsError,
@@ -63,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_KEY = "pagelens_manifest"
 SCROLL_PAGE = 256
+STATUS_CHECK_S = 30.0  # a two-stage search looks at the collection's optimizer status at most this often
 T = TypeVar("T")
 
 
@@ -119,6 +129,8 @@ class QdrantServerStore:
 
         self._is_local = isinstance(getattr(client, "_client", None), QdrantLocal)
         self._lock: Any = threading.RLock() if self._is_local else contextlib.nullcontext()
+        self.stale_warnings = StaleWarnings(logger)
+        self._status_checked: dict[str, float] = {}  # collection -> monotonic time of the last search-time check
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QdrantServerStore:
@@ -408,6 +420,7 @@ class QdrantServerStore:
         if mode == "exact":  # local mode is always exact and warns about search_params
             kwargs: dict[str, Any] = {} if self._is_local else {"search_params": models.SearchParams(exact=True)}
         else:
+            self._check_status_now_and_then(collection)
             k = max(prefetch_limit, limit)
             kwargs = {
                 "prefetch": [
@@ -490,6 +503,72 @@ class QdrantServerStore:
             if isinstance(vec, dict) and FULL_VECTOR in vec:
                 out[str(rec.id)] = np.asarray(vec[FULL_VECTOR], dtype=np.float32)
         return out
+
+    # --- search structures (pagelens.index.stores.search_status) ----------------------------------------------
+
+    def search_status(self, collection: str) -> SearchStatus:
+        """Whether Qdrant's optimizer is done with ``collection`` (status green, optimizer ok): the
+        HNSW graphs of the pooled vectors are built. Yellow: it is building them; grey: optimizations
+        are pending but not running (e.g. after a Qdrant restart) until an update or ``repair``
+        triggers them; red: the optimizer failed. Local mode (tests) has no HNSW: always current.
+        One ``get_collection`` request. Raises ``CollectionNotFoundError``."""
+        from qdrant_client import models
+
+        self._require(collection)
+        qname = self._qname(collection)
+        info = self._call(lambda: self.client.get_collection(qname), collection)
+        reasons: list[tuple[str, str]] = []
+        optimizer_error = getattr(info.optimizer_status, "error", None)
+        if info.status == models.CollectionStatus.RED or optimizer_error:
+            reasons.append((SERVER_ERROR, f"Qdrant's optimizer failed on {qname}: {optimizer_error or 'status red'} "
+                            "(see the Qdrant server log)"))
+        elif info.status == models.CollectionStatus.GREY:
+            reasons.append((SERVER_PENDING, "optimizations are pending but not running (Qdrant status grey, e.g. "
+                            "after a Qdrant restart): the HNSW graphs of the pooled vectors are incomplete"))
+        elif info.status == models.CollectionStatus.YELLOW:
+            reasons.append((SERVER_OPTIMIZING, "Qdrant is building the HNSW graphs of the pooled vectors "
+                            "(status yellow)"))
+        return SearchStatus.of(collection, reasons, int(info.points_count or 0))
+
+    def repair(self, collection: str, force: bool = False) -> RepairResult:
+        """Trigger Qdrant's optimizers (an empty optimizer config update) when the collection is grey
+        or ``force``; Qdrant builds the HNSW graphs in the background (the status turns yellow, then
+        green). Nothing to do in local mode, or while Qdrant is optimizing already."""
+        started = time.perf_counter()
+        before = self.search_status(collection)
+        rebuilt: list[str] = []
+        wanted = (force or SERVER_PENDING in before.codes) and SERVER_OPTIMIZING not in before.codes
+        if wanted and self.optimize(collection):
+            rebuilt.append("triggered Qdrant's optimizers (they build the HNSW graphs in the background)")
+        after = self.search_status(collection) if rebuilt else before
+        self.stale_warnings.seen(after)
+        return RepairResult(collection, before, after, rebuilt, time.perf_counter() - started)
+
+    def optimize(self, collection: str) -> bool:
+        """Ask Qdrant to run its optimizers on ``collection`` (it does so in the background);
+        returns whether the request was made (never in local mode, which has no HNSW)."""
+        from qdrant_client import models
+
+        self._require(collection)
+        if self._is_local:
+            return False
+        qname = self._qname(collection)
+        self._call(lambda: self.client.update_collection(qname, optimizers_config=models.OptimizersConfigDiff()),
+                   collection)
+        return True
+
+    def _check_status_now_and_then(self, collection: str) -> None:
+        """At most every ``STATUS_CHECK_S`` per collection (a request each): warn once when stale."""
+        if self._is_local:
+            return
+        now = time.monotonic()
+        if now - self._status_checked.get(collection, -STATUS_CHECK_S) < STATUS_CHECK_S:
+            return
+        self._status_checked[collection] = now
+        try:
+            self.stale_warnings.seen(self.search_status(collection))
+        except Exception as exc:  # the search itself reports an outage
+            logger.debug("optimizer status of %s unavailable: %s", collection, exc)
 
     def close(self) -> None:
         """Close the client. Safe to call twice."""

@@ -425,8 +425,26 @@ class JobWorker:
                 job.error = "internal error while indexing; see the server log"
                 self._safe_save(job)
                 self.jobs.forget_password(job.id)
+            if job.finished:
+                self._repair(job.collection)
             if job.finished and self.on_job_finished is not None:
                 self.on_job_finished(job)
+
+    def _repair(self, collection: str) -> None:
+        """After a job: rebuild the collection's search structures if they are stale (a document's
+        closing optimize interrupted, a failed cache write...; ``pagelens.index.stores.search_status``). Never fails
+        the job or the worker."""
+        try:
+            result = self.service.optimize(collection, force=False)[0]
+        except PagelensError as exc:  # deleted meanwhile, store down: the next job or start repairs
+            log.info("search structures of %s not checked after the job: %s", collection, exc.message)
+            return
+        except Exception:
+            log.exception("repairing the search structures of %s failed; run `pagelens optimize`", collection)
+            return
+        if result.ran:
+            log.warning("search structures of collection '%s' were stale after a job (%s): rebuilt in %.1f s: %s",
+                        collection, "; ".join(result.before.stale), result.seconds, "; ".join(result.rebuilt))
 
     def _store_down(self, job: Job, exc: StoreUnavailableError) -> None:
         """Put ``job`` back in the queue and wait (stop-aware) before the next try."""

@@ -24,6 +24,7 @@ from pagelens.retrieve.types import SearchHit
 
 if TYPE_CHECKING:
     from pagelens.answer import Answer, Answerer, AnswerEvent
+    from pagelens.index.stores.search_status import RepairResult, SearchStatus
     from pagelens.models.embedder import PageEmbedder
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class CollectionInfo:
     pages: int
     documents: int
     created_at: str
+    search_structures: dict[str, Any] | None = None  # SearchStatus.to_dict(): {"current", "stale"}
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -151,7 +153,30 @@ class PagelensService:
             pages=sum(d.pages_indexed for d in docs),
             documents=len(docs),
             created_at=manifest.created_at,
+            search_structures=self.search_status(name).to_dict(),
         )
+
+    def search_status(self, collection: str) -> SearchStatus:
+        """Whether the collection's fast-search structures are current, and what is stale
+        (``pagelens.index.stores.search_status``). Raises ``CollectionNotFoundError``."""
+        return self.store.search_status(collection)
+
+    def optimize(self, collection: str | None = None, *, force: bool = True,
+                 stop: threading.Event | None = None) -> list[RepairResult]:
+        """Repair the search structures of ``collection`` (None: every collection, in name order):
+        ``force`` runs the whole optimize (``pagelens optimize``); without it only stale collections
+        are rebuilt (server start, after a job). ``stop``: checked between collections. Blocking."""
+        names = [collection] if collection is not None else self.store.list_collections()
+        results = []
+        for name in names:
+            if stop is not None and stop.is_set():
+                break
+            try:
+                results.append(self.store.repair(name, force=force))
+            except CollectionNotFoundError:
+                if collection is not None:
+                    raise  # named: say so; listed: deleted meanwhile
+        return results
 
     def documents(self, collection: str) -> list[DocumentInfo]:
         """Documents of a collection with their page counts and status, sorted by name."""

@@ -146,6 +146,14 @@ class Tuning(BaseModel):
     )
     hybrid_candidates: int = Field(default=50, ge=1, description="Candidates taken from each ranking before fusion.")
 
+    # --- crash tests -----------------------------------------------------------------------------
+    debug_pause_at: Literal["", "optimize", "cache_append"] = Field(
+        default="", description="Crash tests only (pagelens/core/debug_hooks.py): the embedded store stops at "
+        "this point, prints 'pagelens: paused at <point>' to stderr and sleeps until killed. optimize: during "
+        "the closing optimize (after Edge's optimizers, before the rerank cache and token index); "
+        "cache_append: after a Qdrant upsert, before the rerank-cache append. Never set it in production.",
+    )
+
 
 class Settings(BaseSettings):
     """Runtime configuration. Units are in the field names or descriptions."""
