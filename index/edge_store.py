@@ -30,8 +30,10 @@ Measured: ``bench/README.md``.
   key): ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
 
 Shards are opened lazily and kept open; every shard call runs under one re-entrant lock, so the
-store may be shared by threads (calls are serialised). One process per ``root``: Edge has no
-cross-process locking.
+store may be shared by threads (calls are serialised). One process per ``root``: Edge locks a shard's
+write-ahead log only while it is open, and nothing else (creating, deleting, ``aliases.json``). With a
+``lock`` (``pagelens.datadir.DataDirLock``, given by ``index.stores.open_store``) the store claims the
+data dir before it touches collection files, so a second process gets an error naming the first.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from index.types import (
     ScoredPage,
     SearchMode,
 )
+from pagelens.datadir import DataDirLock
 from pagelens.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -170,8 +173,10 @@ class QdrantEdgeStore:
         token_nprobe: int = 16,
         wal_flush_bytes: int = 256 * 1024 * 1024,
         optimize_every_bytes: int = 4 * 1024**3,
+        lock: DataDirLock | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
+        self.lock = lock  # the data dir's one-process lock (pagelens/datadir.py), claimed on first use
         self.fast_rerank = bool(fast_rerank) and _torch_available()
         self.rerank_candidates = max(1, int(rerank_candidates))
         self.rerank_device = rerank_device
@@ -195,6 +200,13 @@ class QdrantEdgeStore:
         self._lock = threading.RLock()
 
     # --- internals -----------------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Take the data dir's lock now (a no-op without one or when held). Raises
+        ``DataDirInUseError`` naming the process that holds it. Every operation that opens, creates or
+        deletes collection files calls it first; ``close`` gives it back."""
+        if self.lock is not None:
+            self.lock.acquire()
 
     def _dir(self, name: str) -> Path:
         return self.root / validate_collection_name(name)
@@ -260,6 +272,7 @@ class QdrantEdgeStore:
             raise CollectionNotFoundError(name)
         shard = self._shards.get(name)
         if shard is None:
+            self.claim()
             path = self._dir(name) / SHARD_DIR
             try:
                 shard = _edge().EdgeShard.load(str(path))
@@ -282,6 +295,7 @@ class QdrantEdgeStore:
         if manifest.dim < 1:
             raise InvalidRequestError(f"manifest dim must be >= 1, got {manifest.dim}")
         with self._lock:
+            self.claim()
             if self._read_manifest(name) is not None:
                 raise CollectionExistsError(f"collection '{name}' already exists", collection=name)
             cdir = self._dir(name)
@@ -319,6 +333,7 @@ class QdrantEdgeStore:
 
     def delete_collection(self, collection: str) -> None:
         with self._lock:
+            self.claim()
             if self._read_manifest(collection) is None:
                 raise CollectionNotFoundError(collection)
             shard = self._shards.pop(collection, None)
@@ -678,6 +693,8 @@ class QdrantEdgeStore:
                     shard.close()
                 except Exception:  # keep closing the others
                     logger.exception("failed to close edge shard %s", name)
+            if self.lock is not None:  # no shard open: another process may take the data dir
+                self.lock.release()
 
     def __enter__(self) -> QdrantEdgeStore:
         return self

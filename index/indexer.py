@@ -579,9 +579,10 @@ def _now() -> str:
 
 
 def default_error_report_path(settings: Settings, collection: str) -> Path:
-    """``data_dir/reports/<collection>-<UTC timestamp>.jsonl``."""
+    """``data_dir/reports/<collection>-<UTC timestamp>-<pid>.jsonl``: the pid keeps the reports of
+    ``--shard I/N`` workers finishing in the same second apart (with a Qdrant server they run at once)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return settings.data_dir / "reports" / f"{collection}-{stamp}.jsonl"
+    return settings.data_dir / "reports" / f"{collection}-{stamp}-{os.getpid()}.jsonl"
 
 
 def write_error_report(report: IndexReport, path: Path) -> Path:

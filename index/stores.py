@@ -12,15 +12,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def open_store(settings: Settings) -> VectorStore:
+def open_store(settings: Settings, role: str | None = None) -> VectorStore:
     """``QdrantServerStore`` when ``settings.qdrant_url`` is set, else the embedded
-    ``QdrantEdgeStore`` under ``settings.edge_dir``. Nothing is opened or contacted here."""
+    ``QdrantEdgeStore`` under ``settings.edge_dir``. Nothing is opened or contacted here.
+
+    The embedded store gets the data dir's one-process lock (``pagelens.datadir``), taken on its first
+    operation on collection files; ``role`` names this process in a second one's error (default: from
+    the command line)."""
     if settings.qdrant_url:
         from index.server_store import QdrantServerStore
 
         logger.info("vector store: Qdrant server %s", settings.qdrant_url)
         return QdrantServerStore.from_settings(settings)
     from index.edge_store import QdrantEdgeStore
+    from pagelens.datadir import DataDirLock
 
     logger.info("vector store: embedded Qdrant Edge at %s", settings.edge_dir)
     return QdrantEdgeStore(settings.edge_dir, fast_rerank=settings.fast_rerank,
@@ -28,4 +33,5 @@ def open_store(settings: Settings) -> VectorStore:
                            pooled_scan_max_pages=settings.pooled_scan_max_pages, hnsw_m=settings.hnsw_m,
                            full_datatype=settings.full_vector_datatype,
                            token_index_min_pages=settings.token_index_min_pages,
-                           token_candidates=settings.token_candidates, token_nprobe=settings.token_nprobe)
+                           token_candidates=settings.token_candidates, token_nprobe=settings.token_nprobe,
+                           lock=DataDirLock(settings.data_dir, role))
