@@ -281,8 +281,8 @@ class Indexer:
             return None
         if self.settings.resolved_preprocess_device(self._device_type()) == "model":
             return None
-        self.embedder.load()
-        return getattr(self.embedder, "processor", None)
+        self.embedder.load()  # the page processor: safe while searches encode queries (index/embedder.py)
+        return getattr(self.embedder, "page_processor", None) or getattr(self.embedder, "processor", None)
 
 
 def resolve_workers(value: int, device: str = "cuda") -> int:
