@@ -152,9 +152,11 @@ class Settings(BaseSettings):
     answer_decoder: Literal["auto", "generate", "graph"] = Field(
         default="auto", description="How answers are decoded. graph: pagelens' greedy loop over a static KV "
         "cache (answer/fast_decode.py), the one-token step captured once as a CUDA graph on CUDA and replayed "
-        "per token (checked against the eager step, falls back to it); eager on the CPU. generate: "
-        "transformers generate() (with answer_kv_cache). auto: graph on CUDA, generate elsewhere. Greedy "
-        "tokens are the same in every mode (tested).",
+        "per token (checked against the eager step at 4 cache positions before use, falls back to it); eager "
+        "on the CPU. generate: transformers generate() (with answer_kv_cache). auto: generate everywhere "
+        "for now: the CUDA-graph decoder has never run on a GPU, and auto picks it on CUDA only once "
+        "tests/test_gpu.py has passed on one (answer/answerer.py GRAPH_DECODER_GPU_VALIDATED); opt in with "
+        "graph. Greedy tokens are the same in every mode (tested on the CPU).",
     )
     relevance_threshold: float | None = Field(
         default=None, description="Below this retrieval score no answer is generated."
