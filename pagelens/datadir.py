@@ -199,7 +199,6 @@ class DataDirLock:
         with self._mutex:
             if self._held:
                 return
-            self.data_dir.mkdir(parents=True, exist_ok=True)
             with _registry_lock:
                 key = self._key()
                 held = _registry.get(key)
@@ -210,7 +209,14 @@ class DataDirLock:
                 self._held = True
 
     def _take(self) -> _Held:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot open the lock file {self.path} of the data dir: {exc.strerror or exc}. "
+                "PAGELENS_DATA_DIR must be a directory this user can write to.", path=str(self.path)
+            ) from exc
         deadline = time.monotonic() + self.wait_s
         while True:
             try:

@@ -255,3 +255,14 @@ def test_cli_against_a_running_serve(tmp_path: Path, tiny_models: dict[str, Path
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"collection": "x", "deleted": "collection"}
     assert not (data / "qdrant-edge" / "x").exists()
+
+
+def test_an_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    from pagelens.errors import StoreUnavailableError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreUnavailableError) as info:
+        DataDirLock(blocker / "data", "pagelens search").acquire()
+    assert f"cannot open the lock file {blocker / 'data' / LOCK_FILE}" in info.value.message
+    assert "PAGELENS_DATA_DIR must be a directory this user can write to" in info.value.message
