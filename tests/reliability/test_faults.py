@@ -103,10 +103,17 @@ def test_edge_locked_by_another_process_then_job_resumes(settings_factory) -> No
             r = upload(client, "c", [AWS])
             assert r.status_code == 202, r.text  # accepted: the upload is safe on disk
             job_id = r.json()["id"]
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
+            # until the worker has met the locked store (it first loads the model and prepares pages:
+            # how long that takes depends on the machine's load, so no fixed wait)
+            deadline = time.monotonic() + 300
+            while not worker.store_outage:
                 job = client.get(f"/v1/jobs/{job_id}").json()
                 assert job["status"] in ("queued", "running"), job  # waits, never fails
+                assert time.monotonic() < deadline, "the worker never reached the store"
+                time.sleep(0.2)
+            for _ in range(5):  # and keeps waiting
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                assert job["status"] in ("queued", "running"), job
                 time.sleep(0.2)
             assert worker.store_outage and "another pagelens process" in worker.store_outage
             ready = client.get("/readyz")
