@@ -5,8 +5,8 @@ Flow of one answer: relevance gate (``Settings.relevance_threshold`` on each hit
 ``k``, within ``max_image_tokens``; ``prompt.select_pages``) -> chat messages (label + image per page,
 then the question; ``prompt.build_messages``) -> ``Idefics3Processor`` (pages resized to
 ``answer_longest_edge`` px, 512-px tiles, 64 ``<image>`` tokens per tile) -> greedy decoding on a
-worker thread feeding a ``TextIteratorStreamer`` (``generate()``, or on CUDA by default the static-cache
-loop with a CUDA-graph decode step of ``pagelens.answer.fast_decode``; ``Settings.answer_decoder``) -> ``token``
+worker thread feeding a ``TextIteratorStreamer`` (``generate()``, or with ``answer_decoder=graph`` the
+static-cache loop with a CUDA-graph decode step of ``pagelens.answer.fast_decode``; ``Settings.answer_decoder``) -> ``token``
 events -> one ``done`` event with the ``Answer``. ``answer()`` consumes ``stream()``, so both return the same text for the same inputs.
 
 The model is a hub id or a local directory (``Settings.answer_model`` / ``answer_revision``). Nothing is
@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from pagelens.core.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# answer_decoder=auto picks the CUDA-graph decoder on CUDA once this is True: set it when
+# tests/test_gpu.py (bash bench/gpu_check.sh) has passed on a real GPU. Until then auto = generate().
+GRAPH_DECODER_GPU_VALIDATED = False
 
 
 
@@ -231,10 +235,21 @@ class SmolVLMAnswerer:
         self._model = model  # last: marks the answerer loaded
 
     def _make_decoder(self, model: Any, device: torch.device) -> StaticGreedyDecoder | None:
-        """The static-cache greedy decoder where ``answer_decoder`` asks for it (``auto``: on CUDA) and
-        the generation config allows it; None means ``generate()``."""
+        """The static-cache greedy decoder where ``answer_decoder`` asks for it (``graph``) and the
+        generation config allows it; None means ``generate()``. ``auto`` is ``generate()`` everywhere
+        until the CUDA-graph decoder has passed ``tests/test_gpu.py`` on a real GPU
+        (``GRAPH_DECODER_GPU_VALIDATED``); on CUDA that is said once, with the setting to opt in."""
         mode = self.settings.tuning.answer_decoder
-        if mode == "generate" or (mode == "auto" and device.type != "cuda"):
+        if mode == "auto":
+            if device.type == "cuda" and not GRAPH_DECODER_GPU_VALIDATED:
+                logger.warning(
+                    "answers decode with transformers generate(): the faster CUDA-graph decoder has not passed "
+                    "tests/test_gpu.py on a real GPU yet; set PAGELENS_TUNING__ANSWER_DECODER=graph to use it (each "
+                    "captured graph is checked against the eager step and dropped on a difference)"
+                )
+            if device.type != "cuda" or not GRAPH_DECODER_GPU_VALIDATED:
+                return None
+        elif mode == "generate":
             return None
         unsupported = unsupported_generation_options(model.generation_config)
         if unsupported:

@@ -14,10 +14,15 @@ repository yet). This decoder keeps only what greedy decoding needs:
    per cache slot into a ``torch.cuda.CUDAGraph`` and each further token is one ``replay()`` plus the
    host read of the token (needed anyway to stream it and to stop at end of turn).
 
-The captured graph is checked once, on its first token, against the eager step at the same position
-(same token, position advanced by one); a graph that fails the check or the capture is dropped with a
-warning and that slot decodes eagerly, with the same static cache. Tokens equal ``generate()``'s under
-greedy decoding (tested on the tiny model, which also checks that the step traces as one graph).
+The captured graph is checked once, before its first token is used, against the eager step at several
+positions (``check_positions``): the capture position, the next one, and the positions a shorter and a
+longer prompt would decode at (a graph that baked its capture position in, or that only works past it,
+fails there); each must give the eager step's token and advance the position by one. The probes only
+write cache entries that are restored afterwards or rewritten by the real steps. A graph that fails a
+check or the capture is dropped with a warning and that slot decodes eagerly, with the same static
+cache. Tokens equal ``generate()``'s under greedy decoding (tested on the tiny model, which also checks
+that the step traces as one graph). Not yet run on a GPU: ``Settings.answer_decoder`` ``auto`` keeps
+``generate()`` on CUDA until ``tests/test_gpu.py`` has passed on one.
 
 Caches are kept per length bucket (powers of two from ``min_cache_len``) in a free list, so concurrent
 answers each take their own slot and a later answer of a similar length reuses the captured graph; at
@@ -105,8 +110,8 @@ class _Slot:
     token: torch.Tensor
     graph: Replay | None = None
     graph_out: torch.Tensor | None = None  # [1] int64, written by each replay
-    graph_checked: bool = False
     graph_failed: bool = False
+    checked_positions: tuple[int, ...] = ()  # where the graph was checked against the eager step
 
 
 @dataclass
@@ -118,6 +123,7 @@ class DecodeStats:
     eager_tokens: int = 0
     captures: int = 0
     graph_failures: int = 0
+    graph_checks: int = 0  # positions a captured graph was compared with the eager step at
 
 
 class StaticGreedyDecoder:
@@ -230,32 +236,75 @@ class StaticGreedyDecoder:
             for name, value in increments.items():
                 setattr(self.stats, name, getattr(self.stats, name) + value)
 
+    @staticmethod
+    def check_positions(capture: int, length: int) -> list[int]:
+        """Where a graph captured at cache position ``capture`` (the first decode position of the answer
+        that captured it: its prompt length) is checked before use, in a cache of ``length`` slots: the
+        capture position, the next one, the position of a prompt half as long and that of a prompt
+        halfway to the cache's end (when they differ from the first two)."""
+        positions = [capture, capture + 1, capture // 2, capture + (length - capture) // 2]
+        out: list[int] = []
+        for p in positions:
+            if 0 <= p < length and p not in out:
+                out.append(p)
+        return out
+
+    @staticmethod
+    def _cache_entries(slot: _Slot, position: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of every layer's key and value at ``position`` ([1, heads, head_dim] each)."""
+        return [(layer.keys[:, :, position].clone(), layer.values[:, :, position].clone())
+                for layer in slot.cache.layers]
+
+    @staticmethod
+    def _restore_entries(slot: _Slot, position: int, saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for layer, (keys, values) in zip(slot.cache.layers, saved, strict=True):
+            layer.keys[:, :, position].copy_(keys)
+            layer.values[:, :, position].copy_(values)
+
+    def _check_graph(self, slot: _Slot, capture: int) -> None:
+        """Compare one replay with the eager step at each of ``check_positions`` (same input token, same
+        cache); raise ``RuntimeError`` at the first difference. The entries the probes write are put
+        back (a graph that writes elsewhere can only have baked in ``capture``, the entry the real step
+        writes next), and the position is left at ``capture``."""
+        import torch
+
+        assert slot.graph is not None and slot.graph_out is not None
+        checked: list[int] = []
+        try:
+            for position in self.check_positions(capture, slot.length):
+                saved = self._cache_entries(slot, position)
+                self._set_position(slot, position)
+                expected = self._step(slot).clone()
+                self._set_position(slot, position)
+                slot.graph.replay()
+                advanced = self._position(slot)
+                got = slot.graph_out.clone()
+                self._restore_entries(slot, position, saved)
+                self._count(graph_checks=1)
+                if not torch.equal(got, expected) or advanced != position + 1:
+                    raise RuntimeError(
+                        f"at cache position {position} (captured at {capture}) the replayed step gave token "
+                        f"{int(got[0])} and moved to position {advanced}, the eager step token "
+                        f"{int(expected[0])} and position {position + 1}"
+                    )
+                checked.append(position)
+        finally:
+            self._set_position(slot, capture)
+        slot.checked_positions = tuple(checked)
+
     def _graph_step(self, slot: _Slot) -> torch.Tensor | None:
         """The next token from the slot's graph (captured and checked on first use), or None when the
         slot has no usable graph."""
         if not self.cuda_graphs or slot.graph_failed:
             return None
-        import torch
-
         position = self._position(slot)
         try:
             if slot.graph is None:
                 if not self._graph_capable(slot):
                     raise RuntimeError("the cache has layers other than StaticLayer")
                 self._capture(slot, position)
+                self._check_graph(slot, position)
             assert slot.graph is not None and slot.graph_out is not None
-            if not slot.graph_checked:
-                expected = self._step(slot).clone()
-                self._set_position(slot, position)
-                slot.graph.replay()
-                advanced = self._position(slot)
-                if not torch.equal(slot.graph_out, expected) or advanced != position + 1:
-                    raise RuntimeError(
-                        f"the replayed step gave token {int(slot.graph_out[0])} at position {advanced}, "
-                        f"the eager step token {int(expected[0])} at position {position + 1}"
-                    )
-                slot.graph_checked = True
-                return slot.graph_out
             slot.graph.replay()
             return slot.graph_out
         except Exception as exc:  # any capture/check failure: this slot decodes eagerly

@@ -13,8 +13,9 @@ GPU section (``--gpu``): the same on cuda in bf16 + peak memory; skips without C
 
 CPU (here):  python bench/answer.py
 GPU (lent):  python bench/answer.py --gpu --gpu-only --500m --new-tokens 128
-``--decoder`` picks ours' decoder (``PAGELENS_TUNING__ANSWER_DECODER``; default auto: the static-cache loop with a
-CUDA-graph decode step on CUDA, ``generate()`` on the CPU; ``graph`` on the CPU runs that loop eagerly).
+``--decoder`` picks ours' decoder (``PAGELENS_TUNING__ANSWER_DECODER``; default auto: ``generate()`` until
+``tests/test_gpu.py`` has passed on a GPU; ``graph``: the static-cache loop with a CUDA-graph decode step
+on CUDA, run eagerly on the CPU; ``bench/gpu_check.sh`` passes ``--decoder graph``).
 On the GPU the colSmol-256M retriever is held on the device too (``--no-with-retriever`` to skip), so
 the peak-memory rows are the API's footprint with both models.
 """
@@ -202,7 +203,8 @@ def main() -> None:
     ap.add_argument("--kv-cache", choices=["dynamic", "static"], default="dynamic",
                     help="ours: the answer model's KV cache (static: compiled decode on CUDA)")
     ap.add_argument("--decoder", choices=["auto", "generate", "graph"], default="auto",
-                    help="ours: PAGELENS_TUNING__ANSWER_DECODER (auto: the graph decoder on CUDA, generate() on the CPU)")
+                    help="ours: PAGELENS_TUNING__ANSWER_DECODER (auto: generate() until tests/test_gpu.py passed on a GPU; "
+                         "graph: the static-cache loop, CUDA graphs on CUDA)")
     ap.add_argument("--image-processor", choices=["auto", "pil", "torchvision"], default="auto",
                     help="ours: PAGELENS_TUNING__IMAGE_PROCESSOR_BACKEND (auto: torchvision on CUDA, pil on the CPU)")
     ap.add_argument("--preprocess-device", choices=["auto", "cpu", "model"], default="auto",

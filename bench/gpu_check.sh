@@ -6,10 +6,13 @@
 #   device tool: run(command="bash bench/gpu_check.sh", carry=[".whl", ".shared"], timeout_s=580)
 #
 # Steps (seconds are the timeouts):
-#   pytest-gpu (100)  bf16 embeddings, on-device preprocessing, the CUDA-graph answer decoder against the
-#                     eager loop and generate(), the auto defaults on CUDA
-#   answer (180)      256M and 500M architectures, 1 and 3 pages, ours (the product's CUDA defaults: graph
-#                     decoder, torchvision preprocessing on the GPU) vs generate(), peak memory with the
+#   pytest-gpu (100)  bf16 embeddings, on-device preprocessing, the CUDA-graph answer decoder
+#                     (answer_decoder=graph) against the eager loop and generate(), the auto defaults on
+#                     CUDA. Once it passed on a real GPU, set GRAPH_DECODER_GPU_VALIDATED in
+#                     answer/answerer.py so that answer_decoder=auto picks the graph decoder on CUDA
+#   answer (180)      256M and 500M architectures, 1 and 3 pages, ours (the graph decoder, opted in with
+#                     --decoder graph until pytest-gpu passed; torchvision preprocessing on the GPU) vs
+#                     generate(), peak memory with the
 #                     retriever held on the GPU too
 #   ingest (200)      64 real pages end to end: plain loop, Indexer with preprocessing in the workers / on
 #                     the GPU / + one document per forward / + torch.compile, and the forward alone
@@ -59,7 +62,7 @@ step() {  # step NAME TIMEOUT_S CMD... : runs if named in STEPS and the budget a
 }
 
 step pytest-gpu 100 $PY -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider
-step answer 180 $PY bench/answer.py --gpu-only --500m --new-tokens 96 --reps 3
+step answer 180 $PY bench/answer.py --gpu-only --500m --new-tokens 96 --reps 3 --decoder graph
 step ingest 200 $PY bench/ingest.py --gpu-only --real-pages 64 --batch 16 --image-processors torchvision --compile
 step query 80 $PY bench/query.py --device cuda
 # only if the steps above left the time: the GPU rows of the retrieval bench (exact MaxSim and the

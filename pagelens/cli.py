@@ -6,10 +6,12 @@ Progress and errors go to stderr; results (tables or ``--json``) to stdout. Exit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +63,19 @@ def _coerce(value: str) -> Any:
     return value
 
 
-def make_service(settings: Settings | None = None):  # noqa: ANN201 - returns PagelensService
+def make_service(settings: Settings | None = None, role: str | None = None):  # noqa: ANN201 - returns PagelensService
+    """The service of one command. With the embedded store it takes the data dir's one-process lock
+    first (``pagelens/core/datadir.py``): a second process using the data dir exits 2 naming the first one,
+    before any model loads."""
     from pagelens.app.service import PagelensService
 
-    return PagelensService(settings or Settings())
+    service = PagelensService(settings or Settings(), role=role)
+    try:
+        service.claim_data_dir()
+    except PagelensError as exc:
+        service.close()
+        raise fail(exc) from exc
+    return service
 
 
 def emit_json(data: Any) -> None:
@@ -151,7 +162,7 @@ def index_cmd(
         err.print("[bold red]error:[/] none of the inputs exist; nothing was indexed (check the paths)",
                   highlight=False)
         raise typer.Exit(2)
-    service = make_service()
+    service = make_service(role="pagelens index")
     if shard:
         for note in shard_layout_notes(service.settings):
             err.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -224,7 +235,7 @@ def search_cmd(
     dbsf (hybrid: a fused rank value, not a similarity); MaxSim and BM25 are the page's visual and text
     scores where computed ('-' where not). --json: each result has score, score_kind, visual_score and
     text_score."""
-    service = make_service()
+    service = make_service(role="pagelens search")
     try:
         hits = service.search(collection, question, k=k, mode=mode, page_filter=build_filter(doc, doc_name, where))
     except PagelensError as exc:
@@ -273,7 +284,7 @@ def ask_cmd(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer only when it is complete."),
 ) -> None:
     """Answer a question from the collection's pages, citing document and page."""
-    service = make_service()
+    service = make_service(role="pagelens ask")
     page_filter = build_filter(doc, doc_name, where)
     try:
         if as_json or no_stream:
@@ -306,7 +317,7 @@ def ask_cmd(
 @app.command("collections")
 def collections_cmd(as_json: bool = JsonOpt) -> None:
     """List collections with their model and size."""
-    service = make_service()
+    service = make_service(role="pagelens collections")
     try:
         infos = service.collections()
     except PagelensError as exc:
@@ -325,7 +336,7 @@ def collections_cmd(as_json: bool = JsonOpt) -> None:
 @app.command("docs")
 def docs_cmd(collection: str = CollectionOpt, as_json: bool = JsonOpt) -> None:
     """List the documents of a collection with page counts and status."""
-    service = make_service()
+    service = make_service(role="pagelens docs")
     try:
         docs = service.documents(collection)
     except PagelensError as exc:
@@ -352,7 +363,7 @@ def delete_cmd(
     if bool(doc) == all_:
         err.print("[bold red]error:[/] give exactly one of --doc ID or --all")
         raise typer.Exit(2)
-    service = make_service()
+    service = make_service(role="pagelens delete")
     try:
         if all_:
             service.delete_collection(collection)
@@ -423,7 +434,7 @@ def eval_cmd(
         raise typer.BadParameter(f"expected integers, got '{ks}'", param_hint="--ks") from exc
     if not mode_list or not k_list or min(k_list) < 1:
         raise typer.BadParameter("give at least one mode and k >= 1")
-    service = make_service()
+    service = make_service(role="pagelens eval")
     try:
         data = load_dataset(dataset, docs_dir=docs)
         err.print(f"{data.name}: {len(data.queries)} queries, {len(data.documents)} documents; modes "
@@ -486,6 +497,25 @@ def check_bind(settings: Settings, host: str, insecure: bool, what: str) -> None
     err.print(f"[bold yellow]warning:[/] serving {what} on {host} with no API keys (--insecure)", highlight=False)
 
 
+@contextlib.contextmanager
+def hold_data_dir(settings: Settings, role: str, host: str, port: int) -> Iterator[None]:
+    """Hold the data dir's one-process lock (``pagelens/core/datadir.py``) while serving; exit 2 naming the
+    holder when another process has it. Taken with either store: the job worker owns jobs.sqlite3 and
+    the uploads (with the embedded store, every other process is refused too)."""
+    from pagelens.core.datadir import DataDirLock
+
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    lock = DataDirLock(settings.data_dir, role, purpose="jobs" if settings.uses_server else "store", url=url)
+    try:
+        lock.acquire()
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @app.command("serve")
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", envvar="PAGELENS_HOST", help="Address to bind."),
@@ -499,7 +529,8 @@ def serve_cmd(
 
     from pagelens.server import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    with hold_data_dir(settings, "pagelens serve", host, port):
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 @app.command("ui")
@@ -515,8 +546,9 @@ def ui_cmd(
 
     from pagelens.ui.app import create_ui_app
 
-    err.print(f"pagelens UI on http://{host}:{port}/ui/", highlight=False)
-    uvicorn.run(create_ui_app(settings), host=host, port=port, log_level="info")
+    with hold_data_dir(settings, "pagelens ui", host, port):
+        err.print(f"pagelens UI on http://{host}:{port}/ui/", highlight=False)
+        uvicorn.run(create_ui_app(settings), host=host, port=port, log_level="info")
 
 
 @app.command("mcp")

@@ -1,6 +1,7 @@
 """answer/fast_decode.py: the static-cache greedy loop gives generate()'s tokens; the CUDA-graph logic
-(capture once per slot, check the first replay against the eager step, fall back when it differs)
-runs on the CPU with an eager stand-in for the graph; the decode step traces as one graph.
+(capture once per slot, check replays against the eager step at several cache positions before use,
+fall back when one differs) runs on the CPU with eager stand-ins for the graph, correct and broken;
+the decode step traces as one graph; ``auto`` decodes with generate() on CUDA too (not yet GPU-validated).
 
 All with the tiny random Idefics3ForConditionalGeneration from ``make_tiny_models``, loaded through
 the answerer's real loading path.
@@ -123,9 +124,16 @@ def test_graph_path_captures_once_checks_and_replays(make_answerer: Any, hits: l
     first = decode(decoder, answerer, inputs, 40)
     second = decode(decoder, answerer, inputs, 40)  # same bucket: the captured step is reused
     assert torch.equal(first, expected) and torch.equal(second, expected)
-    n_new = expected.shape[1] - inputs["input_ids"].shape[1]
+    n_prompt = inputs["input_ids"].shape[1]
+    n_new = expected.shape[1] - n_prompt
     assert decoder.stats.captures == 1 and decoder.stats.graph_failures == 0
     assert decoder.stats.graph_tokens == 2 * (n_new - 1) and decoder.stats.eager_tokens == 0
+    length = decoder.cache_length(n_prompt, 40)
+    positions = StaticGreedyDecoder.check_positions(n_prompt, length)
+    assert positions == [n_prompt, n_prompt + 1, n_prompt // 2, n_prompt + (length - n_prompt) // 2]
+    assert decoder.stats.graph_checks == 4  # once, before the first replay used
+    (slot,) = decoder._free[length]
+    assert slot.checked_positions == tuple(positions)
 
 
 def test_graph_that_fails_its_check_falls_back_to_eager(make_answerer: Any, hits: list[SearchHit],
@@ -142,6 +150,88 @@ def test_graph_that_fails_its_check_falls_back_to_eager(make_answerer: Any, hits
     assert decoder.stats.graph_failures == 1 and decoder.stats.graph_tokens == 0  # not retried on that slot
     assert any("CUDA graph decode disabled for the" in r.message and "eager step token" in r.message
                for r in caplog.records)
+
+
+class CaptureSpy(StaticGreedyDecoder):
+    """Remembers the slot and cache position of the last capture (for the broken stand-ins below)."""
+
+    capturing: tuple[Any, int] | None = None
+
+    def _capture(self, slot: Any, position: int) -> None:
+        self.capturing = (slot, position)
+        super()._capture(slot, position)
+
+
+def baked_position_factory(decoder: CaptureSpy) -> Callable[[Callable[[], torch.Tensor]], tuple[EagerReplay, torch.Tensor]]:
+    """A capture that baked its cache position in: every replay runs the step at the capture position
+    (right there, wrong anywhere else: the first-token-only check let such a graph through)."""
+
+    def factory(step: Callable[[], torch.Tensor]) -> tuple[EagerReplay, torch.Tensor]:
+        assert decoder.capturing is not None
+        slot, captured = decoder.capturing
+        out = step().clone()
+
+        class Baked(EagerReplay):
+            def replay(self) -> None:
+                StaticGreedyDecoder._set_position(slot, captured)
+                super().replay()
+
+        return Baked(step, out), out
+
+    return factory
+
+
+def shorter_prompt_broken_factory(decoder: CaptureSpy) -> Callable[[Callable[[], torch.Tensor]], tuple[EagerReplay, torch.Tensor]]:
+    """A graph right at and after its capture position but wrong before it: right for the answer that
+    captured it, wrong for a later answer with a shorter prompt in the same cache bucket."""
+
+    def factory(step: Callable[[], torch.Tensor]) -> tuple[EagerReplay, torch.Tensor]:
+        assert decoder.capturing is not None
+        slot, captured = decoder.capturing
+        out = step().clone()
+
+        class Partial(EagerReplay):
+            def replay(self) -> None:
+                before = StaticGreedyDecoder._position(slot)
+                super().replay()
+                if before < captured:
+                    self.out.add_(1)  # a wrong token
+
+        return Partial(step, out), out
+
+    return factory
+
+
+@pytest.mark.parametrize("broken", [baked_position_factory, shorter_prompt_broken_factory])
+def test_graph_right_only_at_its_capture_position_is_caught(
+    make_answerer: Any, hits: list[SearchHit], broken: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Graphs that pass a check at the capture position only: caught by the checks at the next position
+    or at a shorter prompt's position, before any of their tokens is used; that answer and a later one
+    with a shorter prompt in the same bucket decode eagerly and give generate()'s tokens (the probes
+    left the cache as it was)."""
+    answerer = make_answerer()
+    long_inputs, short_inputs = model_inputs(answerer, hits, 2), model_inputs(answerer, hits, 1)
+    n_long, n_short = long_inputs["input_ids"].shape[1], short_inputs["input_ids"].shape[1]
+    assert n_short < n_long
+    decoder = CaptureSpy(answerer._model, cuda_graphs=True, min_cache_len=512)
+    decoder._graph_factory = broken(decoder)
+    assert decoder.cache_length(n_long, 40) == decoder.cache_length(n_short, 40)  # one bucket, one graph
+    with caplog.at_level(logging.WARNING, logger="pagelens.answer.fast_decode"):
+        first = decode(decoder, answerer, long_inputs, 40)
+        second = decode(decoder, answerer, short_inputs, 40)
+    assert torch.equal(first, reference_sequences(answerer, long_inputs, 40))
+    assert torch.equal(second, reference_sequences(answerer, short_inputs, 40))
+    assert decoder.stats.captures == 1 and decoder.stats.graph_failures == 1 and decoder.stats.graph_tokens == 0
+    failed_at = n_long + 1 if broken is baked_position_factory else n_long // 2
+    assert any(f"at cache position {failed_at} (captured at {n_long})" in r.message for r in caplog.records), \
+        [r.message for r in caplog.records]
+
+
+def test_check_positions() -> None:
+    assert StaticGreedyDecoder.check_positions(100, 1024) == [100, 101, 50, 562]
+    assert StaticGreedyDecoder.check_positions(1, 4) == [1, 2, 0]  # 1 + 3 // 2 = 2 already there
+    assert StaticGreedyDecoder.check_positions(0, 2) == [0, 1]
 
 
 def test_graph_capture_error_falls_back_to_eager(make_answerer: Any, hits: list[SearchHit]) -> None:
@@ -188,8 +278,22 @@ def test_answerer_graph_mode_gives_generates_answers(make_answerer: Any, hits: l
     assert "".join(e.text for e in events[:-1]) == events[-1].answer.text == reference.answer(QUESTION, hits, k=2).text
 
 
-def test_auto_mode_is_generate_on_the_cpu(make_answerer: Any) -> None:
-    assert make_answerer().decoder is None  # default "auto": the graph decoder only on CUDA
+def test_auto_mode_is_generate_on_the_cpu_and_on_cuda(make_answerer: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """``auto`` keeps generate() on CUDA too until tests/test_gpu.py has passed on a real GPU, and says
+    so once with the setting that opts in; ``graph`` asks for CUDA graphs on CUDA."""
+    from pagelens.answer import answerer as answerer_module
+
+    answerer = make_answerer()
+    assert answerer.decoder is None  # the CPU
+    assert answerer_module.GRAPH_DECODER_GPU_VALIDATED is False
+    cuda = torch.device("cuda")  # only the choice: nothing runs on it
+    with caplog.at_level(logging.WARNING, logger="pagelens.answer.answerer"):
+        assert answerer._make_decoder(answerer._model, cuda) is None
+    assert any("PAGELENS_TUNING__ANSWER_DECODER=graph" in r.message and "tests/test_gpu.py" in r.message
+               for r in caplog.records)
+    graph = SmolVLMAnswerer(answerer.settings.model_copy(update={"answer_decoder": "graph"}))
+    decoder = graph._make_decoder(answerer._model, cuda)
+    assert decoder is not None and decoder.cuda_graphs
 
 
 def test_closing_the_stream_stops_the_graph_decoder(make_answerer: Any, hits: list[SearchHit]) -> None:

@@ -87,13 +87,15 @@ def _hits(tmp_path, n: int) -> list:
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cuda_graph_decoder_gives_the_eager_tokens(settings_factory, tmp_path, dtype: str) -> None:
-    """answer_decoder=auto on CUDA: the decode step is a captured CUDA graph, it passes its own check,
-    and its tokens equal the same static-cache loop run eagerly (and, in float32, generate()'s)."""
+    """answer_decoder=graph on CUDA: the decode step is a captured CUDA graph, it passes its checks at
+    4 cache positions, and its tokens equal the same static-cache loop run eagerly (and, in float32,
+    generate()'s). Once this passes on a real GPU, answer/answerer.py GRAPH_DECODER_GPU_VALIDATED may
+    make it the ``auto`` choice on CUDA (test_cuda_auto_decoder_is_generate_until_validated)."""
     from pagelens.answer import SmolVLMAnswerer
     from pagelens.answer.fast_decode import StaticGreedyDecoder
 
     hits = _hits(tmp_path, 2)
-    graph = SmolVLMAnswerer(settings_factory(device="auto", dtype=dtype, max_new_tokens=48))
+    graph = SmolVLMAnswerer(settings_factory(device="auto", dtype=dtype, max_new_tokens=48, answer_decoder="graph"))
     graph.load()
     decoder = graph.decoder
     assert decoder is not None and decoder.cuda_graphs
@@ -107,12 +109,22 @@ def test_cuda_graph_decoder_gives_the_eager_tokens(settings_factory, tmp_path, d
         assert torch.equal(ours, reference) and torch.equal(again, reference)
     stats = decoder.stats
     assert stats.graph_failures == 0 and stats.captures >= 1 and stats.graph_tokens > 0 and stats.eager_tokens == 0
+    assert stats.graph_checks >= 3 * stats.captures  # each graph checked at 3-4 positions before use
     if dtype == "float32":
         plain = SmolVLMAnswerer(settings_factory(device="auto", dtype=dtype, max_new_tokens=48,
                                                  answer_decoder="generate"))
         for k in (1, 2):
             assert graph.answer("What is on the page?", hits, k=k).text == \
                 plain.answer("What is on the page?", hits, k=k).text
+
+
+def test_cuda_auto_decoder_is_generate_until_validated(settings_factory) -> None:
+    """auto keeps generate() on CUDA until the graph decoder is marked validated on a GPU."""
+    from pagelens.answer import SmolVLMAnswerer, answerer
+
+    auto = SmolVLMAnswerer(settings_factory(device="auto", max_new_tokens=8))
+    auto.load()
+    assert (auto.decoder is None) == (not answerer.GRAPH_DECODER_GPU_VALIDATED)
 
 
 def test_cuda_answer_preprocessing_on_the_device(settings_factory, tmp_path) -> None:
@@ -139,7 +151,7 @@ def test_cuda_graph_capture_while_other_threads_use_the_gpu(settings_factory, tm
     from pagelens.models.embedder import ColSmolEmbedder
 
     hits = _hits(tmp_path, 2)
-    answerer = SmolVLMAnswerer(settings_factory(device="auto", max_new_tokens=32))
+    answerer = SmolVLMAnswerer(settings_factory(device="auto", max_new_tokens=32, answer_decoder="graph"))
     embedder = ColSmolEmbedder(settings_factory(device="auto"))
     answerer.load()
     embedder.load()

@@ -1,4 +1,8 @@
-"""/healthz (the process answers) and /readyz (store reachable, models present locally)."""
+"""/healthz (the process answers) and /readyz (store reachable, models present locally).
+
+Both are open (probes carry no key). ``/readyz`` tells the reasons it is not ready (exception text,
+data dir paths, the Qdrant URL) only to an admin key (every caller when no keys are configured: the
+API is open then); anyone else gets the status alone."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pagelens.api.deps import AppState, State
 
@@ -22,10 +26,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready; `reasons` says why."}})
-def readyz(state: State) -> JSONResponse:
+@router.get("/readyz", responses={503: {"description": "Not ready; `reasons` says why (admin key only)."}})
+def readyz(state: State, request: Request) -> JSONResponse:
     """200 when the vector store answers and both models are on local disk (a directory or the Hugging
-    Face cache); weights are not loaded here, and the model check is cached."""
+    Face cache); weights are not loaded here, and the model check is cached. ``reasons`` and ``worker``
+    only for an admin key (or with no keys configured); otherwise ``{"status"}`` alone."""
     reasons: list[str] = []
     try:
         state.service.store.list_collections()
@@ -36,9 +41,23 @@ def readyz(state: State) -> JSONResponse:
         reasons.append(f"store: StoreUnavailableError: {outage} (queued jobs wait and resume)")
     reasons.extend(_model_reasons(state))
     worker_ok = state.worker.alive
-    body: dict[str, Any] = {"status": "ok" if not reasons else "unavailable", "reasons": reasons,
-                            "worker": "running" if worker_ok else "stopped"}
+    body: dict[str, Any] = {"status": "ok" if not reasons else "unavailable"}
+    if _is_admin(state, request):
+        body.update(reasons=reasons, worker="running" if worker_ok else "stopped")
+    elif reasons:
+        body["detail"] = "the reasons are shown to an admin API key (Authorization: Bearer KEY)"
     return JSONResponse(body, status_code=200 if not reasons else 503)
+
+
+def _is_admin(state: AppState, request: Request) -> bool:
+    """Whether the caller may see the reasons: an admin key, or any caller when no keys are set. A
+    missing or wrong key is not an error here (probes send none): it only hides the reasons."""
+    from pagelens.core.errors import ApiError
+
+    try:
+        return state.keys.authenticate(request.headers.get("authorization")).role == "admin"
+    except ApiError:
+        return False
 
 
 def _model_reasons(state: AppState) -> list[str]:

@@ -305,8 +305,8 @@ class Indexer:
             return None
         if self.settings.resolved_preprocess_device(self._device_type()) == "model":
             return None
-        self.embedder.load()
-        return getattr(self.embedder, "processor", None)
+        self.embedder.load()  # the page processor: safe while searches encode queries (pagelens/models/embedder.py)
+        return getattr(self.embedder, "page_processor", None) or getattr(self.embedder, "processor", None)
 
 
 def payload_changes(stored: dict[str, Any], name: str, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -607,9 +607,10 @@ def _now() -> str:
 
 
 def default_error_report_path(settings: Settings, collection: str) -> Path:
-    """``data_dir/reports/<collection>-<UTC timestamp>.jsonl``."""
+    """``data_dir/reports/<collection>-<UTC timestamp>-<pid>.jsonl``: the pid keeps the reports of
+    ``--shard I/N`` workers finishing in the same second apart (with a Qdrant server they run at once)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return settings.data_dir / "reports" / f"{collection}-{stamp}.jsonl"
+    return settings.data_dir / "reports" / f"{collection}-{stamp}-{os.getpid()}.jsonl"
 
 
 def write_error_report(report: IndexReport, path: Path) -> Path:

@@ -9,7 +9,7 @@ with ``pagelens delete --collection NAME__... --all``).
 Backends:
 
 * Qdrant server: real Qdrant collection aliases (``update_collection_aliases``, delete + create in one
-  request), so other Qdrant clients can query ``NAME`` too.
+  request, safe to retry after a lost reply), so other Qdrant clients can query ``NAME`` too.
 * Qdrant Edge: ``<edge root>/aliases.json`` ({alias: collection}), replaced atomically (temp file +
   ``os.replace``) and read on every store call.
 
@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,13 @@ ALIASES_FILE = "aliases.json"
 
 
 class EdgeAliases:
-    """{alias: collection} in ``root/aliases.json`` (one process per Edge root, like the store)."""
+    """{alias: collection} in ``root/aliases.json`` (one process per Edge root, like the store).
 
-    def __init__(self, root: Path) -> None:
+    ``claim``: called before every write (the store's ``claim``: the data dir's one-process lock)."""
+
+    def __init__(self, root: Path, claim: Callable[[], None] | None = None) -> None:
         self.path = Path(root) / ALIASES_FILE
+        self._claim = claim
 
     def all(self) -> dict[str, str]:
         try:
@@ -66,48 +70,74 @@ class EdgeAliases:
             raise
 
     def set(self, alias: str, collection: str) -> None:
+        if self._claim is not None:  # before reading: the read-modify-write is this process's alone
+            self._claim()
         data = self.all()
         data[alias] = collection
         self._write(data)
 
     def remove(self, alias: str) -> None:
+        if self._claim is not None:
+            self._claim()
         data = self.all()
         if data.pop(alias, None) is not None:
             self._write(data)
 
 
 class ServerAliases:
-    """Qdrant collection aliases of a ``QdrantServerStore`` (its ``prefix`` applies to both names)."""
+    """Qdrant collection aliases of a ``QdrantServerStore`` (its ``prefix`` applies to both names).
+
+    ``set`` and ``remove`` are safe to retry (``QdrantServerStore`` retries transient errors, and the
+    reply of a change that was applied may be the one lost): each try reads the aliases first and sends
+    only what is still to do, all of it in one atomic ``update_collection_aliases`` (delete + create), so
+    a retry after a lost reply finds the alias already at its target and ends there."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
+    def _all_raw(self) -> dict[str, str]:
+        """{alias: collection}, prefixed names; a raw client call (inside ``store._call``)."""
+        return {a.alias_name: a.collection_name for a in self.store.client.get_aliases().aliases}
+
     def all(self) -> dict[str, str]:
         prefix = self.store.prefix
-        response = self.store._call(lambda: self.store.client.get_aliases())
+        raw = self.store._call(self._all_raw)
         return {
-            a.alias_name[len(prefix):]: a.collection_name[len(prefix):]
-            for a in response.aliases
-            if a.alias_name.startswith(prefix) and a.collection_name.startswith(prefix)
+            alias[len(prefix):]: collection[len(prefix):]
+            for alias, collection in raw.items()
+            if alias.startswith(prefix) and collection.startswith(prefix)
         }
 
     def set(self, alias: str, collection: str) -> None:
         from qdrant_client import models
 
-        prefix = self.store.prefix
-        ops: list[Any] = []
-        if alias in self.all():
-            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=prefix + alias)))
-        ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(
-            collection_name=prefix + collection, alias_name=prefix + alias)))
-        self.store._call(lambda: self.store.client.update_collection_aliases(change_aliases_operations=ops))
+        name, target = self.store.prefix + alias, self.store.prefix + collection
+
+        def attempt() -> None:
+            current = self._all_raw().get(name)
+            if current == target:  # done (by an earlier try whose reply was lost, or before)
+                return
+            ops: list[Any] = []
+            if current is not None:
+                ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name)))
+            ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(
+                collection_name=target, alias_name=name)))
+            self.store.client.update_collection_aliases(change_aliases_operations=ops)
+
+        self.store._call(attempt)
 
     def remove(self, alias: str) -> None:
         from qdrant_client import models
 
-        if alias in self.all():
-            op = models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.store.prefix + alias))
-            self.store._call(lambda: self.store.client.update_collection_aliases(change_aliases_operations=[op]))
+        name = self.store.prefix + alias
+
+        def attempt() -> None:
+            if name not in self._all_raw():  # gone (by an earlier try whose reply was lost, or before)
+                return
+            op = models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name))
+            self.store.client.update_collection_aliases(change_aliases_operations=[op])
+
+        self.store._call(attempt)
 
 
 class AliasedStore:
@@ -177,7 +207,7 @@ def with_aliases(store: Any) -> Any:
     from pagelens.index.stores.server_store import QdrantServerStore
 
     if isinstance(store, QdrantEdgeStore):
-        return AliasedStore(store, EdgeAliases(store.root))
+        return AliasedStore(store, EdgeAliases(store.root, claim=store.claim))
     if isinstance(store, QdrantServerStore):
         return AliasedStore(store, ServerAliases(store))
     return store

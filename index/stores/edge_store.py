@@ -38,8 +38,10 @@ token index built where due. A two-stage search of a stale collection stays exac
 stands in for what is missing) and logs one WARNING; ``repair`` rebuilds what is stale.
 
 Shards are opened lazily and kept open; every shard call runs under one re-entrant lock, so the
-store may be shared by threads (calls are serialised). One process per ``root``: Edge has no
-cross-process locking.
+store may be shared by threads (calls are serialised). One process per ``root``: Edge locks a shard's
+write-ahead log only while it is open, and nothing else (creating, deleting, ``aliases.json``). With a
+``lock`` (``pagelens.core.datadir.DataDirLock``, given by ``pagelens.index.stores.factory.open_store``) the store claims the
+data dir before it touches collection files, so a second process gets an error naming the first.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ from pagelens.index.stores.search_status import (
     StaleWarnings,
 )
 
+from pagelens.core.datadir import DataDirLock
 from pagelens.core.debug_hooks import pause_point
 from pagelens.core.errors import (
     CollectionExistsError,
@@ -191,8 +194,10 @@ class QdrantEdgeStore:
         wal_flush_bytes: int = 256 * 1024 * 1024,
         optimize_every_bytes: int = 4 * 1024**3,
         pause_at: str = "",
+        lock: DataDirLock | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
+        self.lock = lock  # the data dir's one-process lock (pagelens/core/datadir.py), claimed on first use
         self.fast_rerank = bool(fast_rerank) and _torch_available()
         self.rerank_candidates = max(1, int(rerank_candidates))
         self.rerank_device = rerank_device
@@ -225,6 +230,13 @@ class QdrantEdgeStore:
         self.pause_at = pause_at  # debug hook (pagelens.core.debug_hooks), Settings.tuning.debug_pause_at
 
     # --- internals -----------------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Take the data dir's lock now (a no-op without one or when held). Raises
+        ``DataDirInUseError`` naming the process that holds it. Every operation that opens, creates or
+        deletes collection files calls it first; ``close`` gives it back."""
+        if self.lock is not None:
+            self.lock.acquire()
 
     def _dir(self, name: str) -> Path:
         return self.root / validate_collection_name(name)
@@ -380,6 +392,7 @@ class QdrantEdgeStore:
             raise CollectionNotFoundError(name)
         shard = self._shards.get(name)
         if shard is None:
+            self.claim()
             path = self._dir(name) / SHARD_DIR
             try:
                 shard = _edge().EdgeShard.load(str(path))
@@ -402,6 +415,7 @@ class QdrantEdgeStore:
         if manifest.dim < 1:
             raise InvalidRequestError(f"manifest dim must be >= 1, got {manifest.dim}")
         with self._lock:
+            self.claim()
             if self._read_manifest(name) is not None:
                 raise CollectionExistsError(f"collection '{name}' already exists", collection=name)
             cdir = self._dir(name)
@@ -441,6 +455,7 @@ class QdrantEdgeStore:
 
     def delete_collection(self, collection: str) -> None:
         with self._lock:
+            self.claim()
             if self._read_manifest(collection) is None:
                 raise CollectionNotFoundError(collection)
             shard = self._shards.pop(collection, None)
@@ -921,6 +936,8 @@ class QdrantEdgeStore:
                     shard.close()
                 except Exception:  # keep closing the others
                     logger.exception("failed to close edge shard %s", name)
+            if self.lock is not None:  # no shard open: another process may take the data dir
+                self.lock.release()
 
     def __enter__(self) -> QdrantEdgeStore:
         return self

@@ -56,8 +56,14 @@ class PageImageStore:
         target = self.root / rel
         if target.exists():
             return rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".png.tmp")
+        for attempt in range(3):  # another process may remove the (empty) folder in between: mkdir again
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".png.tmp")
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         try:
             with os.fdopen(fd, "wb") as fh:
                 image.save(fh, format="PNG", compress_level=1)

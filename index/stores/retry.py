@@ -2,8 +2,20 @@
 
 Transient: the server is unreachable or timed out (connection errors, gRPC UNAVAILABLE /
 DEADLINE_EXCEEDED), or answered 429, 500, 502, 503 or 504 (overloaded, restarting, a shard moving in a
-cluster). Everything else (bad request, 401/403, 404) fails at once. Every retried call of the server
-store is idempotent (upserts carry deterministic ids), so a retry after a lost reply is harmless.
+cluster). Everything else (bad request, 401/403, 404) fails at once.
+
+A transient error may come after the server applied the request (the reply was lost), so every
+retried call of the server store must end in the same state when sent twice:
+
+* upserts carry deterministic point ids; deletes by filter and of a collection are no-ops the second time;
+* ``create_collection`` (index/stores/server_store.py): a try that fails finds the collection existing with
+  exactly this request's configuration (the manifest carries its creation time) and counts as done;
+  with another configuration it is a clear ``CollectionExistsError`` naming the difference;
+* alias changes (index/stores/aliases.py ``ServerAliases``): each try reads the aliases and sends only what is
+  left to do, delete + create in one atomic ``update_collection_aliases``, so a retry after a lost reply
+  finds the alias at its target.
+
+Tested with a fault-injecting client (tests/reliability/test_faults.py ``LostReplies``).
 """
 
 from __future__ import annotations

@@ -110,6 +110,7 @@ class QdrantServerStore:
         full_datatype: str = "float32",
         max_request_bytes: int = 32 * 1024 * 1024,
         retries: int = 0,
+        retry_base_s: float = 0.5,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -122,6 +123,7 @@ class QdrantServerStore:
         self.full_datatype = full_datatype  # "float32" | "float16": storage of the full multivectors
         self.max_request_bytes = max(1024, int(max_request_bytes))  # approx. JSON size of one upsert
         self.retries = max(0, int(retries))  # transient errors, backoff (index/stores/retry.py)
+        self.retry_base_s = float(retry_base_s)  # first backoff delay (s), doubling
         self._manifests: dict[str, CollectionManifest] = {}
         self._text_index: dict[str, bool] = {}
         # Local mode (":memory:" / path) is not thread-safe; the HTTP/gRPC clients are.
@@ -170,8 +172,8 @@ class QdrantServerStore:
 
         try:
             with self._lock:
-                if self.retries and not self._is_local:
-                    return call_with_retries(fn, self.retries)
+                if self.retries:  # local mode raises nothing transient, so only injected faults retry there
+                    return call_with_retries(fn, self.retries, base_s=self.retry_base_s)
                 return fn()
         except Exception as exc:
             if is_connection_error(exc):
@@ -247,16 +249,41 @@ class QdrantServerStore:
             ROWS_VECTOR: models.VectorParams(size=manifest.dim, distance=models.Distance.DOT, multivector_config=maxsim),
             COLS_VECTOR: models.VectorParams(size=manifest.dim, distance=models.Distance.DOT, multivector_config=maxsim),
         }
-        self._call(
-            lambda: self.client.create_collection(
-                qname,
-                vectors_config=vectors,
-                sparse_vectors_config={TEXT_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-                shard_number=self.shard_number,
-                replication_factor=self.replication_factor,
-                metadata={MANIFEST_KEY: manifest.to_dict()},
-            )
-        )
+        sparse = {TEXT_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+
+        def create() -> None:
+            """One try. Retried after a transient error, and the reply of a try that did create the
+            collection may be the one that was lost: "already exists" with exactly this configuration
+            (the manifest carries this request's creation time) is then success."""
+            try:
+                self.client.create_collection(
+                    qname,
+                    vectors_config=vectors,
+                    sparse_vectors_config=sparse,
+                    shard_number=self.shard_number,
+                    replication_factor=self.replication_factor,
+                    metadata={MANIFEST_KEY: manifest.to_dict()},
+                )
+            except Exception as exc:
+                try:
+                    exists = self.client.collection_exists(qname)
+                except Exception:
+                    raise exc from None  # the server is still away: retried (or reported) as it came
+                if not exists:
+                    raise
+                different = self._config_differences(qname, manifest)
+                if different:
+                    raise CollectionExistsError(
+                        f"collection '{name}' already exists on the Qdrant server at {self.url} with a "
+                        f"different configuration ({'; '.join(different)}): another client created it while "
+                        f"this one did. Use another name, or delete it (pagelens delete --collection {name} "
+                        "--all) and try again.",
+                        collection=name,
+                    ) from exc
+                logger.info("collection %s: created by an earlier try whose reply was lost (%s: %s)", qname,
+                            type(exc).__name__, exc)
+
+        self._call(create)
         if not self._is_local:  # local mode has no payload indexes (and warns)
             for field in INDEXED_KEYWORD_FIELDS:
                 self._call(
@@ -267,6 +294,31 @@ class QdrantServerStore:
                 )
         self._manifests[name] = manifest
         logger.info("created server collection %s (dim %d)", qname, manifest.dim)
+
+    def _config_differences(self, qname: str, manifest: CollectionManifest) -> list[str]:
+        """How the existing collection ``qname`` differs from what ``create_collection(manifest)`` makes
+        (empty: the same). Raw client calls, for use inside a ``_call``."""
+        import json
+
+        info = self.client.get_collection(qname)
+        found: list[str] = []
+        stored = (info.config.metadata or {}).get(MANIFEST_KEY)
+        wanted = json.loads(json.dumps(manifest.to_dict()))
+        if stored != wanted:
+            keys = sorted(k for k in set(wanted) | set(stored or {}) if (stored or {}).get(k) != wanted.get(k))
+            found.append("manifest " + (", ".join(f"{k}={(stored or {}).get(k)!r} (wanted {wanted.get(k)!r})"
+                                                   for k in keys) if stored else "missing"))
+        params = info.config.params
+        dense = params.vectors if isinstance(params.vectors, dict) else {}
+        for vname in (FULL_VECTOR, ROWS_VECTOR, COLS_VECTOR):
+            vec = dense.get(vname)
+            if vec is None:
+                found.append(f"no vector {vname}")
+            elif vec.size != manifest.dim:
+                found.append(f"vector {vname} of size {vec.size} (wanted {manifest.dim})")
+        if TEXT_VECTOR not in (params.sparse_vectors or {}):
+            found.append(f"no sparse vector {TEXT_VECTOR}")
+        return found
 
     def get_manifest(self, collection: str) -> CollectionManifest | None:
         validate_collection_name(collection)

@@ -367,12 +367,22 @@ class JobWorker:
         self.store_retry_max_s = 30.0
         self.store_outage: str | None = None  # the last outage message while retrying, else None
         self._store_failures = 0
+        # One worker per job table: it resets "running" jobs of a crashed run and keeps upload
+        # passwords in memory, so a second process's worker must not run on the same data dir.
+        from pagelens.core.datadir import DataDirLock
+
+        settings = getattr(service, "settings", None)
+        self.data_dir_lock = DataDirLock(jobs.data_dir, getattr(service, "role", None),
+                                         purpose="jobs" if settings is not None and settings.uses_server else "store")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Reset jobs interrupted by a crash to ``queued`` and start consuming."""
+        """Take the data dir's one-process lock (``pagelens/core/datadir.py``; raises ``DataDirInUseError``
+        naming the process that holds it), reset jobs interrupted by a crash to ``queued`` and start
+        consuming."""
         if self._thread is not None and self._thread.is_alive():
             return
+        self.data_dir_lock.acquire()
         reset = self.jobs.reset_running()
         if reset:
             log.info("resuming %d interrupted job(s)", reset)
@@ -387,7 +397,12 @@ class JobWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            alive = self._thread.is_alive()
             self._thread = None
+            if alive:  # still inside a page: keep the data dir until the process exits
+                log.warning("the job worker did not stop within %.0f s; the data dir stays locked", timeout)
+                return
+        self.data_dir_lock.release()
 
     @property
     def alive(self) -> bool:

@@ -83,8 +83,10 @@ class PagelensService:
         store: VectorStore | None = None,
         embedder: PageEmbedder | None = None,
         answerer: Answerer | None = None,
+        role: str | None = None,
     ) -> None:
         self.settings = settings
+        self.role = role  # names this process in the data dir lock (pagelens/core/datadir.py); None: from argv
         self._store = store
         self._embedder = embedder
         self._answerer = answerer
@@ -101,8 +103,16 @@ class PagelensService:
                 from pagelens.index.stores.aliases import with_aliases
                 from pagelens.index.stores.factory import open_store
 
-                self._store = with_aliases(open_store(self.settings))  # collection aliases (index/stores/aliases.py)
+                self._store = with_aliases(open_store(self.settings, self.role))  # aliases: index/stores/aliases.py
             return self._store
+
+    def claim_data_dir(self) -> None:
+        """With the embedded store: take the data dir's one-process lock now, before any model loads
+        (the store would take it on first use). Raises ``DataDirInUseError`` naming the process that
+        holds it. A no-op with a Qdrant server or an injected store without a lock."""
+        claim = getattr(self.store, "claim", None)
+        if callable(claim):
+            claim()
 
     @property
     def embedder(self) -> PageEmbedder:

@@ -68,6 +68,20 @@ class PageEmbedder(Protocol):
         ``cols`` [n_cols, dim], all float32 numpy on the CPU)."""
         ...
 
+    def _page_proc(self) -> Any:
+        """The page processor (made on first use). Call under ``_page_lock``."""
+        if self._page_processor is None:
+            self._page_processor = _with_own_tokenizer(self._processor)
+        return self._page_processor
+
+    @property
+    def page_processor(self) -> Any:
+        """What ingest preprocesses pages with (``process_images``): the page processor under its lock,
+        safe to call while searches run (the serial ingest path calls it in this process). Pickled
+        (to the ingest worker processes) it becomes the plain processor. Loads."""
+        self.load()
+        return _LockedPageProcessor(self)
+
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
         """One [n_q, dim] float32 array per text (non-padding tokens, L2-normalised per token)."""
         ...
@@ -140,6 +154,13 @@ class ColSmolEmbedder:
     Settings used: ``retriever_model`` (hub id or local dir), ``retriever_revision``, ``device``, ``dtype``,
     ``attn_implementation``, ``embed_batch_size``, ``page_longest_edge`` (pages are resized so their
     longest edge is this many px, then cut into 512-px tiles).
+
+    Thread-safety: searches (``embed_queries``) and page preprocessing in this process (``embed_pages``:
+    serial ingest, ``preprocess_device=model``) run on several threads at once, and a fast tokenizer
+    used by two threads at once can raise "Already borrowed". Query processing is serialised by a lock
+    (tokenizing a query takes ~1 ms); page preprocessing has its own copy of the processor (its own
+    tokenizer, made on first use) under its own lock, so a search never waits for a page batch.
+    The forward passes run concurrently (inference only reads the weights).
     """
 
     env_var = "PAGELENS_RETRIEVER_MODEL"
@@ -150,8 +171,11 @@ class ColSmolEmbedder:
         self.model_revision: str | None = settings.retriever_revision
         self.batch_size = settings.resolved_embed_batch_size("cpu")  # re-resolved for the device at load
         self._lock = threading.Lock()
+        self._query_lock = threading.Lock()  # guards _processor's calls (queries)
+        self._page_lock = threading.Lock()  # guards _page_processor's calls (page preprocessing)
         self._model: Any = None
         self._processor: Any = None
+        self._page_processor: Any = None  # a copy of _processor with its own tokenizer, made on first use
         self._device: torch.device | None = None
         self._dtype: torch.dtype | None = None
         self._dim = COLSMOL_DIM
@@ -386,12 +410,28 @@ class ColSmolEmbedder:
 
     def _preprocess(self, images: list[Image.Image]) -> Any:
         """``process_images`` of RGB ``images``; with ``preprocess_device=model`` the torchvision
-        processor resizes and normalises on the model's device (pixel_values are made there)."""
-        proc = self._processor
-        if not self._preprocess_on_device:
-            return proc.process_images(images)
-        return proc(text=[proc.visual_prompt_prefix] * len(images), images=images, padding="longest",
-                    return_tensors="pt", device=self._device)
+        processor resizes and normalises on the model's device (pixel_values are made there). One call
+        at a time, on the page processor (class docstring)."""
+        with self._page_lock:
+            proc = self._page_proc()
+            if not self._preprocess_on_device:
+                return proc.process_images(images)
+            return proc(text=[proc.visual_prompt_prefix] * len(images), images=images, padding="longest",
+                        return_tensors="pt", device=self._device)
+
+    def _page_proc(self) -> Any:
+        """The page processor (made on first use). Call under ``_page_lock``."""
+        if self._page_processor is None:
+            self._page_processor = _with_own_tokenizer(self._processor)
+        return self._page_processor
+
+    @property
+    def page_processor(self) -> Any:
+        """What ingest preprocesses pages with (``process_images``): the page processor under its lock,
+        safe to call while searches run (the serial ingest path calls it in this process). Pickled
+        (to the ingest worker processes) it becomes the plain processor. Loads."""
+        self.load()
+        return _LockedPageProcessor(self)
 
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Embed queries with ``processor.process_queries`` (colpali's query suffix of
@@ -403,7 +443,8 @@ class ColSmolEmbedder:
         out: list[np.ndarray] = []
         texts = list(texts)
         for start in range(0, len(texts), max(self.batch_size, 16)):
-            batch = self._processor.process_queries(texts=texts[start : start + max(self.batch_size, 16)])
+            with self._query_lock:  # the tokenizer is not safe to share across threads
+                batch = self._processor.process_queries(texts=texts[start : start + max(self.batch_size, 16)])
             mask = batch["attention_mask"].bool()  # [B, L]
             with torch.inference_mode():
                 emb = self._model(**self._to_device(batch)).float().cpu()  # [B, L, 128]
@@ -443,6 +484,41 @@ class ColSmolEmbedder:
                 )
             )
         return results
+
+
+def _with_own_tokenizer(processor: Any) -> Any:
+    """A shallow copy of ``processor`` with a deep copy of its tokenizer (the image processor keeps no
+    state between calls and stays shared): a processor that can run while the original runs on
+    another thread."""
+    import copy
+
+    clone = copy.copy(processor)
+    clone.tokenizer = copy.deepcopy(processor.tokenizer)
+    return clone
+
+
+def _same(obj: Any) -> Any:
+    return obj
+
+
+class _LockedPageProcessor:
+    """``ColSmolEmbedder.page_processor``: ``process_images`` on the embedder's page processor under its
+    lock; other attributes are the processor's. Pickles as the plain processor (for worker processes,
+    which have a processor of their own)."""
+
+    def __init__(self, embedder: ColSmolEmbedder) -> None:
+        self._embedder = embedder
+
+    def process_images(self, images: Any) -> Any:
+        embedder = self._embedder
+        with embedder._page_lock:
+            return embedder._page_proc().process_images(images)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._embedder._processor, name)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return _same, (self._embedder._processor,)
 
 
 class _Size:

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from api_helpers import assert_error, upload, wait_job
@@ -102,10 +103,17 @@ def test_edge_locked_by_another_process_then_job_resumes(settings_factory) -> No
             r = upload(client, "c", [AWS])
             assert r.status_code == 202, r.text  # accepted: the upload is safe on disk
             job_id = r.json()["id"]
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
+            # until the worker has met the locked store (it first loads the model and prepares pages:
+            # how long that takes depends on the machine's load, so no fixed wait)
+            deadline = time.monotonic() + 300
+            while not worker.store_outage:
                 job = client.get(f"/v1/jobs/{job_id}").json()
                 assert job["status"] in ("queued", "running"), job  # waits, never fails
+                assert time.monotonic() < deadline, "the worker never reached the store"
+                time.sleep(0.2)
+            for _ in range(5):  # and keeps waiting
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                assert job["status"] in ("queued", "running"), job
                 time.sleep(0.2)
             assert worker.store_outage and "another pagelens process" in worker.store_outage
             ready = client.get("/readyz")
@@ -219,3 +227,162 @@ def test_disk_full_while_saving_upload(settings_factory, monkeypatch) -> None:
 
 def app_jobs(client: TestClient):
     return client.app.state.pagelens.jobs
+
+
+# --- retried server calls after a lost reply ------------------------------------------------------
+
+
+class LostReplies:
+    """A ``QdrantClient(":memory:")`` behind a faulty network: the first call of each method named in
+    ``lose`` reaches the server and is applied, then its reply is lost (``httpx.ReadError``, a transient
+    error the store retries). Alias changes follow a strict server: creating an alias that exists or
+    deleting one that does not is refused (older Qdrant servers did), so a blind retry of an applied
+    change fails. ``outage``: after each lost reply, that many further calls fail before reaching the
+    server (``httpx.ConnectError``). ``before``: {method: callable} run once before that call is applied
+    (another client)."""
+
+    def __init__(self, lose: set[str], outage: int = 0, before: dict[str, Any] | None = None) -> None:
+        from qdrant_client import QdrantClient
+
+        self.inner = QdrantClient(":memory:")
+        self.lose = set(lose)
+        self.outage = outage
+        self.before = dict(before or {})
+        self.lost: list[str] = []
+        self.calls: dict[str, int] = {}
+        self._down = 0
+
+    def update_collection_aliases(self, change_aliases_operations: list[Any], **kwargs: Any) -> Any:
+        from qdrant_client import models
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
+        existing = {a.alias_name for a in self.inner.get_aliases().aliases}
+        for op in change_aliases_operations:  # applied in order, all or nothing
+            if isinstance(op, models.CreateAliasOperation):
+                if op.create_alias.alias_name in existing:
+                    raise UnexpectedResponse(409, "Conflict", b'{"status":{"error":"alias already exists"}}', None)  # type: ignore[arg-type]
+                existing.add(op.create_alias.alias_name)
+            if isinstance(op, models.DeleteAliasOperation):
+                if op.delete_alias.alias_name not in existing:
+                    raise UnexpectedResponse(404, "Not Found", b'{"status":{"error":"alias not found"}}', None)  # type: ignore[arg-type]
+                existing.discard(op.delete_alias.alias_name)
+        return self._faulty("update_collection_aliases", self.inner.update_collection_aliases)(
+            change_aliases_operations=change_aliases_operations, **kwargs)
+
+    def _faulty(self, name: str, fn: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import httpx
+
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if self._down:
+                self._down -= 1
+                raise httpx.ConnectError("connection refused (the server is still away)")
+            if name in self.before:
+                self.before.pop(name)()
+            result = fn(*args, **kwargs)
+            if name in self.lose and name not in self.lost:
+                self.lost.append(name)
+                self._down = self.outage
+                raise httpx.ReadError("connection reset by peer (the reply was lost)")
+            return result
+
+        return call
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.inner, name)
+        return self._faulty(name, value) if callable(value) and not name.startswith("_") else value
+
+
+def _lossy_store(client: LostReplies) -> Any:
+    from pagelens.index.stores.aliases import with_aliases
+    from pagelens.index.stores.server_store import QdrantServerStore
+
+    return with_aliases(QdrantServerStore(client, prefix="p_", retries=3, retry_base_s=0.0))  # type: ignore[arg-type]
+
+
+def _manifest(name: str, dim: int = 8, created_at: str = "2026-12-01T00:00:00+00:00") -> Any:
+    from pagelens.core.types import CollectionManifest
+
+    return CollectionManifest(name=name, model_id="m", model_revision=None, dim=dim, created_at=created_at)
+
+
+@pytest.mark.parametrize("outage", [0, 1])
+def test_create_collection_retried_after_a_lost_reply_succeeds(outage: int) -> None:
+    """The create reached the server, its reply did not. Back at once (outage 0): the collection is
+    found with this request's configuration, success without a resend. Still away for one call
+    (outage 1): the create is retried, and its "already exists" with the same configuration is
+    success. Either way the collection is there once, as asked."""
+    client = LostReplies(lose={"create_collection"}, outage=outage)
+    store = _lossy_store(client)
+    store.create_collection(_manifest("c"))
+    assert client.lost == ["create_collection"] and client.calls["create_collection"] == 1 + outage
+    assert store.list_collections() == ["c"]
+    assert store.get_manifest("c") == _manifest("c")
+
+
+def test_create_collection_racing_another_config_is_a_clear_error() -> None:
+    """Another client creates the same name with another configuration between our check and our
+    create: a clear 409 naming the collection and the difference, never success."""
+    from qdrant_client import models
+
+    from pagelens.core.errors import CollectionExistsError
+
+    client = LostReplies(lose=set())
+    vectors = {v: models.VectorParams(size=16, distance=models.Distance.DOT) for v in ("colsmol", "colsmol_rows")}
+    client.before["create_collection"] = lambda: client.inner.create_collection(
+        "p_c", vectors_config=vectors, metadata={"pagelens_manifest": _manifest("c", dim=16).to_dict()})
+    store = _lossy_store(client)
+    with pytest.raises(CollectionExistsError) as info:
+        store.create_collection(_manifest("c"))
+    message = info.value.message
+    assert "'c' already exists" in message and "different configuration" in message, message
+    assert "dim=16 (wanted 8)" in message and "pagelens delete --collection c --all" in message, message
+
+
+def test_alias_swap_retried_after_a_lost_reply_ends_in_the_same_state() -> None:
+    """Create, switch and remove an alias, each reply lost once: every retry ends where one clean call
+    would (a blind resend of "create alias" would be refused by the strict server here)."""
+    client = LostReplies(lose={"update_collection_aliases"}, outage=1)
+    store = _lossy_store(client)
+    for name in ("v1", "v2"):
+        store.create_collection(_manifest(name))
+    store.aliases.set("live", "v1")  # first create of the alias, reply lost
+    assert client.lost == ["update_collection_aliases"]
+    assert store.aliases.all() == {"live": "v1"} and store.resolve_alias("live") == "v1"
+    for target in ("v2", "v1"):  # switches: delete + create in one atomic request, reply lost each time
+        client.lost.clear()
+        store.aliases.set("live", target)
+        assert client.lost == ["update_collection_aliases"]
+        assert store.aliases.all() == {"live": target}
+    client.lost.clear()
+    store.aliases.remove("live")
+    assert client.lost == ["update_collection_aliases"] and store.aliases.all() == {}
+    assert store.list_collections() == ["v1", "v2"]
+
+
+def test_readyz_tells_reasons_to_an_admin_key_only(settings_factory) -> None:
+    """Not ready (the Qdrant server away): without a key, with a wrong key or with a non-admin key,
+    /readyz answers the status alone (503), with no exception text, data dir path or Qdrant URL; an
+    admin key gets the reasons. /healthz stays open."""
+    keys = "adm-k3y:admin;read-k3y:r:*"
+    settings = settings_factory(qdrant_url="http://127.0.0.1:9", qdrant_retries=0, qdrant_timeout_s=1,
+                                api_keys=keys)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer read-k3y"}):
+            r = client.get("/readyz", headers=headers)
+            assert r.status_code == 503, r.text
+            body = r.json()
+            assert body == {"status": "unavailable", "detail": "the reasons are shown to an admin API key "
+                                                                "(Authorization: Bearer KEY)"}, body
+            for secret in ("127.0.0.1", str(settings.data_dir), "StoreUnavailableError", "unreachable"):
+                assert secret not in r.text, (secret, r.text)
+        r = client.get("/readyz", headers={"Authorization": "Bearer adm-k3y"})
+        assert r.status_code == 503
+        reasons = r.json()["reasons"]
+        assert any(x.startswith("store: StoreUnavailableError") and "127.0.0.1:9" in x for x in reasons), reasons
+    ready = settings_factory(api_keys=keys)
+    with TestClient(create_app(ready)) as client:
+        assert client.get("/readyz").json() == {"status": "ok"}
+        r = client.get("/readyz", headers={"Authorization": "Bearer adm-k3y"})
+        assert r.status_code == 200 and r.json() == {"status": "ok", "reasons": [], "worker": "running"}
