@@ -112,16 +112,14 @@ def page_image(collection: CollectionName, doc_id: DocId, page_no: int, state: S
     service = state.service
     if service.store.get_manifest(collection) is None:
         raise CollectionNotFoundError(collection)
-    found = False
     image_path: str | None = None
-    for _, payload in service.store.iter_payloads(collection, PageFilter(doc_ids=[doc_id])):
-        found = True
-        if int(payload.get("page_no", 0)) == page_no:
-            image_path = payload.get("image_path")
-            if not image_path and payload.get("sha256"):
-                image_path = str(service.images.path(payload["sha256"], page_no))
-            break
-    if not found:
+    page = PageFilter(doc_ids=[doc_id], page_nos=[page_no])  # one point by filter, not the whole document
+    for _, payload in service.store.iter_payloads(collection, page, keys=("page_no", "image_path", "sha256")):
+        image_path = payload.get("image_path")
+        if not image_path and payload.get("sha256"):
+            image_path = str(service.images.path(payload["sha256"], page_no))
+        break
+    if image_path is None and not service.store.count(collection, PageFilter(doc_ids=[doc_id])):
         raise ApiError(404, "document_not_found", f"document '{doc_id}' is not in collection '{collection}'",
                        collection=collection, doc_id=doc_id)
     if image_path is None:

@@ -366,7 +366,8 @@ class _Run:
             if already:  # interrupted earlier: only the missing pages are redone
                 present = {
                     int(p.get("page_no", 0))
-                    for _, p in ix.store.iter_payloads(self.collection, PageFilter(doc_ids=[doc.doc_id]))
+                    for _, p in ix.store.iter_payloads(self.collection, PageFilter(doc_ids=[doc.doc_id]),
+                                                       keys=("page_no", "sha256"))
                     if p.get("sha256") == doc.sha256
                 }
                 for page_no in sorted(present):

@@ -1,0 +1,160 @@
+"""The document registry (``pagelens.index.stores.registry``): listings O(documents), exact under
+re-upserts, metadata updates, deletes, crashes between the store write and the registry write, and a
+missing registry file; rebuilt from a scroll that never reads the page text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pagelens.index.stores.edge_store import QdrantEdgeStore
+from pagelens.index.stores.registry import REGISTRY_FILE, RegisteredStore, with_registry
+from pagelens.index.stores.server_store import QdrantServerStore
+
+from pagelens.core.types import PageFilter, PagePoint
+from tests.test_store_contract import COLL, MANIFEST, make_points
+
+
+def scan(store: Any) -> dict[str, tuple[str, int, dict[str, Any]]]:
+    """What a full payload scroll says: doc_id -> (doc_name, pages, meta)."""
+    out: dict[str, tuple[str, int, dict[str, Any]]] = {}
+    for _, p in store.iter_payloads(COLL):
+        name, n, _ = out.get(p["doc_id"], (p["doc_name"], 0, {}))
+        out[p["doc_id"]] = (p["doc_name"], n + 1, p["meta"])
+    return out
+
+
+def listed(store: RegisteredStore) -> dict[str, tuple[str, int, dict[str, Any]]]:
+    return {d.doc_id: (d.doc_name, d.pages_indexed, d.metadata) for d in store.list_documents(COLL)}
+
+
+class SpyStore:
+    """Records the payload keys each ``iter_payloads`` asked for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.scrolls: list[tuple[str, ...] | None] = []
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def iter_payloads(self, collection: str, page_filter: PageFilter | None = None, keys: Any = None) -> Any:
+        self.scrolls.append(None if keys is None else tuple(keys))
+        return self.inner.iter_payloads(collection, page_filter, keys=keys)
+
+
+@pytest.fixture(params=["edge", "server"])
+def inner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "edge":
+        s: Any = QdrantEdgeStore(tmp_path / "edge", fast_rerank=False)
+    else:
+        from qdrant_client import QdrantClient
+
+        s = QdrantServerStore(QdrantClient(":memory:"), prefix="t_")
+    yield SpyStore(s)
+    s.close()
+
+
+def test_listing_matches_scan_and_never_reads_text(inner: Any, tmp_path: Path) -> None:
+    store = with_registry(inner, tmp_path / "data")
+    store.create_collection(MANIFEST)
+    points = make_points(n_docs=4, pages=6)
+    store.upsert(COLL, points[:10])
+    store.upsert(COLL, points[10:])
+    inner.scrolls.clear()
+    assert listed(store) == scan(inner) == {f"doc-{d}": (f"report-{d}.pdf", 6, points[d * 6].payload["meta"])
+                                            for d in range(4)}
+    assert inner.scrolls == [None]  # only the test's own scan: the listing read the registry
+    docs = store.list_documents(COLL)
+    assert [d.doc_name for d in docs] == sorted(d.doc_name for d in docs)
+    assert {d.page_count for d in docs} == {6} and {d.sha256 for d in docs} == {f"{i:02d}" * 32 for i in range(4)}
+
+
+def test_reupsert_and_metadata_update_stay_exact(inner: Any, tmp_path: Path) -> None:
+    store = with_registry(inner, tmp_path / "data")
+    store.create_collection(MANIFEST)
+    points = make_points(n_docs=2, pages=3)
+    store.upsert(COLL, points)
+    store.upsert(COLL, points)  # same ids: pages are not counted twice
+    renamed = [PagePoint(p.id, p.embedding, {**p.payload, "doc_name": "renamed.pdf", "meta": {"v": 2},
+                                             "indexed_at": "2026-12-01T00:00:00+00:00"})
+               for p in points if p.payload["doc_id"] == "doc-1"]
+    store.upsert(COLL, renamed)
+    got = {d.doc_id: d for d in store.list_documents(COLL)}
+    assert {k: (d.doc_name, d.pages_indexed, d.metadata) for k, d in got.items()} == scan(inner)
+    assert (got["doc-1"].doc_name, got["doc-1"].pages_indexed, got["doc-1"].metadata) == ("renamed.pdf", 3, {"v": 2})
+    assert got["doc-1"].indexed_at == "2026-12-01T00:00:00+00:00"
+    assert got["doc-0"].pages_indexed == 3
+
+
+def test_delete_document_and_collection(inner: Any, tmp_path: Path) -> None:
+    store = with_registry(inner, tmp_path / "data")
+    store.create_collection(MANIFEST)
+    store.upsert(COLL, make_points(n_docs=3, pages=4))
+    assert store.delete_document(COLL, "doc-1") == 4
+    assert set(listed(store)) == {"doc-0", "doc-2"}
+    assert store.delete_document(COLL, "doc-1") == 0
+    store.delete_collection(COLL)
+    store.create_collection(MANIFEST)
+    assert store.list_documents(COLL) == []
+    assert inner.scrolls == []  # every listing came from the registry
+
+
+def test_crash_after_store_write_is_rebuilt(inner: Any, tmp_path: Path) -> None:
+    """A write that reached the store but not the registry (the process died in between): the next
+    listing sees the count disagree, or the dirty mark, and rebuilds from the small payload keys."""
+    data = tmp_path / "data"
+    store = with_registry(inner, data)
+    store.create_collection(MANIFEST)
+    points = make_points(n_docs=3, pages=2)
+    store.upsert(COLL, points[:2])
+    inner.inner.upsert(COLL, points[2:])  # new pages, registry not told: the counts disagree
+    assert listed(store) == scan(inner)
+    assert inner.scrolls[0] is not None and "text" not in inner.scrolls[0]
+    # same page count, new names: only the dirty mark (committed before the store write) can tell
+    inner.scrolls.clear()
+    store.registry.mark_dirty(store.identity, COLL)
+    inner.inner.upsert(COLL, [PagePoint(p.id, p.embedding, {**p.payload, "doc_name": "late.pdf"}) for p in points[:2]])
+    assert listed(store)["doc-0"][0] == "late.pdf"
+    assert len(inner.scrolls) == 1 and "text" not in (inner.scrolls[0] or ())
+    # a failed store write leaves the mark: the next listing rebuilds
+    inner.scrolls.clear()
+    with pytest.raises(Exception):
+        store.upsert(COLL, [PagePoint("not-a-uuid", points[0].embedding, points[0].payload)])
+    assert listed(store) == scan(inner) and len(inner.scrolls) == 2
+    inner.scrolls.clear()
+    listed(store)
+    assert inner.scrolls == []  # clean again
+
+
+def test_missing_registry_file_is_rebuilt(tmp_path: Path) -> None:
+    """A new process over an existing Edge store with no (or a deleted) registry lists the same documents."""
+    root, data = tmp_path / "edge", tmp_path / "data"
+    first = with_registry(QdrantEdgeStore(root, fast_rerank=False), data)
+    first.create_collection(MANIFEST)
+    first.upsert(COLL, make_points(n_docs=2, pages=5))
+    expected = listed(first)
+    first.close()
+    (data / REGISTRY_FILE).unlink()
+    second = with_registry(QdrantEdgeStore(root, fast_rerank=False), data)
+    try:
+        assert listed(second) == expected
+        assert {d.pages_indexed for d in second.list_documents(COLL)} == {5}
+    finally:
+        second.close()
+
+
+def test_two_stores_in_one_registry_file_do_not_mix(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    a = with_registry(QdrantEdgeStore(tmp_path / "a", fast_rerank=False), data)
+    b = with_registry(QdrantEdgeStore(tmp_path / "b", fast_rerank=False), data)
+    try:
+        for s, n in ((a, 1), (b, 3)):
+            s.create_collection(MANIFEST)
+            s.upsert(COLL, make_points(n_docs=n, pages=2))
+        assert len(a.list_documents(COLL)) == 1 and len(b.list_documents(COLL)) == 3
+    finally:
+        a.close()
+        b.close()
