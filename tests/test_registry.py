@@ -14,7 +14,7 @@ from pagelens.index.stores.registry import REGISTRY_FILE, RegisteredStore, with_
 from pagelens.index.stores.server_store import QdrantServerStore
 
 from pagelens.core.types import PageFilter, PagePoint
-from tests.test_store_contract import COLL, MANIFEST, make_points
+from test_store_contract import COLL, MANIFEST, make_points
 
 
 def scan(store: Any) -> dict[str, tuple[str, int, dict[str, Any]]]:
@@ -66,6 +66,7 @@ def test_listing_matches_scan_and_never_reads_text(inner: Any, tmp_path: Path) -
     inner.scrolls.clear()
     assert listed(store) == scan(inner) == {f"doc-{d}": (f"report-{d}.pdf", 6, points[d * 6].payload["meta"])
                                             for d in range(4)}
+    assert store.collection_totals(COLL) == (4, 24)
     assert inner.scrolls == [None]  # only the test's own scan: the listing read the registry
     docs = store.list_documents(COLL)
     assert [d.doc_name for d in docs] == sorted(d.doc_name for d in docs)
@@ -95,6 +96,7 @@ def test_delete_document_and_collection(inner: Any, tmp_path: Path) -> None:
     store.upsert(COLL, make_points(n_docs=3, pages=4))
     assert store.delete_document(COLL, "doc-1") == 4
     assert set(listed(store)) == {"doc-0", "doc-2"}
+    assert store.collection_totals(COLL) == (2, 8)
     assert store.delete_document(COLL, "doc-1") == 0
     store.delete_collection(COLL)
     store.create_collection(MANIFEST)
@@ -158,3 +160,52 @@ def test_two_stores_in_one_registry_file_do_not_mix(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_service_lists_from_the_registry(tmp_path: Path) -> None:
+    """``PagelensService.documents``/``collection_info`` over an injected store: same values as a full
+    scan, and no page-text scroll once the registry is built."""
+    from pagelens.app.service import PagelensService
+    from pagelens.core.settings import Settings
+
+    spy = SpyStore(QdrantEdgeStore(tmp_path / "edge", fast_rerank=False))
+    service = PagelensService(Settings(_env_file=None, data_dir=tmp_path / "data"), store=spy)  # type: ignore[call-arg]
+    try:
+        service.store.create_collection(MANIFEST)
+        service.store.upsert(COLL, make_points(n_docs=3, pages=4))
+        docs = service.documents(COLL)
+        assert [(d.doc_name, d.pages_indexed, d.status) for d in docs] == [
+            (f"report-{i}.pdf", 4, "complete") for i in range(3)]
+        info = service.collection_info(COLL)
+        assert (info.documents, info.pages) == (3, 12)
+        assert service.delete_document(COLL, "doc-0") == 4
+        assert [d.doc_id for d in service.documents(COLL)] == ["doc-1", "doc-2"]
+        assert all(keys is not None and "text" not in keys for keys in spy.scrolls), spy.scrolls
+    finally:
+        service.close()
+
+
+def test_hidden_documents_are_excluded_by_filter() -> None:
+    """``search_visible`` asks the store for ``k`` hits with a must_not filter on the in-flight documents,
+    keeping the caller's own filter; it no longer over-fetches ``k`` + their pages."""
+    from types import SimpleNamespace
+
+    from pagelens.app.visibility import search_visible
+
+    calls: list[tuple[int, PageFilter | None]] = []
+
+    class Service:
+        def search(self, collection: str, question: str, k: int, mode: Any, page_filter: PageFilter | None) -> list:
+            calls.append((k, page_filter))
+            return []
+
+    jobs = SimpleNamespace(inflight_doc_ids=lambda collection: {"busy", "other"})
+    state: Any = SimpleNamespace(service=Service(), jobs=jobs)
+    search_visible(state, COLL, "q", 5, None, None)
+    search_visible(state, COLL, "q", 3, None, PageFilter(metadata={"year": 2020}, exclude_doc_ids=["x"]))
+    search_visible(state, COLL, "q", 3, None, PageFilter(doc_ids=["calm"]))  # no overlap: no exclusion
+    assert calls == [
+        (5, PageFilter(exclude_doc_ids=["busy", "other"])),
+        (3, PageFilter(metadata={"year": 2020}, exclude_doc_ids=["busy", "other", "x"])),
+        (3, PageFilter(doc_ids=["calm"])),
+    ]

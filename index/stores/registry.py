@@ -107,11 +107,34 @@ class DocumentRegistry:
 
     def reset(self, store: str, collection: str, payloads: Iterable[tuple[str, dict[str, Any]]] = ()) -> int:
         """Replace the collection's rows by these (point id, payload) pairs; clean. Returns pages."""
+        pages: list[tuple[str, str, str, str]] = []
+        docs: dict[str, list[Any]] = {}
+        for point_id, payload in payloads:  # aggregated here: one executemany per table
+            doc_id = str(payload.get("doc_id", ""))
+            pages.append((store, collection, str(point_id), doc_id))
+            indexed_at = str(payload.get("indexed_at", "") or "")
+            row = docs.get(doc_id)
+            if row is None:
+                docs[doc_id] = [store, collection, doc_id, str(payload.get("doc_name", "")),
+                                str(payload.get("sha256", "")), int(payload.get("page_count", 0) or 0), 1,
+                                json.dumps(payload.get("meta") or {}, sort_keys=True, default=str), indexed_at]
+            else:
+                row[6] += 1
+                row[8] = max(row[8], indexed_at)
         with self._tx() as c:
             for table in ("documents", "pages", "stamps"):
                 c.execute(f"DELETE FROM {table} WHERE store=? AND collection=?", (store, collection))
-            c.execute("INSERT INTO stamps VALUES (?, ?, 0, 0)", (store, collection))
-            return self._add(c, store, collection, payloads)
+            c.executemany("INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?)", pages)
+            c.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", list(docs.values()))
+            c.execute("INSERT INTO stamps VALUES (?, ?, ?, 0)", (store, collection, len(pages)))
+        return len(pages)
+
+    def totals(self, store: str, collection: str) -> tuple[int, int]:
+        """(documents, pages) of the collection."""
+        with self._lock:
+            row = self._conn.execute("SELECT count(*), coalesce(sum(pages_indexed), 0) FROM documents "
+                                     "WHERE store=? AND collection=?", (store, collection)).fetchone()
+        return int(row[0]), int(row[1])
 
     def drop(self, store: str, collection: str) -> None:
         with self._tx() as c:
@@ -173,8 +196,8 @@ class DocumentRegistry:
             rows = self._conn.execute(
                 "SELECT doc_id, doc_name, sha256, page_count, pages_indexed, meta, indexed_at FROM documents "
                 "WHERE store=? AND collection=? ORDER BY doc_name, doc_id", (store, collection)).fetchall()
-        return [DocumentRecord(doc_id=r[0], doc_name=r[1], sha256=r[2], page_count=int(r[3]),
-                               pages_indexed=int(r[4]), metadata=json.loads(r[5]), indexed_at=r[6]) for r in rows]
+        return [DocumentRecord(r[0], r[1], r[2], r[3], r[4], {} if r[5] == "{}" else json.loads(r[5]), r[6])
+                for r in rows]
 
     def document(self, store: str, collection: str, doc_id: str) -> DocumentRecord | None:
         with self._lock:
@@ -267,6 +290,12 @@ class RegisteredStore:
         with self._write_lock:
             self._ensure(collection)
             return self.registry.document(self.identity, collection, doc_id)
+
+    def collection_totals(self, collection: str) -> tuple[int, int]:
+        """(documents, pages) from the registry, checked like ``list_documents``: O(1) rows read."""
+        with self._write_lock:
+            self._ensure(collection)
+            return self.registry.totals(self.identity, collection)
 
     def rebuild(self, collection: str) -> int:
         """Rebuild the collection's rows from one scroll of the small payload keys; returns pages."""

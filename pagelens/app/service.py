@@ -144,18 +144,23 @@ class PagelensService:
         return infos
 
     def collection_info(self, name: str) -> CollectionInfo:
-        """Name, model, page and document counts: from the document registry, O(documents)."""
+        """Name, model, page and document counts: from the document registry (two SQL aggregates)."""
         manifest = self.store.get_manifest(name)
         if manifest is None:
             raise CollectionNotFoundError(name)
-        docs = self._document_records(name)
+        totals = getattr(self.store, "collection_totals", None)
+        if totals is not None:
+            documents, pages = totals(name)
+        else:
+            docs = self._document_records(name)
+            documents, pages = len(docs), sum(d.pages_indexed for d in docs)
         return CollectionInfo(
             name=name,
             model_id=manifest.model_id,
             model_revision=manifest.model_revision,
             dim=manifest.dim,
-            pages=sum(d.pages_indexed for d in docs),
-            documents=len(docs),
+            pages=pages,
+            documents=documents,
             created_at=manifest.created_at,
         )
 
