@@ -8,13 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pagelens.index.stores.edge_store import QdrantEdgeStore
 from pagelens.index.stores.registry import REGISTRY_FILE, RegisteredStore, with_registry
 from pagelens.index.stores.server_store import QdrantServerStore
-
-from pagelens.core.types import PageFilter, PagePoint
 from test_store_contract import COLL, MANIFEST, make_points
+
+from pagelens.core.errors import InvalidRequestError
+from pagelens.core.types import PageEmbedding, PageFilter, PagePoint
 
 
 def scan(store: Any) -> dict[str, tuple[str, int, dict[str, Any]]]:
@@ -123,8 +125,9 @@ def test_crash_after_store_write_is_rebuilt(inner: Any, tmp_path: Path) -> None:
     assert len(inner.scrolls) == 1 and "text" not in (inner.scrolls[0] or ())
     # a failed store write leaves the mark: the next listing rebuilds
     inner.scrolls.clear()
-    with pytest.raises(Exception):
-        store.upsert(COLL, [PagePoint("not-a-uuid", points[0].embedding, points[0].payload)])
+    bad = PageEmbedding(full=np.ones((3, 7), np.float32), rows=points[0].embedding.rows, cols=points[0].embedding.cols)
+    with pytest.raises(InvalidRequestError):
+        store.upsert(COLL, [PagePoint(points[0].id, bad, points[0].payload)])
     assert listed(store) == scan(inner) and len(inner.scrolls) == 2
     inner.scrolls.clear()
     listed(store)

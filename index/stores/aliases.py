@@ -167,9 +167,8 @@ def with_aliases(store: Any) -> Any:
     """Wrap a Qdrant Edge or server store, or a ``RegisteredStore`` over one (anything else is returned
     as it is)."""
     from pagelens.index.stores.edge_store import QdrantEdgeStore
-    from pagelens.index.stores.server_store import QdrantServerStore
-
     from pagelens.index.stores.registry import RegisteredStore
+    from pagelens.index.stores.server_store import QdrantServerStore
 
     base = store.inner if isinstance(store, RegisteredStore) else store  # the document registry's wrapper
     if isinstance(base, QdrantEdgeStore):

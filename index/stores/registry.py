@@ -240,6 +240,8 @@ class RegisteredStore:
         self.registry = registry
         self.identity = store_identity(inner)
         self._write_lock = threading.RLock()  # a listing's check + rebuild never interleaves a write
+        # collection -> its documents as last read, dropped by every write and rebuild of it
+        self._cache: dict[str, list[DocumentRecord]] = {}
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
@@ -247,17 +249,20 @@ class RegisteredStore:
     # --- writes ------------------------------------------------------------------------
     def create_collection(self, manifest: Any) -> None:
         with self._write_lock:
+            self._cache.pop(manifest.name, None)
             self.inner.create_collection(manifest)
             self.registry.reset(self.identity, manifest.name)
 
     def delete_collection(self, collection: str) -> None:
         with self._write_lock:
+            self._cache.pop(collection, None)
             self.registry.mark_dirty(self.identity, collection)
             self.inner.delete_collection(collection)
             self.registry.drop(self.identity, collection)
 
     def upsert(self, collection: str, points: Sequence[Any]) -> None:
         with self._write_lock:
+            self._cache.pop(collection, None)
             self.registry.mark_dirty(self.identity, collection)
             self.inner.upsert(collection, points)
             try:
@@ -268,6 +273,7 @@ class RegisteredStore:
 
     def delete_document(self, collection: str, doc_id: str) -> int:
         with self._write_lock:
+            self._cache.pop(collection, None)
             self.registry.mark_dirty(self.identity, collection)
             deleted = int(self.inner.delete_document(collection, doc_id))
             try:
@@ -283,7 +289,10 @@ class RegisteredStore:
         (rebuilt when they disagree or a write did not finish). Raises ``CollectionNotFoundError``."""
         with self._write_lock:
             self._ensure(collection)
-            return self.registry.documents(self.identity, collection)
+            docs = self._cache.get(collection)
+            if docs is None:
+                docs = self._cache[collection] = self.registry.documents(self.identity, collection)
+            return list(docs)
 
     def document_record(self, collection: str, doc_id: str) -> DocumentRecord | None:
         """One document's registry row (None when the collection has no such document)."""
@@ -313,6 +322,7 @@ class RegisteredStore:
         self._rebuild(collection)
 
     def _rebuild(self, collection: str) -> int:
+        self._cache.pop(collection, None)
         payloads = self.inner.iter_payloads(collection, keys=REGISTRY_KEYS)
         return self.registry.reset(self.identity, collection, payloads)
 

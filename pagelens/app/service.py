@@ -101,9 +101,9 @@ class PagelensService:
 
                 # collection aliases (index/stores/aliases.py) over the document registry (index/stores/registry.py)
                 self._store = with_aliases(with_registry(open_store(self.settings), self.settings.data_dir))
-            elif not self._registered:  # an injected store: listings go through the registry too
-                if not isinstance(self._store, RegisteredStore) and not hasattr(self._store, "list_documents"):
-                    self._store = with_registry(self._store, self.settings.data_dir)
+            elif (not self._registered and not isinstance(self._store, RegisteredStore)
+                  and not hasattr(self._store, "list_documents")):  # injected: listings use the registry too
+                self._store = with_registry(self._store, self.settings.data_dir)
             self._registered = True
             return self._store
 
