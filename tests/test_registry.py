@@ -212,3 +212,53 @@ def test_hidden_documents_are_excluded_by_filter() -> None:
         (3, PageFilter(metadata={"year": 2020}, exclude_doc_ids=["busy", "other", "x"])),
         (3, PageFilter(doc_ids=["calm"])),
     ]
+
+
+def test_another_process_writing_the_registry_is_seen(tmp_path: Path) -> None:
+    """Two wrappers over one server-side store (two processes sharing a Qdrant server and a data dir):
+    a rename by one is listed by the other (SQLite ``data_version`` invalidates the in-memory cache)."""
+    from qdrant_client import QdrantClient
+
+    server = QdrantServerStore(QdrantClient(":memory:"), prefix="t_")
+    a = with_registry(server, tmp_path / "data")
+    b = with_registry(server, tmp_path / "data")
+    b.identity = a.identity
+    a.create_collection(MANIFEST)
+    points = make_points(n_docs=2, pages=2)
+    a.upsert(COLL, points)
+    assert [d.doc_name for d in b.list_documents(COLL)] == ["report-0.pdf", "report-1.pdf"]
+    a.upsert(COLL, [PagePoint(p.id, p.embedding, {**p.payload, "doc_name": "z.pdf"}) for p in points[:2]])
+    assert [d.doc_name for d in b.list_documents(COLL)] == ["report-1.pdf", "z.pdf"]
+    server.close()
+
+
+def test_page_image_route_finds_one_page_by_filter(tmp_path: Path) -> None:
+    """``GET .../documents/{doc_id}/pages/{n}.png`` reads the one point (doc_id, page_no) by filter: the
+    right page's file, and distinct 404 codes for a missing page and a missing document."""
+    import io
+
+    from api_helpers import assert_error
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from pagelens.app.service import PagelensService
+    from pagelens.core.settings import Settings
+    from pagelens.server import create_app
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
+    spy = SpyStore(QdrantEdgeStore(settings.edge_dir, fast_rerank=False))
+    service = PagelensService(settings, store=spy)
+    points = make_points(n_docs=2, pages=3)
+    for p in points:
+        page_no = p.payload["page_no"]
+        path = service.images.save(p.payload["sha256"], page_no, Image.new("RGB", (10 + page_no, 20)))
+        p.payload["image_path"] = str(path)
+    service.store.create_collection(MANIFEST)
+    service.store.upsert(COLL, points)
+    spy.scrolls.clear()
+    with TestClient(create_app(settings, service, web_ui=False)) as client:
+        r = client.get(f"/v1/collections/{COLL}/documents/doc-1/pages/3.png")
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (13, 20)
+        assert_error(client.get(f"/v1/collections/{COLL}/documents/doc-1/pages/4.png"), 404, "page_not_found")
+        assert_error(client.get(f"/v1/collections/{COLL}/documents/nodoc/pages/1.png"), 404, "document_not_found")
+    assert spy.scrolls and all(keys is not None and "text" not in keys for keys in spy.scrolls)

@@ -209,6 +209,12 @@ class DocumentRegistry:
         return DocumentRecord(doc_id=r[0], doc_name=r[1], sha256=r[2], page_count=int(r[3]),
                               pages_indexed=int(r[4]), metadata=json.loads(r[5]), indexed_at=r[6])
 
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection (another process over the
+        same data dir) commits to the file."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -240,8 +246,9 @@ class RegisteredStore:
         self.registry = registry
         self.identity = store_identity(inner)
         self._write_lock = threading.RLock()  # a listing's check + rebuild never interleaves a write
-        # collection -> its documents as last read, dropped by every write and rebuild of it
-        self._cache: dict[str, list[DocumentRecord]] = {}
+        # collection -> (registry data_version, its documents) as last read; dropped by every write and
+        # rebuild through this wrapper, and stale when another process committed to the registry file
+        self._cache: dict[str, tuple[int, list[DocumentRecord]]] = {}
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
@@ -286,13 +293,15 @@ class RegisteredStore:
     # --- reads -------------------------------------------------------------------------
     def list_documents(self, collection: str) -> list[DocumentRecord]:
         """The collection's documents from the registry, checked against the store's exact point count
-        (rebuilt when they disagree or a write did not finish). Raises ``CollectionNotFoundError``."""
+        (rebuilt when they disagree or a write did not finish). The records are shared with a cache:
+        read them, do not change them. Raises ``CollectionNotFoundError``."""
         with self._write_lock:
             self._ensure(collection)
-            docs = self._cache.get(collection)
-            if docs is None:
-                docs = self._cache[collection] = self.registry.documents(self.identity, collection)
-            return list(docs)
+            version = self.registry.data_version()
+            cached = self._cache.get(collection)
+            if cached is None or cached[0] != version:
+                cached = self._cache[collection] = (version, self.registry.documents(self.identity, collection))
+            return list(cached[1])
 
     def document_record(self, collection: str, doc_id: str) -> DocumentRecord | None:
         """One document's registry row (None when the collection has no such document)."""
