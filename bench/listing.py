@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -203,6 +204,8 @@ def run(pages: int, args: argparse.Namespace, table: Table) -> None:
     table.add(f"search p50 while polling, before the registry [{note}]", legacy_polled.p50, base,
               baseline_name="no polling", device=dev, note=f"p95 {legacy_polled.p95 * 1000:.1f} ms; {n_legacy} refreshes")
     edge.close()
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -219,6 +222,7 @@ def main() -> None:
                     help="optimize (HNSW build) collections up to this size; bigger ones are searched unoptimized")
     ap.add_argument("--search-seconds", type=float, default=8.0, help="how long each search p50 runs")
     ap.add_argument("--data-dir", type=Path, default=None, help="where the temporary collections go")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     table = Table("listings and polling (bench/listing.py, synthetic points)")

@@ -262,3 +262,23 @@ def test_page_image_route_finds_one_page_by_filter(tmp_path: Path) -> None:
         assert_error(client.get(f"/v1/collections/{COLL}/documents/doc-1/pages/4.png"), 404, "page_not_found")
         assert_error(client.get(f"/v1/collections/{COLL}/documents/nodoc/pages/1.png"), 404, "document_not_found")
     assert spy.scrolls and all(keys is not None and "text" not in keys for keys in spy.scrolls)
+
+
+def test_edge_verifies_once_per_process(tmp_path: Path) -> None:
+    """The embedded store (one process per data dir) checks the count on the first listing only; a new
+    process (a new wrapper) after a crash between store and registry writes still rebuilds, and an
+    unfinished write (dirty mark) is honoured at every listing."""
+    root, data = tmp_path / "edge", tmp_path / "data"
+    edge = QdrantEdgeStore(root, fast_rerank=False)
+    a = with_registry(edge, data)
+    assert a.verify == "once"
+    a.create_collection(MANIFEST)
+    points = make_points(n_docs=3, pages=2)
+    a.upsert(COLL, points[:2])
+    assert set(listed(a)) == {"doc-0"}
+    edge.upsert(COLL, points[2:])  # as if the process died after the store write
+    b = with_registry(edge, data)  # the next process
+    assert listed(b) == scan(edge)
+    a.registry.mark_dirty(a.identity, COLL)  # a write that never finished
+    assert listed(a) == scan(edge)
+    edge.close()

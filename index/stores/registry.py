@@ -8,9 +8,10 @@ never counts it twice). Every write to the store through the wrapper updates the
 ``upsert``, ``delete_document``, ``delete_collection``, ``create_collection``.
 
 Exactness under crashes: before a write reaches the store the collection is marked *dirty* (committed);
-the registry rows and the cleared mark are committed together after the store write. On every listing
-the registry is used only when the collection is clean and its page count equals the store's exact
-point count (``store.count``, one cheap call); otherwise it is rebuilt from one scroll that reads only
+the registry rows and the cleared mark are committed together after the store write. A listing uses
+the registry only when the collection is clean and its page count equals the store's exact point
+count (``store.count``: on every listing for the Qdrant server, once per process and collection for
+the embedded Edge store, see ``with_registry``); otherwise it is rebuilt from one scroll that reads only
 the small payload keys (``REGISTRY_KEYS``, never ``text``). So a crash between the store write and the
 registry write, a registry file deleted or from another data dir, and pages written by another
 process (shard workers on other hosts writing to one Qdrant server) all end in a rebuild, not in a
@@ -30,7 +31,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS pages (
     store TEXT NOT NULL, collection TEXT NOT NULL, point_id TEXT NOT NULL, doc_id TEXT NOT NULL,
     PRIMARY KEY (store, collection, point_id));
 CREATE INDEX IF NOT EXISTS pages_by_doc ON pages (store, collection, doc_id);
+CREATE INDEX IF NOT EXISTS documents_by_name ON documents (store, collection, doc_name, doc_id);
 """
 
 
@@ -241,10 +243,12 @@ class RegisteredStore:
     """A ``VectorStore`` whose writes keep a ``DocumentRegistry`` exact (module docstring). Every other
     attribute is the wrapped store's."""
 
-    def __init__(self, inner: Any, registry: DocumentRegistry) -> None:
+    def __init__(self, inner: Any, registry: DocumentRegistry, verify: Literal["always", "once"] = "always") -> None:
         self.inner = inner
         self.registry = registry
         self.identity = store_identity(inner)
+        self.verify = verify
+        self._verified: set[str] = set()  # collections checked against the store since this wrapper was made
         self._write_lock = threading.RLock()  # a listing's check + rebuild never interleaves a write
         # collection -> (registry data_version, its documents) as last read; dropped by every write and
         # rebuild through this wrapper, and stale when another process committed to the registry file
@@ -321,14 +325,18 @@ class RegisteredStore:
             return self._rebuild(collection)
 
     def _ensure(self, collection: str) -> None:
-        points = int(self.inner.count(collection))
         stamp = self.registry.stamp(self.identity, collection)
+        if self.verify == "once" and collection in self._verified and stamp is not None and not stamp[1]:
+            return  # every write since the check went through this wrapper (one process per store)
+        points = int(self.inner.count(collection))
         if stamp is not None and not stamp[1] and stamp[0] == points:
+            self._verified.add(collection)
             return
         reason = ("no registry" if stamp is None else "unfinished write" if stamp[1]
                   else f"{stamp[0]} pages registered, {points} in the store")
         log.info("rebuilding the document registry of %s (%s)", collection, reason)
         self._rebuild(collection)
+        self._verified.add(collection)
 
     def _rebuild(self, collection: str) -> int:
         self._cache.pop(collection, None)
@@ -340,8 +348,18 @@ class RegisteredStore:
         self.registry.close()
 
 
-def with_registry(store: Any, data_dir: Path) -> RegisteredStore:
-    """Wrap ``store`` with the registry file ``<data_dir>/registry.sqlite3`` (already wrapped: as is)."""
+def with_registry(store: Any, data_dir: Path, verify: Literal["always", "once"] | None = None) -> RegisteredStore:
+    """Wrap ``store`` with the registry file ``<data_dir>/registry.sqlite3`` (already wrapped: as is).
+
+    ``verify``: when a listing checks the registry against the store's exact point count. ``always``
+    (default for the Qdrant server, which other processes and hosts write to): every listing.
+    ``once`` (default for the embedded Qdrant Edge store, which one process holds): the first listing
+    of each collection in this process; after that every write goes through this wrapper (an exact
+    count costs ~30 ms at 100k unoptimized pages on a loaded 2-core machine)."""
     if isinstance(store, RegisteredStore):
         return store
-    return RegisteredStore(store, DocumentRegistry(Path(data_dir) / REGISTRY_FILE))
+    if verify is None:
+        from pagelens.index.stores.edge_store import QdrantEdgeStore
+
+        verify = "once" if isinstance(store, QdrantEdgeStore) else "always"
+    return RegisteredStore(store, DocumentRegistry(Path(data_dir) / REGISTRY_FILE), verify=verify)
