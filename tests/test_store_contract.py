@@ -546,3 +546,42 @@ def test_legacy_collection_without_text_index(kind: str, tmp_path: Path) -> None
         assert store.search(COLL, q, limit=1, mode="exact")[0].id == points[2].id
     finally:
         store.close()
+
+
+def test_iter_payloads_payload_selector(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    """``keys`` reads only those payload keys: a listing never reads the page text."""
+    store, points = filled
+    got = dict(store.iter_payloads(COLL, keys=("doc_id", "page_no", "meta")))
+    assert got == {p.id: {"doc_id": p.payload["doc_id"], "page_no": p.payload["page_no"], "meta": p.payload["meta"]}
+                   for p in points}
+    only = dict(store.iter_payloads(COLL, PageFilter(doc_ids=["doc-3"]), keys=["sha256"]))
+    assert only == {p.id: {"sha256": "03" * 32} for p in points if p.payload["doc_id"] == "doc-3"}
+
+
+def test_filter_by_page_no(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    store, points = filled
+    one = dict(store.iter_payloads(COLL, PageFilter(doc_ids=["doc-2"], page_nos=[4])))
+    assert [(p["doc_id"], p["page_no"]) for p in one.values()] == [("doc-2", 4)]
+    assert set(one) == {page_point_id(COLL, "02" * 32, 4)}
+    assert store.count(COLL, PageFilter(page_nos=[1, 6])) == 8  # 4 documents x 2 pages
+    assert store.count(COLL, PageFilter(doc_ids=["doc-2"], page_nos=[7])) == 0
+    with pytest.raises(InvalidRequestError, match="page numbers"):
+        store.count(COLL, PageFilter(page_nos=[0]))
+
+
+def test_filter_excludes_documents(filled: tuple[VectorStore, list[PagePoint]]) -> None:
+    """``exclude_doc_ids`` (must_not): counts, listings and every search mode leave those documents out."""
+    store, points = filled
+    hidden = PageFilter(exclude_doc_ids=["doc-0", "doc-3"])
+    assert store.count(COLL, hidden) == 12
+    assert {p["doc_id"] for _, p in store.iter_payloads(COLL, hidden, keys=["doc_id"])} == {"doc-1", "doc-2"}
+    both = PageFilter(doc_ids=["doc-1", "doc-3"], exclude_doc_ids=["doc-3"])
+    assert store.count(COLL, both) == 6
+    rng = np.random.default_rng(11)
+    q = unit(rng.standard_normal((5, DIM)))
+    for mode in ("exact", "two_stage"):
+        hits = store.search(COLL, q, limit=24, mode=mode, page_filter=hidden)  # type: ignore[arg-type]
+        assert {h.payload["doc_id"] for h in hits} == {"doc-1", "doc-2"}
+        assert len(hits) == 12
+    text_hits = store.search_text(COLL, "page doc", limit=24, page_filter=hidden)
+    assert text_hits and {h.payload["doc_id"] for h in text_hits} <= {"doc-1", "doc-2"}

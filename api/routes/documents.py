@@ -111,14 +111,12 @@ def page_image(collection: CollectionName, doc_id: DocId, page_no: int, state: S
     service = state.service
     if service.store.get_manifest(collection) is None:
         raise CollectionNotFoundError(collection)
-    found = False
     payload: dict[str, Any] | None = None
-    for _, candidate in service.store.iter_payloads(collection, PageFilter(doc_ids=[doc_id])):
-        found = True
-        if int(candidate.get("page_no", 0)) == page_no:
-            payload = candidate
-            break
-    if not found:
+    page = PageFilter(doc_ids=[doc_id], page_nos=[page_no])  # one point by filter, not the whole document
+    for _, candidate in service.store.iter_payloads(collection, page, keys=("page_no", "image_path", "sha256")):
+        payload = candidate
+        break
+    if payload is None and not service.store.count(collection, PageFilter(doc_ids=[doc_id])):
         raise ApiError(404, "document_not_found", f"document '{doc_id}' is not in collection '{collection}'",
                        collection=collection, doc_id=doc_id)
     if payload is None:

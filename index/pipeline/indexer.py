@@ -408,7 +408,8 @@ class _Run:
             if not self.force:  # interrupted earlier: only the missing pages are redone
                 present = {
                     int(p.get("page_no", 0))
-                    for _, p in ix.store.iter_payloads(self.collection, doc_filter)
+                    for _, p in ix.store.iter_payloads(
+                        self.collection, doc_filter, keys=("page_no", "sha256", "doc_name", "meta"))
                     if p.get("sha256") == doc.sha256
                 }
                 for page_no in sorted(present):

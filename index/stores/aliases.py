@@ -202,14 +202,17 @@ class AliasedStore:
 
 
 def with_aliases(store: Any) -> Any:
-    """Wrap a Qdrant Edge or server store (anything else is returned as it is)."""
+    """Wrap a Qdrant Edge or server store, or a ``RegisteredStore`` over one (anything else is returned
+    as it is)."""
     from pagelens.index.stores.edge_store import QdrantEdgeStore
+    from pagelens.index.stores.registry import RegisteredStore
     from pagelens.index.stores.server_store import QdrantServerStore
 
-    if isinstance(store, QdrantEdgeStore):
-        return AliasedStore(store, EdgeAliases(store.root, claim=store.claim))
-    if isinstance(store, QdrantServerStore):
-        return AliasedStore(store, ServerAliases(store))
+    base = store.inner if isinstance(store, RegisteredStore) else store  # the document registry's wrapper
+    if isinstance(base, QdrantEdgeStore):
+        return AliasedStore(store, EdgeAliases(base.root, claim=base.claim))
+    if isinstance(base, QdrantServerStore):
+        return AliasedStore(store, ServerAliases(base))
     return store
 
 

@@ -49,9 +49,11 @@ class VectorStore(Protocol):
         """Exact number of points matching the filter."""
 
     def iter_payloads(
-        self, collection: str, page_filter: PageFilter | None = None
+        self, collection: str, page_filter: PageFilter | None = None, keys: Sequence[str] | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(point id, payload) of every matching point, in no particular order."""
+        """(point id, payload) of every matching point, in no particular order. ``keys``: only these
+        top-level payload keys are read and returned (a payload selector: listings never read the
+        page ``text``); None: the whole payload."""
 
     def search(
         self,

@@ -585,23 +585,25 @@ class QdrantEdgeStore:
             return int(shard.count(qe.CountRequest(exact=True, filter=flt)))
 
     def iter_payloads(
-        self, collection: str, page_filter: PageFilter | None = None
+        self, collection: str, page_filter: PageFilter | None = None, keys: Sequence[str] | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Scrolls ``SCROLL_PAGE`` points at a time; the lock is held per page, not across yields.
-        Raises ``CollectionNotFoundError`` at the call, not at the first ``next``."""
+        ``keys``: payload selector (only these keys are read). Raises ``CollectionNotFoundError`` at
+        the call, not at the first ``next``."""
         flt = to_edge_filter(page_filter)
         with self._lock:
             self._require(collection)
-        return self._scroll(collection, flt)
+        return self._scroll(collection, flt, True if keys is None else [str(k) for k in keys])
 
-    def _scroll(self, collection: str, flt: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _scroll(self, collection: str, flt: Any, with_payload: Any = True) -> Iterator[tuple[str, dict[str, Any]]]:
         qe = _edge()
         offset: Any = None
         while True:
             with self._lock:
                 shard, _ = self._require(collection)
                 records, offset = shard.scroll(
-                    qe.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=flt, with_payload=True, with_vector=False)
+                    qe.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=flt, with_payload=with_payload,
+                                     with_vector=False)
                 )
             for rec in records:
                 yield str(rec.id), dict(rec.payload or {})

@@ -3,6 +3,8 @@
 Payload layout (see ``PagePoint``): ``doc_id``, ``doc_name``, ``sha256`` are top-level keyword
 fields; user metadata lives under ``meta`` and is filtered on ``meta.<key>``.
 
+``page_nos`` filters on ``page_no``; ``exclude_doc_ids`` becomes a ``must_not`` on ``doc_id``.
+
 Semantics: all given conditions hold (AND); a list means any-of; empty lists are ignored (as in
 ``PageFilter.is_empty``). Metadata values may be str, int, bool or float (a float matches exactly,
 through a closed range), or a list of those.
@@ -80,6 +82,15 @@ def _homogeneous(values: list[Any]) -> str | None:
     return None
 
 
+def _page_nos(values: list[int]) -> list[int]:
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidRequestError(f"page filter: page numbers are integers from 1, got {v!r}")
+        out.append(v)
+    return out
+
+
 # --- Qdrant Edge ---------------------------------------------------------------------------
 
 
@@ -108,6 +119,11 @@ def to_edge_filter(page_filter: PageFilter | None) -> Any:
         must.append(any_of("doc_name", [str(v) for v in page_filter.doc_names]))
     for key, value in sorted(page_filter.metadata.items()):
         must.append(any_of(_meta_path(key), _values(value, key)))
+    if page_filter.page_nos:
+        must.append(any_of("page_no", _page_nos(page_filter.page_nos)))
+    if page_filter.exclude_doc_ids:
+        ids = [str(v) for v in page_filter.exclude_doc_ids]
+        return qe.Filter(must=must or None, must_not=[qe.FieldCondition("doc_id", match=qe.MatchAny(ids))])
     return qe.Filter(must=must)
 
 
@@ -139,6 +155,12 @@ def to_server_filter(page_filter: PageFilter | None) -> Any:
         must.append(any_of("doc_name", [str(v) for v in page_filter.doc_names]))
     for key, value in sorted(page_filter.metadata.items()):
         must.append(any_of(_meta_path(key), _values(value, key)))
+    if page_filter.page_nos:
+        must.append(any_of("page_no", _page_nos(page_filter.page_nos)))
+    if page_filter.exclude_doc_ids:
+        ids = [str(v) for v in page_filter.exclude_doc_ids]
+        return models.Filter(must=must or None,
+                             must_not=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=ids))])
     return models.Filter(must=must)
 
 

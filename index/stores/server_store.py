@@ -424,21 +424,23 @@ class QdrantServerStore:
         return int(self._call(lambda: self.client.count(qname, count_filter=flt, exact=True).count, collection))
 
     def iter_payloads(
-        self, collection: str, page_filter: PageFilter | None = None
+        self, collection: str, page_filter: PageFilter | None = None, keys: Sequence[str] | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Scrolls ``SCROLL_PAGE`` points per request. Raises ``CollectionNotFoundError`` at the call."""
+        """Scrolls ``SCROLL_PAGE`` points per request; ``keys``: payload selector (only these keys are
+        read). Raises ``CollectionNotFoundError`` at the call."""
         flt = to_server_filter(page_filter)
         if not self._exists(collection):
             raise CollectionNotFoundError(collection)
-        return self._scroll(collection, flt)
+        return self._scroll(collection, flt, True if keys is None else [str(k) for k in keys])
 
-    def _scroll(self, collection: str, flt: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _scroll(self, collection: str, flt: Any, with_payload: Any = True) -> Iterator[tuple[str, dict[str, Any]]]:
         qname = self._qname(collection)
         offset: Any = None
         while True:
             records, offset = self._call(
                 lambda o=offset: self.client.scroll(  # type: ignore[misc]
-                    qname, scroll_filter=flt, limit=SCROLL_PAGE, offset=o, with_payload=True, with_vectors=False
+                    qname, scroll_filter=flt, limit=SCROLL_PAGE, offset=o, with_payload=with_payload,
+                    with_vectors=False
                 ),
                 collection,
             )

@@ -19,6 +19,7 @@ from pagelens.core.types import PageFilter, QueryMode
 from pagelens.index.pipeline.indexer import Indexer, IndexInput, IndexReport, ProgressCallback
 from pagelens.index.stores.base import VectorStore
 from pagelens.index.stores.page_images import PageImageStore
+from pagelens.index.stores.registry import REGISTRY_KEYS, DocumentRecord, RegisteredStore, with_registry
 from pagelens.retrieve.retriever import Retriever
 from pagelens.retrieve.types import SearchHit
 
@@ -91,6 +92,7 @@ class PagelensService:
         self._embedder = embedder
         self._answerer = answerer
         self._lock = threading.Lock()
+        self._registered = False
         # page PNGs: PAGELENS_PAGE_IMAGES_DIR (payloads hold paths relative to it); points written before
         # that setting hold absolute paths under <data_dir>/pages, still read and served
         self.images = PageImageStore(settings.pages_dir, legacy_roots=[settings.data_dir / "pages"])
@@ -103,7 +105,12 @@ class PagelensService:
                 from pagelens.index.stores.aliases import with_aliases
                 from pagelens.index.stores.factory import open_store
 
-                self._store = with_aliases(open_store(self.settings, self.role))  # aliases: index/stores/aliases.py
+                # collection aliases (index/stores/aliases.py) over the document registry (index/stores/registry.py)
+                self._store = with_aliases(with_registry(open_store(self.settings, self.role), self.settings.data_dir))
+            elif (not self._registered and not isinstance(self._store, RegisteredStore)
+                  and not hasattr(self._store, "list_documents")):  # injected: listings use the registry too
+                self._store = with_registry(self._store, self.settings.data_dir)
+            self._registered = True
             return self._store
 
     def claim_data_dir(self) -> None:
@@ -151,17 +158,23 @@ class PagelensService:
         return infos
 
     def collection_info(self, name: str) -> CollectionInfo:
+        """Name, model, page and document counts: from the document registry (two SQL aggregates)."""
         manifest = self.store.get_manifest(name)
         if manifest is None:
             raise CollectionNotFoundError(name)
-        docs = self.documents(name)
+        totals = getattr(self.store, "collection_totals", None)
+        if totals is not None:
+            documents, pages = totals(name)
+        else:
+            docs = self._document_records(name)
+            documents, pages = len(docs), sum(d.pages_indexed for d in docs)
         return CollectionInfo(
             name=name,
             model_id=manifest.model_id,
             model_revision=manifest.model_revision,
             dim=manifest.dim,
-            pages=sum(d.pages_indexed for d in docs),
-            documents=len(docs),
+            pages=pages,
+            documents=documents,
             created_at=manifest.created_at,
             search_structures=self.search_status(name).to_dict(),
         )
@@ -189,23 +202,29 @@ class PagelensService:
         return results
 
     def documents(self, collection: str) -> list[DocumentInfo]:
-        """Documents of a collection with their page counts and status, sorted by name."""
+        """Documents of a collection with their page counts and status, sorted by name. Read from the
+        document registry (``pagelens.index.stores.registry``): O(documents), never the page text."""
         if self.store.get_manifest(collection) is None:
             raise CollectionNotFoundError(collection)
-        docs: dict[str, DocumentInfo] = {}
-        for _, payload in self.store.iter_payloads(collection):
+        return [
+            DocumentInfo(doc_id=r.doc_id, doc_name=r.doc_name, sha256=r.sha256, page_count=r.page_count,
+                         pages_indexed=r.pages_indexed, metadata=dict(r.metadata), indexed_at=r.indexed_at)
+            for r in self._document_records(collection)
+        ]
+
+    def _document_records(self, collection: str) -> list[DocumentRecord]:
+        lister = getattr(self.store, "list_documents", None)
+        if lister is not None:
+            return list(lister(collection))
+        docs: dict[str, DocumentRecord] = {}  # a store without the registry: one scroll of the small keys
+        for _, payload in self.store.iter_payloads(collection, keys=REGISTRY_KEYS):
             doc_id = payload.get("doc_id", "")
             info = docs.get(doc_id)
             if info is None:
-                info = docs[doc_id] = DocumentInfo(
-                    doc_id=doc_id,
-                    doc_name=payload.get("doc_name", ""),
-                    sha256=payload.get("sha256", ""),
-                    page_count=int(payload.get("page_count", 0)),
-                    pages_indexed=0,
-                    metadata=dict(payload.get("meta") or {}),
-                    indexed_at=payload.get("indexed_at", ""),
-                )
+                info = docs[doc_id] = DocumentRecord(
+                    doc_id=doc_id, doc_name=payload.get("doc_name", ""), sha256=payload.get("sha256", ""),
+                    page_count=int(payload.get("page_count", 0)), pages_indexed=0,
+                    metadata=dict(payload.get("meta") or {}), indexed_at=payload.get("indexed_at", ""))
             info.pages_indexed += 1
             info.indexed_at = max(info.indexed_at, payload.get("indexed_at", ""))
         return sorted(docs.values(), key=lambda d: (d.doc_name, d.doc_id))
@@ -216,7 +235,7 @@ class PagelensService:
         if self.store.get_manifest(collection) is None:
             raise CollectionNotFoundError(collection)
         sha = None
-        for _, payload in self.store.iter_payloads(collection, PageFilter(doc_ids=[doc_id])):
+        for _, payload in self.store.iter_payloads(collection, PageFilter(doc_ids=[doc_id]), keys=("sha256",)):
             sha = payload.get("sha256")
             break
         deleted = self.store.delete_document(collection, doc_id)

@@ -1,10 +1,10 @@
 """Search and ask that never show a half-indexed document.
 
 A document an unfinished job is indexing right now may be partly in the store. Its id is known from
-the job table (``JobStore.inflight_doc_ids``). When there are such documents, the search asks the
-store for ``k + (their pages in the store)`` hits, drops theirs and re-ranks: exact, since at most
-that many hits can be dropped. When there are none (the usual case) the calls go straight to the
-service.
+the job table (``JobStore.inflight_doc_ids``). When there are such documents, the search excludes
+them in the store itself (``PageFilter.exclude_doc_ids``, a ``must_not`` filter on ``doc_id``), so it
+reads ``k`` hits, not ``k`` plus every page of those documents. When there are none (the usual case)
+the calls go straight to the service.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ def search_visible(
         hidden &= set(page_filter.doc_ids)
     if not hidden:
         return service.search(collection, question, k=k, mode=mode, page_filter=page_filter)
-    extra = service.store.count(collection, PageFilter(doc_ids=sorted(hidden)))
-    hits = service.search(collection, question, k=k + extra, mode=mode, page_filter=page_filter)
-    visible = [h for h in hits if h.doc_id not in hidden][:k]
-    return [replace(h, rank=i) for i, h in enumerate(visible, start=1)]
+    base = page_filter or PageFilter()
+    excluded = sorted(hidden | set(base.exclude_doc_ids or ()))
+    hits = service.search(collection, question, k=k, mode=mode,
+                          page_filter=replace(base, exclude_doc_ids=excluded))
+    return [replace(h, rank=i) for i, h in enumerate(hits, start=1)]
 
 
 def _needs_filtering(state: AppState, collection: str) -> bool:

@@ -100,9 +100,12 @@ class PageFilter:
     doc_ids: list[str] | None = None
     doc_names: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    page_nos: list[int] | None = None  # 1-based page numbers (payload ``page_no``)
+    exclude_doc_ids: list[str] | None = None  # none of these documents (a ``must_not`` condition)
 
     def is_empty(self) -> bool:
-        return not self.doc_ids and not self.doc_names and not self.metadata
+        return (not self.doc_ids and not self.doc_names and not self.metadata and not self.page_nos
+                and not self.exclude_doc_ids)
 
 
 @dataclass

@@ -368,17 +368,15 @@ class PagelensTools:
             raise ToolCallError(f"document '{args.doc_id}' is being indexed right now; try again when its "
                                 "job is done")
         payload = None
-        found = False
-        for _, item in self.service.store.iter_payloads(collection, PageFilter(doc_ids=[args.doc_id])):
-            found = True
-            if int(item.get("page_no", 0)) == args.page_no:
-                payload = item
-                break
-        if not found:
-            raise ToolCallError(f"document '{args.doc_id}' is not in collection '{collection}'; find doc_ids "
-                                "with list_documents or search_pages")
+        one_page = PageFilter(doc_ids=[args.doc_id], page_nos=[args.page_no])  # one point, not the document
+        for _, item in self.service.store.iter_payloads(collection, one_page):
+            payload = item
+            break
         if payload is None:
             count = self.service.store.count(collection, PageFilter(doc_ids=[args.doc_id]))
+            if not count:
+                raise ToolCallError(f"document '{args.doc_id}' is not in collection '{collection}'; find "
+                                    "doc_ids with list_documents or search_pages")
             raise ToolCallError(f"document '{args.doc_id}' has no page {args.page_no} in collection "
                                 f"'{collection}' ({count} pages indexed; pages start at 1)")
         name, page_count = payload.get("doc_name", ""), int(payload.get("page_count", 0))
