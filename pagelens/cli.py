@@ -505,7 +505,7 @@ def hold_data_dir(settings: Settings, role: str, host: str, port: int) -> Iterat
     from pagelens.core.datadir import DataDirLock
 
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    lock = DataDirLock(settings.data_dir, role, purpose="jobs" if settings.uses_server else "store", url=url)
+    lock = DataDirLock(settings.data_dir, role, purpose="jobs" if bool(settings.qdrant_url) else "store", url=url)
     try:
         lock.acquire()
     except PagelensError as exc:

@@ -373,7 +373,7 @@ class JobWorker:
 
         settings = getattr(service, "settings", None)
         self.data_dir_lock = DataDirLock(jobs.data_dir, getattr(service, "role", None),
-                                         purpose="jobs" if settings is not None and settings.uses_server else "store")
+                                         purpose="jobs" if settings is not None and bool(settings.qdrant_url) else "store")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:

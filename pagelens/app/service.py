@@ -248,7 +248,8 @@ class PagelensService:
             )
         if sha:  # the images no collection refers to any more (another render size may still be in use)
             keep = [path for name in self.store.list_collections()
-                    for _, p in self.store.iter_payloads(name, PageFilter(doc_ids=[doc_id]))
+                    for _, p in self.store.iter_payloads(name, PageFilter(doc_ids=[doc_id]),
+                                                         keys=("image_path", "sha256", "page_no"))
                     if (path := self.images.resolve(p)) is not None]
             self.images.delete_document(sha, keep=keep)
             from pagelens.ingest.office import discard_converted
