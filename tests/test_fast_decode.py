@@ -291,7 +291,7 @@ def test_auto_mode_is_generate_on_the_cpu_and_on_cuda(make_answerer: Any, caplog
         assert answerer._make_decoder(answerer._model, cuda) is None
     assert any("PAGELENS_TUNING__ANSWER_DECODER=graph" in r.message and "tests/test_gpu.py" in r.message
                for r in caplog.records)
-    graph = SmolVLMAnswerer(answerer.settings.model_copy(update={"answer_decoder": "graph"}))
+    graph = SmolVLMAnswerer(answerer.settings.with_overrides(answer_decoder="graph"))
     decoder = graph._make_decoder(answerer._model, cuda)
     assert decoder is not None and decoder.cuda_graphs
 

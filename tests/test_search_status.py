@@ -404,7 +404,7 @@ def test_server_start_repairs_in_the_background_and_the_api_shows_the_status(sta
 def test_the_api_shows_what_is_stale(stale_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
 
-    from pagelens import repair as repair_module
+    from pagelens.app import repair as repair_module
     from pagelens.server import create_app
 
     monkeypatch.setattr(repair_module.StartupRepair, "start", lambda self: self.done.set())  # no repair at start
