@@ -1,0 +1,163 @@
+"""The Ask tab: a question, the answer streamed as it is generated, the pages behind it and the similarity
+map of the top page."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+from pagelens.ui.render import caption, page_copy, similarity_overlay
+from pagelens.ui.state import (
+    UIError,
+    UIShell,
+    can_read,
+    check_read,
+    err,
+    require_collection,
+    require_principal,
+)
+
+from pagelens.app.access import Principal
+from pagelens.app.visibility import search_visible
+from pagelens.core.errors import EmptyCollectionError
+
+if TYPE_CHECKING:
+    from pagelens.ui.screen import Screen
+
+MODE_ANSWER = "Answer"
+MODE_SEARCH = "Search only"
+# Retrieval modes (see retrieve/hybrid.py): "default" keeps PAGELENS_RETRIEVAL_MODE.
+RETRIEVAL_DEFAULT = "default"
+RETRIEVAL_CHOICES = [RETRIEVAL_DEFAULT, "hybrid", "visual", "text"]
+
+
+@dataclass
+class AskTab:
+    """The Ask tab's components (``top_hits``: the state holding the top ``SearchHit`` for the map)."""
+
+    question: gr.Textbox
+    mode: gr.Radio
+    retrieval: gr.Dropdown
+    k_slider: gr.Slider
+    ask_btn: gr.Button
+    answer_md: gr.Markdown
+    gallery: gr.Gallery
+    sim_img: gr.Image
+    sim_caption: gr.Markdown
+    top_hits: gr.State
+
+    def wire(self, shell: UIShell, screen: Screen) -> None:
+        """Connect Ask and Enter to the streamed answer, then the similarity map."""
+        ctx = shell.ctx
+        who = shell.who
+        default_k = ctx.settings.answer_top_k
+
+        def do_ask(collection: str | None, q: str, how: str, k: float, retrieval_mode: str | None,
+                   request: gr.Request) -> Iterator[tuple[Any, ...]]:
+            p: Principal | None = who(request)
+            q = (q or "").strip()
+            k = int(k or default_k)
+            no_pages = gr.update(value=[], visible=False)
+            no_sim = gr.update(value=None, visible=False)
+            try:
+                p = require_principal(p)
+                collection = require_collection(collection)
+                check_read(p, collection)
+                if not q:
+                    raise UIError("type a question first")
+                t0 = time.perf_counter()
+                query_mode = None if retrieval_mode in (None, RETRIEVAL_DEFAULT) else retrieval_mode
+                hits = search_visible(ctx, collection, q, k, query_mode, None)  # type: ignore[arg-type]
+                search_s = time.perf_counter() - t0
+            except EmptyCollectionError:
+                yield ("This collection has no pages yet: upload documents in the **Documents** tab.", no_pages,
+                       [], no_sim, "")
+                return
+            except Exception as exc:  # noqa: BLE001
+                yield f"⚠ {err(exc)}", no_pages, [], no_sim, ""
+                return
+            if not hits:
+                yield "No pages found: is the collection empty, or still indexing?", no_pages, [], no_sim, ""
+                return
+            pages = [(page_copy(ctx, h.image_path), caption(h.doc_name, h.page_no, h.score)) for h in hits]
+            page_list = [(img, cap) for img, cap in pages if img]
+            pages_upd = gr.update(value=page_list, visible=True)
+            sim_wait = "Computing the similarity map…"
+            if how == MODE_SEARCH:
+                yield (f"Top {len(hits)} page(s) in {search_s * 1000:.0f} ms (search only, no answer).",
+                       pages_upd, hits[:1], no_sim, sim_wait)
+                return
+            yield "*Reading the pages…*", pages_upd, hits[:1], no_sim, "The similarity map follows the answer."
+            text = ""
+            try:
+                for event in ctx.service.answerer.stream(q, hits, k=k, retrieve_s=search_s):
+                    if event.kind == "token":
+                        text += event.text
+                        yield text + " ▍", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    elif event.kind == "done" and event.answer is not None:
+                        answer = event.answer
+                        copies = [(page_copy(ctx, c.image_path), caption(c.doc_name, c.page_no, c.score))
+                                  for c in answer.citations]
+                        cited = [(img, cap) for img, cap in copies if img] or page_list
+                        t = answer.timings
+                        foot = (f"\n\n<small>{len(answer.citations)} page(s) read · search "
+                                f"{t.retrieve_s:.2f} s · first token {t.preprocess_s + t.prefill_s:.2f} s · "
+                                f"total {t.total_s:.2f} s</small>")
+                        body = answer.text.strip() or "*(the model gave an empty answer)*"
+                        yield body + foot, gr.update(value=cited, visible=True), gr.skip(), gr.skip(), sim_wait
+            except Exception as exc:  # noqa: BLE001
+                yield (text + f"\n\n⚠ {err(exc)}").strip(), gr.skip(), gr.skip(), gr.skip(), sim_wait
+
+        def do_similarity(collection: str | None, q: str, hits: list[Any], request: gr.Request) -> tuple[Any, str]:
+            p = who(request)
+            if not hits or not collection or not can_read(p, collection):
+                return gr.skip(), gr.skip()
+            try:
+                image, text = similarity_overlay(ctx, collection, (q or "").strip(), hits[0])
+            except Exception as exc:  # noqa: BLE001
+                return gr.update(value=None, visible=False), f"No similarity map: {err(exc)}"
+            return gr.update(value=image, visible=image is not None), text
+
+        ask_inputs = [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval]
+        ask_outputs = [self.answer_md, self.gallery, self.top_hits, self.sim_img, self.sim_caption]
+        for trigger in (self.ask_btn.click, self.question.submit):
+            trigger(do_ask, ask_inputs, ask_outputs, api_visibility="private").then(  # type: ignore[operator]
+                do_similarity, [shell.coll_dd, self.question, self.top_hits], [self.sim_img, self.sim_caption],
+                api_visibility="private")
+
+
+def build_ask_tab(shell: UIShell) -> AskTab:
+    """Lay out the Ask tab inside the current ``gr.Tabs``."""
+    default_k = shell.ctx.settings.answer_top_k
+    with gr.Tab("Ask", id="ask", elem_id="pl-tab-ask"), gr.Row():
+        with gr.Column(scale=3, min_width=300):
+            top_hits = gr.State([])  # inside a tab, never directly under gr.Tabs (it would count as a tab)
+            question = gr.Textbox(label="Question", lines=2, max_lines=6,
+                                  placeholder="e.g. What is the total amount due?",
+                                  elem_id="pl-question")
+            with gr.Row(elem_classes="pl-bar-row"):
+                mode = gr.Radio([MODE_ANSWER, MODE_SEARCH], value=MODE_ANSWER, label="Mode",
+                                scale=2, min_width=200, elem_id="pl-mode")
+                retrieval = gr.Dropdown(RETRIEVAL_CHOICES, value=RETRIEVAL_DEFAULT, label="Retrieval",
+                                        scale=1, min_width=120, elem_id="pl-retrieval")
+                k_slider = gr.Slider(1, 16, value=default_k, step=1, label="Pages (k)",
+                                     scale=2, min_width=160, elem_id="pl-k")
+                ask_btn = gr.Button("Ask", variant="primary", scale=1, min_width=100,
+                                    elem_id="pl-ask", elem_classes="pl-btn")
+            answer_md = gr.Markdown("", label="Answer", elem_id="pl-answer",
+                                    container=True, min_height=60)
+            gallery = gr.Gallery(label="Cited pages (click to enlarge)", columns=3, height=340,
+                                 object_fit="contain", allow_preview=True, preview=False,
+                                 fit_columns=False, elem_id="pl-gallery", interactive=False,
+                                 visible=False, buttons=["download", "fullscreen"])
+        with gr.Column(scale=2, min_width=280):
+            sim_img = gr.Image(label="Similarity map (top page)", type="pil", visible=False,
+                               interactive=False, elem_id="pl-sim", buttons=["fullscreen"])
+            sim_caption = gr.Markdown("Ask a question to see which parts of the top page "
+                                      "matched it.", elem_classes="pl-note", elem_id="pl-sim-caption")
+    return AskTab(question=question, mode=mode, retrieval=retrieval, k_slider=k_slider, ask_btn=ask_btn,
+                  answer_md=answer_md, gallery=gallery, sim_img=sim_img, sim_caption=sim_caption,
+                  top_hits=top_hits)
