@@ -110,19 +110,16 @@ def docs_html(rows: list[list[Any]]) -> str:
 
 
 def jobs_for_view(ctx: UIContext, collection: str, session: dict[str, Any]) -> list[Job]:
-    """This session's jobs in the collection, plus any unfinished job of it (another tab, the API, a
-    job resumed after a restart), newest first."""
-    seen: dict[str, Job] = {}
-    for job in ctx.jobs.active_for(collection):
-        seen[job.id] = job
-    for job_id in reversed(session.get("jobs", [])):
-        if job_id in seen:
-            continue
-        found = ctx.jobs.get(job_id)
-        if found is not None and found.collection == collection:
-            seen[job_id] = found
-    jobs = sorted(seen.values(), key=lambda j: j.created_at, reverse=True)
-    return jobs[:MAX_JOBS_SHOWN]
+    """The collection's latest upload jobs from the job table (this tab's, another tab's, the API's or the
+    CLI's, finished or not; so a reload or a collection switch keeps them), plus any older unfinished
+    one, newest first, at most ``MAX_JOBS_SHOWN``."""
+    active = ctx.jobs.active_for(collection)
+    keep: dict[str, Job] = {job.id: job for job in active}
+    for job in ctx.jobs.list_jobs(collection=collection, limit=MAX_JOBS_SHOWN):
+        if len(keep) >= max(MAX_JOBS_SHOWN, len(active)):
+            break
+        keep.setdefault(job.id, job)
+    return sorted(keep.values(), key=lambda j: j.created_at, reverse=True)
 
 
 def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any]) -> tuple[str, bool]:
@@ -146,7 +143,7 @@ def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any
                 status = "waiting"
             rows.append(upload_row(doc["name"], status, doc.get("pages_done"), doc.get("page_count"), errors))
     if not rows:
-        return '<p class="pl-empty">No uploads in this session yet.</p>', active
+        return '<p class="pl-empty">No uploads to this collection yet.</p>', active
     head = ('<table class="pl-table pl-uploads" id="pl-uploads"><thead><tr><th>File</th><th>Status</th>'
             '<th>Pages</th><th class="pl-hide-sm">Progress</th></tr></thead><tbody>')
     return head + "".join(rows) + "</tbody></table>", active

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 from pagelens.ui.render import collections_rows, docs_html, documents_rows, progress_html, visible_collections
 from pagelens.ui.state import UIShell, can_create, can_read, can_write
-from pagelens.ui.tabs.ask import AskTab
+from pagelens.ui.tabs.ask import MODE_ANSWER, MODE_SEARCH, AskTab
 from pagelens.ui.tabs.collections import CollectionsTab
 from pagelens.ui.tabs.documents import DocumentsTab
 
@@ -25,6 +25,21 @@ SIGN_OUT_JS = """() => {
   fetch(base + 'sign-out', {method: 'POST', credentials: 'same-origin', redirect: 'manual'})
     .finally(() => { window.location.assign(base + 'sign-in'); });
 }"""
+
+
+# Keeps the collection, the question and the mode in the page's URL (query parameters ``collection``,
+# ``q``, ``mode=search``) as they change, without a reload or a server round trip: a reload or a shared
+# link opens the same view (``Screen.on_load`` reads them back). Never the key: sign-in is a cookie.
+URL_STATE_JS = """(collection, question, mode) => {
+  const url = new URL(window.location.href);
+  const put = (key, value) => { if (value) url.searchParams.set(key, value); else url.searchParams.delete(key); };
+  put('collection', collection || '');
+  put('q', (question || '').trim());
+  put('mode', mode === 'Search only' ? 'search' : '');
+  if (url.href !== window.location.href) window.history.replaceState(window.history.state, '', url);
+}"""
+# the longest question taken from a URL (characters)
+MAX_URL_QUESTION = 2000
 
 
 @dataclass
@@ -102,6 +117,15 @@ class Screen:
     def on_refresh(self, selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
         return self.refresh_all(self.shell.who(request), selected, sess)
 
+    def on_load(self, selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+        """Page load: ``all_outputs`` plus the question and the mode, from the URL's query parameters
+        ``collection`` (kept only when this principal may read it), ``q`` and ``mode`` (``search``)."""
+        params = getattr(request, "query_params", None) or {}
+        wanted = str(params.get("collection") or "") or selected
+        question = str(params.get("q") or "")[:MAX_URL_QUESTION]
+        mode = MODE_SEARCH if str(params.get("mode") or "").lower() == "search" else MODE_ANSWER
+        return [*self.refresh_all(self.shell.who(request), wanted, sess), question, mode]
+
     def on_view(self, collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
         return self.view(self.shell.who(request), collection, sess)
 
@@ -112,7 +136,11 @@ class Screen:
         """Connect the page load, the header controls, then each tab."""
         shell = self.shell
         load_inputs = [shell.coll_dd, shell.session]
-        demo.load(self.on_refresh, load_inputs, self.all_outputs, show_progress="hidden", api_visibility="private")
+        demo.load(self.on_load, load_inputs, [*self.all_outputs, self.ask.question, self.ask.mode],
+                  show_progress="hidden", api_visibility="private")
+        url_inputs = [shell.coll_dd, self.ask.question, self.ask.mode]
+        for changed in (shell.coll_dd.change, self.ask.question.change, self.ask.mode.change):
+            changed(None, url_inputs, None, js=URL_STATE_JS, queue=False, api_visibility="private")  # type: ignore[operator]
         if shell.auth_on:
             self.sign_out.click(None, None, None, js=SIGN_OUT_JS, api_visibility="private", queue=False)
         self.refresh_btn.click(self.on_refresh, load_inputs, self.all_outputs, api_visibility="private")

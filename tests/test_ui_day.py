@@ -1,0 +1,116 @@
+"""The web UI a person keeps open all day (issue 18), in a real browser (Debian chromium + Playwright,
+against the real server on loopback, tiny random models): state that survives a reload and can be
+shared. Screenshots, desktop (1280 px) and phone (390 px), go to ``test-artifacts/ui-day/``."""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from conftest import REPO
+from test_ui_browser import AWS, BROKEN, browser_page, serve  # noqa: F401  (browser_page: a fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ARTIFACTS = REPO / "test-artifacts" / "ui-day"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def _shots(page, name: str) -> None:  # noqa: ANN001
+    """Screenshots of the current view at desktop and phone width (then back to desktop)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size(DESKTOP)
+    page.screenshot(path=str(ARTIFACTS / f"{name}_desktop.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.screenshot(path=str(ARTIFACTS / f"{name}_phone.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+def _api_upload(url: str, collection: str) -> dict:
+    """Upload the AWS invoice and a broken PDF through the REST API (not the UI) and wait for the job."""
+    import httpx
+
+    files = [("files", (p.name, p.read_bytes(), "application/pdf")) for p in (AWS, BROKEN)]
+    r = httpx.post(f"{url}/v1/collections/{collection}/documents", files=files, timeout=60)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 240
+    while True:
+        job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def _query(page) -> dict[str, list[str]]:  # noqa: ANN001
+    return parse_qs(urlparse(page.url).query)
+
+
+def test_reload_keeps_collection_question_mode_and_upload_history(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """A link with ``?collection=&q=&mode=search`` opens that view; the uploads table comes from the job
+    table (an API upload, with its failure reason, shows in a fresh browser); changing the collection,
+    question or mode rewrites the URL, and a reload finds them all again."""
+    from playwright.sync_api import expect
+
+    from pagelens.app.service import PagelensService
+
+    settings = settings_factory(max_new_tokens=4, answer_top_k=2)
+    seed = PagelensService(settings)
+    seed.create_collection("alpha")
+    seed.create_collection("beta")
+    seed.close()
+    page = browser_page
+    with serve(settings) as url:
+        job = _api_upload(url, "beta")
+        failed = [d for d in job["documents"] if d["status"] == "failed"]
+        assert [d["name"] for d in failed] == [BROKEN.name], job
+
+        # a shared link: not the first collection alphabetically, a question, search-only mode
+        page.goto(f"{url}/ui/?collection=beta&q=What+is+the+total%3F&mode=search")
+        expect(page.locator("#pl-collection input")).to_have_value("beta")
+        expect(page.locator("#pl-question textarea")).to_have_value("What is the total?")
+        expect(page.locator("#pl-mode").get_by_label("Search only")).to_be_checked()
+        expect(page.locator("#pl-coll-summary")).to_contain_text("document(s)")
+        page.get_by_role("tab", name="Documents").click()
+        progress = page.locator("#pl-progress")
+        expect(progress.locator("tr.pl-row-indexed")).to_contain_text(AWS.name)  # uploaded by another door
+        expect(progress.locator("tr.pl-row-failed")).to_contain_text(BROKEN.name)
+        expect(progress.locator("tr.pl-row-failed .pl-err")).to_contain_text(failed[0]["errors"][0]["error"][:40])
+        _shots(page, "01_shared_link_upload_history")
+
+        # the UI rewrites the URL as the person changes things
+        page.locator("#pl-collection input").click()
+        page.get_by_role("option", name="alpha").click()
+        expect(page.locator("#pl-progress")).to_contain_text("No uploads to this collection yet")
+        page.get_by_role("tab", name="Ask").click()
+        page.locator("#pl-question textarea").fill("Who signed the report?")
+        page.locator("#pl-mode").get_by_label("Answer").check()
+        expect(page).to_have_url(re.compile(r"collection=alpha"))
+        expect(page).to_have_url(re.compile(r"q=Who\+signed\+the\+report%3F|q=Who%20signed%20the%20report%3F"))
+        query = _query(page)
+        assert query == {"collection": ["alpha"], "q": ["Who signed the report?"]}, query  # no mode: Answer
+
+        # a reload mid-session finds the same view
+        response = page.reload()
+        assert response is not None and response.status == 200
+        expect(page.locator("#pl-collection input")).to_have_value("alpha")
+        expect(page.locator("#pl-question textarea")).to_have_value("Who signed the report?")
+        expect(page.locator("#pl-mode").get_by_label("Answer")).to_be_checked()
+        _shots(page, "02_after_reload")
+
+        # back to beta after the reload: its upload history is still there (from the job table)
+        page.locator("#pl-collection input").click()
+        page.get_by_role("option", name="beta").click()
+        page.get_by_role("tab", name="Documents").click()
+        expect(page.locator("#pl-progress tr.pl-row-failed")).to_contain_text(BROKEN.name)
+        expect(page).to_have_url(re.compile(r"collection=beta"))
+
+        # a collection the URL names but that does not exist: the first one instead, and the URL says so
+        page.goto(f"{url}/ui/?collection=nope")
+        expect(page.locator("#pl-collection input")).to_have_value("alpha")
+        expect(page).to_have_url(re.compile(r"collection=alpha"))
+        page.goto("about:blank")  # close the UI's event stream before the server stops
