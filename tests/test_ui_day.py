@@ -29,11 +29,12 @@ def _shots(page, name: str) -> None:  # noqa: ANN001
     page.set_viewport_size(DESKTOP)
 
 
-def _api_upload(url: str, collection: str) -> dict:
-    """Upload the AWS invoice and a broken PDF through the REST API (not the UI) and wait for the job."""
+def _api_upload(url: str, collection: str, paths: tuple = (AWS, BROKEN)) -> dict:
+    """Upload ``paths`` (default: the AWS invoice and a broken PDF) through the REST API (not the UI) and
+    wait for the job."""
     import httpx
 
-    files = [("files", (p.name, p.read_bytes(), "application/pdf")) for p in (AWS, BROKEN)]
+    files = [("files", (p.name, p.read_bytes(), "application/pdf")) for p in paths]
     r = httpx.post(f"{url}/v1/collections/{collection}/documents", files=files, timeout=60)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
@@ -114,3 +115,77 @@ def test_reload_keeps_collection_question_mode_and_upload_history(browser_page, 
         expect(page.locator("#pl-collection input")).to_have_value("alpha")
         expect(page).to_have_url(re.compile(r"collection=alpha"))
         page.goto("about:blank")  # close the UI's event stream before the server stops
+
+
+def test_enter_asks_shift_enter_is_a_newline_empty_is_refused_and_stop_stops(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """Enter in the question box asks, Shift+Enter adds a line; an empty question (button or Enter) is
+    refused with a message and clears nothing; Stop ends a running answer, keeping what was written."""
+    from playwright.sync_api import expect
+
+    from pagelens.app.service import PagelensService
+
+    # many tokens: the answer runs long enough to be stopped (the tiny model is random; its text is not tested)
+    settings = settings_factory(max_new_tokens=1500, answer_top_k=1)
+    seed = PagelensService(settings)
+    seed.create_collection("inv")
+    seed.close()
+    page = browser_page
+    with serve(settings) as url:
+        _api_upload(url, "inv", (AWS,))
+        page.goto(f"{url}/ui/?collection=inv&mode=search")
+        expect(page.locator("#pl-collection input")).to_have_value("inv")
+        box = page.locator("#pl-question textarea")
+        answer = page.locator("#pl-answer")
+
+        box.click()
+        box.type("total amount")
+        box.press("Shift+Enter")
+        box.type("and due date")
+        expect(box).to_have_value("total amount\nand due date")  # a newline, nothing asked
+        expect(answer).not_to_contain_text("page(s)")
+        box.press("Enter")
+        expect(answer).to_contain_text("search only", timeout=60_000)
+        expect(box).to_have_value("total amount\nand due date")  # Enter added no newline
+        expect(page.locator("#pl-gallery")).to_contain_text(AWS.name)
+        before = answer.inner_text()
+
+        # empty: refused, nothing cleared (Enter, then the button after a good question cleared the message)
+        box.fill("   ")
+        box.press("Enter")
+        msg = page.locator("#pl-ask-msg")
+        expect(msg).to_contain_text("Type a question first")
+        expect(answer).to_have_text(before)
+        expect(page.locator("#pl-gallery")).to_contain_text(AWS.name)
+        expect(box).to_have_value("   ")
+        box.fill("invoice number")
+        box.press("Enter")
+        expect(msg).not_to_contain_text("Type a question first", timeout=60_000)
+        expect(answer).to_contain_text("search only")
+        before = answer.inner_text()
+        box.fill("")
+        page.locator("#pl-ask").click()
+        expect(msg).to_contain_text("Type a question first")
+        expect(answer).to_have_text(before)
+        expect(page.locator("#pl-gallery")).to_contain_text(AWS.name)
+        _shots(page, "03_empty_question_refused")
+
+        # Stop: visible while answering, ends the answer and keeps its text
+        page.locator("#pl-mode").get_by_label("Answer").check()
+        box.fill("What is the total amount due?")
+        box.press("Enter")
+        stop = page.locator("#pl-stop")
+        expect(stop).to_be_visible(timeout=60_000)
+        _shots(page, "04_answering_with_stop")
+        stop.click()
+        expect(answer).to_contain_text("(stopped)")
+        expect(stop).to_be_hidden()
+        expect(page.locator("#pl-sim-caption")).to_contain_text("Stopped")
+        _shots(page, "05_stopped")
+        expect(answer).to_contain_text("(stopped)")  # still: no token streamed after the stop overwrote it
+        expect(answer).not_to_contain_text("▍")
+
+        # asking again works after a stop
+        page.locator("#pl-mode").get_by_label("Search only").check()
+        box.press("Enter")
+        expect(answer).to_contain_text("search only", timeout=60_000)
+        page.goto("about:blank")

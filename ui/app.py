@@ -47,7 +47,14 @@ from pagelens.ui.render import (
 )
 from pagelens.ui.screen import SIGN_OUT_JS, Screen
 from pagelens.ui.state import TIMER_S, UI_PATH, UIContext, UIError, UIShell, keys_of
-from pagelens.ui.tabs.ask import MODE_ANSWER, MODE_SEARCH, RETRIEVAL_CHOICES, RETRIEVAL_DEFAULT, build_ask_tab
+from pagelens.ui.tabs.ask import (
+    ASK_KEYS_JS,
+    MODE_ANSWER,
+    MODE_SEARCH,
+    RETRIEVAL_CHOICES,
+    RETRIEVAL_DEFAULT,
+    build_ask_tab,
+)
 from pagelens.ui.tabs.collections import build_collections_tab
 from pagelens.ui.tabs.documents import build_documents_tab
 from starlette.routing import Mount
@@ -173,6 +180,7 @@ def mount_ui(
         demo,
         path=path,
         css=CSS,
+        js=ASK_KEYS_JS,
         footer_links=[],
         run_history=False,
         max_file_size=min(settings.max_file_bytes, settings.max_upload_bytes),
