@@ -189,3 +189,53 @@ def test_enter_asks_shift_enter_is_a_newline_empty_is_refused_and_stop_stops(bro
         box.press("Enter")
         expect(answer).to_contain_text("search only", timeout=60_000)
         page.goto("about:blank")
+
+
+def test_citations_are_numbered_linked_and_readable_on_a_phone(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """After an answer: one numbered citation per page shown to the model, with the full document name
+    and page (not cut, also at 390 px), gallery captions that wrap instead of ending in '...', and [n]
+    links in the answer that lead to citation n. The model is random: the rendering is tested, not its text."""
+    from playwright.sync_api import expect
+
+    from pagelens.app.service import PagelensService
+
+    settings = settings_factory(max_new_tokens=4, answer_top_k=2)
+    seed = PagelensService(settings)
+    seed.create_collection("inv")
+    seed.close()
+    page = browser_page
+    with serve(settings) as url:
+        _api_upload(url, "inv", (AWS,))
+        page.goto(f"{url}/ui/?collection=inv")
+        expect(page.locator("#pl-collection input")).to_have_value("inv")
+        page.locator("#pl-question textarea").fill("What is the total amount due?")
+        page.locator("#pl-ask").click()
+        answer = page.locator("#pl-answer")
+        expect(answer).to_contain_text("page(s) read", timeout=60_000)
+        cites = page.locator("#pl-citations li.pl-cite")
+        expect(cites).to_have_count(1)  # one page in the collection: one page shown to the model
+        expect(cites.first).to_have_text(f"[1]{AWS.name} — page 1")
+        link = answer.locator("a.pl-ref")
+        expect(link).to_have_count(1)
+        expect(link).to_have_text("[1]")
+        assert link.get_attribute("href") == "#pl-cite-1"
+        expect(page.locator("#pl-gallery")).to_contain_text(f"[1] {AWS.name} — page 1")
+
+        for width in (1280, 390):
+            page.set_viewport_size({"width": width, "height": 844})
+            # nothing cut: the citation and the gallery caption show their whole text (no overflow, no ellipsis)
+            for sel in ("#pl-citations li.pl-cite", "#pl-gallery .caption-label"):
+                el = page.locator(sel).first
+                expect(el).to_be_visible()
+                cut = el.evaluate("e => e.scrollWidth > e.clientWidth + 1 || getComputedStyle(e).textOverflow === 'ellipsis'")
+                assert not cut, (width, sel)
+                box = el.bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (width, sel, box)
+        page.set_viewport_size(DESKTOP)
+        link.click()  # shows the citation in place: no navigation, nothing lost
+        expect(cites.first).to_have_class(re.compile(r"\bpl-cite-on\b"))
+        expect(page.locator("#pl-question textarea")).to_have_value("What is the total amount due?")
+        expect(answer).to_contain_text("page(s) read")
+        assert _query(page) == {"collection": ["inv"], "q": ["What is the total amount due?"]}, page.url
+        _shots(page, "06_citations")
+        page.goto("about:blank")

@@ -9,6 +9,7 @@ import hmac
 import html
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,14 @@ table.pl-table td.pl-file { word-break: break-word; }
 .pl-status-incomplete, .pl-status-cancelled { color: #b45309; }
 .pl-err { color: #b91c1c; font-size: 0.85rem; margin-top: 0.2rem; word-break: break-word; }
 .pl-empty { opacity: 0.7; font-size: 0.9rem; }
+.pl-cites { margin: 0.4rem 0 0; padding: 0; list-style: none; font-size: 0.9rem; }
+.pl-cite { padding: 0.25rem 0; border-bottom: 1px solid var(--border-color-primary, #e5e7eb); overflow-wrap: anywhere; }
+.pl-cite-n { font-weight: 600; margin-right: 0.35rem; }
+.pl-cite-doc { font-weight: 600; }
+.pl-cite:target, .pl-cite.pl-cite-on { background: rgba(250, 204, 21, 0.25); }
+a.pl-ref { font-weight: 600; text-decoration: none; }
+#pl-gallery .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+  max-width: calc(100% - 2 * var(--block-label-margin, 4px)) !important; overflow-wrap: anywhere; }
 @media (max-width: 640px) {
   table.pl-table th.pl-hide-sm, table.pl-table td.pl-hide-sm { display: none; }
   .pl-header h1 { font-size: 1.25rem; }
@@ -186,8 +195,45 @@ def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
     return str(target)
 
 
-def caption(doc_name: str, page_no: int, score: float) -> str:
-    return f"{doc_name} — page {page_no} ({score:.2f})"
+def caption(doc_name: str, page_no: int, score: float, number: int | None = None) -> str:
+    """A page's caption: ``[n] <document> — page <N> (<score>)``, ``[n]`` when the page is citation n."""
+    head = f"[{number}] " if number is not None else ""
+    return f"{head}{doc_name} — page {page_no} ({score:.2f})"
+
+
+def citations_html(pages: list[tuple[str, int]]) -> str:
+    """The numbered citations, ``[n] <document> — page <N>`` in full (wrapping, never cut), one per page
+    in the order the pages were shown (citation n is ``pages[n-1]``: (document name, 1-based page)); each
+    item is the target ``#pl-cite-<n>`` of the answer's ``[n]`` links."""
+    if not pages:
+        return ""
+    items = "".join(
+        f'<li class="pl-cite" id="pl-cite-{n}"><span class="pl-cite-n">[{n}]</span>'
+        f'<span class="pl-cite-doc">{html.escape(name)}</span> — page {int(page_no)}</li>'
+        for n, (name, page_no) in enumerate(pages, start=1)
+    )
+    return f'<ol class="pl-cites" aria-label="Citations">{items}</ol>'
+
+
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+def link_citation_markers(text: str, count: int) -> str:
+    """The answer (Markdown) with each ``[n]`` marker (1 <= n <= ``count``) a link to citation n; when the
+    text has none, a ``Sources: [1] [2] ...`` line is added, so every answer ties to its numbered pages.
+    Other bracketed numbers stay as they are."""
+    if count <= 0:
+        return text
+
+    def link(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return f'<a class="pl-ref" href="#pl-cite-{n}">[{n}]</a>' if 1 <= n <= count else m.group(0)
+
+    linked, found = _MARKER.subn(link, text)
+    if found and linked != text:
+        return linked
+    refs = " ".join(f'<a class="pl-ref" href="#pl-cite-{n}">[{n}]</a>' for n in range(1, count + 1))
+    return f"{text}\n\nSources: {refs}"
 
 
 def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: SearchHit) -> tuple[Any, str]:

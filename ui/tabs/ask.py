@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from pagelens.ui.render import caption, page_copy, similarity_overlay
+from pagelens.ui.render import caption, citations_html, link_citation_markers, page_copy, similarity_overlay
 from pagelens.ui.state import (
     UIShell,
     can_read,
@@ -57,6 +57,19 @@ ASK_KEYS_JS = """() => {
   };
   window.addEventListener('keydown', onKey, true);
   window.addEventListener('keypress', onKey, true);
+  // an answer's [n] link shows citation n in place (the page has a <base>: a plain #anchor would load a new page)
+  window.addEventListener('click', (e) => {
+    const ref = e.target && e.target.closest ? e.target.closest('a.pl-ref') : null;
+    if (!ref) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    const id = (ref.getAttribute('href') || '').replace(/^.*#/, '');
+    const cite = id ? document.getElementById(id) : null;
+    if (!cite) return;
+    document.querySelectorAll('.pl-cite-on').forEach((el) => el.classList.remove('pl-cite-on'));
+    cite.classList.add('pl-cite-on');
+    cite.scrollIntoView({block: 'center'});
+  }, true);
 }"""
 
 
@@ -72,6 +85,7 @@ class AskTab:
     stop_btn: gr.Button
     ask_msg: gr.HTML
     answer_md: gr.Markdown
+    citations: gr.HTML
     gallery: gr.Gallery
     sim_img: gr.Image
     sim_caption: gr.Markdown
@@ -85,7 +99,8 @@ class AskTab:
 
         def do_ask(collection: str | None, q: str, how: str, k: float, retrieval_mode: str | None,
                    request: gr.Request) -> Iterator[tuple[Any, ...]]:
-            """Yields (answer, gallery, top hits, similarity image, its caption, ask message, stop button)."""
+            """Yields (answer, gallery, top hits, similarity image, its caption, ask message, stop button,
+            citations)."""
             p: Principal | None = who(request)
             q = (q or "").strip()
             k = int(k or default_k)
@@ -95,7 +110,7 @@ class AskTab:
             running = gr.update(visible=True)
             idle = gr.update(visible=False)
             if not q:  # refused here, before anything is cleared: the last answer and its pages stay
-                yield skip, skip, skip, skip, skip, msg("Type a question first: nothing was asked.", ok=False), idle
+                yield skip, skip, skip, skip, skip, msg("Type a question first: nothing was asked.", ok=False), idle, skip
                 return
             try:
                 p = require_principal(p)
@@ -107,44 +122,51 @@ class AskTab:
                 search_s = time.perf_counter() - t0
             except EmptyCollectionError:
                 yield ("This collection has no pages yet: upload documents in the **Documents** tab.", no_pages,
-                       [], no_sim, "", "", idle)
+                       [], no_sim, "", "", idle, "")
                 return
             except Exception as exc:  # noqa: BLE001
-                yield f"⚠ {err(exc)}", no_pages, [], no_sim, "", "", idle
+                yield f"⚠ {err(exc)}", no_pages, [], no_sim, "", "", idle, ""
                 return
             if not hits:
-                yield "No pages found: is the collection empty, or still indexing?", no_pages, [], no_sim, "", "", idle
+                yield ("No pages found: is the collection empty, or still indexing?", no_pages, [], no_sim, "", "",
+                       idle, "")
                 return
-            pages = [(page_copy(ctx, h.image_path), caption(h.doc_name, h.page_no, h.score)) for h in hits]
+            pages = [(page_copy(ctx, h.image_path), caption(h.doc_name, h.page_no, h.score, n))
+                     for n, h in enumerate(hits, start=1)]
+            hit_cites = citations_html([(h.doc_name, h.page_no) for h in hits])
             page_list = [(img, cap) for img, cap in pages if img]
             pages_upd = gr.update(value=page_list, visible=True)
             sim_wait = "Computing the similarity map…"
             if how == MODE_SEARCH:
                 yield (f"Top {len(hits)} page(s) in {search_s * 1000:.0f} ms (search only, no answer).",
-                       pages_upd, hits[:1], no_sim, sim_wait, "", idle)
+                       pages_upd, hits[:1], no_sim, sim_wait, "", idle, hit_cites)
                 return
             yield (READING, pages_upd, hits[:1], no_sim, "The similarity map follows the answer.", "",
-                   running)
+                   running, hit_cites)
             text = ""
             try:
                 for event in ctx.service.answerer.stream(q, hits, k=k, retrieve_s=search_s):
                     if event.kind == "token":
                         text += event.text
-                        yield text + STREAM_CURSOR, skip, skip, skip, skip, skip, skip
+                        yield text + STREAM_CURSOR, skip, skip, skip, skip, skip, skip, skip
                     elif event.kind == "done" and event.answer is not None:
                         answer = event.answer
-                        copies = [(page_copy(ctx, c.image_path), caption(c.doc_name, c.page_no, c.score))
-                                  for c in answer.citations]
+                        # citation n is the n-th page shown to the model (answer/types.py Citation)
+                        copies = [(page_copy(ctx, c.image_path), caption(c.doc_name, c.page_no, c.score, n))
+                                  for n, c in enumerate(answer.citations, start=1)]
+                        cites = citations_html([(c.doc_name, c.page_no) for c in answer.citations])
                         cited = [(img, cap) for img, cap in copies if img] or page_list
                         t = answer.timings
                         foot = (f"\n\n<small>{len(answer.citations)} page(s) read · search "
                                 f"{t.retrieve_s:.2f} s · first token {t.preprocess_s + t.prefill_s:.2f} s · "
                                 f"total {t.total_s:.2f} s</small>")
-                        body = answer.text.strip() or "*(the model gave an empty answer)*"
-                        yield body + foot, gr.update(value=cited, visible=True), skip, skip, sim_wait, skip, idle
+                        body = link_citation_markers(answer.text.strip() or "*(the model gave an empty answer)*",
+                                                     len(answer.citations))
+                        yield (body + foot, gr.update(value=cited, visible=True), skip, skip, sim_wait, skip, idle,
+                               cites)
             except Exception as exc:  # noqa: BLE001
-                yield (text + f"\n\n⚠ {err(exc)}").strip(), skip, skip, skip, sim_wait, skip, idle
-            yield skip, skip, skip, skip, skip, skip, idle
+                yield (text + f"\n\n⚠ {err(exc)}").strip(), skip, skip, skip, sim_wait, skip, idle, skip
+            yield skip, skip, skip, skip, skip, skip, idle, skip
 
         def do_stop(answer: str | None) -> tuple[Any, Any, Any]:
             """Stop pressed: the answer so far stays, marked as stopped; no similarity map for it."""
@@ -166,7 +188,7 @@ class AskTab:
 
         ask_inputs = [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval]
         ask_outputs = [self.answer_md, self.gallery, self.top_hits, self.sim_img, self.sim_caption, self.ask_msg,
-                       self.stop_btn]
+                       self.stop_btn, self.citations]
         # Enter in the question box clicks Ask (ASK_KEYS_JS), Shift+Enter is a newline
         asking = gr.on([self.ask_btn.click, self.question.submit], do_ask, ask_inputs, ask_outputs,
                        api_visibility="private")
@@ -201,6 +223,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
             ask_msg = gr.HTML("", elem_id="pl-ask-msg")
             answer_md = gr.Markdown("", label="Answer", elem_id="pl-answer",
                                     container=True, min_height=60)
+            citations = gr.HTML("", elem_id="pl-citations")
             gallery = gr.Gallery(label="Cited pages (click to enlarge)", columns=3, height=340,
                                  object_fit="contain", allow_preview=True, preview=False,
                                  fit_columns=False, elem_id="pl-gallery", interactive=False,
@@ -211,5 +234,5 @@ def build_ask_tab(shell: UIShell) -> AskTab:
             sim_caption = gr.Markdown("Ask a question to see which parts of the top page "
                                       "matched it.", elem_classes="pl-note", elem_id="pl-sim-caption")
     return AskTab(question=question, mode=mode, retrieval=retrieval, k_slider=k_slider, ask_btn=ask_btn, stop_btn=stop_btn, ask_msg=ask_msg,
-                  answer_md=answer_md, gallery=gallery, sim_img=sim_img, sim_caption=sim_caption,
+                  answer_md=answer_md, citations=citations, gallery=gallery, sim_img=sim_img, sim_caption=sim_caption,
                   top_hits=top_hits)
