@@ -239,3 +239,29 @@ def test_citations_are_numbered_linked_and_readable_on_a_phone(browser_page, set
         assert _query(page) == {"collection": ["inv"], "q": ["What is the total amount due?"]}, page.url
         _shots(page, "06_citations")
         page.goto("about:blank")
+
+
+def test_documents_added_by_another_door_appear_without_refresh(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """The Documents tab polls: a document uploaded through the REST API while the page is open appears in
+    the uploads and documents tables and the counts, with no click on Refresh."""
+    from playwright.sync_api import expect
+
+    from pagelens.app.service import PagelensService
+
+    settings = settings_factory(max_new_tokens=4, answer_top_k=1)
+    seed = PagelensService(settings)
+    seed.create_collection("live")
+    seed.close()
+    page = browser_page
+    with serve(settings) as url:
+        page.goto(f"{url}/ui/?collection=live")
+        expect(page.locator("#pl-coll-summary")).to_contain_text("0 document(s)")
+        page.get_by_role("tab", name="Documents").click()
+        expect(page.locator("#pl-docs")).to_contain_text("No documents in this collection")
+        expect(page.locator("#pl-progress")).to_contain_text("No uploads to this collection yet")
+        _api_upload(url, "live", (AWS,))  # another door; the page is not touched
+        expect(page.locator("#pl-docs")).to_contain_text(AWS.name, timeout=60_000)
+        expect(page.locator("#pl-progress tr.pl-row-indexed")).to_contain_text(AWS.name)
+        expect(page.locator("#pl-coll-summary")).to_contain_text("1 document(s), 1 page(s)")
+        _shots(page, "07_live_documents")
+        page.goto("about:blank")

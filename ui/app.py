@@ -46,7 +46,7 @@ from pagelens.ui.render import (
     visible_collections,
 )
 from pagelens.ui.screen import SIGN_OUT_JS, Screen
-from pagelens.ui.state import TIMER_S, UI_PATH, UIContext, UIError, UIShell, keys_of
+from pagelens.ui.state import POLL_S, TIMER_S, UI_PATH, UIContext, UIError, UIShell, keys_of
 from pagelens.ui.tabs.ask import (
     ASK_KEYS_JS,
     MODE_ANSWER,
@@ -104,6 +104,7 @@ def build_ui(
                    delete_cache=(max_age, max_age)) as demo:
         session = gr.State({"jobs": [], "rejected": []})
         timer = gr.Timer(TIMER_S, active=False)
+        poll = gr.Timer(POLL_S, active=True)
 
         with gr.Row(elem_classes="pl-header"):
             gr.HTML("<h1>pagelens</h1><p>Ask your documents; see the pages behind every answer.</p>",
@@ -119,7 +120,7 @@ def build_ui(
                                      elem_id="pl-sign-out", elem_classes="pl-btn")
             coll_summary = gr.Markdown("", elem_classes="pl-note", elem_id="pl-coll-summary")
             shell = UIShell(ctx=ctx, auth=auth, session=session, coll_dd=coll_dd, coll_summary=coll_summary,
-                            timer=timer)
+                            timer=timer, poll=poll)
 
             with gr.Tabs(elem_id="pl-tabs"):
                 ask = build_ask_tab(shell)

@@ -31,6 +31,8 @@ log = logging.getLogger("pagelens.ui.app")
 
 UI_PATH = "/ui"
 TIMER_S = 1.0
+# the idle poll (seconds): documents and uploads added by the API, the CLI or another tab appear without Refresh
+POLL_S = 5.0
 MAX_JOBS_SHOWN = 6
 
 
@@ -138,7 +140,7 @@ class UIShell:
     """What each tab builder (``pagelens.ui.tabs``) gets: the shared context, the auth that names the
     principal of each event's request, the per-browser session state (``{"jobs": [job ids], "rejected":
     [{collection, name, error}]}``), and the header controls every tab reads or updates (the collection
-    picker, the collection summary line, the progress timer)."""
+    picker, the collection summary line, the progress timer while a job runs, the idle poll)."""
 
     ctx: UIContext
     auth: UIAuth
@@ -146,6 +148,8 @@ class UIShell:
     coll_dd: gr.Dropdown
     coll_summary: gr.Markdown
     timer: gr.Timer
+    # always on, every POLL_S; None in a UI built without it
+    poll: gr.Timer | None = None
 
     @property
     def auth_on(self) -> bool:

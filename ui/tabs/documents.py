@@ -78,21 +78,26 @@ class DocumentsTab:
                 parts.append(f"{len(rejected)} file(s) rejected (see below).")
             return None, msg(" ".join(parts), ok=not rejected), sess
 
-        def tick(collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+        def tick(collection: str | None, sess: dict[str, Any], picked: str | None, request: gr.Request) -> list[Any]:
+            """The uploads, documents and summary of ``collection`` now (the progress timer while a job
+            runs, the idle poll otherwise: documents added by any door appear without Refresh); keeps the
+            document picked for deletion while it is still there."""
             p = who(request)
             readable = can_read(p, collection)
             prog, active = progress_html(ctx, collection if readable else None, sess)
             if not readable or not collection:
                 return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
+            writable = can_write(p, collection)
             try:
                 rows, choices = documents_rows(ctx, collection)
                 info = ctx.service.collection_info(collection)
                 summary = (f"**{info.documents}** document(s), **{info.pages}** page(s) · model "
-                           f"`{Path(info.model_id).name}`")
+                           f"`{Path(info.model_id).name}`" + ("" if writable else " · read-only"))
             except PagelensError:
                 return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
-            writable = can_write(p, collection)
-            return [prog, docs_html(rows), gr.update(choices=choices, value=choices[0][1] if choices else None),
+            ids = [doc_id for _, doc_id in choices]
+            value = picked if picked in ids else (ids[0] if ids else None)
+            return [prog, docs_html(rows), gr.update(choices=choices, value=value),
                     gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active)]
 
         def ask_delete_document(collection: str | None, doc_id: str | None, request: gr.Request) -> tuple[Any, ...]:
@@ -125,9 +130,12 @@ class DocumentsTab:
         self.upload_btn.click(do_upload, [shell.coll_dd, self.files, shell.session, self.pdf_password],
                               [self.files, self.upload_msg, shell.session], api_visibility="private").then(
             screen.on_view, load_inputs, screen.view_outputs, api_visibility="private")
-        shell.timer.tick(tick, load_inputs, [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group,
-                                             shell.coll_summary, shell.timer],
-                         show_progress="hidden", api_visibility="private")
+        tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
+                        shell.timer]
+        for timer in (shell.timer, shell.poll):
+            if timer is not None:
+                timer.tick(tick, [*load_inputs, self.doc_pick], tick_outputs, show_progress="hidden",
+                           api_visibility="private")
 
         self.doc_del_btn.click(ask_delete_document, [shell.coll_dd, self.doc_pick],
                                [self.doc_confirm_row, self.doc_confirm_md, self.docs_msg], api_visibility="private")
