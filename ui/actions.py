@@ -1,0 +1,87 @@
+"""What the UI does besides reading: turning uploaded files into a persistent index job (type checked
+by content, as the REST API does)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from pagelens.ingest.discover import DEFAULT_INCLUDE
+from pagelens.ingest.sniff import EXTENSIONS, sniff_head, sniff_path
+from pagelens.ui.state import UIContext, UIError, check_write
+
+from pagelens.app.access import Principal
+from pagelens.app.jobs import Job, JobFile
+from pagelens.app.uploads import ACCEPTED, display_name, safe_stem
+from pagelens.core.errors import PagelensError
+
+log = logging.getLogger("pagelens.ui.app")
+
+# the extensions the file picker offers (the same as `pagelens index DIR` takes); the type is still
+# decided by content (ingest/sniff.py)
+ACCEPTED_TYPES = [pattern.removeprefix("*") for pattern in DEFAULT_INCLUDE]
+
+
+def enqueue_files(
+    ctx: UIContext, p: Principal, collection: str, paths: list[str], password: str | None = None
+) -> tuple[Job | None, list[dict[str, str]]]:
+    """Copy the uploaded files into a new job's folder (type checked by content, as the API does) and
+    queue one job for the good ones. Returns the job (None when no file was acceptable) and the
+    rejected files ``{collection, name, error}``. ``password`` is for the encrypted PDFs of this upload
+    (kept in memory only, as for the API's ``password`` form field)."""
+    check_write(p, collection)
+    if ctx.service.store.get_manifest(collection) is None:
+        raise UIError(f"collection '{collection}' does not exist (any more)")
+    if len(paths) > ctx.settings.max_files_per_request:
+        raise UIError(f"at most {ctx.settings.max_files_per_request} files per upload; split it")
+    job_id = ctx.jobs.new_id()
+    dest = ctx.jobs.upload_dir(job_id)
+    dest.mkdir(parents=True, exist_ok=False)
+    files: list[JobFile] = []
+    rejected: list[dict[str, str]] = []
+    max_bytes = min(ctx.settings.max_file_bytes, ctx.settings.max_upload_bytes)
+    total = 0
+    try:
+        for n, raw in enumerate(paths, start=1):
+            src = Path(raw)
+            name = display_name(src.name)
+            try:
+                size = src.stat().st_size
+                if size == 0:
+                    raise UIError(f"'{name}' is empty (0 bytes)")
+                if size > max_bytes:
+                    raise UIError(f"'{name}' is over {max_bytes} bytes")
+                total += size
+                if total > ctx.settings.max_upload_bytes:
+                    raise UIError(f"'{name}': the upload is over {ctx.settings.max_upload_bytes} bytes")
+                with open(src, "rb") as fh:
+                    head = fh.read(1 << 20)
+                kind = sniff_head(head)
+                if kind is not None and kind not in ("pdf", "png", "jpeg", "tiff"):
+                    try:  # office containers are opened to tell a DOCX from a ZIP (ingest/sniff.py)
+                        kind = sniff_path(src, name, head)
+                    except PagelensError as exc:
+                        raise UIError(str(exc)) from None
+                if kind is None:
+                    raise UIError(f"'{name}' is not {ACCEPTED} (checked by content)")
+                target = dest / f"{n:03d}_{safe_stem(name)}.{EXTENSIONS[kind]}"
+                digest = hashlib.sha256()
+                with open(src, "rb") as fin, open(target, "xb") as fout:
+                    for chunk in iter(lambda: fin.read(1 << 20), b""):
+                        digest.update(chunk)
+                        fout.write(chunk)
+                files.append(JobFile(name=name, path=target, size=size, sha256=digest.hexdigest()))
+            except (UIError, OSError) as exc:
+                reason = str(exc) if isinstance(exc, UIError) else f"'{name}' could not be read"
+                rejected.append({"collection": collection, "name": name, "error": reason})
+        if not files:
+            ctx.jobs.remove_uploads(job_id)
+            return None, rejected
+        job = ctx.jobs.create(job_id, collection, files, password=password or None)
+    except BaseException:
+        ctx.jobs.remove_uploads(job_id)
+        raise
+    ctx.notify_worker()
+    log.info("ui: queued job %s (%d files) for %s by %s", job.id, len(files), collection, p.name)
+    return job, rejected

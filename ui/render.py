@@ -1,0 +1,269 @@
+"""The web UI's views: pure functions of the service state and the job table to HTML and table rows
+(the documents table, the uploads table with progress bars, the collections table, page captions), the
+page-image copies the browser may fetch, the similarity overlay, and the stylesheet."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pagelens.ui.state import MAX_JOBS_SHOWN, UIContext
+
+from pagelens.app.access import Principal
+from pagelens.core.errors import PagelensError
+
+if TYPE_CHECKING:
+    from pagelens.retrieve.types import SearchHit
+
+    from pagelens.app.jobs import Job
+
+log = logging.getLogger("pagelens.ui.app")
+
+CSS = """
+.pl-header h1 { margin: 0; font-size: 1.5rem; }
+.pl-header p { margin: 0.15rem 0 0; opacity: 0.75; }
+.pl-note { font-size: 0.9rem; opacity: 0.85; }
+.pl-msg-error { color: var(--error-text-color, #b91c1c); font-weight: 600; }
+.pl-msg-ok { color: var(--color-green-600, #15803d); }
+.pl-bar-row { align-items: flex-end !important; }
+.pl-btn { white-space: nowrap; }
+.pl-bar-row > .pl-btn { align-self: flex-end; flex-grow: 0 !important; height: auto; margin-bottom: 0.1rem; }
+.pl-confirm { padding: 0.5rem 0.75rem; border: 1px solid #fca5a5; border-radius: 8px; background: rgba(254, 226, 226, 0.35); align-items: center !important; }
+.pl-confirm > .pl-btn { align-self: center; }
+.prose table.pl-table, table.pl-table { width: 100%; border-collapse: collapse; font-size: 0.9rem; margin: 0; border: none !important; }
+table.pl-table th, table.pl-table td { text-align: left; padding: 0.4rem 0.5rem; border: none !important; border-bottom: 1px solid var(--border-color-primary, #e5e7eb) !important; vertical-align: top; }
+table.pl-table th { font-weight: 600; opacity: 0.8; background: var(--background-fill-secondary, #f9fafb); }
+table.pl-table td.pl-file { word-break: break-word; }
+.pl-mono { font-family: var(--font-mono, monospace); font-size: 0.8rem; }
+.pl-bar { background: var(--neutral-200, #e5e7eb); border-radius: 4px; height: 0.55rem; min-width: 4rem; overflow: hidden; }
+.pl-bar > span { display: block; height: 100%; background: var(--color-accent, #2563eb); }
+.pl-status { font-weight: 600; white-space: nowrap; }
+.pl-status-failed, .pl-status-rejected, .pl-status-partial { color: #b91c1c; }
+.pl-status-indexed, .pl-status-updated, .pl-status-skipped, .pl-status-complete { color: #15803d; }
+.pl-status-incomplete, .pl-status-cancelled { color: #b45309; }
+.pl-err { color: #b91c1c; font-size: 0.85rem; margin-top: 0.2rem; word-break: break-word; }
+.pl-empty { opacity: 0.7; font-size: 0.9rem; }
+.pl-cites { margin: 0.4rem 0 0; padding: 0; list-style: none; font-size: 0.9rem; }
+.pl-cite { padding: 0.25rem 0; border-bottom: 1px solid var(--border-color-primary, #e5e7eb); overflow-wrap: anywhere; }
+.pl-cite-n { font-weight: 600; margin-right: 0.35rem; }
+.pl-cite-doc { font-weight: 600; }
+.pl-cite:target, .pl-cite.pl-cite-on { background: rgba(250, 204, 21, 0.25); }
+a.pl-ref { font-weight: 600; text-decoration: none; }
+#pl-gallery .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+  max-width: calc(100% - 2 * var(--block-label-margin, 4px)) !important; overflow-wrap: anywhere; }
+@media (max-width: 640px) {
+  table.pl-table th.pl-hide-sm, table.pl-table td.pl-hide-sm { display: none; }
+  .pl-header h1 { font-size: 1.25rem; }
+}
+"""
+
+
+
+def visible_collections(ctx: UIContext, p: Principal | None) -> list[str]:
+    if p is None:
+        return []
+    readable = p.readable()
+    return [n for n in ctx.service.store.list_collections() if readable is None or n in readable]
+
+
+def collections_rows(ctx: UIContext, p: Principal | None) -> list[list[Any]]:
+    rows = []
+    for name in visible_collections(ctx, p):
+        try:
+            info = ctx.service.collection_info(name)
+        except PagelensError:
+            continue
+        access = "read-write" if p is not None and p.can_write(name) else "read-only"
+        rows.append([info.name, info.documents, info.pages, access, Path(info.model_id).name,
+                     info.created_at.replace("T", " ")[:19]])
+    return rows
+
+
+def documents_rows(ctx: UIContext, collection: str) -> tuple[list[list[Any]], list[tuple[str, str]]]:
+    """Table rows (name, pages, status, indexed at, id) and the delete picker choices."""
+    inflight = ctx.jobs.inflight_doc_ids(collection)
+    rows: list[list[Any]] = []
+    choices: list[tuple[str, str]] = []
+    for doc in ctx.service.documents(collection):
+        status = "indexing" if doc.doc_id in inflight else doc.status
+        pages = f"{doc.pages_indexed}/{doc.page_count}" if doc.pages_indexed != doc.page_count else str(
+            doc.page_count)
+        rows.append([doc.doc_name, pages, status, doc.indexed_at.replace("T", " ")[:19], doc.doc_id])
+        if doc.doc_id not in inflight:
+            choices.append((f"{doc.doc_name} ({doc.page_count} p.)", doc.doc_id))
+    return rows, choices
+
+
+def docs_html(rows: list[list[Any]]) -> str:
+    """The documents table (name, pages, status, indexed at, id); the last two hidden on phones."""
+    if not rows:
+        return '<p class="pl-empty">No documents in this collection.</p>'
+    body = "".join(
+        f'<tr class="pl-doc pl-doc-{html.escape(str(status))}"><td class="pl-file">{html.escape(str(name))}</td>'
+        f"<td>{html.escape(str(pages))}</td>"
+        f'<td class="pl-status pl-status-{html.escape(str(status))}">{html.escape(str(status))}</td>'
+        f'<td class="pl-hide-sm">{html.escape(str(when))}</td>'
+        f'<td class="pl-hide-sm pl-mono">{html.escape(str(doc_id))}</td></tr>'
+        for name, pages, status, when, doc_id in rows
+    )
+    return ('<table class="pl-table" id="pl-docs-table"><thead><tr><th>Document</th><th>Pages</th>'
+            '<th>Status</th><th class="pl-hide-sm">Indexed (UTC)</th><th class="pl-hide-sm">ID</th></tr>'
+            f"</thead><tbody>{body}</tbody></table>")
+
+
+def jobs_for_view(ctx: UIContext, collection: str, session: dict[str, Any]) -> list[Job]:
+    """The collection's latest upload jobs from the job table (this tab's, another tab's, the API's or the
+    CLI's, finished or not; so a reload or a collection switch keeps them), plus any older unfinished
+    one, newest first, at most ``MAX_JOBS_SHOWN``."""
+    active = ctx.jobs.active_for(collection)
+    keep: dict[str, Job] = {job.id: job for job in active}
+    for job in ctx.jobs.list_jobs(collection=collection, limit=MAX_JOBS_SHOWN):
+        if len(keep) >= max(MAX_JOBS_SHOWN, len(active)):
+            break
+        keep.setdefault(job.id, job)
+    return sorted(keep.values(), key=lambda j: j.created_at, reverse=True)
+
+
+def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any]) -> tuple[str, bool]:
+    """The uploads table (one row per file) and whether any job is still active."""
+    if not collection:
+        return '<p class="pl-empty">Pick a collection to see its uploads.</p>', False
+    rows: list[str] = []
+    active = False
+    for item in reversed(session.get("rejected", [])):
+        if item["collection"] != collection:
+            continue
+        rows.append(upload_row(item["name"], "rejected", None, None, [item["error"]]))
+    for job in jobs_for_view(ctx, collection, session):
+        active = active or not job.finished
+        for doc in job.documents:
+            errors = [e.get("error", "") for e in doc.get("errors") or []]
+            if job.status == "failed" and job.error and not errors and doc["status"] == "failed":
+                errors = [job.error]
+            status = doc["status"]
+            if status == "queued" and job.status == "running":
+                status = "waiting"
+            rows.append(upload_row(doc["name"], status, doc.get("pages_done"), doc.get("page_count"), errors))
+    if not rows:
+        return '<p class="pl-empty">No uploads to this collection yet.</p>', active
+    head = ('<table class="pl-table pl-uploads" id="pl-uploads"><thead><tr><th>File</th><th>Status</th>'
+            '<th>Pages</th><th class="pl-hide-sm">Progress</th></tr></thead><tbody>')
+    return head + "".join(rows) + "</tbody></table>", active
+
+
+def upload_row(name: str, status: str, done: int | None, total: int | None, errors: list[str]) -> str:
+    pages = "–"
+    bar = ""
+    if total:
+        done = min(int(done or 0), int(total))
+        pages = f"{done} / {total}"
+        pct = 100 * done / total
+        bar = f'<div class="pl-bar" title="{pct:.0f}%"><span style="width:{pct:.1f}%"></span></div>'
+    elif status in ("running", "queued", "waiting"):
+        pages = "…"
+    err = "".join(f'<div class="pl-err">{html.escape(e)}</div>' for e in errors if e)
+    return (f'<tr class="pl-row pl-row-{status}"><td class="pl-file">{html.escape(name)}{err}</td>'
+            f'<td class="pl-status pl-status-{status}">{html.escape(status)}</td>'
+            f'<td>{pages}</td><td class="pl-hide-sm">{bar}</td></tr>')
+
+
+def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
+    """A copy (hard link when possible) of a stored page image in the UI's private cache, which Gradio may
+    serve to signed-in users (the data dir is never exposed); its name is an HMAC of the source path."""
+    if not image_path:
+        return None
+    src = Path(image_path)
+    if not src.is_file():
+        return None
+    digest = hmac.new(ctx.secret, str(src.resolve()).encode(), hashlib.sha256).hexdigest()[:32]
+    target = ctx.image_cache / digest[:2] / f"{digest}.png"
+    if not target.exists():
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, target)
+    return str(target)
+
+
+def caption(doc_name: str, page_no: int, score: float, number: int | None = None, kind: str = "maxsim") -> str:
+    """A page's caption: ``[n] <document> — page <N> (<kind> <score>)``, ``[n]`` when the page is citation n;
+    the score is named by its kind (maxsim, bm25, rrf, dbsf: what ranked the page)."""
+    head = f"[{number}] " if number is not None else ""
+    return f"{head}{doc_name} — page {page_no} ({kind} {score:.2f})"
+
+
+def citations_html(pages: list[tuple[str, int]]) -> str:
+    """The numbered citations, ``[n] <document> — page <N>`` in full (wrapping, never cut), one per page
+    in the order the pages were shown (citation n is ``pages[n-1]``: (document name, 1-based page)); each
+    item is the target ``#pl-cite-<n>`` of the answer's ``[n]`` links."""
+    if not pages:
+        return ""
+    items = "".join(
+        f'<li class="pl-cite" id="pl-cite-{n}"><span class="pl-cite-n">[{n}]</span>'
+        f'<span class="pl-cite-doc">{html.escape(name)}</span> — page {int(page_no)}</li>'
+        for n, (name, page_no) in enumerate(pages, start=1)
+    )
+    return f'<ol class="pl-cites" aria-label="Citations">{items}</ol>'
+
+
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+def link_citation_markers(text: str, count: int) -> str:
+    """The answer (Markdown) with each ``[n]`` marker (1 <= n <= ``count``) a link to citation n; when the
+    text has none, a ``Sources: [1] [2] ...`` line is added, so every answer ties to its numbered pages.
+    Other bracketed numbers stay as they are."""
+    if count <= 0:
+        return text
+
+    def link(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return f'<a class="pl-ref" href="#pl-cite-{n}">[{n}]</a>' if 1 <= n <= count else m.group(0)
+
+    linked, found = _MARKER.subn(link, text)
+    if found and linked != text:
+        return linked
+    refs = " ".join(f'<a class="pl-ref" href="#pl-cite-{n}">[{n}]</a>' for n in range(1, count + 1))
+    return f"{text}\n\nSources: {refs}"
+
+
+def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: SearchHit) -> tuple[Any, str]:
+    """(overlay image or None, caption) for one hit: per-patch max similarity of the query tokens."""
+    from pagelens.ui.similarity import overlay_heatmap, page_layout, query_token_mask, similarity_grid
+    from PIL import Image
+
+    if not hit.image_path or not Path(hit.image_path).is_file():
+        return None, "The page image is not stored on this server, so no similarity map."
+    embedder = ctx.service.embedder
+    processor = getattr(embedder, "processor", None)
+    if processor is None or not hasattr(processor, "process_images"):
+        return None, "This retriever exposes no processor: similarity maps are not available."
+    vectors = ctx.service.store.get_full_vectors(collection, [hit.point_id])
+    page_vec = vectors.get(hit.point_id)
+    if page_vec is None:
+        return None, "The page's vectors are gone (deleted meanwhile?)."
+    query = embedder.embed_queries([question])[0]  # [n_q, 128]
+    with Image.open(hit.image_path) as im:
+        image = im.convert("RGB")
+    try:
+        layout = page_layout(processor, image)
+        grid = similarity_grid(query, page_vec, layout, query_token_mask(processor, question, len(query)))
+    except ValueError as exc:
+        log.warning("similarity map of %s p.%d: %s", hit.doc_name, hit.page_no, exc)
+        return None, f"No similarity map for this page: {exc}"
+    r, c = layout.tile_grid
+    text = (f"**{html.escape(hit.doc_name)} — page {hit.page_no}** ({hit.score_kind} {hit.score:.2f}). Each patch is "
+            f"coloured by its best match with a question token (red: strongest), over a "
+            f"{grid.shape[0]} x {grid.shape[1]} patch grid ({r} x {c} tiles).")
+    return overlay_heatmap(image, grid), text
+

@@ -1,0 +1,151 @@
+"""The whole UI put together: the tabs' components and the views that update several tabs at once (the
+collection picker, the collections table, the Documents tab's controls and the progress timer after a
+sign-in, a refresh, a collection switch, a create or a delete)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from pagelens.ui.render import collections_rows, docs_html, documents_rows, progress_html, visible_collections
+from pagelens.ui.state import UIShell, can_create, can_read, can_write
+from pagelens.ui.tabs.ask import MODE_ANSWER, MODE_SEARCH, AskTab
+from pagelens.ui.tabs.collections import CollectionsTab
+from pagelens.ui.tabs.documents import DocumentsTab
+
+from pagelens.app.access import Principal
+from pagelens.core.errors import PagelensError
+
+# The Sign out button: end the session on the server (POST <ui>/sign-out clears the cookie), then show the
+# sign-in page. The page is served at <ui>/, so both URLs are relative to it.
+SIGN_OUT_JS = """() => {
+  const base = window.location.pathname.endsWith('/') ? window.location.pathname : window.location.pathname + '/';
+  fetch(base + 'sign-out', {method: 'POST', credentials: 'same-origin', redirect: 'manual'})
+    .finally(() => { window.location.assign(base + 'sign-in'); });
+}"""
+
+
+# Keeps the collection, the question and the mode in the page's URL (query parameters ``collection``,
+# ``q``, ``mode=search``) as they change, without a reload or a server round trip: a reload or a shared
+# link opens the same view (``Screen.on_load`` reads them back). Never the key: sign-in is a cookie.
+URL_STATE_JS = """(collection, question, mode) => {
+  const url = new URL(window.location.href);
+  const put = (key, value) => { if (value) url.searchParams.set(key, value); else url.searchParams.delete(key); };
+  put('collection', collection || '');
+  put('q', (question || '').trim());
+  put('mode', mode === 'Search only' ? 'search' : '');
+  if (url.href !== window.location.href) window.history.replaceState(window.history.state, '', url);
+}"""
+# the longest question taken from a URL (characters)
+MAX_URL_QUESTION = 2000
+
+
+@dataclass
+class Screen:
+    """The shell, the three tabs, and the header buttons; ``view``/``refresh_all`` compute the values of
+    ``view_outputs``/``all_outputs`` for a principal and a collection."""
+
+    shell: UIShell
+    ask: AskTab
+    docs: DocumentsTab
+    colls: CollectionsTab
+    refresh_btn: gr.Button
+    sign_out: gr.Button
+
+    @property
+    def view_outputs(self) -> list[Any]:
+        d, c = self.docs, self.colls
+        return [self.shell.coll_summary, d.docs_df, d.doc_pick, d.upload_group, d.readonly_note,
+                d.doc_delete_group, d.doc_confirm_row, d.progress, self.shell.timer, c.coll_delete_group,
+                c.coll_confirm_row]
+
+    @property
+    def all_outputs(self) -> list[Any]:
+        return [self.shell.coll_dd, self.colls.coll_table, self.colls.create_group, *self.view_outputs,
+                self.docs.upload_msg, self.docs.docs_msg]
+
+    def view(self, p: Principal | None, collection: str | None, sess: dict[str, Any]) -> list[Any]:
+        """Values of ``view_outputs`` for ``collection`` as ``p`` sees it."""
+        ctx = self.shell.ctx
+        readable = can_read(p, collection)
+        writable = can_write(p, collection)
+        summary = ""
+        rows: list[list[Any]] = []
+        choices: list[tuple[str, str]] = []
+        if readable and collection:
+            try:
+                info = ctx.service.collection_info(collection)
+                summary = (f"**{info.documents}** document(s), **{info.pages}** page(s) · model "
+                           f"`{Path(info.model_id).name}`" + ("" if writable else " · read-only"))
+                rows, choices = documents_rows(ctx, collection)
+            except PagelensError as exc:
+                summary = f"⚠ {exc}"
+        elif p is not None and not visible_collections(ctx, p):
+            summary = ("No collections yet: create one in the **Collections** tab." if can_create(p)
+                       else "This key can read no collection.")
+        prog, active = progress_html(ctx, collection if readable else None, sess)
+        return [
+            summary,
+            docs_html(rows) if readable else "",
+            gr.update(choices=choices, value=choices[0][1] if choices else None),
+            gr.update(visible=writable),
+            gr.update(visible=readable and not writable),
+            gr.update(visible=writable and bool(choices)),
+            gr.update(visible=False),
+            prog,
+            gr.Timer(active=active),
+            gr.update(visible=writable),
+            gr.update(visible=False),
+        ]
+
+    def refresh_all(self, p: Principal | None, selected: str | None, sess: dict[str, Any]) -> list[Any]:
+        """Values of ``all_outputs``: the picker keeps ``selected`` when it is still visible to ``p``."""
+        ctx = self.shell.ctx
+        names = visible_collections(ctx, p)
+        value = selected if selected in names else (names[0] if names else None)
+        return [
+            gr.update(choices=names, value=value),
+            gr.update(value=collections_rows(ctx, p)),
+            gr.update(visible=can_create(p)),
+            *self.view(p, value, sess),
+            "",
+            "",
+        ]
+
+    def on_refresh(self, selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+        return self.refresh_all(self.shell.who(request), selected, sess)
+
+    def on_load(self, selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+        """Page load: ``all_outputs`` plus the question and the mode, from the URL's query parameters
+        ``collection`` (kept only when this principal may read it), ``q`` and ``mode`` (``search``)."""
+        params = getattr(request, "query_params", None) or {}
+        wanted = str(params.get("collection") or "") or selected
+        question = str(params.get("q") or "")[:MAX_URL_QUESTION]
+        mode = MODE_SEARCH if str(params.get("mode") or "").lower() == "search" else MODE_ANSWER
+        return [*self.refresh_all(self.shell.who(request), wanted, sess), question, mode]
+
+    def on_view(self, collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+        return self.view(self.shell.who(request), collection, sess)
+
+    def switch_collection(self, collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
+        return [*self.view(self.shell.who(request), collection, sess), "", ""]
+
+    def wire(self, demo: gr.Blocks) -> None:
+        """Connect the page load, the header controls, then each tab."""
+        shell = self.shell
+        load_inputs = [shell.coll_dd, shell.session]
+        demo.load(self.on_load, load_inputs, [*self.all_outputs, self.ask.question, self.ask.mode],
+                  show_progress="hidden", api_visibility="private")
+        url_inputs = [shell.coll_dd, self.ask.question, self.ask.mode]
+        for changed in (shell.coll_dd.change, self.ask.question.change, self.ask.mode.change):
+            changed(None, url_inputs, None, js=URL_STATE_JS, queue=False, api_visibility="private")  # type: ignore[operator]
+        if shell.auth_on:
+            self.sign_out.click(None, None, None, js=SIGN_OUT_JS, api_visibility="private", queue=False)
+        self.refresh_btn.click(self.on_refresh, load_inputs, self.all_outputs, api_visibility="private")
+        shell.coll_dd.input(self.switch_collection, load_inputs,
+                            [*self.view_outputs, self.docs.upload_msg, self.docs.docs_msg], api_visibility="private")
+        self.colls.wire(shell, self)
+        self.docs.wire(shell, self)
+        self.ask.wire(shell, self)

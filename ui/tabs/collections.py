@@ -1,0 +1,124 @@
+"""The Collections tab: create a collection, list those this key may read, delete one after confirming."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+from pagelens.ui.state import (
+    UIError,
+    UIShell,
+    can_write,
+    check_write,
+    err,
+    msg,
+    require_collection,
+    require_principal,
+)
+
+from pagelens.core.types import COLLECTION_PATTERN
+
+if TYPE_CHECKING:
+    from pagelens.ui.screen import Screen
+
+_COLLECTION_RE = re.compile(COLLECTION_PATTERN)
+
+
+@dataclass
+class CollectionsTab:
+    """The Collections tab's components."""
+
+    create_group: gr.Row
+    new_name: gr.Textbox
+    create_btn: gr.Button
+    coll_table: gr.Dataframe
+    coll_delete_group: gr.Row
+    coll_del_btn: gr.Button
+    coll_confirm_row: gr.Row
+    coll_confirm_md: gr.Markdown
+    coll_confirm_btn: gr.Button
+    coll_cancel_btn: gr.Button
+    coll_msg: gr.HTML
+
+    def wire(self, shell: UIShell, screen: Screen) -> None:
+        """Connect create (button and Enter) and the confirmed delete."""
+        ctx = shell.ctx
+        who = shell.who
+
+        def do_create(name: str, current: str | None, sess: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
+            name = (name or "").strip()
+            try:
+                p = require_principal(p)
+                if not _COLLECTION_RE.match(name):
+                    raise UIError("a collection name is 1-64 letters, digits, '.', '_' or '-', starting with a "
+                                  "letter or digit")
+                check_write(p, name)
+                ctx.service.create_collection(name)
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                return msg(err(exc), ok=False), gr.update(), *screen.refresh_all(p, current, sess)
+            return msg(f"Created collection '{name}'."), "", *screen.refresh_all(p, name, sess)
+
+        def ask_delete_collection(collection: str | None, request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
+            if not can_write(p, collection):
+                return gr.update(visible=False), "", msg("this key may not delete this collection", ok=False)
+            info = ctx.service.collection_info(collection or "")
+            return (gr.update(visible=True),
+                    f"Delete collection **{collection}** with its {info.documents} document(s) and "
+                    f"{info.pages} page(s)? This cannot be undone.", "")
+
+        def do_delete_collection(collection: str | None, sess: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
+            try:
+                p = require_principal(p)
+                collection = require_collection(collection)
+                check_write(p, collection)
+                active = ctx.jobs.active_for(collection)
+                if active:
+                    raise UIError(f"collection '{collection}' has {len(active)} unfinished upload job(s); "
+                                  "wait for them to finish")
+                ctx.service.delete_collection(collection)
+            except Exception as exc:  # noqa: BLE001
+                return msg(err(exc), ok=False), *screen.refresh_all(p, collection, sess)
+            return msg(f"Deleted collection '{collection}'."), *screen.refresh_all(p, None, sess)
+
+        create_inputs = [self.new_name, shell.coll_dd, shell.session]
+        create_outputs = [self.coll_msg, self.new_name, *screen.all_outputs]
+        self.create_btn.click(do_create, create_inputs, create_outputs, api_visibility="private")
+        self.new_name.submit(do_create, create_inputs, create_outputs, api_visibility="private")
+        self.coll_del_btn.click(ask_delete_collection, [shell.coll_dd],
+                                [self.coll_confirm_row, self.coll_confirm_md, self.coll_msg], api_visibility="private")
+        self.coll_cancel_btn.click(lambda: gr.update(visible=False), None, [self.coll_confirm_row],
+                                   api_visibility="private")
+        self.coll_confirm_btn.click(do_delete_collection, [shell.coll_dd, shell.session],
+                                    [self.coll_msg, *screen.all_outputs], api_visibility="private")
+
+
+def build_collections_tab(shell: UIShell) -> CollectionsTab:
+    """Lay out the Collections tab inside the current ``gr.Tabs``."""
+    with gr.Tab("Collections", id="colls", elem_id="pl-tab-colls"):
+        with gr.Row(visible=not shell.auth_on, elem_classes="pl-bar-row",
+                    elem_id="pl-create-group") as create_group:
+            new_name = gr.Textbox(label="New collection", placeholder="letters, digits, . _ -",
+                                  max_length=64, scale=4, min_width=200, elem_id="pl-new-name")
+            create_btn = gr.Button("Create", variant="primary", scale=0, min_width=110,
+                                   elem_id="pl-create", elem_classes="pl-btn")
+        coll_table = gr.Dataframe(headers=["Collection", "Documents", "Pages", "Access", "Model",
+                                           "Created (UTC)"], value=[], interactive=False,
+                                  wrap=True, elem_id="pl-collections")
+        with gr.Row(visible=False, elem_id="pl-coll-delete") as coll_delete_group:
+            coll_del_btn = gr.Button("Delete the selected collection…", variant="stop", scale=0,
+                                     min_width=220, elem_id="pl-coll-delete-btn")
+        with gr.Row(visible=False, elem_id="pl-coll-confirm", elem_classes="pl-bar-row pl-confirm") as coll_confirm_row:
+            coll_confirm_md = gr.Markdown("")
+            coll_confirm_btn = gr.Button("Yes, delete it", variant="stop", scale=0, min_width=140,
+                                         elem_id="pl-coll-confirm-btn")
+            coll_cancel_btn = gr.Button("Cancel", scale=0, min_width=100, elem_id="pl-coll-cancel-btn")
+        coll_msg = gr.HTML("", elem_id="pl-coll-msg")
+    return CollectionsTab(create_group=create_group, new_name=new_name, create_btn=create_btn,
+                          coll_table=coll_table, coll_delete_group=coll_delete_group, coll_del_btn=coll_del_btn,
+                          coll_confirm_row=coll_confirm_row, coll_confirm_md=coll_confirm_md,
+                          coll_confirm_btn=coll_confirm_btn, coll_cancel_btn=coll_cancel_btn, coll_msg=coll_msg)

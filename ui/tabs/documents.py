@@ -1,0 +1,183 @@
+"""The Documents tab: upload files (one persistent index job per upload), follow their progress, see
+and delete the documents of the collection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+from pagelens.ui.actions import ACCEPTED_TYPES, enqueue_files
+from pagelens.ui.render import docs_html, documents_rows, progress_html
+from pagelens.ui.state import (
+    UIError,
+    UIShell,
+    can_read,
+    can_write,
+    check_write,
+    err,
+    msg,
+    require_collection,
+    require_principal,
+)
+
+from pagelens.core.errors import PagelensError
+
+if TYPE_CHECKING:
+    from pagelens.ui.screen import Screen
+
+
+@dataclass
+class DocumentsTab:
+    """The Documents tab's components."""
+
+    upload_group: gr.Column
+    files: gr.File
+    pdf_password: gr.Textbox
+    upload_btn: gr.Button
+    upload_msg: gr.HTML
+    readonly_note: gr.Markdown
+    progress: gr.HTML
+    docs_df: gr.HTML
+    doc_delete_group: gr.Row
+    doc_pick: gr.Dropdown
+    doc_del_btn: gr.Button
+    doc_confirm_row: gr.Row
+    doc_confirm_md: gr.Markdown
+    doc_confirm_btn: gr.Button
+    doc_cancel_btn: gr.Button
+    docs_msg: gr.HTML
+
+    def wire(self, shell: UIShell, screen: Screen) -> None:
+        """Connect upload, the progress timer and document deletion."""
+        ctx = shell.ctx
+        who = shell.who
+
+        def do_upload(collection: str | None, paths: list[str] | None, sess: dict[str, Any],
+                      password: str | None, request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
+            sess = {"jobs": list(sess.get("jobs", [])), "rejected": list(sess.get("rejected", []))}
+            try:
+                p = require_principal(p)
+                collection = require_collection(collection)
+                if not paths:
+                    raise UIError("choose or drop some files first")
+                job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
+            except Exception as exc:  # noqa: BLE001
+                return gr.update(), msg(err(exc), ok=False), sess
+            for path in paths:  # copied into the job's folder (or rejected): Gradio's copy is not needed
+                ctx.discard_upload(path)
+            sess["rejected"].extend(rejected)
+            if job is not None:
+                sess["jobs"].append(job.id)
+            parts = []
+            if job is not None:
+                parts.append(f"Queued {len(job.documents)} file(s) for indexing.")
+            if rejected:
+                parts.append(f"{len(rejected)} file(s) rejected (see below).")
+            return None, msg(" ".join(parts), ok=not rejected), sess
+
+        def tick(collection: str | None, sess: dict[str, Any], picked: str | None, request: gr.Request) -> list[Any]:
+            """The uploads, documents and summary of ``collection`` now (the progress timer while a job
+            runs, the idle poll otherwise: documents added by any door appear without Refresh); keeps the
+            document picked for deletion while it is still there."""
+            p = who(request)
+            readable = can_read(p, collection)
+            prog, active = progress_html(ctx, collection if readable else None, sess)
+            if not readable or not collection:
+                return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
+            writable = can_write(p, collection)
+            try:
+                rows, choices = documents_rows(ctx, collection)
+                info = ctx.service.collection_info(collection)
+                summary = (f"**{info.documents}** document(s), **{info.pages}** page(s) · model "
+                           f"`{Path(info.model_id).name}`" + ("" if writable else " · read-only"))
+            except PagelensError:
+                return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
+            ids = [doc_id for _, doc_id in choices]
+            value = picked if picked in ids else (ids[0] if ids else None)
+            return [prog, docs_html(rows), gr.update(choices=choices, value=value),
+                    gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active)]
+
+        def ask_delete_document(collection: str | None, doc_id: str | None, request: gr.Request) -> tuple[Any, ...]:
+            p = who(request)
+            if not can_write(p, collection) or not doc_id:
+                return gr.update(visible=False), "", msg("pick a document you may delete", ok=False)
+            name = next((d.doc_name for d in ctx.service.documents(collection or "") if d.doc_id == doc_id), doc_id)
+            return gr.update(visible=True), f"Delete **{name}** from **{collection}**?", ""
+
+        def do_delete_document(collection: str | None, doc_id: str | None, sess: dict[str, Any],
+                               request: gr.Request) -> list[Any]:
+            p = who(request)
+            try:
+                p = require_principal(p)
+                collection = require_collection(collection)
+                check_write(p, collection)
+                if not doc_id:
+                    raise UIError("pick a document first")
+                if doc_id in ctx.jobs.inflight_doc_ids(collection):
+                    raise UIError("that document is being indexed right now; wait for its upload to finish")
+                name = next((d.doc_name for d in ctx.service.documents(collection) if d.doc_id == doc_id), doc_id)
+                pages = ctx.service.delete_document(collection, doc_id)
+                text = msg(f"Deleted '{name}' ({pages} page(s)).")
+            except Exception as exc:  # noqa: BLE001
+                text = msg(err(exc), ok=False)
+            return [text, *screen.view(p, collection, sess)]
+
+        load_inputs = [shell.coll_dd, shell.session]
+        self.upload_btn.click(lambda: "", None, [self.docs_msg], api_visibility="private", queue=False)
+        self.upload_btn.click(do_upload, [shell.coll_dd, self.files, shell.session, self.pdf_password],
+                              [self.files, self.upload_msg, shell.session], api_visibility="private").then(
+            screen.on_view, load_inputs, screen.view_outputs, api_visibility="private")
+        tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
+                        shell.timer]
+        for timer in (shell.timer, shell.poll):
+            if timer is not None:
+                timer.tick(tick, [*load_inputs, self.doc_pick], tick_outputs, show_progress="hidden",
+                           api_visibility="private")
+
+        self.doc_del_btn.click(ask_delete_document, [shell.coll_dd, self.doc_pick],
+                               [self.doc_confirm_row, self.doc_confirm_md, self.docs_msg], api_visibility="private")
+        self.doc_cancel_btn.click(lambda: gr.update(visible=False), None, [self.doc_confirm_row],
+                                  api_visibility="private")
+        self.doc_confirm_btn.click(do_delete_document, [shell.coll_dd, self.doc_pick, shell.session],
+                                   [self.docs_msg, *screen.view_outputs], api_visibility="private")
+
+
+def build_documents_tab(shell: UIShell) -> DocumentsTab:
+    """Lay out the Documents tab inside the current ``gr.Tabs``."""
+    with gr.Tab("Documents", id="docs", elem_id="pl-tab-docs"):
+        with gr.Column(visible=True, elem_id="pl-upload-group") as upload_group:
+            files = gr.File(label="Drop PDFs, page images (PNG, JPEG, TIFF) or office documents (DOCX, XLSX, "
+                                  "PPTX, ODT, RTF, HTML, ...)", file_count="multiple",
+                            file_types=ACCEPTED_TYPES, type="filepath", elem_id="pl-files",
+                            height=140)
+            pdf_password = gr.Textbox(label="PDF password (optional, for encrypted PDFs of this upload)",
+                                      type="password", elem_id="pl-pdf-password", max_lines=1)
+            with gr.Row(elem_classes="pl-bar-row"):
+                upload_btn = gr.Button("Upload and index", variant="primary", min_width=190,
+                                       elem_id="pl-upload", scale=0)
+                upload_msg = gr.HTML("", elem_id="pl-upload-msg")
+        readonly_note = gr.Markdown("Read-only access: this key cannot upload or delete here.",
+                                    visible=False, elem_classes="pl-note")
+        gr.Markdown("#### Uploads")
+        progress = gr.HTML(progress_html(shell.ctx, None, {})[0], elem_id="pl-progress")
+        gr.Markdown("#### Documents")
+        docs_df = gr.HTML(docs_html([]), elem_id="pl-docs")
+        with gr.Row(visible=False, elem_id="pl-doc-delete", elem_classes="pl-bar-row") as doc_delete_group:
+            doc_pick = gr.Dropdown(label="Document", choices=[], value=None, scale=4, min_width=200,
+                                   elem_id="pl-doc-pick")
+            doc_del_btn = gr.Button("Delete document…", variant="stop", scale=0, min_width=190,
+                                    elem_id="pl-doc-delete-btn", elem_classes="pl-btn")
+        with gr.Row(visible=False, elem_id="pl-doc-confirm", elem_classes="pl-bar-row pl-confirm") as doc_confirm_row:
+            doc_confirm_md = gr.Markdown("")
+            doc_confirm_btn = gr.Button("Yes, delete it", variant="stop", scale=0, min_width=140,
+                                        elem_id="pl-doc-confirm-btn")
+            doc_cancel_btn = gr.Button("Cancel", scale=0, min_width=100, elem_id="pl-doc-cancel-btn")
+        docs_msg = gr.HTML("", elem_id="pl-docs-msg")
+    return DocumentsTab(upload_group=upload_group, files=files, pdf_password=pdf_password, upload_btn=upload_btn,
+                        upload_msg=upload_msg, readonly_note=readonly_note, progress=progress, docs_df=docs_df,
+                        doc_delete_group=doc_delete_group, doc_pick=doc_pick, doc_del_btn=doc_del_btn,
+                        doc_confirm_row=doc_confirm_row, doc_confirm_md=doc_confirm_md,
+                        doc_confirm_btn=doc_confirm_btn, doc_cancel_btn=doc_cancel_btn, docs_msg=docs_msg)
