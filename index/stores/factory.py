@@ -29,4 +29,5 @@ def open_store(settings: Settings) -> VectorStore:
                            pooled_scan_max_pages=settings.tuning.pooled_scan_max_pages, hnsw_m=settings.tuning.hnsw_m,
                            full_datatype=settings.full_vector_datatype,
                            token_index_min_pages=settings.tuning.token_index_min_pages,
-                           token_candidates=settings.tuning.token_candidates, token_nprobe=settings.tuning.token_nprobe)
+                           token_candidates=settings.tuning.token_candidates, token_nprobe=settings.tuning.token_nprobe,
+                           search_threads=settings.tuning.search_threads)
