@@ -23,10 +23,18 @@ Systems (the product's own stores, public API only):
   (fp32, in RAM; also the ground truth);
 * proposal (not product code): pooled MaxSim prefetch + exact rerank, both in torch in RAM.
 ``--real``: the same on tiny-model embeddings of real PDFs (``../shared/pdfs/real``).
+``--generator aniso``: anisotropic pages (a narrow cone, a few dominant directions, near-duplicate
+background patches, queries that only partly match; see ``Synth``) instead of iid Gaussian directions.
+``--user-process``: what a user's process sees. The collection is built and searched only through
+``open_store(Settings())`` (every product default, PAGELENS_* variables honoured); then a fresh process
+imports, opens the store, runs the first query, then ``--warmup`` untimed and ``--rounds`` timed rounds
+(stage times per search: token index / pooled scan, int8 rerank, the rest); ``--cold`` adds a run with
+the collection's files evicted from the page cache first.
 
 Quick:   python bench/retrieval.py                      (1000 pages x 1139 tokens)
 Faster:  python bench/retrieval.py --tokens 300
 Bigger:  python bench/retrieval.py --pages 10000        (~10 GB RAM at 1139 tokens; use --tokens)
+User:    python bench/retrieval.py --user-process --pages 10000 --queries 40 --cold [--generator aniso]
          python bench/retrieval.py --pages 100000 --no-ram-baseline --data-dir /big/disk
 """
 
@@ -641,7 +649,7 @@ def user_process_worker(args: argparse.Namespace) -> None:
         "parts_p50_s": {k: float(np.percentile(v, 50)) for k, v in parts_all.items()},
         "first_stage": "token index" if cache.token_index_ready() and n > store.pooled_scan_max_pages
         else ("pooled scan" if n <= store.pooled_scan_max_pages else "pooled HNSW"),
-        "torch_threads": torch.get_num_threads(), "blas_threads": blas,
+        "torch_threads": torch.get_num_threads(), "search_threads": settings.tuning.search_threads, "blas_threads": blas,
         "full_vector_datatype": settings.full_vector_datatype, "load": os.getloadavg()[0],
     }), flush=True)
     store.close()
@@ -686,7 +694,7 @@ def run_user_process(args: argparse.Namespace, table: Table) -> None:
             steady = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in res["parts_p50_s"].items())
             table.add(f"{tag}: steady state p50", res["p50_s"], None, device=dev,
                       note=f"{res['samples']} searches after {args.warmup} warm-up; stage p50s: {steady}; "
-                           f"torch threads {res['torch_threads']}")
+                           f"search_threads {res['search_threads']} (0: torch's {res['torch_threads']})")
             table.add(f"{tag}: steady state p95", res["p95_s"], None, device=dev)
             table.add(f"{tag}: recall@5", res["recall@5"], None, unit="", higher_is_better=True, device=dev)
     finally:
