@@ -495,11 +495,15 @@ def test_search_kernels_run_on_search_threads_and_restore_the_callers(
         torch.set_num_threads(before)
 
 
-def test_search_threads_come_from_settings(tmp_path: Path) -> None:
-    from pagelens.core.settings import Settings
+def test_search_threads_come_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pagelens.index.stores.factory import open_store
 
-    assert Settings(data_dir=tmp_path).tuning.search_threads == 1
+    from pagelens.core.settings import Settings
+
+    assert Settings(data_dir=tmp_path, _env_file=None).tuning.search_threads == 1  # type: ignore[call-arg]
+    monkeypatch.setenv("PAGELENS_TUNING__SEARCH_THREADS", "0")
+    assert Settings(data_dir=tmp_path, _env_file=None).tuning.search_threads == 0  # type: ignore[call-arg]
+    monkeypatch.delenv("PAGELENS_TUNING__SEARCH_THREADS")
     store = open_store(Settings(data_dir=tmp_path, tuning={"search_threads": 3}))
     assert isinstance(store, QdrantEdgeStore) and store.search_threads == 3
     store.close()
