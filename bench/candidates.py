@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import Table, device_label, log  # noqa: E402
-from bench.retrieval import CHUNK, Synth, maxsim_scores, topk  # noqa: E402
+from bench.retrieval import CHUNK, GENERATORS, Synth, maxsim_scores, topk  # noqa: E402
 
 
 def cell_means(full: np.ndarray, syn: Synth, cell: int = 4) -> np.ndarray:
@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=10)
     ap.add_argument("--k", type=int, nargs="+", default=[100, 250, 500, 1000, 2000, 4000])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--generator", choices=GENERATORS, default="iid",
+                    help="synthetic vectors (bench/retrieval.py Synth): iid Gaussian directions or aniso (a cone)")
     ap.add_argument("--centroids", type=int, default=0, help="K of the prototype centroid lists (0: skip)")
     ap.add_argument("--train-pages", type=int, default=200, help="pages whose tokens train the centroids")
     ap.add_argument("--nprobe", type=int, nargs="+", default=[2, 4, 8])
@@ -125,7 +127,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    syn = Synth(args.pages, args.tokens, seed=args.seed)
+    syn = Synth(args.pages, args.tokens, seed=args.seed, generator=args.generator)
     queries, _ = syn.queries(args.queries)
     n = args.pages
     g = syn.grid
@@ -194,7 +196,7 @@ def main() -> None:
             sizes.append(len(cand))
         return float(np.mean(got)), float(np.mean(sizes))
 
-    table = Table(f"first-stage candidate recall of the exact top 5: {n} synthetic pages x {args.tokens} tokens, "
+    table = Table(f"first-stage candidate recall of the exact top 5: {n} synthetic pages ({args.generator}) x {args.tokens} tokens, "
                   f"{len(queries)} queries (exact pooled scans)")
     dev = device_label()
     for names, label in ((("rows", "cols"), "rows + cols means (the product's pooled vectors)"),

@@ -23,10 +23,18 @@ Systems (the product's own stores, public API only):
   (fp32, in RAM; also the ground truth);
 * proposal (not product code): pooled MaxSim prefetch + exact rerank, both in torch in RAM.
 ``--real``: the same on tiny-model embeddings of real PDFs (``$PAGELENS_SHARED/pdfs/real``, see ``bench/common.py``).
+``--generator aniso``: anisotropic pages (a narrow cone, a few dominant directions, near-duplicate
+background patches, queries that only partly match; see ``Synth``) instead of iid Gaussian directions.
+``--user-process``: what a user's process sees. The collection is built and searched only through
+``open_store(Settings())`` (every product default, PAGELENS_* variables honoured); then a fresh process
+imports, opens the store, runs the first query, then ``--warmup`` untimed and ``--rounds`` timed rounds
+(stage times per search: token index / pooled scan, int8 rerank, the rest); ``--cold`` adds a run with
+the collection's files evicted from the page cache first.
 
 Quick:   python bench/retrieval.py                      (1000 pages x 1139 tokens)
 Faster:  python bench/retrieval.py --tokens 300
 Bigger:  python bench/retrieval.py --pages 10000        (~10 GB RAM at 1139 tokens; use --tokens)
+User:    python bench/retrieval.py --user-process --pages 10000 --queries 40 --cold [--generator aniso]
          python bench/retrieval.py --pages 100000 --no-ram-baseline --data-dir /big/disk
 """
 
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -54,8 +63,30 @@ CHUNK = 100  # pages per generated chunk (deterministic per chunk)
 # --- synthetic data ---------------------------------------------------------------------------
 
 
+GENERATORS = ("iid", "aniso")
+
+
 class Synth:
-    def __init__(self, pages: int, tokens: int, seed: int = 0, clusters: int | None = None) -> None:
+    """Deterministic synthetic pages and planted queries (see the module docstring).
+
+    ``generator``:
+    * ``"iid"`` (the original): every vocabulary vector (background, cluster, page-unique, prompt) is an
+      independent Gaussian direction in 128-d. Such vectors are nearly orthogonal (|cos| ~ 0.09), the
+      easiest case for a patch-level inverted index: each query token falls into a cell of its own.
+    * ``"aniso"``: closer to real ColSmol/ColPali token embeddings, which fill a narrow cone: every vector
+      is ``unit(mean direction + low-rank part + small isotropic part)`` (one shared mean direction, an
+      8-direction subspace whose first directions dominate), so any two tokens have cosine ~0.5-0.8;
+      75% of the patches come from 12 near-duplicate background vectors (white margins, text lines)
+      instead of 60% from 256; query tokens only partly match the page (each planted-content token is
+      ``unit(0.6 * its unique vector + 0.4 * an unrelated cone vector)``), and 4 of the 20 match
+      nothing in the collection.
+    """
+
+    def __init__(self, pages: int, tokens: int, seed: int = 0, clusters: int | None = None,
+                 generator: str = "iid") -> None:
+        if generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {GENERATORS}, got {generator!r}")
+        self.generator = generator
         self.pages = pages
         self.tokens = tokens
         self.grid = max(2, math.isqrt(max(4, tokens * 1024 // 1139)))
@@ -63,15 +94,34 @@ class Synth:
         self.seed = seed
         self.n_clusters = clusters or max(1, pages // 25)
         rng = np.random.default_rng([seed, 10**6])
-        self.background = _unit(rng.standard_normal((256, DIM), dtype=np.float32))
-        self.prompt = _unit(rng.standard_normal((max(1, self.extra), DIM), dtype=np.float32))
+        aniso = generator == "aniso"
+        if aniso:
+            arng = np.random.default_rng([seed, 4 * 10**6])
+            self.mean_dir = _unit(arng.standard_normal(DIM, dtype=np.float32))
+            basis = np.linalg.qr(arng.standard_normal((DIM, 9)).astype(np.float32))[0].T  # orthonormal [9, D]
+            basis = basis[1:] - (basis[1:] @ self.mean_dir)[:, None] * self.mean_dir  # orthogonal to the mean
+            self.basis = _unit(basis)  # [8, D]
+            self.basis_scale = (0.8 * 0.7 ** np.arange(8)).astype(np.float32)  # a few dominant directions
+        self.background = self.draw(rng, (12 if aniso else 256,))
+        self.prompt = self.draw(rng, (max(1, self.extra),))
+        self.background_share = 0.75 if aniso else 0.6
+        self.noise = 0.15 if aniso else 0.5  # per-patch Gaussian noise (norm): near-duplicate patches in "aniso"
         self.cluster_vocab_size = 48
         self.unique_per_page = 6
         self.block = max(2, self.grid // 8)  # side of the planted block (4 x 4 at G=32)
 
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Unit vectors [*shape, D]: independent Gaussian directions ("iid"), or cone vectors
+        ``unit(1.5 * mean + low-rank + isotropic of norm ~0.6)`` ("aniso")."""
+        if self.generator == "iid":
+            return _unit(rng.standard_normal((*shape, DIM), dtype=np.float32))
+        low = rng.standard_normal((*shape, len(self.basis_scale)), dtype=np.float32) * self.basis_scale
+        iso = rng.standard_normal((*shape, DIM), dtype=np.float32) * np.float32(0.6 / math.sqrt(DIM))
+        return _unit(1.5 * self.mean_dir + low @ self.basis + iso)
+
     def cluster_vocab(self, c: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 2 * 10**6 + c])
-        return _unit(rng.standard_normal((self.cluster_vocab_size, DIM), dtype=np.float32))
+        return self.draw(rng, (self.cluster_vocab_size,))
 
     def cluster_of(self, i: int) -> int:
         return (i * 7919) % self.n_clusters
@@ -81,18 +131,18 @@ class Synth:
         lo, hi = k * CHUNK, min(self.pages, (k + 1) * CHUNK)
         n, g, d = hi - lo, self.grid, DIM
         rng = np.random.default_rng([self.seed, k])
-        unique = _unit(rng.standard_normal((n, self.unique_per_page, d), dtype=np.float32))
+        unique = self.draw(rng, (n, self.unique_per_page))
         grid = np.empty((n, g, g, d), dtype=np.float32)
         for j in range(n):
             vocab = self.cluster_vocab(self.cluster_of(lo + j))
             src = rng.random((g, g))
             bg = self.background[rng.integers(0, len(self.background), (g, g))]
             cv = vocab[rng.integers(0, len(vocab), (g, g))]
-            grid[j] = np.where((src < 0.6)[..., None], bg, cv)
+            grid[j] = np.where((src < self.background_share)[..., None], bg, cv)
             r0, c0 = rng.integers(0, g - self.block + 1, 2)
             blk = unique[j][rng.integers(0, self.unique_per_page, (self.block, self.block))]
             grid[j, r0 : r0 + self.block, c0 : c0 + self.block] = blk
-        grid += rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(0.5 / math.sqrt(d))
+        grid += rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(self.noise / math.sqrt(d))
         grid = _unit(grid)
         patches = grid.reshape(n, g * g, d)
         if self.extra:
@@ -118,9 +168,15 @@ class Synth:
             _, _, _, unique = self.gen_chunk(k)
             u = unique[int(t) - k * CHUNK]
             vocab = self.cluster_vocab(self.cluster_of(int(t)))
-            toks = np.concatenate(
-                [u[rng.integers(0, len(u), 6)], vocab[rng.integers(0, len(vocab), 6)], suffix], axis=0
-            )
+            if self.generator == "iid":
+                toks = np.concatenate(
+                    [u[rng.integers(0, len(u), 6)], vocab[rng.integers(0, len(vocab), 6)], suffix], axis=0
+                )
+            else:  # partial matches: content tokens pulled off their page vectors, 4 tokens about nothing here
+                off = self.draw(rng, (12,))
+                content = np.concatenate([u[rng.integers(0, len(u), 6)], vocab[rng.integers(0, len(vocab), 6)]])
+                toks = np.concatenate([0.6 * content + 0.4 * off, self.draw(rng, (4,)),
+                                       self.background[rng.integers(0, len(self.background), 4)]], axis=0)
             toks = toks + rng.standard_normal(toks.shape, dtype=np.float32) * np.float32(0.3 / math.sqrt(DIM))
             qs[qi] = _unit(toks)
         return qs, targets
@@ -234,7 +290,7 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     if cuda is None:
         log("SKIP GPU rows (exact MaxSim and the fast rerank on the GPU): torch.cuda is not available")
-    syn = Synth(args.pages, args.tokens, seed=args.seed)
+    syn = Synth(args.pages, args.tokens, seed=args.seed, generator=args.generator)
     log(f"synthetic: {args.pages} pages x {syn.tokens} tokens (grid {syn.grid}x{syn.grid} + {syn.extra}), "
         f"{syn.n_clusters} clusters, {args.queries} queries")
     queries, targets = syn.queries(args.queries)
@@ -245,6 +301,8 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
         from pagelens.index.stores.edge_store import QdrantEdgeStore
 
         store = QdrantEdgeStore(root / "edge", full_datatype=args.datatype, hnsw_m=args.hnsw_m)
+        if args.token_index_min_pages is not None:
+            store.token_index_min_pages = args.token_index_min_pages
         if reuse:
             if store.count("bench") != args.pages:
                 raise SystemExit(f"--reuse {root}: its collection has {store.count('bench')} pages, not {args.pages}")
@@ -465,6 +523,187 @@ def run_local(args: argparse.Namespace, syn: Synth, queries: np.ndarray, table: 
         shutil.rmtree(root, ignore_errors=True)
 
 
+# --- what a user's process sees: the product's own opening, a fresh process, first query, steady state ---
+
+
+def user_store(root: Path):
+    """(store, settings) exactly as the product opens them: ``open_store(Settings(data_dir=root))``:
+    every default (and any PAGELENS_* variable set in the environment)."""
+    from pagelens.index.stores.factory import open_store
+
+    from pagelens.core.settings import Settings
+
+    settings = Settings(data_dir=root)
+    return open_store(settings), settings
+
+
+def build_user_collection(args: argparse.Namespace, syn: Synth, queries: np.ndarray, root: Path) -> Path:
+    """Build the collection through ``user_store`` (upserts of 100 pages, then ``optimize()``: HNSW, the
+    int8 cache, the token index from ``token_index_min_pages``) and save the exact scores of
+    ``queries`` next to it; returns the truth file."""
+    truth = root / "exact.npy"
+    store, settings = user_store(root)
+    store.create_collection(manifest("bench"))
+    exact_scores = np.zeros((len(queries), args.pages), dtype=np.float32)
+    t0 = time.perf_counter()
+    for k in range(syn.n_chunks()):
+        full, rows, cols, _ = syn.gen_chunk(k)
+        exact_scores[:, k * CHUNK : k * CHUNK + len(full)] = maxsim_scores(full, queries)
+        store.upsert("bench", points_for(k * CHUNK, full, rows, cols))
+        if k % 20 == 19:
+            log(f"  {min(args.pages, (k + 1) * CHUNK)} of {args.pages} pages upserted")
+    up_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.optimize("bench")
+    log(f"built with the product's defaults: upsert + truth {up_s:.1f} s, optimize {time.perf_counter() - t0:.1f} s, "
+        f"token index {'yes' if store._rerank_file('bench').token_index_ready() else 'no'}")
+    store.close()
+    np.save(truth, exact_scores)
+    return truth
+
+
+def evict(root: Path) -> None:
+    """Drop the collection's files from the page cache (``posix_fadvise(DONTNEED)``; only these files):
+    a process started after a reboot, or after other work pushed them out."""
+    for f in root.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def user_process_worker(args: argparse.Namespace) -> None:
+    """One fresh process, as a user's: import, open the store with ``Settings()``, first query, then
+    ``--warmup`` untimed queries and ``--rounds`` timed rounds over the queries. Prints one JSON line.
+    The search call is the one ``pagelens.retrieve.hybrid.search_pages`` makes for a visual search of
+    ``--limit`` pages (a hybrid search asks the visual side for ``hybrid_candidates`` pages)."""
+    import json
+
+    t_start = time.perf_counter()
+    import torch
+    from pagelens.index.ann import fast_rerank
+
+    root = args.user_process_worker
+    spent: dict[str, float] = {}
+
+    def timed(name: str, fn):  # bench instrumentation: seconds in each stage of a search
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    fast_rerank.RerankCache.token_candidates = timed("token index", fast_rerank.RerankCache.token_candidates)
+    fast_rerank.RerankCache.pooled_candidates = timed("pooled scan", fast_rerank.RerankCache.pooled_candidates)
+    fast_rerank.RerankCache.maxsim = timed("int8 rerank", fast_rerank.RerankCache.maxsim)
+    t_import = time.perf_counter() - t_start
+    syn = Synth(args.pages, args.tokens, seed=args.seed, generator=args.generator)
+    queries, _ = syn.queries(args.queries)
+    warm, _ = Synth(args.pages, args.tokens, seed=args.seed + 1, generator=args.generator).queries(args.warmup) \
+        if args.warmup else (np.zeros((0, Q_TOKENS, DIM), np.float32), None)
+    exact = Exact(np.load(root / "exact.npy"))
+    t0 = time.perf_counter()
+    store, settings = user_store(root)
+    n = store.count("bench")
+    t_open = time.perf_counter() - t0
+
+    def search(q: np.ndarray) -> tuple[float, list[int], dict[str, float]]:
+        spent.clear()
+        t = time.perf_counter()
+        hits = store.search("bench", q, args.limit, mode=settings.search_mode,
+                            prefetch_limit=max(settings.tuning.prefetch_limit, args.limit))
+        s = time.perf_counter() - t
+        parts = dict(spent)
+        parts["rest (Qdrant count + exact MaxSim of the kept pages, payloads)"] = s - sum(parts.values())
+        return s, [page_of(h.id) for h in hits], parts
+
+    first_s, first_ids, first_parts = search(queries[0])
+    for q in warm:
+        search(q)
+    times: list[float] = []
+    parts_all: dict[str, list[float]] = {}
+    r5: list[float] = []
+    for rnd in range(args.rounds):
+        for i, q in enumerate(queries):
+            s, ids, parts = search(q)
+            times.append(s)
+            for k, v in parts.items():
+                parts_all.setdefault(k, []).append(v)
+            if rnd == 0:
+                r5.append(recall(ids, exact[i], 5, exact.scores[i]))
+    cache = store._rerank_file("bench")
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = sorted({f"{i.get('internal_api')}:{i.get('num_threads')}" for i in threadpool_info()})
+    except ImportError:
+        blas = []
+    print(json.dumps({
+        "pages": n, "import_s": t_import, "open_s": t_open, "first_query_s": first_s,
+        "first_query_parts_s": first_parts, "p50_s": float(np.percentile(times, 50)),
+        "p95_s": float(np.percentile(times, 95)), "samples": len(times), "recall@5": float(np.mean(r5)),
+        "parts_p50_s": {k: float(np.percentile(v, 50)) for k, v in parts_all.items()},
+        "first_stage": "token index" if cache.token_index_ready() and n > store.pooled_scan_max_pages
+        else ("pooled scan" if n <= store.pooled_scan_max_pages else "pooled HNSW"),
+        "torch_threads": torch.get_num_threads(), "search_threads": settings.tuning.search_threads, "blas_threads": blas,
+        "full_vector_datatype": settings.full_vector_datatype, "load": os.getloadavg()[0],
+    }), flush=True)
+    store.close()
+
+
+def run_user_process(args: argparse.Namespace, table: Table) -> None:
+    """``--user-process``: the collection built and searched only through the product's own opening
+    (``Settings()`` defaults), each measurement in a fresh process: open, first query, steady state."""
+    import json
+    import subprocess
+
+    dev = device_label()
+    if args.token_index_min_pages is not None:  # through the environment, as a user would set it
+        os.environ["PAGELENS_TUNING__TOKEN_INDEX_MIN_PAGES"] = str(args.token_index_min_pages)
+    syn = Synth(args.pages, args.tokens, seed=args.seed, generator=args.generator)
+    queries, _ = syn.queries(args.queries)
+    reuse = args.reuse is not None
+    root = args.reuse if reuse else Path(tempfile.mkdtemp(prefix="pagelens-bench-user-", dir=args.data_dir))
+    try:
+        if not reuse or not (root / "exact.npy").exists():
+            build_user_collection(args, syn, queries, root)
+        for cold in (True, False) if args.cold else (False,):
+            if cold:
+                evict(root)
+            else:  # warm: every file of the collection read once, as a long-running server has it
+                for f in sorted(root.rglob("*")):
+                    if f.is_file() and not f.is_symlink():
+                        read_through(f)
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--user-process-worker", str(root),
+                   "--pages", str(args.pages), "--tokens", str(args.tokens), "--queries", str(args.queries),
+                   "--seed", str(args.seed), "--generator", args.generator, "--limit", str(args.limit),
+                   "--warmup", str(args.warmup), "--rounds", str(args.rounds)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            log(f"user process ({'cold' if cold else 'warm'} page cache): {res}")
+            tag = (f"user process, {res['first_stage']}, {args.generator} pages, limit {args.limit}, "
+                   f"{'cold' if cold else 'warm'} page cache ({res['pages']} pages)")
+            parts = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in res["first_query_parts_s"].items())
+            table.add(f"{tag}: open the store", res["open_s"], None, device=dev,
+                      note=f"imports {res['import_s']:.1f} s before it")
+            table.add(f"{tag}: first query", res["first_query_s"], None, device=dev, note=parts)
+            steady = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in res["parts_p50_s"].items())
+            table.add(f"{tag}: steady state p50", res["p50_s"], None, device=dev,
+                      note=f"{res['samples']} searches after {args.warmup} warm-up; stage p50s: {steady}; "
+                           f"search_threads {res['search_threads']} (0: torch's {res['torch_threads']})")
+            table.add(f"{tag}: steady state p95", res["p95_s"], None, device=dev)
+            table.add(f"{tag}: recall@5", res["recall@5"], None, unit="", higher_is_better=True, device=dev)
+    finally:
+        if args.keep or reuse:
+            log(f"kept the collection in {root} (reuse it with --reuse {root})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 # --- real PDFs through the tiny model ---------------------------------------------------------
 
 
@@ -563,15 +802,37 @@ def main() -> None:
                     help="search the collection an earlier --keep run left in this folder (same --pages/--tokens/"
                          "--queries/--seed/--datatype) instead of building it; the token index is rebuilt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--generator", choices=GENERATORS, default="iid",
+                    help="synthetic vectors: iid Gaussian directions, or aniso (a narrow cone with a few dominant "
+                         "directions, near-duplicate background patches, queries that only partly match)")
+    ap.add_argument("--token-index-min-pages", type=int, default=None,
+                    help="build the token index from this many pages (default: the product's 5000)")
+    ap.add_argument("--user-process", action="store_true",
+                    help="measure what a user's process does: build through open_store(Settings()), then in a fresh "
+                         "process open the store, time the first query, then the steady state")
+    ap.add_argument("--cold", action="store_true", help="--user-process: also a run with the collection's files "
+                    "evicted from the page cache first")
+    ap.add_argument("--limit", type=int, default=10, help="--user-process: pages per search (hybrid asks 50)")
+    ap.add_argument("--warmup", type=int, default=5, help="--user-process: untimed queries after the first")
+    ap.add_argument("--rounds", type=int, default=3, help="--user-process: timed rounds over the queries")
+    ap.add_argument("--user-process-worker", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
     args = ap.parse_args()
+    if args.user_process_worker is not None:
+        user_process_worker(args)
+        return
     if args.hnsw_m is None:
         from pagelens.core.settings import Tuning
 
         args.hnsw_m = int(Tuning.model_fields["hnsw_m"].default)
 
-    table = Table(f"retrieval: {args.pages} synthetic pages x {args.tokens} tokens, {args.queries} queries x 20 tokens, "
-                  f"Edge full vectors {args.datatype}, pooled HNSW m={args.hnsw_m}")
+    table = Table(f"retrieval: {args.pages} synthetic pages ({args.generator}) x {args.tokens} tokens, {args.queries} "
+                  f"queries x 20 tokens, Edge full vectors {args.datatype}, pooled HNSW m={args.hnsw_m}"
+                  + (", the product's Settings() defaults" if args.user_process else ""))
+    if args.user_process:
+        run_user_process(args, table)
+        table.print(args.out)
+        return
     if args.synthetic:
         run_synthetic(args, table)
     if args.real:

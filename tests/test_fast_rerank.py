@@ -456,3 +456,54 @@ def test_upserts_optimize_as_the_collection_grows(tmp_path: Path) -> None:
     assert infos[10**12].indexed_vectors_count == 0  # nothing optimized until asked
     assert infos[8 * 1024 * 1024].indexed_vectors_count > 0
     assert infos[8 * 1024 * 1024].points_count == 200
+
+
+@pytest.mark.parametrize("pooled_scan_max_pages", [20_000, 0])  # candidates: our pooled scan, Qdrant's HNSW
+def test_search_kernels_run_on_search_threads_and_restore_the_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooled_scan_max_pages: int
+) -> None:
+    """Issue 19.7: the int8 rerank of one search ran on torch's 2 threads, which under CPU contention
+    spin at ~150 barriers per query (measured 15x slower than one thread). The kernels now run on
+    ``search_threads`` threads (default 1) for the searching thread only; the caller's setting is
+    restored and the results are those of the default thread count."""
+    points, queries = planted_corpus()
+    seen: list[int] = []
+    original = RerankCache.maxsim
+
+    def spy(self: RerankCache, *args: object, **kwargs: object) -> np.ndarray:
+        seen.append(torch.get_num_threads())
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RerankCache, "maxsim", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = {}
+        for threads in (1, 0, 2):
+            root = tmp_path / f"t{threads}"
+            store = edge_with(root, points, rerank_candidates=10, pooled_scan_max_pages=pooled_scan_max_pages,
+                              search_threads=threads)
+            store.optimize("fast")
+            seen.clear()
+            results[threads] = [[(h.id, h.score) for h in store.search("fast", q, 5, prefetch_limit=30)]
+                                for q in queries]
+            assert seen and set(seen) == {2 if threads == 0 else threads}  # 0: torch's own (2 here)
+            assert torch.get_num_threads() == 2  # the caller's setting is back
+            store.close()
+        assert results[1] == results[0] == results[2]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_search_threads_come_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagelens.index.stores.factory import open_store
+
+    from pagelens.core.settings import Settings
+
+    assert Settings(data_dir=tmp_path, _env_file=None).tuning.search_threads == 1  # type: ignore[call-arg]
+    monkeypatch.setenv("PAGELENS_TUNING__SEARCH_THREADS", "0")
+    assert Settings(data_dir=tmp_path, _env_file=None).tuning.search_threads == 0  # type: ignore[call-arg]
+    monkeypatch.delenv("PAGELENS_TUNING__SEARCH_THREADS")
+    store = open_store(Settings(data_dir=tmp_path, tuning={"search_threads": 3}))
+    assert isinstance(store, QdrantEdgeStore) and store.search_threads == 3
+    store.close()

@@ -49,7 +49,7 @@ import os
 import struct
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -649,6 +649,33 @@ class RerankCache:
             logger.info("token index of %s: %d cells trained on %d tokens of %d pages", self.folder,
                         codebook.n_cells, len(sample), live)
             return "built"
+
+
+@contextlib.contextmanager
+def kernel_threads(n: int) -> Iterator[None]:
+    """Run the block's torch kernels on ``n`` intra-op threads (0: leave torch's setting), then restore.
+
+    torch's CPU thread count (OpenMP) belongs to the calling thread, so other threads (another search,
+    the query encoder, an indexing job) keep theirs. Why one thread per search: the int8 rerank runs
+    ~150 small parallel steps per query, and each waits for its slowest thread. When anything else
+    shares the cores, one of the two threads is often descheduled and the other spins at the barrier:
+    measured on 2 shared cores under load (2026-12-01, 1,500 synthetic pages, 250 candidates), the
+    int8 rerank took 2.1-3.1 s wall and ~560 ms of CPU with 2 threads, 136 ms wall and ~34 ms of CPU
+    with 1 (``bench/README.md``)."""
+    if n <= 0:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def top_candidates(scores: np.ndarray, ids: Sequence[str], m: int) -> list[str]:

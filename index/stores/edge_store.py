@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pagelens.index.ann.fast_rerank import RerankCache, top_candidates
+from pagelens.index.ann.fast_rerank import RerankCache, kernel_threads, top_candidates
 from pagelens.index.stores.bm25 import encode_document, encode_query, text_index_spec
 from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
@@ -191,6 +191,7 @@ class QdrantEdgeStore:
         token_index_min_pages: int = 5000,
         token_candidates: int = 250,
         token_nprobe: int = 16,
+        search_threads: int = 1,
         wal_flush_bytes: int = 256 * 1024 * 1024,
         optimize_every_bytes: int = 4 * 1024**3,
         pause_at: str = "",
@@ -205,6 +206,7 @@ class QdrantEdgeStore:
         self.token_index_min_pages = int(token_index_min_pages)
         self.token_candidates = max(1, int(token_candidates))
         self.token_nprobe = max(1, int(token_nprobe))
+        self.search_threads = max(0, int(search_threads))  # torch threads of a search's kernels (0: torch's)
         self._rerank: dict[str, RerankCache] = {}
         self._rerank_stale: set[str] = set()  # a cache append failed: Qdrant prefetches until a sync
         self.batch_size = max(1, int(batch_size))
@@ -681,6 +683,25 @@ class QdrantEdgeStore:
         if flt is None and RERANK_CACHE not in status.codes:  # only then can the cache stand alone
             scan = status.points <= self.pooled_scan_max_pages
             tokens = not scan and self.token_index_min_pages > 0 and cache.token_index_ready()
+        with kernel_threads(self.search_threads):
+            ids = self._fast_candidates(shard, cache, q, query, limit, flt, k, collection, scan, tokens)
+        if not ids:
+            return []
+        must: list[Any] = [qe.HasIdCondition(set(ids))]
+        if flt is not None:
+            must.append(flt)
+        hits = shard.query(qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(q, using=FULL_VECTOR),
+            filter=qe.Filter(must=must),
+            with_payload=True,
+            params=qe.SearchParams(exact=True),
+        ))
+        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+
+    def _fast_candidates(self, shard: Any, cache: RerankCache, q: list[list[float]], query: np.ndarray, limit: int,
+                         flt: Any, k: int, collection: str, scan: bool, tokens: bool) -> list[str]:
+        """Steps 1 and 2 of ``_search_fast``: the ids Qdrant scores exactly. Call under the lock."""
         if scan:
             ids = cache.pooled_candidates(query, k, self.rerank_device)
         elif tokens:
@@ -702,19 +723,7 @@ class QdrantEdgeStore:
             if missing:
                 logger.debug("%d of %d candidates of %s are not in the rerank cache: Qdrant scores them",
                              len(missing), len(held) + len(missing), collection)
-        if not ids:
-            return []
-        must: list[Any] = [qe.HasIdCondition(set(ids))]
-        if flt is not None:
-            must.append(flt)
-        hits = shard.query(qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(q, using=FULL_VECTOR),
-            filter=qe.Filter(must=must),
-            with_payload=True,
-            params=qe.SearchParams(exact=True),
-        ))
-        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+        return ids
 
     @staticmethod
     def _prefetch_ids(shard: Any, q: list[list[float]], k: int, flt: Any) -> list[str]:

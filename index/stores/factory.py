@@ -37,4 +37,5 @@ def open_store(settings: Settings, role: str | None = None) -> VectorStore:
                            token_index_min_pages=settings.tuning.token_index_min_pages,
                            token_candidates=settings.tuning.token_candidates, token_nprobe=settings.tuning.token_nprobe,
                            pause_at=settings.tuning.debug_pause_at,
-                           lock=DataDirLock(settings.data_dir, role))
+                           lock=DataDirLock(settings.data_dir, role),
+                           search_threads=settings.tuning.search_threads)

@@ -118,6 +118,12 @@ class Tuning(BaseModel):
     token_nprobe: int = Field(
         default=16, ge=1, le=256, description="Codebook cells probed per query token by the token-level first stage.",
     )
+    search_threads: int = Field(
+        default=1, ge=0, description="Embedded store, fast_rerank: CPU threads of one search's kernels (token-index "
+        "scoring, pooled scan, int8 rerank; set for the searching thread only, then restored). 1: each search on "
+        "one core, which holds up when other work shares the CPU (other searches, indexing, other processes); "
+        "more threads split one search's kernels only on an otherwise idle machine. 0: torch's own setting.",
+    )
 
     # --- answers -------------------------------------------------------------------------------
     max_image_tokens: int = Field(default=8192, ge=1, description="Cap on image tokens in one prompt.")
