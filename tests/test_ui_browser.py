@@ -145,7 +145,7 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     expect(page.locator("#pl-answer")).to_contain_text("page(s) read", timeout=60_000)  # the final footer
     answer_text = page.locator("#pl-answer").inner_text()
     assert answer_text.strip() and "⚠" not in answer_text, answer_text
-    expect(page.locator("#pl-gallery")).to_contain_text(re.compile(rf"{re.escape(AWS.name)} — page 1 \(-?\d"))
+    expect(page.locator("#pl-gallery")).to_contain_text(re.compile(rf"{re.escape(AWS.name)} — page 1 \((maxsim|bm25|rrf|dbsf) -?\d"))
     expect(page.locator("#pl-sim img")).to_be_visible(timeout=60_000)
     expect(page.locator("#pl-sim-caption")).to_contain_text("patch grid")
     shot("answer")

@@ -33,5 +33,6 @@ def test_an_answer_without_markers_gets_a_sources_line() -> None:
 
 
 def test_caption_numbers_the_page() -> None:
-    assert caption("inv.pdf", 3, 0.5, 2) == "[2] inv.pdf — page 3 (0.50)"
-    assert caption("inv.pdf", 3, 0.5) == "inv.pdf — page 3 (0.50)"
+    assert caption("inv.pdf", 3, 0.5, 2) == "[2] inv.pdf — page 3 (maxsim 0.50)"
+    assert caption("inv.pdf", 3, 0.5) == "inv.pdf — page 3 (maxsim 0.50)"
+    assert caption("inv.pdf", 3, 0.5, 1, "rrf") == "[1] inv.pdf — page 3 (rrf 0.50)"

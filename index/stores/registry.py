@@ -85,12 +85,24 @@ class DocumentRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
         self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        self._db = db
+        return db
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The connection; reopened on use after ``close`` (like the stores, which reopen lazily)."""
+        with self._lock:
+            return self._db if self._db is not None else self._connect()
 
     def _tx(self) -> Any:
         return _Transaction(self._conn, self._lock)
@@ -230,7 +242,9 @@ class DocumentRegistry:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 class _Transaction:
