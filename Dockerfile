@@ -4,7 +4,10 @@ FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PAGELENS_DATA_DIR=/data HF_HOME=/models/hf
+# tesseract: OCR of scans and images (ingest/ocr.py), with the languages of PAGELENS_OCR_LANGUAGES
 RUN apt-get update && apt-get install -y --no-install-recommends poppler-utils curl \
+        tesseract-ocr tesseract-ocr-osd tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-spa \
+        tesseract-ocr-ita tesseract-ocr-nld tesseract-ocr-pol tesseract-ocr-por tesseract-ocr-jpn \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./

@@ -25,9 +25,11 @@ exactly (MaxSim on ``FULL_VECTOR``, as stored: ``full_datatype``), so returned s
 exact. Without it, Qdrant reranks every candidate exactly (~0.2 ms per candidate page here).
 Measured: ``bench/README.md``.
 
-* ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``index.bm25``), IDF modifier, derived at
-  upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
-  key): ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
+* ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` analysed in the page's ``payload["language"]``
+  (``index.text_analysis``), IDF modifier, derived at upsert; the analysis spec is the manifest.json
+  key ``text_index`` (version 2; version 1, English-only, for collections made before languages: they
+  keep that analysis). Collections created before the text index existed lack the key:
+  ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
 
 Shards are opened lazily and kept open; every shard call runs under one re-entrant lock, so the
 store may be shared by threads (calls are serialised). One process per ``root``: Edge has no
@@ -42,6 +44,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,7 +52,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from index.bm25 import encode_document, encode_query, text_index_spec
+from index.text_analysis import TextAnalyzer, current_spec, detect_language, legacy_spec_version
 from index.fast_rerank import RerankCache, top_candidates
 from index.filters import (
     COLLECTION_NAME_RE,
@@ -85,6 +88,7 @@ TEXT_INDEX_KEY = "text_index"  # extra manifest.json key: the BM25 spec of TEXT_
 SHARD_DIR = "shard"
 RERANK_DIR = "rerank"
 SCROLL_PAGE = 256
+LANGUAGES_TTL_S = 60.0  # s: how long a collection's language facet is reused (other processes may write)
 
 
 def _edge() -> Any:
@@ -151,6 +155,7 @@ class QdrantEdgeStore:
     pile up in one segment, and optimizing it rewrites it whole (twice its size on disk for a moment:
     60+ GB at 100k pages); optimizing as the collection grows keeps that bounded, and the final
     ``optimize`` short.
+    ``text_query_languages``: the languages a text query is analysed under (``TextAnalyzer``).
     """
 
     def __init__(
@@ -170,8 +175,10 @@ class QdrantEdgeStore:
         token_nprobe: int = 16,
         wal_flush_bytes: int = 256 * 1024 * 1024,
         optimize_every_bytes: int = 4 * 1024**3,
+        text_query_languages: str = "all",
     ) -> None:
         self.root = Path(root).expanduser()
+        self.text_query_languages = text_query_languages  # index.text_analysis.TextAnalyzer.query_languages
         self.fast_rerank = bool(fast_rerank) and _torch_available()
         self.rerank_candidates = max(1, int(rerank_candidates))
         self.rerank_device = rerank_device
@@ -191,7 +198,8 @@ class QdrantEdgeStore:
         self.hnsw_ef_construct = hnsw_ef_construct
         self._shards: dict[str, Any] = {}
         self._manifests: dict[str, CollectionManifest] = {}
-        self._text_index: dict[str, bool] = {}
+        self._text_index: dict[str, int] = {}  # collection -> text spec version (0: no text index)
+        self._languages: dict[str, tuple[float, dict[str, int]]] = {}  # collection -> (time, facet)
         self._lock = threading.RLock()
 
     # --- internals -----------------------------------------------------------------------
@@ -294,13 +302,13 @@ class QdrantEdgeStore:
                 for field in INDEXED_KEYWORD_FIELDS:
                     shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
                 shard.flush()
-                _write_json_atomic(cdir / MANIFEST_FILE, {**manifest.to_dict(), TEXT_INDEX_KEY: text_index_spec()})
+                _write_json_atomic(cdir / MANIFEST_FILE, {**manifest.to_dict(), TEXT_INDEX_KEY: current_spec()})
             except Exception:
                 shutil.rmtree(cdir, ignore_errors=True)
                 raise
             self._shards[name] = shard
             self._manifests[name] = manifest
-            self._text_index[name] = True
+            self._text_index[name] = legacy_spec_version(current_spec())
             logger.info("created edge collection %s (dim %d) at %s", name, manifest.dim, cdir)
 
     def get_manifest(self, collection: str) -> CollectionManifest | None:
@@ -326,6 +334,7 @@ class QdrantEdgeStore:
                 shard.close()
             self._manifests.pop(collection, None)
             self._text_index.pop(collection, None)
+            self._languages.pop(collection, None)
             cache = self._rerank.pop(collection, None)
             if cache is not None:
                 cache.close()
@@ -344,7 +353,8 @@ class QdrantEdgeStore:
         qe = _edge()
         with self._lock:
             shard, manifest = self._require(collection)
-            with_text = self._has_text(collection)
+            spec_version = self._text_version(collection)
+            analyzer = TextAnalyzer(spec_version) if spec_version else None
             edge_points = []
             cached: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
             for p in points:
@@ -355,12 +365,17 @@ class QdrantEdgeStore:
                     ROWS_VECTOR: validate_matrix(p.embedding.rows, manifest.dim, f"point {p.id} rows"),
                     COLS_VECTOR: validate_matrix(p.embedding.cols, manifest.dim, f"point {p.id} cols"),
                 }
-                if with_text:  # empty text (scans) -> empty sparse vector: visual only
-                    vectors[TEXT_VECTOR] = qe.SparseVector(*encode_document(p.payload.get("text")))
-                edge_points.append(qe.Point(str(p.id), vectors, dict(p.payload)))
+                payload = dict(p.payload)
+                if analyzer is not None:  # empty text (scans without OCR) -> empty sparse vector: visual only
+                    language = payload.get("language")
+                    if analyzer.language_aware and not language:  # the indexer always sets it; else detect
+                        language = detect_language(payload.get("text"))[0]
+                    vectors[TEXT_VECTOR] = qe.SparseVector(*analyzer.encode_document(payload.get("text"), language))
+                edge_points.append(qe.Point(str(p.id), vectors, payload))
                 cached.append((str(p.id), vectors[FULL_VECTOR], vectors[ROWS_VECTOR], vectors[COLS_VECTOR]))
             for start in range(0, len(edge_points), self.batch_size):
                 shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
+            self._languages.pop(collection, None)
             new_bytes = sum(4 * (full.size + rows.size + cols.size) for _, full, rows, cols in cached)
             self._unflushed[collection] = self._unflushed.get(collection, 0) + new_bytes
             self._unoptimized[collection] = self._unoptimized.get(collection, 0) + new_bytes
@@ -388,6 +403,7 @@ class QdrantEdgeStore:
             ids = self._scroll_ids(shard, flt)
             if ids:
                 shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+                self._languages.pop(collection, None)
                 if self.fast_rerank:
                     try:
                         self._rerank_file(collection).remove(ids)
@@ -546,21 +562,52 @@ class QdrantEdgeStore:
         ))
         return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
 
-    def _has_text(self, name: str) -> bool:
-        """Whether manifest.json records the text index. Call under the lock, after ``_require``."""
+    def _text_version(self, name: str) -> int:
+        """Version of the text index spec manifest.json records (0: none). Call under the lock, after
+        ``_require``."""
         cached = self._text_index.get(name)
         if cached is None:
             try:
                 data = json.loads((self._dir(name) / MANIFEST_FILE).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 data = {}
-            cached = self._text_index[name] = bool(data.get(TEXT_INDEX_KEY))
+            cached = self._text_index[name] = legacy_spec_version(data.get(TEXT_INDEX_KEY))
         return cached
+
+    def _has_text(self, name: str) -> bool:
+        return self._text_version(name) > 0
 
     def has_text_index(self, collection: str) -> bool:
         with self._lock:
             self._require(collection)
             return self._has_text(collection)
+
+    def text_spec_version(self, collection: str) -> int:
+        """0: no text index; 1: English-only (made before languages); 2: per-language analysis."""
+        with self._lock:
+            self._require(collection)
+            return self._text_version(collection)
+
+    def text_languages(self, collection: str) -> dict[str, int]:
+        """{language code: pages} of the collection (a facet on ``payload["language"]``; cached for
+        ``LANGUAGES_TTL_S`` and dropped on every write through this store)."""
+        qe = _edge()
+        with self._lock:
+            shard, _ = self._require(collection)
+            cached = self._languages.get(collection)
+            if cached is not None and time.monotonic() - cached[0] < LANGUAGES_TTL_S:
+                return dict(cached[1])
+            try:
+                response = shard.facet(qe.FacetRequest("language", limit=1000, exact=True))
+                found = {str(h.value): int(h.count) for h in response.hits}
+            except Exception as exc:  # no payload index on old collections: count by scrolling
+                logger.debug("facet on language of %s failed (%s): counting by scroll", collection, exc)
+                found = {}
+                for _, payload in self._scroll(collection, None):
+                    code = str(payload.get("language") or "und")
+                    found[code] = found.get(code, 0) + 1
+            self._languages[collection] = (time.monotonic(), found)
+            return dict(found)
 
     def search_text(
         self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
@@ -570,11 +617,14 @@ class QdrantEdgeStore:
         if limit < 1:
             raise InvalidRequestError(f"limit must be >= 1, got {limit}")
         flt = to_edge_filter(page_filter)
-        indices, values = encode_query(text)
         with self._lock:
             self._require(collection)
-            if not self._has_text(collection):
+            version = self._text_version(collection)
+            if not version:
                 raise TextIndexMissingError(collection)
+            analyzer = TextAnalyzer(version, self.text_query_languages)
+            languages = self.text_languages(collection) if analyzer.needs_collection_languages() else {}
+            indices, values = analyzer.encode_query(text, languages)
             if not indices:  # only stopwords/punctuation: nothing can match
                 return []
             shard, _ = self._require(collection)

@@ -47,6 +47,7 @@ from pagelens.errors import CollectionMismatchError, PagelensError
 from pagelens.settings import Settings
 
 log = logging.getLogger(__name__)
+_ANNOUNCED: set[str] = set()  # notices already logged by this process
 
 
 @dataclass
@@ -79,6 +80,10 @@ class IndexReport:
     errors: list[FileError] = field(default_factory=list)
     seconds: float = 0.0
     pipeline: dict[str, Any] = field(default_factory=dict)
+    # weaker modes met in this run, each said once with its fix (no OCR installed, an old text index)
+    notices: list[str] = field(default_factory=list)
+    # pages indexed in a weaker way (OCR failed or timed out): file, page, message
+    page_notices: list[FileError] = field(default_factory=list)
 
     @property
     def pages_indexed(self) -> int:
@@ -104,6 +109,8 @@ class IndexReport:
             "pipeline": {k: round(v, 3) if isinstance(v, float) else v
                          for k, v in self.pipeline.items() if k != "worker_pids"},
             "errors": [e.to_dict() for e in self.errors],
+            "notices": list(self.notices),
+            "page_notices": [e.to_dict() for e in self.page_notices],
             "documents": [d.__dict__ for d in self.documents],
         }
 
@@ -185,6 +192,9 @@ class Indexer:
                                     self._device_type())
         if len(items) < 2:
             n_workers = 0
+        for notice in self.notices(collection):
+            report.notices.append(notice)
+            notify("notice", {"collection": collection, "message": notice})
         run = _Run(self, collection, items, force, report, notify)
         run.execute(n_workers)
         if report.pages_indexed and hasattr(self.store, "optimize"):
@@ -196,6 +206,30 @@ class Indexer:
             notify("optimize_done", {"collection": collection, "seconds": time.perf_counter() - t0})
         report.seconds = time.perf_counter() - started
         return report
+
+    def notices(self, collection: str) -> list[str]:
+        """The weaker modes this run will index in, each with its fix: Tesseract or OCR languages
+        missing (``ingest.ocr.ocr_status``), a collection whose text index predates languages. Logged
+        once per process as warnings; returned for the report every run."""
+        from ingest.ocr import status_from_settings
+
+        found = []
+        status = status_from_settings(self.settings)
+        if self.settings.ocr != "off" and status.message:
+            found.append(status.message)
+        spec_version = getattr(self.store, "text_spec_version", None)
+        if spec_version is not None:
+            version = spec_version(collection)
+            if version == 1:
+                found.append(
+                    f"collection '{collection}' has an English-only text index (made before languages): pages are "
+                    "analysed as English and their language is not recorded. Rebuild it with `pagelens index "
+                    f"--reindex -c {collection} PATHS` to get per-language search")
+        for message in found:
+            if message not in _ANNOUNCED:
+                _ANNOUNCED.add(message)
+                log.warning("%s", message)
+        return found
 
     def _device_type(self) -> str:
         device = getattr(self.embedder, "device", None)
@@ -227,6 +261,8 @@ class Indexer:
                         "collection": collection,
                         "meta": dict(doc.metadata),
                         "text": meta.text,
+                        "language": meta.language,
+                        "text_source": meta.text_source,
                         "image_path": meta.image_path,
                         "width": meta.width,
                         "height": meta.height,
@@ -398,6 +434,8 @@ class _Run:
         path_str = str(state.item.path)
         for page, code, error in msg.errors:
             self.report.errors.append(FileError(path_str, error, page, code))
+        for page, note in msg.notices:
+            self.report.page_notices.append(FileError(path_str, note, page, "ocr_incomplete"))
         state.finished = True
         self._maybe_done(msg.key)
 

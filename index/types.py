@@ -91,7 +91,8 @@ class PagePoint:
     """One point per page: id from ``page_point_id``, the three named vectors, the payload.
 
     Payload keys: doc_id, doc_name, page_no (1-based), page_count, sha256 (document), collection,
-    meta (user metadata dict), text (text layer), image_path, indexed_at (ISO 8601 UTC).
+    meta (user metadata dict), text (text layer or OCR text), language (ISO 639-1 code of the text,
+    "und" when unknown), text_source ("pdf" | "ocr" | "none"), image_path, indexed_at (ISO 8601 UTC).
     """
 
     id: str
@@ -106,9 +107,11 @@ class PageFilter:
     doc_ids: list[str] | None = None
     doc_names: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # ISO 639-1 codes of the page text's detected language (payload "language"; "und": undetermined)
+    languages: list[str] | None = None
 
     def is_empty(self) -> bool:
-        return not self.doc_ids and not self.doc_names and not self.metadata
+        return not self.doc_ids and not self.doc_names and not self.metadata and not self.languages
 
 
 @dataclass

@@ -88,6 +88,33 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     pdf_password: SecretStr | None = Field(default=None, description="Password tried on encrypted PDFs.")
 
+    # --- OCR (ingest/ocr.py) and text analysis (index/text_analysis.py) ---------------------
+    ocr: Literal["auto", "off", "force"] = Field(
+        default="auto", description="OCR with Tesseract. auto: pages whose text layer is unusable (under "
+        "ocr_min_chars letters/digits, or mojibake) and image files; force: every page (OCR text replaces the "
+        "text layer); off: never. Without Tesseract installed indexing goes on and says once that scans are "
+        "found visually only.",
+    )
+    ocr_languages: str = Field(
+        default="eng+deu+fra+spa+ita+nld+pol+por+jpn", description="Tesseract languages (traineddata names, "
+        "'+'-separated). Per page, OSD's script picks among them: the Latin-script ones together (8 cost ~10% "
+        "more than eng alone, measured), jpn for Japanese. Missing ones are announced once with the package "
+        "to install (tesseract-ocr-<lang>).",
+    )
+    ocr_dpi: int = Field(
+        default=300, ge=72, le=600, description="Resolution (dpi) PDF pages are rendered at for OCR (capped at "
+        "40 Mpx). 300 is Tesseract's sweet spot; 150 is ~3x cheaper and misreads small print (bench/README.md).",
+    )
+    ocr_timeout_s: float = Field(
+        default=120.0, ge=0, description="Wall-clock limit (s) for the OCR of one page (orientation + recognition; "
+        "0: none). Past it the page keeps no OCR text (found visually only) and the index report notes it.",
+    )
+    ocr_min_chars: int = Field(
+        default=32, ge=0, description="auto OCR: a text layer with fewer letters and digits than this on a page "
+        "counts as no text layer (scans with a stamp or page number in text).",
+    )
+    tesseract_cmd: str = Field(default="tesseract", description="The tesseract program (name on PATH or path).")
+
     # --- retrieval -----------------------------------------------------------------------
     search_mode: Literal["two_stage", "exact"] = "two_stage"
     top_k: int = Field(default=5, ge=1, le=1000)
