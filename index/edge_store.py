@@ -52,7 +52,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from index.text_analysis import TextAnalyzer, current_spec, detect_language, legacy_spec_version
 from index.fast_rerank import RerankCache, top_candidates
 from index.filters import (
     COLLECTION_NAME_RE,
@@ -62,6 +61,7 @@ from index.filters import (
     validate_collection_name,
     validate_matrix,
 )
+from index.text_analysis import TextAnalyzer, current_spec, detect_language, legacy_spec_version
 from index.types import (
     COLS_VECTOR,
     FULL_VECTOR,

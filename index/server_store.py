@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from index.text_analysis import TextAnalyzer, current_spec, detect_language, legacy_spec_version
 from index.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -36,6 +35,7 @@ from index.filters import (
     validate_collection_name,
     validate_matrix,
 )
+from index.text_analysis import TextAnalyzer, current_spec, detect_language, legacy_spec_version
 from index.types import (
     COLS_VECTOR,
     FULL_VECTOR,
@@ -174,6 +174,7 @@ class QdrantServerStore:
             max_request_bytes=settings.upsert_max_bytes,
             retries=settings.qdrant_retries,
             url=settings.qdrant_url,
+            text_query_languages=settings.text_query_languages,
         )
 
     # --- internals -----------------------------------------------------------------------

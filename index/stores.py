@@ -28,4 +28,5 @@ def open_store(settings: Settings) -> VectorStore:
                            pooled_scan_max_pages=settings.pooled_scan_max_pages, hnsw_m=settings.hnsw_m,
                            full_datatype=settings.full_vector_datatype,
                            token_index_min_pages=settings.token_index_min_pages,
-                           token_candidates=settings.token_candidates, token_nprobe=settings.token_nprobe)
+                           token_candidates=settings.token_candidates, token_nprobe=settings.token_nprobe,
+                           text_query_languages=settings.text_query_languages)

@@ -99,13 +99,14 @@ ANALYSERS[UNDETERMINED] = Analyser(UNDETERMINED, None, "word", stopwords="none")
 _ALIASES = {"nb": "no", "nn": "no", "yue": "zh", "wuu": "zh", "ary": "ar", "arz": "ar", "zxx": UNDETERMINED}
 
 # Polish stopwords (the most frequent function words; the Snowball project ships none for Polish)
-POLISH_STOPWORDS = frozenset("""
+_POLISH_STOPWORDS_TEXT = """
 a aby ale albo ani aż bardzo bez bo być był była były było będzie będą by byli co czy czyli dla do gdy
 gdzie go i ich ile im inne iż ja jak jako je jego jej jest jestem jeszcze jeśli już każdy kiedy kto
 która które którego której który których którym ku lub ma mają mi mnie może można mu na nad nam nas
 nich nie niej nim niż no o od oraz po pod przed przez przy są sa się sobie tak taki także tam te tego
 tej ten też to tu tych tylko tym u w we wie więc wszystko z za ze że żeby
-""".split())
+"""
+POLISH_STOPWORDS = frozenset(_POLISH_STOPWORDS_TEXT.split())
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _lock = threading.Lock()

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         "counts as no text layer (scans with a stamp or page number in text).",
     )
     tesseract_cmd: str = Field(default="tesseract", description="The tesseract program (name on PATH or path).")
+    text_query_languages: Literal["all", "collection", "detected", "english"] = Field(
+        default="all", description="Languages a text/hybrid query is analysed under (their terms united; "
+        "index/text_analysis.py): all analysers (default), the collection's page languages + the query's, the "
+        "query's detected language only, or English only. Measured in bench/README.md (Languages and scans).",
+    )
 
     # --- retrieval -----------------------------------------------------------------------
     search_mode: Literal["two_stage", "exact"] = "two_stage"

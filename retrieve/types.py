@@ -15,6 +15,7 @@ class SearchHit:
     visual_score / text_score: the MaxSim / BM25 inputs (None when not computed or the page was not
         in that ranking).
     image_path: the stored page image (PNG) on local disk, or None when it is not available here.
+    text: the page text (text layer or OCR, see ``text_source``).
     """
 
     rank: int
@@ -29,6 +30,8 @@ class SearchHit:
     point_id: str = ""
     visual_score: float | None = None
     text_score: float | None = None
+    language: str | None = None  # detected language of the page text (ISO 639-1), None before languages
+    text_source: str | None = None  # pdf | ocr | none; None for pages indexed before OCR
 
     def to_dict(self, with_text: bool = False) -> dict[str, Any]:
         data = asdict(self)

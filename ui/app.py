@@ -365,6 +365,26 @@ def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
     return str(target)
 
 
+PAGE_TEXT_CHARS = 6000  # characters of a page's text shown beside its image
+TEXT_SOURCES = {"pdf": "the PDF's text layer", "ocr": "OCR (Tesseract)", "none": "none: no text layer and no OCR"}
+
+
+def page_text_markdown(hit: SearchHit) -> str:
+    """Markdown of a page's extracted text and where it came from (text layer or OCR) and its detected
+    language, shown beside the top page's image; the text is HTML-escaped in a <pre> block."""
+    source = hit.text_source or ("pdf" if (hit.text or "").strip() else "none")
+    language = hit.language or "unknown"
+    head = (f"**Text of {html.escape(hit.doc_name)}, page {hit.page_no}** · source: "
+            f"{TEXT_SOURCES.get(source, source)} · language: `{html.escape(language)}`")
+    text = (hit.text or "").strip()
+    if not text:
+        return head + ("\n\nThis page has no text: it is found by its image only. Install Tesseract "
+                       "(scripts/install-system-deps.sh) and re-index to read scans." if source == "none" else "")
+    more = (f"\n\n<small>first {PAGE_TEXT_CHARS} of {len(text)} characters</small>"
+            if len(text) > PAGE_TEXT_CHARS else "")
+    return f'{head}\n\n<pre class="pl-page-text">{html.escape(text[:PAGE_TEXT_CHARS])}</pre>{more}'
+
+
 def caption(doc_name: str, page_no: int, score: float) -> str:
     return f"{doc_name} — page {page_no} ({score:.2f})"
 
@@ -477,6 +497,8 @@ def build_ui(
                                            interactive=False, elem_id="pl-sim", buttons=["fullscreen"])
                         sim_caption = gr.Markdown("Ask a question to see which parts of the top page "
                                                   "matched it.", elem_classes="pl-note", elem_id="pl-sim-caption")
+                        page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note",
+                                                   max_height=360, visible=False)
 
                 # ---- Documents -------------------------------------------------------------------
                 with gr.Tab("Documents", id="docs", elem_id="pl-tab-docs"):
@@ -797,7 +819,9 @@ def build_ui(
         for trigger in (ask_btn.click, question.submit):
             trigger(do_ask, ask_inputs, ask_outputs, api_visibility="private").then(  # type: ignore[operator]
                 do_similarity, [principal, coll_dd, question, top_hits], [sim_img, sim_caption],
-                api_visibility="private")
+                api_visibility="private").then(
+                lambda hits: gr.update(value=page_text_markdown(hits[0]) if hits else "", visible=bool(hits)),
+                [top_hits], [page_text_md], api_visibility="private")
     return demo
 
 
