@@ -208,15 +208,20 @@ def _osd(exe: str, image: Image.Image, dpi: int, timeout_s: float, memory_mb: in
     return (int(rotate.group(1)) % 360 if rotate else 0), (script.group(1) if script else "")
 
 
+CJK_SCRIPTS = ("Japanese", "Han", "Hangul")
+
+
 def languages_for_script(script: str, installed: tuple[str, ...]) -> str:
-    """The installed configured traineddata for an OSD script ("Latin" and unknown: the Latin ones)."""
-    wanted = SCRIPT_LANGUAGES.get(script)
-    if wanted:
-        chosen = [lang for lang in installed if lang in wanted]
-        if chosen:
-            return "+".join(chosen)
+    """The installed configured traineddata for an OSD script: for Japanese/Han/Hangul that script's
+    languages alone (Latin models only slow CJK down); for any other script the Latin-script ones plus
+    that script's (OSD's script guess is unreliable among alphabets: it called a Polish invoice
+    Cyrillic in our tests)."""
+    wanted = SCRIPT_LANGUAGES.get(script, ())
+    chosen = [lang for lang in installed if lang in wanted]
+    if chosen and script in CJK_SCRIPTS:
+        return "+".join(chosen)
     latin = [lang for lang in installed if lang not in NON_LATIN and lang != "osd"]
-    return "+".join(latin or list(installed))
+    return "+".join([*latin, *chosen] or list(installed))
 
 
 def ocr_image(image: Image.Image, settings: Any, dpi: int, deadline_s: float | None = None) -> OcrResult:
