@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 MOJIBAKE_SHARE = 0.05  # share of suspicious characters above which a text layer is unusable
 OSD_DPI = 150
-MAX_OCR_PIXELS = 40_000_000  # px: larger OCR renders are scaled down (an A3 page at 350 dpi is ~23 Mpx)
+MAX_OCR_PIXELS = 25_000_000  # px: larger OCR renders are scaled down (A4 at 300 dpi is 8.7 Mpx, A3 17.4)
 # Tesseract scripts (OSD) -> the traineddata that read them
 SCRIPT_LANGUAGES = {
     "Japanese": ("jpn", "jpn_vert"), "Han": ("chi_sim", "chi_tra", "jpn"), "Hangul": ("kor",),

@@ -72,7 +72,7 @@ def _s(**values: Any) -> Any:
 @needs_tesseract
 @pytest.mark.parametrize("isolate", [False, True])
 def test_scanned_pdf_is_read_by_ocr(invoices: dict[str, Path], settings_factory: Any, isolate: bool) -> None:
-    settings = settings_factory(ocr_dpi=200, ocr_languages="eng+deu+pol", isolate_rendering=isolate)
+    settings = settings_factory(ocr="auto", ocr_dpi=200, ocr_languages="eng+deu+pol", isolate_rendering=isolate)
     doc = open_document(invoices["scan_pdf"], settings)
     (page,) = list(doc.pages())
     assert page.text_source == "ocr" and not doc.page_notices
@@ -109,7 +109,7 @@ def test_script_picks_the_languages() -> None:
 
 @needs_tesseract
 def test_ocr_time_limit_is_a_page_notice(invoices: dict[str, Path], settings_factory: Any) -> None:
-    settings = settings_factory(ocr_timeout_s=0.05)
+    settings = settings_factory(ocr="auto", ocr_timeout_s=0.05)
     doc = open_document(invoices["scan_pdf"], settings)
     (page,) = list(doc.pages())
     assert page.text_source == "none" and page.text == ""
@@ -123,7 +123,8 @@ def test_indexer_payload_language_text_source_and_search(invoices: dict[str, Pat
     from index.indexer import IndexInput
     from pagelens.service import Pagelens
 
-    settings = settings_factory(page_longest_edge=512, ingest_workers=0, ocr_languages="eng+deu+pol")
+    settings = settings_factory(ocr="auto", page_longest_edge=512, ingest_workers=0, ocr_dpi=200,
+                                ocr_languages="eng+deu+pol")
     service = Pagelens(settings)
     try:
         with caplog.at_level(logging.WARNING):
@@ -157,7 +158,8 @@ def test_tesseract_missing_indexing_goes_on_and_says_so_once(invoices: dict[str,
     from index.indexer import IndexInput
     from pagelens.service import Pagelens
 
-    settings = settings_factory(page_longest_edge=256, ingest_workers=0, tesseract_cmd="/nonexistent/tesseract")
+    settings = settings_factory(ocr="auto", page_longest_edge=256, ingest_workers=0,
+                                tesseract_cmd="/nonexistent/tesseract")
     service = Pagelens(settings)
     try:
         with caplog.at_level(logging.WARNING):
