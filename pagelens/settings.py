@@ -237,14 +237,27 @@ class Settings(BaseSettings):
     fusion: Literal["rrf", "dbsf"] = Field(
         default="rrf", description="Hybrid fusion: rrf (reciprocal rank) or dbsf (weighted, distribution-normalised scores)."
     )
+    # What the fusion defaults rest on (bench/README.md "Languages and scans", 2026-12-01, 2 CPU cores): only
+    # runs with a *random* visual model (tiny test weights), on known-item queries (verbatim sentences and
+    # numbers, inflected word forms in 8 languages, CJK snippets, words printed on scans). There, k=2 keeps
+    # hybrid recall@5 at the text ranking's (0.99 on the inflected queries; k=60: 0.82, DBSF: 0.76), and
+    # text weight 0.7 would also keep recall@1 (0.97 vs 0.53 at 0.5), because the visual ranking is noise.
+    # What this cannot show: how much a real colSmol ranking deserves (it is the better ranking on
+    # questions that paraphrase the page, charts and scans without OCR); 0.5 stays until hybrid is measured
+    # with real weights (ViDoRe v2/v3 with pagelens eval --modes visual,text,hybrid).
     rrf_k: float = Field(
         default=2.0,
         gt=0,
         description="RRF constant: score = sum_i w_i / (rrf_k + rank_i), rank 1-based. Small k is top-heavy: "
-        "measured on the known-item set, k=60 lost 0.19 recall@5 to a useless visual ranking, k=2 none.",
+        "measured with a random visual model (the only kind measured so far), k=60 lost 0.17 recall@5 on the "
+        "inflected-form queries and 0.19 on the verbatim known items to the useless visual ranking, k=2 none "
+        "(bench/README.md). Unmeasured with real colSmol weights.",
     )
     hybrid_text_weight: float = Field(
-        default=0.5, ge=0, le=1, description="Weight of the text ranking in hybrid fusion (visual gets 1 - it)."
+        default=0.5, ge=0, le=1, description="Weight of the text ranking in hybrid fusion (visual gets 1 - it). "
+        "0.5 (plain RRF): with a random visual model it keeps recall@5 but halves recall@1 on known items "
+        "(0.53 vs 0.97 at 0.7, bench/README.md); with real weights the visual ranking carries signal, which "
+        "those runs cannot weigh: kept at 0.5 until measured with real weights.",
     )
     hybrid_candidates: int = Field(default=50, ge=1, description="Candidates taken from each ranking before fusion.")
 

@@ -12,8 +12,10 @@ Modes (``QueryMode``, accepted by the CLI ``--mode``, the API ``mode`` field and
                ``rrf`` or ``dbsf`` (``retrieve.fusion``) with ``text_weight``
 =============  ===========================================================================
 
-Pages without a text layer (scans) have an empty BM25 vector: in ``text`` mode they are never
-found, in ``hybrid`` they compete on their visual rank alone. A query with no indexable term (only
+Page text is the PDF text layer, or OCR (``ingest.ocr``) where a page has no usable one, analysed in
+the page's language (``index.text_analysis``). Pages with no text at all (OCR off or unavailable, or
+nothing read) have an empty BM25 vector: in ``text`` mode they are never found, in ``hybrid`` they
+compete on their visual rank alone. A query with no indexable term (only
 stopwords) gives an empty text ranking, so ``hybrid`` returns the visual ranking unchanged.
 
 Collections created before the text index existed: an explicit ``text``/``hybrid`` raises
