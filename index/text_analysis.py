@@ -21,7 +21,9 @@ exist:
   with the Snowball Polish stemmer of ``snowballstemmer`` in Python, then hashed by the engine with
   stemming and stopwords off (``DisabledStemmer``, empty ``StopwordsSet``);
 * CJK (ja zh ko): the engine's ``Multilingual`` tokenizer, which segments Japanese and Chinese into
-  words (no stemmer; the engine's Japanese / Chinese stopwords);
+  words (no stemmer; the engine's Japanese / Chinese stopwords), plus the overlapping character pairs
+  of each CJK run (``cjk_bigrams``) as terms, so a query matches however it is segmented (a snippet cut
+  mid-word, a name the segmenter does not know): Japanese known items 0.71 -> see bench/README.md;
 * ``und`` and languages without an analyser: lower-cased words, no stemmer, no stopwords.
 
 Token ids are the engine's hashes of the analysed terms, so a term means the same thing whatever
@@ -79,8 +81,11 @@ class Analyser:
                    and self.code not in ("ja", "zh", "ko") else "none")
         stop = ({"engine": f"{self.engine_language} (engine)" if self.engine_language else "none",
                  "polish": "polish (pagelens list)", "none": "none"})[self.stopwords]
-        return {"tokenizer": self.tokenizer, "stemmer": stemmer, "stopwords": stop, "lowercase": True,
-                "ascii_folding": False}
+        described = {"tokenizer": self.tokenizer, "stemmer": stemmer, "stopwords": stop, "lowercase": True,
+                     "ascii_folding": False}
+        if self.tokenizer == "multilingual":
+            described["extra_terms"] = "cjk character bigrams"
+        return described
 
 
 _ENGINE = {
@@ -154,6 +159,25 @@ def _pairs(vec: Any) -> tuple[list[int], list[float]]:
     return [int(i) for i in vec.indices], [float(v) for v in vec.values]
 
 
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]{2,}")
+_BIGRAMS = Analyser("cjk-bigrams", None, "word", stopwords="none")
+
+
+def cjk_bigrams(text: str) -> str:
+    """The overlapping character pairs of every run of CJK characters, space-separated: terms that match
+    a query however the tokenizer segments it (a query cut mid-word, a name it does not know)."""
+    return " ".join(run[i : i + 2] for run in _CJK_RUN.findall(text) for i in range(len(run) - 1))
+
+
+def _merge(*vectors: tuple[list[int], list[float]]) -> tuple[list[int], list[float]]:
+    weights: dict[int, float] = {}
+    for indices, values in vectors:
+        for i, v in zip(indices, values, strict=True):
+            weights[i] = weights.get(i, 0.0) + v
+    keys = sorted(weights)
+    return keys, [weights[k] for k in keys]
+
+
 def analyse_document(text: str, code: str | None) -> tuple[list[int], list[float]]:
     """BM25 document vector (indices = term hashes, values = BM25 term-frequency weights) of ``text``
     analysed as language ``code``; ([], []) for empty text."""
@@ -165,7 +189,12 @@ def analyse_document(text: str, code: str | None) -> tuple[list[int], list[float
             text = _python_stem(analyser, text)
             if not text:
                 return [], []
-        return _pairs(_engine_model(analyser).embed_document(text))
+        vector = _pairs(_engine_model(analyser).embed_document(text))
+        if analyser.tokenizer == "multilingual":  # CJK: the words, and the character pairs
+            pairs = cjk_bigrams(text)
+            if pairs:
+                vector = _merge(vector, _pairs(_engine_model(_BIGRAMS).embed_document(pairs)))
+        return vector
 
 
 def analyse_query(text: str, codes: Iterable[str]) -> tuple[list[int], list[float]]:
@@ -180,6 +209,9 @@ def analyse_query(text: str, codes: Iterable[str]) -> tuple[list[int], list[floa
             analysed = _python_stem(analyser, text) if analyser.python_stemmer else text
             if analysed:
                 terms.update(int(i) for i in _engine_model(analyser).embed_query(analysed).indices)
+            pairs = cjk_bigrams(text) if analyser.tokenizer == "multilingual" else ""
+            if pairs:
+                terms.update(int(i) for i in _engine_model(_BIGRAMS).embed_query(pairs).indices)
     indices = sorted(terms)
     return indices, [1.0] * len(indices)
 
