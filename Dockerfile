@@ -4,10 +4,13 @@ FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PAGELENS_DATA_DIR=/data HF_HOME=/models/hf
+# tesseract: OCR of scans and images (ingest/ocr.py), with the languages of PAGELENS_OCR_LANGUAGES.
 # OFFICE=0 leaves out LibreOffice (~400 MB): DOCX/XLSX/PPTX/ODT/RTF/HTML uploads then fail with an
 # error saying what to install; PDFs and images are unaffected.
 ARG OFFICE=1
 RUN apt-get update && apt-get install -y --no-install-recommends poppler-utils curl \
+        tesseract-ocr tesseract-ocr-osd tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-spa \
+        tesseract-ocr-ita tesseract-ocr-nld tesseract-ocr-pol tesseract-ocr-por tesseract-ocr-jpn \
     && if [ "$OFFICE" = 1 ]; then apt-get install -y --no-install-recommends libreoffice-writer-nogui \
        libreoffice-calc-nogui libreoffice-impress-nogui fonts-liberation2 fonts-crosextra-carlito \
        fonts-crosextra-caladea fonts-dejavu-core; fi \

@@ -34,10 +34,14 @@ class Filter(BaseModel):
     doc_ids: list[str] | None = Field(default=None, max_length=1000)
     doc_names: list[str] | None = Field(default=None, max_length=1000)
     metadata: dict[str, Scalar] = Field(default_factory=dict, max_length=64)
+    languages: list[str] | None = Field(
+        default=None, max_length=64, description="Only pages whose detected language is one of these ISO 639-1 "
+        "codes (de, nl, pl, ...; und: undetermined). See a document's languages in the document listing.",
+    )
 
     def to_page_filter(self) -> PageFilter | None:
         page_filter = PageFilter(doc_ids=self.doc_ids or None, doc_names=self.doc_names or None,
-                                 metadata=dict(self.metadata))
+                                 metadata=dict(self.metadata), languages=self.languages or None)
         return None if page_filter.is_empty() else page_filter
 
 
@@ -97,6 +101,8 @@ class SearchResult(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     image_url: str
     text: str | None = None
+    language: str | None = Field(default=None, description="Detected language of the page text (ISO 639-1).")
+    text_source: str | None = Field(default=None, description="Where the page text came from: pdf, ocr or none.")
     visual_score: float | None = Field(default=None, description=VISUAL_SCORE_DESCRIPTION)
     text_score: float | None = Field(default=None, description=TEXT_SCORE_DESCRIPTION)
 
@@ -167,6 +173,11 @@ class DocumentOut(BaseModel):
     status: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     indexed_at: str = ""
+    languages: dict[str, int] = Field(
+        default_factory=dict, description="Pages per detected language (ISO 639-1; und: undetermined; unknown: "
+        "pages indexed before language detection).")
+    text_sources: dict[str, int] = Field(
+        default_factory=dict, description="Pages per text source: pdf (text layer), ocr (Tesseract), none.")
 
 
 class JobDocumentOut(BaseModel):

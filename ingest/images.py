@@ -106,6 +106,8 @@ def _iter_frames(
             try:
                 if frames > 1:
                     im.seek(frame)
+                # OCR first: it reads the frame at full resolution (prepare_image may decode a JPEG smaller)
+                text, text_source = _ocr_frame(source, im, settings, display, page_no)
                 image = prepare_image(im, settings, display, single=frames == 1)
             except Exception as exc:
                 if isinstance(exc, IngestError):
@@ -121,9 +123,41 @@ def _iter_frames(
                 page_no=page_no,
                 page_count=frames,
                 image=image,
-                text="",
+                text=text,
                 doc_sha256=source.sha256,
+                text_source=text_source,
             )
+
+
+def _ocr_frame(source: SourceDocument, im: Image.Image, settings: Settings, display: str,
+               page_no: int) -> tuple[str, str]:
+    """(text, text_source) of an image page: OCR of the frame at its full resolution, upright by its
+    EXIF orientation (``pagelens.ingest.ocr``); ("", "none") when OCR is off or unavailable."""
+    from pagelens.ingest.ocr import needs_ocr, status_from_settings
+    from pagelens.ingest.pdf import apply_ocr
+
+    if not needs_ocr("", settings) or not status_from_settings(settings).available:
+        return "", "none"
+    gray = to_rgb(im).convert("L") if im.mode not in ("L", "1") else im.convert("L")
+    try:
+        orientation = int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block: as it is
+        orientation = 1
+    if orientation in _EXIF_TRANSPOSE:
+        gray = gray.transpose(_EXIF_TRANSPOSE[orientation])
+    return apply_ocr(source, gray, image_dpi(im), "", settings, display, page_no)
+
+
+def image_dpi(im: Image.Image) -> int:
+    """The image's resolution from its header, else a guess that its longest edge is an A4 page's
+    (11.7 in): what Tesseract needs to size its text."""
+    info = im.info.get("dpi")
+    try:
+        if info and 50 <= float(info[0]) <= 1200:
+            return int(round(float(info[0])))
+    except (TypeError, ValueError, IndexError):
+        pass
+    return max(72, min(600, int(round(max(im.width, im.height) / 11.7))))
 
 
 def prepare_image(im: Image.Image, settings: Settings, display: str, single: bool = True) -> Image.Image:

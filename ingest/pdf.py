@@ -170,7 +170,9 @@ def _iter_pages(
                 continue
             text = _text(page, display, page_no)
             spent += time.monotonic() - started
-            yield _page(source, page_no, page_count, image, text)
+            # OCR has its own per-page limit (PAGELENS_OCR_TIMEOUT_S): not counted as rendering time
+            text, text_source = _ocr_pdf_page(source, page, text, settings, display, page_no)
+            yield _page(source, page_no, page_count, image, text, text_source)
     finally:
         doc.close()
 
@@ -193,7 +195,8 @@ def _record_page_error(source: SourceDocument, display: str, page_no: int, reaso
     source.page_errors.append(error)
 
 
-def _page(source: SourceDocument, page_no: int, page_count: int, image: Image.Image, text: str) -> Page:
+def _page(source: SourceDocument, page_no: int, page_count: int, image: Image.Image, text: str,
+          text_source: str | None = None) -> Page:
     return Page(
         doc_id=source.doc_id,
         doc_name=source.name,
@@ -202,7 +205,61 @@ def _page(source: SourceDocument, page_no: int, page_count: int, image: Image.Im
         image=image,
         text=text,
         doc_sha256=source.sha256,
+        text_source=text_source or ("pdf" if text.strip() else "none"),
     )
+
+
+def _ocr_wanted(text: str, settings: Settings) -> bool:
+    """OCR this page: its text layer is unusable (or ``ocr=force``) and Tesseract is there."""
+    from pagelens.ingest.ocr import needs_ocr, status_from_settings
+
+    return needs_ocr(text, settings) and status_from_settings(settings).available
+
+
+def apply_ocr(source: SourceDocument, image: Image.Image, dpi: int, text: str, settings: Settings,
+              display: str, page_no: int) -> tuple[str, str]:
+    """(text, text_source) of a page after OCR of ``image`` (rendered at ``dpi``): the OCR text when it
+    read something and the text layer was unusable (or ``ocr=force``), else the text layer. An OCR
+    failure or time-out keeps the layer and is noted in ``source.page_notices`` (file and page)."""
+    from pagelens.ingest.ocr import ocr_image, usable_text
+
+    layer_source = "pdf" if text.strip() else "none"
+    result = ocr_image(image, settings, dpi)
+    if result.error:
+        note = f"{display} page {page_no}: {result.error}"
+        logger.warning("%s", note)
+        source.page_notices.append((page_no, note))
+        return text, layer_source
+    read = sum(1 for c in result.text if c.isalnum())
+    if not read:
+        return text, layer_source
+    layer_ok = usable_text(text, 1)
+    if settings.ocr == "force" or not layer_ok or read >= sum(1 for c in text if c.isalnum()):
+        logger.debug("%s page %d: OCR read %d characters (rotation %d, %s, %.2f s)", display, page_no, read,
+                     result.rotation, result.languages, result.seconds)
+        return result.text, "ocr"
+    return text, layer_source
+
+
+def _ocr_pdf_page(source: SourceDocument, page: Any, text: str, settings: Settings, display: str,
+                  page_no: int) -> tuple[str, str]:
+    """In-process path: render the page in gray at ``Settings.ocr_dpi`` (capped) and OCR it when needed."""
+    if not _ocr_wanted(text, settings):
+        return text, "pdf" if text.strip() else "none"
+    from pagelens.ingest.ocr import ocr_pixels_dpi
+
+    pymupdf = _pymupdf()
+    try:
+        dpi = ocr_pixels_dpi(page.rect.width, page.rect.height, settings.tuning.ocr_dpi)
+        pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY, alpha=False)
+        gray = Image.frombytes("L", (pix.width, pix.height), pix.samples, "raw", "L", pix.stride)
+        del pix
+    except Exception as exc:  # the page rendered for the retriever; only the OCR copy failed
+        note = f"{display} page {page_no}: the page could not be rendered for OCR ({exc})"
+        logger.warning("%s", note)
+        source.page_notices.append((page_no, note))
+        return text, "pdf" if text.strip() else "none"
+    return apply_ocr(source, gray, dpi, text, settings, display, page_no)
 
 
 def _iter_pages_isolated(
@@ -219,6 +276,11 @@ def _iter_pages_isolated(
     from pagelens.ingest.sandbox import RenderLimitExceeded, RenderWorker
 
     worker = RenderWorker(path, password, int(getattr(settings, "render_memory_mb", 0) or 0))
+    from pagelens.ingest.ocr import status_from_settings
+
+    ocr_request = None  # what the child needs to decide on OCR and render the page for it
+    if settings.ocr != "off" and status_from_settings(settings).available:
+        ocr_request = {"mode": settings.ocr, "min_chars": settings.tuning.ocr_min_chars, "dpi": settings.tuning.ocr_dpi}
     page_limit = float(getattr(settings, "render_timeout_s", 0) or 0)
     limit = float(getattr(settings, "max_seconds_per_document", 0) or 0)
     spent = 0.0
@@ -232,8 +294,8 @@ def _iter_pages_isolated(
                 timeout = min(timeout, left) if timeout else left
             started = time.monotonic()
             try:
-                size, got, samples, text = worker.render(
-                    index, settings.page_longest_edge, settings.max_pixels_per_page, timeout)
+                size, got, samples, text, ocr_copy = worker.render(
+                    index, settings.page_longest_edge, settings.max_pixels_per_page, timeout, ocr=ocr_request)
                 image = _exact(Image.frombytes("RGB", got, samples), size)
                 del samples
             except RenderLimitExceeded as exc:
@@ -249,7 +311,14 @@ def _iter_pages_isolated(
                 _record_page_error(source, display, page_no, str(exc))
                 continue
             spent += time.monotonic() - started
-            yield _page(source, page_no, page_count, image, text)
+            text_source = "pdf" if text.strip() else "none"
+            if ocr_copy is not None:  # the child found the layer unusable and rendered a gray copy for OCR
+                ocr_size, ocr_dpi, gray_samples = ocr_copy
+                gray = Image.frombytes("L", ocr_size, gray_samples)
+                del gray_samples, ocr_copy
+                text, text_source = apply_ocr(source, gray, ocr_dpi, text, settings, display, page_no)
+                del gray
+            yield _page(source, page_no, page_count, image, text, text_source)
     finally:
         worker.release()
 

@@ -12,7 +12,10 @@ is killed and a fresh one renders the next pages.
 
 Protocol (pipes): the parent writes one pickled request per message (length-prefixed); the first one
 carries the path and password (never on the command line), the next ones a page index and the target
-size settings. The child answers ``("ok", w, h, samples, text)`` or ``("error", kind, message)``.
+size settings (and, when OCR may run, the OCR mode, minimum characters and dpi). The child answers
+``("ok", size, rendered size, samples, text, ocr_copy)`` or ``("error", kind, message)``; ``ocr_copy`` is
+``((w, h), dpi, gray samples)`` when the page's text layer is unusable (``pagelens.ingest.ocr.needs_ocr``): the
+page rendered in gray for Tesseract, which the parent then runs (``pagelens.ingest.ocr``), else None.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -152,16 +156,19 @@ class RenderWorker:
         self.proc = proc
         return proc
 
-    def render(self, index: int, longest_edge: int, max_pixels: int,
-               timeout_s: float) -> tuple[tuple[int, int], tuple[int, int], bytes, str]:
-        """(target size, rendered size, RGB samples, text) of page ``index`` (0-based); raises ``RenderLimitExceeded`` past a
-        limit (the child is then killed), ``RuntimeError`` for an ordinary render failure."""
+    def render(self, index: int, longest_edge: int, max_pixels: int, timeout_s: float,
+               ocr: dict[str, Any] | None = None) -> tuple[tuple[int, int], tuple[int, int], bytes, str, Any]:
+        """(target size, rendered size, RGB samples, text, OCR copy or None) of page ``index`` (0-based);
+        raises ``RenderLimitExceeded`` past a limit (the child is then killed), ``RuntimeError`` for an
+        ordinary render failure. ``ocr``: {mode, min_chars, dpi} when the child should render a gray OCR
+        copy of pages whose text layer is unusable."""
         proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
         assert proc.stdin is not None and proc.stdout is not None
         deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
         self.busy = True
         try:
-            _write_msg(proc.stdin.fileno(), {"page": index, "longest": longest_edge, "max_pixels": max_pixels})
+            _write_msg(proc.stdin.fileno(), {"page": index, "longest": longest_edge, "max_pixels": max_pixels,
+                                              "ocr": ocr})
             reply = _read_msg(proc.stdout.fileno(), deadline)
         except TimeoutError:
             self.close()
@@ -174,8 +181,8 @@ class RenderWorker:
                 f"{self.memory_mb} MiB (PAGELENS_RENDER_MEMORY_MB) or a MuPDF crash") from None
         self.busy = False
         if reply[0] == "ok":
-            _, size, got, samples, text = reply
-            return size, got, samples, text
+            _, size, got, samples, text, ocr_copy = reply
+            return size, got, samples, text, ocr_copy
         _, kind, message = reply
         if kind == "memory":
             self.close()  # a fresh child for the next page
@@ -261,7 +268,19 @@ def _child() -> None:  # pragma: no cover - runs in the child process
                 text = str(page.get_text("text"))
             except Exception:  # noqa: BLE001 - no text layer is not an error
                 text = ""
-            reply: tuple[Any, ...] = ("ok", (w, h), (pix.width, pix.height), samples, text)
+            ocr_copy = None
+            ocr = req.get("ocr")
+            if ocr:
+                from pagelens.ingest.ocr import needs_ocr, ocr_pixels_dpi
+
+                if needs_ocr(text, SimpleNamespace(ocr=ocr["mode"], ocr_min_chars=ocr["min_chars"])):
+                    dpi = ocr_pixels_dpi(rect.width, rect.height, int(ocr["dpi"]))
+                    gray = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY, alpha=False)
+                    if gray.stride != gray.width:
+                        raise RuntimeError(f"unexpected gray pixmap stride {gray.stride}")
+                    ocr_copy = ((gray.width, gray.height), dpi, gray.samples)
+                    del gray
+            reply: tuple[Any, ...] = ("ok", (w, h), (pix.width, pix.height), samples, text, ocr_copy)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
             pix = None
             reply = ("error", "memory" if _is_memory_error(exc) else "render", str(exc) or type(exc).__name__)

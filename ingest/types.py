@@ -20,7 +20,8 @@ class Page:
     exactly ``Settings.page_longest_edge`` px, unless that would exceed ``Settings.max_pixels_per_page``
     px, in which case the page is rendered smaller to fit. Image files are only ever downscaled
     (longest edge at most ``page_longest_edge`` px). ``page_no`` is 1-based. ``text`` is the PDF
-    text layer ("" for scans, image files, and pages whose text could not be extracted).
+    text layer, or the OCR text of a page without a usable one (``pagelens.ingest.ocr``); "" when there is
+    neither. ``text_source`` says which: ``pdf``, ``ocr`` or ``none`` (no text).
     """
 
     doc_id: str
@@ -30,6 +31,7 @@ class Page:
     image: Image.Image
     text: str
     doc_sha256: str
+    text_source: str = "none"  # "pdf" | "ocr" | "none"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -57,6 +59,8 @@ class SourceDocument:
     _render: Callable[[SourceDocument], Iterator[Page]] | None = field(default=None, repr=False)
     page_errors: list[IngestError] = field(default_factory=list)
     source_format: str = ""  # "pdf" | "png" | "jpeg" | "tiff", or the office format converted to PDF ("docx", ...)
+    # pages indexed in a weaker way (OCR timed out or failed): (page, message naming file and page)
+    page_notices: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def doc_id(self) -> str:
@@ -71,4 +75,5 @@ class SourceDocument:
         if self._render is None:
             raise RuntimeError("SourceDocument has no renderer; build it with ingest.open_document")
         self.page_errors.clear()
+        self.page_notices.clear()
         yield from self._render(self)

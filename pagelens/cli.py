@@ -213,9 +213,15 @@ def index_cmd(
 
 
 # ------------------------------------------------------------------------------------------------
-def build_filter(doc: list[str] | None, doc_name: list[str] | None, where: list[str] | None) -> PageFilter | None:
-    page_filter = PageFilter(doc_ids=doc or None, doc_names=doc_name or None, metadata=parse_pairs(where, "--where"))
+def build_filter(doc: list[str] | None, doc_name: list[str] | None, where: list[str] | None,
+                 language: list[str] | None = None) -> PageFilter | None:
+    page_filter = PageFilter(doc_ids=doc or None, doc_names=doc_name or None, metadata=parse_pairs(where, "--where"),
+                             languages=language or None)
     return None if page_filter.is_empty() else page_filter
+
+
+LanguageOpt = typer.Option(None, "--language", help="Only pages in this language (ISO 639-1: de, nl, pl...; "
+                           "und: undetermined; repeatable). `pagelens docs` lists each document's languages.")
 
 
 @app.command("search")
@@ -227,6 +233,7 @@ def search_cmd(
     doc: list[str] = typer.Option(None, "--doc", help="Only this document id (repeatable)."),
     doc_name: list[str] = typer.Option(None, "--doc-name", help="Only this document name (repeatable)."),
     where: list[str] = typer.Option(None, "--where", help="Metadata KEY=VALUE filter (repeatable)."),
+    language: list[str] = LanguageOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Find the pages that best match a question.
@@ -237,7 +244,8 @@ def search_cmd(
     text_score."""
     service = make_service(role="pagelens search")
     try:
-        hits = service.search(collection, question, k=k, mode=mode, page_filter=build_filter(doc, doc_name, where))
+        hits = service.search(collection, question, k=k, mode=mode,
+                              page_filter=build_filter(doc, doc_name, where, language))
     except PagelensError as exc:
         raise fail(exc) from exc
     finally:
@@ -280,12 +288,13 @@ def ask_cmd(
     doc: list[str] = typer.Option(None, "--doc", help="Only this document id (repeatable)."),
     doc_name: list[str] = typer.Option(None, "--doc-name", help="Only this document name (repeatable)."),
     where: list[str] = typer.Option(None, "--where", help="Metadata KEY=VALUE filter (repeatable)."),
+    language: list[str] = LanguageOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: answer, citations, timings."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer only when it is complete."),
 ) -> None:
     """Answer a question from the collection's pages, citing document and page."""
     service = make_service(role="pagelens ask")
-    page_filter = build_filter(doc, doc_name, where)
+    page_filter = build_filter(doc, doc_name, where, language)
     try:
         if as_json or no_stream:
             answer = service.ask(collection, question, k=k, mode=mode, page_filter=page_filter)
@@ -335,7 +344,7 @@ def collections_cmd(as_json: bool = JsonOpt) -> None:
 
 @app.command("docs")
 def docs_cmd(collection: str = CollectionOpt, as_json: bool = JsonOpt) -> None:
-    """List the documents of a collection with page counts and status."""
+    """List the documents of a collection: pages, status, page languages and text sources (pdf/ocr/none)."""
     service = make_service(role="pagelens docs")
     try:
         docs = service.documents(collection)
@@ -346,9 +355,12 @@ def docs_cmd(collection: str = CollectionOpt, as_json: bool = JsonOpt) -> None:
     if as_json:
         emit_json([d.to_dict() for d in docs])
         return
-    table = Table("doc id", "name", "pages", "status", "indexed at")
+    table = Table("doc id", "name", "pages", "status", "languages", "text", "indexed at")
     for d in docs:
-        table.add_row(d.doc_id, d.doc_name, f"{d.pages_indexed}/{d.page_count}", d.status, d.indexed_at)
+        langs = " ".join(f"{code}:{n}" for code, n in d.to_dict()["languages"].items())
+        sources = " ".join(f"{src}:{n}" for src, n in sorted(d.text_sources.items()))
+        table.add_row(d.doc_id, d.doc_name, f"{d.pages_indexed}/{d.page_count}", d.status, langs, sources,
+                      d.indexed_at)
     out.print(table)
 
 

@@ -19,8 +19,10 @@ mode, ``bm25`` in text mode, ``rrf`` / ``dbsf`` in hybrid mode: a fused rank val
 page it returns, also for a page that only one ranking reached (MaxSim from the page's full vectors,
 BM25 by a text search restricted to that page's document; 0.0 when the page shares no term).
 
-Pages without a text layer (scans) have an empty BM25 vector: in ``text`` mode they are never
-found, in ``hybrid`` they compete on their visual rank alone. A query with no indexable term (only
+Page text is the PDF text layer, or OCR (``pagelens.ingest.ocr``) where a page has no usable one, analysed in
+the page's language (``pagelens.index.stores.text_analysis``). Pages with no text at all (OCR off or
+unavailable, or nothing read) have an empty BM25 vector: in ``text`` mode they are never found, in
+``hybrid`` they compete on their visual rank alone. A query with no indexable term (only
 stopwords) gives an empty text ranking, so ``hybrid`` returns the visual ranking unchanged.
 
 Collections created before the text index existed: an explicit ``text``/``hybrid`` raises

@@ -98,6 +98,8 @@ class Retriever:
             log.warning("collection '%s' has no text index (created before hybrid search): searching "
                         "visual only; re-index it to enable %s mode", collection, retrieval)
             retrieval = "visual"
+        if retrieval in ("text", "hybrid"):
+            _warn_english_only(self.store, collection)
         if retrieval != "text":  # text mode needs no retriever model
             check_manifest(manifest, self.embedder)
         if self.store.count(collection) == 0:
@@ -135,6 +137,23 @@ class Retriever:
                     visual_score=point.visual_score,
                     text_score=point.text_score,
                     score_kind=kind,
+                    language=payload.get("language"),
+                    text_source=payload.get("text_source"),
                 )
             )
         return hits
+
+
+_WARNED_ENGLISH_ONLY: set[str] = set()
+
+
+def _warn_english_only(store: Any, collection: str) -> None:
+    """Once per process and collection: its text index predates languages (spec version 1)."""
+    version_of = getattr(store, "text_spec_version", None)
+    if version_of is None or collection in _WARNED_ENGLISH_ONLY:
+        return
+    if version_of(collection) == 1:
+        _WARNED_ENGLISH_ONLY.add(collection)
+        log.warning("collection '%s' has an English-only text index (made before languages): words in other "
+                    "languages match only in the exact form printed on the page. Rebuild it with `pagelens index "
+                    "--reindex -c %s PATHS` for per-language search", collection, collection)

@@ -35,6 +35,7 @@ class SearchHit:
     image_path: the stored page image (PNG) on this host's disk (the payload's path, relative to the
         page-image root ``PAGELENS_PAGE_IMAGES_DIR``, resolved), or None when no readable location is
         known; the file may be missing on a host that does not share the root.
+    text: the page text (text layer or OCR, see ``text_source``).
     """
 
     rank: int
@@ -50,6 +51,8 @@ class SearchHit:
     visual_score: float | None = None
     text_score: float | None = None
     score_kind: ScoreKind = "maxsim"
+    language: str | None = None  # detected language of the page text (ISO 639-1), None before languages
+    text_source: str | None = None  # pdf | ocr | none; None for pages indexed before OCR
 
     def to_dict(self, with_text: bool = False) -> dict[str, Any]:
         data = asdict(self)

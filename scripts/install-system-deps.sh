@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pagelens and its tests use: LibreOffice's headless Writer/Calc/Impress
 # (office and web documents are converted to PDF with it, ingest/office.py) with fonts for office
-# documents (metric-compatible Arial/Times/Courier, Calibri/Cambria, DejaVu), chromium (driven by
-# Playwright for the browser tests; Playwright's own browser download is not used) and poppler-utils
-# (the optional poppler rasterizer). Only what is missing is installed.
-# Usage: scripts/install-system-deps.sh [--strict]. Without --strict a failure only warns (office files
-# then fail with an error saying what to install, and the tests that need them skip, saying why).
+# documents (metric-compatible Arial/Times/Courier, Calibri/Cambria, DejaVu), Tesseract OCR with its
+# orientation data and the language data of OCR_LANGS (default: eng deu fra spa ita nld pol por jpn;
+# PAGELENS_OCR_LANGUAGES names the ones pagelens uses), chromium (driven by Playwright for the browser
+# tests; Playwright's own browser download is not used) and poppler-utils (the optional poppler
+# rasterizer). Only what is missing is installed.
+# Usage: scripts/install-system-deps.sh [--strict]. Without --strict a failure only warns (office and
+# scanned files then fail or are found visually only, saying what to install, and the tests that need
+# them skip, saying why).
 set -u
 strict=${1:-}
+ocr_langs=${OCR_LANGS:-"eng deu fra spa ita nld pol por jpn"}
 missing=()
 have_pkg() { command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -23,6 +27,11 @@ for pkg in libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-n
 done
 for pkg in fonts-liberation2 fonts-crosextra-carlito fonts-crosextra-caladea fonts-dejavu-core; do
   command -v dpkg-query >/dev/null 2>&1 && ! have_pkg "$pkg" && missing+=("$pkg")
+done
+command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
+installed_langs=$(tesseract --list-langs 2>/dev/null | tail -n +2)
+for lang in osd $ocr_langs; do
+  echo "$installed_langs" | grep -qx "$lang" || missing+=("tesseract-ocr-${lang//_/-}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else sudo=missing; fi

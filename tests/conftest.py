@@ -19,6 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # "auto" picks bfloat16 on CPUs with native bf16 (pagelens.core.devices.resolve_dtype): the suite runs in
 # float32 so its tolerances do not depend on the CPU it runs on; test_cpu_bf16.py covers bfloat16.
 os.environ.setdefault("PAGELENS_DTYPE", "float32")
+# OCR (Tesseract, seconds per scanned page) is off unless a test turns it on (tests/test_ocr.py, and the
+# CLI/eval subprocess tests that index scans set what they need): the suite indexes the shared scans often.
+os.environ.setdefault("PAGELENS_OCR", "off")
 
 
 @pytest.fixture(scope="session")

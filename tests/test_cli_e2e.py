@@ -38,6 +38,7 @@ def cli_env(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
         PAGELENS_ANSWER_LONGEST_EDGE="512",
         PAGELENS_MAX_NEW_TOKENS="8",
         PAGELENS_DEVICE="cpu",
+        PAGELENS_OCR="off",  # OCR of the shared scans is tested in test_ocr.py / test_eval_e2e.py
         HF_HUB_OFFLINE="1",
     )
     return env

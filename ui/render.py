@@ -195,6 +195,26 @@ def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
     return str(target)
 
 
+PAGE_TEXT_CHARS = 6000  # characters of a page's text shown beside its image
+TEXT_SOURCES = {"pdf": "the PDF's text layer", "ocr": "OCR (Tesseract)", "none": "none: no text layer and no OCR"}
+
+
+def page_text_markdown(hit: SearchHit) -> str:
+    """Markdown of a page's extracted text and where it came from (text layer or OCR) and its detected
+    language, shown beside the top page's image; the text is HTML-escaped in a <pre> block."""
+    source = hit.text_source or ("pdf" if (hit.text or "").strip() else "none")
+    language = hit.language or "unknown"
+    head = (f"**Text of {html.escape(hit.doc_name)}, page {hit.page_no}** · source: "
+            f"{TEXT_SOURCES.get(source, source)} · language: `{html.escape(language)}`")
+    text = (hit.text or "").strip()
+    if not text:
+        return head + ("\n\nThis page has no text: it is found by its image only. Install Tesseract "
+                       "(scripts/install-system-deps.sh) and re-index to read scans." if source == "none" else "")
+    more = (f"\n\n<small>first {PAGE_TEXT_CHARS} of {len(text)} characters</small>"
+            if len(text) > PAGE_TEXT_CHARS else "")
+    return f'{head}\n\n<pre class="pl-page-text">{html.escape(text[:PAGE_TEXT_CHARS])}</pre>{more}'
+
+
 def caption(doc_name: str, page_no: int, score: float, number: int | None = None, kind: str = "maxsim") -> str:
     """A page's caption: ``[n] <document> — page <N> (<kind> <score>)``, ``[n]`` when the page is citation n;
     the score is named by its kind (maxsim, bm25, rrf, dbsf: what ranked the page)."""

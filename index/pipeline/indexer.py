@@ -51,6 +51,7 @@ from pagelens.core.types import CollectionManifest, PageFilter, PagePoint, page_
 from pagelens.models.embedder import PageEmbedder, check_manifest
 
 log = logging.getLogger(__name__)
+_ANNOUNCED: set[str] = set()  # notices already logged by this process
 
 
 @dataclass
@@ -84,6 +85,10 @@ class IndexReport:
     seconds: float = 0.0
     pipeline: dict[str, Any] = field(default_factory=dict)
     repaired: list[str] = field(default_factory=list)  # search structures rebuilt at the end (human readable)
+    # weaker modes met in this run, each said once with its fix (no OCR installed, an old text index)
+    notices: list[str] = field(default_factory=list)
+    # pages indexed in a weaker way (OCR failed or timed out): file, page, message
+    page_notices: list[FileError] = field(default_factory=list)
 
     @property
     def pages_indexed(self) -> int:
@@ -111,6 +116,8 @@ class IndexReport:
                          for k, v in self.pipeline.items() if k != "worker_pids"},
             "search_structures_rebuilt": list(self.repaired),
             "errors": [e.to_dict() for e in self.errors],
+            "notices": list(self.notices),
+            "page_notices": [e.to_dict() for e in self.page_notices],
             "documents": [d.__dict__ for d in self.documents],
         }
 
@@ -192,6 +199,9 @@ class Indexer:
                                     self._device_type())
         if len(items) < 2:
             n_workers = 0
+        for notice in self.notices(collection):
+            report.notices.append(notice)
+            notify("notice", {"collection": collection, "message": notice})
         run = _Run(self, collection, items, force, report, notify)
         run.execute(n_workers)
         self.repair_if_stale(collection, report, notify)
@@ -220,6 +230,29 @@ class Indexer:
             report.repaired = list(result.rebuilt)
         notify("optimize_done", {"collection": collection, "seconds": result.seconds, "rebuilt": list(result.rebuilt)})
         return list(result.rebuilt)
+    def notices(self, collection: str) -> list[str]:
+        """The weaker modes this run will index in, each with its fix: Tesseract or OCR languages
+        missing (``pagelens.ingest.ocr.ocr_status``), a collection whose text index predates languages. Logged
+        once per process as warnings; returned for the report every run."""
+        from pagelens.ingest.ocr import status_from_settings
+
+        found = []
+        status = status_from_settings(self.settings)
+        if self.settings.ocr != "off" and status.message:
+            found.append(status.message)
+        spec_version = getattr(self.store, "text_spec_version", None)
+        if spec_version is not None:
+            version = spec_version(collection)
+            if version == 1:
+                found.append(
+                    f"collection '{collection}' has an English-only text index (made before languages): pages are "
+                    "analysed as English and their language is not recorded. Rebuild it with `pagelens index "
+                    f"--reindex -c {collection} PATHS` to get per-language search")
+        for message in found:
+            if message not in _ANNOUNCED:
+                _ANNOUNCED.add(message)
+                log.warning("%s", message)
+        return found
 
     def _device_type(self) -> str:
         device = getattr(self.embedder, "device", None)
@@ -251,6 +284,8 @@ class Indexer:
                         "collection": collection,
                         "meta": dict(doc.metadata),
                         "text": meta.text,
+                        "language": meta.language,
+                        "text_source": meta.text_source,
                         "image_path": meta.image_path,
                         "width": meta.width,
                         "height": meta.height,
@@ -442,6 +477,8 @@ class _Run:
         path_str = str(state.item.path)
         for page, code, error in msg.errors:
             self.report.errors.append(FileError(path_str, error, page, code))
+        for page, note in msg.notices:
+            self.report.page_notices.append(FileError(path_str, note, page, "ocr_incomplete"))
         state.finished = True
         self._maybe_done(msg.key)
 

@@ -63,13 +63,17 @@ class DocTask:
 
 @dataclass
 class PageMeta:
-    """One prepared page; ``image_path``: its PNG relative to the page-image root (``PageImageStore``)."""
+    """One prepared page: ``image_path``, its PNG relative to the page-image root (``PageImageStore``);
+    ``language``, the ISO 639-1 code of the page text (``pagelens.index.stores.text_analysis.detect_language``;
+    ``und`` when unknown); ``text_source``: pdf | ocr | none."""
 
     page_no: int
     text: str
     width: int
     height: int
     image_path: str
+    language: str = "und"
+    text_source: str = "none"
 
 
 @dataclass
@@ -93,11 +97,13 @@ class DocStarted:
 
 @dataclass
 class DocFinished:
-    """Sent after the last chunk of a document. errors: (page or None, code, message)."""
+    """Sent after the last chunk of a document. errors: (page or None, code, message); notices: pages
+    indexed in a weaker way (OCR failed or timed out), (page, message)."""
 
     key: int
     errors: list[tuple[int | None, str, str]] = field(default_factory=list)
     fatal: bool = False
+    notices: list[tuple[int, str]] = field(default_factory=list)
 
 
 def prepare_document(
@@ -125,11 +131,12 @@ def prepare_document(
                 chunk = []
         if chunk:
             yield _prepare(task, chunk, processor, images)
-        yield DocFinished(task.key, [(e.page, e.code, str(e)) for e in doc.page_errors])
+        yield DocFinished(task.key, [(e.page, e.code, str(e)) for e in doc.page_errors],
+                          notices=list(doc.page_notices))
     except PagelensError as exc:
         errors = [(e.page, e.code, str(e)) for e in (doc.page_errors if doc is not None else [])]
         errors.append((getattr(exc, "page", None), exc.code, str(exc)))
-        yield DocFinished(task.key, errors, fatal=True)
+        yield DocFinished(task.key, errors, fatal=True, notices=list(doc.page_notices) if doc is not None else [])
     except Exception as exc:  # a bug or a library crash on a hostile file: report it, go on
         log.exception("preparing %s failed", task.path)
         yield DocFinished(task.key, [(None, "internal_error", f"{task.name or task.path}: {type(exc).__name__}: "
@@ -137,10 +144,14 @@ def prepare_document(
 
 
 def _prepare(task: DocTask, pages: list[Any], processor: Any, images: PageImageStore) -> PreparedChunk:
+    from pagelens.index.stores.text_analysis import detect_language
+
     metas = []
     for page in pages:
         rel = images.save(task.sha256, page.page_no, page.image)  # relative to the page-image root
-        metas.append(PageMeta(page.page_no, page.text, page.image.width, page.image.height, rel))
+        language, _ = detect_language(page.text)
+        metas.append(PageMeta(page.page_no, page.text, page.image.width, page.image.height, rel,
+                              language=language, text_source=getattr(page, "text_source", "none")))
     if processor is None:
         return PreparedChunk(task.key, metas, images=[p.image for p in pages])
     batch = processor.process_images([p.image.convert("RGB") for p in pages])

@@ -18,8 +18,10 @@ class VectorStore(Protocol):
     Collections are created with a ``CollectionManifest``; ``upsert`` is idempotent by point id.
     Vectors are float32 with ``manifest.dim`` columns; scores are MaxSim (dot products of the
     L2-normalised token vectors, summed over query tokens). The store also derives each page's BM25
-    sparse vector from ``payload["text"]`` at upsert (``pagelens.index.stores.bm25``), so text search needs nothing
-    from the indexer.
+    sparse vector from ``payload["text"]`` analysed in ``payload["language"]`` at upsert
+    (``pagelens.index.stores.text_analysis``; detected when the payload has none), so text search needs nothing else
+    from the indexer. Stores also offer ``text_spec_version(collection)`` (0 none, 1 English-only,
+    2 per language) and ``text_languages(collection)`` ({language: pages}).
     """
 
     def create_collection(self, manifest: CollectionManifest) -> None:

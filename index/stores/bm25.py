@@ -1,4 +1,11 @@
-"""BM25 sparse vectors of a page's text layer, shared by every store backend.
+"""Version 1 of the text index (English-only BM25), kept for collections made before languages.
+
+New collections use ``pagelens.index.stores.text_analysis`` (version 2: each page analysed in its language); a collection
+whose recorded spec is this one keeps being indexed and searched with it (``TextAnalyzer(1)``, whose
+English analysis gives exactly these vectors, tested), until it is rebuilt with ``pagelens index
+--reindex``. What follows describes version 1.
+
+BM25 sparse vectors of a page's text layer, shared by every store backend.
 
 One encoder for both backends, so the Qdrant Edge and the Qdrant server collections hold the same
 vectors: ``qdrant_edge.Bm25`` (tokenizer, English stopwords and Snowball stemmer, term hashing, the

@@ -28,9 +28,11 @@ exactly (MaxSim on ``FULL_VECTOR``, as stored: ``full_datatype``), so returned s
 exact. Without it, Qdrant reranks every candidate exactly (~0.2 ms per candidate page here).
 Measured: ``bench/README.md``.
 
-* ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` (``pagelens.index.stores.bm25``), IDF modifier, derived at
-  upsert. Collections created before it existed lack it (their manifest.json has no ``text_index``
-  key): ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
+* ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` analysed in the page's ``payload["language"]``
+  (``pagelens.index.stores.text_analysis``), IDF modifier, derived at upsert; the analysis spec is the manifest.json
+  key ``text_index`` (version 2; version 1, English-only, for collections made before languages: they
+  keep that analysis). Collections created before the text index existed lack the key:
+  ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
 
 ``search_status`` says whether those structures are current: ``optimized.json`` present, the rerank
 cache holding exactly Qdrant's point ids (an order-independent digest, ``pagelens.index.stores.search_status``), the
@@ -60,7 +62,6 @@ from typing import Any, Literal
 
 import numpy as np
 from pagelens.index.ann.fast_rerank import RerankCache, kernel_threads, top_candidates
-from pagelens.index.stores.bm25 import encode_document, encode_query, text_index_spec
 from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -77,6 +78,12 @@ from pagelens.index.stores.search_status import (
     RepairResult,
     SearchStatus,
     StaleWarnings,
+)
+from pagelens.index.stores.text_analysis import (
+    TextAnalyzer,
+    current_spec,
+    detect_language,
+    legacy_spec_version,
 )
 
 from pagelens.core.datadir import DataDirLock
@@ -108,6 +115,7 @@ SHARD_DIR = "shard"
 RERANK_DIR = "rerank"
 OPTIMIZED_FILE = "optimized.json"  # written by a complete optimize, removed before the next upsert
 SCROLL_PAGE = 256
+LANGUAGES_TTL_S = 60.0  # s: how long a collection's language facet is reused (other processes may write)
 
 
 def _edge() -> Any:
@@ -174,6 +182,7 @@ class QdrantEdgeStore:
     pile up in one segment, and optimizing it rewrites it whole (twice its size on disk for a moment:
     60+ GB at 100k pages); optimizing as the collection grows keeps that bounded, and the final
     ``optimize`` short.
+    ``text_query_languages``: the languages a text query is analysed under (``TextAnalyzer``).
     """
 
     def __init__(
@@ -196,9 +205,11 @@ class QdrantEdgeStore:
         optimize_every_bytes: int = 4 * 1024**3,
         pause_at: str = "",
         lock: DataDirLock | None = None,
+        text_query_languages: str = "all",
     ) -> None:
         self.root = Path(root).expanduser()
         self.lock = lock  # the data dir's one-process lock (pagelens/core/datadir.py), claimed on first use
+        self.text_query_languages = text_query_languages  # text_analysis.TextAnalyzer.query_languages
         self.fast_rerank = bool(fast_rerank) and _torch_available()
         self.rerank_candidates = max(1, int(rerank_candidates))
         self.rerank_device = rerank_device
@@ -219,7 +230,8 @@ class QdrantEdgeStore:
         self.hnsw_ef_construct = hnsw_ef_construct
         self._shards: dict[str, Any] = {}
         self._manifests: dict[str, CollectionManifest] = {}
-        self._text_index: dict[str, bool] = {}
+        self._text_index: dict[str, int] = {}  # collection -> text spec version (0: no text index)
+        self._languages: dict[str, tuple[float, dict[str, int]]] = {}  # collection -> (time, facet)
         self._lock = threading.RLock()
         # search structures (pagelens.index.stores.search_status): Qdrant's live ids (a scroll on first need, then kept
         # by upsert/delete), whether optimized.json is there, upserts counted per collection
@@ -430,13 +442,13 @@ class QdrantEdgeStore:
                 for field in INDEXED_KEYWORD_FIELDS:
                     shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
                 shard.flush()
-                _write_json_atomic(cdir / MANIFEST_FILE, {**manifest.to_dict(), TEXT_INDEX_KEY: text_index_spec()})
+                _write_json_atomic(cdir / MANIFEST_FILE, {**manifest.to_dict(), TEXT_INDEX_KEY: current_spec()})
             except Exception:
                 shutil.rmtree(cdir, ignore_errors=True)
                 raise
             self._shards[name] = shard
             self._manifests[name] = manifest
-            self._text_index[name] = True
+            self._text_index[name] = legacy_spec_version(current_spec())
             self._live[name] = IdDigest()
             self._stamped[name] = False
             logger.info("created edge collection %s (dim %d) at %s", name, manifest.dim, cdir)
@@ -465,6 +477,7 @@ class QdrantEdgeStore:
                 shard.close()
             self._manifests.pop(collection, None)
             self._text_index.pop(collection, None)
+            self._languages.pop(collection, None)
             cache = self._rerank.pop(collection, None)
             if cache is not None:
                 cache.close()
@@ -486,7 +499,8 @@ class QdrantEdgeStore:
         qe = _edge()
         with self._lock:
             shard, manifest = self._require(collection)
-            with_text = self._has_text(collection)
+            spec_version = self._text_version(collection)
+            analyzer = TextAnalyzer(spec_version) if spec_version else None
             edge_points = []
             cached: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
             for p in points:
@@ -497,9 +511,13 @@ class QdrantEdgeStore:
                     ROWS_VECTOR: validate_matrix(p.embedding.rows, manifest.dim, f"point {p.id} rows"),
                     COLS_VECTOR: validate_matrix(p.embedding.cols, manifest.dim, f"point {p.id} cols"),
                 }
-                if with_text:  # empty text (scans) -> empty sparse vector: visual only
-                    vectors[TEXT_VECTOR] = qe.SparseVector(*encode_document(p.payload.get("text")))
-                edge_points.append(qe.Point(str(p.id), vectors, dict(p.payload)))
+                payload = dict(p.payload)
+                if analyzer is not None:  # empty text (scans without OCR) -> empty sparse vector: visual only
+                    language = payload.get("language")
+                    if analyzer.language_aware and not language:  # the indexer always sets it; else detect
+                        language = detect_language(payload.get("text"))[0]
+                    vectors[TEXT_VECTOR] = qe.SparseVector(*analyzer.encode_document(payload.get("text"), language))
+                edge_points.append(qe.Point(str(p.id), vectors, payload))
                 cached.append((str(p.id), vectors[FULL_VECTOR], vectors[ROWS_VECTOR], vectors[COLS_VECTOR]))
             if edge_points:
                 self._upserts[collection] = self._upserts.get(collection, 0) + 1
@@ -513,6 +531,7 @@ class QdrantEdgeStore:
             live = self._live.get(collection)
             if live is not None:
                 live.add(pid for pid, _, _, _ in cached)
+            self._languages.pop(collection, None)
             new_bytes = sum(4 * (full.size + rows.size + cols.size) for _, full, rows, cols in cached)
             self._unflushed[collection] = self._unflushed.get(collection, 0) + new_bytes
             self._unoptimized[collection] = self._unoptimized.get(collection, 0) + new_bytes
@@ -548,6 +567,7 @@ class QdrantEdgeStore:
                 live = self._live.get(collection)
                 if live is not None:
                     live.discard(ids)
+                self._languages.pop(collection, None)
                 if self.fast_rerank:
                     try:
                         self._rerank_file(collection).remove(ids)
@@ -741,21 +761,52 @@ class QdrantEdgeStore:
         ))
         return [str(h.id) for h in candidates]
 
-    def _has_text(self, name: str) -> bool:
-        """Whether manifest.json records the text index. Call under the lock, after ``_require``."""
+    def _text_version(self, name: str) -> int:
+        """Version of the text index spec manifest.json records (0: none). Call under the lock, after
+        ``_require``."""
         cached = self._text_index.get(name)
         if cached is None:
             try:
                 data = json.loads((self._dir(name) / MANIFEST_FILE).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 data = {}
-            cached = self._text_index[name] = bool(data.get(TEXT_INDEX_KEY))
+            cached = self._text_index[name] = legacy_spec_version(data.get(TEXT_INDEX_KEY))
         return cached
+
+    def _has_text(self, name: str) -> bool:
+        return self._text_version(name) > 0
 
     def has_text_index(self, collection: str) -> bool:
         with self._lock:
             self._require(collection)
             return self._has_text(collection)
+
+    def text_spec_version(self, collection: str) -> int:
+        """0: no text index; 1: English-only (made before languages); 2: per-language analysis."""
+        with self._lock:
+            self._require(collection)
+            return self._text_version(collection)
+
+    def text_languages(self, collection: str) -> dict[str, int]:
+        """{language code: pages} of the collection (a facet on ``payload["language"]``; cached for
+        ``LANGUAGES_TTL_S`` and dropped on every write through this store)."""
+        qe = _edge()
+        with self._lock:
+            shard, _ = self._require(collection)
+            cached = self._languages.get(collection)
+            if cached is not None and time.monotonic() - cached[0] < LANGUAGES_TTL_S:
+                return dict(cached[1])
+            try:
+                response = shard.facet(qe.FacetRequest("language", limit=1000, exact=True))
+                found = {str(h.value): int(h.count) for h in response.hits}
+            except Exception as exc:  # no payload index on old collections: count by scrolling
+                logger.debug("facet on language of %s failed (%s): counting by scroll", collection, exc)
+                found = {}
+                for _, payload in self._scroll(collection, None):
+                    code = str(payload.get("language") or "und")
+                    found[code] = found.get(code, 0) + 1
+            self._languages[collection] = (time.monotonic(), found)
+            return dict(found)
 
     def search_text(
         self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
@@ -765,11 +816,14 @@ class QdrantEdgeStore:
         if limit < 1:
             raise InvalidRequestError(f"limit must be >= 1, got {limit}")
         flt = to_edge_filter(page_filter)
-        indices, values = encode_query(text)
         with self._lock:
             self._require(collection)
-            if not self._has_text(collection):
+            version = self._text_version(collection)
+            if not version:
                 raise TextIndexMissingError(collection)
+            analyzer = TextAnalyzer(version, self.text_query_languages)
+            languages = self.text_languages(collection) if analyzer.needs_collection_languages() else {}
+            indices, values = analyzer.encode_query(text, languages)
             if not indices:  # only stopwords/punctuation: nothing can match
                 return []
             shard, _ = self._require(collection)

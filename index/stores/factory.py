@@ -38,4 +38,5 @@ def open_store(settings: Settings, role: str | None = None) -> VectorStore:
                            token_candidates=settings.tuning.token_candidates, token_nprobe=settings.tuning.token_nprobe,
                            pause_at=settings.tuning.debug_pause_at,
                            lock=DataDirLock(settings.data_dir, role),
-                           search_threads=settings.tuning.search_threads)
+                           search_threads=settings.tuning.search_threads,
+                           text_query_languages=settings.tuning.text_query_languages)

@@ -1,7 +1,7 @@
 """``PageFilter`` -> backend filters, and the validation shared by the store backends.
 
-Payload layout (see ``PagePoint``): ``doc_id``, ``doc_name``, ``sha256`` are top-level keyword
-fields; user metadata lives under ``meta`` and is filtered on ``meta.<key>``.
+Payload layout (see ``PagePoint``): ``doc_id``, ``doc_name``, ``sha256``, ``language``, ``text_source``
+are top-level keyword fields; user metadata lives under ``meta`` and is filtered on ``meta.<key>``.
 
 ``page_nos`` filters on ``page_no``; ``exclude_doc_ids`` becomes a ``must_not`` on ``doc_id``.
 
@@ -22,7 +22,21 @@ from pagelens.core.types import PageFilter
 
 COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-INDEXED_KEYWORD_FIELDS = ("doc_id", "doc_name", "sha256")
+INDEXED_KEYWORD_FIELDS = ("doc_id", "doc_name", "sha256", "language", "text_source")
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+
+
+def _languages(values: list[str]) -> list[str]:
+    """Validated language codes (ISO 639-1, or ``und``), lower-cased."""
+    out = []
+    for value in values:
+        code = str(value).strip().lower()
+        if not LANGUAGE_RE.fullmatch(code):
+            raise InvalidRequestError(
+                f"invalid language {value!r} in the filter: give ISO 639-1 codes such as de, nl, pl, or und "
+                "(undetermined)", language=str(value))
+        out.append(code)
+    return out
 
 
 def validate_collection_name(name: str) -> str:
@@ -117,6 +131,8 @@ def to_edge_filter(page_filter: PageFilter | None) -> Any:
         must.append(any_of("doc_id", [str(v) for v in page_filter.doc_ids]))
     if page_filter.doc_names:
         must.append(any_of("doc_name", [str(v) for v in page_filter.doc_names]))
+    if page_filter.languages:
+        must.append(any_of("language", _languages(page_filter.languages)))
     for key, value in sorted(page_filter.metadata.items()):
         must.append(any_of(_meta_path(key), _values(value, key)))
     if page_filter.page_nos:
@@ -153,6 +169,8 @@ def to_server_filter(page_filter: PageFilter | None) -> Any:
         must.append(any_of("doc_id", [str(v) for v in page_filter.doc_ids]))
     if page_filter.doc_names:
         must.append(any_of("doc_name", [str(v) for v in page_filter.doc_names]))
+    if page_filter.languages:
+        must.append(any_of("language", _languages(page_filter.languages)))
     for key, value in sorted(page_filter.metadata.items()):
         must.append(any_of(_meta_path(key), _values(value, key)))
     if page_filter.page_nos:

@@ -3,10 +3,12 @@
 Schema per collection (names in ``pagelens.core.types``), all multivectors, MaxSim comparator, Dot
 distance: ``FULL_VECTOR`` [n_tokens, dim] without HNSW (m=0); ``ROWS_VECTOR`` / ``COLS_VECTOR``
 [n_rows|n_cols, dim] with the collection's HNSW. Keyword payload indexes on doc_id, doc_name,
-sha256 (server only; local mode has none). ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]``
-(``pagelens.index.stores.bm25``, the same encoder as the Edge store) with the IDF modifier, derived at upsert;
-collections created before it existed lack it (``has_text_index`` False, ``search_text`` raises
-``TextIndexMissingError``).
+sha256, language, text_source (server only; local mode has none). ``TEXT_VECTOR``: sparse BM25 of
+``payload["text"]`` analysed in the page's ``payload["language"]`` (``pagelens.index.stores.text_analysis``, the same
+analysis as the Edge store) with the IDF modifier, derived at upsert; its spec is recorded in the
+collection metadata (``pagelens_text_index``; absent on collections made before languages: version 1,
+English-only, which they keep). Collections created before the text index existed lack the vector
+(``has_text_index`` False, ``search_text`` raises ``TextIndexMissingError``).
 
 The manifest is stored in the collection's own metadata (Qdrant >= 1.16, key ``pagelens_manifest``),
 so it is created and deleted with the collection. Collections without it (not made by pagelens)
@@ -25,7 +27,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from pagelens.index.stores.bm25 import encode_document, encode_query
 from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -42,6 +43,12 @@ from pagelens.index.stores.search_status import (
     RepairResult,
     SearchStatus,
     StaleWarnings,
+)
+from pagelens.index.stores.text_analysis import (
+    TextAnalyzer,
+    current_spec,
+    detect_language,
+    legacy_spec_version,
 )
 
 from pagelens.core.errors import (
@@ -71,6 +78,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MANIFEST_KEY = "pagelens_manifest"
+TEXT_SPEC_KEY = "pagelens_text_index"  # collection metadata: the text analysis spec (pagelens.index.stores.text_analysis)
+LANGUAGES_TTL_S = 60.0  # s: how long a collection's language facet is reused
 SCROLL_PAGE = 256
 STATUS_CHECK_S = 30.0  # a two-stage search looks at the collection's optimizer status at most this often
 T = TypeVar("T")
@@ -111,6 +120,7 @@ class QdrantServerStore:
         max_request_bytes: int = 32 * 1024 * 1024,
         retries: int = 0,
         retry_base_s: float = 0.5,
+        text_query_languages: str = "all",
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -124,8 +134,10 @@ class QdrantServerStore:
         self.max_request_bytes = max(1024, int(max_request_bytes))  # approx. JSON size of one upsert
         self.retries = max(0, int(retries))  # transient errors, backoff (index/stores/retry.py)
         self.retry_base_s = float(retry_base_s)  # first backoff delay (s), doubling
+        self.text_query_languages = text_query_languages  # text_analysis.TextAnalyzer.query_languages
         self._manifests: dict[str, CollectionManifest] = {}
-        self._text_index: dict[str, bool] = {}
+        self._text_index: dict[str, int] = {}  # collection -> text spec version (0: no text index)
+        self._languages: dict[str, tuple[float, dict[str, int]]] = {}
         # Local mode (":memory:" / path) is not thread-safe; the HTTP/gRPC clients are.
         from qdrant_client.local.qdrant_local import QdrantLocal
 
@@ -159,6 +171,7 @@ class QdrantServerStore:
             max_request_bytes=settings.tuning.upsert_max_bytes,
             retries=settings.tuning.qdrant_retries,
             url=settings.qdrant_url,
+            text_query_languages=settings.tuning.text_query_languages,
         )
 
     # --- internals -----------------------------------------------------------------------
@@ -262,7 +275,7 @@ class QdrantServerStore:
                     sparse_vectors_config=sparse,
                     shard_number=self.shard_number,
                     replication_factor=self.replication_factor,
-                    metadata={MANIFEST_KEY: manifest.to_dict()},
+                    metadata={MANIFEST_KEY: manifest.to_dict(), TEXT_SPEC_KEY: current_spec()},
                 )
             except Exception as exc:
                 try:
@@ -348,6 +361,7 @@ class QdrantServerStore:
         self._call(lambda: self.client.delete_collection(qname), collection)
         self._manifests.pop(collection, None)
         self._text_index.pop(collection, None)
+        self._languages.pop(collection, None)
         logger.info("deleted server collection %s", qname)
 
     # --- points --------------------------------------------------------------------------
@@ -358,7 +372,8 @@ class QdrantServerStore:
 
         manifest = self._require(collection)
         qname = self._qname(collection)
-        with_text = self.has_text_index(collection)
+        version = self.text_spec_version(collection)
+        analyzer = TextAnalyzer(version) if version else None
         structs = []
         for p in points:
             try:
@@ -370,10 +385,14 @@ class QdrantServerStore:
                 ROWS_VECTOR: validate_matrix(p.embedding.rows, manifest.dim, f"point {p.id} rows").tolist(),
                 COLS_VECTOR: validate_matrix(p.embedding.cols, manifest.dim, f"point {p.id} cols").tolist(),
             }
-            if with_text:  # empty text (scans) -> empty sparse vector: visual only
-                indices, values = encode_document(p.payload.get("text"))
+            payload = dict(p.payload)
+            if analyzer is not None:  # empty text (scans without OCR) -> empty sparse vector: visual only
+                language = payload.get("language")
+                if analyzer.language_aware and not language:  # the indexer always sets it; else detect
+                    language = detect_language(payload.get("text"))[0]
+                indices, values = analyzer.encode_document(payload.get("text"), language)
                 vectors[TEXT_VECTOR] = models.SparseVector(indices=indices, values=values)
-            structs.append(models.PointStruct(id=str(p.id), vector=vectors, payload=dict(p.payload)))
+            structs.append(models.PointStruct(id=str(p.id), vector=vectors, payload=payload))
         batch: list[Any] = []
         batch_bytes = 0
         for struct in structs:  # at most batch_size points and ~max_request_bytes per request
@@ -385,6 +404,7 @@ class QdrantServerStore:
             batch_bytes += size
         if batch:
             self._call(lambda b=batch: self.client.upsert(qname, points=b, wait=True), collection)  # type: ignore[misc]
+        self._languages.pop(collection, None)
         logger.debug("upserted %d points into %s", len(structs), qname)
 
     def delete_document(self, collection: str, doc_id: str) -> int:
@@ -400,6 +420,7 @@ class QdrantServerStore:
                 lambda: self.client.delete(qname, points_selector=models.FilterSelector(filter=flt), wait=True),
                 collection,
             )
+            self._languages.pop(collection, None)
         return int(n)
 
     def set_payload(self, collection: str, doc_id: str, values: dict[str, Any]) -> int:
@@ -494,6 +515,11 @@ class QdrantServerStore:
 
     def has_text_index(self, collection: str) -> bool:
         """From the collection's sparse vector config (cached)."""
+        return self.text_spec_version(collection) > 0
+
+    def text_spec_version(self, collection: str) -> int:
+        """0: no text index; 1: English-only (made before languages); 2: per-language analysis. From the
+        sparse vector config and the metadata's spec (cached)."""
         cached = self._text_index.get(collection)
         if cached is None:
             qname = self._qname(collection)
@@ -501,8 +527,33 @@ class QdrantServerStore:
                 raise CollectionNotFoundError(collection)
             info = self._call(lambda: self.client.get_collection(qname), collection)
             sparse = info.config.params.sparse_vectors or {}
-            cached = self._text_index[collection] = TEXT_VECTOR in sparse
+            spec = (info.config.metadata or {}).get(TEXT_SPEC_KEY)
+            cached = (legacy_spec_version(spec) or 1) if TEXT_VECTOR in sparse else 0
+            self._text_index[collection] = cached
         return cached
+
+    def text_languages(self, collection: str) -> dict[str, int]:
+        """{language code: pages} of the collection (a facet on ``payload["language"]``, cached for
+        ``LANGUAGES_TTL_S`` and dropped on every write through this store)."""
+        import time
+
+        cached = self._languages.get(collection)
+        if cached is not None and time.monotonic() - cached[0] < LANGUAGES_TTL_S:
+            return dict(cached[1])
+        qname = self._qname(collection)
+        try:
+            response = self._call(lambda: self.client.facet(qname, key="language", limit=1000, exact=True), collection)
+            found = {str(h.value): int(h.count) for h in response.hits}
+        except CollectionNotFoundError:
+            raise
+        except Exception as exc:  # no payload index (old collection): count by scrolling
+            logger.debug("facet on language of %s failed (%s): counting by scroll", collection, exc)
+            found = {}
+            for _, payload in self.iter_payloads(collection):
+                code = str(payload.get("language") or "und")
+                found[code] = found.get(code, 0) + 1
+        self._languages[collection] = (time.monotonic(), found)
+        return dict(found)
 
     def search_text(
         self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
@@ -514,9 +565,12 @@ class QdrantServerStore:
             raise InvalidRequestError(f"limit must be >= 1, got {limit}")
         flt = to_server_filter(page_filter)
         qname = self._qname(collection)
-        if not self.has_text_index(collection):
+        version = self.text_spec_version(collection)
+        if not version:
             raise TextIndexMissingError(collection)
-        indices, values = encode_query(text)
+        analyzer = TextAnalyzer(version, self.text_query_languages)
+        languages = self.text_languages(collection) if analyzer.needs_collection_languages() else {}
+        indices, values = analyzer.encode_query(text, languages)
         if not indices:  # only stopwords/punctuation: nothing can match
             return []
         response = self._call(

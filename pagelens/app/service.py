@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DocumentInfo:
-    """A document of a collection as seen through its page points."""
+    """A document of a collection as seen through its page points. ``languages``: pages per detected
+    language (ISO 639-1; ``und`` undetermined, ``unknown`` for pages indexed before languages);
+    ``text_sources``: pages per text source (``pdf`` text layer, ``ocr``, ``none``)."""
 
     doc_id: str
     doc_name: str
@@ -42,6 +44,8 @@ class DocumentInfo:
     pages_indexed: int
     metadata: dict[str, Any] = field(default_factory=dict)
     indexed_at: str = ""
+    languages: dict[str, int] = field(default_factory=dict)  # detected page language -> pages
+    text_sources: dict[str, int] = field(default_factory=dict)  # pdf | ocr | none -> pages
 
     @property
     def status(self) -> str:
@@ -57,6 +61,8 @@ class DocumentInfo:
             "status": self.status,
             "metadata": self.metadata,
             "indexed_at": self.indexed_at,
+            "languages": dict(sorted(self.languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "text_sources": dict(sorted(self.text_sources.items())),
         }
 
 
@@ -227,6 +233,11 @@ class PagelensService:
                     metadata=dict(payload.get("meta") or {}), indexed_at=payload.get("indexed_at", ""))
             info.pages_indexed += 1
             info.indexed_at = max(info.indexed_at, payload.get("indexed_at", ""))
+            # pages indexed before languages/OCR carry neither key: counted as unknown
+            language = str(payload.get("language") or "unknown")
+            info.languages[language] = info.languages.get(language, 0) + 1
+            source = str(payload.get("text_source") or ("pdf" if str(payload.get("text") or "").strip() else "none"))
+            info.text_sources[source] = info.text_sources.get(source, 0) + 1
         return sorted(docs.values(), key=lambda d: (d.doc_name, d.doc_id))
 
     def delete_document(self, collection: str, doc_id: str) -> int:

@@ -140,6 +140,13 @@ class Tuning(BaseModel):
     )
 
     # --- hybrid fusion ---------------------------------------------------------------------------
+    # What the fusion defaults rest on (bench/README.md, "Languages and scans", 2026-12-01): runs with a
+    # *random* visual model (tiny test weights) on known-item queries (verbatim sentences and numbers,
+    # inflected word forms in 8 languages, CJK snippets, words printed on scans). There a small rrf_k keeps
+    # hybrid recall@5 at the text ranking's while k=60 and DBSF lose recall to the useless visual ranking, and
+    # a higher text weight would also keep recall@1. What they cannot show: how much a real colSmol ranking
+    # deserves (the better ranking on paraphrased questions, charts, scans without OCR), so rrf, k=2 and
+    # weight 0.5 stay until hybrid is measured with real weights (pagelens eval --modes visual,text,hybrid).
     fusion: Literal["rrf", "dbsf"] = Field(
         default="rrf", description="Hybrid fusion: rrf (reciprocal rank) or dbsf (weighted, distribution-normalised scores)."
     )
@@ -151,6 +158,22 @@ class Tuning(BaseModel):
         default=0.5, ge=0, le=1, description="Weight of the text ranking in hybrid fusion (visual gets 1 - it)."
     )
     hybrid_candidates: int = Field(default=50, ge=1, description="Candidates taken from each ranking before fusion.")
+
+    # --- OCR and text analysis -----------------------------------------------------------------
+    ocr_dpi: int = Field(
+        default=300, ge=72, le=600, description="Resolution (dpi) PDF pages are rendered at for OCR (capped at "
+        "25 Mpx); 300 is Tesseract's usual resolution.",
+    )
+    ocr_min_chars: int = Field(
+        default=32, ge=0, description="auto OCR: a text layer with fewer letters and digits than this on a page "
+        "counts as no text layer (scans with a stamp or page number in text).",
+    )
+    text_query_languages: Literal["all", "collection", "detected", "english"] = Field(
+        default="all", description="Languages a text/hybrid query is analysed under (their terms united; "
+        "index/stores/text_analysis.py): all analysers (default), the collection's page languages + the "
+        "query's, the query's detected language only, or English only (compared in bench/README.md, "
+        "'Languages and scans').",
+    )
 
     # --- crash tests -----------------------------------------------------------------------------
     debug_pause_at: Literal["", "optimize", "cache_append"] = Field(
@@ -218,6 +241,25 @@ class Settings(BaseSettings):
         default=120.0, ge=0, description="Wall-clock limit (s) for converting one office document to PDF; past it "
         "LibreOffice is killed and the file fails with an error naming the limit (0: none).",
     )
+
+    # --- OCR (ingest/ocr.py) --------------------------------------------------------------------
+    ocr: Literal["auto", "off", "force"] = Field(
+        default="auto", description="OCR with Tesseract. auto: pages whose text layer is unusable (under "
+        "tuning.ocr_min_chars letters/digits, or mojibake) and image files; force: every page (OCR text "
+        "replaces the text layer); off: never. Without Tesseract installed indexing goes on and says once that "
+        "scans are found visually only.",
+    )
+    ocr_languages: str = Field(
+        default="eng+deu+fra+spa+ita+nld+pol+por+jpn", description="Tesseract languages (traineddata names, "
+        "'+'-separated). Per page, Tesseract's script detection picks among them: the Latin-script ones "
+        "together, jpn for Japanese. Missing ones are announced once with the package to install "
+        "(tesseract-ocr-<lang>).",
+    )
+    ocr_timeout_s: float = Field(
+        default=120.0, ge=0, description="Wall-clock limit (s) for the OCR of one page (orientation + recognition; "
+        "0: none). Past it the page keeps no OCR text (found visually only) and the index report notes it.",
+    )
+    tesseract_cmd: str = Field(default="tesseract", description="The tesseract program (name on PATH or path).")
 
     # --- limits (hostile input, uploads) --------------------------------------------------------
     max_pages_per_document: int = Field(default=2000, ge=1, description="Pages indexed of one document at most.")

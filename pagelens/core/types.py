@@ -85,7 +85,8 @@ class PagePoint:
     """One point per page: id from ``page_point_id``, the three named vectors, the payload.
 
     Payload keys: doc_id, doc_name, page_no (1-based), page_count, sha256 (document), collection,
-    meta (user metadata dict), text (text layer), image_path, indexed_at (ISO 8601 UTC).
+    meta (user metadata dict), text (text layer or OCR text), language (ISO 639-1 code of the text,
+    "und" when unknown), text_source ("pdf" | "ocr" | "none"), image_path, indexed_at (ISO 8601 UTC).
     """
 
     id: str
@@ -102,10 +103,12 @@ class PageFilter:
     metadata: dict[str, Any] = field(default_factory=dict)
     page_nos: list[int] | None = None  # 1-based page numbers (payload ``page_no``)
     exclude_doc_ids: list[str] | None = None  # none of these documents (a ``must_not`` condition)
+    # ISO 639-1 codes of the page text's detected language (payload "language"; "und": undetermined)
+    languages: list[str] | None = None
 
     def is_empty(self) -> bool:
         return (not self.doc_ids and not self.doc_names and not self.metadata and not self.page_nos
-                and not self.exclude_doc_ids)
+                and not self.exclude_doc_ids and not self.languages)
 
 
 @dataclass

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from pagelens.ui.render import caption, citations_html, link_citation_markers, page_copy, similarity_overlay
+from pagelens.ui.render import (
+    caption,
+    citations_html,
+    link_citation_markers,
+    page_copy,
+    page_text_markdown,
+    similarity_overlay,
+)
 from pagelens.ui.state import (
     UIShell,
     can_read,
@@ -90,6 +97,7 @@ class AskTab:
     sim_img: gr.Image
     sim_caption: gr.Markdown
     top_hits: gr.State
+    page_text_md: gr.Markdown
 
     def wire(self, shell: UIShell, screen: Screen) -> None:
         """Connect Ask and Enter to the streamed answer, then the similarity map."""
@@ -193,7 +201,9 @@ class AskTab:
         asking = gr.on([self.ask_btn.click, self.question.submit], do_ask, ask_inputs, ask_outputs,
                        api_visibility="private")
         similarity = asking.then(do_similarity, [shell.coll_dd, self.question, self.top_hits],
-                                 [self.sim_img, self.sim_caption], api_visibility="private")
+                                 [self.sim_img, self.sim_caption], api_visibility="private").then(
+            lambda hits: gr.update(value=page_text_markdown(hits[0]) if hits else "", visible=bool(hits)),
+            [self.top_hits], [self.page_text_md], api_visibility="private")
         # cancel first, then mark the answer: the mark comes after the last streamed token
         self.stop_btn.click(None, None, None, cancels=[asking, similarity], queue=False,
                             api_visibility="private").then(
@@ -233,6 +243,8 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                interactive=False, elem_id="pl-sim", buttons=["fullscreen"])
             sim_caption = gr.Markdown("Ask a question to see which parts of the top page "
                                       "matched it.", elem_classes="pl-note", elem_id="pl-sim-caption")
+            page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note", max_height=360,
+                                       visible=False)
     return AskTab(question=question, mode=mode, retrieval=retrieval, k_slider=k_slider, ask_btn=ask_btn, stop_btn=stop_btn, ask_msg=ask_msg,
                   answer_md=answer_md, citations=citations, gallery=gallery, sim_img=sim_img, sim_caption=sim_caption,
-                  top_hits=top_hits)
+                  top_hits=top_hits, page_text_md=page_text_md)
