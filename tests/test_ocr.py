@@ -146,7 +146,7 @@ def test_indexer_payload_language_text_source_and_search(invoices: dict[str, Pat
         assert docs["syn_rechnung_moebelhaus_de.pdf"]["text_sources"] == {"pdf": 2}
         assert docs["scan_faktura_pl.png"]["text_sources"] == {"ocr": 1}
         only_pl = service.search("inv", "faktury przelewem", k=5, mode="text",
-                                 page_filter=__import__("pagelens.core.types").types.PageFilter(languages=["pl"]))
+                                 page_filter=__import__("pagelens.core.types").core.types.PageFilter(languages=["pl"]))
         assert only_pl and {h.language for h in only_pl} == {"pl"}
     finally:
         service.close()
@@ -215,7 +215,7 @@ def test_api_lists_languages_and_text_sources_and_filters_by_language(invoices: 
 
 def test_ui_shows_a_pages_text_and_its_source() -> None:
     from pagelens.retrieve.types import SearchHit
-    from pagelens.ui.app import page_text_markdown
+    from pagelens.ui.render import page_text_markdown
 
     hit = SearchHit(rank=1, doc_id="d", doc_name="scan<1>.pdf", page_no=2, page_count=3, score=1.0, image_path=None,
                     text="Rechnung <b>Nr. 7</b>", language="de", text_source="ocr")

@@ -129,7 +129,7 @@ def test_cjk_text_is_split_into_words() -> None:
 
 def test_english_analysis_is_unchanged_from_before() -> None:
     """Version-2 English pages get exactly the vectors of the version-1 encoder (index/stores/bm25.py)."""
-    from index import bm25
+    from pagelens.index.stores import bm25
 
     text = "The invoices were paid in March 2023 by the customers; totals 4,512.00 EUR."
     assert TextAnalyzer(2).encode_document(text, "en") == bm25.encode_document(text)
@@ -221,7 +221,7 @@ def test_old_english_only_collection_keeps_working(tmp_path: Path, caplog: pytes
     the English analysis as before (German inflected forms are missed), and says how to upgrade."""
     from pagelens.retrieve.retriever import _warn_english_only
 
-    from index import bm25
+    from pagelens.index.stores import bm25
 
     root = tmp_path / "old"
     store = QdrantEdgeStore(root)
@@ -270,7 +270,7 @@ def test_inflected_known_items_recall_per_language(tmp_path: Path) -> None:
     now, before = QdrantEdgeStore(tmp_path / "now"), QdrantEdgeStore(tmp_path / "before")
     for s in (now, before):
         s.create_collection(MANIFEST)
-    from index import bm25
+    from pagelens.index.stores import bm25
 
     path = tmp_path / "before" / COLL / "manifest.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "text_index": bm25.text_index_spec()}))

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 REGISTRY_FILE = "registry.sqlite3"
 # The payload keys a listing needs: never the page text.
-REGISTRY_KEYS = ("doc_id", "doc_name", "sha256", "page_count", "meta", "indexed_at")
+REGISTRY_KEYS = ("doc_id", "doc_name", "sha256", "page_count", "meta", "indexed_at", "language", "text_source")
+SCHEMA_VERSION = 2  # 2: pages carry language and text_source (an older file is rebuilt from the store)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stamps (
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS documents (
     PRIMARY KEY (store, collection, doc_id));
 CREATE TABLE IF NOT EXISTS pages (
     store TEXT NOT NULL, collection TEXT NOT NULL, point_id TEXT NOT NULL, doc_id TEXT NOT NULL,
+    language TEXT NOT NULL DEFAULT 'unknown', text_source TEXT NOT NULL DEFAULT 'unknown',
     PRIMARY KEY (store, collection, point_id));
 CREATE INDEX IF NOT EXISTS pages_by_doc ON pages (store, collection, doc_id);
 CREATE INDEX IF NOT EXISTS documents_by_name ON documents (store, collection, doc_name, doc_id);
@@ -67,6 +69,8 @@ class DocumentRecord:
     pages_indexed: int
     metadata: dict[str, Any] = field(default_factory=dict)
     indexed_at: str = ""
+    languages: dict[str, int] = field(default_factory=dict)  # detected page language -> pages
+    text_sources: dict[str, int] = field(default_factory=dict)  # pdf | ocr | none (unknown: older pages) -> pages
 
 
 def store_identity(store: Any) -> str:
@@ -94,6 +98,9 @@ class DocumentRegistry:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        if int(db.execute("PRAGMA user_version").fetchone()[0]) != SCHEMA_VERSION:  # derived data: start over
+            db.executescript("DROP TABLE IF EXISTS stamps; DROP TABLE IF EXISTS documents; DROP TABLE IF EXISTS pages;")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.executescript(_SCHEMA)
         self._db = db
         return db
@@ -121,11 +128,12 @@ class DocumentRegistry:
 
     def reset(self, store: str, collection: str, payloads: Iterable[tuple[str, dict[str, Any]]] = ()) -> int:
         """Replace the collection's rows by these (point id, payload) pairs; clean. Returns pages."""
-        pages: list[tuple[str, str, str, str]] = []
+        pages: list[tuple[str, str, str, str, str, str]] = []
         docs: dict[str, list[Any]] = {}
         for point_id, payload in payloads:  # aggregated here: one executemany per table
             doc_id = str(payload.get("doc_id", ""))
-            pages.append((store, collection, str(point_id), doc_id))
+            pages.append((store, collection, str(point_id), doc_id, str(payload.get("language") or "unknown"),
+                          str(payload.get("text_source") or "unknown")))
             indexed_at = str(payload.get("indexed_at", "") or "")
             row = docs.get(doc_id)
             if row is None:
@@ -138,7 +146,7 @@ class DocumentRegistry:
         with self._tx() as c:
             for table in ("documents", "pages", "stamps"):
                 c.execute(f"DELETE FROM {table} WHERE store=? AND collection=?", (store, collection))
-            c.executemany("INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?)", pages)
+            c.executemany("INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?)", pages)
             c.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", list(docs.values()))
             c.execute("INSERT INTO stamps VALUES (?, ?, ?, 0)", (store, collection, len(pages)))
         return len(pages)
@@ -198,15 +206,20 @@ class DocumentRegistry:
                 (store, collection, doc_id, str(payload.get("doc_name", "")), str(payload.get("sha256", "")),
                  int(payload.get("page_count", 0) or 0), meta, indexed_at),
             )
+            language = str(payload.get("language") or "unknown")  # pages indexed before languages/OCR: unknown
+            source = str(payload.get("text_source") or "unknown")
             if row is not None and row[0] == doc_id:
+                c.execute("UPDATE pages SET language=?, text_source=? WHERE store=? AND collection=? AND point_id=?",
+                          (language, source, store, collection, point_id))
                 continue
             if row is None:
-                c.execute("INSERT INTO pages VALUES (?, ?, ?, ?)", (store, collection, point_id, doc_id))
+                c.execute("INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?)",
+                          (store, collection, point_id, doc_id, language, source))
                 c.execute("UPDATE stamps SET pages=pages+1 WHERE store=? AND collection=?", (store, collection))
                 added += 1
             else:  # the point moved to another document: move its count
-                c.execute("UPDATE pages SET doc_id=? WHERE store=? AND collection=? AND point_id=?",
-                          (doc_id, store, collection, point_id))
+                c.execute("UPDATE pages SET doc_id=?, language=?, text_source=? WHERE store=? AND collection=? "
+                          "AND point_id=?", (doc_id, language, source, store, collection, point_id))
                 c.execute("UPDATE documents SET pages_indexed=pages_indexed-1 WHERE store=? AND collection=? "
                           "AND doc_id=?", (store, collection, row[0]))
                 c.execute("DELETE FROM documents WHERE store=? AND collection=? AND doc_id=? AND pages_indexed<=0",
@@ -221,7 +234,15 @@ class DocumentRegistry:
             rows = self._conn.execute(
                 "SELECT doc_id, doc_name, sha256, page_count, pages_indexed, meta, indexed_at FROM documents "
                 "WHERE store=? AND collection=? ORDER BY doc_name, doc_id", (store, collection)).fetchall()
-        return [DocumentRecord(r[0], r[1], r[2], r[3], r[4], {} if r[5] == "{}" else json.loads(r[5]), r[6])
+            facets: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+            for doc_id, language, source, n in self._conn.execute(
+                    "SELECT doc_id, language, text_source, count(*) FROM pages WHERE store=? AND collection=? "
+                    "GROUP BY doc_id, language, text_source", (store, collection)):
+                langs, sources = facets.setdefault(doc_id, ({}, {}))
+                langs[language] = langs.get(language, 0) + n
+                sources[source] = sources.get(source, 0) + n
+        return [DocumentRecord(r[0], r[1], r[2], r[3], r[4], {} if r[5] == "{}" else json.loads(r[5]), r[6],
+                               *facets.get(r[0], ({}, {})))
                 for r in rows]
 
     def document(self, store: str, collection: str, doc_id: str) -> DocumentRecord | None:

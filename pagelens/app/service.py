@@ -214,7 +214,8 @@ class PagelensService:
             raise CollectionNotFoundError(collection)
         return [
             DocumentInfo(doc_id=r.doc_id, doc_name=r.doc_name, sha256=r.sha256, page_count=r.page_count,
-                         pages_indexed=r.pages_indexed, metadata=dict(r.metadata), indexed_at=r.indexed_at)
+                         pages_indexed=r.pages_indexed, metadata=dict(r.metadata), indexed_at=r.indexed_at,
+                         languages=dict(r.languages), text_sources=dict(r.text_sources))
             for r in self._document_records(collection)
         ]
 
@@ -236,7 +237,7 @@ class PagelensService:
             # pages indexed before languages/OCR carry neither key: counted as unknown
             language = str(payload.get("language") or "unknown")
             info.languages[language] = info.languages.get(language, 0) + 1
-            source = str(payload.get("text_source") or ("pdf" if str(payload.get("text") or "").strip() else "none"))
+            source = str(payload.get("text_source") or "unknown")
             info.text_sources[source] = info.text_sources.get(source, 0) + 1
         return sorted(docs.values(), key=lambda d: (d.doc_name, d.doc_id))
 
