@@ -219,9 +219,8 @@ def test_spec_is_recorded_with_the_collection(store: VectorStore, tmp_path: Path
 def test_old_english_only_collection_keeps_working(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A collection whose manifest records the version-1 spec (before languages): indexed and searched with
     the English analysis as before (German inflected forms are missed), and says how to upgrade."""
-    from pagelens.retrieve.retriever import _warn_english_only
-
     from pagelens.index.stores import bm25
+    from pagelens.retrieve.retriever import _warn_english_only
 
     root = tmp_path / "old"
     store = QdrantEdgeStore(root)
