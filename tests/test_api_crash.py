@@ -54,6 +54,7 @@ def test_sigkill_during_indexing_then_restart_completes_exactly(tiny_models: dic
         PAGELENS_ANSWER_MODEL=str(tiny_models["answerer"]),
         PAGELENS_PAGE_LONGEST_EDGE="1024",
         PAGELENS_DEVICE="cpu",
+        PAGELENS_OCR="off",  # not what this test is about (OCR of the real scans costs seconds per page)
         PAGELENS_TUNING__EMBED_BATCH_SIZE="1",
         HF_HUB_OFFLINE="1",
     )

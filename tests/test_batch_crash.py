@@ -40,6 +40,7 @@ def test_sigkill_mid_run_then_rerun_gives_every_page_once(tiny_models: dict[str,
         PAGELENS_RETRIEVER_MODEL=str(tiny_models["retriever"]),
         PAGELENS_PAGE_LONGEST_EDGE="512",
         PAGELENS_DEVICE="cpu",
+        PAGELENS_OCR="off",  # not what this test is about (OCR of the real scans costs seconds per page)
         PAGELENS_INGEST_WORKERS="2",
         HF_HUB_OFFLINE="1",
     )

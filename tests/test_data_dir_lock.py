@@ -200,7 +200,7 @@ def _free_port() -> int:
 def _env(data: Path, tiny_models: dict[str, Path]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}
     env.update(PAGELENS_DATA_DIR=str(data), PAGELENS_RETRIEVER_MODEL=str(tiny_models["retriever"]),
-               PAGELENS_ANSWER_MODEL=str(tiny_models["answerer"]), PAGELENS_DEVICE="cpu", HF_HUB_OFFLINE="1")
+               PAGELENS_ANSWER_MODEL=str(tiny_models["answerer"]), PAGELENS_DEVICE="cpu", PAGELENS_OCR="off", HF_HUB_OFFLINE="1")
     return env
 
 

@@ -48,7 +48,7 @@ def cli_env(data: Path, tiny_models: dict[str, Path], **extra: str) -> dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}
     env.update({f"PAGELENS_{k.upper()}": str(v) for k, v in OPTIONS.items()})
     env.update(PAGELENS_DATA_DIR=str(data), PAGELENS_RETRIEVER_MODEL=str(tiny_models["retriever"]),
-               PAGELENS_DEVICE="cpu", PAGELENS_DTYPE="float32", HF_HUB_OFFLINE="1", **extra)
+               PAGELENS_DEVICE="cpu", PAGELENS_DTYPE="float32", PAGELENS_OCR="off", HF_HUB_OFFLINE="1", **extra)
     return env
 
 
