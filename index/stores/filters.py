@@ -108,6 +108,23 @@ def _page_nos(values: list[int]) -> list[int]:
 # --- Qdrant Edge ---------------------------------------------------------------------------
 
 
+def _conditions(page_filter: PageFilter) -> list[tuple[str, list[Any]]]:
+    """The filter's must-conditions as (payload path, any-of values), validated; each store turns them
+    into its own filter objects (``to_edge_filter``, ``to_server_filter``)."""
+    conditions: list[tuple[str, list[Any]]] = []
+    if page_filter.doc_ids:
+        conditions.append(("doc_id", [str(v) for v in page_filter.doc_ids]))
+    if page_filter.doc_names:
+        conditions.append(("doc_name", [str(v) for v in page_filter.doc_names]))
+    if page_filter.languages:
+        conditions.append(("language", _languages(page_filter.languages)))
+    for key, value in sorted(page_filter.metadata.items()):
+        conditions.append((_meta_path(key), _values(value, key)))
+    if page_filter.page_nos:
+        conditions.append(("page_no", _page_nos(page_filter.page_nos)))
+    return conditions
+
+
 def to_edge_filter(page_filter: PageFilter | None) -> Any:
     """``qdrant_edge.Filter`` or None when the filter is empty."""
     if page_filter is None or page_filter.is_empty():
@@ -126,17 +143,7 @@ def to_edge_filter(page_filter: PageFilter | None) -> Any:
             return qe.FieldCondition(path, match=qe.MatchAny(values))
         return qe.Filter(should=[scalar_cond(path, v) for v in values])
 
-    must: list[Any] = []
-    if page_filter.doc_ids:
-        must.append(any_of("doc_id", [str(v) for v in page_filter.doc_ids]))
-    if page_filter.doc_names:
-        must.append(any_of("doc_name", [str(v) for v in page_filter.doc_names]))
-    if page_filter.languages:
-        must.append(any_of("language", _languages(page_filter.languages)))
-    for key, value in sorted(page_filter.metadata.items()):
-        must.append(any_of(_meta_path(key), _values(value, key)))
-    if page_filter.page_nos:
-        must.append(any_of("page_no", _page_nos(page_filter.page_nos)))
+    must: list[Any] = [any_of(path, values) for path, values in _conditions(page_filter)]
     if page_filter.exclude_doc_ids:
         ids = [str(v) for v in page_filter.exclude_doc_ids]
         return qe.Filter(must=must or None, must_not=[qe.FieldCondition("doc_id", match=qe.MatchAny(ids))])
@@ -164,17 +171,7 @@ def to_server_filter(page_filter: PageFilter | None) -> Any:
             return models.FieldCondition(key=path, match=models.MatchAny(any=values))
         return models.Filter(should=[scalar_cond(path, v) for v in values])
 
-    must: list[Any] = []
-    if page_filter.doc_ids:
-        must.append(any_of("doc_id", [str(v) for v in page_filter.doc_ids]))
-    if page_filter.doc_names:
-        must.append(any_of("doc_name", [str(v) for v in page_filter.doc_names]))
-    if page_filter.languages:
-        must.append(any_of("language", _languages(page_filter.languages)))
-    for key, value in sorted(page_filter.metadata.items()):
-        must.append(any_of(_meta_path(key), _values(value, key)))
-    if page_filter.page_nos:
-        must.append(any_of("page_no", _page_nos(page_filter.page_nos)))
+    must: list[Any] = [any_of(path, values) for path, values in _conditions(page_filter)]
     if page_filter.exclude_doc_ids:
         ids = [str(v) for v in page_filter.exclude_doc_ids]
         return models.Filter(must=must or None,
