@@ -68,20 +68,6 @@ class PageEmbedder(Protocol):
         ``cols`` [n_cols, dim], all float32 numpy on the CPU)."""
         ...
 
-    def _page_proc(self) -> Any:
-        """The page processor (made on first use). Call under ``_page_lock``."""
-        if self._page_processor is None:
-            self._page_processor = _with_own_tokenizer(self._processor)
-        return self._page_processor
-
-    @property
-    def page_processor(self) -> Any:
-        """What ingest preprocesses pages with (``process_images``): the page processor under its lock,
-        safe to call while searches run (the serial ingest path calls it in this process). Pickled
-        (to the ingest worker processes) it becomes the plain processor. Loads."""
-        self.load()
-        return _LockedPageProcessor(self)
-
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
         """One [n_q, dim] float32 array per text (non-padding tokens, L2-normalised per token)."""
         ...
