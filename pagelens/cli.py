@@ -343,11 +343,16 @@ def collections_cmd(as_json: bool = JsonOpt) -> None:
 
 
 @app.command("docs")
-def docs_cmd(collection: str = CollectionOpt, as_json: bool = JsonOpt) -> None:
+def docs_cmd(
+    collection: str = CollectionOpt,
+    as_json: bool = JsonOpt,
+    limit: int = typer.Option(None, "--limit", min=1, help="List at most this many documents (sorted by name)."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many documents first."),
+) -> None:
     """List the documents of a collection: pages, status, page languages and text sources (pdf/ocr/none)."""
     service = make_service(role="pagelens docs")
     try:
-        docs = service.documents(collection)
+        docs = service.documents(collection, offset=offset, limit=limit)
     except PagelensError as exc:
         raise fail(exc) from exc
     finally:

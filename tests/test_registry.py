@@ -293,3 +293,68 @@ def test_a_re_upload_rename_is_seen_by_the_registry(inner: Any, tmp_path: Path) 
     got = {d.doc_id: d for d in store.list_documents(COLL)}
     assert (got["doc-1"].doc_name, got["doc-1"].metadata, got["doc-1"].pages_indexed) == ("renamed.pdf", {"k": "v"}, 3)
     assert {k: (d.doc_name, d.pages_indexed, d.metadata) for k, d in got.items()} == scan(inner)
+
+
+def test_listing_pages_and_version(inner: Any, tmp_path: Path) -> None:
+    """``list_documents(offset, limit)`` returns that slice of the (name, id) order with the same facets as
+    the whole listing; ``listing_version`` changes on every write and stays put while nothing changes."""
+    store = with_registry(inner, tmp_path / "data")
+    store.create_collection(MANIFEST)
+    v0 = store.listing_version(COLL)
+    store.upsert(COLL, make_points(n_docs=7, pages=2))
+    v1 = store.listing_version(COLL)
+    assert v1 != v0 and store.listing_version(COLL) == v1
+    everything = store.list_documents(COLL)
+    assert [d.doc_id for d in everything] == [f"doc-{i}" for i in range(7)]
+    pages = [store.list_documents(COLL, offset=o, limit=3) for o in (0, 3, 6, 9)]
+    assert [[d.doc_id for d in p] for p in pages] == [["doc-0", "doc-1", "doc-2"], ["doc-3", "doc-4", "doc-5"],
+                                                      ["doc-6"], []]
+    assert [d for p in pages for d in p] == everything  # same records, facets included
+    assert [d.doc_id for d in store.list_documents(COLL, offset=5)] == ["doc-5", "doc-6"]
+    assert store.listing_version(COLL) == v1  # reads do not move it
+    store.delete_document(COLL, "doc-1")
+    assert store.listing_version(COLL) != v1
+    assert [d.doc_id for d in store.list_documents(COLL, offset=0, limit=3)] == ["doc-0", "doc-2", "doc-3"]
+
+
+def test_documents_api_is_paged_with_total_and_next_link(tmp_path: Path) -> None:
+    """``GET .../documents?limit=&offset=``: one page sorted by name, ``X-Total-Count``, a ``Link`` to the
+    next page while more follow (none on the last), 100 by default, limits validated; the service, the
+    library and MCP's list_documents page the same way."""
+    from api_helpers import assert_error
+    from fastapi.testclient import TestClient
+
+    from pagelens.app.service import PagelensService
+    from pagelens.core.settings import Settings
+    from pagelens.mcp.tools import ListDocumentsArgs, PagelensTools
+    from pagelens.app.access import OPEN
+    from pagelens.server import create_app
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
+    service = PagelensService(settings, store=QdrantEdgeStore(settings.edge_dir, fast_rerank=False))
+    service.store.create_collection(MANIFEST)
+    service.store.upsert(COLL, make_points(n_docs=5, pages=1))
+    with TestClient(create_app(settings, service, web_ui=False)) as client:
+        r = client.get(f"/v1/collections/{COLL}/documents", params={"limit": 2})
+        assert r.status_code == 200 and [d["doc_id"] for d in r.json()] == ["doc-0", "doc-1"]
+        assert r.headers["x-total-count"] == "5"
+        nxt = r.headers["link"]
+        assert nxt.endswith('>; rel="next"') and "offset=2" in nxt and "limit=2" in nxt
+        r = client.get(nxt[1:nxt.index(">")])
+        assert [d["doc_id"] for d in r.json()] == ["doc-2", "doc-3"]
+        r = client.get(f"/v1/collections/{COLL}/documents", params={"limit": 2, "offset": 4})
+        assert [d["doc_id"] for d in r.json()] == ["doc-4"] and "link" not in r.headers
+        r = client.get(f"/v1/collections/{COLL}/documents")
+        assert len(r.json()) == 5 and "link" not in r.headers
+        assert_error(client.get(f"/v1/collections/{COLL}/documents", params={"limit": 0}), 422)
+        assert_error(client.get(f"/v1/collections/{COLL}/documents", params={"limit": 1001}), 422)
+        assert_error(client.get(f"/v1/collections/{COLL}/documents", params={"offset": -1}), 422)
+    assert [d.doc_id for d in service.documents(COLL, offset=1, limit=2)] == ["doc-1", "doc-2"]
+    assert service.document_count(COLL) == 5
+    tools = PagelensTools(service)
+    result = tools._list_documents(OPEN, ListDocumentsArgs(collection=COLL, limit=2, offset=2))
+    data = result.structured_content
+    assert [d["doc_id"] for d in data["documents"]] == ["doc-2", "doc-3"]
+    assert (data["total"], data["next_offset"]) == (5, 4)
+    assert "3-4 of 5 documents" in result.content[0].text and "offset 4" in result.content[0].text
+    service.close()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 import sqlite3
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from pagelens.api.deps import Caller, CollectionName, DocId, State
 from pagelens.api.schemas import ERRORS, DocumentOut, JobOut
@@ -71,18 +71,34 @@ async def upload_documents(collection: CollectionName, request: Request, state: 
     return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
+DOCUMENTS_PAGE_DEFAULT = 100
+DOCUMENTS_PAGE_MAX = 1000
+
+
 @router.get("", response_model=list[DocumentOut])
-def list_documents(collection: CollectionName, state: State, caller: Caller) -> list[dict[str, Any]]:
-    """Documents with their page counts; ``status`` is complete, incomplete, or indexing (a job is
-    indexing it now: it is not searchable until done)."""
+def list_documents(
+    collection: CollectionName, state: State, caller: Caller, request: Request, response: Response,
+    limit: Annotated[int, Query(ge=1, le=DOCUMENTS_PAGE_MAX,
+                                description="Documents per page (sorted by name, then id).")] = DOCUMENTS_PAGE_DEFAULT,
+    offset: Annotated[int, Query(ge=0, description="Documents to skip in that order.")] = 0,
+) -> list[dict[str, Any]]:
+    """One page of the collection's documents with their page counts, sorted by name; ``status`` is
+    complete, incomplete, or indexing (a job is indexing it now: it is not searchable until done).
+    ``X-Total-Count`` is the number of documents; while more follow, a ``Link: <...>; rel="next"``
+    header gives the next page's URL."""
     caller.require_read(collection)
     inflight = state.jobs.inflight_doc_ids(collection)
     docs = []
-    for doc in state.service.documents(collection):
+    for doc in state.service.documents(collection, offset=offset, limit=limit):
         data = doc.to_dict()
         if doc.doc_id in inflight:
             data["status"] = "indexing"
         docs.append(data)
+    total = state.service.document_count(collection)
+    response.headers["X-Total-Count"] = str(total)
+    if offset + len(docs) < total:
+        nxt = request.url.include_query_params(limit=limit, offset=offset + limit)
+        response.headers["Link"] = f'<{nxt}>; rel="next"'
     return docs
 
 

@@ -228,19 +228,33 @@ class DocumentRegistry:
                       (store, collection, doc_id))
         return added
 
-    def documents(self, store: str, collection: str) -> list[DocumentRecord]:
-        """The collection's documents, sorted by (name, id)."""
+    def documents(self, store: str, collection: str, offset: int = 0,
+                  limit: int | None = None) -> list[DocumentRecord]:
+        """The collection's documents, sorted by (name, id); ``offset``/``limit`` select one page of that
+        order (SQL ``LIMIT``/``OFFSET`` on the name index: a page of 100 costs the same at 5 or 50,000
+        documents, and the language/text-source facets are read for that page's documents only)."""
+        window = "" if limit is None else f" LIMIT {int(limit)} OFFSET {max(0, int(offset))}"
+        if limit is None and offset:
+            window = f" LIMIT -1 OFFSET {int(offset)}"
         with self._lock:
             rows = self._conn.execute(
                 "SELECT doc_id, doc_name, sha256, page_count, pages_indexed, meta, indexed_at FROM documents "
-                "WHERE store=? AND collection=? ORDER BY doc_name, doc_id", (store, collection)).fetchall()
+                "WHERE store=? AND collection=? ORDER BY doc_name, doc_id" + window, (store, collection)).fetchall()
             facets: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
-            for doc_id, language, source, n in self._conn.execute(
-                    "SELECT doc_id, language, text_source, count(*) FROM pages WHERE store=? AND collection=? "
-                    "GROUP BY doc_id, language, text_source", (store, collection)):
-                langs, sources = facets.setdefault(doc_id, ({}, {}))
-                langs[language] = langs.get(language, 0) + n
-                sources[source] = sources.get(source, 0) + n
+            if window:  # one page: facets of its documents only (pages_by_doc index)
+                ids = [r[0] for r in rows]
+                batches = [ids[i:i + 500] for i in range(0, len(ids), 500)]
+                queries = [("SELECT doc_id, language, text_source, count(*) FROM pages WHERE store=? AND "
+                            f"collection=? AND doc_id IN ({','.join('?' * len(b))}) "
+                            "GROUP BY doc_id, language, text_source", (store, collection, *b)) for b in batches]
+            else:
+                queries = [("SELECT doc_id, language, text_source, count(*) FROM pages WHERE store=? AND "
+                            "collection=? GROUP BY doc_id, language, text_source", (store, collection))]
+            for sql, args in queries:
+                for doc_id, language, source, n in self._conn.execute(sql, args):
+                    langs, sources = facets.setdefault(doc_id, ({}, {}))
+                    langs[language] = langs.get(language, 0) + n
+                    sources[source] = sources.get(source, 0) + n
         return [DocumentRecord(r[0], r[1], r[2], r[3], r[4], {} if r[5] == "{}" else json.loads(r[5]), r[6],
                                *facets.get(r[0], ({}, {})))
                 for r in rows]
@@ -299,6 +313,10 @@ class RegisteredStore:
         # collection -> (registry data_version, its documents) as last read; dropped by every write and
         # rebuild through this wrapper, and stale when another process committed to the registry file
         self._cache: dict[str, tuple[int, list[DocumentRecord]]] = {}
+        # (collection, offset, limit) -> (registry data_version, that page of documents): the same rules
+        self._pages: dict[tuple[str, int, int], tuple[int, list[DocumentRecord]]] = {}
+        # collection -> writes and rebuilds through this wrapper (with data_version: ``listing_version``)
+        self._generation: dict[str, int] = {}
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
@@ -306,20 +324,20 @@ class RegisteredStore:
     # --- writes ------------------------------------------------------------------------
     def create_collection(self, manifest: Any) -> None:
         with self._write_lock:
-            self._cache.pop(manifest.name, None)
+            self._forget(manifest.name)
             self.inner.create_collection(manifest)
             self.registry.reset(self.identity, manifest.name)
 
     def delete_collection(self, collection: str) -> None:
         with self._write_lock:
-            self._cache.pop(collection, None)
+            self._forget(collection)
             self.registry.mark_dirty(self.identity, collection)
             self.inner.delete_collection(collection)
             self.registry.drop(self.identity, collection)
 
     def upsert(self, collection: str, points: Sequence[Any]) -> None:
         with self._write_lock:
-            self._cache.pop(collection, None)
+            self._forget(collection)
             self.registry.mark_dirty(self.identity, collection)
             self.inner.upsert(collection, points)
             try:
@@ -331,7 +349,7 @@ class RegisteredStore:
     def set_payload(self, collection: str, doc_id: str, values: dict[str, Any]) -> int:
         """Change payload keys on every page of a document (a re-upload under a new name or metadata)."""
         with self._write_lock:
-            self._cache.pop(collection, None)
+            self._forget(collection)
             self.registry.mark_dirty(self.identity, collection)
             changed = int(self.inner.set_payload(collection, doc_id, values))
             try:
@@ -343,7 +361,7 @@ class RegisteredStore:
 
     def delete_document(self, collection: str, doc_id: str) -> int:
         with self._write_lock:
-            self._cache.pop(collection, None)
+            self._forget(collection)
             self.registry.mark_dirty(self.identity, collection)
             deleted = int(self.inner.delete_document(collection, doc_id))
             try:
@@ -354,17 +372,41 @@ class RegisteredStore:
             return deleted
 
     # --- reads -------------------------------------------------------------------------
-    def list_documents(self, collection: str) -> list[DocumentRecord]:
-        """The collection's documents from the registry, checked against the store's exact point count
-        (rebuilt when they disagree or a write did not finish). The records are shared with a cache:
-        read them, do not change them. Raises ``CollectionNotFoundError``."""
+    def list_documents(self, collection: str, offset: int = 0, limit: int | None = None) -> list[DocumentRecord]:
+        """The collection's documents from the registry, sorted by (name, id), checked against the store's
+        exact point count (rebuilt when they disagree or a write did not finish); ``offset``/``limit``: one
+        page of that order. The records are shared with a cache: read them, do not change them. Raises
+        ``CollectionNotFoundError``."""
         with self._write_lock:
             self._ensure(collection)
             version = self.registry.data_version()
-            cached = self._cache.get(collection)
-            if cached is None or cached[0] != version:
-                cached = self._cache[collection] = (version, self.registry.documents(self.identity, collection))
-            return list(cached[1])
+            if limit is None and not offset:
+                cached = self._cache.get(collection)
+                if cached is None or cached[0] != version:
+                    cached = self._cache[collection] = (version, self.registry.documents(self.identity, collection))
+                return list(cached[1])
+            key = (collection, max(0, int(offset)), -1 if limit is None else int(limit))
+            page = self._pages.get(key)
+            if page is None or page[0] != version:
+                if len(self._pages) >= 64:  # a few pages per open listing: bounded
+                    self._pages.pop(next(iter(self._pages)))
+                page = self._pages[key] = (version, self.registry.documents(self.identity, collection,
+                                                                            key[1], limit))
+            return list(page[1])
+
+    def listing_version(self, collection: str) -> str:
+        """A token that changes whenever the collection's listing may have: a write or rebuild through
+        this wrapper, or a commit by another process to the registry file. Pollers compare it with the
+        last one they saw and redraw only when it differs (costs one SQLite pragma, no rows read)."""
+        with self._write_lock:
+            return f"{self.registry.data_version()}.{self._generation.get(collection, 0)}"
+
+    def _forget(self, collection: str) -> None:
+        """Drop cached listings of ``collection`` and bump its generation (a write or rebuild)."""
+        self._cache.pop(collection, None)
+        for key in [k for k in self._pages if k[0] == collection]:
+            del self._pages[key]
+        self._generation[collection] = self._generation.get(collection, 0) + 1
 
     def document_record(self, collection: str, doc_id: str) -> DocumentRecord | None:
         """One document's registry row (None when the collection has no such document)."""
@@ -398,7 +440,7 @@ class RegisteredStore:
         self._verified.add(collection)
 
     def _rebuild(self, collection: str) -> int:
-        self._cache.pop(collection, None)
+        self._forget(collection)
         payloads = self.inner.iter_payloads(collection, keys=REGISTRY_KEYS)
         return self.registry.reset(self.identity, collection, payloads)
 

@@ -149,9 +149,10 @@ class Pagelens:
         """Every collection with its model, page and document counts."""
         return self.service.collections()
 
-    def documents(self, collection: str) -> list[DocumentInfo]:
-        """The documents of ``collection`` (id, name, sha256, pages indexed of page count, metadata)."""
-        return self.service.documents(collection)
+    def documents(self, collection: str, offset: int = 0, limit: int | None = None) -> list[DocumentInfo]:
+        """The documents of ``collection`` (id, name, sha256, pages indexed of page count, metadata), sorted
+        by name; ``offset``/``limit`` select one page of that order (default: all of them)."""
+        return self.service.documents(collection, offset=offset, limit=limit)
 
     # -- deleting -----------------------------------------------------------------------------
     def delete(self, collection: str, doc_id: str | None = None) -> int:

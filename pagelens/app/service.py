@@ -19,7 +19,7 @@ from pagelens.core.types import PageFilter, QueryMode
 from pagelens.index.pipeline.indexer import Indexer, IndexInput, IndexReport, ProgressCallback
 from pagelens.index.stores.base import VectorStore
 from pagelens.index.stores.page_images import PageImageStore
-from pagelens.index.stores.registry import REGISTRY_KEYS, DocumentRecord, RegisteredStore, with_registry
+from pagelens.index.stores.registry import RegisteredStore, with_registry
 from pagelens.retrieve.retriever import Retriever
 from pagelens.retrieve.types import SearchHit
 
@@ -168,12 +168,7 @@ class PagelensService:
         manifest = self.store.get_manifest(name)
         if manifest is None:
             raise CollectionNotFoundError(name)
-        totals = getattr(self.store, "collection_totals", None)
-        if totals is not None:
-            documents, pages = totals(name)
-        else:
-            docs = self._document_records(name)
-            documents, pages = len(docs), sum(d.pages_indexed for d in docs)
+        documents, pages = self.store.collection_totals(name)  # type: ignore[attr-defined]
         return CollectionInfo(
             name=name,
             model_id=manifest.model_id,
@@ -207,39 +202,29 @@ class PagelensService:
                     raise  # named: say so; listed: deleted meanwhile
         return results
 
-    def documents(self, collection: str) -> list[DocumentInfo]:
-        """Documents of a collection with their page counts and status, sorted by name. Read from the
-        document registry (``pagelens.index.stores.registry``): O(documents), never the page text."""
+    def documents(self, collection: str, offset: int = 0, limit: int | None = None) -> list[DocumentInfo]:
+        """Documents of a collection with their page counts and status, sorted by (name, id); ``offset``
+        and ``limit`` select one page of that order (``document_count`` gives the total). Read from the
+        document registry (``pagelens.index.stores.registry``): one page costs O(page), never the page text."""
         if self.store.get_manifest(collection) is None:
             raise CollectionNotFoundError(collection)
         return [
             DocumentInfo(doc_id=r.doc_id, doc_name=r.doc_name, sha256=r.sha256, page_count=r.page_count,
                          pages_indexed=r.pages_indexed, metadata=dict(r.metadata), indexed_at=r.indexed_at,
                          languages=dict(r.languages), text_sources=dict(r.text_sources))
-            for r in self._document_records(collection)
+            for r in self.store.list_documents(collection, offset=offset, limit=limit)  # type: ignore[attr-defined]
         ]
 
-    def _document_records(self, collection: str) -> list[DocumentRecord]:
-        lister = getattr(self.store, "list_documents", None)
-        if lister is not None:
-            return list(lister(collection))
-        docs: dict[str, DocumentRecord] = {}  # a store without the registry: one scroll of the small keys
-        for _, payload in self.store.iter_payloads(collection, keys=REGISTRY_KEYS):
-            doc_id = payload.get("doc_id", "")
-            info = docs.get(doc_id)
-            if info is None:
-                info = docs[doc_id] = DocumentRecord(
-                    doc_id=doc_id, doc_name=payload.get("doc_name", ""), sha256=payload.get("sha256", ""),
-                    page_count=int(payload.get("page_count", 0)), pages_indexed=0,
-                    metadata=dict(payload.get("meta") or {}), indexed_at=payload.get("indexed_at", ""))
-            info.pages_indexed += 1
-            info.indexed_at = max(info.indexed_at, payload.get("indexed_at", ""))
-            # pages indexed before languages/OCR carry neither key: counted as unknown
-            language = str(payload.get("language") or "unknown")
-            info.languages[language] = info.languages.get(language, 0) + 1
-            source = str(payload.get("text_source") or "unknown")
-            info.text_sources[source] = info.text_sources.get(source, 0) + 1
-        return sorted(docs.values(), key=lambda d: (d.doc_name, d.doc_id))
+    def document_count(self, collection: str) -> int:
+        """How many documents the collection has (registry aggregate). Raises ``CollectionNotFoundError``."""
+        if self.store.get_manifest(collection) is None:
+            raise CollectionNotFoundError(collection)
+        return int(self.store.collection_totals(collection)[0])  # type: ignore[attr-defined]
+
+    def listing_version(self, collection: str) -> str:
+        """A token that changes when the collection's documents or counts may have changed (any writer,
+        any process): pollers redraw only when it differs from the last one they saw."""
+        return str(self.store.listing_version(collection))  # type: ignore[attr-defined]
 
     def delete_document(self, collection: str, doc_id: str) -> int:
         """Delete every page of a document; returns pages deleted. Its page images go too, except those

@@ -68,6 +68,8 @@ class ListCollectionsArgs(_Args):
 
 class ListDocumentsArgs(_Args):
     collection: str | None = _COLLECTION
+    limit: int = Field(default=100, ge=1, le=1000, description="Documents to list (sorted by name).")
+    offset: int = Field(default=0, ge=0, description="Documents to skip first (the next page: offset + limit).")
 
 
 class SearchPagesArgs(_Args):
@@ -296,15 +298,21 @@ class PagelensTools:
         collection = self._collection(principal, args.collection)
         inflight = self._inflight(collection)
         docs = []
-        for doc in self.service.documents(collection):
+        for doc in self.service.documents(collection, offset=args.offset, limit=args.limit):
             data = doc.to_dict()
             if doc.doc_id in inflight:
                 data["status"] = "indexing"
             docs.append(data)
-        lines = [f"{len(docs)} documents in {collection}:"]
+        total = self.service.document_count(collection)
+        shown = f"{args.offset + 1}-{args.offset + len(docs)} of " if docs and len(docs) < total else ""
+        lines = [f"{shown}{total} documents in {collection}:"]
         lines += [f"- {d['doc_name']} (doc_id {d['doc_id']}): {d['pages_indexed']}/{d['page_count']} pages, "
                   f"{d['status']}" + (f", metadata {d['metadata']}" if d["metadata"] else "") for d in docs]
-        return _ok("\n".join(lines), {"collection": collection, "documents": docs})
+        next_offset = args.offset + len(docs) if args.offset + len(docs) < total else None
+        if next_offset is not None:
+            lines.append(f"More follow: call list_documents with offset {next_offset}.")
+        return _ok("\n".join(lines), {"collection": collection, "documents": docs, "total": total,
+                                       "next_offset": next_offset})
 
     def _search_pages(self, principal: Principal, args: SearchPagesArgs) -> CallToolResult:
         collection = self._collection(principal, args.collection)
