@@ -324,10 +324,10 @@ def test_documents_api_is_paged_with_total_and_next_link(tmp_path: Path) -> None
     from api_helpers import assert_error
     from fastapi.testclient import TestClient
 
+    from pagelens.app.access import OPEN
     from pagelens.app.service import PagelensService
     from pagelens.core.settings import Settings
     from pagelens.mcp.tools import ListDocumentsArgs, PagelensTools
-    from pagelens.app.access import OPEN
     from pagelens.server import create_app
 
     settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
