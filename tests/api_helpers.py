@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,75 @@ def ui_page_session(client: Any, config: dict[str, Any], headers: dict[str, str]
     status, out = ui_call(client, int(load[0]["id"]), inputs, headers=headers, session=session, prefix=prefix)
     assert status == 200, out
     return session
+
+
+# --- a real `pagelens serve` on loopback -------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_serve(env: dict[str, str], log_path: Path, port: int | None = None, startup_s: float = 120,
+                args: tuple[str, ...] = ()) -> tuple[Any, str]:
+    """``pagelens serve`` in its own process group on loopback, output appended to ``log_path``; returns
+    (process, base URL) once ``/healthz`` answers 200. Fails the test with the log's tail when the
+    server exits or does not answer within ``startup_s``."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pagelens.cli", "serve", "--host", "127.0.0.1", "--port",
+                                 str(port), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=REPO_ROOT, start_new_session=True)
+    deadline = time.monotonic() + startup_s
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"pagelens serve exited with {proc.returncode}:\n" + log_path.read_text()[-3000:])
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_serve(proc, graceful=False)
+            raise AssertionError(f"pagelens serve did not start in {startup_s:.0f} s:\n" + log_path.read_text()[-3000:])
+        time.sleep(0.3)
+
+
+def stop_serve(proc: Any, graceful: bool = True, timeout_s: float = 60) -> None:
+    """Stop a ``start_serve`` process group: SIGTERM (a graceful shutdown), then SIGKILL if it lingers;
+    ``graceful=False``: SIGKILL at once (a crash)."""
+    import os
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def pagelens_serve(env: dict[str, str], log_path: Path, startup_s: float = 120) -> Iterator[str]:
+    """``start_serve`` as a context: yields the base URL, stops the server gracefully at the end."""
+    proc, base = start_serve(env, log_path, startup_s=startup_s)
+    try:
+        yield base
+    finally:
+        stop_serve(proc)

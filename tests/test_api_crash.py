@@ -4,46 +4,18 @@ it indexes, a new server on the same data dir finishes the job with exact page c
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pymupdf
 import pytest
+from api_helpers import free_port, start_serve, stop_serve
 from conftest import REAL_PDFS
 
 pytestmark = pytest.mark.slow
 
 DOCS = [REAL_PDFS / "paper_tam_review.pdf", REAL_PDFS / "inv_aws_invoice_en.pdf", REAL_PDFS / "paper_naacl06_shinyama.pdf"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pagelens.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("server did not start in 90 s")
 
 
 def test_sigkill_during_indexing_then_restart_completes_exactly(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -63,8 +35,8 @@ def test_sigkill_during_indexing_then_restart_completes_exactly(tiny_models: dic
         with pymupdf.open(path) as doc:
             expected[path.name] = doc.page_count
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = start_server(env, port)
+    log = tmp_path / "server.log"
+    server, base = start_serve(env, log, port=port, startup_s=90)
     try:
         assert httpx.post(f"{base}/v1/collections", json={"name": "crash"}, timeout=60).status_code == 201
         files = [("files", (p.name, p.read_bytes(), "application/pdf")) for p in DOCS]
@@ -79,10 +51,9 @@ def test_sigkill_during_indexing_then_restart_completes_exactly(tiny_models: dic
             time.sleep(0.2)
         assert job["status"] == "running" and 3 <= job["pages_done"] < sum(expected.values()), job
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
+        stop_serve(server, graceful=False)
 
-    server = start_server(env, port)
+    server, _ = start_serve(env, log, port=port, startup_s=90)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -99,8 +70,4 @@ def test_sigkill_during_indexing_then_restart_completes_exactly(tiny_models: dic
             name: (pages, pages, "complete") for name, pages in expected.items()
         }
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_serve(server)

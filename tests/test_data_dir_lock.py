@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api_helpers import free_port, start_serve, stop_serve
 
 from pagelens.core.datadir import LOCK_FILE, DataDirInUseError, DataDirLock, read_holder, redacted_command
 
@@ -191,12 +190,6 @@ def test_with_a_qdrant_server_only_the_job_worker_takes_the_lock(tmp_path: Path,
 # --- the CLI against a running `pagelens serve` ----------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _env(data: Path, tiny_models: dict[str, Path]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}
     env.update(PAGELENS_DATA_DIR=str(data), PAGELENS_RETRIEVER_MODEL=str(tiny_models["retriever"]),
@@ -217,27 +210,13 @@ def test_cli_against_a_running_serve(tmp_path: Path, tiny_models: dict[str, Path
 
     data = tmp_path / "data"
     env = _env(data, tiny_models)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    with open(log, "wb") as fh:
-        server = subprocess.Popen([*PAGELENS, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                                  stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    server, base = start_serve(env, log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
         assert httpx.post(f"{base}/v1/collections", json={"name": "x"}, timeout=60).status_code == 201
         who = f"is in use by `pagelens serve` at {base} (pid {server.pid}, since "
         for args in (["delete", "-c", "x", "--all"], ["search", "total", "-c", "x"],
-                     ["serve", "--host", "127.0.0.1", "--port", str(_free_port())]):
+                     ["serve", "--host", "127.0.0.1", "--port", str(free_port())]):
             proc = _cli(env, *args)
             assert proc.returncode == 2, (args, proc.returncode, proc.stdout, proc.stderr)
             assert proc.stderr.startswith(f"error: the data dir {data} {who}"), (args, proc.stderr)
@@ -247,9 +226,7 @@ def test_cli_against_a_running_serve(tmp_path: Path, tiny_models: dict[str, Path
         info = httpx.get(f"{base}/v1/collections/x", timeout=60)
         assert info.status_code == 200 and info.json()["name"] == "x", info.text
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(60)
+        stop_serve(server)
     assert server.returncode in (0, -signal.SIGTERM), log.read_text()[-3000:]  # uvicorn re-raises SIGTERM
     assert "Application shutdown complete" in log.read_text()
     proc = _cli(env, "delete", "-c", "x", "--all", "--json")

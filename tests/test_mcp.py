@@ -10,11 +10,8 @@ import io
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from api_helpers import pagelens_serve
 from PIL import Image
 
 from pagelens.app.access import OPEN, Principal
@@ -296,43 +294,12 @@ def test_stdio_transport_with_keys(indexed: Path, tiny_models: dict[str, Path], 
     assert bad.is_error and _texts(bad) == "get_page: argument 'page_no' is required"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def served(indexed: Path, tiny_models: dict[str, Path], tmp_path: Path) -> Iterator[str]:
     """A real `pagelens serve` on loopback with KEYS, over a copy of the indexed data dir; its base URL."""
     data = _copy(indexed, tmp_path / "data")
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "pagelens.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=_env(data, tiny_models, PAGELENS_API_KEYS=KEYS), stdout=log, stderr=subprocess.STDOUT,
-            cwd=REPO, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not start:\n" + log_path.read_text()[-3000:]
-            time.sleep(0.3)
+    with pagelens_serve(_env(data, tiny_models, PAGELENS_API_KEYS=KEYS), tmp_path / "server.log", startup_s=180) as base:
         yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
 
 
 def _http(base: str, key: str | None, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[Any]]:

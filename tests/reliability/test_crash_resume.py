@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from api_helpers import start_serve, stop_serve
 from conftest import REAL_PDFS
 
 pytestmark = pytest.mark.slow
@@ -20,42 +19,17 @@ DOCS = [REAL_PDFS / "paper_tracemonkey_pldi09.pdf", REAL_PDFS / "paper_naacl06_s
         REAL_PDFS / "inv_aws_invoice_en.pdf"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _serve(data: Path, tiny_models, log: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = _free_port()
     env = {**os.environ, "PAGELENS_DATA_DIR": str(data), "PAGELENS_RETRIEVER_MODEL": str(tiny_models["retriever"]),
            "PAGELENS_ANSWER_MODEL": str(tiny_models["answerer"]), "PAGELENS_DEVICE": "cpu",
            "PAGELENS_PAGE_LONGEST_EDGE": "512", "PAGELENS_INGEST_WORKERS": "0"}
     for name in ("PAGELENS_API_KEYS", "PAGELENS_QDRANT_URL"):
         env.pop(name, None)
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "pagelens.cli", "serve", "--host", "127.0.0.1", "--port",
-                                 str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=Path(__file__).resolve().parents[2])
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("server did not start:\n" + log.read_text()[-3000:])
+    return start_serve(env, log)
 
 
 def _kill(proc: subprocess.Popen, sig: int) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        proc.wait(30)
+    stop_serve(proc, graceful=sig != signal.SIGKILL, timeout_s=30)
 
 
 def test_sigkill_during_api_job_resumes_exactly(tmp_path: Path, tiny_models) -> None:

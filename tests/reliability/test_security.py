@@ -7,17 +7,11 @@ import html
 import json
 import logging
 import os
-import signal
 import stat
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from api_helpers import assert_error, upload, wait_job
+from api_helpers import assert_error, free_port, pagelens_serve, upload, wait_job
 from conftest import REAL_PDFS
 from fastapi.testclient import TestClient
 from pagelens.ingest.loader import open_document
@@ -113,38 +107,6 @@ def _ui_env(tiny_models, data: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def _pagelens_serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """``pagelens serve`` in a subprocess on loopback; yields the base URL; SIGTERM (graceful) at the end."""
-    import httpx
-
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "pagelens.cli", "serve", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  cwd=Path(__file__).resolve().parents[2], start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not start:\n" + log_path.read_text()[-3000:]
-            time.sleep(0.3)
-        yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-
-
 @pytest.mark.slow
 def test_ui_auth_through_a_real_server(tiny_models, tmp_path) -> None:
     """The reviewer's report against ``pagelens serve`` on loopback with keys: an anonymous upload to
@@ -162,7 +124,7 @@ def test_ui_auth_through_a_real_server(tiny_models, tmp_path) -> None:
               ("GET", "/ui/gradio_api/startup-events"), ("GET", "/ui/gradio_api/upload_progress?upload_id=x"),
               ("GET", "/ui/assets/index.js"), ("GET", "/ui/gradio_api/app_id")]
     tried = 0
-    with _pagelens_serve(env, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=60) as http:
+    with pagelens_serve(env, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=60) as http:
         assert http.post("/v1/collections", json={"name": "secretcoll"}, headers=_h(ADMIN)).status_code == 201
         files = {"files": ("anything.html", b"<script>alert(1)</script>", "text/html")}
         for method, path in routes:
@@ -317,14 +279,6 @@ def test_cors_off_by_default(indexed) -> None:
     assert "access-control-allow-origin" not in r.headers and "access-control-allow-methods" not in r.headers
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_upload_size_enforced_while_streaming(settings_factory) -> None:
     """A chunked body (no Content-Length) far over the limit, sent over a real socket to uvicorn: the
     server answers 413 after about the limit and stops reading (the client cannot send the rest), and
@@ -338,7 +292,7 @@ def test_upload_size_enforced_while_streaming(settings_factory) -> None:
 
     limit = 200_000
     settings = settings_factory(max_upload_bytes=limit)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
