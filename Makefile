@@ -6,7 +6,7 @@ DOCS ?=
 COLLECTION ?= demo
 QUESTION ?= What is the total amount due?
 
-.PHONY: setup demo demo-tiny test test-all lint compose-check clean
+.PHONY: setup demo demo-tiny test test-extended test-all lint compose-check clean
 
 $(BIN)/pagelens: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ demo-tiny: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The longest crash/restart/load tests (SIGKILL mid-job, 16 clients on loopback): CI runs them after `make test`.
+test-extended: setup
+	$(BIN)/python -m pytest -m extended
+
+# Everything but the GPU checks.
+test-all: setup
+	$(BIN)/python -m pytest -m "not gpu"
 
 lint: setup
 	$(BIN)/ruff check .

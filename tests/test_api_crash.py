@@ -13,7 +13,7 @@ import pytest
 from api_helpers import free_port, start_serve, stop_serve
 from conftest import REAL_PDFS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 DOCS = [REAL_PDFS / "paper_tam_review.pdf", REAL_PDFS / "inv_aws_invoice_en.pdf", REAL_PDFS / "paper_naacl06_shinyama.pdf"]
 

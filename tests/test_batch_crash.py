@@ -17,7 +17,7 @@ import pymupdf
 import pytest
 from conftest import REAL_PDFS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 PAYLOAD_KEYS = {"doc_id", "doc_name", "page_no", "page_count", "sha256", "image_path", "text", "collection", "meta"}
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import REAL_PDFS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 CLIENTS = 16
 SECONDS = float(os.environ.get("PAGELENS_LOAD_SECONDS", "20"))
