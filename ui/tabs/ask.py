@@ -1,23 +1,20 @@
-"""The Ask tab: a question, the answer streamed as it is generated, the pages behind it and the similarity
-map of the top page."""
+"""The Ask tab: a conversation (each question and its answer kept for the browser session, with its own
+numbered citations), the answer streamed as it is generated, Copy and Regenerate, the pages behind it, a
+page viewer (any page of a cited document: zoom, previous/next, its text, download) and the similarity map
+of the top page."""
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from pagelens.ui.render import (
-    caption,
-    citations_html,
-    link_citation_markers,
-    page_copy,
-    page_text_markdown,
-    similarity_overlay,
-)
+from pagelens.ui.render import caption, page_copy, similarity_overlay
 from pagelens.ui.state import (
+    UIError,
     UIShell,
     can_read,
     check_read,
@@ -25,6 +22,26 @@ from pagelens.ui.state import (
     msg,
     require_collection,
     require_principal,
+)
+from pagelens.ui.thread import (
+    Cite,
+    Turn,
+    answer_markdown,
+    indexing_note,
+    plain_answer,
+    push_turn,
+    set_last,
+    thread_markdown,
+    turn_cites_html,
+)
+from pagelens.ui.viewer import (
+    PageView,
+    download_copy,
+    find_page,
+    page_ref,
+    parse_page_ref,
+    viewer_text,
+    viewer_title,
 )
 
 from pagelens.app.access import Principal
@@ -45,6 +62,9 @@ READING = "*Reading the pages…*"
 # Enter in the question box asks (clicks Ask), Shift+Enter adds a newline: the reverse of Gradio's multi-line
 # textbox, as in every chat app. A capture listener on the window runs before Gradio's own (delegated) key
 # handler and stops it; an IME composition's Enter is left alone. Run once per page load (mount_ui's js).
+# Also: an answer's [n] link shows citation n in place; a click (or Enter) on a citation opens its page in
+# the viewer (its data-ref goes to the hidden #pl-view-ref box, then the hidden #pl-view-open button is
+# clicked); window.plZoom zooms the viewer's image (CSS variable --pl-zoom, 1 = fit the width).
 ASK_KEYS_JS = """() => {
   if (window.__plAskKeys) return;
   window.__plAskKeys = true;
@@ -64,10 +84,27 @@ ASK_KEYS_JS = """() => {
   };
   window.addEventListener('keydown', onKey, true);
   window.addEventListener('keypress', onKey, true);
+  const openRef = (ref) => {
+    const box = document.querySelector('#pl-view-ref textarea, #pl-view-ref input');
+    const btn = document.querySelector('#pl-view-open');
+    if (!box || !btn || !ref) return;
+    box.value = ref;
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    setTimeout(() => btn.click(), 0);
+  };
+  window.plOpenPage = openRef;
+  window.addEventListener('keydown', (e) => {
+    const cite = e.target && e.target.closest ? e.target.closest('.pl-cite[data-ref]') : null;
+    if (cite && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); openRef(cite.dataset.ref); }
+  }, true);
   // an answer's [n] link shows citation n in place (the page has a <base>: a plain #anchor would load a new page)
   window.addEventListener('click', (e) => {
     const ref = e.target && e.target.closest ? e.target.closest('a.pl-ref') : null;
-    if (!ref) return;
+    if (!ref) {
+      const cite = e.target && e.target.closest ? e.target.closest('.pl-cite[data-ref]') : null;
+      if (cite) openRef(cite.dataset.ref);
+      return;
+    }
     e.preventDefault();
     e.stopImmediatePropagation();
     const id = (ref.getAttribute('href') || '').replace(/^.*#/, '');
@@ -77,12 +114,72 @@ ASK_KEYS_JS = """() => {
     cite.classList.add('pl-cite-on');
     cite.scrollIntoView({block: 'center'});
   }, true);
+  const steps = [0.5, 0.75, 1, 1.5, 2, 3];
+  window.plZoom = (how) => {
+    const el = document.getElementById('pl-viewer-img');
+    if (!el) return;
+    let z = parseFloat(el.dataset.zoom || '1');
+    if (how === 'in') z = steps.find((s) => s > z + 1e-6) || z;
+    else if (how === 'out') z = [...steps].reverse().find((s) => s < z - 1e-6) || z;
+    else z = 1;
+    el.dataset.zoom = String(z);
+    el.style.setProperty('--pl-zoom', String(z));
+    const label = document.querySelector('#pl-zoom-fit');
+    if (label) label.textContent = z === 1 ? 'Fit' : `Fit (${Math.round(z * 100)}%)`;
+  };
 }"""
+
+# Copy: the plain answer (the hidden #pl-answer-plain box) to the clipboard; the textarea route where the
+# Clipboard API is missing (a page served over plain http to another host).
+COPY_JS = """(text) => {
+  const done = (ok) => {
+    const b = document.querySelector('#pl-copy');
+    if (b) { b.textContent = ok ? '✓ Copied' : 'Copy failed'; setTimeout(() => { b.textContent = "Copy answer"; }, 1500); }
+  };
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(text || '').then(() => done(true), () => done(false));
+  } else {
+    const area = document.createElement('textarea');
+    area.value = text || ''; document.body.appendChild(area); area.select();
+    let ok = false; try { ok = document.execCommand('copy'); } catch (e) { ok = false; }
+    area.remove(); done(ok);
+  }
+  return [];
+}"""
+SCROLL_TO_VIEWER_JS = "() => { const v = document.getElementById('pl-viewer'); if (v) v.scrollIntoView({block: 'start'}); }"
+
+ASK_CSS = """
+#pl-thread { border-bottom: 1px dashed var(--border-color-primary, #e5e7eb); }
+.pl-turn { padding: 0.4rem 0 0.6rem; border-top: 1px solid var(--border-color-primary, #e5e7eb); overflow-wrap: anywhere; }
+.pl-turn-q, .pl-current-q { font-weight: 600; white-space: normal; overflow-wrap: anywhere; }
+.pl-turn-who { display: inline-block; font-size: 0.75rem; padding: 0 0.35rem; border-radius: 4px; background: var(--color-accent-soft, #dbeafe); }
+.pl-turn-coll { font-weight: 400; font-size: 0.8rem; opacity: 0.7; }
+.pl-cite[data-ref] { cursor: pointer; }
+.pl-cite[data-ref]:hover, .pl-cite[data-ref]:focus { background: rgba(37, 99, 235, 0.08); outline: none; }
+#pl-viewer { border: 1px solid var(--border-color-primary, #e5e7eb); border-radius: 8px; padding: 0.4rem; }
+#pl-viewer-img { --pl-zoom: 1; overflow: auto !important; max-height: 85vh; height: auto !important; min-height: 0 !important; }
+#pl-viewer-img img { width: calc(var(--pl-zoom) * 100%) !important; max-width: none !important; height: auto !important;
+  max-height: none !important; object-fit: contain; }
+#pl-viewer-img .image-container, #pl-viewer-img .image-frame, #pl-viewer-img .image-container button {
+  display: block !important; overflow: visible; height: auto !important; max-height: none !important; }
+#pl-page-text pre.pl-page-text { white-space: pre-wrap; overflow-wrap: anywhere; }
+#pl-thread ol.pl-cites, #pl-citations ol.pl-cites { list-style: none; padding: 0; margin: 0.3rem 0 0; }
+#pl-thread .pl-cite { font-size: 0.9rem; margin: 0; }
+.pl-viewer-bar { flex-wrap: wrap !important; gap: 0.3rem !important; }
+.pl-viewer-bar > * { flex: 1 1 auto !important; min-width: 2.4rem !important; padding-left: 0.3rem !important; padding-right: 0.3rem !important; }
+@media (max-width: 640px) {
+  #pl-viewer { padding: 0.2rem; }
+  .pl-viewer-bar { gap: 0.2rem !important; }
+  .pl-viewer-bar > * { min-width: 2.1rem !important; font-size: 0.8rem !important; }
+}
+"""
 
 
 @dataclass
 class AskTab:
-    """The Ask tab's components (``top_hits``: the state holding the top ``SearchHit`` for the map)."""
+    """The Ask tab's components. ``turns``: the conversation (``list[Turn]``, the last one shown as the
+    current answer); ``top_hits``: the top ``SearchHit`` of the last question, for the similarity map;
+    ``view``: the ``PageView`` open in the viewer."""
 
     question: gr.Textbox
     mode: gr.Radio
@@ -91,123 +188,314 @@ class AskTab:
     ask_btn: gr.Button
     stop_btn: gr.Button
     ask_msg: gr.HTML
+    thread_md: gr.Markdown
+    new_btn: gr.Button
+    current_q: gr.HTML
     answer_md: gr.Markdown
+    actions: gr.Row
+    copy_btn: gr.Button
+    regen_btn: gr.Button
+    plain: gr.Textbox
     citations: gr.HTML
     gallery: gr.Gallery
     sim_img: gr.Image
     sim_caption: gr.Markdown
     top_hits: gr.State
+    turns: gr.State
+    view: gr.State
+    view_ref: gr.Textbox
+    view_open: gr.Button
+    viewer: gr.Column
+    viewer_title: gr.Markdown
+    viewer_msg: gr.HTML
+    viewer_img: gr.Image
+    prev_btn: gr.Button
+    next_btn: gr.Button
+    zoom_out: gr.Button
+    zoom_fit: gr.Button
+    zoom_in: gr.Button
+    download: gr.DownloadButton
+    close_btn: gr.Button
     page_text_md: gr.Markdown
 
+    # -- the viewer ---------------------------------------------------------------------------------
+    def viewer_outputs(self) -> list[Any]:
+        return [self.viewer, self.viewer_title, self.viewer_msg, self.viewer_img, self.page_text_md, self.download,
+                self.prev_btn, self.next_btn, self.view]
+
+    def show_page(self, view: PageView, shell: UIShell) -> dict[Any, Any]:
+        """Viewer updates showing ``view``."""
+        return {
+            self.viewer: gr.update(visible=True),
+            self.viewer_title: viewer_title(view),
+            self.viewer_msg: "" if view.image else msg(
+                f"The image of {view.doc_name}, page {view.page_no} is not on this server: index the document "
+                "again to see it.", ok=False),
+            self.viewer_img: gr.update(value=view.image, label=f"{view.doc_name} — page {view.page_no}"),
+            self.page_text_md: gr.update(value=viewer_text(view), visible=True),
+            self.download: gr.update(value=download_copy(shell.ctx, view), interactive=bool(view.image)),
+            self.prev_btn: gr.update(interactive=view.page_no > 1),
+            self.next_btn: gr.update(interactive=view.page_no < view.page_count),
+            self.view: view,
+        }
+
+    def open_page(self, shell: UIShell, p: Principal | None, collection: str, doc_id: str,
+                  page_no: int) -> dict[Any, Any]:
+        """Viewer updates for page ``page_no`` of ``doc_id`` as ``p`` may see it, or the reason it cannot."""
+        try:
+            p = require_principal(p)
+            check_read(p, collection)
+            return self.show_page(find_page(shell.ctx, collection, doc_id, page_no), shell)
+        except Exception as exc:  # noqa: BLE001
+            return {self.viewer: gr.update(visible=True), self.viewer_msg: msg(err(exc), ok=False)}
+
+    # -- events -------------------------------------------------------------------------------------
     def wire(self, shell: UIShell, screen: Screen) -> None:
-        """Connect Ask and Enter to the streamed answer, then the similarity map."""
+        """Connect Ask/Enter and Regenerate to the streamed answer, then the similarity map and the viewer
+        on the top page; Stop, Copy, New conversation, and the viewer's controls."""
         ctx = shell.ctx
         who = shell.who
         default_k = ctx.settings.answer_top_k
 
-        def do_ask(collection: str | None, q: str, how: str, k: float, retrieval_mode: str | None,
-                   request: gr.Request) -> Iterator[tuple[Any, ...]]:
-            """Yields (answer, gallery, top hits, similarity image, its caption, ask message, stop button,
-            citations)."""
-            p: Principal | None = who(request)
-            q = (q or "").strip()
-            k = int(k or default_k)
-            no_pages = gr.update(value=[], visible=False)
-            no_sim = gr.update(value=None, visible=False)
-            skip = gr.skip()
+        def run(p: Principal | None, collection: str | None, q: str, how: str, k: int, retrieval_mode: str | None,
+                turns: list[Turn], replace_last: bool) -> Iterator[dict[Any, Any]]:
+            """The streamed answer to ``q`` as a new turn (instead of the last one when ``replace_last``)."""
             running = gr.update(visible=True)
             idle = gr.update(visible=False)
-            if not q:  # refused here, before anything is cleared: the last answer and its pages stay
-                yield skip, skip, skip, skip, skip, msg("Type a question first: nothing was asked.", ok=False), idle, skip
-                return
+            no_pages = gr.update(value=[], visible=False)
+            no_sim = gr.update(value=None, visible=False)
+            earlier = list(turns[:-1] if replace_last and turns else turns)
+            attempt = turns[-1].attempt + 1 if replace_last and turns else 1
+            turn = Turn(question=q, collection=collection or "", mode=how, k=k, retrieval=retrieval_mode,
+                        attempt=attempt)
+            turns = push_turn(turns, turn, replace_last)
+            head = {
+                self.thread_md: gr.update(value=thread_markdown(earlier), visible=bool(earlier)),
+                self.new_btn: gr.update(visible=True),
+                self.current_q: question_html(turn),
+                self.ask_msg: "",
+                self.actions: gr.update(visible=False),
+                self.plain: "",
+            }
+
+            def finish(t: Turn, extra: dict[Any, Any]) -> dict[Any, Any]:
+                nonlocal turns
+                turns = set_last(turns, t)
+                return {**head, self.answer_md: answer_markdown(t), self.citations: turn_cites_html(t),
+                        self.turns: turns, self.stop_btn: idle, **extra}
+
             try:
                 p = require_principal(p)
                 collection = require_collection(collection)
                 check_read(p, collection)
+                note = indexing_note(ctx.jobs, collection)
+                turn = Turn(question=q, collection=collection, mode=how, k=k, retrieval=retrieval_mode, note=note,
+                            attempt=attempt)
                 t0 = time.perf_counter()
                 query_mode = None if retrieval_mode in (None, RETRIEVAL_DEFAULT) else retrieval_mode
                 hits = search_visible(ctx, collection, q, k, query_mode, None)  # type: ignore[arg-type]
                 search_s = time.perf_counter() - t0
             except EmptyCollectionError:
-                yield ("This collection has no pages yet: upload documents in the **Documents** tab.", no_pages,
-                       [], no_sim, "", "", idle, "")
+                text = ("No pages found yet." if turn.note else
+                        "This collection has no pages yet: upload documents in the **Documents** tab.")
+                yield finish(turn.with_answer(text, "message"), {
+                    self.gallery: no_pages, self.top_hits: [], self.sim_img: no_sim, self.sim_caption: ""})
                 return
             except Exception as exc:  # noqa: BLE001
-                yield f"⚠ {err(exc)}", no_pages, [], no_sim, "", "", idle, ""
+                yield finish(turn.with_answer(f"⚠ {err(exc)}", "message"), {
+                    self.gallery: no_pages, self.top_hits: [], self.sim_img: no_sim, self.sim_caption: ""})
                 return
             if not hits:
-                yield ("No pages found: is the collection empty, or still indexing?", no_pages, [], no_sim, "", "",
-                       idle, "")
+                text = ("No pages found." if turn.note else
+                        "No pages found: the collection has no searchable pages; upload documents in the "
+                        "**Documents** tab.")
+                yield finish(turn.with_answer(text, "message"), {
+                    self.gallery: no_pages, self.top_hits: [], self.sim_img: no_sim, self.sim_caption: ""})
                 return
-            pages = [(page_copy(ctx, h.image_path), caption(h.doc_name, h.page_no, h.score, n, h.score_kind))
-                     for n, h in enumerate(hits, start=1)]
-            hit_cites = citations_html([(h.doc_name, h.page_no) for h in hits])
-            page_list = [(img, cap) for img, cap in pages if img]
-            pages_upd = gr.update(value=page_list, visible=True)
+            pages = [(page_copy(ctx, h.image_path), caption(h.doc_name, h.page_no, h.score, n, h.score_kind),
+                      page_ref(collection, h.doc_id, h.page_no)) for n, h in enumerate(hits, start=1)]
+            shown = [(img, cap) for img, cap, _ in pages if img]
+            turn = Turn(question=q, collection=collection, mode=how, k=k, retrieval=retrieval_mode, note=note,
+                        attempt=attempt, cites=tuple(Cite(h.doc_id, h.doc_name, h.page_no) for h in hits),
+                        pages=tuple(ref for img, _, ref in pages if img))
+            pages_upd = gr.update(value=shown, visible=True)
             sim_wait = "Computing the similarity map…"
             if how == MODE_SEARCH:
-                yield (f"Top {len(hits)} page(s) in {search_s * 1000:.0f} ms (search only, no answer).",
-                       pages_upd, hits[:1], no_sim, sim_wait, "", idle, hit_cites)
+                text = f"Top {len(hits)} page(s) in {search_s * 1000:.0f} ms (search only, no answer)."
+                yield finish(turn.with_answer(text, "message"), {
+                    self.gallery: pages_upd, self.top_hits: hits[:1], self.sim_img: no_sim,
+                    self.sim_caption: sim_wait, self.actions: gr.update(visible=True)})
                 return
-            yield (READING, pages_upd, hits[:1], no_sim, "The similarity map follows the answer.", "",
-                   running, hit_cites)
+            turns = set_last(turns, turn)
+            yield {**head, self.answer_md: (f"> {note}\n\n" if note else "") + READING,
+                   self.citations: turn_cites_html(turn), self.gallery: pages_upd, self.top_hits: hits[:1],
+                   self.sim_img: no_sim, self.sim_caption: "The similarity map follows the answer.",
+                   self.stop_btn: running, self.turns: turns}
             text = ""
             try:
                 for event in ctx.service.answerer.stream(q, hits, k=k, retrieve_s=search_s):
                     if event.kind == "token":
                         text += event.text
-                        yield text + STREAM_CURSOR, skip, skip, skip, skip, skip, skip, skip
+                        turns = set_last(turns, turn.with_answer(text, "running"))
+                        yield {self.answer_md: (f"> {note}\n\n" if note else "") + text + STREAM_CURSOR,
+                               self.turns: turns}
                     elif event.kind == "done" and event.answer is not None:
                         answer = event.answer
                         # citation n is the n-th page shown to the model (answer/types.py Citation)
-                        copies = [(page_copy(ctx, c.image_path), caption(c.doc_name, c.page_no, c.score, n, c.score_kind))
+                        copies = [(page_copy(ctx, c.image_path),
+                                   caption(c.doc_name, c.page_no, c.score, n, c.score_kind),
+                                   page_ref(collection, c.doc_id, c.page_no))
                                   for n, c in enumerate(answer.citations, start=1)]
-                        cites = citations_html([(c.doc_name, c.page_no) for c in answer.citations])
-                        cited = [(img, cap) for img, cap in copies if img] or page_list
+                        cited = [(img, cap) for img, cap, _ in copies if img]
                         t = answer.timings
                         foot = (f"\n\n<small>{len(answer.citations)} page(s) read · search "
                                 f"{t.retrieve_s:.2f} s · first token {t.preprocess_s + t.prefill_s:.2f} s · "
-                                f"total {t.total_s:.2f} s</small>")
-                        body = link_citation_markers(answer.text.strip() or "*(the model gave an empty answer)*",
-                                                     len(answer.citations))
-                        yield (body + foot, gr.update(value=cited, visible=True), skip, skip, sim_wait, skip, idle,
-                               cites)
+                                f"total {t.total_s:.2f} s" + (f" · regenerated (answer {attempt})" if attempt > 1 else "")
+                                + "</small>")
+                        done = Turn(question=q, collection=collection, mode=how, k=k, retrieval=retrieval_mode,
+                                    note=note, attempt=attempt, answer=answer.text, foot=foot, status="done",
+                                    cites=tuple(Cite(c.doc_id, c.doc_name, c.page_no) for c in answer.citations),
+                                    pages=tuple(ref for img, _, ref in copies if img) if cited else turn.pages)
+                        yield finish(done, {self.gallery: gr.update(value=cited or shown, visible=True),
+                                              self.sim_caption: sim_wait, self.actions: gr.update(visible=True),
+                                              self.plain: plain_answer(done)})
+                        return
             except Exception as exc:  # noqa: BLE001
-                yield (text + f"\n\n⚠ {err(exc)}").strip(), skip, skip, skip, sim_wait, skip, idle, skip
-            yield skip, skip, skip, skip, skip, skip, idle, skip
+                failed = turn.with_answer((text + f"\n\n⚠ {err(exc)}").strip(), "message")
+                yield finish(failed, {self.sim_caption: sim_wait, self.actions: gr.update(visible=True)})
+                return
+            yield {self.stop_btn: idle}
 
-        def do_stop(answer: str | None) -> tuple[Any, Any, Any]:
+        def do_ask(collection: str | None, q: str, how: str, k: float, retrieval_mode: str | None,
+                   turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
+            q = (q or "").strip()
+            if not q:  # refused here, before anything is cleared: the thread, the last answer and its pages stay
+                yield {self.ask_msg: msg("Type a question first: nothing was asked.", ok=False),
+                       self.stop_btn: gr.update(visible=False)}
+                return
+            yield from run(who(request), collection, q, how, int(k or default_k), retrieval_mode, turns or [], False)
+
+        def do_regenerate(turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
+            """The last question again, in the collection, mode and settings it was asked with; its answer
+            replaces the last one."""
+            if not turns:
+                yield {self.ask_msg: msg("Nothing to regenerate: ask a question first.", ok=False)}
+                return
+            last = turns[-1]
+            yield from run(who(request), last.collection, last.question, last.mode, last.k, last.retrieval,
+                           turns, True)
+
+        def do_stop(answer: str | None, turns: list[Turn] | None) -> dict[Any, Any]:
             """Stop pressed: the answer so far stays, marked as stopped; no similarity map for it."""
             text = (answer or "").removesuffix(STREAM_CURSOR).rstrip()
-            if text == READING:  # stopped before the first word
+            if text.endswith(READING):  # stopped before the first word
                 text = ""
-            return (f"{text}\n\n*(stopped)*".strip(), gr.update(visible=False),
-                    "Stopped: no similarity map for an unfinished answer.")
+            out: dict[Any, Any] = {self.stop_btn: gr.update(visible=False),
+                                   self.sim_caption: "Stopped: no similarity map for an unfinished answer."}
+            if turns and turns[-1].status == "running":
+                stopped = turns[-1].with_answer(turns[-1].answer, "stopped")
+                turns = set_last(turns, stopped)
+                out.update({self.answer_md: answer_markdown(stopped), self.turns: turns,
+                            self.actions: gr.update(visible=True), self.plain: plain_answer(stopped)})
+            else:
+                out[self.answer_md] = f"{text}\n\n*(stopped)*".strip()
+            return out
 
-        def do_similarity(collection: str | None, q: str, hits: list[Any], request: gr.Request) -> tuple[Any, str]:
+        def do_similarity(turns: list[Turn] | None, hits: list[Any], request: gr.Request) -> tuple[Any, str]:
+            """The map of the top page, in the collection the question was asked in (kept in the turn: the
+            picker may show another collection by now)."""
             p = who(request)
-            if not hits or not collection or not (q or "").strip() or not can_read(p, collection):
+            last = turns[-1] if turns else None
+            if not hits or last is None or not can_read(p, last.collection):
                 return gr.skip(), gr.skip()
             try:
-                image, text = similarity_overlay(ctx, collection, (q or "").strip(), hits[0])
+                image, text = similarity_overlay(ctx, last.collection, last.question, hits[0])
             except Exception as exc:  # noqa: BLE001
                 return gr.update(value=None, visible=False), f"No similarity map: {err(exc)}"
             return gr.update(value=image, visible=image is not None), text
 
-        ask_inputs = [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval]
+        def view_top(turns: list[Turn] | None, request: gr.Request) -> dict[Any, Any]:
+            """The viewer on the last answer's first page (its text replaces the old top-page text)."""
+            last = turns[-1] if turns else None
+            if last is None or not last.cites:
+                return {}
+            c = last.cites[0]
+            return self.open_page(shell, who(request), last.collection, c.doc_id, c.page_no)
+
+        def do_open(ref: str, request: gr.Request) -> dict[Any, Any]:
+            try:
+                collection, doc_id, page_no = parse_page_ref(ref)
+            except UIError as exc:
+                return {self.viewer: gr.update(visible=True), self.viewer_msg: msg(str(exc), ok=False)}
+            return self.open_page(shell, who(request), collection, doc_id, page_no)
+
+        def do_gallery(turns: list[Turn] | None, evt: gr.SelectData, request: gr.Request) -> dict[Any, Any]:
+            last = turns[-1] if turns else None
+            index = evt.index if isinstance(evt.index, int) else -1
+            if last is None or not 0 <= index < len(last.pages):
+                return {}
+            return do_open(last.pages[index], request)
+
+        def step(delta: int) -> Any:
+            def go(view: PageView | None, request: gr.Request) -> dict[Any, Any]:
+                if view is None:
+                    return {}
+                return self.open_page(shell, who(request), view.collection, view.doc_id, view.page_no + delta)
+            return go
+
+        def do_new() -> dict[Any, Any]:
+            """New conversation: the thread, the answer, its pages, the map and the viewer are cleared."""
+            return {self.turns: [], self.thread_md: gr.update(value="", visible=False),
+                    self.new_btn: gr.update(visible=False), self.current_q: "", self.answer_md: "",
+                    self.citations: "", self.gallery: gr.update(value=[], visible=False),
+                    self.actions: gr.update(visible=False), self.plain: "", self.top_hits: [],
+                    self.sim_img: gr.update(value=None, visible=False), self.ask_msg: "",
+                    self.sim_caption: "Ask a question to see which parts of the top page matched it.",
+                    self.viewer: gr.update(visible=False), self.view: None,
+                    self.page_text_md: gr.update(value="", visible=False)}
+
         ask_outputs = [self.answer_md, self.gallery, self.top_hits, self.sim_img, self.sim_caption, self.ask_msg,
-                       self.stop_btn, self.citations]
+                       self.stop_btn, self.citations, self.thread_md, self.new_btn, self.current_q, self.actions,
+                       self.plain, self.turns]
         # Enter in the question box clicks Ask (ASK_KEYS_JS), Shift+Enter is a newline
-        asking = gr.on([self.ask_btn.click, self.question.submit], do_ask, ask_inputs, ask_outputs,
-                       api_visibility="private")
-        similarity = asking.then(do_similarity, [shell.coll_dd, self.question, self.top_hits],
-                                 [self.sim_img, self.sim_caption], api_visibility="private").then(
-            lambda hits: gr.update(value=page_text_markdown(hits[0]) if hits else "", visible=bool(hits)),
-            [self.top_hits], [self.page_text_md], api_visibility="private")
+        asking = gr.on([self.ask_btn.click, self.question.submit], do_ask,
+                       [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval, self.turns],
+                       ask_outputs, api_visibility="private")
+        regenerating = self.regen_btn.click(do_regenerate, [self.turns], ask_outputs, api_visibility="private")
+        followups = []
+        for event in (asking, regenerating):
+            followups.append(event.then(do_similarity, [self.turns, self.top_hits], [self.sim_img, self.sim_caption],
+                                        api_visibility="private").then(
+                view_top, [self.turns], self.viewer_outputs(), api_visibility="private"))
         # cancel first, then mark the answer: the mark comes after the last streamed token
-        self.stop_btn.click(None, None, None, cancels=[asking, similarity], queue=False,
+        self.stop_btn.click(None, None, None, cancels=[asking, regenerating, *followups], queue=False,
                             api_visibility="private").then(
-            do_stop, [self.answer_md], [self.answer_md, self.stop_btn, self.sim_caption], api_visibility="private")
+            do_stop, [self.answer_md, self.turns],
+            [self.answer_md, self.stop_btn, self.sim_caption, self.turns, self.actions, self.plain],
+            api_visibility="private")
+        self.copy_btn.click(None, [self.plain], None, js=COPY_JS, queue=False, api_visibility="private")
+        self.new_btn.click(do_new, None, [*ask_outputs, self.viewer, self.view, self.page_text_md],
+                           api_visibility="private")
+        # the viewer: a citation's click (ASK_KEYS_JS), a gallery thumbnail, previous/next, zoom, close
+        self.view_open.click(do_open, [self.view_ref], self.viewer_outputs(), api_visibility="private").then(
+            None, None, None, js=SCROLL_TO_VIEWER_JS, queue=False, api_visibility="private")
+        self.gallery.select(do_gallery, [self.turns], self.viewer_outputs(), api_visibility="private")
+        self.prev_btn.click(step(-1), [self.view], self.viewer_outputs(), api_visibility="private")
+        self.next_btn.click(step(1), [self.view], self.viewer_outputs(), api_visibility="private")
+        for button, how in ((self.zoom_in, "in"), (self.zoom_out, "out"), (self.zoom_fit, "fit")):
+            button.click(None, None, None, js=f"() => {{ if (window.plZoom) window.plZoom('{how}'); return []; }}",
+                         queue=False, api_visibility="private")
+        self.close_btn.click(lambda: gr.update(visible=False), None, [self.viewer], queue=False,
+                             api_visibility="private")
+
+
+def question_html(turn: Turn) -> str:
+    """The current question above its answer: who asked, in which collection, the question (escaped)."""
+    if not turn.question:
+        return ""
+    question = html.escape(turn.question).replace("\n", "<br>")
+    coll = f' <span class="pl-turn-coll">in {html.escape(turn.collection)}</span>' if turn.collection else ""
+    return f'<div class="pl-current-q"><span class="pl-turn-who">You</span>{coll}<br>{question}</div>'
 
 
 def build_ask_tab(shell: UIShell) -> AskTab:
@@ -215,7 +503,10 @@ def build_ask_tab(shell: UIShell) -> AskTab:
     default_k = shell.ctx.settings.answer_top_k
     with gr.Tab("Ask", id="ask", elem_id="pl-tab-ask"), gr.Row():
         with gr.Column(scale=3, min_width=300):
-            top_hits = gr.State([])  # inside a tab, never directly under gr.Tabs (it would count as a tab)
+            # inside a tab, never directly under gr.Tabs (they would count as tabs)
+            top_hits = gr.State([])
+            turns = gr.State([])
+            view = gr.State(None)
             question = gr.Textbox(label="Question", lines=2, max_lines=6,
                                   placeholder="e.g. What is the total amount due?",
                                   elem_id="pl-question")
@@ -231,20 +522,53 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                 stop_btn = gr.Button("■ Stop", variant="stop", scale=0, min_width=90, visible=False,
                                      elem_id="pl-stop", elem_classes="pl-btn")
             ask_msg = gr.HTML("", elem_id="pl-ask-msg")
+            thread_md = gr.Markdown("", elem_id="pl-thread", visible=False)
+            current_q = gr.HTML("", elem_id="pl-current-q", padding=False)
             answer_md = gr.Markdown("", label="Answer", elem_id="pl-answer",
                                     container=True, min_height=60)
+            with gr.Row(elem_classes="pl-bar-row", visible=False) as actions:
+                copy_btn = gr.Button("Copy answer", size="sm", scale=0, min_width=120, elem_id="pl-copy",
+                                     elem_classes="pl-btn")
+                regen_btn = gr.Button("↻ Regenerate", size="sm", scale=0, min_width=120, elem_id="pl-regenerate",
+                                      elem_classes="pl-btn")
+                new_btn = gr.Button("New conversation", size="sm", scale=0, min_width=140, visible=False,
+                                    elem_id="pl-new-conv", elem_classes="pl-btn")
             citations = gr.HTML("", elem_id="pl-citations")
-            gallery = gr.Gallery(label="Cited pages (click to enlarge)", columns=3, height=340,
+            gallery = gr.Gallery(label="Cited pages (click to open in the viewer)", columns=3, height=340,
                                  object_fit="contain", allow_preview=True, preview=False,
                                  fit_columns=False, elem_id="pl-gallery", interactive=False,
                                  visible=False, buttons=["download", "fullscreen"])
+            # what the browser sends: the plain answer (Copy) and the page a citation opens (ASK_KEYS_JS)
+            plain = gr.Textbox("", visible="hidden", elem_id="pl-answer-plain", show_label=False)
+            view_ref = gr.Textbox("", visible="hidden", elem_id="pl-view-ref", show_label=False)
+            view_open = gr.Button("open", visible="hidden", elem_id="pl-view-open")
         with gr.Column(scale=2, min_width=280):
+            with gr.Column(visible=False, elem_id="pl-viewer") as viewer:
+                viewer_title = gr.Markdown("", elem_id="pl-viewer-title")
+                with gr.Row(elem_classes="pl-viewer-bar"):
+                    prev_btn = gr.Button("◀ Prev", size="sm", min_width=60, elem_id="pl-prev", elem_classes="pl-btn")
+                    next_btn = gr.Button("Next ▶", size="sm", min_width=60, elem_id="pl-next", elem_classes="pl-btn")
+                    zoom_out = gr.Button("−", size="sm", min_width=40, elem_id="pl-zoom-out", elem_classes="pl-btn")
+                    zoom_fit = gr.Button("Fit", size="sm", min_width=50, elem_id="pl-zoom-fit", elem_classes="pl-btn")
+                    zoom_in = gr.Button("+", size="sm", min_width=40, elem_id="pl-zoom-in", elem_classes="pl-btn")
+                    download = gr.DownloadButton("⬇ PNG", size="sm", min_width=70, elem_id="pl-download",
+                                                 elem_classes="pl-btn")
+                    close_btn = gr.Button("✕", size="sm", min_width=40, elem_id="pl-viewer-close",
+                                          elem_classes="pl-btn")
+                viewer_msg = gr.HTML("", elem_id="pl-viewer-msg", padding=False)
+                viewer_img = gr.Image(label="Page", type="filepath", interactive=False, elem_id="pl-viewer-img",
+                                      buttons=["fullscreen"], show_label=False)
+                page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note", max_height=360,
+                                           visible=False)
             sim_img = gr.Image(label="Similarity map (top page)", type="pil", visible=False,
                                interactive=False, elem_id="pl-sim", buttons=["fullscreen"])
             sim_caption = gr.Markdown("Ask a question to see which parts of the top page "
                                       "matched it.", elem_classes="pl-note", elem_id="pl-sim-caption")
-            page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note", max_height=360,
-                                       visible=False)
-    return AskTab(question=question, mode=mode, retrieval=retrieval, k_slider=k_slider, ask_btn=ask_btn, stop_btn=stop_btn, ask_msg=ask_msg,
-                  answer_md=answer_md, citations=citations, gallery=gallery, sim_img=sim_img, sim_caption=sim_caption,
-                  top_hits=top_hits, page_text_md=page_text_md)
+    return AskTab(question=question, mode=mode, retrieval=retrieval, k_slider=k_slider, ask_btn=ask_btn,
+                  stop_btn=stop_btn, ask_msg=ask_msg, thread_md=thread_md, new_btn=new_btn, current_q=current_q,
+                  answer_md=answer_md, actions=actions, copy_btn=copy_btn, regen_btn=regen_btn, plain=plain,
+                  citations=citations, gallery=gallery, sim_img=sim_img, sim_caption=sim_caption,
+                  top_hits=top_hits, turns=turns, view=view, view_ref=view_ref, view_open=view_open, viewer=viewer,
+                  viewer_title=viewer_title, viewer_msg=viewer_msg, viewer_img=viewer_img, prev_btn=prev_btn,
+                  next_btn=next_btn, zoom_out=zoom_out, zoom_fit=zoom_fit, zoom_in=zoom_in, download=download,
+                  close_btn=close_btn, page_text_md=page_text_md)

@@ -1,0 +1,105 @@
+"""The Ask tab's pure views (ui/thread.py, ui/viewer.py): the thread of earlier turns with their own
+citations, the plain text Copy copies, the "still indexing" note, page references and download names."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from pagelens.ui.render import citations_html
+from pagelens.ui.state import UIError
+from pagelens.ui.thread import (
+    MAX_TURNS,
+    Cite,
+    Turn,
+    answer_markdown,
+    indexing_note,
+    plain_answer,
+    push_turn,
+    set_last,
+    thread_markdown,
+    turn_cites_html,
+)
+from pagelens.ui.viewer import PageView, download_name, page_ref, parse_page_ref, viewer_text, viewer_title
+
+
+def _turn(q: str, answer: str = "The total is 42 [1].", **kw: object) -> Turn:
+    base = Turn(question=q, collection="inv", mode="Answer", k=2, retrieval=None,
+                cites=(Cite("d1", "A very long report name.pdf", 3), Cite("d2", "inv.pdf", 1)))
+    return base.with_answer(answer, str(kw.pop("status", "done")), foot=str(kw.pop("foot", "")))
+
+
+def test_each_turn_has_its_own_citations_and_links() -> None:
+    turns = [_turn("first <q>?"), _turn("second?", "No markers here.")]
+    md = thread_markdown(turns)
+    assert md.count('<div class="pl-turn"') == 2
+    assert 'id="pl-turn-1"' in md and 'id="pl-turn-2"' in md
+    assert "first &lt;q&gt;?" in md  # escaped
+    assert 'The total is 42 <a class="pl-ref" href="#pl-t1-cite-1">[1]</a>.' in md
+    assert 'id="pl-t1-cite-1" data-ref="3|d1|inv"' in md
+    assert 'id="pl-t2-cite-2" data-ref="1|d2|inv"' in md
+    assert 'Sources: <a class="pl-ref" href="#pl-t2-cite-1">[1]</a>' in md  # no markers: a Sources line
+    assert "A very long report name.pdf</span> — page 3" in md
+    assert thread_markdown([]) == ""
+
+
+def test_current_answer_keeps_the_plain_ids() -> None:
+    turn = _turn("q", foot="\n\n<small>t</small>")
+    assert 'href="#pl-cite-1"' in answer_markdown(turn)
+    assert answer_markdown(turn).endswith("<small>t</small>")
+    assert 'id="pl-cite-1" data-ref="3|d1|inv" role="button"' in turn_cites_html(turn)
+    assert citations_html([("a.pdf", 1)]) == citations_html([("a.pdf", 1)], refs=None)  # unchanged without refs
+    assert "data-ref" not in citations_html([("a.pdf", 1)])
+
+
+def test_plain_answer_stopped_empty_and_messages() -> None:
+    assert plain_answer(_turn("q", "The total is 42 [1].")) == "The total is 42 [1]."
+    assert "(stopped)" in answer_markdown(_turn("q", "Half", status="stopped"))
+    assert "empty answer" in answer_markdown(_turn("q", "  "))
+    msg = _turn("q", "No pages found.", status="message")
+    assert answer_markdown(msg) == "No pages found." and plain_answer(msg) == ""
+    noted = Turn("q", "inv", "Answer", 1, None, note="x.pdf is still indexing: 1/2 pages; its pages are not searched yet.")
+    assert answer_markdown(noted.with_answer("No pages found.", "message")).startswith("> x.pdf is still indexing")
+
+
+def test_turns_push_replace_and_cap() -> None:
+    a, b, c = _turn("a"), _turn("b"), _turn("c")
+    assert push_turn([a, b], c) == [a, b, c]
+    assert push_turn([a, b], c, replace_last=True) == [a, c]  # Regenerate
+    assert set_last([a, b], c) == [a, c] and set_last([], c) == [c]
+    assert len(push_turn([a] * MAX_TURNS, b)) == MAX_TURNS
+
+
+def test_indexing_note_names_documents_and_progress() -> None:
+    job = SimpleNamespace(documents=[
+        {"name": "report.pdf", "status": "running", "page_count": 352, "pages_done": 164},
+        {"name": "annex.pdf", "status": "queued", "page_count": None, "pages_done": 0},
+        {"name": "done.pdf", "status": "indexed", "page_count": 2, "pages_done": 2},
+        {"name": "new.pdf", "status": "running", "page_count": None, "pages_done": 0},
+    ])
+    jobs = SimpleNamespace(active_for=lambda collection: [job] if collection == "big" else [])
+    note = indexing_note(jobs, "big")  # type: ignore[arg-type]
+    assert "report.pdf is still indexing: 164/352 pages; its pages are not searched yet." in note
+    assert "annex.pdf is waiting to be indexed; its pages are not searched yet." in note
+    assert "new.pdf is still indexing: starting" in note
+    assert "done.pdf" not in note
+    assert indexing_note(jobs, "other") == ""  # type: ignore[arg-type]
+
+
+def test_page_refs_and_download_names() -> None:
+    assert parse_page_ref(page_ref("my|coll", "abc", 4)) == ("my|coll", "abc", 4)
+    for bad in ("", "x|abc|c", "4||c", "4|abc"):
+        with pytest.raises(UIError):
+            parse_page_ref(bad)
+    assert download_name("Q3 report (final).pdf", 4) == "Q3_report_final-p4.png"
+    assert download_name("inv_aws_invoice_en.pdf", 1) == "inv_aws_invoice_en-p1.png"
+    assert download_name("../../etc/passwd", 2) == "passwd-p2.png"
+    assert download_name("", 1) == "page-p1.png"
+
+
+def test_viewer_title_and_text() -> None:
+    view = PageView(collection="c", doc_id="d", doc_name="a_b.pdf", page_no=2, page_count=5, image=None,
+                    text="Rechnung <7>", text_source="pdf", language="de")
+    assert viewer_title(view) == r"**a\_b.pdf** · page 2 of 5"
+    text = viewer_text(view)
+    assert "page 2" in text and "language: `de`" in text and "Rechnung &lt;7&gt;" in text
