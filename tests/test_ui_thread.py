@@ -121,6 +121,16 @@ def test_thread_copy_regenerate_viewer_and_map_after_a_switch(browser_page, sett
             box = page.locator(sel).first.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 1, (sel, box)
         page.set_viewport_size({"width": 1280, "height": 800})
+        # an earlier turn's citation and a cited page's thumbnail open the viewer too
+        old_page = int(re.search(r"page (\d)", old_cite.first.inner_text()).group(1))  # type: ignore[union-attr]
+        old_cite.first.click()
+        expect(page.locator("#pl-viewer-title")).to_contain_text(f"page {old_page} of 2")
+        page.locator("#pl-viewer-close").click()
+        expect(viewer).to_be_hidden()
+        page.locator("#pl-gallery img").first.click()
+        expect(viewer).to_be_visible()
+        expect(page.locator("#pl-viewer-title")).to_contain_text(f"page {first} of 2")
+        page.keyboard.press("Escape")  # the gallery's own preview
 
         # -- Regenerate after a collection switch: the same question in its own collection ---------------
         page.locator("#pl-collection input").click()

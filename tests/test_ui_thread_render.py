@@ -103,3 +103,65 @@ def test_viewer_title_and_text() -> None:
     assert viewer_title(view) == r"**a\_b.pdf** · page 2 of 5"
     text = viewer_text(view)
     assert "page 2" in text and "language: `de`" in text and "Rechnung &lt;7&gt;" in text
+
+
+def _tab() -> object:
+    from dataclasses import fields
+
+    from pagelens.ui.tabs.ask import AskTab
+
+    return AskTab(**{f.name: f.name for f in fields(AskTab)})  # components stand-ins: the update keys
+
+
+def test_the_viewer_checks_read_access_first() -> None:
+    from pagelens.app.access import Principal
+
+    tab = _tab()
+    shell = SimpleNamespace(ctx=None)  # never reached: refused before any lookup
+    scoped = Principal(name="k", role="r", collections=frozenset({"mine"}))
+    out = tab.open_page(shell, scoped, "secret", "d1", 1)  # type: ignore[attr-defined]
+    assert "no access to collection &#x27;secret&#x27;" in out["viewer_msg"] and "viewer_img" not in out
+    out = tab.open_page(shell, None, "mine", "d1", 1)  # type: ignore[attr-defined]
+    assert "sign in" in out["viewer_msg"]
+
+
+def test_find_page_names_what_is_missing_or_busy(tmp_path) -> None:  # noqa: ANN001
+    from pagelens.ui.viewer import find_page
+
+    payload = {"doc_id": "d1", "doc_name": "inv.pdf", "page_no": 2, "page_count": 3, "image_path": "x.png",
+               "text": "Total 42", "text_source": "pdf", "language": "en"}
+
+    class Store:
+        def iter_payloads(self, collection, page_filter, keys):  # noqa: ANN001, ANN202
+            if page_filter.page_nos == [2]:
+                yield "p2", payload
+
+        def count(self, collection, page_filter):  # noqa: ANN001, ANN202
+            return 3 if page_filter.doc_ids == ["d1"] else 0
+
+    images = SimpleNamespace(resolve=lambda p: None, allowed=lambda p: True)
+    ctx = SimpleNamespace(service=SimpleNamespace(store=Store(), images=images),
+                          jobs=SimpleNamespace(inflight_doc_ids=lambda c: {"busy"}))
+    view = find_page(ctx, "c", "d1", 2)  # type: ignore[arg-type]
+    assert (view.doc_name, view.page_no, view.page_count, view.image, view.language) == ("inv.pdf", 2, 3, None, "en")
+    with pytest.raises(UIError, match="has no page 4"):
+        find_page(ctx, "c", "d1", 4)  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="'gone' is not in collection 'c'"):
+        find_page(ctx, "c", "gone", 1)  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="still being indexed"):
+        find_page(ctx, "c", "busy", 1)  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="pages start at 1"):
+        find_page(ctx, "c", "d1", 0)  # type: ignore[arg-type]
+
+
+def test_a_citation_id_names_its_page_in_the_conversation() -> None:
+    from pagelens.ui.thread import cited_page
+
+    first = _turn("a")
+    last = Turn("b", "other", "Answer", 1, None, cites=(Cite("d9", "z.pdf", 7),))
+    turns = [first, last]
+    assert cited_page(turns, "pl-cite-1") == ("other", "d9", 7)  # the current answer
+    assert cited_page(turns, "pl-t1-cite-2") == ("inv", "d2", 1)  # an earlier turn, its own collection
+    for bad in ("pl-cite-2", "pl-t3-cite-1", "pl-t1-cite-0", "x", ""):
+        assert cited_page(turns, bad) is None
+    assert cited_page([], "pl-cite-1") is None

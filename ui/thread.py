@@ -6,6 +6,7 @@ collection that are still being indexed (their pages are not searched yet). Pure
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -97,6 +98,24 @@ def thread_markdown(turns: list[Turn]) -> str:
         blocks.append(f'<div class="pl-turn" id="pl-turn-{i}">\n\n{head}\n\n{answer_markdown(turn, prefix)}\n\n'
                       f"{turn_cites_html(turn, prefix)}\n\n</div>")
     return "\n\n".join(blocks)
+
+
+_CITE_ID = re.compile(r"^pl-(?:t(\d{1,4})-)?cite-(\d{1,3})$")
+
+
+def cited_page(turns: list[Turn], cite_id: str) -> tuple[str, str, int] | None:
+    """(collection, doc_id, page_no) that the citation element ``cite_id`` names: ``pl-cite-<n>`` (the
+    current, last turn) or ``pl-t<i>-cite-<n>`` (earlier turn i, as ``thread_markdown`` numbers them);
+    None when there is no such citation (the thread changed meanwhile)."""
+    m = _CITE_ID.match(cite_id or "")
+    if not m or not turns:
+        return None
+    turn = turns[-1] if m.group(1) is None else (turns[int(m.group(1)) - 1] if int(m.group(1)) <= len(turns) else None)
+    n = int(m.group(2))
+    if turn is None or not 1 <= n <= len(turn.cites):
+        return None
+    cite = turn.cites[n - 1]
+    return turn.collection, cite.doc_id, cite.page_no
 
 
 def plain_answer(turn: Turn) -> str:

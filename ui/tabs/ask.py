@@ -27,6 +27,7 @@ from pagelens.ui.thread import (
     Cite,
     Turn,
     answer_markdown,
+    cited_page,
     indexing_note,
     plain_answer,
     push_turn,
@@ -63,8 +64,8 @@ READING = "*Reading the pages…*"
 # textbox, as in every chat app. A capture listener on the window runs before Gradio's own (delegated) key
 # handler and stops it; an IME composition's Enter is left alone. Run once per page load (mount_ui's js).
 # Also: an answer's [n] link shows citation n in place; a click (or Enter) on a citation opens its page in
-# the viewer (its data-ref goes to the hidden #pl-view-ref box, then the hidden #pl-view-open button is
-# clicked); window.plZoom zooms the viewer's image (CSS variable --pl-zoom, 1 = fit the width).
+# the viewer (its id, pl-cite-<n> or pl-t<i>-cite-<n>, goes to the hidden #pl-view-ref box, then the hidden
+# #pl-view-open button is clicked; the server finds the page in the conversation: thread.cited_page); window.plZoom zooms the viewer's image (CSS variable --pl-zoom, 1 = fit the width).
 ASK_KEYS_JS = """() => {
   if (window.__plAskKeys) return;
   window.__plAskKeys = true;
@@ -94,15 +95,15 @@ ASK_KEYS_JS = """() => {
   };
   window.plOpenPage = openRef;
   window.addEventListener('keydown', (e) => {
-    const cite = e.target && e.target.closest ? e.target.closest('.pl-cite[data-ref]') : null;
-    if (cite && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); openRef(cite.dataset.ref); }
+    const cite = e.target && e.target.closest ? e.target.closest('.pl-cite[id]') : null;
+    if (cite && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); openRef(cite.id); }
   }, true);
   // an answer's [n] link shows citation n in place (the page has a <base>: a plain #anchor would load a new page)
   window.addEventListener('click', (e) => {
     const ref = e.target && e.target.closest ? e.target.closest('a.pl-ref') : null;
     if (!ref) {
-      const cite = e.target && e.target.closest ? e.target.closest('.pl-cite[data-ref]') : null;
-      if (cite) openRef(cite.dataset.ref);
+      const cite = e.target && e.target.closest ? e.target.closest('.pl-cite[id]') : null;
+      if (cite) openRef(cite.id);
       return;
     }
     e.preventDefault();
@@ -154,8 +155,8 @@ ASK_CSS = """
 .pl-turn-q, .pl-current-q { font-weight: 600; white-space: normal; overflow-wrap: anywhere; }
 .pl-turn-who { display: inline-block; font-size: 0.75rem; padding: 0 0.35rem; border-radius: 4px; background: var(--color-accent-soft, #dbeafe); }
 .pl-turn-coll { font-weight: 400; font-size: 0.8rem; opacity: 0.7; }
-.pl-cite[data-ref] { cursor: pointer; }
-.pl-cite[data-ref]:hover, .pl-cite[data-ref]:focus { background: rgba(37, 99, 235, 0.08); outline: none; }
+#pl-thread .pl-cite, #pl-citations .pl-cite { cursor: pointer; }
+#pl-thread .pl-cite:hover, #pl-citations .pl-cite:hover, .pl-cite:focus { background: rgba(37, 99, 235, 0.08); outline: none; }
 #pl-viewer { border: 1px solid var(--border-color-primary, #e5e7eb); border-radius: 8px; padding: 0.4rem; }
 #pl-viewer-img { --pl-zoom: 1; overflow: auto !important; max-height: 85vh; height: auto !important; min-height: 0 !important; }
 #pl-viewer-img img { width: calc(var(--pl-zoom) * 100%) !important; max-width: none !important; height: auto !important;
@@ -257,6 +258,11 @@ class AskTab:
         who = shell.who
         default_k = ctx.settings.answer_top_k
 
+        def after(t: Turn) -> dict[Any, Any]:
+            """The buttons under a finished turn: Copy when it has an answer, Regenerate, New conversation."""
+            return {self.copy_btn: gr.update(visible=bool(plain_answer(t))), self.regen_btn: gr.update(visible=True),
+                    self.new_btn: gr.update(visible=True)}
+
         def run(p: Principal | None, collection: str | None, q: str, how: str, k: int, retrieval_mode: str | None,
                 turns: list[Turn], replace_last: bool) -> Iterator[dict[Any, Any]]:
             """The streamed answer to ``q`` as a new turn (instead of the last one when ``replace_last``)."""
@@ -271,10 +277,12 @@ class AskTab:
             turns = push_turn(turns, turn, replace_last)
             head = {
                 self.thread_md: gr.update(value=thread_markdown(earlier), visible=bool(earlier)),
-                self.new_btn: gr.update(visible=True),
                 self.current_q: question_html(turn),
                 self.ask_msg: "",
-                self.actions: gr.update(visible=False),
+                self.actions: gr.update(visible=True),
+                self.copy_btn: gr.update(visible=False),
+                self.regen_btn: gr.update(visible=False),
+                self.new_btn: gr.update(visible=False),
                 self.plain: "",
             }
 
@@ -282,7 +290,7 @@ class AskTab:
                 nonlocal turns
                 turns = set_last(turns, t)
                 return {**head, self.answer_md: answer_markdown(t), self.citations: turn_cites_html(t),
-                        self.turns: turns, self.stop_btn: idle, **extra}
+                        self.turns: turns, self.stop_btn: idle, **after(t), **extra}
 
             try:
                 p = require_principal(p)
@@ -324,7 +332,7 @@ class AskTab:
                 text = f"Top {len(hits)} page(s) in {search_s * 1000:.0f} ms (search only, no answer)."
                 yield finish(turn.with_answer(text, "message"), {
                     self.gallery: pages_upd, self.top_hits: hits[:1], self.sim_img: no_sim,
-                    self.sim_caption: sim_wait, self.actions: gr.update(visible=True)})
+                    self.sim_caption: sim_wait})
                 return
             turns = set_last(turns, turn)
             yield {**head, self.answer_md: (f"> {note}\n\n" if note else "") + READING,
@@ -357,14 +365,14 @@ class AskTab:
                                     cites=tuple(Cite(c.doc_id, c.doc_name, c.page_no) for c in answer.citations),
                                     pages=tuple(ref for img, _, ref in copies if img) if cited else turn.pages)
                         yield finish(done, {self.gallery: gr.update(value=cited or shown, visible=True),
-                                              self.sim_caption: sim_wait, self.actions: gr.update(visible=True),
+                                              self.sim_caption: sim_wait,
                                               self.plain: plain_answer(done)})
                         return
             except Exception as exc:  # noqa: BLE001
                 failed = turn.with_answer((text + f"\n\n⚠ {err(exc)}").strip(), "message")
-                yield finish(failed, {self.sim_caption: sim_wait, self.actions: gr.update(visible=True)})
+                yield finish(failed, {self.sim_caption: sim_wait})
                 return
-            yield {self.stop_btn: idle}
+            yield {self.stop_btn: idle, **after(turns[-1])}
 
         def do_ask(collection: str | None, q: str, how: str, k: float, retrieval_mode: str | None,
                    turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
@@ -395,8 +403,8 @@ class AskTab:
             if turns and turns[-1].status == "running":
                 stopped = turns[-1].with_answer(turns[-1].answer, "stopped")
                 turns = set_last(turns, stopped)
-                out.update({self.answer_md: answer_markdown(stopped), self.turns: turns,
-                            self.actions: gr.update(visible=True), self.plain: plain_answer(stopped)})
+                out.update({self.answer_md: answer_markdown(stopped), self.turns: turns, **after(stopped),
+                            self.plain: plain_answer(stopped)})
             else:
                 out[self.answer_md] = f"{text}\n\n*(stopped)*".strip()
             return out
@@ -422,9 +430,11 @@ class AskTab:
             c = last.cites[0]
             return self.open_page(shell, who(request), last.collection, c.doc_id, c.page_no)
 
-        def do_open(ref: str, request: gr.Request) -> dict[Any, Any]:
+        def do_open(ref: str, turns: list[Turn] | None, request: gr.Request) -> dict[Any, Any]:
+            """Open a citation (its element id) or a gallery page (a ``page_ref``)."""
             try:
-                collection, doc_id, page_no = parse_page_ref(ref)
+                found = cited_page(turns or [], ref)
+                collection, doc_id, page_no = found if found is not None else parse_page_ref(ref)
             except UIError as exc:
                 return {self.viewer: gr.update(visible=True), self.viewer_msg: msg(str(exc), ok=False)}
             return self.open_page(shell, who(request), collection, doc_id, page_no)
@@ -434,7 +444,7 @@ class AskTab:
             index = evt.index if isinstance(evt.index, int) else -1
             if last is None or not 0 <= index < len(last.pages):
                 return {}
-            return do_open(last.pages[index], request)
+            return do_open(last.pages[index], turns, request)
 
         def step(delta: int) -> Any:
             def go(view: PageView | None, request: gr.Request) -> dict[Any, Any]:
@@ -456,7 +466,7 @@ class AskTab:
 
         ask_outputs = [self.answer_md, self.gallery, self.top_hits, self.sim_img, self.sim_caption, self.ask_msg,
                        self.stop_btn, self.citations, self.thread_md, self.new_btn, self.current_q, self.actions,
-                       self.plain, self.turns]
+                       self.plain, self.turns, self.copy_btn, self.regen_btn]
         # Enter in the question box clicks Ask (ASK_KEYS_JS), Shift+Enter is a newline
         asking = gr.on([self.ask_btn.click, self.question.submit], do_ask,
                        [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval, self.turns],
@@ -471,13 +481,14 @@ class AskTab:
         self.stop_btn.click(None, None, None, cancels=[asking, regenerating, *followups], queue=False,
                             api_visibility="private").then(
             do_stop, [self.answer_md, self.turns],
-            [self.answer_md, self.stop_btn, self.sim_caption, self.turns, self.actions, self.plain],
+            [self.answer_md, self.stop_btn, self.sim_caption, self.turns, self.plain, self.copy_btn, self.regen_btn,
+             self.new_btn],
             api_visibility="private")
         self.copy_btn.click(None, [self.plain], None, js=COPY_JS, queue=False, api_visibility="private")
         self.new_btn.click(do_new, None, [*ask_outputs, self.viewer, self.view, self.page_text_md],
                            api_visibility="private")
         # the viewer: a citation's click (ASK_KEYS_JS), a gallery thumbnail, previous/next, zoom, close
-        self.view_open.click(do_open, [self.view_ref], self.viewer_outputs(), api_visibility="private").then(
+        self.view_open.click(do_open, [self.view_ref, self.turns], self.viewer_outputs(), api_visibility="private").then(
             None, None, None, js=SCROLL_TO_VIEWER_JS, queue=False, api_visibility="private")
         self.gallery.select(do_gallery, [self.turns], self.viewer_outputs(), api_visibility="private")
         self.prev_btn.click(step(-1), [self.view], self.viewer_outputs(), api_visibility="private")
@@ -531,7 +542,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                      elem_classes="pl-btn")
                 regen_btn = gr.Button("↻ Regenerate", size="sm", scale=0, min_width=120, elem_id="pl-regenerate",
                                       elem_classes="pl-btn")
-                new_btn = gr.Button("New conversation", size="sm", scale=0, min_width=140, visible=False,
+                new_btn = gr.Button("New conversation", size="sm", scale=0, min_width=140,
                                     elem_id="pl-new-conv", elem_classes="pl-btn")
             citations = gr.HTML("", elem_id="pl-citations")
             gallery = gr.Gallery(label="Cited pages (click to open in the viewer)", columns=3, height=340,
