@@ -188,7 +188,8 @@ def test_asking_while_a_document_is_indexing_names_it_and_its_progress(browser_p
 
     from pagelens.app.service import PagelensService
 
-    settings = settings_factory(max_new_tokens=4, answer_top_k=1)
+    # answers long enough to switch the collection while one is written (the tiny model is random)
+    settings = settings_factory(max_new_tokens=48, answer_top_k=1)
     seed = PagelensService(settings)
     seed.create_collection("big")
     seed.create_collection("empty")
@@ -214,4 +215,19 @@ def test_asking_while_a_document_is_indexing_names_it_and_its_progress(browser_p
         expect(answer).to_contain_text("No pages found", timeout=60_000)
         expect(answer).to_contain_text("report.pdf is still indexing: 164/352 pages")
         expect(answer).not_to_contain_text("is the collection empty")
+
+        # switching the collection mid-answer: the similarity map comes from the collection asked in
+        page.goto(f"{url}/ui/?collection=big")
+        expect(page.locator("#pl-collection input")).to_have_value("big")
+        _ask(page, "What is the total amount due?")
+        expect(page.locator("#pl-stop")).to_be_visible(timeout=60_000)
+        page.locator("#pl-collection input").click()
+        page.get_by_role("option", name="empty").click()
+        mid_answer = page.locator("#pl-stop").is_visible()
+        expect(page.locator("#pl-sim")).to_be_visible(timeout=90_000)
+        expect(page.locator("#pl-sim-caption")).to_contain_text(AWS.name)
+        expect(page.locator("#pl-sim-caption")).not_to_contain_text("gone")
+        expect(page.locator("#pl-viewer-title")).to_contain_text(AWS.name)  # the viewer: the top page, too
+        expect(page.locator("#pl-collection input")).to_have_value("empty")
+        assert mid_answer, "the answer ended before the switch: nothing was tested"
         page.goto("about:blank")
