@@ -148,13 +148,25 @@ def test_thread_copy_regenerate_viewer_and_map_after_a_switch(browser_page, sett
         expect(cite.first).to_contain_text(TWO_PAGES.name)
         _shots(page, "09_regenerated_after_switch")
 
-        # -- the thread survives switching tabs; New conversation clears it -------------------------------
+        # -- the thread survives switching tabs and a reload; New conversation clears it -----------------
         page.get_by_role("tab", name="Documents").click()
         page.get_by_role("tab", name="Ask").click()
         expect(thread.locator(".pl-turn")).to_have_count(1)
+        # a reload keeps it too (the browser tab's session storage), citations still open their pages
+        page.reload()
+        expect(thread.locator(".pl-turn")).to_have_count(1)
+        expect(thread.locator(".pl-turn-q")).to_contain_text("What is the invoice number?")
+        expect(page.locator("#pl-current-q")).to_contain_text("What is the total amount due?")
+        expect(answer).to_contain_text("regenerated (answer 2)")
+        page.locator("#pl-citations li.pl-cite").first.click()
+        expect(page.locator("#pl-viewer-title")).to_contain_text(TWO_PAGES.name)
         page.locator("#pl-new-conv").click()
         expect(thread).to_be_hidden()
         expect(page.locator("#pl-citations li.pl-cite")).to_have_count(0)
+        page.reload()  # a new conversation stays new
+        expect(page.locator("#pl-collection input")).to_have_value("other")
+        expect(page.locator("#pl-current-q")).to_be_empty()
+        expect(thread).to_be_hidden()
         page.goto("about:blank")
 
 

@@ -165,3 +165,17 @@ def test_a_citation_id_names_its_page_in_the_conversation() -> None:
     for bad in ("pl-cite-2", "pl-t3-cite-1", "pl-t1-cite-0", "x", ""):
         assert cited_page(turns, bad) is None
     assert cited_page([], "pl-cite-1") is None
+
+
+def test_the_conversation_round_trips_through_session_storage_json() -> None:
+    from pagelens.ui.thread import turns_from_json, turns_to_json
+
+    turns = [_turn("a <b>", foot="\n\n<small>t</small>"), Turn("b", "other", "Search only", 3, "text",
+                                                            cites=(Cite("d9", "z.pdf", 7),), pages=("7|d9|other",), status="message")]
+    assert turns_from_json(turns_to_json(turns)) == turns
+    running = Turn("c", "inv", "Answer", 1, None, answer="half")
+    assert turns_from_json(turns_to_json([running]))[0].status == "stopped"  # cut by the reload
+    for bad in ("", "nope", "{}", '[{"question": 1}]', '[{"question": "q", "collection": "c", "cites": [{}]}]',
+                "[" + " " * 2_000_001 + "]"):
+        assert turns_from_json(bad) == []
+    assert turns_from_json('[{"question": "q", "collection": "c"}, 5]') == [Turn("q", "c", "", 1, None, status="done")]

@@ -1,14 +1,16 @@
 """The Ask tab's conversation: one ``Turn`` per question asked in this browser session (kept in a
-``gr.State``, so it survives switching tabs), the Markdown of the earlier turns (each with its own
+``gr.State``, so it survives switching tabs, and as JSON in the browser tab's session storage, so it
+survives a reload: ``turns_to_json`` / ``turns_from_json``), the Markdown of the earlier turns (each with its own
 numbered citations and ``[n]`` links, ids prefixed by the turn), and the note on documents of the
 collection that are still being indexed (their pages are not searched yet). Pure functions."""
 
 from __future__ import annotations
 
 import html
+import json
 import re
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from pagelens.ui.render import citations_html, link_citation_markers
 from pagelens.ui.viewer import page_ref
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
 
 # the most turns kept per browser session (the oldest go first)
 MAX_TURNS = 50
+# the most characters of a conversation read back from the browser's session storage
+MAX_STORED_CHARS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -139,3 +143,38 @@ def indexing_note(jobs: JobStore, collection: str) -> str:
             elif status == "queued":
                 notes.append(f"{name} is waiting to be indexed; its pages are not searched yet.")
     return " ".join(notes)
+
+
+def turns_to_json(turns: list[Turn]) -> str:
+    """The conversation as JSON, for the browser's session storage (a reload reads it back)."""
+    return json.dumps([asdict(t) for t in turns[-MAX_TURNS:]], ensure_ascii=False)
+
+
+def _turn_of(d: Any) -> Turn | None:
+    if not isinstance(d, dict) or not isinstance(d.get("question"), str) or not isinstance(d.get("collection"), str):
+        return None
+    try:
+        cites = tuple(Cite(doc_id=str(c["doc_id"]), doc_name=str(c["doc_name"]), page_no=int(c["page_no"]))
+                      for c in d.get("cites") or [])
+        status = str(d.get("status") or "done")
+        return Turn(question=d["question"], collection=d["collection"], mode=str(d.get("mode") or ""),
+                    k=int(d.get("k") or 1), retrieval=None if d.get("retrieval") is None else str(d["retrieval"]),
+                    answer=str(d.get("answer") or ""), foot=str(d.get("foot") or ""), cites=cites,
+                    # an answer cut by the reload is shown as stopped
+                    status="stopped" if status == "running" else status, note=str(d.get("note") or ""),
+                    pages=tuple(str(r) for r in d.get("pages") or []), attempt=int(d.get("attempt") or 1))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def turns_from_json(text: str | None) -> list[Turn]:
+    """The conversation stored by ``turns_to_json``; what does not parse is left out (the browser sent it)."""
+    if not text or len(text) > MAX_STORED_CHARS:
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return []
+    if not isinstance(data, list):
+        return []
+    return [t for t in (_turn_of(d) for d in data[-MAX_TURNS:]) if t is not None]

@@ -34,6 +34,8 @@ from pagelens.ui.thread import (
     set_last,
     thread_markdown,
     turn_cites_html,
+    turns_from_json,
+    turns_to_json,
 )
 from pagelens.ui.viewer import (
     PageView,
@@ -147,6 +149,12 @@ COPY_JS = """(text) => {
   }
   return [];
 }"""
+# The conversation in the browser tab's session storage (thread.turns_to_json), so a reload keeps it; the
+# tab's own storage, gone when the tab closes, cleared on sign-out (screen.SIGN_OUT_JS).
+THREAD_KEY = "pl-thread"
+STORE_THREAD_JS = ("(text) => { try { if (text) sessionStorage.setItem('" + THREAD_KEY + "', text); else "
+                   "sessionStorage.removeItem('" + THREAD_KEY + "'); } catch (e) {} return []; }")
+READ_THREAD_JS = "() => { try { return [sessionStorage.getItem('" + THREAD_KEY + "') || '']; } catch (e) { return ['']; } }"
 SCROLL_TO_VIEWER_JS = "() => { const v = document.getElementById('pl-viewer'); if (v) v.scrollIntoView({block: 'start'}); }"
 
 ASK_CSS = """
@@ -197,6 +205,7 @@ class AskTab:
     copy_btn: gr.Button
     regen_btn: gr.Button
     plain: gr.Textbox
+    thread_json: gr.Textbox
     citations: gr.HTML
     gallery: gr.Gallery
     sim_img: gr.Image
@@ -250,6 +259,30 @@ class AskTab:
         except Exception as exc:  # noqa: BLE001
             return {self.viewer: gr.update(visible=True), self.viewer_msg: msg(err(exc), ok=False)}
 
+    def wire_load(self, shell: UIShell, demo: gr.Blocks) -> None:
+        """On page load, the conversation this browser tab kept in its session storage comes back (the
+        turns in collections the principal may read; the viewer, the pages and the map do not)."""
+
+        def restore(text: str | None, request: gr.Request) -> dict[Any, Any]:
+            p = shell.who(request)
+            turns = [t for t in turns_from_json(text) if can_read(p, t.collection)]
+            if not turns:
+                return {self.turns: gr.skip()}
+            last = turns[-1]
+            return {self.turns: turns, self.thread_json: turns_to_json(turns),
+                    self.thread_md: gr.update(value=thread_markdown(turns[:-1]),
+                                                                 visible=len(turns) > 1),
+                    self.current_q: question_html(last), self.answer_md: answer_markdown(last),
+                    self.citations: turn_cites_html(last), self.plain: plain_answer(last),
+                    self.actions: gr.update(visible=True),
+                    self.copy_btn: gr.update(visible=bool(plain_answer(last))),
+                    self.regen_btn: gr.update(visible=True), self.new_btn: gr.update(visible=True)}
+
+        demo.load(restore, [self.thread_json], [self.turns, self.thread_json, self.thread_md, self.current_q, self.answer_md,
+                                                self.citations, self.plain, self.actions, self.copy_btn,
+                                                self.regen_btn, self.new_btn],
+                  js=READ_THREAD_JS, show_progress="hidden", api_visibility="private")
+
     # -- events -------------------------------------------------------------------------------------
     def wire(self, shell: UIShell, screen: Screen) -> None:
         """Connect Ask/Enter and Regenerate to the streamed answer, then the similarity map and the viewer
@@ -290,7 +323,8 @@ class AskTab:
                 nonlocal turns
                 turns = set_last(turns, t)
                 return {**head, self.answer_md: answer_markdown(t), self.citations: turn_cites_html(t),
-                        self.turns: turns, self.stop_btn: idle, **after(t), **extra}
+                        self.turns: turns, self.thread_json: turns_to_json(turns), self.stop_btn: idle, **after(t),
+                        **extra}
 
             try:
                 p = require_principal(p)
@@ -404,7 +438,7 @@ class AskTab:
                 stopped = turns[-1].with_answer(turns[-1].answer, "stopped")
                 turns = set_last(turns, stopped)
                 out.update({self.answer_md: answer_markdown(stopped), self.turns: turns, **after(stopped),
-                            self.plain: plain_answer(stopped)})
+                            self.plain: plain_answer(stopped), self.thread_json: turns_to_json(turns)})
             else:
                 out[self.answer_md] = f"{text}\n\n*(stopped)*".strip()
             return out
@@ -426,7 +460,7 @@ class AskTab:
             """The viewer on the last answer's first page (its text replaces the old top-page text)."""
             last = turns[-1] if turns else None
             if last is None or not last.cites:
-                return {}
+                return {self.view: gr.skip()}
             c = last.cites[0]
             return self.open_page(shell, who(request), last.collection, c.doc_id, c.page_no)
 
@@ -443,19 +477,19 @@ class AskTab:
             last = turns[-1] if turns else None
             index = evt.index if isinstance(evt.index, int) else -1
             if last is None or not 0 <= index < len(last.pages):
-                return {}
+                return {self.view: gr.skip()}
             return do_open(last.pages[index], turns, request)
 
         def step(delta: int) -> Any:
             def go(view: PageView | None, request: gr.Request) -> dict[Any, Any]:
                 if view is None:
-                    return {}
+                    return {self.view: gr.skip()}
                 return self.open_page(shell, who(request), view.collection, view.doc_id, view.page_no + delta)
             return go
 
         def do_new() -> dict[Any, Any]:
             """New conversation: the thread, the answer, its pages, the map and the viewer are cleared."""
-            return {self.turns: [], self.thread_md: gr.update(value="", visible=False),
+            return {self.turns: [], self.thread_json: "", self.thread_md: gr.update(value="", visible=False),
                     self.new_btn: gr.update(visible=False), self.current_q: "", self.answer_md: "",
                     self.citations: "", self.gallery: gr.update(value=[], visible=False),
                     self.actions: gr.update(visible=False), self.plain: "", self.top_hits: [],
@@ -466,7 +500,7 @@ class AskTab:
 
         ask_outputs = [self.answer_md, self.gallery, self.top_hits, self.sim_img, self.sim_caption, self.ask_msg,
                        self.stop_btn, self.citations, self.thread_md, self.new_btn, self.current_q, self.actions,
-                       self.plain, self.turns, self.copy_btn, self.regen_btn]
+                       self.plain, self.turns, self.copy_btn, self.regen_btn, self.thread_json]
         # Enter in the question box clicks Ask (ASK_KEYS_JS), Shift+Enter is a newline
         asking = gr.on([self.ask_btn.click, self.question.submit], do_ask,
                        [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval, self.turns],
@@ -482,8 +516,10 @@ class AskTab:
                             api_visibility="private").then(
             do_stop, [self.answer_md, self.turns],
             [self.answer_md, self.stop_btn, self.sim_caption, self.turns, self.plain, self.copy_btn, self.regen_btn,
-             self.new_btn],
+             self.new_btn, self.thread_json],
             api_visibility="private")
+        self.thread_json.change(None, [self.thread_json], None, js=STORE_THREAD_JS, queue=False,
+                                api_visibility="private")
         self.copy_btn.click(None, [self.plain], None, js=COPY_JS, queue=False, api_visibility="private")
         self.new_btn.click(do_new, None, [*ask_outputs, self.viewer, self.view, self.page_text_md],
                            api_visibility="private")
@@ -552,6 +588,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
             # what the browser sends: the plain answer (Copy) and the page a citation opens (ASK_KEYS_JS)
             plain = gr.Textbox("", visible="hidden", elem_id="pl-answer-plain", show_label=False)
             view_ref = gr.Textbox("", visible="hidden", elem_id="pl-view-ref", show_label=False)
+            thread_json = gr.Textbox("", visible="hidden", elem_id="pl-thread-json", show_label=False)
             view_open = gr.Button("open", visible="hidden", elem_id="pl-view-open")
         with gr.Column(scale=2, min_width=280):
             with gr.Column(visible=False, elem_id="pl-viewer") as viewer:
@@ -577,7 +614,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                       "matched it.", elem_classes="pl-note", elem_id="pl-sim-caption")
     return AskTab(question=question, mode=mode, retrieval=retrieval, k_slider=k_slider, ask_btn=ask_btn,
                   stop_btn=stop_btn, ask_msg=ask_msg, thread_md=thread_md, new_btn=new_btn, current_q=current_q,
-                  answer_md=answer_md, actions=actions, copy_btn=copy_btn, regen_btn=regen_btn, plain=plain,
+                  answer_md=answer_md, actions=actions, copy_btn=copy_btn, regen_btn=regen_btn, plain=plain, thread_json=thread_json,
                   citations=citations, gallery=gallery, sim_img=sim_img, sim_caption=sim_caption,
                   top_hits=top_hits, turns=turns, view=view, view_ref=view_ref, view_open=view_open, viewer=viewer,
                   viewer_title=viewer_title, viewer_msg=viewer_msg, viewer_img=viewer_img, prev_btn=prev_btn,
