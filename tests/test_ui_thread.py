@@ -115,11 +115,14 @@ def test_thread_copy_regenerate_viewer_and_map_after_a_switch(browser_page, sett
         with page.expect_download() as dl:
             page.locator("#pl-download").click()
         assert dl.value.suggested_filename == f"{TWO_PAGES.stem}-p{first}.png"
-        _shots(page, "08_thread_and_viewer")
+        _shots(page, "ask_01_thread_and_viewer")
         page.set_viewport_size(PHONE)  # the viewer fits a phone: full width, its controls on screen
         for sel in ("#pl-viewer", "#pl-next", "#pl-zoom-in", "#pl-download", "#pl-thread li.pl-cite"):
             box = page.locator(sel).first.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 1, (sel, box)
+        for sel in ("#pl-thread li.pl-cite", "#pl-citations li.pl-cite"):  # the whole name and page, wrapped
+            cut = page.locator(sel).first.evaluate("e => e.scrollWidth > e.clientWidth + 1")
+            assert not cut, sel
         page.set_viewport_size({"width": 1280, "height": 800})
         # an earlier turn's citation and a cited page's thumbnail open the viewer too
         old_page = int(re.search(r"page (\d)", old_cite.first.inner_text()).group(1))  # type: ignore[union-attr]
@@ -146,7 +149,7 @@ def test_thread_copy_regenerate_viewer_and_map_after_a_switch(browser_page, sett
         expect(page.locator("#pl-current-q")).to_contain_text("What is the total amount due?")
         expect(page.locator("#pl-current-q")).to_contain_text("in inv")
         expect(cite.first).to_contain_text(TWO_PAGES.name)
-        _shots(page, "09_regenerated_after_switch")
+        _shots(page, "ask_02_regenerated_after_switch")
 
         # -- the thread survives switching tabs and a reload; New conversation clears it -----------------
         page.get_by_role("tab", name="Documents").click()
@@ -219,7 +222,7 @@ def test_asking_while_a_document_is_indexing_names_it_and_its_progress(browser_p
         expect(answer).to_contain_text("report.pdf is still indexing: 164/352 pages; its pages are not searched yet.")
         expect(answer).to_contain_text("annex.pdf is waiting to be indexed")
         expect(page.locator("#pl-citations")).to_contain_text(AWS.name)
-        _shots(page, "10_still_indexing")
+        _shots(page, "ask_03_still_indexing")
 
         page.goto(f"{url}/ui/?collection=empty&mode=search")
         expect(page.locator("#pl-collection input")).to_have_value("empty")
