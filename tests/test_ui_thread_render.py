@@ -120,9 +120,9 @@ def test_the_viewer_checks_read_access_first() -> None:
     shell = SimpleNamespace(ctx=None)  # never reached: refused before any lookup
     scoped = Principal(name="k", role="r", collections=frozenset({"mine"}))
     out = tab.open_page(shell, scoped, "secret", "d1", 1)  # type: ignore[attr-defined]
-    assert "no access to collection &#x27;secret&#x27;" in out["viewer_msg"] and "viewer_img" not in out
+    assert "no access to collection &#x27;secret&#x27;" in out["viewer_msg"]["value"] and "viewer_img" not in out
     out = tab.open_page(shell, None, "mine", "d1", 1)  # type: ignore[attr-defined]
-    assert "sign in" in out["viewer_msg"]
+    assert "sign in" in out["viewer_msg"]["value"] and out["viewer_msg"]["visible"]
 
 
 def test_find_page_names_what_is_missing_or_busy(tmp_path) -> None:  # noqa: ANN001

@@ -238,9 +238,9 @@ class AskTab:
         return {
             self.viewer: gr.update(visible=True),
             self.viewer_title: viewer_title(view),
-            self.viewer_msg: "" if view.image else msg(
+            self.viewer_msg: gr.update(value="", visible=False) if view.image else gr.update(value=msg(
                 f"The image of {view.doc_name}, page {view.page_no} is not on this server: index the document "
-                "again to see it.", ok=False),
+                "again to see it.", ok=False), visible=True),
             self.viewer_img: gr.update(value=view.image, label=f"{view.doc_name} — page {view.page_no}"),
             self.page_text_md: gr.update(value=viewer_text(view), visible=True),
             self.download: gr.update(value=download_copy(shell.ctx, view), interactive=bool(view.image)),
@@ -257,7 +257,7 @@ class AskTab:
             check_read(p, collection)
             return self.show_page(find_page(shell.ctx, collection, doc_id, page_no), shell)
         except Exception as exc:  # noqa: BLE001
-            return {self.viewer: gr.update(visible=True), self.viewer_msg: msg(err(exc), ok=False)}
+            return {self.viewer: gr.update(visible=True), self.viewer_msg: gr.update(value=msg(err(exc), ok=False), visible=True)}
 
     def wire_load(self, shell: UIShell, demo: gr.Blocks) -> None:
         """On page load, the conversation this browser tab kept in its session storage comes back (the
@@ -470,7 +470,7 @@ class AskTab:
                 found = cited_page(turns or [], ref)
                 collection, doc_id, page_no = found if found is not None else parse_page_ref(ref)
             except UIError as exc:
-                return {self.viewer: gr.update(visible=True), self.viewer_msg: msg(str(exc), ok=False)}
+                return {self.viewer: gr.update(visible=True), self.viewer_msg: gr.update(value=msg(str(exc), ok=False), visible=True)}
             return self.open_page(shell, who(request), collection, doc_id, page_no)
 
         def do_gallery(turns: list[Turn] | None, evt: gr.SelectData, request: gr.Request) -> dict[Any, Any]:
@@ -603,7 +603,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                                  elem_classes="pl-btn")
                     close_btn = gr.Button("✕", size="sm", min_width=40, elem_id="pl-viewer-close",
                                           elem_classes="pl-btn")
-                viewer_msg = gr.HTML("", elem_id="pl-viewer-msg", padding=False)
+                viewer_msg = gr.HTML("", elem_id="pl-viewer-msg", padding=False, visible=False)
                 viewer_img = gr.Image(label="Page", type="filepath", interactive=False, elem_id="pl-viewer-img",
                                       buttons=["fullscreen"], show_label=False)
                 page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note", max_height=360,
