@@ -50,14 +50,13 @@ from pagelens.ui.render import (
 from pagelens.ui.screen import SIGN_OUT_JS, Screen
 from pagelens.ui.state import POLL_S, TIMER_S, UI_PATH, UIContext, UIError, UIShell, keys_of
 from pagelens.ui.tabs.ask import (
-    ASK_CSS,
-    ASK_KEYS_JS,
     MODE_ANSWER,
     MODE_SEARCH,
     RETRIEVAL_CHOICES,
     RETRIEVAL_DEFAULT,
     build_ask_tab,
 )
+from pagelens.ui.tabs.ask_assets import ASK_CSS, ASK_KEYS_JS
 from pagelens.ui.tabs.collections import build_collections_tab
 from pagelens.ui.tabs.documents import build_documents_tab
 from starlette.routing import Mount
