@@ -19,7 +19,9 @@ private ``0700`` folder per server, cleaned by age and removed at shutdown.
 
 The code: ``ui/state.py`` (the shared context and the ``UIShell`` each tab builder gets, access helpers),
 ``ui/render.py`` (HTML tables, captions, page copies, the similarity overlay, the stylesheet),
-``ui/actions.py`` (uploads to jobs), ``ui/tabs/`` (one builder per tab), ``ui/screen.py`` (the views that
+``ui/actions.py`` (uploads to jobs), ``ui/thread.py`` (the Ask tab's conversation: turns, their citations,
+the "still indexing" note), ``ui/viewer.py`` (the page viewer: any stored page, its text, its download name),
+``ui/tabs/`` (one builder per tab), ``ui/screen.py`` (the views that
 span tabs and the wiring); this module builds the Blocks and mounts them.
 """
 
@@ -48,13 +50,13 @@ from pagelens.ui.render import (
 from pagelens.ui.screen import SIGN_OUT_JS, Screen
 from pagelens.ui.state import POLL_S, TIMER_S, UI_PATH, UIContext, UIError, UIShell, keys_of
 from pagelens.ui.tabs.ask import (
-    ASK_KEYS_JS,
     MODE_ANSWER,
     MODE_SEARCH,
     RETRIEVAL_CHOICES,
     RETRIEVAL_DEFAULT,
     build_ask_tab,
 )
+from pagelens.ui.tabs.ask_assets import ASK_CSS, ASK_KEYS_JS
 from pagelens.ui.tabs.collections import build_collections_tab
 from pagelens.ui.tabs.documents import build_documents_tab
 from starlette.routing import Mount
@@ -180,7 +182,7 @@ def mount_ui(
         app,
         demo,
         path=path,
-        css=CSS,
+        css=CSS + ASK_CSS,
         js=ASK_KEYS_JS,
         footer_links=[],
         run_history=False,

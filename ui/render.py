@@ -222,14 +222,18 @@ def caption(doc_name: str, page_no: int, score: float, number: int | None = None
     return f"{head}{doc_name} — page {page_no} ({kind} {score:.2f})"
 
 
-def citations_html(pages: list[tuple[str, int]]) -> str:
+def citations_html(pages: list[tuple[str, int]], prefix: str = "pl-cite", refs: list[str] | None = None) -> str:
     """The numbered citations, ``[n] <document> — page <N>`` in full (wrapping, never cut), one per page
     in the order the pages were shown (citation n is ``pages[n-1]``: (document name, 1-based page)); each
-    item is the target ``#pl-cite-<n>`` of the answer's ``[n]`` links."""
+    item is the target ``#<prefix>-<n>`` of the answer's ``[n]`` links. With ``refs`` (one per page), item n
+    opens the page viewer on ``refs[n-1]`` when clicked (``data-ref``, ``ui/tabs/ask.py``)."""
     if not pages:
         return ""
     items = "".join(
-        f'<li class="pl-cite" id="pl-cite-{n}"><span class="pl-cite-n">[{n}]</span>'
+        f'<li class="pl-cite" id="{prefix}-{n}"'
+        + (f' data-ref="{html.escape(refs[n - 1])}" role="button" tabindex="0" title="Open this page"'
+           if refs and n <= len(refs) else "")
+        + f'><span class="pl-cite-n">[{n}]</span>'
         f'<span class="pl-cite-doc">{html.escape(name)}</span> — page {int(page_no)}</li>'
         for n, (name, page_no) in enumerate(pages, start=1)
     )
@@ -239,8 +243,9 @@ def citations_html(pages: list[tuple[str, int]]) -> str:
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
-def link_citation_markers(text: str, count: int) -> str:
-    """The answer (Markdown) with each ``[n]`` marker (1 <= n <= ``count``) a link to citation n; when the
+def link_citation_markers(text: str, count: int, prefix: str = "pl-cite") -> str:
+    """The answer (Markdown) with each ``[n]`` marker (1 <= n <= ``count``) a link to citation n
+    (``#<prefix>-<n>``); when the
     text has none, a ``Sources: [1] [2] ...`` line is added, so every answer ties to its numbered pages.
     Other bracketed numbers stay as they are."""
     if count <= 0:
@@ -248,12 +253,12 @@ def link_citation_markers(text: str, count: int) -> str:
 
     def link(m: re.Match[str]) -> str:
         n = int(m.group(1))
-        return f'<a class="pl-ref" href="#pl-cite-{n}">[{n}]</a>' if 1 <= n <= count else m.group(0)
+        return f'<a class="pl-ref" href="#{prefix}-{n}">[{n}]</a>' if 1 <= n <= count else m.group(0)
 
     linked, found = _MARKER.subn(link, text)
     if found and linked != text:
         return linked
-    refs = " ".join(f'<a class="pl-ref" href="#pl-cite-{n}">[{n}]</a>' for n in range(1, count + 1))
+    refs = " ".join(f'<a class="pl-ref" href="#{prefix}-{n}">[{n}]</a>' for n in range(1, count + 1))
     return f"{text}\n\nSources: {refs}"
 
 

@@ -22,6 +22,7 @@ from pagelens.core.errors import PagelensError
 # sign-in page. The page is served at <ui>/, so both URLs are relative to it.
 SIGN_OUT_JS = """() => {
   const base = window.location.pathname.endsWith('/') ? window.location.pathname : window.location.pathname + '/';
+  try { sessionStorage.removeItem('pl-thread'); } catch (e) {}  // the Ask tab's conversation (tabs/ask.py)
   fetch(base + 'sign-out', {method: 'POST', credentials: 'same-origin', redirect: 'manual'})
     .finally(() => { window.location.assign(base + 'sign-in'); });
 }"""
@@ -149,3 +150,4 @@ class Screen:
         self.colls.wire(shell, self)
         self.docs.wire(shell, self)
         self.ask.wire(shell, self)
+        self.ask.wire_load(shell, demo)

@@ -1,0 +1,121 @@
+"""The Ask tab's page viewer: one stored page of a document (any page, cited or not) looked up the way the
+REST route ``/v1/collections/{c}/documents/{doc_id}/pages/{n}.png`` finds it (one point by filter, its image
+under this server's page-image root), its extracted text, and a copy named ``<document>-p<N>.png`` to
+download. The caller checks the principal's read access to the collection first."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pagelens.ui.render import page_copy, page_text_markdown
+from pagelens.ui.state import UIContext, UIError
+
+from pagelens.core.types import PageFilter
+
+PAGE_KEYS = ("doc_id", "doc_name", "page_no", "page_count", "image_path", "text", "text_source", "language")
+# zoom levels of the viewer's image (1 = fit the viewer's width), applied in the browser (VIEWER_JS)
+ZOOM_STEPS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+@dataclass(frozen=True)
+class PageView:
+    """One page as the viewer shows it: ``image`` is a copy the browser may fetch (``render.page_copy``),
+    None when the image is not on this server."""
+
+    collection: str
+    doc_id: str
+    doc_name: str
+    page_no: int
+    page_count: int
+    image: str | None
+    text: str = ""
+    text_source: str | None = None
+    language: str | None = None
+
+
+def find_page(ctx: UIContext, collection: str, doc_id: str, page_no: int) -> PageView:
+    """Page ``page_no`` (1-based) of document ``doc_id`` in ``collection``; a ``UIError`` naming the document
+    and page when it is being indexed, missing, or out of range."""
+    if doc_id in ctx.jobs.inflight_doc_ids(collection):
+        raise UIError(f"document '{doc_id}' is still being indexed: its pages open once it is done")
+    store = ctx.service.store
+    if page_no < 1:
+        raise UIError(f"page {page_no} does not exist: pages start at 1")
+    payload: dict[str, Any] | None = None
+    for _, candidate in store.iter_payloads(collection, PageFilter(doc_ids=[doc_id], page_nos=[page_no]),
+                                            keys=PAGE_KEYS):
+        payload = candidate
+        break
+    if payload is None:
+        if not store.count(collection, PageFilter(doc_ids=[doc_id])):
+            raise UIError(f"document '{doc_id}' is not in collection '{collection}' (deleted meanwhile?): "
+                          "ask again to see the current pages")
+        raise UIError(f"document '{doc_id}' has no page {page_no} in collection '{collection}'")
+    images = ctx.service.images
+    path = images.resolve(payload)
+    image = page_copy(ctx, str(path)) if path is not None and images.allowed(path) else None
+    return PageView(collection=collection, doc_id=doc_id, doc_name=str(payload.get("doc_name") or doc_id),
+                    page_no=int(payload.get("page_no") or page_no),
+                    page_count=int(payload.get("page_count") or 0) or page_no, image=image,
+                    text=str(payload.get("text") or ""), text_source=payload.get("text_source"),
+                    language=payload.get("language"))
+
+
+_UNSAFE = re.compile(r"[^\w.\-]+")
+
+
+def download_name(doc_name: str, page_no: int) -> str:
+    """``<document stem>-p<N>.png``: the stem of the document's name with characters unsafe in a file name
+    replaced by ``_`` (``Q3 report.pdf``, 4 -> ``Q3_report-p4.png``)."""
+    stem = _UNSAFE.sub("_", Path(doc_name).stem).strip("._") or "page"
+    return f"{stem[:120]}-p{int(page_no)}.png"
+
+
+def download_copy(ctx: UIContext, view: PageView) -> str | None:
+    """A copy of the page image named ``download_name`` (in a folder named by an HMAC of the image copy, in
+    the UI's private cache), for the Download button; None without an image."""
+    if not view.image:
+        return None
+    digest = hmac.new(ctx.secret, f"dl:{view.image}".encode(), hashlib.sha256).hexdigest()[:32]
+    target = ctx.image_cache / "dl" / digest / download_name(view.doc_name, view.page_no)
+    if not target.exists():
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            os.link(view.image, tmp)
+        except OSError:
+            shutil.copyfile(view.image, tmp)
+        os.replace(tmp, target)
+    return str(target)
+
+
+def viewer_title(view: PageView) -> str:
+    """The viewer's heading (Markdown): the document's full name and ``page N of M``."""
+    name = html.escape(view.doc_name).replace("*", r"\*").replace("_", r"\_")
+    return f"**{name}** · page {view.page_no} of {view.page_count}"
+
+
+def viewer_text(view: PageView) -> str:
+    """The shown page's extracted text with its source and language (``render.page_text_markdown``)."""
+    return page_text_markdown(view)  # type: ignore[arg-type]  # PageView has the fields it reads
+
+
+def page_ref(collection: str, doc_id: str, page_no: int) -> str:
+    """What the browser sends to open a page: ``<page_no>|<doc_id>|<collection>``."""
+    return f"{int(page_no)}|{doc_id}|{collection}"
+
+
+def parse_page_ref(ref: str) -> tuple[str, str, int]:
+    """(collection, doc_id, page_no) of a ``page_ref``; ``UIError`` when malformed."""
+    parts = (ref or "").split("|", 2)
+    if len(parts) != 3 or not parts[0].strip().isdigit() or not parts[1] or not parts[2]:
+        raise UIError("no page to open: click a citation or a cited page")
+    return parts[2], parts[1], int(parts[0])
