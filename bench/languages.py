@@ -4,7 +4,8 @@ query-analysis alternatives, the English-only baseline, OCR cost and the hybrid 
 ``python bench/languages.py --retriever DIR [--work DIR] [--out bench/languages.md]``
 
 1. Builds the three known-item sets of ``tests/make_known_items.py`` (``build_sets``): ``languages``
-   (inflected-form queries per language), ``cjk`` and ``scans``.
+   (inflected-form queries per language; with ``--manpages``, the default, also over Debian's translated
+   man pages in nl pl es it pt: ``bench/manpages.py``), ``cjk`` and ``scans``.
 2. Indexes each set twice: ``now`` (per-language analysis, OCR auto) and ``before`` (the English-only
    text index and no OCR: what pagelens did before), and measures nDCG@5, recall@1/5 per mode and per
    language / query kind (``pagelens eval`` metrics, ``pagelens.app.evaluation``).
@@ -87,6 +88,9 @@ def main() -> None:  # noqa: C901 - a linear script
     ap.add_argument("--skip-fusion", action="store_true")
     ap.add_argument("--skip-ocr-cost", action="store_true", help="keep the OCR cost figures of an earlier run")
     ap.add_argument("--ingest-only", action="store_true", help="only the mixed-folder ingest timing (step 4)")
+    ap.add_argument("--manpages", action=argparse.BooleanOptionalAction, default=True,
+                    help="add Debian's translated man pages (nl pl es it pt; bench/manpages.py, fetched with "
+                    "apt-get download) to the languages set")
     args = ap.parse_args()
     if args.ingest_only:
         mixed_ingest(args)
@@ -98,13 +102,22 @@ def main() -> None:  # noqa: C901 - a linear script
 
     from pagelens.app.evaluation import load_dataset
 
-    report: dict[str, Any] = {"date": "2026-12-01", "machine": f"{os.cpu_count()} CPU cores, no GPU",
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores, no GPU",
                               "retriever": "tiny random ColIdefics3 (tests/make_tiny_models.py)"}
-    report["sets"] = build_sets(args.work / "sets", args.pdfs)
+    extra = []
+    if args.manpages:
+        from bench.manpages import debian_manpage_pdfs
+
+        extra = debian_manpage_pdfs(args.work / "manpages")
+        report["manpages"] = [p.name for p in extra]
+    report["sets"] = build_sets(args.work / "sets", args.pdfs, extra=extra)
     print("sets", report["sets"], flush=True)
     results: dict[str, Any] = {}
-    if args.out.exists():  # resume: the sets already measured are kept
-        results = json.loads(args.out.read_text()).get("results", {})
+    if args.out.exists():  # resume: the sets already measured are kept, and the cost figures of earlier runs
+        earlier = json.loads(args.out.read_text())
+        results = earlier.get("results", {})
+        report.update({k: earlier[k] for k in ("ocr_cost_s_per_page", "text_layer_page_ms", "mixed_ingest")
+                       if k in earlier})
     for variant in ("now", "before"):
         service = service_for(args.work / f"data-{variant}", args.retriever, ocr="auto" if variant == "now" else "off")
         for name in ("languages", "cjk", "scans"):
@@ -127,13 +140,19 @@ def main() -> None:  # noqa: C901 - a linear script
             key_of = {r["qid"]: r.get("lang") or r["kind"] for r in rows}
             modes = evaluate(service, coll, data, ["text", "visual", "hybrid"])
             results[f"{name}/{variant}"] = {
-                "index_s": round(index_s, 1), "pages": rep.pages_indexed,
+                "measured": time.strftime("%Y-%m-%d"), "index_s": round(index_s, 1), "pages": rep.pages_indexed,
                 "modes": {m: group_metrics(r, data.queries, key_of) for m, r in modes.items()},
             }
+            if name == "languages":  # per language and source: Debian man pages, synthetic invoices, shared PDFs
+                source_of = {r["qid"]: f"{r['lang']} {_source(r['relevant'][0]['doc'])}" for r in rows}
+                results[f"{name}/{variant}"]["by_source"] = {
+                    m: group_metrics(r, data.queries, source_of) for m, r in modes.items() if m == "text"}
             print(name, variant, json.dumps(results[f"{name}/{variant}"]["modes"]["text"]["all"]), flush=True)
             if variant == "now" and name in ("languages", "cjk"):
                 policies = {}
-                inner = service.store.inner
+                inner = service.store
+                while hasattr(inner, "inner"):  # aliases -> document registry -> the Edge store
+                    inner = inner.inner
                 for policy in ("all", "collection", "detected", "english"):
                     inner.text_query_languages = policy
                     r = evaluate(service, coll, data, ["text"])["text"]
@@ -165,10 +184,7 @@ def main() -> None:  # noqa: C901 - a linear script
             args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False))  # as it goes
         service.close()
     report["results"] = results
-    if args.skip_ocr_cost and args.out.exists():
-        earlier = json.loads(args.out.read_text())
-        report.update({k: earlier[k] for k in ("ocr_cost_s_per_page", "text_layer_page_ms", "mixed_ingest")
-                       if k in earlier})
+    if args.skip_ocr_cost:  # the cost figures of the earlier run stay (read at the start)
         args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
         return
 
@@ -204,6 +220,11 @@ def main() -> None:  # noqa: C901 - a linear script
     report["text_layer_page_ms"] = text_pages
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(json.dumps(report["ocr_cost_s_per_page"]), text_pages)
+
+
+def _source(doc: str) -> str:
+    """Where a known item's document comes from (its file name says)."""
+    return "man pages" if doc.startswith("man_") else "synthetic" if doc.startswith("syn_") else "real PDFs"
 
 
 def mixed_ingest(args: Any) -> None:

@@ -182,13 +182,17 @@ def _terms(text: str, lang: str) -> set[int]:
 
 
 def inflected_items(pages: list[tuple[str, int, str, str]], seed: int = 7, per_page: int = 2,
-                    per_lang: int = 24) -> list[dict]:
-    """``inflected`` queries for ``pages`` [(doc name, page no, text, language)] (see above)."""
+                    per_lang: int = 24, indexed: list[tuple[str, int, str, str]] | None = None) -> list[dict]:
+    """``inflected`` queries for ``pages`` [(doc name, page no, text, language)] (see above). ``indexed``:
+    the text pagelens indexes for every page of the corpus, when it differs from the text layers (OCR
+    reads pages whose layer is empty or mojibake): a query's form must occur nowhere in it, and its three
+    terms together on no other page of it, or the query is not a known item of that collection."""
     import snowballstemmer
     from pagelens.index.stores.text_analysis import analyse_query
 
-    vocab = {w for _, _, text, _ in pages for w in re.findall(r"\w+", text.lower())}
-    page_terms = {(name, no): _terms(text, lang) for name, no, text, lang in pages}
+    corpus = pages if indexed is None else indexed
+    vocab = {w for _, _, text, _ in corpus for w in re.findall(r"\w+", text.lower())}
+    page_terms = {(name, no): _terms(text, lang) for name, no, text, lang in corpus}
     items: list[dict] = []
     per_lang_count: dict[str, int] = {}
     for name, no, text, lang in pages:
@@ -196,7 +200,7 @@ def inflected_items(pages: list[tuple[str, int, str, str]], seed: int = 7, per_p
             continue
         stemmer = snowballstemmer.stemmer(SNOWBALL[lang])
         rng = random.Random(f"{seed}:{name}:{no}")
-        words = sorted({w for w in re.findall(r"[^\W\d_]{5,}", text)}, key=str.lower)
+        words = sorted({w for w in re.findall(r"[^\W\d_]{5,}", text)}, key=lambda w: (w.lower(), w))
         rng.shuffle(words)
         forms: list[tuple[str, str]] = []  # (page word, new form)
         used_terms: set[tuple[int, ...]] = set()
@@ -307,8 +311,41 @@ def _pages(files: list[Path]) -> list[tuple[str, int, str, str]]:
     return out
 
 
-def build_sets(out_root: Path, pdf_dir: Path, seed: int = 7) -> dict[str, int]:
-    """Write ``languages/``, ``cjk/`` and ``scans/`` under ``out_root`` (see above); returns query counts."""
+def indexed_pages(files: list[Path], cache: Path) -> list[tuple[str, int, str, str]]:
+    """[(doc name, page no, text, language)] as pagelens indexes the pages of ``files``: the product's own
+    ingest (``pagelens.ingest.open_document``) with OCR ``auto``, so pages whose text layer is empty or
+    mojibake carry what Tesseract reads (``text_source`` ocr). Cached in ``cache`` (JSON, by file name and
+    size): OCR costs seconds per page. Without Tesseract: the text layers (a warning says so)."""
+    import json
+
+    from pagelens.index.stores.text_analysis import detect_language
+    from pagelens.ingest import open_document
+    from pagelens.ingest.ocr import status_from_settings
+
+    from pagelens.core.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=cache.parent / ".ocr-settings", ocr="auto",
+                        page_longest_edge=256)  # type: ignore[call-arg]
+    if not status_from_settings(settings).available:
+        print("warning: OCR is not available: known items are checked against text layers only", flush=True)
+        return _pages(files)
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    out = []
+    for f in files:
+        key = f"{f.name}:{f.stat().st_size}"
+        if key not in known:
+            known[key] = [page.text for page in open_document(f, settings).pages()]
+            cache.write_text(json.dumps(known, ensure_ascii=False))
+        for no, text in enumerate(known[key], start=1):
+            if text.strip():
+                out.append((f.name, no, text, detect_language(text)[0]))
+    return out
+
+
+def build_sets(out_root: Path, pdf_dir: Path, seed: int = 7, extra: list[Path] | tuple[Path, ...] = ()) -> dict[str, int]:
+    """Write ``languages/``, ``cjk/`` and ``scans/`` under ``out_root`` (see above); returns query counts.
+    ``extra``: more PDFs for ``languages/`` only (bench/manpages.py: real Dutch, Polish, Spanish, Italian
+    and Portuguese text)."""
     from multilingual_docs import write_pdfs
 
     out_root = Path(out_root)
@@ -316,14 +353,17 @@ def build_sets(out_root: Path, pdf_dir: Path, seed: int = 7) -> dict[str, int]:
     real = sorted(Path(pdf_dir).glob("*.pdf"))
     counts = {}
     # languages: every real PDF and the synthetic invoices
+    extra = [Path(f) for f in extra]
     pages = _pages([*real, *synthetic])
     lang_dir = out_root / "languages"
     (lang_dir / "documents").mkdir(parents=True, exist_ok=True)
-    for f in [*real, *synthetic]:
+    for f in [*real, *synthetic, *extra]:
         link = lang_dir / "documents" / f.name
         if not link.exists():
             link.symlink_to(f.resolve())
-    items = inflected_items(pages, seed=seed)
+    lang_pages = pages + _pages(extra)
+    items = inflected_items(lang_pages, seed=seed,
+                            indexed=indexed_pages([*real, *synthetic, *extra], out_root / "indexed_text.json"))
     _write_set(lang_dir, items, "infl")
     counts["languages"] = len(items)
     # cjk: the same corpus

@@ -294,3 +294,16 @@ def test_inflected_known_items_recall_per_language(tmp_path: Path) -> None:
     assert all(r >= 0.9 for r in per_lang.values()), per_lang
     old = {lang: sum(v) / len(v) for lang, v in recall["before"].items()}
     assert old["pl"] < 0.5 and sum(old[x] for x in ("de", "nl", "pl")) < sum(per_lang[x] for x in ("de", "nl", "pl"))
+
+
+def test_known_items_are_checked_against_the_indexed_text() -> None:
+    """A page whose text layer is mojibake carries OCR text once indexed: a query whose terms also occur
+    together there is not a known item of that collection, so the generator does not make it."""
+    from make_known_items import inflected_items
+
+    text = ("The committee approved several technologies and probably delayed the annual procurement "
+            "schedule because the auditors requested additional documentation about suppliers.")
+    pages = [("a.pdf", 1, text, "en"), ("b.pdf", 1, "Ã©Ã¨ ÂÂ ï¿½ï¿½", "en")]
+    assert inflected_items(pages)  # the text layers alone: page a's words are unique to it
+    indexed = [("a.pdf", 1, text, "en"), ("b.pdf", 1, text, "en")]  # what OCR reads on b
+    assert inflected_items(pages, indexed=indexed) == []
