@@ -34,6 +34,7 @@ import gradio as gr
 from pagelens.ui.actions import ACCEPTED_TYPES, enqueue_files
 from pagelens.ui.auth import UIAuth, UIAuthError
 from pagelens.ui.cache import UploadLimits, private_cache_dir, remove_cache_dir
+from pagelens.ui.first_run import build_first_run
 from pagelens.ui.render import (
     CSS,
     caption,
@@ -80,6 +81,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# the UI's icon (package data: pyproject ``[tool.setuptools.package-data]``), served as <ui>/favicon.ico
+FAVICON = Path(__file__).resolve().parent / "static" / "favicon.png"
+
 
 def build_ui(
     service: PagelensService,
@@ -122,12 +126,14 @@ def build_ui(
             shell = UIShell(ctx=ctx, auth=auth, session=session, coll_dd=coll_dd, coll_summary=coll_summary,
                             timer=timer, poll=poll)
 
-            with gr.Tabs(elem_id="pl-tabs"):
+            first = build_first_run(shell)
+            with gr.Column(elem_id="pl-tabs-wrap") as tabs_wrap, gr.Tabs(elem_id="pl-tabs") as tabs:
                 ask = build_ask_tab(shell)
                 docs = build_documents_tab(shell)
                 colls = build_collections_tab(shell)
 
-        Screen(shell=shell, ask=ask, docs=docs, colls=colls, refresh_btn=refresh_btn, sign_out=sign_out).wire(demo)
+        Screen(shell=shell, ask=ask, docs=docs, colls=colls, refresh_btn=refresh_btn, sign_out=sign_out,
+               first=first, tabs_wrap=tabs_wrap, tabs=tabs).wire(demo)
     # every component caches its files (uploads, gallery pages, the similarity image) in the private folder
     if ctx.cache_dir is not None:
         for block in [demo, *demo.blocks.values()]:
@@ -187,9 +193,11 @@ def mount_ui(
         max_file_size=min(settings.max_file_bytes, settings.max_upload_bytes),
         ssr_mode=False,
         show_error=False,
+        head=f'<link rel="icon" type="image/png" href="{path.rstrip("/")}/favicon.ico">',
         app_kwargs=app_kwargs,
         auth_dependency=auth.gradio_user if auth.enabled else None,
     )
+    demo.favicon_path = str(FAVICON)  # served at <path>/favicon.ico (Gradio takes favicon_path only at "/")
     gradio_app = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == path.rstrip("/"))
     gradio_app.uploaded_file_dir = str(cache)  # type: ignore[attr-defined]  # uploads land in the private folder
 
