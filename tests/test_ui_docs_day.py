@@ -69,6 +69,7 @@ def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_f
     page = browser_page
     with serve(settings) as url:
         page.goto(f"{url}/ui/?collection=slow")
+        expect(page.locator("#pl-collection input")).to_have_value("slow")  # the page has loaded
         page.get_by_role("tab", name="Documents").click()
         _upload_in_ui(page, [SLOW])
         row = page.locator("#pl-progress tr.pl-row").filter(has_text=SLOW.name)
@@ -119,6 +120,7 @@ def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_p
     page = browser_page
     with serve(settings) as url:
         page.goto(f"{url}/ui/?collection=locked")
+        expect(page.locator("#pl-collection input")).to_have_value("locked")  # the page has loaded
         page.get_by_role("tab", name="Documents").click()
         _upload_in_ui(page, [LOCKED], password="nope")
         expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 1 file(s)")
@@ -172,13 +174,15 @@ def test_first_run_create_and_upload_then_select_and_delete_a_collection_row(bro
         _shots(page, "16_first_run")
 
         page.locator("#pl-first-name input").fill("invoices-2024")
-        page.locator("#pl-first-files input[type=file]").set_input_files([str(AWS)])
-        expect(page.locator("#pl-first-files")).to_contain_text(AWS.stem)
+        staged = [AWS, REAL_PDFS / "inv_oyo_hotel_receipt_in.pdf", REAL_PDFS / "inv_flipkart_tax_invoice_in.pdf"]
+        page.locator("#pl-first-files input[type=file]").set_input_files([str(p) for p in staged])
+        for p in staged:  # every staged file is listed, not only the first two
+            expect(page.locator("#pl-first-files").get_by_text(p.stem).first).to_be_visible()
         page.locator("#pl-first-upload").click()
         expect(first).to_be_hidden()
         expect(page.locator("#pl-collection input")).to_have_value("invoices-2024")
         expect(page.locator("#pl-upload-msg")).to_contain_text("Created collection 'invoices-2024'")
-        expect(page.locator("#pl-progress tr.pl-state-done")).to_contain_text(AWS.name, timeout=60_000)
+        expect(page.locator("#pl-progress tr.pl-state-done")).to_have_count(3, timeout=60_000)
         expect(page.locator("#pl-docs")).to_contain_text(AWS.name)
 
         page.get_by_role("tab", name="Collections").click()
@@ -188,10 +192,10 @@ def test_first_run_create_and_upload_then_select_and_delete_a_collection_row(bro
         expect(page.locator("#pl-collection input")).to_have_value("other")
         table = page.locator("#pl-collections")
         table.get_by_role("gridcell", name="invoices-2024", exact=True).click()
-        expect(page.locator("#pl-coll-selected")).to_contain_text("Selected: invoices-2024 (1 document(s), 1 page(s))")
+        expect(page.locator("#pl-coll-selected")).to_contain_text("Selected: invoices-2024 (3 document(s), 3 page(s))")
         page.locator("#pl-coll-delete-btn").click()
         expect(page.locator("#pl-coll-confirm")).to_contain_text(
-            "Delete collection 'invoices-2024' with 1 document / 1 page? This cannot be undone.")
+            "Delete collection 'invoices-2024' with 3 documents / 3 pages? This cannot be undone.")
         _shots(page, "17_collection_delete_confirm")
         page.locator("#pl-coll-confirm-btn").click()
         expect(page.locator("#pl-coll-msg")).to_contain_text("Deleted collection 'invoices-2024'")

@@ -63,6 +63,9 @@ a.pl-ref { font-weight: 600; text-decoration: none; }
 .pl-status-finishing { white-space: normal; }
 .pl-rate, .pl-reason { font-size: 0.8rem; opacity: 0.8; margin-top: 0.15rem; }
 .pl-scroll { overflow-x: auto; max-width: 100%; }
+table.pl-uploads td.pl-file { min-width: 8.5rem; overflow-wrap: anywhere; word-break: normal; }
+.pl-row-actions { margin-top: 0.3rem; }
+table.pl-uploads td.pl-status-finishing { min-width: 7rem; }
 table.pl-table th { white-space: nowrap; }
 button.pl-row-act { white-space: nowrap; font-size: 0.8rem; padding: 0.2rem 0.55rem; border-radius: 6px; cursor: pointer;
   border: 1px solid var(--border-color-primary, #d1d5db); background: var(--background-fill-primary, #fff); }

@@ -80,7 +80,7 @@ def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any
     if not rows:
         return '<p class="pl-empty">No uploads to this collection yet.</p>', active
     head = ('<div class="pl-scroll"><table class="pl-table pl-uploads" id="pl-uploads"><thead><tr><th>File</th>'
-            '<th>Status</th><th>Pages</th><th class="pl-hide-sm">Progress</th><th></th></tr></thead><tbody>')
+            '<th>Status</th><th>Pages</th><th class="pl-hide-sm">Progress</th></tr></thead><tbody>')
     return head + "".join(rows) + "</tbody></table></div>", active
 
 
@@ -93,8 +93,8 @@ def _button(act: str, job_id: str, doc: dict[str, Any], label: str, title: str) 
 
 def upload_row(name: str, raw: str, doc: dict[str, Any], errors: list[str], job_status: str = "done",
                actions: str = "") -> str:
-    """One row: file (with the reason and errors), status word, pages (with pages/s and time left while
-    indexing), a bar, the actions."""
+    """One row: file (with the reason, the errors and the actions), status word, pages (with pages/s and
+    time left while indexing), a bar."""
     word, reason = upload_status({**doc, "status": raw}, job_status) if raw != "rejected" else ("failed", "")
     done, total = doc.get("pages_done"), doc.get("page_count")
     pages = "–"
@@ -110,15 +110,16 @@ def upload_row(name: str, raw: str, doc: dict[str, Any], errors: list[str], job_
     if word == "indexing":
         rate_line = rate_text(doc)
     elif word == "finishing":
-        rate_line = FINISHING_NOTE
+        rate_line = "all pages embedded"
     status_text = FINISHING_NOTE if word == "finishing" else word
     notes = f'<div class="pl-reason">{html.escape(reason)}</div>' if reason else ""
     notes += "".join(f'<div class="pl-err">{html.escape(e)}</div>' for e in errors if e)
     rate_html = f'<div class="pl-rate">{html.escape(rate_line)}</div>' if rate_line else ""
+    if actions:  # under the file's name and errors: one narrow column on a phone
+        notes += f'<div class="pl-row-actions">{actions}</div>'
     return (f'<tr class="pl-row pl-row-{html.escape(raw)} pl-state-{word}"><td class="pl-file">{html.escape(name)}{notes}</td>'
             f'<td class="pl-status pl-status-{word}">{html.escape(status_text)}</td>'
-            f'<td class="pl-pages">{pages}{rate_html}</td><td class="pl-hide-sm">{bar}</td>'
-            f'<td class="pl-actions">{actions}</td></tr>')
+            f'<td class="pl-pages">{pages}{rate_html}</td><td class="pl-hide-sm">{bar}</td></tr>')
 
 
 def rate_text(doc: dict[str, Any]) -> str:

@@ -201,7 +201,7 @@ class DocumentsTab:
         self.upload_btn.click(lambda: "", None, [self.docs_msg], api_visibility="private", queue=False)
         self.upload_btn.click(do_upload, [shell.coll_dd, self.files, shell.session, self.pdf_password],
                               [self.files, self.upload_msg, shell.session, self.pdf_password],
-                              api_visibility="private").then(
+                              show_progress="minimal", api_visibility="private").then(
             screen.on_view, load_inputs, screen.view_outputs, api_visibility="private")
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
                         shell.timer]
@@ -235,8 +235,9 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                                     visible=False, elem_classes="pl-note")
         gr.Markdown("#### Uploads")
         progress = gr.HTML(progress_html(shell.ctx, None, {})[0], elem_id="pl-progress")
-        row_action = gr.Textbox("", visible="hidden", elem_id="pl-row-action", container=False)
-        row_action_btn = gr.Button("row action", visible="hidden", elem_id="pl-row-action-btn")
+        # the row-action bridge: in the page (the rows' script fills and presses them) but never shown
+        row_action = gr.Textbox("", elem_id="pl-row-action", elem_classes="pl-hidden", container=False)
+        row_action_btn = gr.Button("row action", elem_id="pl-row-action-btn", elem_classes="pl-hidden")
         retry_target = gr.State(None)
         with gr.Column(visible=False, elem_id="pl-retry", elem_classes="pl-confirm") as retry_group:
             retry_md = gr.Markdown("", elem_id="pl-retry-md")
