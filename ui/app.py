@@ -19,8 +19,11 @@ private ``0700`` folder per server, cleaned by age and removed at shutdown.
 
 The code: ``ui/state.py`` (the shared context and the ``UIShell`` each tab builder gets, access helpers),
 ``ui/render.py`` (HTML tables, captions, page copies, the similarity overlay, the stylesheet),
-``ui/actions.py`` (uploads to jobs), ``ui/tabs/`` (one builder per tab), ``ui/screen.py`` (the views that
-span tabs and the wiring); this module builds the Blocks and mounts them.
+``ui/actions.py`` (uploads to jobs, cancel, retry with a password), ``ui/uploads_view.py`` (the uploads
+table and its row actions), ``ui/status.py`` (the tables' status words), ``ui/first_run.py`` (create a
+collection and upload, while there is none), ``ui/tabs/`` (one builder per tab), ``ui/screen.py`` (the
+views that span tabs and the wiring); this module builds the Blocks and mounts them (with the favicon,
+``ui/static/favicon.png``).
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ only** (``JobStore._passwords``), never written to the job table, never logged, 
 document rows only say ``password_given: true``. It is dropped when the job finishes. If the server
 restarts before such a job ran, the password is gone: its documents are still tried without it, and an
 encrypted one fails with "password needed again after a restart: re-upload with the password".
+The uploaded file of a PDF that failed for want of its password is kept after its job (even without
+``job_keep_uploads``) so that the UI can retry it with a password (``pagelens.ui.actions.retry_with_password``
+moves it into the new job); other files go as before.
 
 While a document is being indexed it is partly in the store; ``JobStore.inflight_doc_ids`` names
 those documents so the API can keep them out of search results.
