@@ -65,6 +65,7 @@ a.pl-ref { font-weight: 600; text-decoration: none; }
 .pl-scroll { overflow-x: auto; max-width: 100%; }
 table.pl-uploads td.pl-file { min-width: 8.5rem; overflow-wrap: anywhere; word-break: normal; }
 .pl-row-actions { margin-top: 0.3rem; }
+#pl-upload-msg, #pl-docs-msg, #pl-coll-msg, #pl-first-msg { overflow-wrap: anywhere; min-width: 0; }
 table.pl-uploads td.pl-status-finishing { min-width: 7rem; }
 table.pl-table th { white-space: nowrap; }
 button.pl-row-act { white-space: nowrap; font-size: 0.8rem; padding: 0.2rem 0.55rem; border-radius: 6px; cursor: pointer;

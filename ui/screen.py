@@ -157,9 +157,12 @@ class Screen:
             changed(None, url_inputs, None, js=URL_STATE_JS, queue=False, api_visibility="private")  # type: ignore[operator]
         if shell.auth_on:
             self.sign_out.click(None, None, None, js=SIGN_OUT_JS, api_visibility="private", queue=False)
-        self.refresh_btn.click(self.on_refresh, load_inputs, self.all_outputs, api_visibility="private")
+        # no "processing 0.4s" timers over every table for a refresh or a switch: one small spinner
+        self.refresh_btn.click(self.on_refresh, load_inputs, self.all_outputs, show_progress="minimal",
+                               api_visibility="private")
         shell.coll_dd.input(self.switch_collection, load_inputs,
-                            [*self.view_outputs, self.docs.upload_msg, self.docs.docs_msg], api_visibility="private")
+                            [*self.view_outputs, self.docs.upload_msg, self.docs.docs_msg], show_progress="minimal",
+                            api_visibility="private")
         self.colls.wire(shell, self)
         self.docs.wire(shell, self)
         if self.first is not None:

@@ -76,7 +76,10 @@ def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any
             elif writable and password_retry_state(doc) == "retry":
                 actions = _button("retry", job.id, doc, "Retry with password…",
                                   "Type the PDF's password and index it again")
-            rows.append(upload_row(doc["name"], doc["status"], doc, errors, job.status, actions))
+            note = ""
+            if password_retry_state(doc) == "retried":  # not an error any more: the newer row says how it went
+                note, errors = errors[0], []
+            rows.append(upload_row(doc["name"], doc["status"], doc, errors, job.status, actions, note))
     if not rows:
         return '<p class="pl-empty">No uploads to this collection yet.</p>', active
     head = ('<div class="pl-scroll"><table class="pl-table pl-uploads" id="pl-uploads"><thead><tr><th>File</th>'
@@ -92,7 +95,7 @@ def _button(act: str, job_id: str, doc: dict[str, Any], label: str, title: str) 
 
 
 def upload_row(name: str, raw: str, doc: dict[str, Any], errors: list[str], job_status: str = "done",
-               actions: str = "") -> str:
+               actions: str = "", note: str = "") -> str:
     """One row: file (with the reason, the errors and the actions), status word, pages (with pages/s and
     time left while indexing), a bar."""
     word, reason = upload_status({**doc, "status": raw}, job_status) if raw != "rejected" else ("failed", "")
@@ -112,7 +115,7 @@ def upload_row(name: str, raw: str, doc: dict[str, Any], errors: list[str], job_
     elif word == "finishing":
         rate_line = "all pages embedded"
     status_text = FINISHING_NOTE if word == "finishing" else word
-    notes = f'<div class="pl-reason">{html.escape(reason)}</div>' if reason else ""
+    notes = "".join(f'<div class="pl-reason">{html.escape(r)}</div>' for r in (reason, note) if r)
     notes += "".join(f'<div class="pl-err">{html.escape(e)}</div>' for e in errors if e)
     rate_html = f'<div class="pl-rate">{html.escape(rate_line)}</div>' if rate_line else ""
     if actions:  # under the file's name and errors: one narrow column on a phone

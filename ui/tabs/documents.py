@@ -202,7 +202,7 @@ class DocumentsTab:
         self.upload_btn.click(do_upload, [shell.coll_dd, self.files, shell.session, self.pdf_password],
                               [self.files, self.upload_msg, shell.session, self.pdf_password],
                               show_progress="minimal", api_visibility="private").then(
-            screen.on_view, load_inputs, screen.view_outputs, api_visibility="private")
+            screen.on_view, load_inputs, screen.view_outputs, show_progress="hidden", api_visibility="private")
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
                         shell.timer]
         for timer in (shell.timer, shell.poll):
