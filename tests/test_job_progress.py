@@ -182,6 +182,11 @@ def test_status_vocabulary_and_human_password_errors(tmp_path: Path) -> None:
     assert rate_text({"status": "running", "pages_done": 3, "page_count": 9}) == ""  # an old row
     row = upload_row("b.pdf", "running", {**doc, "phase": "finishing"}, [], "running")
     assert "finishing (building the search index)" in row
+    from pagelens.ui.status import collection_summary
+
+    assert collection_summary(2, 5, "/m/retriever", True) == "**2** document(s), **5** page(s) · model `retriever`"
+    assert "nothing to ask yet: upload files in the **Documents** tab" in collection_summary(0, 0, "m", True)
+    assert "read-only" in collection_summary(0, 0, "m", False)
     assert parse_row_action('{"act": "cancel", "job": "j1", "doc": "2"}') == {"act": "cancel", "job": "j1", "doc": 2}
     assert parse_row_action('{"act": "rm", "job": "j1"}') is None and parse_row_action("nope") is None
 
@@ -207,3 +212,46 @@ def test_api_job_status_exposes_the_phase(settings_factory) -> None:  # noqa: AN
     props = client.get("/openapi.json").json()["components"]["schemas"]["JobOut"]["properties"]
     assert {"phase", "pages_per_s", "eta_s"} <= set(props)
     app.state.pagelens.service.close()
+
+
+def test_row_actions_check_access_and_retry_moves_the_kept_file(tmp_path: Path) -> None:
+    """Cancel and Retry with password from a row: the API's rule (write access to the job's collection);
+    a retry moves the kept upload into a new job that carries the password and marks the old row; a file
+    no longer kept asks for a new upload."""
+    from pagelens.ui.actions import cancel_job, retry_with_password
+    from pagelens.ui.state import UIContext, UIError
+
+    from pagelens.app.access import Principal
+
+    store = JobStore(tmp_path)
+    ctx = UIContext(settings=SimpleNamespace(), service=SimpleNamespace(), jobs=store)  # type: ignore[arg-type]
+    reader, other, writer = Principal("r", "r", frozenset({"c"})), Principal("o", "rw", frozenset({"x"})), Principal("w", "rw")
+    job = _job(store, tmp_path, "locked.pdf")
+    for p in (reader, other):
+        with pytest.raises(UIError):
+            cancel_job(ctx, p, job.id)  # type: ignore[attr-defined]
+    assert store.get(job.id).status == "queued"  # type: ignore[attr-defined, union-attr]
+
+    job.status = "done"  # type: ignore[attr-defined]
+    job.documents[0].update(status="failed", errors=[{"page": None, "code": "encrypted_document", "error": "x"}])  # type: ignore[attr-defined]
+    store.save(job)  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="may not modify"):
+        retry_with_password(ctx, reader, job.id, 0, "pw")  # type: ignore[attr-defined]
+    with pytest.raises(UIError, match="type the password"):
+        retry_with_password(ctx, writer, job.id, 0, " ")  # type: ignore[attr-defined]
+    new = retry_with_password(ctx, writer, job.id, 0, "pw")  # type: ignore[attr-defined]
+    assert new.status == "queued" and store.password(new.id) == "pw" and new.documents[0]["name"] == "locked.pdf"
+    assert Path(new.documents[0]["path"]).is_file() and not store.upload_dir(job.id).exists()  # type: ignore[attr-defined]
+    assert store.get(job.id).documents[0]["retried_by"] == new.id  # type: ignore[attr-defined, union-attr]
+    with pytest.raises(UIError, match="already retried"):
+        retry_with_password(ctx, writer, job.id, 0, "pw")  # type: ignore[attr-defined]
+    assert cancel_job(ctx, writer, new.id).status == "cancelled"
+
+    gone = _job(store, tmp_path, "gone.pdf")
+    gone.status = "done"  # type: ignore[attr-defined]
+    gone.documents[0].update(status="failed", errors=[{"page": None, "code": "encrypted_document", "error": "x"}])  # type: ignore[attr-defined]
+    store.save(gone)  # type: ignore[arg-type]
+    store.remove_uploads(gone.id)  # type: ignore[attr-defined]
+    with pytest.raises(UIError, match="upload it again"):
+        retry_with_password(ctx, writer, gone.id, 0, "pw")  # type: ignore[attr-defined]
+    store.close()

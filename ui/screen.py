@@ -5,13 +5,13 @@ sign-in, a refresh, a collection switch, a create or a delete)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from pagelens.ui.first_run import FirstRun, first_run_intro
 from pagelens.ui.render import collections_rows, docs_html, documents_rows, progress_html, visible_collections
 from pagelens.ui.state import UIShell, can_create, can_read, can_write
+from pagelens.ui.status import collection_summary
 from pagelens.ui.tabs.ask import MODE_ANSWER, MODE_SEARCH, AskTab
 from pagelens.ui.tabs.collections import CollectionsTab
 from pagelens.ui.tabs.documents import DocumentsTab
@@ -86,8 +86,7 @@ class Screen:
         if readable and collection:
             try:
                 info = ctx.service.collection_info(collection)
-                summary = (f"**{info.documents}** document(s), **{info.pages}** page(s) · model "
-                           f"`{Path(info.model_id).name}`" + ("" if writable else " · read-only"))
+                summary = collection_summary(info.documents, info.pages, info.model_id, writable)
                 rows, choices = documents_rows(ctx, collection)
             except PagelensError as exc:
                 summary = f"⚠ {exc}"

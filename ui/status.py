@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+NOTHING_TO_ASK = "nothing to ask yet: upload files in the **Documents** tab"
+
 STATUS_WORDS = ("queued", "indexing", "finishing", "done", "partial", "failed", "cancelled", "skipped")
 
 SKIPPED_REASON = "already indexed (same content)"
@@ -72,3 +74,14 @@ def upload_errors(doc: dict[str, Any]) -> list[str]:
     if state == "reupload":
         return [PASSWORD_REUPLOAD]
     return [PASSWORD_WRONG if doc.get("password_given") else PASSWORD_RETRY]
+
+
+def collection_summary(documents: int, pages: int, model_id: str, writable: bool) -> str:
+    """The line under the collection picker: counts and model; an empty collection points to the upload
+    (nothing to ask yet)."""
+    line = f"**{documents}** document(s), **{pages}** page(s) · model `{Path(model_id).name}`"
+    if not writable:
+        line += " · read-only"
+    if not pages:
+        line += " · " + (NOTHING_TO_ASK if writable else "nothing to ask yet: no pages are indexed")
+    return line

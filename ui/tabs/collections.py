@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pagelens.ui.screen import Screen
 
 _COLLECTION_RE = re.compile(COLLECTION_PATTERN)
+DELETE_LABEL = "Delete the selected collection…"
 
 
 @dataclass
@@ -75,13 +76,13 @@ class CollectionsTab:
             row = getattr(evt, "row_value", None) or []
             name = str(row[0]) if row else ""
             if not name or not can_read(p, name):
-                return None, "", gr.update(visible=False), None
+                return None, "", gr.update(visible=False), None, DELETE_LABEL
             try:
                 info = ctx.service.collection_info(name)
             except PagelensError as exc:
-                return None, msg(err(exc), ok=False), gr.update(visible=False), None
+                return None, msg(err(exc), ok=False), gr.update(visible=False), None, DELETE_LABEL
             return (name, f"Selected: **{name}** ({info.documents} document(s), {info.pages} page(s))",
-                    gr.update(visible=False), None)
+                    gr.update(visible=False), None, f"Delete '{name}'…")
 
         def ask_delete_collection(selected: str | None, current: str | None, request: gr.Request) -> tuple[Any, ...]:
             p = who(request)
@@ -110,15 +111,18 @@ class CollectionsTab:
                                   "wait for them to finish")
                 ctx.service.delete_collection(collection)
             except Exception as exc:  # noqa: BLE001
-                return msg(err(exc), ok=False), *screen.refresh_all(p, current, sess), gr.update(), gr.update(), None
+                return (msg(err(exc), ok=False), *screen.refresh_all(p, current, sess), gr.update(), gr.update(), None,
+                        gr.update())
             keep = current if current != collection else None
-            return (msg(f"Deleted collection '{collection}'."), *screen.refresh_all(p, keep, sess), None, "", None)
+            return (msg(f"Deleted collection '{collection}'."), *screen.refresh_all(p, keep, sess), None, "", None,
+                    DELETE_LABEL)
 
         create_inputs = [self.new_name, shell.coll_dd, shell.session]
         create_outputs = [self.coll_msg, self.new_name, *screen.all_outputs]
         self.create_btn.click(do_create, create_inputs, create_outputs, api_visibility="private")
         self.new_name.submit(do_create, create_inputs, create_outputs, api_visibility="private")
-        self.coll_table.select(select_row, None, [self.selected, self.selected_md, self.coll_confirm_row, self.pending],
+        self.coll_table.select(select_row, None, [self.selected, self.selected_md, self.coll_confirm_row, self.pending,
+                                                  self.coll_del_btn],
                                show_progress="hidden", api_visibility="private")
         self.coll_del_btn.click(ask_delete_collection, [self.selected, shell.coll_dd],
                                 [self.coll_confirm_row, self.coll_confirm_md, self.coll_msg, self.pending],
@@ -127,7 +131,7 @@ class CollectionsTab:
                                    [self.coll_confirm_row, self.pending], api_visibility="private")
         self.coll_confirm_btn.click(do_delete_collection, [self.pending, shell.session, shell.coll_dd],
                                     [self.coll_msg, *screen.all_outputs, self.selected, self.selected_md,
-                                     self.pending], api_visibility="private")
+                                     self.pending, self.coll_del_btn], api_visibility="private")
 
 
 def delete_question(name: str, documents: int, pages: int) -> str:
@@ -152,7 +156,7 @@ def build_collections_tab(shell: UIShell) -> CollectionsTab:
                                   wrap=True, elem_id="pl-collections")
         selected_md = gr.Markdown("", elem_id="pl-coll-selected")
         with gr.Row(visible=False, elem_id="pl-coll-delete") as coll_delete_group:
-            coll_del_btn = gr.Button("Delete the selected collection…", variant="stop", scale=0,
+            coll_del_btn = gr.Button(DELETE_LABEL, variant="stop", scale=0,
                                      min_width=220, elem_id="pl-coll-delete-btn")
         with gr.Row(visible=False, elem_id="pl-coll-confirm", elem_classes="pl-bar-row pl-confirm") as coll_confirm_row:
             coll_confirm_md = gr.Markdown("")

@@ -5,7 +5,6 @@ delete the documents of the collection."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -22,6 +21,7 @@ from pagelens.ui.state import (
     require_collection,
     require_principal,
 )
+from pagelens.ui.status import collection_summary
 from pagelens.ui.uploads_view import parse_row_action
 
 from pagelens.core.errors import PagelensError
@@ -102,8 +102,7 @@ class DocumentsTab:
             try:
                 rows, choices = documents_rows(ctx, collection)
                 info = ctx.service.collection_info(collection)
-                summary = (f"**{info.documents}** document(s), **{info.pages}** page(s) · model "
-                           f"`{Path(info.model_id).name}`" + ("" if writable else " · read-only"))
+                summary = collection_summary(info.documents, info.pages, info.model_id, writable)
             except PagelensError:
                 return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
             ids = [doc_id for _, doc_id in choices]
