@@ -107,8 +107,8 @@ def test_old_job_rows_stay_readable(tmp_path: Path) -> None:
 
 
 def test_password_failures_keep_their_file_others_are_removed(tmp_path: Path) -> None:
-    """After a job, the upload of a PDF that failed for its password stays (Retry with password); the
-    rest is removed as before (``job_keep_uploads`` off)."""
+    """After a UI job (``keep_for_retry``), the upload of a PDF that failed for its password stays (Retry
+    with password); the rest is removed as before (``job_keep_uploads`` off), and all of an API job's."""
     store = JobStore(tmp_path)
     job_id = store.new_id()
     folder = store.upload_dir(job_id)
@@ -118,13 +118,14 @@ def test_password_failures_keep_their_file_others_are_removed(tmp_path: Path) ->
         path = folder / f"00{n}_f.pdf"
         path.write_bytes(b"%PDF")
         files.append(JobFile(name=f"f{n}.pdf", path=path, size=4, sha256=f"{n}" * 64))
-    job = store.create(job_id, "c", files)
+    job = store.create(job_id, "c", files, keep_for_retry=True)
     job.documents[0].update(status="failed", errors=[{"page": None, "code": "encrypted_document", "error": "x"}])
     job.documents[1].update(status="failed", errors=[{"page": None, "code": "ingest_error", "error": "y"}])
     assert needs_password(job.documents[0]) and not needs_password(job.documents[1])
     JobWorker(store, SimpleNamespace())._cleanup(job)  # type: ignore[arg-type]
     assert sorted(p.name for p in folder.iterdir()) == ["001_f.pdf"]
-    job.documents[0]["status"] = "indexed"
+    for doc in job.documents:
+        doc["keep_for_retry"] = False  # an API upload
     JobWorker(store, SimpleNamespace())._cleanup(job)  # type: ignore[arg-type]
     assert not folder.exists()
     store.close()

@@ -79,7 +79,7 @@ def enqueue_files(
         if not files:
             ctx.jobs.remove_uploads(job_id)
             return None, rejected
-        job = ctx.jobs.create(job_id, collection, files, password=password or None)
+        job = ctx.jobs.create(job_id, collection, files, password=password or None, keep_for_retry=True)
     except BaseException:
         ctx.jobs.remove_uploads(job_id)
         raise
@@ -121,7 +121,7 @@ def retry_with_password(ctx: UIContext, p: Principal, job_id: str, index: int, p
         new = ctx.jobs.create(new_id, job.collection,
                               [JobFile(name=doc["name"], path=target, size=int(doc.get("size") or 0),
                                        sha256=str(doc.get("sha256") or ""))],
-                              metadata=job.metadata, force=job.force, password=password)
+                              metadata=job.metadata, force=job.force, password=password, keep_for_retry=True)
     except BaseException:
         with contextlib.suppress(OSError):
             target.replace(src)

@@ -61,6 +61,7 @@ from pagelens.ui.tabs.ask import (
 )
 from pagelens.ui.tabs.collections import build_collections_tab
 from pagelens.ui.tabs.documents import build_documents_tab
+from pagelens.ui.uploads_view import ROW_ACTIONS_JS
 from starlette.routing import Mount
 
 from pagelens.app.access import ApiKeys
@@ -86,6 +87,12 @@ log = logging.getLogger(__name__)
 
 # the UI's icon (package data: pyproject ``[tool.setuptools.package-data]``), served as <ui>/favicon.ico
 FAVICON = Path(__file__).resolve().parent / "static" / "favicon.png"
+
+
+def page_js(*scripts: str) -> str:
+    """One page-load script that runs each of ``scripts`` (``() => {...}`` functions) in turn."""
+    calls = " ".join(f"({script.strip()})();" for script in scripts)
+    return f"() => {{ {calls} }}"
 
 
 def build_ui(
@@ -190,7 +197,7 @@ def mount_ui(
         demo,
         path=path,
         css=CSS,
-        js=ASK_KEYS_JS,
+        js=page_js(ASK_KEYS_JS, ROW_ACTIONS_JS),
         footer_links=[],
         run_history=False,
         max_file_size=min(settings.max_file_bytes, settings.max_upload_bytes),

@@ -15,7 +15,6 @@ from pagelens.ui.status import collection_summary
 from pagelens.ui.tabs.ask import MODE_ANSWER, MODE_SEARCH, AskTab
 from pagelens.ui.tabs.collections import CollectionsTab
 from pagelens.ui.tabs.documents import DocumentsTab
-from pagelens.ui.uploads_view import ROW_ACTIONS_JS
 
 from pagelens.app.access import Principal
 from pagelens.core.errors import PagelensError
@@ -148,7 +147,6 @@ class Screen:
         """Connect the page load, the header controls, then each tab."""
         shell = self.shell
         load_inputs = [shell.coll_dd, shell.session]
-        demo.load(None, None, None, js=ROW_ACTIONS_JS, queue=False, api_visibility="private")  # row buttons
         demo.load(self.on_load, load_inputs, [*self.all_outputs, self.ask.question, self.ask.mode],
                   show_progress="hidden", api_visibility="private")
         url_inputs = [shell.coll_dd, self.ask.question, self.ask.mode]

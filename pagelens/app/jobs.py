@@ -34,9 +34,10 @@ only** (``JobStore._passwords``), never written to the job table, never logged, 
 document rows only say ``password_given: true``. It is dropped when the job finishes. If the server
 restarts before such a job ran, the password is gone: its documents are still tried without it, and an
 encrypted one fails with "password needed again after a restart: re-upload with the password".
-The uploaded file of a PDF that failed for want of its password is kept after its job (even without
-``job_keep_uploads``) so that the UI can retry it with a password (``pagelens.ui.actions.retry_with_password``
-moves it into the new job); other files go as before.
+A web-UI upload (``keep_for_retry``) keeps the file of a PDF that failed for want of its password after
+its job (even without ``job_keep_uploads``), so that the UI can retry it with a password from its row
+(``pagelens.ui.actions.retry_with_password`` moves it into the new job); every other file, and every file
+of an API upload, goes when the job finishes, as before.
 
 While a document is being indexed it is partly in the store; ``JobStore.inflight_doc_ids`` names
 those documents so the API can keep them out of search results.
@@ -198,10 +199,12 @@ class JobStore:
         metadata: dict[str, Any] | None = None,
         force: bool = False,
         password: str | None = None,
+        keep_for_retry: bool = False,
     ) -> Job:
         """Record a queued job whose files are already on disk (committed when this returns).
 
-        ``password`` (for its encrypted PDFs) is kept in memory only: see the module docstring."""
+        ``password`` (for its encrypted PDFs) is kept in memory only: see the module docstring.
+        ``keep_for_retry``: keep the file of a PDF that fails for its password (the web UI's Retry)."""
         now = _now()
         if password:
             self._passwords[job_id] = password
@@ -218,6 +221,7 @@ class JobStore:
                 "pages_done": 0,
                 "errors": [],
                 "password_given": bool(password),
+                "keep_for_retry": keep_for_retry,
             }
             for i, f in enumerate(files)
         ]
@@ -671,12 +675,13 @@ class JobWorker:
 
     def _cleanup(self, job: Job) -> None:
         """Forget the password; remove the uploaded files unless kept (``keep_uploads``). The file of a
-        password-protected PDF that failed for want of its password stays, so it can be retried with the
-        password without uploading it again (``JobStore.retry_with_password``)."""
+        password-protected PDF that failed for want of its password stays when its upload asked for it
+        (``keep_for_retry``: the web UI), so it can be retried with the password from its row."""
         self.jobs.forget_password(job.id)
         if self.keep_uploads:
             return
-        keep = {Path(d["path"]).name for d in job.documents if needs_password(d) and d.get("path")}
+        keep = {Path(d["path"]).name for d in job.documents
+                if needs_password(d) and d.get("keep_for_retry") and d.get("path")}
         if not keep:
             self.jobs.remove_uploads(job.id)
             return

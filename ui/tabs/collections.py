@@ -13,7 +13,6 @@ from pagelens.ui.state import (
     UIError,
     UIShell,
     can_read,
-    can_write,
     check_write,
     err,
     msg,
@@ -89,12 +88,10 @@ class CollectionsTab:
             target = selected or current
             if not target:
                 return gr.update(visible=False), "", msg("click the row of the collection to delete first", ok=False), None
-            if not can_write(p, target):
-                return (gr.update(visible=False), "", msg(f"this key may not delete collection '{target}'", ok=False),
-                        None)
             try:
+                check_write(require_principal(p), target)
                 info = ctx.service.collection_info(target)
-            except PagelensError as exc:
+            except Exception as exc:  # noqa: BLE001 - shown to the user
                 return gr.update(visible=False), "", msg(err(exc), ok=False), None
             return (gr.update(visible=True), delete_question(target, info.documents, info.pages), "", target)
 
