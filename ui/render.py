@@ -37,6 +37,8 @@ CSS = """
 .pl-bar-row > .pl-btn { align-self: flex-end; flex-grow: 0 !important; height: auto; margin-bottom: 0.1rem; }
 .pl-confirm { padding: 0.5rem 0.75rem; border: 1px solid #fca5a5; border-radius: 8px; background: rgba(254, 226, 226, 0.35); align-items: center !important; }
 .pl-confirm > .pl-btn { align-self: center; }
+.pl-confirm { flex-wrap: wrap !important; }
+.pl-confirm .pl-confirm-text { flex: 1 1 16rem !important; min-width: 12rem !important; }
 .prose table.pl-table, table.pl-table { width: 100%; border-collapse: collapse; font-size: 0.9rem; margin: 0; border: none !important; }
 table.pl-table th, table.pl-table td { text-align: left; padding: 0.4rem 0.5rem; border: none !important; border-bottom: 1px solid var(--border-color-primary, #e5e7eb) !important; vertical-align: top; }
 table.pl-table th { font-weight: 600; opacity: 0.8; background: var(--background-fill-secondary, #f9fafb); }

@@ -156,7 +156,7 @@ def build_collections_tab(shell: UIShell) -> CollectionsTab:
             coll_del_btn = gr.Button(DELETE_LABEL, variant="stop", scale=0,
                                      min_width=220, elem_id="pl-coll-delete-btn")
         with gr.Row(visible=False, elem_id="pl-coll-confirm", elem_classes="pl-bar-row pl-confirm") as coll_confirm_row:
-            coll_confirm_md = gr.Markdown("")
+            coll_confirm_md = gr.Markdown("", elem_classes="pl-confirm-text")
             coll_confirm_btn = gr.Button("Yes, delete it", variant="stop", scale=0, min_width=140,
                                          elem_id="pl-coll-confirm-btn")
             coll_cancel_btn = gr.Button("Cancel", scale=0, min_width=100, elem_id="pl-coll-cancel-btn")

@@ -255,7 +255,7 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
             doc_del_btn = gr.Button("Delete document…", variant="stop", scale=0, min_width=190,
                                     elem_id="pl-doc-delete-btn", elem_classes="pl-btn")
         with gr.Row(visible=False, elem_id="pl-doc-confirm", elem_classes="pl-bar-row pl-confirm") as doc_confirm_row:
-            doc_confirm_md = gr.Markdown("")
+            doc_confirm_md = gr.Markdown("", elem_classes="pl-confirm-text")
             doc_confirm_btn = gr.Button("Yes, delete it", variant="stop", scale=0, min_width=140,
                                         elem_id="pl-doc-confirm-btn")
             doc_cancel_btn = gr.Button("Cancel", scale=0, min_width=100, elem_id="pl-doc-cancel-btn")
