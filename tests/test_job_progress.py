@@ -233,8 +233,12 @@ def test_row_actions_check_access_and_retry_moves_the_kept_file(tmp_path: Path) 
             cancel_job(ctx, p, job.id)  # type: ignore[attr-defined]
     assert store.get(job.id).status == "queued"  # type: ignore[attr-defined, union-attr]
 
-    job.status = "done"  # type: ignore[attr-defined]
+    job.status = "running"  # type: ignore[attr-defined]
     job.documents[0].update(status="failed", errors=[{"page": None, "code": "encrypted_document", "error": "x"}])  # type: ignore[attr-defined]
+    store.save(job)  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="to finish"):  # the worker still writes the row
+        retry_with_password(ctx, writer, job.id, 0, "pw")  # type: ignore[attr-defined]
+    job.status = "done"  # type: ignore[attr-defined]
     store.save(job)  # type: ignore[arg-type]
     with pytest.raises(UIError, match="may not modify"):
         retry_with_password(ctx, reader, job.id, 0, "pw")  # type: ignore[attr-defined]

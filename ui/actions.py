@@ -102,6 +102,8 @@ def retry_with_password(ctx: UIContext, p: Principal, job_id: str, index: int, p
     if not 0 <= index < len(job.documents):
         raise UIError("this upload has no such file; upload it again")
     doc = job.documents[index]
+    if not job.finished:  # the worker still writes this job's row
+        raise UIError(f"wait for the upload of '{doc['name']}' to finish, then retry it")
     if doc.get("retried_by"):
         raise UIError(f"'{doc['name']}' was already retried; see its newer row")
     if not needs_password(doc):

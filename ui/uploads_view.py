@@ -73,7 +73,7 @@ def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any
             actions = ""
             if writable and not job.finished and doc["status"] in ("queued", "running"):
                 actions = _button("cancel", job.id, doc, "Cancel", "Cancel this upload (its files not indexed yet)")
-            elif writable and password_retry_state(doc) == "retry":
+            elif writable and job.finished and password_retry_state(doc) == "retry":
                 actions = _button("retry", job.id, doc, "Retry with password…",
                                   "Type the PDF's password and index it again")
             note = ""
