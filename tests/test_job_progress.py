@@ -260,3 +260,25 @@ def test_row_actions_check_access_and_retry_moves_the_kept_file(tmp_path: Path) 
     with pytest.raises(UIError, match="upload it again"):
         retry_with_password(ctx, writer, gone.id, 0, "pw")  # type: ignore[attr-defined]
     store.close()
+
+
+def test_first_run_panel_for_a_creator_and_for_a_reader_without_collections(tmp_path: Path) -> None:
+    """No collection visible: the first-run panel replaces the tabs; its create+upload controls only for a
+    key that may create one (a reader of nothing gets a line saying so)."""
+    import gradio as gr
+    from pagelens.ui.app import build_ui
+
+    from pagelens.core.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", api_keys="adm-k3y:admin;ro-k3y:r:nothing")  # type: ignore[call-arg]
+    service = SimpleNamespace(store=SimpleNamespace(list_collections=lambda: []))
+    demo = build_ui(service, JobStore(tmp_path / "data"), settings, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+    fns = {f.fn.__name__: f.fn for f in demo.fns.values() if f.fn is not None}
+    session = {"jobs": [], "rejected": []}
+    admin = fns["on_refresh"](None, session, gr.Request(username="key#1"))
+    group, intro, controls, tabs = admin[-4:]
+    assert group["visible"] is True and tabs["visible"] is False and controls["visible"] is True
+    assert "Create a collection and upload" in intro
+    reader = fns["on_refresh"](None, session, gr.Request(username="key#2"))
+    group, intro, controls, tabs = reader[-4:]
+    assert group["visible"] is True and controls["visible"] is False and "ask for access" in intro

@@ -27,6 +27,7 @@ class FirstRun:
 
     group: gr.Column
     intro: gr.Markdown
+    controls: gr.Column  # hidden for a key that may not create a collection
     name: gr.Textbox
     files: gr.File
     password: gr.Textbox
@@ -88,15 +89,22 @@ def build_first_run(shell: UIShell) -> FirstRun:
     """Lay out the first-run panel (hidden until ``Screen.refresh_all`` finds no collection)."""
     with gr.Column(visible=False, elem_id="pl-first-run") as group:
         intro = gr.Markdown(first_run_intro(True), elem_id="pl-first-intro")
-        name = gr.Textbox(label="Collection name", placeholder="e.g. invoices-2024", max_length=64,
-                          elem_id="pl-first-name", max_lines=1)
-        files = gr.File(label="Drop PDFs, page images or office documents", file_count="multiple",
-                        file_types=ACCEPTED_TYPES, type="filepath", elem_id="pl-first-files")
-        password = gr.Textbox(label="PDF password (optional, for encrypted PDFs of this upload)", type="password",
-                              elem_id="pl-first-password", max_lines=1)
-        with gr.Row(elem_classes="pl-bar-row"):
-            button = gr.Button("Create and upload", variant="primary", scale=0, min_width=190,
-                               elem_id="pl-first-upload")
-            message = gr.HTML("", elem_id="pl-first-msg")
-    return FirstRun(group=group, intro=intro, name=name, files=files, password=password, button=button,
-                    message=message)
+        with gr.Column(elem_id="pl-first-controls") as controls:
+            name, files, password, button, message = _controls()
+    return FirstRun(group=group, intro=intro, controls=controls, name=name, files=files, password=password,
+                    button=button, message=message)
+
+
+def _controls() -> tuple[gr.Textbox, gr.File, gr.Textbox, gr.Button, gr.HTML]:
+    """The name, the file drop, the PDF password, the button and its message (in the current layout)."""
+    name = gr.Textbox(label="Collection name", placeholder="e.g. invoices-2024", max_length=64,
+                      elem_id="pl-first-name", max_lines=1)
+    files = gr.File(label="Drop PDFs, page images or office documents", file_count="multiple",
+                    file_types=ACCEPTED_TYPES, type="filepath", elem_id="pl-first-files")
+    password = gr.Textbox(label="PDF password (optional, for encrypted PDFs of this upload)", type="password",
+                          elem_id="pl-first-password", max_lines=1)
+    with gr.Row(elem_classes="pl-bar-row"):
+        button = gr.Button("Create and upload", variant="primary", scale=0, min_width=190,
+                           elem_id="pl-first-upload")
+        message = gr.HTML("", elem_id="pl-first-msg")
+    return name, files, password, button, message

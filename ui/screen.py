@@ -70,7 +70,8 @@ class Screen:
 
     @property
     def all_outputs(self) -> list[Any]:
-        first = [self.first.group, self.first.intro, self.tabs_wrap] if self.first and self.tabs_wrap else []
+        first = ([self.first.group, self.first.intro, self.first.controls, self.tabs_wrap]
+                 if self.first and self.tabs_wrap else [])
         return [self.shell.coll_dd, self.colls.coll_table, self.colls.create_group, *self.view_outputs,
                 self.docs.upload_msg, self.docs.docs_msg, *first]
 
@@ -113,8 +114,8 @@ class Screen:
         names = visible_collections(ctx, p)
         value = selected if selected in names else (names[0] if names else None)
         first_run = p is not None and not names
-        first = ([gr.update(visible=first_run), first_run_intro(can_create(p)), gr.update(visible=not first_run)]
-                 if self.first and self.tabs_wrap else [])
+        first = ([gr.update(visible=first_run), first_run_intro(can_create(p)), gr.update(visible=can_create(p)),
+                  gr.update(visible=not first_run)] if self.first and self.tabs_wrap else [])
         return [
             gr.update(choices=names, value=value),
             gr.update(value=collections_rows(ctx, p)),
