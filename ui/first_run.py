@@ -72,8 +72,8 @@ class FirstRun:
 
         outputs = [self.files, self.password, self.message, shell.session, *screen.all_outputs, screen.tabs]
         inputs = [self.name, self.files, self.password, shell.session]
-        self.button.click(create_and_upload, inputs, outputs, api_visibility="private")
-        self.name.submit(create_and_upload, inputs, outputs, api_visibility="private")
+        self.button.click(create_and_upload, inputs, outputs, show_progress="minimal", api_visibility="private")
+        self.name.submit(create_and_upload, inputs, outputs, show_progress="minimal", api_visibility="private")
 
 
 def first_run_intro(p_can_create: bool) -> str:

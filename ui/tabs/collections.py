@@ -116,8 +116,8 @@ class CollectionsTab:
 
         create_inputs = [self.new_name, shell.coll_dd, shell.session]
         create_outputs = [self.coll_msg, self.new_name, *screen.all_outputs]
-        self.create_btn.click(do_create, create_inputs, create_outputs, api_visibility="private")
-        self.new_name.submit(do_create, create_inputs, create_outputs, api_visibility="private")
+        self.create_btn.click(do_create, create_inputs, create_outputs, show_progress="minimal", api_visibility="private")
+        self.new_name.submit(do_create, create_inputs, create_outputs, show_progress="minimal", api_visibility="private")
         self.coll_table.select(select_row, None, [self.selected, self.selected_md, self.coll_confirm_row, self.pending,
                                                   self.coll_del_btn],
                                show_progress="hidden", api_visibility="private")
@@ -128,7 +128,8 @@ class CollectionsTab:
                                    [self.coll_confirm_row, self.pending], api_visibility="private")
         self.coll_confirm_btn.click(do_delete_collection, [self.pending, shell.session, shell.coll_dd],
                                     [self.coll_msg, *screen.all_outputs, self.selected, self.selected_md,
-                                     self.pending, self.coll_del_btn], api_visibility="private")
+                                     self.pending, self.coll_del_btn], show_progress="minimal",
+                                    api_visibility="private")
 
 
 def delete_question(name: str, documents: int, pages: int) -> str:

@@ -214,7 +214,8 @@ class DocumentsTab:
         self.doc_cancel_btn.click(lambda: gr.update(visible=False), None, [self.doc_confirm_row],
                                   api_visibility="private")
         self.doc_confirm_btn.click(do_delete_document, [shell.coll_dd, self.doc_pick, shell.session],
-                                   [self.docs_msg, *screen.view_outputs], api_visibility="private")
+                                   [self.docs_msg, *screen.view_outputs], show_progress="minimal",
+                                   api_visibility="private")
 
 
 def build_documents_tab(shell: UIShell) -> DocumentsTab:
