@@ -6,6 +6,7 @@ desktop and phone, go to ``test-artifacts/ui-day/``."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -78,6 +79,10 @@ def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_f
         expect(row.locator(".pl-rate")).to_contain_text("left")
         expect(row.locator(".pl-pages")).to_contain_text("/ 8")
         expect(row.locator("button.pl-row-cancel")).to_be_visible()
+        for _ in range(6):  # the live refresh shows no "processing 0.4s" timers over the tables
+            texts = page.locator("#pl-progress, #pl-docs, #pl-coll-summary").all_inner_texts()
+            assert not re.search(r"\d\.\ds\b|processing", " ".join(texts)), texts
+            page.wait_for_timeout(300)
         _shots(page, "10_upload_rate_eta")
         expect(row.locator(".pl-status")).to_have_text("finishing (building the search index)", timeout=30_000)
         expect(row.locator(".pl-pages")).to_contain_text("8 / 8")

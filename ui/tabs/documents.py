@@ -174,7 +174,7 @@ class DocumentsTab:
                     raise UIError("press Retry with password on a row first")
                 job = retry_with_password(ctx, p, target["job"], int(target["doc"]), password or "")
             except Exception as exc:  # noqa: BLE001
-                return [msg(err(exc), ok=False), gr.update(), gr.update(), gr.update(), "", target, gr.update()]
+                return [msg(err(exc), ok=False), gr.update(), gr.update(), gr.update(), gr.update(), target, gr.update()]
             sess = {"jobs": [*sess.get("jobs", []), job.id], "rejected": list(sess.get("rejected", []))}
             prog, _ = progress_html(ctx, collection, sess, writable=True)
             return [msg(f"Retrying '{target['name']}' with the password."), prog, gr.Timer(active=True),
