@@ -192,6 +192,12 @@ class JobDocumentOut(BaseModel):
     pages_done: int = 0
     errors: list[dict[str, Any]] = Field(default_factory=list)
     password_given: bool = Field(default=False, description="The upload carried a password (never returned).")
+    phase: Literal["queued", "indexing", "finishing"] | None = Field(
+        default=None, description="While the job runs: queued, indexing (pages being embedded), finishing (every "
+        "page written, the closing search-index build runs); null once this file is finished.")
+    pages_per_s: float | None = Field(default=None, description="Pages per second so far (from the second page).")
+    eta_s: float | None = Field(default=None, description="Seconds left for this file at that rate.")
+    retried_by: str | None = Field(default=None, description="The job that retried this file (with a password).")
 
 
 class JobOut(BaseModel):
@@ -202,6 +208,11 @@ class JobOut(BaseModel):
     updated_at: str
     pages_done: int
     pages_total: int
+    phase: Literal["queued", "indexing", "finishing"] | None = Field(
+        default=None, description="queued | indexing | finishing (all pages embedded; the closing search-index "
+        "build runs) while the job is unfinished; null once it is finished (see status).")
+    pages_per_s: float | None = Field(default=None, description="Pages per second of the file being indexed.")
+    eta_s: float | None = Field(default=None, description="Seconds left for the file being indexed.")
     cancel_requested: bool
     force: bool
     metadata: dict[str, Any]

@@ -38,6 +38,7 @@ def test_the_wheel_installs_one_top_level_package(wheel_tree: Path) -> None:
                 "ui", "core", "models", "app"):
         assert (wheel_tree / "pagelens" / sub / "__init__.py").is_file(), sub
     assert (wheel_tree / "pagelens" / "py.typed").is_file()
+    assert (wheel_tree / "pagelens" / "ui" / "static" / "favicon.png").is_file()  # the web UI's icon
     record = next(wheel_tree.glob("*.dist-info")) / "entry_points.txt"
     assert "pagelens = pagelens.cli:main" in record.read_text()
 

@@ -9,6 +9,7 @@ In-process (TestClient); tests/reliability/test_security.py repeats the main mat
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import stat
@@ -187,10 +188,13 @@ def test_sign_in_sets_an_http_only_session_cookie(keyed) -> None:
     assert cfg.status_code == 200 and cfg.json()["username"] == "key#3"
     assert client.get("/ui/").status_code == 200
     assert _upload(client, None).status_code == 403
-    idx = ui_fn_index(cfg.json(), "pl-coll-confirm-btn")
+    idx = ui_fn_index(cfg.json(), "pl-coll-delete-btn")  # Delete: the confirmation is refused already
     session = ui_page_session(client, cfg.json())
-    status, out = ui_call(client, idx, [C1, NEW_SESSION], session=session)
-    assert status == 200 and "may not modify collection" in out[0]
+    status, out = ui_call(client, idx, [None, C1], session=session)
+    assert status == 200 and "may not modify collection" in out[2]
+    idx = ui_fn_index(cfg.json(), "pl-coll-confirm-btn")  # confirming with nothing confirmed deletes nothing
+    status, out = ui_call(client, idx, [None, NEW_SESSION, C1], session=session)
+    assert status == 200 and "pick a collection first" in out[0]
     assert client.get("/ui/sign-in", follow_redirects=False).status_code == 303  # already signed in
     # the REST API does not take the cookie
     assert client.get("/v1/collections").status_code == 401
@@ -238,25 +242,36 @@ def test_handlers_take_the_principal_from_the_request(keyed) -> None:
     upload_path = _upload(client, RW, [("inv.pdf", AWS.read_bytes())]).json()[0]
     jobs_before = client.get("/v1/jobs", headers=_h(ADMIN)).json()
 
-    _, msg, _ = fns["do_upload"](C1, [upload_path], NEW_SESSION, "", ro)
+    _, msg, _, _ = fns["do_upload"](C1, [upload_path], NEW_SESSION, "", ro)
     msg = html.unescape(msg)
     assert "may not modify collection 'ledger1'" in msg
-    msg = html.unescape(fns["do_delete_collection"](C1, NEW_SESSION, ro)[0])
+    msg = html.unescape(fns["do_delete_collection"](C1, NEW_SESSION, C1, ro)[0])
     assert "may not modify collection 'ledger1'" in msg
     msg = html.unescape(fns["do_create"]("newcoll", C1, NEW_SESSION, ro)[0])
     assert "no access to collection 'newcoll'" in msg
+    msg = html.unescape(fns["create_and_upload"]("newcoll", None, "", NEW_SESSION, ro)[2])  # the first-run panel
+    assert "no access to collection 'newcoll'" in msg
     msg = html.unescape(fns["do_delete_document"](C1, "0123456789abcdef", NEW_SESSION, ro)[0])
     assert "may not modify collection 'ledger1'" in msg
-    _, msg, _ = fns["do_upload"](C2, [upload_path], NEW_SESSION, "", rw)
+    _, msg, _, _ = fns["do_upload"](C2, [upload_path], NEW_SESSION, "", rw)
     msg = html.unescape(msg)
     assert "no access to collection 'ledger2'" in msg
-    msg = html.unescape(fns["do_delete_collection"](C1, NEW_SESSION, gr.Request(username=None))[0])
+    msg = html.unescape(fns["do_delete_collection"](C1, NEW_SESSION, C1, gr.Request(username=None))[0])
     assert "sign in" in msg
     assert client.get("/v1/jobs", headers=_h(ADMIN)).json() == jobs_before
     assert sorted(c["name"] for c in client.get("/v1/collections", headers=_h(ADMIN)).json()) == [C1, C2]
 
-    _, msg, sess = fns["do_upload"](C1, [upload_path], NEW_SESSION, "", rw)
-    assert "Queued 1 file(s)" in msg and len(sess["jobs"]) == 1
+    _, msg, sess, password_box = fns["do_upload"](C1, [upload_path], NEW_SESSION, "", rw)
+    assert "Queued 1 file(s)" in msg and len(sess["jobs"]) == 1 and password_box == ""
+    # the row buttons (Cancel, Retry with password) follow the API's rule: write access to the collection
+    job_id = sess["jobs"][0]
+    for act in ("cancel", "retry"):
+        action = json.dumps({"act": act, "job": job_id, "doc": 0})
+        msg = html.unescape(fns["row_action"](C1, action, NEW_SESSION, ro)[0])
+        assert "may not modify collection 'ledger1'" in msg, msg
+    msg = html.unescape(fns["do_retry"](C1, {"job": job_id, "doc": 0, "name": "inv.pdf"}, "pw", NEW_SESSION, ro)[0])
+    assert "may not modify collection 'ledger1'" in msg
+    assert client.get(f"/v1/jobs/{job_id}", headers=_h(ADMIN)).json()["cancel_requested"] is False
     assert not Path(upload_path).exists()  # Gradio's copy is dropped once the job has its own
 
 

@@ -112,11 +112,12 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     expect(page.locator("#pl-coll-summary")).to_contain_text("No collections yet")
     shot("start")
 
-    # -- create a collection ---------------------------------------------------------------------
+    # -- create a collection (the first run: one create+upload panel, no tabs yet) -----------------
+    expect(page.locator("#pl-first-run")).to_be_visible()
+    page.locator("#pl-first-name input").fill("invoices")
+    page.locator("#pl-first-upload").click()
+    expect(page.locator("#pl-upload-msg")).to_contain_text("Created collection 'invoices'")
     tab("Collections")
-    page.locator("#pl-new-name textarea, #pl-new-name input").first.fill("invoices")
-    page.locator("#pl-create").click()
-    expect(page.locator("#pl-coll-msg")).to_contain_text("Created collection 'invoices'")
     expect(page.locator("#pl-collections")).to_contain_text("invoices")
     expect(page.locator("#pl-collection input")).to_have_value("invoices")
     shot("collection_created")
@@ -129,11 +130,11 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 1 file(s)")
     expect(page.locator("#pl-progress")).to_contain_text(AWS.name)
     shot("upload_queued")
-    indexed = page.locator("#pl-progress .pl-status-indexed")
+    indexed = page.locator("#pl-progress .pl-status-done")
     expect(indexed).to_have_count(1, timeout=INDEX_TIMEOUT_MS)
     expect(page.locator("#pl-progress")).to_contain_text("1 / 1")
     expect(page.locator("#pl-docs")).to_contain_text(AWS.name)
-    expect(page.locator("#pl-docs")).to_contain_text("complete")
+    expect(page.locator("#pl-docs .pl-status-done")).to_have_count(1)
     shot("indexed")
 
     # -- ask: streamed answer, cited pages, similarity map -----------------------------------------
@@ -197,14 +198,13 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     # -- delete the collection (with confirmation) -------------------------------------------------
     tab("Collections")
     page.locator("#pl-coll-delete-btn").click()
-    expect(page.locator("#pl-coll-confirm")).to_contain_text("Delete collection invoices")
+    expect(page.locator("#pl-coll-confirm")).to_contain_text("Delete collection 'invoices' with 0 documents / 0 pages?")
     page.locator("#pl-coll-confirm-btn").click()
-    expect(page.locator("#pl-coll-msg")).to_contain_text("Deleted collection 'invoices'")
+    expect(page.locator("#pl-first-run")).to_be_visible()  # none left: the first-run panel again
 
     # -- phone width: the empty state --------------------------------------------------------------
     page.set_viewport_size({"width": 390, "height": 844})
-    tab("Collections")
-    shot("phone_collections")
+    shot("phone_first_run")
     assert not errors, errors
     page.goto("about:blank")
 

@@ -3,6 +3,7 @@ by content, as the REST API does)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -78,10 +79,75 @@ def enqueue_files(
         if not files:
             ctx.jobs.remove_uploads(job_id)
             return None, rejected
-        job = ctx.jobs.create(job_id, collection, files, password=password or None)
+        job = ctx.jobs.create(job_id, collection, files, password=password or None, keep_for_retry=True)
     except BaseException:
         ctx.jobs.remove_uploads(job_id)
         raise
     ctx.notify_worker()
     log.info("ui: queued job %s (%d files) for %s by %s", job.id, len(files), collection, p.name)
     return job, rejected
+
+
+def retry_with_password(ctx: UIContext, p: Principal, job_id: str, index: int, password: str) -> Job:
+    """Index again, with ``password``, a file of job ``job_id`` that failed because its PDF is
+    password-protected: its kept upload moves into a new job (``pagelens.app.jobs.JobWorker`` keeps the
+    files of such failures), and the old row is marked ``retried_by`` the new job. Same access rule as an
+    upload: write access to the job's collection."""
+    from pagelens.app.jobs import needs_password
+
+    job = ctx.jobs.get(job_id)
+    if job is None or not p.can_read(job.collection):
+        raise UIError("this upload is no longer in the job table; upload the file again")
+    check_write(p, job.collection)
+    if not 0 <= index < len(job.documents):
+        raise UIError("this upload has no such file; upload it again")
+    doc = job.documents[index]
+    if not job.finished:  # the worker still writes this job's row
+        raise UIError(f"wait for the upload of '{doc['name']}' to finish, then retry it")
+    if doc.get("retried_by"):
+        raise UIError(f"'{doc['name']}' was already retried; see its newer row")
+    if not needs_password(doc):
+        raise UIError(f"'{doc['name']}' did not fail for a password; upload it again to retry")
+    if not (password or "").strip():
+        raise UIError(f"type the password of '{doc['name']}' first, then press Retry")
+    src = Path(doc.get("path") or "")
+    if not src.is_file():
+        raise UIError(f"'{doc['name']}' is no longer kept on the server: upload it again with its password "
+                      "in the PDF password box")
+    new_id = ctx.jobs.new_id()
+    dest = ctx.jobs.upload_dir(new_id)
+    dest.mkdir(parents=True, exist_ok=False)
+    target = dest / src.name
+    try:
+        src.replace(target)
+        new = ctx.jobs.create(new_id, job.collection,
+                              [JobFile(name=doc["name"], path=target, size=int(doc.get("size") or 0),
+                                       sha256=str(doc.get("sha256") or ""))],
+                              metadata=job.metadata, force=job.force, password=password, keep_for_retry=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            target.replace(src)
+        ctx.jobs.remove_uploads(new_id)
+        raise
+    doc["retried_by"] = new.id
+    ctx.jobs.save(job)
+    with contextlib.suppress(OSError):  # the old folder, once empty
+        src.parent.rmdir()
+    ctx.notify_worker()
+    log.info("ui: retrying '%s' of job %s with a password as job %s by %s", doc["name"], job.id, new.id, p.name)
+    return new
+
+
+def cancel_job(ctx: UIContext, p: Principal, job_id: str) -> Job:
+    """Cancel an unfinished job (at once when queued, at its next page when running), with the API's
+    access rule: write access to the job's collection."""
+    job = ctx.jobs.get(job_id)
+    if job is None or not p.can_read(job.collection):
+        raise UIError("this upload is no longer in the job table")
+    check_write(p, job.collection)
+    if job.finished:
+        raise UIError("this upload already finished; nothing to cancel")
+    updated = ctx.jobs.request_cancel(job_id)
+    assert updated is not None
+    log.info("ui: cancel of job %s requested by %s", job_id, p.name)
+    return updated

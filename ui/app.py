@@ -19,10 +19,12 @@ private ``0700`` folder per server, cleaned by age and removed at shutdown.
 
 The code: ``ui/state.py`` (the shared context and the ``UIShell`` each tab builder gets, access helpers),
 ``ui/render.py`` (HTML tables, captions, page copies, the similarity overlay, the stylesheet),
-``ui/actions.py`` (uploads to jobs), ``ui/thread.py`` (the Ask tab's conversation: turns, their citations,
-the "still indexing" note), ``ui/viewer.py`` (the page viewer: any stored page, its text, its download name),
-``ui/tabs/`` (one builder per tab), ``ui/screen.py`` (the views that
-span tabs and the wiring); this module builds the Blocks and mounts them.
+``ui/actions.py`` (uploads to jobs, cancel, retry with a password), ``ui/uploads_view.py`` (the uploads
+table and its row actions), ``ui/status.py`` (the tables' status words), ``ui/first_run.py`` (create a
+collection and upload, while there is none), ``ui/thread.py`` (the Ask tab's conversation: turns, their
+citations, the "still indexing" note), ``ui/viewer.py`` (the page viewer: any stored page, its text, its
+download name), ``ui/tabs/`` (one builder per tab), ``ui/screen.py`` (the views that span tabs and the
+wiring); this module builds the Blocks and mounts them (with the favicon, ``ui/static/favicon.png``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import gradio as gr
 from pagelens.ui.actions import ACCEPTED_TYPES, enqueue_files
 from pagelens.ui.auth import UIAuth, UIAuthError
 from pagelens.ui.cache import UploadLimits, private_cache_dir, remove_cache_dir
+from pagelens.ui.first_run import build_first_run
 from pagelens.ui.render import (
     CSS,
     caption,
@@ -59,6 +62,7 @@ from pagelens.ui.tabs.ask import (
 from pagelens.ui.tabs.ask_assets import ASK_CSS, ASK_KEYS_JS
 from pagelens.ui.tabs.collections import build_collections_tab
 from pagelens.ui.tabs.documents import build_documents_tab
+from pagelens.ui.uploads_view import ROW_ACTIONS_JS
 from starlette.routing import Mount
 
 from pagelens.app.access import ApiKeys
@@ -81,6 +85,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# the UI's icon (package data: pyproject ``[tool.setuptools.package-data]``), served as <ui>/favicon.ico
+FAVICON = Path(__file__).resolve().parent / "static" / "favicon.png"
+
+
+def page_js(*scripts: str) -> str:
+    """One page-load script that runs each of ``scripts`` (``() => {...}`` functions) in turn."""
+    calls = " ".join(f"({script.strip()})();" for script in scripts)
+    return f"() => {{ {calls} }}"
 
 
 def build_ui(
@@ -124,12 +137,14 @@ def build_ui(
             shell = UIShell(ctx=ctx, auth=auth, session=session, coll_dd=coll_dd, coll_summary=coll_summary,
                             timer=timer, poll=poll)
 
-            with gr.Tabs(elem_id="pl-tabs"):
+            first = build_first_run(shell)
+            with gr.Column(elem_id="pl-tabs-wrap") as tabs_wrap, gr.Tabs(elem_id="pl-tabs") as tabs:
                 ask = build_ask_tab(shell)
                 docs = build_documents_tab(shell)
                 colls = build_collections_tab(shell)
 
-        Screen(shell=shell, ask=ask, docs=docs, colls=colls, refresh_btn=refresh_btn, sign_out=sign_out).wire(demo)
+        Screen(shell=shell, ask=ask, docs=docs, colls=colls, refresh_btn=refresh_btn, sign_out=sign_out,
+               first=first, tabs_wrap=tabs_wrap, tabs=tabs).wire(demo)
     # every component caches its files (uploads, gallery pages, the similarity image) in the private folder
     if ctx.cache_dir is not None:
         for block in [demo, *demo.blocks.values()]:
@@ -183,15 +198,17 @@ def mount_ui(
         demo,
         path=path,
         css=CSS + ASK_CSS,
-        js=ASK_KEYS_JS,
+        js=page_js(ASK_KEYS_JS, ROW_ACTIONS_JS),
         footer_links=[],
         run_history=False,
         max_file_size=min(settings.max_file_bytes, settings.max_upload_bytes),
         ssr_mode=False,
         show_error=False,
+        head=f'<link rel="icon" type="image/png" href="{path.rstrip("/")}/favicon.ico">',
         app_kwargs=app_kwargs,
         auth_dependency=auth.gradio_user if auth.enabled else None,
     )
+    demo.favicon_path = str(FAVICON)  # served at <path>/favicon.ico (Gradio takes favicon_path only at "/")
     gradio_app = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == path.rstrip("/"))
     gradio_app.uploaded_file_dir = str(cache)  # type: ignore[attr-defined]  # uploads land in the private folder
 

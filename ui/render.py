@@ -14,15 +14,15 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pagelens.ui.state import MAX_JOBS_SHOWN, UIContext
+from pagelens.ui.state import UIContext
+from pagelens.ui.status import document_status
+from pagelens.ui.uploads_view import jobs_for_view, progress_html, upload_row  # noqa: F401  (re-exported)
 
 from pagelens.app.access import Principal
 from pagelens.core.errors import PagelensError
 
 if TYPE_CHECKING:
     from pagelens.retrieve.types import SearchHit
-
-    from pagelens.app.jobs import Job
 
 log = logging.getLogger("pagelens.ui.app")
 
@@ -37,6 +37,8 @@ CSS = """
 .pl-bar-row > .pl-btn { align-self: flex-end; flex-grow: 0 !important; height: auto; margin-bottom: 0.1rem; }
 .pl-confirm { padding: 0.5rem 0.75rem; border: 1px solid #fca5a5; border-radius: 8px; background: rgba(254, 226, 226, 0.35); align-items: center !important; }
 .pl-confirm > .pl-btn { align-self: center; }
+.pl-confirm { flex-wrap: wrap !important; }
+.pl-confirm .pl-confirm-text { flex: 1 1 16rem !important; min-width: 12rem !important; }
 .prose table.pl-table, table.pl-table { width: 100%; border-collapse: collapse; font-size: 0.9rem; margin: 0; border: none !important; }
 table.pl-table th, table.pl-table td { text-align: left; padding: 0.4rem 0.5rem; border: none !important; border-bottom: 1px solid var(--border-color-primary, #e5e7eb) !important; vertical-align: top; }
 table.pl-table th { font-weight: 600; opacity: 0.8; background: var(--background-fill-secondary, #f9fafb); }
@@ -58,6 +60,25 @@ table.pl-table td.pl-file { word-break: break-word; }
 a.pl-ref { font-weight: 600; text-decoration: none; }
 #pl-gallery .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
   max-width: calc(100% - 2 * var(--block-label-margin, 4px)) !important; overflow-wrap: anywhere; }
+.pl-status-done { color: #15803d; }
+.pl-status-queued, .pl-status-indexing, .pl-status-finishing { color: var(--color-accent, #2563eb); }
+.pl-status-finishing { white-space: normal; }
+.pl-rate, .pl-reason { font-size: 0.8rem; opacity: 0.8; margin-top: 0.15rem; }
+.pl-scroll { overflow-x: auto; max-width: 100%; }
+table.pl-uploads td.pl-file { min-width: 8.5rem; overflow-wrap: anywhere; word-break: normal; }
+.pl-row-actions { margin-top: 0.3rem; }
+#pl-upload-msg, #pl-docs-msg, #pl-coll-msg, #pl-first-msg { overflow-wrap: anywhere; min-width: 0; }
+table.pl-uploads td.pl-status-finishing { min-width: 7rem; }
+table.pl-table th { white-space: nowrap; }
+button.pl-row-act { white-space: nowrap; font-size: 0.8rem; padding: 0.2rem 0.55rem; border-radius: 6px; cursor: pointer;
+  border: 1px solid var(--border-color-primary, #d1d5db); background: var(--background-fill-primary, #fff); }
+button.pl-row-cancel { color: #b91c1c; border-color: #fca5a5; }
+.pl-hidden { display: none !important; }
+#pl-first-run { border: 1px solid var(--color-accent, #2563eb); border-radius: 10px; padding: 0.75rem; }
+#pl-coll-selected { font-weight: 600; }
+#pl-collections th, #pl-collections th * { white-space: nowrap !important; word-break: normal !important; }
+#pl-collections .table-wrap, #pl-collections .table-container { overflow-x: auto !important; }
+#pl-files .file-preview-holder, #pl-first-files .file-preview-holder { max-height: none !important; overflow: visible !important; }
 @media (max-width: 640px) {
   table.pl-table th.pl-hide-sm, table.pl-table td.pl-hide-sm { display: none; }
   .pl-header h1 { font-size: 1.25rem; }
@@ -92,7 +113,7 @@ def documents_rows(ctx: UIContext, collection: str) -> tuple[list[list[Any]], li
     rows: list[list[Any]] = []
     choices: list[tuple[str, str]] = []
     for doc in ctx.service.documents(collection):
-        status = "indexing" if doc.doc_id in inflight else doc.status
+        status = document_status(doc.status, doc.doc_id in inflight)
         pages = f"{doc.pages_indexed}/{doc.page_count}" if doc.pages_indexed != doc.page_count else str(
             doc.page_count)
         rows.append([doc.doc_name, pages, status, doc.indexed_at.replace("T", " ")[:19], doc.doc_id])
@@ -116,62 +137,6 @@ def docs_html(rows: list[list[Any]]) -> str:
     return ('<table class="pl-table" id="pl-docs-table"><thead><tr><th>Document</th><th>Pages</th>'
             '<th>Status</th><th class="pl-hide-sm">Indexed (UTC)</th><th class="pl-hide-sm">ID</th></tr>'
             f"</thead><tbody>{body}</tbody></table>")
-
-
-def jobs_for_view(ctx: UIContext, collection: str, session: dict[str, Any]) -> list[Job]:
-    """The collection's latest upload jobs from the job table (this tab's, another tab's, the API's or the
-    CLI's, finished or not; so a reload or a collection switch keeps them), plus any older unfinished
-    one, newest first, at most ``MAX_JOBS_SHOWN``."""
-    active = ctx.jobs.active_for(collection)
-    keep: dict[str, Job] = {job.id: job for job in active}
-    for job in ctx.jobs.list_jobs(collection=collection, limit=MAX_JOBS_SHOWN):
-        if len(keep) >= max(MAX_JOBS_SHOWN, len(active)):
-            break
-        keep.setdefault(job.id, job)
-    return sorted(keep.values(), key=lambda j: j.created_at, reverse=True)
-
-
-def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any]) -> tuple[str, bool]:
-    """The uploads table (one row per file) and whether any job is still active."""
-    if not collection:
-        return '<p class="pl-empty">Pick a collection to see its uploads.</p>', False
-    rows: list[str] = []
-    active = False
-    for item in reversed(session.get("rejected", [])):
-        if item["collection"] != collection:
-            continue
-        rows.append(upload_row(item["name"], "rejected", None, None, [item["error"]]))
-    for job in jobs_for_view(ctx, collection, session):
-        active = active or not job.finished
-        for doc in job.documents:
-            errors = [e.get("error", "") for e in doc.get("errors") or []]
-            if job.status == "failed" and job.error and not errors and doc["status"] == "failed":
-                errors = [job.error]
-            status = doc["status"]
-            if status == "queued" and job.status == "running":
-                status = "waiting"
-            rows.append(upload_row(doc["name"], status, doc.get("pages_done"), doc.get("page_count"), errors))
-    if not rows:
-        return '<p class="pl-empty">No uploads to this collection yet.</p>', active
-    head = ('<table class="pl-table pl-uploads" id="pl-uploads"><thead><tr><th>File</th><th>Status</th>'
-            '<th>Pages</th><th class="pl-hide-sm">Progress</th></tr></thead><tbody>')
-    return head + "".join(rows) + "</tbody></table>", active
-
-
-def upload_row(name: str, status: str, done: int | None, total: int | None, errors: list[str]) -> str:
-    pages = "–"
-    bar = ""
-    if total:
-        done = min(int(done or 0), int(total))
-        pages = f"{done} / {total}"
-        pct = 100 * done / total
-        bar = f'<div class="pl-bar" title="{pct:.0f}%"><span style="width:{pct:.1f}%"></span></div>'
-    elif status in ("running", "queued", "waiting"):
-        pages = "…"
-    err = "".join(f'<div class="pl-err">{html.escape(e)}</div>' for e in errors if e)
-    return (f'<tr class="pl-row pl-row-{status}"><td class="pl-file">{html.escape(name)}{err}</td>'
-            f'<td class="pl-status pl-status-{status}">{html.escape(status)}</td>'
-            f'<td>{pages}</td><td class="pl-hide-sm">{bar}</td></tr>')
 
 
 def page_copy(ctx: UIContext, image_path: str | None) -> str | None:

@@ -5,12 +5,13 @@ sign-in, a refresh, a collection switch, a create or a delete)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from pagelens.ui.first_run import FirstRun, first_run_intro
 from pagelens.ui.render import collections_rows, docs_html, documents_rows, progress_html, visible_collections
 from pagelens.ui.state import UIShell, can_create, can_read, can_write
+from pagelens.ui.status import collection_summary
 from pagelens.ui.tabs.ask import MODE_ANSWER, MODE_SEARCH, AskTab
 from pagelens.ui.tabs.collections import CollectionsTab
 from pagelens.ui.tabs.documents import DocumentsTab
@@ -21,6 +22,8 @@ from pagelens.core.errors import PagelensError
 # The Sign out button: end the session on the server (POST <ui>/sign-out clears the cookie), then show the
 # sign-in page. The page is served at <ui>/, so both URLs are relative to it.
 SIGN_OUT_JS = """() => {
+  document.querySelectorAll('#pl-upload-msg, #pl-docs-msg, #pl-coll-msg, #pl-first-msg, #pl-ask-msg')
+    .forEach((el) => { el.textContent = ''; });  // no message of this session stays on screen
   const base = window.location.pathname.endsWith('/') ? window.location.pathname : window.location.pathname + '/';
   try { sessionStorage.removeItem('pl-thread'); } catch (e) {}  // the Ask tab's conversation (tabs/ask.py)
   fetch(base + 'sign-out', {method: 'POST', credentials: 'same-origin', redirect: 'manual'})
@@ -54,6 +57,10 @@ class Screen:
     colls: CollectionsTab
     refresh_btn: gr.Button
     sign_out: gr.Button
+    # the first-run panel and the column holding the tabs (hidden while there is no collection)
+    first: FirstRun | None = None
+    tabs_wrap: gr.Column | None = None
+    tabs: gr.Tabs | None = None
 
     @property
     def view_outputs(self) -> list[Any]:
@@ -64,8 +71,10 @@ class Screen:
 
     @property
     def all_outputs(self) -> list[Any]:
+        first = ([self.first.group, self.first.intro, self.first.controls, self.tabs_wrap]
+                 if self.first and self.tabs_wrap else [])
         return [self.shell.coll_dd, self.colls.coll_table, self.colls.create_group, *self.view_outputs,
-                self.docs.upload_msg, self.docs.docs_msg]
+                self.docs.upload_msg, self.docs.docs_msg, *first]
 
     def view(self, p: Principal | None, collection: str | None, sess: dict[str, Any]) -> list[Any]:
         """Values of ``view_outputs`` for ``collection`` as ``p`` sees it."""
@@ -78,15 +87,14 @@ class Screen:
         if readable and collection:
             try:
                 info = ctx.service.collection_info(collection)
-                summary = (f"**{info.documents}** document(s), **{info.pages}** page(s) · model "
-                           f"`{Path(info.model_id).name}`" + ("" if writable else " · read-only"))
+                summary = collection_summary(info.documents, info.pages, info.model_id, writable)
                 rows, choices = documents_rows(ctx, collection)
             except PagelensError as exc:
                 summary = f"⚠ {exc}"
         elif p is not None and not visible_collections(ctx, p):
-            summary = ("No collections yet: create one in the **Collections** tab." if can_create(p)
+            summary = ("No collections yet: create one and upload your documents below." if can_create(p)
                        else "This key can read no collection.")
-        prog, active = progress_html(ctx, collection if readable else None, sess)
+        prog, active = progress_html(ctx, collection if readable else None, sess, writable=writable)
         return [
             summary,
             docs_html(rows) if readable else "",
@@ -106,6 +114,9 @@ class Screen:
         ctx = self.shell.ctx
         names = visible_collections(ctx, p)
         value = selected if selected in names else (names[0] if names else None)
+        first_run = p is not None and not names
+        first = ([gr.update(visible=first_run), first_run_intro(can_create(p)), gr.update(visible=can_create(p)),
+                  gr.update(visible=not first_run)] if self.first and self.tabs_wrap else [])
         return [
             gr.update(choices=names, value=value),
             gr.update(value=collections_rows(ctx, p)),
@@ -113,6 +124,7 @@ class Screen:
             *self.view(p, value, sess),
             "",
             "",
+            *first,
         ]
 
     def on_refresh(self, selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
@@ -144,10 +156,15 @@ class Screen:
             changed(None, url_inputs, None, js=URL_STATE_JS, queue=False, api_visibility="private")  # type: ignore[operator]
         if shell.auth_on:
             self.sign_out.click(None, None, None, js=SIGN_OUT_JS, api_visibility="private", queue=False)
-        self.refresh_btn.click(self.on_refresh, load_inputs, self.all_outputs, api_visibility="private")
+        # no "processing 0.4s" timers over every table for a refresh or a switch: one small spinner
+        self.refresh_btn.click(self.on_refresh, load_inputs, self.all_outputs, show_progress="minimal",
+                               api_visibility="private")
         shell.coll_dd.input(self.switch_collection, load_inputs,
-                            [*self.view_outputs, self.docs.upload_msg, self.docs.docs_msg], api_visibility="private")
+                            [*self.view_outputs, self.docs.upload_msg, self.docs.docs_msg], show_progress="minimal",
+                            api_visibility="private")
         self.colls.wire(shell, self)
         self.docs.wire(shell, self)
+        if self.first is not None:
+            self.first.wire(shell, self)
         self.ask.wire(shell, self)
         self.ask.wire_load(shell, demo)

@@ -12,7 +12,13 @@ Job row::
     id, collection, status (queued | running | done | failed | cancelled), created_at, updated_at,
     pages_done, pages_total, cancel_requested, force, metadata (json), error,
     documents (json list): {index, name, file, size, sha256, doc_id, status, page_count,
-                            pages_done, errors: [{page, code, error}]}
+                            pages_done, errors: [{page, code, error}], phase, started_s,
+                            first_page_s, last_page_s, retried_by}
+
+``phase`` (``indexing`` | ``finishing``: all pages written, the closing index build runs) and the
+timestamps (seconds since the epoch) are set by the worker as it goes; rows written before they existed
+lack them and read as before (``pagelens.app.job_progress`` turns them into pages/s and an ETA).
+``retried_by``: the job that retried this file (a password-protected PDF retried with its password).
 
 Document status: queued -> running -> indexed | updated | skipped | partial | failed | cancelled
 (``updated``: the same bytes were already indexed; the new name or metadata was applied to their pages).
@@ -28,6 +34,10 @@ only** (``JobStore._passwords``), never written to the job table, never logged, 
 document rows only say ``password_given: true``. It is dropped when the job finishes. If the server
 restarts before such a job ran, the password is gone: its documents are still tried without it, and an
 encrypted one fails with "password needed again after a restart: re-upload with the password".
+A web-UI upload (``keep_for_retry``) keeps the file of a PDF that failed for want of its password after
+its job (even without ``job_keep_uploads``), so that the UI can retry it with a password from its row
+(``pagelens.ui.actions.retry_with_password`` moves it into the new job); every other file, and every file
+of an API upload, goes when the job finishes, as before.
 
 While a document is being indexed it is partly in the store; ``JobStore.inflight_doc_ids`` names
 those documents so the API can keep them out of search results.
@@ -41,6 +51,7 @@ import logging
 import shutil
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +59,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pagelens.app.job_progress import document_phase, document_timing, job_phase
 from pagelens.core.errors import PagelensError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -113,9 +125,21 @@ class Job:
     def finished(self) -> bool:
         return self.status not in ACTIVE_STATUSES
 
+    @property
+    def phase(self) -> str | None:
+        """queued | indexing | finishing (the closing index build) | None when finished."""
+        return job_phase(self.status, self.documents)
+
     def to_dict(self) -> dict[str, Any]:
-        """Public view (no server paths)."""
-        docs = [{k: v for k, v in d.items() if k != "path"} for d in self.documents]
+        """Public view (no server paths); with the phase, pages/s and seconds left of the job and of
+        each document (``pagelens.app.job_progress``)."""
+        docs = []
+        for d in self.documents:
+            out = {k: v for k, v in d.items() if k != "path"}
+            rate, eta = document_timing(d)
+            out.update(phase=document_phase(d, self.status), pages_per_s=rate, eta_s=eta)
+            docs.append(out)
+        running = [d for d in docs if d["status"] == "running"]
         return {
             "id": self.id,
             "collection": self.collection,
@@ -124,6 +148,9 @@ class Job:
             "updated_at": self.updated_at,
             "pages_done": self.pages_done,
             "pages_total": self.pages_total,
+            "phase": self.phase,
+            "pages_per_s": running[0]["pages_per_s"] if running else None,
+            "eta_s": running[0]["eta_s"] if running else None,
             "cancel_requested": self.cancel_requested,
             "force": self.force,
             "metadata": self.metadata,
@@ -172,10 +199,12 @@ class JobStore:
         metadata: dict[str, Any] | None = None,
         force: bool = False,
         password: str | None = None,
+        keep_for_retry: bool = False,
     ) -> Job:
         """Record a queued job whose files are already on disk (committed when this returns).
 
-        ``password`` (for its encrypted PDFs) is kept in memory only: see the module docstring."""
+        ``password`` (for its encrypted PDFs) is kept in memory only: see the module docstring.
+        ``keep_for_retry``: keep the file of a PDF that fails for its password (the web UI's Retry)."""
         now = _now()
         if password:
             self._passwords[job_id] = password
@@ -192,6 +221,7 @@ class JobStore:
                 "pages_done": 0,
                 "errors": [],
                 "password_given": bool(password),
+                "keep_for_retry": keep_for_retry,
             }
             for i, f in enumerate(files)
         ]
@@ -510,6 +540,7 @@ class JobWorker:
             doc["status"] = "running"
             doc["pages_done"] = 0
             doc["errors"] = []
+            doc.update(phase="indexing", started_s=time.time(), first_page_s=None, last_page_s=None)
             self._recount(job)
             self.jobs.save(job)
             password = self.jobs.password(job.id)
@@ -548,6 +579,7 @@ class JobWorker:
                 self.jobs.save(job)
                 self._cleanup(job)
                 return
+            doc["phase"] = None
             self._apply_report(doc, report, password_lost=bool(doc.get("password_given")) and password is None)
             if doc["status"] == "partial" and doc.get("doc_id"):  # resumed: count what is really stored
                 from pagelens.core.types import PageFilter
@@ -567,9 +599,16 @@ class JobWorker:
             if event == "document_start":
                 doc["page_count"] = int(info.get("page_count") or 0)
             elif event == "page_done":
+                now = time.time()
                 doc["pages_done"] = int(doc.get("pages_done") or 0) + 1
+                doc["first_page_s"] = doc.get("first_page_s") or now
+                doc["last_page_s"] = now
                 if doc.get("page_count") is None:
                     doc["page_count"] = int(info.get("page_count") or 0)
+            elif event == "optimize_start":  # every page written: the closing index build runs
+                doc["phase"] = "finishing"
+                self.jobs.save(job)
+                return
             else:
                 return
             self._recount(job)
@@ -635,9 +674,28 @@ class JobWorker:
         self._cleanup(job)
 
     def _cleanup(self, job: Job) -> None:
+        """Forget the password; remove the uploaded files unless kept (``keep_uploads``). The file of a
+        password-protected PDF that failed for want of its password stays when its upload asked for it
+        (``keep_for_retry``: the web UI), so it can be retried with the password from its row."""
         self.jobs.forget_password(job.id)
-        if not self.keep_uploads:
+        if self.keep_uploads:
+            return
+        keep = {Path(d["path"]).name for d in job.documents
+                if needs_password(d) and d.get("keep_for_retry") and d.get("path")}
+        if not keep:
             self.jobs.remove_uploads(job.id)
+            return
+        folder = self.jobs.upload_dir(job.id)
+        for path in folder.glob("*") if folder.is_dir() else []:
+            if path.name not in keep:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def needs_password(doc: dict[str, Any]) -> bool:
+    """A document row that failed because its PDF is password-protected (no or a wrong password)."""
+    return doc.get("status") == "failed" and any(
+        e.get("code") == "encrypted_document" for e in doc.get("errors") or [])
 
 
 API_PASSWORD_HINT = ("upload it again with its password in the 'password' form field of the upload "

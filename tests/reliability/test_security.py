@@ -157,9 +157,14 @@ def test_ui_auth_through_a_real_server(tiny_models, tmp_path) -> None:
         _, out = ui_call(http, ui_fn_index(cfg, "pl-upload"), ["secretcoll", fd, {"jobs": [], "rejected": []}, ""],
                          headers=_h(R_A), session=session)
         assert "may not modify collection" in html.unescape(out[1])
-        _, out = ui_call(http, ui_fn_index(cfg, "pl-coll-confirm-btn"), ["secretcoll", {"jobs": [], "rejected": []}],
+        _, out = ui_call(http, ui_fn_index(cfg, "pl-coll-delete-btn"), [None, "secretcoll"],
                          headers=_h(R_A), session=session)
-        assert "may not modify collection" in html.unescape(out[0])
+        assert "may not modify collection" in html.unescape(out[2])  # refused before any confirmation
+        # the confirmation deletes only what the server-side confirmation named (nothing here): a forged
+        # collection in the request is not taken
+        _, out = ui_call(http, ui_fn_index(cfg, "pl-coll-confirm-btn"),
+                         ["secretcoll", {"jobs": [], "rejected": []}, "secretcoll"], headers=_h(R_A), session=session)
+        assert "Deleted" not in html.unescape(out[0])
         assert http.get("/v1/jobs", headers=_h(ADMIN)).json() == []
         assert [c["name"] for c in http.get("/v1/collections", headers=_h(ADMIN)).json()] == ["secretcoll"]
 

@@ -1,14 +1,14 @@
-"""The Documents tab: upload files (one persistent index job per upload), follow their progress, see
-and delete the documents of the collection."""
+"""The Documents tab: upload files (one persistent index job per upload), follow their progress (pages/s,
+time left, the finishing phase), cancel an upload or retry a password-protected PDF from its row, see and
+delete the documents of the collection."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from pagelens.ui.actions import ACCEPTED_TYPES, enqueue_files
+from pagelens.ui.actions import ACCEPTED_TYPES, cancel_job, enqueue_files, retry_with_password
 from pagelens.ui.render import docs_html, documents_rows, progress_html
 from pagelens.ui.state import (
     UIError,
@@ -21,6 +21,8 @@ from pagelens.ui.state import (
     require_collection,
     require_principal,
 )
+from pagelens.ui.status import collection_summary
+from pagelens.ui.uploads_view import parse_row_action
 
 from pagelens.core.errors import PagelensError
 
@@ -48,6 +50,15 @@ class DocumentsTab:
     doc_confirm_btn: gr.Button
     doc_cancel_btn: gr.Button
     docs_msg: gr.HTML
+    # the row-action bridge (``pagelens.ui.uploads_view.ROW_ACTIONS_JS``) and the Retry-with-password form
+    row_action: gr.Textbox
+    row_action_btn: gr.Button
+    retry_group: gr.Column
+    retry_md: gr.Markdown
+    retry_password: gr.Textbox
+    retry_btn: gr.Button
+    retry_cancel_btn: gr.Button
+    retry_target: gr.State
 
     def wire(self, shell: UIShell, screen: Screen) -> None:
         """Connect upload, the progress timer and document deletion."""
@@ -65,7 +76,7 @@ class DocumentsTab:
                     raise UIError("choose or drop some files first")
                 job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
             except Exception as exc:  # noqa: BLE001
-                return gr.update(), msg(err(exc), ok=False), sess
+                return gr.update(), msg(err(exc), ok=False), sess, gr.update()
             for path in paths:  # copied into the job's folder (or rejected): Gradio's copy is not needed
                 ctx.discard_upload(path)
             sess["rejected"].extend(rejected)
@@ -76,7 +87,7 @@ class DocumentsTab:
                 parts.append(f"Queued {len(job.documents)} file(s) for indexing.")
             if rejected:
                 parts.append(f"{len(rejected)} file(s) rejected (see below).")
-            return None, msg(" ".join(parts), ok=not rejected), sess
+            return None, msg(" ".join(parts), ok=not rejected), sess, ""  # the password is not kept in the page
 
         def tick(collection: str | None, sess: dict[str, Any], picked: str | None, request: gr.Request) -> list[Any]:
             """The uploads, documents and summary of ``collection`` now (the progress timer while a job
@@ -84,15 +95,14 @@ class DocumentsTab:
             document picked for deletion while it is still there."""
             p = who(request)
             readable = can_read(p, collection)
-            prog, active = progress_html(ctx, collection if readable else None, sess)
+            writable = can_write(p, collection)
+            prog, active = progress_html(ctx, collection if readable else None, sess, writable=writable)
             if not readable or not collection:
                 return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
-            writable = can_write(p, collection)
             try:
                 rows, choices = documents_rows(ctx, collection)
                 info = ctx.service.collection_info(collection)
-                summary = (f"**{info.documents}** document(s), **{info.pages}** page(s) · model "
-                           f"`{Path(info.model_id).name}`" + ("" if writable else " · read-only"))
+                summary = collection_summary(info.documents, info.pages, info.model_id, writable)
             except PagelensError:
                 return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
             ids = [doc_id for _, doc_id in choices]
@@ -125,11 +135,73 @@ class DocumentsTab:
                 text = msg(err(exc), ok=False)
             return [text, *screen.view(p, collection, sess)]
 
+        def row_action(collection: str | None, raw: str | None, sess: dict[str, Any],
+                       request: gr.Request) -> list[Any]:
+            """A row's button: Cancel (the upload stops; same rule as the API: write access) or Retry with
+            password (opens the password form naming the file)."""
+            p = who(request)
+            action = parse_row_action(raw)
+            hide = gr.update(visible=False)
+            if action is None:
+                return [gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
+            try:
+                p = require_principal(p)
+                job = ctx.jobs.get(action["job"])
+                if job is None:
+                    raise UIError("this upload is no longer in the job table")
+                check_write(p, job.collection)
+                if action["act"] == "cancel":
+                    cancel_job(ctx, p, job.id)
+                    names = ", ".join(d["name"] for d in job.documents if d["status"] in ("queued", "running"))
+                    text = msg(f"Cancelling the upload of {names or 'these files'}: it stops at the next page.")
+                    prog, active = progress_html(ctx, collection, sess, writable=True)
+                    return [text, prog, gr.Timer(active=True), hide, "", None]
+                doc = job.documents[action["doc"]] if 0 <= action["doc"] < len(job.documents) else None
+                if doc is None:
+                    raise UIError("this upload has no such file")
+                ask = f"Password for **{doc['name']}** (it is used for this file only and not kept after indexing):"
+                return ["", gr.update(), gr.update(), gr.update(visible=True), ask,
+                        {"job": job.id, "doc": action["doc"], "name": doc["name"]}]
+            except Exception as exc:  # noqa: BLE001
+                return [msg(err(exc), ok=False), gr.update(), gr.update(), hide, "", None]
+
+        def do_retry(collection: str | None, target: dict[str, Any] | None, password: str | None,
+                     sess: dict[str, Any], request: gr.Request) -> list[Any]:
+            p = who(request)
+            try:
+                p = require_principal(p)
+                if not target:
+                    raise UIError("press Retry with password on a row first")
+                job = retry_with_password(ctx, p, target["job"], int(target["doc"]), password or "")
+            except Exception as exc:  # noqa: BLE001
+                return [msg(err(exc), ok=False), gr.update(), gr.update(), gr.update(), gr.update(), target, gr.update()]
+            sess = {"jobs": [*sess.get("jobs", []), job.id], "rejected": list(sess.get("rejected", []))}
+            prog, _ = progress_html(ctx, collection, sess, writable=True)
+            return [msg(f"Retrying '{target['name']}' with the password."), prog, gr.Timer(active=True),
+                    gr.update(visible=False), "", None, sess]
+
+        retry_outputs = [self.upload_msg, self.progress, shell.timer, self.retry_group, self.retry_md,
+                         self.retry_target]
+        self.row_action_btn.click(row_action, [shell.coll_dd, self.row_action, shell.session], retry_outputs,
+                                  show_progress="hidden", api_visibility="private")
+        self.retry_btn.click(do_retry, [shell.coll_dd, self.retry_target, self.retry_password, shell.session],
+                             [*retry_outputs[:5], self.retry_target, shell.session], show_progress="minimal",
+                             api_visibility="private").then(lambda: "", None, [self.retry_password],
+                                                            api_visibility="private", queue=False)
+        self.retry_password.submit(do_retry, [shell.coll_dd, self.retry_target, self.retry_password, shell.session],
+                                   [*retry_outputs[:5], self.retry_target, shell.session],
+                                   api_visibility="private").then(lambda: "", None, [self.retry_password],
+                                                                  api_visibility="private", queue=False)
+        self.retry_cancel_btn.click(lambda: (gr.update(visible=False), "", None), None,
+                                    [self.retry_group, self.retry_password, self.retry_target],
+                                    api_visibility="private", queue=False)
+
         load_inputs = [shell.coll_dd, shell.session]
         self.upload_btn.click(lambda: "", None, [self.docs_msg], api_visibility="private", queue=False)
         self.upload_btn.click(do_upload, [shell.coll_dd, self.files, shell.session, self.pdf_password],
-                              [self.files, self.upload_msg, shell.session], api_visibility="private").then(
-            screen.on_view, load_inputs, screen.view_outputs, api_visibility="private")
+                              [self.files, self.upload_msg, shell.session, self.pdf_password],
+                              show_progress="minimal", api_visibility="private").then(
+            screen.on_view, load_inputs, screen.view_outputs, show_progress="hidden", api_visibility="private")
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
                         shell.timer]
         for timer in (shell.timer, shell.poll):
@@ -142,7 +214,8 @@ class DocumentsTab:
         self.doc_cancel_btn.click(lambda: gr.update(visible=False), None, [self.doc_confirm_row],
                                   api_visibility="private")
         self.doc_confirm_btn.click(do_delete_document, [shell.coll_dd, self.doc_pick, shell.session],
-                                   [self.docs_msg, *screen.view_outputs], api_visibility="private")
+                                   [self.docs_msg, *screen.view_outputs], show_progress="minimal",
+                                   api_visibility="private")
 
 
 def build_documents_tab(shell: UIShell) -> DocumentsTab:
@@ -151,8 +224,7 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
         with gr.Column(visible=True, elem_id="pl-upload-group") as upload_group:
             files = gr.File(label="Drop PDFs, page images (PNG, JPEG, TIFF) or office documents (DOCX, XLSX, "
                                   "PPTX, ODT, RTF, HTML, ...)", file_count="multiple",
-                            file_types=ACCEPTED_TYPES, type="filepath", elem_id="pl-files",
-                            height=140)
+                            file_types=ACCEPTED_TYPES, type="filepath", elem_id="pl-files")
             pdf_password = gr.Textbox(label="PDF password (optional, for encrypted PDFs of this upload)",
                                       type="password", elem_id="pl-pdf-password", max_lines=1)
             with gr.Row(elem_classes="pl-bar-row"):
@@ -163,6 +235,19 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                                     visible=False, elem_classes="pl-note")
         gr.Markdown("#### Uploads")
         progress = gr.HTML(progress_html(shell.ctx, None, {})[0], elem_id="pl-progress")
+        # the row-action bridge: in the page (the rows' script fills and presses them) but never shown
+        row_action = gr.Textbox("", elem_id="pl-row-action", elem_classes="pl-hidden", container=False)
+        row_action_btn = gr.Button("row action", elem_id="pl-row-action-btn", elem_classes="pl-hidden")
+        retry_target = gr.State(None)
+        with gr.Column(visible=False, elem_id="pl-retry", elem_classes="pl-confirm") as retry_group:
+            retry_md = gr.Markdown("", elem_id="pl-retry-md")
+            with gr.Row(elem_classes="pl-bar-row"):
+                retry_password = gr.Textbox(label="PDF password", type="password", max_lines=1, scale=4,
+                                            min_width=180, elem_id="pl-retry-password")
+                retry_btn = gr.Button("Retry", variant="primary", scale=0, min_width=100, elem_id="pl-retry-btn",
+                                      elem_classes="pl-btn")
+                retry_cancel_btn = gr.Button("Close", scale=0, min_width=90, elem_id="pl-retry-close",
+                                             elem_classes="pl-btn")
         gr.Markdown("#### Documents")
         docs_df = gr.HTML(docs_html([]), elem_id="pl-docs")
         with gr.Row(visible=False, elem_id="pl-doc-delete", elem_classes="pl-bar-row") as doc_delete_group:
@@ -171,7 +256,7 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
             doc_del_btn = gr.Button("Delete document…", variant="stop", scale=0, min_width=190,
                                     elem_id="pl-doc-delete-btn", elem_classes="pl-btn")
         with gr.Row(visible=False, elem_id="pl-doc-confirm", elem_classes="pl-bar-row pl-confirm") as doc_confirm_row:
-            doc_confirm_md = gr.Markdown("")
+            doc_confirm_md = gr.Markdown("", elem_classes="pl-confirm-text")
             doc_confirm_btn = gr.Button("Yes, delete it", variant="stop", scale=0, min_width=140,
                                         elem_id="pl-doc-confirm-btn")
             doc_cancel_btn = gr.Button("Cancel", scale=0, min_width=100, elem_id="pl-doc-cancel-btn")
@@ -180,4 +265,7 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                         upload_msg=upload_msg, readonly_note=readonly_note, progress=progress, docs_df=docs_df,
                         doc_delete_group=doc_delete_group, doc_pick=doc_pick, doc_del_btn=doc_del_btn,
                         doc_confirm_row=doc_confirm_row, doc_confirm_md=doc_confirm_md,
-                        doc_confirm_btn=doc_confirm_btn, doc_cancel_btn=doc_cancel_btn, docs_msg=docs_msg)
+                        doc_confirm_btn=doc_confirm_btn, doc_cancel_btn=doc_cancel_btn, docs_msg=docs_msg,
+                        row_action=row_action, row_action_btn=row_action_btn, retry_group=retry_group,
+                        retry_md=retry_md, retry_password=retry_password, retry_btn=retry_btn,
+                        retry_cancel_btn=retry_cancel_btn, retry_target=retry_target)

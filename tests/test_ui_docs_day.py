@@ -1,0 +1,220 @@
+"""The web UI a person keeps open all day (issue 18), the Documents / Collections / first-run part, in a
+real browser (Debian chromium + Playwright, the real server on loopback, tiny random models): uploads
+that explain their progress (pages/s, time left, the finishing phase), Cancel and Retry with password on
+the rows, the first run, selecting and deleting a collection by its row, the favicon. Screenshots,
+desktop and phone, go to ``test-artifacts/ui-day/``."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+from conftest import HOSTILE_PDFS, REAL_PDFS, REPO
+from test_ui_browser import AWS, browser_page, serve  # noqa: F401  (browser_page: a fixture)
+from test_ui_day import _shots
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SLOW = REAL_PDFS / "paper_naacl06_shinyama.pdf"  # 8 pages
+LOCKED = HOSTILE_PDFS / "h_enc_pw_test_4pages.pdf"  # password "test", 4 pages
+
+
+def _slow_worker(monkeypatch: pytest.MonkeyPatch, page_s: float, finishing_s: float) -> None:
+    """Every page of a job takes at least ``page_s`` and its closing index build ``finishing_s``: the
+    worker's progress callback sleeps after recording each event (the server runs in this process)."""
+    from pagelens.app.jobs import JobWorker
+
+    original = JobWorker._progress
+
+    def slowed(self, job, doc):  # noqa: ANN001, ANN202
+        callback = original(self, job, doc)
+
+        def wrapped(event: str, info: dict) -> None:
+            callback(event, info)
+            if event == "page_done":
+                time.sleep(page_s)
+            elif event == "optimize_start":
+                time.sleep(finishing_s)
+
+        return wrapped
+
+    monkeypatch.setattr(JobWorker, "_progress", slowed)
+
+
+def _upload_in_ui(page, paths: list, password: str = "") -> None:  # noqa: ANN001
+    page.locator("#pl-files input[type=file]").set_input_files([str(p) for p in paths])
+    for p in paths:
+        from playwright.sync_api import expect
+
+        expect(page.locator("#pl-files")).to_contain_text(p.stem)
+    if password:
+        page.locator("#pl-pdf-password input").fill(password)
+    page.locator("#pl-upload").click()
+
+
+def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_factory, monkeypatch) -> None:  # noqa: ANN001, F811
+    """A slow upload's row shows pages done/total, pages/s and the time left, then "finishing (building the
+    search index)" while the closing index build runs, then done; a second upload is cancelled from its
+    row, and the REST API says cancelled too."""
+    from playwright.sync_api import expect
+
+    from pagelens.app.service import PagelensService
+
+    _slow_worker(monkeypatch, page_s=0.6, finishing_s=5.0)
+    settings = settings_factory(max_new_tokens=4, answer_top_k=1)
+    seed = PagelensService(settings)
+    seed.create_collection("slow")
+    seed.close()
+    page = browser_page
+    with serve(settings) as url:
+        page.goto(f"{url}/ui/?collection=slow")
+        expect(page.locator("#pl-collection input")).to_have_value("slow")  # the page has loaded
+        page.get_by_role("tab", name="Documents").click()
+        _upload_in_ui(page, [SLOW])
+        row = page.locator("#pl-progress tr.pl-row").filter(has_text=SLOW.name)
+        expect(row.locator(".pl-status")).to_have_text("indexing", timeout=60_000)
+        expect(row.locator(".pl-rate")).to_contain_text("pages/s", timeout=30_000)
+        expect(row.locator(".pl-rate")).to_contain_text("left")
+        expect(row.locator(".pl-pages")).to_contain_text("/ 8")
+        expect(row.locator("button.pl-row-cancel")).to_be_visible()
+        for _ in range(6):  # the live refresh shows no "processing 0.4s" timers over the tables
+            texts = page.locator("#pl-progress, #pl-docs, #pl-coll-summary").all_inner_texts()
+            assert not re.search(r"\d\.\ds\b|processing", " ".join(texts)), texts
+            page.wait_for_timeout(300)
+        _shots(page, "10_upload_rate_eta")
+        expect(row.locator(".pl-status")).to_have_text("finishing (building the search index)", timeout=30_000)
+        expect(row.locator(".pl-pages")).to_contain_text("8 / 8")
+        job = httpx.get(f"{url}/v1/jobs?collection=slow", timeout=30).json()[0]
+        assert job["phase"] == "finishing", job  # the API says the same
+        _shots(page, "11_upload_finishing")
+        expect(row.locator(".pl-status")).to_have_text("done", timeout=30_000)
+        expect(row.locator("button.pl-row-act")).to_have_count(0)
+
+        # the same bytes again: skipped, and the row says why
+        _upload_in_ui(page, [SLOW])
+        skipped = page.locator("#pl-progress tr.pl-state-skipped").first
+        expect(skipped).to_contain_text("already indexed (same content)", timeout=60_000)
+
+        # cancel from the row: another file, stopped while it is being indexed
+        _upload_in_ui(page, [REAL_PDFS / "paper_creativity_ml_thoma.pdf"])
+        row = page.locator("#pl-progress tr.pl-row").filter(has_text="paper_creativity_ml_thoma.pdf")
+        expect(row.locator(".pl-status")).to_have_text("indexing", timeout=60_000)
+        row.locator("button.pl-row-cancel").click()
+        expect(page.locator("#pl-upload-msg")).to_contain_text("Cancelling the upload of paper_creativity_ml_thoma.pdf")
+        expect(row.locator(".pl-status")).to_have_text("cancelled", timeout=30_000)
+        job = httpx.get(f"{url}/v1/jobs?collection=slow", timeout=30).json()[0]
+        assert job["status"] == "cancelled" and job["documents"][0]["status"] == "cancelled", job
+        expect(page.locator("#pl-docs")).not_to_contain_text("paper_creativity_ml_thoma")
+        _shots(page, "12_upload_cancelled")
+        page.goto("about:blank")
+
+
+def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """A PDF with a password, uploaded with a wrong one: the row says so in plain words (not the API's),
+    the password box is empty again; Retry with password on the row, with the right password, indexes it."""
+    from playwright.sync_api import expect
+
+    from pagelens.app.service import PagelensService
+
+    settings = settings_factory(max_new_tokens=4, answer_top_k=1)
+    seed = PagelensService(settings)
+    seed.create_collection("locked")
+    seed.close()
+    page = browser_page
+    with serve(settings) as url:
+        page.goto(f"{url}/ui/?collection=locked")
+        expect(page.locator("#pl-collection input")).to_have_value("locked")  # the page has loaded
+        page.get_by_role("tab", name="Documents").click()
+        _upload_in_ui(page, [LOCKED], password="nope")
+        expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 1 file(s)")
+        expect(page.locator("#pl-pdf-password input")).to_have_value("")  # not kept in the page
+        row = page.locator("#pl-progress tr.pl-row-failed").filter(has_text=LOCKED.name)
+        expect(row.locator(".pl-err")).to_contain_text("The password given did not open this PDF", timeout=60_000)
+        expect(row).not_to_contain_text("form field")
+        retry = row.locator("button.pl-row-retry")
+        expect(retry).to_be_visible()
+        _shots(page, "13_password_failed")
+
+        retry.click()
+        expect(page.locator("#pl-retry")).to_contain_text(LOCKED.name)
+        page.locator("#pl-retry-password input").fill("test")
+        _shots(page, "14_password_retry_form")
+        page.locator("#pl-retry-btn").click()
+        expect(page.locator("#pl-upload-msg")).to_contain_text(f"Retrying '{LOCKED.name}' with the password")
+        expect(page.locator("#pl-retry")).to_be_hidden()
+        done = page.locator("#pl-progress tr.pl-state-done").filter(has_text=LOCKED.name)
+        expect(done).to_have_count(1, timeout=60_000)
+        expect(done.locator(".pl-pages")).to_contain_text("4 / 4")
+        expect(page.locator("#pl-progress tr.pl-row-failed")).to_contain_text("Retried with a password")
+        expect(page.locator("#pl-progress button.pl-row-retry")).to_have_count(0)
+        expect(page.locator("#pl-docs")).to_contain_text(LOCKED.name)
+        _shots(page, "15_password_retried")
+        page.goto("about:blank")
+
+
+def test_first_run_create_and_upload_then_select_and_delete_a_collection_row(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """An empty data dir: one "Create a collection and upload" panel, no tabs to ask in; uploading there
+    creates the collection with its document. In the Collections tab a click on a row selects it, Delete
+    asks about that one by name with its counts, and deletes only it; counts and the picker follow. The
+    favicon is served and linked; the tables do not wrap headers letter by letter on a phone."""
+    from playwright.sync_api import expect
+
+    settings = settings_factory(max_new_tokens=4, answer_top_k=1)
+    page = browser_page
+    with serve(settings) as url:
+        icon = httpx.get(f"{url}/ui/favicon.ico", timeout=30)
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/"), icon.headers
+        assert icon.content == (REPO / "ui" / "static" / "favicon.png").read_bytes()  # ours, not Gradio's
+
+        page.goto(f"{url}/ui/")
+        first = page.locator("#pl-first-run")
+        expect(first).to_be_visible()
+        expect(first).to_contain_text("Create a collection and upload")
+        expect(page.locator("#pl-tabs-wrap")).to_be_hidden()
+        expect(page.locator("#pl-ask")).to_be_hidden()  # nothing to ask yet
+        hrefs = page.locator("link[rel~='icon']").evaluate_all("els => els.map(e => e.href)")
+        assert any("favicon" in h for h in hrefs), hrefs
+        _shots(page, "16_first_run")
+
+        page.locator("#pl-first-name input").fill("invoices-2024")
+        staged = [AWS, REAL_PDFS / "inv_oyo_hotel_receipt_in.pdf", REAL_PDFS / "inv_flipkart_tax_invoice_in.pdf"]
+        page.locator("#pl-first-files input[type=file]").set_input_files([str(p) for p in staged])
+        for p in staged:  # every staged file is listed, not only the first two
+            expect(page.locator("#pl-first-files").get_by_text(p.stem).first).to_be_visible()
+        page.locator("#pl-first-upload").click()
+        expect(first).to_be_hidden()
+        expect(page.locator("#pl-collection input")).to_have_value("invoices-2024")
+        expect(page.locator("#pl-upload-msg")).to_contain_text("Created collection 'invoices-2024'")
+        expect(page.locator("#pl-progress tr.pl-state-done")).to_have_count(3, timeout=60_000)
+        expect(page.locator("#pl-docs")).to_contain_text(AWS.name)
+
+        page.get_by_role("tab", name="Collections").click()
+        page.locator("#pl-new-name input, #pl-new-name textarea").first.fill("other")
+        page.locator("#pl-create").click()
+        expect(page.locator("#pl-coll-msg")).to_contain_text("Created collection 'other'")
+        expect(page.locator("#pl-collection input")).to_have_value("other")
+        table = page.locator("#pl-collections")
+        table.get_by_role("gridcell", name="invoices-2024", exact=True).click()
+        expect(page.locator("#pl-coll-selected")).to_contain_text("Selected: invoices-2024 (3 document(s), 3 page(s))")
+        expect(page.locator("#pl-coll-delete-btn")).to_have_text("Delete 'invoices-2024'…")
+        page.locator("#pl-coll-delete-btn").click()
+        expect(page.locator("#pl-coll-confirm")).to_contain_text(
+            "Delete collection 'invoices-2024' with 3 documents / 3 pages? This cannot be undone.")
+        _shots(page, "17_collection_delete_confirm")
+        page.locator("#pl-coll-confirm-btn").click()
+        expect(page.locator("#pl-coll-msg")).to_contain_text("Deleted collection 'invoices-2024'")
+        expect(table).not_to_contain_text("invoices-2024")
+        expect(table).to_contain_text("other")
+        expect(page.locator("#pl-collection input")).to_have_value("other")  # the picker's one was not deleted
+        expect(page.locator("#pl-coll-selected")).to_have_text("")
+        expect(page.locator("#pl-coll-summary")).to_contain_text("nothing to ask yet: upload files")  # "other" is empty
+        assert httpx.get(f"{url}/v1/collections", timeout=30).json()  # "other" is still there
+
+        # a phone: headers in one line (scroll sideways instead of letters stacked)
+        page.set_viewport_size({"width": 390, "height": 844})
+        heights = table.locator("[role=columnheader]").evaluate_all("els => els.map(e => e.getBoundingClientRect().height)")
+        assert heights and max(heights) < 60, heights
+        _shots(page, "18_collections_after_delete")
+        page.goto("about:blank")
