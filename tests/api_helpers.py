@@ -113,7 +113,8 @@ def ui_page_session(client: Any, config: dict[str, Any], headers: dict[str, str]
     import uuid
 
     session = uuid.uuid4().hex[:12]
-    load = [d for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])]
+    load = [d for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])
+            and d.get("api_name") == "on_load"]  # the screen's load (the Ask tab restores its thread on load too)
     assert len(load) == 1, load
     ids = {c["id"]: c for c in config["components"]}
     inputs = []
