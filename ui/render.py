@@ -107,12 +107,17 @@ def collections_rows(ctx: UIContext, p: Principal | None) -> list[list[Any]]:
     return rows
 
 
-def documents_rows(ctx: UIContext, collection: str) -> tuple[list[list[Any]], list[tuple[str, str]]]:
-    """Table rows (name, pages, status, indexed at, id) and the delete picker choices."""
+DOCS_PAGE = 50  # documents per page of the Documents table (the registry reads one page: O(page))
+
+
+def documents_rows(ctx: UIContext, collection: str, offset: int = 0,
+                   limit: int = DOCS_PAGE) -> tuple[list[list[Any]], list[tuple[str, str]]]:
+    """One page of the documents table, sorted by name (rows: name, pages, status, indexed at, id) and the
+    delete picker's choices (that page's documents that no job is indexing)."""
     inflight = ctx.jobs.inflight_doc_ids(collection)
     rows: list[list[Any]] = []
     choices: list[tuple[str, str]] = []
-    for doc in ctx.service.documents(collection):
+    for doc in ctx.service.documents(collection, offset=max(0, offset), limit=limit):
         status = document_status(doc.status, doc.doc_id in inflight)
         pages = f"{doc.pages_indexed}/{doc.page_count}" if doc.pages_indexed != doc.page_count else str(
             doc.page_count)
@@ -122,8 +127,17 @@ def documents_rows(ctx: UIContext, collection: str) -> tuple[list[list[Any]], li
     return rows, choices
 
 
-def docs_html(rows: list[list[Any]]) -> str:
-    """The documents table (name, pages, status, indexed at, id); the last two hidden on phones."""
+def pager_updates(offset: int, total: int) -> list[Any]:
+    """(pager row, Previous, Next) updates for the documents table at ``offset`` of ``total`` documents."""
+    import gradio as gr
+
+    return [gr.update(visible=total > DOCS_PAGE), gr.update(interactive=offset > 0),
+            gr.update(interactive=offset + DOCS_PAGE < total)]
+
+
+def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None) -> str:
+    """The documents table (name, pages, status, indexed at, id); the last two hidden on phones. With
+    ``total`` above the rows shown, a line says which of them these are (``offset`` + 1 to ...)."""
     if not rows:
         return '<p class="pl-empty">No documents in this collection.</p>'
     body = "".join(
@@ -134,7 +148,11 @@ def docs_html(rows: list[list[Any]]) -> str:
         f'<td class="pl-hide-sm pl-mono">{html.escape(str(doc_id))}</td></tr>'
         for name, pages, status, when, doc_id in rows
     )
-    return ('<table class="pl-table" id="pl-docs-table"><thead><tr><th>Document</th><th>Pages</th>'
+    shown = ""
+    if total is not None and total > len(rows):
+        shown = (f'<p class="pl-note" id="pl-docs-range">Documents {offset + 1:,}–{offset + len(rows):,} of '
+                 f"{total:,}, by name</p>")
+    return (shown + '<table class="pl-table" id="pl-docs-table"><thead><tr><th>Document</th><th>Pages</th>'
             '<th>Status</th><th class="pl-hide-sm">Indexed (UTC)</th><th class="pl-hide-sm">ID</th></tr>'
             f"</thead><tbody>{body}</tbody></table>")
 

@@ -9,7 +9,14 @@ from typing import Any
 
 import gradio as gr
 from pagelens.ui.first_run import FirstRun, first_run_intro
-from pagelens.ui.render import collections_rows, docs_html, documents_rows, progress_html, visible_collections
+from pagelens.ui.render import (
+    collections_rows,
+    docs_html,
+    documents_rows,
+    pager_updates,
+    progress_html,
+    visible_collections,
+)
 from pagelens.ui.state import UIShell, can_create, can_read, can_write
 from pagelens.ui.status import collection_summary
 from pagelens.ui.tabs.ask import MODE_ANSWER, MODE_SEARCH, AskTab
@@ -67,7 +74,7 @@ class Screen:
         d, c = self.docs, self.colls
         return [self.shell.coll_summary, d.docs_df, d.doc_pick, d.upload_group, d.readonly_note,
                 d.doc_delete_group, d.doc_confirm_row, d.progress, self.shell.timer, c.coll_delete_group,
-                c.coll_confirm_row]
+                c.coll_confirm_row, d.docs_pager, d.docs_prev, d.docs_next, d.docs_offset, d.docs_seen]
 
     @property
     def all_outputs(self) -> list[Any]:
@@ -84,11 +91,13 @@ class Screen:
         summary = ""
         rows: list[list[Any]] = []
         choices: list[tuple[str, str]] = []
+        total = 0
         if readable and collection:
             try:
                 info = ctx.service.collection_info(collection)
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
                 rows, choices = documents_rows(ctx, collection)
+                total = info.documents
             except PagelensError as exc:
                 summary = f"⚠ {exc}"
         elif p is not None and not visible_collections(ctx, p):
@@ -97,7 +106,7 @@ class Screen:
         prog, active = progress_html(ctx, collection if readable else None, sess, writable=writable)
         return [
             summary,
-            docs_html(rows) if readable else "",
+            docs_html(rows, 0, total) if readable else "",
             gr.update(choices=choices, value=choices[0][1] if choices else None),
             gr.update(visible=writable),
             gr.update(visible=readable and not writable),
@@ -107,6 +116,9 @@ class Screen:
             gr.Timer(active=active),
             gr.update(visible=writable),
             gr.update(visible=False),
+            *pager_updates(0, total),
+            0,  # the documents table's page: the first
+            "",  # what the poll last drew: nothing yet (it draws at its next tick)
         ]
 
     def refresh_all(self, p: Principal | None, selected: str | None, sess: dict[str, Any]) -> list[Any]:
@@ -168,3 +180,4 @@ class Screen:
             self.first.wire(shell, self)
         self.ask.wire(shell, self)
         self.ask.wire_load(shell, demo)
+

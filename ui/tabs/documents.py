@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from pagelens.ui.actions import ACCEPTED_TYPES, cancel_job, enqueue_files, retry_with_password
-from pagelens.ui.render import docs_html, documents_rows, progress_html
+from pagelens.ui.render import DOCS_PAGE, docs_html, documents_rows, pager_updates, progress_html
 from pagelens.ui.state import (
     UIError,
     UIShell,
@@ -59,6 +59,12 @@ class DocumentsTab:
     retry_btn: gr.Button
     retry_cancel_btn: gr.Button
     retry_target: gr.State
+    # the documents table's pages (``pagelens.ui.render.DOCS_PAGE`` each) and what the poll last drew
+    docs_pager: gr.Row
+    docs_prev: gr.Button
+    docs_next: gr.Button
+    docs_offset: gr.State
+    docs_seen: gr.State
 
     def wire(self, shell: UIShell, screen: Screen) -> None:
         """Connect upload, the progress timer and document deletion."""
@@ -89,26 +95,55 @@ class DocumentsTab:
                 parts.append(f"{len(rejected)} file(s) rejected (see below).")
             return None, msg(" ".join(parts), ok=not rejected), sess, ""  # the password is not kept in the page
 
-        def tick(collection: str | None, sess: dict[str, Any], picked: str | None, request: gr.Request) -> list[Any]:
+        def tick(collection: str | None, sess: dict[str, Any], picked: str | None, offset: int | None,
+                 seen: str | None, request: gr.Request) -> list[Any]:
             """The uploads, documents and summary of ``collection`` now (the progress timer while a job
             runs, the idle poll otherwise: documents added by any door appear without Refresh); keeps the
-            document picked for deletion while it is still there."""
+            document picked for deletion while it is still there. The documents part is redrawn only when
+            the collection's listing changed since this tab last drew it (``listing_version``: one SQLite
+            pragma) or a document started or stopped indexing, so an idle tab costs no listing."""
             p = who(request)
             readable = can_read(p, collection)
             writable = can_write(p, collection)
             prog, active = progress_html(ctx, collection if readable else None, sess, writable=writable)
+            unchanged = [gr.skip()] * 8
             if not readable or not collection:
-                return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
+                return [prog, *unchanged[:4], gr.Timer(active=False), *unchanged[4:], gr.skip()]
+            offset = max(0, int(offset or 0))
             try:
-                rows, choices = documents_rows(ctx, collection)
+                inflight = sorted(ctx.jobs.inflight_doc_ids(collection))
+                mark = f"{collection}|{writable}|{offset}|{ctx.service.listing_version(collection)}|{','.join(inflight)}"
+                if mark == seen:
+                    return [prog, *unchanged[:4], gr.Timer(active=active), *unchanged[4:], gr.skip()]
                 info = ctx.service.collection_info(collection)
+                if offset >= info.documents:  # the page is gone (documents deleted): its last page
+                    offset = max(0, (info.documents - 1) // DOCS_PAGE * DOCS_PAGE)
+                rows, choices = documents_rows(ctx, collection, offset)
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
             except PagelensError:
-                return [prog, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)]
+                return [prog, *unchanged[:4], gr.Timer(active=False), *unchanged[4:], gr.skip()]
             ids = [doc_id for _, doc_id in choices]
             value = picked if picked in ids else (ids[0] if ids else None)
-            return [prog, docs_html(rows), gr.update(choices=choices, value=value),
-                    gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active)]
+            return [prog, docs_html(rows, offset, info.documents), gr.update(choices=choices, value=value),
+                    gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active),
+                    *pager_updates(offset, info.documents), offset, mark]
+
+        def turn_page(collection: str | None, offset: int | None, step: int, picked: str | None,
+                      request: gr.Request) -> list[Any]:
+            """Previous / Next: the documents table ``step`` pages on (clamped), drawn now."""
+            p = who(request)
+            if not can_read(p, collection) or not collection:
+                return [gr.skip()] * 7
+            try:
+                total = ctx.service.document_count(collection)
+                offset = min(max(0, int(offset or 0) + step * DOCS_PAGE), max(0, (total - 1) // DOCS_PAGE * DOCS_PAGE))
+                rows, choices = documents_rows(ctx, collection, offset)
+            except PagelensError as exc:
+                return [msg(err(exc), ok=False), *[gr.skip()] * 6]
+            ids = [doc_id for _, doc_id in choices]
+            return [docs_html(rows, offset, total),
+                    gr.update(choices=choices, value=picked if picked in ids else (ids[0] if ids else None)),
+                    *pager_updates(offset, total), offset, ""]
 
         def ask_delete_document(collection: str | None, doc_id: str | None, request: gr.Request) -> tuple[Any, ...]:
             p = who(request)
@@ -203,11 +238,17 @@ class DocumentsTab:
                               show_progress="minimal", api_visibility="private").then(
             screen.on_view, load_inputs, screen.view_outputs, show_progress="hidden", api_visibility="private")
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
-                        shell.timer]
+                        shell.timer, self.docs_pager, self.docs_prev, self.docs_next, self.docs_offset, self.docs_seen]
         for timer in (shell.timer, shell.poll):
             if timer is not None:
-                timer.tick(tick, [*load_inputs, self.doc_pick], tick_outputs, show_progress="hidden",
-                           api_visibility="private")
+                timer.tick(tick, [*load_inputs, self.doc_pick, self.docs_offset, self.docs_seen], tick_outputs,
+                           show_progress="hidden", api_visibility="private")
+        page_outputs = [self.docs_df, self.doc_pick, self.docs_pager, self.docs_prev, self.docs_next,
+                        self.docs_offset, self.docs_seen]
+        for button, step in ((self.docs_prev, -1), (self.docs_next, 1)):
+            button.click(lambda c, o, picked, request, s=step: turn_page(c, o, s, picked, request),
+                         [shell.coll_dd, self.docs_offset, self.doc_pick], page_outputs, show_progress="hidden",
+                         api_visibility="private")
 
         self.doc_del_btn.click(ask_delete_document, [shell.coll_dd, self.doc_pick],
                                [self.doc_confirm_row, self.doc_confirm_md, self.docs_msg], api_visibility="private")
@@ -250,6 +291,12 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                                              elem_classes="pl-btn")
         gr.Markdown("#### Documents")
         docs_df = gr.HTML(docs_html([]), elem_id="pl-docs")
+        docs_offset = gr.State(0)
+        docs_seen = gr.State("")
+        with gr.Row(visible=False, elem_id="pl-docs-pager", elem_classes="pl-bar-row") as docs_pager:
+            docs_prev = gr.Button("‹ Previous", scale=0, min_width=110, elem_id="pl-docs-prev", elem_classes="pl-btn",
+                                  interactive=False)
+            docs_next = gr.Button("Next ›", scale=0, min_width=110, elem_id="pl-docs-next", elem_classes="pl-btn")
         with gr.Row(visible=False, elem_id="pl-doc-delete", elem_classes="pl-bar-row") as doc_delete_group:
             doc_pick = gr.Dropdown(label="Document", choices=[], value=None, scale=4, min_width=200,
                                    elem_id="pl-doc-pick")
@@ -268,4 +315,5 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                         doc_confirm_btn=doc_confirm_btn, doc_cancel_btn=doc_cancel_btn, docs_msg=docs_msg,
                         row_action=row_action, row_action_btn=row_action_btn, retry_group=retry_group,
                         retry_md=retry_md, retry_password=retry_password, retry_btn=retry_btn,
-                        retry_cancel_btn=retry_cancel_btn, retry_target=retry_target)
+                        retry_cancel_btn=retry_cancel_btn, retry_target=retry_target, docs_pager=docs_pager,
+                        docs_prev=docs_prev, docs_next=docs_next, docs_offset=docs_offset, docs_seen=docs_seen)
