@@ -16,10 +16,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def test_documents_table_pages_and_idle_polls_read_no_listing(browser_page, settings_factory,  # noqa: ANN001, F811
                                                               monkeypatch) -> None:
+    from pagelens.ui.state import POLL_S
     from playwright.sync_api import expect
 
     from pagelens.app.service import PagelensService
-    from pagelens.ui.state import POLL_S
 
     settings = settings_factory()
     service = PagelensService(settings)
