@@ -68,3 +68,14 @@ def test_documents_table_pages_and_idle_polls_read_no_listing(browser_page, sett
         assert listings and set(listings) == {100}, listings
         page.locator("#pl-docs-prev").click()
         expect(shown).to_have_text("Documents 51–100 of 121, by name")
+
+        # an empty collection: Ask is not live (nothing to search) until its first pages are indexed
+        import httpx
+
+        assert httpx.post(f"{url}/v1/collections", json={"name": "empty"}, timeout=60).status_code == 201
+        page.goto(f"{url}/ui/?collection=empty")
+        expect(page.locator("#pl-ask")).to_be_disabled()
+        expect(page.locator("#pl-coll-summary")).to_contain_text("nothing to ask yet")
+        job = _api_upload(url, "empty", (AWS,))
+        assert job["status"] == "done", job
+        expect(page.locator("#pl-ask")).to_be_enabled(timeout=4 * POLL_S * 1000)

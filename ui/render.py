@@ -127,6 +127,14 @@ def documents_rows(ctx: UIContext, collection: str, offset: int = 0,
     return rows, choices
 
 
+def ask_button(pages: int) -> Any:
+    """The Ask button's update: live only when the collection has pages to search (nothing is live that
+    cannot work yet)."""
+    import gradio as gr
+
+    return gr.update(interactive=pages > 0)
+
+
 def pager_updates(offset: int, total: int) -> list[Any]:
     """(pager row, Previous, Next) updates for the documents table at ``offset`` of ``total`` documents."""
     import gradio as gr

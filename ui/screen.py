@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 from pagelens.ui.first_run import FirstRun, first_run_intro
 from pagelens.ui.render import (
+    ask_button,
     collections_rows,
     docs_html,
     documents_rows,
@@ -74,7 +75,8 @@ class Screen:
         d, c = self.docs, self.colls
         return [self.shell.coll_summary, d.docs_df, d.doc_pick, d.upload_group, d.readonly_note,
                 d.doc_delete_group, d.doc_confirm_row, d.progress, self.shell.timer, c.coll_delete_group,
-                c.coll_confirm_row, d.docs_pager, d.docs_prev, d.docs_next, d.docs_offset, d.docs_seen]
+                c.coll_confirm_row, d.docs_pager, d.docs_prev, d.docs_next, d.docs_offset, d.docs_seen,
+                self.ask.ask_btn]
 
     @property
     def all_outputs(self) -> list[Any]:
@@ -91,13 +93,13 @@ class Screen:
         summary = ""
         rows: list[list[Any]] = []
         choices: list[tuple[str, str]] = []
-        total = 0
+        total = pages = 0
         if readable and collection:
             try:
                 info = ctx.service.collection_info(collection)
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
                 rows, choices = documents_rows(ctx, collection)
-                total = info.documents
+                total, pages = info.documents, info.pages
             except PagelensError as exc:
                 summary = f"⚠ {exc}"
         elif p is not None and not visible_collections(ctx, p):
@@ -119,6 +121,7 @@ class Screen:
             *pager_updates(0, total),
             0,  # the documents table's page: the first
             "",  # what the poll last drew: nothing yet (it draws at its next tick)
+            ask_button(pages),
         ]
 
     def refresh_all(self, p: Principal | None, selected: str | None, sess: dict[str, Any]) -> list[Any]:

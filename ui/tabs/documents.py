@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from pagelens.ui.actions import ACCEPTED_TYPES, cancel_job, enqueue_files, retry_with_password
-from pagelens.ui.render import DOCS_PAGE, docs_html, documents_rows, pager_updates, progress_html
+from pagelens.ui.render import DOCS_PAGE, ask_button, docs_html, documents_rows, pager_updates, progress_html
 from pagelens.ui.state import (
     UIError,
     UIShell,
@@ -108,25 +108,25 @@ class DocumentsTab:
             prog, active = progress_html(ctx, collection if readable else None, sess, writable=writable)
             unchanged = [gr.skip()] * 8
             if not readable or not collection:
-                return [prog, *unchanged[:4], gr.Timer(active=False), *unchanged[4:], gr.skip()]
+                return [prog, *unchanged[:4], gr.Timer(active=False), *unchanged[4:], gr.skip(), gr.skip()]
             offset = max(0, int(offset or 0))
             try:
                 inflight = sorted(ctx.jobs.inflight_doc_ids(collection))
                 mark = f"{collection}|{writable}|{offset}|{ctx.service.listing_version(collection)}|{','.join(inflight)}"
                 if mark == seen:
-                    return [prog, *unchanged[:4], gr.Timer(active=active), *unchanged[4:], gr.skip()]
+                    return [prog, *unchanged[:4], gr.Timer(active=active), *unchanged[4:], gr.skip(), gr.skip()]
                 info = ctx.service.collection_info(collection)
                 if offset >= info.documents:  # the page is gone (documents deleted): its last page
                     offset = max(0, (info.documents - 1) // DOCS_PAGE * DOCS_PAGE)
                 rows, choices = documents_rows(ctx, collection, offset)
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
             except PagelensError:
-                return [prog, *unchanged[:4], gr.Timer(active=False), *unchanged[4:], gr.skip()]
+                return [prog, *unchanged[:4], gr.Timer(active=False), *unchanged[4:], gr.skip(), gr.skip()]
             ids = [doc_id for _, doc_id in choices]
             value = picked if picked in ids else (ids[0] if ids else None)
             return [prog, docs_html(rows, offset, info.documents), gr.update(choices=choices, value=value),
                     gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active),
-                    *pager_updates(offset, info.documents), offset, mark]
+                    *pager_updates(offset, info.documents), offset, mark, ask_button(info.pages)]
 
         def turn_page(collection: str | None, offset: int | None, step: int, picked: str | None,
                       request: gr.Request) -> list[Any]:
@@ -238,7 +238,8 @@ class DocumentsTab:
                               show_progress="minimal", api_visibility="private").then(
             screen.on_view, load_inputs, screen.view_outputs, show_progress="hidden", api_visibility="private")
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
-                        shell.timer, self.docs_pager, self.docs_prev, self.docs_next, self.docs_offset, self.docs_seen]
+                        shell.timer, self.docs_pager, self.docs_prev, self.docs_next, self.docs_offset, self.docs_seen,
+                        screen.ask.ask_btn]
         for timer in (shell.timer, shell.poll):
             if timer is not None:
                 timer.tick(tick, [*load_inputs, self.doc_pick, self.docs_offset, self.docs_seen], tick_outputs,
