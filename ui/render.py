@@ -127,12 +127,13 @@ def documents_rows(ctx: UIContext, collection: str, offset: int = 0,
     return rows, choices
 
 
-def ask_button(pages: int) -> Any:
-    """The Ask button's update: live only when the collection has pages to search (nothing is live that
-    cannot work yet)."""
+def ask_button(pages: int, uploads_active: bool) -> Any:
+    """The Ask button's update: live when the collection has pages to search, or an upload is queued or
+    running (the answer then says which document is still indexing and how far); on a collection with
+    neither, nothing could be found, so it is not live (the summary line points to the upload)."""
     import gradio as gr
 
-    return gr.update(interactive=pages > 0)
+    return gr.update(interactive=pages > 0 or uploads_active)
 
 
 def pager_updates(offset: int, total: int) -> list[Any]:

@@ -121,7 +121,7 @@ class Screen:
             *pager_updates(0, total),
             0,  # the documents table's page: the first
             "",  # what the poll last drew: nothing yet (it draws at its next tick)
-            ask_button(pages),
+            ask_button(pages, bool(readable and collection and ctx.jobs.active_for(collection))),
         ]
 
     def refresh_all(self, p: Principal | None, selected: str | None, sess: dict[str, Any]) -> list[Any]:

@@ -112,7 +112,8 @@ class DocumentsTab:
             offset = max(0, int(offset or 0))
             try:
                 inflight = sorted(ctx.jobs.inflight_doc_ids(collection))
-                mark = f"{collection}|{writable}|{offset}|{ctx.service.listing_version(collection)}|{','.join(inflight)}"
+                mark = (f"{collection}|{writable}|{offset}|{active}|{ctx.service.listing_version(collection)}|"
+                        f"{','.join(inflight)}")
                 if mark == seen:
                     return [prog, *unchanged[:4], gr.Timer(active=active), *unchanged[4:], gr.skip(), gr.skip()]
                 info = ctx.service.collection_info(collection)
@@ -126,7 +127,7 @@ class DocumentsTab:
             value = picked if picked in ids else (ids[0] if ids else None)
             return [prog, docs_html(rows, offset, info.documents), gr.update(choices=choices, value=value),
                     gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active),
-                    *pager_updates(offset, info.documents), offset, mark, ask_button(info.pages)]
+                    *pager_updates(offset, info.documents), offset, mark, ask_button(info.pages, active)]
 
         def turn_page(collection: str | None, offset: int | None, step: int, picked: str | None,
                       request: gr.Request) -> list[Any]:
