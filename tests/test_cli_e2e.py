@@ -73,6 +73,10 @@ def test_every_page_of_every_real_pdf_is_a_point(cli_env: dict[str, str], indexe
         assert by_name[name]["pages_indexed"] == pages
         assert by_name[name]["status"] == "complete"
         assert by_name[name]["metadata"] == {"source": "shared"}
+    assert [d["doc_name"] for d in docs] == sorted(by_name)  # by name
+    window = json.loads(run_cli(cli_env, "docs", "--collection", "real", "--json", "--limit", "3",
+                                "--offset", "2").stdout)
+    assert window == docs[2:5]
 
     colls = json.loads(run_cli(cli_env, "collections", "--json").stdout)
     real = next(c for c in colls if c["name"] == "real")

@@ -464,7 +464,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
             gallery = gr.Gallery(label="Cited pages (click to open in the viewer)", columns=3, height=340,
                                  object_fit="contain", allow_preview=True, preview=False,
                                  fit_columns=False, elem_id="pl-gallery", interactive=False,
-                                 visible=False, buttons=["download", "fullscreen"])
+                                 visible=False, buttons=["fullscreen"])  # download: the viewer's, named <doc>-p<N>.png
             # what the browser sends: the plain answer (Copy) and the page a citation opens (ASK_KEYS_JS)
             plain = gr.Textbox("", visible="hidden", elem_id="pl-answer-plain", show_label=False)
             view_ref = gr.Textbox("", visible="hidden", elem_id="pl-view-ref", show_label=False)

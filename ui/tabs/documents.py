@@ -236,7 +236,9 @@ class DocumentsTab:
         self.upload_btn.click(lambda: "", None, [self.docs_msg], api_visibility="private", queue=False)
         self.upload_btn.click(do_upload, [shell.coll_dd, self.files, shell.session, self.pdf_password],
                               [self.files, self.upload_msg, shell.session, self.pdf_password],
-                              show_progress="minimal", api_visibility="private").then(
+                              # hidden: a chain's first event's progress shows on its follow-up's outputs
+                              # (the tables) while that runs; the upload's own row says what happens
+                              show_progress="hidden", api_visibility="private").then(
             screen.on_view, load_inputs, screen.view_outputs, show_progress="hidden", api_visibility="private")
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
                         shell.timer, self.docs_pager, self.docs_prev, self.docs_next, self.docs_offset, self.docs_seen,
