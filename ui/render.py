@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pagelens.ui.app")
 
 CSS = """
+/* the live parts (uploads, documents, the summary) update every few seconds: no "0.1s" timers over them */
+#pl-progress .progress-text, #pl-docs .progress-text, #pl-coll-summary .progress-text { display: none !important; }
+
 .pl-header h1 { margin: 0; font-size: 1.5rem; }
 .pl-header p { margin: 0.15rem 0 0; opacity: 0.75; }
 .pl-note { font-size: 0.9rem; opacity: 0.85; }
