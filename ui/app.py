@@ -208,7 +208,7 @@ def mount_ui(
         app_kwargs=app_kwargs,
         auth_dependency=auth.gradio_user if auth.enabled else None,
     )
-    demo.favicon_path = str(FAVICON)  # served at <path>/favicon.ico (Gradio takes favicon_path only at "/")
+    demo.favicon_path = str(FAVICON)  # type: ignore[assignment]  # served at <path>/favicon.ico (Gradio takes favicon_path only at "/")
     gradio_app = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == path.rstrip("/"))
     gradio_app.uploaded_file_dir = str(cache)  # type: ignore[attr-defined]  # uploads land in the private folder
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_types import CallToolResult, ImageContent, TextContent, Tool, ToolAnnotations
+from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, Tool, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pagelens.app.access import Principal
@@ -323,7 +323,7 @@ class PagelensTools:
         else:
             hits = self.service.search(collection, args.query, k=args.k, mode=args.mode, page_filter=page_filter)
         seconds = time.perf_counter() - t0
-        content: list[TextContent | ImageContent] = [TextContent(
+        content: list[ContentBlock] = [TextContent(
             type="text", text=f"{len(hits)} pages for {args.query!r} in collection {collection} "
             f"({seconds:.2f} s), best first" + ("; each page's image follows its line." if args.images and hits
                                                 else "." if hits else ": nothing matched."))]
@@ -392,7 +392,7 @@ class PagelensTools:
         data = {"collection": collection, "doc_id": args.doc_id, "doc_name": name, "page_no": args.page_no,
                 "page_count": page_count, "metadata": dict(payload.get("meta") or {}), "text": text}
         header = f"{name}, page {args.page_no} of {page_count} (doc_id {args.doc_id}, collection {collection})"
-        content: list[TextContent | ImageContent] = [
+        content: list[ContentBlock] = [
             TextContent(type="text", text=f"{header}\ntext:\n{text}" if text.strip() else
                         f"{header}\ntext: (none: the page has no text layer; read the image)")]
         if args.image:
