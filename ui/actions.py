@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from pagelens.ingest.discover import DEFAULT_INCLUDE
 from pagelens.ingest.sniff import EXTENSIONS, sniff_head, sniff_path
@@ -86,6 +87,17 @@ def enqueue_files(
     ctx.notify_worker()
     log.info("ui: queued job %s (%d files) for %s by %s", job.id, len(files), collection, p.name)
     return job, rejected
+
+
+def record_upload(ctx: UIContext, paths: list[str], sess: dict[str, Any], job: Job | None,
+                  rejected: list[dict[str, str]]) -> dict[str, Any]:
+    """The tab's session after ``enqueue_files`` (a new dict: the Gradio state is not changed in place) with
+    the job and the rejected files recorded; Gradio's copies of ``paths`` are discarded (the job holds its
+    own copies, and a rejected file is not needed)."""
+    for path in paths:
+        ctx.discard_upload(path)
+    return {"jobs": [*sess.get("jobs", []), *([job.id] if job is not None else [])],
+            "rejected": [*sess.get("rejected", []), *rejected]}
 
 
 def retry_with_password(ctx: UIContext, p: Principal, job_id: str, index: int, password: str) -> Job:

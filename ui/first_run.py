@@ -4,21 +4,23 @@ collection (when it does not exist) and queues the files as one job; the tabs co
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from pagelens.ui.actions import ACCEPTED_TYPES, enqueue_files
-from pagelens.ui.state import UIError, UIShell, check_write, err, msg, require_principal
-
-from pagelens.core.types import COLLECTION_PATTERN
+from pagelens.ui.actions import ACCEPTED_TYPES, enqueue_files, record_upload
+from pagelens.ui.state import (
+    UIShell,
+    check_collection_name,
+    check_write,
+    err,
+    msg,
+    require_principal,
+)
 
 if TYPE_CHECKING:
     from pagelens.ui.screen import Screen
 
-_COLLECTION_RE = re.compile(COLLECTION_PATTERN)
-NAME_RULE = "a collection name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 @dataclass
@@ -42,12 +44,9 @@ class FirstRun:
                               sess: dict[str, Any], request: gr.Request) -> list[Any]:
             p = shell.who(request)
             name = (name or "").strip()
-            sess = {"jobs": list(sess.get("jobs", [])), "rejected": list(sess.get("rejected", []))}
             try:
                 p = require_principal(p)
-                if not _COLLECTION_RE.match(name):
-                    raise UIError(NAME_RULE)
-                check_write(p, name)
+                check_write(p, check_collection_name(name))
                 created = ctx.service.store.get_manifest(name) is None
                 if created:
                     ctx.service.create_collection(name)
@@ -55,11 +54,7 @@ class FirstRun:
             except Exception as exc:  # noqa: BLE001 - shown to the user
                 return [gr.update(), gr.update(), msg(err(exc), ok=False), sess, *screen.refresh_all(p, None, sess),
                         gr.update()]
-            for path in paths or []:
-                ctx.discard_upload(path)
-            sess["rejected"].extend(rejected)
-            if job is not None:
-                sess["jobs"].append(job.id)
+            sess = record_upload(ctx, list(paths or []), sess, job, rejected)
             parts = [f"Created collection '{name}'." if created else f"Collection '{name}' exists already."]
             if job is not None:
                 parts.append(f"Queued {len(job.documents)} file(s) for indexing: follow them in the Documents tab.")

@@ -113,11 +113,12 @@ def collections_rows(ctx: UIContext, p: Principal | None) -> list[list[Any]]:
 DOCS_PAGE = 50  # documents per page of the Documents table (the registry reads one page: O(page))
 
 
-def documents_rows(ctx: UIContext, collection: str, offset: int = 0,
-                   limit: int = DOCS_PAGE) -> tuple[list[list[Any]], list[tuple[str, str]]]:
+def documents_rows(ctx: UIContext, collection: str, offset: int = 0, limit: int = DOCS_PAGE,
+                   inflight: set[str] | None = None) -> tuple[list[list[Any]], list[tuple[str, str]]]:
     """One page of the documents table, sorted by name (rows: name, pages, status, indexed at, id) and the
-    delete picker's choices (that page's documents that no job is indexing)."""
-    inflight = ctx.jobs.inflight_doc_ids(collection)
+    delete picker's choices (that page's documents that no job is indexing). ``inflight``: the documents
+    a job is indexing, when the caller has read them already."""
+    inflight = ctx.jobs.inflight_doc_ids(collection) if inflight is None else inflight
     rows: list[list[Any]] = []
     choices: list[tuple[str, str]] = []
     for doc in ctx.service.documents(collection, offset=max(0, offset), limit=limit):
@@ -137,6 +138,11 @@ def ask_button(pages: int, uploads_active: bool) -> Any:
     import gradio as gr
 
     return gr.update(interactive=pages > 0 or uploads_active)
+
+
+def last_page_offset(total: int) -> int:
+    """The offset of the documents table's last page for ``total`` documents (0 when there are none)."""
+    return max(0, (total - 1) // DOCS_PAGE * DOCS_PAGE)
 
 
 def pager_updates(offset: int, total: int) -> list[Any]:

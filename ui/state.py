@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from pagelens.app.access import ApiKeys, Principal
 from pagelens.app.jobs import JobStore
 from pagelens.core.errors import PagelensError
 from pagelens.core.settings import Settings
+from pagelens.core.types import COLLECTION_PATTERN
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -98,6 +100,17 @@ def require_principal(principal: Principal | None) -> Principal:
     if principal is None:
         raise UIError("sign in with an API key first")
     return principal
+
+
+_COLLECTION_RE = re.compile(COLLECTION_PATTERN)
+NAME_RULE = "a collection name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def check_collection_name(name: str) -> str:
+    """``name`` when it is a valid collection name (``COLLECTION_PATTERN``), else ``UIError`` saying the rule."""
+    if not _COLLECTION_RE.match(name):
+        raise UIError(NAME_RULE)
+    return name
 
 
 def require_collection(collection: str | None) -> str:

@@ -310,11 +310,9 @@ class RegisteredStore:
         self.verify = verify
         self._verified: set[str] = set()  # collections checked against the store since this wrapper was made
         self._write_lock = threading.RLock()  # a listing's check + rebuild never interleaves a write
-        # collection -> (registry data_version, its documents) as last read; dropped by every write and
-        # rebuild through this wrapper, and stale when another process committed to the registry file
-        self._cache: dict[str, tuple[int, list[DocumentRecord]]] = {}
-        # (collection, offset, limit) -> (registry data_version, that page of documents): the same rules
-        self._pages: dict[tuple[str, int, int], tuple[int, list[DocumentRecord]]] = {}
+        # (collection, offset, limit or -1) -> (registry data_version, those documents) as last read; dropped
+        # by every write and rebuild through this wrapper, stale when another process committed to the file
+        self._cache: dict[tuple[str, int, int], tuple[int, list[DocumentRecord]]] = {}
         # collection -> writes and rebuilds through this wrapper (with data_version: ``listing_version``)
         self._generation: dict[str, int] = {}
 
@@ -380,19 +378,13 @@ class RegisteredStore:
         with self._write_lock:
             self._ensure(collection)
             version = self.registry.data_version()
-            if limit is None and not offset:
-                cached = self._cache.get(collection)
-                if cached is None or cached[0] != version:
-                    cached = self._cache[collection] = (version, self.registry.documents(self.identity, collection))
-                return list(cached[1])
             key = (collection, max(0, int(offset)), -1 if limit is None else int(limit))
-            page = self._pages.get(key)
-            if page is None or page[0] != version:
-                if len(self._pages) >= 64:  # a few pages per open listing: bounded
-                    self._pages.pop(next(iter(self._pages)))
-                page = self._pages[key] = (version, self.registry.documents(self.identity, collection,
-                                                                            key[1], limit))
-            return list(page[1])
+            cached = self._cache.get(key)
+            if cached is None or cached[0] != version:
+                if len(self._cache) >= 64:  # a few pages per open listing: bounded
+                    self._cache.pop(next(iter(self._cache)))
+                cached = self._cache[key] = (version, self.registry.documents(self.identity, collection, key[1], limit))
+            return list(cached[1])
 
     def listing_version(self, collection: str) -> str:
         """A token that changes whenever the collection's listing may have: a write or rebuild through
@@ -403,9 +395,8 @@ class RegisteredStore:
 
     def _forget(self, collection: str) -> None:
         """Drop cached listings of ``collection`` and bump its generation (a write or rebuild)."""
-        self._cache.pop(collection, None)
-        for key in [k for k in self._pages if k[0] == collection]:
-            del self._pages[key]
+        for key in [k for k in self._cache if k[0] == collection]:
+            del self._cache[key]
         self._generation[collection] = self._generation.get(collection, 0) + 1
 
     def document_record(self, collection: str, doc_id: str) -> DocumentRecord | None:

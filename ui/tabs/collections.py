@@ -4,7 +4,6 @@ above the tabs until a row is clicked) after a confirmation that names it with i
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ from pagelens.ui.state import (
     UIError,
     UIShell,
     can_read,
+    check_collection_name,
     check_write,
     err,
     msg,
@@ -21,12 +21,10 @@ from pagelens.ui.state import (
 )
 
 from pagelens.core.errors import PagelensError
-from pagelens.core.types import COLLECTION_PATTERN
 
 if TYPE_CHECKING:
     from pagelens.ui.screen import Screen
 
-_COLLECTION_RE = re.compile(COLLECTION_PATTERN)
 DELETE_LABEL = "Delete the selected collection…"
 
 
@@ -60,10 +58,7 @@ class CollectionsTab:
             name = (name or "").strip()
             try:
                 p = require_principal(p)
-                if not _COLLECTION_RE.match(name):
-                    raise UIError("a collection name is 1-64 letters, digits, '.', '_' or '-', starting with a "
-                                  "letter or digit")
-                check_write(p, name)
+                check_write(p, check_collection_name(name))
                 ctx.service.create_collection(name)
             except Exception as exc:  # noqa: BLE001 - shown to the user
                 return msg(err(exc), ok=False), gr.update(), *screen.refresh_all(p, current, sess)

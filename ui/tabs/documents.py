@@ -8,8 +8,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from pagelens.ui.actions import ACCEPTED_TYPES, cancel_job, enqueue_files, retry_with_password
-from pagelens.ui.render import DOCS_PAGE, ask_button, docs_html, documents_rows, pager_updates, progress_html
+from pagelens.ui.actions import ACCEPTED_TYPES, cancel_job, enqueue_files, record_upload, retry_with_password
+from pagelens.ui.render import (
+    DOCS_PAGE,
+    ask_button,
+    docs_html,
+    documents_rows,
+    last_page_offset,
+    pager_updates,
+    progress_html,
+)
 from pagelens.ui.state import (
     UIError,
     UIShell,
@@ -74,7 +82,6 @@ class DocumentsTab:
         def do_upload(collection: str | None, paths: list[str] | None, sess: dict[str, Any],
                       password: str | None, request: gr.Request) -> tuple[Any, ...]:
             p = who(request)
-            sess = {"jobs": list(sess.get("jobs", [])), "rejected": list(sess.get("rejected", []))}
             try:
                 p = require_principal(p)
                 collection = require_collection(collection)
@@ -83,11 +90,7 @@ class DocumentsTab:
                 job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
             except Exception as exc:  # noqa: BLE001
                 return gr.update(), msg(err(exc), ok=False), sess, gr.update()
-            for path in paths:  # copied into the job's folder (or rejected): Gradio's copy is not needed
-                ctx.discard_upload(path)
-            sess["rejected"].extend(rejected)
-            if job is not None:
-                sess["jobs"].append(job.id)
+            sess = record_upload(ctx, list(paths), sess, job, rejected)
             parts = []
             if job is not None:
                 parts.append(f"Queued {len(job.documents)} file(s) for indexing.")
@@ -106,23 +109,27 @@ class DocumentsTab:
             readable = can_read(p, collection)
             writable = can_write(p, collection)
             prog, active = progress_html(ctx, collection if readable else None, sess, writable=writable)
-            unchanged = [gr.skip()] * 8
+
+            def documents_unchanged(timer_on: bool) -> list[Any]:
+                """The uploads now, everything else as drawn (the timer on while a job runs)."""
+                skip = gr.skip()
+                return [prog, skip, skip, skip, skip, gr.Timer(active=timer_on), skip, skip, skip, skip, skip, skip]
+
             if not readable or not collection:
-                return [prog, *unchanged[:4], gr.Timer(active=False), *unchanged[4:], gr.skip(), gr.skip()]
+                return documents_unchanged(False)
             offset = max(0, int(offset or 0))
             try:
-                inflight = sorted(ctx.jobs.inflight_doc_ids(collection))
+                inflight = ctx.jobs.inflight_doc_ids(collection)
                 mark = (f"{collection}|{writable}|{offset}|{active}|{ctx.service.listing_version(collection)}|"
-                        f"{','.join(inflight)}")
+                        f"{','.join(sorted(inflight))}")
                 if mark == seen:
-                    return [prog, *unchanged[:4], gr.Timer(active=active), *unchanged[4:], gr.skip(), gr.skip()]
+                    return documents_unchanged(active)
                 info = ctx.service.collection_info(collection)
-                if offset >= info.documents:  # the page is gone (documents deleted): its last page
-                    offset = max(0, (info.documents - 1) // DOCS_PAGE * DOCS_PAGE)
-                rows, choices = documents_rows(ctx, collection, offset)
+                offset = min(offset, last_page_offset(info.documents))  # the page is gone (documents deleted)
+                rows, choices = documents_rows(ctx, collection, offset, inflight=inflight)
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
             except PagelensError:
-                return [prog, *unchanged[:4], gr.Timer(active=False), *unchanged[4:], gr.skip(), gr.skip()]
+                return documents_unchanged(False)
             ids = [doc_id for _, doc_id in choices]
             value = picked if picked in ids else (ids[0] if ids else None)
             return [prog, docs_html(rows, offset, info.documents), gr.update(choices=choices, value=value),
@@ -137,7 +144,7 @@ class DocumentsTab:
                 return [gr.skip()] * 7
             try:
                 total = ctx.service.document_count(collection)
-                offset = min(max(0, int(offset or 0) + step * DOCS_PAGE), max(0, (total - 1) // DOCS_PAGE * DOCS_PAGE))
+                offset = min(max(0, int(offset or 0) + step * DOCS_PAGE), last_page_offset(total))
                 rows, choices = documents_rows(ctx, collection, offset)
             except PagelensError as exc:
                 return [msg(err(exc), ok=False), *[gr.skip()] * 6]
@@ -211,7 +218,7 @@ class DocumentsTab:
                 job = retry_with_password(ctx, p, target["job"], int(target["doc"]), password or "")
             except Exception as exc:  # noqa: BLE001
                 return [msg(err(exc), ok=False), gr.update(), gr.update(), gr.update(), gr.update(), target, gr.update()]
-            sess = {"jobs": [*sess.get("jobs", []), job.id], "rejected": list(sess.get("rejected", []))}
+            sess = record_upload(ctx, [], sess, job, [])
             prog, _ = progress_html(ctx, collection, sess, writable=True)
             return [msg(f"Retrying '{target['name']}' with the password."), prog, gr.Timer(active=True),
                     gr.update(visible=False), "", None, sess]
