@@ -38,6 +38,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def seed_collections(settings, *names: str) -> None:  # noqa: ANN001
+    """Create empty collections ``names`` in ``settings``' data dir (before a server opens it)."""
+    from pagelens.app.service import PagelensService
+
+    service = PagelensService(settings)
+    try:
+        for name in names:
+            service.create_collection(name)
+    finally:
+        service.close()
+
+
 @contextmanager
 def serve(settings) -> Iterator[str]:  # noqa: ANN001
     """The real app (REST API + UI at /ui) served by uvicorn in a thread; yields the base URL."""
@@ -223,13 +235,9 @@ def test_ui_api_keys_gate_and_scoping(browser_page, settings_factory) -> None:  
     controls; an admin key gets them all."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     settings = settings_factory(api_keys="adm-key:admin;ro-key:r:invoices")
-    seed = PagelensService(settings)
-    seed.create_collection("invoices")
-    seed.create_collection("private")
-    seed.close()
+    seed_collections(settings, "invoices", "private")
     page = browser_page
     with serve(settings) as url:
         page.goto(f"{url}/ui/")
@@ -270,12 +278,9 @@ def test_ui_sign_in_survives_a_reload_and_signed_out_sees_only_the_gate(browser_
     and no collection name, also for the UI's config and file URLs."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     settings = settings_factory(api_keys="adm-key:admin;ro-key:r:invoices")
-    seed = PagelensService(settings)
-    seed.create_collection("invoices")
-    seed.close()
+    seed_collections(settings, "invoices")
     page = browser_page
     with serve(settings) as url:
         response = page.goto(f"{url}/ui/")

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from conftest import REPO
-from test_ui_browser import AWS, BROKEN, browser_page, serve  # noqa: F401  (browser_page: a fixture)
+from test_ui_browser import AWS, BROKEN, browser_page, seed_collections, serve  # noqa: F401  (browser_page: a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,13 +57,9 @@ def test_reload_keeps_collection_question_mode_and_upload_history(browser_page, 
     question or mode rewrites the URL, and a reload finds them all again."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     settings = settings_factory(max_new_tokens=4, answer_top_k=2)
-    seed = PagelensService(settings)
-    seed.create_collection("alpha")
-    seed.create_collection("beta")
-    seed.close()
+    seed_collections(settings, "alpha", "beta")
     page = browser_page
     with serve(settings) as url:
         job = _api_upload(url, "beta")
@@ -122,13 +118,10 @@ def test_enter_asks_shift_enter_is_a_newline_empty_is_refused_and_stop_stops(bro
     refused with a message and clears nothing; Stop ends a running answer, keeping what was written."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     # many tokens: the answer runs long enough to be stopped (the tiny model is random; its text is not tested)
     settings = settings_factory(max_new_tokens=1500, answer_top_k=1)
-    seed = PagelensService(settings)
-    seed.create_collection("inv")
-    seed.close()
+    seed_collections(settings, "inv")
     page = browser_page
     with serve(settings) as url:
         _api_upload(url, "inv", (AWS,))
@@ -197,12 +190,9 @@ def test_citations_are_numbered_linked_and_readable_on_a_phone(browser_page, set
     links in the answer that lead to citation n. The model is random: the rendering is tested, not its text."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     settings = settings_factory(max_new_tokens=4, answer_top_k=2)
-    seed = PagelensService(settings)
-    seed.create_collection("inv")
-    seed.close()
+    seed_collections(settings, "inv")
     page = browser_page
     with serve(settings) as url:
         _api_upload(url, "inv", (AWS,))
@@ -246,12 +236,9 @@ def test_documents_added_by_another_door_appear_without_refresh(browser_page, se
     the uploads and documents tables and the counts, with no click on Refresh."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     settings = settings_factory(max_new_tokens=4, answer_top_k=1)
-    seed = PagelensService(settings)
-    seed.create_collection("live")
-    seed.close()
+    seed_collections(settings, "live")
     page = browser_page
     with serve(settings) as url:
         page.goto(f"{url}/ui/?collection=live")

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 from conftest import HOSTILE_PDFS, REAL_PDFS, REPO
-from test_ui_browser import AWS, browser_page, serve  # noqa: F401  (browser_page: a fixture)
+from test_ui_browser import AWS, browser_page, seed_collections, serve  # noqa: F401  (browser_page: a fixture)
 from test_ui_day import _shots
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -60,13 +60,10 @@ def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_f
     row, and the REST API says cancelled too."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     _slow_worker(monkeypatch, page_s=0.6, finishing_s=5.0)
     settings = settings_factory(max_new_tokens=4, answer_top_k=1)
-    seed = PagelensService(settings)
-    seed.create_collection("slow")
-    seed.close()
+    seed_collections(settings, "slow")
     page = browser_page
     with serve(settings) as url:
         page.goto(f"{url}/ui/?collection=slow")
@@ -116,12 +113,9 @@ def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_p
     the password box is empty again; Retry with password on the row, with the right password, indexes it."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     settings = settings_factory(max_new_tokens=4, answer_top_k=1)
-    seed = PagelensService(settings)
-    seed.create_collection("locked")
-    seed.close()
+    seed_collections(settings, "locked")
     page = browser_page
     with serve(settings) as url:
         page.goto(f"{url}/ui/?collection=locked")

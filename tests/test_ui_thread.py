@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 from conftest import REAL_PDFS
-from test_ui_browser import AWS, browser_page, serve  # noqa: F401  (browser_page: a fixture)
+from test_ui_browser import AWS, browser_page, seed_collections, serve  # noqa: F401  (browser_page: a fixture)
 from test_ui_day import PHONE, _api_upload, _shots
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,13 +39,9 @@ def test_thread_copy_regenerate_viewer_and_map_after_a_switch(browser_page, sett
     question again in its own collection and replaces its answer, and the similarity map still works."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     settings = settings_factory(max_new_tokens=4, answer_top_k=1)
-    seed = PagelensService(settings)
-    seed.create_collection("inv")
-    seed.create_collection("other")
-    seed.close()
+    seed_collections(settings, "inv", "other")
     page = browser_page
     with serve(settings) as url:
         _api_upload(url, "inv", (TWO_PAGES,))
@@ -202,14 +198,10 @@ def test_asking_while_a_document_is_indexing_names_it_and_its_progress(browser_p
     far (its pages are not searched yet), both with results and when no page is found."""
     from playwright.sync_api import expect
 
-    from pagelens.app.service import PagelensService
 
     # answers long enough to switch the collection while one is written (the tiny model is random)
     settings = settings_factory(max_new_tokens=48, answer_top_k=1)
-    seed = PagelensService(settings)
-    seed.create_collection("big")
-    seed.create_collection("empty")
-    seed.close()
+    seed_collections(settings, "big", "empty")
     page = browser_page
     with serve(settings) as url:
         _api_upload(url, "big", (AWS,))
