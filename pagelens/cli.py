@@ -547,7 +547,7 @@ def serve_cmd(
     from pagelens.server import create_app
 
     with hold_data_dir(settings, "pagelens serve", host, port):
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings, bind=host), host=host, port=port, log_level="info")
 
 
 @app.command("ui")
@@ -565,7 +565,7 @@ def ui_cmd(
 
     with hold_data_dir(settings, "pagelens ui", host, port):
         err.print(f"pagelens UI on http://{host}:{port}/ui/", highlight=False)
-        uvicorn.run(create_ui_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_ui_app(settings, bind=host), host=host, port=port, log_level="info")
 
 
 @app.command("mcp")

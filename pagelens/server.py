@@ -10,14 +10,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from pagelens.api.main import create_api
+from pagelens.app.request_guard import guard
 from pagelens.app.service import PagelensService
 from pagelens.core.settings import Settings
 from pagelens.mcp.server import mount_mcp
 
 
-def create_app(settings: Settings, service: PagelensService | None = None, *, web_ui: bool = True) -> FastAPI:
+def create_app(settings: Settings, service: PagelensService | None = None, *, web_ui: bool = True,
+               bind: str | None = None) -> FastAPI:
     """The REST API, the MCP endpoint at ``/mcp`` and, with ``web_ui``, the Gradio UI at ``/ui``, sharing
-    one service, job table and key table."""
+    one service, job table and key table; all of it behind the Origin and Host checks
+    (``pagelens.app.request_guard``) for a server bound to ``bind`` (None: loopback names only)."""
     app = create_api(settings, service)
     mount_mcp(app, app.state.pagelens)
     if web_ui:
@@ -25,4 +28,5 @@ def create_app(settings: Settings, service: PagelensService | None = None, *, we
 
         state = app.state.pagelens
         mount_ui(app, settings, state.service, state.jobs, worker=state.worker, keys=state.keys)
+    guard(app, bind=bind, allowed_hosts=settings.allowed_hosts, trusted_origins=settings.cors_origins)
     return app

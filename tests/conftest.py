@@ -22,6 +22,9 @@ os.environ.setdefault("PAGELENS_DTYPE", "float32")
 # OCR (Tesseract, seconds per scanned page) is off unless a test turns it on (tests/test_ocr.py, and the
 # CLI/eval subprocess tests that index scans set what they need): the suite indexes the shared scans often.
 os.environ.setdefault("PAGELENS_OCR", "off")
+# Starlette's TestClient sends "Host: testserver": the Host check (pagelens/app/request_guard.py) accepts it
+# in the suite's in-process apps; tests/reliability/test_request_guard.py checks real servers without it.
+os.environ.setdefault("PAGELENS_ALLOWED_HOSTS", "testserver")
 
 
 @pytest.fixture(scope="session")

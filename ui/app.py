@@ -227,8 +227,9 @@ def mount_ui(
     return auth
 
 
-def create_ui_app(settings: Settings, service: PagelensService | None = None) -> FastAPI:
-    """A server with only the UI (at ``/ui``, ``/`` redirects there) and the index worker: ``pagelens ui``."""
+def create_ui_app(settings: Settings, service: PagelensService | None = None, *, bind: str | None = None) -> FastAPI:
+    """A server with only the UI (at ``/ui``, ``/`` redirects there) and the index worker: ``pagelens ui``;
+    behind the Origin and Host checks (``pagelens.app.request_guard``) for a server bound to ``bind``."""
     from fastapi import FastAPI
     from fastapi.responses import RedirectResponse
 
@@ -250,4 +251,7 @@ def create_ui_app(settings: Settings, service: PagelensService | None = None) ->
         return RedirectResponse(UI_PATH + "/")
 
     mount_ui(app, settings, service, jobs, worker=worker)
+    from pagelens.app.request_guard import guard
+
+    guard(app, bind=bind, allowed_hosts=settings.allowed_hosts, trusted_origins=settings.cors_origins)
     return app

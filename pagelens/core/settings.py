@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +340,12 @@ class Settings(BaseSettings):
         "holds more than this many bytes of uploads not yet queued.",
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: no CORS).")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host names (name: any port, name:port: that port) the server answers "
+        "for besides the loopback names and its bound address (pagelens/app/request_guard.py; DNS-rebinding "
+        "protection: any other Host gets 400). Comma-separated or a JSON list; '*' turns the check off (only "
+        "behind a proxy that checks Host itself).",
+    )
     job_keep_uploads: bool = Field(default=False, description="Keep uploaded files after their job finished.")
 
     # --- MCP server (pagelens/mcp: `pagelens mcp` over stdio, /mcp on `pagelens serve`) ------------
@@ -386,6 +392,19 @@ class Settings(BaseSettings):
         if tuning or given is not None:
             data["tuning"] = tuning
         return data
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        """``a.example,b.example:8000`` or a JSON list, from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("data_dir", "page_images_dir", mode="after")
     @classmethod

@@ -99,12 +99,13 @@ class McpEndpoint:
         settings = state.settings
         security = None
         if not self.keys.enabled:
+            # the app-wide check (pagelens.app.request_guard) comes first; names it accepts are accepted here too
+            extra = [*settings.mcp_allowed_hosts, *(h for h in settings.allowed_hosts if h != "*")]
             security = TransportSecuritySettings(
                 enable_dns_rebinding_protection=True,
-                allowed_hosts=[*LOOPBACK_HOSTS, *settings.mcp_allowed_hosts],
+                allowed_hosts=[*LOOPBACK_HOSTS, *extra],
                 allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*",
-                                 *(f"http://{h}" for h in settings.mcp_allowed_hosts),
-                                 *(f"https://{h}" for h in settings.mcp_allowed_hosts)],
+                                 *(f"http://{h}" for h in extra), *(f"https://{h}" for h in extra)],
             )
         self._security = security
         self.sessions = self.new_sessions()
