@@ -2,8 +2,8 @@
 ``tesseract-ocr`` packages, installed by ``scripts/install-system-deps.sh``).
 
 Why the program and not PyMuPDF's built-in OCR or a Python binding: every page runs in its own
-``tesseract`` process, so the per-page time limit (``Settings.ocr_timeout_s``) is a kill, a
-memory cap (``RLIMIT_AS``, ``Settings.render_memory_mb`` when ``isolate_rendering``) is possible, a
+``tesseract`` process, so the per-page time limit (``Settings.ocr_timeout_s``) is a kill, memory, CPU and
+file-size caps and no network are possible (``isolate_rendering``, on by default: ``pagelens.ingest.isolation``), a
 Tesseract crash on a hostile image cannot take an ingest worker down, and orientation detection
 (OSD, ``--psm 0``) comes with it. PyMuPDF's OCR runs in-process (no kill, no OSD); tesserocr needs
 a matching libtesseract build; pytesseract would only wrap the same subprocess calls.
@@ -28,19 +28,18 @@ the indexer announces it once per run with the fix, and such pages keep what tex
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import logging
 import os
 import re
-import resource
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pagelens.ingest.isolation import child_limits, network_prefix
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -180,28 +179,40 @@ def _png(image: Image.Image, dpi: int) -> bytes:
     return buf.getvalue()
 
 
-def _run(cmd: list[str], data: bytes, timeout_s: float, memory_mb: int) -> subprocess.CompletedProcess[bytes]:
+@dataclass(frozen=True)
+class OcrSandbox:
+    """Limits of each tesseract process when ``isolate_rendering`` (ingest/isolation.py): address space
+    (MiB), CPU seconds, written-file size (bytes), no network. All 0/False: none."""
+
+    memory_mb: int = 0
+    cpu_s: float = 0.0
+    max_file_bytes: int = 0
+    no_network: bool = False
+
+    @classmethod
+    def of(cls, settings: Any) -> OcrSandbox:
+        if not getattr(settings, "isolate_rendering", False):
+            return cls()
+        return cls(int(getattr(settings, "render_memory_mb", 0) or 0), float(getattr(settings, "render_cpu_s", 0) or 0),
+                   int(getattr(settings, "max_file_bytes", 0) or 0), True)
+
+
+def _run(cmd: list[str], data: bytes, timeout_s: float, sandbox: OcrSandbox) -> subprocess.CompletedProcess[bytes]:
     """One tesseract process: stdin PNG, stdout text; killed past ``timeout_s`` (0: none)."""
     env = dict(os.environ, OMP_THREAD_LIMIT="1")
-
-    def limit() -> None:  # pragma: no cover - runs in the child
-        if memory_mb > 0:
-            cap = memory_mb * 1024 * 1024
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-
-    return subprocess.run(cmd, input=data, capture_output=True, timeout=timeout_s or None, env=env,
-                          preexec_fn=limit if memory_mb > 0 else None)
+    prefix = network_prefix() if sandbox.no_network else []
+    return subprocess.run([*prefix, *cmd], input=data, capture_output=True, timeout=timeout_s or None, env=env,
+                          preexec_fn=child_limits(sandbox.memory_mb, sandbox.cpu_s, sandbox.max_file_bytes))
 
 
-def _osd(exe: str, image: Image.Image, dpi: int, timeout_s: float, memory_mb: int) -> tuple[int, str]:
+def _osd(exe: str, image: Image.Image, dpi: int, timeout_s: float, sandbox: OcrSandbox) -> tuple[int, str]:
     """(rotation to apply clockwise, script) from Tesseract's OSD on a ``OSD_DPI`` copy; (0, "") when
     it cannot tell (too little text)."""
     scale = min(1.0, OSD_DPI / max(dpi, 1))
     small = image if scale >= 1.0 else image.resize(
         (max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.BILINEAR)
     proc = _run([exe, "stdin", "stdout", "--psm", "0", "-l", "osd"], _png(small, int(dpi * scale)), timeout_s,
-                memory_mb)
+                sandbox)
     out = proc.stdout.decode("utf-8", "replace")
     rotate = re.search(r"Rotate:\s*(\d+)", out)
     script = re.search(r"Script:\s*(\w+)", out)
@@ -236,8 +247,7 @@ def ocr_image(image: Image.Image, settings: Any, dpi: int, deadline_s: float | N
         return OcrResult("", error=status.message or "OCR is off")
     exe = shutil.which(str(getattr(settings, "tesseract_cmd", "tesseract"))) or "tesseract"
     budget = float(deadline_s if deadline_s is not None else getattr(settings, "ocr_timeout_s", 60.0) or 0.0)
-    memory_mb = int(getattr(settings, "render_memory_mb", 0) or 0) if getattr(settings, "isolate_rendering", False) \
-        else 0
+    sandbox = OcrSandbox.of(settings)
     gray = image.convert("L")
     if gray.width * gray.height > MAX_OCR_PIXELS:
         scale = (MAX_OCR_PIXELS / (gray.width * gray.height)) ** 0.5
@@ -252,13 +262,13 @@ def ocr_image(image: Image.Image, settings: Any, dpi: int, deadline_s: float | N
         rotation, script = 0, ""
         if "osd" not in status.missing and _has_osd(exe):
             t0 = time.monotonic()
-            rotation, script = _osd(exe, gray, dpi, left(), memory_mb)
+            rotation, script = _osd(exe, gray, dpi, left(), sandbox)
             result.steps["osd_s"] = time.monotonic() - t0
         if rotation:
             gray = gray.rotate(-rotation, expand=True, fillcolor=255)  # PIL turns counter-clockwise
         langs = languages_for_script(script, status.languages)
         t0 = time.monotonic()
-        proc = _run([exe, "stdin", "stdout", "-l", langs, "--psm", "3"], _png(gray, dpi), left(), memory_mb)
+        proc = _run([exe, "stdin", "stdout", "-l", langs, "--psm", "3"], _png(gray, dpi), left(), sandbox)
         result.steps["recognise_s"] = time.monotonic() - t0
         result.rotation, result.script, result.languages = rotation, script, langs
         if proc.returncode != 0:

@@ -3,18 +3,20 @@
 DOCX/XLSX/PPTX, ODT/ODS/ODP/ODG, legacy DOC/XLS/PPT, RTF and HTML (type decided by content in
 ``pagelens.ingest.sniff``) are converted by ``soffice --headless --convert-to pdf`` in a child process:
 
-* one LibreOffice user profile per concurrent conversion, created fresh (in a temp folder) by each
-  process that converts and reused by its next conversions (a profile cannot be shared by two running
-  instances; a first start in a fresh profile costs ~1 s), thrown away after a killed conversion and
-  at exit. The profile is hardened before its first start: macros never run, linked resources of
+* one LibreOffice user profile per concurrent conversion, created fresh (in a temp folder); with
+  ``Settings.isolate_rendering`` (the default) a fresh one per document, thrown away after it (a first
+  start in a fresh profile costs ~1 s), else reused by the process's next conversions (a profile cannot
+  be shared by two running instances), thrown away after a killed conversion and at exit. The profile
+  is hardened before its first start: macros never run, linked resources of
   untrusted documents are not loaded (``BlockUntrustedRefererLinks``: an HTML ``<img src="file:///...">``
   stays empty), links and formulas are not updated or recalculated on load;
 * a wall-clock limit per file (``Settings.office_timeout_s``); past it the whole process group
   (``soffice`` and ``soffice.bin``) is killed and the file fails with an error naming the limit;
 * a scrubbed environment (no API keys or other secrets of the server reach LibreOffice);
-* with ``Settings.isolate_rendering`` (the sandbox for untrusted input), also an address-space cap
-  (``render_memory_mb``), a cap on the size of the files it writes (``max_file_bytes``) and no network
-  (a new network namespace with ``unshare``, when the system allows it; announced once when not).
+* with ``Settings.isolate_rendering`` (the sandbox for untrusted input, on by default), also an
+  address-space cap (``render_memory_mb``), a CPU-time cap (``render_cpu_s``), a cap on the size of the
+  files it writes (``max_file_bytes``) and no network (a new network namespace with ``unshare``, when the
+  system allows it; announced once when not): ``pagelens.ingest.isolation``.
 
 The PDF is kept under ``<data_dir>/converted/<sha256[:2]>/<sha256>.pdf`` (the sha256 of the original
 file), so the ingest workers that open the document again, and re-runs, do not convert it again;
@@ -28,7 +30,6 @@ import atexit
 import contextlib
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,7 @@ import threading
 import time
 from pathlib import Path
 
+from pagelens.ingest.isolation import child_limits, limit_prefix, network_prefix
 from pagelens.ingest.sniff import EXTENSIONS, OFFICE_FORMATS
 
 from pagelens.core.errors import IngestError
@@ -72,7 +74,6 @@ _pool_lock = threading.Lock()
 _free_profiles: dict[int, list[Path]] = {}  # pid -> profiles ready for the next conversion
 _all_profiles: list[Path] = []
 _announced: set[str] = set()
-_netns_prefix: list[list[str]] = []  # [prefix] once probed
 
 
 class ConverterUnavailableError(IngestError):
@@ -135,12 +136,14 @@ def _write_profile(root: Path) -> None:
     )
 
 
-def _take_profile() -> Path:
-    """A profile no running conversion uses: a free one of this process, or a fresh one."""
+def _take_profile(fresh: bool = False) -> Path:
+    """A profile no running conversion uses: a free one of this process, or a fresh one (always with
+    ``fresh``: the sandbox gives each document its own profile, so no document can leave settings or
+    macros behind for the next one)."""
     pid = os.getpid()
     with _pool_lock:
         free = _free_profiles.setdefault(pid, [])
-        if free:
+        if free and not fresh:
             return free.pop()
     root = Path(tempfile.mkdtemp(prefix=f"pagelens-lo-{pid}-"))
     _write_profile(root)
@@ -170,56 +173,8 @@ def _remove_profiles() -> None:
 
 
 def _network_isolation() -> list[str]:
-    """Command prefix that runs a program without network (a new network namespace), [] when the system
-    does not allow it here. Probed once per process."""
-    with _pool_lock:
-        if _netns_prefix:
-            return _netns_prefix[0]
-    prefix: list[str] = []
-    unshare = shutil.which("unshare")
-    if unshare:
-        for candidate in ([unshare, "--net"], [unshare, "--net", "--map-root-user"]):
-            try:
-                ok = subprocess.run([*candidate, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, timeout=10, check=False).returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-            if ok:
-                prefix = candidate
-                break
-    with _pool_lock:
-        _netns_prefix[:] = [prefix]
-    if not prefix:
-        _announce("netns", "office conversion runs with network access: this system does not allow a network "
-                  "namespace (unshare --net); to convert untrusted documents without network, run pagelens where "
-                  "unprivileged user namespaces are enabled, or as root, or in a container without network")
-    return prefix
-
-
-def _limit_prefix(memory_mb: int, max_bytes: int) -> list[str]:
-    """``prlimit`` (util-linux) prefix that caps the address space and the size of written files of the
-    program and every process it starts; [] when there is no prlimit (the caps are then set between fork
-    and exec, see ``_limits``)."""
-    prlimit = shutil.which("prlimit")
-    if prlimit is None:
-        return []
-    prefix = [prlimit]
-    if memory_mb > 0:
-        prefix.append(f"--as={memory_mb * 1024 * 1024}")
-    if max_bytes > 0:
-        prefix.append(f"--fsize={max_bytes}")
-    return [*prefix, "--"]
-
-
-def _limits(memory_mb: int, max_bytes: int):  # noqa: ANN202 - a preexec_fn
-    def apply() -> None:  # pragma: no cover - runs in the child between fork and exec
-        if memory_mb > 0:
-            cap = memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-        if max_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-
-    return apply
+    """Command prefix that runs a program without network (``pagelens.ingest.isolation.network_prefix``)."""
+    return network_prefix()
 
 
 def _environment(profile: Path, tmp: Path) -> dict[str, str]:
@@ -265,9 +220,10 @@ def convert_to_pdf(path: Path, fmt: str, sha256: str, display: str, settings: Se
         raise error
     isolated = bool(settings.isolate_rendering)
     memory_mb, max_bytes = int(settings.render_memory_mb), int(settings.max_file_bytes)
-    limits = _limit_prefix(memory_mb, max_bytes) if isolated else []
+    cpu_s = float(getattr(settings, "render_cpu_s", 0) or 0)
+    limits = limit_prefix(memory_mb, cpu_s, max_bytes) if isolated else []
     prefix = [*_network_isolation(), *limits] if isolated else []
-    profile = _take_profile()
+    profile = _take_profile(fresh=isolated)
     healthy = False
     started = time.monotonic()
     try:
@@ -292,7 +248,7 @@ def convert_to_pdf(path: Path, fmt: str, sha256: str, display: str, settings: Se
                 proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
                     env=_environment(profile, tmp), start_new_session=True, close_fds=True,
-                    preexec_fn=_limits(memory_mb, max_bytes) if isolated and not limits else None,
+                    preexec_fn=child_limits(memory_mb, cpu_s, max_bytes) if isolated and not limits else None,
                 )
                 try:
                     code = proc.wait(timeout=timeout if timeout > 0 else None)
@@ -314,12 +270,14 @@ def convert_to_pdf(path: Path, fmt: str, sha256: str, display: str, settings: Se
                 if code < 0 or code in (134, 137, 139):
                     why = f"LibreOffice was killed (signal/exit {code}"
                     why += f"; memory cap {settings.render_memory_mb} MiB, PAGELENS_RENDER_MEMORY_MB)" if isolated else ")"
+                elif isolated and (code == 152 or code == -signal.SIGXCPU):
+                    why = f"LibreOffice used more than {cpu_s:g} s of CPU time (PAGELENS_RENDER_CPU_S)"
                 elif code == 153 or code == -signal.SIGXFSZ:
                     why = f"the PDF grew past {settings.max_file_bytes:,} bytes (PAGELENS_MAX_FILE_BYTES)"
                 raise IngestError(
                     display, f"LibreOffice could not convert this {what} document to PDF (damaged, password-"
                     f"protected, or not really a {what} file): {why}")
-            healthy = code == 0
+            healthy = code == 0 and not isolated  # sandboxed: a profile an untrusted document ran in is not reused
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
             shutil.copyfile(result, partial)

@@ -273,9 +273,12 @@ def _iter_pages_isolated(
     """``_iter_pages`` with PyMuPDF drawing in a killable child process (``pagelens.ingest.sandbox``): a page
     past the time or memory limit becomes a page error naming the file, the page and the limit, and
     the next pages are rendered by a fresh child. The per-document time limit also bounds each page."""
-    from pagelens.ingest.sandbox import RenderLimitExceeded, RenderWorker
+    from pagelens.ingest.sandbox import ChildLimits, RenderLimitExceeded, RenderWorker
 
-    worker = RenderWorker(path, password, int(getattr(settings, "render_memory_mb", 0) or 0))
+    memory_mb = int(getattr(settings, "render_memory_mb", 0) or 0)
+    limits = ChildLimits(memory_mb=memory_mb, cpu_s=float(getattr(settings, "render_cpu_s", 0) or 0),
+                         max_file_bytes=int(getattr(settings, "max_file_bytes", 0) or 0), no_network=True)
+    worker = RenderWorker(path, password, memory_mb, limits)
     from pagelens.ingest.ocr import status_from_settings
 
     ocr_request = None  # what the child needs to decide on OCR and render the page for it

@@ -6,12 +6,15 @@ reused for the next one (importing PyMuPDF costs ~0.8 s, rendering a page ~20-50
 killed. The parent waits for each
 page under a wall-clock limit (``Settings.render_timeout_s``, and no longer than what is left of
 ``Settings.max_seconds_per_document``); the child's address space is capped with ``RLIMIT_AS``
-(``Settings.render_memory_mb``, set by the child after its imports). A page past either limit ends as
+(``Settings.render_memory_mb``, set by the child after its imports); its CPU time per document
+(``Settings.render_cpu_s``) and the size of files it writes (``Settings.max_file_bytes``) are capped too, and
+it runs without network where the system allows it (``pagelens.ingest.isolation``). A page past either limit ends as
 an ``IngestError`` naming the file, the page and the limit (in ``SourceDocument.page_errors``); the child
 is killed and a fresh one renders the next pages.
 
-Protocol (pipes): the parent writes one pickled request per message (length-prefixed); the first one
-carries the path and password (never on the command line), the next ones a page index and the target
+Protocol (pipes): the parent writes one pickled request per message (length-prefixed): first the limits,
+answered ``("ready",)`` once the child's imports are done (waited for up to ``STARTUP_TIMEOUT_S``, not counted
+in any page's limit); then per document one that carries the path and password (never on the command line), the next ones a page index and the target
 size settings (and, when OCR may run, the OCR mode, minimum characters and dpi). The child answers
 ``("ok", size, rendered size, samples, text, ocr_copy)`` or ``("error", kind, message)``; ``ocr_copy`` is
 ``((w, h), dpi, gray samples)`` when the page's text layer is unusable (``pagelens.ingest.ocr.needs_ocr``): the
@@ -27,37 +30,65 @@ import os
 import pickle
 import resource
 import select
+import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from pagelens.ingest.isolation import child_limits, network_prefix
+
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!Q")
+STARTUP_TIMEOUT_S = 120.0  # s: a fresh child's interpreter start and imports (not counted in any page's limit)
 MAX_MESSAGE = 1 << 34
 
 # Test hook: {page_no: seconds} the child sleeps before rendering that page (tests only).
 TEST_SLEEP_PAGES: dict[int, float] = {}
 
-_idle: list[tuple[int, subprocess.Popen[bytes]]] = []  # (memory_mb, child) ready for the next document
+_idle: list[tuple[ChildLimits, subprocess.Popen[bytes]]] = []  # (limits, child) ready for the next document
 _idle_lock = threading.Lock()
 
 
-def _spawn(memory_mb: int) -> subprocess.Popen[bytes]:
+@dataclass(frozen=True)
+class ChildLimits:
+    """Limits of a rendering child: address space (MiB, set by the child after its imports), CPU seconds per
+    document (``RLIMIT_CPU``, raised by the child by this much at each new document: SIGXCPU past it),
+    written-file size (bytes, ``RLIMIT_FSIZE``) and whether it runs in a new network namespace. 0: none."""
+
+    memory_mb: int = 0
+    cpu_s: float = 0.0
+    max_file_bytes: int = 0
+    no_network: bool = False
+
+
+def _spawn(limits: ChildLimits) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     # the child imports what this process imports (a checkout on sys.path, an editable install...)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    prefix = network_prefix() if limits.no_network else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pagelens.ingest.sandbox"],
+        [*prefix, sys.executable, "-m", "pagelens.ingest.sandbox"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,
+        preexec_fn=child_limits(0, 0, limits.max_file_bytes),
     )
-    assert proc.stdin is not None
-    _write_msg(proc.stdin.fileno(), {"memory_mb": memory_mb})
+    assert proc.stdin is not None and proc.stdout is not None
+    _write_msg(proc.stdin.fileno(), {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s})
+    # its imports are done before the first page's time limit starts (a loaded machine: seconds)
+    try:
+        ready = _read_msg(proc.stdout.fileno(), time.monotonic() + STARTUP_TIMEOUT_S)
+    except (TimeoutError, EOFError, OSError, pickle.UnpicklingError):
+        ready = None
+    if ready != ("ready",):
+        code = _kill(proc)
+        raise RenderLimitExceeded("crash", f"the rendering process did not start (exit {code}, or not ready "
+                                  f"within {STARTUP_TIMEOUT_S:g} s)")
     return proc
 
 
@@ -125,10 +156,11 @@ def _read_msg(fd: int, deadline: float | None = None) -> Any:
 class RenderWorker:
     """The parent's handle on one child rendering the pages of one PDF."""
 
-    def __init__(self, path: Path, password: str | None, memory_mb: int) -> None:
+    def __init__(self, path: Path, password: str | None, memory_mb: int, limits: ChildLimits | None = None) -> None:
         self.path = path
         self.password = password
         self.memory_mb = memory_mb
+        self.limits = limits if limits is not None else ChildLimits(memory_mb=memory_mb)
         self.proc: subprocess.Popen[bytes] | None = None
         self.busy = False  # a request is out and its reply not read: the child cannot be reused
 
@@ -136,20 +168,20 @@ class RenderWorker:
         proc = None
         with _idle_lock:
             while _idle:
-                memory_mb, candidate = _idle.pop()
-                if memory_mb == self.memory_mb and candidate.poll() is None:
+                limits, candidate = _idle.pop()
+                if limits == self.limits and candidate.poll() is None:
                     proc = candidate
                     break
                 _kill(candidate)
         if proc is None:
-            proc = _spawn(self.memory_mb)
+            proc = _spawn(self.limits)
         assert proc.stdin is not None
         try:
             _write_msg(proc.stdin.fileno(), {"path": str(self.path), "password": self.password,
                                               "sleep": dict(TEST_SLEEP_PAGES)})
         except OSError:
             _kill(proc)
-            proc = _spawn(self.memory_mb)
+            proc = _spawn(self.limits)
             assert proc.stdin is not None
             _write_msg(proc.stdin.fileno(), {"path": str(self.path), "password": self.password,
                                               "sleep": dict(TEST_SLEEP_PAGES)})
@@ -176,6 +208,14 @@ class RenderWorker:
                                       "per page (PAGELENS_RENDER_TIMEOUT_S)") from None
         except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
             code = self.close()
+            if code == -signal.SIGXCPU:
+                raise RenderLimitExceeded(
+                    "cpu", f"rendering was stopped after the CPU-time limit of {self.limits.cpu_s:g} s per document "
+                    "(PAGELENS_RENDER_CPU_S)") from None
+            if code == -signal.SIGXFSZ:
+                raise RenderLimitExceeded(
+                    "file", f"the rendering process wrote a file past {self.limits.max_file_bytes:,} bytes "
+                    "(PAGELENS_MAX_FILE_BYTES)") from None
             raise RenderLimitExceeded(
                 "crash", f"the rendering process died (exit {code}); most likely the memory limit of "
                 f"{self.memory_mb} MiB (PAGELENS_RENDER_MEMORY_MB) or a MuPDF crash") from None
@@ -203,7 +243,7 @@ class RenderWorker:
         if proc.poll() is None and not self.busy:
             with _idle_lock:
                 if not _idle:
-                    _idle.append((self.memory_mb, proc))
+                    _idle.append((self.limits, proc))
                     return
         _kill(proc)
 
@@ -228,6 +268,8 @@ def _child() -> None:  # pragma: no cover - runs in the child process
     cap = int(init["memory_mb"]) * 1024 * 1024
     if cap > 0:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    cpu_s = float(init.get("cpu_s") or 0)
+    _write_msg(fd_out, ("ready",))
     doc: Any = None
     open_error = "no document opened"
     sleeps: dict[int, float] = {}
@@ -237,6 +279,12 @@ def _child() -> None:  # pragma: no cover - runs in the child process
         except EOFError:
             return
         if "path" in req:  # the next document
+            if cpu_s > 0:  # this document's CPU budget on top of what the child has used so far
+                used = resource.getrusage(resource.RUSAGE_SELF)
+                soft = int(used.ru_utime + used.ru_stime + cpu_s + 0.999)
+                _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+                with contextlib.suppress(ValueError, OSError):
+                    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
             if doc is not None:
                 doc.close()
             doc = None

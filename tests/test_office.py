@@ -331,7 +331,7 @@ def test_converter_environment_is_scrubbed_and_the_result_is_kept(tmp_path: Path
 
 def test_isolation_caps_the_converter_memory_and_output(tmp_path: Path) -> None:
     script, record = fake_soffice(tmp_path)
-    settings = make_settings(tmp_path, soffice=str(script), isolate_rendering=True, render_memory_mb=1536,
+    settings = make_settings(tmp_path, soffice=str(script), render_memory_mb=1536,  # the default: isolated
                              max_file_bytes=50 * 1024 * 1024)
     open_document(make_docx(tmp_path / "x.docx"), settings)
     assert int((record / "ulimit_v").read_text()) == 1536 * 1024  # KiB
@@ -339,8 +339,8 @@ def test_isolation_caps_the_converter_memory_and_output(tmp_path: Path) -> None:
     other = tmp_path / "unconfined"
     other.mkdir()
     plain_script, plain = fake_soffice(other)
-    open_document(make_docx(other / "y.docx"), make_settings(other, soffice=str(plain_script)))
-    assert (plain / "ulimit_v").read_text().strip() == "unlimited"  # without isolation: no caps
+    open_document(make_docx(other / "y.docx"), make_settings(other, soffice=str(plain_script), isolate_rendering=False))
+    assert (plain / "ulimit_v").read_text().strip() == "unlimited"  # without isolation (trusted input): no caps
 
 
 def test_conversion_failure_names_the_file_and_libreoffice_message(tmp_path: Path) -> None:
@@ -534,3 +534,18 @@ def test_ui_upload_takes_office_documents_by_content(tmp_path: Path) -> None:
     assert all(Path(d["path"]).read_bytes() == docx.read_bytes() for d in job.documents)
     assert [r["name"] for r in rejected] == ["fake.xlsx"]
     assert "not a PDF, PNG, JPEG or TIFF file, or an office or web document" in rejected[0]["error"]
+
+
+def test_isolated_conversions_get_a_fresh_profile_per_document(tmp_path: Path) -> None:
+    """The sandbox (default) never reuses a LibreOffice profile an untrusted document ran in."""
+    import re
+
+    script, record = fake_soffice(tmp_path)
+    settings = make_settings(tmp_path, soffice=str(script))
+    profiles = []
+    for name in ("a.docx", "b.docx"):
+        open_document(make_docx(tmp_path / name, name), settings)
+        (uri,) = re.findall(r"-env:UserInstallation=file://(\S+)", (record / "args").read_text())
+        profiles.append(Path(uri))
+    assert profiles[0] != profiles[1]
+    assert not profiles[0].exists()  # thrown away after its document

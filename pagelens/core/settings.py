@@ -272,12 +272,18 @@ class Settings(BaseSettings):
         "between pages; 0: no limit). Past it the document fails with an error naming the file and the limit.",
     )
     isolate_rendering: bool = Field(
-        default=False, description="Render PyMuPDF pages in a killable child process (reused across "
-        "documents, ingest/sandbox.py) under render_timeout_s and render_memory_mb; a page past a limit "
-        "becomes a page error naming the file, page and limit. Turn it on for untrusted input (its cost: "
-        "docs/reliability.md). False: render in-process, no per-page kill. Also sandboxes office conversion "
-        "(ingest/office.py): LibreOffice under render_memory_mb, its output under max_file_bytes, without network "
-        "where the system allows it.",
+        default=True, description="Parse untrusted files in sandboxed child processes (ingest/isolation.py): "
+        "PyMuPDF renders pages in a killable child (reused across documents, ingest/sandbox.py), LibreOffice "
+        "converts office files (ingest/office.py, a fresh profile per document) and Tesseract reads scans "
+        "(ingest/ocr.py), each under render_memory_mb (RLIMIT_AS), render_cpu_s (RLIMIT_CPU), max_file_bytes "
+        "(RLIMIT_FSIZE) and without network (a new network namespace where the system allows it, else one "
+        "warning); a page past a limit becomes a page error naming the file, page and limit. Its cost per page: "
+        "README, 'Sandbox'. False (trusted batch jobs only): render in-process, no per-page kill, no limits.",
+    )
+    render_cpu_s: float = Field(
+        default=300.0, ge=0, description="CPU-time limit (s, RLIMIT_CPU) of the sandboxed parsing when "
+        "isolate_rendering: per document for the rendering child, per conversion for LibreOffice, per call for "
+        "Tesseract (0: none).",
     )
     render_timeout_s: float = Field(
         default=60.0, ge=0, description="Wall-clock limit (s) for one page render when isolate_rendering (0: none).",

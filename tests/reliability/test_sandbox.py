@@ -1,6 +1,11 @@
-"""The killable rendering child (``ingest/sandbox.py``, ``Settings.isolate_rendering``)."""
+"""The sandbox for untrusted files (``Settings.isolate_rendering``, on by default: these tests use the default):
+the killable rendering child (``ingest/sandbox.py``) and the limits every parsing child runs under
+(``ingest/isolation.py``: memory, CPU time, file size, no network), for rendering, OCR and office conversion."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pagelens.ingest.sandbox as sandbox
 import pytest
@@ -13,7 +18,7 @@ MANY = REAL_PDFS / "rpt_federal_register_2020-17221.pdf"
 
 def test_page_past_the_time_limit_is_killed_and_later_pages_render(settings_factory, monkeypatch) -> None:
     monkeypatch.setattr(sandbox, "TEST_SLEEP_PAGES", {2: 30.0})
-    settings = settings_factory(page_longest_edge=128, isolate_rendering=True, render_timeout_s=2)
+    settings = settings_factory(page_longest_edge=128, render_timeout_s=2)
     doc = open_document(MANY, settings)
     pages = list(doc.pages())  # the sleeping page is killed (the error below), not waited for
     assert [p.page_no for p in pages] == [1, *range(3, doc.page_count + 1)]
@@ -24,7 +29,7 @@ def test_page_past_the_time_limit_is_killed_and_later_pages_render(settings_fact
 
 def test_per_document_limit_interrupts_a_stuck_page(settings_factory, monkeypatch) -> None:
     monkeypatch.setattr(sandbox, "TEST_SLEEP_PAGES", {1: 30.0})
-    settings = settings_factory(page_longest_edge=128, isolate_rendering=True, render_timeout_s=0,
+    settings = settings_factory(page_longest_edge=128, render_timeout_s=0,
                                 max_seconds_per_document=1)
     doc = open_document(TWO_PAGES, settings)
     with pytest.raises(Exception) as info:  # page 1 killed at 1 s, then the document is over its limit
@@ -35,13 +40,13 @@ def test_per_document_limit_interrupts_a_stuck_page(settings_factory, monkeypatc
 
 def test_memory_limit_turns_an_oversize_render_into_an_error(settings_factory) -> None:
     settings = settings_factory(page_longest_edge=12000, max_pixels_per_page=200_000_000,
-                                isolate_rendering=True, render_memory_mb=600)
+                                render_memory_mb=600)
     doc = open_document(TWO_PAGES, settings)
     assert list(doc.pages()) == []
     assert [e.page for e in doc.page_errors] == [1, 2]
     for err in doc.page_errors:
         assert TWO_PAGES.name in str(err) and "memory limit of 600 MiB" in str(err), str(err)
-    ok = open_document(TWO_PAGES, settings_factory(page_longest_edge=256, isolate_rendering=True,
+    ok = open_document(TWO_PAGES, settings_factory(page_longest_edge=256, 
                                                    render_memory_mb=600))
     assert len(list(ok.pages())) == 2 and not ok.page_errors
 
@@ -51,7 +56,7 @@ def test_memory_limit_turns_an_oversize_render_into_an_error(settings_factory) -
 def test_isolated_renders_are_identical(settings_factory, name) -> None:
     path = REAL_PDFS / name
     inproc = open_document(path, settings_factory(page_longest_edge=512, isolate_rendering=False))
-    isolated = open_document(path, settings_factory(page_longest_edge=512, isolate_rendering=True))
+    isolated = open_document(path, settings_factory(page_longest_edge=512))
     a, b = list(inproc.pages()), list(isolated.pages())
     assert len(a) == len(b) == inproc.page_count
     for pa, pb in zip(a, b, strict=True):
@@ -61,9 +66,73 @@ def test_isolated_renders_are_identical(settings_factory, name) -> None:
 
 @pytest.mark.slow
 def test_all_real_pdfs_render_isolated(settings_factory) -> None:
-    settings = settings_factory(page_longest_edge=256, isolate_rendering=True)
+    settings = settings_factory(page_longest_edge=256)
     pdfs = sorted(REAL_PDFS.glob("*.pdf"))
     assert len(pdfs) == 30
     for path in pdfs:
         doc = open_document(path, settings)
         assert sum(1 for _ in doc.pages()) == doc.page_count and not doc.page_errors, path.name
+
+
+def _limits_of(pid: int) -> dict[str, str]:
+    """/proc/<pid>/limits: {'Max address space': soft limit, ...}."""
+    out = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        name = line[:26].strip()
+        out[name] = line[26:].split()[0]
+    return out
+
+
+def test_the_sandbox_is_on_by_default_and_the_child_is_confined(settings_factory, monkeypatch) -> None:
+    from pagelens.ingest.isolation import network_prefix
+
+    from pagelens.core.settings import Settings
+
+    assert Settings(_env_file=None).isolate_rendering is True  # type: ignore[call-arg]
+    monkeypatch.setattr(sandbox, "_idle", [])
+    settings = settings_factory(page_longest_edge=128, render_memory_mb=700, render_cpu_s=40,
+                                max_file_bytes=5_000_000)
+    doc = open_document(TWO_PAGES, settings)
+    assert len(list(doc.pages())) == 2 and not doc.page_errors
+    ((limits, child),) = sandbox._idle  # the child kept for the next document
+    try:
+        assert limits == sandbox.ChildLimits(700, 40.0, 5_000_000, True)
+        got = _limits_of(child.pid)
+        assert got["Max address space"] == str(700 * 1024 * 1024)
+        assert got["Max file size"] == "5000000"
+        assert got["Max cpu time"] != "unlimited" and int(got["Max cpu time"]) <= 41
+        if network_prefix():  # this system allows a network namespace: the child has its own, empty one
+            assert os.readlink(f"/proc/{child.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        else:
+            pytest.skip("no network namespace on this system (unshare --net refused): documented fallback")
+    finally:
+        sandbox.shutdown_idle()
+
+
+def test_ocr_children_run_confined() -> None:
+    """Tesseract runs through the same limits (``pagelens.ingest.ocr._run``, a generic runner)."""
+    from pagelens.ingest.isolation import network_prefix
+    from pagelens.ingest.ocr import OcrSandbox, _run
+
+    from pagelens.core.settings import Settings
+
+    box = OcrSandbox.of(Settings(_env_file=None, render_memory_mb=900, render_cpu_s=30))  # type: ignore[call-arg]
+    assert box.no_network and box.memory_mb == 900 and box.cpu_s == 30.0
+    proc = _run(["sh", "-c", "readlink /proc/self/ns/net; ulimit -v; ulimit -t"], b"", 10, box)
+    netns, memory_kib, cpu = proc.stdout.decode().split()
+    assert memory_kib == str(900 * 1024) and cpu == "30"
+    if network_prefix():
+        assert netns != os.readlink("/proc/self/ns/net")
+    assert OcrSandbox.of(Settings(_env_file=None, isolate_rendering=False)) == OcrSandbox()  # type: ignore[call-arg]
+
+
+def test_a_cpu_bound_child_is_stopped_by_the_cpu_limit(monkeypatch) -> None:
+    """RLIMIT_CPU kills a spinning child (SIGXCPU); the render worker names the limit."""
+    import signal
+    import subprocess
+
+    from pagelens.ingest.isolation import child_limits
+
+    proc = subprocess.run(["sh", "-c", "while :; do :; done"], preexec_fn=child_limits(0, 1, 0), timeout=60,
+                          check=False)
+    assert proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
