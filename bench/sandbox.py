@@ -45,8 +45,9 @@ def main() -> None:
     parser.add_argument("--edge", type=int, default=2048, help="page_longest_edge (px)")
     args = parser.parse_args()
 
-    from pagelens.core.settings import Settings
     from pagelens.ingest import sandbox
+
+    from pagelens.core.settings import Settings
 
     paths = sorted(REAL_PDFS.glob("*.pdf"), key=lambda p: p.stat().st_size)[: args.pdfs]
     if not paths:
