@@ -316,7 +316,7 @@ def test_bad_page_is_reported_and_following_pages_continue(
         return original(page, size, path_, page_no, password)
 
     monkeypatch.setattr(pdf_module, "_draw_pymupdf", flaky)
-    doc = open_document(path, settings)
+    doc = open_document(path, settings.with_overrides(isolate_rendering=False))  # the in-process drawing, patched
     pages = list(doc.pages())
     assert [p.page_no for p in pages] == [1, 3]
     assert [p.size for p in pages] == [(384, 512), (384, 512)]

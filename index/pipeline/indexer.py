@@ -179,11 +179,15 @@ class Indexer:
         progress: ProgressCallback | None = None,
         *,
         workers: int | None = None,
+        repair: bool = True,
     ) -> IndexReport:
         """Index every input; returns the report (never raises for a bad document).
 
         ``workers``: page-preparation processes (None: ``settings.ingest_workers``, -1 meaning
         min(4, CPUs)); 0, or a single input, runs everything in this process (same points either way).
+        ``repair``: rebuild stale search structures at the end of this call (``repair_if_stale``), once for
+        all its inputs; False when the caller indexes a job document by document and repairs once at the
+        end of the job (``pagelens.app.jobs.JobWorker``).
         Exceptions raised by ``progress`` (e.g. a cancelled job) stop the run and propagate, after the
         worker processes are terminated.
         """
@@ -204,7 +208,8 @@ class Indexer:
             notify("notice", {"collection": collection, "message": notice})
         run = _Run(self, collection, items, force, report, notify)
         run.execute(n_workers)
-        self.repair_if_stale(collection, report, notify)
+        if repair:
+            self.repair_if_stale(collection, report, notify)
         report.seconds = time.perf_counter() - started
         return report
 

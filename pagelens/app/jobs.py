@@ -470,7 +470,7 @@ class JobWorker:
                 job.error = "internal error while indexing; see the server log"
                 self._safe_save(job)
                 self.jobs.forget_password(job.id)
-            if job.finished:
+            if job.finished and job.status != "done":  # a done job was repaired at its end (run_job)
                 self._repair(job.collection)
             if job.finished and self.on_job_finished is not None:
                 self.on_job_finished(job)
@@ -547,8 +547,8 @@ class JobWorker:
             item = IndexInput(path=Path(doc["path"]), name=doc["name"], metadata=dict(job.metadata),
                               password=password)
             try:
-                report = self.service.index(
-                    job.collection, [item], force=job.force, progress=self._progress(job, doc)
+                report = self.service.index(  # the search structures are rebuilt once, after the last document
+                    job.collection, [item], force=job.force, progress=self._progress(job, doc), repair=False
                 )
             except _Interrupted:
                 self._drop_partial(job, doc)
@@ -588,6 +588,8 @@ class JobWorker:
                     doc["pages_done"] = self.service.store.count(job.collection, PageFilter(doc_ids=[doc["doc_id"]]))
             self._recount(job)
             self.jobs.save(job)
+        # every document final: one rebuild of the search structures for the whole job (phase "finishing")
+        self._repair(job.collection)
         job.status = "done"
         self._recount(job)
         self.jobs.save(job)

@@ -277,8 +277,12 @@ class PagelensService:
         inputs: Iterable[IndexInput],
         force: bool = False,
         progress: ProgressCallback | None = None,
+        *,
+        repair: bool = True,
     ) -> IndexReport:
-        return self.indexer.index(collection, inputs, force=force, progress=progress)
+        """Index ``inputs`` into ``collection``; ``repair=False`` leaves stale search structures for the caller
+        to rebuild once (``optimize(force=False)``) after several calls (a job's documents)."""
+        return self.indexer.index(collection, inputs, force=force, progress=progress, repair=repair)
 
     def search(
         self,
