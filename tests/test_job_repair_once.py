@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pymupdf
 import pytest
+from pagelens.index.pipeline.indexer import IndexInput
 
 from pagelens.app.jobs import JobFile, JobStore, JobWorker
 from pagelens.app.service import PagelensService
-from pagelens.index.pipeline.indexer import IndexInput
 
 
 def _pdfs(folder: Path, n: int) -> list[Path]:
