@@ -32,7 +32,8 @@ def create_api(settings: Settings, service: PagelensService | None = None) -> Fa
     owns_service = service is None
     service = service or PagelensService(settings)
     keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None)
-    job_store = JobStore(settings.data_dir)
+    job_store = JobStore(settings.data_dir, retention_days=settings.job_retention_days,
+                         retention_max_jobs=settings.job_retention_max_jobs)
     worker = JobWorker(job_store, service, keep_uploads=settings.job_keep_uploads)
     state = AppState(settings=settings, service=service, jobs=job_store, worker=worker, keys=keys)
 

@@ -176,7 +176,8 @@ def mount_ui(
     from starlette.middleware import Middleware
 
     state = getattr(app.state, "pagelens", None)
-    jobs = jobs or getattr(state, "jobs", None) or JobStore(settings.data_dir)
+    jobs = jobs or getattr(state, "jobs", None) or JobStore(
+        settings.data_dir, retention_days=settings.job_retention_days, retention_max_jobs=settings.job_retention_max_jobs)
     worker = worker or getattr(state, "worker", None)
     keys = keys or getattr(state, "keys", None) or keys_of(settings)
     auth = UIAuth(keys, settings, path)
@@ -239,7 +240,8 @@ def create_ui_app(settings: Settings, service: PagelensService | None = None, *,
 
     owns_service = service is None
     service = service or PagelensService(settings)
-    jobs = JobStore(settings.data_dir)
+    jobs = JobStore(settings.data_dir, retention_days=settings.job_retention_days,
+                    retention_max_jobs=settings.job_retention_max_jobs)
     worker = JobWorker(jobs, service, keep_uploads=settings.job_keep_uploads)
 
     lifespan = worker_lifespan(worker, service, owns_service)

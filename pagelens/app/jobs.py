@@ -15,6 +15,14 @@ Job row::
                             pages_done, errors: [{page, code, error}], phase, started_s,
                             first_page_s, last_page_s, retried_by}
 
+Schema: ``PRAGMA user_version`` of jobs.sqlite3 is the schema number (``SCHEMA_VERSION``); a database of an
+older one is migrated at open by the numbered ``MIGRATIONS`` (each in its own transaction), one of a newer
+one is refused (``JobStoreVersionError``). Per-page progress is written as integer columns (``doc_index``,
+``doc_pages_done``, ``doc_page_count``, ``doc_first_page_s``, ``doc_last_page_s``: ``JobStore.page_done``),
+folded into the documents JSON by the next full ``save`` (per document, not per page); readers see them
+applied. Finished jobs are pruned at start and hourly (``JobStore.prune``: ``job_retention_days``,
+``job_retention_max_jobs``).
+
 ``phase`` (``indexing`` | ``finishing``: all pages written, the closing index build runs) and the
 timestamps (seconds since the epoch) are set by the worker as it goes; rows written before they existed
 lack them and read as before (``pagelens.app.job_progress`` turns them into pages/s and an ETA).
@@ -70,8 +78,11 @@ log = logging.getLogger(__name__)
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
 FINAL_DOC_STATUSES = ("indexed", "updated", "skipped", "partial", "failed", "cancelled")
+PRUNE_INTERVAL_S = 3600.0  # s: how often a running worker prunes finished jobs past the retention
 
-_SCHEMA = """
+# The job table as it was before versioning (schema 1, ``PRAGMA user_version`` 0 on disk): every later
+# change is a numbered migration below, applied in order in one transaction each at open.
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -90,6 +101,54 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
 CREATE INDEX IF NOT EXISTS jobs_collection ON jobs(collection, seq);
 """
+
+MIGRATIONS: dict[int, tuple[str, str]] = {
+    1: ("the job table", _SCHEMA_V1),
+    2: ("per-page progress counters of the running document; an index for retention", """
+ALTER TABLE jobs ADD COLUMN doc_index INTEGER;
+ALTER TABLE jobs ADD COLUMN doc_pages_done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN doc_page_count INTEGER;
+ALTER TABLE jobs ADD COLUMN doc_first_page_s REAL;
+ALTER TABLE jobs ADD COLUMN doc_last_page_s REAL;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(status, updated_at);
+"""),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+"""The schema this code writes (``PRAGMA user_version`` of jobs.sqlite3)."""
+
+
+class JobStoreVersionError(PagelensError):
+    """jobs.sqlite3 was written by a newer pagelens (a schema this version does not know)."""
+
+    code = "job_store_version"
+    http_status = 500
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
+    """Bring the job database on ``conn`` (autocommit mode) to ``SCHEMA_VERSION``: each missing migration
+    in its own transaction, ``user_version`` set with it. Returns (version before, version after).
+    Raises ``JobStoreVersionError`` for a database of a newer schema (never downgraded)."""
+    before = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if before > SCHEMA_VERSION:
+        raise JobStoreVersionError(
+            f"{path} has job schema {before}, newer than this pagelens knows ({SCHEMA_VERSION}): it was written by a "
+            "newer release. Run that release, or move the file away to start an empty job table.",
+            path=str(path), version=before)
+    for version in range(before + 1, SCHEMA_VERSION + 1):
+        what, sql = MIGRATIONS[version]
+        statements = [stmt.strip() for stmt in sql.split(";") if stmt.strip()]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in statements:
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if before:
+            log.info("%s: job schema migrated to %d (%s)", path, version, what)
+    return before, SCHEMA_VERSION
 
 
 def _now() -> str:
@@ -165,11 +224,15 @@ class Job:
 class JobStore:
     """The job table. One SQLite connection guarded by a lock (safe from any thread); WAL mode."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, retention_days: float = 30.0, retention_max_jobs: int = 10_000) -> None:
+        """Open (create, migrate: ``migrate``) ``<data_dir>/jobs.sqlite3``. ``retention_days`` /
+        ``retention_max_jobs``: what ``prune`` keeps of finished jobs (0: no limit)."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.uploads_dir = self.data_dir / "uploads"
         self.path = self.data_dir / "jobs.sqlite3"
+        self.retention_days = float(retention_days)
+        self.retention_max_jobs = int(retention_max_jobs)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.row_factory = sqlite3.Row
@@ -177,7 +240,11 @@ class JobStore:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+            try:
+                migrate(self._conn, self.path)
+            except BaseException:
+                self._conn.close()
+                raise
 
     # -- uploads ---------------------------------------------------------------------------------
     @staticmethod
@@ -282,20 +349,70 @@ class JobStore:
         return _row_to_job(row) if row else None
 
     def save(self, job: Job) -> None:
-        """Write the mutable fields of ``job`` back (status, progress, documents, error).
+        """Write the mutable fields of ``job`` back (status, progress, documents, error); the per-page
+        counters (``page_done``) are folded into the documents JSON and cleared.
 
         ``cancel_requested`` is only ever set by ``request_cancel`` and is re-read here."""
         job.updated_at = _now()
         with self._lock:
             self._conn.execute(
                 "UPDATE jobs SET status = ?, updated_at = ?, pages_done = ?, pages_total = ?, error = ?,"
-                " documents = ? WHERE id = ?",
+                " documents = ?, doc_index = NULL, doc_pages_done = 0, doc_page_count = NULL,"
+                " doc_first_page_s = NULL, doc_last_page_s = NULL WHERE id = ?",
                 (job.status, job.updated_at, job.pages_done, job.pages_total, job.error,
                  json.dumps(job.documents), job.id),
             )
             row = self._conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job.id,)).fetchone()
         if row is not None:
             job.cancel_requested = bool(row["cancel_requested"])
+
+    def page_done(self, job: Job, doc: dict[str, Any]) -> None:
+        """One more page of ``doc`` (a document of ``job``, already counted in memory) written: an UPDATE
+        of integer columns (O(1), not a rewrite of the documents JSON); readers see the counters applied to
+        that document (``_row_to_job``) until the next ``save``. Re-reads ``cancel_requested``."""
+        job.updated_at = _now()
+        with self._lock:
+            self._conn.execute(
+                "UPDATE jobs SET updated_at = ?, pages_done = ?, pages_total = ?, doc_index = ?, doc_pages_done = ?,"
+                " doc_page_count = ?, doc_first_page_s = ?, doc_last_page_s = ? WHERE id = ?",
+                (job.updated_at, job.pages_done, job.pages_total, int(doc["index"]), int(doc.get("pages_done") or 0),
+                 doc.get("page_count"), doc.get("first_page_s"), doc.get("last_page_s"), job.id),
+            )
+            row = self._conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        if row is not None:
+            job.cancel_requested = bool(row["cancel_requested"])
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete finished jobs (done, failed, cancelled) older than ``retention_days`` (by their last
+        update) and, past ``retention_max_jobs`` finished jobs, the oldest; with their upload folders.
+        Queued and running jobs are never pruned. Returns how many were deleted."""
+        from datetime import timedelta
+
+        finished = "('done', 'failed', 'cancelled')"
+        doomed: list[str] = []
+        with self._lock:
+            if self.retention_days > 0:
+                cutoff = ((now or datetime.now(timezone.utc)) - timedelta(days=self.retention_days))
+                rows = self._conn.execute(
+                    f"SELECT id FROM jobs WHERE status IN {finished} AND updated_at < ?",
+                    (cutoff.isoformat(timespec="milliseconds"),)).fetchall()
+                doomed += [r["id"] for r in rows]
+            if self.retention_max_jobs > 0:
+                rows = self._conn.execute(
+                    f"SELECT id FROM jobs WHERE status IN {finished} ORDER BY seq DESC LIMIT -1 OFFSET ?",
+                    (self.retention_max_jobs,)).fetchall()
+                doomed += [r["id"] for r in rows]
+            doomed = sorted(set(doomed))
+            for start in range(0, len(doomed), 500):
+                chunk = doomed[start:start + 500]
+                self._conn.execute(f"DELETE FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        for job_id in doomed:
+            self.remove_uploads(job_id)
+            self.forget_password(job_id)
+        if doomed:
+            log.info("pruned %d finished job(s) (retention: %g days, %d jobs)", len(doomed), self.retention_days,
+                     self.retention_max_jobs)
+        return len(doomed)
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Flag a job for cancellation. A queued job is cancelled at once; a running one stops at the
@@ -357,6 +474,15 @@ class JobStore:
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
+    documents = json.loads(row["documents"] or "[]")
+    index = row["doc_index"]
+    if index is not None and 0 <= int(index) < len(documents):  # per-page counters newer than the JSON
+        doc = documents[int(index)]
+        doc["pages_done"] = int(row["doc_pages_done"])
+        for key, column in (("page_count", "doc_page_count"), ("first_page_s", "doc_first_page_s"),
+                            ("last_page_s", "doc_last_page_s")):
+            if row[column] is not None:
+                doc[key] = row[column]
     return Job(
         id=row["id"],
         collection=row["collection"],
@@ -369,7 +495,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         force=bool(row["force"]),
         metadata=json.loads(row["metadata"] or "{}"),
         error=row["error"],
-        documents=json.loads(row["documents"] or "[]"),
+        documents=documents,
     )
 
 
@@ -397,6 +523,8 @@ class JobWorker:
         self.store_retry_max_s = 30.0
         self.store_outage: str | None = None  # the last outage message while retrying, else None
         self._store_failures = 0
+        self.prune_interval_s = PRUNE_INTERVAL_S  # finished jobs past the retention are pruned this often
+        self._pruned_at = 0.0
         # One worker per job table: it resets "running" jobs of a crashed run and keeps upload
         # passwords in memory, so a second process's worker must not run on the same data dir.
         from pagelens.core.datadir import DataDirLock
@@ -416,6 +544,7 @@ class JobWorker:
         reset = self.jobs.reset_running()
         if reset:
             log.info("resuming %d interrupted job(s)", reset)
+        self._prune()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="pagelens-jobs", daemon=True)
         self._thread.start()
@@ -443,8 +572,18 @@ class JobWorker:
         self._wake.set()
 
     # -- loop ----------------------------------------------------------------------------------------
+    def _prune(self) -> None:
+        """Prune finished jobs past the retention (``JobStore.prune``); never fails the worker."""
+        self._pruned_at = time.monotonic()
+        try:
+            self.jobs.prune()
+        except Exception:  # pragma: no cover - a locked or damaged database: tried again later
+            log.exception("pruning finished jobs failed")
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            if time.monotonic() - self._pruned_at >= self.prune_interval_s:
+                self._prune()
             try:
                 job = self.jobs.next_queued()
             except Exception:  # pragma: no cover - the database went away
@@ -614,7 +753,10 @@ class JobWorker:
             else:
                 return
             self._recount(job)
-            self.jobs.save(job)  # also refreshes job.cancel_requested
+            if event == "page_done":
+                self.jobs.page_done(job, doc)  # integer columns only; also refreshes job.cancel_requested
+            else:
+                self.jobs.save(job)  # also refreshes job.cancel_requested
             if self._stop.is_set() or job.cancel_requested:
                 raise _Interrupted()
 

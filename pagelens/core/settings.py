@@ -353,6 +353,15 @@ class Settings(BaseSettings):
         "behind a proxy that checks Host itself).",
     )
     job_keep_uploads: bool = Field(default=False, description="Keep uploaded files after their job finished.")
+    job_retention_days: float = Field(
+        default=30.0, ge=0, description="Finished jobs (done, failed, cancelled) older than this many days (by "
+        "their last update) are deleted from jobs.sqlite3, with any upload files left, when the server starts "
+        "and hourly (0: kept by age).",
+    )
+    job_retention_max_jobs: int = Field(
+        default=10_000, ge=0, description="At most this many finished jobs are kept in jobs.sqlite3, the newest "
+        "(pruned with job_retention_days; 0: no cap). Queued and running jobs are never pruned.",
+    )
 
     # --- MCP server (pagelens/mcp: `pagelens mcp` over stdio, /mcp on `pagelens serve`) ------------
     mcp_key: SecretStr | None = Field(
