@@ -31,6 +31,9 @@ from pagelens.core.settings import Settings
 FILE_FIELDS = ("files", "file")
 TEXT_FIELDS = ("metadata", "force", "password")
 MAX_FIELD_BYTES = 64 * 1024
+MAX_HEADER_NAME_BYTES = 256  # one multipart part header's name (Content-Disposition is 19)
+MAX_HEADER_VALUE_BYTES = 16 * 1024  # one multipart part header's value
+MAX_PART_HEADERS = 8  # headers of one part (a browser sends 2; python-multipart >= 0.0.21 also stops at 8)
 SNIFF_BYTES = 1024
 _EXT = EXTENSIONS  # sniffed format -> extension of the stored file
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -110,8 +113,8 @@ class _StreamingForm:
         self.max_files = settings.max_files_per_request
         self.total = 0
         self.part = _Part()
-        self.header_field = b""
-        self.header_value = b""
+        self.header_field = bytearray()  # grown in place: no quadratic copies of a header streamed in pieces
+        self.header_value = bytearray()
         self.fields: dict[str, str] = {}
         self.files: list[SavedFile] = []
         self.n_files = 0
@@ -121,17 +124,22 @@ class _StreamingForm:
         self.part = _Part()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        if len(self.header_field) + (end - start) > MAX_HEADER_NAME_BYTES:
+            raise ApiError(400, "invalid_multipart", f"a multipart header name is longer than {MAX_HEADER_NAME_BYTES} "
+                           "bytes; send each file as an ordinary form-data part")
         self.header_field += data[start:end]
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        if len(self.header_value) + (end - start) > MAX_HEADER_VALUE_BYTES:
+            raise ApiError(400, "invalid_multipart", f"a multipart header is longer than {MAX_HEADER_VALUE_BYTES} bytes")
         self.header_value += data[start:end]
-        if len(self.header_value) > 16 * 1024:
-            raise ApiError(400, "invalid_multipart", "a multipart header is too long")
 
     def on_header_end(self) -> None:
-        self.part.headers[self.header_field.lower()] = self.header_value
-        self.header_field = b""
-        self.header_value = b""
+        if len(self.part.headers) >= MAX_PART_HEADERS:
+            raise ApiError(400, "invalid_multipart", f"a multipart part has more than {MAX_PART_HEADERS} headers")
+        self.part.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+        self.header_field = bytearray()
+        self.header_value = bytearray()
 
     def on_headers_finished(self) -> None:
         part = self.part
@@ -270,7 +278,7 @@ async def receive_upload(request: Request, dest: Path, settings: Settings) -> Up
         from python_multipart.exceptions import FormParserError
 
         if isinstance(exc, FormParserError):
-            raise ApiError(400, "invalid_multipart", "the multipart body could not be parsed") from exc
+            raise ApiError(400, "invalid_multipart", f"the multipart body could not be parsed ({exc})") from exc
         raise
     except BaseException:
         form.abort()
