@@ -109,3 +109,9 @@ def test_architecture_md_names_things_that_exist(dotted: str) -> None:
             obj = getattr(obj, attr)
         return
     pytest.fail(f"ARCHITECTURE.md names {dotted}, which does not exist")
+
+
+def test_architecture_md_cites_test_files_that_exist() -> None:
+    """Every ``tests/...py`` file ARCHITECTURE.md names is there (it once cited a test_packaging.py that was not)."""
+    cited = sorted(set(re.findall(r"`(tests/[\w/]+\.py)`", (REPO / "ARCHITECTURE.md").read_text())))
+    assert cited and [c for c in cited if not (REPO / c).is_file()] == []

@@ -472,3 +472,36 @@ def test_a_noop_index_rerun_repairs_a_stale_collection(settings_factory: Any, tm
     q = service.store.get_full_vectors("c", [first_id])[first_id][:8]
     assert same_as_exact(service.store, "c", q, 6)[0] == first_id
     service.close()
+
+
+def test_a_failed_cache_append_stays_stale_across_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26.5: the stale-rerank flag is persisted (``rerank_stale``), so a reopened store still says the
+    cache missed a write even when the ids match (a page written again whose cache append failed)."""
+    from pagelens.index.ann.fast_rerank import RerankCache
+    from pagelens.index.stores.edge_store import RERANK_STALE_FILE
+
+    points, _ = planted_corpus(20)
+    root = tmp_path / "edge"
+    store = QdrantEdgeStore(root)
+    store.create_collection(manifest("fast"))
+    store.upsert("fast", points)
+    assert store.repair("fast").after.current
+
+    def failing_append(self: Any, items: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RerankCache, "append", failing_append)
+    store.upsert("fast", points[:3])  # the same pages again: the ids stay in the cache, the write failed
+    monkeypatch.undo()
+    assert RERANK_CACHE in store.search_status("fast").codes
+    assert (root / "fast" / RERANK_STALE_FILE).exists()
+    store.close()
+    store = QdrantEdgeStore(root)  # a restart: the flag is read back, not lost
+    status = store.search_status("fast")
+    assert RERANK_CACHE in status.codes and "a write to the rerank cache failed" in "; ".join(status.stale)
+    assert store.repair("fast").after.current
+    assert not (root / "fast" / RERANK_STALE_FILE).exists()
+    store.close()
+    store = QdrantEdgeStore(root)
+    assert store.search_status("fast").current
+    store.close()

@@ -11,6 +11,8 @@ Layout under ``root``::
     root/<collection>/optimized.json  written by a complete ``optimize`` (optimizers, cache sync,
                                       token index), removed before the next upsert: without it the
                                       collection's search structures are stale (``search_status``)
+    root/<collection>/rerank_stale    present while a failed rerank-cache append is not synced (the
+                                      flag survives a restart); removed by the sync of ``repair``
 
 Named vectors (names in ``pagelens.core.types``), all multivectors with the MaxSim comparator and Dot
 distance, so a score is sum over query tokens of the max dot product (= colpali-engine
@@ -114,6 +116,7 @@ TEXT_INDEX_KEY = "text_index"  # extra manifest.json key: the BM25 spec of TEXT_
 SHARD_DIR = "shard"
 RERANK_DIR = "rerank"
 OPTIMIZED_FILE = "optimized.json"  # written by a complete optimize, removed before the next upsert
+RERANK_STALE_FILE = "rerank_stale"  # a rerank-cache append failed (persists the flag across restarts), removed by a sync
 SCROLL_PAGE = 256
 LANGUAGES_TTL_S = 60.0  # s: how long a collection's language facet is reused (other processes may write)
 
@@ -417,6 +420,8 @@ class QdrantEdgeStore:
                     path=str(path),
                 ) from exc
             self._shards[name] = shard
+            if (self._dir(name) / RERANK_STALE_FILE).exists():  # a failed cache append of an earlier run
+                self._rerank_stale.add(name)
             logger.debug("opened edge shard %s", path)
         return shard, manifest
 
@@ -548,6 +553,10 @@ class QdrantEdgeStore:
                     self._rerank_file(collection).append(cached)
                 except OSError as exc:
                     self._rerank_stale.add(collection)
+                    try:  # persisted (best effort: the disk that failed may refuse this too)
+                        (self._dir(collection) / RERANK_STALE_FILE).touch()
+                    except OSError:
+                        pass
                     logger.warning("could not cache vectors for the fast rerank of %s (%s); those pages "
                                    "are reranked by Qdrant until `optimize` backfills them", collection, exc)
             logger.debug("upserted %d points into %s", len(edge_points), collection)
@@ -975,6 +984,7 @@ class QdrantEdgeStore:
             if cache.dead_records > len(cache):
                 dropped = cache.compact(live)
             self._rerank_stale.discard(collection)
+            (self._dir(collection) / RERANK_STALE_FILE).unlink(missing_ok=True)
         done = ""
         if self.token_index_min_pages > 0:  # takes the lock itself, but not while it trains and assigns
             done = cache.ensure_token_index(self.token_index_min_pages, lock=self._lock)
