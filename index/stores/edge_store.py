@@ -50,6 +50,7 @@ data dir before it touches collection files, so a second process gets an error n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -553,10 +554,8 @@ class QdrantEdgeStore:
                     self._rerank_file(collection).append(cached)
                 except OSError as exc:
                     self._rerank_stale.add(collection)
-                    try:  # persisted (best effort: the disk that failed may refuse this too)
+                    with contextlib.suppress(OSError):  # persisted (best effort: the failing disk may refuse it)
                         (self._dir(collection) / RERANK_STALE_FILE).touch()
-                    except OSError:
-                        pass
                     logger.warning("could not cache vectors for the fast rerank of %s (%s); those pages "
                                    "are reranked by Qdrant until `optimize` backfills them", collection, exc)
             logger.debug("upserted %d points into %s", len(edge_points), collection)
