@@ -28,5 +28,6 @@ def create_app(settings: Settings, service: PagelensService | None = None, *, we
 
         state = app.state.pagelens
         mount_ui(app, settings, state.service, state.jobs, worker=state.worker, keys=state.keys)
-    guard(app, bind=bind, allowed_hosts=settings.allowed_hosts, trusted_origins=settings.cors_origins)
+    guard(app, bind=bind, allowed_hosts=[*settings.allowed_hosts, *settings.mcp_allowed_hosts],
+          trusted_origins=settings.cors_origins)
     return app

@@ -255,5 +255,6 @@ def create_ui_app(settings: Settings, service: PagelensService | None = None, *,
     mount_ui(app, settings, service, jobs, worker=worker)
     from pagelens.app.request_guard import guard
 
-    guard(app, bind=bind, allowed_hosts=settings.allowed_hosts, trusted_origins=settings.cors_origins)
+    guard(app, bind=bind, allowed_hosts=[*settings.allowed_hosts, *settings.mcp_allowed_hosts],
+          trusted_origins=settings.cors_origins)
     return app

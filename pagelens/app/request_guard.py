@@ -5,7 +5,7 @@ URLs, MCP ``/mcp``, page images): one pure ASGI middleware, ``RequestGuard``, wr
 - **Host** (every request, reads too: DNS rebinding). The ``Host`` header must name an allowed host:
   the loopback names (``127.0.0.1``, ``localhost``, ``::1``, any port), the address the server is bound to
   (with a wildcard bind, ``0.0.0.0`` or ``::``, this machine's host name and addresses) and the names in
-  ``PAGELENS_ALLOWED_HOSTS`` (``name`` matches any port, ``name:port`` that port only, ``*`` turns the
+  ``PAGELENS_ALLOWED_HOSTS`` (and ``PAGELENS_MCP_ALLOWED_HOSTS``, the earlier list for ``/mcp`` only) (``name`` matches any port, ``name:port`` that port only, ``*`` turns the
   check off: behind a proxy that checks it). Else 400 ``host_not_allowed``.
 - **Origin** (state-changing requests: POST, PUT, PATCH, DELETE, and WebSocket handshakes). A browser
   request from another web page carries a foreign ``Origin`` (or ``Sec-Fetch-Site: cross-site`` /
