@@ -1,6 +1,7 @@
 """Issue 26.3 (in part): the search structures are rebuilt once per job, not once per document. A job of
 three documents through the real job worker (tiny models, embedded store) calls the store's ``repair`` /
-``optimize`` once, after its last document; one CLI-style ``index`` call of three files likewise."""
+``optimize`` once, at the end of its last document (whose row shows "finishing" meanwhile); one CLI-style
+``index`` call of three files likewise."""
 
 from __future__ import annotations
 
@@ -63,21 +64,28 @@ def test_a_three_document_job_repairs_once(counted, tmp_path: Path) -> None:
              for i, p in enumerate(_pdfs(folder, 3))]
     job = store.create(job_id, "c", files)
     worker = JobWorker(store, service)
-    phases_during_repair: list[str | None] = []
-    real = worker._repair
+    phases_during_repair: list[tuple[str | None, str | None]] = []  # (job phase, document phase) as it starts
+    real_progress = worker._progress
 
-    def watched(collection: str) -> None:
-        phases_during_repair.append(store.get(job.id).phase)  # type: ignore[union-attr]
-        real(collection)
+    def watched(job_: object, doc: dict) -> object:  # type: ignore[type-arg]
+        callback = real_progress(job_, doc)  # type: ignore[arg-type]
 
-    worker._repair = watched  # type: ignore[method-assign]
+        def wrapped(event: str, info: dict) -> None:  # type: ignore[type-arg]
+            callback(event, info)
+            if event == "optimize_start":
+                seen = store.get(job.id).to_dict()  # type: ignore[union-attr]  # what GET /v1/jobs/{id} says
+                phases_during_repair.append((seen["phase"], seen["documents"][doc["index"]]["phase"]))
+
+        return wrapped
+
+    worker._progress = watched  # type: ignore[method-assign]
     worker.run_job(job)
     done = store.get(job.id)
     assert done is not None and done.status == "done"
     assert [d["status"] for d in done.documents] == ["indexed"] * 3
     assert service.store.count("c") == 3
     assert calls["repair"] == 1 and calls["repair_ran"] == 1  # not 3: once, after the last document
-    assert phases_during_repair == ["finishing"]
+    assert phases_during_repair == [("finishing", "finishing")]  # once, on the last document's row
     assert service.store.search_status("c").current  # the structures are settled at the end
     assert [h.doc_name for h in service.search("c", "document number 1", k=3)]  # and searchable
     store.close()

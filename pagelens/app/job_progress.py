@@ -51,16 +51,13 @@ def document_phase(doc: dict[str, Any], job_status: str) -> str | None:
 
 
 def job_phase(status: str, documents: list[dict[str, Any]]) -> str | None:
-    """The phase of a job: ``queued``, ``finishing`` while the closing index build runs (after its last
-    document, or a document's own in older runs),
+    """The phase of a job: ``queued``, ``finishing`` while a document's closing index build runs,
     ``indexing`` otherwise while it runs, None when it is finished."""
     if status == "queued":
         return "queued"
     if status != "running":
         return None
     phases = {document_phase(d, status) for d in documents}
-    if documents and phases == {None}:  # every document final: the job's one closing index build runs
-        return "finishing"
     return "finishing" if "finishing" in phases else "indexing"
 
 

@@ -139,6 +139,9 @@ def migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
         statements = [stmt.strip() for stmt in sql.split(";") if stmt.strip()]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= version:  # another process was first
+                conn.execute("COMMIT")
+                continue
             for stmt in statements:
                 conn.execute(stmt)
             conn.execute(f"PRAGMA user_version = {int(version)}")
@@ -609,7 +612,7 @@ class JobWorker:
                 job.error = "internal error while indexing; see the server log"
                 self._safe_save(job)
                 self.jobs.forget_password(job.id)
-            if job.finished and job.status != "done":  # a done job was repaired at its end (run_job)
+            if job.finished and job.status != "done":  # a done job was repaired by its last document (run_job)
                 self._repair(job.collection)
             if job.finished and self.on_job_finished is not None:
                 self.on_job_finished(job)
@@ -666,6 +669,8 @@ class JobWorker:
             self.jobs.save(job)
             self._cleanup(job)
             return
+        pending = [doc for doc in job.documents if doc["status"] not in FINAL_DOC_STATUSES]
+        last = pending[-1] if pending else None  # its index call ends with the job's one repair (phase "finishing")
         for doc in job.documents:
             if doc["status"] in FINAL_DOC_STATUSES:
                 continue
@@ -686,8 +691,8 @@ class JobWorker:
             item = IndexInput(path=Path(doc["path"]), name=doc["name"], metadata=dict(job.metadata),
                               password=password)
             try:
-                report = self.service.index(  # the search structures are rebuilt once, after the last document
-                    job.collection, [item], force=job.force, progress=self._progress(job, doc), repair=False
+                report = self.service.index(  # the search structures are rebuilt once per job: by its last document
+                    job.collection, [item], force=job.force, progress=self._progress(job, doc), repair=doc is last
                 )
             except _Interrupted:
                 self._drop_partial(job, doc)
@@ -727,8 +732,8 @@ class JobWorker:
                     doc["pages_done"] = self.service.store.count(job.collection, PageFilter(doc_ids=[doc["doc_id"]]))
             self._recount(job)
             self.jobs.save(job)
-        # every document final: one rebuild of the search structures for the whole job (phase "finishing")
-        self._repair(job.collection)
+        if last is None:  # nothing left to index (a resumed job): still leave the structures current
+            self._repair(job.collection)
         job.status = "done"
         self._recount(job)
         self.jobs.save(job)
