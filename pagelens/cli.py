@@ -424,6 +424,16 @@ def optimize_cmd(
             did = "rebuilt " + "; ".join(r.rebuilt) if r.rebuilt else "nothing to rebuild"
             now = "current" if r.after.current else "still stale: " + "; ".join(r.after.stale)
             out.print(f"collection {r.collection}: {was}; {did} ({r.seconds:.1f} s); now {now}", highlight=False)
+            check = r.after.self_check
+            if check:  # the measured search plan (index/ann/self_check.py)
+                from pagelens.index.ann.self_check import SearchPlan
+
+                plan = SearchPlan.from_dict(check)
+                geo = plan.geometry
+                shape = (f"; mean token cosine {geo['mean_token_cosine']:.2f}, {geo['pca_dims_90']} PCA dimensions "
+                         f"for 90% of the variance, {geo['near_duplicate_share']:.0%} near-duplicate patches") \
+                    if geo else ""
+                out.print(f"  search: {plan.summary()}{shape}", highlight=False)
     if any(not r.after.current for r in results):
         raise typer.Exit(1)
 

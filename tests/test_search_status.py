@@ -428,13 +428,16 @@ def test_pagelens_optimize_reports_what_it_rebuilt(stale_settings: Any, monkeypa
     first = runner.invoke(app, ["optimize", "--collection", "c", "--json"])
     assert first.exit_code == 0, first.output
     [entry] = json.loads(first.stdout)["collections"]
-    assert entry["collection"] == "c" and entry["before"]["current"] is False and entry["after"] == {
-        "current": True, "stale": []}
-    assert REBUILT_CACHE in entry["rebuilt"]
+    assert entry["collection"] == "c" and entry["before"]["current"] is False
+    assert entry["after"]["current"] is True and entry["after"]["stale"] == []
+    check = entry["after"]["self_check"]  # the index measured its own recall (issue 25)
+    assert check["recall"] >= 0.95 and check["pages"] == 60 and check["probes"] == 32
+    assert REBUILT_CACHE in entry["rebuilt"] and any(r.startswith("self-check: ") for r in entry["rebuilt"])
     again = runner.invoke(app, ["optimize"])  # every collection; nothing left to rebuild
     assert again.exit_code == 0, again.output
-    assert again.stdout.strip().startswith("collection c: was current; nothing to rebuild")
-    assert again.stdout.strip().endswith("now current")
+    lines = again.stdout.strip().splitlines()
+    assert lines[0].startswith("collection c: was current; nothing to rebuild") and lines[0].endswith("now current")
+    assert lines[1].strip().startswith("search: ") and "recall@5" in lines[1] and "mean token cosine" in lines[1]
     missing = runner.invoke(app, ["optimize", "--collection", "ghost"])
     assert missing.exit_code == 2 and "ghost" in missing.output
 

@@ -47,7 +47,7 @@ RERANK_KEEPS = (16, 32, 64, 128)  # pages passed to the exact stage, tried in th
 WIDTHS = (250, 500, 1000, 2000, 4000, 8000)  # first-stage candidates tried (pooled / tokens)
 RECHECK_CHANGE = 0.25  # re-measure when the page count moved by more than this share since the check
 
-FirstStage = str  # "scan" | "pooled" | "tokens" | "exact"
+FirstStage = str  # "scan" | "pooled" | "tokens" | "hnsw" (Qdrant server) | "exact"
 
 
 @dataclass
@@ -97,13 +97,16 @@ class SearchPlan:
     def summary(self) -> str:
         """One line for logs and the CLI."""
         if self.recall is None:
-            return "not measured yet (default: int8 scan of every page, then exact MaxSim)"
+            default = "Qdrant's pooled HNSW prefetch, scored exactly" if self.first_stage == "hnsw" \
+                else "int8 scan of every page, then exact MaxSim"
+            return f"not measured yet (default: {default}); `pagelens optimize` measures it"
         how = {"scan": "int8 scan of every page",
                "exact": "exact MaxSim of every page" + (" (no first stage reached the target)" if self.fallback
                                                         else " (the cheapest here)"),
                "pooled": f"pooled vectors -> {self.candidates} candidates",
-               "tokens": f"token index -> {self.candidates} candidates"}[self.first_stage]
-        rerank = "" if self.first_stage == "exact" else f" -> {self.rerank_keep} scored exactly"
+               "tokens": f"token index -> {self.candidates} candidates",
+               "hnsw": f"Qdrant's pooled HNSW prefetch -> {self.candidates} candidates"}[self.first_stage]
+        rerank = {"exact": "", "hnsw": ", all scored exactly"}.get(self.first_stage, f" -> {self.rerank_keep} scored exactly")
         return (f"{how}{rerank}; recall@5 {self.recall:.3f} on {self.probes} probe queries "
                 f"(target {self.target:.2f}, {self.pages} pages)")
 

@@ -485,6 +485,8 @@ class QdrantEdgeStore:
             if cache is not None:
                 cache.close()
             self._rerank_stale.discard(collection)
+            self._plans.pop(collection, None)
+            self._exact_warned.discard(collection)
             self._unflushed.pop(collection, None)
             self._unoptimized.pop(collection, None)
             for memo in (self._live, self._stamped, self._upserts, self._cache_diff):

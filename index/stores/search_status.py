@@ -57,7 +57,8 @@ class SearchStatus:
     stale: tuple[str, ...] = ()
     codes: tuple[str, ...] = ()
     points: int = 0
-    self_check: dict[str, Any] | None = None  # the measured search plan (index/ann/self_check.py SearchPlan)
+    # the measured search plan (index/ann/self_check.py SearchPlan): a report, not part of the status' identity
+    self_check: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @classmethod
     def of(cls, collection: str, reasons: Iterable[tuple[str, str]], points: int = 0) -> SearchStatus:
