@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench.retrieval import Synth, maxsim_scores, page_of, points_for, recall
 from pagelens.index.ann.self_check import (
     PROBE_TOKENS,
     Probe,
@@ -19,6 +18,7 @@ from pagelens.index.ann.self_check import (
 )
 from pagelens.index.stores.edge_store import QdrantEdgeStore
 
+from bench.retrieval import Synth, maxsim_scores, page_of, points_for, recall
 from pagelens.core.types import CollectionManifest
 
 DIM = 128

@@ -659,11 +659,13 @@ class QdrantServerStore:
         wanted = (force or SERVER_PENDING in before.codes) and SERVER_OPTIMIZING not in before.codes
         if wanted and self.optimize(collection):
             rebuilt.append("triggered Qdrant's optimizers (they build the HNSW graphs in the background)")
-        if SERVER_OPTIMIZING not in before.codes and SERVER_ERROR not in before.codes:
-            plan = self._plan(collection)
-            if plan.outdated(before.points) and before.points:
+        if before.current and before.points and self._plan(collection).outdated(before.points):
+            try:  # measured once Qdrant's graphs are built (green): the recall of what searches will use
                 plan = self.self_check(collection)
                 rebuilt.append(f"self-check: {plan.summary()}")
+            except Exception as exc:  # searches keep their plan; the next repair measures again
+                logger.warning("self-check of %s failed (%s): its searches keep %s", collection, exc,
+                               self._plan(collection).summary())
         after = self.search_status(collection) if rebuilt else before
         self.stale_warnings.seen(after)
         return RepairResult(collection, before, after, rebuilt, time.perf_counter() - started)
