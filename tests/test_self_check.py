@@ -4,6 +4,7 @@ it chooses on isotropic and anisotropic collections, the exact fallback, persist
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,17 @@ def fake_probe(pages: np.ndarray, stage_quality: float, scan_quality: float) -> 
     given size (0: perfect)."""
     ids = [f"p{i}" for i in range(len(pages))]
     rng = np.random.default_rng(3)
+    memo: dict[bytes, np.ndarray] = {}
 
     def exact(q: np.ndarray) -> np.ndarray:
-        return maxsim_scores(pages, q[None])[0]
+        key = q.tobytes()
+        if key not in memo:
+            memo[key] = maxsim_scores(pages, q[None])[0]
+        return memo[key]
+
+    def brute_force(q: np.ndarray, k: int) -> list[tuple[str, float]]:
+        time.sleep(0.05)  # what scoring every page exactly costs, next to the first stages' in-RAM lookups
+        return [(ids[i], float(exact(q)[i])) for i in np.argsort(-exact(q), kind="stable")[:k]]
 
     def noisy(q: np.ndarray, size: float) -> np.ndarray:
         return exact(q) + rng.standard_normal(len(pages)).astype(np.float32) * size
@@ -68,7 +77,7 @@ def fake_probe(pages: np.ndarray, stage_quality: float, scan_quality: float) -> 
 
     return Probe(
         sample_tokens=lambda n, g: [pages[i] for i in g.choice(len(pages), n, replace=False)],
-        exact_top=lambda q, k: [(ids[i], float(exact(q)[i])) for i in np.argsort(-exact(q), kind="stable")[:k]],
+        exact_top=brute_force,
         exact_scores=lambda q, sel: {i: float(exact(q)[ids.index(i)]) for i in sel},
         scan=lambda q, m: best(noisy(q, scan_quality), m),
         rerank=lambda q, sel: noisy(q, scan_quality)[[ids.index(i) for i in sel]],

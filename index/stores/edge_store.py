@@ -63,6 +63,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pagelens.index.ann.fast_rerank import RerankCache, kernel_threads, top_candidates
+from pagelens.index.ann.first_stages import first_stages
 from pagelens.index.ann.self_check import Probe, SearchPlan, load_plan, run_check, save_plan
 from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
@@ -759,16 +760,17 @@ class QdrantEdgeStore:
         return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
 
     def _plan_candidates(self, cache: RerankCache, plan: SearchPlan, query: np.ndarray, keep: int) -> list[str]:
-        """The first stage of ``plan`` for an unfiltered search. Call under the lock."""
-        if plan.first_stage == "tokens" and self.token_index_min_pages > 0 and cache.token_index_ready():
-            ids = cache.token_candidates(query, max(plan.candidates, keep), nprobe=self.token_nprobe)
-            if len(ids) < keep:  # few pages share a probed cell with the query: top up from the int8 scan
-                found = set(ids)
-                ids = ids + [i for i in cache.scan(query, keep) if i not in found]
-            return ids
-        if plan.first_stage == "pooled":
-            return cache.pooled_candidates(query, max(plan.candidates, keep), self.rerank_device)
-        return cache.scan(query, keep)  # "scan", and "tokens" while the token index is not ready
+        """The first stage of ``plan`` (``pagelens.index.ann.first_stages``) for an unfiltered search: its
+        candidates, topped up from the int8 scan when it found fewer than ``keep``. Call under the lock."""
+        stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
+        stage = stages.get(plan.first_stage, stages["scan"])  # "tokens" while its index is not ready: scan
+        if stage.name == "scan":
+            return stage.candidates(query, keep)
+        ids = stage.candidates(query, max(plan.candidates, keep))
+        if len(ids) < keep:  # few pages share a probed cell with the query: top up from the int8 scan
+            found = set(ids)
+            ids = ids + [i for i in stages["scan"].candidates(query, keep) if i not in found]
+        return ids
 
     def _plan(self, collection: str) -> SearchPlan:
         """The collection's measured plan (``self_check.json``), or the default (scan, 16). Call under the lock."""
@@ -840,10 +842,9 @@ class QdrantEdgeStore:
             hits = self._exact_hits(shard(), query.tolist(), len(ids), None, ids=ids, with_payload=False)
             return {h.id: h.score for h in hits}
 
-        stages: dict[str, Any] = {
-            "pooled": locked(lambda q, w: cache().pooled_candidates(q, w, self.rerank_device))}
-        if self.token_index_min_pages > 0 and cache().token_index_ready():
-            stages["tokens"] = locked(lambda q, w: cache().token_candidates(q, w, nprobe=self.token_nprobe))
+        with self._lock:
+            built = first_stages(cache(), self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
+        stages = {name: locked(stage.candidates) for name, stage in built.items() if name != "scan"}
         return Probe(sample_tokens=sample_tokens, exact_top=locked(exact_top), exact_scores=locked(exact_scores),
                      scan=locked(lambda q, m: cache().scan(q, m)),
                      rerank=locked(lambda q, ids: cache().maxsim(q, ids, self.rerank_device)),
