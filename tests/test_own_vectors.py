@@ -1,0 +1,122 @@
+"""Bring your own vectors (issue 25 item 3): ``python bench/retrieval.py --vectors DIR`` builds a fresh store
+with the product's defaults from DIR/pages.npy and searches DIR/queries.npy with the default visual search;
+``scripts/dump_vectors.py`` writes that layout from an indexed collection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.own_vectors import VectorsError, load_vectors, make_points, pooled  # noqa: E402
+
+N, T, Q = 60, 40, 12
+
+
+def write_vectors(folder: Path, ragged: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
+    """60 random pages of 25-40 unit tokens (float16, zero-padded, real lengths in lengths.npy) and 12
+    queries of 8 noisy tokens of pages 0, 5, 10... (float32): easy data, exact top 10 well separated."""
+    rng = np.random.default_rng(seed)
+    pages = rng.standard_normal((N, T, 128)).astype(np.float32)
+    pages /= np.linalg.norm(pages, axis=-1, keepdims=True)
+    lengths = rng.integers(25, T + 1, N) if ragged else np.full(N, T)
+    for i in range(N):
+        pages[i, lengths[i]:] = 0.0
+    queries = []
+    for i in range(Q):
+        src = pages[5 * i, rng.choice(lengths[5 * i], 8, replace=False)]
+        q = src + 0.3 * rng.standard_normal(src.shape).astype(np.float32) / np.sqrt(128)
+        queries.append(q / np.linalg.norm(q, axis=-1, keepdims=True))
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "pages.npy", pages.astype(np.float16))
+    if ragged:
+        np.save(folder / "lengths.npy", lengths)
+    np.save(folder / "queries.npy", np.stack(queries).astype(np.float32))
+    return {"pages": pages, "lengths": lengths}
+
+
+def test_bring_your_own_vectors_end_to_end(tmp_path: Path) -> None:
+    folder = tmp_path / "vectors"
+    write_vectors(folder)
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}  # the product's defaults
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--vectors", str(folder),
+                          "--data-dir", str(data), "--exact"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "recall@5 1.000 recall@10 1.000" in out.stdout
+    result = json.loads((folder / "pagelens.json").read_text())
+    assert {"top10", "search_ms", "build_s", "bytes_per_page", "self_check", "exact_top10", "recall"} <= set(result)
+    top10, exact = result["top10"], result["exact_top10"]
+    assert len(top10) == len(exact) == len(result["search_ms"]) == Q
+    assert all(len(row) == 10 and len(set(row)) == 10 and all(0 <= i < N for i in row) for row in top10)
+    assert top10 == exact  # easy data: the default search returns exact MaxSim's top 10, in order
+    assert [row[0] for row in top10] == [5 * i for i in range(Q)]  # each query's source page first
+    assert result["recall"] == {"at5": 1.0, "at10": 1.0}
+    assert all(ms > 0 for ms in result["search_ms"]) and result["build_s"] > 0
+    assert result["bytes_per_page"] > 0 and sum(result["bytes_by_component"].values()) == pytest.approx(
+        result["bytes_per_page"] * N)
+    check = result["self_check"]
+    assert check["current"] is True and check["stale"] == [] and check["points"] == N
+    assert result["search"]["strategy"] == "two_stage" and result["search"]["mode"] == "visual"
+    assert result["tokens_per_page"]["min"] >= 25 and result["tokens_per_page"]["max"] <= T
+    assert (data / "qdrant-edge" / "own_vectors" / "manifest.json").is_file()  # built in --data-dir, kept
+    # a second run needs a fresh store
+    again = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--vectors", str(folder),
+                            "--data-dir", str(data)], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode != 0 and "is not empty" in again.stderr
+
+
+def test_inputs_are_checked_with_the_fix_named(tmp_path: Path) -> None:
+    folder = tmp_path / "v"
+    made = write_vectors(folder)
+    vectors = load_vectors(folder)
+    assert [len(p) for p in vectors.pages] == list(made["lengths"]) and vectors.normalised == []
+    assert all(p.dtype == np.float32 for p in vectors.pages)
+    (folder / "lengths.npy").unlink()  # padded rows without their lengths
+    with pytest.raises(VectorsError, match=r"all-zero token vectors \(padding\?\).*lengths.npy"):
+        load_vectors(folder)
+    np.save(folder / "lengths.npy", np.full(N, T + 1))
+    with pytest.raises(VectorsError, match="lengths must be in 1..40"):
+        load_vectors(folder)
+    np.save(folder / "pages.npy", np.ones((2, 3, 64), np.float32))
+    with pytest.raises(VectorsError, match="128 dimensions"):
+        load_vectors(folder)
+    (folder / "lengths.npy").unlink()
+    write_vectors(folder, ragged=False)  # no padding: all T tokens are real, no lengths.npy needed
+    assert [len(p) for p in load_vectors(folder).pages] == [T] * N
+    (folder / "queries.npy").unlink()
+    with pytest.raises(VectorsError, match="queries.npy is missing"):
+        load_vectors(folder)
+    np.save(folder / "queries.npy", 3.0 * np.ones((1, 2, 128), np.float32))
+    assert load_vectors(folder).normalised == ["queries"]  # normalised here, with a warning
+
+
+def test_points_and_pooling_follow_the_indexer() -> None:
+    rng = np.random.default_rng(1)
+    full = rng.standard_normal((130, 128)).astype(np.float32)
+    rows, cols = pooled(full)  # 130 tokens: blocks of 64, 64 and 2
+    assert rows.shape == cols.shape == (3, 128)
+    np.testing.assert_allclose(rows[2], full[128:].mean(axis=0), rtol=1e-5, atol=1e-6)
+    rows, cols = pooled(full[:128])  # two tiles: pool_rows_cols's per-tile means
+    np.testing.assert_allclose(rows, full[:128].reshape(2, 64, 128).mean(axis=1), rtol=1e-5, atol=1e-6)
+    rows, cols = pooled(full[:64])  # one tile: its 8 x 8 patch rows and columns
+    assert rows.shape == cols.shape == (8, 128)
+    points = make_points([full[:40]] * 23)
+    assert len({p.id for p in points}) == 23
+    import inspect
+    import re
+
+    from pagelens.index.pipeline.indexer import Indexer
+
+    payload: dict[str, Any] = points[21].payload
+    indexer_keys = set(re.findall(r'"(\w+)":', inspect.getsource(Indexer.make_points)))  # the payload the indexer writes
+    assert len(indexer_keys) >= 14 and set(payload) == indexer_keys
+    assert (payload["page_no"], payload["page_count"], payload["doc_name"]) == (2, 3, "document-2")
