@@ -120,3 +120,55 @@ def test_points_and_pooling_follow_the_indexer() -> None:
     indexer_keys = set(re.findall(r'"(\w+)":', inspect.getsource(Indexer.make_points)))  # the payload the indexer writes
     assert len(indexer_keys) >= 14 and set(payload) == indexer_keys
     assert (payload["page_no"], payload["page_count"], payload["doc_name"]) == (2, 3, "document-2")
+
+
+@pytest.mark.slow
+def test_dump_vectors_from_a_collection_then_measure(tmp_path: Path, settings_factory: Any) -> None:
+    """Index two PDFs with the tiny retriever, dump them with scripts/dump_vectors.py (a user's
+    process: PAGELENS_* settings), check the files against the store and the embedder, and run the bench
+    on the dump."""
+    from pagelens.index.pipeline.indexer import IndexInput
+    from test_batch import make_pdf
+
+    from pagelens.app.service import PagelensService
+
+    settings = settings_factory(page_longest_edge=256, ingest_workers=0)
+    pdfs = [make_pdf(tmp_path / "in" / "b.pdf", 2, "bravo"), make_pdf(tmp_path / "in" / "a.pdf", 3, "alpha")]
+    service = PagelensService(settings)
+    try:
+        report = service.index("lib", [IndexInput(path=p) for p in pdfs])
+        assert report.ok and report.pages_indexed == 5
+        ids = sorted(((str(p["doc_name"]), int(p["page_no"])), pid) for pid, p in service.store.iter_payloads("lib"))
+        full = service.store.get_full_vectors("lib", [pid for _, pid in ids])
+        questions = ["alpha page 2", "what does bravo say?", "total"]
+        want_queries = service.embedder.embed_queries(questions)
+    finally:
+        service.close()
+    (tmp_path / "q.txt").write_text("\n".join(["alpha page 2", "", "what does bravo say?", "total"]) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}
+    env.update(PAGELENS_DATA_DIR=str(settings.data_dir), PAGELENS_RETRIEVER_MODEL=str(settings.retriever_model),
+               PAGELENS_DEVICE="cpu", PAGELENS_DTYPE="float32")
+    out_dir = tmp_path / "dump"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "dump_vectors.py"), "-c", "lib", "-q",
+                           str(tmp_path / "q.txt"), "-o", str(out_dir)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wrote 5 pages" in done.stdout and "3 queries" in done.stdout
+    pages, lengths = np.load(out_dir / "pages.npy"), np.load(out_dir / "lengths.npy")
+    listing = json.loads((out_dir / "pages.json").read_text())["pages"]
+    assert pages.dtype == np.float16 and pages.shape == (5, int(lengths.max()), 128)
+    assert [(p["doc_name"], p["page_no"]) for p in listing] == [key for key, _ in ids]  # a.pdf 1-3, b.pdf 1-2
+    for i, (_, pid) in enumerate(ids):
+        assert listing[i]["point_id"] == pid and lengths[i] == len(full[pid])
+        np.testing.assert_allclose(pages[i, : lengths[i]].astype(np.float32), full[pid], atol=2e-3)
+        assert not pages[i, lengths[i]:].any()
+    queries, q_lengths = np.load(out_dir / "queries.npy"), np.load(out_dir / "query_lengths.npy")
+    assert queries.dtype == np.float32 and list(q_lengths) == [len(q) for q in want_queries]
+    for q, n, want in zip(queries, q_lengths, want_queries, strict=True):
+        np.testing.assert_allclose(q[:n], want, atol=1e-5)
+    bench = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--vectors", str(out_dir), "--exact"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    result = json.loads((out_dir / "pagelens.json").read_text())
+    assert len(result["top10"]) == 3 and all(sorted(row) == [0, 1, 2, 3, 4] for row in result["top10"])
+    assert result["self_check"]["points"] == 5 and "recall@5" in bench.stdout
