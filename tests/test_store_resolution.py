@@ -140,6 +140,20 @@ def test_one_hybrid_search_reads_the_aliases_once(stack: AliasedStore, tmp_path:
     reads.clear()
     service.search("v2", "warehouse #1", k=2, mode="visual")  # a concrete name: one read too
     assert len(reads) == 1
+    reads.clear()
+    service._answerer = EchoAnswerer()  # type: ignore[assignment]
+    answer = service.ask("lib", "warehouse demolition #4", k=3, mode="hybrid")
+    assert len(answer) == 3 and {name.split("-")[0] for name in answer} == {"old"}
+    assert len(reads) == 1  # an answer: one resolution too
+    info = service.collection_info("lib")
+    assert (info.name, info.pages, info.documents) == ("lib", 6, 2)
+
+
+class EchoAnswerer:
+    """Answers with the names of the documents it was given (the answer model is not under test here)."""
+
+    def answer(self, question: str, hits: list[Any], k: int, retrieve_s: float = 0.0) -> list[str]:
+        return [h.doc_name for h in hits[:k]]
 
 
 def test_pin_and_listings(stack: AliasedStore) -> None:

@@ -167,11 +167,13 @@ class PagelensService:
         return infos
 
     def collection_info(self, name: str) -> CollectionInfo:
-        """Name, model, page and document counts: from the document registry (two SQL aggregates)."""
-        manifest = self.store.get_manifest(name)
+        """Name, model, page and document counts: from the document registry (two SQL aggregates). An alias
+        is resolved once: every figure is of the collection it pointed to then."""
+        target = self.store.resolve_alias(name)
+        manifest = self.store.get_manifest(target)
         if manifest is None:
             raise CollectionNotFoundError(name)
-        documents, pages = self.store.collection_totals(name)
+        documents, pages = self.store.collection_totals(target)
         return CollectionInfo(
             name=name,
             model_id=manifest.model_id,
@@ -180,7 +182,7 @@ class PagelensService:
             pages=pages,
             documents=documents,
             created_at=manifest.created_at,
-            search_structures=self.search_status(name).to_dict(),
+            search_structures=self.search_status(target).to_dict(),
         )
 
     def search_status(self, collection: str) -> SearchStatus:
