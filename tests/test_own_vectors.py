@@ -172,3 +172,23 @@ def test_dump_vectors_from_a_collection_then_measure(tmp_path: Path, settings_fa
     result = json.loads((out_dir / "pagelens.json").read_text())
     assert len(result["top10"]) == 3 and all(sorted(row) == [0, 1, 2, 3, 4] for row in result["top10"])
     assert result["self_check"]["points"] == 5 and "recall@5" in bench.stdout
+
+
+def test_dump_vectors_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dump_vectors", REPO / "scripts" / "dump_vectors.py")
+    assert spec and spec.loader
+    dump_vectors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dump_vectors)
+    monkeypatch.setenv("PAGELENS_DATA_DIR", str(tmp_path / "data"))
+    args = ["-c", "nope", "-o", str(tmp_path / "out")]
+    assert dump_vectors.main([*args, "-q", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt does not exist" in capsys.readouterr().err
+    (tmp_path / "q.txt").write_text("\n  \n")
+    assert dump_vectors.main([*args, "-q", str(tmp_path / "q.txt")]) == 1
+    assert "no non-empty line" in capsys.readouterr().err
+    (tmp_path / "q.txt").write_text("a question\n")
+    assert dump_vectors.main([*args, "-q", str(tmp_path / "q.txt")]) == 1
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "out").exists()
