@@ -157,6 +157,11 @@ class EchoAnswerer:
 
 
 def test_pin_and_listings(stack: AliasedStore) -> None:
+    from pagelens.index.stores.registry import store_identity
+
+    backend = backend_of(stack)
+    assert stack.text_query_languages == stack.inner.text_query_languages == backend.text_query_languages == "all"
+    assert store_identity(stack) == store_identity(stack.inner) == stack.inner.identity == store_identity(backend)  # type: ignore[attr-defined]
     target, inner = stack.pin("lib")
     assert (target, inner) == ("v1", stack.inner)
     assert inner.pin("v1") == ("v1", inner)  # type: ignore[attr-defined]

@@ -193,6 +193,11 @@ class AliasedStore:
             self.inner.delete_collection(target)
 
     # --- everything else: on the collection the name points to -------------------------------
+    @property
+    def text_query_languages(self) -> str:
+        """The wrapped store's (set it on the backend: ``pagelens.index.stores.base.backend_of``)."""
+        return self.inner.text_query_languages
+
     def claim(self) -> None:
         self.inner.claim()
 

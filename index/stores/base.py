@@ -37,6 +37,10 @@ class VectorStore(Protocol):
     from the indexer.
     """
 
+    text_query_languages: str
+    """The languages a text query is analysed under (``pagelens.index.stores.text_analysis.TextAnalyzer``:
+    ``all``, ``collection``, ``detected``, ``english``; ``settings.tuning.text_query_languages``)."""
+
     def claim(self) -> None:
         """Take whatever this store needs to own its files before a model loads (the embedded store: the
         data dir's one-process lock, ``pagelens.core.datadir``; raises ``DataDirInUseError``). A no-op

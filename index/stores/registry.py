@@ -82,7 +82,10 @@ class DocumentRecord:
 
 def store_identity(store: Any) -> str:
     """A string naming where ``store`` keeps its points: Edge root, server URL + prefix, or (in-process
-    stores) the object itself, so rows of two stores never mix."""
+    stores) the object itself, so rows of two stores never mix. Wrappers (``inner``: aliases, this
+    registry) name the backend they wrap."""
+    while (inner := getattr(store, "inner", None)) is not None:
+        store = inner
     root = getattr(store, "root", None)
     if root is not None:
         return f"edge:{Path(root).expanduser().resolve()}"
@@ -326,6 +329,11 @@ class RegisteredStore:
         self._generation: dict[str, int] = {}
 
     # --- reads and maintenance: the wrapped store's, unchanged ------------------------------
+    @property
+    def text_query_languages(self) -> str:
+        """The wrapped store's (set it on the backend: ``pagelens.index.stores.base.backend_of``)."""
+        return self.inner.text_query_languages
+
     def claim(self) -> None:
         self.inner.claim()
 
