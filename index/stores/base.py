@@ -37,9 +37,10 @@ class VectorStore(Protocol):
     from the indexer.
     """
 
-    text_query_languages: str
-    """The languages a text query is analysed under (``pagelens.index.stores.text_analysis.TextAnalyzer``:
-    ``all``, ``collection``, ``detected``, ``english``; ``settings.tuning.text_query_languages``)."""
+    @property
+    def text_query_languages(self) -> str:
+        """The languages a text query is analysed under (``pagelens.index.stores.text_analysis.TextAnalyzer``:
+        ``all``, ``collection``, ``detected``, ``english``; ``settings.tuning.text_query_languages``)."""
 
     def claim(self) -> None:
         """Take whatever this store needs to own its files before a model loads (the embedded store: the
