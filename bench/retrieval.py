@@ -34,6 +34,7 @@ Quick:   python bench/retrieval.py                      (1000 pages x 1139 token
 Faster:  python bench/retrieval.py --tokens 300
 Bigger:  python bench/retrieval.py --pages 10000        (~10 GB RAM at 1139 tokens; use --tokens)
 User:    python bench/retrieval.py --user-process --pages 10000 --queries 40 --cold [--generator aniso]
+Yours:   python bench/retrieval.py --vectors DIR [--data-dir D] [--exact]   (your own embeddings: bench/own_vectors.py)
          python bench/retrieval.py --pages 100000 --no-ram-baseline --data-dir /big/disk
 """
 
@@ -769,6 +770,28 @@ def run_real(args: argparse.Namespace, table: Table) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_own_vectors(args: argparse.Namespace) -> None:
+    """``--vectors DIR``: the product on the caller's own embeddings (``bench/own_vectors.py``)."""
+    import json
+    import logging
+
+    from bench.own_vectors import VectorsError, run
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(args.vectors, data_dir=Path(args.data_dir) if args.data_dir else None, exact=args.exact)
+    except VectorsError as exc:
+        sys.exit(f"error: {exc}")
+    ms = np.asarray(result["search_ms"])
+    log(f"{result['pages']} pages, {result['queries']} queries: built in {result['build_s']:.1f} s, search p50 "
+        f"{np.percentile(ms, 50):.1f} ms p95 {np.percentile(ms, 95):.1f} ms, "
+        + (f"{result['bytes_per_page'] / 1e6:.3f} MB per page on disk, " if result["bytes_per_page"] else "")
+        + f"self-check {json.dumps(result['self_check'])}")
+    if args.exact:
+        print(f"recall@5 {result['recall']['at5']:.3f} recall@10 {result['recall']['at10']:.3f} (vs exact MaxSim)")
+    print(f"wrote {args.vectors / 'pagelens.json'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=1000, help="synthetic pages (10000 / 100000 for the targets)")
@@ -807,7 +830,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="--user-process: timed rounds over the queries")
     ap.add_argument("--user-process-worker", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
+    ap.add_argument("--vectors", type=Path, default=None, metavar="DIR",
+                    help="bring your own vectors: DIR/pages.npy [N, T, 128] and DIR/queries.npy [Q, t, 128] "
+                    "(optional lengths.npy, query_lengths.npy) through the product's defaults; writes "
+                    "DIR/pagelens.json (bench/own_vectors.py). --data-dir: the store's data dir (new or empty)")
+    ap.add_argument("--exact", action="store_true",
+                    help="--vectors: add exact MaxSim's top 10 (exact_top10) and print recall@5/@10 against it")
     args = ap.parse_args()
+    if args.vectors is not None:
+        run_own_vectors(args)
+        return
     if args.user_process_worker is not None:
         user_process_worker(args)
         return

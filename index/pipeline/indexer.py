@@ -41,7 +41,7 @@ from pagelens.index.pipeline.workers import (
     merge_batches,
     prepare_document,
 )
-from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.base import VectorStore, pin
 from pagelens.index.stores.page_images import PageImageStore
 from pagelens.ingest import SourceDocument, open_document
 
@@ -188,9 +188,8 @@ class Indexer:
         worker processes are terminated.
         """
         started = time.perf_counter()
-        resolve = getattr(self.store, "resolve_alias", None)
-        if resolve is not None:  # point ids and payloads name the collection itself, not an alias of it
-            collection = resolve(collection)
+        # point ids and payloads name the collection itself, not an alias of it
+        collection = pin(self.store, collection)[0]
         self.ensure_collection(collection)
         items = list(inputs)
         report = IndexReport(collection=collection)
@@ -217,10 +216,7 @@ class Indexer:
         or between a Qdrant upsert and the rerank-cache append. Events ``optimize_start`` (with the
         ``stale`` reasons) and ``optimize_done`` (``seconds``, ``rebuilt``) only when it runs. Returns
         what was rebuilt (also in ``report.repaired``)."""
-        status_of = getattr(self.store, "search_status", None)
-        if status_of is None:
-            return []
-        status = status_of(collection)
+        status = self.store.search_status(collection)
         if status.current:
             return []
         notify = notify or (lambda event, info: None)
@@ -240,14 +236,11 @@ class Indexer:
         status = status_from_settings(self.settings)
         if self.settings.ocr != "off" and status.message:
             found.append(status.message)
-        spec_version = getattr(self.store, "text_spec_version", None)
-        if spec_version is not None:
-            version = spec_version(collection)
-            if version == 1:
-                found.append(
-                    f"collection '{collection}' has an English-only text index (made before languages): pages are "
-                    "analysed as English and their language is not recorded. Rebuild it with `pagelens index "
-                    f"--reindex -c {collection} PATHS` to get per-language search")
+        if self.store.text_spec_version(collection) == 1:
+            found.append(
+                f"collection '{collection}' has an English-only text index (made before languages): pages are "
+                "analysed as English and their language is not recorded. Rebuild it with `pagelens index "
+                f"--reindex -c {collection} PATHS` to get per-language search")
         for message in found:
             if message not in _ANNOUNCED:
                 _ANNOUNCED.add(message)

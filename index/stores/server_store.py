@@ -239,6 +239,9 @@ class QdrantServerStore:
 
     # --- collections ---------------------------------------------------------------------
 
+    def claim(self) -> None:
+        """Nothing to take: the Qdrant server owns the collection files (``VectorStore.claim``)."""
+
     def create_collection(self, manifest: CollectionManifest) -> None:
         from qdrant_client import models
 

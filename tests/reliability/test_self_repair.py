@@ -114,7 +114,9 @@ def check_fast_path(data: Path, tiny_models: dict[str, Path], monkeypatch: pytes
     try:
         status = service.search_status("c")
         assert status.current and status.stale == () and status.points == 10, status
-        store = service.store.inner
+        from pagelens.index.stores.base import backend_of
+
+        store: Any = backend_of(service.store)
         cache = store._rerank_file("c")
         assert cache.token_index_ready() and len(cache) == 10
         from pagelens.index.ann.self_check import SearchPlan
