@@ -1,0 +1,266 @@
+"""``pagelens index DIR --sync`` end to end through the real CLI (subprocess) with the tiny random retriever:
+add, replace, rename and delete files in a folder, sync, and the collection equals the folder (document
+names and page counts), unchanged files neither read nor opened nor embedded (the indexer's count of
+pages through the model, ``pages_embedded``), the delete guard, dry runs, shards and SIGKILLs at the
+sync's pause points (``pagelens.core.debug_hooks``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymupdf
+import pytest
+
+PAGELENS = [sys.executable, "-m", "pagelens.cli"]
+
+
+def run_cli(env: dict[str, str], *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*PAGELENS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pagelens {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def make_pdf(path: Path, word: str, pages: int) -> Path:
+    """A PDF of ``pages`` pages whose text names ``word`` (so every file has its own content)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = pymupdf.open()
+    for i in range(pages):
+        page = doc.new_page(width=300, height=400)
+        page.insert_text((40, 60 + 12 * i), f"{word} page {i + 1} of {pages}")
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def folder_pages(root: Path) -> dict[str, int]:
+    """Path under ``root`` (POSIX) -> page count, for every PDF in it."""
+    out = {}
+    for pdf in sorted(root.rglob("*.pdf")):
+        with pymupdf.open(pdf) as doc:
+            out[pdf.relative_to(root).as_posix()] = doc.page_count
+    return out
+
+
+def collection_pages(env: dict[str, str], collection: str) -> dict[str, int]:
+    """Document name -> pages indexed; every document complete."""
+    docs = json.loads(run_cli(env, "docs", "--collection", collection, "--json").stdout)
+    for d in docs:
+        assert d["status"] == "complete", d
+    names = [d["doc_name"] for d in docs]
+    assert len(names) == len(set(names)), f"a name twice: {names}"
+    return {d["doc_name"]: d["pages_indexed"] for d in docs}
+
+
+def sync(env: dict[str, str], root: Path, collection: str, *extra: str, check: bool = True) -> dict:
+    proc = run_cli(env, "index", str(root), "--sync", "--collection", collection, "--json", *extra, check=check)
+    return json.loads(proc.stdout) if proc.stdout.strip() else {"returncode": proc.returncode, "stderr": proc.stderr}
+
+
+@pytest.fixture
+def env(tiny_models: dict[str, Path], tmp_path: Path) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}
+    out.update(
+        PAGELENS_DATA_DIR=str(tmp_path / "data"),
+        PAGELENS_RETRIEVER_MODEL=str(tiny_models["retriever"]),
+        PAGELENS_PAGE_LONGEST_EDGE="512",
+        PAGELENS_DEVICE="cpu",
+        PAGELENS_OCR="off",
+        PAGELENS_INGEST_WORKERS="0",
+        HF_HUB_OFFLINE="1",
+    )
+    return out
+
+
+def first_folder(root: Path) -> None:
+    make_pdf(root / "a.pdf", "alpha", 2)
+    make_pdf(root / "b.pdf", "bravo", 1)
+    make_pdf(root / "sub" / "c.pdf", "charlie", 3)
+    make_pdf(root / "d.pdf", "delta", 1)
+
+
+def change_folder(root: Path) -> None:
+    """Replace a.pdf (new content, 4 pages), delete b.pdf, move sub/c.pdf, add e.pdf; d.pdf unchanged."""
+    make_pdf(root / "a.pdf", "alpha second edition", 4)
+    (root / "b.pdf").unlink()
+    (root / "sub" / "moved").mkdir()
+    (root / "sub" / "c.pdf").rename(root / "sub" / "moved" / "c2.pdf")
+    make_pdf(root / "e.pdf", "echo", 1)
+
+
+@pytest.mark.slow
+def test_sync_mirrors_the_folder_and_embeds_only_what_changed(env: dict[str, str], tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    first_folder(root)
+    report = sync(env, root, "s")
+    assert (report["added"], report["updated"], report["renamed"], report["deleted"]) == (4, 0, 0, 0)
+    assert report["pages_embedded"] == 7 and report["errors"] == []
+    assert collection_pages(env, "s") == folder_pages(root) == {"a.pdf": 2, "b.pdf": 1, "sub/c.pdf": 3, "d.pdf": 1}
+
+    again = sync(env, root, "s")  # nothing changed: nothing read, opened or embedded
+    assert again["unchanged"] == 4 and again["added"] == again["updated"] == again["deleted"] == 0
+    assert again["files_hashed"] == [] and again["documents_opened"] == [] and again["pages_embedded"] == 0
+
+    docs_before = json.loads(run_cli(env, "docs", "--collection", "s", "--json").stdout)
+    b_sha = next(d["sha256"] for d in docs_before if d["doc_name"] == "b.pdf")
+    old_a_sha = next(d["sha256"] for d in docs_before if d["doc_name"] == "a.pdf")
+    pages_root = Path(env["PAGELENS_DATA_DIR"]) / "pages"
+    assert (pages_root / b_sha[:2] / b_sha).is_dir()
+    change_folder(root)
+
+    plan = sync(env, root, "s", "--dry-run")
+    assert plan["dry_run"] is True
+    assert (plan["added"], plan["updated"], plan["renamed"], plan["deleted"], plan["unchanged"]) == (1, 1, 1, 1, 1)
+    assert plan["pages_embedded"] == 0 and plan["documents_opened"] == []
+    kinds = {a["name"]: a["kind"] for a in plan["actions"]}
+    assert kinds == {"a.pdf": "update", "b.pdf": "delete", "sub/moved/c2.pdf": "rename", "e.pdf": "add",
+                     "d.pdf": "unchanged"}
+    assert json.loads(run_cli(env, "docs", "--collection", "s", "--json").stdout) == docs_before  # nothing changed
+    text = run_cli(env, "index", str(root), "--sync", "--collection", "s", "--dry-run").stdout
+    assert "rename sub/c.pdf -> sub/moved/c2.pdf" in text and "delete b.pdf (1 pages)" in text
+    assert "1 to add, 1 to update, 1 to rename, 1 to delete, 1 unchanged" in text
+
+    done = sync(env, root, "s")
+    assert (done["added"], done["updated"], done["renamed"], done["deleted"], done["unchanged"]) == (1, 1, 1, 1, 1)
+    assert done["errors"] == [] and done["replaced_versions_removed"] == 1
+    # only the new and the replaced file were opened and embedded: 4 + 1 pages through the model
+    assert sorted(Path(p).name for p in done["documents_opened"]) == ["a.pdf", "e.pdf"]
+    assert done["pages_embedded"] == 5 and done["pages_indexed"] == 5
+    # the moved file was read for its hash (a new path), never opened; d.pdf not even read
+    assert sorted(done["files_hashed"]) == ["a.pdf", "e.pdf", "sub/moved/c2.pdf"]
+    assert done["pages_deleted"] == 1 + 2  # b.pdf, and the first edition of a.pdf
+    assert collection_pages(env, "s") == folder_pages(root) == {"a.pdf": 4, "d.pdf": 1, "e.pdf": 1,
+                                                                 "sub/moved/c2.pdf": 3}
+    # the deleted file's and the old edition's page images went with them
+    assert not (pages_root / b_sha[:2] / b_sha).exists() and not (pages_root / old_a_sha[:2] / old_a_sha).exists()
+    # and their text: a text search for their words finds only the folder's files
+    hits = json.loads(run_cli(env, "search", "bravo", "--collection", "s", "--mode", "text", "-k", "10",
+                              "--json").stdout)["results"]
+    assert {h["doc_name"] for h in hits} <= set(folder_pages(root))
+    moved = json.loads(run_cli(env, "search", "charlie", "--collection", "s", "--mode", "text", "-k", "3",
+                               "--json").stdout)["results"]
+    assert moved and moved[0]["doc_name"] == "sub/moved/c2.pdf"
+
+    settled = sync(env, root, "s")
+    assert settled["unchanged"] == 4 and settled["pages_embedded"] == 0 and settled["files_hashed"] == []
+
+
+@pytest.mark.slow
+def test_sync_refuses_a_large_delete_without_yes(env: dict[str, str], tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    make_pdf(root / "one.pdf", "one", 1)
+    make_pdf(root / "two.pdf", "two", 1)
+    make_pdf(root / "three.pdf", "three", 1)
+    sync(env, root, "g")
+
+    missing = run_cli(env, "index", str(tmp_path / "unmounted"), "--sync", "--collection", "g", check=False)
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr and "mounted" in missing.stderr
+
+    for name in ("one.pdf", "two.pdf"):  # 2 of 3 documents gone: 67% > 50%
+        (root / name).unlink()
+    refused = run_cli(env, "index", str(root), "--sync", "--collection", "g", check=False)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "refusing to sync: it would delete 2 of the 3 documents" in refused.stderr
+    assert "--yes" in refused.stderr and "PAGELENS_SYNC_MAX_DELETE_SHARE=0.5" in refused.stderr
+    assert set(collection_pages(env, "g")) == {"one.pdf", "two.pdf", "three.pdf"}  # nothing deleted
+
+    looser = {**env, "PAGELENS_SYNC_MAX_DELETE_SHARE": "0.7"}  # the setting moves the line
+    assert sync(looser, root, "g", "--dry-run")["delete_share"] == pytest.approx(2 / 3, abs=1e-3)
+    done = sync(env, root, "g", "--yes")
+    assert done["deleted"] == 2 and done["pages_embedded"] == 0
+    assert collection_pages(env, "g") == {"three.pdf": 1}
+
+
+@pytest.mark.slow
+def test_sync_by_shards_mirrors_the_folder(env: dict[str, str], tmp_path: Path) -> None:
+    """Each ``--shard I/N`` worker syncs its share of the files and deletes only its share of the
+    documents; run one after another (embedded store), together they mirror the folder."""
+    from pagelens.ingest.manifest import shard_of
+
+    root = tmp_path / "docs"
+    names = [f"f{i}.pdf" for i in range(6)]
+    for i, name in enumerate(names):
+        make_pdf(root / name, f"file{i}", 1)
+    reports = [sync(env, root, "sh", "--shard", f"{i}/2") for i in range(2)]
+    assert sum(r["added"] for r in reports) == 6
+    for i, r in enumerate(reports):
+        assert {Path(p).name for p in r["documents_opened"]} == {n for n in names if shard_of(n, 2) == i}
+    assert collection_pages(env, "sh") == folder_pages(root)
+
+    gone = next(n for n in names if shard_of(n, 2) == 0)
+    (root / gone).unlink()
+    other = sync(env, root, "sh", "--shard", "1/2")  # the other shard does not delete shard 0's document
+    assert other["deleted"] == 0 and gone in collection_pages(env, "sh")
+    mine = sync(env, root, "sh", "--shard", "0/2")
+    assert mine["deleted"] == 1 and mine["pages_embedded"] == 0
+    assert collection_pages(env, "sh") == folder_pages(root)
+
+
+def test_sync_usage_errors(tmp_path: Path) -> None:
+    """Refused before any store or model is opened (exit 2, the reason on stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAGELENS_")}
+    env["PAGELENS_DATA_DIR"] = str(tmp_path / "data")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cases = [
+        (["index", str(tmp_path / "a"), str(tmp_path / "b"), "--sync"], "exactly one folder"),
+        (["index", str(tmp_path / "a"), "--dry-run"], "go with --sync"),
+        (["index", str(tmp_path / "a"), "--sync", "--force"], "--force"),
+        (["index", str(tmp_path / "a"), "--sync", "--reindex"], "--reindex"),
+        (["index", str(tmp_path / "a"), "--sync", "--manifest", str(tmp_path / "m.jsonl")], "--manifest"),
+    ]
+    for args, message in cases:
+        proc = run_cli(env, *args, "--collection", "x", check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+    assert not (tmp_path / "data").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+def wait_paused(proc: subprocess.Popen, err_path: Path, point: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if f"paused at {point}" in err_path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"never paused at {point} (exit {proc.poll()}):\n{err_path.read_text(errors='replace')}")
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+@pytest.mark.parametrize("point", ["sync_renamed", "sync_indexed", "sync_deleting"])
+def test_sigkill_during_sync_then_rerun_mirrors_the_folder(env: dict[str, str], tmp_path: Path, point: str) -> None:
+    """SIGKILL a real ``pagelens index --sync`` after its renames, after its new pages are in (before any
+    delete) and after its first delete: search never lost the replaced file (old or new pages are
+    there), and the next sync ends with the collection equal to the folder, embedding only what the
+    killed run had not."""
+    root = tmp_path / "docs"
+    first_folder(root)
+    sync(env, root, "k")
+    change_folder(root)
+    err_path = tmp_path / "killed.err"
+    cmd = [*PAGELENS, "index", str(root), "--sync", "--collection", "k", "--json"]
+    with open(tmp_path / "killed.out", "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, env={**env, "PAGELENS_TUNING__DEBUG_PAUSE_AT": point}, stdout=out, stderr=err)
+        try:
+            wait_paused(proc, err_path, point)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    names = json.loads(run_cli(env, "docs", "--collection", "k", "--json").stdout)
+    assert "a.pdf" in {d["doc_name"] for d in names}  # never neither version of the replaced file
+    if point != "sync_renamed":  # the new pages are in; the old edition may still be there too
+        assert any(d["doc_name"] == "a.pdf" and d["page_count"] == 4 and d["status"] == "complete" for d in names)
+
+    rerun = sync(env, root, "k")
+    assert rerun["errors"] == []
+    assert collection_pages(env, "k") == folder_pages(root)
+    # the killed run embedded the new files already past sync_renamed: the rerun embeds nothing more
+    assert rerun["pages_embedded"] == (5 if point == "sync_renamed" else 0)
+    settled = sync(env, root, "k")
+    assert settled["unchanged"] == 4 and settled["pages_embedded"] == 0
