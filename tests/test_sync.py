@@ -264,3 +264,102 @@ def test_sigkill_during_sync_then_rerun_mirrors_the_folder(env: dict[str, str], 
     assert rerun["pages_embedded"] == (5 if point == "sync_renamed" else 0)
     settled = sync(env, root, "k")
     assert settled["unchanged"] == 4 and settled["pages_embedded"] == 0
+
+
+# ------------------------------------------------------------------------------------------------
+def test_rest_sync_root_confines_the_folder(tmp_path: Path) -> None:
+    """The folder a REST caller names must resolve inside a sync root: '..', absolute paths elsewhere and
+    symlinks out are refused (400); no roots configured: REST sync is off (403)."""
+    from pagelens.app.sync import resolve_sync_root
+    from pagelens.core.errors import ApiError, InvalidRequestError
+
+    root = tmp_path / "roots" / "invoices"
+    (root / "2024").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    assert resolve_sync_root([root], "2024") == (root / "2024").resolve()
+    assert resolve_sync_root([root], ".") == root.resolve()
+    assert resolve_sync_root([root], str(root / "2024")) == (root / "2024").resolve()
+    for bad in ("..", "../../secret", str(outside), "escape", "2024/../../..", "/etc", "nope"):
+        with pytest.raises(InvalidRequestError) as exc:
+            resolve_sync_root([root], bad)
+        assert str(outside) not in exc.value.message and str(root) not in exc.value.message
+    with pytest.raises(ApiError) as off:
+        resolve_sync_root([], "2024")
+    assert off.value.http_status == 403 and "PAGELENS_SYNC_ROOTS" in off.value.message
+
+
+@pytest.mark.slow
+def test_rest_sync_mirrors_a_folder_under_a_sync_root(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from api_helpers import assert_error
+    from fastapi.testclient import TestClient
+
+    from pagelens.core.settings import Settings
+    from pagelens.server import create_app
+
+    sync_root = tmp_path / "shares"
+    folder = sync_root / "invoices"
+    make_pdf(folder / "jan.pdf", "january", 1)
+    make_pdf(folder / "feb.pdf", "february", 2)
+    (tmp_path / "private").mkdir()
+    make_pdf(tmp_path / "private" / "salaries.pdf", "salaries", 1)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=tmp_path / "data", retriever_model=str(tiny_models["retriever"]),
+        page_longest_edge=512, device="cpu", ocr="off", ingest_workers=0, sync_roots=[sync_root],
+        api_keys="admin-key-0123456789:admin;reader-key-0123456789:r:inv",
+    )
+    admin = {"Authorization": "Bearer admin-key-0123456789"}
+    reader = {"Authorization": "Bearer reader-key-0123456789"}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/collections", json={"name": "inv"}, headers=admin).status_code == 201
+        assert_error(client.post("/v1/collections/inv/sync", json={"path": "invoices"}), 401)
+        assert_error(client.post("/v1/collections/inv/sync", json={"path": "invoices"}, headers=reader), 403)
+        for bad in ("../private", str(tmp_path / "private"), "invoices/../../private"):
+            err = assert_error(client.post("/v1/collections/inv/sync", json={"path": bad}, headers=admin), 400)
+            assert str(tmp_path) not in err["message"]
+        assert_error(client.post("/v1/collections/nope/sync", json={"path": "invoices"}, headers=admin), 404)
+
+        plan = client.post("/v1/collections/inv/sync", json={"path": "invoices", "dry_run": True}, headers=admin)
+        assert plan.status_code == 200, plan.text
+        assert plan.json()["added"] == 2 and plan.json()["pages_embedded"] == 0
+        assert client.get("/v1/collections/inv/documents", headers=admin).json() == []
+
+        done = client.post("/v1/collections/inv/sync", json={"path": "invoices"}, headers=admin)
+        assert done.status_code == 200, done.text
+        body = done.json()
+        assert body["added"] == 2 and body["pages_embedded"] == 3 and body["errors"] == []
+        assert str(tmp_path) not in done.text  # no server paths in the answer
+        docs = client.get("/v1/collections/inv/documents", headers=admin).json()
+        assert {d["doc_name"]: d["pages_indexed"] for d in docs} == {"jan.pdf": 1, "feb.pdf": 2}
+
+        (folder / "jan.pdf").unlink()
+        (folder / "feb.pdf").unlink()
+        refused = client.post("/v1/collections/inv/sync", json={"path": "invoices"}, headers=admin)
+        assert "--yes" in assert_error(refused, 409, "sync_refused")["message"]
+        yes = client.post("/v1/collections/inv/sync", json={"path": "invoices", "yes": True}, headers=admin)
+        assert yes.status_code == 200 and yes.json()["deleted"] == 2
+        assert client.get("/v1/collections/inv/documents", headers=admin).json() == []
+
+
+def test_scheduler_examples_sync_when_asked(tmp_path: Path) -> None:
+    """The Kubernetes Indexed Job and the Slurm array (docs/deploy/) pass --sync with SYNC=1, not without."""
+    from test_shards import SLURM_ARRAY, _k8s_docs, stand_in_pagelens
+
+    bin_dir, out = stand_in_pagelens(tmp_path)
+    (container,) = _k8s_docs()["Job"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SYNC"] == ""  # off unless asked
+    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path / "tmp"), "SLURM_ARRAY_TASK_ID": "0",
+            "SLURM_ARRAY_TASK_COUNT": "8", "PAGELENS_QDRANT_URL": "http://q:6333",
+            "PAGELENS_PAGE_IMAGES_DIR": "/shared/pages"}
+    for sync_value, expected in (("", False), ("1", True)):
+        k8s_env = {k: v for k, v in env.items() if v is not None} | {
+            "SYNC": sync_value, "PATH": base["PATH"], "JOB_COMPLETION_INDEX": "3", "ARGS_OUT": str(out / "k8s")}
+        subprocess.run(["sh", "-c", *container["args"]], env=k8s_env, check=True, timeout=30)
+        argv = (out / "k8s").read_text().splitlines()
+        assert ("--sync" in argv) is expected and argv[argv.index("--shard") + 1] == "3/8"
+        subprocess.run(["bash", str(SLURM_ARRAY)], env={**base, "SYNC": sync_value, "ARGS_OUT": str(out / "slurm")},
+                       check=True, timeout=30, capture_output=True)
+        argv = (out / "slurm").read_text().splitlines()
+        assert ("--sync" in argv) is expected and argv[argv.index("--shard") + 1] == "0/8"

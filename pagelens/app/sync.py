@@ -483,7 +483,8 @@ def check_delete_share(plan: SyncPlan, max_share: float, yes: bool) -> None:
         f"refusing to sync: it would delete {deletes} of the {plan.documents_in_scope} documents of {scope}collection "
         f"'{plan.collection}' ({plan.delete_share:.0%}, over PAGELENS_SYNC_MAX_DELETE_SHARE={max_share:g}) because "
         f"their files are not under {plan.root} ({plan.files} files found there). Is it the right folder, and is "
-        "it mounted? See the plan with --dry-run; if those deletions are meant, run again with --yes",
+        "it mounted? See the plan with --dry-run; if those deletions are meant, run again with --yes (REST: "
+        '"yes": true)',
         collection=plan.collection, deletes=deletes, documents=plan.documents_in_scope, max_share=max_share,
     )
 
