@@ -287,6 +287,8 @@ def sync_folder(paths: list[Path], collection: str, meta: dict[str, Any], *, pas
                     out.print(f"  {describe_action(action)}", highlight=False, markup=False)
         for error in report.errors:
             err.print(f"[red]failed:[/] {error['error']}", highlight=False)
+        if report.refusal:
+            err.print(f"[yellow]note:[/] {report.refusal}", highlight=False)
         for kept in report.kept:
             err.print(f"[yellow]kept:[/] {kept.name}: {kept.note}", highlight=False)
         out.print(report.summary() + (f"; error report {report_path}" if report_path else ""), highlight=False)

@@ -302,12 +302,23 @@ class PagelensService:
         it, already selected for ``shard``); see ``pagelens.app.sync``. ``dry_run``: plan only, nothing
         changes. Raises ``SyncRefusedError`` when it would delete more than ``settings.sync_max_delete_share``
         of the collection's documents, unless ``yes``."""
-        from pagelens.app.sync import SyncReport, check_delete_share, execute_sync, plan_sync
+        from pagelens.app.sync import (
+            SyncRefusedError,
+            SyncReport,
+            check_delete_share,
+            execute_sync,
+            plan_sync,
+        )
 
         plan = plan_sync(self, collection, root, files, shard=shard, metadata=metadata, checksum=checksum,
                          progress=progress)
         if dry_run:
-            return SyncReport(plan=plan, dry_run=True)
+            report = SyncReport(plan=plan, dry_run=True)
+            try:
+                check_delete_share(plan, self.settings.sync_max_delete_share, yes)
+            except SyncRefusedError as exc:
+                report.refusal = exc.message
+            return report
         check_delete_share(plan, self.settings.sync_max_delete_share, yes)
         return execute_sync(self, plan, metadata=metadata, password=password, progress=progress, workers=workers)
 

@@ -240,6 +240,7 @@ class SyncReport:
     kept: list[SyncAction] = field(default_factory=list)  # old versions kept because the new one failed
     seconds: float = 0.0
     dry_run: bool = False
+    refusal: str | None = None  # a dry run: why the sync itself would be refused (without --yes)
 
     @property
     def ok(self) -> bool:
@@ -258,6 +259,7 @@ class SyncReport:
             "collection": self.plan.collection,
             "root": str(self.plan.root),
             "dry_run": self.dry_run,
+            "would_refuse": self.refusal,
             "shard": f"{self.plan.shard[0]}/{self.plan.shard[1]}" if self.plan.shard else None,
             "added": counts["add"],
             "updated": counts["update"],
