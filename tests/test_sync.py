@@ -178,6 +178,25 @@ def test_sync_refuses_a_large_delete_without_yes(env: dict[str, str], tmp_path: 
     assert done["deleted"] == 2 and done["pages_embedded"] == 0
     assert collection_pages(env, "g") == {"three.pdf": 1}
 
+    # --metadata on unchanged files: a payload change, nothing embedded
+    tagged = sync(env, root, "g", "--metadata", "dept=hr")
+    assert tagged["metadata_changes"] == 1 and tagged["pages_embedded"] == 0
+    docs = json.loads(run_cli(env, "docs", "--collection", "g", "--json").stdout)
+    assert [d["metadata"] for d in docs] == [{"dept": "hr"}]
+
+    # a replacement that cannot be indexed: the error names the file, the old version stays searchable
+    (root / "three.pdf").write_bytes(b"this is not a document")
+    broken = run_cli(env, "index", str(root), "--sync", "--collection", "g", check=False)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "three.pdf" in broken.stderr and "kept: three.pdf" in broken.stderr
+    assert collection_pages(env, "g") == {"three.pdf": 1}
+    make_pdf(root / "three.pdf", "three, second edition", 2)  # fixed: the next sync replaces it
+    fixed = sync(env, root, "g")
+    assert fixed["updated"] == 1 and fixed["replaced_versions_removed"] == 1 and fixed["errors"] == []
+    assert collection_pages(env, "g") == {"three.pdf": 2}
+    docs = json.loads(run_cli(env, "docs", "--collection", "g", "--json").stdout)
+    assert [d["metadata"] for d in docs] == [{"dept": "hr"}]  # the new version keeps the old one's metadata
+
 
 @pytest.mark.slow
 def test_sync_by_shards_mirrors_the_folder(env: dict[str, str], tmp_path: Path) -> None:
@@ -235,12 +254,13 @@ def wait_paused(proc: subprocess.Popen, err_path: Path, point: str, timeout: flo
 
 @pytest.mark.slow
 @pytest.mark.extended
-@pytest.mark.parametrize("point", ["sync_renamed", "sync_indexed", "sync_deleting"])
+@pytest.mark.parametrize("point", ["sync_renamed", "cache_append", "sync_indexed", "sync_deleting"])
 def test_sigkill_during_sync_then_rerun_mirrors_the_folder(env: dict[str, str], tmp_path: Path, point: str) -> None:
-    """SIGKILL a real ``pagelens index --sync`` after its renames, after its new pages are in (before any
-    delete) and after its first delete: search never lost the replaced file (old or new pages are
-    there), and the next sync ends with the collection equal to the folder, embedding only what the
-    killed run had not."""
+    """SIGKILL a real ``pagelens index --sync`` after its renames, in the middle of writing its new pages
+    (``cache_append``: the store took the first chunk's points, the rerank cache not yet), after its new
+    pages are in (before any delete) and after its first delete: search never lost the replaced file
+    (old or new pages are there), and the next sync ends with the collection equal to the folder,
+    embedding only what the killed run had not written."""
     root = tmp_path / "docs"
     first_folder(root)
     sync(env, root, "k")
@@ -256,14 +276,17 @@ def test_sigkill_during_sync_then_rerun_mirrors_the_folder(env: dict[str, str], 
             proc.wait(timeout=30)
     names = json.loads(run_cli(env, "docs", "--collection", "k", "--json").stdout)
     assert "a.pdf" in {d["doc_name"] for d in names}  # never neither version of the replaced file
-    if point != "sync_renamed":  # the new pages are in; the old edition may still be there too
+    if point in ("sync_indexed", "sync_deleting"):  # the new pages are in; the old edition may be there too
         assert any(d["doc_name"] == "a.pdf" and d["page_count"] == 4 and d["status"] == "complete" for d in names)
 
     rerun = sync(env, root, "k")
     assert rerun["errors"] == []
     assert collection_pages(env, "k") == folder_pages(root)
-    # the killed run embedded the new files already past sync_renamed: the rerun embeds nothing more
-    assert rerun["pages_embedded"] == (5 if point == "sync_renamed" else 0)
+    # the killed run wrote the new files' pages past sync_indexed: the rerun embeds only what was missing
+    if point == "cache_append":
+        assert 0 < rerun["pages_embedded"] < 5
+    else:
+        assert rerun["pages_embedded"] == (5 if point == "sync_renamed" else 0)
     settled = sync(env, root, "k")
     assert settled["unchanged"] == 4 and settled["pages_embedded"] == 0
 

@@ -164,11 +164,12 @@ class SyncAction:
     old_name: str | None = None
     pages: int | None = None
     replaces: list[str] = field(default_factory=list)  # update: doc ids of the older versions
+    # an update without --metadata: the metadata of the version it replaces (not in to_dict)
+    inherited_meta: dict[str, Any] = field(default_factory=dict, repr=False)
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
-        return out
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "", [], {}) and k != "inherited_meta"}
 
 
 PLAN_KINDS = ("add", "update", "rename", "delete", "unchanged", "duplicate", "resume", "failed")
@@ -431,7 +432,9 @@ def plan_sync(
     # the older versions an update or a resumed document replaces: deleted once the new one is complete
     for action in plan.actions:
         if action.kind in ("update", "resume"):
-            action.replaces = [d.doc_id for d in by_name.get(action.name, []) if d.doc_id not in claimed]
+            older_docs = [d for d in by_name.get(action.name, []) if d.doc_id not in claimed]
+            action.replaces = [d.doc_id for d in older_docs]
+            action.inherited_meta = next((dict(d.metadata) for d in older_docs if d.metadata), {})
     replaced = {old for a in plan.actions for old in a.replaces}
     for d in sorted(docs, key=lambda d: (d.doc_name, d.doc_id)):
         if d.doc_id in claimed or d.doc_id in replaced or not in_scope(d.doc_name):
@@ -536,8 +539,9 @@ def execute_sync(
     # 2. new content: adds, updates, half-indexed documents
     to_index = [a for a in plan.actions if a.kind in ("add", "update", "resume")]
     if to_index:
-        inputs = [IndexInput(path=Path(a.path or a.name), name=a.name, metadata=meta, password=password)
-                  for a in to_index]
+        # no --metadata: a replaced file's new version keeps the metadata of the old one
+        inputs = [IndexInput(path=Path(a.path or a.name), name=a.name, metadata=meta or dict(a.inherited_meta),
+                             password=password) for a in to_index]
         report.index = service.indexer.index(collection, inputs, progress=notify, workers=workers)
         pause_point(pause_at, "sync_indexed")
     results = {d.path: d for d in (report.index.documents if report.index else [])}
