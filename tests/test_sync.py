@@ -488,3 +488,39 @@ def test_plan_reads_only_files_it_does_not_know(tmp_path: Path) -> None:
     second = plan_sync(service, "c", root, items)  # type: ignore[arg-type]
     assert second.files_hashed == ["b.pdf"] and second.counts()["unchanged"] == 2
     assert plan_sync(service, "c", root, items, checksum=True).files_hashed == ["a.pdf", "b.pdf"]  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_sync_on_a_qdrant_server_store(settings_factory, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """The same sync through the Python service on the Qdrant server backend (qdrant-client's local mode):
+    payload renames, deletes and the registry's name check work there too."""
+    from qdrant_client import QdrantClient
+
+    from pagelens.app.service import PagelensService
+    from pagelens.app.sync import sync_inputs
+    from pagelens.core.settings import Settings
+    from pagelens.index.stores.server_store import QdrantServerStore
+    from pagelens.ingest import DEFAULT_INCLUDE
+    from pagelens.models.embedder import ColSmolEmbedder
+
+    embedder = ColSmolEmbedder(Settings(_env_file=None, retriever_model=str(tiny_models["retriever"]),  # type: ignore[call-arg]
+                                        page_longest_edge=256, device="cpu"))
+    service = PagelensService(settings_factory(page_longest_edge=256, ingest_workers=0, ocr="off"),
+                              store=QdrantServerStore(QdrantClient(":memory:"), prefix="t_"), embedder=embedder)
+    root = tmp_path / "docs"
+    first_folder(root)
+    try:
+        first = service.sync("srv", root, sync_inputs(root, DEFAULT_INCLUDE, []))
+        assert first.ok and first.plan.counts()["add"] == 4 and first.index is not None
+        assert first.index.pages_embedded == 7
+        change_folder(root)
+        second = service.sync("srv", root, sync_inputs(root, DEFAULT_INCLUDE, []))
+        counts = second.plan.counts()
+        assert (counts["add"], counts["update"], counts["rename"], counts["delete"], counts["unchanged"]) == (1, 1, 1, 1, 1)
+        assert second.ok and second.index is not None and second.index.pages_embedded == 5
+        assert len(second.deleted) == 1 and len(second.replaced) == 1
+        docs = {d.doc_name: d.pages_indexed for d in service.documents("srv")}
+        assert docs == folder_pages(root)
+        assert service.store.count("srv") == sum(folder_pages(root).values())
+    finally:
+        service.close()
