@@ -494,13 +494,13 @@ def test_plan_reads_only_files_it_does_not_know(tmp_path: Path) -> None:
 def test_sync_on_a_qdrant_server_store(settings_factory, tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """The same sync through the Python service on the Qdrant server backend (qdrant-client's local mode):
     payload renames, deletes and the registry's name check work there too."""
+    from pagelens.index.stores.server_store import QdrantServerStore
+    from pagelens.ingest import DEFAULT_INCLUDE
     from qdrant_client import QdrantClient
 
     from pagelens.app.service import PagelensService
     from pagelens.app.sync import sync_inputs
     from pagelens.core.settings import Settings
-    from pagelens.index.stores.server_store import QdrantServerStore
-    from pagelens.ingest import DEFAULT_INCLUDE
     from pagelens.models.embedder import ColSmolEmbedder
 
     embedder = ColSmolEmbedder(Settings(_env_file=None, retriever_model=str(tiny_models["retriever"]),  # type: ignore[call-arg]

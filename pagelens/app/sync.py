@@ -561,20 +561,20 @@ def execute_sync(
                                           "stays searchable until a sync indexes it"))
     registry_record = getattr(service.store, "document_record", None)
     for done, (doc_id, name, old_version) in enumerate(doomed, start=1):
-        if doc_id in produced:  # the file went back to this content between the plan and now
-            continue
         record = registry_record(collection, doc_id) if callable(registry_record) else None
-        if record is not None and record.doc_name != name:  # renamed meanwhile (another shard worker)
+        if doc_id in produced:  # the file went back to this content between the plan and now
+            pass
+        elif record is not None and record.doc_name != name:  # renamed meanwhile (another shard worker)
             log.info("not deleting %s: it is now named %s", doc_id, record.doc_name)
-            continue
-        try:
-            report.pages_deleted += service.delete_document(collection, doc_id)
-            (report.replaced if old_version else report.deleted).append(doc_id)
-        except DocumentNotFoundError:
-            pass  # gone already (a rerun after a kill)
+        else:
+            try:
+                report.pages_deleted += service.delete_document(collection, doc_id)
+                (report.replaced if old_version else report.deleted).append(doc_id)
+            except DocumentNotFoundError:
+                pass  # gone already (a rerun after a kill)
+            if done == 1:
+                pause_point(pause_at, "sync_deleting")
         notify("sync_delete", {"done": done, "total": len(doomed), "doc_id": doc_id, "doc_name": name})
-        if done == 1:
-            pause_point(pause_at, "sync_deleting")
     if doomed:  # (cheap when current: the Edge store marks deleted pages in its caches as it deletes)
         service.indexer.repair_if_stale(collection, None, notify)
 
