@@ -331,6 +331,7 @@ def test_rest_sync_mirrors_a_folder_under_a_sync_root(tiny_models: dict[str, Pat
     make_pdf(folder / "feb.pdf", "february", 2)
     (tmp_path / "private").mkdir()
     make_pdf(tmp_path / "private" / "salaries.pdf", "salaries", 1)
+    (folder / "link.pdf").symlink_to(tmp_path / "private" / "salaries.pdf")  # planted in the share
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, data_dir=tmp_path / "data", retriever_model=str(tiny_models["retriever"]),
         page_longest_edge=512, device="cpu", ocr="off", ingest_workers=0, sync_roots=[sync_root],
@@ -355,13 +356,15 @@ def test_rest_sync_mirrors_a_folder_under_a_sync_root(tiny_models: dict[str, Pat
         done = client.post("/v1/collections/inv/sync", json={"path": "invoices"}, headers=admin)
         assert done.status_code == 200, done.text
         body = done.json()
-        assert body["added"] == 2 and body["pages_embedded"] == 3 and body["errors"] == []
+        assert body["added"] == 2 and body["pages_embedded"] == 3
+        assert [(e["file"], e["code"]) for e in body["errors"]] == [("link.pdf", "outside_sync_root")]
         assert str(tmp_path) not in done.text  # no server paths in the answer
         docs = client.get("/v1/collections/inv/documents", headers=admin).json()
         assert {d["doc_name"]: d["pages_indexed"] for d in docs} == {"jan.pdf": 1, "feb.pdf": 2}
 
         (folder / "jan.pdf").unlink()
         (folder / "feb.pdf").unlink()
+        (folder / "link.pdf").unlink()
         refused = client.post("/v1/collections/inv/sync", json={"path": "invoices"}, headers=admin)
         assert "--yes" in assert_error(refused, 409, "sync_refused")["message"]
         yes = client.post("/v1/collections/inv/sync", json={"path": "invoices", "yes": True}, headers=admin)

@@ -4,8 +4,8 @@ The folder must lie under one of ``PAGELENS_SYNC_ROOTS`` (REST sync is off witho
 a folder relative to a root and never reaches a path outside the roots, symlinks included. The key needs
 write access to the collection (a dry run too: the plan lists the folder's files). The sync runs in the
 request (minutes for a large change); one at a time per collection, and not while upload jobs of the
-collection are queued or running (409). Answers name files by their path under the folder, never by
-server paths.
+collection are queued or running (409). Files that are links to files outside the roots are not read
+(an error entry each). Answers name files by their path under the folder, never by server paths.
 """
 
 from __future__ import annotations
@@ -48,11 +48,28 @@ def sync_collection(collection: CollectionName, body: SyncRequest, state: State,
         _busy.add(collection)
     try:
         files = sync_inputs(root, body.include or DEFAULT_INCLUDE, body.exclude or [])
-        report = service.sync(collection, root, files, dry_run=body.dry_run, yes=body.yes, checksum=body.checksum)
+        outside = [f for f in files if not _inside(f.path, root)]
+        skip = {id(f) for f in outside}
+        inside = [f for f in files if id(f) not in skip]
+        report = service.sync(collection, root, inside, dry_run=body.dry_run, yes=body.yes, checksum=body.checksum)
     finally:
         with _busy_lock:
             _busy.discard(collection)
-    return public_report(report.to_dict(), body.path, root)
+    out = public_report(report.to_dict(), body.path, root)
+    out["errors"] += [{"file": f.key, "page": None, "code": "outside_sync_root",
+                       "error": f"{f.key}: a link to a file outside the sync roots; not indexed (copy the file "
+                       "into the folder instead)"} for f in outside]
+    return out
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, links followed, is inside ``root`` (a file linked from outside is refused: whoever
+    can write to a synced share must not make the server read other files)."""
+    try:
+        real = path.resolve(strict=True)
+    except OSError:
+        return True  # gone or unreadable: the plan reports it as it is
+    return real == root or root in real.parents
 
 
 def public_report(data: dict[str, Any], requested: str, root: Path) -> dict[str, Any]:
