@@ -527,3 +527,24 @@ def test_sync_on_a_qdrant_server_store(settings_factory, tiny_models: dict[str, 
         assert service.store.count("srv") == sum(folder_pages(root).values())
     finally:
         service.close()
+
+
+@pytest.mark.slow
+def test_python_library_sync(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from pagelens import Pagelens
+    from pagelens.app.sync import SyncRefusedError
+
+    root = tmp_path / "docs"
+    make_pdf(root / "a.pdf", "alpha", 2)
+    with Pagelens(tmp_path / "data", retriever_model=str(tiny_models["retriever"]), page_longest_edge=256,
+                  device="cpu", ocr="off", ingest_workers=0) as lens:
+        plan = lens.sync(root, collection="lib", dry_run=True)
+        assert plan.dry_run and plan.plan.counts()["add"] == 1 and plan.index is None
+        report = lens.sync(root, collection="lib")
+        assert report.ok and report.index is not None and report.index.pages_embedded == 2
+        assert [(d.doc_name, d.pages_indexed) for d in lens.documents("lib")] == [("a.pdf", 2)]
+        (root / "a.pdf").unlink()
+        with pytest.raises(SyncRefusedError, match="--yes"):
+            lens.sync(root, collection="lib")
+        assert lens.sync(root, collection="lib", yes=True).deleted
+        assert lens.documents("lib") == []
