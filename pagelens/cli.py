@@ -138,14 +138,25 @@ def index_cmd(
     workers: int = typer.Option(None, "--workers", min=-1, help="Page-preparation processes (default PAGELENS_INGEST_WORKERS; 0: serial)."),
     errors_jsonl: Path = typer.Option(None, "--errors-jsonl", help="Write failures here as JSONL (default: data_dir/reports/<collection>-<time>.jsonl when any)."),
     reindex: bool = typer.Option(False, "--reindex", help="Build a new collection NAME__<model>-<time> and switch the alias NAME to it when complete."),
+    sync: bool = typer.Option(False, "--sync", help="Make the collection mirror the one folder given: index new and changed files, rename moved ones, delete the documents whose files are gone; unchanged files are not read again (README, 'Keeping a collection in sync')."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --sync: print the plan (adds, updates, renames, deletes, unchanged) and change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="With --sync: go ahead even when it deletes more than PAGELENS_SYNC_MAX_DELETE_SHARE of the collection."),
+    checksum: bool = typer.Option(False, "--checksum", help="With --sync: read every file for its hash, even those whose size and modification time are unchanged."),
 ) -> None:
-    """Index documents into a collection (created on first use); resumable, shardable batch jobs."""
+    """Index documents into a collection (created on first use); resumable, shardable batch jobs.
+    With --sync DIR the collection mirrors DIR."""
     from pagelens.core.progress import IndexProgress
     from pagelens.index.pipeline.indexer import IndexInput, default_error_report_path, write_error_report
     from pagelens.ingest import DEFAULT_INCLUDE
     from pagelens.ingest.manifest import collect_inputs, parse_shard, select_shard
 
     meta = parse_pairs(metadata, "--metadata")
+    if sync or dry_run or checksum or yes:
+        sync_folder(paths or [], collection, meta, password=password, force=force, as_json=as_json,
+                    include=include, exclude=exclude, manifest=manifest, shard=shard, workers=workers,
+                    errors_jsonl=errors_jsonl, reindex=reindex, sync=sync, dry_run=dry_run, yes=yes,
+                    checksum=checksum)
+        return
     try:
         found = collect_inputs(paths or [], include or DEFAULT_INCLUDE, exclude or [], manifest or [])
         files = select_shard(found, parse_shard(shard))
@@ -210,6 +221,88 @@ def index_cmd(
                       highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def sync_folder(paths: list[Path], collection: str, meta: dict[str, Any], *, password: str | None, force: bool,
+                as_json: bool, include: list[str] | None, exclude: list[str] | None, manifest: list[Path] | None,
+                shard: str | None, workers: int | None, errors_jsonl: Path | None, reindex: bool, sync: bool,
+                dry_run: bool, yes: bool, checksum: bool) -> None:
+    """``pagelens index DIR --sync`` (``pagelens.app.sync``): plan, refuse a large delete without --yes,
+    carry it out; exit 0 done, 1 some files failed, 2 usage or refused."""
+    from pagelens.app.sync import sync_inputs
+    from pagelens.core.progress import SyncProgress
+    from pagelens.index.pipeline.indexer import default_error_report_path
+    from pagelens.ingest import DEFAULT_INCLUDE
+    from pagelens.ingest.manifest import parse_shard, select_shard
+
+    problems = []
+    if not sync:
+        problems.append("--dry-run, --yes and --checksum go with --sync")
+    if len(paths) != 1:
+        problems.append(f"--sync mirrors exactly one folder (got {len(paths)} paths)")
+    if manifest:
+        problems.append("--sync mirrors a folder; it does not take --manifest (a manifest's names and paths "
+                        "are not a folder's)")
+    if reindex:
+        problems.append("--sync and --reindex do not go together: build the new collection with --reindex, "
+                        "then sync it")
+    if force:
+        problems.append("--sync and --force do not go together: --sync already re-indexes changed files "
+                        "(--checksum reads every file)")
+    if problems:
+        for problem in problems:
+            err.print(f"[bold red]error:[/] {problem}", highlight=False)
+        raise typer.Exit(2)
+    root = Path(paths[0]).expanduser()
+    try:
+        shard_spec = parse_shard(shard)
+        files = select_shard(sync_inputs(root, include or DEFAULT_INCLUDE, exclude or []), shard_spec)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    service = make_service(role="pagelens index --sync")
+    if shard and not dry_run:
+        for note in shard_layout_notes(service.settings):
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
+    try:
+        with SyncProgress(err, enabled=not as_json or err.is_terminal) as progress:
+            report = service.sync(collection, root, files, dry_run=dry_run, yes=yes, shard=shard_spec,
+                                  metadata=meta, checksum=checksum, password=password,
+                                  progress=progress.callback, workers=workers)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    report_path = None
+    if report.index is not None and (errors_jsonl is not None or report.index.errors):
+        from pagelens.index.pipeline.indexer import write_error_report
+
+        report_path = write_error_report(report.index, errors_jsonl or default_error_report_path(
+            service.settings, report.plan.collection))
+    if as_json:
+        emit_json({**report.to_dict(), "error_report": str(report_path) if report_path else None})
+    else:
+        if dry_run:
+            for action in report.plan.actions:
+                if action.kind != "unchanged":
+                    out.print(f"  {describe_action(action)}", highlight=False, markup=False)
+        for error in report.errors:
+            err.print(f"[red]failed:[/] {error['error']}", highlight=False)
+        if report.refusal:
+            err.print(f"[yellow]note:[/] {report.refusal}", highlight=False)
+        for kept in report.kept:
+            err.print(f"[yellow]kept:[/] {kept.name}: {kept.note}", highlight=False)
+        out.print(report.summary() + (f"; error report {report_path}" if report_path else ""), highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def describe_action(action: Any) -> str:
+    """One plan line of ``--dry-run``: 'add 2024/a.pdf', 'rename old.pdf -> new.pdf', 'delete x.pdf (3 pages)'."""
+    if action.kind == "rename":
+        return f"rename {action.old_name} -> {action.name}"
+    if action.kind == "delete":
+        return f"delete {action.name} ({action.pages} pages)"
+    return f"{action.kind} {action.name}" + (f" ({action.note})" if action.note else "")
 
 
 # ------------------------------------------------------------------------------------------------

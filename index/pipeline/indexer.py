@@ -89,6 +89,8 @@ class IndexReport:
     notices: list[str] = field(default_factory=list)
     # pages indexed in a weaker way (OCR failed or timed out): file, page, message
     page_notices: list[FileError] = field(default_factory=list)
+    # pages the retriever model embedded in this run (every forward counted: a resumed or skipped page is not)
+    pages_embedded: int = 0
 
     @property
     def pages_indexed(self) -> int:
@@ -110,6 +112,7 @@ class IndexReport:
             "documents_failed": self.count("failed"),
             "documents_partial": self.count("partial"),
             "pages_indexed": self.pages_indexed,
+            "pages_embedded": self.pages_embedded,
             "seconds": round(self.seconds, 3),
             "pages_per_s": round(self.pages_indexed / self.seconds, 3) if self.seconds else None,
             "pipeline": {k: round(v, 3) if isinstance(v, float) else v
@@ -516,7 +519,9 @@ class _Run:
                 continue
             for item in prepare_document(task, ix.settings, processor, images, ix.embed_batch_size()):
                 if isinstance(item, PreparedChunk):
-                    points = ix.make_points(self.collection, self.states[key], item, ix.embed_chunk(item))
+                    embedded = ix.embed_chunk(item)
+                    self.report.pages_embedded += len(embedded)
+                    points = ix.make_points(self.collection, self.states[key], item, embedded)
                     self.states[key].embedded += len(points)
                     ix.store.upsert(self.collection, points)
                     self.on_written(key, [m.page_no for m in item.pages])
@@ -611,6 +616,7 @@ class _Run:
         ix = self.ix
         t_embed = time.perf_counter()
         embeddings = ix.embed_chunks(chunks)
+        self.report.pages_embedded += sum(len(e) for e in embeddings)
         t_put = time.perf_counter()
         stats["forwards"] = stats.get("forwards", 0) + 1
         stats["forward_pages_max"] = max(stats.get("forward_pages_max", 0), sum(len(c.pages) for c in chunks))

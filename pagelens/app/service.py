@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pagelens.core.errors import CollectionNotFoundError, DocumentNotFoundError
@@ -25,7 +26,9 @@ from pagelens.retrieve.types import SearchHit
 
 if TYPE_CHECKING:
     from pagelens.answer import Answer, Answerer, AnswerEvent
+    from pagelens.app.sync import SyncReport
     from pagelens.index.stores.search_status import RepairResult, SearchStatus
+    from pagelens.ingest.manifest import InputItem
     from pagelens.models.embedder import PageEmbedder
 
 log = logging.getLogger(__name__)
@@ -284,6 +287,45 @@ class PagelensService:
         progress: ProgressCallback | None = None,
     ) -> IndexReport:
         return self.indexer.index(collection, inputs, force=force, progress=progress)
+
+    def sync(
+        self,
+        collection: str,
+        root: Path,
+        files: Sequence[InputItem],
+        *,
+        dry_run: bool = False,
+        yes: bool = False,
+        shard: tuple[int, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+        checksum: bool = False,
+        password: str | None = None,
+        progress: ProgressCallback | None = None,
+        workers: int | None = None,
+    ) -> SyncReport:
+        """Make the collection mirror the folder ``root`` (``files``: its files, each keyed by its path under
+        it, already selected for ``shard``); see ``pagelens.app.sync``. ``dry_run``: plan only, nothing
+        changes. Raises ``SyncRefusedError`` when it would delete more than ``settings.sync_max_delete_share``
+        of the collection's documents, unless ``yes``."""
+        from pagelens.app.sync import (
+            SyncRefusedError,
+            SyncReport,
+            check_delete_share,
+            execute_sync,
+            plan_sync,
+        )
+
+        plan = plan_sync(self, collection, root, files, shard=shard, metadata=metadata, checksum=checksum,
+                         progress=progress)
+        if dry_run:
+            report = SyncReport(plan=plan, dry_run=True)
+            try:
+                check_delete_share(plan, self.settings.sync_max_delete_share, yes)
+            except SyncRefusedError as exc:
+                report.refusal = exc.message
+            return report
+        check_delete_share(plan, self.settings.sync_max_delete_share, yes)
+        return execute_sync(self, plan, metadata=metadata, password=password, progress=progress, workers=workers)
 
     def search(
         self,

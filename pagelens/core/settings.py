@@ -171,11 +171,13 @@ class Tuning(BaseModel):
     )
 
     # --- crash tests -----------------------------------------------------------------------------
-    debug_pause_at: Literal["", "optimize", "cache_append"] = Field(
+    debug_pause_at: Literal["", "optimize", "cache_append", "sync_renamed", "sync_indexed", "sync_deleting"] = Field(
         default="", description="Crash tests only (pagelens/core/debug_hooks.py): the embedded store stops at "
         "this point, prints 'pagelens: paused at <point>' to stderr and sleeps until killed. optimize: during "
         "the closing optimize (after Edge's optimizers, before the rerank cache and token index); "
-        "cache_append: after a Qdrant upsert, before the rerank-cache append. Never set it in production.",
+        "cache_append: after a Qdrant upsert, before the rerank-cache append; sync_renamed, sync_indexed, "
+        "sync_deleting: `pagelens index --sync` after its renames, after its new pages are in (before any "
+        "delete), after its first delete. Never set it in production.",
     )
 
 
@@ -285,6 +287,18 @@ class Settings(BaseSettings):
         default=256 * 1024 * 1024, ge=1, description="Most bytes of one upload request (all files), enforced while streaming."
     )
     max_files_per_request: int = Field(default=32, ge=1, description="Most files in one upload request.")
+
+    # --- incremental sync (pagelens/app/sync.py) -----------------------------------------------
+    sync_max_delete_share: float = Field(
+        default=0.5, ge=0, le=1, description="`pagelens index DIR --sync` (and REST sync) refuses, unless --yes "
+        "(REST: \"yes\": true), to delete more than this share of the collection's documents (of the shard's, "
+        "with --shard): a folder that looks empty is more often an unmounted network drive than a purge.",
+    )
+    sync_roots: list[Path] = Field(
+        default_factory=list, description="Server-side folders REST sync (POST /v1/collections/{c}/sync) may "
+        "mirror: the request names a folder relative to one of these and it must resolve inside it (symlinks "
+        "out refused). Empty: REST sync is off. Example: PAGELENS_SYNC_ROOTS='[\"/srv/invoices\"]'.",
+    )
 
     # --- search and answers (modes) ----------------------------------------------------------------
     retrieval_mode: Literal["visual", "text", "hybrid"] = Field(
