@@ -160,12 +160,14 @@ class Indexer:
             check_manifest(existing, self.embedder)
             return existing
         self.embedder.load()
+        fields = getattr(self.embedder, "manifest_fields", None)  # family, processor, tokens, score scale
         manifest = CollectionManifest(
             name=collection,
             model_id=self.embedder.model_id,
             model_revision=self.embedder.model_revision,
             dim=self.embedder.dim,
             created_at=_now(),
+            **(fields() if callable(fields) else {}),
         )
         self.store.create_collection(manifest)
         return manifest
