@@ -146,14 +146,17 @@ def test_manifest_check_names_both_retrievers_and_the_reindex_command() -> None:
 # -- end to end per family ------------------------------------------------------------------------------
 
 
-def _run_family(settings_factory, tmp_path: Path, retriever: Path, family: str) -> None:
+def _run_family(settings_factory, tmp_path: Path, retriever: Path, family: str, workers: int = 0) -> None:
+    """Index two invoices (``workers`` page-preparation processes; 2: the processor is pickled to them and
+    the two documents' batches are merged into one forward), search in two modes, answer (tiny SmolVLM)."""
     from pagelens import Pagelens
 
     docs = tmp_path / "docs"
     docs.mkdir()
     _invoice_pdf(docs / "acme.pdf", ["ACME GmbH", "Invoice 0042", "Total amount due: 1,234.00 EUR"])
     _invoice_pdf(docs / "globex.pdf", ["Globex Corp", "Invoice 7", "Total amount due: 99.00 USD"])
-    settings = settings_factory(retriever_model=str(retriever), max_new_tokens=4, ingest_workers=0)
+    settings = settings_factory(retriever_model=str(retriever), max_new_tokens=4, ingest_workers=workers,
+                                tuning={"batch_across_documents": "on" if workers else "off"})
     with Pagelens(settings=settings) as lens:
         report = lens.index(docs, collection="fam")
         assert report.pages_indexed == 2 and not report.errors
@@ -199,7 +202,7 @@ def test_colmodernvbert_end_to_end(settings_factory, tmp_path: Path, tiny_famili
 
 @pytest.mark.slow
 def test_colqwen2_5_end_to_end(settings_factory, tmp_path: Path, tiny_families: dict[str, Path]) -> None:
-    _run_family(settings_factory, tmp_path, tiny_families["colqwen2_5"], "ColQwen2_5")
+    _run_family(settings_factory, tmp_path, tiny_families["colqwen2_5"], "ColQwen2_5", workers=2)
 
 
 @pytest.mark.slow
@@ -219,3 +222,46 @@ def test_collection_refuses_another_familys_queries(settings_factory, tmp_path: 
         assert "ColIdefics3" in err.value.message and "--reindex" in err.value.message
         assert f"PAGELENS_RETRIEVER_MODEL={tiny_models['retriever']}" in err.value.message
         assert len(lens.search("total", collection="smol", mode="text")) == 1  # text search needs no retriever
+
+
+# -- answer-model families (issue 29.3) -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answerer", ["smolvlm", "qwen2_5_vl"])
+def test_answer_families_keep_prompt_budget_and_citations(settings_factory, tmp_path: Path, answerer: str,
+                                                          tiny_models: dict[str, Path],
+                                                          tiny_families: dict[str, Path]) -> None:
+    """SmolVLM (the default) and a Qwen2.5-VL-class model answer through the same answerer: the pages shown
+    fit ``max_image_tokens`` (the processor's own count), the prompt carries each page's label and the
+    question, and the citations are exactly the pages shown, in rank order."""
+    from pagelens.answer.prompt import INSTRUCTION, build_messages
+    from PIL import Image
+
+    from pagelens import Pagelens
+
+    model = tiny_models["answerer"] if answerer == "smolvlm" else tiny_families["qwen2_5_vl"]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("a", "b", "c"):
+        _invoice_pdf(docs / f"{name}.pdf", [f"Vendor {name}", "Total amount due: 10.00 EUR"])
+    settings = settings_factory(answer_model=str(model), max_new_tokens=4, ingest_workers=0)
+    with Pagelens(settings=settings) as lens:
+        assert lens.index(docs, collection="c").pages_indexed == 3
+        hits = lens.search("total amount due", collection="c", k=3, mode="visual")
+        ans = lens.service.answerer
+        per_page = []
+        for h in hits:  # the stored page images the answerer opens
+            with Image.open(h.image_path) as image:
+                per_page.append(ans.tokens_per_image(image))  # type: ignore[attr-defined]
+        assert all(n > 0 for n in per_page)
+        budget = per_page[0] + per_page[1]  # room for exactly two pages
+        lens.service.settings.tuning.max_image_tokens = budget
+        answer = ans.answer("What is the total amount due?", hits, k=3)
+        assert [(c.doc_name, c.page_no) for c in answer.citations] == [(h.doc_name, h.page_no) for h in hits[:2]]
+        assert answer.image_tokens <= budget and answer.image_tokens > 0
+        assert answer.generated_tokens >= 1 and answer.model_id == str(model)
+        prompt = ans.processor.apply_chat_template(build_messages("What is the total amount due?", hits[:2]),
+                                                   add_generation_prompt=True)
+        assert f"Document: {hits[0].doc_name}, page 1:" in prompt and INSTRUCTION in prompt
+        assert answer.prompt_tokens > answer.image_tokens
