@@ -36,7 +36,6 @@ from pagelens.core.types import CollectionManifest, PageEmbedding
 from pagelens.models.families import (
     SCORE_SCALE,
     RetrieverFamily,
-    UnsupportedModelError,
     detect_family_in,
     page_grid,
     pool_grid,
@@ -282,7 +281,7 @@ class ColSmolEmbedder:
             raise unavailable_error(
                 "retriever", self.model_id, self.model_revision, err, self.env_var, DEFAULT_RETRIEVER_MODEL
             ) from err
-        except (ModelUnavailableError, UnsupportedModelError):
+        except ModelUnavailableError:  # UnsupportedModelError (an unknown family) included
             raise
         except Exception as exc:  # corrupt / incompatible files: still one actionable error
             failure = Unavailable(f"loading failed: {type(exc).__name__}: {exc}", f"{self.model_id}")

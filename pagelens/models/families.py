@@ -26,18 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pagelens.core.errors import PagelensError
+from pagelens.core.errors import UnsupportedModelError
 
 if TYPE_CHECKING:
     import torch
 
-
-class UnsupportedModelError(PagelensError):
-    """The checkpoint's config names no retriever family pagelens supports."""
-
-    code = "unsupported_model"
-    http_status = 422
-
+__all__ = ["FAMILIES", "RetrieverFamily", "UnsupportedModelError", "detect_family", "detect_family_in",
+           "page_grid", "pool_grid", "supported_families"]
 
 @dataclass(frozen=True)
 class RetrieverFamily:
