@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pagelens.core.errors import CollectionMismatchError
+from pagelens.core.errors import CollectionMismatchError, ModelUnavailableError
 from pagelens.core.types import CollectionManifest
 from pagelens.models.families import (
     FAMILIES,
@@ -265,3 +265,22 @@ def test_answer_families_keep_prompt_budget_and_citations(settings_factory, tmp_
                                                    add_generation_prompt=True)
         assert f"Document: {hits[0].doc_name}, page 1:" in prompt and INSTRUCTION in prompt
         assert answer.prompt_tokens > answer.image_tokens
+
+
+@pytest.mark.slow
+def test_answer_model_that_cannot_answer_is_refused_with_the_reason(settings_factory, tmp_path: Path,
+                                                                    tiny_families: dict[str, Path]) -> None:
+    """A retriever checkpoint is not an image-text-to-text model; a processor without a chat template
+    cannot build the prompt: both fail at load naming the folder, the reason and the setting."""
+    import shutil
+
+    from pagelens.answer import SmolVLMAnswerer
+
+    with pytest.raises(ModelUnavailableError) as err:
+        SmolVLMAnswerer(settings_factory(answer_model=str(tiny_families["colmodernvbert"]))).load()
+    assert "not an image-text-to-text model" in err.value.message and "PAGELENS_ANSWER_MODEL" in err.value.message
+    bare = tmp_path / "no-template"
+    shutil.copytree(tiny_families["qwen2_5_vl"], bare)
+    (bare / "chat_template.jinja").unlink()
+    with pytest.raises(ModelUnavailableError, match="no chat template"):
+        SmolVLMAnswerer(settings_factory(answer_model=str(bare))).load()

@@ -64,9 +64,11 @@ def load_answer_processor(model_dir: Path, longest_edge: int, backend: str) -> A
     """The model's processor. SmolVLM (``Idefics3Processor``): pages are resized so their longest edge is
     ``longest_edge`` px, then cut into the model's tiles (512 px for SmolVLM-256M/500M); other families keep
     their processor's resizing. ``backend``: "pil" or "torchvision" (a processor that cannot use it, e.g.
-    for its video part, gets its default). Raises ``Unavailable`` when it has no chat template."""
+    for its video part, gets its default). Raises ``Unavailable`` when the checkpoint is not an
+    image-text-to-text model or its processor has no chat template."""
     from transformers import AutoProcessor
 
+    answer_model_class(model_dir)  # not an image-text-to-text model: say that first, not what its processor lacks
     if answer_model_type(model_dir) == "idefics3":
         processor = AutoProcessor.from_pretrained(str(model_dir), size={"longest_edge": int(longest_edge)},
                                                   backend=backend)
