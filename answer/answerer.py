@@ -237,6 +237,9 @@ class SmolVLMAnswerer:
             self._backend = self.settings.resolved_image_processor_backend(device.type)
             self._preprocess_on_device = (self.settings.resolved_preprocess_device(device.type) == "model"
                                           and self._tiled)
+            if self.settings.tuning.preprocess_device == "model" and not self._tiled:
+                logger.warning("PAGELENS_TUNING__PREPROCESS_DEVICE=model applies to SmolVLM answer models; %s "
+                               "preprocesses pages on the CPU; unset it to silence this", self.model_id)
             processor = self._load_processor(model_dir)
             model = self._load_model(model_dir, device, dtype)
         except Unavailable as err:

@@ -146,7 +146,8 @@ def compile_vision_encoder(model: Any) -> list[str]:
 
 
 class ColSmolEmbedder:
-    """``PageEmbedder`` over colpali-engine ``ColIdefics3`` (ColSmolVLM) and ``ColIdefics3Processor``.
+    """``PageEmbedder`` over the colpali-engine model and processor of the checkpoint's family
+    (``pagelens.models.families``; ColSmolVLM: ``ColIdefics3`` and ``ColIdefics3Processor``).
 
     Settings used: ``retriever_model`` (hub id or local dir), ``retriever_revision``, ``device``, ``dtype``,
     ``attn_implementation``, ``embed_batch_size``, ``page_longest_edge`` (pages are resized so their
@@ -273,6 +274,10 @@ class ColSmolEmbedder:
             # the on-device processor call is the Idefics3 one; other families preprocess with process_images
             self._preprocess_on_device = (self.settings.resolved_preprocess_device(device.type) == "model"
                                           and self._family.tiled)
+            if self.settings.tuning.preprocess_device == "model" and not self._family.tiled:
+                logger.warning("PAGELENS_TUNING__PREPROCESS_DEVICE=model applies to tiled retrievers (ColIdefics3, "
+                               "ColModernVBert); %s pages are preprocessed on the CPU (ingest workers); unset it "
+                               "to silence this", self._family.name)
             processor = self._load_processor(model_dir, base_dir)
             model = self._load_model(weights_dir, device, dtype, resolve_attn_implementation)
             if base_dir is not None:
