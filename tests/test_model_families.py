@@ -284,3 +284,30 @@ def test_answer_model_that_cannot_answer_is_refused_with_the_reason(settings_fac
     (bare / "chat_template.jinja").unlink()
     with pytest.raises(ModelUnavailableError, match="no chat template"):
         SmolVLMAnswerer(settings_factory(answer_model=str(bare))).load()
+
+
+@pytest.mark.slow
+def test_preprocess_on_model_device_falls_back_for_other_families(settings_factory, tmp_path: Path,
+                                                                    tiny_families: dict[str, Path],
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """PAGELENS_TUNING__PREPROCESS_DEVICE=model is the Idefics3 processor call: a ColQwen2.5 retriever says
+    once that it preprocesses on the CPU, and the ingest workers keep preparing its batches."""
+    import logging
+
+    from pagelens.index.pipeline.indexer import Indexer
+
+    from pagelens import Pagelens
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _invoice_pdf(docs / "acme.pdf", ["ACME GmbH", "Total amount due: 1,234.00 EUR"])
+    settings = settings_factory(retriever_model=str(tiny_families["colqwen2_5"]), ingest_workers=0,
+                                tuning={"preprocess_device": "model", "image_processor_backend": "torchvision"})
+    with caplog.at_level(logging.WARNING, logger="pagelens.models.embedder"), Pagelens(settings=settings) as lens:
+        assert lens.index(docs, collection="q").pages_indexed == 1
+        service = lens.service
+        indexer = Indexer(service.settings, service.embedder, service.store, service.images)
+        assert indexer.preprocessor() is not None  # the workers run process_images
+        assert len(lens.search("total", collection="q", mode="visual")) == 1
+    warned = [r.getMessage() for r in caplog.records if "PREPROCESS_DEVICE=model" in r.getMessage()]
+    assert len(warned) == 1 and "ColQwen2_5" in warned[0]
