@@ -8,6 +8,8 @@
 - ``OUTDIR/colqwen2_5``: colpali-engine ``ColQwen2_5`` (Qwen2.5-VL backbone, shrunk) with a
   ``ColQwen2_5_Processor`` over a byte-level BPE tokenizer trained here (no Qwen tokenizer is on disk) and
   a ``Qwen2VLImageProcessor`` capped at ``QWEN_MAX_TOKENS`` merged patches per page;
+- ``OUTDIR/colpali``: colpali-engine ``ColPali`` (PaliGemma, shrunk: a fixed 16 x 16 token grid per page) with
+  a ``ColPaliProcessor`` over the SmolVLM tokenizer;
 - ``OUTDIR/qwen2_5_vl``: a transformers ``Qwen2_5_VLForConditionalGeneration`` answer model with a
   ``Qwen2_5_VLProcessor`` over the same tokenizer and a Qwen-style chat template.
 
@@ -156,9 +158,41 @@ def build_colmodernvbert(outdir: Path, seed: int = 1) -> Path:
     return outdir
 
 
+def build_colpali(outdir: Path, seed: int = 3) -> Path:
+    """colpali-engine ``ColPali`` (PaliGemma: SigLIP 224 px / patch 14 -> a fixed 16 x 16 = 256-token grid,
+    Gemma text tower, both shrunk) with a ``ColPaliProcessor`` over the SmolVLM tokenizer (the processor
+    adds PaliGemma's special tokens to it)."""
+    import torch
+    from colpali_engine.models import ColPali, ColPaliProcessor
+    from transformers import AutoTokenizer, PaliGemmaConfig, SiglipImageProcessor
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(SHARED_MODEL)
+    image_processor = SiglipImageProcessor(size={"height": 224, "width": 224}, image_mean=[0.5] * 3,
+                                           image_std=[0.5] * 3)
+    image_processor.image_seq_length = 256
+    processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = PaliGemmaConfig(
+        text_config={"model_type": "gemma", "vocab_size": len(processor.tokenizer), "hidden_size": 64,
+                     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "num_key_value_heads": 1, "head_dim": 16, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"model_type": "siglip_vision_model", "image_size": 224, "patch_size": 14, "hidden_size": 32,
+                       "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "projection_dim": 64},
+        image_token_id=processor.image_token_id, projection_dim=64)
+    config.text_config.num_image_tokens = 256
+    config.tie_word_embeddings = False  # lm_head saved as its own weight (a tied one is not re-tied on load)
+    config.text_config.tie_word_embeddings = False
+    torch.manual_seed(seed)
+    ColPali(config).save_pretrained(outdir)
+    processor.save_pretrained(outdir)
+    return outdir
+
+
 def build_tiny_families(outdir: Path) -> dict[str, Path]:
     outdir = Path(outdir)
     return {
+        "colpali": build_colpali(outdir / "colpali"),
         "colmodernvbert": build_colmodernvbert(outdir / "colmodernvbert"),
         "colqwen2_5": build_colqwen2_5(outdir / "colqwen2_5"),
         "qwen2_5_vl": build_qwen2_5_vl_answerer(outdir / "qwen2_5_vl"),

@@ -206,6 +206,23 @@ def test_colqwen2_5_end_to_end(settings_factory, tmp_path: Path, tiny_families: 
 
 
 @pytest.mark.slow
+def test_colpali_end_to_end(settings_factory, tmp_path: Path, tiny_families: dict[str, Path]) -> None:
+    """The "square" layout: PaliGemma's fixed 16 x 16 grid (tiny config) pools into 16 rows and 16 columns."""
+    _run_family(settings_factory, tmp_path, tiny_families["colpali"], "ColPali")
+    from pagelens.models.embedder import ColEmbedder
+
+    embedder = ColEmbedder(settings_factory(retriever_model=str(tiny_families["colpali"])))
+    emb = embedder.embed_pages([_page_image()])[0]
+    assert emb.rows.shape == emb.cols.shape == (16, 128)
+
+
+def _page_image():
+    from PIL import Image
+
+    return Image.new("RGB", (595, 842), "white")
+
+
+@pytest.mark.slow
 def test_collection_refuses_another_familys_queries(settings_factory, tmp_path: Path,
                                                     tiny_models: dict[str, Path],
                                                     tiny_families: dict[str, Path]) -> None:

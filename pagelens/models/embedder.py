@@ -330,8 +330,8 @@ class ColSmolEmbedder:
         if "page_longest_edge" in self.settings.model_fields_set:
             logger.warning(
                 "PAGELENS_PAGE_LONGEST_EDGE applies to tiled retrievers (ColIdefics3, ColModernVBert); %s pages "
-                "are resized by the checkpoint's processor (%s); edit max_pixels in its processor config to "
-                "change the page-token budget", self._family.name, self._family.page_tokens)
+                "are resized by the checkpoint's processor (%s; the Qwen families' budget is max_pixels in its "
+                "processor config)", self._family.name, self._family.page_tokens)
         try:
             return processor_class.from_pretrained(str(source), backend=self._backend)
         except ImportError as exc:  # e.g. no pil backend for a video processor: the processor's default

@@ -66,14 +66,15 @@ _MERGED = "prompt + one per 2 x 2 block of 14/16-px patches, capped by the proce
 FAMILIES: tuple[RetrieverFamily, ...] = (
     RetrieverFamily("ColIdefics3", "ColIdefics3Processor", ("idefics3",), "tiles", _TILES),
     RetrieverFamily("ColModernVBert", "ColModernVBertProcessor", ("modernvbert",), "tiles", _TILES),
-    RetrieverFamily("ColPali", "ColPaliProcessor", ("paligemma",), "square", "prompt + 1024 (32 x 32 at 448 px)"),
+    RetrieverFamily("ColPali", "ColPaliProcessor", ("paligemma",), "square",
+                    "prompt + a fixed s x s grid (32 x 32 = 1024 at 448 px)"),
     RetrieverFamily("ColQwen2", "ColQwen2Processor", ("qwen2_vl",), "merged_grid", _MERGED),
     RetrieverFamily("ColQwen2_5", "ColQwen2_5_Processor", ("qwen2_5_vl",), "merged_grid", _MERGED),
     RetrieverFamily("ColQwen2_5Omni", "ColQwen2_5OmniProcessor", ("qwen2_5_omni_thinker", "qwen2_5_omni"),
                     "merged_grid", _MERGED),
     RetrieverFamily("ColQwen3", "ColQwen3Processor", ("qwen3_vl",), "merged_grid", _MERGED),
     RetrieverFamily("ColQwen3_5", "ColQwen3_5Processor", ("qwen3_5",), "merged_grid", _MERGED),
-    RetrieverFamily("ColGemma3", "ColGemmaProcessor3", ("gemma3",), "square", "prompt + 256 (16 x 16)"),
+    RetrieverFamily("ColGemma3", "ColGemmaProcessor3", ("gemma3",), "square", "prompt + a fixed s x s grid (16 x 16 = 256)"),
 )
 
 SCORE_SCALE = ("maxsim: sum over query tokens (the family's query-augmentation tokens included) of the best "
