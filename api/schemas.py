@@ -162,6 +162,8 @@ class CollectionOut(BaseModel):
     documents: int
     created_at: str
     search_structures: SearchStructuresOut | None = None
+    retriever_family: str = Field("", description="The retriever family the collection was built with (ColIdefics3, "
+                                  "ColQwen2_5...); empty for collections made before it was recorded.")
 
 
 class DocumentOut(BaseModel):

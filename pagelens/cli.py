@@ -543,6 +543,7 @@ def eval_cmd(
     ks: str = typer.Option("1,3,5,10", "--ks", help="Comma-separated k of recall@k (nDCG is @5)."),
     no_index: bool = typer.Option(False, "--no-index", help="Do not index the documents (the collection is ready)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary JSON instead of the table."),
+    retrievers: list[str] = typer.Option(None, "--retriever", help="Compare retriever models (hub id or folder; repeat: --retriever A --retriever B): each indexes the documents into its own collection NAME__<model>; comparison.md/.json."),
 ) -> None:
     """Evaluate retrieval (nDCG@5, recall@k, MRR, latency) per mode on a dataset; report.md/.json + plot."""
     from pagelens.app.evaluation import load_dataset, run_eval, write_report
@@ -554,6 +555,9 @@ def eval_cmd(
         raise typer.BadParameter(f"expected integers, got '{ks}'", param_hint="--ks") from exc
     if not mode_list or not k_list or min(k_list) < 1:
         raise typer.BadParameter("give at least one mode and k >= 1")
+    if retrievers:
+        _compare_cmd(dataset, collection, retrievers, mode_list, k_list, answers, out_dir, docs, no_index, as_json)
+        return
     service = make_service(role="pagelens eval")
     try:
         data = load_dataset(dataset, docs_dir=docs)
@@ -579,6 +583,44 @@ def eval_cmd(
         return
     out.print(paths["markdown"].read_text(encoding="utf-8"), highlight=False, markup=False)
     err.print(f"wrote {paths['markdown']}, {paths['json']}, {paths['plot']}", highlight=False)
+
+
+def _compare_cmd(dataset: Path, collection: str, retrievers: list[str], modes: list[str], ks: list[int],
+                 answers: bool, out_dir: Path | None, docs: Path | None, no_index: bool, as_json: bool) -> None:
+    """``pagelens eval --retriever A --retriever B``: one evaluation per retriever, then the comparison."""
+    from pagelens.app.evaluation import compare_retrievers, load_dataset, write_comparison
+
+    base = Settings()
+    models = [Settings(retriever_model=r).retriever_model for r in retrievers]  # local folders: absolute paths
+
+    def open_service(model: str):  # noqa: ANN202 - PagelensService
+        revision = base.retriever_revision if model == base.retriever_model else None
+        return make_service(base.model_copy(update={"retriever_model": model, "retriever_revision": revision}),
+                            role="pagelens eval")
+
+    try:
+        data = load_dataset(dataset, docs_dir=docs)
+        err.print(f"{data.name}: {len(data.queries)} queries, {len(data.documents)} documents; modes "
+                  f"{', '.join(modes)}; {len(models)} retrievers", highlight=False)
+
+        def progress(mode: str, done: int, total: int) -> None:
+            if done == total or done % 50 == 0:
+                err.print(f"  {mode}: {done}/{total} queries", highlight=False)
+
+        comparison = compare_retrievers(open_service, data, collection, models, modes=modes, ks=ks,
+                                        answers=answers, index=not no_index, progress=progress)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    paths = write_comparison(comparison, out_dir or Path(f"eval-{data.name}-{collection}-compare"))
+    if as_json:
+        emit_json({"outputs": {k: str(v) for k, v in paths.items()}, "dataset": comparison.dataset,
+                   "runs": [{"retriever": r.retriever, "collection": r.collection, "family": r.family,
+                             "index_seconds": round(r.result.index_seconds, 3),
+                             "modes": [m.to_dict(with_queries=False) for m in r.result.modes]}
+                            for r in comparison.runs]})
+        return
+    out.print(paths["markdown"].read_text(encoding="utf-8"), highlight=False, markup=False)
+    err.print(f"wrote {paths['markdown']}, {paths['json']} and one report folder per retriever", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------------

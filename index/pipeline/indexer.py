@@ -163,12 +163,14 @@ class Indexer:
             check_manifest(existing, self.embedder)
             return existing
         self.embedder.load()
+        fields = getattr(self.embedder, "manifest_fields", None)  # family, processor, tokens, score scale
         manifest = CollectionManifest(
             name=collection,
             model_id=self.embedder.model_id,
             model_revision=self.embedder.model_revision,
             dim=self.embedder.dim,
             created_at=_now(),
+            **(fields() if callable(fields) else {}),
         )
         self.store.create_collection(manifest)
         return manifest
@@ -334,7 +336,8 @@ class Indexer:
         (which then preprocesses them itself: ``preprocess_device=model`` does it on the GPU)."""
         if not hasattr(self.embedder, "embed_preprocessed"):
             return None
-        if self.settings.resolved_preprocess_device(self._device_type()) == "model":
+        if (self.settings.resolved_preprocess_device(self._device_type()) == "model"
+                and getattr(self.embedder, "preprocesses_on_device", True)):  # a non-tiled family: the workers
             return None
         self.embedder.load()  # the page processor: safe while searches encode queries (pagelens/models/embedder.py)
         return getattr(self.embedder, "page_processor", None) or getattr(self.embedder, "processor", None)

@@ -79,6 +79,7 @@ class CollectionInfo:
     documents: int
     created_at: str
     search_structures: dict[str, Any] | None = None  # SearchStatus.to_dict(): {"current", "stale"}
+    retriever_family: str = ""  # the manifest's family (ColIdefics3, ColQwen2_5...); "" before it was recorded
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -186,6 +187,7 @@ class PagelensService:
             documents=documents,
             created_at=manifest.created_at,
             search_structures=self.search_status(target).to_dict(),
+            retriever_family=manifest.family,
         )
 
     def search_status(self, collection: str) -> SearchStatus:

@@ -69,7 +69,9 @@ class Tuning(BaseModel):
         default="auto", description="Where page images are resized, tiled and normalised. cpu: in the ingest "
         "worker processes (retriever) and on the CPU (answers). model: on each model's device (a GPU), in the "
         "main process for ingest (the workers then only rasterize); needs the torchvision processor. auto: "
-        "model on CUDA with the torchvision processor, cpu elsewhere.",
+        "model on CUDA with the torchvision processor, cpu elsewhere. model applies to tiled retrievers "
+        "(ColIdefics3, ColModernVBert) and SmolVLM answer models; other model families preprocess on the CPU "
+        "(said once when model was asked for).",
     )
     torch_compile: bool = Field(
         default=False, description="torch.compile (inductor) the retriever's vision encoder layers at load; the "
@@ -131,7 +133,8 @@ class Tuning(BaseModel):
         "cache (answer/fast_decode.py), the one-token step captured once as a CUDA graph on CUDA and replayed "
         "per token (checked against the eager step, falls back to it); eager on the CPU. generate: "
         "transformers generate() (with answer_kv_cache). auto: graph on CUDA, generate elsewhere. Greedy "
-        "tokens are the same in every mode.",
+        "tokens are the same in every mode. graph is for SmolVLM (Idefics3) answer models; other families "
+        "decode with generate() (said once).",
     )
 
     # --- hybrid fusion ---------------------------------------------------------------------------
