@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.base import VectorStore, pin
 from pagelens.index.stores.page_images import PageImageStore
 from pagelens.retrieve.hybrid import FusionConfig, resolve_mode, score_kind, search_pages
 from pagelens.retrieve.types import SearchHit
@@ -80,6 +80,9 @@ class Retriever:
         ``fallback_to_visual``: on a collection without a text index, run ``visual`` (with a
         warning) instead of raising ``TextIndexMissingError``.
         Each hit's ``score`` is named by its ``score_kind`` (maxsim | bm25 | rrf | dbsf); see ``SearchHit``.
+        The collection name is resolved once, first (an alias: the collection it points to now;
+        ``pagelens.index.stores.base.pin``): every check and search below runs on that collection, so an
+        alias switched mid-search (``pagelens index --reindex``) cannot mix two collections.
         Raises CollectionNotFoundError, EmptyCollectionError, CollectionMismatchError,
         TextIndexMissingError.
         """
@@ -89,20 +92,21 @@ class Retriever:
         if k < 1:
             raise InvalidRequestError(f"k must be >= 1 (got {k})")
         retrieval, strategy = resolve_mode(mode, strategy=strategy)
-        manifest = self.store.get_manifest(collection)
+        target, store = pin(self.store, collection)  # the one alias resolution of this search
+        manifest = store.get_manifest(target)
         if manifest is None:
             raise CollectionNotFoundError(collection)
-        if retrieval in ("text", "hybrid") and not self.store.has_text_index(collection):
+        if retrieval in ("text", "hybrid") and not store.has_text_index(target):
             if not fallback_to_visual:
                 raise TextIndexMissingError(collection)
             log.warning("collection '%s' has no text index (created before hybrid search): searching "
                         "visual only; re-index it to enable %s mode", collection, retrieval)
             retrieval = "visual"
         if retrieval in ("text", "hybrid"):
-            _warn_english_only(self.store, collection)
+            _warn_english_only(store, target)
         if retrieval != "text":  # text mode needs no retriever model
             check_manifest(manifest, self.embedder)
-        if self.store.count(collection) == 0:
+        if store.count(target) == 0:
             raise EmptyCollectionError(
                 f"collection '{collection}' holds no pages yet; index documents first "
                 f"(pagelens index PATH --collection {collection})",
@@ -112,7 +116,7 @@ class Retriever:
         query = None if retrieval == "text" else self.embedder.embed_queries([question])[0]  # [n_q, dim] float32
         t1 = time.perf_counter()
         scored = search_pages(
-            self.store, collection, mode=retrieval, limit=k, query_vectors=query, question=question,
+            store, target, mode=retrieval, limit=k, query_vectors=query, question=question,
             strategy=strategy, page_filter=page_filter, prefetch_limit=max(self.prefetch_limit, k),
             fusion=self.fusion,
         )
@@ -147,12 +151,11 @@ class Retriever:
 _WARNED_ENGLISH_ONLY: set[str] = set()
 
 
-def _warn_english_only(store: Any, collection: str) -> None:
+def _warn_english_only(store: VectorStore, collection: str) -> None:
     """Once per process and collection: its text index predates languages (spec version 1)."""
-    version_of = getattr(store, "text_spec_version", None)
-    if version_of is None or collection in _WARNED_ENGLISH_ONLY:
+    if collection in _WARNED_ENGLISH_ONLY:
         return
-    if version_of(collection) == 1:
+    if store.text_spec_version(collection) == 1:
         _WARNED_ENGLISH_ONLY.add(collection)
         log.warning("collection '%s' has an English-only text index (made before languages): words in other "
                     "languages match only in the exact form printed on the page. Rebuild it with `pagelens index "
