@@ -397,8 +397,9 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
                                 base_p50, "torch exact", warmup=1)
         # ours: Edge two_stage as the product runs it: the plan the self-check measured at optimize time;
         # then each first stage forced, to show what the check chose between (same run, same store)
-        from pagelens.core.settings import Tuning
         from pagelens.index.ann.self_check import SearchPlan
+
+        from pagelens.core.settings import Tuning
 
         default_pf = int(Tuning.model_fields["prefetch_limit"].default)
         # the in-RAM baselines above pushed the rerank cache out of the page cache: read it back once,

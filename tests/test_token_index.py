@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from pagelens.index.ann.fast_rerank import RerankCache, quantize_int8
+from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.ann.token_index import (
     DELTA_FILE,
     CellLists,
@@ -19,7 +20,6 @@ from pagelens.index.ann.token_index import (
     train_codebook,
     unique_pairs,
 )
-from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.edge_store import QdrantEdgeStore
 from test_fast_rerank import DIM, maxsim, unit
 

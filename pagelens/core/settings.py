@@ -102,9 +102,9 @@ class Tuning(BaseModel):
         "(index/ann/fast_rerank.py). False: Qdrant scores every prefetched page exactly (slower).",
     )
     search_recall_target: float = Field(
-        default=0.95, gt=0, le=1, description="Embedded store: `optimize` measures the recall@5 of each first stage "
-        "against exact MaxSim on probe queries made from the collection's own pages, and two_stage searches use "
-        "the cheapest that reaches this target (else exact); see index/ann/self_check.py.",
+        default=0.95, gt=0, le=1, description="The share of exact MaxSim's top 5 pages a first stage must find on "
+        "probe queries made from the collection's own pages (checked by `optimize`) for two_stage searches to use "
+        "it; the cheapest that does is used, else exact search (index/ann/self_check.py).",
     )
     token_index_min_pages: int = Field(
         default=5000, ge=0, description="Embedded store, fast_rerank: `optimize` builds a token-level first "
