@@ -13,9 +13,10 @@ is killed and a fresh one renders the next pages.
 Protocol (pipes): the parent writes one pickled request per message (length-prefixed); the first one
 carries the path and password (never on the command line), the next ones a page index and the target
 size settings (and, when OCR may run, the OCR mode, minimum characters and dpi). The child answers
-``("ok", size, rendered size, samples, text, ocr_copy)`` or ``("error", kind, message)``; ``ocr_copy`` is
+``("ok", size, rendered size, samples, text, ocr_copy, words)`` or ``("error", kind, message)``; ``ocr_copy`` is
 ``((w, h), dpi, gray samples)`` when the page's text layer is unusable (``pagelens.ingest.ocr.needs_ocr``): the
-page rendered in gray for Tesseract, which the parent then runs (``pagelens.ingest.ocr``), else None.
+page rendered in gray for Tesseract, which the parent then runs (``pagelens.ingest.ocr``), else None;
+``words``: the text layer's word boxes in their compact form (``pagelens.ingest.words.encode_words``) or None.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from pagelens.ingest.words import WordBoxes, decode_words
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +160,10 @@ class RenderWorker:
         return proc
 
     def render(self, index: int, longest_edge: int, max_pixels: int, timeout_s: float,
-               ocr: dict[str, Any] | None = None) -> tuple[tuple[int, int], tuple[int, int], bytes, str, Any]:
-        """(target size, rendered size, RGB samples, text, OCR copy or None) of page ``index`` (0-based);
+               ocr: dict[str, Any] | None = None
+               ) -> tuple[tuple[int, int], tuple[int, int], bytes, str, Any, WordBoxes | None]:
+        """(target size, rendered size, RGB samples, text, OCR copy or None, word boxes or None) of page
+        ``index`` (0-based);
         raises ``RenderLimitExceeded`` past a limit (the child is then killed), ``RuntimeError`` for an
         ordinary render failure. ``ocr``: {mode, min_chars, dpi} when the child should render a gray OCR
         copy of pages whose text layer is unusable."""
@@ -181,8 +186,8 @@ class RenderWorker:
                 f"{self.memory_mb} MiB (PAGELENS_RENDER_MEMORY_MB) or a MuPDF crash") from None
         self.busy = False
         if reply[0] == "ok":
-            _, size, got, samples, text, ocr_copy = reply
-            return size, got, samples, text, ocr_copy
+            _, size, got, samples, text, ocr_copy, words = reply
+            return size, got, samples, text, ocr_copy, decode_words(words)
         _, kind, message = reply
         if kind == "memory":
             self.close()  # a fresh child for the next page
@@ -268,6 +273,9 @@ def _child() -> None:  # pragma: no cover - runs in the child process
                 text = str(page.get_text("text"))
             except Exception:  # noqa: BLE001 - no text layer is not an error
                 text = ""
+            from pagelens.ingest.words import encode_words, words_from_pymupdf
+
+            words = encode_words(words_from_pymupdf(page)) if text.strip() else None
             ocr_copy = None
             ocr = req.get("ocr")
             if ocr:
@@ -280,7 +288,7 @@ def _child() -> None:  # pragma: no cover - runs in the child process
                         raise RuntimeError(f"unexpected gray pixmap stride {gray.stride}")
                     ocr_copy = ((gray.width, gray.height), dpi, gray.samples)
                     del gray
-            reply: tuple[Any, ...] = ("ok", (w, h), (pix.width, pix.height), samples, text, ocr_copy)
+            reply: tuple[Any, ...] = ("ok", (w, h), (pix.width, pix.height), samples, text, ocr_copy, words)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
             pix = None
             reply = ("error", "memory" if _is_memory_error(exc) else "render", str(exc) or type(exc).__name__)
