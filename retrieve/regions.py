@@ -13,8 +13,9 @@ ingest) that match a word of the question under the BM25 channel's own analysis
 language, each question word as a query (every analyser, as the text search does), and they match
 when they share a term. So "Rechnungen" highlights "Rechnung" on a German page, and a CJK query
 matches through the character bigrams (the box is then narrowed to the matched characters of a CJK
-run). Matched words next to each other on a line become one region; its ``score`` is the share of
-the question's (indexable) words it holds.
+run, and a page word of several parts, "paid/volunteer", to the parts matched). Matched words next to
+each other on a line become one region; its ``text`` is the matched words as printed, its ``score``
+the share of the question's (indexable) words it holds.
 
 **Visual regions** (``visual_regions``): for each query token (colpali's augmentation suffix left
 out), the page token that won its max in MaxSim; winners that are image patches are mapped to the
@@ -98,20 +99,41 @@ def _same_line(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(gap < 2.0 * max(a[3] - a[1], b[3] - b[1]))
 
 
-def _narrow_cjk(word: str, box: np.ndarray, question_words: Sequence[str]) -> np.ndarray:
-    """The part of a CJK run's box under the first question word found in it (characters taken as equal
-    widths, along the longer side: vertical text is narrowed vertically); the whole box otherwise."""
-    if not _CJK.search(word):
-        return box
-    for q in question_words:
-        start = word.find(q)
-        if start >= 0 and len(q) < len(word):
-            a, b = start / len(word), (start + len(q)) / len(word)
-            x0, y0, x1, y1 = (float(v) for v in box)
-            if (x1 - x0) >= (y1 - y0):
-                return np.array([x0 + a * (x1 - x0), y0, x0 + b * (x1 - x0), y1], dtype=np.float32)
-            return np.array([x0, y0 + a * (y1 - y0), x1, y0 + b * (y1 - y0)], dtype=np.float32)
-    return box
+def _slice(box: np.ndarray, a: float, b: float) -> np.ndarray:
+    """The part of ``box`` from fraction ``a`` to ``b`` of its length along its longer side (characters
+    taken as equal widths; vertical text is cut vertically)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if (x1 - x0) >= (y1 - y0):
+        return np.array([x0 + a * (x1 - x0), y0, x0 + b * (x1 - x0), y1], dtype=np.float32)
+    return np.array([x0, y0 + a * (y1 - y0), x1, y0 + b * (y1 - y0)], dtype=np.float32)
+
+
+def _match_word(word: str, box: np.ndarray, terms: Sequence[tuple[str, frozenset[int]]], code: str, version: int
+                ) -> tuple[set[int], str, np.ndarray]:
+    """(indexes of the question words matched, the matched part of ``word``, its box) for one page word.
+
+    A word of several parts ("paid/volunteer", "e-mail)") is matched part by part and the box narrowed to
+    the matched parts; a CJK run matched through its characters is narrowed to the first question word
+    found in it verbatim."""
+    page_terms = _word_terms(word, code, version)
+    if not page_terms:
+        return set(), "", box
+    hit = {k for k, (_, q) in enumerate(terms) if page_terms & q}
+    if not hit:
+        return hit, "", box
+    if _CJK.search(word):
+        for q, _ in terms:
+            start = word.find(q)
+            if start >= 0 and len(q) < len(word):
+                return hit, q, _slice(box, start / len(word), (start + len(q)) / len(word))
+        return hit, word, box
+    parts = list(_WORD.finditer(word))
+    if len(parts) > 1:
+        matched = [m for m in parts if any(_word_terms(m.group(), code, version) & q for _, q in terms)]
+        if matched:
+            start, end = matched[0].start(), matched[-1].end()
+            return hit, word[start:end], _slice(box, start / len(word), end / len(word))
+    return hit, word, box
 
 
 def text_regions(words: WordBoxes | None, terms: Sequence[tuple[str, frozenset[int]]], language: str | None,
@@ -122,27 +144,25 @@ def text_regions(words: WordBoxes | None, terms: Sequence[tuple[str, frozenset[i
         return []
     code = (language or "und") if version >= 2 else "en"
     version = version or SPEC_VERSION
-    matched: list[tuple[int, set[int]]] = []  # (word index, indexes of the question words it matches)
+    matched: list[tuple[int, set[int], str, np.ndarray]] = []  # (word index, question words, part, box)
     for i, word in enumerate(words.words):
-        page_terms = _word_terms(word, code, version)
-        if not page_terms:
-            continue
-        hit = {k for k, (_, q) in enumerate(terms) if page_terms & q}
+        hit, part, box = _match_word(word, words.boxes[i], terms, code, version)
         if hit:
-            matched.append((i, hit))
-    groups: list[tuple[list[int], set[int]]] = []
-    for i, hit in matched:
+            matched.append((i, hit, part, box))
+    groups: list[tuple[list[int], set[int], list[str], list[np.ndarray]]] = []
+    for i, hit, part, box in matched:
         if groups and groups[-1][0][-1] == i - 1 and _same_line(words.boxes[i - 1], words.boxes[i]):
             groups[-1][0].append(i)
             groups[-1][1].update(hit)
+            groups[-1][2].append(part)
+            groups[-1][3].append(box)
         else:
-            groups.append(([i], set(hit)))
+            groups.append(([i], set(hit), [part], [box]))
     out: list[Region] = []
-    question_words = [w for w, _ in terms]
-    for indices, hit in groups:
-        boxes = np.stack([_narrow_cjk(words.words[i], words.boxes[i], question_words) for i in indices])
-        out.append(region(boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max(), "text",
-                          len(hit) / len(terms), " ".join(words.words[i] for i in indices)))
+    for _, hit, parts, boxes in groups:
+        arr = np.stack(boxes)
+        out.append(region(arr[:, 0].min(), arr[:, 1].min(), arr[:, 2].max(), arr[:, 3].max(), "text",
+                          len(hit) / len(terms), " ".join(parts)))
     out.sort(key=lambda r: -r["score"])  # stable: reading order among equals
     return out
 
