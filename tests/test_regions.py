@@ -344,8 +344,8 @@ def test_the_layout_fits_a_real_embedding(embedders: dict[int, Any]) -> None:
     full = embedder.embed_pages([image])[0].full
     layout = embedder.patch_layout(724, 1024)
     layout.validate(full.shape[0])
-    assert layout.tile_grid == (2, 2) and int(layout.image_positions.max()) < full.shape[0]
-    assert visual_regions(embedder.embed_queries(["a question"])[0], full, layout)  # something wins
+    assert layout.tile_grid == (2, 2) and len(layout.image_positions) == 5 * 64
+    assert int(layout.image_positions.max()) < full.shape[0]
 
 
 def test_global_tile_winners_cover_their_block() -> None:
