@@ -16,7 +16,8 @@ size settings (and, when OCR may run, the OCR mode, minimum characters and dpi).
 ``("ok", size, rendered size, samples, text, ocr_copy, words)`` or ``("error", kind, message)``; ``ocr_copy`` is
 ``((w, h), dpi, gray samples)`` when the page's text layer is unusable (``pagelens.ingest.ocr.needs_ocr``): the
 page rendered in gray for Tesseract, which the parent then runs (``pagelens.ingest.ocr``), else None;
-``words``: the text layer's word boxes in their compact form (``pagelens.ingest.words.encode_words``) or None.
+``words``: the text layer's words as (x0, y0, x1, y1 page fractions, word) tuples (``_word_fractions``, no numpy
+in the child: it starts faster) or None.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pagelens.ingest.words import WordBoxes, decode_words
+if TYPE_CHECKING:
+    from pagelens.ingest.words import WordBoxes
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +189,10 @@ class RenderWorker:
         self.busy = False
         if reply[0] == "ok":
             _, size, got, samples, text, ocr_copy, words = reply
-            return size, got, samples, text, ocr_copy, decode_words(words)
+            from pagelens.ingest.words import WordBoxes
+
+            boxes = WordBoxes.build([w[4] for w in words], [w[:4] for w in words]) if words else None
+            return size, got, samples, text, ocr_copy, boxes
         _, kind, message = reply
         if kind == "memory":
             self.close()  # a fresh child for the next page
@@ -219,6 +224,27 @@ class RenderWorker:
 def _is_memory_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, MemoryError) or "malloc" in text or "out of memory" in text or "cannot allocate" in text
+
+
+def _word_fractions(page: Any) -> list[tuple[float, float, float, float, str]] | None:
+    """The page's words as (x0, y0, x1, y1, word) in fractions of the rendered page (rotation applied):
+    ``pagelens.ingest.words.words_from_pymupdf`` without numpy. None when there are none."""
+    try:
+        import pymupdf
+
+        raw = page.get_text("words")
+        matrix, rect = page.rotation_matrix, page.rect
+    except Exception:  # noqa: BLE001 - no text layer is not an error
+        return None
+    width, height = float(rect.width), float(rect.height)
+    out = []
+    for item in raw or ():
+        word = "".join(ch for ch in str(item[4]) if ch >= " " and not ch.isspace())
+        if word and width > 0 and height > 0:
+            r = pymupdf.Rect(item[:4]) * matrix
+            out.append(((r.x0 - rect.x0) / width, (r.y0 - rect.y0) / height, (r.x1 - rect.x0) / width,
+                        (r.y1 - rect.y0) / height, word))
+    return out or None
 
 
 def _child() -> None:  # pragma: no cover - runs in the child process
@@ -273,9 +299,7 @@ def _child() -> None:  # pragma: no cover - runs in the child process
                 text = str(page.get_text("text"))
             except Exception:  # noqa: BLE001 - no text layer is not an error
                 text = ""
-            from pagelens.ingest.words import encode_words, words_from_pymupdf
-
-            words = encode_words(words_from_pymupdf(page)) if text.strip() else None
+            words = _word_fractions(page) if text.strip() else None
             ocr_copy = None
             ocr = req.get("ocr")
             if ocr:
