@@ -18,11 +18,11 @@ each other on a line become one region; its ``text`` is the matched words as pri
 the share of the question's (indexable) words it holds.
 
 **Visual regions** (``visual_regions``): for each query token (colpali's augmentation suffix left
-out), the page token that won its max in MaxSim; winners that are image patches are mapped to the
-page through the processor's geometry (``pagelens.models.patch_layout``), weighted by their dot
-product (the token's contribution to the page's MaxSim), and clustered (patches at most
-``VISUAL_GAP`` cells apart join); a cluster's box covers its patches and its ``score`` is its share of
-the MaxSim of the query tokens used. Computed from the full vectors of the returned pages only
+out), the image patch of the page that won its max (MaxSim's max, taken over the image patches as
+colpali's similarity maps do), mapped to the page through the processor's geometry
+(``pagelens.models.patch_layout``), weighted by its dot product (the token's contribution), and
+clustered (patches at most ``VISUAL_GAP`` cells apart join); a cluster's box covers its patches and
+its ``score`` is its share of the summed maxima of the query tokens used. Computed from the full vectors of the returned pages only
 (``bench/regions.py`` measures the cost per hit).
 
 ``merge_regions`` ranks both kinds together by score (text first on ties) and keeps at most
@@ -172,12 +172,14 @@ def text_regions(words: WordBoxes | None, terms: Sequence[tuple[str, frozenset[i
 
 def patch_weights(query: np.ndarray, page: np.ndarray, layout: PatchLayout, query_mask: np.ndarray | None = None
                   ) -> tuple[np.ndarray, float]:
-    """(weights float32 [rows * side, cols * side] over the local patch grid, MaxSim of the tokens used).
+    """(weights float32 [rows * side, cols * side] over the local patch grid, their sum before spreading).
 
     query [n_q, dim], page [n_tokens, dim] (L2-normalised, float). Each query token (``query_mask``: the
-    ones to use; None or all False: all) adds its max dot product to the patch that won it, spread
-    evenly over the cells it covers (a global-tile patch covers a block of cells); winners that are not
-    image tokens (the prompt) and non-positive maxima add nothing."""
+    ones to use; None or all False: all) adds its max dot product over the page's image patches to the
+    patch that won it, spread evenly over the cells that patch covers (a global-tile patch covers a
+    block of cells); non-positive maxima add nothing. The max is taken over the image patches only (as
+    colpali's similarity maps do): the prompt's tokens, which the page's MaxSim also ranges over, have
+    no place on the page."""
     query = np.asarray(query, dtype=np.float32)
     page = np.asarray(page, dtype=np.float32)
     if query.ndim != 2 or page.ndim != 2 or query.shape[1] != page.shape[1]:
@@ -187,16 +189,14 @@ def patch_weights(query: np.ndarray, page: np.ndarray, layout: PatchLayout, quer
         mask = np.asarray(query_mask, dtype=bool)
         if mask.shape == (query.shape[0],) and mask.any():
             query = query[mask]
-    sims = query @ page.T  # [n_q, n_tokens]
+    patches = page[layout.image_positions]  # [n_image_tokens, dim], processor order
+    sims = query @ patches.T  # [n_q, n_image_tokens]
     best = sims.argmax(axis=1)
     value = sims[np.arange(len(best)), best]
-    token_of = np.full(page.shape[0], -1, dtype=np.int64)
-    token_of[layout.image_positions] = np.arange(len(layout.image_positions))
     cells = layout.token_cells()
     grid = np.zeros(layout.grid_shape, dtype=np.float32)
-    for pos, v in zip(best.tolist(), value.tolist(), strict=True):
-        k = int(token_of[pos])
-        if k < 0 or v <= 0:
+    for k, v in zip(best.tolist(), value.tolist(), strict=True):
+        if v <= 0:
             continue
         r0, c0, r1, c1 = (int(x) for x in cells[k])
         grid[r0:r1, c0:c1] += v / ((r1 - r0) * (c1 - c0))
