@@ -9,8 +9,8 @@ known-item text query returns its page at rank 1 with a text region on the word 
 2. **Cost per hit (CPU)**: ``text_regions`` for a 3-word question on each of those pages (word analysis
    cache cold, then warm), and ``visual_regions`` for a 20-token query against a page multivector of the
    real geometry (the tiny model's processor: ColIdefics3 tiling of an A4 page at 1024 and 2048 px, 128-dim,
-   random unit vectors, so only the cost is meaningful), plus the patch layout of a new page size (one
-   processor run on a blank page, then cached).
+   random unit vectors, so only the cost is meaningful), plus the patch layout of a new tile grid (one
+   processor run on a blank page, then cached per grid).
 3. **Known items**: for up to ``--queries`` pages, a word printed on that page only (alphabetic, 6+
    letters, on no other page of the corpus in any form sharing its first 6 letters); each page is written
    into an embedded Qdrant Edge collection with the payload ingest writes (random vectors: text mode
@@ -153,7 +153,7 @@ def bench_cost(pages: list[tuple[Path, int, Any, str]], tiny_models: Path | None
             times.append(time.perf_counter() - t0)
         lines.append(f"visual regions per hit, {width}x{height} px page ({layout.tile_grid[0]}x{layout.tile_grid[1]} "
                      f"tiles + global, {n_tokens} tokens), 20 query tokens: p50 {percentile(times, 50) * 1e3:.2f} ms, "
-                     f"p95 {percentile(times, 95) * 1e3:.2f} ms; patch layout of a new page size "
+                     f"p95 {percentile(times, 95) * 1e3:.2f} ms; patch layout of a new tile grid "
                      f"{first * 1e3:.0f} ms once (then cached)")
     return lines
 

@@ -387,3 +387,14 @@ def test_draw_regions_and_the_url_form() -> None:
     for bad in ("t:0.1,0.2", "x:0,0,1,1", "t:0.5,0.5,0.2,0.9", "v:0,0,2,1", "t:" + "0,0,1,1;t:" * 40 + "0,0,1,1"):
         with pytest.raises(InvalidRequestError):
             parse_highlight(bad)
+
+
+def test_isolated_rendering_keeps_the_same_word_boxes() -> None:
+    """The sandboxed renderer (``isolate_rendering``) returns the word boxes the in-process path does."""
+    path = REAL_PDFS / "cn_medical_lab_report.pdf"  # a rotated page
+    inproc = _pages(path)[0]
+    isolated = _pages(path, isolate_rendering=True, render_timeout_s=120)[0]
+    assert isolated.words is not None and isolated.words.words == inproc.words.words
+    assert np.allclose(isolated.words.boxes, inproc.words.boxes, atol=1e-6)
+    decoded = decode_words(encode_words(isolated.words))
+    assert decoded is not None and np.abs(decoded.boxes - inproc.words.boxes).max() <= 1 / 65535

@@ -162,19 +162,24 @@ def page_layout(processor: Any, image: Image.Image) -> PatchLayout:
     return layout_from_token_ids(ids, image_token_id, tokens_per_tile, _row_col_ids(tokenizer), fallback)
 
 
-_layouts: dict[tuple[int, ...], PatchLayout] = {}
+_layouts: dict[tuple[Any, ...], PatchLayout] = {}
 _layouts_lock = threading.Lock()
 
 
 def layout_for_size(processor: Any, width: int, height: int) -> PatchLayout:
-    """``page_layout`` of a ``width`` x ``height`` px page, from a blank page of that size (the layout
-    depends only on the size and the processor's geometry settings), cached per (size, longest edge, tile
-    size, tokens per tile): a collection's pages mostly share a few sizes, so this costs one processor
-    run per size."""
+    """``page_layout`` of a ``width`` x ``height`` px page, from a blank page of that size. The layout
+    depends only on the tile grid (and the processor's geometry settings), so it is cached per grid
+    (``get_number_of_image_patches``, no image work; per page size when the processor lacks it): a
+    collection's pages share a few grids, so this costs one processor run per grid."""
     image_processor = getattr(processor, "image_processor", None)
     longest = int((getattr(image_processor, "size", None) or {}).get("longest_edge", 0))
     tile = int((getattr(image_processor, "max_image_size", None) or {}).get("longest_edge", 0))
-    key = (int(width), int(height), longest, tile, int(getattr(processor, "image_seq_len", 64)))
+    geometry: tuple[int, ...] = (longest, tile, int(getattr(processor, "image_seq_len", 64)))
+    try:
+        _, rows, cols = image_processor.get_number_of_image_patches(int(height), int(width))  # type: ignore[union-attr]
+        key = ("grid", int(rows), int(cols), *geometry)
+    except Exception:  # noqa: BLE001 - processor API drift: key by size instead
+        key = ("size", int(width), int(height), *geometry)
     with _layouts_lock:
         found = _layouts.get(key)
     if found is not None:
@@ -185,20 +190,3 @@ def layout_for_size(processor: Any, width: int, height: int) -> PatchLayout:
             _layouts.clear()
         _layouts[key] = layout
     return layout
-
-
-def query_token_mask(processor: Any, question: str, n_tokens: int) -> np.ndarray | None:
-    """Bool [n_tokens]: the query's own tokens, without colpali's ``<end_of_utterance>`` augmentation
-    suffix (those tokens match everything a little and blur the map). None when it cannot be aligned."""
-    try:
-        batch = processor.process_queries(texts=[question])
-        ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
-        if len(ids) != n_tokens:
-            return None
-        suffix_token = getattr(processor, "query_augmentation_token", "<end_of_utterance>")
-        suffix_id = int(processor.tokenizer.convert_tokens_to_ids(suffix_token))
-        special = set(getattr(processor.tokenizer, "all_special_ids", []) or [])
-        mask = np.array([t != suffix_id and t not in special for t in ids], dtype=bool)
-        return mask if mask.any() else None
-    except Exception:  # noqa: BLE001
-        return None
