@@ -346,6 +346,10 @@ def test_the_layout_fits_a_real_embedding(embedders: dict[int, Any]) -> None:
     layout.validate(full.shape[0])
     assert layout.tile_grid == (2, 2) and len(layout.image_positions) == 5 * 64
     assert int(layout.image_positions.max()) < full.shape[0]
+    # the query tokens used: the question's own, not colpali's <end_of_utterance> suffix
+    query = embedder.embed_queries(["total amount due"])[0]
+    mask = embedder.query_token_mask("total amount due", query.shape[0])
+    assert mask is not None and 3 <= int(mask.sum()) < query.shape[0]
 
 
 def test_global_tile_winners_cover_their_block() -> None:

@@ -190,3 +190,20 @@ def layout_for_size(processor: Any, width: int, height: int) -> PatchLayout:
             _layouts.clear()
         _layouts[key] = layout
     return layout
+
+
+def query_token_mask(processor: Any, question: str, n_tokens: int) -> np.ndarray | None:
+    """Bool [n_tokens]: the query's own tokens, without colpali's ``<end_of_utterance>`` augmentation
+    suffix (those tokens match everything a little and blur the map). None when it cannot be aligned."""
+    try:
+        batch = processor.process_queries(texts=[question])
+        ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+        if len(ids) != n_tokens:
+            return None
+        suffix_token = getattr(processor, "query_augmentation_token", "<end_of_utterance>")
+        suffix_id = int(processor.tokenizer.convert_tokens_to_ids(suffix_token))
+        special = set(getattr(processor.tokenizer, "all_special_ids", []) or [])
+        mask = np.array([t != suffix_id and t not in special for t in ids], dtype=bool)
+        return mask if mask.any() else None
+    except Exception:  # noqa: BLE001
+        return None
