@@ -346,6 +346,10 @@ def test_the_layout_fits_a_real_embedding(embedders: dict[int, Any]) -> None:
     layout.validate(full.shape[0])
     assert layout.tile_grid == (2, 2) and len(layout.image_positions) == 5 * 64
     assert int(layout.image_positions.max()) < full.shape[0]
+    # a page embedded with another tile grid (another page_longest_edge) is refused, not mapped wrongly
+    other = embedders[2048].patch_layout(1448, 2048)
+    with pytest.raises(ValueError, match="layout mismatch"):
+        visual_regions(np.ones((1, 128), np.float32), full, other)
     # the query tokens used: the question's own, not colpali's <end_of_utterance> suffix
     query = embedder.embed_queries(["total amount due"])[0]
     mask = embedder.query_token_mask("total amount due", query.shape[0])

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class PatchLayout:
     image_positions: np.ndarray
     tile_grid: tuple[int, int]
     side: int = 8
+    n_tokens: int | None = None  # tokens of the whole page multivector, when known (``page_layout``)
 
     @property
     def n_local_tiles(self) -> int:
@@ -84,6 +85,11 @@ class PatchLayout:
         return np.stack([row0, col0, row1, col1], axis=1).astype(np.int64)
 
     def validate(self, n_tokens: int) -> None:
+        """Raise ``ValueError`` when a page multivector of ``n_tokens`` tokens cannot have this layout (a
+        page embedded with another tile grid: another ``page_longest_edge``)."""
+        if self.n_tokens is not None and self.n_tokens != n_tokens:
+            raise ValueError(f"layout mismatch: the page has {n_tokens} tokens, a {self.tile_grid[0]} x "
+                             f"{self.tile_grid[1]} tile grid gives {self.n_tokens}")
         per_tile = self.side * self.side
         n_img = len(self.image_positions)
         expected = {per_tile} if self.n_local_tiles == 1 else {(self.n_local_tiles + 1) * per_tile}
@@ -159,7 +165,8 @@ def page_layout(processor: Any, image: Image.Image) -> PatchLayout:
         fallback = (int(rows), int(cols))
     except Exception:  # noqa: BLE001 - processor API drift: markers usually suffice
         fallback = None
-    return layout_from_token_ids(ids, image_token_id, tokens_per_tile, _row_col_ids(tokenizer), fallback)
+    layout = layout_from_token_ids(ids, image_token_id, tokens_per_tile, _row_col_ids(tokenizer), fallback)
+    return replace(layout, n_tokens=len(ids))
 
 
 _layouts: dict[tuple[Any, ...], PatchLayout] = {}
