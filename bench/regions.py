@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import REAL_PDFS, device_label, load_average, percentile, today  # noqa: E402
 
 
-def _pages_with_words() -> list[tuple[Path, int, Any, str]]:
+def pages_with_words() -> list[tuple[Path, int, Any, str]]:
     """(pdf, page index, WordBoxes, page text) of every real page with a text layer."""
     import pymupdf
     from pagelens.ingest.words import words_from_pymupdf
@@ -171,7 +171,8 @@ def _unique_words(pages: list[tuple[Path, int, Any, str]]) -> dict[int, list[str
     return out
 
 
-def bench_known_items(pages: list[tuple[Path, int, Any, str]], queries: int) -> list[str]:
+def known_items(pages: list[tuple[Path, int, Any, str]], queries: int) -> dict[str, Any]:
+    """The known-item run (module docstring, 3.): {"n", "rank1", "covered", "disagree", "misses"}."""
     import numpy as np
     import pymupdf
     from pagelens.index.stores.edge_store import QdrantEdgeStore
@@ -230,7 +231,12 @@ def bench_known_items(pages: list[tuple[Path, int, Any, str]], queries: int) -> 
             else:
                 misses.append(f"{word!r} ({pdf.name} p{index + 1}): no text region on the word")
         store.close()
-    n = len(chosen)
+    return {"n": len(chosen), "rank1": rank1, "covered": covered, "disagree": disagree, "misses": misses}
+
+
+def bench_known_items(pages: list[tuple[Path, int, Any, str]], queries: int) -> list[str]:
+    found = known_items(pages, queries)
+    n, rank1, covered, disagree, misses = (found[k] for k in ("n", "rank1", "covered", "disagree", "misses"))
     lines = [f"known-item text queries: {n} (one word printed on one page only), rank 1 {rank1}/{n} = "
              f"{rank1 / max(n, 1):.0%}; rank 1 with a text region on the word (IoU >= 0.5 with search_for) "
              f"{covered}/{n} = {covered / max(n, 1):.0%} (target >= 80%); of the misses, {disagree} where PyMuPDF's own "
@@ -253,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny-models", type=Path, default=None, help="tests/make_tiny_models.py output (visual cost)")
     args = parser.parse_args(argv)
     print(f"# regions bench, {today()}, {device_label()}, load {load_average()}", flush=True)
-    pages = _pages_with_words()
+    pages = pages_with_words()
     for section in (bench_bytes(pages, args.ocr), bench_cost(pages, args.tiny_models),
                     bench_known_items(pages, args.queries)):
         print("\n".join(section), flush=True)
