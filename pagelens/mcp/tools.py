@@ -181,8 +181,10 @@ class PagelensTools:
                 "images): late-interaction retrieval over the page images, fused with keyword search on "
                 "their text by default. Returns up to k pages, best first, each with document name, doc_id, "
                 "page number, page count and scores (score ranks them; visual_score/text_score are what it "
-                "was fused from), followed by the page image (longest edge at most "
-                f"{s.mcp_image_max_edge} px) so you can read it yourself, tables, charts and scans included. "
+                "was fused from) and regions (where on the page it matched: boxes as fractions of the page, "
+                "words matching the query and image patches that matched), followed by the page image "
+                f"(longest edge at most {s.mcp_image_max_edge} px, the regions drawn on it) so you can read it "
+                "yourself, tables, charts and scans included. "
                 "Use it to find evidence and read the sources; use get_page to read a neighbouring page.",
                 SearchPagesArgs, False, self._search_pages),
             ToolSpec(
