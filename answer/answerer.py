@@ -1,4 +1,10 @@
-"""``SmolVLMAnswerer``: answers over retrieved page images with SmolVLM (transformers Idefics3).
+"""``SmolVLMAnswerer`` (alias ``VLMAnswerer``): answers over retrieved page images with SmolVLM (transformers
+Idefics3), the tested default, or any transformers image-text-to-text model with a chat template
+(``AutoModelForImageTextToText`` + ``AutoProcessor``: Qwen2.5-VL, ...; ``pagelens.models.answer_model``).
+The prompt (``prompt.build_messages``), the image budget (``max_image_tokens``) and the citations are the
+same for every family; only the image-token arithmetic differs: SmolVLM's is computed
+(``prompt.image_token_count``), another family's is asked of its processor
+(``_get_num_multimodal_tokens``) after the page is shrunk to ``answer_longest_edge`` px (never enlarged).
 
 Flow of one answer: relevance gate (``Settings.relevance_threshold`` on each hit's visual MaxSim,
 ``relevance_threshold_text`` on its BM25; never the fused hybrid score) -> pick pages (rank order, at most
@@ -42,6 +48,7 @@ from pagelens.core.hub import Unavailable, unavailable_error
 from pagelens.core.settings import DEFAULT_ANSWER_MODEL
 from pagelens.models.answer_model import (
     ENV_VAR,
+    answer_model_type,
     load_answer_processor,
     load_answer_weights,
     resolve_answer_model_dir,
@@ -118,6 +125,20 @@ def _best(scores: Any) -> str:
     return f"{max(values):.4f}" if values else "none"
 
 
+def _shrunk_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
+    """(width, height) scaled down (aspect kept) so the longest side is at most ``longest_edge``; never up."""
+    scale = min(1.0, longest_edge / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _shrink(image: Image.Image, longest_edge: int) -> Image.Image:
+    """``image`` resized to ``_shrunk_size`` (the same image when it already fits)."""
+    from PIL import Image
+
+    size = _shrunk_size(image.width, image.height, longest_edge)
+    return image if size == (image.width, image.height) else image.resize(size, Image.Resampling.BICUBIC)
+
+
 @dataclass
 class _Prepared:
     """Model inputs of one answer. inputs: ``input_ids`` [1, n_prompt], ``attention_mask`` [1, n_prompt],
@@ -165,6 +186,7 @@ class SmolVLMAnswerer:
         self._dtype: torch.dtype | None = None
         self.load_s: float | None = None
         self._warned_ungated = False
+        self._tiled = True  # SmolVLM / Idefics3 (its tile arithmetic and size= resizing); set at load
 
     @property
     def model_id(self) -> str:
@@ -211,8 +233,13 @@ class SmolVLMAnswerer:
         dtype = resolve_dtype(self.settings.dtype, device)
         try:
             model_dir = resolve_answer_model_dir(self.model_id, self.model_revision)
+            self._tiled = answer_model_type(model_dir) == "idefics3"
             self._backend = self.settings.resolved_image_processor_backend(device.type)
-            self._preprocess_on_device = self.settings.resolved_preprocess_device(device.type) == "model"
+            self._preprocess_on_device = (self.settings.resolved_preprocess_device(device.type) == "model"
+                                          and self._tiled)
+            if self.settings.tuning.preprocess_device == "model" and not self._tiled:
+                logger.warning("PAGELENS_TUNING__PREPROCESS_DEVICE=model applies to SmolVLM answer models; %s "
+                               "preprocesses pages on the CPU; unset it to silence this", self.model_id)
             processor = self._load_processor(model_dir)
             model = self._load_model(model_dir, device, dtype)
         except Unavailable as err:
@@ -251,6 +278,10 @@ class SmolVLMAnswerer:
                 return None
         elif mode == "generate":
             return None
+        if not self._tiled:
+            logger.warning("answer_decoder=%s: the static-cache decoder is validated for SmolVLM (Idefics3) only; %s "
+                           "answers with generate()", mode, self.model_id)
+            return None
         unsupported = unsupported_generation_options(model.generation_config)
         if unsupported:
             logger.warning(
@@ -288,7 +319,36 @@ class SmolVLMAnswerer:
     def tokens_per_image(self, image: Image.Image, longest_edge: int | None = None) -> int:
         """``<image>`` tokens one page costs at ``longest_edge`` px (default ``answer_longest_edge``)."""
         edge = int(longest_edge or self.settings.answer_longest_edge)
-        return image_token_count(image.width, image.height, longest_edge=edge, **self._geometry())
+        self.load()  # the family decides the arithmetic
+        if self._tiled:
+            return image_token_count(image.width, image.height, longest_edge=edge, **self._geometry())
+        width, height = _shrunk_size(image.width, image.height, edge)
+        return self._processor_tokens(width, height)
+
+    def _processor_tokens(self, width: int, height: int) -> int:
+        """Image tokens the (non-Idefics3) processor emits for a ``width x height`` image: its
+        ``_get_num_multimodal_tokens`` (transformers' own count), else one processor call counted."""
+        processor = self._processor
+        try:
+            return int(processor._get_num_multimodal_tokens(image_sizes=[(height, width)]).num_image_tokens[0])
+        except (AttributeError, NotImplementedError, TypeError, KeyError, IndexError):
+            from PIL import Image
+
+            with self._preprocess_lock:
+                token = getattr(processor, "image_token", "<image>")
+                batch = processor(text=[token], images=[Image.new("RGB", (width, height))], return_tensors="pt")
+            return int((batch["input_ids"] == processor.image_token_id).sum().item())
+
+    def _fit_edge(self, image: Image.Image, edge: int, max_tokens: int) -> int:
+        """The longest edge (px) <= ``edge`` at which ``image`` costs at most ``max_tokens`` image tokens
+        (SmolVLM: multiples of its tile; other families: 10% steps down to 56 px, the least tried)."""
+        if self._tiled:
+            return fit_longest_edge(image.width, image.height, max_tokens=max_tokens, longest_edge=edge,
+                                    **self._geometry())
+        current = edge
+        while current > 56 and self.tokens_per_image(image, current) > max_tokens:
+            current = max(56, int(current * 0.9))
+        return current
 
     # -- answering ------------------------------------------------------------------------------
     def answer(
@@ -381,7 +441,6 @@ class SmolVLMAnswerer:
         t0 = time.perf_counter()
         settings = self.settings
         k = max(1, int(k if k is not None else settings.answer_top_k))
-        geometry = self._geometry()
         edge = int(settings.answer_longest_edge)
 
         opened: dict[int, Image.Image] = {}
@@ -407,13 +466,7 @@ class SmolVLMAnswerer:
         if len(pages) == 1:
             cost = self.tokens_per_image(images[0], edge)
             if cost > settings.tuning.max_image_tokens:
-                reduced = fit_longest_edge(
-                    images[0].width,
-                    images[0].height,
-                    max_tokens=settings.tuning.max_image_tokens,
-                    longest_edge=edge,
-                    **geometry,
-                )
+                reduced = self._fit_edge(images[0], edge, settings.tuning.max_image_tokens)
                 logger.warning(
                     "page %s p.%d costs %d image tokens at %d px, over max_image_tokens=%d: showing it at %d px",
                     pages[0].doc_name,
@@ -430,10 +483,14 @@ class SmolVLMAnswerer:
             prompt = processor.apply_chat_template(
                 build_messages(question, pages), add_generation_prompt=True
             )
-            on_device = {"device": self._device} if self._preprocess_on_device else {}
-            batch = processor(
-                text=[prompt], images=[images], return_tensors="pt", size={"longest_edge": edge}, **on_device
-            )
+            if self._tiled:
+                on_device = {"device": self._device} if self._preprocess_on_device else {}
+                batch = processor(
+                    text=[prompt], images=[images], return_tensors="pt", size={"longest_edge": edge}, **on_device
+                )
+            else:  # the family's own resizing, on pages shrunk to the longest edge
+                shown = [_shrink(image, edge) for image in images]
+                batch = processor(text=[prompt], images=shown, return_tensors="pt")
         inputs: dict[str, Any] = {}
         for key, value in batch.items():
             if not hasattr(value, "to"):
@@ -474,8 +531,10 @@ class SmolVLMAnswerer:
             ids.append(eos)
         elif eos:
             ids.extend(int(e) for e in eos)
-        end_of_utterance = self._processor.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
-        if isinstance(end_of_utterance, int) and end_of_utterance not in ids:
+        tokenizer = self._processor.tokenizer
+        end_of_utterance = tokenizer.convert_tokens_to_ids("<end_of_utterance>")  # None / unk: not this family's
+        if (isinstance(end_of_utterance, int) and end_of_utterance != tokenizer.unk_token_id
+                and end_of_utterance not in ids):
             ids.append(end_of_utterance)
         return ids
 
@@ -574,3 +633,7 @@ class SmolVLMAnswerer:
             timings.decode_s,
         )
         yield AnswerEvent(kind="done", answer=answer)
+
+
+VLMAnswerer = SmolVLMAnswerer
+"""The same class under a family-neutral name (it loads any image-text-to-text model with a chat template)."""

@@ -14,7 +14,7 @@ import logging
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pagelens.api.errors import install_error_handlers
-from pagelens.api.routes import collections, documents, health, jobs, search
+from pagelens.api.routes import collections, documents, health, jobs, search, sync
 
 import pagelens
 from pagelens.app.access import ApiKeys
@@ -49,6 +49,6 @@ def create_api(settings: Settings, service: PagelensService | None = None) -> Fa
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
-    for module in (health, collections, documents, jobs, search):
+    for module in (health, collections, documents, jobs, search, sync):
         app.include_router(module.router)
     return app

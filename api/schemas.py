@@ -198,6 +198,8 @@ class CollectionOut(BaseModel):
     documents: int
     created_at: str
     search_structures: SearchStructuresOut | None = None
+    retriever_family: str = Field("", description="The retriever family the collection was built with (ColIdefics3, "
+                                  "ColQwen2_5...); empty for collections made before it was recorded.")
 
 
 class DocumentOut(BaseModel):
@@ -262,3 +264,52 @@ class JobOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 415, 422, 503)
 }
+
+
+class SyncRequest(BaseModel):
+    """Mirror a server-side folder under one of PAGELENS_SYNC_ROOTS into the collection."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=1024, description="The folder, relative to a sync root (or an "
+                      "absolute path inside one); it must resolve inside a root, symlinks followed.")
+    dry_run: bool = Field(default=False, description="Return the plan and change nothing.")
+    yes: bool = Field(default=False, description="Go ahead even when the sync deletes more than the server's "
+                      "PAGELENS_SYNC_MAX_DELETE_SHARE of the collection's documents.")
+    checksum: bool = Field(default=False, description="Read every file for its hash, even those whose size and "
+                           "modification time are unchanged.")
+    include: list[str] | None = Field(default=None, max_length=64, description="File-name globs to take "
+                                      "(default: PDFs, images and office documents).")
+    exclude: list[str] | None = Field(default=None, max_length=64, description="Globs to leave out.")
+
+
+class SyncActionOut(BaseModel):
+    kind: Literal["add", "update", "rename", "delete", "unchanged", "duplicate", "resume", "failed"]
+    name: str = Field(description="The document name after the sync: the file's path under the folder.")
+    doc_id: str | None = None
+    old_name: str | None = Field(default=None, description="A rename: the name before.")
+    pages: int | None = None
+    note: str | None = None
+
+
+class SyncOut(BaseModel):
+    collection: str
+    path: str = Field(description="The folder as the request named it.")
+    dry_run: bool
+    added: int
+    updated: int
+    renamed: int
+    deleted: int
+    unchanged: int
+    resumed: int
+    duplicates: int
+    unreadable: int
+    files: int
+    files_hashed: int = Field(description="Files read for their hash (the others were known unchanged).")
+    documents_in_scope: int
+    delete_share: float
+    pages_indexed: int
+    pages_embedded: int
+    pages_deleted: int
+    seconds: float
+    errors: list[dict[str, Any]]
+    actions: list[SyncActionOut]

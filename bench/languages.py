@@ -48,11 +48,12 @@ def service_for(data_dir: Path, retriever: Path, **overrides: Any) -> Any:
 
 def make_english_only(service: Any, collection: str) -> None:
     """Create ``collection`` with the version-1 (English-only) text index, as before languages."""
+    from pagelens.index.stores.base import backend_of
     from pagelens.index.stores.bm25 import text_index_spec
     from pagelens.index.stores.edge_store import MANIFEST_FILE, TEXT_INDEX_KEY
 
     service.indexer.ensure_collection(collection)
-    store = service.store.inner
+    store: Any = backend_of(service.store)  # the Edge store's files and caches
     path = store._dir(collection) / MANIFEST_FILE
     data = json.loads(path.read_text())
     data[TEXT_INDEX_KEY] = text_index_spec()
@@ -97,6 +98,7 @@ def main() -> None:  # noqa: C901 - a linear script
         return
 
     from make_known_items import build_sets
+    from pagelens.index.stores.base import backend_of
     from pagelens.ingest import open_document
     from pagelens.retrieve.hybrid import FusionConfig
 
@@ -150,9 +152,7 @@ def main() -> None:  # noqa: C901 - a linear script
             print(name, variant, json.dumps(results[f"{name}/{variant}"]["modes"]["text"]["all"]), flush=True)
             if variant == "now" and name in ("languages", "cjk"):
                 policies = {}
-                inner = service.store
-                while hasattr(inner, "inner"):  # aliases -> document registry -> the Edge store
-                    inner = inner.inner
+                inner: Any = backend_of(service.store)  # aliases -> document registry -> the Edge store
                 for policy in ("all", "collection", "detected", "english"):
                     inner.text_query_languages = policy
                     r = evaluate(service, coll, data, ["text"])["text"]

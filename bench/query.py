@@ -98,9 +98,7 @@ def fill_collection(service: Any, name: str, pages: int, images: list[Any]) -> N
                          "indexed_at": "2026-01-01T00:00:00Z"},
             ))
         service.store.upsert(name, points)
-    optimize = getattr(getattr(service.store, "inner", service.store), "optimize", None)
-    if optimize is not None:
-        optimize(name)
+    service.store.optimize(name)
 
 
 class Server:

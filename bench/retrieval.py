@@ -11,14 +11,13 @@ vocabulary, and shared suffix-like tokens. Pooling dilutes the unique block, so 
 trivially perfect.
 
 Systems (the product's own stores, public API only):
-* ours: ``QdrantEdgeStore.search(mode="two_stage")`` after ``optimize()`` with the fast rerank.
-  From ``token_index_min_pages`` (5000) pages, the product default: candidates from the token-level
-  first stage (``index/ann/token_index.py``; the best ``--token-candidates``), our MaxSim kernel over the
-  int8 cache keeps the best ``--rerank-candidates``, Qdrant scores those exactly. Also the same
-  kernel on pooled HNSW candidates (the default below 5000 pages, and for filtered searches), at the
-  default prefetch_limit and the ``--prefetch`` values;
+* ours: ``QdrantEdgeStore.search(mode="two_stage")`` after ``optimize()``, which measures the recall of
+  each first stage on probe queries made from the collection (``index/ann/self_check.py``) and keeps the
+  cheapest plan reaching the target: the product default. Then each first stage forced (the int8 scan
+  of every page, the pooled means, the token index from ``token_index_min_pages``), to show what the
+  check chose between;
 * baselines: the same store with ``fast_rerank`` off (Qdrant reranks every prefetched page exactly,
-  at the same prefetch), ``QdrantEdgeStore`` ``mode="exact"`` (brute force), ``QdrantServerStore`` on
+  at the default prefetch), ``QdrantEdgeStore`` ``mode="exact"`` (brute force), ``QdrantServerStore`` on
   ``QdrantClient(":memory:")`` exact (first ``--local-pages`` pages only), exact MaxSim in torch
   (fp32, in RAM; also the ground truth);
 * proposal (not product code): pooled MaxSim prefetch + exact rerank, both in torch in RAM.
@@ -28,13 +27,14 @@ background patches, queries that only partly match; see ``Synth``) instead of ii
 ``--user-process``: what a user's process sees. The collection is built and searched only through
 ``open_store(Settings())`` (every product default, PAGELENS_* variables honoured); then a fresh process
 imports, opens the store, runs the first query, then ``--warmup`` untimed and ``--rounds`` timed rounds
-(stage times per search: token index / pooled scan, int8 rerank, the rest); ``--cold`` adds a run with
+(stage times per search: int8 scan / token index / pooled scan, int8 rerank, the rest); ``--cold`` adds a run with
 the collection's files evicted from the page cache first.
 
 Quick:   python bench/retrieval.py                      (1000 pages x 1139 tokens)
 Faster:  python bench/retrieval.py --tokens 300
 Bigger:  python bench/retrieval.py --pages 10000        (~10 GB RAM at 1139 tokens; use --tokens)
 User:    python bench/retrieval.py --user-process --pages 10000 --queries 40 --cold [--generator aniso]
+Yours:   python bench/retrieval.py --vectors DIR [--data-dir D] [--exact]   (your own embeddings: bench/own_vectors.py)
          python bench/retrieval.py --pages 100000 --no-ram-baseline --data-dir /big/disk
 """
 
@@ -348,6 +348,10 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
         store.sync_rerank_cache("bench")  # builds the token index (>= token_index_min_pages)
         tok_s = time.perf_counter() - t0
         has_tokens = store._rerank_file("bench").token_index_ready()
+        t0 = time.perf_counter()
+        store.self_check("bench", force=True)  # measured with every first stage built (the product's optimize does both)
+        check_s = time.perf_counter() - t0
+        log(f"self-check: {check_s:.1f} s")
         built = "reused" if reuse else f"Edge upsert {up_s:.1f} s ({args.pages / max(up_s, 1e-9):.0f} pages/s), optimize {opt_s:.1f} s"
         log(f"generated in {gen_s:.1f} s, {built}"
             f", token index {tok_s:.1f} s ({'built' if has_tokens else 'none: below token_index_min_pages'})")
@@ -391,48 +395,40 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
         edge_exact = eval_store(table, f"Edge exact ({args.pages} pages{'' if n_ex == len(queries) else f', {n_ex} queries'})",
                                 lambda q: store.search("bench", q, 10, mode="exact"), queries[:n_ex], ex_sub, dev,
                                 base_p50, "torch exact", warmup=1)
-        # ours: Edge two_stage with the fast int8 rerank (product default), at the default prefetch and
-        # the --prefetch variants; baseline at the same prefetch: Qdrant reranks every candidate itself
+        # ours: Edge two_stage as the product runs it: the plan the self-check measured at optimize time;
+        # then each first stage forced, to show what the check chose between (same run, same store)
         from pagelens.core.settings import Tuning
+        from pagelens.index.ann.self_check import SearchPlan
 
         default_pf = int(Tuning.model_fields["prefetch_limit"].default)
-        default_m = int(Tuning.model_fields["rerank_candidates"].default)
         # the in-RAM baselines above pushed the rerank cache out of the page cache: read it back once,
         # as a long-running server has it (searches on a cold cache fault its pages in from disk)
         t0 = time.perf_counter()
         cached = sum(read_through(f) for f in sorted((root / "edge" / "bench" / "rerank").rglob("*"))
                      if f.is_file() and f.name != "index.bin")
         log(f"rerank cache read into the page cache: {cached / 1e9:.2f} GB in {time.perf_counter() - t0:.1f} s")
+        plan = store._plan("bench")
+        log(f"self-check ({plan.seconds:.1f} s): {plan.summary()}; geometry {plan.geometry}")
+        eval_store(table, f"ours (product default): Edge two_stage, measured plan: {plan.summary()} ({args.pages} pages)",
+                   lambda q: store.search("bench", q, 10, mode="two_stage"), queries, exact, dev, edge_exact["p50"],
+                   "Edge exact")
+        forced = [("scan", 0, 16), ("scan", 0, 32), ("pooled", default_pf, 16)]
         if has_tokens:
-            for m in args.token_candidates:
-                store.token_candidates = m
-                eval_store(table, f"ours: Edge two_stage, token index -> {m} candidates -> fast int8 rerank -> "
-                           f"{default_m} exact ({args.pages} pages)",
-                           lambda q: store.search("bench", q, 10, mode="two_stage"),
-                           queries, exact, dev, edge_exact["p50"], "Edge exact")
-            store.token_candidates = int(Tuning.model_fields["token_candidates"].default)
-        store.token_index_min_pages = 0  # below: pooled HNSW candidates (the product below 5000 pages)
-        for pf in [default_pf, *[p for p in args.prefetch if p != default_pf]]:
-            tag = f"prefetch={pf}{' (default)' if pf == default_pf else ''} ({args.pages} pages)"
-            store.fast_rerank = False
-            qdrant = eval_store(table, f"Edge two_stage, Qdrant rerank, {tag}",
-                                lambda q, pf=pf: store.search("bench", q, 10, mode="two_stage", prefetch_limit=pf),
-                                queries, exact, dev, edge_exact["p50"], "Edge exact")
-            store.fast_rerank = True
-            for m in args.rerank_candidates:
-                store.rerank_candidates = m
-                eval_store(table, f"ours: Edge two_stage, pooled HNSW -> fast int8 rerank -> {m} exact, {tag}",
-                           lambda q, pf=pf: store.search("bench", q, 10, mode="two_stage", prefetch_limit=pf),
-                           queries, exact, dev, qdrant["p50"], "Qdrant rerank, same prefetch")
-        store.rerank_candidates = default_m
-        scan = store.pooled_scan_max_pages
-        store.pooled_scan_max_pages = args.pages  # the option: candidates by our brute-force pooled pass
-        eval_store(table, f"option: candidates by a brute-force bf16 pooled scan instead of HNSW, prefetch={default_pf} "
+            forced.append(("tokens", 250, 16))
+        for stage, width, keep in forced:
+            store.set_plan("bench", SearchPlan(first_stage=stage, candidates=width, rerank_keep=keep, recall=1.0,
+                                               pages=args.pages))
+            eval_store(table, f"forced: {stage} first stage{f' ({width} candidates)' if width else ''} -> int8 rerank "
+                       f"-> {keep} exact ({args.pages} pages)",
+                       lambda q: store.search("bench", q, 10, mode="two_stage"), queries, exact, dev,
+                       edge_exact["p50"], "Edge exact")
+        store.set_plan("bench", plan)
+        store.fast_rerank = False
+        eval_store(table, f"Edge two_stage, Qdrant's own pooled HNSW prefetch + rerank, prefetch={default_pf} "
                    f"({args.pages} pages)",
                    lambda q: store.search("bench", q, 10, mode="two_stage", prefetch_limit=default_pf),
                    queries, exact, dev, edge_exact["p50"], "Edge exact")
-        store.pooled_scan_max_pages = scan
-        store.token_index_min_pages = token_min
+        store.fast_rerank = True
         if cuda:
             store.rerank_device = "cuda"
             eval_store(table, f"ours on {cuda}: fast int8 rerank on the GPU, prefetch={default_pf} ({args.pages} pages)",
@@ -599,6 +595,7 @@ def user_process_worker(args: argparse.Namespace) -> None:
 
     fast_rerank.RerankCache.token_candidates = timed("token index", fast_rerank.RerankCache.token_candidates)
     fast_rerank.RerankCache.pooled_candidates = timed("pooled scan", fast_rerank.RerankCache.pooled_candidates)
+    fast_rerank.RerankCache.scan = timed("int8 scan", fast_rerank.RerankCache.scan)
     fast_rerank.RerankCache.maxsim = timed("int8 rerank", fast_rerank.RerankCache.maxsim)
     t_import = time.perf_counter() - t_start
     syn = Synth(args.pages, args.tokens, seed=args.seed, generator=args.generator)
@@ -647,8 +644,7 @@ def user_process_worker(args: argparse.Namespace) -> None:
         "first_query_parts_s": first_parts, "p50_s": float(np.percentile(times, 50)),
         "p95_s": float(np.percentile(times, 95)), "samples": len(times), "recall@5": float(np.mean(r5)),
         "parts_p50_s": {k: float(np.percentile(v, 50)) for k, v in parts_all.items()},
-        "first_stage": "token index" if cache.token_index_ready() and n > store.pooled_scan_max_pages
-        else ("pooled scan" if n <= store.pooled_scan_max_pages else "pooled HNSW"),
+        "first_stage": store._plan("bench").summary(), "token_index": cache.token_index_ready(),
         "torch_threads": torch.get_num_threads(), "search_threads": settings.tuning.search_threads, "blas_threads": blas,
         "full_vector_datatype": settings.full_vector_datatype, "load": os.getloadavg()[0],
     }), flush=True)
@@ -774,16 +770,33 @@ def run_real(args: argparse.Namespace, table: Table) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_own_vectors(args: argparse.Namespace) -> None:
+    """``--vectors DIR``: the product on the caller's own embeddings (``bench/own_vectors.py``)."""
+    import json
+    import logging
+
+    from bench.own_vectors import VectorsError, run
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(args.vectors, data_dir=Path(args.data_dir) if args.data_dir else None, exact=args.exact)
+    except VectorsError as exc:
+        sys.exit(f"error: {exc}")
+    ms = np.asarray(result["search_ms"])
+    log(f"{result['pages']} pages, {result['queries']} queries: built in {result['build_s']:.1f} s, search p50 "
+        f"{np.percentile(ms, 50):.1f} ms p95 {np.percentile(ms, 95):.1f} ms, "
+        + (f"{result['bytes_per_page'] / 1e6:.3f} MB per page on disk, " if result["bytes_per_page"] else "")
+        + f"self-check {json.dumps(result['self_check'])}")
+    if args.exact:
+        print(f"recall@5 {result['recall']['at5']:.3f} recall@10 {result['recall']['at10']:.3f} (vs exact MaxSim)")
+    print(f"wrote {args.vectors / 'pagelens.json'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=1000, help="synthetic pages (10000 / 100000 for the targets)")
     ap.add_argument("--tokens", type=int, default=1139, help="tokens per page (1139 = US letter at 2048 px)")
     ap.add_argument("--queries", type=int, default=20)
-    ap.add_argument("--prefetch", type=int, nargs="*", default=[100, 300], help="extra prefetch_limit values")
-    ap.add_argument("--rerank-candidates", type=int, nargs="+", default=[16],
-                    help="pages the fast rerank passes to Qdrant's exact MaxSim (product default 16)")
-    ap.add_argument("--token-candidates", type=int, nargs="+", default=[100, 250],
-                    help="token-index candidates passed to the int8 rerank (collections >= token_index_min_pages)")
     ap.add_argument("--datatype", choices=["float32", "float16"], default="float32", help="Edge full-vector storage")
     ap.add_argument("--hnsw-m", type=int, default=None, help="HNSW m of the pooled vectors (default: the product's)")
     ap.add_argument("--exact-queries", type=int, default=0,
@@ -817,7 +830,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="--user-process: timed rounds over the queries")
     ap.add_argument("--user-process-worker", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
+    ap.add_argument("--vectors", type=Path, default=None, metavar="DIR",
+                    help="bring your own vectors: DIR/pages.npy [N, T, 128] and DIR/queries.npy [Q, t, 128] "
+                    "(optional lengths.npy, query_lengths.npy) through the product's defaults; writes "
+                    "DIR/pagelens.json (bench/own_vectors.py). --data-dir: the store's data dir (new or empty)")
+    ap.add_argument("--exact", action="store_true",
+                    help="--vectors: add exact MaxSim's top 10 (exact_top10) and print recall@5/@10 against it")
     args = ap.parse_args()
+    if args.vectors is not None:
+        run_own_vectors(args)
+        return
     if args.user_process_worker is not None:
         user_process_worker(args)
         return

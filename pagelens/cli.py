@@ -138,14 +138,25 @@ def index_cmd(
     workers: int = typer.Option(None, "--workers", min=-1, help="Page-preparation processes (default PAGELENS_INGEST_WORKERS; 0: serial)."),
     errors_jsonl: Path = typer.Option(None, "--errors-jsonl", help="Write failures here as JSONL (default: data_dir/reports/<collection>-<time>.jsonl when any)."),
     reindex: bool = typer.Option(False, "--reindex", help="Build a new collection NAME__<model>-<time> and switch the alias NAME to it when complete."),
+    sync: bool = typer.Option(False, "--sync", help="Make the collection mirror the one folder given: index new and changed files, rename moved ones, delete the documents whose files are gone; unchanged files are not read again (README, 'Keeping a collection in sync')."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --sync: print the plan (adds, updates, renames, deletes, unchanged) and change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="With --sync: go ahead even when it deletes more than PAGELENS_SYNC_MAX_DELETE_SHARE of the collection."),
+    checksum: bool = typer.Option(False, "--checksum", help="With --sync: read every file for its hash, even those whose size and modification time are unchanged."),
 ) -> None:
-    """Index documents into a collection (created on first use); resumable, shardable batch jobs."""
+    """Index documents into a collection (created on first use); resumable, shardable batch jobs.
+    With --sync DIR the collection mirrors DIR."""
     from pagelens.core.progress import IndexProgress
     from pagelens.index.pipeline.indexer import IndexInput, default_error_report_path, write_error_report
     from pagelens.ingest import DEFAULT_INCLUDE
     from pagelens.ingest.manifest import collect_inputs, parse_shard, select_shard
 
     meta = parse_pairs(metadata, "--metadata")
+    if sync or dry_run or checksum or yes:
+        sync_folder(paths or [], collection, meta, password=password, force=force, as_json=as_json,
+                    include=include, exclude=exclude, manifest=manifest, shard=shard, workers=workers,
+                    errors_jsonl=errors_jsonl, reindex=reindex, sync=sync, dry_run=dry_run, yes=yes,
+                    checksum=checksum)
+        return
     try:
         found = collect_inputs(paths or [], include or DEFAULT_INCLUDE, exclude or [], manifest or [])
         files = select_shard(found, parse_shard(shard))
@@ -210,6 +221,88 @@ def index_cmd(
                       highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def sync_folder(paths: list[Path], collection: str, meta: dict[str, Any], *, password: str | None, force: bool,
+                as_json: bool, include: list[str] | None, exclude: list[str] | None, manifest: list[Path] | None,
+                shard: str | None, workers: int | None, errors_jsonl: Path | None, reindex: bool, sync: bool,
+                dry_run: bool, yes: bool, checksum: bool) -> None:
+    """``pagelens index DIR --sync`` (``pagelens.app.sync``): plan, refuse a large delete without --yes,
+    carry it out; exit 0 done, 1 some files failed, 2 usage or refused."""
+    from pagelens.app.sync import sync_inputs
+    from pagelens.core.progress import SyncProgress
+    from pagelens.index.pipeline.indexer import default_error_report_path
+    from pagelens.ingest import DEFAULT_INCLUDE
+    from pagelens.ingest.manifest import parse_shard, select_shard
+
+    problems = []
+    if not sync:
+        problems.append("--dry-run, --yes and --checksum go with --sync")
+    if len(paths) != 1:
+        problems.append(f"--sync mirrors exactly one folder (got {len(paths)} paths)")
+    if manifest:
+        problems.append("--sync mirrors a folder; it does not take --manifest (a manifest's names and paths "
+                        "are not a folder's)")
+    if reindex:
+        problems.append("--sync and --reindex do not go together: build the new collection with --reindex, "
+                        "then sync it")
+    if force:
+        problems.append("--sync and --force do not go together: --sync already re-indexes changed files "
+                        "(--checksum reads every file)")
+    if problems:
+        for problem in problems:
+            err.print(f"[bold red]error:[/] {problem}", highlight=False)
+        raise typer.Exit(2)
+    root = Path(paths[0]).expanduser()
+    try:
+        shard_spec = parse_shard(shard)
+        files = select_shard(sync_inputs(root, include or DEFAULT_INCLUDE, exclude or []), shard_spec)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    service = make_service(role="pagelens index --sync")
+    if shard and not dry_run:
+        for note in shard_layout_notes(service.settings):
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
+    try:
+        with SyncProgress(err, enabled=not as_json or err.is_terminal) as progress:
+            report = service.sync(collection, root, files, dry_run=dry_run, yes=yes, shard=shard_spec,
+                                  metadata=meta, checksum=checksum, password=password,
+                                  progress=progress.callback, workers=workers)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    finally:
+        service.close()
+    report_path = None
+    if report.index is not None and (errors_jsonl is not None or report.index.errors):
+        from pagelens.index.pipeline.indexer import write_error_report
+
+        report_path = write_error_report(report.index, errors_jsonl or default_error_report_path(
+            service.settings, report.plan.collection))
+    if as_json:
+        emit_json({**report.to_dict(), "error_report": str(report_path) if report_path else None})
+    else:
+        if dry_run:
+            for action in report.plan.actions:
+                if action.kind != "unchanged":
+                    out.print(f"  {describe_action(action)}", highlight=False, markup=False)
+        for error in report.errors:
+            err.print(f"[red]failed:[/] {error['error']}", highlight=False)
+        if report.refusal:
+            err.print(f"[yellow]note:[/] {report.refusal}", highlight=False)
+        for kept in report.kept:
+            err.print(f"[yellow]kept:[/] {kept.name}: {kept.note}", highlight=False)
+        out.print(report.summary() + (f"; error report {report_path}" if report_path else ""), highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def describe_action(action: Any) -> str:
+    """One plan line of ``--dry-run``: 'add 2024/a.pdf', 'rename old.pdf -> new.pdf', 'delete x.pdf (3 pages)'."""
+    if action.kind == "rename":
+        return f"rename {action.old_name} -> {action.name}"
+    if action.kind == "delete":
+        return f"delete {action.name} ({action.pages} pages)"
+    return f"{action.kind} {action.name}" + (f" ({action.note})" if action.note else "")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -425,6 +518,16 @@ def optimize_cmd(
             did = "rebuilt " + "; ".join(r.rebuilt) if r.rebuilt else "nothing to rebuild"
             now = "current" if r.after.current else "still stale: " + "; ".join(r.after.stale)
             out.print(f"collection {r.collection}: {was}; {did} ({r.seconds:.1f} s); now {now}", highlight=False)
+            check = r.after.self_check
+            if check:  # the measured search plan (index/ann/self_check.py)
+                from pagelens.index.ann.self_check import SearchPlan
+
+                plan = SearchPlan.from_dict(check)
+                geo = plan.geometry
+                shape = (f"; mean token cosine {geo['mean_token_cosine']:.2f}, {geo['pca_dims_90']} PCA dimensions "
+                         f"for 90% of the variance, {geo['near_duplicate_share']:.0%} near-duplicate patches") \
+                    if geo else ""
+                out.print(f"  search: {plan.summary()}{shape}", highlight=False)
     if any(not r.after.current for r in results):
         raise typer.Exit(1)
 
@@ -441,6 +544,7 @@ def eval_cmd(
     ks: str = typer.Option("1,3,5,10", "--ks", help="Comma-separated k of recall@k (nDCG is @5)."),
     no_index: bool = typer.Option(False, "--no-index", help="Do not index the documents (the collection is ready)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary JSON instead of the table."),
+    retrievers: list[str] = typer.Option(None, "--retriever", help="Compare retriever models (hub id or folder; repeat: --retriever A --retriever B): each indexes the documents into its own collection NAME__<model>; comparison.md/.json."),
 ) -> None:
     """Evaluate retrieval (nDCG@5, recall@k, MRR, latency) per mode on a dataset; report.md/.json + plot."""
     from pagelens.app.evaluation import load_dataset, run_eval, write_report
@@ -452,6 +556,9 @@ def eval_cmd(
         raise typer.BadParameter(f"expected integers, got '{ks}'", param_hint="--ks") from exc
     if not mode_list or not k_list or min(k_list) < 1:
         raise typer.BadParameter("give at least one mode and k >= 1")
+    if retrievers:
+        _compare_cmd(dataset, collection, retrievers, mode_list, k_list, answers, out_dir, docs, no_index, as_json)
+        return
     service = make_service(role="pagelens eval")
     try:
         data = load_dataset(dataset, docs_dir=docs)
@@ -477,6 +584,44 @@ def eval_cmd(
         return
     out.print(paths["markdown"].read_text(encoding="utf-8"), highlight=False, markup=False)
     err.print(f"wrote {paths['markdown']}, {paths['json']}, {paths['plot']}", highlight=False)
+
+
+def _compare_cmd(dataset: Path, collection: str, retrievers: list[str], modes: list[str], ks: list[int],
+                 answers: bool, out_dir: Path | None, docs: Path | None, no_index: bool, as_json: bool) -> None:
+    """``pagelens eval --retriever A --retriever B``: one evaluation per retriever, then the comparison."""
+    from pagelens.app.evaluation import compare_retrievers, load_dataset, write_comparison
+
+    base = Settings()
+    models = [Settings(retriever_model=r).retriever_model for r in retrievers]  # local folders: absolute paths
+
+    def open_service(model: str):  # noqa: ANN202 - PagelensService
+        revision = base.retriever_revision if model == base.retriever_model else None
+        return make_service(base.model_copy(update={"retriever_model": model, "retriever_revision": revision}),
+                            role="pagelens eval")
+
+    try:
+        data = load_dataset(dataset, docs_dir=docs)
+        err.print(f"{data.name}: {len(data.queries)} queries, {len(data.documents)} documents; modes "
+                  f"{', '.join(modes)}; {len(models)} retrievers", highlight=False)
+
+        def progress(mode: str, done: int, total: int) -> None:
+            if done == total or done % 50 == 0:
+                err.print(f"  {mode}: {done}/{total} queries", highlight=False)
+
+        comparison = compare_retrievers(open_service, data, collection, models, modes=modes, ks=ks,
+                                        answers=answers, index=not no_index, progress=progress)
+    except PagelensError as exc:
+        raise fail(exc) from exc
+    paths = write_comparison(comparison, out_dir or Path(f"eval-{data.name}-{collection}-compare"))
+    if as_json:
+        emit_json({"outputs": {k: str(v) for k, v in paths.items()}, "dataset": comparison.dataset,
+                   "runs": [{"retriever": r.retriever, "collection": r.collection, "family": r.family,
+                             "index_seconds": round(r.result.index_seconds, 3),
+                             "modes": [m.to_dict(with_queries=False) for m in r.result.modes]}
+                            for r in comparison.runs]})
+        return
+    out.print(paths["markdown"].read_text(encoding="utf-8"), highlight=False, markup=False)
+    err.print(f"wrote {paths['markdown']}, {paths['json']} and one report folder per retriever", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------------

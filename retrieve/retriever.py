@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.base import VectorStore, pin
 from pagelens.index.stores.page_images import PageImageStore
 from pagelens.index.stores.text_analysis import SPEC_VERSION
 from pagelens.ingest.words import PAYLOAD_KEY as WORDS_KEY
@@ -89,6 +89,9 @@ class Retriever:
         ``fallback_to_visual``: on a collection without a text index, run ``visual`` (with a
         warning) instead of raising ``TextIndexMissingError``.
         Each hit's ``score`` is named by its ``score_kind`` (maxsim | bm25 | rrf | dbsf); see ``SearchHit``.
+        The collection name is resolved once, first (an alias: the collection it points to now;
+        ``pagelens.index.stores.base.pin``): every check and search below runs on that collection, so an
+        alias switched mid-search (``pagelens index --reindex``) cannot mix two collections.
         Raises CollectionNotFoundError, EmptyCollectionError, CollectionMismatchError,
         TextIndexMissingError.
         """
@@ -98,20 +101,21 @@ class Retriever:
         if k < 1:
             raise InvalidRequestError(f"k must be >= 1 (got {k})")
         retrieval, strategy = resolve_mode(mode, strategy=strategy)
-        manifest = self.store.get_manifest(collection)
+        target, store = pin(self.store, collection)  # the one alias resolution of this search
+        manifest = store.get_manifest(target)
         if manifest is None:
             raise CollectionNotFoundError(collection)
-        if retrieval in ("text", "hybrid") and not self.store.has_text_index(collection):
+        if retrieval in ("text", "hybrid") and not store.has_text_index(target):
             if not fallback_to_visual:
                 raise TextIndexMissingError(collection)
             log.warning("collection '%s' has no text index (created before hybrid search): searching "
                         "visual only; re-index it to enable %s mode", collection, retrieval)
             retrieval = "visual"
         if retrieval in ("text", "hybrid"):
-            _warn_english_only(self.store, collection)
+            _warn_english_only(store, target)
         if retrieval != "text":  # text mode needs no retriever model
             check_manifest(manifest, self.embedder)
-        if self.store.count(collection) == 0:
+        if store.count(target) == 0:
             raise EmptyCollectionError(
                 f"collection '{collection}' holds no pages yet; index documents first "
                 f"(pagelens index PATH --collection {collection})",
@@ -121,7 +125,7 @@ class Retriever:
         query = None if retrieval == "text" else self.embedder.embed_queries([question])[0]  # [n_q, dim] float32
         t1 = time.perf_counter()
         scored = search_pages(
-            self.store, collection, mode=retrieval, limit=k, query_vectors=query, question=question,
+            store, target, mode=retrieval, limit=k, query_vectors=query, question=question,
             strategy=strategy, page_filter=page_filter, prefetch_limit=max(self.prefetch_limit, k),
             fusion=self.fusion,
         )
@@ -149,32 +153,33 @@ class Retriever:
                     text_source=payload.get("text_source"),
                 )
             )
-        self.attach_regions(collection, question, query, hits, [p.payload for p in scored])
+        self.attach_regions(target, question, query, hits, [p.payload for p in scored], store=store)
         self.last_timings = SearchTimings(encode_s=t1 - t0, search_s=t2 - t1, mode=retrieval,
                                           regions_s=time.perf_counter() - t2)
         return hits
 
     def attach_regions(self, collection: str, question: str, query: np.ndarray | None, hits: list[SearchHit],
-                       payloads: list[dict[str, Any]]) -> None:
+                       payloads: list[dict[str, Any]], store: VectorStore | None = None) -> None:
         """Set ``regions`` on each hit (``pagelens.retrieve.regions``): text regions from the payload's
         word boxes, visual regions (when ``query`` [n_q, dim] is given: visual and hybrid modes) from the
         hits' full vectors through the retriever's patch layout. Pages indexed before word boxes get no
         text regions (said once per collection); a page whose vectors do not fit the layout (indexed
-        with another ``page_longest_edge``) gets no visual regions (said once per collection)."""
+        with another ``page_longest_edge``) gets no visual regions (said once per collection). ``store``:
+        the store the search ran on (``pin``'s), default ``self.store``."""
         if self.max_regions <= 0 or not hits:
             return
-        version_of = getattr(self.store, "text_spec_version", None)
-        version = int(version_of(collection)) if version_of is not None else 0
-        policy = str(getattr(self.store, "text_query_languages", "all"))
+        store = store if store is not None else self.store
+        version = int(store.text_spec_version(collection))
+        policy = str(store.text_query_languages)
         languages: dict[str, int] = {}
-        if policy == "collection" and getattr(self.store, "text_languages", None) is not None:
-            languages = self.store.text_languages(collection)  # type: ignore[attr-defined]
+        if policy == "collection":
+            languages = store.text_languages(collection)
         terms = question_terms(question, version or SPEC_VERSION, policy, languages)
         layout_of = getattr(self.embedder, "patch_layout", None)
         vectors: dict[str, np.ndarray] = {}
         mask = None
         if query is not None and layout_of is not None:
-            vectors = self.store.get_full_vectors(collection, [h.point_id for h in hits])
+            vectors = store.get_full_vectors(collection, [h.point_id for h in hits])
             mask_of = getattr(self.embedder, "query_token_mask", None)
             mask = mask_of(question, int(query.shape[0])) if mask_of is not None else None
         without_boxes = 0
@@ -213,12 +218,11 @@ def _warn_once(seen: set[str], collection: str, message: str, *args: Any) -> Non
         log.warning(message, *args)
 
 
-def _warn_english_only(store: Any, collection: str) -> None:
+def _warn_english_only(store: VectorStore, collection: str) -> None:
     """Once per process and collection: its text index predates languages (spec version 1)."""
-    version_of = getattr(store, "text_spec_version", None)
-    if version_of is None or collection in _WARNED_ENGLISH_ONLY:
+    if collection in _WARNED_ENGLISH_ONLY:
         return
-    if version_of(collection) == 1:
+    if store.text_spec_version(collection) == 1:
         _WARNED_ENGLISH_ONLY.add(collection)
         log.warning("collection '%s' has an English-only text index (made before languages): words in other "
                     "languages match only in the exact form printed on the page. Rebuild it with `pagelens index "

@@ -17,11 +17,14 @@ from pagelens.index.ann.fast_rerank import (
     SCALES_FILE,
     VECTORS_FILE,
     RerankCache,
+    encode_centred,
     fit_width,
     from_bf16_bits,
     quantize_int8,
+    quantize_query,
     to_bf16_bits,
 )
+from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.edge_store import RERANK_DIR, QdrantEdgeStore
 
 from pagelens.core.types import CollectionManifest, PageEmbedding, PageFilter, PagePoint, page_point_id
@@ -44,10 +47,20 @@ def page(rng: np.random.Generator, r: int, c: int) -> tuple[np.ndarray, np.ndarr
     return full, grid.mean(axis=1), grid.mean(axis=0)
 
 
-def int8_rounded(a: np.ndarray) -> np.ndarray:
-    """What the cache holds of ``a`` [n, DIM], back in float32."""
-    codes, scales = quantize_int8(a)
-    return codes.astype(np.float32) * scales[:, None]
+def int8_rounded(a: np.ndarray, cache: RerankCache) -> np.ndarray:
+    """What ``cache`` holds of ``a`` [n, DIM] (centred int8 codes of its codec), back in float32."""
+    centre, scale = cache._codec
+    return encode_centred(a, centre, scale).astype(np.float32) * np.float32(scale) + centre
+
+
+def int_kernel_reference(q: np.ndarray, a: np.ndarray, cache: RerankCache) -> float:
+    """The kernel's arithmetic in float64: int8 query codes against the page's int8 codes, max per query
+    token, scaled back, plus the centre's term."""
+    centre, scale = cache._codec
+    qi, qs = quantize_query(q)
+    codes = encode_centred(a, centre, scale).astype(np.float64)
+    best = (qi.numpy().astype(np.float64) @ codes.T).max(axis=1)
+    return float((best * qs.numpy().astype(np.float64) * scale).sum() + q.astype(np.float64).sum(axis=0) @ centre)
 
 
 def entries(ids: list[str], pages: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[tuple]:
@@ -95,7 +108,7 @@ def test_cache_roundtrip_latest_record_wins_and_reload(tmp_path: Path) -> None:
     again = RerankCache(tmp_path / "r")  # a new process reads the same files
     for c in (cache, again):
         got = c.maxsim(q, ids)
-        want = [maxsim(q, int8_rounded(p[0])) for p in [*pages[:2], newer, *pages[3:]]]
+        want = [maxsim(q, int8_rounded(p[0], c)) for p in [*pages[:2], newer, *pages[3:]]]
         np.testing.assert_allclose(got, want, atol=0.02)
     assert again.split([ids[0], "missing", ids[4]]) == ([ids[0], ids[4]], ["missing"])
 
@@ -112,9 +125,9 @@ def test_fit_width_pads_with_the_first_vector_and_pools_longer_inputs() -> None:
 
 
 def test_kernel_pads_pages_of_different_lengths_exactly(tmp_path: Path) -> None:
-    """Pages of 1..70 tokens in chunks of 16: the kernel equals MaxSim of the bf16-rounded query on the
-    int8-rounded vectors (computed in float64) to bf16 accumulation error, and stays within 0.05 of
-    fp32 MaxSim."""
+    """Pages of 1..70 tokens: the int8 x int8 kernel equals its own arithmetic done in float64 (int8 query
+    codes against the centred int8 page codes, max per query token, scaled, plus the centre's term) to
+    float32 rounding, and stays within 0.05 of fp32 MaxSim."""
     rng = np.random.default_rng(2)
     cache = RerankCache(tmp_path / "r")
     ids = [str(page_point_id("c", "s", i)) for i in range(70)]
@@ -123,9 +136,8 @@ def test_kernel_pads_pages_of_different_lengths_exactly(tmp_path: Path) -> None:
     q = unit(rng.standard_normal((20, DIM)))
     order = list(rng.permutation(70))
     got = cache.maxsim(q, [ids[i] for i in order])
-    rounded_q = from_bf16_bits(to_bf16_bits(q))
     for score, i in zip(got, order, strict=True):
-        assert abs(score - maxsim(rounded_q, int8_rounded(vecs[i]))) < 0.02
+        assert abs(score - int_kernel_reference(q, vecs[i], cache)) < 1e-4
         assert abs(score - maxsim(q, vecs[i])) < 0.05
 
 
@@ -257,24 +269,30 @@ def planted_corpus(n_pages: int = 60, seed: int = 5) -> tuple[list[PagePoint], l
     return points, queries
 
 
-def edge_with(tmp_path: Path, points: list[PagePoint], **kwargs: object) -> QdrantEdgeStore:
+def edge_with(tmp_path: Path, points: list[PagePoint], first_stage: str = "scan", **kwargs: object) -> QdrantEdgeStore:
+    """An Edge store holding ``points`` in collection "fast", searching with ``first_stage`` (the self-check
+    would pick exact for collections this small: the fast path is what these tests exercise)."""
     store = QdrantEdgeStore(tmp_path / "edge", **kwargs)  # type: ignore[arg-type]
     store.create_collection(CollectionManifest(name="fast", model_id="m", model_revision=None, dim=DIM))
     store.upsert("fast", points)
+    keep = int(kwargs.get("rerank_candidates", 16))  # type: ignore[call-overload]
+    store.set_plan("fast", SearchPlan(first_stage=first_stage, candidates=len(points), rerank_keep=keep, recall=1.0,
+                                      pages=len(points)))
     return store
 
 
-@pytest.mark.parametrize(("rerank_candidates", "pooled_scan_max_pages"), [(10, 20_000), (32, 20_000), (10, 0)])
+@pytest.mark.parametrize(("rerank_candidates", "first_stage"), [(10, "pooled"), (32, "pooled"), (10, "scan")])
 def test_fast_two_stage_equals_exact_when_prefetch_covers_the_collection(
-    tmp_path: Path, rerank_candidates: int, pooled_scan_max_pages: int
+    tmp_path: Path, rerank_candidates: int, first_stage: str
 ) -> None:
     """With every page prefetched, the fast path returns exact MaxSim's top 5 with Qdrant's own
     scores, as long as the kernel keeps a few more candidates than asked for (near ties among the
     random filler pages are within its int8/bf16 error)."""
     points, queries = planted_corpus()
-    store = edge_with(tmp_path, points, rerank_candidates=rerank_candidates,
-                      pooled_scan_max_pages=pooled_scan_max_pages)  # 0: candidates from Qdrant's HNSW
+    store = edge_with(tmp_path, points, first_stage, rerank_candidates=rerank_candidates)
     store.optimize("fast")
+    store.set_plan("fast", SearchPlan(first_stage=first_stage, candidates=len(points), rerank_keep=rerank_candidates,
+                                      recall=1.0, pages=len(points)))
     assert store.fast_rerank and len(store._rerank_file("fast")) == len(points)
     for q in queries:
         exact = store.search("fast", q, 5, mode="exact")
@@ -458,9 +476,9 @@ def test_upserts_optimize_as_the_collection_grows(tmp_path: Path) -> None:
     assert infos[8 * 1024 * 1024].points_count == 200
 
 
-@pytest.mark.parametrize("pooled_scan_max_pages", [20_000, 0])  # candidates: our pooled scan, Qdrant's HNSW
+@pytest.mark.parametrize("first_stage", ["pooled", "scan"])
 def test_search_kernels_run_on_search_threads_and_restore_the_callers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooled_scan_max_pages: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_stage: str
 ) -> None:
     """Issue 19.7: the int8 rerank of one search ran on torch's 2 threads, which under CPU contention
     spin at ~150 barriers per query (measured 15x slower than one thread). The kernels now run on
@@ -475,15 +493,23 @@ def test_search_kernels_run_on_search_threads_and_restore_the_callers(
         return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(RerankCache, "maxsim", spy)
+    original_scan = RerankCache.scan
+
+    def spy_scan(self: RerankCache, *args: object, **kwargs: object) -> list[str]:
+        seen.append(torch.get_num_threads())
+        return original_scan(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RerankCache, "scan", spy_scan)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         results = {}
         for threads in (1, 0, 2):
             root = tmp_path / f"t{threads}"
-            store = edge_with(root, points, rerank_candidates=10, pooled_scan_max_pages=pooled_scan_max_pages,
-                              search_threads=threads)
+            store = edge_with(root, points, first_stage, rerank_candidates=10, search_threads=threads)
             store.optimize("fast")
+            store.set_plan("fast", SearchPlan(first_stage=first_stage, candidates=40, rerank_keep=10, recall=1.0,
+                                              pages=len(points)))
             seen.clear()
             results[threads] = [[(h.id, h.score) for h in store.search("fast", q, 5, prefetch_limit=30)]
                                 for q in queries]

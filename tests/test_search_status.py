@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.aliases import EdgeAliases, with_aliases
 from pagelens.index.stores.edge_store import OPTIMIZED_FILE, QdrantEdgeStore
 from pagelens.index.stores.search_status import (
@@ -155,13 +156,13 @@ def test_the_token_path_tops_up_from_the_pooled_hnsw_when_it_finds_fewer_than_k(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A token stage that finds one page (few pages share a probed cell with the query) for k = 8:
-    the rest come from Qdrant's pooled prefetches. (The token index itself is stubbed: its real
+    the rest come from the int8 scan of every page. (The token index itself is stubbed: its real
     build is exercised in test_token_index.py and below.)"""
     corpus = Corpus(120, seed=4)
-    store = QdrantEdgeStore(tmp_path / "edge", pooled_scan_max_pages=0, token_index_min_pages=50,
-                            token_candidates=40, rerank_candidates=10)
+    store = QdrantEdgeStore(tmp_path / "edge", token_index_min_pages=50, rerank_candidates=10)
     store.create_collection(manifest("tok"))
     store.upsert("tok", edge_points(corpus))
+    store.set_plan("tok", SearchPlan(first_stage="tokens", candidates=40, rerank_keep=10, recall=1.0, pages=120))
     cache = store._rerank_file("tok")
     calls: list[int] = []
 
@@ -188,18 +189,18 @@ def test_a_missing_token_index_is_stale_and_rebuilt(tmp_path: Path, caplog: pyte
     store.close()
     # optimized, but without the token index a collection of 120 pages gets from 50 pages on (as after
     # a kill between Edge's optimizers and the token index build)
-    store = QdrantEdgeStore(tmp_path / "edge", pooled_scan_max_pages=0, token_index_min_pages=50,
-                            token_candidates=40, rerank_candidates=10)
+    store = QdrantEdgeStore(tmp_path / "edge", token_index_min_pages=50, rerank_candidates=10)
     status = store.search_status("tok")
     assert status.codes == (TOKEN_INDEX,)
     assert status.stale == ("no token index although the collection has 120 pages (it is built from 50 pages, "
                             "token_index_min_pages)",)
     caplog.set_level(logging.WARNING, logger=WARN_LOGGER)
     for target in (3, 77):
-        assert same_as_exact(store, "tok", corpus.query(target), 5)[0] == pid(target)  # the pooled HNSW meanwhile
+        assert same_as_exact(store, "tok", corpus.query(target), 5)[0] == pid(target)  # the measured plan meanwhile
     assert len(stale_warnings(caplog)) == 1 and "no token index" in stale_warnings(caplog)[0]
     result = store.repair("tok")
-    assert result.rebuilt == ["token index built"] and result.after.current
+    assert result.rebuilt[0] == "token index built" and result.after.current
+    assert result.rebuilt[1].startswith("self-check: ")  # a new first stage: measured again
     assert store._rerank_file("tok").token_index_ready()
     store.close()
 
@@ -427,13 +428,16 @@ def test_pagelens_optimize_reports_what_it_rebuilt(stale_settings: Any, monkeypa
     first = runner.invoke(app, ["optimize", "--collection", "c", "--json"])
     assert first.exit_code == 0, first.output
     [entry] = json.loads(first.stdout)["collections"]
-    assert entry["collection"] == "c" and entry["before"]["current"] is False and entry["after"] == {
-        "current": True, "stale": []}
-    assert REBUILT_CACHE in entry["rebuilt"]
+    assert entry["collection"] == "c" and entry["before"]["current"] is False
+    assert entry["after"]["current"] is True and entry["after"]["stale"] == []
+    check = entry["after"]["self_check"]  # the index measured its own recall (issue 25)
+    assert check["recall"] >= 0.95 and check["pages"] == 60 and check["probes"] == 32
+    assert REBUILT_CACHE in entry["rebuilt"] and any(r.startswith("self-check: ") for r in entry["rebuilt"])
     again = runner.invoke(app, ["optimize"])  # every collection; nothing left to rebuild
     assert again.exit_code == 0, again.output
-    assert again.stdout.strip().startswith("collection c: was current; nothing to rebuild")
-    assert again.stdout.strip().endswith("now current")
+    lines = again.stdout.strip().splitlines()
+    assert lines[0].startswith("collection c: was current; nothing to rebuild") and lines[0].endswith("now current")
+    assert lines[1].strip().startswith("search: ") and "recall@5" in lines[1] and "mean token cosine" in lines[1]
     missing = runner.invoke(app, ["optimize", "--collection", "ghost"])
     assert missing.exit_code == 2 and "ghost" in missing.output
 
@@ -446,7 +450,7 @@ def test_a_noop_index_rerun_repairs_a_stale_collection(settings_factory: Any, tm
 
     from pagelens.app.service import PagelensService
 
-    values = {"page_longest_edge": 512, "embed_batch_size": 4, "ingest_workers": 0, "pooled_scan_max_pages": 0}
+    values = {"page_longest_edge": 512, "embed_batch_size": 4, "ingest_workers": 0}
     inputs = [IndexInput(make_pdf(tmp_path / "docs" / f"d{i}.pdf", 2, f"d{i}")) for i in range(3)]
     service = PagelensService(settings_factory(**values, token_index_min_pages=0))
     first = service.indexer.index("c", inputs, workers=0)

@@ -19,6 +19,7 @@ from pagelens.index.ann.token_index import (
     train_codebook,
     unique_pairs,
 )
+from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.edge_store import QdrantEdgeStore
 from test_fast_rerank import DIM, maxsim, unit
 
@@ -326,11 +327,11 @@ def test_edge_searches_take_candidates_from_the_token_index_and_return_exact_res
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = Corpus(400, seed=7)
-    store = QdrantEdgeStore(tmp_path / "edge", pooled_scan_max_pages=0, token_index_min_pages=100,
-                            token_candidates=40, rerank_candidates=10)
+    store = QdrantEdgeStore(tmp_path / "edge", token_index_min_pages=100, rerank_candidates=10)
     store.create_collection(CollectionManifest(name="tok", model_id="m", model_revision=None, dim=DIM))
     store.upsert("tok", edge_points(corpus))
     store.optimize("tok")
+    store.set_plan("tok", SearchPlan(first_stage="tokens", candidates=40, rerank_keep=10, recall=1.0, pages=400))
     cache = store._rerank_file("tok")
     assert cache.token_index_ready()
     calls: list[int] = []
@@ -349,7 +350,7 @@ def test_edge_searches_take_candidates_from_the_token_index_and_return_exact_res
         assert [h.score for h in got] == pytest.approx([h.score for h in exact], abs=1e-4)
         assert got[0].id == pid(target)
     assert calls == [40, 40, 40]
-    # a filtered search goes to Qdrant's pooled HNSW (the lists know nothing of payloads)
+    # a filtered search reranks the pages the filter matches (the lists know nothing of payloads)
     flt = PageFilter(doc_ids=["doc-15"])
     hits = store.search("tok", corpus.query(150), limit=3, mode="two_stage", page_filter=flt)
     assert calls == [40, 40, 40] and hits and {h.payload["doc_id"] for h in hits} == {"doc-15"}

@@ -274,6 +274,10 @@ def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: Sear
     processor = getattr(embedder, "processor", None)
     if processor is None or not hasattr(processor, "process_images"):
         return None, "This retriever exposes no processor: similarity maps are not available."
+    family = getattr(embedder, "family", None)  # pagelens.models.families: the maps need a tile layout
+    if family is not None and not getattr(family, "tiled", True):
+        return None, (f"Similarity maps are drawn for tiled retrievers (ColIdefics3, ColModernVBert); this "
+                      f"retriever is {family.name}.")
     vectors = ctx.service.store.get_full_vectors(collection, [hit.point_id])
     page_vec = vectors.get(hit.point_id)
     if page_vec is None:

@@ -41,7 +41,7 @@ from pagelens.index.pipeline.workers import (
     merge_batches,
     prepare_document,
 )
-from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.base import VectorStore, pin
 from pagelens.index.stores.page_images import PageImageStore
 from pagelens.ingest import SourceDocument, open_document
 
@@ -89,6 +89,8 @@ class IndexReport:
     notices: list[str] = field(default_factory=list)
     # pages indexed in a weaker way (OCR failed or timed out): file, page, message
     page_notices: list[FileError] = field(default_factory=list)
+    # pages the retriever model embedded in this run (every forward counted: a resumed or skipped page is not)
+    pages_embedded: int = 0
 
     @property
     def pages_indexed(self) -> int:
@@ -110,6 +112,7 @@ class IndexReport:
             "documents_failed": self.count("failed"),
             "documents_partial": self.count("partial"),
             "pages_indexed": self.pages_indexed,
+            "pages_embedded": self.pages_embedded,
             "seconds": round(self.seconds, 3),
             "pages_per_s": round(self.pages_indexed / self.seconds, 3) if self.seconds else None,
             "pipeline": {k: round(v, 3) if isinstance(v, float) else v
@@ -160,12 +163,14 @@ class Indexer:
             check_manifest(existing, self.embedder)
             return existing
         self.embedder.load()
+        fields = getattr(self.embedder, "manifest_fields", None)  # family, processor, tokens, score scale
         manifest = CollectionManifest(
             name=collection,
             model_id=self.embedder.model_id,
             model_revision=self.embedder.model_revision,
             dim=self.embedder.dim,
             created_at=_now(),
+            **(fields() if callable(fields) else {}),
         )
         self.store.create_collection(manifest)
         return manifest
@@ -188,9 +193,8 @@ class Indexer:
         worker processes are terminated.
         """
         started = time.perf_counter()
-        resolve = getattr(self.store, "resolve_alias", None)
-        if resolve is not None:  # point ids and payloads name the collection itself, not an alias of it
-            collection = resolve(collection)
+        # point ids and payloads name the collection itself, not an alias of it
+        collection = pin(self.store, collection)[0]
         self.ensure_collection(collection)
         items = list(inputs)
         report = IndexReport(collection=collection)
@@ -217,10 +221,7 @@ class Indexer:
         or between a Qdrant upsert and the rerank-cache append. Events ``optimize_start`` (with the
         ``stale`` reasons) and ``optimize_done`` (``seconds``, ``rebuilt``) only when it runs. Returns
         what was rebuilt (also in ``report.repaired``)."""
-        status_of = getattr(self.store, "search_status", None)
-        if status_of is None:
-            return []
-        status = status_of(collection)
+        status = self.store.search_status(collection)
         if status.current:
             return []
         notify = notify or (lambda event, info: None)
@@ -240,14 +241,11 @@ class Indexer:
         status = status_from_settings(self.settings)
         if self.settings.ocr != "off" and status.message:
             found.append(status.message)
-        spec_version = getattr(self.store, "text_spec_version", None)
-        if spec_version is not None:
-            version = spec_version(collection)
-            if version == 1:
-                found.append(
-                    f"collection '{collection}' has an English-only text index (made before languages): pages are "
-                    "analysed as English and their language is not recorded. Rebuild it with `pagelens index "
-                    f"--reindex -c {collection} PATHS` to get per-language search")
+        if self.store.text_spec_version(collection) == 1:
+            found.append(
+                f"collection '{collection}' has an English-only text index (made before languages): pages are "
+                "analysed as English and their language is not recorded. Rebuild it with `pagelens index "
+                f"--reindex -c {collection} PATHS` to get per-language search")
         for message in found:
             if message not in _ANNOUNCED:
                 _ANNOUNCED.add(message)
@@ -339,7 +337,8 @@ class Indexer:
         (which then preprocesses them itself: ``preprocess_device=model`` does it on the GPU)."""
         if not hasattr(self.embedder, "embed_preprocessed"):
             return None
-        if self.settings.resolved_preprocess_device(self._device_type()) == "model":
+        if (self.settings.resolved_preprocess_device(self._device_type()) == "model"
+                and getattr(self.embedder, "preprocesses_on_device", True)):  # a non-tiled family: the workers
             return None
         self.embedder.load()  # the page processor: safe while searches encode queries (pagelens/models/embedder.py)
         return getattr(self.embedder, "page_processor", None) or getattr(self.embedder, "processor", None)
@@ -524,7 +523,9 @@ class _Run:
                 continue
             for item in prepare_document(task, ix.settings, processor, images, ix.embed_batch_size()):
                 if isinstance(item, PreparedChunk):
-                    points = ix.make_points(self.collection, self.states[key], item, ix.embed_chunk(item))
+                    embedded = ix.embed_chunk(item)
+                    self.report.pages_embedded += len(embedded)
+                    points = ix.make_points(self.collection, self.states[key], item, embedded)
                     self.states[key].embedded += len(points)
                     ix.store.upsert(self.collection, points)
                     self.on_written(key, [m.page_no for m in item.pages])
@@ -619,6 +620,7 @@ class _Run:
         ix = self.ix
         t_embed = time.perf_counter()
         embeddings = ix.embed_chunks(chunks)
+        self.report.pages_embedded += sum(len(e) for e in embeddings)
         t_put = time.perf_counter()
         stats["forwards"] = stats.get("forwards", 0) + 1
         stats["forward_pages_max"] = max(stats.get("forward_pages_max", 0), sum(len(c.pages) for c in chunks))

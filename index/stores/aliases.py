@@ -13,9 +13,10 @@ Backends:
 * Qdrant Edge: ``<edge root>/aliases.json`` ({alias: collection}), replaced atomically (temp file +
   ``os.replace``) and read on every store call.
 
-``AliasedStore`` wraps a ``VectorStore``: every method whose first argument (or ``collection=``) is a
-collection name gets the alias resolved first; ``list_collections`` shows an alias in place of the
-collection it points to.
+``AliasedStore`` wraps a ``VectorStore``: every method whose first argument is a collection name gets
+the alias resolved first (one read of the aliases per call); ``list_collections`` shows an alias in
+place of the collection it points to. A search or an answer resolves once (``AliasedStore.pin``) and
+runs every step on the concrete collection (``pagelens.retrieve.retriever``).
 """
 
 from __future__ import annotations
@@ -26,14 +27,21 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pagelens.index.stores.filters import validate_collection_name
 
 from pagelens.core.errors import CollectionExistsError, CollectionNotFoundError
+from pagelens.core.types import CollectionManifest, PageFilter, PagePoint, ScoredPage, SearchMode
+
+if TYPE_CHECKING:
+    import numpy as np
+    from pagelens.index.stores.base import VectorStore
+    from pagelens.index.stores.registry import DocumentRecord, RegisteredStore
+    from pagelens.index.stores.search_status import RepairResult, SearchStatus
 
 log = logging.getLogger(__name__)
 
@@ -141,32 +149,27 @@ class ServerAliases:
 
 
 class AliasedStore:
-    """A ``VectorStore`` with collection names resolved through ``aliases`` (see the module docstring)."""
+    """A ``CatalogStore`` (``pagelens.index.stores.base``) with collection names resolved through
+    ``aliases`` (see the module docstring), one explicit method each: every collection argument is
+    resolved (one read of the aliases per call) before the wrapped store sees it. A request that makes
+    several calls resolves once with ``pin`` and makes them on the store it returns.
 
-    def __init__(self, inner: Any, aliases: EdgeAliases | ServerAliases) -> None:
+    ``inner``: a ``RegisteredStore`` (the service's stack: its listings are offered here too), or a bare
+    backend (then only the ``VectorStore`` methods work; a listing raises ``TypeError``)."""
+
+    def __init__(self, inner: VectorStore, aliases: EdgeAliases | ServerAliases) -> None:
         self.inner = inner
         self.aliases = aliases
 
     def resolve_alias(self, name: str) -> str:
         return self.aliases.all().get(name, name)
 
-    def __getattr__(self, attr: str) -> Any:
-        value = getattr(self.inner, attr)
-        if not callable(value) or attr.startswith("_"):
-            return value
+    def pin(self, collection: str) -> tuple[str, VectorStore]:
+        """(the collection ``collection`` names now, the store below the alias layer): one read."""
+        return self.resolve_alias(collection), self.inner
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if args and isinstance(args[0], str):
-                args = (self.resolve_alias(args[0]), *args[1:])
-            if isinstance(kwargs.get("collection"), str):
-                kwargs["collection"] = self.resolve_alias(kwargs["collection"])
-            return value(*args, **kwargs)
-
-        call.__name__ = attr
-        call.__doc__ = getattr(value, "__doc__", None)
-        return call
-
-    def create_collection(self, manifest: Any) -> None:
+    # --- names: aliases shown, created, deleted --------------------------------------------
+    def create_collection(self, manifest: CollectionManifest) -> None:
         if manifest.name in self.aliases.all():
             raise CollectionExistsError(
                 f"'{manifest.name}' is an alias of collection '{self.resolve_alias(manifest.name)}'",
@@ -189,19 +192,104 @@ class AliasedStore:
         with contextlib.suppress(CollectionNotFoundError):
             self.inner.delete_collection(target)
 
-    def search_status(self, collection: str) -> Any:
+    # --- everything else: on the collection the name points to -------------------------------
+    @property
+    def text_query_languages(self) -> str:
+        """The wrapped store's (set it on the backend: ``pagelens.index.stores.base.backend_of``)."""
+        return self.inner.text_query_languages
+
+    def claim(self) -> None:
+        self.inner.claim()
+
+    def get_manifest(self, collection: str) -> CollectionManifest | None:
+        return self.inner.get_manifest(self.resolve_alias(collection))
+
+    def upsert(self, collection: str, points: Sequence[PagePoint]) -> None:
+        self.inner.upsert(self.resolve_alias(collection), points)
+
+    def delete_document(self, collection: str, doc_id: str) -> int:
+        return self.inner.delete_document(self.resolve_alias(collection), doc_id)
+
+    def set_payload(self, collection: str, doc_id: str, values: dict[str, Any]) -> int:
+        return self.inner.set_payload(self.resolve_alias(collection), doc_id, values)
+
+    def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
+        return self.inner.count(self.resolve_alias(collection), page_filter)
+
+    def iter_payloads(
+        self, collection: str, page_filter: PageFilter | None = None, keys: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self.inner.iter_payloads(self.resolve_alias(collection), page_filter, keys=keys)
+
+    def search(
+        self,
+        collection: str,
+        query: np.ndarray,
+        limit: int,
+        mode: SearchMode = "two_stage",
+        page_filter: PageFilter | None = None,
+        prefetch_limit: int = 100,
+    ) -> list[ScoredPage]:
+        return self.inner.search(self.resolve_alias(collection), query, limit=limit, mode=mode,
+                                 page_filter=page_filter, prefetch_limit=prefetch_limit)
+
+    def has_text_index(self, collection: str) -> bool:
+        return self.inner.has_text_index(self.resolve_alias(collection))
+
+    def search_text(
+        self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
+    ) -> list[ScoredPage]:
+        return self.inner.search_text(self.resolve_alias(collection), text, limit=limit, page_filter=page_filter)
+
+    def text_spec_version(self, collection: str) -> int:
+        return self.inner.text_spec_version(self.resolve_alias(collection))
+
+    def text_languages(self, collection: str) -> dict[str, int]:
+        return self.inner.text_languages(self.resolve_alias(collection))
+
+    def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.inner.get_full_vectors(self.resolve_alias(collection), ids)
+
+    def search_status(self, collection: str) -> SearchStatus:
         """``search_status`` of the collection ``collection`` names (an alias or itself)."""
         return self.inner.search_status(self.resolve_alias(collection))
 
-    def repair(self, collection: str, force: bool = False) -> Any:
+    def repair(self, collection: str, force: bool = False) -> RepairResult:
         """``repair`` of the collection ``collection`` names (an alias or itself)."""
         return self.inner.repair(self.resolve_alias(collection), force=force)
+
+    def optimize(self, collection: str) -> bool:
+        return self.inner.optimize(self.resolve_alias(collection))
+
+    # --- the document registry's listings (inner: a RegisteredStore) ---------------------------
+    def _registered(self) -> RegisteredStore:
+        from pagelens.index.stores.registry import RegisteredStore
+
+        if not isinstance(self.inner, RegisteredStore):
+            raise TypeError("document listings need the document registry: wrap the store with "
+                            "with_registry(store, data_dir) before with_aliases")
+        return self.inner
+
+    def list_documents(self, collection: str, offset: int = 0, limit: int | None = None) -> list[DocumentRecord]:
+        return self._registered().list_documents(self.resolve_alias(collection), offset=offset, limit=limit)
+
+    def document_record(self, collection: str, doc_id: str) -> DocumentRecord | None:
+        return self._registered().document_record(self.resolve_alias(collection), doc_id)
+
+    def collection_totals(self, collection: str) -> tuple[int, int]:
+        return self._registered().collection_totals(self.resolve_alias(collection))
+
+    def listing_version(self, collection: str) -> str:
+        return self._registered().listing_version(self.resolve_alias(collection))
 
     def close(self) -> None:
         self.inner.close()
 
 
-def with_aliases(store: Any) -> Any:
+StoreT = TypeVar("StoreT", bound="VectorStore")
+
+
+def with_aliases(store: StoreT) -> StoreT | AliasedStore:
     """Wrap a Qdrant Edge or server store, or a ``RegisteredStore`` over one (anything else is returned
     as it is)."""
     from pagelens.index.stores.edge_store import QdrantEdgeStore

@@ -18,15 +18,15 @@ distance, so a score is sum over query tokens of the max dot product (= colpali-
 
 * ``FULL_VECTOR`` [n_tokens, dim]: no HNSW (m=0), always brute-force MaxSim.
 * ``ROWS_VECTOR`` / ``COLS_VECTOR`` [n_rows|n_cols, dim]: pooled, HNSW (built by ``optimize``).
-``two_stage`` search, with ``fast_rerank`` (default): candidates = the union of the rows and cols
-HNSW prefetches (``prefetch_limit`` each, ids only, fused by RRF; for collections of at most
-``pooled_scan_max_pages``, our brute-force bf16 pass over the pooled vectors instead; unfiltered
-searches of collections with a token index, built by ``optimize`` from ``token_index_min_pages``, the
-best ``token_candidates`` of ``pagelens.index.ann.token_index``); our MaxSim kernel over the cached int8 full
-vectors keeps the best ``rerank_candidates``; Qdrant scores those
-exactly (MaxSim on ``FULL_VECTOR``, as stored: ``full_datatype``), so returned scores and order are
-exact. Without it, Qdrant reranks every candidate exactly (~0.2 ms per candidate page here).
-Measured: ``bench/README.md``.
+``two_stage`` search, with ``fast_rerank`` (default), runs the collection's measured plan
+(``pagelens.index.ann.self_check``: ``optimize`` measures the recall@5 of each first stage against exact
+MaxSim on probe queries made from the collection's own pages and keeps the cheapest that reaches
+``recall_target``): a first stage (a scan of every page's centred int8 codes, the pooled row/column
+means, or the token index of ``pagelens.index.ann.token_index``) picks candidates, our int8 MaxSim
+kernel keeps the plan's few best, and Qdrant scores those exactly (MaxSim on ``FULL_VECTOR``, as
+stored: ``full_datatype``), so returned scores and order are exact. A filtered search reranks every
+page the filter matches; a collection whose cache is out of step uses Qdrant's pooled HNSW
+prefetches until repaired. Measured: ``bench/README.md``.
 
 * ``TEXT_VECTOR``: sparse BM25 of ``payload["text"]`` analysed in the page's ``payload["language"]``
   (``pagelens.index.stores.text_analysis``), IDF modifier, derived at upsert; the analysis spec is the manifest.json
@@ -48,6 +48,7 @@ data dir before it touches collection files, so a second process gets an error n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -62,6 +63,8 @@ from typing import Any, Literal
 
 import numpy as np
 from pagelens.index.ann.fast_rerank import RerankCache, kernel_threads, top_candidates
+from pagelens.index.ann.first_stages import first_stages
+from pagelens.index.ann.self_check import Probe, SearchPlan, load_plan, run_check, save_plan
 from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -165,15 +168,13 @@ class QdrantEdgeStore:
     the disk and RAM; MaxSim scores differ by ~1e-3 on 128-d unit vectors).
     ``batch_size``: points per Edge update operation.
     ``fast_rerank``: in ``two_stage`` search, pick the pages Qdrant rescores exactly with our int8
-    MaxSim kernel over a cached copy of the full vectors (module docstring); ``rerank_candidates``: how
-    many it keeps (>= the search limit); ``rerank_device``: where the kernel runs (``cpu``/``cuda``);
-    ``pooled_scan_max_pages``: up to this many pages, unfiltered candidates come from our brute-force
-    bf16 pass over the pooled vectors instead of Qdrant's HNSW prefetches (measured: faster than HNSW
-    at 10k pages, but with worse candidates, see bench/README.md; below ~300 pages Qdrant scans too).
+    MaxSim kernel over a cached, centred int8 copy of the full vectors (``pagelens.index.ann.fast_rerank``),
+    following the collection's measured plan (module docstring); ``rerank_candidates``: how many pages
+    it keeps before the first measurement; ``rerank_device``: where the kernel runs (``cpu``/``cuda``);
+    ``recall_target``: the recall@5 the self-check requires of a first stage.
     ``token_index_min_pages``: ``optimize`` builds the token-level first stage (``pagelens.index.ann.token_index``)
-    for collections of at least this many pages (0: never); unfiltered searches of a collection it
-    covers take their candidates from it: the ``token_candidates`` pages it scores best, probing
-    ``token_nprobe`` cells per query token (measured: bench/README.md).
+    for collections of at least this many pages (0: never), probing ``token_nprobe`` cells per query
+    token; searches use it when the self-check finds it reaches the target.
     ``wal_flush_bytes``: flush a collection's shard once about this many bytes of vectors were upserted
     into it. Edge keeps every update in its write-ahead log until a flush (~0.7 MB per 1139-token
     page: 70 GB for 100k pages); a flush persists the segments and truncates the log.
@@ -196,9 +197,7 @@ class QdrantEdgeStore:
         fast_rerank: bool = True,
         rerank_candidates: int = 16,
         rerank_device: str = "cpu",
-        pooled_scan_max_pages: int = 300,
         token_index_min_pages: int = 5000,
-        token_candidates: int = 250,
         token_nprobe: int = 16,
         search_threads: int = 1,
         wal_flush_bytes: int = 256 * 1024 * 1024,
@@ -206,6 +205,7 @@ class QdrantEdgeStore:
         pause_at: str = "",
         lock: DataDirLock | None = None,
         text_query_languages: str = "all",
+        recall_target: float = 0.95,
     ) -> None:
         self.root = Path(root).expanduser()
         self.lock = lock  # the data dir's one-process lock (pagelens/core/datadir.py), claimed on first use
@@ -213,9 +213,7 @@ class QdrantEdgeStore:
         self.fast_rerank = bool(fast_rerank) and _torch_available()
         self.rerank_candidates = max(1, int(rerank_candidates))
         self.rerank_device = rerank_device
-        self.pooled_scan_max_pages = int(pooled_scan_max_pages)
         self.token_index_min_pages = int(token_index_min_pages)
-        self.token_candidates = max(1, int(token_candidates))
         self.token_nprobe = max(1, int(token_nprobe))
         self.search_threads = max(0, int(search_threads))  # torch threads of a search's kernels (0: torch's)
         self._rerank: dict[str, RerankCache] = {}
@@ -241,6 +239,9 @@ class QdrantEdgeStore:
         self._closes = 0  # close() calls: a repair finishing after one neither marks nor reopens anything
         self._cache_diff: dict[str, tuple[tuple[Any, ...], tuple[int, int]]] = {}  # memo of the last mismatch
         self.stale_warnings = StaleWarnings(logger)
+        self.recall_target = float(recall_target)  # the self-check's recall@5 target (index/ann/self_check.py)
+        self._plans: dict[str, SearchPlan] = {}  # collection -> its measured search plan
+        self._exact_warned: set[str] = set()  # collections whose plan is exact: warned once
         self.pause_at = pause_at  # debug hook (pagelens.core.debug_hooks), Settings.tuning.debug_pause_at
 
     # --- internals -----------------------------------------------------------------------
@@ -318,7 +319,7 @@ class QdrantEdgeStore:
                         f"{minimum} pages, token_index_min_pages)")
             return ""
         if live < minimum / 2:
-            return ""  # dropped by the next optimize; searches do not use it below pooled_scan_max_pages anyway
+            return ""  # dropped by the next optimize; searches use it only when the self-check chose it
         if not cache.token_index_ready():
             return f"the token index covers {cache.tokens.covered} of the rerank cache's {len(cache._ids)} records"
         trained = max(1, cache.tokens.trained_pages)
@@ -351,7 +352,10 @@ class QdrantEdgeStore:
                 why = self._token_staleness(cache)
                 if why:
                     reasons.append((TOKEN_INDEX, why))
-        return SearchStatus.of(name, reasons, n_points)
+        status = SearchStatus.of(name, reasons, n_points)
+        if self.fast_rerank:
+            status = dataclasses.replace(status, self_check=self._plan(name).to_dict())
+        return status
 
     def _edge_config(self, dim: int) -> Any:
         qe = _edge()
@@ -482,6 +486,8 @@ class QdrantEdgeStore:
             if cache is not None:
                 cache.close()
             self._rerank_stale.discard(collection)
+            self._plans.pop(collection, None)
+            self._exact_warned.discard(collection)
             self._unflushed.pop(collection, None)
             self._unoptimized.pop(collection, None)
             for memo in (self._live, self._stamped, self._upserts, self._cache_diff):
@@ -681,17 +687,16 @@ class QdrantEdgeStore:
 
     def _search_fast(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any, k: int,
                      collection: str) -> list[ScoredPage]:
-        """``two_stage`` with our int8-cache kernel choosing what Qdrant rescores. Call under the lock.
+        """``two_stage`` as the collection's measured plan says (``pagelens.index.ann.self_check``). Call
+        under the lock.
 
-        1. Candidates. Without a filter, when the cache holds exactly the collection's points
-           (``search_status``: compared by identity): up to ``pooled_scan_max_pages``, our brute-force
-           bf16 pass over the cached pooled vectors (the union of the top ``k`` pages by MaxSim on the
-           row means and the top ``k`` by the column means; ~1.7 us per page here); past it, when the
-           token index covers the cache, the best ``token_candidates`` pages of the token-level first
-           stage, topped up from Qdrant's pooled HNSW prefetches when it finds fewer than ``limit``.
-           Else (a filter, a cache out of step, no token index yet): Qdrant's two pooled HNSW
-           prefetches (ids only). A stale collection logs one WARNING (``pagelens.index.stores.search_status``).
-        2. Ours: approximate MaxSim of the cached candidates; keep the best ``rerank_candidates``, plus
+        1. Candidates, when the rerank cache holds exactly the collection's points: the plan's first
+           stage (``scan``: every page's int8 codes, the default until the collection is measured;
+           ``pooled`` / ``tokens``: the plan's number of candidates) or, with a filter, every page the
+           filter matches; a plan of ``exact`` (no first stage reached the target recall) goes to
+           Qdrant's exact search, with one WARNING per collection. When the cache is out of step:
+           Qdrant's two pooled HNSW prefetches (``k`` each), and one stale WARNING.
+        2. Our int8 MaxSim of the candidates keeps the plan's ``rerank_keep`` (at least ``limit``), plus
            every candidate missing from the cache.
         3. Qdrant: exact MaxSim on ``FULL_VECTOR`` over those ids (and the filter), with payloads.
         """
@@ -699,12 +704,29 @@ class QdrantEdgeStore:
         cache = self._rerank_file(collection)
         status = self._status_locked(collection)
         self.stale_warnings.seen(status)
-        scan = tokens = False
-        if flt is None and RERANK_CACHE not in status.codes:  # only then can the cache stand alone
-            scan = status.points <= self.pooled_scan_max_pages
-            tokens = not scan and self.token_index_min_pages > 0 and cache.token_index_ready()
+        plan = self._plan(collection)
+        complete = RERANK_CACHE not in status.codes
+        if complete and plan.first_stage == "exact":
+            if plan.fallback and collection not in self._exact_warned:
+                self._exact_warned.add(collection)
+                logger.warning("collection %s: no first stage reached recall@5 %.2f on its probe queries (%s); "
+                               "its visual searches score every page exactly (slower). Fix: none needed for "
+                               "correctness; `pagelens optimize -c %s` measures again after the collection changes",
+                               collection, plan.target, plan.summary(), collection)
+            return self._exact_hits(shard, q, limit, flt)
+        keep = max(plan.rerank_keep, limit)
         with kernel_threads(self.search_threads):
-            ids = self._fast_candidates(shard, cache, q, query, limit, flt, k, collection, scan, tokens)
+            if complete and flt is None:
+                ids = self._plan_candidates(cache, plan, query, keep)
+            elif complete:  # a filter: the pages it matches, all reranked by the int8 kernel
+                ids = self._scroll_ids(shard, flt)
+            else:
+                ids = self._prefetch_ids(shard, q, k, flt)
+            if len(ids) > keep:
+                held, missing = cache.split(ids)
+                chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) \
+                    if len(held) > keep else held
+                ids = chosen + missing
         if not ids:
             return []
         must: list[Any] = [qe.HasIdCondition(set(ids))]
@@ -719,31 +741,114 @@ class QdrantEdgeStore:
         ))
         return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
 
-    def _fast_candidates(self, shard: Any, cache: RerankCache, q: list[list[float]], query: np.ndarray, limit: int,
-                         flt: Any, k: int, collection: str, scan: bool, tokens: bool) -> list[str]:
-        """Steps 1 and 2 of ``_search_fast``: the ids Qdrant scores exactly. Call under the lock."""
-        if scan:
-            ids = cache.pooled_candidates(query, k, self.rerank_device)
-        elif tokens:
-            ids = cache.token_candidates(query, max(self.token_candidates, limit), nprobe=self.token_nprobe)
-            if len(ids) < limit:  # few pages share a probed cell with the query: top up from the pooled HNSW
-                found = set(ids)
-                extra = [i for i in self._prefetch_ids(shard, q, k, flt) if i not in found]
-                logger.debug("token index of %s gave %d candidates for %d results: %d more from the pooled HNSW",
-                             collection, len(ids), limit, len(extra))
-                ids = ids + extra
-        else:  # a filter, or a cache out of step: Qdrant's pooled HNSW prefetches
-            ids = self._prefetch_ids(shard, q, k, flt)
-        keep = max(self.rerank_candidates, limit)
-        if len(ids) > keep:
-            held, missing = cache.split(ids)
-            chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) if len(held) > keep \
-                else held
-            ids = chosen + missing
-            if missing:
-                logger.debug("%d of %d candidates of %s are not in the rerank cache: Qdrant scores them",
-                             len(missing), len(held) + len(missing), collection)
+    def _exact_hits(self, shard: Any, q: list[list[float]], limit: int, flt: Any,
+                    ids: Sequence[str] | None = None, with_payload: bool = True) -> list[ScoredPage]:
+        """Qdrant's exact MaxSim over every page matching ``flt`` (and ``ids`` when given). Call under the lock."""
+        qe = _edge()
+        must: list[Any] = []
+        if ids is not None:
+            must.append(qe.HasIdCondition(set(ids)))
+        if flt is not None:
+            must.append(flt)
+        hits = shard.query(qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(q, using=FULL_VECTOR),
+            filter=qe.Filter(must=must) if must else None,
+            with_payload=with_payload,
+            params=qe.SearchParams(exact=True),
+        ))
+        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+
+    def _plan_candidates(self, cache: RerankCache, plan: SearchPlan, query: np.ndarray, keep: int) -> list[str]:
+        """The first stage of ``plan`` (``pagelens.index.ann.first_stages``) for an unfiltered search: its
+        candidates, topped up from the int8 scan when it found fewer than ``keep``. Call under the lock."""
+        stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
+        stage = stages.get(plan.first_stage, stages["scan"])  # "tokens" while its index is not ready: scan
+        if stage.name == "scan":
+            return stage.candidates(query, keep)
+        ids = stage.candidates(query, max(plan.candidates, keep))
+        if len(ids) < keep:  # few pages share a probed cell with the query: top up from the int8 scan
+            found = set(ids)
+            ids = ids + [i for i in stages["scan"].candidates(query, keep) if i not in found]
         return ids
+
+    def _plan(self, collection: str) -> SearchPlan:
+        """The collection's measured plan (``self_check.json``), or the default (scan, 16). Call under the lock."""
+        plan = self._plans.get(collection)
+        if plan is None:
+            plan = load_plan(self._dir(collection) / RERANK_DIR) or SearchPlan(
+                target=self.recall_target, rerank_keep=self.rerank_candidates)
+            self._plans[collection] = plan
+        return plan
+
+    def set_plan(self, collection: str, plan: SearchPlan) -> None:
+        """Use ``plan`` for ``collection`` in this process until the next self-check (tests, benches)."""
+        with self._lock:
+            self._plans[collection] = plan
+
+    def self_check(self, collection: str, force: bool = False) -> SearchPlan:
+        """Measure the collection's first stages against exact MaxSim on probe queries made from its own
+        pages and keep the cheapest plan reaching ``recall_target`` (``pagelens.index.ann.self_check``);
+        saved with the rerank cache. Without ``force`` only when the collection moved by more than a
+        quarter since the last check. Each probe's searches take the lock separately, so searches go
+        on meanwhile. Needs a complete rerank cache (``repair`` first); returns the plan in force."""
+        with self._lock:
+            shard, _ = self._require(collection)
+            cache = self._rerank_file(collection)
+            plan = self._plan(collection)
+            pages = len(cache)
+            if not force and not plan.outdated(pages):
+                return plan
+            rows = sum(cache._lens[r] for r in cache._load().values())
+        probe = self._probe(collection, pages, rows)
+        with kernel_threads(self.search_threads):
+            plan = run_check(probe, self.recall_target)
+        with self._lock:
+            save_plan(self._dir(collection) / RERANK_DIR, plan)
+            self._plans[collection] = plan
+            self._exact_warned.discard(collection)
+        logger.info("self-check of %s in %.1f s: %s; geometry %s", collection, plan.seconds, plan.summary(),
+                    plan.geometry)
+        return plan
+
+    def _probe(self, collection: str, pages: int, rows: int) -> Probe:
+        """The store's side of the self-check: each call takes the lock on its own."""
+
+        def locked(fn: Any) -> Any:
+            def run(*args: Any) -> Any:
+                with self._lock:
+                    return fn(*args)
+            return run
+
+        def shard() -> Any:
+            return self._require(collection)[0]
+
+        def cache() -> RerankCache:
+            return self._rerank_file(collection)
+
+        def sample_tokens(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+            ids = sorted(cache().ids())
+            chosen = [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
+            vectors = self.get_full_vectors(collection, chosen)
+            return [vectors[i] for i in chosen if i in vectors]
+
+        def exact_top(query: np.ndarray, k: int) -> list[tuple[str, float]]:
+            hits = self._exact_hits(shard(), query.tolist(), k, None, with_payload=False)
+            return [(h.id, h.score) for h in hits]
+
+        def exact_scores(query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+            if not ids:
+                return {}
+            hits = self._exact_hits(shard(), query.tolist(), len(ids), None, ids=ids, with_payload=False)
+            return {h.id: h.score for h in hits}
+
+        with self._lock:
+            built = first_stages(cache(), self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
+        stages = {name: locked(stage.candidates) for name, stage in built.items() if name != "scan"}
+        return Probe(sample_tokens=sample_tokens, exact_top=locked(exact_top), exact_scores=locked(exact_scores),
+                     scan=locked(lambda q, m: cache().scan(q, m)),
+                     rerank=locked(lambda q, ids: cache().maxsim(q, ids, self.rerank_device)),
+                     stages=stages, pages=pages, rows=rows)
 
     @staticmethod
     def _prefetch_ids(shard: Any, q: list[list[float]], k: int, flt: Any) -> list[str]:
@@ -916,6 +1021,13 @@ class QdrantEdgeStore:
                 rebuilt.append(f"rerank cache compacted: {dropped} dead records dropped")
             if token:
                 rebuilt.append(f"token index {token}")
+            with self._lock:
+                complete = RERANK_CACHE not in self._status_locked(collection).codes
+                before = self._plans.get(collection)
+            if complete:  # a first stage built or dropped: measure again
+                plan = self.self_check(collection, force=token in ("built", "dropped"))
+                if plan is not before:
+                    rebuilt.append(f"self-check: {plan.summary()}")
         with self._lock:
             # mark it optimized unless points arrived meanwhile (they are not in the optimized segments)
             if (self._upserts.get(collection, 0) == upserts and self._closes == closes

@@ -31,11 +31,10 @@ def open_store(settings: Settings, role: str | None = None) -> VectorStore:
 
     logger.info("vector store: embedded Qdrant Edge at %s", settings.edge_dir)
     return QdrantEdgeStore(settings.edge_dir, fast_rerank=settings.tuning.fast_rerank,
-                           rerank_candidates=settings.tuning.rerank_candidates,
-                           pooled_scan_max_pages=settings.tuning.pooled_scan_max_pages, hnsw_m=settings.tuning.hnsw_m,
+                           hnsw_m=settings.tuning.hnsw_m, recall_target=settings.tuning.search_recall_target,
                            full_datatype=settings.full_vector_datatype,
                            token_index_min_pages=settings.tuning.token_index_min_pages,
-                           token_candidates=settings.tuning.token_candidates, token_nprobe=settings.tuning.token_nprobe,
+                           token_nprobe=settings.tuning.token_nprobe,
                            pause_at=settings.tuning.debug_pause_at,
                            lock=DataDirLock(settings.data_dir, role),
                            search_threads=settings.tuning.search_threads,

@@ -28,10 +28,17 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+    from pagelens.index.stores.base import VectorStore
+    from pagelens.index.stores.search_status import RepairResult, SearchStatus
+
+    from pagelens.core.types import CollectionManifest, PageFilter, ScoredPage, SearchMode
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,10 @@ class DocumentRecord:
 
 def store_identity(store: Any) -> str:
     """A string naming where ``store`` keeps its points: Edge root, server URL + prefix, or (in-process
-    stores) the object itself, so rows of two stores never mix."""
+    stores) the object itself, so rows of two stores never mix. Wrappers (``inner``: aliases, this
+    registry) name the backend they wrap."""
+    while (inner := getattr(store, "inner", None)) is not None:
+        store = inner
     root = getattr(store, "root", None)
     if root is not None:
         return f"edge:{Path(root).expanduser().resolve()}"
@@ -300,10 +310,12 @@ class _Transaction:
 
 
 class RegisteredStore:
-    """A ``VectorStore`` whose writes keep a ``DocumentRegistry`` exact (module docstring). Every other
-    attribute is the wrapped store's."""
+    """A ``CatalogStore`` (``pagelens.index.stores.base``): a ``VectorStore`` whose writes keep a
+    ``DocumentRegistry`` exact (module docstring). Reads go to the wrapped store unchanged, one explicit
+    method each. No aliases at this layer: every name is a collection (``with_aliases`` wraps it)."""
 
-    def __init__(self, inner: Any, registry: DocumentRegistry, verify: Literal["always", "once"] = "always") -> None:
+    def __init__(self, inner: VectorStore, registry: DocumentRegistry,
+                 verify: Literal["always", "once"] = "always") -> None:
         self.inner = inner
         self.registry = registry
         self.identity = store_identity(inner)
@@ -316,8 +328,74 @@ class RegisteredStore:
         # collection -> writes and rebuilds through this wrapper (with data_version: ``listing_version``)
         self._generation: dict[str, int] = {}
 
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.inner, attr)
+    # --- reads and maintenance: the wrapped store's, unchanged ------------------------------
+    @property
+    def text_query_languages(self) -> str:
+        """The wrapped store's (set it on the backend: ``pagelens.index.stores.base.backend_of``)."""
+        return self.inner.text_query_languages
+
+    def claim(self) -> None:
+        self.inner.claim()
+
+    def get_manifest(self, collection: str) -> CollectionManifest | None:
+        return self.inner.get_manifest(collection)
+
+    def list_collections(self) -> list[str]:
+        return self.inner.list_collections()
+
+    def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
+        return self.inner.count(collection, page_filter)
+
+    def iter_payloads(
+        self, collection: str, page_filter: PageFilter | None = None, keys: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self.inner.iter_payloads(collection, page_filter, keys=keys)
+
+    def search(
+        self,
+        collection: str,
+        query: np.ndarray,
+        limit: int,
+        mode: SearchMode = "two_stage",
+        page_filter: PageFilter | None = None,
+        prefetch_limit: int = 100,
+    ) -> list[ScoredPage]:
+        return self.inner.search(collection, query, limit=limit, mode=mode, page_filter=page_filter,
+                                 prefetch_limit=prefetch_limit)
+
+    def has_text_index(self, collection: str) -> bool:
+        return self.inner.has_text_index(collection)
+
+    def search_text(
+        self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
+    ) -> list[ScoredPage]:
+        return self.inner.search_text(collection, text, limit=limit, page_filter=page_filter)
+
+    def text_spec_version(self, collection: str) -> int:
+        return self.inner.text_spec_version(collection)
+
+    def text_languages(self, collection: str) -> dict[str, int]:
+        return self.inner.text_languages(collection)
+
+    def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.inner.get_full_vectors(collection, ids)
+
+    def search_status(self, collection: str) -> SearchStatus:
+        return self.inner.search_status(collection)
+
+    def repair(self, collection: str, force: bool = False) -> RepairResult:
+        return self.inner.repair(collection, force=force)
+
+    def optimize(self, collection: str) -> bool:
+        return self.inner.optimize(collection)
+
+    def resolve_alias(self, name: str) -> str:
+        """``name``: this layer has no aliases."""
+        return name
+
+    def pin(self, collection: str) -> tuple[str, VectorStore]:
+        """(``collection``, this store): no aliases at this layer, nothing to read."""
+        return collection, self
 
     # --- writes ------------------------------------------------------------------------
     def create_collection(self, manifest: Any) -> None:
@@ -440,7 +518,7 @@ class RegisteredStore:
         self.registry.close()
 
 
-def with_registry(store: Any, data_dir: Path, verify: Literal["always", "once"] | None = None) -> RegisteredStore:
+def with_registry(store: VectorStore, data_dir: Path, verify: Literal["always", "once"] | None = None) -> RegisteredStore:
     """Wrap ``store`` with the registry file ``<data_dir>/registry.sqlite3`` (already wrapped: as is).
 
     ``verify``: when a listing checks the registry against the store's exact point count. ``always``

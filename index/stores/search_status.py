@@ -57,6 +57,8 @@ class SearchStatus:
     stale: tuple[str, ...] = ()
     codes: tuple[str, ...] = ()
     points: int = 0
+    # the measured search plan (index/ann/self_check.py SearchPlan): a report, not part of the status' identity
+    self_check: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @classmethod
     def of(cls, collection: str, reasons: Iterable[tuple[str, str]], points: int = 0) -> SearchStatus:
@@ -66,8 +68,12 @@ class SearchStatus:
                    codes=tuple(c for c, _ in pairs), points=points)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"current": bool, "stale": [reason, ...]}`` (the API's ``search_structures``)."""
-        return {"current": self.current, "stale": list(self.stale)}
+        """``{"current": bool, "stale": [reason, ...], "self_check": {...}}`` (the API's
+        ``search_structures``; ``self_check`` only where the store measures its recall)."""
+        data: dict[str, Any] = {"current": self.current, "stale": list(self.stale)}
+        if self.self_check is not None:
+            data["self_check"] = self.self_check
+        return data
 
 
 @dataclass

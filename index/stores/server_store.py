@@ -18,6 +18,7 @@ are not listed. ``prefix`` namespaces pagelens collections on a shared server.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import threading
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from pagelens.index.ann.self_check import Probe, SearchPlan, run_check
 from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MANIFEST_KEY = "pagelens_manifest"
+PLAN_KEY = "pagelens_search_plan"  # collection metadata: the self-check's plan (index/ann/self_check.py), trials dropped
 TEXT_SPEC_KEY = "pagelens_text_index"  # collection metadata: the text analysis spec (pagelens.index.stores.text_analysis)
 LANGUAGES_TTL_S = 60.0  # s: how long a collection's language facet is reused
 SCROLL_PAGE = 256
@@ -121,8 +124,11 @@ class QdrantServerStore:
         retries: int = 0,
         retry_base_s: float = 0.5,
         text_query_languages: str = "all",
+        recall_target: float = 0.95,
     ) -> None:
         self.client = client
+        self.recall_target = float(recall_target)  # the self-check's recall@5 target
+        self._plans: dict[str, SearchPlan] = {}  # collection -> its measured plan (also in its metadata)
         self.prefix = prefix
         self.batch_size = max(1, int(batch_size))
         self.shard_number = shard_number
@@ -172,6 +178,7 @@ class QdrantServerStore:
             retries=settings.tuning.qdrant_retries,
             url=settings.qdrant_url,
             text_query_languages=settings.tuning.text_query_languages,
+            recall_target=settings.tuning.search_recall_target,
         )
 
     # --- internals -----------------------------------------------------------------------
@@ -231,6 +238,9 @@ class QdrantServerStore:
         return manifest
 
     # --- collections ---------------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Nothing to take: the Qdrant server owns the collection files (``VectorStore.claim``)."""
 
     def create_collection(self, manifest: CollectionManifest) -> None:
         from qdrant_client import models
@@ -362,6 +372,7 @@ class QdrantServerStore:
         self._manifests.pop(collection, None)
         self._text_index.pop(collection, None)
         self._languages.pop(collection, None)
+        self._plans.pop(collection, None)
         logger.info("deleted server collection %s", qname)
 
     # --- points --------------------------------------------------------------------------
@@ -492,11 +503,13 @@ class QdrantServerStore:
         qname = self._qname(collection)
         q = validate_matrix(query, manifest.dim, "query").tolist()
         flt = to_server_filter(page_filter)
-        if mode == "exact":  # local mode is always exact and warns about search_params
+        plan = self._plan(collection) if mode == "two_stage" else None
+        if mode == "exact" or (plan is not None and plan.first_stage == "exact"):
+            # local mode is always exact and warns about search_params
             kwargs: dict[str, Any] = {} if self._is_local else {"search_params": models.SearchParams(exact=True)}
         else:
             self._check_status_now_and_then(collection)
-            k = max(prefetch_limit, limit)
+            k = max(plan.candidates if plan is not None and plan.recall is not None else prefetch_limit, limit)
             kwargs = {
                 "prefetch": [
                     models.Prefetch(query=q, using=ROWS_VECTOR, limit=k, filter=flt),
@@ -636,7 +649,8 @@ class QdrantServerStore:
         elif info.status == models.CollectionStatus.YELLOW:
             reasons.append((SERVER_OPTIMIZING, "Qdrant is building the HNSW graphs of the pooled vectors "
                             "(status yellow)"))
-        return SearchStatus.of(collection, reasons, int(info.points_count or 0))
+        status = SearchStatus.of(collection, reasons, int(info.points_count or 0))
+        return dataclasses.replace(status, self_check=self._plan(collection).to_dict())
 
     def repair(self, collection: str, force: bool = False) -> RepairResult:
         """Trigger Qdrant's optimizers (an empty optimizer config update) when the collection is grey
@@ -648,6 +662,13 @@ class QdrantServerStore:
         wanted = (force or SERVER_PENDING in before.codes) and SERVER_OPTIMIZING not in before.codes
         if wanted and self.optimize(collection):
             rebuilt.append("triggered Qdrant's optimizers (they build the HNSW graphs in the background)")
+        if before.current and before.points and self._plan(collection).outdated(before.points):
+            try:  # measured once Qdrant's graphs are built (green): the recall of what searches will use
+                plan = self.self_check(collection)
+                rebuilt.append(f"self-check: {plan.summary()}")
+            except Exception as exc:  # searches keep their plan; the next repair measures again
+                logger.warning("self-check of %s failed (%s): its searches keep %s", collection, exc,
+                               self._plan(collection).summary())
         after = self.search_status(collection) if rebuilt else before
         self.stale_warnings.seen(after)
         return RepairResult(collection, before, after, rebuilt, time.perf_counter() - started)
@@ -664,6 +685,76 @@ class QdrantServerStore:
         self._call(lambda: self.client.update_collection(qname, optimizers_config=models.OptimizersConfigDiff()),
                    collection)
         return True
+
+    # --- the self-check (pagelens.index.ann.self_check) ------------------------------------------
+
+    def _plan(self, collection: str) -> SearchPlan:
+        """The measured plan (cached; read from the collection's metadata), or the default: the pooled
+        HNSW prefetch at the request's ``prefetch_limit``, reranked exactly by Qdrant."""
+        plan = self._plans.get(collection)
+        if plan is None:
+            qname = self._qname(collection)
+            info = self._call(lambda: self.client.get_collection(qname), collection)
+            data = (info.config.metadata or {}).get(PLAN_KEY)
+            plan = SearchPlan.from_dict(data) if isinstance(data, dict) else SearchPlan(
+                first_stage="hnsw", target=self.recall_target)
+            self._plans[collection] = plan
+        return plan
+
+    def self_check(self, collection: str) -> SearchPlan:
+        """Measure the pooled HNSW prefetch at growing widths against exact MaxSim on probe queries made
+        from the collection's pages (``pagelens.index.ann.self_check``; Qdrant reranks every prefetched
+        page exactly, so the width alone decides the recall) and keep the cheapest plan reaching
+        ``recall_target``, else exact. Saved in the collection's metadata."""
+        from qdrant_client import models
+
+        manifest = self._require(collection)
+        qname = self._qname(collection)
+        pages = self.count(collection)
+
+        def sample_tokens(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+            ids = [pid for pid, _ in self._scroll(collection, None, with_payload=False)]
+            chosen = [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
+            vectors = self.get_full_vectors(collection, chosen)
+            return [vectors[i] for i in chosen if i in vectors]
+
+        def exact(query: np.ndarray, limit: int, ids: Sequence[str] | None = None) -> list[tuple[str, float]]:
+            flt = models.Filter(must=[models.HasIdCondition(has_id=list(ids))]) if ids is not None else None
+            params = {} if self._is_local else {"search_params": models.SearchParams(exact=True)}
+            response = self._call(lambda: self.client.query_points(
+                qname, query=query.tolist(), using=FULL_VECTOR, query_filter=flt, limit=limit, with_payload=False,
+                **params), collection)
+            return [(str(h.id), float(h.score)) for h in response.points]
+
+        def exact_scores(query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+            return dict(exact(query, len(ids), ids)) if ids else {}
+
+        def hnsw(query: np.ndarray, width: int) -> list[str]:
+            q = query.tolist()
+            response = self._call(lambda: self.client.query_points(
+                qname, prefetch=[models.Prefetch(query=q, using=ROWS_VECTOR, limit=width),
+                                 models.Prefetch(query=q, using=COLS_VECTOR, limit=width)],
+                query=models.FusionQuery(fusion=models.Fusion.RRF), limit=2 * width, with_payload=False), collection)
+            return [str(h.id) for h in response.points]
+
+        def rerank(query: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+            scores = exact_scores(query, ids)  # Qdrant's rerank of prefetched pages is exact
+            return np.asarray([scores.get(i, float("-inf")) for i in ids], dtype=np.float32)
+
+        rows = pages * max(1, int(getattr(manifest, "max_tokens", 0) or 1139))
+        probe = Probe(sample_tokens=sample_tokens, exact_top=lambda q, k: exact(q, k), exact_scores=exact_scores,
+                      scan=lambda q, m: [i for i, _ in exact(q, m)], rerank=rerank, stages={"hnsw": hnsw},
+                      pages=pages, rows=rows)
+        plan = run_check(probe, self.recall_target)
+        if plan.first_stage == "scan":  # the server has no int8 scan: its stand-in is exact MaxSim itself
+            plan.first_stage, plan.candidates = "exact", 0
+        self._plans[collection] = plan
+        stored = {k: v for k, v in plan.to_dict().items() if k != "trials"}
+        with contextlib.suppress(Exception):  # an old server without metadata keeps the plan in memory only
+            self._call(lambda: self.client.update_collection(qname, metadata={PLAN_KEY: stored}), collection)
+        logger.info("self-check of %s in %.1f s: %s; geometry %s", collection, plan.seconds, plan.summary(),
+                    plan.geometry)
+        return plan
 
     def _check_status_now_and_then(self, collection: str) -> None:
         """At most every ``STATUS_CHECK_S`` per collection (a request each): warn once when stale."""

@@ -435,3 +435,142 @@ def write_report(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
     plot_recall(result, paths["plot"])
     return paths
+
+
+# --- comparing retrievers (``pagelens eval --retriever A --retriever B``) -------------------------------
+
+
+@dataclass
+class RetrieverRun:
+    """One retriever's evaluation: its model id, the collection it was measured on, its family."""
+
+    retriever: str
+    collection: str
+    family: str
+    result: EvalResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"retriever": self.retriever, "collection": self.collection, "family": self.family,
+                "result": self.result.to_dict()}
+
+
+@dataclass
+class Comparison:
+    """Several retrievers on the same dataset, queries and modes (one collection per retriever)."""
+
+    dataset: str
+    ks: tuple[int, ...]
+    runs: list[RetrieverRun]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "ks": list(self.ks), "runs": [r.to_dict() for r in self.runs]}
+
+
+def comparison_collections(service: PagelensService, collection: str, retrievers: Sequence[str]) -> list[str]:
+    """The collection each retriever is measured on: ``collection`` itself for the retriever it was built
+    with (an existing collection is reused as it is), else ``<collection>__<model-slug>`` (``-2``... when two
+    retrievers share a slug). A collection holds one retriever's vectors, so each needs its own."""
+    from pagelens.index.stores.aliases import model_slug
+    from pagelens.index.stores.filters import validate_collection_name
+
+    manifest = service.store.get_manifest(collection)
+    names: list[str] = []
+    for retriever in retrievers:
+        if manifest is not None and manifest.model_id == retriever and collection not in names:
+            names.append(collection)
+            continue
+        suffix, n = f"__{model_slug(retriever)}", 1
+        name = collection[: 64 - len(suffix)] + suffix
+        while name in names:
+            n += 1
+            name = collection[: 64 - len(suffix) - 3] + f"{suffix}-{n}"
+        names.append(validate_collection_name(name))
+    return names
+
+
+def compare_retrievers(
+    open_service: Callable[[str], PagelensService],
+    dataset: EvalDataset,
+    collection: str,
+    retrievers: Sequence[str],
+    modes: Sequence[str] = ("visual", "text", "hybrid"),
+    ks: Sequence[int] = DEFAULT_KS,
+    answers: bool = False,
+    index: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Comparison:
+    """``run_eval`` once per retriever, each on its own collection (``comparison_collections``), one
+    retriever loaded at a time. ``retrievers``: model ids as ``Settings.retriever_model`` records them (a
+    local folder: its absolute path); ``open_service(retriever)``: a service configured with that retriever
+    (closed here after its run). Raises ``InvalidRequestError`` for fewer than one or repeated retrievers."""
+    if not retrievers:
+        raise InvalidRequestError("give at least one --retriever")
+    if len(set(retrievers)) != len(retrievers):
+        raise InvalidRequestError(f"--retriever given twice: {sorted(r for r in set(retrievers) if retrievers.count(r) > 1)}")
+    runs: list[RetrieverRun] = []
+    targets: list[str] | None = None
+    for i, retriever in enumerate(retrievers):
+        service = open_service(retriever)
+        try:
+            model_id = service.settings.retriever_model
+            if targets is None:
+                targets = comparison_collections(service, collection, retrievers)
+            log.info("retriever %d/%d: %s on collection %s", i + 1, len(retrievers), model_id, targets[i])
+            result = run_eval(service, dataset, targets[i], modes, ks, answers, index, progress)
+            manifest = service.store.get_manifest(targets[i])
+            family = manifest.family if manifest is not None else ""
+        finally:
+            service.close()
+        runs.append(RetrieverRun(model_id, targets[i], family, result))
+    return Comparison(dataset.name, runs[0].result.ks, runs)
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """Markdown: one row per retriever and mode (nDCG@5, recall@k, MRR, p50 latency, indexing time),
+    then the best retriever per mode by nDCG@5."""
+    ks = comparison.ks
+    header = ["retriever", "family", "mode", "nDCG@5", *[f"R@{k}" for k in ks], "MRR", "p50 ms", "index s"]
+    first = comparison.runs[0].result
+    lines = [
+        f"# pagelens retriever comparison: {comparison.dataset}",
+        "",
+        f"{first.n_documents} documents, {first.n_queries} queries; each retriever indexed the same documents "
+        "into its own collection and ran the same queries.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    best: dict[str, tuple[float, str]] = {}
+    for run in comparison.runs:
+        for m in run.result.modes:
+            name = Path(run.retriever).name or run.retriever
+            if m.error:
+                lines.append(f"| {name} | {run.family} | {m.mode} | " + " | ".join(["n/a"] * (len(header) - 3)) + " |")
+                continue
+            s = m.summary
+            lines.append("| " + " | ".join([
+                name, run.family or "?", m.mode, f"{s['ndcg@5']:.3f}", *[f"{s[f'recall@{k}']:.3f}" for k in ks],
+                f"{s['mrr']:.3f}", f"{s['latency_p50_ms']:.1f}", f"{run.result.index_seconds:.1f}"]) + " |")
+            if m.mode not in best or s["ndcg@5"] > best[m.mode][0]:
+                best[m.mode] = (s["ndcg@5"], name)
+    lines += ["", "Best nDCG@5 per mode: " + "; ".join(f"{mode}: {who} ({score:.3f})" for mode, (score, who)
+                                                        in best.items()) + ".",
+              "", "Collections: " + ", ".join(f"`{r.collection}` ({Path(r.retriever).name or r.retriever})"
+                                             for r in comparison.runs)
+              + ". Text mode (BM25) does not depend on the retriever. Per-retriever reports: the subfolders.", ""]
+    return "\n".join(lines)
+
+
+def write_comparison(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
+    """Writes comparison.md, comparison.json and, per retriever, ``<n>-<model-slug>/report.*`` under
+    ``out_dir``; returns the comparison files' paths."""
+    from pagelens.index.stores.aliases import model_slug
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for n, run in enumerate(comparison.runs, start=1):
+        write_report(run.result, out_dir / f"{n}-{model_slug(run.retriever)}")
+    paths = {"markdown": out_dir / "comparison.md", "json": out_dir / "comparison.json"}
+    paths["markdown"].write_text(render_comparison(comparison), encoding="utf-8")
+    paths["json"].write_text(json.dumps(comparison.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    return paths

@@ -27,6 +27,7 @@ from pagelens.core.types import PageFilter, QueryMode
 
 if TYPE_CHECKING:
     from pagelens.answer import Answer, AnswerEvent
+    from pagelens.app.sync import SyncReport
     from pagelens.index.pipeline.indexer import IndexReport
     from pagelens.retrieve.types import SearchHit
 
@@ -96,6 +97,29 @@ class Pagelens:
         files = discover_inputs([Path(p) for p in given], DEFAULT_INCLUDE)
         inputs = [IndexInput(path=f, metadata=dict(metadata or {}), password=password) for f in files]
         return self.service.index(collection, inputs, force=force, progress=progress)
+
+    def sync(
+        self,
+        folder: str | Path,
+        *,
+        collection: str,
+        dry_run: bool = False,
+        yes: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> SyncReport:
+        """Make ``collection`` mirror ``folder`` (``pagelens index DIR --sync``): new and changed files
+        indexed, moved ones renamed without re-embedding, documents whose files are gone deleted;
+        unchanged files are not read again. ``dry_run``: the plan only (``report.plan.counts()``). Raises
+        ``pagelens.app.sync.SyncRefusedError`` when it would delete more than ``sync_max_delete_share`` of
+        the documents, unless ``yes``."""
+        from pagelens.app.sync import sync_inputs
+        from pagelens.ingest import DEFAULT_INCLUDE
+
+        root = Path(folder).expanduser()
+        files = sync_inputs(root, DEFAULT_INCLUDE, [])
+        return self.service.sync(collection, root, files, dry_run=dry_run, yes=yes,
+                                 metadata=dict(metadata or {}), progress=progress)
 
     # -- reading ------------------------------------------------------------------------------
     def search(

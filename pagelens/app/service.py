@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pagelens.core.errors import CollectionNotFoundError, DocumentNotFoundError
 from pagelens.core.settings import Settings
 from pagelens.core.types import PageFilter, QueryMode
 from pagelens.index.pipeline.indexer import Indexer, IndexInput, IndexReport, ProgressCallback
-from pagelens.index.stores.base import VectorStore
+from pagelens.index.stores.base import CatalogStore, VectorStore
 from pagelens.index.stores.page_images import PageImageStore
-from pagelens.index.stores.registry import RegisteredStore, with_registry
+from pagelens.index.stores.registry import with_registry
 from pagelens.retrieve.retriever import Retriever
 from pagelens.retrieve.types import SearchHit
 
 if TYPE_CHECKING:
     from pagelens.answer import Answer, Answerer, AnswerEvent
+    from pagelens.app.sync import SyncReport
     from pagelens.index.stores.search_status import RepairResult, SearchStatus
+    from pagelens.ingest.manifest import InputItem
     from pagelens.models.embedder import PageEmbedder
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class CollectionInfo:
     documents: int
     created_at: str
     search_structures: dict[str, Any] | None = None  # SearchStatus.to_dict(): {"current", "stale"}
+    retriever_family: str = ""  # the manifest's family (ColIdefics3, ColQwen2_5...); "" before it was recorded
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -94,38 +98,41 @@ class PagelensService:
     ) -> None:
         self.settings = settings
         self.role = role  # names this process in the data dir lock (pagelens/core/datadir.py); None: from argv
-        self._store = store
+        self._store: CatalogStore | None = None
+        self._given = store  # injected: wrapped with the document registry on first use
         self._embedder = embedder
         self._answerer = answerer
         self._lock = threading.Lock()
-        self._registered = False
         # page PNGs: PAGELENS_PAGE_IMAGES_DIR (payloads hold paths relative to it); points written before
         # that setting hold absolute paths under <data_dir>/pages, still read and served
         self.images = PageImageStore(settings.pages_dir, legacy_roots=[settings.data_dir / "pages"])
 
     # -- lazily built components --------------------------------------------------------------
     @property
-    def store(self) -> VectorStore:
+    def store(self) -> CatalogStore:
+        """The vector store with the document registry and (Qdrant backends) collection aliases
+        (``pagelens.index.stores.base.CatalogStore``). An injected bare ``VectorStore`` is wrapped with
+        the registry; one that is a ``CatalogStore`` already is used as it is."""
         with self._lock:
             if self._store is None:
                 from pagelens.index.stores.aliases import with_aliases
                 from pagelens.index.stores.factory import open_store
 
-                # collection aliases (index/stores/aliases.py) over the document registry (index/stores/registry.py)
-                self._store = with_aliases(with_registry(open_store(self.settings, self.role), self.settings.data_dir))
-            elif (not self._registered and not isinstance(self._store, RegisteredStore)
-                  and not hasattr(self._store, "list_documents")):  # injected: listings use the registry too
-                self._store = with_registry(self._store, self.settings.data_dir)
-            self._registered = True
+                if self._given is None:
+                    # collection aliases (index/stores/aliases.py) over the document registry (index/stores/registry.py)
+                    self._store = with_aliases(with_registry(open_store(self.settings, self.role),
+                                                             self.settings.data_dir))
+                elif isinstance(self._given, CatalogStore):
+                    self._store = self._given
+                else:  # injected: listings use the registry too
+                    self._store = with_registry(self._given, self.settings.data_dir)
             return self._store
 
     def claim_data_dir(self) -> None:
         """With the embedded store: take the data dir's one-process lock now, before any model loads
         (the store would take it on first use). Raises ``DataDirInUseError`` naming the process that
         holds it. A no-op with a Qdrant server or an injected store without a lock."""
-        claim = getattr(self.store, "claim", None)
-        if callable(claim):
-            claim()
+        self.store.claim()
 
     @property
     def embedder(self) -> PageEmbedder:
@@ -165,11 +172,13 @@ class PagelensService:
         return infos
 
     def collection_info(self, name: str) -> CollectionInfo:
-        """Name, model, page and document counts: from the document registry (two SQL aggregates)."""
-        manifest = self.store.get_manifest(name)
+        """Name, model, page and document counts: from the document registry (two SQL aggregates). An alias
+        is resolved once: every figure is of the collection it pointed to then."""
+        target = self.store.resolve_alias(name)
+        manifest = self.store.get_manifest(target)
         if manifest is None:
             raise CollectionNotFoundError(name)
-        documents, pages = self.store.collection_totals(name)  # type: ignore[attr-defined]
+        documents, pages = self.store.collection_totals(target)
         return CollectionInfo(
             name=name,
             model_id=manifest.model_id,
@@ -178,7 +187,8 @@ class PagelensService:
             pages=pages,
             documents=documents,
             created_at=manifest.created_at,
-            search_structures=self.search_status(name).to_dict(),
+            search_structures=self.search_status(target).to_dict(),
+            retriever_family=manifest.family,
         )
 
     def search_status(self, collection: str) -> SearchStatus:
@@ -213,19 +223,19 @@ class PagelensService:
             DocumentInfo(doc_id=r.doc_id, doc_name=r.doc_name, sha256=r.sha256, page_count=r.page_count,
                          pages_indexed=r.pages_indexed, metadata=dict(r.metadata), indexed_at=r.indexed_at,
                          languages=dict(r.languages), text_sources=dict(r.text_sources))
-            for r in self.store.list_documents(collection, offset=offset, limit=limit)  # type: ignore[attr-defined]
+            for r in self.store.list_documents(collection, offset=offset, limit=limit)
         ]
 
     def document_count(self, collection: str) -> int:
         """How many documents the collection has (registry aggregate). Raises ``CollectionNotFoundError``."""
         if self.store.get_manifest(collection) is None:
             raise CollectionNotFoundError(collection)
-        return int(self.store.collection_totals(collection)[0])  # type: ignore[attr-defined]
+        return int(self.store.collection_totals(collection)[0])
 
     def listing_version(self, collection: str) -> str:
         """A token that changes when the collection's documents or counts may have changed (any writer,
         any process): pollers redraw only when it differs from the last one they saw."""
-        return str(self.store.listing_version(collection))  # type: ignore[attr-defined]
+        return self.store.listing_version(collection)
 
     def delete_document(self, collection: str, doc_id: str) -> int:
         """Delete every page of a document; returns pages deleted. Its page images go too, except those
@@ -280,6 +290,45 @@ class PagelensService:
         progress: ProgressCallback | None = None,
     ) -> IndexReport:
         return self.indexer.index(collection, inputs, force=force, progress=progress)
+
+    def sync(
+        self,
+        collection: str,
+        root: Path,
+        files: Sequence[InputItem],
+        *,
+        dry_run: bool = False,
+        yes: bool = False,
+        shard: tuple[int, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+        checksum: bool = False,
+        password: str | None = None,
+        progress: ProgressCallback | None = None,
+        workers: int | None = None,
+    ) -> SyncReport:
+        """Make the collection mirror the folder ``root`` (``files``: its files, each keyed by its path under
+        it, already selected for ``shard``); see ``pagelens.app.sync``. ``dry_run``: plan only, nothing
+        changes. Raises ``SyncRefusedError`` when it would delete more than ``settings.sync_max_delete_share``
+        of the collection's documents, unless ``yes``."""
+        from pagelens.app.sync import (
+            SyncRefusedError,
+            SyncReport,
+            check_delete_share,
+            execute_sync,
+            plan_sync,
+        )
+
+        plan = plan_sync(self, collection, root, files, shard=shard, metadata=metadata, checksum=checksum,
+                         progress=progress)
+        if dry_run:
+            report = SyncReport(plan=plan, dry_run=True)
+            try:
+                check_delete_share(plan, self.settings.sync_max_delete_share, yes)
+            except SyncRefusedError as exc:
+                report.refusal = exc.message
+            return report
+        check_delete_share(plan, self.settings.sync_max_delete_share, yes)
+        return execute_sync(self, plan, metadata=metadata, password=password, progress=progress, workers=workers)
 
     def search(
         self,
@@ -345,5 +394,6 @@ class PagelensService:
 
     def close(self) -> None:
         with self._lock:
-            if self._store is not None:
-                self._store.close()
+            store = self._store if self._store is not None else self._given
+            if store is not None:
+                store.close()

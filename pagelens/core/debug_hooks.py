@@ -8,7 +8,10 @@ killed. Never set it in production: the process hangs there. Points:
   before the rerank cache is synced, the token index built and the collection marked optimized (a kill
   here is a kill during the closing optimize of ``pagelens index``);
 * ``cache_append``: in ``QdrantEdgeStore.upsert``, after Qdrant took the points and before they are
-  appended to the rerank cache.
+  appended to the rerank cache;
+* ``sync_renamed``, ``sync_indexed``, ``sync_deleting``: in ``pagelens.app.sync.execute_sync`` (``pagelens index
+  --sync``), after the renames, after the new and changed files are indexed (before any delete), and after
+  the first delete.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import sys
 import time
 
-PAUSE_POINTS = ("optimize", "cache_append")
+PAUSE_POINTS = ("optimize", "cache_append", "sync_renamed", "sync_indexed", "sync_deleting")
 
 
 def pause_point(pause_at: str, point: str) -> None:

@@ -59,6 +59,12 @@ class ModelUnavailableError(PagelensError):
     http_status = 503
 
 
+class UnsupportedModelError(ModelUnavailableError):
+    """The checkpoint's config names no retriever family pagelens supports (``pagelens.models.families``)."""
+
+    code = "unsupported_model"
+
+
 class StoreUnavailableError(PagelensError):
     """The vector store cannot be reached (server down, embedded store locked)."""
 

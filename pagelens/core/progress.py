@@ -62,7 +62,7 @@ class IndexProgress:
         elif event == "page_done":
             self.pages_done += 1
             progress.advance(self._pages)
-            task = progress.tasks[self._pages]
+            task = next(t for t in progress.tasks if t.id == self._pages)
             speed = task.speed
             progress.update(self._pages, rate=f"{speed:.2f} pages/s" if speed else "")
         elif event in ("document_done", "document_failed"):
@@ -71,3 +71,38 @@ class IndexProgress:
             self._optimize = progress.add_task("optimizing the index (HNSW graphs, token index)", total=None, rate="")
         elif event == "optimize_done" and self._optimize is not None:
             progress.update(self._optimize, total=1, completed=1, rate=f"{float(info.get('seconds', 0)):.1f} s")
+
+
+class SyncProgress(IndexProgress):
+    """``pagelens index --sync``: a line for the files read for their hash while planning, the indexing bars
+    of ``IndexProgress`` (their document total set by the ``sync_plan`` event), and a line each for the
+    renames and deletes, all on stderr."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        super().__init__(console, total_files=0, enabled=enabled)
+        self._progress.update(self._docs, visible=False)
+        self._progress.update(self._pages, visible=False)
+        self._lines: dict[str, TaskID] = {}
+
+    def _line(self, key: str, description: str, done: int, total: int) -> None:
+        if key not in self._lines:
+            self._lines[key] = self._progress.add_task(description, total=total, rate="")
+        self._progress.update(self._lines[key], total=total, completed=done)
+
+    def callback(self, event: str, info: dict[str, Any]) -> None:
+        """``sync_hash`` / ``sync_rename`` / ``sync_delete`` (done, total) and ``sync_plan`` (to_index)
+        here; every other event is the indexer's (``IndexProgress.callback``)."""
+        if event == "sync_hash":
+            self._line("hash", "checking files", int(info["done"]), int(info["total"]))
+        elif event == "sync_plan":
+            if int(info.get("to_index", 0)):  # the indexing bars, now below the planning line
+                for task in (self._docs, self._pages):
+                    self._progress.remove_task(task)
+                self._docs = self._progress.add_task("documents", total=int(info["to_index"]), rate="")
+                self._pages = self._progress.add_task("pages", total=None, rate="")
+        elif event == "sync_rename":
+            self._line("rename", "renaming", int(info["done"]), int(info["total"]))
+        elif event == "sync_delete":
+            self._line("delete", "deleting", int(info["done"]), int(info["total"]))
+        else:
+            super().callback(event, info)

@@ -26,6 +26,7 @@ DEFAULT_ANSWER_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
 _WARNED: set[str] = set()  # legacy env names already warned about
+REMOVED_KNOBS = ("rerank_candidates", "pooled_scan_max_pages", "token_candidates")  # automatic since 2026-12-06
 
 
 def default_data_dir() -> Path:
@@ -68,7 +69,9 @@ class Tuning(BaseModel):
         default="auto", description="Where page images are resized, tiled and normalised. cpu: in the ingest "
         "worker processes (retriever) and on the CPU (answers). model: on each model's device (a GPU), in the "
         "main process for ingest (the workers then only rasterize); needs the torchvision processor. auto: "
-        "model on CUDA with the torchvision processor, cpu elsewhere.",
+        "model on CUDA with the torchvision processor, cpu elsewhere. model applies to tiled retrievers "
+        "(ColIdefics3, ColModernVBert) and SmolVLM answer models; other model families preprocess on the CPU "
+        "(said once when model was asked for).",
     )
     torch_compile: bool = Field(
         default=False, description="torch.compile (inductor) the retriever's vision encoder layers at load; the "
@@ -95,25 +98,19 @@ class Tuning(BaseModel):
     )
     fast_rerank: bool = Field(
         default=True, description="Embedded store, two_stage: a MaxSim kernel over a cached int8 copy of the "
-        "full vectors picks the rerank_candidates pages that Qdrant then scores exactly "
+        "full vectors picks the pages that Qdrant then scores exactly "
         "(index/ann/fast_rerank.py). False: Qdrant scores every prefetched page exactly (slower).",
     )
-    rerank_candidates: int = Field(
-        default=16, ge=1, description="Pages the fast rerank passes on to Qdrant's exact MaxSim (at least k)."
-    )
-    pooled_scan_max_pages: int = Field(
-        default=300, ge=0, description="Embedded store, fast_rerank: collections up to this many pages get "
-        "their two_stage candidates from a brute-force bf16 pass over the pooled vectors; larger ones from the "
-        "token index once they have token_index_min_pages, else (and filtered searches) from Qdrant's pooled "
-        "HNSW.",
+    search_recall_target: float = Field(
+        default=0.95, gt=0, le=1, description="Embedded store: `optimize` measures the recall@5 of each first stage "
+        "against exact MaxSim on probe queries made from the collection's own pages, and two_stage searches use "
+        "the cheapest that reaches this target (else exact); see index/ann/self_check.py.",
     )
     token_index_min_pages: int = Field(
         default=5000, ge=0, description="Embedded store, fast_rerank: `optimize` builds a token-level first "
         "stage (a codebook of the patch vectors and inverted lists, index/ann/token_index.py) for collections "
-        "of at least this many pages; their unfiltered searches take candidates from it. 0: never.",
-    )
-    token_candidates: int = Field(
-        default=250, ge=1, description="Pages the token-level first stage passes on to the int8 rerank."
+        "of at least this many pages; their unfiltered searches take candidates from it when the self-check "
+        "measures that it reaches search_recall_target. 0: never.",
     )
     token_nprobe: int = Field(
         default=16, ge=1, le=256, description="Codebook cells probed per query token by the token-level first stage.",
@@ -136,7 +133,8 @@ class Tuning(BaseModel):
         "cache (answer/fast_decode.py), the one-token step captured once as a CUDA graph on CUDA and replayed "
         "per token (checked against the eager step, falls back to it); eager on the CPU. generate: "
         "transformers generate() (with answer_kv_cache). auto: graph on CUDA, generate elsewhere. Greedy "
-        "tokens are the same in every mode.",
+        "tokens are the same in every mode. graph is for SmolVLM (Idefics3) answer models; other families "
+        "decode with generate() (said once).",
     )
 
     # --- hybrid fusion ---------------------------------------------------------------------------
@@ -180,11 +178,13 @@ class Tuning(BaseModel):
     )
 
     # --- crash tests -----------------------------------------------------------------------------
-    debug_pause_at: Literal["", "optimize", "cache_append"] = Field(
+    debug_pause_at: Literal["", "optimize", "cache_append", "sync_renamed", "sync_indexed", "sync_deleting"] = Field(
         default="", description="Crash tests only (pagelens/core/debug_hooks.py): the embedded store stops at "
         "this point, prints 'pagelens: paused at <point>' to stderr and sleeps until killed. optimize: during "
         "the closing optimize (after Edge's optimizers, before the rerank cache and token index); "
-        "cache_append: after a Qdrant upsert, before the rerank-cache append. Never set it in production.",
+        "cache_append: after a Qdrant upsert, before the rerank-cache append; sync_renamed, sync_indexed, "
+        "sync_deleting: `pagelens index --sync` after its renames, after its new pages are in (before any "
+        "delete), after its first delete. Never set it in production.",
     )
 
 
@@ -295,6 +295,18 @@ class Settings(BaseSettings):
     )
     max_files_per_request: int = Field(default=32, ge=1, description="Most files in one upload request.")
 
+    # --- incremental sync (pagelens/app/sync.py) -----------------------------------------------
+    sync_max_delete_share: float = Field(
+        default=0.5, ge=0, le=1, description="`pagelens index DIR --sync` (and REST sync) refuses, unless --yes "
+        "(REST: \"yes\": true), to delete more than this share of the collection's documents (of the shard's, "
+        "with --shard): a folder that looks empty is more often an unmounted network drive than a purge.",
+    )
+    sync_roots: list[Path] = Field(
+        default_factory=list, description="Server-side folders REST sync (POST /v1/collections/{c}/sync) may "
+        "mirror: the request names a folder relative to one of these and it must resolve inside it (symlinks "
+        "out refused). Empty: REST sync is off. Example: PAGELENS_SYNC_ROOTS='[\"/srv/invoices\"]'.",
+    )
+
     # --- search and answers (modes) ----------------------------------------------------------------
     retrieval_mode: Literal["visual", "text", "hybrid"] = Field(
         default="hybrid",
@@ -377,6 +389,16 @@ class Settings(BaseSettings):
             return data
         given = data.get("tuning")
         tuning: dict[str, Any] = dict(given.model_dump(exclude_unset=True) if isinstance(given, Tuning) else given or {})
+        for name in REMOVED_KNOBS:  # candidate counts are measured by the self-check now
+            found = [k for k in (f"PAGELENS_{name.upper()}", f"PAGELENS_TUNING__{name.upper()}") if k in os.environ]
+            if name in data or name in tuning or found:
+                data.pop(name, None)
+                tuning.pop(name, None)
+                if name not in _WARNED:
+                    _WARNED.add(name)
+                    log.warning("%s is no longer a setting and is ignored: `pagelens optimize` measures each "
+                                "collection's recall and picks its candidates (set search_recall_target instead)",
+                                found[0] if found else name)
         for name in Tuning.model_fields:
             legacy = f"PAGELENS_{name.upper()}"
             if name not in tuning and legacy in os.environ:

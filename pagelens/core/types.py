@@ -47,7 +47,12 @@ class PageEmbedding:
 
 @dataclass(frozen=True)
 class CollectionManifest:
-    """What a collection was built with. Searching or adding with a different model is refused."""
+    """What a collection was built with. Searching or adding with a different model is refused.
+
+    family, processor, page_tokens, score_scale: the retriever family (``pagelens.models.families``,
+    e.g. "ColIdefics3"), its processor class, what one page costs in tokens and what a score means;
+    "" in collections created before they were recorded (then only model id and dim are checked).
+    """
 
     name: str
     model_id: str
@@ -56,6 +61,10 @@ class CollectionManifest:
     pooling: str = "rows+cols mean"
     vectors: tuple[str, ...] = (FULL_VECTOR, ROWS_VECTOR, COLS_VECTOR)
     created_at: str = ""
+    family: str = ""
+    processor: str = ""
+    page_tokens: str = ""
+    score_scale: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +75,10 @@ class CollectionManifest:
             "pooling": self.pooling,
             "vectors": list(self.vectors),
             "created_at": self.created_at,
+            "family": self.family,
+            "processor": self.processor,
+            "page_tokens": self.page_tokens,
+            "score_scale": self.score_scale,
         }
 
     @classmethod
@@ -78,6 +91,10 @@ class CollectionManifest:
             pooling=data.get("pooling", "rows+cols mean"),
             vectors=tuple(data.get("vectors", (FULL_VECTOR, ROWS_VECTOR, COLS_VECTOR))),
             created_at=data.get("created_at", ""),
+            family=str(data.get("family") or ""),
+            processor=str(data.get("processor") or ""),
+            page_tokens=str(data.get("page_tokens") or ""),
+            score_scale=str(data.get("score_scale") or ""),
         )
 
 @dataclass

@@ -1,7 +1,11 @@
-"""Page and query embedders: the ``PageEmbedder`` protocol and the ColSmolVLM implementation.
+"""Page and query embedders: the ``PageEmbedder`` protocol and its colpali-engine implementation.
 
-``ColSmolEmbedder`` wraps colpali-engine's ``ColIdefics3`` (an ``Idefics3Model`` + ``Linear(hidden, 128)``,
-L2-normalised per token) and ``ColIdefics3Processor``. The model is a hub id or a local directory
+``ColSmolEmbedder`` (alias ``ColEmbedder``) wraps the colpali-engine model and processor of the checkpoint's
+family (``pagelens.models.families``: ColIdefics3, ColModernVBert, ColPali, ColQwen2/2.5/3/3.5, ColGemma3),
+chosen at load from the checkpoint's own ``config.json``. The default, ColSmolVLM, is ``ColIdefics3`` (an
+``Idefics3Model`` + ``Linear(hidden, 128)``, L2-normalised per token) and ``ColIdefics3Processor``; the
+other families differ only in the processor call and in how image tokens map to a patch grid for the
+row/column pooling (``families.py`` docstring). The model is a hub id or a local directory
 (``Settings.retriever_model`` / ``retriever_revision``); a peft LoRA adapter directory (such as
 ``vidore/colSmol-256M``) is loaded onto its base model and merged. Nothing loads at construction:
 ``load()`` (idempotent, thread-safe) or the first ``embed_*`` call does.
@@ -29,6 +33,13 @@ from pagelens.core.errors import CollectionMismatchError, ModelUnavailableError,
 from pagelens.core.hub import Unavailable, resolve_model_dir, unavailable_error
 from pagelens.core.settings import DEFAULT_RETRIEVER_MODEL
 from pagelens.core.types import CollectionManifest, PageEmbedding
+from pagelens.models.families import (
+    SCORE_SCALE,
+    RetrieverFamily,
+    detect_family_in,
+    page_grid,
+    pool_grid,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -135,7 +146,8 @@ def compile_vision_encoder(model: Any) -> list[str]:
 
 
 class ColSmolEmbedder:
-    """``PageEmbedder`` over colpali-engine ``ColIdefics3`` (ColSmolVLM) and ``ColIdefics3Processor``.
+    """``PageEmbedder`` over the colpali-engine model and processor of the checkpoint's family
+    (``pagelens.models.families``; ColSmolVLM: ``ColIdefics3`` and ``ColIdefics3Processor``).
 
     Settings used: ``retriever_model`` (hub id or local dir), ``retriever_revision``, ``device``, ``dtype``,
     ``attn_implementation``, ``embed_batch_size``, ``page_longest_edge`` (pages are resized so their
@@ -167,6 +179,8 @@ class ColSmolEmbedder:
         self._dim = COLSMOL_DIM
         self._backend = "pil"  # image processor backend and preprocessing place, resolved at load
         self._preprocess_on_device = False
+        self._family: RetrieverFamily | None = None  # from the checkpoint's config.json, at load
+        self._warned_grid = False
 
     # -- loading ------------------------------------------------------------------------------
     @property
@@ -176,6 +190,24 @@ class ColSmolEmbedder:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    @property
+    def family(self) -> RetrieverFamily:
+        """The checkpoint's retriever family (``pagelens.models.families``; loads)."""
+        self.load()
+        assert self._family is not None
+        return self._family
+
+    def manifest_fields(self) -> dict[str, str]:
+        """What a collection records about this retriever besides model id and dim (loads): family,
+        processor class, page-token count, score scale and pooling (``CollectionManifest``)."""
+        family = self.family
+        pooling = "rows+cols mean" if family.tiled else f"rows+cols mean ({family.layout})"
+        tokens = family.page_tokens
+        if family.tiled:
+            tokens += f"; page_longest_edge={int(self.settings.page_longest_edge)}"
+        return {"family": family.name, "processor": type(self._processor).__name__, "page_tokens": tokens,
+                "score_scale": SCORE_SCALE, "pooling": pooling}
 
     @property
     def device(self) -> torch.device | None:
@@ -254,8 +286,15 @@ class ColSmolEmbedder:
             weights_dir = base_dir or model_dir
             if not (weights_dir / "config.json").is_file():
                 raise Unavailable(f"{weights_dir} has no config.json", f"the directory {weights_dir}")
+            self._family = detect_family_in(weights_dir)
             self._backend = self.settings.resolved_image_processor_backend(device.type)
-            self._preprocess_on_device = self.settings.resolved_preprocess_device(device.type) == "model"
+            # the on-device processor call is the Idefics3 one; other families preprocess with process_images
+            self._preprocess_on_device = (self.settings.resolved_preprocess_device(device.type) == "model"
+                                          and self._family.tiled)
+            if self.settings.tuning.preprocess_device == "model" and not self._family.tiled:
+                logger.warning("PAGELENS_TUNING__PREPROCESS_DEVICE=model applies to tiled retrievers (ColIdefics3, "
+                               "ColModernVBert); %s pages are preprocessed on the CPU (ingest workers); unset it "
+                               "to silence this", self._family.name)
             processor = self._load_processor(model_dir, base_dir)
             model = self._load_model(weights_dir, device, dtype, resolve_attn_implementation)
             if base_dir is not None:
@@ -264,7 +303,7 @@ class ColSmolEmbedder:
             raise unavailable_error(
                 "retriever", self.model_id, self.model_revision, err, self.env_var, DEFAULT_RETRIEVER_MODEL
             ) from err
-        except ModelUnavailableError:
+        except ModelUnavailableError:  # UnsupportedModelError (an unknown family) included
             raise
         except Exception as exc:  # corrupt / incompatible files: still one actionable error
             failure = Unavailable(f"loading failed: {type(exc).__name__}: {exc}", f"{self.model_id}")
@@ -285,8 +324,8 @@ class ColSmolEmbedder:
         self._model = model  # last: marks the embedder loaded
 
     def _load_processor(self, model_dir: Path, base_dir: Path | None) -> Any:
-        from colpali_engine.models import ColIdefics3Processor
-
+        assert self._family is not None
+        _, processor_class = self._family.classes()
         source = model_dir
         if base_dir is not None and not any((model_dir / f).is_file() for f in _PROCESSOR_FILES):
             source = base_dir
@@ -294,26 +333,43 @@ class ColSmolEmbedder:
             raise Unavailable(
                 f"no processor files ({' / '.join(_PROCESSOR_FILES)}) in {source}", f"the directory {source}"
             )
-        processor = ColIdefics3Processor.from_pretrained(str(source), backend=self._backend)
+        if not self._family.tiled:
+            return self._load_other_processor(processor_class, source)
+        processor = processor_class.from_pretrained(str(source), backend=self._backend)
         # Pages are resized so their longest edge is page_longest_edge, then tiled (512 px per tile).
         processor.image_processor.size = {"longest_edge": int(self.settings.page_longest_edge)}
         return processor
 
+    def _load_other_processor(self, processor_class: Any, source: Path) -> Any:
+        """The processor of a non-tiled family, with the checkpoint's own resizing (its ``max_pixels`` /
+        fixed input size: ``page_longest_edge`` does not apply, said once when it was set)."""
+        assert self._family is not None
+        if "page_longest_edge" in self.settings.model_fields_set:
+            logger.warning(
+                "PAGELENS_PAGE_LONGEST_EDGE applies to tiled retrievers (ColIdefics3, ColModernVBert); %s pages "
+                "are resized by the checkpoint's processor (%s; the Qwen families' budget is max_pixels in its "
+                "processor config)", self._family.name, self._family.page_tokens)
+        try:
+            return processor_class.from_pretrained(str(source), backend=self._backend)
+        except ImportError as exc:  # e.g. no pil backend for a video processor: the processor's default
+            logger.info("%s: backend %s unavailable (%s); using the processor's default", source, self._backend, exc)
+            return processor_class.from_pretrained(str(source))
+
     def _load_model(
         self, weights_dir: Path, device: torch.device, dtype: torch.dtype, resolve_attn: Any
     ) -> Any:
-        from colpali_engine.models import ColIdefics3
-
-        attn = resolve_attn(self.settings.tuning.attn_implementation, device, ColIdefics3)
+        assert self._family is not None
+        model_class, _ = self._family.classes()
+        attn = resolve_attn(self.settings.tuning.attn_implementation, device, model_class)
         try:
-            model, info = ColIdefics3.from_pretrained(
+            model, info = model_class.from_pretrained(
                 str(weights_dir), dtype=dtype, attn_implementation=attn, output_loading_info=True
             )
         except (ValueError, ImportError) as exc:
             if attn == "eager" or ("attn" not in str(exc).lower() and "attention" not in str(exc).lower()):
                 raise
             logger.warning("attention %s refused (%s); falling back to eager", attn, exc)
-            model, info = ColIdefics3.from_pretrained(
+            model, info = model_class.from_pretrained(
                 str(weights_dir), dtype=dtype, attn_implementation="eager", output_loading_info=True
             )
         missing = list(info.get("missing_keys") or [])
@@ -321,10 +377,11 @@ class ColSmolEmbedder:
             # Randomly initialised weights give silently useless embeddings: say so loudly.
             logger.warning(
                 "%s: %d weights missing from the checkpoint and randomly initialised (e.g. %s); is this a "
-                "ColIdefics3 (ColSmolVLM) checkpoint?",
+                "%s retriever checkpoint (not its base model)?",
                 weights_dir,
                 len(missing),
                 ", ".join(sorted(missing)[:5]),
+                self._family.name,
             )
         return model
 
@@ -384,7 +441,7 @@ class ColSmolEmbedder:
 
         self.load()
         proc = self._processor
-        image_token_id = int(self._model.config.image_token_id)
+        image_token_id = self._image_token_id()
         tokens_per_tile = int(getattr(proc, "image_seq_len", 64))
         results: list[PageEmbedding] = []
         for start in range(0, len(images), self.batch_size):
@@ -397,19 +454,49 @@ class ColSmolEmbedder:
                 emb = self._model(**self._to_device(batch))  # [B, L, 128] model dtype, on device
                 emb = emb.float().cpu()
             for i, image in enumerate(chunk):
-                full = emb[i][mask_cpu[i]]  # [n_tokens, 128]
-                img_vecs = emb[i][(ids_cpu[i] == image_token_id) & mask_cpu[i]]  # [n_tiles * 64, 128]
-                n_tiles = img_vecs.shape[0] // tokens_per_tile
-                grid = self._tile_grid(ids_cpu[i], image, n_tiles) if n_tiles > 1 else (1, 1)
-                rows, cols = pool_rows_cols(img_vecs, grid, tokens_per_tile)
-                results.append(
-                    PageEmbedding(
-                        full=full.numpy().astype(np.float32, copy=False),
-                        rows=rows.numpy().astype(np.float32, copy=False),
-                        cols=cols.numpy().astype(np.float32, copy=False),
-                    )
-                )
+                results.append(self._page_embedding(emb, ids_cpu, mask_cpu, i, image, batch, image_token_id,
+                                                    tokens_per_tile))
         return results
+
+    def _image_token_id(self) -> int:
+        """The id of the image placeholder token the family's model config names."""
+        config = self._model.config
+        for key in ("image_token_id", "image_token_index"):
+            value = getattr(config, key, None)
+            if value is not None:
+                return int(value)
+        return int(self._processor.image_token_id)
+
+    def _page_embedding(
+        self, emb: torch.Tensor, ids_cpu: torch.Tensor, mask_cpu: torch.Tensor, i: int, image: Any,
+        batch: Any, image_token_id: int, tokens_per_tile: int,
+    ) -> PageEmbedding:
+        """Page ``i`` of a forward: emb [B, L, dim] float32 CPU, ids/mask [B, L]; ``image`` gives the
+        page's width/height (tiled families' grid fallback); ``batch`` the processor output
+        (``image_grid_thw`` for the Qwen families)."""
+        full = emb[i][mask_cpu[i]]  # [n_tokens, dim]
+        img_vecs = emb[i][(ids_cpu[i] == image_token_id) & mask_cpu[i]]  # [n_image_tokens, dim]
+        family = self._family
+        assert family is not None
+        if family.tiled:
+            n_tiles = img_vecs.shape[0] // tokens_per_tile  # [n_tiles * 64, dim]
+            grid = self._tile_grid(ids_cpu[i], image, n_tiles) if n_tiles > 1 else (1, 1)
+            rows, cols = pool_rows_cols(img_vecs, grid, tokens_per_tile)
+        else:
+            thw = batch.get("image_grid_thw") if hasattr(batch, "get") else None
+            merge = int(getattr(self._processor.image_processor, "merge_size", 2) or 2)
+            token_grid = page_grid(family, int(img_vecs.shape[0]), thw[i] if thw is not None else None, merge)
+            if token_grid is None and not self._warned_grid:
+                self._warned_grid = True
+                logger.warning("%s: no patch grid for a page's %d image tokens; its rows/cols vectors are the "
+                               "mean of all its image tokens (two-stage search ranks it less well)",
+                               family.name, int(img_vecs.shape[0]))
+            rows, cols = pool_grid(img_vecs, token_grid)
+        return PageEmbedding(
+            full=full.numpy().astype(np.float32, copy=False),
+            rows=rows.numpy().astype(np.float32, copy=False),
+            cols=cols.numpy().astype(np.float32, copy=False),
+        )
 
     def _preprocess(self, images: list[Image.Image]) -> Any:
         """``process_images`` of RGB ``images``; with ``preprocess_device=model`` the torchvision
@@ -465,28 +552,17 @@ class ColSmolEmbedder:
         import torch
 
         self.load()
-        image_token_id = int(self._model.config.image_token_id)
+        image_token_id = self._image_token_id()
         tokens_per_tile = int(getattr(self._processor, "image_seq_len", 64))
         ids_cpu = batch["input_ids"]
         mask_cpu = batch["attention_mask"].bool()
         with torch.inference_mode():
             emb = self._model(**self._to_device(batch)).float().cpu()  # [B, L, 128]
-        results: list[PageEmbedding] = []
-        for i, (width, height) in enumerate(sizes):
-            full = emb[i][mask_cpu[i]]
-            img_vecs = emb[i][(ids_cpu[i] == image_token_id) & mask_cpu[i]]
-            n_tiles = img_vecs.shape[0] // tokens_per_tile
-            shape = _Size(width, height)
-            grid = self._tile_grid(ids_cpu[i], shape, n_tiles) if n_tiles > 1 else (1, 1)  # type: ignore[arg-type]
-            rows, cols = pool_rows_cols(img_vecs, grid, tokens_per_tile)
-            results.append(
-                PageEmbedding(
-                    full=full.numpy().astype(np.float32, copy=False),
-                    rows=rows.numpy().astype(np.float32, copy=False),
-                    cols=cols.numpy().astype(np.float32, copy=False),
-                )
-            )
-        return results
+        return [
+            self._page_embedding(emb, ids_cpu, mask_cpu, i, _Size(width, height), batch, image_token_id,
+                                 tokens_per_tile)
+            for i, (width, height) in enumerate(sizes)
+        ]
 
 
 def _with_own_tokenizer(processor: Any) -> Any:
@@ -532,16 +608,46 @@ class _Size:
         self.height = height
 
 
+def _described(model_id: str, revision: str | None, family: str, dim: int | None) -> str:
+    what = [x for x in (family, f"dim {dim}" if dim else "") if x]
+    return f"'{model_id}{'@' + revision if revision else ''}'" + (f" ({', '.join(what)})" if what else "")
+
+
 def check_manifest(manifest: CollectionManifest, embedder: PageEmbedder) -> None:
-    """Refuse to add to or search a collection built with another retriever model."""
-    if (manifest.model_id, manifest.model_revision) != (embedder.model_id, embedder.model_revision):
-        raise CollectionMismatchError(
-            f"collection '{manifest.name}' was built with retriever model '{manifest.model_id}'"
-            f"{'@' + manifest.model_revision if manifest.model_revision else ''}, but the configured "
-            f"retriever is '{embedder.model_id}'"
-            f"{'@' + embedder.model_revision if embedder.model_revision else ''}; set "
-            f"PAGELENS_RETRIEVER_MODEL={manifest.model_id} to use it, or index into a new collection",
-            collection=manifest.name,
-            collection_model=manifest.model_id,
-            configured_model=embedder.model_id,
-        )
+    """Refuse to add to or search a collection built with another retriever: another model id or
+    revision, or (the same id: the embedder is loaded to tell) another family or vector width. Raises
+    ``CollectionMismatchError`` naming both retrievers, the setting that selects the collection's one and
+    the re-index command that rebuilds the collection with the configured one."""
+    same_id = (manifest.model_id, manifest.model_revision) == (embedder.model_id, embedder.model_revision)
+    family = ""
+    dim: int | None = None
+    load = getattr(embedder, "load", None)
+    if same_id and manifest.family and callable(load) and hasattr(embedder, "manifest_fields"):
+        load()  # the same id, but is it still the same model? (a local folder may have been replaced)
+    if getattr(embedder, "loaded", False):
+        dim = int(embedder.dim)
+        fields = getattr(embedder, "manifest_fields", None)
+        family = str(fields().get("family", "")) if callable(fields) else ""
+    same_family = not (manifest.family and family) or manifest.family == family
+    same_dim = dim is None or dim == manifest.dim
+    if same_id and same_family and same_dim:
+        return
+    built = _described(manifest.model_id, manifest.model_revision, manifest.family, manifest.dim)
+    configured = _described(embedder.model_id, embedder.model_revision, family, dim)
+    raise CollectionMismatchError(
+        f"collection '{manifest.name}' was built with retriever model {built}, but the configured retriever "
+        f"is {configured}: its page vectors and this retriever's query vectors do not compare. Set "
+        f"PAGELENS_RETRIEVER_MODEL={manifest.model_id}"
+        f"{' PAGELENS_RETRIEVER_REVISION=' + manifest.model_revision if manifest.model_revision else ''} to "
+        f"use it, or rebuild it with the configured retriever: pagelens index PATHS -c {manifest.name} "
+        "--reindex (or index into a new collection)",
+        collection=manifest.name,
+        collection_model=manifest.model_id,
+        configured_model=embedder.model_id,
+        collection_family=manifest.family,
+        configured_family=family,
+    )
+
+
+ColEmbedder = ColSmolEmbedder
+"""The same class under a family-neutral name (it loads every family in ``pagelens.models.families``)."""

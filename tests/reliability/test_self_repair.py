@@ -4,7 +4,7 @@ no-op rerun, a server start and ``pagelens optimize`` each restore the fast path
 status is current, the token index serves the searches again, and two-stage results equal exact MaxSim.
 
 A small collection exercises the token index: ``token_index_min_pages`` 9 (the 8 pages indexed first
-stay below it, the killed run's 2 more pass it) and ``pooled_scan_max_pages`` 0."""
+stay below it, the killed run's 2 more pass it), its searches told to take the token path."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-OPTIONS = {"page_longest_edge": 512, "embed_batch_size": 4, "ingest_workers": 0, "pooled_scan_max_pages": 0,
+OPTIONS = {"page_longest_edge": 512, "embed_batch_size": 4, "ingest_workers": 0,
            "token_index_min_pages": 9}
 QUESTIONS = ["doc1 page 2", "invoice total", "d"]
 
@@ -114,9 +114,14 @@ def check_fast_path(data: Path, tiny_models: dict[str, Path], monkeypatch: pytes
     try:
         status = service.search_status("c")
         assert status.current and status.stale == () and status.points == 10, status
-        store = service.store.inner
+        from pagelens.index.stores.base import backend_of
+
+        store: Any = backend_of(service.store)
         cache = store._rerank_file("c")
         assert cache.token_index_ready() and len(cache) == 10
+        from pagelens.index.ann.self_check import SearchPlan
+
+        store.set_plan("c", SearchPlan(first_stage="tokens", candidates=8, rerank_keep=10, recall=1.0, pages=10))
         calls: list[int] = []
         real = cache.token_candidates
         monkeypatch.setattr(cache, "token_candidates", lambda q, m, **kw: calls.append(m) or real(q, m, **kw))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # pagelens batch indexing as a Slurm job array: task I of N runs
-#   pagelens index "$ARCHIVE" --collection "$COLLECTION" --shard I/N
+#   pagelens index "$ARCHIVE" --collection "$COLLECTION" --shard I/N      (with SYNC=1: ... --sync)
 # A stable hash of each file's path under $ARCHIVE gives every document to exactly one task; a task
 # run again (scontrol requeue, or the same array resubmitted) redoes only the pages not written yet.
 #
@@ -41,4 +41,6 @@ shard="$((SLURM_ARRAY_TASK_ID - first))/$count"
 export PAGELENS_DATA_DIR=${PAGELENS_DATA_DIR:-${TMPDIR:-/tmp}/pagelens-${SLURM_ARRAY_JOB_ID:-0}-${SLURM_ARRAY_TASK_ID}}
 mkdir -p "$PAGELENS_DATA_DIR"
 echo "pagelens shard $shard of $ARCHIVE -> $COLLECTION on $(hostname)" >&2
-exec pagelens index "$ARCHIVE" --collection "$COLLECTION" --shard "$shard" --json
+# SYNC=1: mirror the archive (README, "Keeping a collection in sync"): also rename moved files and delete
+# the documents of this shard whose files are gone
+exec pagelens index "$ARCHIVE" --collection "$COLLECTION" --shard "$shard" ${SYNC:+--sync} --json

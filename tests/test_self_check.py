@@ -1,0 +1,179 @@
+"""The index checks its own recall (``pagelens.index.ann.self_check``, issue 25): probe queries, the plan
+it chooses on isotropic and anisotropic collections, the exact fallback, persistence and reporting."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pagelens.index.ann.self_check import (
+    PROBE_TOKENS,
+    Probe,
+    SearchPlan,
+    geometry,
+    make_probes,
+    run_check,
+)
+from pagelens.index.stores.edge_store import QdrantEdgeStore
+
+from bench.retrieval import Synth, maxsim_scores, page_of, points_for, recall
+from pagelens.core.types import CollectionManifest
+
+DIM = 128
+
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_probes_are_unit_vectors_built_from_the_pages() -> None:
+    rng = np.random.default_rng(0)
+    pages = [unit(rng.standard_normal((50, DIM))) for _ in range(4)]
+    probes = make_probes(pages[:2], pages, rng)
+    assert probes.shape == (2, PROBE_TOKENS, DIM) and probes.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(probes, axis=-1), 1.0, atol=1e-5)
+    # the first tokens lean on their own page: their best match there is far above chance (~0.3 for iid)
+    own_best = (probes[0, :12] @ pages[0].T).max(axis=1)
+    assert own_best.min() > 0.6
+
+
+def test_geometry_tells_a_cone_from_isotropic_vectors() -> None:
+    rng = np.random.default_rng(1)
+    iso = [unit(rng.standard_normal((200, DIM))) for _ in range(8)]
+    mean = unit(rng.standard_normal(DIM))
+    cone = [unit(2.0 * mean + 0.3 * unit(rng.standard_normal((200, DIM)))) for _ in range(8)]
+    dup = [np.repeat(unit(rng.standard_normal((4, DIM))), 50, axis=0) for _ in range(8)]
+    g_iso, g_cone, g_dup = geometry(iso, rng), geometry(cone, rng), geometry(dup, rng)
+    assert abs(g_iso["mean_token_cosine"]) < 0.05 and g_cone["mean_token_cosine"] > 0.9
+    assert g_iso["pca_dims_90"] > 90 and g_iso["near_duplicate_share"] == 0.0
+    assert g_dup["near_duplicate_share"] == 1.0 and g_dup["pca_dims_90"] <= 32
+
+
+def fake_probe(pages: np.ndarray, stage_quality: float, scan_quality: float) -> Probe:
+    """A Probe over in-RAM pages [N, T, D] whose first stages see the exact scores plus noise of the
+    given size (0: perfect)."""
+    ids = [f"p{i}" for i in range(len(pages))]
+    rng = np.random.default_rng(3)
+    memo: dict[bytes, np.ndarray] = {}
+
+    def exact(q: np.ndarray) -> np.ndarray:
+        key = q.tobytes()
+        if key not in memo:
+            memo[key] = maxsim_scores(pages, q[None])[0]
+        return memo[key]
+
+    def brute_force(q: np.ndarray, k: int) -> list[tuple[str, float]]:
+        time.sleep(0.05)  # what scoring every page exactly costs, next to the first stages' in-RAM lookups
+        return [(ids[i], float(exact(q)[i])) for i in np.argsort(-exact(q), kind="stable")[:k]]
+
+    def noisy(q: np.ndarray, size: float) -> np.ndarray:
+        return exact(q) + rng.standard_normal(len(pages)).astype(np.float32) * size
+
+    def best(scores: np.ndarray, m: int) -> list[str]:
+        return [ids[i] for i in np.argsort(-scores, kind="stable")[:m]]
+
+    return Probe(
+        sample_tokens=lambda n, g: [pages[i] for i in g.choice(len(pages), n, replace=False)],
+        exact_top=brute_force,
+        exact_scores=lambda q, sel: {i: float(exact(q)[ids.index(i)]) for i in sel},
+        scan=lambda q, m: best(noisy(q, scan_quality), m),
+        rerank=lambda q, sel: noisy(q, scan_quality)[[ids.index(i) for i in sel]],
+        stages={"pooled": lambda q, w: best(noisy(q, stage_quality), w)},
+        pages=len(pages), rows=int(pages.shape[0] * pages.shape[1]),
+    )
+
+
+def test_the_check_picks_the_cheapest_stage_that_reaches_the_target_and_falls_back_to_exact() -> None:
+    rng = np.random.default_rng(4)
+    pages = unit(rng.standard_normal((600, 30, DIM)))
+    good = run_check(fake_probe(pages, stage_quality=0.0, scan_quality=0.0), target=0.95, probes=8)
+    assert good.recall is not None and good.recall >= 0.95 and good.first_stage != "exact" and not good.fallback
+    assert good.truth == "exact MaxSim of every page" and good.probes == 8
+    assert {t["first_stage"] for t in good.trials} >= {"scan", "pooled", "exact"}
+    hopeless = run_check(fake_probe(pages, stage_quality=50.0, scan_quality=50.0), target=0.95, probes=8)
+    assert hopeless.first_stage == "exact" and hopeless.fallback and hopeless.recall == 1.0
+    assert "no first stage reached the target" in hopeless.summary()
+    # every non-exact trial measured its (poor) recall
+    assert max(t["recall"] for t in hopeless.trials if t["first_stage"] != "exact") < 0.95
+
+
+def test_outdated_after_a_quarter_of_change() -> None:
+    plan = SearchPlan(recall=1.0, pages=1000)
+    assert not plan.outdated(1200) and plan.outdated(1300) and plan.outdated(700)
+    assert SearchPlan().outdated(10)  # never measured
+    assert SearchPlan.from_dict({**plan.to_dict(), "unknown_key": 1}) == plan
+
+
+def synth_store(tmp_path: Path, generator: str, pages: int = 400, tokens: int = 120) -> tuple[QdrantEdgeStore, Synth]:
+    syn = Synth(pages, tokens, generator=generator)
+    store = QdrantEdgeStore(tmp_path / generator, full_datatype="float16")
+    store.create_collection(CollectionManifest(name="c", model_id="synthetic", model_revision=None, dim=DIM))
+    for k in range(syn.n_chunks()):
+        full, rows, cols, _ = syn.gen_chunk(k)
+        store.upsert("c", points_for(k * 100, full, rows, cols))
+    return store, syn
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generator", ["aniso", "iid"])
+def test_the_default_search_returns_the_exact_top_5_on_both_generators(tmp_path: Path, generator: str) -> None:
+    """400 pages x 120 tokens: after optimize, the measured plan reaches the target on the probes, and the
+    default two_stage search returns exact MaxSim's top 5 (tie-aware recall@5 >= 0.95) for the generator's
+    own planted queries, which the check never saw."""
+    store, syn = synth_store(tmp_path, generator)
+    result = store.repair("c", force=True)
+    assert any(r.startswith("self-check: ") for r in result.rebuilt)
+    status = store.search_status("c")
+    report = status.to_dict()["self_check"]
+    assert report["recall"] >= 0.95 and report["pages"] == 400 and report["probes"] == 32
+    assert set(report["geometry"]) == {"mean_token_cosine", "pca_dims_90", "near_duplicate_share"}
+    if generator == "aniso":
+        assert report["geometry"]["mean_token_cosine"] > 0.3
+        pooled = [t["recall"] for t in report["trials"] if t["first_stage"] == "pooled"]
+        assert min(pooled) < 0.95  # the cone defeats the pooled means, and the check saw it
+    queries, _ = syn.queries(20)
+    full = np.concatenate([syn.gen_chunk(k)[0] for k in range(syn.n_chunks())]).astype(np.float16)
+    exact = maxsim_scores(full.astype(np.float32), queries)
+    got = []
+    for qi, q in enumerate(queries):
+        hits = store.search("c", q, 5)
+        truth = [int(i) for i in np.argsort(-exact[qi], kind="stable")[:5]]
+        got.append(recall([page_of(h.id) for h in hits], truth, 5, exact[qi]))
+    assert float(np.mean(got)) >= 0.95, got
+    store.close()
+    # the plan is kept with the collection: a new process uses it without measuring again
+    again = QdrantEdgeStore(tmp_path / generator, full_datatype="float16")
+    assert again.search_status("c").self_check == report
+    again.close()
+
+
+def test_an_exact_fallback_warns_once_and_stays_exact(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store, syn = synth_store(tmp_path, "iid", pages=120, tokens=40)
+    store.optimize("c")
+    store.set_plan("c", SearchPlan(first_stage="exact", recall=1.0, pages=120, fallback=True))
+    caplog.set_level(logging.WARNING, logger="pagelens.index.stores.edge_store")
+    queries, _ = syn.queries(3)
+    for q in queries:
+        fast = store.search("c", q, 5)
+        exact = store.search("c", q, 5, mode="exact")
+        assert [(h.id, h.score) for h in fast] == [(h.id, h.score) for h in exact]
+    warnings = [r.getMessage() for r in caplog.records if "no first stage reached" in r.getMessage()]
+    assert len(warnings) == 1 and "pagelens optimize -c c" in warnings[0]
+    store.close()
+
+
+def test_removed_candidate_knobs_are_ignored_with_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    from pagelens.core import settings as settings_module
+    from pagelens.core.settings import Settings
+
+    monkeypatch.setattr(settings_module, "_WARNED", set())
+    monkeypatch.setenv("PAGELENS_TUNING__TOKEN_CANDIDATES", "99")
+    caplog.set_level(logging.WARNING)
+    s = Settings(rerank_candidates=3)
+    assert not hasattr(s.tuning, "token_candidates") and s.tuning.search_recall_target == 0.95
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "PAGELENS_TUNING__TOKEN_CANDIDATES is no longer a setting" in text and "rerank_candidates" in text
