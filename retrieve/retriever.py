@@ -194,10 +194,12 @@ class Retriever:
             if page is not None and query is not None and layout_of is not None and width > 0 and height > 0:
                 try:
                     visual = visual_regions(query, page, layout_of(width, height), mask)
-                except ValueError as exc:
+                except Exception as exc:  # noqa: BLE001 - a layout that does not fit (or a processor without
+                    # one) costs the visual regions, never the search
                     _warn_once(_WARNED_LAYOUT, collection, "collection '%s': no visual regions for some pages (%s): "
-                               "they were embedded with another page size setting (PAGELENS_PAGE_LONGEST_EDGE) "
-                               "than the one configured now; re-index them to get visual regions",
+                               "most likely they were embedded with another page size setting "
+                               "(PAGELENS_PAGE_LONGEST_EDGE) than the one configured now; re-index them to get "
+                               "visual regions",
                                collection, exc)
             hit.regions = merge_regions(text, visual, self.max_regions)
         if without_boxes:
