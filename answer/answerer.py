@@ -511,6 +511,7 @@ class SmolVLMAnswerer:
                 score_kind=h.score_kind,
                 visual_score=h.visual_score,
                 text_score=h.text_score,
+                regions=[dict(r) for r in getattr(h, "regions", None) or []],
             )
             for h in pages
         ]

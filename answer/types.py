@@ -16,6 +16,8 @@ class Citation:
       value, not a similarity).
     visual_score / text_score: the page's MaxSim / BM25 where the search computed them (hybrid: both).
     image_path: the stored page image on local disk (servers drop it before answering clients).
+    regions: where on the page the search matched, carried over from ``SearchHit.regions`` (dicts
+      ``{"x0", "y0", "x1", "y1", "source", "score"}`` in page fractions, ``"text"`` on text regions).
     """
 
     doc_id: str
@@ -26,6 +28,7 @@ class Citation:
     score_kind: str = "maxsim"
     visual_score: float | None = None
     text_score: float | None = None
+    regions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pagelens.retrieve.types import SCORE_KINDS
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from pagelens.core.types import COLLECTION_PATTERN, PageFilter
 
@@ -90,6 +90,38 @@ TEXT_SCORE_DESCRIPTION = (
 ScoreKindField = Literal["maxsim", "bm25", "rrf", "dbsf"]
 
 
+class RegionOut(BaseModel):
+    """Where on the page the hit matched: a box in fractions of the page's width and height (origin
+    top-left, 0..1, so it holds at any render size)."""
+
+    x0: float = Field(ge=0, le=1)
+    y0: float = Field(ge=0, le=1)
+    x1: float = Field(ge=0, le=1)
+    y1: float = Field(ge=0, le=1)
+    source: Literal["text", "visual"] = Field(
+        description="text: page words matching the question under the text search's analysis (stemming, CJK "
+        "bigrams); visual: image patches that won the MaxSim of the question's tokens.")
+    score: float = Field(description="text: share of the question's words in the box; visual: share of the "
+                         "page's MaxSim won by the box's patches. Regions come best first.")
+    text: str | None = Field(default=None, description="The page words matched (text regions only; absent on "
+                             "visual regions).")
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_text(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("text") is None:
+            data.pop("text", None)
+        return data
+
+
+REGIONS_DESCRIPTION = ("Where on the page it matched, best first (at most PAGELENS_TUNING__MAX_REGIONS): text "
+                       "regions from the words matching the question, visual regions from the patches that won "
+                       "MaxSim (visual and hybrid modes). Empty for pages indexed before word boxes were kept "
+                       "in text mode.")
+HIGHLIGHT_URL_DESCRIPTION = ("image_url with the regions drawn server-side (its highlight option), for clients "
+                             "without a canvas; null when there are no regions.")
+
+
 class SearchResult(BaseModel):
     rank: int
     doc_id: str
@@ -105,6 +137,8 @@ class SearchResult(BaseModel):
     text_source: str | None = Field(default=None, description="Where the page text came from: pdf, ocr or none.")
     visual_score: float | None = Field(default=None, description=VISUAL_SCORE_DESCRIPTION)
     text_score: float | None = Field(default=None, description=TEXT_SCORE_DESCRIPTION)
+    regions: list[RegionOut] = Field(default_factory=list, description=REGIONS_DESCRIPTION)
+    highlight_url: str | None = Field(default=None, description=HIGHLIGHT_URL_DESCRIPTION)
 
 
 class CitationOut(BaseModel):
@@ -118,6 +152,8 @@ class CitationOut(BaseModel):
     visual_score: float | None = Field(default=None, description=VISUAL_SCORE_DESCRIPTION)
     text_score: float | None = Field(default=None, description=TEXT_SCORE_DESCRIPTION)
     image_url: str
+    regions: list[RegionOut] = Field(default_factory=list, description=REGIONS_DESCRIPTION)
+    highlight_url: str | None = Field(default=None, description=HIGHLIGHT_URL_DESCRIPTION)
 
 
 class AnswerOut(BaseModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from pagelens.ingest.geometry import fit_size
 from pagelens.ingest.types import Page, SourceDocument
+from pagelens.ingest.words import WordBoxes
 from PIL import Image, UnidentifiedImageError
 
 from pagelens.core.errors import DocumentTooLargeError, IngestError
@@ -107,7 +108,7 @@ def _iter_frames(
                 if frames > 1:
                     im.seek(frame)
                 # OCR first: it reads the frame at full resolution (prepare_image may decode a JPEG smaller)
-                text, text_source = _ocr_frame(source, im, settings, display, page_no)
+                text, text_source, words = _ocr_frame(source, im, settings, display, page_no)
                 image = prepare_image(im, settings, display, single=frames == 1)
             except Exception as exc:
                 if isinstance(exc, IngestError):
@@ -126,18 +127,20 @@ def _iter_frames(
                 text=text,
                 doc_sha256=source.sha256,
                 text_source=text_source,
+                words=words if text.strip() else None,
             )
 
 
 def _ocr_frame(source: SourceDocument, im: Image.Image, settings: Settings, display: str,
-               page_no: int) -> tuple[str, str]:
-    """(text, text_source) of an image page: OCR of the frame at its full resolution, upright by its
-    EXIF orientation (``pagelens.ingest.ocr``); ("", "none") when OCR is off or unavailable."""
+               page_no: int) -> tuple[str, str, WordBoxes | None]:
+    """(text, text_source, word boxes) of an image page: OCR of the frame at its full resolution, upright by
+    its EXIF orientation as the stored page image is (``pagelens.ingest.ocr``); ("", "none", None) when OCR
+    is off or unavailable."""
     from pagelens.ingest.ocr import needs_ocr, status_from_settings
     from pagelens.ingest.pdf import apply_ocr
 
     if not needs_ocr("", settings) or not status_from_settings(settings).available:
-        return "", "none"
+        return "", "none", None
     gray = to_rgb(im).convert("L") if im.mode not in ("L", "1") else im.convert("L")
     try:
         orientation = int(im.getexif().get(0x0112, 1))

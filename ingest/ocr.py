@@ -5,7 +5,8 @@ Why the program and not PyMuPDF's built-in OCR or a Python binding: every page r
 ``tesseract`` process, so the per-page time limit (``Settings.ocr_timeout_s``) is a kill, memory, CPU and
 file-size caps and no network are possible (``isolate_rendering``, on by default: ``pagelens.ingest.isolation``), a
 Tesseract crash on a hostile image cannot take an ingest worker down, and orientation detection
-(OSD, ``--psm 0``) comes with it. PyMuPDF's OCR runs in-process (no kill, no OSD); tesserocr needs
+(OSD, ``--psm 0``) comes with it. Recognition asks for TSV output, so each word comes with its box
+(``OcrResult.words``, kept for region-level citations: ``pagelens.ingest.words``). PyMuPDF's OCR runs in-process (no kill, no OSD); tesserocr needs
 a matching libtesseract build; pytesseract would only wrap the same subprocess calls.
 
 What is OCRed (``needs_ocr``): with ``Settings.ocr`` ``auto`` (default), pages whose text layer is
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pagelens.ingest.isolation import child_limits, network_prefix
+from pagelens.ingest.words import WordBoxes, parse_tesseract_tsv
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class OcrResult:
     seconds: float = 0.0
     error: str = ""
     steps: dict[str, float] = field(default_factory=dict)
+    words: WordBoxes | None = None  # word boxes as fractions of the image given (not of the upright copy)
 
 
 def configured_languages(value: str) -> tuple[str, ...]:
@@ -268,14 +271,16 @@ def ocr_image(image: Image.Image, settings: Any, dpi: int, deadline_s: float | N
             gray = gray.rotate(-rotation, expand=True, fillcolor=255)  # PIL turns counter-clockwise
         langs = languages_for_script(script, status.languages)
         t0 = time.monotonic()
-        proc = _run([exe, "stdin", "stdout", "-l", langs, "--psm", "3"], _png(gray, dpi), left(), sandbox)
+        # TSV: the words with their boxes; the text is rebuilt from it (``parse_tesseract_tsv``)
+        proc = _run([exe, "stdin", "stdout", "-l", langs, "--psm", "3", "tsv"], _png(gray, dpi), left(), sandbox)
         result.steps["recognise_s"] = time.monotonic() - t0
         result.rotation, result.script, result.languages = rotation, script, langs
         if proc.returncode != 0:
             message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             result.error = f"tesseract failed (exit {proc.returncode}): {message[-1] if message else 'no message'}"
         else:
-            result.text = _clean(proc.stdout.decode("utf-8", "replace"))
+            parsed = parse_tesseract_tsv(proc.stdout.decode("utf-8", "replace"), gray.width, gray.height, rotation)
+            result.text, result.words = _clean(parsed.text), parsed.words
     except subprocess.TimeoutExpired:
         result.error = (f"OCR was stopped after the time limit of {budget:g} s per page (PAGELENS_OCR_TIMEOUT_S); "
                         "the page is found visually only")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pagelens.ingest.geometry import fit_size
 from pagelens.ingest.types import Page, SourceDocument
+from pagelens.ingest.words import WordBoxes, words_from_pymupdf
 from PIL import Image
 
 from pagelens.core.errors import DocumentTooLargeError, EncryptedDocumentError, IngestError
@@ -169,10 +170,11 @@ def _iter_pages(
                 _record_page_error(source, display, page_no, str(exc))
                 continue
             text = _text(page, display, page_no)
+            words = words_from_pymupdf(page) if text.strip() else None
             spent += time.monotonic() - started
             # OCR has its own per-page limit (PAGELENS_OCR_TIMEOUT_S): not counted as rendering time
-            text, text_source = _ocr_pdf_page(source, page, text, settings, display, page_no)
-            yield _page(source, page_no, page_count, image, text, text_source)
+            text, text_source, words = _ocr_pdf_page(source, page, text, settings, display, page_no, words)
+            yield _page(source, page_no, page_count, image, text, text_source, words)
     finally:
         doc.close()
 
@@ -196,7 +198,7 @@ def _record_page_error(source: SourceDocument, display: str, page_no: int, reaso
 
 
 def _page(source: SourceDocument, page_no: int, page_count: int, image: Image.Image, text: str,
-          text_source: str | None = None) -> Page:
+          text_source: str | None = None, words: WordBoxes | None = None) -> Page:
     return Page(
         doc_id=source.doc_id,
         doc_name=source.name,
@@ -206,6 +208,7 @@ def _page(source: SourceDocument, page_no: int, page_count: int, image: Image.Im
         text=text,
         doc_sha256=source.sha256,
         text_source=text_source or ("pdf" if text.strip() else "none"),
+        words=words if text.strip() else None,
     )
 
 
@@ -217,10 +220,11 @@ def _ocr_wanted(text: str, settings: Settings) -> bool:
 
 
 def apply_ocr(source: SourceDocument, image: Image.Image, dpi: int, text: str, settings: Settings,
-              display: str, page_no: int) -> tuple[str, str]:
-    """(text, text_source) of a page after OCR of ``image`` (rendered at ``dpi``): the OCR text when it
-    read something and the text layer was unusable (or ``ocr=force``), else the text layer. An OCR
-    failure or time-out keeps the layer and is noted in ``source.page_notices`` (file and page)."""
+              display: str, page_no: int, words: WordBoxes | None = None) -> tuple[str, str, WordBoxes | None]:
+    """(text, text_source, word boxes) of a page after OCR of ``image`` (rendered at ``dpi``): the OCR text
+    and its word boxes when it read something and the text layer was unusable (or ``ocr=force``), else
+    the text layer and its ``words``. An OCR failure or time-out keeps the layer and is noted in
+    ``source.page_notices`` (file and page)."""
     from pagelens.ingest.ocr import ocr_image, usable_text
 
     layer_source = "pdf" if text.strip() else "none"
@@ -229,23 +233,23 @@ def apply_ocr(source: SourceDocument, image: Image.Image, dpi: int, text: str, s
         note = f"{display} page {page_no}: {result.error}"
         logger.warning("%s", note)
         source.page_notices.append((page_no, note))
-        return text, layer_source
+        return text, layer_source, words
     read = sum(1 for c in result.text if c.isalnum())
     if not read:
-        return text, layer_source
+        return text, layer_source, words
     layer_ok = usable_text(text, 1)
     if settings.ocr == "force" or not layer_ok or read >= sum(1 for c in text if c.isalnum()):
         logger.debug("%s page %d: OCR read %d characters (rotation %d, %s, %.2f s)", display, page_no, read,
                      result.rotation, result.languages, result.seconds)
-        return result.text, "ocr"
-    return text, layer_source
+        return result.text, "ocr", result.words
+    return text, layer_source, words
 
 
 def _ocr_pdf_page(source: SourceDocument, page: Any, text: str, settings: Settings, display: str,
-                  page_no: int) -> tuple[str, str]:
+                  page_no: int, words: WordBoxes | None = None) -> tuple[str, str, WordBoxes | None]:
     """In-process path: render the page in gray at ``Settings.ocr_dpi`` (capped) and OCR it when needed."""
     if not _ocr_wanted(text, settings):
-        return text, "pdf" if text.strip() else "none"
+        return text, "pdf" if text.strip() else "none", words
     from pagelens.ingest.ocr import ocr_pixels_dpi
 
     pymupdf = _pymupdf()
@@ -258,8 +262,8 @@ def _ocr_pdf_page(source: SourceDocument, page: Any, text: str, settings: Settin
         note = f"{display} page {page_no}: the page could not be rendered for OCR ({exc})"
         logger.warning("%s", note)
         source.page_notices.append((page_no, note))
-        return text, "pdf" if text.strip() else "none"
-    return apply_ocr(source, gray, dpi, text, settings, display, page_no)
+        return text, "pdf" if text.strip() else "none", words
+    return apply_ocr(source, gray, dpi, text, settings, display, page_no, words)
 
 
 def _iter_pages_isolated(
@@ -297,7 +301,7 @@ def _iter_pages_isolated(
                 timeout = min(timeout, left) if timeout else left
             started = time.monotonic()
             try:
-                size, got, samples, text, ocr_copy = worker.render(
+                size, got, samples, text, ocr_copy, words = worker.render(
                     index, settings.page_longest_edge, settings.max_pixels_per_page, timeout, ocr=ocr_request)
                 image = _exact(Image.frombytes("RGB", got, samples), size)
                 del samples
@@ -319,9 +323,9 @@ def _iter_pages_isolated(
                 ocr_size, ocr_dpi, gray_samples = ocr_copy
                 gray = Image.frombytes("L", ocr_size, gray_samples)
                 del gray_samples, ocr_copy
-                text, text_source = apply_ocr(source, gray, ocr_dpi, text, settings, display, page_no)
+                text, text_source, words = apply_ocr(source, gray, ocr_dpi, text, settings, display, page_no, words)
                 del gray
-            yield _page(source, page_no, page_count, image, text, text_source)
+            yield _page(source, page_no, page_count, image, text, text_source, words)
     finally:
         worker.release()
 

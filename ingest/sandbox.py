@@ -16,9 +16,11 @@ Protocol (pipes): the parent writes one pickled request per message (length-pref
 answered ``("ready",)`` once the child's imports are done (waited for up to ``STARTUP_TIMEOUT_S``, not counted
 in any page's limit); then per document one that carries the path and password (never on the command line), the next ones a page index and the target
 size settings (and, when OCR may run, the OCR mode, minimum characters and dpi). The child answers
-``("ok", size, rendered size, samples, text, ocr_copy)`` or ``("error", kind, message)``; ``ocr_copy`` is
+``("ok", size, rendered size, samples, text, ocr_copy, words)`` or ``("error", kind, message)``; ``ocr_copy`` is
 ``((w, h), dpi, gray samples)`` when the page's text layer is unusable (``pagelens.ingest.ocr.needs_ocr``): the
-page rendered in gray for Tesseract, which the parent then runs (``pagelens.ingest.ocr``), else None.
+page rendered in gray for Tesseract, which the parent then runs (``pagelens.ingest.ocr``), else None;
+``words``: the text layer's words as (x0, y0, x1, y1 page fractions, word) tuples (``_word_fractions``, no numpy
+in the child: it starts faster) or None.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pagelens.ingest.words import WordBoxes
 
 from pagelens.ingest.isolation import child_limits, network_prefix
 
@@ -189,8 +194,10 @@ class RenderWorker:
         return proc
 
     def render(self, index: int, longest_edge: int, max_pixels: int, timeout_s: float,
-               ocr: dict[str, Any] | None = None) -> tuple[tuple[int, int], tuple[int, int], bytes, str, Any]:
-        """(target size, rendered size, RGB samples, text, OCR copy or None) of page ``index`` (0-based);
+               ocr: dict[str, Any] | None = None
+               ) -> tuple[tuple[int, int], tuple[int, int], bytes, str, Any, WordBoxes | None]:
+        """(target size, rendered size, RGB samples, text, OCR copy or None, word boxes or None) of page
+        ``index`` (0-based);
         raises ``RenderLimitExceeded`` past a limit (the child is then killed), ``RuntimeError`` for an
         ordinary render failure. ``ocr``: {mode, min_chars, dpi} when the child should render a gray OCR
         copy of pages whose text layer is unusable."""
@@ -221,8 +228,11 @@ class RenderWorker:
                 f"{self.memory_mb} MiB (PAGELENS_RENDER_MEMORY_MB) or a MuPDF crash") from None
         self.busy = False
         if reply[0] == "ok":
-            _, size, got, samples, text, ocr_copy = reply
-            return size, got, samples, text, ocr_copy
+            _, size, got, samples, text, ocr_copy, words = reply
+            from pagelens.ingest.words import WordBoxes
+
+            boxes = WordBoxes.build([w[4] for w in words], [w[:4] for w in words]) if words else None
+            return size, got, samples, text, ocr_copy, boxes
         _, kind, message = reply
         if kind == "memory":
             self.close()  # a fresh child for the next page
@@ -254,6 +264,27 @@ class RenderWorker:
 def _is_memory_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, MemoryError) or "malloc" in text or "out of memory" in text or "cannot allocate" in text
+
+
+def _word_fractions(page: Any) -> list[tuple[float, float, float, float, str]] | None:
+    """The page's words as (x0, y0, x1, y1, word) in fractions of the rendered page (rotation applied):
+    ``pagelens.ingest.words.words_from_pymupdf`` without numpy. None when there are none."""
+    try:
+        import pymupdf
+
+        raw = page.get_text("words")
+        matrix, rect = page.rotation_matrix, page.rect
+    except Exception:  # noqa: BLE001 - no text layer is not an error
+        return None
+    width, height = float(rect.width), float(rect.height)
+    out = []
+    for item in raw or ():
+        word = "".join(ch for ch in str(item[4]) if ch >= " " and not ch.isspace())
+        if word and width > 0 and height > 0:
+            r = pymupdf.Rect(item[:4]) * matrix
+            out.append(((r.x0 - rect.x0) / width, (r.y0 - rect.y0) / height, (r.x1 - rect.x0) / width,
+                        (r.y1 - rect.y0) / height, word))
+    return out or None
 
 
 def _child() -> None:  # pragma: no cover - runs in the child process
@@ -316,6 +347,7 @@ def _child() -> None:  # pragma: no cover - runs in the child process
                 text = str(page.get_text("text"))
             except Exception:  # noqa: BLE001 - no text layer is not an error
                 text = ""
+            words = _word_fractions(page) if text.strip() else None
             ocr_copy = None
             ocr = req.get("ocr")
             if ocr:
@@ -328,7 +360,7 @@ def _child() -> None:  # pragma: no cover - runs in the child process
                         raise RuntimeError(f"unexpected gray pixmap stride {gray.stride}")
                     ocr_copy = ((gray.width, gray.height), dpi, gray.samples)
                     del gray
-            reply: tuple[Any, ...] = ("ok", (w, h), (pix.width, pix.height), samples, text, ocr_copy)
+            reply: tuple[Any, ...] = ("ok", (w, h), (pix.width, pix.height), samples, text, ocr_copy, words)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
             pix = None
             reply = ("error", "memory" if _is_memory_error(exc) else "render", str(exc) or type(exc).__name__)

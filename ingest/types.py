@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pagelens.ingest.words import WordBoxes
 from PIL import Image
 
 from pagelens.core.errors import IngestError
@@ -21,7 +22,8 @@ class Page:
     px, in which case the page is rendered smaller to fit. Image files are only ever downscaled
     (longest edge at most ``page_longest_edge`` px). ``page_no`` is 1-based. ``text`` is the PDF
     text layer, or the OCR text of a page without a usable one (``pagelens.ingest.ocr``); "" when there is
-    neither. ``text_source`` says which: ``pdf``, ``ocr`` or ``none`` (no text).
+    neither. ``text_source`` says which: ``pdf``, ``ocr`` or ``none`` (no text). ``words``: the word boxes of
+    that text as fractions of the page (``pagelens.ingest.words.WordBoxes``), None when unknown.
     """
 
     doc_id: str
@@ -32,6 +34,9 @@ class Page:
     text: str
     doc_sha256: str
     text_source: str = "none"  # "pdf" | "ocr" | "none"
+    # where the words of ``text`` are (``pagelens.ingest.words``); None when not known (no text, or an
+    # extractor without boxes)
+    words: WordBoxes | None = None
 
     @property
     def size(self) -> tuple[int, int]:

@@ -333,8 +333,9 @@ def search_cmd(
 
     The score column is what ranked the pages, named in its header: maxsim (visual), bm25 (text), rrf or
     dbsf (hybrid: a fused rank value, not a similarity); MaxSim and BM25 are the page's visual and text
-    scores where computed ('-' where not). --json: each result has score, score_kind, visual_score and
-    text_score."""
+    scores where computed ('-' where not). --json: each result has score, score_kind, visual_score,
+    text_score and regions (where on the page it matched: boxes as fractions of the page, source text or
+    visual)."""
     service = make_service(role="pagelens search")
     try:
         hits = service.search(collection, question, k=k, mode=mode,

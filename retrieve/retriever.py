@@ -9,9 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pagelens.index.stores.base import VectorStore, pin
 from pagelens.index.stores.page_images import PageImageStore
+from pagelens.index.stores.text_analysis import SPEC_VERSION
+from pagelens.ingest.words import PAYLOAD_KEY as WORDS_KEY
+from pagelens.ingest.words import decode_words
 from pagelens.retrieve.hybrid import FusionConfig, resolve_mode, score_kind, search_pages
+from pagelens.retrieve.regions import MAX_REGIONS, merge_regions, question_terms, text_regions, visual_regions
 from pagelens.retrieve.types import SearchHit
 
 from pagelens.core.errors import (
@@ -31,6 +36,7 @@ class SearchTimings:
     encode_s: float
     search_s: float
     mode: str = ""  # the retrieval mode actually used (visual after a fallback)
+    regions_s: float = 0.0  # computing the hits' regions (included in nothing else)
 
 
 class Retriever:
@@ -43,14 +49,17 @@ class Retriever:
         prefetch_limit: int = 250,
         fusion: FusionConfig | None = None,
         images: PageImageStore | None = None,
+        max_regions: int = MAX_REGIONS,
     ) -> None:
         """``images``: the page-image store that resolves the payloads' relative image paths to files on
-        this host (``SearchHit.image_path``); None: only legacy absolute paths are taken as they are."""
+        this host (``SearchHit.image_path``); None: only legacy absolute paths are taken as they are.
+        ``max_regions``: regions per hit (``SearchHit.regions``; 0: none computed)."""
         self.embedder = embedder
         self.store = store
         self.images = images
         self.prefetch_limit = prefetch_limit
         self.fusion = fusion or FusionConfig()
+        self.max_regions = max_regions
         self.last_timings = SearchTimings(0.0, 0.0)
 
     def _image_path(self, payload: dict[str, Any]) -> str | None:
@@ -121,7 +130,6 @@ class Retriever:
             fusion=self.fusion,
         )
         t2 = time.perf_counter()
-        self.last_timings = SearchTimings(encode_s=t1 - t0, search_s=t2 - t1, mode=retrieval)
         kind = score_kind(retrieval, self.fusion)
         hits = []
         for rank, point in enumerate(scored, start=1):
@@ -145,10 +153,71 @@ class Retriever:
                     text_source=payload.get("text_source"),
                 )
             )
+        self.attach_regions(target, question, query, hits, [p.payload for p in scored], store=store)
+        self.last_timings = SearchTimings(encode_s=t1 - t0, search_s=t2 - t1, mode=retrieval,
+                                          regions_s=time.perf_counter() - t2)
         return hits
+
+    def attach_regions(self, collection: str, question: str, query: np.ndarray | None, hits: list[SearchHit],
+                       payloads: list[dict[str, Any]], store: VectorStore | None = None) -> None:
+        """Set ``regions`` on each hit (``pagelens.retrieve.regions``): text regions from the payload's
+        word boxes, visual regions (when ``query`` [n_q, dim] is given: visual and hybrid modes) from the
+        hits' full vectors through the retriever's patch layout. Pages indexed before word boxes get no
+        text regions (said once per collection); a page whose vectors do not fit the layout (indexed
+        with another ``page_longest_edge``) gets no visual regions (said once per collection). ``store``:
+        the store the search ran on (``pin``'s), default ``self.store``."""
+        if self.max_regions <= 0 or not hits:
+            return
+        store = store if store is not None else self.store
+        version = int(store.text_spec_version(collection))
+        policy = str(store.text_query_languages)
+        languages: dict[str, int] = {}
+        if policy == "collection":
+            languages = store.text_languages(collection)
+        terms = question_terms(question, version or SPEC_VERSION, policy, languages)
+        layout_of = getattr(self.embedder, "patch_layout", None)
+        vectors: dict[str, np.ndarray] = {}
+        mask = None
+        if query is not None and layout_of is not None:
+            vectors = store.get_full_vectors(collection, [h.point_id for h in hits])
+            mask_of = getattr(self.embedder, "query_token_mask", None)
+            mask = mask_of(question, int(query.shape[0])) if mask_of is not None else None
+        without_boxes = 0
+        for hit, payload in zip(hits, payloads, strict=True):
+            words = decode_words(payload.get(WORDS_KEY))
+            if words is None and str(payload.get("text") or "").strip():
+                without_boxes += 1
+            text = text_regions(words, terms, payload.get("language"), version or SPEC_VERSION)
+            visual: list[dict[str, Any]] = []
+            page = vectors.get(hit.point_id)
+            width, height = int(payload.get("width") or 0), int(payload.get("height") or 0)
+            if page is not None and query is not None and layout_of is not None and width > 0 and height > 0:
+                try:
+                    visual = visual_regions(query, page, layout_of(width, height), mask)
+                except Exception as exc:  # noqa: BLE001 - a layout that does not fit (or a processor without
+                    # one) costs the visual regions, never the search
+                    _warn_once(_WARNED_LAYOUT, collection, "collection '%s': no visual regions for some pages (%s): "
+                               "most likely they were embedded with another page size setting "
+                               "(PAGELENS_PAGE_LONGEST_EDGE) than the one configured now; re-index them to get "
+                               "visual regions",
+                               collection, exc)
+            hit.regions = merge_regions(text, visual, self.max_regions)
+        if without_boxes:
+            _warn_once(_WARNED_NO_BOXES, collection, "collection '%s' has pages indexed before word boxes were "
+                       "kept: their hits carry no text regions (visual regions still come). Re-index it "
+                       "(`pagelens index --reindex -c %s PATHS`) to get them", collection, collection)
 
 
 _WARNED_ENGLISH_ONLY: set[str] = set()
+_WARNED_NO_BOXES: set[str] = set()
+_WARNED_LAYOUT: set[str] = set()
+
+
+def _warn_once(seen: set[str], collection: str, message: str, *args: Any) -> None:
+    """Log ``message`` once per process and collection."""
+    if collection not in seen:
+        seen.add(collection)
+        log.warning(message, *args)
 
 
 def _warn_english_only(store: VectorStore, collection: str) -> None:

@@ -36,6 +36,10 @@ class SearchHit:
         page-image root ``PAGELENS_PAGE_IMAGES_DIR``, resolved), or None when no readable location is
         known; the file may be missing on a host that does not share the root.
     text: the page text (text layer or OCR, see ``text_source``).
+    regions: where on the page it matched, best first (at most ``Settings.tuning.max_regions``): dicts
+        ``{"x0", "y0", "x1", "y1", "source", "score"}`` with coordinates as fractions of the page's width
+        and height (origin top-left, 0..1), ``source`` ``"text"`` (words matching the question, with
+        their ``"text"``) or ``"visual"`` (patches that won MaxSim); see ``pagelens.retrieve.regions``.
     """
 
     rank: int
@@ -53,6 +57,7 @@ class SearchHit:
     score_kind: ScoreKind = "maxsim"
     language: str | None = None  # detected language of the page text (ISO 639-1), None before languages
     text_source: str | None = None  # pdf | ocr | none; None for pages indexed before OCR
+    regions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self, with_text: bool = False) -> dict[str, Any]:
         data = asdict(self)

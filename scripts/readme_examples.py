@@ -166,6 +166,9 @@ CLI_STEPS: dict[str, list[Step]] = {
         cli('pagelens ask "What is the total amount due?" --collection invoices -k 2', "answer"),
         cli('pagelens ask "What is the total amount due?" --collection invoices -k 1 --json', "json"),
     ],
+    "cli-regions": [
+        cli('pagelens search "amounts due" --collection invoices -k 1 --mode text --json', "json"),
+    ],
     "cli-docs": [
         cli("pagelens collections", "table"),
         cli("pagelens docs --collection invoices", "table"),

@@ -183,7 +183,7 @@ def test_gate_uses_visual_maxsim_not_the_fused_score(settings_factory: Any, page
     ]
     assert answer.to_dict()["citations"][0] == {
         "doc_id": "doc0", "doc_name": "doc0.pdf", "page_no": 1, "score": 0.5, "image_path": str(page_png),
-        "score_kind": "rrf", "visual_score": 12.0, "text_score": 3.0,
+        "score_kind": "rrf", "visual_score": 12.0, "text_score": 3.0, "regions": [],
     }
     # a fused value above the threshold does not let a page with a low MaxSim through
     low = hybrid_hits(page_png, [0.6, 0.55], [0.2, 0.1], [9.0, 8.0])

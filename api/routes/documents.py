@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pagelens.api.deps import Caller, CollectionName, DocId, State
 from pagelens.api.schemas import ERRORS, DocumentOut, JobOut
 from pagelens.api.uploads import receive_upload, storage_error
+from pagelens.retrieve.highlight import draw_regions, parse_highlight
 from starlette.concurrency import run_in_threadpool
 
 from pagelens.app.jobs import JobFile
@@ -118,9 +119,15 @@ def delete_document(collection: CollectionName, doc_id: DocId, state: State, cal
     responses={200: {"content": {"image/png": {}}, "description": "The page image (PNG)."}},
     name="page_image",
 )
-def page_image(collection: CollectionName, doc_id: DocId, page_no: int, state: State,
-               caller: Caller) -> FileResponse:
-    """The stored page image as rendered for the retriever."""
+def page_image(
+    collection: CollectionName, doc_id: DocId, page_no: int, state: State, caller: Caller,
+    highlight: Annotated[str | None, Query(
+        max_length=2000, description="Regions to draw on the page (server-side, for clients without a canvas): "
+        "'t:x0,y0,x1,y1;v:x0,y0,x1,y1' with t = text region (amber), v = visual region (blue), coordinates "
+        "fractions of the page (0..1, origin top-left), at most 32 boxes. Search results and citations "
+        "carry this URL ready made as highlight_url.")] = None,
+) -> Response:
+    """The stored page image as rendered for the retriever (with ``highlight``: the regions drawn on it)."""
     caller.require_read(collection)
     if page_no < 1:
         raise ApiError(404, "page_not_found", f"page {page_no} does not exist; pages start at 1")
@@ -145,4 +152,21 @@ def page_image(collection: CollectionName, doc_id: DocId, page_no: int, state: S
                        "root: index the document again, or set PAGELENS_PAGE_IMAGES_DIR to the folder the "
                        "indexing host wrote its page images to", collection=collection, doc_id=doc_id, page_no=page_no)
     path = path.resolve()
+    if highlight is not None:
+        regions = parse_highlight(highlight)  # InvalidRequestError -> 400 naming the bad box
+        return Response(highlighted_png(path, regions), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def highlighted_png(path: Any, regions: list[dict[str, Any]]) -> bytes:
+    """PNG bytes of the page image at ``path`` with ``regions`` drawn (``pagelens.retrieve.highlight``)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        drawn = draw_regions(opened, regions)
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()

@@ -17,7 +17,13 @@ from pagelens.api.schemas import ERRORS, AnswerOut, AskRequest, SearchRequest, S
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from pagelens.app.uploads import error_body
-from pagelens.app.visibility import ask_stream_visible, ask_visible, page_image_url, search_visible
+from pagelens.app.visibility import (
+    ask_stream_visible,
+    ask_visible,
+    highlight_url,
+    page_image_url,
+    search_visible,
+)
 from pagelens.core.errors import PagelensError
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ def search(collection: CollectionName, body: SearchRequest, state: State, caller
         data.pop("image_path", None)
         data.pop("point_id", None)
         data["image_url"] = page_image_url(collection, hit.doc_id, hit.page_no)
+        data["highlight_url"] = highlight_url(collection, hit.doc_id, hit.page_no, hit.regions)
         results.append(data)
     return {"collection": collection, "question": body.question, "results": results,
             "timings": {"search_s": round(seconds, 4)}}
@@ -54,6 +61,8 @@ def answer_dict(collection: str, answer: Any) -> dict[str, Any]:
         if isinstance(citation, dict) and citation.get("doc_id") and citation.get("page_no"):
             citation.pop("image_path", None)
             citation["image_url"] = page_image_url(collection, citation["doc_id"], int(citation["page_no"]))
+            citation["highlight_url"] = highlight_url(collection, citation["doc_id"], int(citation["page_no"]),
+                                                      citation.get("regions"))
     return data
 
 

@@ -293,6 +293,7 @@ class Indexer:
                         "width": meta.width,
                         "height": meta.height,
                         "indexed_at": indexed_at,
+                        **({"words": meta.words} if meta.words else {}),
                     },
                 )
             )

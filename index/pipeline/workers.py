@@ -65,7 +65,8 @@ class DocTask:
 class PageMeta:
     """One prepared page: ``image_path``, its PNG relative to the page-image root (``PageImageStore``);
     ``language``, the ISO 639-1 code of the page text (``pagelens.index.stores.text_analysis.detect_language``;
-    ``und`` when unknown); ``text_source``: pdf | ocr | none."""
+    ``und`` when unknown); ``text_source``: pdf | ocr | none; ``words``: the text's word boxes in their
+    compact payload form (``pagelens.ingest.words.encode_words``), None when unknown."""
 
     page_no: int
     text: str
@@ -74,6 +75,7 @@ class PageMeta:
     image_path: str
     language: str = "und"
     text_source: str = "none"
+    words: dict[str, Any] | None = None
 
 
 @dataclass
@@ -145,13 +147,15 @@ def prepare_document(
 
 def _prepare(task: DocTask, pages: list[Any], processor: Any, images: PageImageStore) -> PreparedChunk:
     from pagelens.index.stores.text_analysis import detect_language
+    from pagelens.ingest.words import encode_words
 
     metas = []
     for page in pages:
         rel = images.save(task.sha256, page.page_no, page.image)  # relative to the page-image root
         language, _ = detect_language(page.text)
         metas.append(PageMeta(page.page_no, page.text, page.image.width, page.image.height, rel,
-                              language=language, text_source=getattr(page, "text_source", "none")))
+                              language=language, text_source=getattr(page, "text_source", "none"),
+                              words=encode_words(getattr(page, "words", None))))
     if processor is None:
         return PreparedChunk(task.key, metas, images=[p.image for p in pages])
     batch = processor.process_images([p.image.convert("RGB") for p in pages])

@@ -137,8 +137,11 @@ class Pagelens:
         ``retrieval_mode`` setting. ``where``: metadata equality filter ({"year": "2026"}; a list value
         means any of). Each ``SearchHit`` carries ``doc_name``, ``page_no``, ``score`` (what ranked it,
         named by ``score_kind``: "maxsim", "bm25", or "rrf"/"dbsf" in hybrid mode, a fused rank value),
-        ``visual_score`` (MaxSim) / ``text_score`` (BM25) where computed (hybrid: both), and
-        ``image_path`` (the page PNG)."""
+        ``visual_score`` (MaxSim) / ``text_score`` (BM25) where computed (hybrid: both),
+        ``image_path`` (the page PNG) and ``regions``: where on the page it matched, best first (dicts
+        ``{"x0", "y0", "x1", "y1", "source", "score"}`` in fractions of the page, origin top-left;
+        ``source`` "text" (words matching the question, in ``"text"``) or "visual" (patches that won
+        MaxSim); ``pagelens.retrieve.regions``)."""
         return self.service.search(collection, question, k=k, mode=mode,
                                    page_filter=_filter(where, doc_ids))
 
@@ -152,8 +155,8 @@ class Pagelens:
         where: Mapping[str, Any] | None = None,
     ) -> Answer:
         """Answer ``question`` from the best ``k`` pages (default ``answer_top_k``). The ``Answer`` has
-        ``text``, ``citations`` (document, page and score of exactly the pages the model saw) and
-        ``timings``; ``no_relevant_pages`` is True when no page was relevant enough to answer from."""
+        ``text``, ``citations`` (document, page, score and ``regions`` (as in ``search``) of exactly the
+        pages the model saw) and ``timings``; ``no_relevant_pages`` is True when no page was relevant enough to answer from."""
         return self.service.ask(collection, question, k=k, mode=mode, page_filter=_filter(where, None))
 
     def ask_stream(

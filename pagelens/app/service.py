@@ -161,7 +161,8 @@ class PagelensService:
         from pagelens.retrieve.hybrid import FusionConfig
 
         return Retriever(self.embedder, self.store, prefetch_limit=self.settings.tuning.prefetch_limit,
-                         fusion=FusionConfig.from_settings(self.settings), images=self.images)
+                         fusion=FusionConfig.from_settings(self.settings), images=self.images,
+                         max_regions=self.settings.tuning.max_regions)
 
     # -- collections and documents ----------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:

@@ -23,6 +23,17 @@ def page_image_url(collection: str, doc_id: str, page_no: int) -> str:
     return f"/v1/collections/{collection}/documents/{doc_id}/pages/{page_no}.png"
 
 
+def highlight_url(collection: str, doc_id: str, page_no: int, regions: Any) -> str | None:
+    """``page_image_url`` with ``regions`` drawn by the server (its ``highlight`` option); None for none."""
+    from urllib.parse import quote
+
+    from pagelens.retrieve.highlight import highlight_param
+
+    if not regions:
+        return None
+    return page_image_url(collection, doc_id, page_no) + "?highlight=" + quote(highlight_param(regions), safe=":,;")
+
+
 def search_visible(
     state: AppState,
     collection: str,

@@ -156,6 +156,10 @@ class Tuning(BaseModel):
         default=0.5, ge=0, le=1, description="Weight of the text ranking in hybrid fusion (visual gets 1 - it)."
     )
     hybrid_candidates: int = Field(default=50, ge=1, description="Candidates taken from each ranking before fusion.")
+    max_regions: int = Field(
+        default=8, ge=0, le=32, description="Regions per search hit and citation (boxes on the page where it "
+        "matched: words of the question and the patches that won MaxSim); 0: none computed.",
+    )
 
     # --- OCR and text analysis -----------------------------------------------------------------
     ocr_dpi: int = Field(

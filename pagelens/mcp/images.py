@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
+
+from pagelens.retrieve.highlight import draw_regions
 
 _JPEG_QUALITIES = (85, 70, 55)
 _SHRINK = 0.75  # each further step when even the lowest JPEG quality is over the byte cap
@@ -22,12 +26,16 @@ class EncodedImage:
     height: int
 
 
-def encode_page_image(path: Path, max_edge: int, max_bytes: int) -> EncodedImage:
+def encode_page_image(path: Path, max_edge: int, max_bytes: int,
+                      regions: Sequence[dict[str, Any]] | None = None) -> EncodedImage:
     """The image at ``path`` with its longest edge at most ``max_edge`` px (never enlarged) and at most
     ``max_bytes`` bytes: PNG (lossless, crisp text) when it fits, else JPEG at quality 85, 70, 55, then
-    the same at 3/4 of the size, and so on (the cap is met for any ``max_bytes`` >= 10,000)."""
+    the same at 3/4 of the size, and so on (the cap is met for any ``max_bytes`` >= 10,000).
+    ``regions``: drawn on the page first (``pagelens.retrieve.highlight.draw_regions``)."""
     with Image.open(path) as opened:
         image = opened.convert("RGB")
+    if regions:
+        image = draw_regions(image, regions)
     if max(image.size) > max_edge:
         image.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
     png = _encode(image, "PNG")

@@ -81,6 +81,19 @@ class SearchPagesArgs(_Args):
     where: dict[str, Scalar | list[Scalar]] | None = _WHERE
     images: bool = Field(default=True, description="Return each page's image (set false for a quick text-only list).")
     with_text: bool = Field(default=False, description="Also return each page's text layer (first 4000 characters).")
+    highlight: bool = Field(default=True, description="Draw on each image where the page matched (its regions: "
+                            "matching words in amber, image patches that matched in blue).")
+
+
+def describe_regions(regions: list[dict[str, Any]], limit: int = 3) -> str:
+    """The first ``limit`` regions in words: '"Rechnung" (text) at x 0.09-0.21, y 0.34-0.35; a visual match
+    at ...' (page fractions, origin top-left)."""
+    parts = []
+    for r in regions[:limit]:
+        what = f"\"{r.get('text', '')}\" (text)" if r.get("source") == "text" else "a visual match"
+        parts.append(f"{what} at x {r['x0']:.2f}-{r['x1']:.2f}, y {r['y0']:.2f}-{r['y1']:.2f}")
+    more = len(regions) - limit
+    return "; ".join(parts) + (f"; {more} more in regions" if more > 0 else "")
 
 
 class AskArgs(_Args):
@@ -168,8 +181,10 @@ class PagelensTools:
                 "images): late-interaction retrieval over the page images, fused with keyword search on "
                 "their text by default. Returns up to k pages, best first, each with document name, doc_id, "
                 "page number, page count and scores (score ranks them; visual_score/text_score are what it "
-                "was fused from), followed by the page image (longest edge at most "
-                f"{s.mcp_image_max_edge} px) so you can read it yourself, tables, charts and scans included. "
+                "was fused from) and regions (where on the page it matched: boxes as fractions of the page, "
+                "words matching the query and image patches that matched), followed by the page image "
+                f"(longest edge at most {s.mcp_image_max_edge} px, the regions drawn on it) so you can read it "
+                "yourself, tables, charts and scans included. "
                 "Use it to find evidence and read the sources; use get_page to read a neighbouring page.",
                 SearchPagesArgs, False, self._search_pages),
             ToolSpec(
@@ -269,8 +284,9 @@ class PagelensTools:
     def _inflight(self, collection: str) -> set[str]:
         return self.state.jobs.inflight_doc_ids(collection) if self.state is not None else set()
 
-    def _image(self, path: str | None, where: str) -> tuple[ImageContent | None, str]:
-        """The capped image of a stored page, or None and why not."""
+    def _image(self, path: str | None, where: str, regions: list[dict[str, Any]] | None = None
+               ) -> tuple[ImageContent | None, str]:
+        """The capped image of a stored page (``regions`` drawn on it), or None and why not."""
         if not path:
             return None, f"no image of {where} is stored on this server"
         root = self.service.images.root.resolve()
@@ -280,7 +296,8 @@ class PagelensTools:
             file = (root / Path(*Path(path).parts[-3:])).resolve()
             if not (file.is_relative_to(root) and file.is_file()):
                 return None, f"the image of {where} is not stored on this server"
-        image = encode_page_image(file, self.settings.mcp_image_max_edge, self.settings.mcp_image_max_bytes)
+        image = encode_page_image(file, self.settings.mcp_image_max_edge, self.settings.mcp_image_max_bytes,
+                                  regions=regions)
         content = ImageContent(type="image", data=base64.b64encode(image.data).decode("ascii"),
                                mime_type=image.mime_type)
         return content, f"{image.width}x{image.height} px {image.mime_type.split('/')[1].upper()}"
@@ -336,12 +353,15 @@ class PagelensTools:
                                (("visual", hit.visual_score), ("text", hit.text_score)) if value is not None)
             line = (f"[{hit.rank}] {hit.doc_name}, page {hit.page_no} of {hit.page_count} (doc_id {hit.doc_id}); "
                     f"score {hit.score:.3f}" + (f" ({scores})" if scores else ""))
+            if hit.regions:
+                line += "\nwhere: " + describe_regions(hit.regions)
             if args.with_text:
                 data["text"] = hit.text[:MAX_TEXT_CHARS]
                 line += f"\ntext: {hit.text[:MAX_TEXT_CHARS]}" if hit.text.strip() else "\ntext: (none)"
             image = None
             if args.images:
-                image, note = self._image(hit.image_path, f"page {hit.page_no} of {hit.doc_name}")
+                image, note = self._image(hit.image_path, f"page {hit.page_no} of {hit.doc_name}",
+                                          hit.regions if args.highlight else None)
                 data["image"] = note if image is not None else None
                 if image is None:
                     line += f"\n({note})"
@@ -367,6 +387,7 @@ class PagelensTools:
         if answer.citations:
             lines.append("\nSources (the pages the model read):")
             lines += [f"[{i}] {c.doc_name}, page {c.page_no} (doc_id {c.doc_id}, score {c.score:.3f})"
+                      + (f"; where: {describe_regions(c.regions)}" if c.regions else "")
                       for i, c in enumerate(answer.citations, start=1)]
         return _ok("\n".join(lines), {"collection": collection, **data})
 

@@ -227,6 +227,23 @@ class ColSmolEmbedder:
         self.load()
         return self._processor
 
+    def patch_layout(self, width: int, height: int) -> Any:
+        """The ``pagelens.models.patch_layout.PatchLayout`` of a ``width`` x ``height`` px page as this
+        retriever embeds it (cached per size: ``layout_for_size``). Loads."""
+        from pagelens.models.patch_layout import layout_for_size
+
+        self.load()
+        return layout_for_size(self.page_processor, width, height)
+
+    def query_token_mask(self, text: str, n_tokens: int) -> np.ndarray | None:
+        """Bool [n_tokens] over ``embed_queries([text])[0]``: the question's own tokens (colpali's
+        augmentation suffix and special tokens left out); None when it cannot be aligned. Loads."""
+        from pagelens.models.patch_layout import query_token_mask
+
+        self.load()
+        with self._query_lock:  # the tokenizer is not safe to share across threads
+            return query_token_mask(self._processor, text, n_tokens)
+
     def load(self) -> None:
         """Load processor and model (idempotent, thread-safe). Raises ``ModelUnavailableError``."""
         if self._model is not None:
