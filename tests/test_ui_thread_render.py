@@ -1,5 +1,6 @@
-"""The Ask tab's pure views (ui/thread.py, ui/viewer.py): the thread of earlier turns with their own
-citations, the plain text Copy copies, the "still indexing" note, page references and download names."""
+"""The Ask tab's pure views (ui/thread.py, ui/viewer.py): each answer's text and its sources (numbered
+citations with thumbnails, each naming the page it opens), the plain text, the "still indexing" note, page
+references and download names."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ from pagelens.ui.thread import (
     MAX_TURNS,
     Cite,
     Turn,
-    answer_markdown,
+    answer_text,
     indexing_note,
     plain_answer,
     push_turn,
     set_last,
-    thread_markdown,
-    turn_cites_html,
+    sources_html,
 )
 from pagelens.ui.viewer import PageView, download_name, page_ref, parse_page_ref, viewer_text, viewer_title
 
@@ -29,37 +29,37 @@ def _turn(q: str, answer: str = "The total is 42 [1].", **kw: object) -> Turn:
     return base.with_answer(answer, str(kw.pop("status", "done")), foot=str(kw.pop("foot", "")))
 
 
-def test_each_turn_has_its_own_citations_and_links() -> None:
-    turns = [_turn("first <q>?"), _turn("second?", "No markers here.")]
-    md = thread_markdown(turns)
-    assert md.count('<div class="pl-turn"') == 2
-    assert 'id="pl-turn-1"' in md and 'id="pl-turn-2"' in md
-    assert "first &lt;q&gt;?" in md  # escaped
-    assert 'The total is 42 <a class="pl-ref" href="#pl-t1-cite-1">[1]</a>.' in md
-    assert 'id="pl-t1-cite-1" data-ref="3|d1|inv"' in md
-    assert 'id="pl-t2-cite-2" data-ref="1|d2|inv"' in md
-    assert 'Sources: <a class="pl-ref" href="#pl-t2-cite-1">[1]</a>' in md  # no markers: a Sources line
-    assert "A very long report name.pdf</span> — page 3" in md
-    assert thread_markdown([]) == ""
+def test_each_answer_lists_its_own_sources_with_thumbnails() -> None:
+    turn = _turn("first <q>?", foot="<small>t</small>")
+    turn = Turn(**{**turn.__dict__, "cites": (Cite("d1", "A <very> long.pdf", 3, thumb="/c/pages/ab/x y.png"),
+                                                Cite("d2", "inv.pdf", 1))})
+    html = sources_html(turn, 2)
+    assert 'id="pl-t2-sources"' in html
+    assert 'id="pl-t2-cite-1" data-ref="3|d1|inv"' in html and 'id="pl-t2-cite-2" data-ref="1|d2|inv"' in html
+    assert 'src="gradio_api/file=/c/pages/ab/x%20y.png"' in html  # the cached copy, URL-quoted
+    assert 'alt="Page 3 of A &lt;very&gt; long.pdf"' in html  # escaped, and every thumbnail has an alt
+    assert html.count("<img") == 1  # no copy on this server: no thumbnail, the citation stays
+    assert "A &lt;very&gt; long.pdf</span> — page 3" in html and 'role="button" tabindex="0"' in html
+    assert '<p class="pl-foot"><small>t</small></p>' in html
+    # nothing follows an unfinished answer
+    for status in ("running", "stopped"):
+        assert sources_html(turn.with_answer("half", status), 1) == ""
+    assert sources_html(Turn("q", "inv", "Answer", 1, None, status="done"), 1) == ""
 
 
-def test_current_answer_keeps_the_plain_ids() -> None:
-    turn = _turn("q", foot="\n\n<small>t</small>")
-    assert 'href="#pl-cite-1"' in answer_markdown(turn)
-    assert answer_markdown(turn).endswith("<small>t</small>")
-    assert 'id="pl-cite-1" data-ref="3|d1|inv" role="button"' in turn_cites_html(turn)
-    assert citations_html([("a.pdf", 1)]) == citations_html([("a.pdf", 1)], refs=None)  # unchanged without refs
-    assert "data-ref" not in citations_html([("a.pdf", 1)])
-
-
-def test_plain_answer_stopped_empty_and_messages() -> None:
+def test_answer_text_stopped_running_empty_and_messages() -> None:
+    assert answer_text(_turn("q", "The total is 42 [1].")) == "The total is 42 [1]."
+    assert answer_text(_turn("q", "Half", status="stopped")) == "Half\n\n*(stopped)*"
+    assert answer_text(_turn("q", "Half", status="running")).endswith("Half ▍")
+    assert answer_text(_turn("q", "", status="running")) == "*Reading the pages…*"
+    assert "empty answer" in answer_text(_turn("q", "  "))
+    noted = Turn("q", "inv", "Answer", 1, None, note="a.pdf is still indexing").with_answer("x", "done")
+    assert answer_text(noted) == "> a.pdf is still indexing\n\nx"
     assert plain_answer(_turn("q", "The total is 42 [1].")) == "The total is 42 [1]."
-    assert "(stopped)" in answer_markdown(_turn("q", "Half", status="stopped"))
-    assert "empty answer" in answer_markdown(_turn("q", "  "))
     msg = _turn("q", "No pages found.", status="message")
-    assert answer_markdown(msg) == "No pages found." and plain_answer(msg) == ""
-    noted = Turn("q", "inv", "Answer", 1, None, note="x.pdf is still indexing: 1/2 pages; its pages are not searched yet.")
-    assert answer_markdown(noted.with_answer("No pages found.", "message")).startswith("> x.pdf is still indexing")
+    assert answer_text(msg) == "No pages found." and plain_answer(msg) == ""
+    assert citations_html([("a.pdf", 1)]) == citations_html([("a.pdf", 1)], refs=None)
+    assert "data-ref" not in citations_html([("a.pdf", 1)])
 
 
 def test_turns_push_replace_and_cap() -> None:
@@ -105,24 +105,16 @@ def test_viewer_title_and_text() -> None:
     assert "page 2" in text and "language: `de`" in text and "Rechnung &lt;7&gt;" in text
 
 
-def _tab() -> object:
-    from dataclasses import fields
-
-    from pagelens.ui.tabs.ask import AskTab
-
-    return AskTab(**{f.name: f.name for f in fields(AskTab)})  # components stand-ins: the update keys
-
-
 def test_the_viewer_checks_read_access_first() -> None:
+    from pagelens.ui.tabs.ask import open_page
+
     from pagelens.app.access import Principal
 
-    tab = _tab()
-    shell = SimpleNamespace(ctx=None)  # never reached: refused before any lookup
     scoped = Principal(name="k", role="r", collections=frozenset({"mine"}))
-    out = tab.open_page(shell, scoped, "secret", "d1", 1)  # type: ignore[attr-defined]
-    assert "no access to collection &#x27;secret&#x27;" in out["viewer_msg"]["value"] and "viewer_img" not in out
-    out = tab.open_page(shell, None, "mine", "d1", 1)  # type: ignore[attr-defined]
-    assert "sign in" in out["viewer_msg"]["value"] and out["viewer_msg"]["visible"]
+    with pytest.raises(UIError, match="no access to collection 'secret'"):
+        open_page(None, scoped, "secret", "d1", 1)  # type: ignore[arg-type]  # refused before any lookup
+    with pytest.raises(UIError, match="sign in"):
+        open_page(None, None, "mine", "d1", 1)  # type: ignore[arg-type]
 
 
 def test_find_page_names_what_is_missing_or_busy(tmp_path) -> None:  # noqa: ANN001
@@ -160,11 +152,11 @@ def test_a_citation_id_names_its_page_in_the_conversation() -> None:
     first = _turn("a")
     last = Turn("b", "other", "Answer", 1, None, cites=(Cite("d9", "z.pdf", 7),))
     turns = [first, last]
-    assert cited_page(turns, "pl-cite-1") == ("other", "d9", 7)  # the current answer
+    assert cited_page(turns, "pl-t2-cite-1") == ("other", "d9", 7)  # the newest answer
     assert cited_page(turns, "pl-t1-cite-2") == ("inv", "d2", 1)  # an earlier turn, its own collection
-    for bad in ("pl-cite-2", "pl-t3-cite-1", "pl-t1-cite-0", "x", ""):
+    for bad in ("pl-cite-1", "pl-t2-cite-2", "pl-t3-cite-1", "pl-t1-cite-0", "x", ""):
         assert cited_page(turns, bad) is None
-    assert cited_page([], "pl-cite-1") is None
+    assert cited_page([], "pl-t1-cite-1") is None
 
 
 def test_the_conversation_round_trips_through_session_storage_json() -> None:

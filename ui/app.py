@@ -59,7 +59,7 @@ from pagelens.ui.tabs.ask import (
     RETRIEVAL_DEFAULT,
     build_ask_tab,
 )
-from pagelens.ui.tabs.ask_assets import ASK_CSS, ASK_KEYS_JS
+from pagelens.ui.tabs.ask_assets import ASK_CSS, VIEWER_JS
 from pagelens.ui.tabs.collections import build_collections_tab
 from pagelens.ui.tabs.documents import build_documents_tab
 from pagelens.ui.uploads_view import ROW_ACTIONS_JS
@@ -198,7 +198,7 @@ def mount_ui(
         demo,
         path=path,
         css=CSS + ASK_CSS,
-        js=page_js(ASK_KEYS_JS, ROW_ACTIONS_JS),
+        js=page_js(VIEWER_JS, ROW_ACTIONS_JS),
         footer_links=[],
         run_history=False,
         max_file_size=min(settings.max_file_bytes, settings.max_upload_bytes),

@@ -175,9 +175,11 @@ def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None) 
             f"</thead><tbody>{body}</tbody></table>")
 
 
-def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
+def page_copy(ctx: UIContext, image_path: str | None, collection: str | None = None) -> str | None:
     """A copy (hard link when possible) of a stored page image in the UI's private cache, which Gradio may
-    serve to signed-in users (the data dir is never exposed); its name is an HMAC of the source path."""
+    serve to signed-in users (the data dir is never exposed); its name is an HMAC of the source path. The
+    copy is recorded as a page of ``collection`` (``UIContext.page_owners``): the UI serves it only to a
+    principal that may read one of its collections (``ui/cache.py`` ``PageAccess``)."""
     if not image_path:
         return None
     src = Path(image_path)
@@ -193,6 +195,8 @@ def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
         except OSError:
             shutil.copyfile(src, tmp)
         os.replace(tmp, target)
+    if collection:
+        ctx.own_page(str(target), collection)
     return str(target)
 
 

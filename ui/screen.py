@@ -33,7 +33,7 @@ SIGN_OUT_JS = """() => {
   document.querySelectorAll('#pl-upload-msg, #pl-docs-msg, #pl-coll-msg, #pl-first-msg, #pl-ask-msg')
     .forEach((el) => { el.textContent = ''; });  // no message of this session stays on screen
   const base = window.location.pathname.endsWith('/') ? window.location.pathname : window.location.pathname + '/';
-  try { sessionStorage.removeItem('pl-thread'); } catch (e) {}  // the Ask tab's conversation (tabs/ask.py)
+  try { localStorage.removeItem('pl-thread'); sessionStorage.removeItem('pl-thread'); } catch (e) {}  // the Ask tab's conversation (tabs/ask.py THREAD_KEY)
   fetch(base + 'sign-out', {method: 'POST', credentials: 'same-origin', redirect: 'manual'})
     .finally(() => { window.location.assign(base + 'sign-in'); });
 }"""

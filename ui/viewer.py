@@ -61,7 +61,7 @@ def find_page(ctx: UIContext, collection: str, doc_id: str, page_no: int) -> Pag
         raise UIError(f"document '{doc_id}' has no page {page_no} in collection '{collection}'")
     images = ctx.service.images
     path = images.resolve(payload)
-    image = page_copy(ctx, str(path)) if path is not None and images.allowed(path) else None
+    image = page_copy(ctx, str(path), collection) if path is not None and images.allowed(path) else None
     return PageView(collection=collection, doc_id=doc_id, doc_name=str(payload.get("doc_name") or doc_id),
                     page_no=int(payload.get("page_no") or page_no),
                     page_count=int(payload.get("page_count") or 0) or page_no, image=image,
@@ -94,6 +94,7 @@ def download_copy(ctx: UIContext, view: PageView) -> str | None:
         except OSError:
             shutil.copyfile(view.image, tmp)
         os.replace(tmp, target)
+    ctx.own_page(str(target), view.collection)
     return str(target)
 
 
