@@ -347,7 +347,9 @@ class AskTab:
                     self.viewer_msg: gr.update(value=msg(err(exc), ok=False), visible=True)}
 
     def shown(self, v: AskView) -> dict[Any, Any]:
-        """Component updates for an ``AskView``."""
+        """Component updates for an ``AskView`` (a refusal while an answer streams: only its message)."""
+        if v.busy and v.message:
+            return {self.ask_msg: gr.update(value=msg(v.message, ok=False), visible=True)}
         out: dict[Any, Any] = {
             self.chat: chat_messages(v.turns), self.turns: v.turns, self.top_hits: v.top_hits,
             self.ask_btn: gr.update(interactive=not v.busy), self.stop_btn: gr.update(visible=v.busy, interactive=True),
