@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+from pagelens.answer.types import Answer, AnswerEvent, Citation, Timings
 from pagelens.ui.tabs import ask as ask_mod
 from pagelens.ui.tabs.ask import AskView, ask, chat_messages, restore, similarity, stop, undo
 from pagelens.ui.thread import Cite, Turn, turns_to_json
 
-from pagelens.answer.types import Answer, AnswerEvent, Citation, Timings
 from pagelens.app.access import OPEN, Principal
 
 
