@@ -329,7 +329,8 @@ class AskTab:
             self.viewer_msg: gr.update(value="", visible=False) if view.image else gr.update(value=msg(
                 f"The image of {view.doc_name}, page {view.page_no} is not on this server: index the document "
                 "again to see it.", ok=False), visible=True),
-            self.viewer_img: gr.update(value=view.image, label=f"{view.doc_name} — page {view.page_no}"),
+            self.viewer_img: gr.update(value=view.image, label=f"{view.doc_name} — page {view.page_no}",
+                                       alt_text=f"Page {view.page_no} of {view.doc_name}"),
             self.page_text_md: gr.update(value=viewer_text(view), visible=True),
             self.download: gr.update(value=download_copy(shell.ctx, view), interactive=bool(view.image)),
             self.prev_btn: gr.update(interactive=view.page_no > 1),
@@ -538,6 +539,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                     page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note", max_height=360,
                                                visible=False)
                 sim_img = gr.Image(label="Similarity map (top page)", type="pil", visible=False,
+                                   alt_text="Similarity map: the top page with the parts that matched the question",
                                    interactive=False, elem_id="pl-sim", buttons=["fullscreen"])
                 sim_caption = gr.Markdown(SIM_IDLE, elem_classes="pl-note", elem_id="pl-sim-caption")
     return AskTab(heading=heading, chat=chat, question=question, ask_btn=ask_btn, stop_btn=stop_btn, new_btn=new_btn,
