@@ -207,6 +207,9 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
 
     # -- delete the collection (with confirmation) -------------------------------------------------
     tab("Collections")
+    expect(page.locator("#pl-coll-delete-btn")).to_be_disabled()  # no row selected: nothing to delete
+    page.locator("#pl-collections").get_by_role("gridcell", name="invoices", exact=True).click()
+    expect(page.locator("#pl-coll-delete-btn")).to_be_enabled()
     page.locator("#pl-coll-delete-btn").click()
     expect(page.locator("#pl-coll-confirm")).to_contain_text("Delete collection 'invoices' with 0 documents / 0 pages?")
     page.locator("#pl-coll-confirm-btn").click()

@@ -1,0 +1,75 @@
+"""The Collections tab's handlers (ui/tabs/collections.py) as plain functions over the app state, without a
+browser: Delete needs a selected row (never the collection picker's), the selection names fresh counts,
+access is checked for each step, a collection with a running upload is not deleted."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from pagelens.ui.state import UIError
+from pagelens.ui.tabs.collections import (
+    create_collection,
+    delete_collection,
+    delete_question_for,
+    select_collection,
+)
+
+from pagelens.app.access import OPEN, Principal
+
+
+class Service:
+    def __init__(self) -> None:
+        self.collections = {"inv": (64, 300)}
+
+    def create_collection(self, name: str) -> None:
+        self.collections[name] = (0, 0)
+
+    def collection_info(self, name: str) -> SimpleNamespace:
+        documents, pages = self.collections[name]
+        return SimpleNamespace(documents=documents, pages=pages)
+
+    def delete_collection(self, name: str) -> None:
+        del self.collections[name]
+
+
+def _ctx(active: dict[str, list[object]] | None = None) -> SimpleNamespace:
+    return SimpleNamespace(service=Service(), jobs=SimpleNamespace(active_for=lambda c: (active or {}).get(c, [])))
+
+
+def test_delete_needs_a_selected_row_and_names_fresh_counts() -> None:
+    ctx = _ctx()
+    with pytest.raises(UIError, match="click the row of the collection to delete first"):
+        delete_question_for(ctx, OPEN, None)  # type: ignore[arg-type]  # no implicit target
+    assert select_collection(ctx, OPEN, "inv") == ("inv", "Selected: **inv** (64 document(s), 300 page(s))")  # type: ignore[arg-type]
+    ctx.service.collections["inv"] = (65, 301)  # counts read when asked, not cached
+    target, question = delete_question_for(ctx, OPEN, "inv")  # type: ignore[arg-type]
+    assert target == "inv" and question == "Delete collection 'inv' with 65 documents / 301 pages? This cannot be undone."
+    delete_collection(ctx, OPEN, "inv")  # type: ignore[arg-type]
+    assert "inv" not in ctx.service.collections
+
+
+def test_access_is_checked_at_each_step() -> None:
+    ctx = _ctx()
+    reader = Principal(name="k", role="r", collections=frozenset({"inv"}))
+    other = Principal(name="o", role="rw", collections=frozenset({"mine"}))
+    assert select_collection(ctx, reader, "inv")[0] == "inv"  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="may not modify collection 'inv'"):
+        delete_question_for(ctx, reader, "inv")  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="no access to collection 'inv'"):
+        select_collection(ctx, other, "inv")  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="no access to collection 'inv'"):
+        delete_collection(ctx, other, "inv")  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="sign in"):
+        create_collection(ctx, None, "new")  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="a collection name is 1-64"):
+        create_collection(ctx, OPEN, "bad name")  # type: ignore[arg-type]
+    assert create_collection(ctx, OPEN, "  new ") == "new" and "new" in ctx.service.collections  # type: ignore[arg-type]
+    assert "inv" in ctx.service.collections
+
+
+def test_a_collection_with_a_running_upload_is_not_deleted() -> None:
+    ctx = _ctx({"inv": [object()]})
+    with pytest.raises(UIError, match="1 unfinished upload job"):
+        delete_collection(ctx, OPEN, "inv")  # type: ignore[arg-type]
+    assert "inv" in ctx.service.collections
