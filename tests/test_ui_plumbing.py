@@ -77,3 +77,44 @@ def test_no_helper_component_is_displayed_on_any_tab_or_size(browser_page, setti
                 problems += [(size_name, tab, *p) for p in page.evaluate(FIND_PLUMBING_JS, list(HELPERS))]
         assert not problems, "\n".join(map(str, problems))
         page.goto("about:blank")
+
+
+def test_page_images_are_served_only_to_keys_that_may_read_their_collection(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """Issue 28.6, through the real server: the page copies a signed-in key was shown (a source's thumbnail,
+    the viewer's page, its download) are served to a key that may read their collection and refused (403)
+    to a key scoped to another collection, even with the exact URL; without a credential, 401."""
+    import httpx
+    from playwright.sync_api import expect
+    from test_ui_browser import _sign_in
+
+    settings = settings_factory(max_new_tokens=4, answer_top_k=1,
+                                api_keys="adm-key:admin;a-key:r:alpha;b-key:rw:beta")
+    seed_collections(settings, "alpha", "beta")
+    page = browser_page
+    with serve(settings) as url:
+        r = httpx.post(f"{url}/v1/collections/alpha/documents", headers={"Authorization": "Bearer adm-key"},
+                       files=[("files", (AWS.name, AWS.read_bytes(), "application/pdf"))], timeout=60)
+        assert r.status_code == 202, r.text
+        job = r.json()["id"]
+        for _ in range(1200):
+            status = httpx.get(f"{url}/v1/jobs/{job}", headers={"Authorization": "Bearer adm-key"}).json()["status"]
+            if status not in ("queued", "running"):
+                break
+            page.wait_for_timeout(200)
+        page.goto(f"{url}/ui/")
+        _sign_in(page, "a-key")
+        expect(page.locator("#pl-collection input")).to_have_value("alpha")
+        page.locator("#pl-question textarea").fill("What is the total amount due?")
+        page.locator("#pl-question textarea").press("Enter")
+        thumb = page.locator("#pl-chat img.pl-thumb").first
+        expect(thumb).to_be_visible(timeout=60_000)
+        expect(page.locator("#pl-viewer-img img")).to_be_visible(timeout=60_000)
+        urls = {"thumbnail": thumb.evaluate("i => i.src"),
+                "viewer": page.locator("#pl-viewer-img img").evaluate("i => i.src")}
+        for name, src in urls.items():
+            assert "/pages/" in src, (name, src)  # a page copy (the check below applies to it)
+            for key, status in (("a-key", 200), ("adm-key", 200), ("b-key", 403)):
+                got = httpx.get(src, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+                assert got.status_code == status, (name, key, got.status_code, got.text[:200])
+            assert httpx.get(src, timeout=30).status_code == 401, name
+        page.goto("about:blank")

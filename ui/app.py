@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from pagelens.ui.actions import ACCEPTED_TYPES, enqueue_files
 from pagelens.ui.auth import UIAuth, UIAuthError
-from pagelens.ui.cache import UploadLimits, private_cache_dir, remove_cache_dir
+from pagelens.ui.cache import PageAccess, UploadLimits, private_cache_dir, remove_cache_dir
 from pagelens.ui.first_run import build_first_run
 from pagelens.ui.render import (
     CSS,
@@ -149,6 +149,7 @@ def build_ui(
     if ctx.cache_dir is not None:
         for block in [demo, *demo.blocks.values()]:
             block.GRADIO_CACHE = str(ctx.cache_dir)
+    demo.pagelens_ctx = ctx  # type: ignore[attr-defined]  # for mount_ui's PageAccess
     return demo
 
 
@@ -187,7 +188,8 @@ def mount_ui(
         "openapi_url": None,  # FastAPI's own schema route would take no dependency
         "middleware": [Middleware(UploadLimits, max_bytes=settings.max_upload_bytes,  # type: ignore[arg-type]
                                   max_files=settings.max_files_per_request, cache=cache,
-                                  cache_max_bytes=settings.ui_cache_max_bytes)],
+                                  cache_max_bytes=settings.ui_cache_max_bytes),
+                       Middleware(PageAccess, ctx=demo.pagelens_ctx, principal=auth.principal)],  # type: ignore[arg-type, attr-defined]
     }
     if auth.enabled:
         auth.install(app)  # before the mount: the sign-in routes are the only ones without a credential
