@@ -387,13 +387,13 @@ class AskTab:
         def session_of(request: gr.Request) -> str:
             return str(getattr(request, "session_hash", None) or id(request))
 
-        def do_ask(collection: str | None, q: str, how: str, k: float, retrieval: str | None,
+        def ask_on_ask(collection: str | None, q: str, how: str, k: float, retrieval: str | None,
                    turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
             for v in ask(ctx, shell.who(request), collection, q, how, int(k or default_k), retrieval, turns or [],
                          session_of(request)):
                 yield self.shown(v)
 
-        def do_retry(turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
+        def ask_on_retry(turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
             """The last question again, in the collection, mode and settings it was asked with; its answer
             replaces the last one."""
             if not turns:
@@ -404,17 +404,17 @@ class AskTab:
                          turns, session_of(request), replace_last=True):
                 yield self.shown(v)
 
-        def do_undo(turns: list[Turn] | None, request: gr.Request) -> dict[Any, Any]:
+        def ask_on_undo(turns: list[Turn] | None, request: gr.Request) -> dict[Any, Any]:
             if session_of(request) in ctx.answers:
                 return self.shown(AskView(turns or [], busy=True, message=BUSY))
             kept, question = undo(turns or [])
             return self.shown(AskView(kept, question=question))
 
-        def do_stop(request: gr.Request) -> Any:
+        def ask_on_stop(request: gr.Request) -> Any:
             stop(ctx, session_of(request))
             return gr.update(interactive=False)  # the answer's own last update hides it
 
-        def do_similarity(turns: list[Turn] | None, hits: list[Any], request: gr.Request) -> tuple[Any, str]:
+        def ask_on_similarity(turns: list[Turn] | None, hits: list[Any], request: gr.Request) -> tuple[Any, str]:
             image, text = similarity(ctx, shell.who(request), turns or [], hits or [])
             return gr.update(value=image, visible=image is not None), text
 
@@ -426,7 +426,7 @@ class AskTab:
             c = last.cites[0]
             return self.open_in_viewer(shell, shell.who(request), last.collection, c.doc_id, c.page_no)
 
-        def do_open(turns: list[Turn] | None, evt: gr.EventData, request: gr.Request) -> dict[Any, Any]:
+        def ask_on_open_source(turns: list[Turn] | None, evt: gr.EventData, request: gr.Request) -> dict[Any, Any]:
             """A click on a source (``CITE_CLICKS_JS`` sends its ``data-ref`` or id as ``ref``)."""
             ref = str(getattr(evt, "_data", {}).get("ref") or "") if evt is not None else ""
             try:
@@ -444,7 +444,7 @@ class AskTab:
                                            view.page_no + delta)
             return go
 
-        def do_new(request: gr.Request) -> dict[Any, Any]:
+        def ask_on_new(request: gr.Request) -> dict[Any, Any]:
             """New conversation: the chat, the map and the viewer are cleared."""
             if session_of(request) in ctx.answers:
                 return {self.ask_msg: gr.update(value=msg(BUSY, ok=False), visible=True)}
@@ -453,22 +453,22 @@ class AskTab:
                     self.page_text_md: gr.update(value="", visible=False)}
 
         outputs = self.ask_outputs()
-        asking = gr.on([self.ask_btn.click, self.question.submit], do_ask,
+        asking = gr.on([self.ask_btn.click, self.question.submit], ask_on_ask,
                        [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval, self.turns],
                        outputs, api_visibility="private", trigger_mode="once", show_progress="hidden")
-        retrying = self.chat.retry(do_retry, [self.turns], outputs, api_visibility="private",
+        retrying = self.chat.retry(ask_on_retry, [self.turns], outputs, api_visibility="private",
                                    trigger_mode="once", show_progress="hidden")
         for event in (asking, retrying):
-            event.then(do_similarity, [self.turns, self.top_hits], [self.sim_img, self.sim_caption],
+            event.then(ask_on_similarity, [self.turns, self.top_hits], [self.sim_img, self.sim_caption],
                        api_visibility="private", show_progress="hidden").then(
                 view_top, [self.turns], self.viewer_outputs(), api_visibility="private", show_progress="hidden")
-        self.chat.undo(do_undo, [self.turns], outputs, api_visibility="private")
-        self.stop_btn.click(do_stop, None, [self.stop_btn], queue=False, api_visibility="private")
+        self.chat.undo(ask_on_undo, [self.turns], outputs, api_visibility="private")
+        self.stop_btn.click(ask_on_stop, None, [self.stop_btn], queue=False, api_visibility="private")
         new_outputs = [*outputs, self.sim_img, self.sim_caption, self.viewer, self.view, self.page_text_md]
-        self.new_btn.click(do_new, None, new_outputs, api_visibility="private")
-        self.chat.clear(do_new, None, new_outputs, api_visibility="private")
+        self.new_btn.click(ask_on_new, None, new_outputs, api_visibility="private")
+        self.chat.clear(ask_on_new, None, new_outputs, api_visibility="private")
         # the viewer: a click on a source (CITE_CLICKS_JS), previous/next, zoom, close
-        self.heading.click(do_open, [self.turns], self.viewer_outputs(), api_visibility="private").then(
+        self.heading.click(ask_on_open_source, [self.turns], self.viewer_outputs(), api_visibility="private").then(
             None, None, None, js=SCROLL_TO_VIEWER_JS, queue=False, api_visibility="private")
         self.prev_btn.click(step(-1), [self.view], self.viewer_outputs(), api_visibility="private")
         self.next_btn.click(step(1), [self.view], self.viewer_outputs(), api_visibility="private")
