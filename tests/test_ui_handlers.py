@@ -73,3 +73,41 @@ def test_a_collection_with_a_running_upload_is_not_deleted() -> None:
     with pytest.raises(UIError, match="1 unfinished upload job"):
         delete_collection(ctx, OPEN, "inv")  # type: ignore[arg-type]
     assert "inv" in ctx.service.collections
+
+
+def test_documents_handlers_check_access_and_what_is_being_indexed() -> None:
+    from pagelens.ui.tabs.documents import (
+        apply_row_action,
+        delete_document,
+        delete_document_question,
+        retry,
+        upload,
+    )
+
+    deleted: list[str] = []
+    service = SimpleNamespace(documents=lambda c: [SimpleNamespace(doc_id="d1", doc_name="inv.pdf"),
+                                                   SimpleNamespace(doc_id="d2", doc_name="busy.pdf")],
+                              delete_document=lambda c, d: deleted.append(d) or 3)
+    ctx = SimpleNamespace(service=service, jobs=SimpleNamespace(inflight_doc_ids=lambda c: {"d2"}, get=lambda j: None))
+    reader = Principal(name="k", role="r", collections=frozenset({"inv"}))
+    assert delete_document_question(ctx, OPEN, "inv", "d1") == "Delete **inv.pdf** from **inv**?"  # type: ignore[arg-type]
+    for p, doc in ((reader, "d1"), (OPEN, None)):
+        with pytest.raises(UIError, match="pick a document you may delete"):
+            delete_document_question(ctx, p, "inv", doc)  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="being indexed right now"):
+        delete_document(ctx, OPEN, "inv", "d2")  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="may not modify collection 'inv'"):
+        delete_document(ctx, reader, "inv", "d1")  # type: ignore[arg-type]
+    assert deleted == []
+    assert delete_document(ctx, OPEN, "inv", "d1") == "Deleted 'inv.pdf' (3 page(s))."  # type: ignore[arg-type]
+    assert deleted == ["d1"]
+    # uploads and row actions: nothing happens without a collection, files, a row or a target
+    with pytest.raises(UIError, match="choose or drop some files first"):
+        upload(ctx, OPEN, "inv", [], None, {})  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="pick a collection first"):
+        upload(ctx, OPEN, None, ["/x.pdf"], None, {})  # type: ignore[arg-type]
+    assert apply_row_action(ctx, OPEN, "not json") is None  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="no longer in the job table"):
+        apply_row_action(ctx, OPEN, '{"act": "cancel", "job": "j1", "doc": 0}')  # type: ignore[arg-type]
+    with pytest.raises(UIError, match="press Retry with password on a row first"):
+        retry(ctx, OPEN, None, "pw", {})  # type: ignore[arg-type]

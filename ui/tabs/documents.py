@@ -1,6 +1,8 @@
 """The Documents tab: upload files (one persistent index job per upload), follow their progress (pages/s,
 time left, the finishing phase), cancel an upload or retry a password-protected PDF from its row, see and
-delete the documents of the collection."""
+delete the documents of the collection. The handlers are module-level functions over the app state
+(``upload``, ``delete_document_question``, ``delete_document``, ``apply_row_action``, ``retry``);
+``DocumentsTab.wire`` maps them to components."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pagelens.ui.render import (
     progress_html,
 )
 from pagelens.ui.state import (
+    UIContext,
     UIError,
     UIShell,
     can_read,
@@ -36,6 +39,8 @@ from pagelens.core.errors import PagelensError
 
 if TYPE_CHECKING:
     from pagelens.ui.screen import Screen
+
+    from pagelens.app.access import Principal
 
 
 @dataclass
@@ -81,22 +86,11 @@ class DocumentsTab:
 
         def do_upload(collection: str | None, paths: list[str] | None, sess: dict[str, Any],
                       password: str | None, request: gr.Request) -> tuple[Any, ...]:
-            p = who(request)
             try:
-                p = require_principal(p)
-                collection = require_collection(collection)
-                if not paths:
-                    raise UIError("choose or drop some files first")
-                job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
+                text, ok, sess = upload(ctx, who(request), collection, paths, password, sess)
             except Exception as exc:  # noqa: BLE001
                 return gr.update(), msg(err(exc), ok=False), sess, gr.update()
-            sess = record_upload(ctx, list(paths), sess, job, rejected)
-            parts = []
-            if job is not None:
-                parts.append(f"Queued {len(job.documents)} file(s) for indexing.")
-            if rejected:
-                parts.append(f"{len(rejected)} file(s) rejected (see below).")
-            return None, msg(" ".join(parts), ok=not rejected), sess, ""  # the password is not kept in the page
+            return None, msg(text, ok=ok), sess, ""  # the password is not kept in the page
 
         def tick(collection: str | None, sess: dict[str, Any], picked: str | None, offset: int | None,
                  seen: str | None, request: gr.Request) -> list[Any]:
@@ -154,26 +148,17 @@ class DocumentsTab:
                     *pager_updates(offset, total), offset, ""]
 
         def ask_delete_document(collection: str | None, doc_id: str | None, request: gr.Request) -> tuple[Any, ...]:
-            p = who(request)
-            if not can_write(p, collection) or not doc_id:
-                return gr.update(visible=False), "", msg("pick a document you may delete", ok=False)
-            name = next((d.doc_name for d in ctx.service.documents(collection or "") if d.doc_id == doc_id), doc_id)
-            return gr.update(visible=True), f"Delete **{name}** from **{collection}**?", ""
+            try:
+                question = delete_document_question(ctx, who(request), collection, doc_id)
+            except Exception as exc:  # noqa: BLE001
+                return gr.update(visible=False), "", msg(err(exc), ok=False)
+            return gr.update(visible=True), question, ""
 
         def do_delete_document(collection: str | None, doc_id: str | None, sess: dict[str, Any],
                                request: gr.Request) -> list[Any]:
             p = who(request)
             try:
-                p = require_principal(p)
-                collection = require_collection(collection)
-                check_write(p, collection)
-                if not doc_id:
-                    raise UIError("pick a document first")
-                if doc_id in ctx.jobs.inflight_doc_ids(collection):
-                    raise UIError("that document is being indexed right now; wait for its upload to finish")
-                name = next((d.doc_name for d in ctx.service.documents(collection) if d.doc_id == doc_id), doc_id)
-                pages = ctx.service.delete_document(collection, doc_id)
-                text = msg(f"Deleted '{name}' ({pages} page(s)).")
+                text = msg(delete_document(ctx, p, collection, doc_id))
             except Exception as exc:  # noqa: BLE001
                 text = msg(err(exc), ok=False)
             return [text, *screen.view(p, collection, sess)]
@@ -182,43 +167,26 @@ class DocumentsTab:
                        request: gr.Request) -> list[Any]:
             """A row's button: Cancel (the upload stops; same rule as the API: write access) or Retry with
             password (opens the password form naming the file)."""
-            p = who(request)
-            action = parse_row_action(raw)
             hide = gr.update(visible=False)
-            if action is None:
-                return [gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
             try:
-                p = require_principal(p)
-                job = ctx.jobs.get(action["job"])
-                if job is None:
-                    raise UIError("this upload is no longer in the job table")
-                check_write(p, job.collection)
-                if action["act"] == "cancel":
-                    cancel_job(ctx, p, job.id)
-                    names = ", ".join(d["name"] for d in job.documents if d["status"] in ("queued", "running"))
-                    text = msg(f"Cancelling the upload of {names or 'these files'}: it stops at the next page.")
-                    prog, active = progress_html(ctx, collection, sess, writable=True)
-                    return [text, prog, gr.Timer(active=True), hide, "", None]
-                doc = job.documents[action["doc"]] if 0 <= action["doc"] < len(job.documents) else None
-                if doc is None:
-                    raise UIError("this upload has no such file")
-                ask = f"Password for **{doc['name']}** (it is used for this file only and not kept after indexing):"
-                return ["", gr.update(), gr.update(), gr.update(visible=True), ask,
-                        {"job": job.id, "doc": action["doc"], "name": doc["name"]}]
+                result = apply_row_action(ctx, who(request), raw)
             except Exception as exc:  # noqa: BLE001
                 return [msg(err(exc), ok=False), gr.update(), gr.update(), hide, "", None]
+            if result is None:
+                return [gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
+            text, target = result
+            if target is None:  # cancelled
+                prog, _ = progress_html(ctx, collection, sess, writable=True)
+                return [msg(text), prog, gr.Timer(active=True), hide, "", None]
+            return ["", gr.update(), gr.update(), gr.update(visible=True), text, target]
 
         def do_retry(collection: str | None, target: dict[str, Any] | None, password: str | None,
                      sess: dict[str, Any], request: gr.Request) -> list[Any]:
-            p = who(request)
             try:
-                p = require_principal(p)
-                if not target:
-                    raise UIError("press Retry with password on a row first")
-                job = retry_with_password(ctx, p, target["job"], int(target["doc"]), password or "")
+                sess = retry(ctx, who(request), target, password, sess)
             except Exception as exc:  # noqa: BLE001
                 return [msg(err(exc), ok=False), gr.update(), gr.update(), gr.update(), gr.update(), target, gr.update()]
-            sess = record_upload(ctx, [], sess, job, [])
+            assert target is not None  # noqa: S101 - retry refuses a missing target
             prog, _ = progress_html(ctx, collection, sess, writable=True)
             return [msg(f"Retrying '{target['name']}' with the password."), prog, gr.Timer(active=True),
                     gr.update(visible=False), "", None, sess]
@@ -268,6 +236,92 @@ class DocumentsTab:
         self.doc_confirm_btn.click(do_delete_document, [shell.coll_dd, self.doc_pick, shell.session],
                                    [self.docs_msg, *screen.view_outputs], show_progress="minimal",
                                    api_visibility="private")
+
+
+# --------------------------------------------------------------------------------------------------
+# The handlers: plain functions over the app state (tests/test_ui_handlers.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def upload(ctx: UIContext, p: Principal | None, collection: str | None, paths: list[str] | None,
+           password: str | None, sess: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
+    """Queue the files Gradio received (``paths``) as one index job of ``collection`` for ``p``; returns
+    (the message, True when no file was refused, the session with the job and the refused files recorded).
+    ``UIError`` (nothing queued) without a collection, files or write access."""
+    p = require_principal(p)
+    collection = require_collection(collection)
+    if not paths:
+        raise UIError("choose or drop some files first")
+    job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
+    sess = record_upload(ctx, list(paths), sess, job, rejected)
+    parts = []
+    if job is not None:
+        parts.append(f"Queued {len(job.documents)} file(s) for indexing.")
+    if rejected:
+        parts.append(f"{len(rejected)} file(s) rejected (see below).")
+    return " ".join(parts), not rejected, sess
+
+
+def _doc_name(ctx: UIContext, collection: str, doc_id: str) -> str:
+    return next((d.doc_name for d in ctx.service.documents(collection) if d.doc_id == doc_id), doc_id)
+
+
+def delete_document_question(ctx: UIContext, p: Principal | None, collection: str | None,
+                             doc_id: str | None) -> str:
+    """The confirmation naming the document picked for deletion; ``UIError`` when there is none or ``p``
+    may not delete it."""
+    if not can_write(p, collection) or not doc_id:
+        raise UIError("pick a document you may delete")
+    return f"Delete **{_doc_name(ctx, collection or '', doc_id)}** from **{collection}**?"
+
+
+def delete_document(ctx: UIContext, p: Principal | None, collection: str | None, doc_id: str | None) -> str:
+    """Delete ``doc_id`` from ``collection`` as ``p`` (after the confirmation); returns the message naming it
+    and its pages. Refused while the document is being indexed."""
+    p = require_principal(p)
+    collection = require_collection(collection)
+    check_write(p, collection)
+    if not doc_id:
+        raise UIError("pick a document first")
+    if doc_id in ctx.jobs.inflight_doc_ids(collection):
+        raise UIError("that document is being indexed right now; wait for its upload to finish")
+    name = _doc_name(ctx, collection, doc_id)
+    pages = ctx.service.delete_document(collection, doc_id)
+    return f"Deleted '{name}' ({pages} page(s))."
+
+
+def apply_row_action(ctx: UIContext, p: Principal | None, raw: str | None) -> tuple[str, dict[str, Any] | None] | None:
+    """An uploads row's button (``uploads_view.parse_row_action`` of what the page sent), with the API's rule
+    (write access to the job's collection): Cancel -> (message, None) after cancelling; Retry with password
+    -> (the form's question, the target ``{job, doc, name}``); None for an unreadable action."""
+    action = parse_row_action(raw)
+    if action is None:
+        return None
+    p = require_principal(p)
+    job = ctx.jobs.get(action["job"])
+    if job is None:
+        raise UIError("this upload is no longer in the job table")
+    check_write(p, job.collection)
+    if action["act"] == "cancel":
+        cancel_job(ctx, p, job.id)
+        names = ", ".join(d["name"] for d in job.documents if d["status"] in ("queued", "running"))
+        return f"Cancelling the upload of {names or 'these files'}: it stops at the next page.", None
+    doc = job.documents[action["doc"]] if 0 <= action["doc"] < len(job.documents) else None
+    if doc is None:
+        raise UIError("this upload has no such file")
+    question = f"Password for **{doc['name']}** (it is used for this file only and not kept after indexing):"
+    return question, {"job": job.id, "doc": action["doc"], "name": doc["name"]}
+
+
+def retry(ctx: UIContext, p: Principal | None, target: dict[str, Any] | None, password: str | None,
+          sess: dict[str, Any]) -> dict[str, Any]:
+    """Retry the file ``target`` (``apply_row_action``'s) with ``password``; returns the session with the
+    new job recorded."""
+    p = require_principal(p)
+    if not target:
+        raise UIError("press Retry with password on a row first")
+    job = retry_with_password(ctx, p, target["job"], int(target["doc"]), password or "")
+    return record_upload(ctx, [], sess, job, [])
 
 
 def build_documents_tab(shell: UIShell) -> DocumentsTab:
