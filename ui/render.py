@@ -110,6 +110,21 @@ def collections_rows(ctx: UIContext, p: Principal | None) -> list[list[Any]]:
     return rows
 
 
+def collections_mark(rows: list[list[Any]]) -> str:
+    """What the collections table shows, one ``name|documents|pages`` line per row: the idle poll redraws
+    when it changes (``Screen.on_poll``)."""
+    return "\n".join(f"{r[0]}|{r[1]}|{r[2]}" for r in rows)
+
+
+SCOPE_MAX = 500  # documents offered in the Ask tab's "Only these documents" picker
+
+
+def scope_choices(ctx: UIContext, collection: str) -> list[tuple[str, str]]:
+    """The Ask tab's "Only these documents" choices: (name, id) of the collection's first ``SCOPE_MAX``
+    documents by name."""
+    return [(d.doc_name, d.doc_id) for d in ctx.service.documents(collection, limit=SCOPE_MAX)]
+
+
 DOCS_PAGE = 50  # documents per page of the Documents table (the registry reads one page: O(page))
 
 

@@ -56,6 +56,8 @@ class Turn:
     pages: tuple[str, ...] = field(default_factory=tuple)
     # 1 for a question as asked, n for its (n-1)-th Regenerate
     attempt: int = 1
+    # the documents the question was limited to (empty: the whole collection)
+    doc_ids: tuple[str, ...] = ()
 
     def with_answer(self, answer: str, status: str, foot: str = "", cites: tuple[Cite, ...] | None = None) -> Turn:
         return replace(self, answer=answer, status=status, foot=foot, cites=self.cites if cites is None else cites)
@@ -178,7 +180,8 @@ def _turn_of(d: Any) -> Turn | None:
                     answer=str(d.get("answer") or ""), foot=str(d.get("foot") or ""), cites=cites,
                     # an answer cut by the reload is shown as stopped
                     status="stopped" if status == "running" else status, note=str(d.get("note") or ""),
-                    pages=tuple(str(r) for r in d.get("pages") or []), attempt=int(d.get("attempt") or 1))
+                    pages=tuple(str(r) for r in d.get("pages") or []), attempt=int(d.get("attempt") or 1),
+                    doc_ids=tuple(str(i) for i in d.get("doc_ids") or []))
     except (KeyError, TypeError, ValueError):
         return None
 

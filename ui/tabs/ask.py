@@ -52,6 +52,7 @@ from pagelens.ui.viewer import PageView, download_copy, find_page, parse_page_re
 from pagelens.app.access import Principal
 from pagelens.app.visibility import search_visible
 from pagelens.core.errors import EmptyCollectionError
+from pagelens.core.types import PageFilter
 
 if TYPE_CHECKING:
     from pagelens.ui.screen import Screen
@@ -122,7 +123,9 @@ def _answer(ctx: UIContext, p: Principal | None, collection: str | None, q: str,
             retrieval: str | None, turns: list[Turn], replace_last: bool, doc_ids: list[str] | None,
             stop_event: threading.Event) -> Iterator[AskView]:
     attempt = turns[-1].attempt + 1 if replace_last and turns else 1
-    turn = Turn(question=q, collection=collection or "", mode=mode, k=k, retrieval=retrieval, attempt=attempt)
+    scope = tuple(doc_ids or ())
+    turn = Turn(question=q, collection=collection or "", mode=mode, k=k, retrieval=retrieval, attempt=attempt,
+                doc_ids=scope)
     turns = push_turn(turns, turn, replace_last)
     yield AskView(turns, busy=True, question="")
     try:
@@ -131,14 +134,10 @@ def _answer(ctx: UIContext, p: Principal | None, collection: str | None, q: str,
         check_read(p, collection)
         note = indexing_note(ctx.jobs, collection)
         turn = Turn(question=q, collection=collection, mode=mode, k=k, retrieval=retrieval, note=note,
-                    attempt=attempt)
+                    attempt=attempt, doc_ids=scope)
         t0 = time.perf_counter()
         query_mode = None if retrieval in (None, RETRIEVAL_DEFAULT) else retrieval
-        page_filter = None
-        if doc_ids:
-            from pagelens.core.types import PageFilter
-
-            page_filter = PageFilter(doc_ids=list(doc_ids))
+        page_filter = PageFilter(doc_ids=list(scope)) if scope else None
         hits = search_visible(ctx, collection, q, k, query_mode, page_filter)  # type: ignore[arg-type]
         search_s = time.perf_counter() - t0
     except EmptyCollectionError:
@@ -258,8 +257,9 @@ def open_page(ctx: UIContext, p: Principal | None, collection: str, doc_id: str,
 def question_markdown(turn: Turn) -> str:
     """The user's message: the question (escaped: shown as typed) and the collection it was asked in."""
     question = html.escape(turn.question)
-    return f"{question}\n\n<span class=\"pl-turn-coll\">in {html.escape(turn.collection)}</span>" if turn.collection \
-        else question
+    only = f", {len(turn.doc_ids)} document(s) only" if turn.doc_ids else ""
+    return (f"{question}\n\n<span class=\"pl-turn-coll\">in {html.escape(turn.collection)}{only}</span>"
+            if turn.collection else question)
 
 
 def chat_messages(turns: list[Turn]) -> list[dict[str, Any]]:
@@ -296,6 +296,7 @@ class AskTab:
     mode: gr.Radio
     retrieval: gr.Dropdown
     k_slider: gr.Slider
+    scope: gr.Dropdown
     ask_msg: gr.HTML
     stored: gr.BrowserState
     top_hits: gr.State
@@ -388,9 +389,9 @@ class AskTab:
             return str(getattr(request, "session_hash", None) or id(request))
 
         def ask_on_ask(collection: str | None, q: str, how: str, k: float, retrieval: str | None,
-                   turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
+                       scope: list[str] | None, turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
             for v in ask(ctx, shell.who(request), collection, q, how, int(k or default_k), retrieval, turns or [],
-                         session_of(request)):
+                         session_of(request), doc_ids=[str(d) for d in scope or []]):
                 yield self.shown(v)
 
         def ask_on_retry(turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
@@ -401,7 +402,7 @@ class AskTab:
                 return
             last = turns[-1]
             for v in ask(ctx, shell.who(request), last.collection, last.question, last.mode, last.k, last.retrieval,
-                         turns, session_of(request), replace_last=True):
+                         turns, session_of(request), replace_last=True, doc_ids=list(last.doc_ids)):
                 yield self.shown(v)
 
         def ask_on_undo(turns: list[Turn] | None, request: gr.Request) -> dict[Any, Any]:
@@ -454,7 +455,7 @@ class AskTab:
 
         outputs = self.ask_outputs()
         asking = gr.on([self.ask_btn.click, self.question.submit], ask_on_ask,
-                       [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval, self.turns],
+                       [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval, self.scope, self.turns],
                        outputs, api_visibility="private", trigger_mode="once", show_progress="hidden")
         retrying = self.chat.retry(ask_on_retry, [self.turns], outputs, api_visibility="private",
                                    trigger_mode="once", show_progress="hidden")
@@ -514,6 +515,8 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                                 scale=1, min_width=120, elem_id="pl-retrieval")
                         k_slider = gr.Slider(1, 16, value=default_k, step=1, label="Pages (k)",
                                              scale=2, min_width=160, elem_id="pl-k")
+                        scope = gr.Dropdown([], value=[], multiselect=True, label="Only these documents "
+                                            "(empty: all)", scale=3, min_width=200, elem_id="pl-scope")
                 new_btn = gr.Button("New conversation", size="sm", visible=False, elem_id="pl-new-conv",
                                     elem_classes="pl-btn")
             with gr.Column(scale=2, min_width=280):
@@ -543,7 +546,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                    interactive=False, elem_id="pl-sim", buttons=["fullscreen"])
                 sim_caption = gr.Markdown(SIM_IDLE, elem_classes="pl-note", elem_id="pl-sim-caption")
     return AskTab(heading=heading, chat=chat, question=question, ask_btn=ask_btn, stop_btn=stop_btn, new_btn=new_btn,
-                  mode=mode, retrieval=retrieval, k_slider=k_slider, ask_msg=ask_msg, stored=stored,
+                  mode=mode, retrieval=retrieval, k_slider=k_slider, scope=scope, ask_msg=ask_msg, stored=stored,
                   top_hits=top_hits, turns=turns, view=view, viewer=viewer, viewer_title=viewer_title,
                   viewer_msg=viewer_msg, viewer_img=viewer_img, prev_btn=prev_btn, next_btn=next_btn,
                   zoom_out=zoom_out, zoom_fit=zoom_fit, zoom_in=zoom_in, download=download, close_btn=close_btn,
