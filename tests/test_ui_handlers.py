@@ -111,3 +111,43 @@ def test_documents_handlers_check_access_and_what_is_being_indexed() -> None:
         apply_row_action(ctx, OPEN, '{"act": "cancel", "job": "j1", "doc": 0}')  # type: ignore[arg-type]
     with pytest.raises(UIError, match="press Retry with password on a row first"):
         retry(ctx, OPEN, None, "pw", {})  # type: ignore[arg-type]
+
+
+def test_conversations_are_kept_per_owner_bounded_and_survive_a_reopen(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from pagelens.ui import conversations as conv_mod
+    from pagelens.ui.conversations import ConversationStore, title_of
+    from pagelens.ui.tabs.ask import conversation_choices, open_conversation, owner_of, persist
+    from pagelens.ui.thread import Turn
+
+    store = ConversationStore(tmp_path)
+    ctx = SimpleNamespace(conversations=store, keys=SimpleNamespace(enabled=True),
+                          page_collections=lambda copy: set())
+    alice = Principal(name="key#1", role="rw", collections=frozenset({"inv"}))
+    bob = Principal(name="key#2", role="rw", collections=frozenset({"inv"}))
+    a, b = owner_of(ctx, alice, "ignored"), owner_of(ctx, bob, None)  # type: ignore[arg-type]
+    assert (a, b) == ("key:key#1", "key:key#2")
+    assert owner_of(SimpleNamespace(keys=SimpleNamespace(enabled=False)), OPEN, "b1") == "browser:b1"  # type: ignore[arg-type]
+    assert owner_of(SimpleNamespace(keys=SimpleNamespace(enabled=False)), OPEN, "") is None  # type: ignore[arg-type]
+
+    turns = [Turn("What is   due?\n", "inv", "Answer", 1, None, answer="42", status="done")]
+    cid = persist(ctx, a, "", turns)  # type: ignore[arg-type]
+    assert len(cid) == 16 and conversation_choices(ctx, a) == [("What is due?", cid)]  # type: ignore[arg-type]
+    assert conversation_choices(ctx, b) == [] and open_conversation(ctx, bob, b, cid) == []  # type: ignore[arg-type]
+    # another owner saving under that id (a link they were sent) gets a new conversation, not this one
+    other = persist(ctx, b, cid, turns)  # type: ignore[arg-type]
+    assert other != cid and store.get(a, cid) is not None and len(store.list(b)) == 1
+    assert store.rename(a, cid, "Invoices") and not store.rename(b, cid, "mine") and not store.rename(a, cid, "  ")
+    assert not store.delete(b, cid)
+    store.close()
+    reopened = ConversationStore(tmp_path)  # the server restarts: the conversation is still there
+    ctx.conversations = reopened
+    assert conversation_choices(ctx, a) == [("Invoices", cid)]  # type: ignore[arg-type]
+    assert [t.question for t in open_conversation(ctx, alice, a, cid)] == ["What is   due?\n"]  # type: ignore[arg-type]
+    scoped = Principal(name="key#1", role="r", collections=frozenset({"other"}))
+    assert open_conversation(ctx, scoped, a, cid) == []  # type: ignore[arg-type]  # turns it may not read are left out
+    assert reopened.delete(a, cid) and conversation_choices(ctx, a) == []  # type: ignore[arg-type]
+    # bounded: the least recently updated go first
+    monkeypatch.setattr(conv_mod, "MAX_CONVERSATIONS", 3)
+    ids = [persist(ctx, a, "", turns) for _ in range(5)]  # type: ignore[arg-type]
+    assert [c.id for c in reopened.list(a)] == ids[:1:-1]
+    assert len(title_of("x" * 200)) == 80 and title_of("x" * 200).endswith("…")

@@ -143,20 +143,44 @@ def test_chat_sources_viewer_copy_retry_undo_and_reload(browser_page, settings_f
         expect(users).to_have_count(2)
         expect(page.locator("#pl-question textarea")).to_have_value("Who sent it?")
 
-        # -- a reload keeps the conversation; New conversation clears it for good --------------------------
+        # -- kept on the server: a reload and a browser restart reopen it; the sidebar lists, renames, -----
+        # -- starts new ones and reopens old ones; a link opens a given answer -------------------------
         page.get_by_role("tab", name="Documents").click()
         page.get_by_role("tab", name="Ask").click()
         expect(users).to_have_count(2)
+        expect(page).to_have_url(re.compile(r"[?&]c=[0-9a-f]{16}"))
         page.reload()
         expect(users).to_have_count(2)
         expect(users.first).to_contain_text("What is the invoice number?")
         chat.locator("#pl-t2-cite-1").click()
         expect(page.locator("#pl-viewer-title")).to_contain_text(TWO_PAGES.name)
+        page.goto("about:blank")  # away, then back to the UI without ?c= (as after a browser restart: the
+        page.goto(f"{url}/ui/")  # browser's id is in its local storage): the latest conversation reopens
+        expect(users).to_have_count(2)
+        sidebar_toggle = page.locator("#pl-sidebar .sidebar-toggle, #pl-sidebar button").first
+        sidebar_toggle.click()
+        convs = page.locator("#pl-convs")
+        expect(convs).to_contain_text("What is the invoice number?")
+        page.locator("#pl-conv-title input").fill("Quality hosting invoice")
+        page.locator("#pl-conv-rename").click()
+        expect(convs).to_contain_text("Quality hosting invoice")
         page.locator("#pl-new-conv").click()
         expect(users).to_have_count(0)
-        page.reload()
-        expect(page.locator("#pl-collection input")).to_have_value("other")
+        expect(page).not_to_have_url(re.compile(r"[?&]c="))
+        convs.get_by_label("Quality hosting invoice").check()
+        expect(users).to_have_count(2)
+        link = chat.locator("#pl-t2-sources a.pl-answer-link")
+        href = link.get_attribute("href") or ""
+        assert re.fullmatch(r"\?collection=inv&c=[0-9a-f]{16}&a=2", href), href
+        page.goto(f"{url}/ui/{href}")
+        expect(users).to_have_count(2)
+        expect(page.locator("#pl-t2-sources")).to_be_in_viewport(timeout=30_000)
+        _shots(page, "ask_01b_conversations")
+        page.locator("#pl-sidebar .sidebar-toggle, #pl-sidebar button").first.click()  # a new page: closed
+        expect(page.locator("#pl-conv-delete")).to_be_in_viewport()
+        page.locator("#pl-conv-delete").click()
         expect(users).to_have_count(0)
+        expect(page.locator("#pl-convs")).not_to_contain_text("Quality hosting invoice")
         page.goto("about:blank")
 
 

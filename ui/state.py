@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pagelens.ui.cache import PAGES_DIR, private_cache_dir
+from pagelens.ui.conversations import ConversationStore
 
 from pagelens.app.access import ApiKeys, Principal
 from pagelens.app.jobs import JobStore
@@ -60,6 +61,14 @@ class UIContext:
     # the collections each page copy in the cache was shown from (``render.page_copy``): the UI serves a copy
     # only to a principal that may read one of them (``ui/cache.PageAccess``)
     page_owners: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _conversations: ConversationStore | None = field(default=None, repr=False)
+
+    @property
+    def conversations(self) -> ConversationStore:
+        """The Ask tab's conversations (``ui/conversations.py``), in the data dir; opened on first use."""
+        if self._conversations is None:
+            self._conversations = ConversationStore(self.settings.data_dir)
+        return self._conversations
 
     def own_page(self, copy: str, collection: str) -> None:
         """Record ``copy`` (a path in the page cache) as a page of ``collection``."""

@@ -99,11 +99,12 @@ def file_url(path: str) -> str:
     return "gradio_api/file=" + quote(path, safe="/")
 
 
-def sources_html(turn: Turn, index: int) -> str:
+def sources_html(turn: Turn, index: int, link: str = "") -> str:
     """The sources under answer ``index`` (1-based turn number): numbered citations ``[n] <document> — page
     <N>`` with the cited page's thumbnail, each ``#pl-t<index>-cite-<n>`` and opening the page viewer on a
     click or Enter (``data-ref``: a ``viewer.page_ref``; ``ask_assets.CITE_CLICKS_JS``), then the timings
-    line. "" for a turn without citations or one that did not finish (running, stopped)."""
+    line (with ``link``, a URL that opens this answer). "" for a turn without citations or one that did not
+    finish (running, stopped)."""
     if turn.status not in ("done", "message") or not turn.cites:
         return ""
     items = []
@@ -117,7 +118,9 @@ def sources_html(turn: Turn, index: int) -> str:
             f'role="button" tabindex="0" title="Open {label} in the viewer" aria-label="Open source {n}: {label}">'
             f'{thumb}<span class="pl-cite-label"><span class="pl-cite-n">[{n}]</span> '
             f'<span class="pl-cite-doc">{name}</span> — page {int(c.page_no)}</span></li>')
-    foot = f'<p class="pl-foot">{turn.foot}</p>' if turn.foot else ""
+    anchor = (f' · <a class="pl-answer-link" href="{html.escape(link)}" title="A link that opens this answer">'
+              f"link to this answer</a>" if link else "")
+    foot = f'<p class="pl-foot">{turn.foot}{anchor}</p>' if turn.foot or anchor else ""
     return (f'<div class="pl-sources" id="pl-t{index}-sources"><ol class="pl-cites" aria-label="Sources">'
             f'{"".join(items)}</ol>{foot}</div>')
 

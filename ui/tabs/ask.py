@@ -20,8 +20,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import gradio as gr
+from pagelens.ui.conversations import MAX_CONVERSATIONS
 from pagelens.ui.render import page_copy, similarity_overlay
 from pagelens.ui.state import (
     UIContext,
@@ -34,7 +36,12 @@ from pagelens.ui.state import (
     require_collection,
     require_principal,
 )
-from pagelens.ui.tabs.ask_assets import CITE_CLICKS_JS, SCROLL_TO_VIEWER_JS
+from pagelens.ui.tabs.ask_assets import (
+    CITE_CLICKS_JS,
+    CONVERSATION_URL_JS,
+    SCROLL_TO_ANSWER_JS,
+    SCROLL_TO_VIEWER_JS,
+)
 from pagelens.ui.thread import (
     Cite,
     Turn,
@@ -65,8 +72,8 @@ RETRIEVAL_CHOICES = [RETRIEVAL_DEFAULT, "hybrid", "visual", "text"]
 BUSY = "An answer is still being written: wait for it, or press Stop."
 SIM_IDLE = "Ask a question to see which parts of the top page matched it."
 SIM_STOPPED = "Stopped: no similarity map for an unfinished answer."
-# where the conversation is kept in the browser (gr.BrowserState: local storage, encrypted with a server key)
-THREAD_KEY = "pl-thread"
+# the browser's id (gr.BrowserState, local storage): whose conversations these are without API keys
+BROWSER_KEY = "pl-browser"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,6 +225,41 @@ def restore(ctx: UIContext, p: Principal | None, stored: str | None) -> list[Tur
     return turns
 
 
+def owner_of(ctx: UIContext, p: Principal | None, browser: str | None) -> str | None:
+    """Whose conversations: the signed-in key (``key:<name>``), or without keys this browser
+    (``browser:<id>``); None when neither is known."""
+    if p is None:
+        return None
+    if ctx.keys.enabled:
+        return f"key:{p.name}"
+    return f"browser:{browser}" if browser else None
+
+
+def persist(ctx: UIContext, owner: str | None, conversation: str, turns: list[Turn]) -> str:
+    """Save ``turns`` as the owner's ``conversation`` (a new one, titled by its first question, when
+    ``conversation`` is ""); returns its id ("" when nothing is kept: no owner, no turns)."""
+    if owner is None or not turns:
+        return conversation
+    conversation = conversation or ctx.conversations.new_id()
+    if not ctx.conversations.save(owner, conversation, turns[0].question, turns_to_json(turns)):
+        conversation = ctx.conversations.new_id()  # not this owner's (a link from someone else): a new one
+        ctx.conversations.save(owner, conversation, turns[0].question, turns_to_json(turns))
+    return conversation
+
+
+def conversation_choices(ctx: UIContext, owner: str | None) -> list[tuple[str, str]]:
+    """The sidebar's list: (title, id) of the owner's conversations, most recent first."""
+    return [] if owner is None else [(c.title, c.id) for c in ctx.conversations.list(owner)]
+
+
+def open_conversation(ctx: UIContext, p: Principal | None, owner: str | None, conversation: str | None) -> list[Turn]:
+    """The turns of the owner's ``conversation`` that ``p`` may read (``restore``); [] when it is not the
+    owner's."""
+    if owner is None or not conversation:
+        return []
+    return restore(ctx, p, ctx.conversations.get(owner, conversation))
+
+
 def similarity(ctx: UIContext, p: Principal | None, turns: list[Turn], hits: list[Any]) -> tuple[str | None, str]:
     """(image, caption) of the similarity map of the last turn's top page, in the collection it was asked in
     (the picker may show another by now); no image after a stopped, failed or empty answer."""
@@ -262,14 +304,16 @@ def question_markdown(turn: Turn) -> str:
             if turn.collection else question)
 
 
-def chat_messages(turns: list[Turn]) -> list[dict[str, Any]]:
+def chat_messages(turns: list[Turn], conversation: str = "") -> list[dict[str, Any]]:
     """The Chatbot's messages for ``turns``: per turn the question, the answer (Markdown: Copy copies it),
-    and, for a finished answer with citations, its sources (an HTML component with the thumbnails)."""
+    and, for a finished answer with citations, its sources (an HTML component with the thumbnails; with a
+    saved ``conversation``, a link that opens this answer)."""
     out: list[dict[str, Any]] = []
     for i, turn in enumerate(turns, start=1):
         out.append({"role": "user", "content": question_markdown(turn)})
         out.append({"role": "assistant", "content": answer_text(turn)})
-        sources = sources_html(turn, i)
+        link = f"?collection={quote(turn.collection)}&c={conversation}&a={i}" if conversation else ""
+        sources = sources_html(turn, i, link)
         if sources:
             out.append({"role": "assistant", "content": gr.HTML(sources, js_on_load=None, padding=False)})
     return out
@@ -282,8 +326,9 @@ def chat_messages(turns: list[Turn]) -> list[dict[str, Any]]:
 
 @dataclass
 class AskTab:
-    """The Ask tab's components. ``turns``: the conversation (``list[Turn]``); ``stored``: the same in the
-    browser's storage; ``top_hits``: the top ``SearchHit`` of the last answer, for the similarity map;
+    """The Ask tab's components. ``turns``: the conversation (``list[Turn]``), ``conv_id`` its id on the
+    server ("" until its first answer is saved), ``convs`` the sidebar's list, ``browser`` this browser's id
+    (the owner without API keys); ``top_hits``: the top ``SearchHit`` of the last answer, for the similarity map;
     ``view``: the ``PageView`` open in the viewer; ``heading``: the tab's heading, which also carries the
     clicks on the sources to the server (``CITE_CLICKS_JS``)."""
 
@@ -298,7 +343,13 @@ class AskTab:
     k_slider: gr.Slider
     scope: gr.Dropdown
     ask_msg: gr.HTML
-    stored: gr.BrowserState
+    browser: gr.BrowserState
+    conv_id: gr.State
+    convs: gr.Radio
+    conv_title: gr.Textbox
+    rename_btn: gr.Button
+    delete_conv_btn: gr.Button
+    conv_msg: gr.HTML
     top_hits: gr.State
     turns: gr.State
     view: gr.State
@@ -356,28 +407,53 @@ class AskTab:
             self.chat: chat_messages(v.turns), self.turns: v.turns, self.top_hits: v.top_hits,
             self.ask_btn: gr.update(interactive=not v.busy), self.stop_btn: gr.update(visible=v.busy, interactive=True),
             self.ask_msg: gr.update(value=msg(v.message, ok=False) if v.message else "", visible=bool(v.message)),
-            self.new_btn: gr.update(visible=bool(v.turns)),
         }
         if v.question is not None:
             out[self.question] = v.question
-        if not v.busy:
-            out[self.stored] = turns_to_json(v.turns)
+        return out
+
+    def saved(self, v: AskView, ctx: UIContext, owner: str | None, conversation: str) -> dict[Any, Any]:
+        """``shown(v)``, and once the answer is finished the conversation saved (``persist``) with the
+        sidebar's list and the chat's links naming it."""
+        out = self.shown(v)
+        if v.busy or self.chat not in out:
+            return out
+        conversation = persist(ctx, owner, conversation, v.turns)
+        out[self.chat] = chat_messages(v.turns, conversation)
+        out[self.conv_id] = conversation
+        out[self.convs] = gr.update(choices=conversation_choices(ctx, owner), value=conversation or None)
         return out
 
     def ask_outputs(self) -> list[Any]:
-        return [self.chat, self.turns, self.top_hits, self.ask_btn, self.stop_btn, self.ask_msg, self.new_btn,
-                self.question, self.stored]
+        return [self.chat, self.turns, self.top_hits, self.ask_btn, self.stop_btn, self.ask_msg,
+                self.question, self.conv_id, self.convs]
 
     # -- events -------------------------------------------------------------------------------------
     def wire_load(self, shell: UIShell, demo: gr.Blocks) -> None:
-        """On page load, the conversation this browser kept comes back (the turns in collections the
-        principal may read; the viewer and the map do not)."""
+        """On page load (also after a browser restart) the sidebar lists this owner's conversations and the
+        one a link names (``?c=<id>&a=<answer>``, only the owner's) or else the most recent one comes back
+        (the turns in collections the principal may read), scrolled to the linked answer."""
+        ctx = shell.ctx
 
-        def on_load(stored: str | None, request: gr.Request) -> dict[Any, Any]:
-            turns = restore(shell.ctx, shell.who(request), stored)
-            return self.shown(AskView(turns)) if turns else {self.turns: gr.skip()}
+        def on_load(browser: str | None, request: gr.Request) -> dict[Any, Any]:
+            p = shell.who(request)
+            browser = browser or ctx.conversations.new_id() + ctx.conversations.new_id()
+            owner = owner_of(ctx, p, browser)
+            choices = conversation_choices(ctx, owner)
+            params = getattr(request, "query_params", None) or {}
+            wanted = str(params.get("c") or "")
+            conversation = wanted if any(cid == wanted for _, cid in choices) else (choices[0][1] if choices else "")
+            turns = open_conversation(ctx, p, owner, conversation)
+            out = self.shown(AskView(turns))
+            out.update({self.browser: browser, self.conv_id: conversation if turns else "",
+                        self.chat: chat_messages(turns, conversation if turns else ""),
+                        self.convs: gr.update(choices=choices, value=conversation or None)})
+            return out
 
-        demo.load(on_load, [self.stored], self.ask_outputs(), show_progress="hidden", api_visibility="private")
+        demo.load(on_load, [self.browser], [*self.ask_outputs(), self.browser], show_progress="hidden",
+                  api_visibility="private").then(None, None, None, js=CONVERSATION_URL_JS, queue=False,
+                                                 api_visibility="private").then(
+            None, None, None, js=SCROLL_TO_ANSWER_JS, queue=False, api_visibility="private")
 
     def wire(self, shell: UIShell, screen: Screen) -> None:
         """Connect Ask/Enter, Retry and Undo to the streamed answer (then the similarity map and the viewer on
@@ -389,27 +465,39 @@ class AskTab:
             return str(getattr(request, "session_hash", None) or id(request))
 
         def ask_on_ask(collection: str | None, q: str, how: str, k: float, retrieval: str | None,
-                       scope: list[str] | None, turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
-            for v in ask(ctx, shell.who(request), collection, q, how, int(k or default_k), retrieval, turns or [],
+                       scope: list[str] | None, turns: list[Turn] | None, browser: str | None, conversation: str,
+                       request: gr.Request) -> Iterator[dict[Any, Any]]:
+            p = shell.who(request)
+            owner = owner_of(ctx, p, browser)
+            for v in ask(ctx, p, collection, q, how, int(k or default_k), retrieval, turns or [],
                          session_of(request), doc_ids=[str(d) for d in scope or []]):
-                yield self.shown(v)
+                yield self.saved(v, ctx, owner, conversation)
 
-        def ask_on_retry(turns: list[Turn] | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
+        def ask_on_retry(turns: list[Turn] | None, browser: str | None, conversation: str,
+                         request: gr.Request) -> Iterator[dict[Any, Any]]:
             """The last question again, in the collection, mode and settings it was asked with; its answer
             replaces the last one."""
             if not turns:
                 yield self.shown(AskView([], message="Nothing to retry: ask a question first."))
                 return
             last = turns[-1]
-            for v in ask(ctx, shell.who(request), last.collection, last.question, last.mode, last.k, last.retrieval,
+            p = shell.who(request)
+            for v in ask(ctx, p, last.collection, last.question, last.mode, last.k, last.retrieval,
                          turns, session_of(request), replace_last=True, doc_ids=list(last.doc_ids)):
-                yield self.shown(v)
+                yield self.saved(v, ctx, owner_of(ctx, p, browser), conversation)
 
-        def ask_on_undo(turns: list[Turn] | None, request: gr.Request) -> dict[Any, Any]:
+        def ask_on_undo(turns: list[Turn] | None, browser: str | None, conversation: str,
+                        request: gr.Request) -> dict[Any, Any]:
             if session_of(request) in ctx.answers:
                 return self.shown(AskView(turns or [], busy=True, message=BUSY))
             kept, question = undo(turns or [])
-            return self.shown(AskView(kept, question=question))
+            owner = owner_of(ctx, shell.who(request), browser)
+            if kept:
+                return self.saved(AskView(kept, question=question), ctx, owner, conversation)
+            if conversation and owner is not None:
+                ctx.conversations.delete(owner, conversation)  # nothing left of it
+            return {**self.shown(AskView([], question=question)), self.conv_id: "",
+                    self.convs: gr.update(choices=conversation_choices(ctx, owner), value=None)}
 
         def ask_on_stop(request: gr.Request) -> Any:
             stop(ctx, session_of(request))
@@ -445,29 +533,77 @@ class AskTab:
                                            view.page_no + delta)
             return go
 
-        def ask_on_new(request: gr.Request) -> dict[Any, Any]:
-            """New conversation: the chat, the map and the viewer are cleared."""
-            if session_of(request) in ctx.answers:
-                return {self.ask_msg: gr.update(value=msg(BUSY, ok=False), visible=True)}
+        def cleared(owner: str | None, note: str = "") -> dict[Any, Any]:
+            """An empty chat (a new conversation, kept once its first answer is), no map, no viewer."""
             return {**self.shown(AskView([])), self.sim_img: gr.update(value=None, visible=False),
                     self.sim_caption: SIM_IDLE, self.viewer: gr.update(visible=False), self.view: None,
-                    self.page_text_md: gr.update(value="", visible=False)}
+                    self.page_text_md: gr.update(value="", visible=False), self.conv_id: "",
+                    self.convs: gr.update(choices=conversation_choices(ctx, owner), value=None),
+                    self.conv_msg: note, self.conv_title: ""}
+
+        def ask_on_new(browser: str | None, request: gr.Request) -> dict[Any, Any]:
+            """New conversation: the chat, the map and the viewer are cleared (the old one stays listed)."""
+            if session_of(request) in ctx.answers:
+                return {self.ask_msg: gr.update(value=msg(BUSY, ok=False), visible=True)}
+            return cleared(owner_of(ctx, shell.who(request), browser))
+
+        def ask_on_pick(picked: str | None, browser: str | None, request: gr.Request) -> dict[Any, Any]:
+            """A conversation picked in the sidebar comes back."""
+            if session_of(request) in ctx.answers:
+                return {self.ask_msg: gr.update(value=msg(BUSY, ok=False), visible=True)}
+            p = shell.who(request)
+            owner = owner_of(ctx, p, browser)
+            turns = open_conversation(ctx, p, owner, picked)
+            if not turns:
+                return cleared(owner, msg("That conversation is gone (deleted in another tab?).", ok=False))
+            return {**cleared(owner), **self.shown(AskView(turns)), self.chat: chat_messages(turns, picked or ""),
+                    self.conv_id: picked, self.convs: gr.update(choices=conversation_choices(ctx, owner), value=picked)}
+
+        def ask_on_rename(title: str | None, browser: str | None, conversation: str,
+                          request: gr.Request) -> dict[Any, Any]:
+            owner = owner_of(ctx, shell.who(request), browser)
+            if owner is None or not conversation or not ctx.conversations.rename(owner, conversation, title or ""):
+                return {self.conv_msg: msg("Type a new name for the open conversation first.", ok=False)}
+            return {self.conv_msg: msg("Renamed."), self.conv_title: "",
+                    self.convs: gr.update(choices=conversation_choices(ctx, owner), value=conversation)}
+
+        def ask_on_delete_conv(browser: str | None, conversation: str, request: gr.Request) -> dict[Any, Any]:
+            if session_of(request) in ctx.answers:
+                return {self.ask_msg: gr.update(value=msg(BUSY, ok=False), visible=True)}
+            owner = owner_of(ctx, shell.who(request), browser)
+            if owner is None or not conversation or not ctx.conversations.delete(owner, conversation):
+                return {self.conv_msg: msg("Open a saved conversation first.", ok=False)}
+            return cleared(owner, msg("Deleted the conversation."))
 
         outputs = self.ask_outputs()
+        conv = [self.browser, self.conv_id]
         asking = gr.on([self.ask_btn.click, self.question.submit], ask_on_ask,
-                       [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval, self.scope, self.turns],
-                       outputs, api_visibility="private", trigger_mode="once", show_progress="hidden")
-        retrying = self.chat.retry(ask_on_retry, [self.turns], outputs, api_visibility="private",
+                       [shell.coll_dd, self.question, self.mode, self.k_slider, self.retrieval, self.scope, self.turns,
+                        *conv], outputs, api_visibility="private", trigger_mode="once", show_progress="hidden")
+        retrying = self.chat.retry(ask_on_retry, [self.turns, *conv], outputs, api_visibility="private",
                                    trigger_mode="once", show_progress="hidden")
         for event in (asking, retrying):
             event.then(ask_on_similarity, [self.turns, self.top_hits], [self.sim_img, self.sim_caption],
                        api_visibility="private", show_progress="hidden").then(
                 view_top, [self.turns], self.viewer_outputs(), api_visibility="private", show_progress="hidden")
-        self.chat.undo(ask_on_undo, [self.turns], outputs, api_visibility="private")
+        undoing = self.chat.undo(ask_on_undo, [self.turns, *conv], outputs, api_visibility="private")
         self.stop_btn.click(ask_on_stop, None, [self.stop_btn], queue=False, api_visibility="private")
-        new_outputs = [*outputs, self.sim_img, self.sim_caption, self.viewer, self.view, self.page_text_md]
-        self.new_btn.click(ask_on_new, None, new_outputs, api_visibility="private")
-        self.chat.clear(ask_on_new, None, new_outputs, api_visibility="private")
+        new_outputs = [*outputs, self.sim_img, self.sim_caption, self.viewer, self.view, self.page_text_md,
+                       self.conv_msg, self.conv_title]
+        conv_events = [
+            asking, retrying, undoing,
+            self.new_btn.click(ask_on_new, [self.browser], new_outputs, api_visibility="private"),
+            self.chat.clear(ask_on_new, [self.browser], new_outputs, api_visibility="private"),
+            self.convs.input(ask_on_pick, [self.convs, self.browser], new_outputs, api_visibility="private"),
+            self.delete_conv_btn.click(ask_on_delete_conv, conv, new_outputs, api_visibility="private"),
+        ]
+        for event in conv_events:  # the open conversation's id in the URL
+            event.then(None, None, None, js=CONVERSATION_URL_JS, queue=False, api_visibility="private")
+        self.rename_btn.click(ask_on_rename, [self.conv_title, *conv], [self.conv_msg, self.conv_title, self.convs],
+                              api_visibility="private")
+        self.conv_title.submit(ask_on_rename, [self.conv_title, *conv], [self.conv_msg, self.conv_title, self.convs],
+                               api_visibility="private")
+
         # the viewer: a click on a source (CITE_CLICKS_JS), previous/next, zoom, close
         self.heading.click(ask_on_open_source, [self.turns], self.viewer_outputs(), api_visibility="private").then(
             None, None, None, js=SCROLL_TO_VIEWER_JS, queue=False, api_visibility="private")
@@ -484,6 +620,19 @@ def build_ask_tab(shell: UIShell) -> AskTab:
     """Lay out the Ask tab inside the current ``gr.Tabs``."""
     default_k = shell.ctx.settings.answer_top_k
     with gr.Tab("Ask", id="ask", elem_id="pl-tab-ask"):
+        with gr.Sidebar(label="Conversations", open=False, elem_id="pl-sidebar"):
+            new_btn = gr.Button("＋ New conversation", size="sm", elem_id="pl-new-conv", elem_classes="pl-btn")
+            convs = gr.Radio([], value=None, label="Your conversations", elem_id="pl-convs")
+            with gr.Row(elem_classes="pl-bar-row"):
+                conv_title = gr.Textbox(label="Rename the open conversation", max_lines=1, max_length=80,
+                                        scale=3, min_width=120, elem_id="pl-conv-title")
+                rename_btn = gr.Button("Rename", size="sm", scale=0, min_width=70, elem_id="pl-conv-rename",
+                                       elem_classes="pl-btn")
+            delete_conv_btn = gr.Button("Delete the open conversation", size="sm", variant="stop",
+                                        elem_id="pl-conv-delete", elem_classes="pl-btn")
+            conv_msg = gr.HTML("", elem_id="pl-conv-msg")
+            gr.Markdown(f"Kept on the server for your API key (without keys: this browser), the "
+                        f"{MAX_CONVERSATIONS} most recent.", elem_classes="pl-note")
         heading = gr.HTML('<h2 class="pl-tab-h">Ask your documents</h2>', js_on_load=CITE_CLICKS_JS,
                           elem_id="pl-ask-h")
         with gr.Row():
@@ -492,7 +641,9 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                 top_hits = gr.State([])
                 turns = gr.State([])
                 view = gr.State(None)
-                stored = gr.BrowserState("", storage_key=THREAD_KEY, secret=shell.ctx.secret.hex())
+                conv_id = gr.State("")
+                # not a secret (only an id): a fixed key, so it survives a server restart
+                browser = gr.BrowserState("", storage_key=BROWSER_KEY, secret="pagelens-browser-id")
                 chat = gr.Chatbot(label="Conversation", elem_id="pl-chat", height="62vh", min_height=260,
                                   autoscroll=True, buttons=["copy"], feedback_options=None,
                                   group_consecutive_messages=False, sanitize_html=True, render_markdown=True,
@@ -517,8 +668,6 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                              scale=2, min_width=160, elem_id="pl-k")
                         scope = gr.Dropdown([], value=[], multiselect=True, label="Only these documents "
                                             "(empty: all)", scale=3, min_width=200, elem_id="pl-scope")
-                new_btn = gr.Button("New conversation", size="sm", visible=False, elem_id="pl-new-conv",
-                                    elem_classes="pl-btn")
             with gr.Column(scale=2, min_width=280):
                 with gr.Column(visible=False, elem_id="pl-viewer") as viewer:
                     viewer_title = gr.Markdown("", elem_id="pl-viewer-title")
@@ -546,7 +695,9 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                    interactive=False, elem_id="pl-sim", buttons=["fullscreen"])
                 sim_caption = gr.Markdown(SIM_IDLE, elem_classes="pl-note", elem_id="pl-sim-caption")
     return AskTab(heading=heading, chat=chat, question=question, ask_btn=ask_btn, stop_btn=stop_btn, new_btn=new_btn,
-                  mode=mode, retrieval=retrieval, k_slider=k_slider, scope=scope, ask_msg=ask_msg, stored=stored,
+                  mode=mode, retrieval=retrieval, k_slider=k_slider, scope=scope, ask_msg=ask_msg, browser=browser,
+                  conv_id=conv_id, convs=convs, conv_title=conv_title, rename_btn=rename_btn,
+                  delete_conv_btn=delete_conv_btn, conv_msg=conv_msg,
                   top_hits=top_hits, turns=turns, view=view, viewer=viewer, viewer_title=viewer_title,
                   viewer_msg=viewer_msg, viewer_img=viewer_img, prev_btn=prev_btn, next_btn=next_btn,
                   zoom_out=zoom_out, zoom_fit=zoom_fit, zoom_in=zoom_in, download=download, close_btn=close_btn,

@@ -40,6 +40,28 @@ if (!window.__plCiteClicks) {
   }, true);
 }
 """
+# after the page load: a link to an answer (``?c=<conversation>&a=<n>``) shows answer n
+SCROLL_TO_ANSWER_JS = """() => {
+  const n = new URL(window.location.href).searchParams.get('a');
+  if (!n || !/^[0-9]{1,4}$/.test(n)) return;
+  const show = (tries) => {
+    const el = document.getElementById('pl-t' + n + '-sources');
+    if (el) { el.scrollIntoView({block: 'center'}); el.classList.add('pl-linked'); }
+    else if (tries > 0) setTimeout(() => show(tries - 1), 250);
+  };
+  show(60);
+}"""
+# the open conversation's id in the page's URL (``c``), so a reload or a shared link opens it (its owner only);
+# read from the chat's answer links (thread.sources_html: ``?...&c=<id>&a=<n>``; a gr.State never reaches the
+# browser); none there (a new conversation): no ``c``
+CONVERSATION_URL_JS = """() => {
+  const links = document.querySelectorAll('#pl-chat a.pl-answer-link');
+  const last = links.length ? links[links.length - 1].getAttribute('href') || '' : '';
+  const id = new URLSearchParams(last.replace(/^[^?]*/, '')).get('c') || '';
+  const url = new URL(window.location.href);
+  if (id) url.searchParams.set('c', id); else { url.searchParams.delete('c'); url.searchParams.delete('a'); }
+  if (url.href !== window.location.href) window.history.replaceState(window.history.state, '', url);
+}"""
 SCROLL_TO_VIEWER_JS = "() => { const v = document.getElementById('pl-viewer'); if (v) v.scrollIntoView({block: 'start'}); }"
 
 ASK_CSS = """
@@ -53,6 +75,7 @@ ASK_CSS = """
 #pl-chat img.pl-thumb { width: 10rem; max-width: 100%; height: auto; max-height: 13rem; object-fit: contain;
   border: 1px solid var(--border-color-primary, #e5e7eb); background: #fff; }
 #pl-chat .pl-foot { margin: 0.3rem 0 0; opacity: 0.75; }
+#pl-chat .pl-linked { outline: 2px solid rgba(37, 99, 235, 0.6); border-radius: 6px; }
 .pl-ask-row { align-items: flex-end !important; }
 #pl-viewer { border: 1px solid var(--border-color-primary, #e5e7eb); border-radius: 8px; padding: 0.4rem; }
 #pl-viewer-img { --pl-zoom: 1; overflow: auto !important; max-height: 85vh; height: auto !important; min-height: 0 !important; }
