@@ -410,6 +410,9 @@ class AskTab:
         }
         if v.question is not None:
             out[self.question] = v.question
+        if not v.busy and v.turns and v.turns[-1].status == "stopped":  # no map follows a stopped answer
+            out[self.sim_img] = gr.update(value=None, visible=False)
+            out[self.sim_caption] = SIM_STOPPED
         return out
 
     def saved(self, v: AskView, ctx: UIContext, owner: str | None, conversation: str) -> dict[Any, Any]:
@@ -426,7 +429,7 @@ class AskTab:
 
     def ask_outputs(self) -> list[Any]:
         return [self.chat, self.turns, self.top_hits, self.ask_btn, self.stop_btn, self.ask_msg,
-                self.question, self.conv_id, self.convs]
+                self.question, self.conv_id, self.convs, self.sim_img, self.sim_caption]
 
     # -- events -------------------------------------------------------------------------------------
     def wire_load(self, shell: UIShell, demo: gr.Blocks) -> None:
@@ -588,7 +591,7 @@ class AskTab:
                 view_top, [self.turns], self.viewer_outputs(), api_visibility="private", show_progress="hidden")
         undoing = self.chat.undo(ask_on_undo, [self.turns, *conv], outputs, api_visibility="private")
         self.stop_btn.click(ask_on_stop, None, [self.stop_btn], queue=False, api_visibility="private")
-        new_outputs = [*outputs, self.sim_img, self.sim_caption, self.viewer, self.view, self.page_text_md,
+        new_outputs = [*outputs, self.viewer, self.view, self.page_text_md,
                        self.conv_msg, self.conv_title]
         conv_events = [
             asking, retrying, undoing,
