@@ -22,7 +22,8 @@ The code: ``ui/state.py`` (the shared context and the ``UIShell`` each tab build
 ``ui/actions.py`` (uploads to jobs, cancel, retry with a password), ``ui/uploads_view.py`` (the uploads
 table and its row actions), ``ui/status.py`` (the tables' status words), ``ui/first_run.py`` (create a
 collection and upload, while there is none), ``ui/thread.py`` (the Ask tab's conversation: turns, their
-citations, the "still indexing" note), ``ui/viewer.py`` (the page viewer: any stored page, its text, its
+answer text and sources, the "still indexing" note), ``ui/conversations.py`` (conversations kept on the
+server, per key or browser), ``ui/viewer.py`` (the page viewer: any stored page, its text, its
 download name), ``ui/tabs/`` (one builder per tab), ``ui/screen.py`` (the views that span tabs and the
 wiring); this module builds the Blocks and mounts them (with the favicon, ``ui/static/favicon.png``).
 """
