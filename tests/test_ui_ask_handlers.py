@@ -136,3 +136,13 @@ def test_undo_and_restore() -> None:
     # a thumbnail path only when this server made it for that collection (the browser sent it)
     assert [c.thumb for c in restored[0].cites] == ["/cache/pages/aa/mine.png", ""]
     assert restore(ctx, None, turns_to_json([a])) == []  # type: ignore[arg-type]
+
+
+def test_regions_of_hits_and_citations_travel_with_the_turn(hits) -> None:  # noqa: ANN001
+    """Read with getattr: before issue 27 lands hits have no ``regions``; after, they are kept per source."""
+    hits[0].regions = [{"x0": 0.1, "y0": 0.2, "x1": 0.3, "y1": 0.4, "source": "visual", "score": 0.7}]
+    found = list(ask(_ctx(Stream(1)), OPEN, "inv", "q", "Search only", 1, None, [], "s"))[-1]  # type: ignore[arg-type]
+    assert found.turns[-1].cites[0].regions == ({"x0": 0.1, "y0": 0.2, "x1": 0.3, "y1": 0.4, "source": "visual",
+                                                 "score": 0.7},)
+    answered = list(ask(_ctx(Stream(1)), OPEN, "inv", "q", "Answer", 1, None, [], "s"))[-1]  # type: ignore[arg-type]
+    assert answered.turns[-1].cites[0].regions == ()  # this Citation has none (issue 27 not in it)

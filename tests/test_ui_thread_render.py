@@ -171,3 +171,42 @@ def test_the_conversation_round_trips_through_session_storage_json() -> None:
                 "[" + " " * 2_000_001 + "]"):
         assert turns_from_json(bad) == []
     assert turns_from_json('[{"question": "q", "collection": "c"}, 5]') == [Turn("q", "c", "", 1, None, status="done")]
+
+
+def test_cited_regions_are_validated_found_and_drawn(tmp_path) -> None:  # noqa: ANN001
+    """Issue 27's regions (fractions of the page, text or visual): malformed ones are left out, the viewer
+    finds those of the newest answer citing the page and draws them as translucent boxes, text blue and
+    visual orange, recorded as a page of the collection."""
+    from PIL import Image
+    from pagelens.ui.thread import cite_regions, regions_of, turns_from_json, turns_to_json
+    from pagelens.ui.viewer import REGION_COLORS, draw_regions, regions_legend
+
+    raw = [{"x0": 0.1, "y0": 0.1, "x1": 0.4, "y1": 0.3, "source": "text", "score": 0.8, "text": "Total 42"},
+           {"x0": 0.5, "y0": 0.6, "x1": 0.9, "y1": 0.9, "source": "visual", "score": 0.5},
+           {"x0": 0.5, "y0": 0.5, "x1": 0.4, "y1": 0.9}, {"x0": "a"}, "junk"]
+    regions = regions_of(raw)
+    assert [r["source"] for r in regions] == ["text", "visual"] and regions[0]["text"] == "Total 42"
+    assert regions_of(None) == () and regions_of([{"x0": -1, "y0": 0, "x1": 2, "y1": 1}])[0]["x1"] == 1.0
+    old = Turn("a", "inv", "Answer", 1, None, status="done", cites=(Cite("d1", "inv.pdf", 2, regions=regions[:1]),))
+    new = Turn("b", "inv", "Answer", 1, None, status="done", cites=(Cite("d1", "inv.pdf", 2, regions=regions),))
+    assert cite_regions([old, new], "inv", "d1", 2) == regions  # the newest answer's
+    assert cite_regions([old, new], "inv", "d1", 1) == () and cite_regions([old], "other", "d1", 2) == ()
+    assert turns_from_json(turns_to_json([new]))[0].cites[0].regions == regions  # kept with the conversation
+
+    page = tmp_path / "page.png"
+    Image.new("RGB", (200, 100), (255, 255, 255)).save(page)
+    owned: list[tuple[str, str]] = []
+    ctx = SimpleNamespace(secret=b"k" * 32, image_cache=tmp_path / "cache",
+                          own_page=lambda copy, c: owned.append((copy, c)))
+    view = PageView(collection="inv", doc_id="d1", doc_name="inv.pdf", page_no=2, page_count=2, image=str(page),
+                    regions=regions)
+    drawn = draw_regions(ctx, view)  # type: ignore[arg-type]
+    assert drawn != str(page) and owned == [(drawn, "inv")]
+    with Image.open(drawn) as img:  # type: ignore[arg-type]
+        inside_text, inside_visual, outside = img.getpixel((50, 20)), img.getpixel((140, 75)), img.getpixel((190, 50))
+    assert outside == (255, 255, 255)
+    assert inside_text[2] > inside_text[0] and inside_text != (255, 255, 255)  # translucent blue
+    assert inside_visual[0] > inside_visual[2] and inside_visual != (255, 255, 255)  # translucent orange
+    assert set(REGION_COLORS) == {"text", "visual"}
+    assert draw_regions(ctx, PageView("inv", "d1", "inv.pdf", 1, 2, str(page))) == str(page)  # type: ignore[arg-type]
+    assert "1 text region(s)" in regions_legend(view) and "1 visual region(s)" in regions_legend(view)

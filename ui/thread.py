@@ -34,6 +34,10 @@ class Cite:
     page_no: int
     # the page's copy in the UI's cache (``render.page_copy``) shown as a thumbnail; "" when not on this server
     thumb: str = ""
+    # the highlighted regions of the page that support the answer (issue 27: dicts with x0, y0, x1, y1 as
+    # fractions 0..1 of the page's width/height from its top left, source "text" | "visual", score; "text"
+    # on text regions), drawn by the viewer (``viewer.draw_regions``); empty when the search gave none
+    regions: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,17 @@ def cited_page(turns: list[Turn], cite_id: str) -> tuple[str, str, int] | None:
 _CITE_ID = re.compile(r"^pl-t(\d{1,4})-cite-(\d{1,3})$")
 
 
+def cite_regions(turns: list[Turn], collection: str, doc_id: str, page_no: int) -> tuple[dict[str, Any], ...]:
+    """The regions the newest answer citing that page highlighted on it (empty when none did)."""
+    for turn in reversed(turns):
+        if turn.collection != collection:
+            continue
+        for c in turn.cites:
+            if c.doc_id == doc_id and c.page_no == page_no and c.regions:
+                return c.regions
+    return ()
+
+
 def plain_answer(turn: Turn) -> str:
     """The model's answer as written (no note, no timings); "" for a message."""
     return turn.answer.strip() if turn.status != "message" else ""
@@ -165,6 +180,30 @@ def indexing_note(jobs: JobStore, collection: str) -> str:
     return " ".join(notes)
 
 
+def regions_of(value: Any) -> tuple[dict[str, Any], ...]:
+    """The well-formed regions of ``value`` (a citation's or a hit's ``regions``, or what a stored
+    conversation holds): dicts with numeric x0 < x1 and y0 < y1 inside 0..1, a source of "text" or
+    "visual"; others are left out. At most 64."""
+    out: list[dict[str, Any]] = []
+    for r in list(value or [])[:64]:
+        if not isinstance(r, dict):
+            continue
+        try:
+            box = {k: min(1.0, max(0.0, float(r[k]))) for k in ("x0", "y0", "x1", "y1")}
+        except (KeyError, TypeError, ValueError):
+            continue
+        if box["x1"] <= box["x0"] or box["y1"] <= box["y0"]:
+            continue
+        source = "text" if r.get("source") == "text" else "visual"
+        region: dict[str, Any] = {**box, "source": source}
+        if isinstance(r.get("score"), (int, float)):
+            region["score"] = float(r["score"])
+        if source == "text" and isinstance(r.get("text"), str):
+            region["text"] = r["text"][:500]
+        out.append(region)
+    return tuple(out)
+
+
 def turns_to_json(turns: list[Turn]) -> str:
     """The conversation as JSON, for the browser's session storage (a reload reads it back)."""
     return json.dumps([asdict(t) for t in turns[-MAX_TURNS:]], ensure_ascii=False)
@@ -175,7 +214,7 @@ def _turn_of(d: Any) -> Turn | None:
         return None
     try:
         cites = tuple(Cite(doc_id=str(c["doc_id"]), doc_name=str(c["doc_name"]), page_no=int(c["page_no"]),
-                           thumb=str(c.get("thumb") or ""))
+                           thumb=str(c.get("thumb") or ""), regions=regions_of(c.get("regions")))
                       for c in d.get("cites") or [])
         status = str(d.get("status") or "done")
         return Turn(question=d["question"], collection=d["collection"], mode=str(d.get("mode") or ""),

@@ -46,15 +46,26 @@ from pagelens.ui.thread import (
     Cite,
     Turn,
     answer_text,
+    cite_regions,
     cited_page,
     indexing_note,
     push_turn,
+    regions_of,
     set_last,
     sources_html,
     turns_from_json,
     turns_to_json,
 )
-from pagelens.ui.viewer import PageView, download_copy, find_page, parse_page_ref, viewer_text, viewer_title
+from pagelens.ui.viewer import (
+    PageView,
+    download_copy,
+    draw_regions,
+    find_page,
+    parse_page_ref,
+    regions_legend,
+    viewer_text,
+    viewer_title,
+)
 
 from pagelens.app.access import Principal
 from pagelens.app.visibility import search_visible
@@ -160,7 +171,8 @@ def _answer(ctx: UIContext, p: Principal | None, collection: str | None, q: str,
                 "No pages found: the collection has no searchable pages; upload documents in the **Documents** tab.")
         yield AskView(set_last(turns, turn.with_answer(text, "message")))
         return
-    cites = tuple(Cite(h.doc_id, h.doc_name, h.page_no, thumb=page_copy(ctx, h.image_path, collection) or "")
+    cites = tuple(Cite(h.doc_id, h.doc_name, h.page_no, thumb=page_copy(ctx, h.image_path, collection) or "",
+                       regions=regions_of(getattr(h, "regions", None)))
                   for h in hits)
     if mode == MODE_SEARCH:
         text = f"Top {len(hits)} page(s) in {search_s * 1000:.0f} ms (search only, no answer)."
@@ -184,7 +196,8 @@ def _answer(ctx: UIContext, p: Principal | None, collection: str | None, q: str,
                 done = turn.with_answer(answer.text, "done", foot=_foot(
                     len(answer.citations), t.retrieve_s, t.preprocess_s + t.prefill_s, t.total_s, attempt),
                     cites=tuple(Cite(c.doc_id, c.doc_name, c.page_no,
-                                     thumb=page_copy(ctx, c.image_path, collection) or "")
+                                     thumb=page_copy(ctx, c.image_path, collection) or "",
+                                     regions=regions_of(getattr(c, "regions", None)))
                                 for c in answer.citations))
                 yield AskView(set_last(turns, done), top_hits=hits[:1])
                 return
@@ -365,23 +378,28 @@ class AskTab:
     download: gr.DownloadButton
     close_btn: gr.Button
     page_text_md: gr.Markdown
+    regions_toggle: gr.Checkbox
+    regions_md: gr.Markdown
     sim_img: gr.Image
     sim_caption: gr.Markdown
 
     # -- the viewer ---------------------------------------------------------------------------------
     def viewer_outputs(self) -> list[Any]:
         return [self.viewer, self.viewer_title, self.viewer_msg, self.viewer_img, self.page_text_md, self.download,
-                self.prev_btn, self.next_btn, self.view]
+                self.prev_btn, self.next_btn, self.view, self.regions_toggle, self.regions_md]
 
-    def show_page(self, view: PageView, shell: UIShell) -> dict[Any, Any]:
-        """Viewer updates showing ``view``."""
+    def show_page(self, view: PageView, shell: UIShell, regions: bool = True) -> dict[Any, Any]:
+        """Viewer updates showing ``view``, its cited regions drawn over it when ``regions`` (the toggle)."""
         return {
+            self.regions_toggle: gr.update(visible=bool(view.regions), value=regions),
+            self.regions_md: gr.update(value=regions_legend(view), visible=bool(view.regions)),
             self.viewer: gr.update(visible=True),
             self.viewer_title: viewer_title(view),
             self.viewer_msg: gr.update(value="", visible=False) if view.image else gr.update(value=msg(
                 f"The image of {view.doc_name}, page {view.page_no} is not on this server: index the document "
                 "again to see it.", ok=False), visible=True),
-            self.viewer_img: gr.update(value=view.image, label=f"{view.doc_name} — page {view.page_no}",
+            self.viewer_img: gr.update(value=draw_regions(shell.ctx, view) if regions else view.image,
+                                       label=f"{view.doc_name} — page {view.page_no}",
                                        alt_text=f"Page {view.page_no} of {view.doc_name}"),
             self.page_text_md: gr.update(value=viewer_text(view), visible=True),
             self.download: gr.update(value=download_copy(shell.ctx, view), interactive=bool(view.image)),
@@ -391,10 +409,13 @@ class AskTab:
         }
 
     def open_in_viewer(self, shell: UIShell, p: Principal | None, collection: str, doc_id: str,
-                       page_no: int) -> dict[Any, Any]:
-        """Viewer updates for page ``page_no`` of ``doc_id`` as ``p`` may see it, or the reason it cannot."""
+                       page_no: int, turns: list[Turn] | None = None, regions: bool = True) -> dict[Any, Any]:
+        """Viewer updates for page ``page_no`` of ``doc_id`` as ``p`` may see it (with the regions an answer
+        of ``turns`` highlighted on it), or the reason it cannot."""
         try:
-            return self.show_page(open_page(shell.ctx, p, collection, doc_id, page_no), shell)
+            view = open_page(shell.ctx, p, collection, doc_id, page_no)
+            view = replace(view, regions=cite_regions(turns or [], collection, doc_id, view.page_no))
+            return self.show_page(view, shell, regions)
         except Exception as exc:  # noqa: BLE001
             return {self.viewer: gr.update(visible=True),
                     self.viewer_msg: gr.update(value=msg(err(exc), ok=False), visible=True)}
@@ -516,9 +537,10 @@ class AskTab:
             if last is None or last.status != "done" or not last.cites:
                 return {self.view: gr.skip()}
             c = last.cites[0]
-            return self.open_in_viewer(shell, shell.who(request), last.collection, c.doc_id, c.page_no)
+            return self.open_in_viewer(shell, shell.who(request), last.collection, c.doc_id, c.page_no, turns)
 
-        def ask_on_open_source(turns: list[Turn] | None, evt: gr.EventData, request: gr.Request) -> dict[Any, Any]:
+        def ask_on_open_source(turns: list[Turn] | None, regions: bool, evt: gr.EventData,
+                               request: gr.Request) -> dict[Any, Any]:
             """A click on a source (``CITE_CLICKS_JS`` sends its ``data-ref`` or id as ``ref``)."""
             ref = str(getattr(evt, "_data", {}).get("ref") or "") if evt is not None else ""
             try:
@@ -526,15 +548,21 @@ class AskTab:
             except UIError as exc:
                 return {self.viewer: gr.update(visible=True),
                         self.viewer_msg: gr.update(value=msg(str(exc), ok=False), visible=True)}
-            return self.open_in_viewer(shell, shell.who(request), collection, doc_id, page_no)
+            return self.open_in_viewer(shell, shell.who(request), collection, doc_id, page_no, turns, regions)
 
         def step(delta: int) -> Any:
-            def go(view: PageView | None, request: gr.Request) -> dict[Any, Any]:
+            def go(view: PageView | None, turns: list[Turn] | None, regions: bool, request: gr.Request) -> dict[Any, Any]:
                 if view is None:
                     return {self.view: gr.skip()}
                 return self.open_in_viewer(shell, shell.who(request), view.collection, view.doc_id,
-                                           view.page_no + delta)
+                                           view.page_no + delta, turns, regions)
             return go
+
+        def ask_on_regions(view: PageView | None, regions: bool) -> Any:
+            """The toggle: the page with or without its highlighted regions."""
+            if view is None or not view.image:
+                return gr.skip()
+            return draw_regions(ctx, view) if regions else view.image
 
         def cleared(owner: str | None, note: str = "") -> dict[Any, Any]:
             """An empty chat (a new conversation, kept once its first answer is), no map, no viewer."""
@@ -608,10 +636,14 @@ class AskTab:
                                api_visibility="private")
 
         # the viewer: a click on a source (CITE_CLICKS_JS), previous/next, zoom, close
-        self.heading.click(ask_on_open_source, [self.turns], self.viewer_outputs(), api_visibility="private").then(
+        self.heading.click(ask_on_open_source, [self.turns, self.regions_toggle], self.viewer_outputs(), api_visibility="private").then(
             None, None, None, js=SCROLL_TO_VIEWER_JS, queue=False, api_visibility="private")
-        self.prev_btn.click(step(-1), [self.view], self.viewer_outputs(), api_visibility="private")
-        self.next_btn.click(step(1), [self.view], self.viewer_outputs(), api_visibility="private")
+        self.prev_btn.click(step(-1), [self.view, self.turns, self.regions_toggle], self.viewer_outputs(),
+                            api_visibility="private")
+        self.next_btn.click(step(1), [self.view, self.turns, self.regions_toggle], self.viewer_outputs(),
+                            api_visibility="private")
+        self.regions_toggle.input(ask_on_regions, [self.view, self.regions_toggle], [self.viewer_img],
+                                  api_visibility="private", show_progress="hidden")
         for button, how in ((self.zoom_in, "in"), (self.zoom_out, "out"), (self.zoom_fit, "fit")):
             button.click(None, None, None, js=f"() => {{ if (window.plZoom) window.plZoom('{how}'); return []; }}",
                          queue=False, api_visibility="private")
@@ -689,6 +721,10 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                         close_btn = gr.Button("✕", size="sm", min_width=40, elem_id="pl-viewer-close",
                                               elem_classes="pl-btn")
                     viewer_msg = gr.HTML("", elem_id="pl-viewer-msg", padding=False, visible=False)
+                    with gr.Row(elem_classes="pl-bar-row"):
+                        regions_toggle = gr.Checkbox(True, label="Highlight the cited regions", visible=False,
+                                                     scale=0, min_width=200, elem_id="pl-regions")
+                        regions_md = gr.Markdown("", visible=False, elem_classes="pl-note", elem_id="pl-regions-legend")
                     viewer_img = gr.Image(label="Page", type="filepath", interactive=False, elem_id="pl-viewer-img",
                                           buttons=["fullscreen"], show_label=False)
                     page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note", max_height=360,
@@ -704,4 +740,4 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                   top_hits=top_hits, turns=turns, view=view, viewer=viewer, viewer_title=viewer_title,
                   viewer_msg=viewer_msg, viewer_img=viewer_img, prev_btn=prev_btn, next_btn=next_btn,
                   zoom_out=zoom_out, zoom_fit=zoom_fit, zoom_in=zoom_in, download=download, close_btn=close_btn,
-                  page_text_md=page_text_md, sim_img=sim_img, sim_caption=sim_caption)
+                  page_text_md=page_text_md, regions_toggle=regions_toggle, regions_md=regions_md, sim_img=sim_img, sim_caption=sim_caption)

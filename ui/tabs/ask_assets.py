@@ -83,6 +83,8 @@ ASK_CSS = """
   max-height: none !important; object-fit: contain; }
 #pl-viewer-img .image-container, #pl-viewer-img .image-frame, #pl-viewer-img .image-container button {
   display: block !important; overflow: visible; height: auto !important; max-height: none !important; }
+.pl-rg-text { color: rgb(37, 99, 235); }
+.pl-rg-visual { color: rgb(234, 88, 12); }
 #pl-page-text pre.pl-page-text { white-space: pre-wrap; overflow-wrap: anywhere; }
 .pl-viewer-bar { flex-wrap: wrap !important; gap: 0.3rem !important; }
 .pl-viewer-bar > * { flex: 1 1 auto !important; min-width: 2.4rem !important; padding-left: 0.3rem !important; padding-right: 0.3rem !important; }
