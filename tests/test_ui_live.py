@@ -65,3 +65,47 @@ def test_collections_appear_with_fresh_counts_and_questions_can_be_scoped(browse
         expect(page.locator("#pl-chat [data-testid=user]")).to_contain_text("1 document(s) only")
         _shots(page, "live_02_scoped_question")
         page.goto("about:blank")
+
+
+def test_the_viewer_draws_the_cited_regions_and_they_can_be_hidden(browser_page, settings_factory,  # noqa: ANN001, F811
+                                                                  monkeypatch) -> None:  # noqa: ANN001
+    """The real search, with regions added to its hits as issue 27's search will give them: a click on a
+    source opens the page with its regions drawn (a legend names them by kind); the toggle hides them."""
+    from dataclasses import replace
+
+    from pagelens.ui.tabs import ask as ask_mod
+    from playwright.sync_api import expect
+
+    real = ask_mod.search_visible
+
+    def with_regions(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        hits = real(*args, **kwargs)
+        regions = [{"x0": 0.1, "y0": 0.1, "x1": 0.5, "y1": 0.2, "source": "text", "score": 0.9, "text": "Total"},
+                   {"x0": 0.2, "y0": 0.5, "x1": 0.8, "y1": 0.7, "source": "visual", "score": 0.6}]
+        try:
+            return [replace(h, regions=regions) for h in hits]  # issue 27's SearchHit
+        except TypeError:
+            for h in hits:
+                object.__setattr__(h, "regions", regions)
+            return hits
+
+    monkeypatch.setattr(ask_mod, "search_visible", with_regions)
+    settings = settings_factory(max_new_tokens=4, answer_top_k=1)
+    seed_collections(settings, "inv")
+    page = browser_page
+    with serve(settings) as url:
+        _api_upload(url, "inv", (AWS,))
+        page.goto(f"{url}/ui/?collection=inv&mode=search")
+        expect(page.locator("#pl-collection input")).to_have_value("inv")
+        page.locator("#pl-question textarea").fill("What is the total amount due?")
+        page.locator("#pl-question textarea").press("Enter")
+        page.locator("#pl-chat li.pl-cite").first.click(timeout=60_000)
+        img = page.locator("#pl-viewer-img img")
+        expect(img).to_have_attribute("src", re.compile(r"/pages/rg/"))
+        expect(page.locator("#pl-regions input")).to_be_checked()
+        expect(page.locator("#pl-regions-legend")).to_contain_text("1 text region(s)")
+        expect(page.locator("#pl-regions-legend")).to_contain_text("1 visual region(s)")
+        _shots(page, "live_03_regions")
+        page.locator("#pl-regions input").uncheck()
+        expect(img).not_to_have_attribute("src", re.compile(r"/rg/"))
+        page.goto("about:blank")
