@@ -143,6 +143,7 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     shot("upload_queued")
     indexed = page.locator("#pl-progress .pl-status-done")
     expect(indexed).to_have_count(1, timeout=INDEX_TIMEOUT_MS)
+    expect(page.get_by_text("Indexing finished in 'invoices'")).to_be_visible()  # a notice, on any tab
     expect(page.locator("#pl-progress")).to_contain_text("1 / 1")
     expect(page.locator("#pl-docs")).to_contain_text(AWS.name)
     expect(page.locator("#pl-docs .pl-status-done")).to_have_count(1)

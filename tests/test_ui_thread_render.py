@@ -177,9 +177,9 @@ def test_cited_regions_are_validated_found_and_drawn(tmp_path) -> None:  # noqa:
     """Issue 27's regions (fractions of the page, text or visual): malformed ones are left out, the viewer
     finds those of the newest answer citing the page and draws them as translucent boxes, text blue and
     visual orange, recorded as a page of the collection."""
-    from PIL import Image
     from pagelens.ui.thread import cite_regions, regions_of, turns_from_json, turns_to_json
     from pagelens.ui.viewer import REGION_COLORS, draw_regions, regions_legend
+    from PIL import Image
 
     raw = [{"x0": 0.1, "y0": 0.1, "x1": 0.4, "y1": 0.3, "source": "text", "score": 0.8, "text": "Total 42"},
            {"x0": 0.5, "y0": 0.6, "x1": 0.9, "y1": 0.9, "source": "visual", "score": 0.5},

@@ -218,10 +218,19 @@ class DocumentsTab:
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
                         shell.timer, self.docs_pager, self.docs_prev, self.docs_next, self.docs_offset, self.docs_seen,
                         screen.ask.ask_btn]
-        for timer in (shell.timer, shell.poll):
-            if timer is not None:
-                timer.tick(tick, [*load_inputs, self.doc_pick, self.docs_offset, self.docs_seen], tick_outputs,
-                           show_progress="hidden", api_visibility="private")
+        def tick_progress(collection: str | None, sess: dict[str, Any], picked: str | None, offset: int | None,
+                          seen: str | None, request: gr.Request) -> list[Any]:
+            """The progress timer's tick (it runs only while an upload runs): when it stops, the uploads are
+            done, and a notice says so (whatever tab is open)."""
+            out = tick(collection, sess, picked, offset, seen, request)
+            if not getattr(out[5], "active", True) and can_read(who(request), collection):
+                gr.Info(finished_notice(collection or ""))
+            return out
+
+        tick_inputs = [*load_inputs, self.doc_pick, self.docs_offset, self.docs_seen]
+        shell.timer.tick(tick_progress, tick_inputs, tick_outputs, show_progress="hidden", api_visibility="private")
+        if shell.poll is not None:
+            shell.poll.tick(tick, tick_inputs, tick_outputs, show_progress="hidden", api_visibility="private")
         page_outputs = [self.docs_df, self.doc_pick, self.docs_pager, self.docs_prev, self.docs_next,
                         self.docs_offset, self.docs_seen]
         for button, step in ((self.docs_prev, -1), (self.docs_next, 1)):
@@ -260,6 +269,11 @@ def upload(ctx: UIContext, p: Principal | None, collection: str | None, paths: l
     if rejected:
         parts.append(f"{len(rejected)} file(s) rejected (see below).")
     return " ".join(parts), not rejected, sess
+
+
+def finished_notice(collection: str) -> str:
+    """The notice shown when the uploads of ``collection`` this page follows are done."""
+    return f"Indexing finished in '{collection}': see the Uploads table for each file; the new pages can be asked now."
 
 
 def _doc_name(ctx: UIContext, collection: str, doc_id: str) -> str:
