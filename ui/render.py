@@ -128,22 +128,42 @@ def scope_choices(ctx: UIContext, collection: str) -> list[tuple[str, str]]:
 DOCS_PAGE = 50  # documents per page of the Documents table (the registry reads one page: O(page))
 
 
+SORTS = {"name": "Name (A-Z)", "pages": "Most pages", "newest": "Newest first"}
+ORDER_WORDS = {"name": "by name", "pages": "most pages first", "newest": "newest first"}
+
+
 def documents_rows(ctx: UIContext, collection: str, offset: int = 0, limit: int = DOCS_PAGE,
-                   inflight: set[str] | None = None) -> tuple[list[list[Any]], list[tuple[str, str]]]:
-    """One page of the documents table, sorted by name (rows: name, pages, status, indexed at, id) and the
-    delete picker's choices (that page's documents that no job is indexing). ``inflight``: the documents
-    a job is indexing, when the caller has read them already."""
+                   inflight: set[str] | None = None, name_filter: str = "",
+                   sort: str = "name") -> tuple[list[list[Any]], list[tuple[str, str]], int | None]:
+    """One page of the documents table (rows: name, pages, status, indexed at, id), the delete picker's
+    choices (that page's documents that no job is indexing) and, when filtered or sorted otherwise than by
+    name, the number of matching documents (None: all of the collection's, ``document_count``).
+    ``name_filter``: only names containing it (case-insensitive); ``sort``: a key of ``SORTS``. By name
+    without a filter the registry reads one page (O(page)); otherwise the whole listing is read, filtered
+    and sorted here. ``inflight``: the documents a job is indexing, when the caller has read them already."""
     inflight = ctx.jobs.inflight_doc_ids(collection) if inflight is None else inflight
+    needle = (name_filter or "").strip().casefold()
+    matched: int | None = None
+    if needle or sort != "name":
+        docs = [d for d in ctx.service.documents(collection) if needle in d.doc_name.casefold()]
+        if sort == "pages":
+            docs.sort(key=lambda d: (-d.page_count, d.doc_name))
+        elif sort == "newest":
+            docs.sort(key=lambda d: d.indexed_at, reverse=True)
+        matched = len(docs)
+        docs = docs[max(0, offset):max(0, offset) + limit]
+    else:
+        docs = ctx.service.documents(collection, offset=max(0, offset), limit=limit)
     rows: list[list[Any]] = []
     choices: list[tuple[str, str]] = []
-    for doc in ctx.service.documents(collection, offset=max(0, offset), limit=limit):
+    for doc in docs:
         status = document_status(doc.status, doc.doc_id in inflight)
         pages = f"{doc.pages_indexed}/{doc.page_count}" if doc.pages_indexed != doc.page_count else str(
             doc.page_count)
         rows.append([doc.doc_name, pages, status, doc.indexed_at.replace("T", " ")[:19], doc.doc_id])
         if doc.doc_id not in inflight:
             choices.append((f"{doc.doc_name} ({doc.page_count} p.)", doc.doc_id))
-    return rows, choices
+    return rows, choices, matched
 
 
 def ask_button(pages: int, uploads_active: bool) -> Any:
@@ -168,11 +188,15 @@ def pager_updates(offset: int, total: int) -> list[Any]:
             gr.update(interactive=offset + DOCS_PAGE < total)]
 
 
-def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None) -> str:
+def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None, filtered: bool = False,
+              sort: str = "name") -> str:
     """The documents table (name, pages, status, indexed at, id); the last two hidden on phones. With
-    ``total`` above the rows shown, a line says which of them these are (``offset`` + 1 to ...)."""
+    ``total`` above the rows shown, a line says which of them these are (``offset`` + 1 to ...);
+    ``filtered``: the rows are those matching the name filter (none: it says so); ``sort``: their order
+    (a key of ``SORTS``)."""
     if not rows:
-        return '<p class="pl-empty">No documents in this collection.</p>'
+        return ('<p class="pl-empty">No document name matches the filter.</p>' if filtered
+                else '<p class="pl-empty">No documents in this collection.</p>')
     body = "".join(
         f'<tr class="pl-doc pl-doc-{html.escape(str(status))}"><td class="pl-file">{html.escape(str(name))}</td>'
         f"<td>{html.escape(str(pages))}</td>"
@@ -183,8 +207,9 @@ def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None) 
     )
     shown = ""
     if total is not None and total > len(rows):
-        shown = (f'<p class="pl-note" id="pl-docs-range">Documents {offset + 1:,}–{offset + len(rows):,} of '
-                 f"{total:,}, by name</p>")
+        which = "Matching documents" if filtered else "Documents"
+        shown = (f'<p class="pl-note" id="pl-docs-range">{which} {offset + 1:,}–{offset + len(rows):,} of '
+                 f"{total:,}, {ORDER_WORDS.get(sort, 'by name')}</p>")
     return (shown + '<table class="pl-table" id="pl-docs-table"><thead><tr><th>Document</th><th>Pages</th>'
             '<th>Status</th><th class="pl-hide-sm">Indexed (UTC)</th><th class="pl-hide-sm">ID</th></tr>'
             f"</thead><tbody>{body}</tbody></table>")

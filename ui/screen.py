@@ -78,7 +78,7 @@ class Screen:
         return [self.shell.coll_summary, d.docs_df, d.doc_pick, d.upload_group, d.readonly_note,
                 d.doc_delete_group, d.doc_confirm_row, d.progress, self.shell.timer, c.coll_delete_group,
                 c.coll_confirm_row, d.docs_pager, d.docs_prev, d.docs_next, d.docs_offset, d.docs_seen,
-                self.ask.ask_btn, self.ask.scope]
+                self.ask.ask_btn, self.ask.scope, d.docs_filter, d.docs_sort]
 
     @property
     def all_outputs(self) -> list[Any]:
@@ -101,7 +101,7 @@ class Screen:
             try:
                 info = ctx.service.collection_info(collection)
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
-                rows, choices = documents_rows(ctx, collection)
+                rows, choices, _ = documents_rows(ctx, collection)
                 total, pages = info.documents, info.pages
                 scope = scope_choices(ctx, collection)
             except PagelensError as exc:
@@ -127,6 +127,8 @@ class Screen:
             "",  # what the poll last drew: nothing yet (it draws at its next tick)
             ask_button(pages, bool(readable and collection and ctx.jobs.active_for(collection))),
             gr.update(choices=scope, value=[]),
+            "",  # the documents table: no name filter,
+            "name",  # sorted by name
         ]
 
     def refresh_all(self, p: Principal | None, selected: str | None, sess: dict[str, Any]) -> list[Any]:

@@ -13,6 +13,7 @@ import gradio as gr
 from pagelens.ui.actions import ACCEPTED_TYPES, cancel_job, enqueue_files, record_upload, retry_with_password
 from pagelens.ui.render import (
     DOCS_PAGE,
+    SORTS,
     ask_button,
     docs_html,
     documents_rows,
@@ -78,6 +79,9 @@ class DocumentsTab:
     docs_next: gr.Button
     docs_offset: gr.State
     docs_seen: gr.State
+    # the table's name filter and order (``render.SORTS``)
+    docs_filter: gr.Textbox
+    docs_sort: gr.Dropdown
 
     def wire(self, shell: UIShell, screen: Screen) -> None:
         """Connect upload, the progress timer and document deletion."""
@@ -93,7 +97,7 @@ class DocumentsTab:
             return None, msg(text, ok=ok), sess, ""  # the password is not kept in the page
 
         def tick(collection: str | None, sess: dict[str, Any], picked: str | None, offset: int | None,
-                 seen: str | None, request: gr.Request) -> list[Any]:
+                 seen: str | None, name_filter: str | None, sort: str | None, request: gr.Request) -> list[Any]:
             """The uploads, documents and summary of ``collection`` now (the progress timer while a job
             runs, the idle poll otherwise: documents added by any door appear without Refresh); keeps the
             document picked for deletion while it is still there. The documents part is redrawn only when
@@ -115,35 +119,46 @@ class DocumentsTab:
             try:
                 inflight = ctx.jobs.inflight_doc_ids(collection)
                 mark = (f"{collection}|{writable}|{offset}|{active}|{ctx.service.listing_version(collection)}|"
-                        f"{','.join(sorted(inflight))}")
+                        f"{','.join(sorted(inflight))}|{sort}|{name_filter}")
                 if mark == seen:
                     return documents_unchanged(active)
                 info = ctx.service.collection_info(collection)
                 offset = min(offset, last_page_offset(info.documents))  # the page is gone (documents deleted)
-                rows, choices = documents_rows(ctx, collection, offset, inflight=inflight)
+                rows, choices, matched = documents_rows(ctx, collection, offset, inflight=inflight,
+                                                        name_filter=name_filter or "", sort=sort or "name")
+                if matched is not None and offset > last_page_offset(matched):
+                    offset = last_page_offset(matched)
+                    rows, choices, matched = documents_rows(ctx, collection, offset, inflight=inflight,
+                                                            name_filter=name_filter or "", sort=sort or "name")
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
             except PagelensError:
                 return documents_unchanged(False)
             ids = [doc_id for _, doc_id in choices]
             value = picked if picked in ids else (ids[0] if ids else None)
-            return [prog, docs_html(rows, offset, info.documents), gr.update(choices=choices, value=value),
+            total = info.documents if matched is None else matched
+            return [prog, docs_html(rows, offset, total, filtered=bool((name_filter or "").strip()),
+                                    sort=sort or "name"),
+                    gr.update(choices=choices, value=value),
                     gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active),
-                    *pager_updates(offset, info.documents), offset, mark, ask_button(info.pages, active)]
+                    *pager_updates(offset, total), offset, mark, ask_button(info.pages, active)]
 
         def turn_page(collection: str | None, offset: int | None, step: int, picked: str | None,
-                      request: gr.Request) -> list[Any]:
+                      name_filter: str | None, sort: str | None, request: gr.Request) -> list[Any]:
             """Previous / Next: the documents table ``step`` pages on (clamped), drawn now."""
             p = who(request)
             if not can_read(p, collection) or not collection:
                 return [gr.skip()] * 7
             try:
-                total = ctx.service.document_count(collection)
+                _, _, matched = documents_rows(ctx, collection, 0, limit=0, name_filter=name_filter or "",
+                                               sort=sort or "name")
+                total = ctx.service.document_count(collection) if matched is None else matched
                 offset = min(max(0, int(offset or 0) + step * DOCS_PAGE), last_page_offset(total))
-                rows, choices = documents_rows(ctx, collection, offset)
+                rows, choices, _ = documents_rows(ctx, collection, offset, name_filter=name_filter or "",
+                                                  sort=sort or "name")
             except PagelensError as exc:
                 return [msg(err(exc), ok=False), *[gr.skip()] * 6]
             ids = [doc_id for _, doc_id in choices]
-            return [docs_html(rows, offset, total),
+            return [docs_html(rows, offset, total, filtered=bool((name_filter or "").strip()), sort=sort or "name"),
                     gr.update(choices=choices, value=picked if picked in ids else (ids[0] if ids else None)),
                     *pager_updates(offset, total), offset, ""]
 
@@ -219,24 +234,40 @@ class DocumentsTab:
                         shell.timer, self.docs_pager, self.docs_prev, self.docs_next, self.docs_offset, self.docs_seen,
                         screen.ask.ask_btn]
         def tick_progress(collection: str | None, sess: dict[str, Any], picked: str | None, offset: int | None,
-                          seen: str | None, request: gr.Request) -> list[Any]:
+                          seen: str | None, name_filter: str | None, sort: str | None,
+                          request: gr.Request) -> list[Any]:
             """The progress timer's tick (it runs only while an upload runs): when it stops, the uploads are
             done, and a notice says so (whatever tab is open)."""
-            out = tick(collection, sess, picked, offset, seen, request)
+            out = tick(collection, sess, picked, offset, seen, name_filter, sort, request)
             if not getattr(out[5], "active", True) and can_read(who(request), collection):
                 gr.Info(finished_notice(collection or ""))
             return out
 
-        tick_inputs = [*load_inputs, self.doc_pick, self.docs_offset, self.docs_seen]
+        tick_inputs = [*load_inputs, self.doc_pick, self.docs_offset, self.docs_seen, self.docs_filter, self.docs_sort]
         shell.timer.tick(tick_progress, tick_inputs, tick_outputs, show_progress="hidden", api_visibility="private")
         if shell.poll is not None:
             shell.poll.tick(tick, tick_inputs, tick_outputs, show_progress="hidden", api_visibility="private")
         page_outputs = [self.docs_df, self.doc_pick, self.docs_pager, self.docs_prev, self.docs_next,
                         self.docs_offset, self.docs_seen]
-        for button, step in ((self.docs_prev, -1), (self.docs_next, 1)):
-            button.click(lambda c, o, picked, request, s=step: turn_page(c, o, s, picked, request),
-                         [shell.coll_dd, self.docs_offset, self.doc_pick], page_outputs, show_progress="hidden",
-                         api_visibility="private")
+        def page_prev(collection: str | None, offset: int | None, picked: str | None, name_filter: str | None,
+                      sort: str | None, request: gr.Request) -> list[Any]:
+            return turn_page(collection, offset, -1, picked, name_filter, sort, request)
+
+        def page_next(collection: str | None, offset: int | None, picked: str | None, name_filter: str | None,
+                      sort: str | None, request: gr.Request) -> list[Any]:
+            return turn_page(collection, offset, 1, picked, name_filter, sort, request)
+
+        def page_first(collection: str | None, picked: str | None, name_filter: str | None, sort: str | None,
+                       request: gr.Request) -> list[Any]:
+            """A new filter or order: its first page, drawn now."""
+            return turn_page(collection, 0, 0, picked, name_filter, sort, request)
+
+        page_inputs = [shell.coll_dd, self.docs_offset, self.doc_pick, self.docs_filter, self.docs_sort]
+        self.docs_prev.click(page_prev, page_inputs, page_outputs, show_progress="hidden", api_visibility="private")
+        self.docs_next.click(page_next, page_inputs, page_outputs, show_progress="hidden", api_visibility="private")
+        for control in (self.docs_filter.input, self.docs_sort.input):
+            control(page_first, [shell.coll_dd, self.doc_pick, self.docs_filter, self.docs_sort], page_outputs,
+                    show_progress="hidden", api_visibility="private", trigger_mode="always_last")
 
         self.doc_del_btn.click(ask_delete_document, [shell.coll_dd, self.doc_pick],
                                [self.doc_confirm_row, self.doc_confirm_md, self.docs_msg], api_visibility="private")
@@ -369,6 +400,11 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                 retry_cancel_btn = gr.Button("Close", scale=0, min_width=90, elem_id="pl-retry-close",
                                              elem_classes="pl-btn")
         gr.Markdown("#### Documents")
+        with gr.Row(elem_classes="pl-bar-row"):
+            docs_filter = gr.Textbox(label="Filter by name", placeholder="part of a file name", max_lines=1,
+                                     scale=3, min_width=180, elem_id="pl-docs-filter")
+            docs_sort = gr.Dropdown([(label, key) for key, label in SORTS.items()], value="name", label="Sort by",
+                                    scale=1, min_width=140, elem_id="pl-docs-sort")
         docs_df = gr.HTML(docs_html([]), elem_id="pl-docs")
         docs_offset = gr.State(0)
         docs_seen = gr.State("")
@@ -395,4 +431,5 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                         row_action=row_action, row_action_btn=row_action_btn, retry_group=retry_group,
                         retry_md=retry_md, retry_password=retry_password, retry_btn=retry_btn,
                         retry_cancel_btn=retry_cancel_btn, retry_target=retry_target, docs_pager=docs_pager,
-                        docs_prev=docs_prev, docs_next=docs_next, docs_offset=docs_offset, docs_seen=docs_seen)
+                        docs_prev=docs_prev, docs_next=docs_next, docs_offset=docs_offset, docs_seen=docs_seen,
+                        docs_filter=docs_filter, docs_sort=docs_sort)
