@@ -98,11 +98,16 @@ def test_page_refs_and_download_names() -> None:
 
 
 def test_viewer_title_and_text() -> None:
+    long_de = "Die Rechnung <7> ist bis zum Ende des Monats zu bezahlen. Vielen Dank für Ihren Auftrag."
     view = PageView(collection="c", doc_id="d", doc_name="a_b.pdf", page_no=2, page_count=5, image=None,
-                    text="Rechnung <7>", text_source="pdf", language="de")
+                    text=long_de, text_source="pdf", language="de")
     assert viewer_title(view) == r"**a\_b.pdf** · page 2 of 5"
     text = viewer_text(view)
     assert "page 2" in text and "language: `de`" in text and "Rechnung &lt;7&gt;" in text
+    # the language is named only when the page's text confirms it with confidence
+    for language, page_text in (("vo", long_de), ("de", "Rechnung <7>"), ("und", long_de), (None, long_de)):
+        shown = viewer_text(PageView("c", "d", "a.pdf", 1, 1, None, text=page_text, language=language))
+        assert "language" not in shown, (language, page_text)
 
 
 def test_the_viewer_checks_read_access_first() -> None:

@@ -244,13 +244,28 @@ PAGE_TEXT_CHARS = 6000  # characters of a page's text shown beside its image
 TEXT_SOURCES = {"pdf": "the PDF's text layer", "ocr": "OCR (Tesseract)", "none": "none: no text layer and no OCR"}
 
 
+SHOWN_LANGUAGE_CONFIDENCE = 0.9  # the detector's confidence a page's language needs to be named in the viewer
+
+
+def shown_language(stored: str | None, text: str | None) -> str:
+    """The page's language as the viewer names it: the stored one only when the page's text confirms it
+    with confidence (``SHOWN_LANGUAGE_CONFIDENCE``, ``text_analysis.detect_language``), else "" (not named:
+    a short or mixed page's guess, like "vo" for an English invoice, says nothing useful)."""
+    if not stored or stored == "und" or not (text or "").strip():
+        return ""
+    from pagelens.index.stores.text_analysis import detect_language
+
+    code, confidence = detect_language(text)
+    return stored if code == stored and confidence >= SHOWN_LANGUAGE_CONFIDENCE else ""
+
+
 def page_text_markdown(hit: SearchHit) -> str:
     """Markdown of a page's extracted text and where it came from (text layer or OCR) and its detected
     language, shown beside the top page's image; the text is HTML-escaped in a <pre> block."""
     source = hit.text_source or ("pdf" if (hit.text or "").strip() else "none")
-    language = hit.language or "unknown"
+    language = shown_language(hit.language, hit.text)
     head = (f"**Text of {html.escape(hit.doc_name)}, page {hit.page_no}** · source: "
-            f"{TEXT_SOURCES.get(source, source)} · language: `{html.escape(language)}`")
+            f"{TEXT_SOURCES.get(source, source)}" + (f" · language: `{html.escape(language)}`" if language else ""))
     text = (hit.text or "").strip()
     if not text:
         return head + ("\n\nThis page has no text: it is found by its image only. Install Tesseract "
