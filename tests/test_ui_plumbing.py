@@ -41,6 +41,7 @@ FIND_PLUMBING_JS = """(helpers) => {
                   || e.getAttribute('placeholder')
                   || [...e.querySelectorAll('img[alt]')].map((i) => i.getAttribute('alt')).join(' ') || '').trim();
     if (!name) found.push([e.outerHTML.slice(0, 160), 'control without an accessible name']);
+    else if (!/[\p{L}\p{N}]/u.test(name)) found.push([e.outerHTML.slice(0, 160), 'control named only by a symbol: ' + name]);
   });
   document.querySelectorAll('img').forEach((e) => {
     if (shown(e) && !(e.getAttribute('alt') || '').trim() && e.getAttribute('role') !== 'presentation') {

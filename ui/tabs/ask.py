@@ -711,14 +711,14 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                              elem_classes="pl-btn")
                         next_btn = gr.Button("Next ▶", size="sm", min_width=60, elem_id="pl-next",
                                              elem_classes="pl-btn")
-                        zoom_out = gr.Button("−", size="sm", min_width=40, elem_id="pl-zoom-out",
+                        zoom_out = gr.Button("− Zoom", size="sm", min_width=40, elem_id="pl-zoom-out",
                                              elem_classes="pl-btn")
                         zoom_fit = gr.Button("Fit", size="sm", min_width=50, elem_id="pl-zoom-fit",
                                              elem_classes="pl-btn")
-                        zoom_in = gr.Button("+", size="sm", min_width=40, elem_id="pl-zoom-in", elem_classes="pl-btn")
-                        download = gr.DownloadButton("⬇ PNG", size="sm", min_width=70, elem_id="pl-download",
+                        zoom_in = gr.Button("+ Zoom", size="sm", min_width=40, elem_id="pl-zoom-in", elem_classes="pl-btn")
+                        download = gr.DownloadButton("⬇ Download PNG", size="sm", min_width=70, elem_id="pl-download",
                                                      elem_classes="pl-btn")
-                        close_btn = gr.Button("✕", size="sm", min_width=40, elem_id="pl-viewer-close",
+                        close_btn = gr.Button("✕ Close", size="sm", min_width=40, elem_id="pl-viewer-close",
                                               elem_classes="pl-btn")
                     viewer_msg = gr.HTML("", elem_id="pl-viewer-msg", padding=False, visible=False)
                     with gr.Row(elem_classes="pl-bar-row"):
