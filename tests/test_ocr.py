@@ -218,13 +218,15 @@ def test_ui_shows_a_pages_text_and_its_source() -> None:
     from pagelens.ui.render import page_text_markdown
 
     hit = SearchHit(rank=1, doc_id="d", doc_name="scan<1>.pdf", page_no=2, page_count=3, score=1.0, image_path=None,
-                    text="Rechnung <b>Nr. 7</b>", language="de", text_source="ocr")
+                    text="Rechnung <b>Nr. 7</b> ist bis zum Ende des Monats zu bezahlen. Vielen Dank für Ihren Auftrag.",
+                    language="de", text_source="ocr")
     md = page_text_markdown(hit)
     assert "source: OCR (Tesseract)" in md and "language: `de`" in md and "scan&lt;1&gt;.pdf, page 2" in md
-    assert '<pre class="pl-page-text">Rechnung &lt;b&gt;Nr. 7&lt;/b&gt;</pre>' in md  # escaped, never HTML
+    assert '<pre class="pl-page-text">Rechnung &lt;b&gt;Nr. 7&lt;/b&gt; ist' in md  # escaped, never HTML
     empty = SearchHit(rank=1, doc_id="d", doc_name="s.png", page_no=1, page_count=1, score=1.0, image_path=None,
                       text="", language="und", text_source="none")
     assert "found by its image only" in page_text_markdown(empty) and "install-system-deps.sh" in page_text_markdown(empty)
     old = SearchHit(rank=1, doc_id="d", doc_name="a.pdf", page_no=1, page_count=1, score=1.0, image_path=None,
                     text="Invoice total")  # indexed before languages and OCR
-    assert "the PDF's text layer" in page_text_markdown(old) and "language: `unknown`" in page_text_markdown(old)
+    # no language is named without one detected with confidence (ui/render.shown_language)
+    assert "the PDF's text layer" in page_text_markdown(old) and "language" not in page_text_markdown(old)

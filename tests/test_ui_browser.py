@@ -7,7 +7,6 @@ Screenshots of every step go to ``test-artifacts/ui/`` (repo root, git-ignored).
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
@@ -144,6 +143,7 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     shot("upload_queued")
     indexed = page.locator("#pl-progress .pl-status-done")
     expect(indexed).to_have_count(1, timeout=INDEX_TIMEOUT_MS)
+    expect(page.get_by_text("Indexing finished in 'invoices'")).to_be_visible()  # a notice, on any tab
     expect(page.locator("#pl-progress")).to_contain_text("1 / 1")
     expect(page.locator("#pl-docs")).to_contain_text(AWS.name)
     expect(page.locator("#pl-docs .pl-status-done")).to_have_count(1)
@@ -153,25 +153,24 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     tab("Ask")
     page.locator("#pl-question textarea").fill("What is the total amount due?")
     page.locator("#pl-ask").click()
-    gallery_imgs = page.locator("#pl-gallery img")
-    expect(gallery_imgs.first).to_be_visible(timeout=60_000)
-    expect(page.locator("#pl-answer")).to_contain_text("page(s) read", timeout=60_000)  # the final footer
-    answer_text = page.locator("#pl-answer").inner_text()
+    chat = page.locator("#pl-chat")
+    thumbs = chat.locator(".pl-sources img.pl-thumb")
+    expect(thumbs.first).to_be_visible(timeout=60_000)
+    expect(chat.locator(".pl-sources")).to_contain_text("page(s) read", timeout=60_000)  # the final footer
+    answer_text = chat.locator("[data-testid=bot]").first.inner_text()
     assert answer_text.strip() and "⚠" not in answer_text, answer_text
-    expect(page.locator("#pl-gallery")).to_contain_text(re.compile(rf"{re.escape(AWS.name)} — page 1 \((maxsim|bm25|rrf|dbsf) -?\d"))
+    expect(chat.locator("#pl-t1-cite-1")).to_have_text(f"[1] {AWS.name} — page 1")  # no raw scores
     expect(page.locator("#pl-sim img")).to_be_visible(timeout=60_000)
     expect(page.locator("#pl-sim-caption")).to_contain_text("patch grid")
     shot("answer")
-    gallery_imgs.first.click()  # click to enlarge (Gallery preview)
-    expect(page.locator("#pl-gallery .preview, #pl-gallery [class*=preview]").first).to_be_visible()
-    shot("page_enlarged")
-    page.keyboard.press("Escape")
 
     # search-only mode with k
+    page.locator("#pl-ask-options").click()
     page.get_by_label("Search only").check()
+    page.locator("#pl-question textarea").fill("What is the total amount due?")
     page.locator("#pl-ask").click()
-    expect(page.locator("#pl-answer")).to_contain_text("search only", timeout=60_000)
-    expect(gallery_imgs.first).to_be_visible()
+    expect(chat.locator("[data-testid=bot]").filter(has_text="search only")).to_have_count(1, timeout=60_000)
+    expect(thumbs).to_have_count(2)
 
     # -- phone width with results -------------------------------------------------------------------
     page.set_viewport_size({"width": 390, "height": 844})
@@ -209,6 +208,9 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
 
     # -- delete the collection (with confirmation) -------------------------------------------------
     tab("Collections")
+    expect(page.locator("#pl-coll-delete-btn")).to_be_disabled()  # no row selected: nothing to delete
+    page.locator("#pl-collections").get_by_role("gridcell", name="invoices", exact=True).click()
+    expect(page.locator("#pl-coll-delete-btn")).to_be_enabled()
     page.locator("#pl-coll-delete-btn").click()
     expect(page.locator("#pl-coll-confirm")).to_contain_text("Delete collection 'invoices' with 0 documents / 0 pages?")
     page.locator("#pl-coll-confirm-btn").click()

@@ -70,6 +70,7 @@ def test_reload_keeps_collection_question_mode_and_upload_history(browser_page, 
         page.goto(f"{url}/ui/?collection=beta&q=What+is+the+total%3F&mode=search")
         expect(page.locator("#pl-collection input")).to_have_value("beta")
         expect(page.locator("#pl-question textarea")).to_have_value("What is the total?")
+        page.locator("#pl-ask-options").click()  # the options (mode, retrieval, k) are folded under the chat
         expect(page.locator("#pl-mode").get_by_label("Search only")).to_be_checked()
         expect(page.locator("#pl-coll-summary")).to_contain_text("document(s)")
         page.get_by_role("tab", name="Documents").click()
@@ -96,6 +97,7 @@ def test_reload_keeps_collection_question_mode_and_upload_history(browser_page, 
         assert response is not None and response.status == 200
         expect(page.locator("#pl-collection input")).to_have_value("alpha")
         expect(page.locator("#pl-question textarea")).to_have_value("Who signed the report?")
+        page.locator("#pl-ask-options").click()
         expect(page.locator("#pl-mode").get_by_label("Answer")).to_be_checked()
         _shots(page, "02_after_reload")
 
@@ -113,83 +115,10 @@ def test_reload_keeps_collection_question_mode_and_upload_history(browser_page, 
         page.goto("about:blank")  # close the UI's event stream before the server stops
 
 
-def test_enter_asks_shift_enter_is_a_newline_empty_is_refused_and_stop_stops(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
-    """Enter in the question box asks, Shift+Enter adds a line; an empty question (button or Enter) is
-    refused with a message and clears nothing; Stop ends a running answer, keeping what was written."""
+def test_enter_asks_shift_enter_is_a_newline_and_sources_fit_a_phone(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """Enter in the question box asks, Shift+Enter adds a line (the Chatbot's input, no script of ours);
+    the answer's numbered source shows the whole document name and page, also at 390 px."""
     from playwright.sync_api import expect
-
-
-    # many tokens: the answer runs long enough to be stopped (the tiny model is random; its text is not tested)
-    settings = settings_factory(max_new_tokens=1500, answer_top_k=1)
-    seed_collections(settings, "inv")
-    page = browser_page
-    with serve(settings) as url:
-        _api_upload(url, "inv", (AWS,))
-        page.goto(f"{url}/ui/?collection=inv&mode=search")
-        expect(page.locator("#pl-collection input")).to_have_value("inv")
-        box = page.locator("#pl-question textarea")
-        answer = page.locator("#pl-answer")
-
-        box.click()
-        box.type("total amount")
-        box.press("Shift+Enter")
-        box.type("and due date")
-        expect(box).to_have_value("total amount\nand due date")  # a newline, nothing asked
-        expect(answer).not_to_contain_text("page(s)")
-        box.press("Enter")
-        expect(answer).to_contain_text("search only", timeout=60_000)
-        expect(box).to_have_value("total amount\nand due date")  # Enter added no newline
-        expect(page.locator("#pl-gallery")).to_contain_text(AWS.name)
-        before = answer.inner_text()
-
-        # empty: refused, nothing cleared (Enter, then the button after a good question cleared the message)
-        box.fill("   ")
-        box.press("Enter")
-        msg = page.locator("#pl-ask-msg")
-        expect(msg).to_contain_text("Type a question first")
-        expect(answer).to_have_text(before)
-        expect(page.locator("#pl-gallery")).to_contain_text(AWS.name)
-        expect(box).to_have_value("   ")
-        box.fill("invoice number")
-        box.press("Enter")
-        expect(msg).not_to_contain_text("Type a question first", timeout=60_000)
-        expect(answer).to_contain_text("search only")
-        before = answer.inner_text()
-        box.fill("")
-        page.locator("#pl-ask").click()
-        expect(msg).to_contain_text("Type a question first")
-        expect(answer).to_have_text(before)
-        expect(page.locator("#pl-gallery")).to_contain_text(AWS.name)
-        _shots(page, "03_empty_question_refused")
-
-        # Stop: visible while answering, ends the answer and keeps its text
-        page.locator("#pl-mode").get_by_label("Answer").check()
-        box.fill("What is the total amount due?")
-        box.press("Enter")
-        stop = page.locator("#pl-stop")
-        expect(stop).to_be_visible(timeout=60_000)
-        _shots(page, "04_answering_with_stop")
-        stop.click()
-        expect(answer).to_contain_text("(stopped)")
-        expect(stop).to_be_hidden()
-        expect(page.locator("#pl-sim-caption")).to_contain_text("Stopped")
-        _shots(page, "05_stopped")
-        expect(answer).to_contain_text("(stopped)")  # still: no token streamed after the stop overwrote it
-        expect(answer).not_to_contain_text("▍")
-
-        # asking again works after a stop
-        page.locator("#pl-mode").get_by_label("Search only").check()
-        box.press("Enter")
-        expect(answer).to_contain_text("search only", timeout=60_000)
-        page.goto("about:blank")
-
-
-def test_citations_are_numbered_linked_and_readable_on_a_phone(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
-    """After an answer: one numbered citation per page shown to the model, with the full document name
-    and page (not cut, also at 390 px), gallery captions that wrap instead of ending in '...', and [n]
-    links in the answer that lead to citation n. The model is random: the rendering is tested, not its text."""
-    from playwright.sync_api import expect
-
 
     settings = settings_factory(max_new_tokens=4, answer_top_k=2)
     seed_collections(settings, "inv")
@@ -198,35 +127,29 @@ def test_citations_are_numbered_linked_and_readable_on_a_phone(browser_page, set
         _api_upload(url, "inv", (AWS,))
         page.goto(f"{url}/ui/?collection=inv")
         expect(page.locator("#pl-collection input")).to_have_value("inv")
-        page.locator("#pl-question textarea").fill("What is the total amount due?")
-        page.locator("#pl-ask").click()
-        answer = page.locator("#pl-answer")
-        expect(answer).to_contain_text("page(s) read", timeout=60_000)
-        cites = page.locator("#pl-citations li.pl-cite")
-        expect(cites).to_have_count(1)  # one page in the collection: one page shown to the model
-        expect(cites.first).to_have_text(f"[1]{AWS.name} — page 1")
-        link = answer.locator("a.pl-ref")
-        expect(link).to_have_count(1)
-        expect(link).to_have_text("[1]")
-        assert link.get_attribute("href") == "#pl-cite-1"
-        expect(page.locator("#pl-gallery")).to_contain_text(f"[1] {AWS.name} — page 1")
-
+        box = page.locator("#pl-question textarea")
+        chat = page.locator("#pl-chat")
+        box.click()
+        box.type("total amount")
+        box.press("Shift+Enter")
+        box.type("and due date")
+        expect(box).to_have_value("total amount\nand due date")  # a newline, nothing asked
+        expect(chat.locator("[data-testid=user]")).to_have_count(0)
+        box.press("Enter")
+        expect(chat.locator("[data-testid=user]")).to_have_count(1)
+        expect(chat.locator("[data-testid=user]")).to_contain_text("and due date")
+        cites = chat.locator("li.pl-cite")
+        expect(cites).to_have_count(1, timeout=60_000)  # one page in the collection: one page shown to the model
+        expect(cites.first).to_have_text(f"[1] {AWS.name} — page 1")
         for width in (1280, 390):
             page.set_viewport_size({"width": width, "height": 844})
-            # nothing cut: the citation and the gallery caption show their whole text (no overflow, no ellipsis)
-            for sel in ("#pl-citations li.pl-cite", "#pl-gallery .caption-label"):
-                el = page.locator(sel).first
-                expect(el).to_be_visible()
-                cut = el.evaluate("e => e.scrollWidth > e.clientWidth + 1 || getComputedStyle(e).textOverflow === 'ellipsis'")
-                assert not cut, (width, sel)
-                box = el.bounding_box()
-                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (width, sel, box)
+            el = cites.first.locator(".pl-cite-label")
+            expect(el).to_be_visible()
+            cut = el.evaluate("e => e.scrollWidth > e.clientWidth + 1 || getComputedStyle(e).textOverflow === 'ellipsis'")
+            assert not cut, width
+            box_ = cites.first.bounding_box()
+            assert box_ is not None and box_["x"] >= 0 and box_["x"] + box_["width"] <= width, (width, box_)
         page.set_viewport_size(DESKTOP)
-        link.click()  # shows the citation in place: no navigation, nothing lost
-        expect(cites.first).to_have_class(re.compile(r"\bpl-cite-on\b"))
-        expect(page.locator("#pl-question textarea")).to_have_value("What is the total amount due?")
-        expect(answer).to_contain_text("page(s) read")
-        assert _query(page) == {"collection": ["inv"], "q": ["What is the total amount due?"]}, page.url
         _shots(page, "06_citations")
         page.goto("about:blank")
 

@@ -193,6 +193,7 @@ def test_first_run_create_and_upload_then_select_and_delete_a_collection_row(bro
         table.get_by_role("gridcell", name="invoices-2024", exact=True).click()
         expect(page.locator("#pl-coll-selected")).to_contain_text("Selected: invoices-2024 (3 document(s), 3 page(s))")
         expect(page.locator("#pl-coll-delete-btn")).to_have_text("Delete 'invoices-2024'…")
+        expect(page.locator("#pl-coll-delete-btn")).to_be_enabled()
         page.locator("#pl-coll-delete-btn").click()
         expect(page.locator("#pl-coll-confirm")).to_contain_text(
             "Delete collection 'invoices-2024' with 3 documents / 3 pages? This cannot be undone.")
@@ -203,6 +204,7 @@ def test_first_run_create_and_upload_then_select_and_delete_a_collection_row(bro
         expect(table).to_contain_text("other")
         expect(page.locator("#pl-collection input")).to_have_value("other")  # the picker's one was not deleted
         expect(page.locator("#pl-coll-selected")).to_have_text("")
+        expect(page.locator("#pl-coll-delete-btn")).to_be_disabled()  # no row selected: no implicit target
         expect(page.locator("#pl-coll-summary")).to_contain_text("nothing to ask yet: upload files")  # "other" is empty
         assert httpx.get(f"{url}/v1/collections", timeout=30).json()  # "other" is still there
 

@@ -69,6 +69,22 @@ def test_documents_table_pages_and_idle_polls_read_no_listing(browser_page, sett
         page.locator("#pl-docs-prev").click()
         expect(shown).to_have_text("Documents 51–100 of 121, by name")
 
+        # the name filter and the order (issue 28.4): the first page of the matches, drawn at once
+        rows = page.locator("#pl-docs-table tbody tr")
+        box = page.locator("#pl-docs-filter input, #pl-docs-filter textarea").first
+        box.fill("REPORT-11")  # case-insensitive: report-11 and report-110 ... report-119
+        expect(rows).to_have_count(11)
+        expect(rows.first).to_contain_text("report-11.pdf")
+        box.fill("no-such-name")
+        expect(page.locator("#pl-docs")).to_contain_text("No document name matches the filter.")
+        box.fill("")
+        expect(shown).to_have_text("Documents 1–50 of 121, by name")
+        page.locator("#pl-docs-sort input").click()
+        page.get_by_role("option", name="Newest first").click()
+        expect(shown).to_have_text("Documents 1–50 of 121, newest first")
+        expect(rows.first).to_contain_text(AWS.name)  # uploaded last
+        _shots(page, "docs_filter_sort")
+
         # an empty collection: Ask is not live (nothing to search) until its first pages are indexed
         import httpx
 

@@ -1,12 +1,16 @@
-"""The Ask tab as a person keeps it open all day (issue 18), in a real browser (Debian chromium +
-Playwright, the real server on loopback, tiny random models): the conversation thread, Copy and
-Regenerate, the page viewer (zoom, previous/next, the page's text, download), the similarity map of an
-answer after a collection switch, and the "still indexing" answer. Screenshots, desktop (1280 px) and
-phone (390 px), go to ``test-artifacts/ui-day/``. The model is random: the rendering is tested, not its text."""
+"""The Ask tab's chat (issue 28.1, a ``gr.Chatbot``) as a person keeps it open all day, in a real browser
+(Debian chromium + Playwright, the real server on loopback, tiny random models): questions at the bottom,
+each answer in view as it arrives, its sources with the cited pages' thumbnails inside the answer (a click
+opens the viewer: zoom, previous/next, the page's text, download), Copy / Retry / Undo from the Chatbot,
+the conversation across a reload, New conversation; Ask refused while an answer streams and Stop ending
+the generation in the server; the "still indexing" answer. Screenshots, desktop (1280 px) and phone
+(390 px), go to ``test-artifacts/ui-day/``. The model is random: the rendering is tested, not its text."""
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 import warnings
 
 import pytest
@@ -17,11 +21,13 @@ from test_ui_day import PHONE, _api_upload, _shots
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TWO_PAGES = REAL_PDFS / "inv_qualityhosting_de.pdf"  # 2 pages, with a text layer
+GENERATING = "pagelens-answer-generate"  # the answerer's generation thread (answer/answerer.py)
 
 
 def _ask(page, question: str) -> None:  # noqa: ANN001
-    page.locator("#pl-question textarea").fill(question)
-    page.locator("#pl-ask").click()
+    box = page.locator("#pl-question textarea")
+    box.fill(question)
+    box.press("Enter")
 
 
 def _page_no(page) -> int:  # noqa: ANN001
@@ -32,13 +38,21 @@ def _page_no(page) -> int:  # noqa: ANN001
     return int(re.search(r"page (\d+) of", title.inner_text()).group(1))  # type: ignore[union-attr]
 
 
-def test_thread_copy_regenerate_viewer_and_map_after_a_switch(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
-    """Two questions stay in the thread, each with its own numbered citations; Copy puts the plain answer
-    on the clipboard; a citation opens the viewer (zoom, next/previous page with its image and text, a
-    download named <document>-p<N>.png); Regenerate after switching to another collection asks the last
-    question again in its own collection and replaces its answer, and the similarity map still works."""
-    from playwright.sync_api import expect
+def _in_view(page, selector: str) -> bool:  # noqa: ANN001
+    """The element is inside the chat's visible area (the chat scrolled to it)."""
+    return bool(page.locator(selector).last.evaluate(
+        """e => { const c = document.querySelector('#pl-chat [role=log]').getBoundingClientRect();
+                  const r = e.getBoundingClientRect();
+                  return r.bottom > c.top && r.top < c.bottom + 1; }"""))
 
+
+def test_chat_sources_viewer_copy_retry_undo_and_reload(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """Three questions: each answer lands in view with its own numbered sources and thumbnails; a source
+    opens the viewer (zoom, next/previous with its image and text, a download named <document>-p<N>.png);
+    Copy puts the answer as written on the clipboard; Retry after a collection switch asks the last question
+    again in its own collection, in place; Undo takes the last turn back into the question box; a reload
+    keeps the conversation; New conversation clears it, and it stays cleared."""
+    from playwright.sync_api import expect
 
     settings = settings_factory(max_new_tokens=4, answer_top_k=1)
     seed_collections(settings, "inv", "other")
@@ -49,124 +63,179 @@ def test_thread_copy_regenerate_viewer_and_map_after_a_switch(browser_page, sett
         page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
         page.goto(f"{url}/ui/?collection=inv")
         expect(page.locator("#pl-collection input")).to_have_value("inv")
-        answer = page.locator("#pl-answer")
+        chat = page.locator("#pl-chat")
+        users = chat.locator("[data-testid=user]")
+        sources = chat.locator(".pl-sources")
 
-        # -- the thread: two questions, each with its own citations ----------------------------------------
-        _ask(page, "What is the invoice number?")
-        expect(answer).to_contain_text("page(s) read", timeout=60_000)
-        _ask(page, "What is the total amount due?")
-        expect(page.locator("#pl-current-q")).to_contain_text("What is the total amount due?", timeout=60_000)
-        expect(answer).to_contain_text("page(s) read", timeout=60_000)
-        thread = page.locator("#pl-thread")
-        expect(thread.locator(".pl-turn")).to_have_count(1)
-        expect(thread.locator(".pl-turn-q")).to_contain_text("What is the invoice number?")
-        old_cite = thread.locator("li.pl-cite")
-        expect(old_cite).to_have_count(1)
-        expect(old_cite.first).to_have_text(re.compile(rf"^\[1\]{re.escape(TWO_PAGES.name)} — page [12]$"))
-        assert old_cite.first.get_attribute("id") == "pl-t1-cite-1"
-        assert thread.locator("a.pl-ref").first.get_attribute("href") == "#pl-t1-cite-1"
-        cite = page.locator("#pl-citations li.pl-cite")
-        expect(cite).to_have_count(1)
-        expect(cite.first).to_have_text(re.compile(rf"^\[1\]{re.escape(TWO_PAGES.name)} — page [12]$"))
-        assert answer.locator("a.pl-ref").first.get_attribute("href") == "#pl-cite-1"
+        # -- three questions: each answer in view, with its own sources and thumbnails ---------------------
+        questions = ["What is the invoice number?", "What is the total amount due?", "Who sent it?"]
+        for n, q in enumerate(questions, start=1):
+            _ask(page, q)
+            expect(sources).to_have_count(n, timeout=60_000)
+            expect(page.locator("#pl-question textarea")).to_have_value("")  # the box is ready for the next
+            expect(page.locator("#pl-ask")).to_be_enabled()
+            assert _in_view(page, f"#pl-t{n}-sources"), n  # the newest answer is on screen, not below it
+        expect(users).to_have_count(3)
+        expect(users.nth(1)).to_contain_text("What is the total amount due?")
+        cite = chat.locator("#pl-t2-cite-1")
+        expect(cite).to_have_text(re.compile(rf"^\[1\] {re.escape(TWO_PAGES.name)} — page [12]$"))
+        thumb = cite.locator("img.pl-thumb")
+        expect(thumb).to_have_attribute("alt", re.compile(rf"^Page [12] of {re.escape(TWO_PAGES.name)}$"))
+        assert thumb.evaluate("i => i.complete && i.naturalWidth > 0")  # the page image loads
+        expect(chat.locator("#pl-t3-sources")).to_contain_text("page(s) read")
 
-        # -- Copy: the plain answer text on the clipboard ------------------------------------------------
-        plain = page.locator("#pl-answer-plain textarea").input_value()
-        page.locator("#pl-copy").click()
-        expect(page.locator("#pl-copy")).to_contain_text("Copied")
-        assert page.evaluate("navigator.clipboard.readText()") == plain
-        assert "<" not in plain and "page(s) read" not in plain
+        # -- Copy: the answer as written, on the clipboard -------------------------------------------------
+        answer_bubble = chat.locator("[data-testid=bot]").filter(has_not=page.locator(".pl-sources")).last
+        answer = answer_bubble.inner_text().strip()
+        chat.locator("button[aria-label='Copy message']").last.click()  # the answer's (its sources have none)
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert copied.strip() == answer and "<" not in copied and "page(s) read" not in copied
 
-        # -- the viewer, opened from a citation ----------------------------------------------------------
-        # (the answer's follow-up already opened the top page; close it to see a click open it)
-        page.locator("#pl-viewer-close").click()
+        # -- a source opens the viewer ---------------------------------------------------------------------
+        page.locator("#pl-viewer-close").click()  # (the answer's follow-up already opened its top page)
         expect(page.locator("#pl-viewer")).to_be_hidden()
-        cite.first.click()
+        cite.click()
         viewer = page.locator("#pl-viewer")
         expect(viewer).to_be_visible()
         expect(page.locator("#pl-viewer-title")).to_contain_text(TWO_PAGES.name)
         first = _page_no(page)
+        assert f"page {first}" in cite.inner_text()
         img = page.locator("#pl-viewer-img img")
         expect(img).to_be_visible()
         fit_w = img.bounding_box()["width"]  # type: ignore[index]
         page.locator("#pl-zoom-in").click()
         expect(page.locator("#pl-zoom-fit")).to_contain_text("150%")
         assert img.bounding_box()["width"] > fit_w * 1.4  # type: ignore[index]
-        page.locator("#pl-zoom-out").click()
-        page.locator("#pl-zoom-out").click()
-        expect(page.locator("#pl-zoom-fit")).to_contain_text("75%")
-        assert img.bounding_box()["width"] < fit_w * 0.8  # type: ignore[index]
         page.locator("#pl-zoom-fit").click()
         assert abs(img.bounding_box()["width"] - fit_w) < 2  # type: ignore[index]
         text = page.locator("#pl-page-text")
         expect(text).to_contain_text(f"page {first}")
-        expect(text).to_contain_text("source:")
-        src = img.get_attribute("src")
         other_page = 2 if first == 1 else 1
         page.locator("#pl-next" if first == 1 else "#pl-prev").click()
         expect(page.locator("#pl-viewer-title")).to_contain_text(f"page {other_page} of 2")
         expect(text).to_contain_text(f"page {other_page}")
-        expect(img).not_to_have_attribute("src", src or "")
-        page.locator("#pl-prev" if first == 1 else "#pl-next").click()
-        expect(page.locator("#pl-viewer-title")).to_contain_text(f"page {first} of 2")
         with page.expect_download() as dl:
             page.locator("#pl-download").click()
-        assert dl.value.suggested_filename == f"{TWO_PAGES.stem}-p{first}.png"
-        _shots(page, "ask_01_thread_and_viewer")
-        page.set_viewport_size(PHONE)  # the viewer fits a phone: full width, its controls on screen
-        for sel in ("#pl-viewer", "#pl-next", "#pl-zoom-in", "#pl-download", "#pl-thread li.pl-cite"):
+        assert dl.value.suggested_filename == f"{TWO_PAGES.stem}-p{other_page}.png"
+        chat.locator("#pl-t1-cite-1").press("Enter")  # an earlier answer's source, from the keyboard
+        expect(page.locator("#pl-viewer-title")).to_contain_text(TWO_PAGES.name)
+        _shots(page, "ask_01_chat_and_viewer")
+        page.set_viewport_size(PHONE)  # the chat and its sources fit a phone
+        for sel in ("#pl-chat", "#pl-t3-cite-1", "#pl-question", "#pl-ask"):
             box = page.locator(sel).first.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 1, (sel, box)
-        for sel in ("#pl-thread li.pl-cite", "#pl-citations li.pl-cite"):  # the whole name and page, wrapped
-            cut = page.locator(sel).first.evaluate("e => e.scrollWidth > e.clientWidth + 1")
-            assert not cut, sel
         page.set_viewport_size({"width": 1280, "height": 800})
-        # an earlier turn's citation and a cited page's thumbnail open the viewer too
-        old_page = int(re.search(r"page (\d)", old_cite.first.inner_text()).group(1))  # type: ignore[union-attr]
-        old_cite.first.click()
-        expect(page.locator("#pl-viewer-title")).to_contain_text(f"page {old_page} of 2")
-        page.locator("#pl-viewer-close").click()
-        expect(viewer).to_be_hidden()
-        page.locator("#pl-gallery img").first.click()
-        expect(viewer).to_be_visible()
-        expect(page.locator("#pl-viewer-title")).to_contain_text(f"page {first} of 2")
-        page.keyboard.press("Escape")  # the gallery's own preview
 
-        # -- Regenerate after a collection switch: the same question in its own collection ---------------
+        # -- Retry after a collection switch: the last question again in its own collection, in place -------
         page.locator("#pl-collection input").click()
         page.get_by_role("option", name="other").click()
         expect(page).to_have_url(re.compile(r"collection=other"))
-        page.locator("#pl-regenerate").click()
+        chat.locator("button[aria-label='Retry']").click()
+        expect(chat.locator("#pl-t3-sources")).to_contain_text("answer 2 (retried)", timeout=60_000)
+        expect(users).to_have_count(3)  # replaced, not added
+        expect(users.last).to_contain_text("in inv")
+        expect(chat.locator("#pl-t3-cite-1")).to_contain_text(TWO_PAGES.name)
         expect(page.locator("#pl-sim")).to_be_visible(timeout=60_000)
         expect(page.locator("#pl-sim-caption")).to_contain_text(TWO_PAGES.name)
-        expect(page.locator("#pl-sim-caption")).not_to_contain_text("gone")
-        expect(answer).to_contain_text("page(s) read")
-        expect(answer).to_contain_text("regenerated (answer 2)")  # a new answer in place of the last one
-        expect(thread.locator(".pl-turn")).to_have_count(1)  # replaced, not added
-        expect(page.locator("#pl-current-q")).to_contain_text("What is the total amount due?")
-        expect(page.locator("#pl-current-q")).to_contain_text("in inv")
-        expect(cite.first).to_contain_text(TWO_PAGES.name)
-        _shots(page, "ask_02_regenerated_after_switch")
 
-        # -- the thread survives switching tabs and a reload; New conversation clears it -----------------
+        # -- Undo: the last turn back into the question box ------------------------------------------------
+        chat.locator("button[aria-label='Undo']").click()
+        expect(users).to_have_count(2)
+        expect(page.locator("#pl-question textarea")).to_have_value("Who sent it?")
+
+        # -- kept on the server: a reload and a browser restart reopen it; the sidebar lists, renames, -----
+        # -- starts new ones and reopens old ones; a link opens a given answer -------------------------
         page.get_by_role("tab", name="Documents").click()
         page.get_by_role("tab", name="Ask").click()
-        expect(thread.locator(".pl-turn")).to_have_count(1)
-        # a reload keeps it too (the browser tab's session storage), citations still open their pages
+        expect(users).to_have_count(2)
+        expect(page).to_have_url(re.compile(r"[?&]c=[0-9a-f]{16}"))
         page.reload()
-        expect(thread.locator(".pl-turn")).to_have_count(1)
-        expect(thread.locator(".pl-turn-q")).to_contain_text("What is the invoice number?")
-        expect(page.locator("#pl-current-q")).to_contain_text("What is the total amount due?")
-        expect(answer).to_contain_text("regenerated (answer 2)")
-        page.locator("#pl-citations li.pl-cite").first.click()
+        expect(users).to_have_count(2)
+        expect(users.first).to_contain_text("What is the invoice number?")
+        chat.locator("#pl-t2-cite-1").click()
         expect(page.locator("#pl-viewer-title")).to_contain_text(TWO_PAGES.name)
+        page.goto("about:blank")  # away, then back to the UI without ?c= (as after a browser restart: the
+        page.goto(f"{url}/ui/")  # browser's id is in its local storage): the latest conversation reopens
+        expect(users).to_have_count(2)
+        sidebar_toggle = page.locator("#pl-sidebar .sidebar-toggle, #pl-sidebar button").first
+        sidebar_toggle.click()
+        convs = page.locator("#pl-convs")
+        expect(convs).to_contain_text("What is the invoice number?")
+        page.locator("#pl-conv-title input").fill("Quality hosting invoice")
+        page.locator("#pl-conv-rename").click()
+        expect(convs).to_contain_text("Quality hosting invoice")
         page.locator("#pl-new-conv").click()
-        expect(thread).to_be_hidden()
-        expect(page.locator("#pl-citations li.pl-cite")).to_have_count(0)
-        page.reload()  # a new conversation stays new
-        expect(page.locator("#pl-collection input")).to_have_value("other")
-        expect(page.locator("#pl-current-q")).to_be_empty()
-        expect(thread).to_be_hidden()
+        expect(users).to_have_count(0)
+        expect(page).not_to_have_url(re.compile(r"[?&]c="))
+        convs.get_by_label("Quality hosting invoice").check()
+        expect(users).to_have_count(2)
+        link = chat.locator("#pl-t2-sources a.pl-answer-link")
+        href = link.get_attribute("href") or ""
+        assert re.fullmatch(r"\?collection=inv&c=[0-9a-f]{16}&a=2", href), href
+        page.goto(f"{url}/ui/{href}")
+        expect(users).to_have_count(2)
+        expect(page.locator("#pl-t2-sources")).to_be_in_viewport(timeout=30_000)
+        _shots(page, "ask_01b_conversations")
+        page.locator("#pl-sidebar .sidebar-toggle, #pl-sidebar button").first.click()  # a new page: closed
+        expect(page.locator("#pl-conv-delete")).to_be_in_viewport()
+        page.locator("#pl-conv-delete").click()
+        expect(users).to_have_count(0)
+        expect(page.locator("#pl-convs")).not_to_contain_text("Quality hosting invoice")
+        page.goto("about:blank")
+
+
+def test_ask_is_refused_while_an_answer_streams_and_stop_ends_it_in_the_server(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
+    """While an answer streams Ask is disabled and Enter asks nothing more; Stop ends the generation in the
+    server (its thread is gone), the answer so far stays marked stopped, with no sources and no map; asking
+    again works; an empty question is refused and changes nothing."""
+    from playwright.sync_api import expect
+
+    # many tokens: the answer runs long enough to be stopped (the tiny model is random; its text is not tested)
+    settings = settings_factory(max_new_tokens=1500, answer_top_k=1)
+    seed_collections(settings, "inv")
+    page = browser_page
+    with serve(settings) as url:
+        _api_upload(url, "inv", (AWS,))
+        page.goto(f"{url}/ui/?collection=inv")
+        expect(page.locator("#pl-collection input")).to_have_value("inv")
+        chat = page.locator("#pl-chat")
+        users = chat.locator("[data-testid=user]")
+        box = page.locator("#pl-question textarea")
+        box.fill("   ")
+        box.press("Enter")
+        expect(page.locator("#pl-ask-msg")).to_contain_text("Type a question first")
+        expect(users).to_have_count(0)
+
+        _ask(page, "What is the total amount due?")
+        stop = page.locator("#pl-stop")
+        expect(stop).to_be_visible(timeout=60_000)
+        expect(page.locator("#pl-ask")).to_be_disabled()
+        expect(chat).to_contain_text("▍", timeout=60_000)  # tokens arrive
+        _ask(page, "a second question while the first streams")
+        page.locator("#pl-ask").click(force=True)
+        expect(users).to_have_count(1)  # no duplicate turn
+        _shots(page, "ask_02_streaming_with_stop")
+        stop.click()
+        expect(chat).to_contain_text("(stopped)")
+        expect(stop).to_be_hidden()
+        expect(page.locator("#pl-ask")).to_be_enabled()
+        deadline = time.monotonic() + 30  # the generation thread ends at its next token
+        while any(t.name == GENERATING for t in threading.enumerate()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(t.name == GENERATING for t in threading.enumerate()), "generation still running"
+        stopped_text = chat.locator("[data-testid=bot]").last.inner_text()
+        time.sleep(1.0)  # nothing follows a stopped answer: no more tokens, no sources, no map
+        assert chat.locator("[data-testid=bot]").last.inner_text() == stopped_text
+        expect(chat.locator(".pl-sources")).to_have_count(0)
+        expect(page.locator("#pl-sim")).to_be_hidden()
+        expect(page.locator("#pl-sim-caption")).to_contain_text("Stopped")
+        _shots(page, "ask_03_stopped")
+
+        page.locator("#pl-ask-options").click()
+        page.locator("#pl-mode").get_by_label("Search only").check()
+        _ask(page, "invoice number")
+        expect(chat.locator(".pl-sources")).to_have_count(1, timeout=60_000)
+        expect(users).to_have_count(2)
         page.goto("about:blank")
 
 
@@ -210,17 +279,17 @@ def test_asking_while_a_document_is_indexing_names_it_and_its_progress(browser_p
         page.goto(f"{url}/ui/?collection=big&mode=search")
         expect(page.locator("#pl-collection input")).to_have_value("big")
         _ask(page, "What is the total amount due?")
-        answer = page.locator("#pl-answer")
+        answer = page.locator("#pl-chat")
         expect(answer).to_contain_text("search only", timeout=60_000)
         expect(answer).to_contain_text("report.pdf is still indexing: 164/352 pages; its pages are not searched yet.")
         expect(answer).to_contain_text("annex.pdf is waiting to be indexed")
-        expect(page.locator("#pl-citations")).to_contain_text(AWS.name)
-        _shots(page, "ask_03_still_indexing")
+        expect(page.locator("#pl-t1-sources")).to_contain_text(AWS.name)
+        _shots(page, "ask_04_still_indexing")
 
         page.goto(f"{url}/ui/?collection=empty&mode=search")
         expect(page.locator("#pl-collection input")).to_have_value("empty")
         _ask(page, "What is the total amount due?")
-        expect(answer).to_contain_text("No pages found", timeout=60_000)
+        expect(answer.locator("[data-testid=bot]").last).to_contain_text("No pages found", timeout=60_000)
         expect(answer).to_contain_text("report.pdf is still indexing: 164/352 pages")
         expect(answer).not_to_contain_text("is the collection empty")
 

@@ -1,5 +1,6 @@
-"""The Ask tab's pure views (ui/thread.py, ui/viewer.py): the thread of earlier turns with their own
-citations, the plain text Copy copies, the "still indexing" note, page references and download names."""
+"""The Ask tab's pure views (ui/thread.py, ui/viewer.py): each answer's text and its sources (numbered
+citations with thumbnails, each naming the page it opens), the plain text, the "still indexing" note, page
+references and download names."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ from pagelens.ui.thread import (
     MAX_TURNS,
     Cite,
     Turn,
-    answer_markdown,
+    answer_text,
     indexing_note,
     plain_answer,
     push_turn,
     set_last,
-    thread_markdown,
-    turn_cites_html,
+    sources_html,
 )
 from pagelens.ui.viewer import PageView, download_name, page_ref, parse_page_ref, viewer_text, viewer_title
 
@@ -29,37 +29,37 @@ def _turn(q: str, answer: str = "The total is 42 [1].", **kw: object) -> Turn:
     return base.with_answer(answer, str(kw.pop("status", "done")), foot=str(kw.pop("foot", "")))
 
 
-def test_each_turn_has_its_own_citations_and_links() -> None:
-    turns = [_turn("first <q>?"), _turn("second?", "No markers here.")]
-    md = thread_markdown(turns)
-    assert md.count('<div class="pl-turn"') == 2
-    assert 'id="pl-turn-1"' in md and 'id="pl-turn-2"' in md
-    assert "first &lt;q&gt;?" in md  # escaped
-    assert 'The total is 42 <a class="pl-ref" href="#pl-t1-cite-1">[1]</a>.' in md
-    assert 'id="pl-t1-cite-1" data-ref="3|d1|inv"' in md
-    assert 'id="pl-t2-cite-2" data-ref="1|d2|inv"' in md
-    assert 'Sources: <a class="pl-ref" href="#pl-t2-cite-1">[1]</a>' in md  # no markers: a Sources line
-    assert "A very long report name.pdf</span> — page 3" in md
-    assert thread_markdown([]) == ""
+def test_each_answer_lists_its_own_sources_with_thumbnails() -> None:
+    turn = _turn("first <q>?", foot="<small>t</small>")
+    turn = Turn(**{**turn.__dict__, "cites": (Cite("d1", "A <very> long.pdf", 3, thumb="/c/pages/ab/x y.png"),
+                                                Cite("d2", "inv.pdf", 1))})
+    html = sources_html(turn, 2)
+    assert 'id="pl-t2-sources"' in html
+    assert 'id="pl-t2-cite-1" data-ref="3|d1|inv"' in html and 'id="pl-t2-cite-2" data-ref="1|d2|inv"' in html
+    assert 'src="gradio_api/file=/c/pages/ab/x%20y.png"' in html  # the cached copy, URL-quoted
+    assert 'alt="Page 3 of A &lt;very&gt; long.pdf"' in html  # escaped, and every thumbnail has an alt
+    assert html.count("<img") == 1  # no copy on this server: no thumbnail, the citation stays
+    assert "A &lt;very&gt; long.pdf</span> — page 3" in html and 'role="button" tabindex="0"' in html
+    assert '<p class="pl-foot"><small>t</small></p>' in html
+    # nothing follows an unfinished answer
+    for status in ("running", "stopped"):
+        assert sources_html(turn.with_answer("half", status), 1) == ""
+    assert sources_html(Turn("q", "inv", "Answer", 1, None, status="done"), 1) == ""
 
 
-def test_current_answer_keeps_the_plain_ids() -> None:
-    turn = _turn("q", foot="\n\n<small>t</small>")
-    assert 'href="#pl-cite-1"' in answer_markdown(turn)
-    assert answer_markdown(turn).endswith("<small>t</small>")
-    assert 'id="pl-cite-1" data-ref="3|d1|inv" role="button"' in turn_cites_html(turn)
-    assert citations_html([("a.pdf", 1)]) == citations_html([("a.pdf", 1)], refs=None)  # unchanged without refs
-    assert "data-ref" not in citations_html([("a.pdf", 1)])
-
-
-def test_plain_answer_stopped_empty_and_messages() -> None:
+def test_answer_text_stopped_running_empty_and_messages() -> None:
+    assert answer_text(_turn("q", "The total is 42 [1].")) == "The total is 42 [1]."
+    assert answer_text(_turn("q", "Half", status="stopped")) == "Half\n\n*(stopped)*"
+    assert answer_text(_turn("q", "Half", status="running")).endswith("Half ▍")
+    assert answer_text(_turn("q", "", status="running")) == "*Reading the pages…*"
+    assert "empty answer" in answer_text(_turn("q", "  "))
+    noted = Turn("q", "inv", "Answer", 1, None, note="a.pdf is still indexing").with_answer("x", "done")
+    assert answer_text(noted) == "> a.pdf is still indexing\n\nx"
     assert plain_answer(_turn("q", "The total is 42 [1].")) == "The total is 42 [1]."
-    assert "(stopped)" in answer_markdown(_turn("q", "Half", status="stopped"))
-    assert "empty answer" in answer_markdown(_turn("q", "  "))
     msg = _turn("q", "No pages found.", status="message")
-    assert answer_markdown(msg) == "No pages found." and plain_answer(msg) == ""
-    noted = Turn("q", "inv", "Answer", 1, None, note="x.pdf is still indexing: 1/2 pages; its pages are not searched yet.")
-    assert answer_markdown(noted.with_answer("No pages found.", "message")).startswith("> x.pdf is still indexing")
+    assert answer_text(msg) == "No pages found." and plain_answer(msg) == ""
+    assert citations_html([("a.pdf", 1)]) == citations_html([("a.pdf", 1)], refs=None)
+    assert "data-ref" not in citations_html([("a.pdf", 1)])
 
 
 def test_turns_push_replace_and_cap() -> None:
@@ -98,31 +98,28 @@ def test_page_refs_and_download_names() -> None:
 
 
 def test_viewer_title_and_text() -> None:
+    long_de = "Die Rechnung <7> ist bis zum Ende des Monats zu bezahlen. Vielen Dank für Ihren Auftrag."
     view = PageView(collection="c", doc_id="d", doc_name="a_b.pdf", page_no=2, page_count=5, image=None,
-                    text="Rechnung <7>", text_source="pdf", language="de")
+                    text=long_de, text_source="pdf", language="de")
     assert viewer_title(view) == r"**a\_b.pdf** · page 2 of 5"
     text = viewer_text(view)
     assert "page 2" in text and "language: `de`" in text and "Rechnung &lt;7&gt;" in text
-
-
-def _tab() -> object:
-    from dataclasses import fields
-
-    from pagelens.ui.tabs.ask import AskTab
-
-    return AskTab(**{f.name: f.name for f in fields(AskTab)})  # components stand-ins: the update keys
+    # the language is named only when the page's text confirms it with confidence
+    for language, page_text in (("vo", long_de), ("de", "Rechnung <7>"), ("und", long_de), (None, long_de)):
+        shown = viewer_text(PageView("c", "d", "a.pdf", 1, 1, None, text=page_text, language=language))
+        assert "language" not in shown, (language, page_text)
 
 
 def test_the_viewer_checks_read_access_first() -> None:
+    from pagelens.ui.tabs.ask import open_page
+
     from pagelens.app.access import Principal
 
-    tab = _tab()
-    shell = SimpleNamespace(ctx=None)  # never reached: refused before any lookup
     scoped = Principal(name="k", role="r", collections=frozenset({"mine"}))
-    out = tab.open_page(shell, scoped, "secret", "d1", 1)  # type: ignore[attr-defined]
-    assert "no access to collection &#x27;secret&#x27;" in out["viewer_msg"]["value"] and "viewer_img" not in out
-    out = tab.open_page(shell, None, "mine", "d1", 1)  # type: ignore[attr-defined]
-    assert "sign in" in out["viewer_msg"]["value"] and out["viewer_msg"]["visible"]
+    with pytest.raises(UIError, match="no access to collection 'secret'"):
+        open_page(None, scoped, "secret", "d1", 1)  # type: ignore[arg-type]  # refused before any lookup
+    with pytest.raises(UIError, match="sign in"):
+        open_page(None, None, "mine", "d1", 1)  # type: ignore[arg-type]
 
 
 def test_find_page_names_what_is_missing_or_busy(tmp_path) -> None:  # noqa: ANN001
@@ -160,11 +157,11 @@ def test_a_citation_id_names_its_page_in_the_conversation() -> None:
     first = _turn("a")
     last = Turn("b", "other", "Answer", 1, None, cites=(Cite("d9", "z.pdf", 7),))
     turns = [first, last]
-    assert cited_page(turns, "pl-cite-1") == ("other", "d9", 7)  # the current answer
+    assert cited_page(turns, "pl-t2-cite-1") == ("other", "d9", 7)  # the newest answer
     assert cited_page(turns, "pl-t1-cite-2") == ("inv", "d2", 1)  # an earlier turn, its own collection
-    for bad in ("pl-cite-2", "pl-t3-cite-1", "pl-t1-cite-0", "x", ""):
+    for bad in ("pl-cite-1", "pl-t2-cite-2", "pl-t3-cite-1", "pl-t1-cite-0", "x", ""):
         assert cited_page(turns, bad) is None
-    assert cited_page([], "pl-cite-1") is None
+    assert cited_page([], "pl-t1-cite-1") is None
 
 
 def test_the_conversation_round_trips_through_session_storage_json() -> None:
@@ -179,3 +176,42 @@ def test_the_conversation_round_trips_through_session_storage_json() -> None:
                 "[" + " " * 2_000_001 + "]"):
         assert turns_from_json(bad) == []
     assert turns_from_json('[{"question": "q", "collection": "c"}, 5]') == [Turn("q", "c", "", 1, None, status="done")]
+
+
+def test_cited_regions_are_validated_found_and_drawn(tmp_path) -> None:  # noqa: ANN001
+    """Issue 27's regions (fractions of the page, text or visual): malformed ones are left out, the viewer
+    finds those of the newest answer citing the page and draws them as translucent boxes, text blue and
+    visual orange, recorded as a page of the collection."""
+    from pagelens.ui.thread import cite_regions, regions_of, turns_from_json, turns_to_json
+    from pagelens.ui.viewer import REGION_COLORS, draw_regions, regions_legend
+    from PIL import Image
+
+    raw = [{"x0": 0.1, "y0": 0.1, "x1": 0.4, "y1": 0.3, "source": "text", "score": 0.8, "text": "Total 42"},
+           {"x0": 0.5, "y0": 0.6, "x1": 0.9, "y1": 0.9, "source": "visual", "score": 0.5},
+           {"x0": 0.5, "y0": 0.5, "x1": 0.4, "y1": 0.9}, {"x0": "a"}, "junk"]
+    regions = regions_of(raw)
+    assert [r["source"] for r in regions] == ["text", "visual"] and regions[0]["text"] == "Total 42"
+    assert regions_of(None) == () and regions_of([{"x0": -1, "y0": 0, "x1": 2, "y1": 1}])[0]["x1"] == 1.0
+    old = Turn("a", "inv", "Answer", 1, None, status="done", cites=(Cite("d1", "inv.pdf", 2, regions=regions[:1]),))
+    new = Turn("b", "inv", "Answer", 1, None, status="done", cites=(Cite("d1", "inv.pdf", 2, regions=regions),))
+    assert cite_regions([old, new], "inv", "d1", 2) == regions  # the newest answer's
+    assert cite_regions([old, new], "inv", "d1", 1) == () and cite_regions([old], "other", "d1", 2) == ()
+    assert turns_from_json(turns_to_json([new]))[0].cites[0].regions == regions  # kept with the conversation
+
+    page = tmp_path / "page.png"
+    Image.new("RGB", (200, 100), (255, 255, 255)).save(page)
+    owned: list[tuple[str, str]] = []
+    ctx = SimpleNamespace(secret=b"k" * 32, image_cache=tmp_path / "cache",
+                          own_page=lambda copy, c: owned.append((copy, c)))
+    view = PageView(collection="inv", doc_id="d1", doc_name="inv.pdf", page_no=2, page_count=2, image=str(page),
+                    regions=regions)
+    drawn = draw_regions(ctx, view)  # type: ignore[arg-type]
+    assert drawn != str(page) and owned == [(drawn, "inv")]
+    with Image.open(drawn) as img:  # type: ignore[arg-type]
+        inside_text, inside_visual, outside = img.getpixel((50, 20)), img.getpixel((140, 75)), img.getpixel((190, 50))
+    assert outside == (255, 255, 255)
+    assert inside_text[2] > inside_text[0] and inside_text != (255, 255, 255)  # translucent blue
+    assert inside_visual[0] > inside_visual[2] and inside_visual != (255, 255, 255)  # translucent orange
+    assert set(REGION_COLORS) == {"text", "visual"}
+    assert draw_regions(ctx, PageView("inv", "d1", "inv.pdf", 1, 2, str(page))) == str(page)  # type: ignore[arg-type]
+    assert "1 text region(s)" in regions_legend(view) and "1 visual region(s)" in regions_legend(view)

@@ -22,7 +22,8 @@ The code: ``ui/state.py`` (the shared context and the ``UIShell`` each tab build
 ``ui/actions.py`` (uploads to jobs, cancel, retry with a password), ``ui/uploads_view.py`` (the uploads
 table and its row actions), ``ui/status.py`` (the tables' status words), ``ui/first_run.py`` (create a
 collection and upload, while there is none), ``ui/thread.py`` (the Ask tab's conversation: turns, their
-citations, the "still indexing" note), ``ui/viewer.py`` (the page viewer: any stored page, its text, its
+answer text and sources, the "still indexing" note), ``ui/conversations.py`` (conversations kept on the
+server, per key or browser), ``ui/viewer.py`` (the page viewer: any stored page, its text, its
 download name), ``ui/tabs/`` (one builder per tab), ``ui/screen.py`` (the views that span tabs and the
 wiring); this module builds the Blocks and mounts them (with the favicon, ``ui/static/favicon.png``).
 """
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from pagelens.ui.actions import ACCEPTED_TYPES, enqueue_files
 from pagelens.ui.auth import UIAuth, UIAuthError
-from pagelens.ui.cache import UploadLimits, private_cache_dir, remove_cache_dir
+from pagelens.ui.cache import PageAccess, UploadLimits, private_cache_dir, remove_cache_dir
 from pagelens.ui.first_run import build_first_run
 from pagelens.ui.render import (
     CSS,
@@ -59,7 +60,7 @@ from pagelens.ui.tabs.ask import (
     RETRIEVAL_DEFAULT,
     build_ask_tab,
 )
-from pagelens.ui.tabs.ask_assets import ASK_CSS, ASK_KEYS_JS
+from pagelens.ui.tabs.ask_assets import ASK_CSS, VIEWER_JS
 from pagelens.ui.tabs.collections import build_collections_tab
 from pagelens.ui.tabs.documents import build_documents_tab
 from pagelens.ui.uploads_view import ROW_ACTIONS_JS
@@ -149,6 +150,7 @@ def build_ui(
     if ctx.cache_dir is not None:
         for block in [demo, *demo.blocks.values()]:
             block.GRADIO_CACHE = str(ctx.cache_dir)
+    demo.pagelens_ctx = ctx  # type: ignore[attr-defined]  # for mount_ui's PageAccess
     return demo
 
 
@@ -188,7 +190,8 @@ def mount_ui(
         "openapi_url": None,  # FastAPI's own schema route would take no dependency
         "middleware": [Middleware(UploadLimits, max_bytes=settings.max_upload_bytes,  # type: ignore[arg-type]
                                   max_files=settings.max_files_per_request, cache=cache,
-                                  cache_max_bytes=settings.ui_cache_max_bytes)],
+                                  cache_max_bytes=settings.ui_cache_max_bytes),
+                       Middleware(PageAccess, ctx=demo.pagelens_ctx, principal=auth.principal)],  # type: ignore[arg-type, attr-defined]
     }
     if auth.enabled:
         auth.install(app)  # before the mount: the sign-in routes are the only ones without a credential
@@ -199,7 +202,7 @@ def mount_ui(
         demo,
         path=path,
         css=CSS + ASK_CSS,
-        js=page_js(ASK_KEYS_JS, ROW_ACTIONS_JS),
+        js=page_js(VIEWER_JS, ROW_ACTIONS_JS),
         footer_links=[],
         run_history=False,
         max_file_size=min(settings.max_file_bytes, settings.max_upload_bytes),

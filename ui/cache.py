@@ -98,6 +98,46 @@ class UploadLimits:
                                        self.max_files), send)
 
 
+FILE_ROUTE = "/gradio_api/file="
+
+
+class PageAccess:
+    """ASGI middleware for the Gradio app: a page copy in the cache (``<cache>/pages/...``, served by
+    Gradio's ``/gradio_api/file=`` route) is served only to a principal that may read one of the
+    collections it was shown from (``UIContext.page_collections``), never only because its name is
+    unguessable; 403 otherwise, and for a copy this UI did not make. ``principal`` resolves the caller of a
+    request (``UIAuth.principal``); other files and routes pass through."""
+
+    def __init__(self, app: Any, *, ctx: Any, principal: Any) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.principal = principal
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        at = path.find(FILE_ROUTE)
+        if at < 0 or self.ctx.cache_dir is None:
+            await self.app(scope, receive, send)
+            return
+        from urllib.parse import unquote
+
+        from starlette.requests import HTTPConnection
+
+        try:
+            target = Path(unquote(path[at + len(FILE_ROUTE):])).resolve()
+        except (OSError, ValueError):
+            target = None
+        pages = self.ctx.image_cache.resolve()
+        if target is not None and target.is_relative_to(pages):
+            who = self.principal(HTTPConnection(scope))
+            owners = self.ctx.page_collections(str(target))
+            # no credential at all: the mounted app's own check answers (401, the sign-in page)
+            if who is not None and not any(who.can_read(c) for c in owners):
+                await _reply(send, 403, "forbidden", "this page belongs to a collection this API key may not read")
+                return
+        await self.app(scope, receive, send)
+
+
 class _Counter:
     """The ``receive`` of one upload: counts body bytes and multipart delimiters as they stream in and
     raises Gradio's ``MultiPartException`` past a limit (its parser then deletes its files and answers)."""

@@ -110,25 +110,60 @@ def collections_rows(ctx: UIContext, p: Principal | None) -> list[list[Any]]:
     return rows
 
 
+def collections_mark(rows: list[list[Any]]) -> str:
+    """What the collections table shows, one ``name|documents|pages`` line per row: the idle poll redraws
+    when it changes (``Screen.on_poll``)."""
+    return "\n".join(f"{r[0]}|{r[1]}|{r[2]}" for r in rows)
+
+
+SCOPE_MAX = 500  # documents offered in the Ask tab's "Only these documents" picker
+
+
+def scope_choices(ctx: UIContext, collection: str) -> list[tuple[str, str]]:
+    """The Ask tab's "Only these documents" choices: (name, id) of the collection's first ``SCOPE_MAX``
+    documents by name."""
+    return [(d.doc_name, d.doc_id) for d in ctx.service.documents(collection, limit=SCOPE_MAX)]
+
+
 DOCS_PAGE = 50  # documents per page of the Documents table (the registry reads one page: O(page))
 
 
+SORTS = {"name": "Name (A-Z)", "pages": "Most pages", "newest": "Newest first"}
+ORDER_WORDS = {"name": "by name", "pages": "most pages first", "newest": "newest first"}
+
+
 def documents_rows(ctx: UIContext, collection: str, offset: int = 0, limit: int = DOCS_PAGE,
-                   inflight: set[str] | None = None) -> tuple[list[list[Any]], list[tuple[str, str]]]:
-    """One page of the documents table, sorted by name (rows: name, pages, status, indexed at, id) and the
-    delete picker's choices (that page's documents that no job is indexing). ``inflight``: the documents
-    a job is indexing, when the caller has read them already."""
+                   inflight: set[str] | None = None, name_filter: str = "",
+                   sort: str = "name") -> tuple[list[list[Any]], list[tuple[str, str]], int | None]:
+    """One page of the documents table (rows: name, pages, status, indexed at, id), the delete picker's
+    choices (that page's documents that no job is indexing) and, when filtered or sorted otherwise than by
+    name, the number of matching documents (None: all of the collection's, ``document_count``).
+    ``name_filter``: only names containing it (case-insensitive); ``sort``: a key of ``SORTS``. By name
+    without a filter the registry reads one page (O(page)); otherwise the whole listing is read, filtered
+    and sorted here. ``inflight``: the documents a job is indexing, when the caller has read them already."""
     inflight = ctx.jobs.inflight_doc_ids(collection) if inflight is None else inflight
+    needle = (name_filter or "").strip().casefold()
+    matched: int | None = None
+    if needle or sort != "name":
+        docs = [d for d in ctx.service.documents(collection) if needle in d.doc_name.casefold()]
+        if sort == "pages":
+            docs.sort(key=lambda d: (-d.page_count, d.doc_name))
+        elif sort == "newest":
+            docs.sort(key=lambda d: d.indexed_at, reverse=True)
+        matched = len(docs)
+        docs = docs[max(0, offset):max(0, offset) + limit]
+    else:
+        docs = ctx.service.documents(collection, offset=max(0, offset), limit=limit)
     rows: list[list[Any]] = []
     choices: list[tuple[str, str]] = []
-    for doc in ctx.service.documents(collection, offset=max(0, offset), limit=limit):
+    for doc in docs:
         status = document_status(doc.status, doc.doc_id in inflight)
         pages = f"{doc.pages_indexed}/{doc.page_count}" if doc.pages_indexed != doc.page_count else str(
             doc.page_count)
         rows.append([doc.doc_name, pages, status, doc.indexed_at.replace("T", " ")[:19], doc.doc_id])
         if doc.doc_id not in inflight:
             choices.append((f"{doc.doc_name} ({doc.page_count} p.)", doc.doc_id))
-    return rows, choices
+    return rows, choices, matched
 
 
 def ask_button(pages: int, uploads_active: bool) -> Any:
@@ -153,11 +188,15 @@ def pager_updates(offset: int, total: int) -> list[Any]:
             gr.update(interactive=offset + DOCS_PAGE < total)]
 
 
-def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None) -> str:
+def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None, filtered: bool = False,
+              sort: str = "name") -> str:
     """The documents table (name, pages, status, indexed at, id); the last two hidden on phones. With
-    ``total`` above the rows shown, a line says which of them these are (``offset`` + 1 to ...)."""
+    ``total`` above the rows shown, a line says which of them these are (``offset`` + 1 to ...);
+    ``filtered``: the rows are those matching the name filter (none: it says so); ``sort``: their order
+    (a key of ``SORTS``)."""
     if not rows:
-        return '<p class="pl-empty">No documents in this collection.</p>'
+        return ('<p class="pl-empty">No document name matches the filter.</p>' if filtered
+                else '<p class="pl-empty">No documents in this collection.</p>')
     body = "".join(
         f'<tr class="pl-doc pl-doc-{html.escape(str(status))}"><td class="pl-file">{html.escape(str(name))}</td>'
         f"<td>{html.escape(str(pages))}</td>"
@@ -168,16 +207,19 @@ def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None) 
     )
     shown = ""
     if total is not None and total > len(rows):
-        shown = (f'<p class="pl-note" id="pl-docs-range">Documents {offset + 1:,}–{offset + len(rows):,} of '
-                 f"{total:,}, by name</p>")
+        which = "Matching documents" if filtered else "Documents"
+        shown = (f'<p class="pl-note" id="pl-docs-range">{which} {offset + 1:,}–{offset + len(rows):,} of '
+                 f"{total:,}, {ORDER_WORDS.get(sort, 'by name')}</p>")
     return (shown + '<table class="pl-table" id="pl-docs-table"><thead><tr><th>Document</th><th>Pages</th>'
             '<th>Status</th><th class="pl-hide-sm">Indexed (UTC)</th><th class="pl-hide-sm">ID</th></tr>'
             f"</thead><tbody>{body}</tbody></table>")
 
 
-def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
+def page_copy(ctx: UIContext, image_path: str | None, collection: str | None = None) -> str | None:
     """A copy (hard link when possible) of a stored page image in the UI's private cache, which Gradio may
-    serve to signed-in users (the data dir is never exposed); its name is an HMAC of the source path."""
+    serve to signed-in users (the data dir is never exposed); its name is an HMAC of the source path. The
+    copy is recorded as a page of ``collection`` (``UIContext.page_owners``): the UI serves it only to a
+    principal that may read one of its collections (``ui/cache.py`` ``PageAccess``)."""
     if not image_path:
         return None
     src = Path(image_path)
@@ -193,6 +235,8 @@ def page_copy(ctx: UIContext, image_path: str | None) -> str | None:
         except OSError:
             shutil.copyfile(src, tmp)
         os.replace(tmp, target)
+    if collection:
+        ctx.own_page(str(target), collection)
     return str(target)
 
 
@@ -200,13 +244,28 @@ PAGE_TEXT_CHARS = 6000  # characters of a page's text shown beside its image
 TEXT_SOURCES = {"pdf": "the PDF's text layer", "ocr": "OCR (Tesseract)", "none": "none: no text layer and no OCR"}
 
 
+SHOWN_LANGUAGE_CONFIDENCE = 0.9  # the detector's confidence a page's language needs to be named in the viewer
+
+
+def shown_language(stored: str | None, text: str | None) -> str:
+    """The page's language as the viewer names it: the stored one only when the page's text confirms it
+    with confidence (``SHOWN_LANGUAGE_CONFIDENCE``, ``text_analysis.detect_language``), else "" (not named:
+    a short or mixed page's guess, like "vo" for an English invoice, says nothing useful)."""
+    if not stored or stored == "und" or not (text or "").strip():
+        return ""
+    from pagelens.index.stores.text_analysis import detect_language
+
+    code, confidence = detect_language(text)
+    return stored if code == stored and confidence >= SHOWN_LANGUAGE_CONFIDENCE else ""
+
+
 def page_text_markdown(hit: SearchHit) -> str:
     """Markdown of a page's extracted text and where it came from (text layer or OCR) and its detected
     language, shown beside the top page's image; the text is HTML-escaped in a <pre> block."""
     source = hit.text_source or ("pdf" if (hit.text or "").strip() else "none")
-    language = hit.language or "unknown"
+    language = shown_language(hit.language, hit.text)
     head = (f"**Text of {html.escape(hit.doc_name)}, page {hit.page_no}** · source: "
-            f"{TEXT_SOURCES.get(source, source)} · language: `{html.escape(language)}`")
+            f"{TEXT_SOURCES.get(source, source)}" + (f" · language: `{html.escape(language)}`" if language else ""))
     text = (hit.text or "").strip()
     if not text:
         return head + ("\n\nThis page has no text: it is found by its image only. Install Tesseract "

@@ -11,11 +11,13 @@ import gradio as gr
 from pagelens.ui.first_run import FirstRun, first_run_intro
 from pagelens.ui.render import (
     ask_button,
+    collections_mark,
     collections_rows,
     docs_html,
     documents_rows,
     pager_updates,
     progress_html,
+    scope_choices,
     visible_collections,
 )
 from pagelens.ui.state import UIShell, can_create, can_read, can_write
@@ -33,7 +35,7 @@ SIGN_OUT_JS = """() => {
   document.querySelectorAll('#pl-upload-msg, #pl-docs-msg, #pl-coll-msg, #pl-first-msg, #pl-ask-msg')
     .forEach((el) => { el.textContent = ''; });  // no message of this session stays on screen
   const base = window.location.pathname.endsWith('/') ? window.location.pathname : window.location.pathname + '/';
-  try { sessionStorage.removeItem('pl-thread'); } catch (e) {}  // the Ask tab's conversation (tabs/ask.py)
+  try { localStorage.removeItem('pl-thread'); sessionStorage.removeItem('pl-thread'); } catch (e) {}  // the Ask tab's conversation (tabs/ask.py THREAD_KEY)
   fetch(base + 'sign-out', {method: 'POST', credentials: 'same-origin', redirect: 'manual'})
     .finally(() => { window.location.assign(base + 'sign-in'); });
 }"""
@@ -76,7 +78,7 @@ class Screen:
         return [self.shell.coll_summary, d.docs_df, d.doc_pick, d.upload_group, d.readonly_note,
                 d.doc_delete_group, d.doc_confirm_row, d.progress, self.shell.timer, c.coll_delete_group,
                 c.coll_confirm_row, d.docs_pager, d.docs_prev, d.docs_next, d.docs_offset, d.docs_seen,
-                self.ask.ask_btn]
+                self.ask.ask_btn, self.ask.scope, d.docs_filter, d.docs_sort]
 
     @property
     def all_outputs(self) -> list[Any]:
@@ -94,12 +96,14 @@ class Screen:
         rows: list[list[Any]] = []
         choices: list[tuple[str, str]] = []
         total = pages = 0
+        scope: list[tuple[str, str]] = []
         if readable and collection:
             try:
                 info = ctx.service.collection_info(collection)
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
-                rows, choices = documents_rows(ctx, collection)
+                rows, choices, _ = documents_rows(ctx, collection)
                 total, pages = info.documents, info.pages
+                scope = scope_choices(ctx, collection)
             except PagelensError as exc:
                 summary = f"⚠ {exc}"
         elif p is not None and not visible_collections(ctx, p):
@@ -122,6 +126,9 @@ class Screen:
             0,  # the documents table's page: the first
             "",  # what the poll last drew: nothing yet (it draws at its next tick)
             ask_button(pages, bool(readable and collection and ctx.jobs.active_for(collection))),
+            gr.update(choices=scope, value=[]),
+            "",  # the documents table: no name filter,
+            "name",  # sorted by name
         ]
 
     def refresh_all(self, p: Principal | None, selected: str | None, sess: dict[str, Any]) -> list[Any]:
@@ -142,17 +149,36 @@ class Screen:
             *first,
         ]
 
+    def on_poll(self, selected: str | None, sess: dict[str, Any], seen: str | None,
+                request: gr.Request) -> list[Any]:
+        """The idle poll: collections created or deleted elsewhere (the API, the CLI, another tab) appear
+        or go (``all_outputs`` redrawn), and the collections table's counts stay fresh; nothing is sent when
+        neither changed since this tab last drew them (``seen``: ``collections_mark``)."""
+        p = self.shell.who(request)
+        rows = collections_rows(self.shell.ctx, p)
+        mark = collections_mark(rows)
+        if mark == seen:
+            return [gr.skip()] * (len(self.all_outputs) + 1)
+        if [r[0] for r in rows] == [r.split("|", 1)[0] for r in (seen or "").split("\n") if r]:
+            out = [gr.skip()] * len(self.all_outputs)
+            out[self.all_outputs.index(self.colls.coll_table)] = gr.update(value=rows)
+            return [*out, mark]
+        return [*self.refresh_all(p, selected, sess), mark]
+
     def on_refresh(self, selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
         return self.refresh_all(self.shell.who(request), selected, sess)
 
     def on_load(self, selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
         """Page load: ``all_outputs`` plus the question and the mode, from the URL's query parameters
-        ``collection`` (kept only when this principal may read it), ``q`` and ``mode`` (``search``)."""
+        ``collection`` (kept only when this principal may read it), ``q`` and ``mode`` (``search``), and
+        what the collections poll compares with (``collections_mark``)."""
         params = getattr(request, "query_params", None) or {}
         wanted = str(params.get("collection") or "") or selected
         question = str(params.get("q") or "")[:MAX_URL_QUESTION]
         mode = MODE_SEARCH if str(params.get("mode") or "").lower() == "search" else MODE_ANSWER
-        return [*self.refresh_all(self.shell.who(request), wanted, sess), question, mode]
+        p = self.shell.who(request)
+        return [*self.refresh_all(p, wanted, sess), question, mode,
+                collections_mark(collections_rows(self.shell.ctx, p))]
 
     def on_view(self, collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
         return self.view(self.shell.who(request), collection, sess)
@@ -164,7 +190,8 @@ class Screen:
         """Connect the page load, the header controls, then each tab."""
         shell = self.shell
         load_inputs = [shell.coll_dd, shell.session]
-        demo.load(self.on_load, load_inputs, [*self.all_outputs, self.ask.question, self.ask.mode],
+        seen = gr.State("")  # the collections (names and counts) this tab last drew: render.collections_mark
+        demo.load(self.on_load, load_inputs, [*self.all_outputs, self.ask.question, self.ask.mode, seen],
                   show_progress="hidden", api_visibility="private")
         url_inputs = [shell.coll_dd, self.ask.question, self.ask.mode]
         for changed in (shell.coll_dd.change, self.ask.question.change, self.ask.mode.change):
@@ -176,6 +203,9 @@ class Screen:
                                api_visibility="private")
         shell.coll_dd.input(self.switch_collection, load_inputs,
                             [*self.view_outputs, self.docs.upload_msg, self.docs.docs_msg], show_progress="minimal",
+                            api_visibility="private")
+        if shell.poll is not None:
+            shell.poll.tick(self.on_poll, [*load_inputs, seen], [*self.all_outputs, seen], show_progress="hidden",
                             api_visibility="private")
         self.colls.wire(shell, self)
         self.docs.wire(shell, self)

@@ -10,11 +10,13 @@ import html
 import logging
 import re
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pagelens.ui.cache import PAGES_DIR, private_cache_dir
+from pagelens.ui.conversations import ConversationStore
 
 from pagelens.app.access import ApiKeys, Principal
 from pagelens.app.jobs import JobStore
@@ -53,6 +55,28 @@ class UIContext:
     cache_dir: Path | None = None
     # names page copies: HMAC of the source path, so a copy's URL cannot be guessed from the data dir layout
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    # the answers streaming now, by browser session (``gr.Request.session_hash``): Stop sets the event and
+    # the answer's generator ends generation at its next token (``ui/tabs/ask.py``)
+    answers: dict[str, threading.Event] = field(default_factory=dict, repr=False)
+    # the collections each page copy in the cache was shown from (``render.page_copy``): the UI serves a copy
+    # only to a principal that may read one of them (``ui/cache.PageAccess``)
+    page_owners: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _conversations: ConversationStore | None = field(default=None, repr=False)
+
+    @property
+    def conversations(self) -> ConversationStore:
+        """The Ask tab's conversations (``ui/conversations.py``), in the data dir; opened on first use."""
+        if self._conversations is None:
+            self._conversations = ConversationStore(self.settings.data_dir)
+        return self._conversations
+
+    def own_page(self, copy: str, collection: str) -> None:
+        """Record ``copy`` (a path in the page cache) as a page of ``collection``."""
+        self.page_owners.setdefault(copy, set()).add(collection)
+
+    def page_collections(self, copy: str) -> set[str]:
+        """The collections the page copy ``copy`` was shown from (empty: not made by this UI)."""
+        return set(self.page_owners.get(copy, ()))
 
     def notify_worker(self) -> None:
         if self.worker is not None:

@@ -1,8 +1,9 @@
-"""The Ask tab's conversation: one ``Turn`` per question asked in this browser session (kept in a
-``gr.State``, so it survives switching tabs, and as JSON in the browser tab's session storage, so it
-survives a reload: ``turns_to_json`` / ``turns_from_json``), the Markdown of the earlier turns (each with its own
-numbered citations and ``[n]`` links, ids prefixed by the turn), and the note on documents of the
-collection that are still being indexed (their pages are not searched yet). Pure functions."""
+"""The Ask tab's conversation: one ``Turn`` per question (kept in a ``gr.State``, so it survives switching
+tabs, and stored for the browser: ``turns_to_json`` / ``turns_from_json``), what the chat shows of each turn
+(``answer_text``: the answer bubble's Markdown; ``sources_html``: its numbered sources with the cited pages'
+thumbnails, each opening the page viewer), and the note on documents of the collection that are still
+being indexed (their pages are not searched yet). Pure functions.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from pagelens.ui.render import citations_html, link_citation_markers
 from pagelens.ui.viewer import page_ref
 
 if TYPE_CHECKING:
@@ -31,6 +32,12 @@ class Cite:
     doc_id: str
     doc_name: str
     page_no: int
+    # the page's copy in the UI's cache (``render.page_copy``) shown as a thumbnail; "" when not on this server
+    thumb: str = ""
+    # the highlighted regions of the page that support the answer (issue 27: dicts with x0, y0, x1, y1 as
+    # fractions 0..1 of the page's width/height from its top left, source "text" | "visual", score; "text"
+    # on text regions), drawn by the viewer (``viewer.draw_regions``); empty when the search gave none
+    regions: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class Turn:
     pages: tuple[str, ...] = field(default_factory=tuple)
     # 1 for a question as asked, n for its (n-1)-th Regenerate
     attempt: int = 1
+    # the documents the question was limited to (empty: the whole collection)
+    doc_ids: tuple[str, ...] = ()
 
     def with_answer(self, answer: str, status: str, foot: str = "", cites: tuple[Cite, ...] | None = None) -> Turn:
         return replace(self, answer=answer, status=status, foot=foot, cites=self.cites if cites is None else cites)
@@ -70,60 +79,86 @@ def set_last(turns: list[Turn], turn: Turn) -> list[Turn]:
     return [*turns[:-1], turn] if turns else [turn]
 
 
-def turn_cites_html(turn: Turn, prefix: str = "pl-cite") -> str:
-    """The turn's numbered citations (``render.citations_html``), each item the target ``#<prefix>-<n>`` of
-    the answer's ``[n]`` links and carrying the page it opens in the viewer (``data-ref``)."""
-    return citations_html([(c.doc_name, c.page_no) for c in turn.cites], prefix=prefix,
-                          refs=[page_ref(turn.collection, c.doc_id, c.page_no) for c in turn.cites])
+STREAM_CURSOR = " ▍"
+READING = "*Reading the pages…*"
 
 
-def answer_markdown(turn: Turn, prefix: str = "pl-cite") -> str:
-    """The turn's answer as shown: its ``[n]`` markers linked to ``#<prefix>-<n>`` (a ``Sources:`` line when
-    it has none), then the timings line. Messages (no answer) are shown as they are."""
+def answer_text(turn: Turn) -> str:
+    """The answer bubble's Markdown: the "still indexing" note (a quote), then the model's text as written
+    (its ``[n]`` markers name the sources listed under it), ``*(stopped)*`` after a stopped answer, a cursor
+    while it streams. Messages (no answer) are shown as they are."""
     note = f"> {turn.note}\n\n" if turn.note else ""
     if turn.status == "message":
         return note + turn.answer
-    text = turn.answer.strip() or ("*(the model gave an empty answer)*" if turn.status == "done" else "")
-    body = link_citation_markers(text, len(turn.cites), prefix=prefix) if text else ""
+    text = turn.answer.strip()
+    if turn.status == "running":
+        return note + (text + STREAM_CURSOR if text else READING)
     if turn.status == "stopped":
-        body = f"{body}\n\n*(stopped)*".strip()
-    return note + body + turn.foot
+        return note + f"{text}\n\n*(stopped)*".strip()
+    return note + (text or "*(the model gave an empty answer)*")
 
 
-def thread_markdown(turns: list[Turn]) -> str:
-    """The earlier turns, oldest first, each a block ``#pl-turn-<i>`` (1-based): the question with its
-    collection, the answer with links to the turn's own citations ``#pl-t<i>-cite-<n>``, the citations."""
-    blocks = []
-    for i, turn in enumerate(turns, start=1):
-        prefix = f"pl-t{i}-cite"
-        question = html.escape(turn.question).replace("\n", "<br>")
-        head = (f'<div class="pl-turn-q"><span class="pl-turn-who">You</span> '
-                f'<span class="pl-turn-coll">in {html.escape(turn.collection)}</span><br>{question}</div>')
-        blocks.append(f'<div class="pl-turn" id="pl-turn-{i}">\n\n{head}\n\n{answer_markdown(turn, prefix)}\n\n'
-                      f"{turn_cites_html(turn, prefix)}\n\n</div>")
-    return "\n\n".join(blocks)
+def file_url(path: str) -> str:
+    """The URL (relative to the UI's page, ``<ui>/``) Gradio serves a cached file at."""
+    return "gradio_api/file=" + quote(path, safe="/")
 
 
-_CITE_ID = re.compile(r"^pl-(?:t(\d{1,4})-)?cite-(\d{1,3})$")
+def sources_html(turn: Turn, index: int, link: str = "") -> str:
+    """The sources under answer ``index`` (1-based turn number): numbered citations ``[n] <document> — page
+    <N>`` with the cited page's thumbnail, each ``#pl-t<index>-cite-<n>`` and opening the page viewer on a
+    click or Enter (``data-ref``: a ``viewer.page_ref``; ``ask_assets.CITE_CLICKS_JS``), then the timings
+    line (with ``link``, a URL that opens this answer). "" for a turn without citations or one that did not
+    finish (running, stopped)."""
+    if turn.status not in ("done", "message") or not turn.cites:
+        return ""
+    items = []
+    for n, c in enumerate(turn.cites, start=1):
+        name = html.escape(c.doc_name)
+        label = f"{name} — page {int(c.page_no)}"
+        thumb = (f'<img class="pl-thumb" src="{html.escape(file_url(c.thumb))}" alt="Page {int(c.page_no)} of '
+                 f'{name}" loading="lazy">' if c.thumb else "")
+        items.append(
+            f'<li class="pl-cite" id="pl-t{index}-cite-{n}" data-ref="{html.escape(page_ref(turn.collection, c.doc_id, c.page_no))}" '
+            f'role="button" tabindex="0" title="Open {label} in the viewer" aria-label="Open source {n}: {label}">'
+            f'{thumb}<span class="pl-cite-label"><span class="pl-cite-n">[{n}]</span> '
+            f'<span class="pl-cite-doc">{name}</span> — page {int(c.page_no)}</span></li>')
+    anchor = (f' · <a class="pl-answer-link" href="{html.escape(link)}" title="A link that opens this answer">'
+              f"link to this answer</a>" if link else "")
+    foot = f'<p class="pl-foot">{turn.foot}{anchor}</p>' if turn.foot or anchor else ""
+    return (f'<div class="pl-sources" id="pl-t{index}-sources"><ol class="pl-cites" aria-label="Sources">'
+            f'{"".join(items)}</ol>{foot}</div>')
 
 
 def cited_page(turns: list[Turn], cite_id: str) -> tuple[str, str, int] | None:
-    """(collection, doc_id, page_no) that the citation element ``cite_id`` names: ``pl-cite-<n>`` (the
-    current, last turn) or ``pl-t<i>-cite-<n>`` (earlier turn i, as ``thread_markdown`` numbers them);
-    None when there is no such citation (the thread changed meanwhile)."""
+    """(collection, doc_id, page_no) that the citation element ``pl-t<i>-cite-<n>`` names (turn i, 1-based,
+    citation n); None when there is no such citation (the conversation changed meanwhile)."""
     m = _CITE_ID.match(cite_id or "")
-    if not m or not turns:
+    if not m or not 1 <= int(m.group(1)) <= len(turns):
         return None
-    turn = turns[-1] if m.group(1) is None else (turns[int(m.group(1)) - 1] if int(m.group(1)) <= len(turns) else None)
+    turn = turns[int(m.group(1)) - 1]
     n = int(m.group(2))
-    if turn is None or not 1 <= n <= len(turn.cites):
+    if not 1 <= n <= len(turn.cites):
         return None
     cite = turn.cites[n - 1]
     return turn.collection, cite.doc_id, cite.page_no
 
 
+_CITE_ID = re.compile(r"^pl-t(\d{1,4})-cite-(\d{1,3})$")
+
+
+def cite_regions(turns: list[Turn], collection: str, doc_id: str, page_no: int) -> tuple[dict[str, Any], ...]:
+    """The regions the newest answer citing that page highlighted on it (empty when none did)."""
+    for turn in reversed(turns):
+        if turn.collection != collection:
+            continue
+        for c in turn.cites:
+            if c.doc_id == doc_id and c.page_no == page_no and c.regions:
+                return c.regions
+    return ()
+
+
 def plain_answer(turn: Turn) -> str:
-    """The text the Copy button copies: the model's answer as written (no links, no timings)."""
+    """The model's answer as written (no note, no timings); "" for a message."""
     return turn.answer.strip() if turn.status != "message" else ""
 
 
@@ -145,6 +180,30 @@ def indexing_note(jobs: JobStore, collection: str) -> str:
     return " ".join(notes)
 
 
+def regions_of(value: Any) -> tuple[dict[str, Any], ...]:
+    """The well-formed regions of ``value`` (a citation's or a hit's ``regions``, or what a stored
+    conversation holds): dicts with numeric x0 < x1 and y0 < y1 inside 0..1, a source of "text" or
+    "visual"; others are left out. At most 64."""
+    out: list[dict[str, Any]] = []
+    for r in list(value or [])[:64]:
+        if not isinstance(r, dict):
+            continue
+        try:
+            box = {k: min(1.0, max(0.0, float(r[k]))) for k in ("x0", "y0", "x1", "y1")}
+        except (KeyError, TypeError, ValueError):
+            continue
+        if box["x1"] <= box["x0"] or box["y1"] <= box["y0"]:
+            continue
+        source = "text" if r.get("source") == "text" else "visual"
+        region: dict[str, Any] = {**box, "source": source}
+        if isinstance(r.get("score"), (int, float)):
+            region["score"] = float(r["score"])
+        if source == "text" and isinstance(r.get("text"), str):
+            region["text"] = r["text"][:500]
+        out.append(region)
+    return tuple(out)
+
+
 def turns_to_json(turns: list[Turn]) -> str:
     """The conversation as JSON, for the browser's session storage (a reload reads it back)."""
     return json.dumps([asdict(t) for t in turns[-MAX_TURNS:]], ensure_ascii=False)
@@ -154,7 +213,8 @@ def _turn_of(d: Any) -> Turn | None:
     if not isinstance(d, dict) or not isinstance(d.get("question"), str) or not isinstance(d.get("collection"), str):
         return None
     try:
-        cites = tuple(Cite(doc_id=str(c["doc_id"]), doc_name=str(c["doc_name"]), page_no=int(c["page_no"]))
+        cites = tuple(Cite(doc_id=str(c["doc_id"]), doc_name=str(c["doc_name"]), page_no=int(c["page_no"]),
+                           thumb=str(c.get("thumb") or ""), regions=regions_of(c.get("regions")))
                       for c in d.get("cites") or [])
         status = str(d.get("status") or "done")
         return Turn(question=d["question"], collection=d["collection"], mode=str(d.get("mode") or ""),
@@ -162,7 +222,8 @@ def _turn_of(d: Any) -> Turn | None:
                     answer=str(d.get("answer") or ""), foot=str(d.get("foot") or ""), cites=cites,
                     # an answer cut by the reload is shown as stopped
                     status="stopped" if status == "running" else status, note=str(d.get("note") or ""),
-                    pages=tuple(str(r) for r in d.get("pages") or []), attempt=int(d.get("attempt") or 1))
+                    pages=tuple(str(r) for r in d.get("pages") or []), attempt=int(d.get("attempt") or 1),
+                    doc_ids=tuple(str(i) for i in d.get("doc_ids") or []))
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -39,6 +39,8 @@ class PageView:
     text: str = ""
     text_source: str | None = None
     language: str | None = None
+    # the cited regions of this page (``thread.regions_of``), drawn when shown (``draw_regions``)
+    regions: tuple[dict[str, Any], ...] = ()
 
 
 def find_page(ctx: UIContext, collection: str, doc_id: str, page_no: int) -> PageView:
@@ -61,7 +63,7 @@ def find_page(ctx: UIContext, collection: str, doc_id: str, page_no: int) -> Pag
         raise UIError(f"document '{doc_id}' has no page {page_no} in collection '{collection}'")
     images = ctx.service.images
     path = images.resolve(payload)
-    image = page_copy(ctx, str(path)) if path is not None and images.allowed(path) else None
+    image = page_copy(ctx, str(path), collection) if path is not None and images.allowed(path) else None
     return PageView(collection=collection, doc_id=doc_id, doc_name=str(payload.get("doc_name") or doc_id),
                     page_no=int(payload.get("page_no") or page_no),
                     page_count=int(payload.get("page_count") or 0) or page_no, image=image,
@@ -94,7 +96,53 @@ def download_copy(ctx: UIContext, view: PageView) -> str | None:
         except OSError:
             shutil.copyfile(view.image, tmp)
         os.replace(tmp, target)
+    ctx.own_page(str(target), view.collection)
     return str(target)
+
+
+# translucent fill and outline (RGBA) of the regions: text regions blue, visual regions orange
+REGION_COLORS = {"text": ((37, 99, 235, 60), (37, 99, 235, 230)), "visual": ((234, 88, 12, 60), (234, 88, 12, 230))}
+
+
+def draw_regions(ctx: UIContext, view: PageView) -> str | None:
+    """A copy of the viewer's page with its cited regions drawn over it (translucent boxes, text regions
+    blue and visual ones orange, ``REGION_COLORS``), in the private cache and recorded as a page of the
+    view's collection; the plain image when there are no regions (or no image)."""
+    if not view.image or not view.regions:
+        return view.image
+    from PIL import Image, ImageDraw
+
+    key = repr([(r["x0"], r["y0"], r["x1"], r["y1"], r["source"]) for r in view.regions])
+    digest = hmac.new(ctx.secret, f"rg:{view.image}:{key}".encode(), hashlib.sha256).hexdigest()[:32]
+    target = ctx.image_cache / "rg" / f"{digest}.png"
+    if not target.exists():
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with Image.open(view.image) as img:
+            base = img.convert("RGBA")
+        layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        w, h = base.size
+        width = max(2, round(min(w, h) / 300))
+        for r in view.regions:
+            fill, line = REGION_COLORS[r["source"]]
+            draw.rectangle([r["x0"] * w, r["y0"] * h, r["x1"] * w, r["y1"] * h], fill=fill, outline=line,
+                           width=width)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        Image.alpha_composite(base, layer).convert("RGB").save(tmp, format="PNG")
+        os.replace(tmp, target)
+    ctx.own_page(str(target), view.collection)
+    return str(target)
+
+
+def regions_legend(view: PageView) -> str:
+    """The line naming the drawn regions by kind, with their colours; the empty string without any."""
+    if not view.regions:
+        return ""
+    text = sum(1 for r in view.regions if r["source"] == "text")
+    visual = len(view.regions) - text
+    parts = ([f'<span class="pl-rg-text">■</span> {text} text region(s)'] if text else []) + (
+        [f'<span class="pl-rg-visual">■</span> {visual} visual region(s)'] if visual else [])
+    return "Highlighted on the page: " + " · ".join(parts)
 
 
 def viewer_title(view: PageView) -> str:

@@ -1,6 +1,8 @@
 """The Collections tab: create a collection, list those this key may read; a click on a row selects that
-collection (named under the table), and Delete deletes the selected row's collection (the collection picker
-above the tabs until a row is clicked) after a confirmation that names it with its counts."""
+collection (named under the table with fresh counts), and Delete, live only while a row is selected (there
+is no implicit target), deletes that row's collection after a confirmation that names it with its counts.
+The handlers are module-level functions over the app state (``create_collection``, ``select_collection``,
+``delete_question_for``, ``delete_collection``); ``CollectionsTab.wire`` maps them to components."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from pagelens.ui.state import (
+    UIContext,
     UIError,
     UIShell,
-    can_read,
     check_collection_name,
+    check_read,
     check_write,
     err,
     msg,
@@ -20,12 +23,14 @@ from pagelens.ui.state import (
     require_principal,
 )
 
-from pagelens.core.errors import PagelensError
-
 if TYPE_CHECKING:
     from pagelens.ui.screen import Screen
 
+    from pagelens.app.access import Principal
+
 DELETE_LABEL = "Delete the selected collection…"
+# the Delete button while no row is selected: not live (there is no implicit target)
+NO_SELECTION = gr.update(value=DELETE_LABEL, interactive=False)
 
 
 @dataclass
@@ -49,82 +54,109 @@ class CollectionsTab:
     pending: gr.State
 
     def wire(self, shell: UIShell, screen: Screen) -> None:
-        """Connect create (button and Enter) and the confirmed delete."""
+        """Connect create (button and Enter), the row selection and the confirmed delete to the module's
+        handlers."""
         ctx = shell.ctx
         who = shell.who
 
         def do_create(name: str, current: str | None, sess: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
             p = who(request)
-            name = (name or "").strip()
             try:
-                p = require_principal(p)
-                check_write(p, check_collection_name(name))
-                ctx.service.create_collection(name)
+                name = create_collection(ctx, p, name)
             except Exception as exc:  # noqa: BLE001 - shown to the user
                 return msg(err(exc), ok=False), gr.update(), *screen.refresh_all(p, current, sess)
             return msg(f"Created collection '{name}'."), "", *screen.refresh_all(p, name, sess)
 
-        def select_row(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
-            """A click on a row (any cell) selects its collection."""
-            p = who(request)
+        def on_select(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+            """A click on a row (any cell) selects its collection; Delete is live only then."""
             row = getattr(evt, "row_value", None) or []
-            name = str(row[0]) if row else ""
-            if not name or not can_read(p, name):
-                return None, "", gr.update(visible=False), None, DELETE_LABEL
             try:
-                info = ctx.service.collection_info(name)
-            except PagelensError as exc:
-                return None, msg(err(exc), ok=False), gr.update(visible=False), None, DELETE_LABEL
-            return (name, f"Selected: **{name}** ({info.documents} document(s), {info.pages} page(s))",
-                    gr.update(visible=False), None, f"Delete '{name}'…")
+                name, summary = select_collection(ctx, who(request), str(row[0]) if row else "")
+            except Exception as exc:  # noqa: BLE001
+                return None, msg(err(exc), ok=False), gr.update(visible=False), None, NO_SELECTION
+            return name, summary, gr.update(visible=False), None, gr.update(value=f"Delete '{name}'…", interactive=True)
 
-        def ask_delete_collection(selected: str | None, current: str | None, request: gr.Request) -> tuple[Any, ...]:
-            p = who(request)
-            target = selected or current
-            if not target:
-                return gr.update(visible=False), "", msg("click the row of the collection to delete first", ok=False), None
+        def on_ask_delete(selected: str | None, request: gr.Request) -> tuple[Any, ...]:
             try:
-                check_write(require_principal(p), target)
-                info = ctx.service.collection_info(target)
+                target, question = delete_question_for(ctx, who(request), selected)
             except Exception as exc:  # noqa: BLE001 - shown to the user
                 return gr.update(visible=False), "", msg(err(exc), ok=False), None
-            return (gr.update(visible=True), delete_question(target, info.documents, info.pages), "", target)
+            return gr.update(visible=True), question, "", target
 
-        def do_delete_collection(collection: str | None, sess: dict[str, Any], current: str | None,
-                                 request: gr.Request) -> tuple[Any, ...]:
+        def on_delete(collection: str | None, sess: dict[str, Any], current: str | None,
+                      request: gr.Request) -> tuple[Any, ...]:
             p = who(request)
             try:
-                p = require_principal(p)
-                collection = require_collection(collection)
-                check_write(p, collection)
-                active = ctx.jobs.active_for(collection)
-                if active:
-                    raise UIError(f"collection '{collection}' has {len(active)} unfinished upload job(s); "
-                                  "wait for them to finish")
-                ctx.service.delete_collection(collection)
+                delete_collection(ctx, p, collection)
             except Exception as exc:  # noqa: BLE001
                 return (msg(err(exc), ok=False), *screen.refresh_all(p, current, sess), gr.update(), gr.update(), None,
                         gr.update())
             keep = current if current != collection else None
             return (msg(f"Deleted collection '{collection}'."), *screen.refresh_all(p, keep, sess), None, "", None,
-                    DELETE_LABEL)
+                    NO_SELECTION)
 
         create_inputs = [self.new_name, shell.coll_dd, shell.session]
         create_outputs = [self.coll_msg, self.new_name, *screen.all_outputs]
         self.create_btn.click(do_create, create_inputs, create_outputs, show_progress="minimal", api_visibility="private")
         self.new_name.submit(do_create, create_inputs, create_outputs, show_progress="minimal", api_visibility="private")
-        self.coll_table.select(select_row, None, [self.selected, self.selected_md, self.coll_confirm_row, self.pending,
-                                                  self.coll_del_btn],
+        self.coll_table.select(on_select, None, [self.selected, self.selected_md, self.coll_confirm_row, self.pending,
+                                                 self.coll_del_btn],
                                show_progress="hidden", api_visibility="private")
-        self.coll_del_btn.click(ask_delete_collection, [self.selected, shell.coll_dd],
+        self.coll_del_btn.click(on_ask_delete, [self.selected],
                                 [self.coll_confirm_row, self.coll_confirm_md, self.coll_msg, self.pending],
                                 api_visibility="private")
         self.coll_cancel_btn.click(lambda: (gr.update(visible=False), None), None,
                                    [self.coll_confirm_row, self.pending], api_visibility="private")
-        self.coll_confirm_btn.click(do_delete_collection, [self.pending, shell.session, shell.coll_dd],
+        self.coll_confirm_btn.click(on_delete, [self.pending, shell.session, shell.coll_dd],
                                     [self.coll_msg, *screen.all_outputs, self.selected, self.selected_md,
                                      self.pending, self.coll_del_btn], show_progress="minimal",
                                     api_visibility="private")
+
+
+# --------------------------------------------------------------------------------------------------
+# The handlers: plain functions over the app state (tests/test_ui_handlers.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def create_collection(ctx: UIContext, p: Principal | None, name: str) -> str:
+    """Create collection ``name`` (stripped) as ``p``; returns the name, ``UIError`` naming the rule or the
+    missing right."""
+    name = (name or "").strip()
+    p = require_principal(p)
+    check_write(p, check_collection_name(name))
+    ctx.service.create_collection(name)
+    return name
+
+
+def select_collection(ctx: UIContext, p: Principal | None, name: str) -> tuple[str, str]:
+    """(name, the line under the table naming it with fresh counts) for the clicked row ``name``;
+    ``UIError`` when ``p`` may not read it."""
+    if not name:
+        raise UIError("click the row of a collection")
+    check_read(require_principal(p), name)
+    info = ctx.service.collection_info(name)
+    return name, f"Selected: **{name}** ({info.documents} document(s), {info.pages} page(s))"
+
+
+def delete_question_for(ctx: UIContext, p: Principal | None, selected: str | None) -> tuple[str, str]:
+    """(target, confirmation) for deleting the selected row's collection. Only a selected row is a target
+    (never the collection picker's): ``UIError`` when no row is selected or ``p`` may not delete it."""
+    if not selected:
+        raise UIError("click the row of the collection to delete first")
+    check_write(require_principal(p), selected)
+    info = ctx.service.collection_info(selected)
+    return selected, delete_question(selected, info.documents, info.pages)
+
+
+def delete_collection(ctx: UIContext, p: Principal | None, collection: str | None) -> None:
+    """Delete ``collection`` as ``p`` (after the confirmation); refused while one of its uploads runs."""
+    p = require_principal(p)
+    collection = require_collection(collection)
+    check_write(p, collection)
+    active = ctx.jobs.active_for(collection)
+    if active:
+        raise UIError(f"collection '{collection}' has {len(active)} unfinished upload job(s); wait for them to finish")
+    ctx.service.delete_collection(collection)
 
 
 def delete_question(name: str, documents: int, pages: int) -> str:
@@ -149,7 +181,7 @@ def build_collections_tab(shell: UIShell) -> CollectionsTab:
                                   wrap=True, elem_id="pl-collections")
         selected_md = gr.Markdown("", elem_id="pl-coll-selected")
         with gr.Row(visible=False, elem_id="pl-coll-delete") as coll_delete_group:
-            coll_del_btn = gr.Button(DELETE_LABEL, variant="stop", scale=0,
+            coll_del_btn = gr.Button(DELETE_LABEL, variant="stop", scale=0, interactive=False,
                                      min_width=220, elem_id="pl-coll-delete-btn")
         with gr.Row(visible=False, elem_id="pl-coll-confirm", elem_classes="pl-bar-row pl-confirm") as coll_confirm_row:
             coll_confirm_md = gr.Markdown("", elem_classes="pl-confirm-text")

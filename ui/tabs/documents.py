@@ -1,6 +1,8 @@
 """The Documents tab: upload files (one persistent index job per upload), follow their progress (pages/s,
 time left, the finishing phase), cancel an upload or retry a password-protected PDF from its row, see and
-delete the documents of the collection."""
+delete the documents of the collection. The handlers are module-level functions over the app state
+(``upload``, ``delete_document_question``, ``delete_document``, ``apply_row_action``, ``retry``);
+``DocumentsTab.wire`` maps them to components."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import gradio as gr
 from pagelens.ui.actions import ACCEPTED_TYPES, cancel_job, enqueue_files, record_upload, retry_with_password
 from pagelens.ui.render import (
     DOCS_PAGE,
+    SORTS,
     ask_button,
     docs_html,
     documents_rows,
@@ -19,6 +22,7 @@ from pagelens.ui.render import (
     progress_html,
 )
 from pagelens.ui.state import (
+    UIContext,
     UIError,
     UIShell,
     can_read,
@@ -36,6 +40,8 @@ from pagelens.core.errors import PagelensError
 
 if TYPE_CHECKING:
     from pagelens.ui.screen import Screen
+
+    from pagelens.app.access import Principal
 
 
 @dataclass
@@ -73,6 +79,9 @@ class DocumentsTab:
     docs_next: gr.Button
     docs_offset: gr.State
     docs_seen: gr.State
+    # the table's name filter and order (``render.SORTS``)
+    docs_filter: gr.Textbox
+    docs_sort: gr.Dropdown
 
     def wire(self, shell: UIShell, screen: Screen) -> None:
         """Connect upload, the progress timer and document deletion."""
@@ -81,25 +90,14 @@ class DocumentsTab:
 
         def do_upload(collection: str | None, paths: list[str] | None, sess: dict[str, Any],
                       password: str | None, request: gr.Request) -> tuple[Any, ...]:
-            p = who(request)
             try:
-                p = require_principal(p)
-                collection = require_collection(collection)
-                if not paths:
-                    raise UIError("choose or drop some files first")
-                job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
+                text, ok, sess = upload(ctx, who(request), collection, paths, password, sess)
             except Exception as exc:  # noqa: BLE001
                 return gr.update(), msg(err(exc), ok=False), sess, gr.update()
-            sess = record_upload(ctx, list(paths), sess, job, rejected)
-            parts = []
-            if job is not None:
-                parts.append(f"Queued {len(job.documents)} file(s) for indexing.")
-            if rejected:
-                parts.append(f"{len(rejected)} file(s) rejected (see below).")
-            return None, msg(" ".join(parts), ok=not rejected), sess, ""  # the password is not kept in the page
+            return None, msg(text, ok=ok), sess, ""  # the password is not kept in the page
 
         def tick(collection: str | None, sess: dict[str, Any], picked: str | None, offset: int | None,
-                 seen: str | None, request: gr.Request) -> list[Any]:
+                 seen: str | None, name_filter: str | None, sort: str | None, request: gr.Request) -> list[Any]:
             """The uploads, documents and summary of ``collection`` now (the progress timer while a job
             runs, the idle poll otherwise: documents added by any door appear without Refresh); keeps the
             document picked for deletion while it is still there. The documents part is redrawn only when
@@ -121,59 +119,61 @@ class DocumentsTab:
             try:
                 inflight = ctx.jobs.inflight_doc_ids(collection)
                 mark = (f"{collection}|{writable}|{offset}|{active}|{ctx.service.listing_version(collection)}|"
-                        f"{','.join(sorted(inflight))}")
+                        f"{','.join(sorted(inflight))}|{sort}|{name_filter}")
                 if mark == seen:
                     return documents_unchanged(active)
                 info = ctx.service.collection_info(collection)
                 offset = min(offset, last_page_offset(info.documents))  # the page is gone (documents deleted)
-                rows, choices = documents_rows(ctx, collection, offset, inflight=inflight)
+                rows, choices, matched = documents_rows(ctx, collection, offset, inflight=inflight,
+                                                        name_filter=name_filter or "", sort=sort or "name")
+                if matched is not None and offset > last_page_offset(matched):
+                    offset = last_page_offset(matched)
+                    rows, choices, matched = documents_rows(ctx, collection, offset, inflight=inflight,
+                                                            name_filter=name_filter or "", sort=sort or "name")
                 summary = collection_summary(info.documents, info.pages, info.model_id, writable)
             except PagelensError:
                 return documents_unchanged(False)
             ids = [doc_id for _, doc_id in choices]
             value = picked if picked in ids else (ids[0] if ids else None)
-            return [prog, docs_html(rows, offset, info.documents), gr.update(choices=choices, value=value),
+            total = info.documents if matched is None else matched
+            return [prog, docs_html(rows, offset, total, filtered=bool((name_filter or "").strip()),
+                                    sort=sort or "name"),
+                    gr.update(choices=choices, value=value),
                     gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active),
-                    *pager_updates(offset, info.documents), offset, mark, ask_button(info.pages, active)]
+                    *pager_updates(offset, total), offset, mark, ask_button(info.pages, active)]
 
         def turn_page(collection: str | None, offset: int | None, step: int, picked: str | None,
-                      request: gr.Request) -> list[Any]:
+                      name_filter: str | None, sort: str | None, request: gr.Request) -> list[Any]:
             """Previous / Next: the documents table ``step`` pages on (clamped), drawn now."""
             p = who(request)
             if not can_read(p, collection) or not collection:
                 return [gr.skip()] * 7
             try:
-                total = ctx.service.document_count(collection)
+                _, _, matched = documents_rows(ctx, collection, 0, limit=0, name_filter=name_filter or "",
+                                               sort=sort or "name")
+                total = ctx.service.document_count(collection) if matched is None else matched
                 offset = min(max(0, int(offset or 0) + step * DOCS_PAGE), last_page_offset(total))
-                rows, choices = documents_rows(ctx, collection, offset)
+                rows, choices, _ = documents_rows(ctx, collection, offset, name_filter=name_filter or "",
+                                                  sort=sort or "name")
             except PagelensError as exc:
                 return [msg(err(exc), ok=False), *[gr.skip()] * 6]
             ids = [doc_id for _, doc_id in choices]
-            return [docs_html(rows, offset, total),
+            return [docs_html(rows, offset, total, filtered=bool((name_filter or "").strip()), sort=sort or "name"),
                     gr.update(choices=choices, value=picked if picked in ids else (ids[0] if ids else None)),
                     *pager_updates(offset, total), offset, ""]
 
         def ask_delete_document(collection: str | None, doc_id: str | None, request: gr.Request) -> tuple[Any, ...]:
-            p = who(request)
-            if not can_write(p, collection) or not doc_id:
-                return gr.update(visible=False), "", msg("pick a document you may delete", ok=False)
-            name = next((d.doc_name for d in ctx.service.documents(collection or "") if d.doc_id == doc_id), doc_id)
-            return gr.update(visible=True), f"Delete **{name}** from **{collection}**?", ""
+            try:
+                question = delete_document_question(ctx, who(request), collection, doc_id)
+            except Exception as exc:  # noqa: BLE001
+                return gr.update(visible=False), "", msg(err(exc), ok=False)
+            return gr.update(visible=True), question, ""
 
         def do_delete_document(collection: str | None, doc_id: str | None, sess: dict[str, Any],
                                request: gr.Request) -> list[Any]:
             p = who(request)
             try:
-                p = require_principal(p)
-                collection = require_collection(collection)
-                check_write(p, collection)
-                if not doc_id:
-                    raise UIError("pick a document first")
-                if doc_id in ctx.jobs.inflight_doc_ids(collection):
-                    raise UIError("that document is being indexed right now; wait for its upload to finish")
-                name = next((d.doc_name for d in ctx.service.documents(collection) if d.doc_id == doc_id), doc_id)
-                pages = ctx.service.delete_document(collection, doc_id)
-                text = msg(f"Deleted '{name}' ({pages} page(s)).")
+                text = msg(delete_document(ctx, p, collection, doc_id))
             except Exception as exc:  # noqa: BLE001
                 text = msg(err(exc), ok=False)
             return [text, *screen.view(p, collection, sess)]
@@ -182,43 +182,26 @@ class DocumentsTab:
                        request: gr.Request) -> list[Any]:
             """A row's button: Cancel (the upload stops; same rule as the API: write access) or Retry with
             password (opens the password form naming the file)."""
-            p = who(request)
-            action = parse_row_action(raw)
             hide = gr.update(visible=False)
-            if action is None:
-                return [gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
             try:
-                p = require_principal(p)
-                job = ctx.jobs.get(action["job"])
-                if job is None:
-                    raise UIError("this upload is no longer in the job table")
-                check_write(p, job.collection)
-                if action["act"] == "cancel":
-                    cancel_job(ctx, p, job.id)
-                    names = ", ".join(d["name"] for d in job.documents if d["status"] in ("queued", "running"))
-                    text = msg(f"Cancelling the upload of {names or 'these files'}: it stops at the next page.")
-                    prog, active = progress_html(ctx, collection, sess, writable=True)
-                    return [text, prog, gr.Timer(active=True), hide, "", None]
-                doc = job.documents[action["doc"]] if 0 <= action["doc"] < len(job.documents) else None
-                if doc is None:
-                    raise UIError("this upload has no such file")
-                ask = f"Password for **{doc['name']}** (it is used for this file only and not kept after indexing):"
-                return ["", gr.update(), gr.update(), gr.update(visible=True), ask,
-                        {"job": job.id, "doc": action["doc"], "name": doc["name"]}]
+                result = apply_row_action(ctx, who(request), raw)
             except Exception as exc:  # noqa: BLE001
                 return [msg(err(exc), ok=False), gr.update(), gr.update(), hide, "", None]
+            if result is None:
+                return [gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
+            text, target = result
+            if target is None:  # cancelled
+                prog, _ = progress_html(ctx, collection, sess, writable=True)
+                return [msg(text), prog, gr.Timer(active=True), hide, "", None]
+            return ["", gr.update(), gr.update(), gr.update(visible=True), text, target]
 
         def do_retry(collection: str | None, target: dict[str, Any] | None, password: str | None,
                      sess: dict[str, Any], request: gr.Request) -> list[Any]:
-            p = who(request)
             try:
-                p = require_principal(p)
-                if not target:
-                    raise UIError("press Retry with password on a row first")
-                job = retry_with_password(ctx, p, target["job"], int(target["doc"]), password or "")
+                sess = retry(ctx, who(request), target, password, sess)
             except Exception as exc:  # noqa: BLE001
                 return [msg(err(exc), ok=False), gr.update(), gr.update(), gr.update(), gr.update(), target, gr.update()]
-            sess = record_upload(ctx, [], sess, job, [])
+            assert target is not None  # noqa: S101 - retry refuses a missing target
             prog, _ = progress_html(ctx, collection, sess, writable=True)
             return [msg(f"Retrying '{target['name']}' with the password."), prog, gr.Timer(active=True),
                     gr.update(visible=False), "", None, sess]
@@ -250,16 +233,41 @@ class DocumentsTab:
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
                         shell.timer, self.docs_pager, self.docs_prev, self.docs_next, self.docs_offset, self.docs_seen,
                         screen.ask.ask_btn]
-        for timer in (shell.timer, shell.poll):
-            if timer is not None:
-                timer.tick(tick, [*load_inputs, self.doc_pick, self.docs_offset, self.docs_seen], tick_outputs,
-                           show_progress="hidden", api_visibility="private")
+        def tick_progress(collection: str | None, sess: dict[str, Any], picked: str | None, offset: int | None,
+                          seen: str | None, name_filter: str | None, sort: str | None,
+                          request: gr.Request) -> list[Any]:
+            """The progress timer's tick (it runs only while an upload runs): when it stops, the uploads are
+            done, and a notice says so (whatever tab is open)."""
+            out = tick(collection, sess, picked, offset, seen, name_filter, sort, request)
+            if not getattr(out[5], "active", True) and can_read(who(request), collection):
+                gr.Info(finished_notice(collection or ""))
+            return out
+
+        tick_inputs = [*load_inputs, self.doc_pick, self.docs_offset, self.docs_seen, self.docs_filter, self.docs_sort]
+        shell.timer.tick(tick_progress, tick_inputs, tick_outputs, show_progress="hidden", api_visibility="private")
+        if shell.poll is not None:
+            shell.poll.tick(tick, tick_inputs, tick_outputs, show_progress="hidden", api_visibility="private")
         page_outputs = [self.docs_df, self.doc_pick, self.docs_pager, self.docs_prev, self.docs_next,
                         self.docs_offset, self.docs_seen]
-        for button, step in ((self.docs_prev, -1), (self.docs_next, 1)):
-            button.click(lambda c, o, picked, request, s=step: turn_page(c, o, s, picked, request),
-                         [shell.coll_dd, self.docs_offset, self.doc_pick], page_outputs, show_progress="hidden",
-                         api_visibility="private")
+        def page_prev(collection: str | None, offset: int | None, picked: str | None, name_filter: str | None,
+                      sort: str | None, request: gr.Request) -> list[Any]:
+            return turn_page(collection, offset, -1, picked, name_filter, sort, request)
+
+        def page_next(collection: str | None, offset: int | None, picked: str | None, name_filter: str | None,
+                      sort: str | None, request: gr.Request) -> list[Any]:
+            return turn_page(collection, offset, 1, picked, name_filter, sort, request)
+
+        def page_first(collection: str | None, picked: str | None, name_filter: str | None, sort: str | None,
+                       request: gr.Request) -> list[Any]:
+            """A new filter or order: its first page, drawn now."""
+            return turn_page(collection, 0, 0, picked, name_filter, sort, request)
+
+        page_inputs = [shell.coll_dd, self.docs_offset, self.doc_pick, self.docs_filter, self.docs_sort]
+        self.docs_prev.click(page_prev, page_inputs, page_outputs, show_progress="hidden", api_visibility="private")
+        self.docs_next.click(page_next, page_inputs, page_outputs, show_progress="hidden", api_visibility="private")
+        for control in (self.docs_filter.input, self.docs_sort.input):
+            control(page_first, [shell.coll_dd, self.doc_pick, self.docs_filter, self.docs_sort], page_outputs,
+                    show_progress="hidden", api_visibility="private", trigger_mode="always_last")
 
         self.doc_del_btn.click(ask_delete_document, [shell.coll_dd, self.doc_pick],
                                [self.doc_confirm_row, self.doc_confirm_md, self.docs_msg], api_visibility="private")
@@ -268,6 +276,97 @@ class DocumentsTab:
         self.doc_confirm_btn.click(do_delete_document, [shell.coll_dd, self.doc_pick, shell.session],
                                    [self.docs_msg, *screen.view_outputs], show_progress="minimal",
                                    api_visibility="private")
+
+
+# --------------------------------------------------------------------------------------------------
+# The handlers: plain functions over the app state (tests/test_ui_handlers.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def upload(ctx: UIContext, p: Principal | None, collection: str | None, paths: list[str] | None,
+           password: str | None, sess: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
+    """Queue the files Gradio received (``paths``) as one index job of ``collection`` for ``p``; returns
+    (the message, True when no file was refused, the session with the job and the refused files recorded).
+    ``UIError`` (nothing queued) without a collection, files or write access."""
+    p = require_principal(p)
+    collection = require_collection(collection)
+    if not paths:
+        raise UIError("choose or drop some files first")
+    job, rejected = enqueue_files(ctx, p, collection, list(paths), password or None)
+    sess = record_upload(ctx, list(paths), sess, job, rejected)
+    parts = []
+    if job is not None:
+        parts.append(f"Queued {len(job.documents)} file(s) for indexing.")
+    if rejected:
+        parts.append(f"{len(rejected)} file(s) rejected (see below).")
+    return " ".join(parts), not rejected, sess
+
+
+def finished_notice(collection: str) -> str:
+    """The notice shown when the uploads of ``collection`` this page follows are done."""
+    return f"Indexing finished in '{collection}': see the Uploads table for each file; the new pages can be asked now."
+
+
+def _doc_name(ctx: UIContext, collection: str, doc_id: str) -> str:
+    return next((d.doc_name for d in ctx.service.documents(collection) if d.doc_id == doc_id), doc_id)
+
+
+def delete_document_question(ctx: UIContext, p: Principal | None, collection: str | None,
+                             doc_id: str | None) -> str:
+    """The confirmation naming the document picked for deletion; ``UIError`` when there is none or ``p``
+    may not delete it."""
+    if not can_write(p, collection) or not doc_id:
+        raise UIError("pick a document you may delete")
+    return f"Delete **{_doc_name(ctx, collection or '', doc_id)}** from **{collection}**?"
+
+
+def delete_document(ctx: UIContext, p: Principal | None, collection: str | None, doc_id: str | None) -> str:
+    """Delete ``doc_id`` from ``collection`` as ``p`` (after the confirmation); returns the message naming it
+    and its pages. Refused while the document is being indexed."""
+    p = require_principal(p)
+    collection = require_collection(collection)
+    check_write(p, collection)
+    if not doc_id:
+        raise UIError("pick a document first")
+    if doc_id in ctx.jobs.inflight_doc_ids(collection):
+        raise UIError("that document is being indexed right now; wait for its upload to finish")
+    name = _doc_name(ctx, collection, doc_id)
+    pages = ctx.service.delete_document(collection, doc_id)
+    return f"Deleted '{name}' ({pages} page(s))."
+
+
+def apply_row_action(ctx: UIContext, p: Principal | None, raw: str | None) -> tuple[str, dict[str, Any] | None] | None:
+    """An uploads row's button (``uploads_view.parse_row_action`` of what the page sent), with the API's rule
+    (write access to the job's collection): Cancel -> (message, None) after cancelling; Retry with password
+    -> (the form's question, the target ``{job, doc, name}``); None for an unreadable action."""
+    action = parse_row_action(raw)
+    if action is None:
+        return None
+    p = require_principal(p)
+    job = ctx.jobs.get(action["job"])
+    if job is None:
+        raise UIError("this upload is no longer in the job table")
+    check_write(p, job.collection)
+    if action["act"] == "cancel":
+        cancel_job(ctx, p, job.id)
+        names = ", ".join(d["name"] for d in job.documents if d["status"] in ("queued", "running"))
+        return f"Cancelling the upload of {names or 'these files'}: it stops at the next page.", None
+    doc = job.documents[action["doc"]] if 0 <= action["doc"] < len(job.documents) else None
+    if doc is None:
+        raise UIError("this upload has no such file")
+    question = f"Password for **{doc['name']}** (it is used for this file only and not kept after indexing):"
+    return question, {"job": job.id, "doc": action["doc"], "name": doc["name"]}
+
+
+def retry(ctx: UIContext, p: Principal | None, target: dict[str, Any] | None, password: str | None,
+          sess: dict[str, Any]) -> dict[str, Any]:
+    """Retry the file ``target`` (``apply_row_action``'s) with ``password``; returns the session with the
+    new job recorded."""
+    p = require_principal(p)
+    if not target:
+        raise UIError("press Retry with password on a row first")
+    job = retry_with_password(ctx, p, target["job"], int(target["doc"]), password or "")
+    return record_upload(ctx, [], sess, job, [])
 
 
 def build_documents_tab(shell: UIShell) -> DocumentsTab:
@@ -301,6 +400,11 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                 retry_cancel_btn = gr.Button("Close", scale=0, min_width=90, elem_id="pl-retry-close",
                                              elem_classes="pl-btn")
         gr.Markdown("#### Documents")
+        with gr.Row(elem_classes="pl-bar-row"):
+            docs_filter = gr.Textbox(label="Filter by name", placeholder="part of a file name", max_lines=1,
+                                     scale=3, min_width=180, elem_id="pl-docs-filter")
+            docs_sort = gr.Dropdown([(label, key) for key, label in SORTS.items()], value="name", label="Sort by",
+                                    scale=1, min_width=140, elem_id="pl-docs-sort")
         docs_df = gr.HTML(docs_html([]), elem_id="pl-docs")
         docs_offset = gr.State(0)
         docs_seen = gr.State("")
@@ -327,4 +431,5 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                         row_action=row_action, row_action_btn=row_action_btn, retry_group=retry_group,
                         retry_md=retry_md, retry_password=retry_password, retry_btn=retry_btn,
                         retry_cancel_btn=retry_cancel_btn, retry_target=retry_target, docs_pager=docs_pager,
-                        docs_prev=docs_prev, docs_next=docs_next, docs_offset=docs_offset, docs_seen=docs_seen)
+                        docs_prev=docs_prev, docs_next=docs_next, docs_offset=docs_offset, docs_seen=docs_seen,
+                        docs_filter=docs_filter, docs_sort=docs_sort)
