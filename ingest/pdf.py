@@ -132,7 +132,8 @@ def open_pdf(path: Path, display: str, settings: Settings, passwords: Sequence[s
 
     def render(source: SourceDocument) -> Iterator[Page]:
         if isolated:
-            return _iter_pages_isolated(source, path, display, settings, password, page_count)
+            # absolute: the sandbox child is reused across documents and may have started in another cwd
+            return _iter_pages_isolated(source, Path(path).resolve(), display, settings, password, page_count)
         return _iter_pages(source, path, display, settings, password, page_count, draw)
 
     return page_count, render
