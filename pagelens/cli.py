@@ -533,6 +533,12 @@ def optimize_cmd(
 
 
 # ------------------------------------------------------------------------------------------------
+def _eval_progress(mode: str, done: int, total: int) -> None:
+    """``pagelens eval``'s progress line: every 50 queries of a mode, and its last."""
+    if done == total or done % 50 == 0:
+        err.print(f"  {mode}: {done}/{total} queries", highlight=False)
+
+
 @app.command("eval")
 def eval_cmd(
     dataset: Path = typer.Argument(..., help="JSONL / Parquet (ViDoRe) file, or a folder with queries.jsonl and documents."),
@@ -565,12 +571,8 @@ def eval_cmd(
         err.print(f"{data.name}: {len(data.queries)} queries, {len(data.documents)} documents; modes "
                   f"{', '.join(mode_list)}", highlight=False)
 
-        def progress(mode: str, done: int, total: int) -> None:
-            if done == total or done % 50 == 0:
-                err.print(f"  {mode}: {done}/{total} queries", highlight=False)
-
         result = run_eval(service, data, collection, modes=mode_list, ks=k_list, answers=answers,
-                          index=not no_index, progress=progress)
+                          index=not no_index, progress=_eval_progress)
     except PagelensError as exc:
         raise fail(exc) from exc
     finally:
@@ -604,12 +606,8 @@ def _compare_cmd(dataset: Path, collection: str, retrievers: list[str], modes: l
         err.print(f"{data.name}: {len(data.queries)} queries, {len(data.documents)} documents; modes "
                   f"{', '.join(modes)}; {len(models)} retrievers", highlight=False)
 
-        def progress(mode: str, done: int, total: int) -> None:
-            if done == total or done % 50 == 0:
-                err.print(f"  {mode}: {done}/{total} queries", highlight=False)
-
         comparison = compare_retrievers(open_service, data, collection, models, modes=modes, ks=ks,
-                                        answers=answers, index=not no_index, progress=progress)
+                                        answers=answers, index=not no_index, progress=_eval_progress)
     except PagelensError as exc:
         raise fail(exc) from exc
     paths = write_comparison(comparison, out_dir or Path(f"eval-{data.name}-{collection}-compare"))

@@ -50,8 +50,8 @@ class PooledStage:
 
 
 class TokenStage:
-    """The token codebook's inverted lists (``pagelens.index.ann.token_index``): the best ``width`` pages,
-    topped up from the int8 scan when fewer pages share a probed cell with the query."""
+    """The token codebook's inverted lists (``pagelens.index.ann.token_index``): the best ``width`` pages
+    (the store tops them up from the int8 scan when fewer pages share a probed cell with the query)."""
 
     name = "tokens"
 
@@ -59,8 +59,7 @@ class TokenStage:
         self.cache, self.nprobe = cache, nprobe
 
     def candidates(self, query: np.ndarray, width: int) -> list[str]:
-        ids = self.cache.token_candidates(query, width, nprobe=self.nprobe)
-        return ids
+        return self.cache.token_candidates(query, width, nprobe=self.nprobe)
 
 
 def first_stages(cache: RerankCache, device: str = "cpu", token_nprobe: int = 16,

@@ -668,14 +668,8 @@ class QdrantEdgeStore:
             shard, manifest = self._require(collection)
             q = validate_matrix(query, manifest.dim, "query").tolist()
             if mode == "exact":
-                request = qe.QueryRequest(
-                    limit=limit,
-                    query=qe.Query.Nearest(q, using=FULL_VECTOR),
-                    filter=flt,
-                    with_payload=True,
-                    params=qe.SearchParams(exact=True),
-                )
-            elif self.fast_rerank:
+                return self._exact_hits(shard, q, limit, flt)
+            if self.fast_rerank:
                 return self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
             else:
                 self.stale_warnings.seen(self._status_locked(collection))
@@ -708,7 +702,6 @@ class QdrantEdgeStore:
            every candidate missing from the cache.
         3. Qdrant: exact MaxSim on ``FULL_VECTOR`` over those ids (and the filter), with payloads.
         """
-        qe = _edge()
         cache = self._rerank_file(collection)
         status = self._status_locked(collection)
         self.stale_warnings.seen(status)
@@ -737,31 +730,19 @@ class QdrantEdgeStore:
                 ids = chosen + missing
         if not ids:
             return []
-        must: list[Any] = [qe.HasIdCondition(set(ids))]
-        if flt is not None:
-            must.append(flt)
-        hits = shard.query(qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(q, using=FULL_VECTOR),
-            filter=qe.Filter(must=must),
-            with_payload=True,
-            params=qe.SearchParams(exact=True),
-        ))
-        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+        return self._exact_hits(shard, q, limit, flt, ids=ids)
 
     def _exact_hits(self, shard: Any, q: list[list[float]], limit: int, flt: Any,
                     ids: Sequence[str] | None = None, with_payload: bool = True) -> list[ScoredPage]:
         """Qdrant's exact MaxSim over every page matching ``flt`` (and ``ids`` when given). Call under the lock."""
         qe = _edge()
-        must: list[Any] = []
-        if ids is not None:
-            must.append(qe.HasIdCondition(set(ids)))
-        if flt is not None:
-            must.append(flt)
+        condition = flt
+        if ids is not None:  # the candidates, within the filter
+            condition = qe.Filter(must=[qe.HasIdCondition(set(ids)), *([flt] if flt is not None else [])])
         hits = shard.query(qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(q, using=FULL_VECTOR),
-            filter=qe.Filter(must=must) if must else None,
+            filter=condition,
             with_payload=with_payload,
             params=qe.SearchParams(exact=True),
         ))
