@@ -708,7 +708,7 @@ class QdrantServerStore:
         ``recall_target``, else exact. Saved in the collection's metadata."""
         from qdrant_client import models
 
-        manifest = self._require(collection)
+        self._require(collection)
         qname = self._qname(collection)
         pages = self.count(collection)
 
@@ -741,7 +741,7 @@ class QdrantServerStore:
             scores = exact_scores(query, ids)  # Qdrant's rerank of prefetched pages is exact
             return np.asarray([scores.get(i, float("-inf")) for i in ids], dtype=np.float32)
 
-        rows = pages * max(1, int(getattr(manifest, "max_tokens", 0) or 1139))
+        rows = pages * 1139  # token vectors, estimated at a 2048-px page's count (the manifest does not count them)
         probe = Probe(sample_tokens=sample_tokens, exact_top=lambda q, k: exact(q, k), exact_scores=exact_scores,
                       scan=lambda q, m: [i for i, _ in exact(q, m)], rerank=rerank, stages={"hnsw": hnsw},
                       pages=pages, rows=rows)
