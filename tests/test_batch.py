@@ -134,6 +134,7 @@ def cli(settings_factory: Any, monkeypatch: pytest.MonkeyPatch):
         return json.loads(result.stdout) if "--json" in args else {}
 
     return run, settings
+@pytest.mark.extended
 
 
 def test_cli_shards_index_the_full_set_disjointly(cli: Any, corpus: Path) -> None:
@@ -195,7 +196,7 @@ def stop_after(n: int, seen: list[dict[str, Any]]):
     return callback
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.extended)])
 def test_interrupted_run_resumes_without_duplicates_and_workers_are_cleaned_up(
     svc: Any, corpus: Path, workers: int
 ) -> None:
@@ -273,6 +274,7 @@ def test_a_job_ends_with_the_index_build_shown_as_progress(svc: Any, corpus: Pat
     events.clear()
     again = service.indexer.index("opt", inputs, progress=lambda e, i: events.append((e, i)), workers=0)
     assert again.pages_indexed == 0 and "optimize_start" not in [e for e, _ in events]
+@pytest.mark.extended
 
 
 def test_preprocessing_on_the_model_device_writes_the_same_points(svc: Any, corpus: Path, tmp_path: Path) -> None:
@@ -325,6 +327,7 @@ def test_auto_preprocessing_is_torchvision_on_the_gpu_and_pil_on_the_cpu(setting
         assert service.embedder._backend == "pil"  # type: ignore[attr-defined]
     finally:
         service.close()
+@pytest.mark.extended
 
 
 def test_pipeline_memory_stays_bounded(svc: Any, tmp_path: Path) -> None:

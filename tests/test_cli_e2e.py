@@ -104,6 +104,7 @@ def test_search_filters_by_document(cli_env: dict[str, str], indexed_real: dict)
     results = json.loads(proc.stdout)["results"]
     assert len(results) == 3
     assert {r["doc_name"] for r in results} == {"paper_tam_review.pdf"}
+@pytest.mark.extended
 
 
 def test_reindex_adds_no_points(cli_env: dict[str, str], indexed_real: dict) -> None:

@@ -95,6 +95,7 @@ def test_batcher_fills_forwards_and_holds_finished_documents_behind_their_chunks
     one = ChunkBatcher(max_pages=1)  # off: every chunk is its own forward, finished docs at once
     assert [[c.key for c in cs] for cs, _ in one.add_chunk(chunk(7, 3))] == [[7]]
     assert one.add_finished(DocFinished(7)) == [([], [DocFinished(7)])]
+@pytest.mark.extended
 
 
 def test_indexer_batches_short_documents_into_full_forwards(settings_factory: Any, tmp_path: Path) -> None:

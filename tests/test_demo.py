@@ -82,6 +82,7 @@ def test_missing_input_fails_before_any_model_or_store_is_loaded(tmp_path: Path)
     assert not data_dir.exists()  # no store was opened
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_demo_indexes_the_samples_then_searches_and_answers_each(tiny_models: dict[str, Path],
                                                                  tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ def dataset(tmp_path: Path) -> Path:
         rows.append({"qid": name, "query": text.split(" ", 2)[2], "relevant": [{"doc": f"{name}.pdf", "page": 1}]})
     (root / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return root
+@pytest.mark.extended
 
 
 def test_eval_compares_two_retrievers(dataset: Path, tmp_path: Path, tiny_models: dict[str, Path]) -> None:

@@ -151,6 +151,7 @@ def test_sync_mirrors_the_folder_and_embeds_only_what_changed(env: dict[str, str
     assert settled["unchanged"] == 4 and settled["pages_embedded"] == 0 and settled["files_hashed"] == []
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_sync_refuses_a_large_delete_without_yes(env: dict[str, str], tmp_path: Path) -> None:
     root = tmp_path / "docs"
@@ -198,6 +199,7 @@ def test_sync_refuses_a_large_delete_without_yes(env: dict[str, str], tmp_path: 
     assert [d["metadata"] for d in docs] == [{"dept": "hr"}]  # the new version keeps the old one's metadata
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_sync_by_shards_mirrors_the_folder(env: dict[str, str], tmp_path: Path) -> None:
     """Each ``--shard I/N`` worker syncs its share of the files and deletes only its share of the

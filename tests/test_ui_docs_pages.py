@@ -12,6 +12,7 @@ from test_ui_browser import AWS, browser_page, serve  # noqa: F401  (browser_pag
 from test_ui_day import _api_upload, _shots
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+@pytest.mark.extended
 
 
 def test_documents_table_pages_and_idle_polls_read_no_listing(browser_page, settings_factory,  # noqa: ANN001, F811

@@ -151,3 +151,17 @@ def test_conversations_are_kept_per_owner_bounded_and_survive_a_reopen(tmp_path,
     ids = [persist(ctx, a, "", turns) for _ in range(5)]  # type: ignore[arg-type]
     assert [c.id for c in reopened.list(a)] == ids[:1:-1]
     assert len(title_of("x" * 200)) == 80 and title_of("x" * 200).endswith("…")
+
+
+def test_the_idle_poll_never_moves_the_picker_while_its_collection_is_there() -> None:
+    """A poll that started before a create finished (its ``selected`` is the old picker value) redraws the
+    table and the choices but leaves the picker where the create put it; it redraws everything only when
+    the picked collection is gone."""
+    from pagelens.ui.screen import poll_plan
+
+    before, after = "inv|3|3", "inv|3|3\nother|0|0"
+    assert poll_plan(before, before, "inv") == "nothing"
+    assert poll_plan("inv|4|9", before, "inv") == "table"  # counts only
+    assert poll_plan(after, before, "inv") == "choices"  # "other" created elsewhere or just now
+    assert poll_plan("other|0|0", after, "inv") == "all"  # the picked one was deleted
+    assert poll_plan(after, "", None) == "all"  # first collection(s): the first-run panel goes

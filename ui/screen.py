@@ -4,7 +4,7 @@ sign-in, a refresh, a collection switch, a create or a delete)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -56,6 +56,21 @@ URL_STATE_JS = """(collection, question, mode) => {
 MAX_URL_QUESTION = 2000
 
 
+def poll_plan(mark: str, seen: str | None, selected: str | None) -> str:
+    """What the idle poll redraws, given the collections now (``mark``: ``render.collections_mark``), as
+    this tab last drew them (``seen``) and the picked collection as the poll saw it (``selected``):
+    ``"nothing"`` (unchanged), ``"table"`` (only counts changed), ``"choices"`` (collections came or went
+    but the picked one is still there: the table and the picker's choices, never the picker's value, since
+    the poll's ``selected`` may be older than the picker when a create or delete is in flight) or ``"all"``
+    (the picked collection is gone, or none was picked)."""
+    if mark == seen:
+        return "nothing"
+    names = [line.split("|", 1)[0] for line in mark.split("\n") if line]
+    if names == [line.split("|", 1)[0] for line in (seen or "").split("\n") if line]:
+        return "table"
+    return "choices" if selected and selected in names else "all"
+
+
 @dataclass
 class Screen:
     """The shell, the three tabs, and the header buttons; ``view``/``refresh_all`` compute the values of
@@ -71,6 +86,9 @@ class Screen:
     first: FirstRun | None = None
     tabs_wrap: gr.Column | None = None
     tabs: gr.Tabs | None = None
+    # the collections (names and counts) this tab last drew (``render.collections_mark``): every redraw of
+    # ``all_outputs`` sets it, so the idle poll redraws only what changed elsewhere
+    seen: gr.State = field(default_factory=lambda: gr.State(""))
 
     @property
     def view_outputs(self) -> list[Any]:
@@ -85,7 +103,7 @@ class Screen:
         first = ([self.first.group, self.first.intro, self.first.controls, self.tabs_wrap]
                  if self.first and self.tabs_wrap else [])
         return [self.shell.coll_dd, self.colls.coll_table, self.colls.create_group, *self.view_outputs,
-                self.docs.upload_msg, self.docs.docs_msg, *first]
+                self.docs.upload_msg, self.docs.docs_msg, *first, self.seen]
 
     def view(self, p: Principal | None, collection: str | None, sess: dict[str, Any]) -> list[Any]:
         """Values of ``view_outputs`` for ``collection`` as ``p`` sees it."""
@@ -139,31 +157,36 @@ class Screen:
         first_run = p is not None and not names
         first = ([gr.update(visible=first_run), first_run_intro(can_create(p)), gr.update(visible=can_create(p)),
                   gr.update(visible=not first_run)] if self.first and self.tabs_wrap else [])
+        rows = collections_rows(ctx, p)
         return [
             gr.update(choices=names, value=value),
-            gr.update(value=collections_rows(ctx, p)),
+            gr.update(value=rows),
             gr.update(visible=can_create(p)),
             *self.view(p, value, sess),
             "",
             "",
             *first,
+            collections_mark(rows),
         ]
 
     def on_poll(self, selected: str | None, sess: dict[str, Any], seen: str | None,
                 request: gr.Request) -> list[Any]:
         """The idle poll: collections created or deleted elsewhere (the API, the CLI, another tab) appear
-        or go (``all_outputs`` redrawn), and the collections table's counts stay fresh; nothing is sent when
-        neither changed since this tab last drew them (``seen``: ``collections_mark``)."""
+        or go, and the collections table's counts stay fresh (``poll_plan`` says what to redraw)."""
         p = self.shell.who(request)
         rows = collections_rows(self.shell.ctx, p)
         mark = collections_mark(rows)
-        if mark == seen:
-            return [gr.skip()] * (len(self.all_outputs) + 1)
-        if [r[0] for r in rows] == [r.split("|", 1)[0] for r in (seen or "").split("\n") if r]:
-            out = [gr.skip()] * len(self.all_outputs)
-            out[self.all_outputs.index(self.colls.coll_table)] = gr.update(value=rows)
-            return [*out, mark]
-        return [*self.refresh_all(p, selected, sess), mark]
+        plan = poll_plan(mark, seen, selected)
+        if plan == "all":
+            return self.refresh_all(p, selected, sess)
+        out = [gr.skip()] * len(self.all_outputs)
+        if plan == "nothing":
+            return out
+        out[self.all_outputs.index(self.colls.coll_table)] = gr.update(value=rows)
+        out[-1] = mark
+        if plan == "choices":
+            out[0] = gr.update(choices=[str(r[0]) for r in rows])
+        return out
 
     def on_refresh(self, selected: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
         return self.refresh_all(self.shell.who(request), selected, sess)
@@ -177,8 +200,7 @@ class Screen:
         question = str(params.get("q") or "")[:MAX_URL_QUESTION]
         mode = MODE_SEARCH if str(params.get("mode") or "").lower() == "search" else MODE_ANSWER
         p = self.shell.who(request)
-        return [*self.refresh_all(p, wanted, sess), question, mode,
-                collections_mark(collections_rows(self.shell.ctx, p))]
+        return [*self.refresh_all(p, wanted, sess), question, mode]
 
     def on_view(self, collection: str | None, sess: dict[str, Any], request: gr.Request) -> list[Any]:
         return self.view(self.shell.who(request), collection, sess)
@@ -190,8 +212,7 @@ class Screen:
         """Connect the page load, the header controls, then each tab."""
         shell = self.shell
         load_inputs = [shell.coll_dd, shell.session]
-        seen = gr.State("")  # the collections (names and counts) this tab last drew: render.collections_mark
-        demo.load(self.on_load, load_inputs, [*self.all_outputs, self.ask.question, self.ask.mode, seen],
+        demo.load(self.on_load, load_inputs, [*self.all_outputs, self.ask.question, self.ask.mode],
                   show_progress="hidden", api_visibility="private")
         url_inputs = [shell.coll_dd, self.ask.question, self.ask.mode]
         for changed in (shell.coll_dd.change, self.ask.question.change, self.ask.mode.change):
@@ -205,7 +226,7 @@ class Screen:
                             [*self.view_outputs, self.docs.upload_msg, self.docs.docs_msg], show_progress="minimal",
                             api_visibility="private")
         if shell.poll is not None:
-            shell.poll.tick(self.on_poll, [*load_inputs, seen], [*self.all_outputs, seen], show_progress="hidden",
+            shell.poll.tick(self.on_poll, [*load_inputs, self.seen], self.all_outputs, show_progress="hidden",
                             api_visibility="private")
         self.colls.wire(shell, self)
         self.docs.wire(shell, self)
