@@ -46,43 +46,49 @@ store may be shared by threads (calls are serialised). One process per ``root``:
 write-ahead log only while it is open, and nothing else (creating, deleting, ``aliases.json``). With a
 ``lock`` (``pagelens.core.datadir.DataDirLock``, given by ``pagelens.index.stores.factory.open_store``) the store claims the
 data dir before it touches collection files, so a second process gets an error naming the first.
+
+The class is put together from parts split by concern: ``edge_base`` (files, state, opening a shard),
+``edge_search`` (visual search), ``edge_text`` (BM25) and ``edge_maintenance`` (status, optimize and
+repair, the rerank cache sync, the self-check); this module holds collections and points.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import logging
-import os
 import shutil
-import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pagelens.index.ann.fast_rerank import RerankCache, kernel_threads, top_candidates
-from pagelens.index.ann.first_stages import first_stages
-from pagelens.index.ann.self_check import Probe, SearchPlan, load_plan, run_check, save_plan
+from pagelens.index.ann.fast_rerank import RerankCache
+from pagelens.index.ann.self_check import SearchPlan
+from pagelens.index.stores.edge_base import (  # noqa: F401 - the files are named here for callers
+    MANIFEST_FILE,
+    OPTIMIZED_FILE,
+    RERANK_DIR,
+    RERANK_STALE_FILE,
+    SHARD_DIR,
+    TEXT_INDEX_KEY,
+    _edge,
+    _torch_available,
+    _valid_uuid,
+    _write_json_atomic,
+    logger,
+)
+from pagelens.index.stores.edge_maintenance import EdgeMaintenance
+from pagelens.index.stores.edge_search import EdgeSearch
+from pagelens.index.stores.edge_text import EdgeText
 from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
-    sort_hits,
     to_edge_filter,
     validate_collection_name,
     validate_matrix,
 )
 from pagelens.index.stores.search_status import (
-    OPTIMIZE_PENDING,
-    RERANK_CACHE,
-    TOKEN_INDEX,
     IdDigest,
-    RepairResult,
-    SearchStatus,
     StaleWarnings,
 )
 from pagelens.index.stores.text_analysis import (
@@ -98,8 +104,6 @@ from pagelens.core.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     InvalidRequestError,
-    StoreUnavailableError,
-    TextIndexMissingError,
 )
 from pagelens.core.types import (
     COLS_VECTOR,
@@ -109,63 +113,10 @@ from pagelens.core.types import (
     CollectionManifest,
     PageFilter,
     PagePoint,
-    ScoredPage,
-    SearchMode,
 )
 
-logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
-TEXT_INDEX_KEY = "text_index"  # extra manifest.json key: the BM25 spec of TEXT_VECTOR
-SHARD_DIR = "shard"
-RERANK_DIR = "rerank"
-OPTIMIZED_FILE = "optimized.json"  # written by a complete optimize, removed before the next upsert
-RERANK_STALE_FILE = "rerank_stale"  # a rerank-cache append failed (persists the flag across restarts), removed by a sync
-SCROLL_PAGE = 256
-LANGUAGES_TTL_S = 60.0  # s: how long a collection's language facet is reused (other processes may write)
-
-
-def _edge() -> Any:
-    try:
-        import qdrant_edge
-    except ImportError as exc:  # pragma: no cover - installed with pagelens
-        raise StoreUnavailableError(
-            "the embedded store needs qdrant-edge-py: pip install qdrant-edge-py "
-            "(or set PAGELENS_QDRANT_URL to use a Qdrant server)"
-        ) from exc
-    return qdrant_edge
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _torch_available() -> bool:
-    """Whether torch is installed (the fast rerank needs it; without it Qdrant reranks everything).
-    Looked up, not imported: opening a store must stay cheap for commands that never search."""
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
-def _valid_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
-
-
-class QdrantEdgeStore:
+class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
     """Embedded Qdrant Edge collections under ``root`` (see the module docstring).
 
     ``full_datatype``: storage of the full multivectors, ``float32`` (default) or ``float16`` (half
@@ -248,119 +199,6 @@ class QdrantEdgeStore:
         self._exact_warned: set[str] = set()  # collections whose plan is exact: warned once
         self.pause_at = pause_at  # debug hook (pagelens.core.debug_hooks), Settings.tuning.debug_pause_at
 
-    # --- internals -----------------------------------------------------------------------
-
-    def claim(self) -> None:
-        """Take the data dir's lock now (a no-op without one or when held). Raises
-        ``DataDirInUseError`` naming the process that holds it. Every operation that opens, creates or
-        deletes collection files calls it first; ``close`` gives it back."""
-        if self.lock is not None:
-            self.lock.acquire()
-
-    def _dir(self, name: str) -> Path:
-        return self.root / validate_collection_name(name)
-
-    def _rerank_file(self, name: str) -> RerankCache:
-        """The collection's int8 vector cache (fast rerank). Call under the lock."""
-        cache = self._rerank.get(name)
-        if cache is None:
-            cache = self._rerank[name] = RerankCache(self._dir(name) / RERANK_DIR)
-            cache.warm()  # background readahead: searches right after a start hit RAM, not disk
-        return cache
-
-    def _is_stamped(self, name: str) -> bool:
-        """Whether ``optimized.json`` is there: a complete optimize ran after the last upsert."""
-        stamped = self._stamped.get(name)
-        if stamped is None:
-            stamped = self._stamped[name] = (self._dir(name) / OPTIMIZED_FILE).is_file()
-        return stamped
-
-    def _unstamp(self, name: str) -> None:
-        """Remove ``optimized.json`` (durably) before points are written. Call under the lock."""
-        if not self._is_stamped(name):
-            return
-        cdir = self._dir(name)
-        (cdir / OPTIMIZED_FILE).unlink(missing_ok=True)
-        try:
-            fd = os.open(cdir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:  # pragma: no cover - a directory fsync is best effort
-            pass
-        self._stamped[name] = False
-
-    def _live_ids(self, name: str, shard: Any) -> IdDigest:
-        """Qdrant's point ids of ``name``: one scroll per process, then kept by upsert/delete.
-        Call under the lock."""
-        live = self._live.get(name)
-        if live is None:
-            live = self._live[name] = IdDigest(self._scroll_ids(shard, None))
-        return live
-
-    def _cache_mismatch(self, name: str, cache: RerankCache, live: IdDigest) -> tuple[int, int]:
-        """(live pages missing from the rerank cache, deleted pages still in it); O(pages), memoised
-        per pair of digests. Call under the lock."""
-        key = (cache.digest(), live.digest())
-        memo = self._cache_diff.get(name)
-        if memo is not None and memo[0] == key:
-            return memo[1]
-        held = {uuid.UUID(i).int for i in cache.ids()}
-        live_ints = live.ints()
-        diff = (len(live_ints - held), len(held - live_ints))
-        self._cache_diff[name] = (key, diff)
-        return diff
-
-    def _token_staleness(self, cache: RerankCache) -> str:
-        """Why the token index is not what ``ensure_token_index`` would make it ("" when it is)."""
-        live = len(cache)
-        minimum = self.token_index_min_pages
-        have = cache.tokens.load()
-        if not have:
-            if live >= minimum:
-                return (f"no token index although the collection has {live} pages (it is built from "
-                        f"{minimum} pages, token_index_min_pages)")
-            return ""
-        if live < minimum / 2:
-            return ""  # dropped by the next optimize; searches use it only when the self-check chose it
-        if not cache.token_index_ready():
-            return f"the token index covers {cache.tokens.covered} of the rerank cache's {len(cache._ids)} records"
-        trained = max(1, cache.tokens.trained_pages)
-        if live >= 2 * trained:
-            return (f"the token index was trained on {trained} pages and the collection has grown to {live}: "
-                    "due for retraining")
-        return ""
-
-    def _status_locked(self, name: str) -> SearchStatus:
-        """``search_status`` under the lock: O(1) but for the first call per process (a scroll of
-        the point ids) and, while the cache is out of step, one set difference per change."""
-        qe = _edge()
-        shard, _ = self._require(name)
-        n_points = int(shard.count(qe.CountRequest(exact=True)))
-        reasons: list[tuple[str, str]] = []
-        if n_points and (not self._is_stamped(name) or self._unoptimized.get(name)):
-            reasons.append((OPTIMIZE_PENDING, "not optimized since pages were last written (the HNSW graphs of "
-                            "the pooled vectors, used by filtered searches, may be missing or incomplete)"))
-        if self.fast_rerank:
-            cache = self._rerank_file(name)
-            live = self._live_ids(name, shard)
-            if name in self._rerank_stale or cache.digest() != live.digest():
-                missing, ghosts = self._cache_mismatch(name, cache, live)
-                if missing or ghosts:
-                    reasons.append((RERANK_CACHE, f"the rerank cache is out of step with the collection ({missing} "
-                                    f"of {n_points} pages missing from it, {ghosts} deleted pages still in it)"))
-                else:
-                    reasons.append((RERANK_CACHE, "a write to the rerank cache failed"))
-            if self.token_index_min_pages > 0:
-                why = self._token_staleness(cache)
-                if why:
-                    reasons.append((TOKEN_INDEX, why))
-        status = SearchStatus.of(name, reasons, n_points)
-        if self.fast_rerank:
-            status = dataclasses.replace(status, self_check=self._plan(name).to_dict())
-        return status
-
     def _edge_config(self, dim: int) -> Any:
         qe = _edge()
         maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
@@ -391,44 +229,6 @@ class QdrantEdgeStore:
             },
             sparse_vectors={TEXT_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
-
-    def _read_manifest(self, name: str) -> CollectionManifest | None:
-        cached = self._manifests.get(name)
-        if cached is not None:
-            return cached
-        path = self._dir(name) / MANIFEST_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise StoreUnavailableError(f"cannot read the manifest {path}: {exc}", path=str(path)) from exc
-        manifest = CollectionManifest.from_dict(data)
-        self._manifests[name] = manifest
-        return manifest
-
-    def _require(self, name: str) -> tuple[Any, CollectionManifest]:
-        """(open shard, manifest); raises ``CollectionNotFoundError``. Call under the lock."""
-        manifest = self._read_manifest(name)
-        if manifest is None:
-            raise CollectionNotFoundError(name)
-        shard = self._shards.get(name)
-        if shard is None:
-            self.claim()
-            path = self._dir(name) / SHARD_DIR
-            try:
-                shard = _edge().EdgeShard.load(str(path))
-            except Exception as exc:
-                raise StoreUnavailableError(
-                    f"cannot open the embedded Qdrant Edge shard {path}: {exc}. Is another pagelens "
-                    "process using this data dir? Stop it, or point PAGELENS_DATA_DIR elsewhere.",
-                    path=str(path),
-                ) from exc
-            self._shards[name] = shard
-            if (self._dir(name) / RERANK_STALE_FILE).exists():  # a failed cache append of an earlier run
-                self._rerank_stale.add(name)
-            logger.debug("opened edge shard %s", path)
-        return shard, manifest
 
     # --- collections ---------------------------------------------------------------------
 
@@ -600,19 +400,6 @@ class QdrantEdgeStore:
                 shard.update(qe.UpdateOperation.set_payload_by_filter(flt, dict(values)))
             return n
 
-    def _scroll_ids(self, shard: Any, flt: Any) -> list[str]:
-        """Ids of every point matching ``flt``. Call under the lock."""
-        qe = _edge()
-        ids: list[str] = []
-        offset: Any = None
-        while True:
-            records, offset = shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=4096, filter=flt, with_payload=False, with_vector=False)
-            )
-            ids.extend(str(r.id) for r in records)
-            if offset is None or not records:
-                return ids
-
     def count(self, collection: str, page_filter: PageFilter | None = None) -> int:
         qe = _edge()
         flt = to_edge_filter(page_filter)
@@ -630,462 +417,6 @@ class QdrantEdgeStore:
         with self._lock:
             self._require(collection)
         return self._scroll(collection, flt, True if keys is None else [str(k) for k in keys])
-
-    def _scroll(self, collection: str, flt: Any, with_payload: Any = True) -> Iterator[tuple[str, dict[str, Any]]]:
-        qe = _edge()
-        offset: Any = None
-        while True:
-            with self._lock:
-                shard, _ = self._require(collection)
-                records, offset = shard.scroll(
-                    qe.ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=flt, with_payload=with_payload,
-                                     with_vector=False)
-                )
-            for rec in records:
-                yield str(rec.id), dict(rec.payload or {})
-            if offset is None or not records:
-                return
-
-    # --- search --------------------------------------------------------------------------
-
-    def search(
-        self,
-        collection: str,
-        query: np.ndarray,
-        limit: int,
-        mode: SearchMode = "two_stage",
-        page_filter: PageFilter | None = None,
-        prefetch_limit: int = 100,
-    ) -> list[ScoredPage]:
-        """MaxSim top ``limit`` for ``query`` [n_q, dim] float32 (see ``VectorStore.search``)."""
-        qe = _edge()
-        if limit < 1:
-            raise InvalidRequestError(f"limit must be >= 1, got {limit}")
-        if mode not in ("two_stage", "exact"):
-            raise InvalidRequestError(f"unknown search mode {mode!r}: use 'two_stage' or 'exact'")
-        flt = to_edge_filter(page_filter)
-        with self._lock:
-            shard, manifest = self._require(collection)
-            q = validate_matrix(query, manifest.dim, "query").tolist()
-            if mode == "exact":
-                return self._exact_hits(shard, q, limit, flt)
-            if self.fast_rerank:
-                return self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
-            else:
-                self.stale_warnings.seen(self._status_locked(collection))
-                k = max(prefetch_limit, limit)
-                request = qe.QueryRequest(
-                    limit=limit,
-                    query=qe.Query.Nearest(q, using=FULL_VECTOR),
-                    prefetches=[
-                        qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
-                        qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
-                    ],
-                    filter=flt,
-                    with_payload=True,
-                )
-            hits = shard.query(request)
-        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
-
-    def _search_fast(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any, k: int,
-                     collection: str) -> list[ScoredPage]:
-        """``two_stage`` as the collection's measured plan says (``pagelens.index.ann.self_check``). Call
-        under the lock.
-
-        1. Candidates, when the rerank cache holds exactly the collection's points: the plan's first
-           stage (``scan``: every page's int8 codes, the default until the collection is measured;
-           ``pooled`` / ``tokens``: the plan's number of candidates) or, with a filter, every page the
-           filter matches; a plan of ``exact`` (no first stage reached the target recall) goes to
-           Qdrant's exact search, with one WARNING per collection. When the cache is out of step:
-           Qdrant's two pooled HNSW prefetches (``k`` each), and one stale WARNING.
-        2. Our int8 MaxSim of the candidates keeps the plan's ``rerank_keep`` (at least ``limit``), plus
-           every candidate missing from the cache.
-        3. Qdrant: exact MaxSim on ``FULL_VECTOR`` over those ids (and the filter), with payloads.
-        """
-        cache = self._rerank_file(collection)
-        status = self._status_locked(collection)
-        self.stale_warnings.seen(status)
-        plan = self._plan(collection)
-        complete = RERANK_CACHE not in status.codes
-        if complete and plan.first_stage == "exact":
-            if plan.fallback and collection not in self._exact_warned:
-                self._exact_warned.add(collection)
-                logger.warning("collection %s: no first stage reached recall@5 %.2f on its probe queries (%s); "
-                               "its visual searches score every page exactly (slower). Fix: none needed for "
-                               "correctness; `pagelens optimize -c %s` measures again after the collection changes",
-                               collection, plan.target, plan.summary(), collection)
-            return self._exact_hits(shard, q, limit, flt)
-        keep = max(plan.rerank_keep, limit)
-        with kernel_threads(self.search_threads):
-            if complete and flt is None:
-                ids = self._plan_candidates(cache, plan, query, keep)
-            elif complete:  # a filter: the pages it matches, all reranked by the int8 kernel
-                ids = self._scroll_ids(shard, flt)
-            else:
-                ids = self._prefetch_ids(shard, q, k, flt)
-            if len(ids) > keep:
-                held, missing = cache.split(ids)
-                chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) \
-                    if len(held) > keep else held
-                ids = chosen + missing
-        if not ids:
-            return []
-        return self._exact_hits(shard, q, limit, flt, ids=ids)
-
-    def _exact_hits(self, shard: Any, q: list[list[float]], limit: int, flt: Any,
-                    ids: Sequence[str] | None = None, with_payload: bool = True) -> list[ScoredPage]:
-        """Qdrant's exact MaxSim over every page matching ``flt`` (and ``ids`` when given). Call under the lock."""
-        qe = _edge()
-        condition = flt
-        if ids is not None:  # the candidates, within the filter
-            condition = qe.Filter(must=[qe.HasIdCondition(set(ids)), *([flt] if flt is not None else [])])
-        hits = shard.query(qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(q, using=FULL_VECTOR),
-            filter=condition,
-            with_payload=with_payload,
-            params=qe.SearchParams(exact=True),
-        ))
-        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
-
-    def _plan_candidates(self, cache: RerankCache, plan: SearchPlan, query: np.ndarray, keep: int) -> list[str]:
-        """The first stage of ``plan`` (``pagelens.index.ann.first_stages``) for an unfiltered search: its
-        candidates, topped up from the int8 scan when it found fewer than ``keep``. Call under the lock."""
-        stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
-        stage = stages.get(plan.first_stage, stages["scan"])  # "tokens" while its index is not ready: scan
-        if stage.name == "scan":
-            return stage.candidates(query, keep)
-        ids = stage.candidates(query, max(plan.candidates, keep))
-        if len(ids) < keep:  # few pages share a probed cell with the query: top up from the int8 scan
-            found = set(ids)
-            ids = ids + [i for i in stages["scan"].candidates(query, keep) if i not in found]
-        return ids
-
-    def _plan(self, collection: str) -> SearchPlan:
-        """The collection's measured plan (``self_check.json``), or the default (scan, 16). Call under the lock."""
-        plan = self._plans.get(collection)
-        if plan is None:
-            plan = load_plan(self._dir(collection) / RERANK_DIR) or SearchPlan(
-                target=self.recall_target, rerank_keep=self.rerank_candidates)
-            self._plans[collection] = plan
-        return plan
-
-    def set_plan(self, collection: str, plan: SearchPlan) -> None:
-        """Use ``plan`` for ``collection`` in this process until the next self-check (tests, benches)."""
-        with self._lock:
-            self._plans[collection] = plan
-
-    def self_check(self, collection: str, force: bool = False) -> SearchPlan:
-        """Measure the collection's first stages against exact MaxSim on probe queries made from its own
-        pages and keep the cheapest plan reaching ``recall_target`` (``pagelens.index.ann.self_check``);
-        saved with the rerank cache. Without ``force`` only when the collection moved by more than a
-        quarter since the last check. Each probe's searches take the lock separately, so searches go
-        on meanwhile. Needs a complete rerank cache (``repair`` first); returns the plan in force."""
-        with self._lock:
-            shard, _ = self._require(collection)
-            cache = self._rerank_file(collection)
-            plan = self._plan(collection)
-            pages = len(cache)
-            if not force and not plan.outdated(pages):
-                return plan
-            rows = sum(cache._lens[r] for r in cache._load().values())
-        probe = self._probe(collection, pages, rows)
-        with kernel_threads(self.search_threads):
-            plan = run_check(probe, self.recall_target)
-        with self._lock:
-            save_plan(self._dir(collection) / RERANK_DIR, plan)
-            self._plans[collection] = plan
-            self._exact_warned.discard(collection)
-        logger.info("self-check of %s in %.1f s: %s; geometry %s", collection, plan.seconds, plan.summary(),
-                    plan.geometry)
-        return plan
-
-    def _probe(self, collection: str, pages: int, rows: int) -> Probe:
-        """The store's side of the self-check: each call takes the lock on its own."""
-
-        def locked(fn: Any) -> Any:
-            def run(*args: Any) -> Any:
-                with self._lock:
-                    return fn(*args)
-            return run
-
-        def shard() -> Any:
-            return self._require(collection)[0]
-
-        def cache() -> RerankCache:
-            return self._rerank_file(collection)
-
-        def sample_tokens(n: int, rng: np.random.Generator) -> list[np.ndarray]:
-            ids = sorted(cache().ids())
-            chosen = [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
-            vectors = self.get_full_vectors(collection, chosen)
-            return [vectors[i] for i in chosen if i in vectors]
-
-        def exact_top(query: np.ndarray, k: int) -> list[tuple[str, float]]:
-            hits = self._exact_hits(shard(), query.tolist(), k, None, with_payload=False)
-            return [(h.id, h.score) for h in hits]
-
-        def exact_scores(query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
-            if not ids:
-                return {}
-            hits = self._exact_hits(shard(), query.tolist(), len(ids), None, ids=ids, with_payload=False)
-            return {h.id: h.score for h in hits}
-
-        with self._lock:
-            built = first_stages(cache(), self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
-        stages = {name: locked(stage.candidates) for name, stage in built.items() if name != "scan"}
-        return Probe(sample_tokens=sample_tokens, exact_top=locked(exact_top), exact_scores=locked(exact_scores),
-                     scan=locked(lambda q, m: cache().scan(q, m)),
-                     rerank=locked(lambda q, ids: cache().maxsim(q, ids, self.rerank_device)),
-                     stages=stages, pages=pages, rows=rows)
-
-    @staticmethod
-    def _prefetch_ids(shard: Any, q: list[list[float]], k: int, flt: Any) -> list[str]:
-        """Ids of the union of Qdrant's two pooled HNSW prefetches (rows, cols; ``k`` each), fused by
-        RRF. Call under the lock."""
-        qe = _edge()
-        candidates = shard.query(qe.QueryRequest(
-            limit=2 * k,
-            query=qe.Fusion.Rrf(k=60),
-            prefetches=[
-                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
-                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
-            ],
-            with_payload=False,
-        ))
-        return [str(h.id) for h in candidates]
-
-    def _text_version(self, name: str) -> int:
-        """Version of the text index spec manifest.json records (0: none). Call under the lock, after
-        ``_require``."""
-        cached = self._text_index.get(name)
-        if cached is None:
-            try:
-                data = json.loads((self._dir(name) / MANIFEST_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}
-            cached = self._text_index[name] = legacy_spec_version(data.get(TEXT_INDEX_KEY))
-        return cached
-
-    def _has_text(self, name: str) -> bool:
-        return self._text_version(name) > 0
-
-    def has_text_index(self, collection: str) -> bool:
-        with self._lock:
-            self._require(collection)
-            return self._has_text(collection)
-
-    def text_spec_version(self, collection: str) -> int:
-        """0: no text index; 1: English-only (made before languages); 2: per-language analysis."""
-        with self._lock:
-            self._require(collection)
-            return self._text_version(collection)
-
-    def text_languages(self, collection: str) -> dict[str, int]:
-        """{language code: pages} of the collection (a facet on ``payload["language"]``; cached for
-        ``LANGUAGES_TTL_S`` and dropped on every write through this store)."""
-        qe = _edge()
-        with self._lock:
-            shard, _ = self._require(collection)
-            cached = self._languages.get(collection)
-            if cached is not None and time.monotonic() - cached[0] < LANGUAGES_TTL_S:
-                return dict(cached[1])
-            try:
-                response = shard.facet(qe.FacetRequest("language", limit=1000, exact=True))
-                found = {str(h.value): int(h.count) for h in response.hits}
-            except Exception as exc:  # no payload index on old collections: count by scrolling
-                logger.debug("facet on language of %s failed (%s): counting by scroll", collection, exc)
-                found = {}
-                for _, payload in self._scroll(collection, None):
-                    code = str(payload.get("language") or "und")
-                    found[code] = found.get(code, 0) + 1
-            self._languages[collection] = (time.monotonic(), found)
-            return dict(found)
-
-    def search_text(
-        self, collection: str, text: str, limit: int, page_filter: PageFilter | None = None
-    ) -> list[ScoredPage]:
-        """BM25 top ``limit`` for ``text`` (see ``VectorStore.search_text``)."""
-        qe = _edge()
-        if limit < 1:
-            raise InvalidRequestError(f"limit must be >= 1, got {limit}")
-        flt = to_edge_filter(page_filter)
-        with self._lock:
-            self._require(collection)
-            version = self._text_version(collection)
-            if not version:
-                raise TextIndexMissingError(collection)
-            analyzer = TextAnalyzer(version, self.text_query_languages)
-            languages = self.text_languages(collection) if analyzer.needs_collection_languages() else {}
-            indices, values = analyzer.encode_query(text, languages)
-            if not indices:  # only stopwords/punctuation: nothing can match
-                return []
-            shard, _ = self._require(collection)
-            hits = shard.query(
-                qe.QueryRequest(
-                    limit=limit,
-                    query=qe.Query.Nearest(qe.SparseVector(indices, values), using=TEXT_VECTOR),
-                    filter=flt,
-                    with_payload=True,
-                )
-            )
-        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
-
-    def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """{id: [n_tokens, dim] float32} for the ids that exist."""
-        wanted = [str(i) for i in ids if _valid_uuid(str(i))]
-        with self._lock:
-            shard, _ = self._require(collection)
-            if not wanted:
-                return {}
-            records = shard.retrieve(wanted, with_payload=False, with_vector=[FULL_VECTOR])
-        out: dict[str, np.ndarray] = {}
-        for rec in records:
-            vec = rec.vector
-            if isinstance(vec, dict) and FULL_VECTOR in vec:
-                out[str(rec.id)] = np.asarray(vec[FULL_VECTOR], dtype=np.float32)
-        return out
-
-    # --- maintenance ---------------------------------------------------------------------
-
-    def search_status(self, collection: str) -> SearchStatus:
-        """Whether the search structures of ``collection`` are current (``pagelens.index.stores.search_status``):
-        a complete ``optimize`` since the last upsert (``optimized.json``: Edge's HNSW graphs of the
-        pooled vectors, the segments flushed), and with ``fast_rerank`` the rerank cache holding exactly
-        Qdrant's point ids (compared by an order-independent digest) and the token index built and
-        covering the cache from ``token_index_min_pages`` pages on. Cheap: O(1) after this process's
-        first call per collection, which scrolls the point ids (~20k ids per 0.1 s here).
-        Raises ``CollectionNotFoundError``."""
-        with self._lock:
-            return self._status_locked(collection)
-
-    def repair(self, collection: str, force: bool = False) -> RepairResult:
-        """Rebuild what ``search_status`` finds stale (``force``: run the whole ``optimize`` anyway):
-        Edge's optimizers (HNSW graphs) and a flush, the rerank cache synced with the points, the token
-        index built / caught up; then the collection is marked optimized (unless points were upserted
-        meanwhile). Blocking: minutes per 100k pages when the token index is (re)built. Edge's
-        optimizers hold the Python GIL while they run (measured: no other thread of the process ran for
-        the 6.2 s of a 6000-page HNSW build); the cache sync and token index build do not."""
-        started = time.perf_counter()
-        before = self.search_status(collection)
-        if before.current and not force:
-            return RepairResult(collection, before, before, [], time.perf_counter() - started)
-        closes = self._closes
-        _, rebuilt = self._optimize_all(collection)
-        if self._closes != closes:  # closed meanwhile (a server shutting down): do not reopen the shard
-            return RepairResult(collection, before, before, rebuilt, time.perf_counter() - started)
-        after = self.search_status(collection)
-        if not rebuilt and not before.current:
-            rebuilt = ["nothing needed rebuilding: marked optimized"]
-        self.stale_warnings.seen(after)  # current again: the next staleness warns again
-        result = RepairResult(collection, before, after, rebuilt, time.perf_counter() - started)
-        logger.info("repaired search structures of %s in %.1f s: %s; now %s", collection, result.seconds,
-                    "; ".join(rebuilt) or "nothing to rebuild", "current" if after.current else
-                    "still stale: " + "; ".join(after.stale))
-        return result
-
-    def optimize(self, collection: str) -> bool:
-        """Run Edge's segment optimizers (builds the HNSW graphs of the pooled vectors once a
-        segment passes the indexing threshold), then (``fast_rerank``) sync the rerank cache and its
-        token index, and mark the collection optimized (``search_status``). Blocking; call after a
-        large indexing job. Edge runs no background optimizer, so without it every search is brute
-        force (exact). Returns whether Edge's optimizers changed segments."""
-        changed, _ = self._optimize_all(collection)
-        return changed
-
-    def _optimize_all(self, collection: str) -> tuple[bool, list[str]]:
-        """``optimize``: (whether Edge's optimizers changed segments, what was rebuilt, human readable)."""
-        qe = _edge()
-        with self._lock:
-            shard, _ = self._require(collection)
-            upserts, closes = self._upserts.get(collection, 0), self._closes
-            changed = self._optimize_locked(collection, shard)
-        pause_point(self.pause_at, "optimize")
-        rebuilt = ["HNSW graphs of the pooled vectors (Qdrant Edge segment optimizers)"] if changed else []
-        if self.fast_rerank:
-            added, ghosts, dropped, token = self._sync(collection)
-            if added or ghosts:
-                rebuilt.append(f"rerank cache: {added} pages added, {ghosts} deleted pages dropped")
-            if dropped:
-                rebuilt.append(f"rerank cache compacted: {dropped} dead records dropped")
-            if token:
-                rebuilt.append(f"token index {token}")
-            with self._lock:
-                complete = RERANK_CACHE not in self._status_locked(collection).codes
-                before = self._plans.get(collection)
-            if complete:  # a first stage built or dropped: measure again
-                plan = self.self_check(collection, force=token in ("built", "dropped"))
-                if plan is not before:
-                    rebuilt.append(f"self-check: {plan.summary()}")
-        with self._lock:
-            # mark it optimized unless points arrived meanwhile (they are not in the optimized segments)
-            if (self._upserts.get(collection, 0) == upserts and self._closes == closes
-                    and self._read_manifest(collection) is not None):
-                shard, _ = self._require(collection)
-                n_points = int(shard.count(qe.CountRequest(exact=True)))
-                _write_json_atomic(self._dir(collection) / OPTIMIZED_FILE,
-                                   {"optimized_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                    "points": n_points})
-                self._stamped[collection] = True
-        return changed, rebuilt
-
-    def _optimize_locked(self, collection: str, shard: Any) -> bool:
-        """Edge's optimizers, then a flush: the segments an optimization replaced stay on disk until
-        one (which also truncates the write-ahead log). Call under the lock."""
-        changed = bool(shard.optimize())
-        shard.flush()
-        self._unflushed[collection] = self._unoptimized[collection] = 0
-        return changed
-
-    def sync_rerank_cache(self, collection: str, batch: int = 64) -> tuple[int, int]:
-        """Make the fast-rerank cache hold every point of ``collection``: copy the full vectors of
-        points missing from it (collections made before it, or a crash after a Qdrant upsert), drop
-        deleted ones, and compact it when dead records outnumber live ones; then keep its token index
-        fit (``RerankCache.ensure_token_index``: built once the collection has
-        ``token_index_min_pages``). Returns (points added, records dropped by the compaction)."""
-        added, _, dropped, _ = self._sync(collection, batch)
-        return added, dropped
-
-    def _sync(self, collection: str, batch: int = 64) -> tuple[int, int, int, str]:
-        """``sync_rerank_cache``: (points added, deleted points dropped, dead records compacted, what
-        ``ensure_token_index`` did)."""
-        with self._lock:
-            shard, _ = self._require(collection)
-            live_ids = self._scroll_ids(shard, None)
-            self._live[collection] = IdDigest(live_ids)  # the truth, as of now
-            live = set(live_ids)
-            cache = self._rerank_file(collection)
-            held = cache.ids()
-            missing = sorted(live - held)
-            ghosts = held - live  # deleted while the cache could not be told
-            if ghosts:
-                cache.remove(ghosts)
-        added = 0
-        for start in range(0, len(missing), batch):
-            with self._lock:
-                shard, _ = self._require(collection)
-                records = shard.retrieve(missing[start : start + batch], with_payload=False,
-                                         with_vector=[FULL_VECTOR, ROWS_VECTOR, COLS_VECTOR])
-                added += self._rerank_file(collection).append(
-                    (str(r.id), r.vector[FULL_VECTOR], r.vector[ROWS_VECTOR], r.vector[COLS_VECTOR])
-                    for r in records if isinstance(r.vector, dict)
-                )
-        dropped = 0
-        with self._lock:
-            cache = self._rerank_file(collection)
-            if cache.dead_records > len(cache):
-                dropped = cache.compact(live)
-            self._rerank_stale.discard(collection)
-            (self._dir(collection) / RERANK_STALE_FILE).unlink(missing_ok=True)
-        done = ""
-        if self.token_index_min_pages > 0:  # takes the lock itself, but not while it trains and assigns
-            done = cache.ensure_token_index(self.token_index_min_pages, lock=self._lock)
-            if done:
-                logger.info("token index of %s: %s (%d pages)", collection, done, len(cache))
-        if added or dropped or ghosts:
-            logger.info("rerank cache of %s: %d pages added, %d deleted pages dropped, %d dead records compacted",
-                        collection, added, len(ghosts), dropped)
-        return added, len(ghosts), dropped, done
 
     def close(self) -> None:
         """Flush and close every open shard. Safe to call twice; the store reopens lazily."""

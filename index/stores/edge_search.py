@@ -1,0 +1,187 @@
+"""Visual search of the Qdrant Edge store (``pagelens.index.stores.edge_store``): ``two_stage`` as the
+collection's measured plan says (first stage, int8 rerank, Qdrant's exact MaxSim of the few kept) and
+``exact``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pagelens.index.ann.fast_rerank import RerankCache, kernel_threads, top_candidates
+from pagelens.index.ann.first_stages import first_stages
+from pagelens.index.ann.self_check import SearchPlan
+from pagelens.index.stores.edge_base import (
+    EdgeBase,
+    _edge,
+    _valid_uuid,
+    logger,
+)
+from pagelens.index.stores.filters import (
+    sort_hits,
+    to_edge_filter,
+    validate_matrix,
+)
+from pagelens.index.stores.search_status import (
+    RERANK_CACHE,
+)
+
+from pagelens.core.errors import (
+    InvalidRequestError,
+)
+from pagelens.core.types import (
+    COLS_VECTOR,
+    FULL_VECTOR,
+    ROWS_VECTOR,
+    PageFilter,
+    ScoredPage,
+    SearchMode,
+)
+
+
+class EdgeSearch(EdgeBase):
+    """MaxSim search: ``search`` and its stages; ``get_full_vectors``."""
+
+    def search(
+        self,
+        collection: str,
+        query: np.ndarray,
+        limit: int,
+        mode: SearchMode = "two_stage",
+        page_filter: PageFilter | None = None,
+        prefetch_limit: int = 100,
+    ) -> list[ScoredPage]:
+        """MaxSim top ``limit`` for ``query`` [n_q, dim] float32 (see ``VectorStore.search``)."""
+        qe = _edge()
+        if limit < 1:
+            raise InvalidRequestError(f"limit must be >= 1, got {limit}")
+        if mode not in ("two_stage", "exact"):
+            raise InvalidRequestError(f"unknown search mode {mode!r}: use 'two_stage' or 'exact'")
+        flt = to_edge_filter(page_filter)
+        with self._lock:
+            shard, manifest = self._require(collection)
+            q = validate_matrix(query, manifest.dim, "query").tolist()
+            if mode == "exact":
+                return self._exact_hits(shard, q, limit, flt)
+            if self.fast_rerank:
+                return self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
+            else:
+                self.stale_warnings.seen(self._status_locked(collection))
+                k = max(prefetch_limit, limit)
+                request = qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(q, using=FULL_VECTOR),
+                    prefetches=[
+                        qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
+                        qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
+                    ],
+                    filter=flt,
+                    with_payload=True,
+                )
+            hits = shard.query(request)
+        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+
+    def _search_fast(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any, k: int,
+                     collection: str) -> list[ScoredPage]:
+        """``two_stage`` as the collection's measured plan says (``pagelens.index.ann.self_check``). Call
+        under the lock.
+
+        1. Candidates, when the rerank cache holds exactly the collection's points: the plan's first
+           stage (``scan``: every page's int8 codes, the default until the collection is measured;
+           ``pooled`` / ``tokens``: the plan's number of candidates) or, with a filter, every page the
+           filter matches; a plan of ``exact`` (no first stage reached the target recall) goes to
+           Qdrant's exact search, with one WARNING per collection. When the cache is out of step:
+           Qdrant's two pooled HNSW prefetches (``k`` each), and one stale WARNING.
+        2. Our int8 MaxSim of the candidates keeps the plan's ``rerank_keep`` (at least ``limit``), plus
+           every candidate missing from the cache.
+        3. Qdrant: exact MaxSim on ``FULL_VECTOR`` over those ids (and the filter), with payloads.
+        """
+        cache = self._rerank_file(collection)
+        status = self._status_locked(collection)
+        self.stale_warnings.seen(status)
+        plan = self._plan(collection)
+        complete = RERANK_CACHE not in status.codes
+        if complete and plan.first_stage == "exact":
+            if plan.fallback and collection not in self._exact_warned:
+                self._exact_warned.add(collection)
+                logger.warning("collection %s: no first stage reached recall@5 %.2f on its probe queries (%s); "
+                               "its visual searches score every page exactly (slower). Fix: none needed for "
+                               "correctness; `pagelens optimize -c %s` measures again after the collection changes",
+                               collection, plan.target, plan.summary(), collection)
+            return self._exact_hits(shard, q, limit, flt)
+        keep = max(plan.rerank_keep, limit)
+        with kernel_threads(self.search_threads):
+            if complete and flt is None:
+                ids = self._plan_candidates(cache, plan, query, keep)
+            elif complete:  # a filter: the pages it matches, all reranked by the int8 kernel
+                ids = self._scroll_ids(shard, flt)
+            else:
+                ids = self._prefetch_ids(shard, q, k, flt)
+            if len(ids) > keep:
+                held, missing = cache.split(ids)
+                chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) \
+                    if len(held) > keep else held
+                ids = chosen + missing
+        if not ids:
+            return []
+        return self._exact_hits(shard, q, limit, flt, ids=ids)
+
+    def _exact_hits(self, shard: Any, q: list[list[float]], limit: int, flt: Any,
+                    ids: Sequence[str] | None = None, with_payload: bool = True) -> list[ScoredPage]:
+        """Qdrant's exact MaxSim over every page matching ``flt`` (and ``ids`` when given). Call under the lock."""
+        qe = _edge()
+        condition = flt
+        if ids is not None:  # the candidates, within the filter
+            condition = qe.Filter(must=[qe.HasIdCondition(set(ids)), *([flt] if flt is not None else [])])
+        hits = shard.query(qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(q, using=FULL_VECTOR),
+            filter=condition,
+            with_payload=with_payload,
+            params=qe.SearchParams(exact=True),
+        ))
+        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+
+    def _plan_candidates(self, cache: RerankCache, plan: SearchPlan, query: np.ndarray, keep: int) -> list[str]:
+        """The first stage of ``plan`` (``pagelens.index.ann.first_stages``) for an unfiltered search: its
+        candidates, topped up from the int8 scan when it found fewer than ``keep``. Call under the lock."""
+        stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
+        stage = stages.get(plan.first_stage, stages["scan"])  # "tokens" while its index is not ready: scan
+        if stage.name == "scan":
+            return stage.candidates(query, keep)
+        ids = stage.candidates(query, max(plan.candidates, keep))
+        if len(ids) < keep:  # few pages share a probed cell with the query: top up from the int8 scan
+            found = set(ids)
+            ids = ids + [i for i in stages["scan"].candidates(query, keep) if i not in found]
+        return ids
+
+    @staticmethod
+    def _prefetch_ids(shard: Any, q: list[list[float]], k: int, flt: Any) -> list[str]:
+        """Ids of the union of Qdrant's two pooled HNSW prefetches (rows, cols; ``k`` each), fused by
+        RRF. Call under the lock."""
+        qe = _edge()
+        candidates = shard.query(qe.QueryRequest(
+            limit=2 * k,
+            query=qe.Fusion.Rrf(k=60),
+            prefetches=[
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
+            ],
+            with_payload=False,
+        ))
+        return [str(h.id) for h in candidates]
+
+    def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """{id: [n_tokens, dim] float32} for the ids that exist."""
+        wanted = [str(i) for i in ids if _valid_uuid(str(i))]
+        with self._lock:
+            shard, _ = self._require(collection)
+            if not wanted:
+                return {}
+            records = shard.retrieve(wanted, with_payload=False, with_vector=[FULL_VECTOR])
+        out: dict[str, np.ndarray] = {}
+        for rec in records:
+            vec = rec.vector
+            if isinstance(vec, dict) and FULL_VECTOR in vec:
+                out[str(rec.id)] = np.asarray(vec[FULL_VECTOR], dtype=np.float32)
+        return out
