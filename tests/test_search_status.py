@@ -137,7 +137,7 @@ def test_a_cache_out_of_step_is_found_by_identity_repaired_and_searches_stay_exa
     warned = stale_warnings(caplog)
     assert len(warned) == 1, warned  # once per collection and staleness, not per search
     assert "collection 'fast'" in warned[0] and "`pagelens optimize --collection fast`" in warned[0]
-    assert "rerank cache is out of step" in warned[0]
+    assert "rerank cache is out of step" in warned[0] and "lower recall on large collections" in warned[0]
 
     result = store.repair("fast")
     assert result.before == status and result.after.current
@@ -149,6 +149,8 @@ def test_a_cache_out_of_step_is_found_by_identity_repaired_and_searches_stay_exa
     store.upsert("fast", new[:1])  # stale again (not optimized since): a new warning
     store.search("fast", q, 5)
     assert len(stale_warnings(caplog)) == 1 and "not optimized since" in stale_warnings(caplog)[0]
+    # the cache holds every page: the warning says searches still scan them all (no recall lost)
+    assert "consider every page (the int8 scan) and stay right" in stale_warnings(caplog)[0]
     store.close()
 
 

@@ -193,7 +193,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         self._upserts: dict[str, int] = {}
         self._closes = 0  # close() calls: a repair finishing after one neither marks nor reopens anything
         self._cache_diff: dict[str, tuple[tuple[Any, ...], tuple[int, int]]] = {}  # memo of the last mismatch
-        self.stale_warnings = StaleWarnings(logger)
+        self.stale_warnings = StaleWarnings(logger, int8_first_stage=self.fast_rerank)
         self.recall_target = float(recall_target)  # the self-check's recall@5 target (index/ann/self_check.py)
         self._plans: dict[str, SearchPlan] = {}  # collection -> its measured search plan
         self._exact_warned: set[str] = set()  # collections whose plan is exact: warned once

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,12 +134,23 @@ class IdDigest:
         return len(self._ids)
 
 
+def stale_consequence(codes: Sequence[str], int8_first_stage: bool) -> str:
+    """What a search of a collection stale for ``codes`` does meanwhile, for the warning. With the int8
+    first stage (the Edge store's fast rerank) only a rerank cache out of step changes which pages are
+    considered (Qdrant's pooled prefetch then picks them); the other kinds leave every page scored by
+    the int8 scan. Without it (the server, or no fast rerank) the pooled prefetch picks them anyway."""
+    if int8_first_stage and RERANK_CACHE not in codes:
+        return "Searches still consider every page (the int8 scan) and stay right; they may be slower"
+    return "Searches stay correct but use the slower fallback (lower recall on large collections)"
+
+
 class StaleWarnings:
     """Logs one WARNING per collection and staleness: again only when a new kind of staleness appears
     (a code not warned about yet), and again after the collection was seen current. Thread-safe."""
 
-    def __init__(self, log: logging.Logger | None = None) -> None:
+    def __init__(self, log: logging.Logger | None = None, int8_first_stage: bool = False) -> None:
         self._log = log or logger
+        self.int8_first_stage = int8_first_stage  # the consequence the warning states (stale_consequence)
         self._warned: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
 
@@ -154,10 +165,10 @@ class StaleWarnings:
                 return False
             self._warned[status.collection] = self._warned.get(status.collection, frozenset()) | codes
         self._log.warning(
-            "search structures of collection '%s' are stale: %s. Searches stay correct but use the slower "
-            "fallback (lower recall on large collections) until repaired: run `%s` (a running `pagelens "
-            "serve` repairs it at its next start and after its next indexing job)",
-            status.collection, "; ".join(status.stale), repair_command(status.collection),
+            "search structures of collection '%s' are stale: %s. %s until repaired: run `%s` (a running "
+            "`pagelens serve` repairs it at its next start and after its next indexing job)",
+            status.collection, "; ".join(status.stale), stale_consequence(status.codes, self.int8_first_stage),
+            repair_command(status.collection),
         )
         return True
 

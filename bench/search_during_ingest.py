@@ -1,0 +1,190 @@
+"""Searches while an upload is indexed: latency and recall of the default visual search during a
+job's writes (issue "search never waits for ingest"), against the same searches on the idle store,
+same run, same process.
+
+A collection of ``--pages`` settled pages (``bench.retrieval.Synth``, ``--generator``, 1139 x 128 by
+default) is built exactly as the product does (``open_store(Settings())``, upserts of 100 pages, then
+``optimize()``: HNSW, the int8 cache, the self-check). Then:
+
+* **idle**: ``--rounds`` rounds of ``--queries`` planted queries, ``two_stage`` top 10, one at a time;
+* **during**: a writer thread indexes ``--docs`` new documents of ``--doc-pages`` pages as the job
+  worker does (one upsert per document, then the job's one ``repair``) while the same searches run in
+  the main thread until the writer is done (at least one round).
+
+Recall@5 is against exact MaxSim (torch fp32) over the settled pages, from the returned list with the
+new pages taken out (they are not what the queries are about). A third thread sleeps 10 ms at a time
+and records how late it wakes: what any other handler of the process (``/healthz``) would wait for the
+GIL, since Qdrant Edge's optimizers hold it (``QdrantEdgeStore.repair``). Every figure: this machine,
+synthetic vectors, the date and load printed with the table.
+
+    python bench/search_during_ingest.py                       (2,000 settled pages, 50 documents x 8 pages)
+    python bench/search_during_ingest.py --pages 10000 --data-dir /big/disk
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import Table, device_label, log, percentile  # noqa: E402
+from bench.retrieval import (  # noqa: E402
+    CHUNK,
+    GENERATORS,
+    Exact,
+    Synth,
+    manifest,
+    maxsim_scores,
+    page_of,
+    points_for,
+    recall,
+    user_store,
+)
+
+COLLECTION = "bench"
+HEARTBEAT_S = 0.010  # the heartbeat thread's sleep
+
+
+def build(store: object, syn: Synth, settled: int, queries: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
+    """Upsert the first ``settled`` pages 100 at a time and optimize; returns the exact scores of
+    ``queries`` over them [Q, settled] and the generated chunks of the rest (for the writer)."""
+    store.create_collection(manifest(COLLECTION))  # type: ignore[attr-defined]
+    exact = np.zeros((len(queries), settled), dtype=np.float32)
+    later: list[tuple] = []
+    for k in range(syn.n_chunks()):
+        full, rows, cols, _ = syn.gen_chunk(k)
+        lo = k * CHUNK
+        if lo >= settled:
+            later.append((lo, full, rows, cols))
+            continue
+        exact[:, lo : lo + len(full)] = maxsim_scores(full, queries)
+        store.upsert(COLLECTION, points_for(lo, full, rows, cols))  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    store.optimize(COLLECTION)  # type: ignore[attr-defined]
+    log(f"built {settled} settled pages; optimize (HNSW, int8 cache, self-check) {time.perf_counter() - t0:.1f} s")
+    return exact, later
+
+
+def search_round(store: object, queries: np.ndarray, truth: Exact, settled: int) -> tuple[list[float], list[float]]:
+    """One round: (seconds per search, recall@5 per query over the settled pages)."""
+    times, recalls = [], []
+    for i, q in enumerate(queries):
+        t0 = time.perf_counter()
+        hits = store.search(COLLECTION, q, limit=10, mode="two_stage")  # type: ignore[attr-defined]
+        times.append(time.perf_counter() - t0)
+        got = [p for p in (page_of(h.id) for h in hits) if p < settled]
+        recalls.append(recall(got, truth[i], 5, truth.scores[i]))
+    return times, recalls
+
+
+class Heartbeat(threading.Thread):
+    """Sleeps ``HEARTBEAT_S`` at a time and records how late each wake-up is (seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.late: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            time.sleep(HEARTBEAT_S)
+            self.late.append(time.perf_counter() - t0 - HEARTBEAT_S)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pages", type=int, default=2000, help="settled pages (a multiple of 100)")
+    ap.add_argument("--tokens", type=int, default=1139)
+    ap.add_argument("--docs", type=int, default=50, help="documents of the upload")
+    ap.add_argument("--doc-pages", type=int, default=8, help="pages per uploaded document")
+    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3, help="idle rounds")
+    ap.add_argument("--generator", choices=GENERATORS, default="aniso")
+    ap.add_argument("--data-dir", type=Path, default=None, help="where the store goes (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=None, help="append the table to this markdown file")
+    args = ap.parse_args()
+    if args.pages % CHUNK:
+        ap.error(f"--pages must be a multiple of {CHUNK}")
+    new_pages = args.docs * args.doc_pages
+    total = args.pages + ((new_pages + CHUNK - 1) // CHUNK) * CHUNK
+    syn = Synth(total, args.tokens, generator=args.generator)
+    # queries planted on settled pages (the generator's targets are drawn over every page: keep those)
+    queries, targets = syn.queries(min(total, 4 * args.queries))
+    queries = queries[targets < args.pages][: args.queries]
+    root = args.data_dir or Path(tempfile.mkdtemp(prefix="pagelens-during-"))
+    store, _ = user_store(root)
+    try:
+        exact_scores, later = build(store, syn, args.pages, queries)
+        truth = Exact(exact_scores)
+        search_round(store, queries[:3], truth, args.pages)  # warm-up
+        idle_t: list[float] = []
+        idle_r: list[float] = []
+        beat = Heartbeat()
+        beat.start()
+        for _ in range(args.rounds):
+            t, r = search_round(store, queries, truth, args.pages)
+            idle_t += t
+            idle_r += r
+        idle_late = list(beat.late)
+        beat.late.clear()
+
+        new_points = [p for lo, full, rows, cols in later for p in points_for(lo, full, rows, cols)][:new_pages]
+        done = threading.Event()
+        phases: dict[str, float] = {}
+
+        def writer() -> None:
+            t0 = time.perf_counter()
+            for d in range(args.docs):
+                store.upsert(COLLECTION, new_points[d * args.doc_pages : (d + 1) * args.doc_pages])
+            phases["upserts"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            store.repair(COLLECTION)  # the job's one repair (pagelens.app.jobs)
+            phases["repair"] = time.perf_counter() - t1
+            done.set()
+
+        during_t: list[float] = []
+        during_r: list[float] = []
+        w = threading.Thread(target=writer, daemon=True)
+        w.start()
+        rounds = 0
+        while not done.is_set() or rounds == 0:
+            t, r = search_round(store, queries, truth, args.pages)
+            during_t += t
+            during_r += r
+            rounds += 1
+        w.join()
+        beat.stop.set()
+        during_late = list(beat.late)
+    finally:
+        store.close()
+        if args.data_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+    dev = device_label()
+    note = f"{args.pages} settled pages x {args.tokens} tokens, synthetic {args.generator}"
+    table = Table(f"Searches during an upload of {args.docs} documents x {args.doc_pages} pages ({note})")
+    table.add("search p50 (during vs idle)", percentile(during_t, 50), percentile(idle_t, 50),
+              baseline_name="idle", device=dev, note=f"{len(during_t)} during, {len(idle_t)} idle")
+    table.add("search p95 (during vs idle)", percentile(during_t, 95), percentile(idle_t, 95),
+              baseline_name="idle", device=dev)
+    table.add("search max (during vs idle)", max(during_t), max(idle_t), baseline_name="idle", device=dev)
+    table.add("recall@5 vs exact, settled pages (during vs idle)", float(np.mean(during_r)),
+              float(np.mean(idle_r)), unit="", higher_is_better=True, baseline_name="idle", device=dev)
+    table.add("heartbeat: latest wake-up past 10 ms (during vs idle)", max(during_late or [0.0]),
+              max(idle_late or [0.0]), baseline_name="idle", device=dev,
+              note="what /healthz would wait for the GIL")
+    table.add("upload: upserts, then the job's one repair", phases.get("upserts"), phases.get("repair"),
+              baseline_name="repair", device=dev)
+    table.print(args.out)
+
+
+if __name__ == "__main__":
+    main()
