@@ -182,19 +182,19 @@ def test_documents_table_downloads_the_original_and_collections_row_is_marked(br
         page.get_by_role("tab", name="Collections").click()
         coll = page.locator("#pl-collections")
         expect(coll).to_contain_text("beta")
-        marked = coll.locator("tbody tr.pl-row-selected")
+        marked = coll.locator(".pl-row-selected")
         expect(marked).to_have_count(0)  # nothing selected yet: nothing marked
         for name in ("beta", "alpha"):
             coll.get_by_role("gridcell", name=name, exact=True).click()
             expect(page.locator("#pl-coll-selected")).to_contain_text(f"Selected: {name}")
             expect(marked).to_have_count(1)
-            expect(marked.locator("td").first).to_have_text(name)
-            colour = marked.locator("td").nth(1).evaluate("e => getComputedStyle(e).backgroundColor")
-            other = coll.locator("tbody tr:not(.pl-row-selected) td").nth(1).evaluate(
+            expect(marked.locator("[role=gridcell]").first).to_have_text(name)
+            colour = marked.locator("[role=gridcell]").nth(1).evaluate("e => getComputedStyle(e).backgroundColor")
+            other = coll.locator("[role=row]:not(.pl-row-selected) [role=gridcell]").nth(1).evaluate(
                 "e => getComputedStyle(e).backgroundColor")
             assert colour != other, (colour, other)  # visibly marked
         page.get_by_role("tab", name="Documents").click()
         page.get_by_role("tab", name="Collections").click()
         expect(marked).to_have_count(1)  # still marked after the tab was redrawn
-        expect(marked.locator("td").first).to_have_text("alpha")
+        expect(marked.locator("[role=gridcell]").first).to_have_text("alpha")
         page.goto("about:blank")

@@ -83,7 +83,7 @@ button.pl-row-cancel { color: #b91c1c; border-color: #fca5a5; }
 a.pl-download { font-weight: 600; white-space: nowrap; }
 .pl-no-original { opacity: 0.7; font-size: 0.85rem; white-space: nowrap; cursor: help; border-bottom: 1px dotted currentColor; }
 /* the Collections table's selected row (ui/tabs/collections.py COLL_SELECT_JS marks it), and only it */
-#pl-collections tr.pl-row-selected td, #pl-collections tr.pl-row-selected [role=gridcell] {
+#pl-collections .pl-row-selected [role=gridcell] {
   background: rgba(37, 99, 235, 0.14) !important; box-shadow: inset 0 2px 0 rgba(37, 99, 235, 0.55), inset 0 -2px 0 rgba(37, 99, 235, 0.55); font-weight: 600; }
 #pl-collections th, #pl-collections th * { white-space: nowrap !important; word-break: normal !important; }
 #pl-collections .table-wrap, #pl-collections .table-container { overflow-x: auto !important; }

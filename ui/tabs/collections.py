@@ -30,23 +30,25 @@ if TYPE_CHECKING:
     from pagelens.app.access import Principal
 
 # Marks the selected collection's row (the one the line under the table names: ``select_collection``) with
-# ``pl-row-selected`` (styled in ``render.CSS``) and ``aria-selected``, and no other row; kept through every
-# redraw of the table (a mutation observer, at most once per frame) and cleared when the selection is.
+# ``pl-row-selected`` (styled in ``render.CSS``) and ``aria-selected``, and no other row (Gradio's Dataframe draws
+# rows as ``[role=row]`` of ``[role=gridcell]``); kept through every redraw of the table (a mutation observer,
+# at most once per frame) and cleared when the selection is.
 COLL_SELECT_JS = """() => {
   let queued = false;
   const mark = () => {
     queued = false;
     const chosen = document.querySelector('#pl-coll-selected strong');
     const name = chosen ? chosen.textContent.trim() : '';
-    document.querySelectorAll('#pl-collections tbody tr').forEach((tr) => {
-      const first = tr.querySelector('td');
+    document.querySelectorAll('#pl-collections [role=row]').forEach((row) => {
+      const first = row.querySelector('[role=gridcell]');  // header rows have none
       const on = !!name && !!first && first.innerText.trim() === name;
-      if (tr.classList.contains('pl-row-selected') !== on) tr.classList.toggle('pl-row-selected', on);
-      if (on) tr.setAttribute('aria-selected', 'true'); else tr.removeAttribute('aria-selected');
+      if (row.classList.contains('pl-row-selected') !== on) row.classList.toggle('pl-row-selected', on);
+      if (on) row.setAttribute('aria-selected', 'true'); else row.removeAttribute('aria-selected');
     });
   };
   const later = () => { if (!queued) { queued = true; requestAnimationFrame(mark); } };
-  new MutationObserver(later).observe(document.body, {childList: true, subtree: true, characterData: true});
+  new MutationObserver(later).observe(document.body, {childList: true, subtree: true, characterData: true,
+                                                     attributes: true, attributeFilter: ['class']});
   later();
 }"""
 
