@@ -28,9 +28,16 @@ from pagelens.ingest.sniff import EXTENSIONS
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024  # bytes read and hashed at a time
-# media types of the formats mimetypes may not know on every system
+# the media type of each stored extension (``pagelens.ingest.sniff.EXTENSIONS``), not left to the system's
+# mime.types (which may lack the office formats)
+_OOXML = "application/vnd.openxmlformats-officedocument"
+_ODF = "application/vnd.oasis.opendocument"
 _MEDIA = {"pdf": "application/pdf", "png": "image/png", "jpg": "image/jpeg", "tif": "image/tiff",
-          "rtf": "application/rtf", "html": "text/html"}
+          "docx": f"{_OOXML}.wordprocessingml.document", "xlsx": f"{_OOXML}.spreadsheetml.sheet",
+          "pptx": f"{_OOXML}.presentationml.presentation", "odt": f"{_ODF}.text", "ods": f"{_ODF}.spreadsheet",
+          "odp": f"{_ODF}.presentation", "odg": f"{_ODF}.graphics", "doc": "application/msword",
+          "xls": "application/vnd.ms-excel", "ppt": "application/vnd.ms-powerpoint", "rtf": "application/rtf",
+          "html": "text/html"}
 
 
 class OriginalStore:
