@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pagelens.api.deps import Caller, CollectionName, DocId, State
 from pagelens.api.schemas import ERRORS, DocumentOut, JobOut
 from pagelens.api.uploads import receive_upload, storage_error
+from pagelens.index.stores.originals import MEDIA_TYPES
 from pagelens.retrieve.highlight import draw_regions, parse_highlight
 from starlette.concurrency import run_in_threadpool
 
@@ -162,7 +163,7 @@ def page_image(
 @router.get(
     "/{doc_id}/original",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}},
+    responses={200: {"content": {media: {} for media in MEDIA_TYPES},
                      "description": "The document's original file, as indexed (its media type by content: "
                      "application/pdf, image/png, ...; Content-Disposition: attachment with the document's "
                      "name)."}},

@@ -38,6 +38,7 @@ _MEDIA = {"pdf": "application/pdf", "png": "image/png", "jpg": "image/jpeg", "ti
           "odp": f"{_ODF}.presentation", "odg": f"{_ODF}.graphics", "doc": "application/msword",
           "xls": "application/vnd.ms-excel", "ppt": "application/vnd.ms-powerpoint", "rtf": "application/rtf",
           "html": "text/html"}
+MEDIA_TYPES = (*sorted(set(_MEDIA.values())), "application/octet-stream")  # every type an original is served as
 
 
 class OriginalStore:
