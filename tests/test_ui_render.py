@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 
 from pagelens.ui.originals import original_href
-from pagelens.ui.render import caption, citations_html, docs_html, link_citation_markers, score_details
+from pagelens.ui.render import (
+    caption,
+    citations_html,
+    distinct_labels,
+    docs_html,
+    link_citation_markers,
+    score_details,
+)
 
 
 def test_citations_are_numbered_in_order_with_full_names_and_pages() -> None:
@@ -65,3 +72,16 @@ def test_documents_table_shows_names_and_download_links_never_raw_ids() -> None:
 def test_original_links_are_relative_to_the_ui_and_quoted() -> None:
     assert original_href("inv", "0123456789abcdef") == "original/inv/0123456789abcdef"
     assert original_href("a.b-c_d", "x_y-z") == "original/a.b-c_d/x_y-z"
+
+
+def test_document_picker_tells_documents_of_the_same_name_apart_without_ids() -> None:
+    choices = [("scan.pdf (1 p.)", "aaaa"), ("scan.pdf (1 p.)", "bbbb"), ("inv.pdf (2 p.)", "cccc"),
+               ("dup.pdf (1 p.)", "dddd"), ("dup.pdf (1 p.)", "eeee")]
+    when = {"aaaa": "2026-12-01T09:30:00", "bbbb": "2026-12-06T10:00:05", "dddd": "2026-12-06T10:00:00",
+            "eeee": "2026-12-06T10:00:59"}
+    out = distinct_labels(choices, when)
+    assert out == [("scan.pdf (1 p.) · indexed 2026-12-01 09:30", "aaaa"),
+                   ("scan.pdf (1 p.) · indexed 2026-12-06 10:00", "bbbb"), ("inv.pdf (2 p.)", "cccc"),
+                   ("dup.pdf (1 p.) · indexed 2026-12-06 10:00 (1 of 2)", "dddd"),
+                   ("dup.pdf (1 p.) · indexed 2026-12-06 10:00 (2 of 2)", "eeee")]
+    assert not any(doc_id in label for label, doc_id in out)

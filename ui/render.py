@@ -127,8 +127,9 @@ SCOPE_MAX = 500  # documents offered in the Ask tab's "Only these documents" pic
 
 def scope_choices(ctx: UIContext, collection: str) -> list[tuple[str, str]]:
     """The Ask tab's "Only these documents" choices: (name, id) of the collection's first ``SCOPE_MAX``
-    documents by name."""
-    return [(d.doc_name, d.doc_id) for d in ctx.service.documents(collection, limit=SCOPE_MAX)]
+    documents by name (documents of the same name told apart by ``distinct_labels``, never by their id)."""
+    docs = ctx.service.documents(collection, limit=SCOPE_MAX)
+    return distinct_labels([(d.doc_name, d.doc_id) for d in docs], {d.doc_id: d.indexed_at for d in docs})
 
 
 DOCS_PAGE = 50  # documents per page of the Documents table (the registry reads one page: O(page))
@@ -172,7 +173,30 @@ def documents_rows(ctx: UIContext, collection: str, offset: int = 0, limit: int 
                      original_href(collection, doc.doc_id) if kept else ""])
         if doc.doc_id not in inflight:
             choices.append((f"{doc.doc_name} ({doc.page_count} p.)", doc.doc_id))
-    return rows, choices, matched
+    return rows, distinct_labels(choices, {d.doc_id: d.indexed_at for d in docs}), matched
+
+
+def distinct_labels(choices: list[tuple[str, str]], indexed_at: dict[str, str]) -> list[tuple[str, str]]:
+    """The picker's (label, doc_id) choices with documents of the same label told apart by when they were
+    indexed (``· indexed 2026-12-06 10:00``), then by a counter: never by their raw id."""
+    from collections import Counter
+
+    seen = Counter(label for label, _ in choices)
+    out: list[tuple[str, str]] = []
+    for label, doc_id in choices:
+        if seen[label] > 1:
+            when = indexed_at.get(doc_id, "").replace("T", " ")[:16]
+            label = f"{label} · indexed {when}" if when else label
+        out.append((label, doc_id))
+    again = Counter(label for label, _ in out)
+    numbered: Counter[str] = Counter()
+    final = []
+    for label, doc_id in out:
+        if again[label] > 1:
+            numbered[label] += 1
+            label = f"{label} ({numbered[label]} of {again[label]})"
+        final.append((label, doc_id))
+    return final
 
 
 def ask_button(pages: int, uploads_active: bool) -> Any:
