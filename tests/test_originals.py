@@ -198,3 +198,34 @@ def test_documents_table_downloads_the_original_and_collections_row_is_marked(br
         expect(marked).to_have_count(1)  # still marked after the tab was redrawn
         expect(marked.locator("[role=gridcell]").first).to_have_text("alpha")
         page.goto("about:blank")
+
+
+@pytest.mark.slow
+def test_the_service_keeps_originals_of_files_indexed_by_path_and_drops_them_with_the_collection(
+        settings_factory, tmp_path: Path) -> None:  # noqa: ANN001
+    """What the CLI does (``pagelens index -c C FILE``): the file indexed by its path is kept; deleting the
+    collection removes the copy unless another collection still has the document."""
+    from pagelens.index.pipeline.indexer import IndexInput
+
+    from pagelens.app.service import PagelensService
+    from pagelens.core.errors import DocumentNotFoundError
+
+    local = tmp_path / "renamed invoice.pdf"
+    local.write_bytes(AWS.read_bytes())
+    sha = _sha(local.read_bytes())
+    service = PagelensService(settings_factory())
+    try:
+        for name in ("one", "two"):
+            report = service.index(name, [IndexInput(local)])
+            assert report.ok and report.documents[0].status == "indexed", report.to_dict()
+        found = service.original("one", sha[:16])
+        assert found.filename == "renamed invoice.pdf" and found.media_type == "application/pdf"
+        assert found.path.read_bytes() == local.read_bytes() and found.path.parent.parent == service.originals.root
+        with pytest.raises(DocumentNotFoundError):
+            service.original("one", "0" * 16)
+        service.delete_collection("one")
+        assert found.path.exists()  # "two" still has it
+        service.delete_collection("two")
+        assert not found.path.exists()
+    finally:
+        service.close()
