@@ -9,10 +9,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from pagelens.index.stores.originals import OriginalStore, media_type
 from test_ui_browser import AWS, browser_page, seed_collections, serve  # noqa: F401  (browser_page: a fixture)
 
 KEYS = "adm-key:admin;a-key:r:alpha;b-key:rw:beta"
+ARTIFACTS = REPO / "test-artifacts" / "originals"
 
 
 def _sha(data: bytes) -> str:
@@ -97,6 +99,9 @@ def test_download_the_original_through_a_real_server(settings_factory) -> None: 
                 else:
                     assert b"%PDF" not in got.content
                     assert got.json()["error"]["code"] in ("forbidden", "unauthorized")
+        # a browser without a session (expired, signed out) gets the sign-in page, not the file
+        got = httpx.get(ui, headers={"Accept": "text/html"}, timeout=30)
+        assert got.status_code == 401 and 'id="pl-key"' in got.text and b"%PDF" not in got.content
         # a key that may read beta asks for alpha's document through beta: not there
         got = httpx.get(f"{url}/v1/collections/beta/documents/{doc_id}/original",
                         headers={"Authorization": "Bearer b-key"}, timeout=30)
@@ -170,6 +175,8 @@ def test_documents_table_downloads_the_original_and_collections_row_is_marked(br
         assert table.locator("td.pl-file").first.get_attribute("title") == f"Document ID: {doc_id}"
         link = table.locator("a.pl-download")
         expect(link).to_have_count(1)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "documents_download.png"), full_page=True)
         with page.expect_download() as info:
             link.click()
         download = info.value
@@ -197,6 +204,7 @@ def test_documents_table_downloads_the_original_and_collections_row_is_marked(br
         page.get_by_role("tab", name="Collections").click()
         expect(marked).to_have_count(1)  # still marked after the tab was redrawn
         expect(marked.locator("[role=gridcell]").first).to_have_text("alpha")
+        page.screenshot(path=str(ARTIFACTS / "collections_selected_row.png"), full_page=True)
         page.goto("about:blank")
 
 

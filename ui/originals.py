@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from pagelens.ui.auth import UIAuth, UIAuthError
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
@@ -23,7 +24,6 @@ from pagelens.core.types import COLLECTION_PATTERN
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from pagelens.ui.auth import UIAuth
 
     from pagelens.app.service import PagelensService
 
@@ -44,9 +44,9 @@ def install_original_route(app: FastAPI, auth: UIAuth, service: PagelensService)
 
     def original(request: Request, collection: str, doc_id: str) -> Response:
         who = auth.principal(request)
-        if who is None:
-            return JSONResponse(error_body("unauthorized", "sign in first: downloads need the same API key as "
-                                           "the UI"), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if who is None:  # a browser gets the sign-in page (as everywhere under the UI), a script the JSON error
+            return auth.error_response(request, UIAuthError(401, "unauthorized", "sign in first: downloads need "
+                                                            "the same API key as the UI"))
         if not _COLLECTION.match(collection) or not _DOC_ID.match(doc_id):
             return JSONResponse(error_body("not_found", "no such collection or document"), status_code=404)
         if not who.can_read(collection):
