@@ -82,7 +82,7 @@ def test_no_helper_component_is_displayed_on_any_tab_or_size(browser_page, setti
 
 def test_page_images_are_served_only_to_keys_that_may_read_their_collection(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
     """Issue 28.6, through the real server: the page copies a signed-in key was shown (a source's thumbnail,
-    the viewer's page, its download) are served to a key that may read their collection and refused (403)
+    the viewer's page, its download, the similarity map) are served to a key that may read their collection and refused (403)
     to a key scoped to another collection, even with the exact URL; without a credential, 401."""
     import httpx
     from playwright.sync_api import expect
@@ -110,8 +110,11 @@ def test_page_images_are_served_only_to_keys_that_may_read_their_collection(brow
         thumb = page.locator("#pl-chat img.pl-thumb").first
         expect(thumb).to_be_visible(timeout=60_000)
         expect(page.locator("#pl-viewer-img img")).to_be_visible(timeout=60_000)
+        sim = page.locator("#pl-sim img")  # the similarity map of the top page (issue 28.6: every served image)
+        expect(sim).to_be_visible(timeout=60_000)
         urls = {"thumbnail": thumb.evaluate("i => i.src"),
-                "viewer": page.locator("#pl-viewer-img img").evaluate("i => i.src")}
+                "viewer": page.locator("#pl-viewer-img img").evaluate("i => i.src"),
+                "similarity map": sim.evaluate("i => i.src")}
         for name, src in urls.items():
             assert "/pages/" in src, (name, src)  # a page copy (the check below applies to it)
             for key, status in (("a-key", 200), ("adm-key", 200), ("b-key", 403)):

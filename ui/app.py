@@ -61,7 +61,7 @@ from pagelens.ui.tabs.ask import (
     build_ask_tab,
 )
 from pagelens.ui.tabs.ask_assets import ASK_CSS, VIEWER_JS
-from pagelens.ui.tabs.collections import build_collections_tab
+from pagelens.ui.tabs.collections import COLL_SELECT_JS, build_collections_tab
 from pagelens.ui.tabs.documents import build_documents_tab
 from pagelens.ui.uploads_view import ROW_ACTIONS_JS
 from starlette.routing import Mount
@@ -193,6 +193,9 @@ def mount_ui(
                                   cache_max_bytes=settings.ui_cache_max_bytes),
                        Middleware(PageAccess, ctx=demo.pagelens_ctx, principal=auth.principal)],  # type: ignore[arg-type, attr-defined]
     }
+    from pagelens.ui.originals import install_original_route
+
+    install_original_route(app, auth, service)  # before the mount: <ui>/original/... (its own access check)
     if auth.enabled:
         auth.install(app)  # before the mount: the sign-in routes are the only ones without a credential
         app_kwargs["dependencies"] = [Depends(auth.require)]
@@ -202,7 +205,7 @@ def mount_ui(
         demo,
         path=path,
         css=CSS + ASK_CSS,
-        js=page_js(VIEWER_JS, ROW_ACTIONS_JS),
+        js=page_js(VIEWER_JS, ROW_ACTIONS_JS, COLL_SELECT_JS),
         footer_links=[],
         run_history=False,
         max_file_size=min(settings.max_file_bytes, settings.max_upload_bytes),

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pagelens.ui.originals import original_href
 from pagelens.ui.state import UIContext
 from pagelens.ui.status import document_status
 from pagelens.ui.uploads_view import jobs_for_view, progress_html, upload_row  # noqa: F401  (re-exported)
@@ -79,6 +80,11 @@ button.pl-row-cancel { color: #b91c1c; border-color: #fca5a5; }
 .pl-hidden { display: none !important; }
 #pl-first-run { border: 1px solid var(--color-accent, #2563eb); border-radius: 10px; padding: 0.75rem; }
 #pl-coll-selected { font-weight: 600; }
+a.pl-download { font-weight: 600; white-space: nowrap; }
+.pl-no-original { opacity: 0.7; font-size: 0.85rem; white-space: nowrap; cursor: help; border-bottom: 1px dotted currentColor; }
+/* the Collections table's selected row (ui/tabs/collections.py COLL_SELECT_JS marks it), and only it */
+#pl-collections .pl-row-selected [role=gridcell] {
+  background: rgba(37, 99, 235, 0.14) !important; box-shadow: inset 0 2px 0 rgba(37, 99, 235, 0.55), inset 0 -2px 0 rgba(37, 99, 235, 0.55); font-weight: 600; }
 #pl-collections th, #pl-collections th * { white-space: nowrap !important; word-break: normal !important; }
 #pl-collections .table-wrap, #pl-collections .table-container { overflow-x: auto !important; }
 #pl-files .file-preview-holder, #pl-first-files .file-preview-holder { max-height: none !important; overflow: visible !important; }
@@ -121,8 +127,9 @@ SCOPE_MAX = 500  # documents offered in the Ask tab's "Only these documents" pic
 
 def scope_choices(ctx: UIContext, collection: str) -> list[tuple[str, str]]:
     """The Ask tab's "Only these documents" choices: (name, id) of the collection's first ``SCOPE_MAX``
-    documents by name."""
-    return [(d.doc_name, d.doc_id) for d in ctx.service.documents(collection, limit=SCOPE_MAX)]
+    documents by name (documents of the same name told apart by ``distinct_labels``, never by their id)."""
+    docs = ctx.service.documents(collection, limit=SCOPE_MAX)
+    return distinct_labels([(d.doc_name, d.doc_id) for d in docs], {d.doc_id: d.indexed_at for d in docs})
 
 
 DOCS_PAGE = 50  # documents per page of the Documents table (the registry reads one page: O(page))
@@ -135,7 +142,8 @@ ORDER_WORDS = {"name": "by name", "pages": "most pages first", "newest": "newest
 def documents_rows(ctx: UIContext, collection: str, offset: int = 0, limit: int = DOCS_PAGE,
                    inflight: set[str] | None = None, name_filter: str = "",
                    sort: str = "name") -> tuple[list[list[Any]], list[tuple[str, str]], int | None]:
-    """One page of the documents table (rows: name, pages, status, indexed at, id), the delete picker's
+    """One page of the documents table (rows: name, pages, status, indexed at, id, and the link to the kept
+    original file or "" when none is kept: ``ui/originals.py``), the delete picker's
     choices (that page's documents that no job is indexing) and, when filtered or sorted otherwise than by
     name, the number of matching documents (None: all of the collection's, ``document_count``).
     ``name_filter``: only names containing it (case-insensitive); ``sort``: a key of ``SORTS``. By name
@@ -160,10 +168,35 @@ def documents_rows(ctx: UIContext, collection: str, offset: int = 0, limit: int 
         status = document_status(doc.status, doc.doc_id in inflight)
         pages = f"{doc.pages_indexed}/{doc.page_count}" if doc.pages_indexed != doc.page_count else str(
             doc.page_count)
-        rows.append([doc.doc_name, pages, status, doc.indexed_at.replace("T", " ")[:19], doc.doc_id])
+        kept = bool(doc.sha256) and ctx.service.originals.find(doc.sha256) is not None
+        rows.append([doc.doc_name, pages, status, doc.indexed_at.replace("T", " ")[:19], doc.doc_id,
+                     original_href(collection, doc.doc_id) if kept else ""])
         if doc.doc_id not in inflight:
             choices.append((f"{doc.doc_name} ({doc.page_count} p.)", doc.doc_id))
-    return rows, choices, matched
+    return rows, distinct_labels(choices, {d.doc_id: d.indexed_at for d in docs}), matched
+
+
+def distinct_labels(choices: list[tuple[str, str]], indexed_at: dict[str, str]) -> list[tuple[str, str]]:
+    """The picker's (label, doc_id) choices with documents of the same label told apart by when they were
+    indexed (``· indexed 2026-12-06 10:00``), then by a counter: never by their raw id."""
+    from collections import Counter
+
+    seen = Counter(label for label, _ in choices)
+    out: list[tuple[str, str]] = []
+    for label, doc_id in choices:
+        if seen[label] > 1:
+            when = indexed_at.get(doc_id, "").replace("T", " ")[:16]
+            label = f"{label} · indexed {when}" if when else label
+        out.append((label, doc_id))
+    again = Counter(label for label, _ in out)
+    numbered: Counter[str] = Counter()
+    final = []
+    for label, doc_id in out:
+        if again[label] > 1:
+            numbered[label] += 1
+            label = f"{label} ({numbered[label]} of {again[label]})"
+        final.append((label, doc_id))
+    return final
 
 
 def ask_button(pages: int, uploads_active: bool) -> Any:
@@ -188,22 +221,37 @@ def pager_updates(offset: int, total: int) -> list[Any]:
             gr.update(interactive=offset + DOCS_PAGE < total)]
 
 
+NO_ORIGINAL = ("No original file is kept for this document (indexed before this server kept originals, or with "
+               "PAGELENS_KEEP_ORIGINALS off): upload the file again to make it downloadable.")
+
+
 def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None, filtered: bool = False,
               sort: str = "name") -> str:
-    """The documents table (name, pages, status, indexed at, id); the last two hidden on phones. With
-    ``total`` above the rows shown, a line says which of them these are (``offset`` + 1 to ...);
-    ``filtered``: the rows are those matching the name filter (none: it says so); ``sort``: their order
-    (a key of ``SORTS``)."""
+    """The documents table (name, pages, status, indexed at, the original file's download link; the date
+    hidden on phones). The document id is never shown, only in the name's tooltip. Rows are
+    ``documents_rows``'s (a sixth item, the link to the original, "" when none is kept: the cell says so
+    and its tooltip how to get one). With ``total`` above the rows shown, a line says which of them these
+    are (``offset`` + 1 to ...); ``filtered``: the rows are those matching the name filter (none: it says
+    so); ``sort``: their order (a key of ``SORTS``)."""
     if not rows:
         return ('<p class="pl-empty">No document name matches the filter.</p>' if filtered
                 else '<p class="pl-empty">No documents in this collection.</p>')
+
+    def original_cell(name: str, href: str) -> str:
+        if href:
+            return (f'<a class="pl-download" href="{html.escape(href)}" download '
+                    f'title="Download the original file of {html.escape(name)}" '
+                    f'aria-label="Download the original file of {html.escape(name)}">Download</a>')
+        return f'<span class="pl-no-original" title="{html.escape(NO_ORIGINAL)}">not kept</span>'
+
     body = "".join(
-        f'<tr class="pl-doc pl-doc-{html.escape(str(status))}"><td class="pl-file">{html.escape(str(name))}</td>'
+        f'<tr class="pl-doc pl-doc-{html.escape(str(status))}">'
+        f'<td class="pl-file" title="Document ID: {html.escape(str(doc_id))}">{html.escape(str(name))}</td>'
         f"<td>{html.escape(str(pages))}</td>"
         f'<td class="pl-status pl-status-{html.escape(str(status))}">{html.escape(str(status))}</td>'
         f'<td class="pl-hide-sm">{html.escape(str(when))}</td>'
-        f'<td class="pl-hide-sm pl-mono">{html.escape(str(doc_id))}</td></tr>'
-        for name, pages, status, when, doc_id in rows
+        f'<td class="pl-original">{original_cell(str(name), str(rest[0]) if rest else "")}</td></tr>'
+        for name, pages, status, when, doc_id, *rest in rows
     )
     shown = ""
     if total is not None and total > len(rows):
@@ -211,7 +259,7 @@ def docs_html(rows: list[list[Any]], offset: int = 0, total: int | None = None, 
         shown = (f'<p class="pl-note" id="pl-docs-range">{which} {offset + 1:,}–{offset + len(rows):,} of '
                  f"{total:,}, {ORDER_WORDS.get(sort, 'by name')}</p>")
     return (shown + '<table class="pl-table" id="pl-docs-table"><thead><tr><th>Document</th><th>Pages</th>'
-            '<th>Status</th><th class="pl-hide-sm">Indexed (UTC)</th><th class="pl-hide-sm">ID</th></tr>'
+            '<th>Status</th><th class="pl-hide-sm">Indexed (UTC)</th><th>Original</th></tr>'
             f"</thead><tbody>{body}</tbody></table>")
 
 
@@ -275,11 +323,29 @@ def page_text_markdown(hit: SearchHit) -> str:
     return f'{head}\n\n<pre class="pl-page-text">{html.escape(text[:PAGE_TEXT_CHARS])}</pre>{more}'
 
 
+# what ranked a page, in words (the raw score's kind: a fused score such as "rrf 0.03" means nothing to a reader)
+MATCH_LABELS = {"maxsim": "matched by its image", "bm25": "matched by its words",
+                "rrf": "matched by its words and image", "dbsf": "matched by its words and image"}
+SCORE_NAMES = {"maxsim": "MaxSim (image late-interaction) score", "bm25": "BM25 (word) score",
+               "rrf": "reciprocal-rank fusion score", "dbsf": "distribution-based fusion score"}
+
+
+def match_label(kind: str) -> str:
+    """Words for what ranked a page (``MATCH_LABELS``; "matched" for a kind without words)."""
+    return MATCH_LABELS.get(kind, "matched")
+
+
+def score_details(kind: str, score: float) -> str:
+    """The raw score for a details view or tooltip: ``<what it is> <score>`` (e.g. ``reciprocal-rank fusion
+    score 0.0328 (rrf)``)."""
+    return f"{SCORE_NAMES.get(kind, 'score')} {score:.4g} ({kind})"
+
+
 def caption(doc_name: str, page_no: int, score: float, number: int | None = None, kind: str = "maxsim") -> str:
-    """A page's caption: ``[n] <document> — page <N> (<kind> <score>)``, ``[n]`` when the page is citation n;
-    the score is named by its kind (maxsim, bm25, rrf, dbsf: what ranked the page)."""
+    """A page's caption: ``[n] <document> — page <N> (<what matched>)``, ``[n]`` when the page is citation n;
+    what ranked the page in words (``match_label``), never the raw score (``score_details`` gives it)."""
     head = f"[{number}] " if number is not None else ""
-    return f"{head}{doc_name} — page {page_no} ({kind} {score:.2f})"
+    return f"{head}{doc_name} — page {page_no} ({match_label(kind)})"
 
 
 def citations_html(pages: list[tuple[str, int]], prefix: str = "pl-cite", refs: list[str] | None = None) -> str:
@@ -322,8 +388,10 @@ def link_citation_markers(text: str, count: int, prefix: str = "pl-cite") -> str
     return f"{text}\n\nSources: {refs}"
 
 
-def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: SearchHit) -> tuple[Any, str]:
-    """(overlay image or None, caption) for one hit: per-patch max similarity of the query tokens."""
+def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: SearchHit) -> tuple[str | None, str]:
+    """(path of the overlay image or None, caption) for one hit of ``collection``: per-patch max similarity
+    of the query tokens. The image is a page copy of ``collection`` (``owned_image``): the UI serves it only
+    to a principal that may read that collection, like the page images (``ui/cache.PageAccess``)."""
     from pagelens.ui.similarity import overlay_heatmap, page_layout, query_token_mask, similarity_grid
     from PIL import Image
 
@@ -351,8 +419,32 @@ def similarity_overlay(ctx: UIContext, collection: str, question: str, hit: Sear
         log.warning("similarity map of %s p.%d: %s", hit.doc_name, hit.page_no, exc)
         return None, f"No similarity map for this page: {exc}"
     r, c = layout.tile_grid
-    text = (f"**{html.escape(hit.doc_name)} — page {hit.page_no}** ({hit.score_kind} {hit.score:.2f}). Each patch is "
+    text = (f"**{html.escape(hit.doc_name)} — page {hit.page_no}** ({match_label(hit.score_kind)}). Each patch is "
             f"coloured by its best match with a question token (red: strongest), over a "
-            f"{grid.shape[0]} x {grid.shape[1]} patch grid ({r} x {c} tiles).")
-    return overlay_heatmap(image, grid), text
+            f"{grid.shape[0]} x {grid.shape[1]} patch grid ({r} x {c} tiles).\n\n"
+            f"<details><summary>Score</summary>{html.escape(score_details(hit.score_kind, hit.score))}</details>")
+    return owned_image(ctx, overlay_heatmap(image, grid), collection), text
+
+
+SIMILARITY_DIR = "sim"  # similarity maps, inside the page-copy folder (checked by ui/cache.PageAccess)
+
+
+def owned_image(ctx: UIContext, image: Any, collection: str) -> str:
+    """Save ``image`` (PIL) as a PNG in the UI's page-copy folder (``<cache>/pages/sim/<hmac>.png``) and record
+    it as shown from ``collection`` (``UIContext.own_page``): ``ui/cache.PageAccess`` then serves it only to a
+    principal that may read ``collection``. Returns its path (what a ``gr.Image`` takes as it is)."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=3)
+    data = buffer.getvalue()
+    digest = hmac.new(ctx.secret, data, hashlib.sha256).hexdigest()[:32]
+    target = ctx.image_cache / SIMILARITY_DIR / f"{digest}.png"
+    if not target.exists():
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    ctx.own_page(str(target), collection)
+    return str(target)
 

@@ -1,4 +1,4 @@
-"""/v1/collections/{c}/documents: upload (-> 202 job), list, delete, page images."""
+"""/v1/collections/{c}/documents: upload (-> 202 job), list, delete, page images, original files."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pagelens.api.deps import Caller, CollectionName, DocId, State
 from pagelens.api.schemas import ERRORS, DocumentOut, JobOut
 from pagelens.api.uploads import receive_upload, storage_error
+from pagelens.index.stores.originals import MEDIA_TYPES
 from pagelens.retrieve.highlight import draw_regions, parse_highlight
 from starlette.concurrency import run_in_threadpool
 
@@ -157,6 +158,33 @@ def page_image(
         return Response(highlighted_png(path, regions), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/{doc_id}/original",
+    response_class=FileResponse,
+    responses={200: {"content": {media: {} for media in MEDIA_TYPES},
+                     "description": "The document's original file, as indexed (its media type by content: "
+                     "application/pdf, image/png, ...; Content-Disposition: attachment with the document's "
+                     "name)."}},
+    name="document_original",
+)
+def document_original(collection: CollectionName, doc_id: DocId, state: State, caller: Caller) -> Response:
+    """Download the file a document was indexed from (kept by the server: ``PAGELENS_KEEP_ORIGINALS``).
+    404 ``original_not_kept`` for a document indexed before originals were kept or with the setting off:
+    index the file again to keep it."""
+    caller.require_read(collection)
+    original = state.service.original(collection, doc_id)
+    return original_response(original)
+
+
+def original_response(original: Any) -> FileResponse:
+    """The download of a kept original (``PagelensService.original``): an attachment named as the
+    document (RFC 6266 ``filename*`` for non-ASCII names), never rendered inline by the browser."""
+    return FileResponse(original.path, media_type=original.media_type, filename=original.filename,
+                        content_disposition_type="attachment",
+                        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff",
+                                 "Content-Security-Policy": "sandbox"})
 
 
 def highlighted_png(path: Any, regions: list[dict[str, Any]]) -> bytes:

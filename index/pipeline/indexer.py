@@ -8,7 +8,9 @@ A run that gives no metadata keeps the stored metadata (a UI re-upload or a plai
 wipe it). A point is written only once its page is complete
 (image saved, embedding and full payload in one upsert), so after an interruption (Ctrl-C, SIGKILL,
 machine loss) a document counts fewer points than pages, and the next run redoes only its missing
-pages. Two or more inputs run through the pipeline of ``pagelens.index.pipeline.workers`` (worker processes for
+pages. Every opened document's file is kept in the ``OriginalStore`` given (``pagelens.index.stores.originals``,
+for downloads; none when ``PAGELENS_KEEP_ORIGINALS`` is off), also when its pages were there already (so
+indexing a file again gives an older document its original). Two or more inputs run through the pipeline of ``pagelens.index.pipeline.workers`` (worker processes for
 rendering and preprocessing, a writer thread for upserts); one input, or ``workers=0``, runs
 in-process. Both write the same points.
 
@@ -42,6 +44,7 @@ from pagelens.index.pipeline.workers import (
     prepare_document,
 )
 from pagelens.index.stores.base import VectorStore, pin
+from pagelens.index.stores.originals import OriginalStore
 from pagelens.index.stores.page_images import PageImageStore
 from pagelens.ingest import SourceDocument, open_document
 
@@ -149,11 +152,13 @@ class Indexer:
         embedder: PageEmbedder,
         store: VectorStore,
         images: PageImageStore,
+        originals: OriginalStore | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self.images = images
+        self.originals = originals  # None: no original files kept (PAGELENS_KEEP_ORIGINALS off)
 
     # -- collection --------------------------------------------------------------------------
     def ensure_collection(self, collection: str) -> CollectionManifest:
@@ -428,6 +433,8 @@ class _Run:
                                           "page_count": doc.page_count, "duplicate_of": self.seen_sha[doc.sha256]})
             return None
         self.seen_sha.setdefault(doc.sha256, path_str)
+        if ix.originals is not None:  # for downloads; a document that ends with no page discards it again
+            ix.originals.keep(doc.path, doc.sha256, doc.source_format)
         present: set[int] = set()
         doc_filter = PageFilter(doc_ids=[doc.doc_id])
         already = ix.store.count(self.collection, doc_filter)
@@ -497,12 +504,23 @@ class _Run:
         total = state.present + state.written
         if total < doc.page_count:
             result.status = "partial" if total else "failed"
+            if not total:
+                self._discard_unused_original(doc.sha256)
             if not any(e.path == path_str for e in self.report.errors):
                 self.report.errors.append(FileError(
                     path_str, f"{path_str}: only {total} of {doc.page_count} pages could be indexed"))
         self.results[key] = result
         self.notify("document_done", {"path": path_str, "doc_name": doc.name, "status": result.status,
                                       "page_count": doc.page_count})
+
+    def _discard_unused_original(self, sha256: str) -> None:
+        """Remove the kept original of a document that ended with no page, unless another collection has it."""
+        originals = self.ix.originals
+        if originals is None:
+            return
+        doc_filter = PageFilter(doc_ids=[sha256[:16]])
+        if not any(self.ix.store.count(name, doc_filter) for name in self.ix.store.list_collections()):
+            originals.discard(sha256)
 
     def _finish_report(self) -> None:
         self.report.documents.extend(r for r in self.results if r is not None)

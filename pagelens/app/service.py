@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pagelens.core.errors import CollectionNotFoundError, DocumentNotFoundError
+from pagelens.core.errors import CollectionNotFoundError, DocumentNotFoundError, OriginalNotKeptError
 from pagelens.core.settings import Settings
 from pagelens.core.types import PageFilter, QueryMode
 from pagelens.index.pipeline.indexer import Indexer, IndexInput, IndexReport, ProgressCallback
 from pagelens.index.stores.base import CatalogStore, VectorStore
+from pagelens.index.stores.originals import OriginalStore, media_type
 from pagelens.index.stores.page_images import PageImageStore
 from pagelens.index.stores.registry import with_registry
 from pagelens.retrieve.retriever import Retriever
@@ -69,6 +70,15 @@ class DocumentInfo:
         }
 
 
+@dataclass(frozen=True)
+class OriginalFile:
+    """A document's kept original file: where it is, the name to download it as, its media type."""
+
+    path: Path
+    filename: str
+    media_type: str
+
+
 @dataclass
 class CollectionInfo:
     name: str
@@ -106,6 +116,8 @@ class PagelensService:
         # page PNGs: PAGELENS_PAGE_IMAGES_DIR (payloads hold paths relative to it); points written before
         # that setting hold absolute paths under <data_dir>/pages, still read and served
         self.images = PageImageStore(settings.pages_dir, legacy_roots=[settings.data_dir / "pages"])
+        # the indexed files, for downloads (PAGELENS_KEEP_ORIGINALS): <data_dir>/originals/<sha[:2]>/<sha>.<ext>
+        self.originals = OriginalStore(settings.data_dir / "originals")
 
     # -- lazily built components --------------------------------------------------------------
     @property
@@ -154,7 +166,8 @@ class PagelensService:
 
     @property
     def indexer(self) -> Indexer:
-        return Indexer(self.settings, self.embedder, self.store, self.images)
+        return Indexer(self.settings, self.embedder, self.store, self.images,
+                       self.originals if self.settings.keep_originals else None)
 
     @property
     def retriever(self) -> Retriever:
@@ -263,7 +276,47 @@ class PagelensService:
             from pagelens.ingest.office import discard_converted
 
             discard_converted(self.settings, sha)  # the PDF an office document was converted to, if any
+            self._discard_original_unless_used(sha)
         return deleted
+
+    def _discard_original_unless_used(self, sha256: str) -> None:
+        """Remove the kept original with this content unless a document of any collection still has it."""
+        doc_filter = PageFilter(doc_ids=[sha256[:16]])
+        if not any(self.store.count(name, doc_filter) for name in self.store.list_collections()):
+            self.originals.discard(sha256)
+
+    def original(self, collection: str, doc_id: str) -> OriginalFile:
+        """The kept original file of document ``doc_id`` of ``collection``, named as the document
+        (``doc_name``'s last path part). Raises ``CollectionNotFoundError``, ``DocumentNotFoundError``, or
+        ``OriginalNotKeptError`` (404) for a document indexed before originals were kept or with
+        ``PAGELENS_KEEP_ORIGINALS`` off, saying how to get one (index the file again)."""
+        target = self.store.resolve_alias(collection)
+        if self.store.get_manifest(target) is None:
+            raise CollectionNotFoundError(collection)
+        found = self._name_and_sha(target, doc_id)
+        if found is None:
+            raise DocumentNotFoundError(
+                f"document '{doc_id}' is not in collection '{collection}'; list them with "
+                f"`pagelens docs --collection {collection}`", collection=collection, doc_id=doc_id)
+        doc_name, sha256 = found
+        name = doc_name.replace("\\", "/").rsplit("/", 1)[-1] or doc_id
+        path = self.originals.find(sha256) if sha256 else None
+        if path is None:
+            why = ("PAGELENS_KEEP_ORIGINALS is off on this server" if not self.settings.keep_originals
+                   else "it was indexed before this server kept original files")
+            raise OriginalNotKeptError(
+                f"no original file is kept for '{name}' in collection '{collection}' ({why}): index the file "
+                f"again (upload it again, or `pagelens index --collection {collection} FILE`) with "
+                "PAGELENS_KEEP_ORIGINALS on (the default) to make it downloadable", collection=collection,
+                doc_id=doc_id)
+        return OriginalFile(path=path, filename=name, media_type=media_type(path))
+
+    def _name_and_sha(self, collection: str, doc_id: str) -> tuple[str, str] | None:
+        """(doc_name, sha256) of one document, from one page's payload; None when it has no page."""
+        for _, payload in self.store.iter_payloads(collection, PageFilter(doc_ids=[doc_id]),
+                                                   keys=("doc_id", "doc_name", "sha256")):
+            return str(payload.get("doc_name") or doc_id), str(payload.get("sha256") or "")
+        return None
 
     def create_collection(self, collection: str) -> CollectionInfo:
         """Create an empty collection bound to the configured retriever model.
@@ -279,7 +332,15 @@ class PagelensService:
         return self.collection_info(collection)
 
     def delete_collection(self, collection: str) -> None:
+        """Delete the collection; the kept originals of its documents go too, except those another collection
+        still has."""
+        try:
+            shas = {r.sha256 for r in self.store.list_documents(collection) if r.sha256}
+        except CollectionNotFoundError:
+            shas = set()
         self.store.delete_collection(collection)
+        for sha in sorted(shas):
+            self._discard_original_unless_used(sha)
 
     # -- the three jobs ---------------------------------------------------------------------------
     def index(

@@ -106,6 +106,14 @@ class DocumentNotFoundError(PagelensError):
     http_status = 404
 
 
+class OriginalNotKeptError(PagelensError):
+    """A document has no kept original file (indexed before originals were kept, or with
+    ``PAGELENS_KEEP_ORIGINALS`` off); the message says to index the file again."""
+
+    code = "original_not_kept"
+    http_status = 404
+
+
 class InvalidRequestError(PagelensError):
     code = "invalid_request"
     http_status = 400

@@ -369,6 +369,12 @@ class Settings(BaseSettings):
         "behind a proxy that checks Host itself).",
     )
     job_keep_uploads: bool = Field(default=False, description="Keep uploaded files after their job finished.")
+    keep_originals: bool = Field(
+        default=True, description="Keep a copy of each indexed file in the data dir's originals/ folder (one per distinct "
+        "content: sha256), so users who may read its collection can download it (REST GET "
+        "/v1/collections/{c}/documents/{id}/original, the UI's Documents table); removed when its last document "
+        "is deleted. Off: no copy is kept, and a download says to index the file again with it on.",
+    )
     job_retention_days: float = Field(
         default=30.0, ge=0, description="Finished jobs (done, failed, cancelled) older than this many days (by "
         "their last update) are deleted from jobs.sqlite3, with any upload files left, when the server starts "

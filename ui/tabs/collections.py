@@ -2,7 +2,8 @@
 collection (named under the table with fresh counts), and Delete, live only while a row is selected (there
 is no implicit target), deletes that row's collection after a confirmation that names it with its counts.
 The handlers are module-level functions over the app state (``create_collection``, ``select_collection``,
-``delete_question_for``, ``delete_collection``); ``CollectionsTab.wire`` maps them to components."""
+``delete_question_for``, ``delete_collection``); ``CollectionsTab.wire`` maps them to components. The selected
+row is highlighted, and only it (``COLL_SELECT_JS``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,29 @@ if TYPE_CHECKING:
     from pagelens.ui.screen import Screen
 
     from pagelens.app.access import Principal
+
+# Marks the selected collection's row (the one the line under the table names: ``select_collection``) with
+# ``pl-row-selected`` (styled in ``render.CSS``) and ``aria-selected``, and no other row (Gradio's Dataframe draws
+# rows as ``[role=row]`` of ``[role=gridcell]``); kept through every redraw of the table (a mutation observer,
+# at most once per frame) and cleared when the selection is.
+COLL_SELECT_JS = """() => {
+  let queued = false;
+  const mark = () => {
+    queued = false;
+    const chosen = document.querySelector('#pl-coll-selected strong');
+    const name = chosen ? chosen.textContent.trim() : '';
+    document.querySelectorAll('#pl-collections [role=row]').forEach((row) => {
+      const first = row.querySelector('[role=gridcell]');  // header rows have none
+      const on = !!name && !!first && first.innerText.trim() === name;
+      if (row.classList.contains('pl-row-selected') !== on) row.classList.toggle('pl-row-selected', on);
+      if (on) row.setAttribute('aria-selected', 'true'); else row.removeAttribute('aria-selected');
+    });
+  };
+  const later = () => { if (!queued) { queued = true; requestAnimationFrame(mark); } };
+  new MutationObserver(later).observe(document.body, {childList: true, subtree: true, characterData: true,
+                                                     attributes: true, attributeFilter: ['class']});
+  later();
+}"""
 
 DELETE_LABEL = "Delete the selected collection…"
 # the Delete button while no row is selected: not live (there is no implicit target)
