@@ -417,10 +417,12 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
         readonly_note = gr.Markdown("Read-only access: this key cannot upload or delete here.",
                                     visible=False, elem_classes="pl-note")
         gr.Markdown("#### Uploads")
-        progress = gr.HTML(uploads_view(shell.ctx, None).open, elem_id="pl-progress")
-        # the finished files: collapsed, so many of them do not push the documents table down
-        with gr.Accordion(finished_label(0), open=False, visible=False, elem_id="pl-uploads-finished") as done_group:
-            done_html = gr.HTML("", elem_id="pl-progress-done")
+        with gr.Column(elem_id="pl-progress"):  # what needs attention, then the finished files collapsed
+            progress = gr.HTML(uploads_view(shell.ctx, None).open, elem_id="pl-progress-open")
+            # so that many finished files do not push the documents table down
+            with gr.Accordion(finished_label(0), open=False, visible=False,
+                              elem_id="pl-uploads-finished") as done_group:
+                done_html = gr.HTML("", elem_id="pl-progress-done")
         # the row-action bridge: in the page (the rows' script fills and presses them) but never shown
         row_action = gr.Textbox("", elem_id="pl-row-action", elem_classes="pl-hidden", container=False)
         row_action_btn = gr.Button("row action", elem_id="pl-row-action-btn", elem_classes="pl-hidden")
