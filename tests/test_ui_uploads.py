@@ -189,6 +189,11 @@ def test_a_cancelled_file_keeps_its_page_count_and_can_be_uploaded_again(tmp_pat
     first = saved.documents[0]
     assert first["status"] == "cancelled" and first["cancelled_at_page"] == 88 and first["pages_done"] == 0
     assert all(Path(d["path"]).is_file() for d in saved.documents)  # a UI upload keeps its cancelled files
+    from pagelens.api.schemas import JobOut
+
+    out = JobOut.model_validate(saved.to_dict()).model_dump()["documents"]  # what GET /v1/jobs/{id} says
+    assert [(d["status"], d["pages_done"], d["cancelled_at_page"]) for d in out] == [
+        ("cancelled", 0, 88), ("cancelled", 0, None)]
     view = uploads_view(ctx, "c", "alice", writable=True)
     assert "88 / 352" in view.open and view.open.count('data-act="again"') == 2
     assert "Upload again" not in uploads_view(ctx, "c", "reader", writable=False).open
@@ -199,6 +204,7 @@ def test_a_cancelled_file_keeps_its_page_count_and_can_be_uploaded_again(tmp_pat
     assert text == "Queued 'long.pdf' for indexing again." and target is None
     new = ctx.jobs.list_jobs(collection="c", limit=1)[0]
     assert new.status == "queued" and new.documents[0]["retry_of"] == f"{job.id}:0"
+    assert JobOut.model_validate(new.to_dict()).documents[0].retry_of == f"{job.id}:0"
     assert Path(new.documents[0]["path"]).is_file()
     view = uploads_view(ctx, "c", "alice", writable=True)
     assert view.open.count('pl-file">long.pdf') == 1 and "88 / 352" not in view.open  # the new row replaces it
