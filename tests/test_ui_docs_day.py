@@ -153,7 +153,7 @@ def test_uploads_list_keeps_refusals_collapses_finished_rows_and_uploads_a_cance
         finished.get_by_text("2 finished").click()
         expect(done_rows).to_have_count(2)
         expect(done_rows.filter(has_text=AWS.name)).to_be_visible()
-        page.wait_for_timeout(2500)  # live refreshes keep the accordion open
+        page.wait_for_timeout(6000)  # the idle poll redraws the uploads (POLL_S): the accordion stays open
         expect(done_rows.filter(has_text=SLOW.name)).to_be_visible()
         _shots(page, "17_uploads_finished_expanded")
 
@@ -174,12 +174,15 @@ def test_uploads_list_keeps_refusals_collapses_finished_rows_and_uploads_a_cance
         page.goto("about:blank")
 
 
-def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
-    """A PDF with a password, uploaded with a wrong one: the row says so in plain words (not the API's),
-    the password box is empty again; Retry with password on the row, with the right password, indexes it."""
+def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_page, settings_factory,  # noqa: ANN001, F811
+                                                                       monkeypatch) -> None:  # noqa: ANN001
+    """A PDF with a password, uploaded with a wrong one next to a slow file: the row says so in plain words
+    (not the API's), the password box is empty again; Retry with password is on the row as soon as the file
+    failed, while the slow file is still indexed, and with the right password it indexes it: the new row
+    replaces the failed one."""
     from playwright.sync_api import expect
 
-
+    _slow_worker(monkeypatch, page_s=1.5, finishing_s=0.0)
     settings = settings_factory(max_new_tokens=4, answer_top_k=1)
     seed_collections(settings, "locked")
     page = browser_page
@@ -187,14 +190,16 @@ def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_p
         page.goto(f"{url}/ui/?collection=locked")
         expect(page.locator("#pl-collection input")).to_have_value("locked")  # the page has loaded
         page.get_by_role("tab", name="Documents").click()
-        _upload_in_ui(page, [LOCKED], password="nope")
-        expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 1 file(s)")
+        _upload_in_ui(page, [LOCKED, SLOW], password="nope")
+        expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 2 file(s)")
         expect(page.locator("#pl-pdf-password input")).to_have_value("")  # not kept in the page
         row = page.locator("#pl-progress tr.pl-row-failed").filter(has_text=LOCKED.name)
         expect(row.locator(".pl-err")).to_contain_text("The password given did not open this PDF", timeout=60_000)
         expect(row).not_to_contain_text("form field")
         retry = row.locator("button.pl-row-retry")
-        expect(retry).to_be_visible()
+        expect(retry).to_be_visible()  # while the rest of the upload still runs
+        slow_row = page.locator("#pl-progress-open tr.pl-row").filter(has_text=SLOW.name)
+        expect(slow_row.locator(".pl-status")).to_have_text("indexing")
         _shots(page, "13_password_failed")
 
         retry.click()
@@ -204,9 +209,11 @@ def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_p
         page.locator("#pl-retry-btn").click()
         expect(page.locator("#pl-upload-msg")).to_contain_text(f"Retrying '{LOCKED.name}' with the password")
         expect(page.locator("#pl-retry")).to_be_hidden()
+        expect(page.locator("#pl-progress tr.pl-row-failed")).to_have_count(0)  # the retry's row replaced it
+        expect(page.locator("#pl-progress-open tr.pl-row").filter(has_text=LOCKED.name)).to_have_count(1)
         open_finished(page, timeout=60_000)
         done = page.locator("#pl-progress tr.pl-state-done").filter(has_text=LOCKED.name)
-        expect(done).to_have_count(1, timeout=60_000)
+        expect(done).to_have_count(1, timeout=90_000)
         expect(done.locator(".pl-pages")).to_contain_text("4 / 4")
         expect(page.locator("#pl-progress tr.pl-row-failed")).to_have_count(0)  # the retry replaced its row
         expect(page.locator("#pl-progress button.pl-row-retry")).to_have_count(0)
