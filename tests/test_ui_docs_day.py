@@ -166,6 +166,8 @@ def test_uploads_list_keeps_refusals_collapses_finished_rows_and_uploads_a_cance
         rejected.locator("button.pl-row-dismiss").click()
         expect(page.locator("#pl-upload-msg")).to_contain_text(f"Removed '{EMPTY.name}' from the uploads list")
         expect(page.locator("#pl-progress tr.pl-row-rejected")).to_have_count(0)
+        page.wait_for_timeout(2000)  # a dismissal starts no progress timer: no "indexing finished" notice
+        expect(page.get_by_text("Indexing finished in 'up'")).to_have_count(0)
         page.reload()
         expect(page.locator("#pl-collection input")).to_have_value("up")
         page.get_by_role("tab", name="Documents").click()

@@ -203,9 +203,10 @@ class DocumentsTab:
             if result is None:
                 return [gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
             text, target = result
-            if target is None:  # cancelled, queued again or dismissed: the table now (the timer redraws the rest)
-                prog = uploads_updates(ctx, p, collection if can_read(p, collection) else None)[0]
-                return [msg(text), prog, gr.Timer(active=True), hide, "", None]
+            if target is None:  # cancelled, queued again or dismissed: the table now (the timer redraws the rest
+                # while a job is active; a dismissal alone starts no timer, hence no "indexing finished" notice)
+                prog, active, *_ = uploads_updates(ctx, p, collection if can_read(p, collection) else None)
+                return [msg(text), prog, gr.Timer(active=active), hide, "", None]
             return ["", gr.update(), gr.update(), gr.update(visible=True), text, target]
 
         def do_retry(collection: str | None, target: dict[str, Any] | None, password: str | None,
