@@ -236,6 +236,10 @@ class JobDocumentOut(BaseModel):
     pages_per_s: float | None = Field(default=None, description="Pages per second so far (from the second page).")
     eta_s: float | None = Field(default=None, description="Seconds left for this file at that rate.")
     retried_by: str | None = Field(default=None, description="The job that retried this file (with a password).")
+    retry_of: str | None = Field(default=None, description="'<job id>:<file index>': the failed or cancelled file "
+                                 "of an earlier job that this file replaces (a web-UI retry or upload again).")
+    cancelled_at_page: int | None = Field(default=None, description="The pages this file had written when it was "
+                                          "cancelled (they were removed again: pages_done is 0).")
 
 
 class JobOut(BaseModel):

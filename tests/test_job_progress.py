@@ -217,8 +217,9 @@ def test_api_job_status_exposes_the_phase(settings_factory) -> None:  # noqa: AN
 
 def test_row_actions_check_access_and_retry_moves_the_kept_file(tmp_path: Path) -> None:
     """Cancel and Retry with password from a row: the API's rule (write access to the job's collection);
-    a retry moves the kept upload into a new job that carries the password and marks the old row; a file
-    no longer kept asks for a new upload."""
+    a retry, as soon as the file failed (its job may still run), moves the kept upload into a new job that
+    carries the password and replaces the old row (``retry_of``; ``retried_by`` once the old job is
+    finished); a file no longer kept asks for a new upload."""
     from pagelens.ui.actions import cancel_job, retry_with_password
     from pagelens.ui.state import UIContext, UIError
 
@@ -234,10 +235,19 @@ def test_row_actions_check_access_and_retry_moves_the_kept_file(tmp_path: Path) 
     assert store.get(job.id).status == "queued"  # type: ignore[attr-defined, union-attr]
 
     job.status = "running"  # type: ignore[attr-defined]
-    job.documents[0].update(status="failed", errors=[{"page": None, "code": "encrypted_document", "error": "x"}])  # type: ignore[attr-defined]
     store.save(job)  # type: ignore[arg-type]
-    with pytest.raises(UIError, match="to finish"):  # the worker still writes the row
+    with pytest.raises(UIError, match="did not fail for a password"):  # still waiting: nothing to retry
         retry_with_password(ctx, writer, job.id, 0, "pw")  # type: ignore[attr-defined]
+    running = _job(store, tmp_path, "early.pdf")  # failed while its job still indexes other files
+    running.status = "running"  # type: ignore[attr-defined]
+    running.documents[0].update(status="failed", errors=[{"page": None, "code": "encrypted_document", "error": "x"}])  # type: ignore[attr-defined]
+    store.save(running)  # type: ignore[arg-type]
+    early = retry_with_password(ctx, writer, running.id, 0, "pw")  # type: ignore[attr-defined]
+    assert early.documents[0]["retry_of"] == f"{running.id}:0" and store.password(early.id) == "pw"  # type: ignore[attr-defined]
+    assert "retried_by" not in store.get(running.id).documents[0]  # type: ignore[attr-defined, union-attr]  # the worker owns the row
+    with pytest.raises(UIError, match="already retried"):
+        retry_with_password(ctx, writer, running.id, 0, "pw")  # type: ignore[attr-defined]
+    job.documents[0].update(status="failed", errors=[{"page": None, "code": "encrypted_document", "error": "x"}])  # type: ignore[attr-defined]
     job.status = "done"  # type: ignore[attr-defined]
     store.save(job)  # type: ignore[arg-type]
     with pytest.raises(UIError, match="may not modify"):
@@ -276,9 +286,9 @@ def test_first_run_panel_for_a_creator_and_for_a_reader_without_collections(tmp_
     fns = {f.fn.__name__: f.fn for f in demo.fns.values() if f.fn is not None}
     session = {"jobs": [], "rejected": []}
     admin = fns["on_refresh"](None, session, gr.Request(username="key#1"))
-    group, intro, controls, tabs = admin[-4:]
+    group, intro, controls, tabs = admin[-5:-1]  # then what the poll compares with
     assert group["visible"] is True and tabs["visible"] is False and controls["visible"] is True
     assert "Create a collection and upload" in intro
     reader = fns["on_refresh"](None, session, gr.Request(username="key#2"))
-    group, intro, controls, tabs = reader[-4:]
+    group, intro, controls, tabs = reader[-5:-1]
     assert group["visible"] is True and controls["visible"] is False and "ask for access" in intro

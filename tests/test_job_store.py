@@ -61,8 +61,9 @@ def _columns(path: Path) -> set[str]:
 def test_a_database_of_the_previous_schema_is_migrated_and_readable(tmp_path: Path) -> None:
     _old_database(tmp_path)
     store = JobStore(tmp_path)
-    assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert {"doc_index", "doc_pages_done", "doc_page_count", "doc_first_page_s", "doc_last_page_s"} <= _columns(store.path)
+    assert store._conn.execute("SELECT count(*) FROM rejected_uploads").fetchone()[0] == 0  # schema 3: refused files
     job = store.get("old1")
     assert job is not None and job.status == "queued" and job.metadata == {"year": "2026"}
     assert [d["status"] for d in job.documents] == ["indexed", "queued"] and job.pages_done == 3

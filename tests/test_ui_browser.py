@@ -31,6 +31,20 @@ BROKEN = HOSTILE_PDFS / "h_header_plus_eof_only.pdf"
 INDEX_TIMEOUT_MS = 120_000
 
 
+def open_finished(page, timeout: float = INDEX_TIMEOUT_MS) -> None:  # noqa: ANN001
+    """Open the uploads' collapsed "N finished" part (``ui/uploads_view.py``) once a file has finished;
+    it stays open through the live refreshes."""
+    import re
+
+    from playwright.sync_api import expect
+
+    finished = page.locator("#pl-uploads-finished")
+    expect(finished).to_contain_text(re.compile(r"\d+ finished"), timeout=timeout)
+    if not page.locator("#pl-progress-done table").is_visible():
+        finished.get_by_text(re.compile(r"^\d+ finished$")).click()
+    expect(page.locator("#pl-progress-done table")).to_be_visible()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -141,6 +155,7 @@ def test_ui_end_to_end(ui_server: str, browser_page) -> None:  # noqa: ANN001
     expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 1 file(s)")
     expect(page.locator("#pl-progress")).to_contain_text(AWS.name)
     shot("upload_queued")
+    open_finished(page)  # a finished file is collapsed under "1 finished"
     indexed = page.locator("#pl-progress .pl-status-done")
     expect(indexed).to_have_count(1, timeout=INDEX_TIMEOUT_MS)
     expect(page.get_by_text("Indexing finished in 'invoices'")).to_be_visible()  # a notice, on any tab

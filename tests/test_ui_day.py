@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from conftest import REPO
-from test_ui_browser import AWS, BROKEN, browser_page, seed_collections, serve  # noqa: F401  (browser_page: a fixture)
+from test_ui_browser import AWS, BROKEN, browser_page, open_finished, seed_collections, serve  # noqa: F401  (browser_page: a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -75,6 +75,7 @@ def test_reload_keeps_collection_question_mode_and_upload_history(browser_page, 
         expect(page.locator("#pl-coll-summary")).to_contain_text("document(s)")
         page.get_by_role("tab", name="Documents").click()
         progress = page.locator("#pl-progress")
+        open_finished(page)  # the finished files are collapsed
         expect(progress.locator("tr.pl-row-indexed")).to_contain_text(AWS.name)  # uploaded by another door
         expect(progress.locator("tr.pl-row-failed")).to_contain_text(BROKEN.name)
         expect(progress.locator("tr.pl-row-failed .pl-err")).to_contain_text(failed[0]["errors"][0]["error"][:40])
@@ -171,6 +172,7 @@ def test_documents_added_by_another_door_appear_without_refresh(browser_page, se
         expect(page.locator("#pl-progress")).to_contain_text("No uploads to this collection yet")
         _api_upload(url, "live", (AWS,))  # another door; the page is not touched
         expect(page.locator("#pl-docs")).to_contain_text(AWS.name, timeout=60_000)
+        open_finished(page)  # the finished files are collapsed
         expect(page.locator("#pl-progress tr.pl-row-indexed")).to_contain_text(AWS.name)
         expect(page.locator("#pl-coll-summary")).to_contain_text("1 document(s), 1 page(s)")
         _shots(page, "07_live_documents")

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 from conftest import HOSTILE_PDFS, REAL_PDFS, REPO
-from test_ui_browser import AWS, browser_page, seed_collections, serve  # noqa: F401  (browser_page: a fixture)
+from test_ui_browser import AWS, EMPTY, browser_page, open_finished, seed_collections, serve  # noqa: F401  (browser_page: a fixture)
 from test_ui_day import _shots
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -61,7 +61,7 @@ def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_f
     from playwright.sync_api import expect
 
 
-    _slow_worker(monkeypatch, page_s=0.6, finishing_s=5.0)
+    _slow_worker(monkeypatch, page_s=1.0, finishing_s=5.0)  # the rate shows from 3 pages over 2 s
     settings = settings_factory(max_new_tokens=4, answer_top_k=1)
     seed_collections(settings, "slow")
     page = browser_page
@@ -86,6 +86,7 @@ def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_f
         job = httpx.get(f"{url}/v1/jobs?collection=slow", timeout=30).json()[0]
         assert job["phase"] == "finishing", job  # the API says the same
         _shots(page, "11_upload_finishing")
+        open_finished(page, timeout=30_000)  # a finished file is collapsed under "1 finished"
         expect(row.locator(".pl-status")).to_have_text("done", timeout=30_000)
         expect(row.locator("button.pl-row-act")).to_have_count(0)
 
@@ -108,12 +109,82 @@ def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_f
         page.goto("about:blank")
 
 
-def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
-    """A PDF with a password, uploaded with a wrong one: the row says so in plain words (not the API's),
-    the password box is empty again; Retry with password on the row, with the right password, indexes it."""
+def test_uploads_list_keeps_refusals_collapses_finished_rows_and_uploads_a_cancelled_file_again(  # noqa: D103
+        browser_page, settings_factory, monkeypatch) -> None:  # noqa: ANN001, F811
+    """Issue 28: a cancelled upload keeps the pages it had done and is uploaded again from its row (the new
+    row replaces it); a file refused before queueing stays listed, with its reason, across a reload until
+    dismissed; finished files are collapsed under "N finished" (opened on demand), out of the way of the
+    documents table."""
     from playwright.sync_api import expect
 
+    _slow_worker(monkeypatch, page_s=1.0, finishing_s=0.0)
+    settings = settings_factory(max_new_tokens=4, answer_top_k=1)
+    seed_collections(settings, "up")
+    page = browser_page
+    with serve(settings) as url:
+        page.goto(f"{url}/ui/?collection=up")
+        expect(page.locator("#pl-collection input")).to_have_value("up")  # the page has loaded
+        page.get_by_role("tab", name="Documents").click()
+        opened = page.locator("#pl-progress-open")
 
+        # cancel at page 2..7 of 8: the row keeps that count, then Upload again re-queues the kept file
+        _upload_in_ui(page, [SLOW])
+        row = opened.locator("tr.pl-row").filter(has_text=SLOW.name)
+        expect(row.locator(".pl-pages")).to_have_text(re.compile(r"^[2-7] / 8"), timeout=60_000)
+        row.locator("button.pl-row-cancel").click()
+        expect(row.locator(".pl-status")).to_have_text("cancelled", timeout=30_000)
+        expect(row.locator(".pl-pages")).to_have_text(re.compile(r"^[2-8] / 8"))  # not 0 / 8
+        _shots(page, "16_upload_cancelled_keeps_pages")
+        row.locator("button.pl-row-again").click()
+        expect(page.locator("#pl-upload-msg")).to_contain_text(f"Queued '{SLOW.name}' for indexing again")
+        expect(opened.locator("tr.pl-row-cancelled")).to_have_count(0)  # the new row replaced it
+        finished = page.locator("#pl-uploads-finished")
+        expect(finished).to_contain_text("1 finished", timeout=90_000)  # the new row, done: collapsed
+        expect(opened.locator("tr.pl-row")).to_have_count(0)
+        expect(opened).to_contain_text("Nothing running or failed")
+
+        # a refused file next to a good one: the refusal stays listed, the good one joins the finished
+        _upload_in_ui(page, [EMPTY, AWS])
+        rejected = opened.locator("tr.pl-row-rejected").filter(has_text=EMPTY.name)
+        expect(rejected).to_contain_text("empty (0 bytes)")
+        expect(finished).to_contain_text("2 finished", timeout=90_000)
+        done_rows = page.locator("#pl-progress-done tr.pl-state-done")
+        expect(done_rows.filter(has_text=AWS.name)).to_be_hidden()  # collapsed
+        finished.get_by_text("2 finished").click()
+        expect(done_rows).to_have_count(2)
+        expect(done_rows.filter(has_text=AWS.name)).to_be_visible()
+        page.wait_for_timeout(6000)  # the idle poll redraws the uploads (POLL_S): the accordion stays open
+        expect(done_rows.filter(has_text=SLOW.name)).to_be_visible()
+        _shots(page, "17_uploads_finished_expanded")
+
+        page.reload()  # the refusal is kept on the server, with its reason
+        expect(page.locator("#pl-collection input")).to_have_value("up")
+        page.get_by_role("tab", name="Documents").click()
+        rejected = page.locator("#pl-progress-open tr.pl-row-rejected").filter(has_text=EMPTY.name)
+        expect(rejected).to_contain_text("empty (0 bytes)")
+        expect(page.locator("#pl-uploads-finished")).to_contain_text("2 finished")
+        rejected.locator("button.pl-row-dismiss").click()
+        expect(page.locator("#pl-upload-msg")).to_contain_text(f"Removed '{EMPTY.name}' from the uploads list")
+        expect(page.locator("#pl-progress tr.pl-row-rejected")).to_have_count(0)
+        page.wait_for_timeout(2000)  # a dismissal starts no progress timer: no "indexing finished" notice
+        expect(page.get_by_text("Indexing finished in 'up'")).to_have_count(0)
+        page.reload()
+        expect(page.locator("#pl-collection input")).to_have_value("up")
+        page.get_by_role("tab", name="Documents").click()
+        expect(page.locator("#pl-uploads-finished")).to_contain_text("2 finished")
+        expect(page.locator("#pl-progress tr.pl-row-rejected")).to_have_count(0)
+        page.goto("about:blank")
+
+
+def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_page, settings_factory,  # noqa: ANN001, F811
+                                                                       monkeypatch) -> None:  # noqa: ANN001
+    """A PDF with a password, uploaded with a wrong one next to a slow file: the row says so in plain words
+    (not the API's), the password box is empty again; Retry with password is on the row as soon as the file
+    failed, while the slow file is still indexed, and with the right password it indexes it: the new row
+    replaces the failed one."""
+    from playwright.sync_api import expect
+
+    _slow_worker(monkeypatch, page_s=1.5, finishing_s=0.0)
     settings = settings_factory(max_new_tokens=4, answer_top_k=1)
     seed_collections(settings, "locked")
     page = browser_page
@@ -121,14 +192,16 @@ def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_p
         page.goto(f"{url}/ui/?collection=locked")
         expect(page.locator("#pl-collection input")).to_have_value("locked")  # the page has loaded
         page.get_by_role("tab", name="Documents").click()
-        _upload_in_ui(page, [LOCKED], password="nope")
-        expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 1 file(s)")
+        _upload_in_ui(page, [LOCKED, SLOW], password="nope")
+        expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 2 file(s)")
         expect(page.locator("#pl-pdf-password input")).to_have_value("")  # not kept in the page
         row = page.locator("#pl-progress tr.pl-row-failed").filter(has_text=LOCKED.name)
         expect(row.locator(".pl-err")).to_contain_text("The password given did not open this PDF", timeout=60_000)
         expect(row).not_to_contain_text("form field")
         retry = row.locator("button.pl-row-retry")
-        expect(retry).to_be_visible()
+        expect(retry).to_be_visible()  # while the rest of the upload still runs
+        slow_row = page.locator("#pl-progress-open tr.pl-row").filter(has_text=SLOW.name)
+        expect(slow_row.locator(".pl-status")).to_have_text("indexing")
         _shots(page, "13_password_failed")
 
         retry.click()
@@ -138,10 +211,13 @@ def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_p
         page.locator("#pl-retry-btn").click()
         expect(page.locator("#pl-upload-msg")).to_contain_text(f"Retrying '{LOCKED.name}' with the password")
         expect(page.locator("#pl-retry")).to_be_hidden()
+        expect(page.locator("#pl-progress tr.pl-row-failed")).to_have_count(0)  # the retry's row replaced it
+        expect(page.locator("#pl-progress-open tr.pl-row").filter(has_text=LOCKED.name)).to_have_count(1)
+        open_finished(page, timeout=60_000)
         done = page.locator("#pl-progress tr.pl-state-done").filter(has_text=LOCKED.name)
-        expect(done).to_have_count(1, timeout=60_000)
+        expect(done).to_have_count(1, timeout=90_000)
         expect(done.locator(".pl-pages")).to_contain_text("4 / 4")
-        expect(page.locator("#pl-progress tr.pl-row-failed")).to_contain_text("Retried with a password")
+        expect(page.locator("#pl-progress tr.pl-row-failed")).to_have_count(0)  # the retry replaced its row
         expect(page.locator("#pl-progress button.pl-row-retry")).to_have_count(0)
         expect(page.locator("#pl-docs")).to_contain_text(LOCKED.name)
         _shots(page, "15_password_retried")
@@ -181,6 +257,7 @@ def test_first_run_create_and_upload_then_select_and_delete_a_collection_row(bro
         expect(first).to_be_hidden()
         expect(page.locator("#pl-collection input")).to_have_value("invoices-2024")
         expect(page.locator("#pl-upload-msg")).to_contain_text("Created collection 'invoices-2024'")
+        open_finished(page, timeout=60_000)
         expect(page.locator("#pl-progress tr.pl-state-done")).to_have_count(3, timeout=60_000)
         expect(page.locator("#pl-docs")).to_contain_text(AWS.name)
 

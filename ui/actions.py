@@ -1,5 +1,7 @@
 """What the UI does besides reading: turning uploaded files into a persistent index job (type checked
-by content, as the REST API does)."""
+by content, as the REST API does; the refused files are kept in the job store for the principal), and the
+uploads rows' actions: cancel, retry with a password, upload a cancelled file again (the new row replaces
+the old one: ``retry_of``), dismiss a refused file."""
 
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ def enqueue_files(
 ) -> tuple[Job | None, list[dict[str, str]]]:
     """Copy the uploaded files into a new job's folder (type checked by content, as the API does) and
     queue one job for the good ones. Returns the job (None when no file was acceptable) and the
-    rejected files ``{collection, name, error}``. ``password`` is for the encrypted PDFs of this upload
-    (kept in memory only, as for the API's ``password`` form field)."""
+    rejected files ``{id, collection, name, error}``, also recorded in the job store for ``p`` (the
+    uploads table keeps them across reloads until dismissed: ``JobStore.rejected_for``). ``password`` is
+    for the encrypted PDFs of this upload (kept in memory only, as for the API's ``password`` form field)."""
     check_write(p, collection)
     if ctx.service.store.get_manifest(collection) is None:
         raise UIError(f"collection '{collection}' does not exist (any more)")
@@ -77,6 +80,9 @@ def enqueue_files(
             except (UIError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, UIError) else f"'{name}' could not be read"
                 rejected.append({"collection": collection, "name": name, "error": reason})
+        if rejected:
+            ids = ctx.jobs.add_rejected(p.name, collection, rejected)
+            rejected = [{**item, "id": ident} for item, ident in zip(rejected, ids, strict=True)]
         if not files:
             ctx.jobs.remove_uploads(job_id)
             return None, rejected
@@ -92,40 +98,32 @@ def enqueue_files(
 def record_upload(ctx: UIContext, paths: list[str], sess: dict[str, Any], job: Job | None,
                   rejected: list[dict[str, str]]) -> dict[str, Any]:
     """The tab's session after ``enqueue_files`` (a new dict: the Gradio state is not changed in place) with
-    the job and the rejected files recorded; Gradio's copies of ``paths`` are discarded (the job holds its
-    own copies, and a rejected file is not needed)."""
+    the job recorded (the rejected files are in the job store, not in the session: a reload keeps them);
+    Gradio's copies of ``paths`` are discarded (the job holds its own copies, and a rejected file is not
+    needed)."""
     for path in paths:
         ctx.discard_upload(path)
-    return {"jobs": [*sess.get("jobs", []), *([job.id] if job is not None else [])],
-            "rejected": [*sess.get("rejected", []), *rejected]}
+    return {"jobs": [*sess.get("jobs", []), *([job.id] if job is not None else [])], "rejected": []}
 
 
-def retry_with_password(ctx: UIContext, p: Principal, job_id: str, index: int, password: str) -> Job:
-    """Index again, with ``password``, a file of job ``job_id`` that failed because its PDF is
-    password-protected: its kept upload moves into a new job (``pagelens.app.jobs.JobWorker`` keeps the
-    files of such failures), and the old row is marked ``retried_by`` the new job. Same access rule as an
-    upload: write access to the job's collection."""
-    from pagelens.app.jobs import needs_password
-
-    job = ctx.jobs.get(job_id)
-    if job is None or not p.can_read(job.collection):
-        raise UIError("this upload is no longer in the job table; upload the file again")
-    check_write(p, job.collection)
-    if not 0 <= index < len(job.documents):
-        raise UIError("this upload has no such file; upload it again")
+def _replacement(ctx: UIContext, job: Job, index: int) -> str | None:
+    """The newer job that replaced file ``index`` of ``job`` (a retry or an upload again), if any."""
     doc = job.documents[index]
-    if not job.finished:  # the worker still writes this job's row
-        raise UIError(f"wait for the upload of '{doc['name']}' to finish, then retry it")
     if doc.get("retried_by"):
-        raise UIError(f"'{doc['name']}' was already retried; see its newer row")
-    if not needs_password(doc):
-        raise UIError(f"'{doc['name']}' did not fail for a password; upload it again to retry")
-    if not (password or "").strip():
-        raise UIError(f"type the password of '{doc['name']}' first, then press Retry")
+        return str(doc["retried_by"])
+    ref = f"{job.id}:{index}"
+    for other in ctx.jobs.list_jobs(collection=job.collection, limit=200):
+        if any(d.get("retry_of") == ref for d in other.documents):
+            return other.id
+    return None
+
+
+def _requeue(ctx: UIContext, job: Job, index: int, password: str | None) -> Job:
+    """Move the kept upload of file ``index`` of ``job`` into a new queued job (same metadata and force)
+    whose row replaces the old one (``retry_of``); the old row is marked ``retried_by`` too once its job is
+    finished (the worker rewrites a running job's rows)."""
+    doc = job.documents[index]
     src = Path(doc.get("path") or "")
-    if not src.is_file():
-        raise UIError(f"'{doc['name']}' is no longer kept on the server: upload it again with its password "
-                      "in the PDF password box")
     new_id = ctx.jobs.new_id()
     dest = ctx.jobs.upload_dir(new_id)
     dest.mkdir(parents=True, exist_ok=False)
@@ -134,20 +132,80 @@ def retry_with_password(ctx: UIContext, p: Principal, job_id: str, index: int, p
         src.replace(target)
         new = ctx.jobs.create(new_id, job.collection,
                               [JobFile(name=doc["name"], path=target, size=int(doc.get("size") or 0),
-                                       sha256=str(doc.get("sha256") or ""))],
+                                       sha256=str(doc.get("sha256") or ""), retry_of=f"{job.id}:{index}")],
                               metadata=job.metadata, force=job.force, password=password, keep_for_retry=True)
     except BaseException:
         with contextlib.suppress(OSError):
             target.replace(src)
         ctx.jobs.remove_uploads(new_id)
         raise
-    doc["retried_by"] = new.id
-    ctx.jobs.save(job)
+    if job.finished:
+        doc["retried_by"] = new.id
+        ctx.jobs.save(job)
     with contextlib.suppress(OSError):  # the old folder, once empty
         src.parent.rmdir()
     ctx.notify_worker()
+    return new
+
+
+def _row_of(ctx: UIContext, p: Principal, job_id: str, index: int) -> tuple[Job, dict[str, Any]]:
+    """The job and file row an action names, with the upload's access rule (write access)."""
+    job = ctx.jobs.get(job_id)
+    if job is None or not p.can_read(job.collection):
+        raise UIError("this upload is no longer in the job table; upload the file again")
+    check_write(p, job.collection)
+    if not 0 <= index < len(job.documents):
+        raise UIError("this upload has no such file; upload it again")
+    return job, job.documents[index]
+
+
+def retry_with_password(ctx: UIContext, p: Principal, job_id: str, index: int, password: str) -> Job:
+    """Index again, with ``password``, a file of job ``job_id`` that failed because its PDF is
+    password-protected, as soon as it failed (its job may still index its other files): its kept upload
+    moves into a new job (``pagelens.app.jobs.JobWorker`` keeps the files of such failures) whose row
+    replaces the failed one. Same access rule as an upload: write access to the job's collection."""
+    from pagelens.app.jobs import needs_password
+
+    job, doc = _row_of(ctx, p, job_id, index)
+    if _replacement(ctx, job, index):
+        raise UIError(f"'{doc['name']}' was already retried; see its newer row")
+    if not needs_password(doc):  # also while it waits or runs: not failed (yet)
+        raise UIError(f"'{doc['name']}' did not fail for a password; upload it again to retry")
+    if not (password or "").strip():
+        raise UIError(f"type the password of '{doc['name']}' first, then press Retry")
+    if not Path(doc.get("path") or "").is_file():
+        raise UIError(f"'{doc['name']}' is no longer kept on the server: upload it again with its password "
+                      "in the PDF password box")
+    new = _requeue(ctx, job, index, password)
     log.info("ui: retrying '%s' of job %s with a password as job %s by %s", doc["name"], job.id, new.id, p.name)
     return new
+
+
+def upload_again(ctx: UIContext, p: Principal, job_id: str, index: int) -> Job:
+    """Queue a cancelled file of job ``job_id`` again from its kept upload (a web-UI upload keeps the files
+    it cancelled: ``JobWorker._cleanup``); the new row replaces the cancelled one. ``UIError`` asking to pick
+    the file again when its upload is no longer kept. Same access rule as an upload."""
+    job, doc = _row_of(ctx, p, job_id, index)
+    if doc.get("status") != "cancelled" and not (doc.get("status") == "queued" and job.finished):
+        raise UIError(f"'{doc['name']}' was not cancelled; nothing to upload again")
+    if _replacement(ctx, job, index):
+        raise UIError(f"'{doc['name']}' was already uploaded again; see its newer row")
+    if not Path(doc.get("path") or "").is_file():
+        raise UIError(f"'{doc['name']}' is no longer kept on the server: pick the file again in the file box "
+                      "above and press Upload and index")
+    new = _requeue(ctx, job, index, None)
+    log.info("ui: '%s' of job %s uploaded again as job %s by %s", doc["name"], job.id, new.id, p.name)
+    return new
+
+
+def dismiss_rejected(ctx: UIContext, p: Principal, rejected_id: str) -> None:
+    """Forget a file refused before queueing from ``p``'s uploads list (only ``p``'s own)."""
+    try:
+        ident = int(rejected_id)
+    except ValueError:
+        raise UIError("this refused file is no longer listed") from None
+    if not ctx.jobs.dismiss_rejected(p.name, ident):
+        raise UIError("this refused file is no longer listed")
 
 
 def cancel_job(ctx: UIContext, p: Principal, job_id: str) -> Job:

@@ -16,7 +16,6 @@ from pagelens.ui.render import (
     docs_html,
     documents_rows,
     pager_updates,
-    progress_html,
     scope_choices,
     visible_collections,
 )
@@ -24,7 +23,7 @@ from pagelens.ui.state import UIShell, can_create, can_read, can_write
 from pagelens.ui.status import collection_summary
 from pagelens.ui.tabs.ask import MODE_ANSWER, MODE_SEARCH, AskTab
 from pagelens.ui.tabs.collections import CollectionsTab
-from pagelens.ui.tabs.documents import DocumentsTab
+from pagelens.ui.tabs.documents import DocumentsTab, uploads_updates
 
 from pagelens.app.access import Principal
 from pagelens.core.errors import PagelensError
@@ -96,7 +95,7 @@ class Screen:
         return [self.shell.coll_summary, d.docs_df, d.doc_pick, d.upload_group, d.readonly_note,
                 d.doc_delete_group, d.doc_confirm_row, d.progress, self.shell.timer, c.coll_delete_group,
                 c.coll_confirm_row, d.docs_pager, d.docs_prev, d.docs_next, d.docs_offset, d.docs_seen,
-                self.ask.ask_btn, self.ask.scope, d.docs_filter, d.docs_sort]
+                self.ask.ask_btn, self.ask.scope, d.docs_filter, d.docs_sort, d.done_group, d.done_html]
 
     @property
     def all_outputs(self) -> list[Any]:
@@ -127,7 +126,7 @@ class Screen:
         elif p is not None and not visible_collections(ctx, p):
             summary = ("No collections yet: create one and upload your documents below." if can_create(p)
                        else "This key can read no collection.")
-        prog, active = progress_html(ctx, collection if readable else None, sess, writable=writable)
+        prog, active, *done = uploads_updates(ctx, p, collection if readable else None)
         return [
             summary,
             docs_html(rows, 0, total) if readable else "",
@@ -147,6 +146,7 @@ class Screen:
             gr.update(choices=scope, value=[]),
             "",  # the documents table: no name filter,
             "name",  # sorted by name
+            *done,  # the finished uploads: the accordion and its table
         ]
 
     def refresh_all(self, p: Principal | None, selected: str | None, sess: dict[str, Any]) -> list[Any]:

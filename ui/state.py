@@ -176,7 +176,7 @@ def keys_of(settings: Settings) -> ApiKeys:
 class UIShell:
     """What each tab builder (``pagelens.ui.tabs``) gets: the shared context, the auth that names the
     principal of each event's request, the per-browser session state (``{"jobs": [job ids], "rejected":
-    [{collection, name, error}]}``), and the header controls every tab reads or updates (the collection
+    []}``: the files refused before queueing are kept in the job store per principal, ``JobStore.rejected_for``), and the header controls every tab reads or updates (the collection
     picker, the collection summary line, the progress timer while a job runs, the idle poll)."""
 
     ctx: UIContext

@@ -1,13 +1,22 @@
 """The Documents tab's uploads table: one row per file of the collection's latest upload jobs, with its
-status (``pagelens.ui.status``), pages done / total, pages/s and time left, the ``finishing (building the
-search index)`` phase, the errors for people, and the row's actions (Cancel while the upload runs or
-waits, Retry with password for a password-protected PDF); the actions are buttons that the row-action
-bridge (``ROW_ACTIONS_JS``) turns into one server event carrying ``{act, job, doc}``."""
+status (``pagelens.ui.status``), pages done / total, pages/s and time left (once measured: ``RATE_MIN_PAGES``
+pages over ``RATE_MIN_SPAN_S`` or more), the ``finishing (building the search index)`` phase, the errors for
+people, and the row's actions (Cancel while the upload runs or waits, Retry with password for a
+password-protected PDF as soon as it failed, Upload again for a cancelled file, Dismiss for a file refused
+before queueing); the actions are buttons that the row-action bridge (``ROW_ACTIONS_JS``) turns into one
+server event carrying ``{act, job, doc}``.
+
+The table shows what needs attention: the files still running or waiting, the failed, partial and
+cancelled ones, and the files refused before queueing (kept in the job store per principal, so a reload
+keeps them: ``JobStore.rejected_for``). Finished files (done, skipped) are drawn apart (``UploadsView.finished``,
+shown collapsed under an "N finished" accordion). A row replaced by a retry or an upload again (a newer
+row's ``retry_of``) is not drawn."""
 
 from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pagelens.ui.state import MAX_JOBS_SHOWN, UIContext
@@ -52,39 +61,104 @@ def jobs_for_view(ctx: UIContext, collection: str, session: dict[str, Any]) -> l
     return sorted(keep.values(), key=lambda j: j.created_at, reverse=True)
 
 
-def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any],
-                  writable: bool = False) -> tuple[str, bool]:
-    """The uploads table (one row per file) and whether any job is still active; ``writable``: the
-    principal may write to ``collection`` (the rows get their Cancel / Retry buttons)."""
+# the rate and time left appear once this many pages are written this many seconds apart (first to latest)
+RATE_MIN_PAGES = 3
+RATE_MIN_SPAN_S = 2.0
+# the row words of files that are finished and need nothing more: drawn in the collapsed part
+FINISHED_WORDS = ("done", "skipped")
+ROW_ACTS = ("cancel", "retry", "again", "dismiss")
+
+
+@dataclass
+class UploadsView:
+    """The uploads of a collection as drawn: ``open`` (the table of running, waiting, failed, cancelled and
+    refused files, or a line saying there is none), ``finished`` (the table of the ``finished_count``
+    finished files; ``""`` when none) and whether any job is still ``active``."""
+
+    open: str
+    finished: str
+    finished_count: int
+    active: bool
+
+
+def replaced_rows(jobs: list[Job]) -> set[tuple[str, int]]:
+    """The ``(job id, file index)`` rows that a newer row replaced (its ``retry_of``, or the old row's
+    ``retried_by``)."""
+    out: set[tuple[str, int]] = set()
+    for job in jobs:
+        for doc in job.documents:
+            ref = str(doc.get("retry_of") or "")
+            job_id, _, index = ref.partition(":")
+            if job_id and index.isdigit():
+                out.add((job_id, int(index)))
+            if doc.get("retried_by"):
+                out.add((job.id, int(doc.get("index", 0))))
+    return out
+
+
+def uploads_view(ctx: UIContext, collection: str | None, owner: str | None = None,
+                 writable: bool = False) -> UploadsView:
+    """The uploads of ``collection`` for the principal named ``owner`` (whose refused files are shown, with
+    Dismiss); ``writable``: the principal may write to ``collection`` (the rows get their buttons)."""
     if not collection:
-        return '<p class="pl-empty">Pick a collection to see its uploads.</p>', False
-    rows: list[str] = []
+        return UploadsView('<p class="pl-empty">Pick a collection to see its uploads.</p>', "", 0, False)
+    open_rows: list[str] = []
+    done_rows: list[str] = []
     active = False
-    for item in reversed(session.get("rejected", [])):
-        if item["collection"] != collection:
-            continue
-        rows.append(upload_row(item["name"], "rejected", {}, [item["error"]]))
-    for job in jobs_for_view(ctx, collection, session):
+    for item in ctx.jobs.rejected_for(owner, collection) if owner else []:
+        dismiss = _button("dismiss", str(item["id"]), {"name": item["name"]}, "Dismiss",
+                          "Remove this refused file from the list")
+        open_rows.append(upload_row(item["name"], "rejected", {}, [item["error"]], actions=dismiss))
+    jobs = jobs_for_view(ctx, collection, {})
+    replaced = replaced_rows(jobs)
+    for job in jobs:
         active = active or not job.finished
         for doc in job.documents:
+            if (job.id, int(doc.get("index", 0))) in replaced:
+                continue
             errors = upload_errors(doc)
             if job.status == "failed" and job.error and not errors and doc["status"] == "failed":
                 errors = [job.error]
+            word, _ = upload_status(doc, job.status)
             actions = ""
             if writable and not job.finished and doc["status"] in ("queued", "running"):
                 actions = _button("cancel", job.id, doc, "Cancel", "Cancel this upload (its files not indexed yet)")
-            elif writable and job.finished and password_retry_state(doc) == "retry":
+            elif writable and password_retry_state(doc) == "retry":  # as soon as the file failed
                 actions = _button("retry", job.id, doc, "Retry with password…",
                                   "Type the PDF's password and index it again")
+            elif writable and word == "cancelled":
+                actions = _button("again", job.id, doc, "Upload again", "Index this file again")
             note = ""
             if password_retry_state(doc) == "retried":  # not an error any more: the newer row says how it went
                 note, errors = errors[0], []
-            rows.append(upload_row(doc["name"], doc["status"], doc, errors, job.status, actions, note))
-    if not rows:
-        return '<p class="pl-empty">No uploads to this collection yet.</p>', active
-    head = ('<div class="pl-scroll"><table class="pl-table pl-uploads" id="pl-uploads"><thead><tr><th>File</th>'
+            row = upload_row(doc["name"], doc["status"], doc, errors, job.status, actions, note)
+            (done_rows if word in FINISHED_WORDS and not errors else open_rows).append(row)
+    if open_rows:
+        opened = _table(open_rows, "pl-uploads")
+    elif done_rows:
+        opened = '<p class="pl-empty">Nothing running or failed: the finished uploads are below.</p>'
+    else:
+        opened = '<p class="pl-empty">No uploads to this collection yet.</p>'
+    return UploadsView(opened, _table(done_rows, "pl-uploads-done") if done_rows else "", len(done_rows), active)
+
+
+def _table(rows: list[str], table_id: str) -> str:
+    head = (f'<div class="pl-scroll"><table class="pl-table pl-uploads" id="{table_id}"><thead><tr><th>File</th>'
             '<th>Status</th><th>Pages</th><th class="pl-hide-sm">Progress</th></tr></thead><tbody>')
-    return head + "".join(rows) + "</tbody></table></div>", active
+    return head + "".join(rows) + "</tbody></table></div>"
+
+
+def finished_label(count: int) -> str:
+    """The label of the collapsed finished uploads: ``12 finished``."""
+    return f"{count} finished"
+
+
+def progress_html(ctx: UIContext, collection: str | None, session: dict[str, Any] | None = None,
+                  writable: bool = False, owner: str | None = None) -> tuple[str, bool]:
+    """The uploads table of the files that need attention (``uploads_view``'s ``open``) and whether any
+    job is still active."""
+    view = uploads_view(ctx, collection, owner, writable)
+    return view.open, view.active
 
 
 def _button(act: str, job_id: str, doc: dict[str, Any], label: str, title: str) -> str:
@@ -100,6 +174,8 @@ def upload_row(name: str, raw: str, doc: dict[str, Any], errors: list[str], job_
     time left while indexing), a bar."""
     word, reason = upload_status({**doc, "status": raw}, job_status) if raw != "rejected" else ("failed", "")
     done, total = doc.get("pages_done"), doc.get("page_count")
+    if raw == "cancelled" and doc.get("cancelled_at_page"):  # the pages it had written when it stopped
+        done = doc["cancelled_at_page"]
     pages = "–"
     bar = ""
     rate_line = ""
@@ -126,11 +202,12 @@ def upload_row(name: str, raw: str, doc: dict[str, Any], errors: list[str], job_
 
 
 def rate_text(doc: dict[str, Any]) -> str:
-    """``1.4 pages/s · about 12 s left`` for a file being indexed; ``measuring speed…`` before its second
-    page; ``""`` for rows without timestamps (written by an older version)."""
+    """``1.4 pages/s · about 12 s left`` for a file being indexed; ``measuring speed…`` until
+    ``RATE_MIN_PAGES`` pages are written ``RATE_MIN_SPAN_S`` or more apart (a first burst of pages is not a
+    rate); ``""`` for rows without timestamps (written by an older version)."""
     if doc.get("started_s") is None:
         return ""
-    rate, eta = document_timing(doc)
+    rate, eta = document_timing(doc, min_pages=RATE_MIN_PAGES, min_span_s=RATE_MIN_SPAN_S)
     if rate is None:
         return "measuring speed…"
     text = f"{rate:.1f} pages/s" if rate >= 0.1 else f"{60 * rate:.1f} pages/min"
@@ -140,12 +217,13 @@ def rate_text(doc: dict[str, Any]) -> str:
 
 
 def parse_row_action(raw: str | None) -> dict[str, Any] | None:
-    """The ``{act, job, doc}`` a row button sent (None when malformed)."""
+    """The ``{act, job, doc}`` a row button sent (None when malformed); ``act``: one of ``ROW_ACTS``
+    (``job``: the refused file's id for ``dismiss``)."""
     try:
         data = json.loads(raw or "")
     except ValueError:
         return None
-    if not isinstance(data, dict) or data.get("act") not in ("cancel", "retry") or not isinstance(data.get("job"), str):
+    if not isinstance(data, dict) or data.get("act") not in ROW_ACTS or not isinstance(data.get("job"), str):
         return None
     try:
         data["doc"] = int(data.get("doc") or 0)

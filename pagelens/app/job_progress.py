@@ -61,10 +61,14 @@ def job_phase(status: str, documents: list[dict[str, Any]]) -> str | None:
     return "finishing" if "finishing" in phases else "indexing"
 
 
-def document_timing(doc: dict[str, Any]) -> tuple[float | None, float | None]:
-    """(pages per second, seconds left) of one document row, from its timestamps."""
+def document_timing(doc: dict[str, Any], min_pages: int = 2, min_span_s: float = 0.0) -> tuple[float | None, float | None]:
+    """(pages per second, seconds left) of one document row, from its timestamps; no rate (and no time
+    left unless every page is done) before ``min_pages`` pages written ``min_span_s`` seconds or more
+    apart (first to latest): a first burst of pages says little about the rate."""
     done = int(doc.get("pages_done") or 0)
-    rate = pages_per_second(done, doc.get("first_page_s"), doc.get("last_page_s"))
+    first, last = doc.get("first_page_s"), doc.get("last_page_s")
+    steady = done >= min_pages and first is not None and last is not None and float(last) - float(first) >= min_span_s
+    rate = pages_per_second(done, first, last) if steady else None
     return rate, eta_seconds(done, doc.get("page_count"), rate)
 
 

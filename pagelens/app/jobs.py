@@ -26,7 +26,16 @@ applied. Finished jobs are pruned at start and hourly (``JobStore.prune``: ``job
 ``phase`` (``indexing`` | ``finishing``: all pages written, the closing index build runs) and the
 timestamps (seconds since the epoch) are set by the worker as it goes; rows written before they existed
 lack them and read as before (``pagelens.app.job_progress`` turns them into pages/s and an ETA).
-``retried_by``: the job that retried this file (a password-protected PDF retried with its password).
+``retried_by``: the job that retried this file (a password-protected PDF retried with its password), set
+on the old row once its job is finished; ``retry_of`` (``"<job id>:<file index>"``) on the new job's row names
+the row it replaces (a password retry or an upload again of a cancelled file), so readers can hide the old
+row even while its job still runs (the worker rewrites a running job's documents). ``cancelled_at_page``:
+the pages a cancelled file had written when it stopped (they are removed again; ``pages_done`` is 0).
+
+Refused files: a file refused before any job (empty, not a document, too large: the web UI's checks) is a
+row of ``rejected_uploads`` (owner: the principal's name, collection, name, error), newest
+``MAX_REJECTED_KEPT`` per owner and collection, pruned with the finished jobs (``job_retention_days``);
+the owner dismisses it (``JobStore.dismiss_rejected``).
 
 Document status: queued -> running -> indexed | updated | skipped | partial | failed | cancelled
 (``updated``: the same bytes were already indexed; the new name or metadata was applied to their pages).
@@ -44,8 +53,9 @@ restarts before such a job ran, the password is gone: its documents are still tr
 encrypted one fails with "password needed again after a restart: re-upload with the password".
 A web-UI upload (``keep_for_retry``) keeps the file of a PDF that failed for want of its password after
 its job (even without ``job_keep_uploads``), so that the UI can retry it with a password from its row
-(``pagelens.ui.actions.retry_with_password`` moves it into the new job); every other file, and every file
-of an API upload, goes when the job finishes, as before.
+(``pagelens.ui.actions.retry_with_password`` moves it into the new job), and the files it cancelled (the
+row's "Upload again": ``pagelens.ui.actions.upload_again``) until the job is pruned; every other file, and
+every file of an API upload, goes when the job finishes, as before.
 
 While a document is being indexed it is partly in the store; ``JobStore.inflight_doc_ids`` names
 those documents so the API can keep them out of search results.
@@ -79,6 +89,7 @@ JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
 FINAL_DOC_STATUSES = ("indexed", "updated", "skipped", "partial", "failed", "cancelled")
 PRUNE_INTERVAL_S = 3600.0  # s: how often a running worker prunes finished jobs past the retention
+MAX_REJECTED_KEPT = 50  # refused files kept per owner and collection (``JobStore.add_rejected``): the newest
 
 # The job table as it was before versioning (schema 1, ``PRAGMA user_version`` 0 on disk): every later
 # change is a numbered migration below, applied in order in one transaction each at open.
@@ -111,6 +122,17 @@ ALTER TABLE jobs ADD COLUMN doc_page_count INTEGER;
 ALTER TABLE jobs ADD COLUMN doc_first_page_s REAL;
 ALTER TABLE jobs ADD COLUMN doc_last_page_s REAL;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(status, updated_at);
+"""),
+    3: ("the files refused before a job (the web UI's uploads list keeps them across reloads)", """
+CREATE TABLE IF NOT EXISTS rejected_uploads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    name TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejected_uploads_owner ON rejected_uploads(owner, collection, id);
 """),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -166,6 +188,7 @@ class JobFile:
     path: Path  # where it was written (under uploads/<job_id>/)
     size: int
     sha256: str
+    retry_of: str | None = None  # "<job id>:<file index>": the failed or cancelled row this file replaces
 
 
 @dataclass
@@ -292,6 +315,7 @@ class JobStore:
                 "errors": [],
                 "password_given": bool(password),
                 "keep_for_retry": keep_for_retry,
+                **({"retry_of": f.retry_of} if f.retry_of else {}),
             }
             for i, f in enumerate(files)
         ]
@@ -406,6 +430,9 @@ class JobStore:
                     (self.retention_max_jobs,)).fetchall()
                 doomed += [r["id"] for r in rows]
             doomed = sorted(set(doomed))
+            if self.retention_days > 0:
+                self._conn.execute("DELETE FROM rejected_uploads WHERE created_at < ?",
+                                   (cutoff.isoformat(timespec="milliseconds"),))
             for start in range(0, len(doomed), 500):
                 chunk = doomed[start:start + 500]
                 self._conn.execute(f"DELETE FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
@@ -416,6 +443,49 @@ class JobStore:
             log.info("pruned %d finished job(s) (retention: %g days, %d jobs)", len(doomed), self.retention_days,
                      self.retention_max_jobs)
         return len(doomed)
+
+    # -- files refused before a job ------------------------------------------------------------------
+    def add_rejected(self, owner: str, collection: str, items: list[dict[str, str]]) -> list[int]:
+        """Record files refused before queueing (``{name, error}`` each) for ``owner`` (a principal's name)
+        in ``collection``; only the newest ``MAX_REJECTED_KEPT`` per owner and collection are kept. Returns
+        the rows' ids, in the order of ``items``."""
+        if not items:
+            return []
+        now = _now()
+        ids: list[int] = []
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for item in items:
+                    cur = self._conn.execute(
+                        "INSERT INTO rejected_uploads (owner, collection, name, error, created_at) VALUES (?, ?, ?, ?, ?)",
+                        (owner, collection, str(item["name"]), str(item["error"]), now))
+                    ids.append(int(cur.lastrowid or 0))
+                self._conn.execute(
+                    "DELETE FROM rejected_uploads WHERE owner = ? AND collection = ? AND id NOT IN (SELECT id FROM "
+                    "rejected_uploads WHERE owner = ? AND collection = ? ORDER BY id DESC LIMIT ?)",
+                    (owner, collection, owner, collection, MAX_REJECTED_KEPT))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return ids
+
+    def rejected_for(self, owner: str, collection: str) -> list[dict[str, Any]]:
+        """The files refused for ``owner`` in ``collection``, newest first: ``{id, collection, name, error,
+        created_at}``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, collection, name, error, created_at FROM rejected_uploads WHERE owner = ? AND "
+                "collection = ? ORDER BY id DESC LIMIT ?", (owner, collection, MAX_REJECTED_KEPT)).fetchall()
+        return [dict(r) for r in rows]
+
+    def dismiss_rejected(self, owner: str, rejected_id: int) -> bool:
+        """Forget one refused file of ``owner``; False when there is no such row of theirs."""
+        with self._lock:
+            cur = self._conn.execute("DELETE FROM rejected_uploads WHERE id = ? AND owner = ?",
+                                     (int(rejected_id), owner))
+        return cur.rowcount > 0
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Flag a job for cancellation. A queued job is cancelled at once; a running one stops at the
@@ -436,7 +506,8 @@ class JobStore:
                     if doc["status"] not in FINAL_DOC_STATUSES:
                         doc["status"] = "cancelled"
                 self.save(job)
-                self.remove_uploads(job_id)
+                if not any(doc.get("keep_for_retry") for doc in job.documents):  # a UI upload keeps its files
+                    self.remove_uploads(job_id)
                 self.forget_password(job_id)
             return self.get(job_id)
 
@@ -695,6 +766,7 @@ class JobWorker:
                     job.collection, [item], force=job.force, progress=self._progress(job, doc), repair=doc is last
                 )
             except _Interrupted:
+                written = int(doc.get("pages_done") or 0)  # before the partial document is removed again
                 self._drop_partial(job, doc)
                 if self._stop.is_set() and not self.jobs.is_cancel_requested(job.id):
                     doc["status"] = "queued"
@@ -703,6 +775,8 @@ class JobWorker:
                     self.jobs.save(job)
                     return
                 doc["status"] = "cancelled"
+                if written:
+                    doc["cancelled_at_page"] = written
                 self._cancel_rest(job)
                 return
             except StoreUnavailableError:
@@ -824,13 +898,14 @@ class JobWorker:
 
     def _cleanup(self, job: Job) -> None:
         """Forget the password; remove the uploaded files unless kept (``keep_uploads``). The file of a
-        password-protected PDF that failed for want of its password stays when its upload asked for it
-        (``keep_for_retry``: the web UI), so it can be retried with the password from its row."""
+        password-protected PDF that failed for want of its password, and of a cancelled file, stays when its
+        upload asked for it (``keep_for_retry``: the web UI), so it can be retried with the password or
+        uploaded again from its row (until the job is pruned)."""
         self.jobs.forget_password(job.id)
         if self.keep_uploads:
             return
         keep = {Path(d["path"]).name for d in job.documents
-                if needs_password(d) and d.get("keep_for_retry") and d.get("path")}
+                if (needs_password(d) or d.get("status") == "cancelled") and d.get("keep_for_retry") and d.get("path")}
         if not keep:
             self.jobs.remove_uploads(job.id)
             return

@@ -1,7 +1,8 @@
 """The Documents tab: upload files (one persistent index job per upload), follow their progress (pages/s,
-time left, the finishing phase), cancel an upload or retry a password-protected PDF from its row, see and
-delete the documents of the collection. The handlers are module-level functions over the app state
-(``upload``, ``delete_document_question``, ``delete_document``, ``apply_row_action``, ``retry``);
+time left, the finishing phase; the finished files collapsed under "N finished"), cancel an upload, retry a
+password-protected PDF, upload a cancelled file again or dismiss a refused one from its row, see and delete
+the documents of the collection. The handlers are module-level functions over the app state (``upload``,
+``delete_document_question``, ``delete_document``, ``apply_row_action``, ``retry``, ``uploads_updates``);
 ``DocumentsTab.wire`` maps them to components."""
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from pagelens.ui.actions import ACCEPTED_TYPES, cancel_job, enqueue_files, record_upload, retry_with_password
+from pagelens.ui.actions import (
+    ACCEPTED_TYPES,
+    cancel_job,
+    dismiss_rejected,
+    enqueue_files,
+    record_upload,
+    retry_with_password,
+    upload_again,
+)
 from pagelens.ui.render import (
     DOCS_PAGE,
     SORTS,
@@ -19,7 +28,6 @@ from pagelens.ui.render import (
     documents_rows,
     last_page_offset,
     pager_updates,
-    progress_html,
 )
 from pagelens.ui.state import (
     UIContext,
@@ -34,7 +42,7 @@ from pagelens.ui.state import (
     require_principal,
 )
 from pagelens.ui.status import collection_summary
-from pagelens.ui.uploads_view import parse_row_action
+from pagelens.ui.uploads_view import finished_label, parse_row_action, uploads_view
 
 from pagelens.core.errors import PagelensError
 
@@ -82,6 +90,9 @@ class DocumentsTab:
     # the table's name filter and order (``render.SORTS``)
     docs_filter: gr.Textbox
     docs_sort: gr.Dropdown
+    # the finished uploads, collapsed under "N finished" (``uploads_view.UploadsView.finished``)
+    done_group: gr.Accordion
+    done_html: gr.HTML
 
     def wire(self, shell: UIShell, screen: Screen) -> None:
         """Connect upload, the progress timer and document deletion."""
@@ -106,12 +117,13 @@ class DocumentsTab:
             p = who(request)
             readable = can_read(p, collection)
             writable = can_write(p, collection)
-            prog, active = progress_html(ctx, collection if readable else None, sess, writable=writable)
+            prog, active, *done = uploads_updates(ctx, p, collection if readable else None)
 
             def documents_unchanged(timer_on: bool) -> list[Any]:
                 """The uploads now, everything else as drawn (the timer on while a job runs)."""
                 skip = gr.skip()
-                return [prog, skip, skip, skip, skip, gr.Timer(active=timer_on), skip, skip, skip, skip, skip, skip]
+                return [prog, skip, skip, skip, skip, gr.Timer(active=timer_on), skip, skip, skip, skip, skip, skip,
+                        *done]
 
             if not readable or not collection:
                 return documents_unchanged(False)
@@ -140,7 +152,7 @@ class DocumentsTab:
                                     sort=sort or "name"),
                     gr.update(choices=choices, value=value),
                     gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active),
-                    *pager_updates(offset, total), offset, mark, ask_button(info.pages, active)]
+                    *pager_updates(offset, total), offset, mark, ask_button(info.pages, active), *done]
 
         def turn_page(collection: str | None, offset: int | None, step: int, picked: str | None,
                       name_filter: str | None, sort: str | None, request: gr.Request) -> list[Any]:
@@ -183,26 +195,29 @@ class DocumentsTab:
             """A row's button: Cancel (the upload stops; same rule as the API: write access) or Retry with
             password (opens the password form naming the file)."""
             hide = gr.update(visible=False)
+            p = who(request)
             try:
-                result = apply_row_action(ctx, who(request), raw)
+                result = apply_row_action(ctx, p, raw)
             except Exception as exc:  # noqa: BLE001
                 return [msg(err(exc), ok=False), gr.update(), gr.update(), hide, "", None]
             if result is None:
                 return [gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
             text, target = result
-            if target is None:  # cancelled
-                prog, _ = progress_html(ctx, collection, sess, writable=True)
-                return [msg(text), prog, gr.Timer(active=True), hide, "", None]
+            if target is None:  # cancelled, queued again or dismissed: the table now (the timer redraws the rest
+                # while a job is active; a dismissal alone starts no timer, hence no "indexing finished" notice)
+                prog, active, *_ = uploads_updates(ctx, p, collection if can_read(p, collection) else None)
+                return [msg(text), prog, gr.Timer(active=active), hide, "", None]
             return ["", gr.update(), gr.update(), gr.update(visible=True), text, target]
 
         def do_retry(collection: str | None, target: dict[str, Any] | None, password: str | None,
                      sess: dict[str, Any], request: gr.Request) -> list[Any]:
+            p = who(request)
             try:
-                sess = retry(ctx, who(request), target, password, sess)
+                sess = retry(ctx, p, target, password, sess)
             except Exception as exc:  # noqa: BLE001
                 return [msg(err(exc), ok=False), gr.update(), gr.update(), gr.update(), gr.update(), target, gr.update()]
             assert target is not None  # noqa: S101 - retry refuses a missing target
-            prog, _ = progress_html(ctx, collection, sess, writable=True)
+            prog = uploads_updates(ctx, p, collection if can_read(p, collection) else None)[0]
             return [msg(f"Retrying '{target['name']}' with the password."), prog, gr.Timer(active=True),
                     gr.update(visible=False), "", None, sess]
 
@@ -232,7 +247,7 @@ class DocumentsTab:
             screen.on_view, load_inputs, screen.view_outputs, show_progress="hidden", api_visibility="private")
         tick_outputs = [self.progress, self.docs_df, self.doc_pick, self.doc_delete_group, shell.coll_summary,
                         shell.timer, self.docs_pager, self.docs_prev, self.docs_next, self.docs_offset, self.docs_seen,
-                        screen.ask.ask_btn]
+                        screen.ask.ask_btn, self.done_group, self.done_html]
         def tick_progress(collection: str | None, sess: dict[str, Any], picked: str | None, offset: int | None,
                           seen: str | None, name_filter: str | None, sort: str | None,
                           request: gr.Request) -> list[Any]:
@@ -335,18 +350,36 @@ def delete_document(ctx: UIContext, p: Principal | None, collection: str | None,
     return f"Deleted '{name}' ({pages} page(s))."
 
 
+def uploads_updates(ctx: UIContext, p: Principal | None, collection: str | None) -> list[Any]:
+    """The uploads of ``collection`` as ``p`` sees them (``collection`` None: ``p`` may not read it): the
+    table of what needs attention, whether a job is active, the "N finished" accordion's update and its
+    table (the accordion keeps its open or closed state)."""
+    view = uploads_view(ctx, collection, p.name if p is not None else None, can_write(p, collection))
+    return [view.open, view.active, gr.update(label=finished_label(view.finished_count),
+                                              visible=bool(view.finished_count)), view.finished]
+
+
 def apply_row_action(ctx: UIContext, p: Principal | None, raw: str | None) -> tuple[str, dict[str, Any] | None] | None:
     """An uploads row's button (``uploads_view.parse_row_action`` of what the page sent), with the API's rule
-    (write access to the job's collection): Cancel -> (message, None) after cancelling; Retry with password
-    -> (the form's question, the target ``{job, doc, name}``); None for an unreadable action."""
+    (write access to the job's collection): Cancel -> (message, None) after cancelling; Upload again ->
+    (message, None) after queueing the cancelled file again; Dismiss (a refused file, ``p``'s own) ->
+    (message, None); Retry with password -> (the form's question, the target ``{job, doc, name}``); None
+    for an unreadable action."""
     action = parse_row_action(raw)
     if action is None:
         return None
     p = require_principal(p)
+    if action["act"] == "dismiss":
+        dismiss_rejected(ctx, p, action["job"])
+        name = str(action.get("name") or "the refused file")
+        return f"Removed '{name}' from the uploads list.", None
     job = ctx.jobs.get(action["job"])
     if job is None:
         raise UIError("this upload is no longer in the job table")
     check_write(p, job.collection)
+    if action["act"] == "again":
+        new = upload_again(ctx, p, job.id, action["doc"])
+        return f"Queued '{new.documents[0]['name']}' for indexing again.", None
     if action["act"] == "cancel":
         cancel_job(ctx, p, job.id)
         names = ", ".join(d["name"] for d in job.documents if d["status"] in ("queued", "running"))
@@ -385,7 +418,12 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
         readonly_note = gr.Markdown("Read-only access: this key cannot upload or delete here.",
                                     visible=False, elem_classes="pl-note")
         gr.Markdown("#### Uploads")
-        progress = gr.HTML(progress_html(shell.ctx, None, {})[0], elem_id="pl-progress")
+        with gr.Column(elem_id="pl-progress"):  # what needs attention, then the finished files collapsed
+            progress = gr.HTML(uploads_view(shell.ctx, None).open, elem_id="pl-progress-open")
+            # so that many finished files do not push the documents table down
+            with gr.Accordion(finished_label(0), open=False, visible=False,
+                              elem_id="pl-uploads-finished") as done_group:
+                done_html = gr.HTML("", elem_id="pl-progress-done")
         # the row-action bridge: in the page (the rows' script fills and presses them) but never shown
         row_action = gr.Textbox("", elem_id="pl-row-action", elem_classes="pl-hidden", container=False)
         row_action_btn = gr.Button("row action", elem_id="pl-row-action-btn", elem_classes="pl-hidden")
@@ -432,4 +470,4 @@ def build_documents_tab(shell: UIShell) -> DocumentsTab:
                         retry_md=retry_md, retry_password=retry_password, retry_btn=retry_btn,
                         retry_cancel_btn=retry_cancel_btn, retry_target=retry_target, docs_pager=docs_pager,
                         docs_prev=docs_prev, docs_next=docs_next, docs_offset=docs_offset, docs_seen=docs_seen,
-                        docs_filter=docs_filter, docs_sort=docs_sort)
+                        docs_filter=docs_filter, docs_sort=docs_sort, done_group=done_group, done_html=done_html)
