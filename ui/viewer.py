@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ from pagelens.core.types import PageFilter
 PAGE_KEYS = ("doc_id", "doc_name", "page_no", "page_count", "image_path", "text", "text_source", "language")
 # zoom levels of the viewer's image (1 = fit the viewer's width), applied in the browser (VIEWER_JS)
 ZOOM_STEPS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# opening a cited page zooms until its first region spans at most this share of the viewer's width
+FOCUS_FILL = 0.8
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,26 @@ def draw_regions(ctx: UIContext, view: PageView) -> str | None:
         os.replace(tmp, target)
     ctx.own_page(str(target), view.collection)
     return str(target)
+
+
+def focus_zoom(region: dict[str, Any]) -> float:
+    """The zoom (one of ``ZOOM_STEPS``, at least 1 = the viewer's width) a cited page opens at so that
+    ``region`` (page fractions) is readable: the largest step at which the region spans at most
+    ``FOCUS_FILL`` of the viewer's width (a word of 0.09 of the width: 3; half the page: 1.5)."""
+    width = max(1e-4, float(region["x1"]) - float(region["x0"]))
+    return max([1.0, *(s for s in ZOOM_STEPS if s * width <= FOCUS_FILL)])
+
+
+def focus_of(view: PageView, shown: str | None) -> str:
+    """What the browser focuses when the page opens (``ask_assets.VIEWER_JS`` ``plFocus``): JSON with the
+    first (best) region's box as page fractions (``x0, y0, x1, y1``), its ``source``, the ``zoom`` to show
+    it at (``focus_zoom``) and ``image``, the file name of the image ``shown`` (the script waits for it);
+    "" when there is nothing to focus (no regions, no image, or the regions are hidden)."""
+    if not view.regions or not shown or shown == view.image:
+        return ""
+    first = view.regions[0]
+    return json.dumps({**{k: float(first[k]) for k in ("x0", "y0", "x1", "y1")}, "source": first["source"],
+                       "zoom": focus_zoom(first), "image": Path(shown).name})
 
 
 def regions_legend(view: PageView) -> str:
