@@ -109,7 +109,8 @@ REGION_COLORS = {"text": ((37, 99, 235, 60), (37, 99, 235, 230)), "visual": ((23
 
 def draw_regions(ctx: UIContext, view: PageView) -> str | None:
     """A copy of the viewer's page with its cited regions drawn over it (translucent boxes, text regions
-    blue and visual ones orange, ``REGION_COLORS``), in the private cache and recorded as a page of the
+    blue and visual ones orange, ``REGION_COLORS``, each outlined just outside its box so the words inside
+    stay readable), in the private cache and recorded as a page of the
     view's collection; the plain image when there are no regions (or no image)."""
     if not view.image or not view.regions:
         return view.image
@@ -126,10 +127,11 @@ def draw_regions(ctx: UIContext, view: PageView) -> str | None:
         draw = ImageDraw.Draw(layer)
         w, h = base.size
         width = max(2, round(min(w, h) / 300))
-        for r in view.regions:
+        for r in view.regions:  # the outline around the box, not on it: a word's box is a few pixels high
             fill, line = REGION_COLORS[r["source"]]
-            draw.rectangle([r["x0"] * w, r["y0"] * h, r["x1"] * w, r["y1"] * h], fill=fill, outline=line,
-                           width=width)
+            x0, y0, x1, y1 = r["x0"] * w, r["y0"] * h, r["x1"] * w, r["y1"] * h
+            draw.rectangle([x0, y0, x1, y1], fill=fill)
+            draw.rectangle([x0 - width, y0 - width, x1 + width, y1 + width], outline=line, width=width)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         Image.alpha_composite(base, layer).convert("RGB").save(tmp, format="PNG")
         os.replace(tmp, target)

@@ -5,7 +5,8 @@ viewer; the viewer's zoom and its focus on the cited region) and the tab's style
 from __future__ import annotations
 
 # Runs once per page load (mount_ui's js). window.plZoom zooms the viewer's image (CSS variable --pl-zoom,
-# 1 = fit the width; the steps are viewer.ZOOM_STEPS; "fit": the whole page in the viewer, "Fit page").
+# 1 = fit the width; the steps are viewer.ZOOM_STEPS; "fit": "Fit page", the whole page in the viewer's box,
+# the box in view).
 # window.plFocus(json, scroll) runs after a page opens (tabs/ask.py focus_js) with viewer.focus_of's JSON:
 # once the image it names has loaded, it zooms to the region's zoom, outlines the region (#pl-focus-box,
 # kept on it by plMark at every zoom, resize and image load) and centres it: on screen ("page": the
@@ -41,7 +42,10 @@ VIEWER_JS = """() => {
     el.dataset.fit = fit ? '1' : '';
     el.style.setProperty('--pl-zoom', String(z));
     const label = document.querySelector('#pl-zoom-fit');
-    if (label) label.textContent = fit ? 'Fit page' : `Fit page (${Math.round(z * 100)}%)`;
+    if (label) {  // its name stays "Fit page"; the text also shows the zoom
+      label.textContent = fit ? 'Fit page' : `Fit page (${Math.round(z * 100)}%)`;
+      label.setAttribute('aria-label', 'Fit page');
+    }
     window.plMark();
   };
   const fitZoom = () => {  // the whole page: the viewer's width, and its height up to the box's max-height
@@ -56,7 +60,7 @@ VIEWER_JS = """() => {
     const z = parseFloat(el.dataset.zoom || '1');
     if (how === 'in') setZoom(steps.find((s) => s > z + 1e-6) || z, false);
     else if (how === 'out') setZoom([...steps].reverse().find((s) => s < z - 1e-6) || z, false);
-    else { setZoom(fitZoom(), true); el.scrollTo(0, 0); }
+    else { setZoom(fitZoom(), true); el.scrollTo(0, 0); el.scrollIntoView({block: 'nearest', behavior: 'instant'}); }
   };
   window.plFocus = (json, scroll) => {
     let f = null;
@@ -78,7 +82,20 @@ VIEWER_JS = """() => {
       setZoom(f.zoom, false);
       const m = window.plMark();
       if (!m) return;
-      if (scroll === 'page') { m.scrollIntoView({block: 'center', inline: 'center'}); return; }
+      if (scroll === 'page') {
+        const centre = () => {
+          const mark = window.plMark();
+          if (mark) mark.scrollIntoView({block: 'center', inline: 'center', behavior: 'instant'});
+          return window.scrollY;
+        };
+        let at = centre();
+        // again while the page below is still laying out (it could not scroll far enough), unless the
+        // person scrolled or opened another page meanwhile
+        [250, 800].forEach((t) => setTimeout(() => {
+          if (window.__plFocus === f && window.scrollY === at) at = centre();
+        }, t));
+        return;
+      }
       const c = el.getBoundingClientRect(), r = m.getBoundingClientRect();
       el.scrollLeft += r.left + r.width / 2 - (c.left + c.width / 2);
       el.scrollTop += r.top + r.height / 2 - (c.top + c.height / 2);
