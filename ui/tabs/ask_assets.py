@@ -168,6 +168,7 @@ ASK_CSS = """
   max-height: none !important; object-fit: contain; }
 #pl-viewer-img .image-container, #pl-viewer-img .image-frame, #pl-viewer-img .image-container button {
   display: block !important; overflow: visible; height: auto !important; max-height: none !important; }
+#pl-focus { display: none !important; }
 #pl-focus-box { position: absolute; pointer-events: none; box-sizing: border-box; border-radius: 3px;
   outline: 2px dashed rgba(30, 58, 138, 0.95); outline-offset: 3px; }
 .pl-rg-text { color: rgb(37, 99, 235); }
