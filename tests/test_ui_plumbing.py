@@ -16,9 +16,9 @@ ARTIFACTS = REPO / "test-artifacts" / "ui-plumbing"
 SIZES = {"desktop": {"width": 1400, "height": 900}, "phone": {"width": 390, "height": 844}}
 TABS = ("Ask", "Documents", "Collections")
 # the helpers earlier versions rendered under the Ask tab (a copy of the answer, the conversation's JSON, the
-# citation box and its "open" button), the uploads table's row-action bridge and the viewer's focused region
+# citation box and its "open" button) and the uploads table's row-action bridge
 HELPERS = ("#pl-answer-plain", "#pl-view-ref", "#pl-thread-json", "#pl-view-open", "#pl-row-action",
-           "#pl-row-action-btn", ".pl-hidden", "#pl-focus")
+           "#pl-row-action-btn", ".pl-hidden")
 
 # What is displayed that should not be: [selector, why] for each helper shown (visible by computed style,
 # a box larger than nothing), raw JSON on screen, a reachable control without an accessible name.

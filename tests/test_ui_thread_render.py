@@ -244,3 +244,23 @@ def test_the_first_region_is_what_an_opened_page_focuses() -> None:
     assert focus_of(view, "/cache/p/plain.png") == ""  # the regions hidden
     assert focus_of(view, None) == ""  # no image on this server
     assert focus_of(PageView("inv", "d1", "inv.pdf", 1, 1, "/cache/p/plain.png"), "/cache/p/plain.png") == ""
+
+    # the legend carries it to the browser (data-focus, the JSON escaped as an attribute)
+    from html.parser import HTMLParser
+
+    from pagelens.ui.viewer import legend_html
+
+    class Attrs(HTMLParser):
+        found: dict[str, str | None] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "p":
+                Attrs.found = dict(attrs)
+
+    legend = legend_html(view, "/cache/rg/abc123.png")
+    Attrs().feed(legend)
+    assert json.loads(Attrs.found["data-focus"] or "") == focus
+    assert "1 text region(s)" in legend and "1 visual region(s)" in legend
+    Attrs().feed(legend_html(view, "/cache/p/plain.png"))
+    assert Attrs.found["data-focus"] == ""  # regions hidden: the legend stays, nothing to focus
+    assert legend_html(PageView("inv", "d1", "inv.pdf", 1, 1, "/cache/p/plain.png"), "/cache/p/plain.png") == ""

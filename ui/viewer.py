@@ -148,7 +148,8 @@ def focus_zoom(region: dict[str, Any]) -> float:
 
 
 def focus_of(view: PageView, shown: str | None) -> str:
-    """What the browser focuses when the page opens (``ask_assets.VIEWER_JS`` ``plFocus``): JSON with the
+    """What the browser focuses when the page opens (``ask_assets.VIEWER_JS`` ``plFocus``, given it by
+    ``legend_html``'s ``data-focus``): JSON with the
     first (best) region's box as page fractions (``x0, y0, x1, y1``), its ``source``, the ``zoom`` to show
     it at (``focus_zoom``) and ``image``, the file name of the image ``shown`` (the script waits for it);
     "" when there is nothing to focus (no regions, no image, or the regions are hidden)."""
@@ -168,6 +169,16 @@ def regions_legend(view: PageView) -> str:
     parts = ([f'<span class="pl-rg-text">■</span> {text} text region(s)'] if text else []) + (
         [f'<span class="pl-rg-visual">■</span> {visual} visual region(s)'] if visual else [])
     return "Highlighted on the page: " + " · ".join(parts)
+
+
+def legend_html(view: PageView, shown: str | None) -> str:
+    """The regions' legend (``regions_legend``) as the viewer shows it, carrying in ``data-focus`` the region
+    the browser focuses (``focus_of``; the step after a page opens reads it: tabs/ask.py ``focus_js``);
+    the empty string without regions."""
+    if not view.regions:
+        return ""
+    return (f'<p class="pl-legend" data-focus="{html.escape(focus_of(view, shown), quote=True)}">'
+            f"{regions_legend(view)}</p>")
 
 
 def viewer_title(view: PageView) -> str:

@@ -60,9 +60,8 @@ from pagelens.ui.viewer import (
     download_copy,
     draw_regions,
     find_page,
-    focus_of,
+    legend_html,
     parse_page_ref,
-    regions_legend,
     viewer_text,
     viewer_title,
 )
@@ -379,24 +378,23 @@ class AskTab:
     close_btn: gr.Button
     page_text_md: gr.Markdown
     regions_toggle: gr.Checkbox
-    regions_md: gr.Markdown
-    # the first region the browser zooms to and centres when a page opens (``viewer.focus_of``: JSON or "")
-    focus: gr.Textbox
+    # the regions' legend; its ``data-focus`` names the region the browser zooms to when the page opens
+    regions_md: gr.HTML
     sim_img: gr.Image
     sim_caption: gr.Markdown
 
     # -- the viewer ---------------------------------------------------------------------------------
     def viewer_outputs(self) -> list[Any]:
         return [self.viewer, self.viewer_title, self.viewer_msg, self.viewer_img, self.page_text_md, self.download,
-                self.prev_btn, self.next_btn, self.view, self.regions_toggle, self.regions_md, self.focus]
+                self.prev_btn, self.next_btn, self.view, self.regions_toggle, self.regions_md]
 
     def show_page(self, view: PageView, shell: UIShell, regions: bool = True) -> dict[Any, Any]:
         """Viewer updates showing ``view``, its cited regions drawn over it when ``regions`` (the toggle), and
-        the first of them as the region to focus (``viewer.focus_of``)."""
+        the first of them as the region to focus (``viewer.legend_html``)."""
         shown = draw_regions(shell.ctx, view) if regions else view.image
         return {
             self.regions_toggle: gr.update(visible=bool(view.regions), value=regions),
-            self.regions_md: gr.update(value=regions_legend(view), visible=bool(view.regions)),
+            self.regions_md: gr.update(value=legend_html(view, shown), visible=bool(view.regions)),
             self.viewer: gr.update(visible=True),
             self.viewer_title: viewer_title(view),
             self.viewer_msg: gr.update(value="", visible=False) if view.image else gr.update(value=msg(
@@ -410,7 +408,6 @@ class AskTab:
             self.prev_btn: gr.update(interactive=view.page_no > 1),
             self.next_btn: gr.update(interactive=view.page_no < view.page_count),
             self.view: view,
-            self.focus: focus_of(view, shown),
         }
 
     def open_in_viewer(self, shell: UIShell, p: Principal | None, collection: str, doc_id: str,
@@ -422,7 +419,7 @@ class AskTab:
             view = replace(view, regions=cite_regions(turns or [], collection, doc_id, view.page_no))
             return self.show_page(view, shell, regions)
         except Exception as exc:  # noqa: BLE001
-            return {self.viewer: gr.update(visible=True), self.focus: "",
+            return {self.viewer: gr.update(visible=True), self.regions_md: gr.update(value="", visible=False),
                     self.viewer_msg: gr.update(value=msg(err(exc), ok=False), visible=True)}
 
     def shown(self, v: AskView) -> dict[Any, Any]:
@@ -551,7 +548,7 @@ class AskTab:
             try:
                 collection, doc_id, page_no = ref_of(turns or [], ref)
             except UIError as exc:
-                return {self.viewer: gr.update(visible=True), self.focus: "",
+                return {self.viewer: gr.update(visible=True), self.regions_md: gr.update(value="", visible=False),
                         self.viewer_msg: gr.update(value=msg(str(exc), ok=False), visible=True)}
             return self.open_in_viewer(shell, shell.who(request), collection, doc_id, page_no, turns, regions)
 
@@ -622,7 +619,7 @@ class AskTab:
             event.then(ask_on_similarity, [self.turns, self.top_hits], [self.sim_img, self.sim_caption],
                        api_visibility="private", show_progress="hidden").then(
                 view_top, [self.turns], self.viewer_outputs(), api_visibility="private", show_progress="hidden").then(
-                None, [self.focus], None, js=focus_js("viewer"), queue=False, api_visibility="private")
+                None, [self.regions_md], None, js=focus_js("viewer"), queue=False, api_visibility="private")
         undoing = self.chat.undo(ask_on_undo, [self.turns, *conv], outputs, api_visibility="private")
         self.stop_btn.click(ask_on_stop, None, [self.stop_btn], queue=False, api_visibility="private")
         new_outputs = [*outputs, self.viewer, self.view, self.page_text_md,
@@ -644,11 +641,11 @@ class AskTab:
         # the viewer: a click on a source (CITE_CLICKS_JS) opens the page zoomed to its first region, centred
         # on screen (focus_js); previous/next (zoomed likewise, inside the viewer), zoom, close
         self.heading.click(ask_on_open_source, [self.turns, self.regions_toggle], self.viewer_outputs(), api_visibility="private").then(
-            None, [self.focus], None, js=focus_js("page"), queue=False, api_visibility="private")
+            None, [self.regions_md], None, js=focus_js("page"), queue=False, api_visibility="private")
         for button, delta in ((self.prev_btn, -1), (self.next_btn, 1)):
             button.click(step(delta), [self.view, self.turns, self.regions_toggle], self.viewer_outputs(),
                          api_visibility="private").then(
-                None, [self.focus], None, js=focus_js("viewer"), queue=False, api_visibility="private")
+                None, [self.regions_md], None, js=focus_js("viewer"), queue=False, api_visibility="private")
         self.regions_toggle.input(ask_on_regions, [self.view, self.regions_toggle], [self.viewer_img],
                                   api_visibility="private", show_progress="hidden")
         for button, how in ((self.zoom_in, "in"), (self.zoom_out, "out"), (self.zoom_fit, "fit")):
@@ -659,9 +656,10 @@ class AskTab:
 
 
 def focus_js(scroll: str) -> str:
-    """The js of the step after a page opens: ``plFocus`` (``ask_assets.VIEWER_JS``) with the focus JSON,
-    ``scroll`` "page" (the region centred on screen) or "viewer" (centred inside the viewer only)."""
-    return f"(f) => {{ if (window.plFocus) window.plFocus(f, '{scroll}'); return []; }}"
+    """The js of the step after a page opens: ``plFocus`` (``ask_assets.VIEWER_JS``) with the regions'
+    legend (``viewer.legend_html``: its ``data-focus``), ``scroll`` "page" (the region centred on screen) or
+    "viewer" (centred inside the viewer only)."""
+    return f"(legend) => {{ if (window.plFocus) window.plFocus(legend, '{scroll}'); return []; }}"
 
 
 def build_ask_tab(shell: UIShell) -> AskTab:
@@ -737,10 +735,8 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                     with gr.Row(elem_classes="pl-bar-row"):
                         regions_toggle = gr.Checkbox(True, label="Highlight the cited regions", visible=False,
                                                      scale=0, min_width=200, elem_id="pl-regions")
-                        regions_md = gr.Markdown("", visible=False, elem_classes="pl-note", elem_id="pl-regions-legend")
-                    # read by focus_js only: never displayed (in the DOM so the script gets its value)
-                    focus = gr.Textbox("", visible="hidden", interactive=False, label="Focused region",
-                                       elem_id="pl-focus")
+                        regions_md = gr.HTML("", visible=False, elem_classes="pl-note", elem_id="pl-regions-legend",
+                                             padding=False)
                     viewer_img = gr.Image(label="Page", type="filepath", interactive=False, elem_id="pl-viewer-img",
                                           buttons=["fullscreen"], show_label=False)
                     page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note", max_height=360,
@@ -756,4 +752,4 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                   top_hits=top_hits, turns=turns, view=view, viewer=viewer, viewer_title=viewer_title,
                   viewer_msg=viewer_msg, viewer_img=viewer_img, prev_btn=prev_btn, next_btn=next_btn,
                   zoom_out=zoom_out, zoom_fit=zoom_fit, zoom_in=zoom_in, download=download, close_btn=close_btn,
-                  page_text_md=page_text_md, regions_toggle=regions_toggle, regions_md=regions_md, focus=focus, sim_img=sim_img, sim_caption=sim_caption)
+                  page_text_md=page_text_md, regions_toggle=regions_toggle, regions_md=regions_md, sim_img=sim_img, sim_caption=sim_caption)

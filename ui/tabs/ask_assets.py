@@ -1,13 +1,15 @@
 """The Ask tab's browser side: the two small scripts Gradio does not provide (a click on a source opens the
-viewer; the viewer's zoom and its focus on the cited region) and the tab's stylesheet. ``VIEWER_JS`` runs once per page load (``mount_ui``'s
-``js``), ``CITE_CLICKS_JS`` when the tab's heading renders; ``ASK_CSS`` is added to the UI's stylesheet."""
+viewer; the viewer's zoom and its focus on the cited region) and the tab's stylesheet. ``VIEWER_JS`` runs
+once per page load (``mount_ui``'s ``js``), ``CITE_CLICKS_JS`` when the tab's heading renders; ``ASK_CSS``
+is added to the UI's stylesheet."""
 
 from __future__ import annotations
 
 # Runs once per page load (mount_ui's js). window.plZoom zooms the viewer's image (CSS variable --pl-zoom,
 # 1 = fit the width; the steps are viewer.ZOOM_STEPS; "fit": "Fit page", the whole page in the viewer's box,
 # the box in view).
-# window.plFocus(json, scroll) runs after a page opens (tabs/ask.py focus_js) with viewer.focus_of's JSON:
+# window.plFocus(legend, scroll) runs after a page opens (tabs/ask.py focus_js) with the regions' legend
+# (viewer.legend_html; its data-focus is viewer.focus_of's JSON):
 # once the image it names has loaded, it zooms to the region's zoom, outlines the region (#pl-focus-box,
 # kept on it by plMark at every zoom, resize and image load) and centres it: on screen ("page": the
 # viewer's scroll box and the window) or inside the viewer only ("viewer"). Without a region, "page" brings
@@ -62,9 +64,12 @@ VIEWER_JS = """() => {
     else if (how === 'out') setZoom([...steps].reverse().find((s) => s < z - 1e-6) || z, false);
     else { setZoom(fitZoom(), true); el.scrollTo(0, 0); el.scrollIntoView({block: 'nearest', behavior: 'instant'}); }
   };
-  window.plFocus = (json, scroll) => {
+  window.plFocus = (legend, scroll) => {
     let f = null;
-    try { f = json ? JSON.parse(json) : null; } catch (e) { f = null; }
+    try {
+      const el = new DOMParser().parseFromString(legend || '', 'text/html').querySelector('[data-focus]');
+      f = el && el.dataset.focus ? JSON.parse(el.dataset.focus) : null;
+    } catch (e) { f = null; }
     window.__plFocus = f;
     if (!f) {
       window.plMark();
@@ -168,7 +173,6 @@ ASK_CSS = """
   max-height: none !important; object-fit: contain; }
 #pl-viewer-img .image-container, #pl-viewer-img .image-frame, #pl-viewer-img .image-container button {
   display: block !important; overflow: visible; height: auto !important; max-height: none !important; }
-#pl-focus { display: none !important; }
 #pl-focus-box { position: absolute; pointer-events: none; box-sizing: border-box; border-radius: 3px;
   outline: 2px dashed rgba(30, 58, 138, 0.95); outline-offset: 3px; }
 .pl-rg-text { color: rgb(37, 99, 235); }
