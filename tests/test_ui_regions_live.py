@@ -99,20 +99,20 @@ def _check_focus(page: Any, expected: Box, size: dict[str, int]) -> None:
     expect(box).to_have_attribute("data-zoom", FOCUS_ZOOM)
     marker = page.locator("#pl-focus-box")
     expect(marker).to_have_count(1)
-    img_box = page.locator("#pl-viewer-img img").bounding_box()
-    m, c = marker.bounding_box(), box.bounding_box()
-    assert img_box and m and c
-    assert img_box["width"] > 2.5 * c["width"] * 0.9  # zoomed: about 3 viewer widths
-    got = _fraction_of(m, img_box)
-    assert _iou(got, expected) >= 0.5, (got, expected)  # the outline is on the words
-    window = {"x": 0, "y": 0, "width": size["width"], "height": size["height"]}
-    assert _within(m, window), (m, size)  # on screen
-    assert _within(m, c), (m, c)  # and in the viewer's visible part
     # centred on screen: in the middle half of the window's height (the page scrolls it there once laid out)
     page.wait_for_function("""() => {
       const r = document.getElementById('pl-focus-box').getBoundingClientRect();
       return Math.abs(r.top + r.height / 2 - innerHeight / 2) < innerHeight / 4;
     }""", timeout=10_000)
+    img_box = page.locator("#pl-viewer-img img").bounding_box()
+    m, c = marker.bounding_box(), box.bounding_box()
+    assert img_box and m and c
+    assert img_box["width"] > 2.5 * c["width"]  # zoomed: about 3 times the viewer's width
+    got = _fraction_of(m, img_box)
+    assert _iou(got, expected) >= 0.5, (got, expected)  # the outline is on the words
+    window = {"x": 0, "y": 0, "width": size["width"], "height": size["height"]}
+    assert _within(m, window), (m, size)  # on screen
+    assert _within(m, c), (m, c)  # and in the viewer's visible part
 
 
 def _check_fit(page: Any, size: dict[str, int]) -> None:

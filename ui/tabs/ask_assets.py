@@ -65,11 +65,14 @@ VIEWER_JS = """() => {
     else { setZoom(fitZoom(), true); el.scrollTo(0, 0); el.scrollIntoView({block: 'nearest', behavior: 'instant'}); }
   };
   window.plFocus = (legend, scroll) => {
-    let f = null;
+    let raw = '', f = null;
     try {
       const el = new DOMParser().parseFromString(legend || '', 'text/html').querySelector('[data-focus]');
-      f = el && el.dataset.focus ? JSON.parse(el.dataset.focus) : null;
+      raw = el ? el.dataset.focus || '' : '';
+      f = raw ? JSON.parse(raw) : null;
     } catch (e) { f = null; }
+    if (scroll === 'viewer' && raw === window.__plFocusRaw) return;  // the page did not change (an answer's step)
+    window.__plFocusRaw = raw;
     window.__plFocus = f;
     if (!f) {
       window.plMark();
@@ -94,11 +97,13 @@ VIEWER_JS = """() => {
           return window.scrollY;
         };
         let at = centre();
-        // again while the page below is still laying out (it could not scroll far enough), unless the
-        // person scrolled or opened another page meanwhile
-        [250, 800].forEach((t) => setTimeout(() => {
+        // again while the page below it still grows (it could not scroll far enough yet), for 3 s, unless
+        // the person scrolled or opened another page meanwhile
+        const grows = new ResizeObserver(() => {
           if (window.__plFocus === f && window.scrollY === at) at = centre();
-        }, t));
+        });
+        grows.observe(document.body);
+        setTimeout(() => grows.disconnect(), 3000);
         return;
       }
       const c = el.getBoundingClientRect(), r = m.getBoundingClientRect();
