@@ -215,3 +215,52 @@ def test_cited_regions_are_validated_found_and_drawn(tmp_path) -> None:  # noqa:
     assert set(REGION_COLORS) == {"text", "visual"}
     assert draw_regions(ctx, PageView("inv", "d1", "inv.pdf", 1, 2, str(page))) == str(page)  # type: ignore[arg-type]
     assert "1 text region(s)" in regions_legend(view) and "1 visual region(s)" in regions_legend(view)
+
+
+def test_the_first_region_is_what_an_opened_page_focuses() -> None:
+    """Opening a cited page zooms to its first (best) region: the largest zoom step at which the region spans
+    at most FOCUS_FILL of the viewer's width, never below the viewer's width (1); the JSON the browser reads
+    names the region, that zoom and the file name of the image shown. No region, no image, or the regions
+    hidden (the plain image shown): nothing to focus."""
+    import json
+
+    from pagelens.ui.viewer import FOCUS_FILL, ZOOM_STEPS, focus_of, focus_zoom
+
+    word = {"x0": 0.1268, "y0": 0.8654, "x1": 0.2159, "y1": 0.8735, "source": "text", "score": 1.0}
+    assert focus_zoom(word) == 3.0  # 0.089 of the width: the largest step
+    assert focus_zoom({"x0": 0.2, "y0": 0, "x1": 0.6, "y1": 1}) == 2.0  # 0.4 wide: 2 x 0.4 = 0.8
+    assert focus_zoom({"x0": 0.25, "y0": 0, "x1": 0.75, "y1": 1}) == 1.5
+    assert focus_zoom({"x0": 0.0, "y0": 0, "x1": 1.0, "y1": 1}) == 1.0  # the whole width: never below 1
+    for w in (0.05, 0.2, 0.3, 0.45, 0.55, 0.7, 0.9):
+        z = focus_zoom({"x0": 0, "y0": 0, "x1": w, "y1": 1})
+        assert z in ZOOM_STEPS and (z == 1.0 or z * w <= FOCUS_FILL)
+        assert all(s * w > FOCUS_FILL for s in ZOOM_STEPS if s > z)
+
+    visual = {"x0": 0.1, "y0": 0.1, "x1": 0.6, "y1": 0.4, "source": "visual", "score": 0.5}
+    view = PageView("inv", "d1", "inv.pdf", 1, 1, "/cache/p/plain.png", regions=(word, visual))
+    focus = json.loads(focus_of(view, "/cache/rg/abc123.png"))
+    assert focus == {"x0": 0.1268, "y0": 0.8654, "x1": 0.2159, "y1": 0.8735, "source": "text", "zoom": 3.0,
+                     "image": "abc123.png"}
+    assert focus_of(view, "/cache/p/plain.png") == ""  # the regions hidden
+    assert focus_of(view, None) == ""  # no image on this server
+    assert focus_of(PageView("inv", "d1", "inv.pdf", 1, 1, "/cache/p/plain.png"), "/cache/p/plain.png") == ""
+
+    # the legend carries it to the browser (data-focus, the JSON escaped as an attribute)
+    from html.parser import HTMLParser
+
+    from pagelens.ui.viewer import legend_html
+
+    class Attrs(HTMLParser):
+        found: dict[str, str | None] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "p":
+                Attrs.found = dict(attrs)
+
+    legend = legend_html(view, "/cache/rg/abc123.png")
+    Attrs().feed(legend)
+    assert json.loads(Attrs.found["data-focus"] or "") == focus
+    assert "1 text region(s)" in legend and "1 visual region(s)" in legend
+    Attrs().feed(legend_html(view, "/cache/p/plain.png"))
+    assert Attrs.found["data-focus"] == ""  # regions hidden: the legend stays, nothing to focus
+    assert legend_html(PageView("inv", "d1", "inv.pdf", 1, 1, "/cache/p/plain.png"), "/cache/p/plain.png") == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ from pagelens.core.types import PageFilter
 PAGE_KEYS = ("doc_id", "doc_name", "page_no", "page_count", "image_path", "text", "text_source", "language")
 # zoom levels of the viewer's image (1 = fit the viewer's width), applied in the browser (VIEWER_JS)
 ZOOM_STEPS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# opening a cited page zooms until its first region spans at most this share of the viewer's width
+FOCUS_FILL = 0.8
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ REGION_COLORS = {"text": ((37, 99, 235, 60), (37, 99, 235, 230)), "visual": ((23
 
 def draw_regions(ctx: UIContext, view: PageView) -> str | None:
     """A copy of the viewer's page with its cited regions drawn over it (translucent boxes, text regions
-    blue and visual ones orange, ``REGION_COLORS``), in the private cache and recorded as a page of the
+    blue and visual ones orange, ``REGION_COLORS``, each outlined just outside its box so the words inside
+    stay readable), in the private cache and recorded as a page of the
     view's collection; the plain image when there are no regions (or no image)."""
     if not view.image or not view.regions:
         return view.image
@@ -123,15 +127,37 @@ def draw_regions(ctx: UIContext, view: PageView) -> str | None:
         draw = ImageDraw.Draw(layer)
         w, h = base.size
         width = max(2, round(min(w, h) / 300))
-        for r in view.regions:
+        for r in view.regions:  # the outline around the box, not on it: a word's box is a few pixels high
             fill, line = REGION_COLORS[r["source"]]
-            draw.rectangle([r["x0"] * w, r["y0"] * h, r["x1"] * w, r["y1"] * h], fill=fill, outline=line,
-                           width=width)
+            x0, y0, x1, y1 = r["x0"] * w, r["y0"] * h, r["x1"] * w, r["y1"] * h
+            draw.rectangle([x0, y0, x1, y1], fill=fill)
+            draw.rectangle([x0 - width, y0 - width, x1 + width, y1 + width], outline=line, width=width)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         Image.alpha_composite(base, layer).convert("RGB").save(tmp, format="PNG")
         os.replace(tmp, target)
     ctx.own_page(str(target), view.collection)
     return str(target)
+
+
+def focus_zoom(region: dict[str, Any]) -> float:
+    """The zoom (one of ``ZOOM_STEPS``, at least 1 = the viewer's width) a cited page opens at so that
+    ``region`` (page fractions) is readable: the largest step at which the region spans at most
+    ``FOCUS_FILL`` of the viewer's width (a word of 0.09 of the width: 3; half the page: 1.5)."""
+    width = max(1e-4, float(region["x1"]) - float(region["x0"]))
+    return max([1.0, *(s for s in ZOOM_STEPS if s * width <= FOCUS_FILL)])
+
+
+def focus_of(view: PageView, shown: str | None) -> str:
+    """What the browser focuses when the page opens (``ask_assets.VIEWER_JS`` ``plFocus``, given it by
+    ``legend_html``'s ``data-focus``): JSON with the
+    first (best) region's box as page fractions (``x0, y0, x1, y1``), its ``source``, the ``zoom`` to show
+    it at (``focus_zoom``) and ``image``, the file name of the image ``shown`` (the script waits for it);
+    "" when there is nothing to focus (no regions, no image, or the regions are hidden)."""
+    if not view.regions or not shown or shown == view.image:
+        return ""
+    first = view.regions[0]
+    return json.dumps({**{k: float(first[k]) for k in ("x0", "y0", "x1", "y1")}, "source": first["source"],
+                       "zoom": focus_zoom(first), "image": Path(shown).name})
 
 
 def regions_legend(view: PageView) -> str:
@@ -143,6 +169,16 @@ def regions_legend(view: PageView) -> str:
     parts = ([f'<span class="pl-rg-text">■</span> {text} text region(s)'] if text else []) + (
         [f'<span class="pl-rg-visual">■</span> {visual} visual region(s)'] if visual else [])
     return "Highlighted on the page: " + " · ".join(parts)
+
+
+def legend_html(view: PageView, shown: str | None) -> str:
+    """The regions' legend (``regions_legend``) as the viewer shows it, carrying in ``data-focus`` the region
+    the browser focuses (``focus_of``; the step after a page opens reads it: tabs/ask.py ``focus_js``);
+    the empty string without regions."""
+    if not view.regions:
+        return ""
+    return (f'<p class="pl-legend" data-focus="{html.escape(focus_of(view, shown), quote=True)}">'
+            f"{regions_legend(view)}</p>")
 
 
 def viewer_title(view: PageView) -> str:

@@ -40,7 +40,6 @@ from pagelens.ui.tabs.ask_assets import (
     CITE_CLICKS_JS,
     CONVERSATION_URL_JS,
     SCROLL_TO_ANSWER_JS,
-    SCROLL_TO_VIEWER_JS,
 )
 from pagelens.ui.thread import (
     Cite,
@@ -61,8 +60,8 @@ from pagelens.ui.viewer import (
     download_copy,
     draw_regions,
     find_page,
+    legend_html,
     parse_page_ref,
-    regions_legend,
     viewer_text,
     viewer_title,
 )
@@ -379,7 +378,8 @@ class AskTab:
     close_btn: gr.Button
     page_text_md: gr.Markdown
     regions_toggle: gr.Checkbox
-    regions_md: gr.Markdown
+    # the regions' legend; its ``data-focus`` names the region the browser zooms to when the page opens
+    regions_md: gr.HTML
     sim_img: gr.Image
     sim_caption: gr.Markdown
 
@@ -389,16 +389,18 @@ class AskTab:
                 self.prev_btn, self.next_btn, self.view, self.regions_toggle, self.regions_md]
 
     def show_page(self, view: PageView, shell: UIShell, regions: bool = True) -> dict[Any, Any]:
-        """Viewer updates showing ``view``, its cited regions drawn over it when ``regions`` (the toggle)."""
+        """Viewer updates showing ``view``, its cited regions drawn over it when ``regions`` (the toggle), and
+        the first of them as the region to focus (``viewer.legend_html``)."""
+        shown = draw_regions(shell.ctx, view) if regions else view.image
         return {
             self.regions_toggle: gr.update(visible=bool(view.regions), value=regions),
-            self.regions_md: gr.update(value=regions_legend(view), visible=bool(view.regions)),
+            self.regions_md: gr.update(value=legend_html(view, shown), visible=bool(view.regions)),
             self.viewer: gr.update(visible=True),
             self.viewer_title: viewer_title(view),
             self.viewer_msg: gr.update(value="", visible=False) if view.image else gr.update(value=msg(
                 f"The image of {view.doc_name}, page {view.page_no} is not on this server: index the document "
                 "again to see it.", ok=False), visible=True),
-            self.viewer_img: gr.update(value=draw_regions(shell.ctx, view) if regions else view.image,
+            self.viewer_img: gr.update(value=shown,
                                        label=f"{view.doc_name} — page {view.page_no}",
                                        alt_text=f"Page {view.page_no} of {view.doc_name}"),
             self.page_text_md: gr.update(value=viewer_text(view), visible=True),
@@ -417,7 +419,7 @@ class AskTab:
             view = replace(view, regions=cite_regions(turns or [], collection, doc_id, view.page_no))
             return self.show_page(view, shell, regions)
         except Exception as exc:  # noqa: BLE001
-            return {self.viewer: gr.update(visible=True),
+            return {self.viewer: gr.update(visible=True), self.regions_md: gr.update(value="", visible=False),
                     self.viewer_msg: gr.update(value=msg(err(exc), ok=False), visible=True)}
 
     def shown(self, v: AskView) -> dict[Any, Any]:
@@ -546,7 +548,7 @@ class AskTab:
             try:
                 collection, doc_id, page_no = ref_of(turns or [], ref)
             except UIError as exc:
-                return {self.viewer: gr.update(visible=True),
+                return {self.viewer: gr.update(visible=True), self.regions_md: gr.update(value="", visible=False),
                         self.viewer_msg: gr.update(value=msg(str(exc), ok=False), visible=True)}
             return self.open_in_viewer(shell, shell.who(request), collection, doc_id, page_no, turns, regions)
 
@@ -616,7 +618,8 @@ class AskTab:
         for event in (asking, retrying):
             event.then(ask_on_similarity, [self.turns, self.top_hits], [self.sim_img, self.sim_caption],
                        api_visibility="private", show_progress="hidden").then(
-                view_top, [self.turns], self.viewer_outputs(), api_visibility="private", show_progress="hidden")
+                view_top, [self.turns], self.viewer_outputs(), api_visibility="private", show_progress="hidden").then(
+                None, [self.regions_md], None, js=focus_js("viewer"), queue=False, api_visibility="private")
         undoing = self.chat.undo(ask_on_undo, [self.turns, *conv], outputs, api_visibility="private")
         self.stop_btn.click(ask_on_stop, None, [self.stop_btn], queue=False, api_visibility="private")
         new_outputs = [*outputs, self.viewer, self.view, self.page_text_md,
@@ -635,13 +638,14 @@ class AskTab:
         self.conv_title.submit(ask_on_rename, [self.conv_title, *conv], [self.conv_msg, self.conv_title, self.convs],
                                api_visibility="private")
 
-        # the viewer: a click on a source (CITE_CLICKS_JS), previous/next, zoom, close
+        # the viewer: a click on a source (CITE_CLICKS_JS) opens the page zoomed to its first region, centred
+        # on screen (focus_js); previous/next (zoomed likewise, inside the viewer), zoom, close
         self.heading.click(ask_on_open_source, [self.turns, self.regions_toggle], self.viewer_outputs(), api_visibility="private").then(
-            None, None, None, js=SCROLL_TO_VIEWER_JS, queue=False, api_visibility="private")
-        self.prev_btn.click(step(-1), [self.view, self.turns, self.regions_toggle], self.viewer_outputs(),
-                            api_visibility="private")
-        self.next_btn.click(step(1), [self.view, self.turns, self.regions_toggle], self.viewer_outputs(),
-                            api_visibility="private")
+            None, [self.regions_md], None, js=focus_js("page"), queue=False, api_visibility="private")
+        for button, delta in ((self.prev_btn, -1), (self.next_btn, 1)):
+            button.click(step(delta), [self.view, self.turns, self.regions_toggle], self.viewer_outputs(),
+                         api_visibility="private").then(
+                None, [self.regions_md], None, js=focus_js("viewer"), queue=False, api_visibility="private")
         self.regions_toggle.input(ask_on_regions, [self.view, self.regions_toggle], [self.viewer_img],
                                   api_visibility="private", show_progress="hidden")
         for button, how in ((self.zoom_in, "in"), (self.zoom_out, "out"), (self.zoom_fit, "fit")):
@@ -649,6 +653,13 @@ class AskTab:
                          queue=False, api_visibility="private")
         self.close_btn.click(lambda: gr.update(visible=False), None, [self.viewer], queue=False,
                              api_visibility="private")
+
+
+def focus_js(scroll: str) -> str:
+    """The js of the step after a page opens: ``plFocus`` (``ask_assets.VIEWER_JS``) with the regions'
+    legend (``viewer.legend_html``: its ``data-focus``), ``scroll`` "page" (the region centred on screen) or
+    "viewer" (centred inside the viewer only)."""
+    return f"(legend) => {{ if (window.plFocus) window.plFocus(legend, '{scroll}'); return []; }}"
 
 
 def build_ask_tab(shell: UIShell) -> AskTab:
@@ -713,7 +724,7 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                                              elem_classes="pl-btn")
                         zoom_out = gr.Button("− Zoom", size="sm", min_width=40, elem_id="pl-zoom-out",
                                              elem_classes="pl-btn")
-                        zoom_fit = gr.Button("Fit", size="sm", min_width=50, elem_id="pl-zoom-fit",
+                        zoom_fit = gr.Button("Fit page", size="sm", min_width=50, elem_id="pl-zoom-fit",
                                              elem_classes="pl-btn")
                         zoom_in = gr.Button("+ Zoom", size="sm", min_width=40, elem_id="pl-zoom-in", elem_classes="pl-btn")
                         download = gr.DownloadButton("⬇ Download PNG", size="sm", min_width=70, elem_id="pl-download",
@@ -724,7 +735,8 @@ def build_ask_tab(shell: UIShell) -> AskTab:
                     with gr.Row(elem_classes="pl-bar-row"):
                         regions_toggle = gr.Checkbox(True, label="Highlight the cited regions", visible=False,
                                                      scale=0, min_width=200, elem_id="pl-regions")
-                        regions_md = gr.Markdown("", visible=False, elem_classes="pl-note", elem_id="pl-regions-legend")
+                        regions_md = gr.HTML("", visible=False, elem_classes="pl-note", elem_id="pl-regions-legend",
+                                             padding=False)
                     viewer_img = gr.Image(label="Page", type="filepath", interactive=False, elem_id="pl-viewer-img",
                                           buttons=["fullscreen"], show_label=False)
                     page_text_md = gr.Markdown("", elem_id="pl-page-text", elem_classes="pl-note", max_height=360,
