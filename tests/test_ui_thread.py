@@ -92,7 +92,14 @@ def test_chat_sources_viewer_copy_retry_undo_and_reload(browser_page, settings_f
         assert copied.strip() == answer and "<" not in copied and "page(s) read" not in copied
 
         # -- a source opens the viewer ---------------------------------------------------------------------
-        page.locator("#pl-viewer-close").click()  # (the answer's follow-up already opened its top page)
+        # (each answer's follow-up opens its top page in the viewer; the last one may still be on its way:
+        # close again if it reopens)
+        expect(page.locator("#pl-viewer")).to_be_visible()
+        for _ in range(5):
+            page.locator("#pl-viewer-close").click()
+            page.wait_for_timeout(1500)
+            if page.locator("#pl-viewer").is_hidden():
+                break
         expect(page.locator("#pl-viewer")).to_be_hidden()
         cite.click()
         viewer = page.locator("#pl-viewer")
