@@ -165,3 +165,56 @@ def test_the_idle_poll_never_moves_the_picker_while_its_collection_is_there() ->
     assert poll_plan(after, before, "inv") == "choices"  # "other" created elsewhere or just now
     assert poll_plan("other|0|0", after, "inv") == "all"  # the picked one was deleted
     assert poll_plan(after, "", None) == "all"  # first collection(s): the first-run panel goes
+
+
+class _Docs:
+    """A collection of ``n`` documents named d000.pdf... for the Documents table handlers."""
+
+    def __init__(self, n: int) -> None:
+        self.docs = [SimpleNamespace(doc_id=f"id{i:03d}", doc_name=f"d{i:03d}.pdf", status="indexed", pages_indexed=2,
+                                     page_count=2, indexed_at=f"2026-12-06T10:{i % 60:02d}:00", sha256="")
+                     for i in range(n)]
+        self.version = 1
+        self.originals = SimpleNamespace(find=lambda sha: None)
+
+    def documents(self, collection: str, offset: int = 0, limit: int | None = None) -> list[SimpleNamespace]:
+        return self.docs[offset:] if limit is None else self.docs[offset:offset + limit]
+
+    def document_count(self, collection: str) -> int:
+        return len(self.docs)
+
+    def listing_version(self, collection: str) -> int:
+        return self.version
+
+    def collection_info(self, collection: str) -> SimpleNamespace:
+        return SimpleNamespace(documents=len(self.docs), pages=2 * len(self.docs), model_id="/m/colSmol")
+
+
+def test_the_documents_page_handlers_page_filter_clamp_and_skip_unchanged_redraws() -> None:
+    """The Documents tab's timer/poll and pager logic as plain functions: the page at an offset, nothing
+    redrawn while the listing is unchanged, clamped to the last page when documents go, the filter's
+    matches paged, the delete picker keeping its document while the page offers it."""
+    from pagelens.ui.render import DOCS_PAGE
+    from pagelens.ui.tabs.documents import documents_page, turned_page
+
+    service = _Docs(DOCS_PAGE + 10)
+    ctx = SimpleNamespace(service=service, jobs=SimpleNamespace(inflight_doc_ids=lambda c: {"id001"}))
+    first = documents_page(ctx, "c", True, False, 0, "", "", "name")  # type: ignore[arg-type]
+    assert first is not None and not first.unchanged
+    assert (first.offset, first.total, len(first.rows)) == (0, DOCS_PAGE + 10, DOCS_PAGE)
+    assert "id001" not in [d for _, d in first.choices]  # being indexed: not offered for deletion
+    assert first.picked("id007") == "id007" and first.picked("gone") == "id000"
+    again = documents_page(ctx, "c", True, False, 0, first.mark, "", "name")  # type: ignore[arg-type]
+    assert again is not None and again.unchanged  # the poll redraws nothing
+    service.version += 1  # a document came or went
+    assert not documents_page(ctx, "c", True, False, 0, first.mark, "", "name").unchanged  # type: ignore[union-attr, arg-type]
+
+    nxt = turned_page(ctx, "c", 0, 1, "", "name")  # type: ignore[arg-type]
+    assert (nxt.offset, len(nxt.rows), nxt.rows[0][0]) == (DOCS_PAGE, 10, f"d{DOCS_PAGE:03d}.pdf")
+    assert turned_page(ctx, "c", DOCS_PAGE, 1, "", "name").offset == DOCS_PAGE  # type: ignore[arg-type]  # clamped
+    del service.docs[5:]  # most documents deleted: the second page is gone
+    service.version += 1
+    clamped = documents_page(ctx, "c", True, False, DOCS_PAGE, "", "", "name")  # type: ignore[arg-type]
+    assert clamped is not None and (clamped.offset, clamped.total, len(clamped.rows)) == (0, 5, 5)
+    filtered = turned_page(ctx, "c", 0, 0, "D003", "name")  # type: ignore[arg-type]
+    assert filtered.filtered and filtered.total == 1 and filtered.rows[0][0] == "d003.pdf"

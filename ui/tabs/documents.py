@@ -7,7 +7,7 @@ the documents of the collection. The handlers are module-level functions over th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -127,32 +127,15 @@ class DocumentsTab:
 
             if not readable or not collection:
                 return documents_unchanged(False)
-            offset = max(0, int(offset or 0))
-            try:
-                inflight = ctx.jobs.inflight_doc_ids(collection)
-                mark = (f"{collection}|{writable}|{offset}|{active}|{ctx.service.listing_version(collection)}|"
-                        f"{','.join(sorted(inflight))}|{sort}|{name_filter}")
-                if mark == seen:
-                    return documents_unchanged(active)
-                info = ctx.service.collection_info(collection)
-                offset = min(offset, last_page_offset(info.documents))  # the page is gone (documents deleted)
-                rows, choices, matched = documents_rows(ctx, collection, offset, inflight=inflight,
-                                                        name_filter=name_filter or "", sort=sort or "name")
-                if matched is not None and offset > last_page_offset(matched):
-                    offset = last_page_offset(matched)
-                    rows, choices, matched = documents_rows(ctx, collection, offset, inflight=inflight,
-                                                            name_filter=name_filter or "", sort=sort or "name")
-                summary = collection_summary(info.documents, info.pages, info.model_id, writable)
-            except PagelensError:
+            page = documents_page(ctx, collection, writable, active, offset, seen, name_filter, sort)
+            if page is None:
                 return documents_unchanged(False)
-            ids = [doc_id for _, doc_id in choices]
-            value = picked if picked in ids else (ids[0] if ids else None)
-            total = info.documents if matched is None else matched
-            return [prog, docs_html(rows, offset, total, filtered=bool((name_filter or "").strip()),
-                                    sort=sort or "name"),
-                    gr.update(choices=choices, value=value),
-                    gr.update(visible=writable and bool(choices)), summary, gr.Timer(active=active),
-                    *pager_updates(offset, total), offset, mark, ask_button(info.pages, active), *done]
+            if page.unchanged:
+                return documents_unchanged(active)
+            return [prog, page.html(), gr.update(choices=page.choices, value=page.picked(picked)),
+                    gr.update(visible=writable and bool(page.choices)), page.summary, gr.Timer(active=active),
+                    *pager_updates(page.offset, page.total), page.offset, page.mark, ask_button(page.pages, active),
+                    *done]
 
         def turn_page(collection: str | None, offset: int | None, step: int, picked: str | None,
                       name_filter: str | None, sort: str | None, request: gr.Request) -> list[Any]:
@@ -161,18 +144,11 @@ class DocumentsTab:
             if not can_read(p, collection) or not collection:
                 return [gr.skip()] * 7
             try:
-                _, _, matched = documents_rows(ctx, collection, 0, limit=0, name_filter=name_filter or "",
-                                               sort=sort or "name")
-                total = ctx.service.document_count(collection) if matched is None else matched
-                offset = min(max(0, int(offset or 0) + step * DOCS_PAGE), last_page_offset(total))
-                rows, choices, _ = documents_rows(ctx, collection, offset, name_filter=name_filter or "",
-                                                  sort=sort or "name")
+                page = turned_page(ctx, collection, offset, step, name_filter, sort)
             except PagelensError as exc:
                 return [msg(err(exc), ok=False), *[gr.skip()] * 6]
-            ids = [doc_id for _, doc_id in choices]
-            return [docs_html(rows, offset, total, filtered=bool((name_filter or "").strip()), sort=sort or "name"),
-                    gr.update(choices=choices, value=picked if picked in ids else (ids[0] if ids else None)),
-                    *pager_updates(offset, total), offset, ""]
+            return [page.html(), gr.update(choices=page.choices, value=page.picked(picked)),
+                    *pager_updates(page.offset, page.total), page.offset, ""]
 
         def ask_delete_document(collection: str | None, doc_id: str | None, request: gr.Request) -> tuple[Any, ...]:
             try:
@@ -296,6 +272,77 @@ class DocumentsTab:
 # --------------------------------------------------------------------------------------------------
 # The handlers: plain functions over the app state (tests/test_ui_handlers.py)
 # --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DocumentsPage:
+    """One page of the Documents table as a handler draws it: its rows and the delete picker's choices
+    (``render.documents_rows``), where it starts (``offset``), how many documents match (``total``), the
+    collection's summary line and page count, and ``mark``, what the idle poll compares with to skip an
+    unchanged redraw (``unchanged``: it was the same as the caller's)."""
+
+    rows: list[list[Any]] = field(default_factory=list)
+    choices: list[tuple[str, str]] = field(default_factory=list)
+    offset: int = 0
+    total: int = 0
+    filtered: bool = False
+    sort: str = "name"
+    summary: str = ""
+    pages: int = 0
+    mark: str = ""
+    unchanged: bool = False
+
+    def html(self) -> str:
+        return docs_html(self.rows, self.offset, self.total, filtered=self.filtered, sort=self.sort)
+
+    def picked(self, picked: str | None) -> str | None:
+        """The document to keep selected in the delete picker: ``picked`` while this page still offers
+        it, else the page's first."""
+        ids = [doc_id for _, doc_id in self.choices]
+        return picked if picked in ids else (ids[0] if ids else None)
+
+
+def documents_page(ctx: UIContext, collection: str, writable: bool, active: bool, offset: int | None,
+                   seen: str | None, name_filter: str | None, sort: str | None) -> DocumentsPage | None:
+    """The Documents table's page at ``offset`` for the timer and the idle poll: ``unchanged`` (nothing
+    read but one SQLite pragma) when the collection's listing, the documents being indexed, the page, the
+    filter and the order are what the tab drew last (``seen``); clamped to the last page when documents
+    went; None when the collection cannot be read now (deleted meanwhile)."""
+    offset = max(0, int(offset or 0))
+    name_filter, sort = name_filter or "", sort or "name"
+    try:
+        inflight = ctx.jobs.inflight_doc_ids(collection)
+        mark = (f"{collection}|{writable}|{offset}|{active}|{ctx.service.listing_version(collection)}|"
+                f"{','.join(sorted(inflight))}|{sort}|{name_filter}")
+        if mark == seen:
+            return DocumentsPage(mark=mark, unchanged=True)
+        info = ctx.service.collection_info(collection)
+        offset = min(offset, last_page_offset(info.documents))  # the page is gone (documents deleted)
+        rows, choices, matched = documents_rows(ctx, collection, offset, inflight=inflight,
+                                                name_filter=name_filter, sort=sort)
+        if matched is not None and offset > last_page_offset(matched):
+            offset = last_page_offset(matched)
+            rows, choices, matched = documents_rows(ctx, collection, offset, inflight=inflight,
+                                                    name_filter=name_filter, sort=sort)
+    except PagelensError:
+        return None
+    return DocumentsPage(rows=rows, choices=choices, offset=offset,
+                         total=info.documents if matched is None else matched, filtered=bool(name_filter.strip()),
+                         sort=sort, summary=collection_summary(info.documents, info.pages, info.model_id, writable),
+                         pages=info.pages, mark=mark)
+
+
+def turned_page(ctx: UIContext, collection: str, offset: int | None, step: int, name_filter: str | None,
+                sort: str | None) -> DocumentsPage:
+    """Previous / Next (``step`` -1 / 1) or a new filter or order (``step`` 0 from offset 0): the page
+    ``step`` pages on, clamped to the pages there are. Raises ``PagelensError``."""
+    name_filter, sort = name_filter or "", sort or "name"
+    _, _, matched = documents_rows(ctx, collection, 0, limit=0, name_filter=name_filter, sort=sort)
+    total = ctx.service.document_count(collection) if matched is None else matched
+    offset = min(max(0, int(offset or 0) + step * DOCS_PAGE), last_page_offset(total))
+    rows, choices, _ = documents_rows(ctx, collection, offset, name_filter=name_filter, sort=sort)
+    return DocumentsPage(rows=rows, choices=choices, offset=offset, total=total, filtered=bool(name_filter.strip()),
+                         sort=sort)
 
 
 def upload(ctx: UIContext, p: Principal | None, collection: str | None, paths: list[str] | None,
