@@ -92,7 +92,9 @@ def test_the_store_builds_it_at_optimize_and_a_dedup_plan_returns_exact_results(
     assert "dedup index built" in result.rebuilt and result.after.current
     trials = store.search_status("d").self_check["trials"]
     assert any(t["first_stage"] == "dedup" for t in trials)  # measured by the self-check
-    store.set_plan("d", SearchPlan(first_stage="dedup", candidates=64, rerank_keep=16, recall=1.0, pages=300))
+    plan = SearchPlan(first_stage="dedup", candidates=64, rerank_keep=16, recall=1.0, pages=300, probes=32)
+    assert plan.summary().startswith("int8 scan of every page's distinct tokens -> 64 candidates -> 16 scored exactly")
+    store.set_plan("d", plan)
     for target in (0, 77, 299):
         assert len(same_as_exact(store, "d", corpus.query(target), 5)) == 5  # ids, order and scores of exact
     store.upsert("d", edge_points(corpus)[:1])  # behind again: the plan's stage falls back to the scan

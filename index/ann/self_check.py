@@ -105,7 +105,9 @@ class SearchPlan:
                                                         else " (the cheapest here)"),
                "pooled": f"pooled vectors -> {self.candidates} candidates",
                "tokens": f"token index -> {self.candidates} candidates",
-               "hnsw": f"Qdrant's pooled HNSW prefetch -> {self.candidates} candidates"}[self.first_stage]
+               "dedup": f"int8 scan of every page's distinct tokens -> {self.candidates} candidates",
+               "hnsw": f"Qdrant's pooled HNSW prefetch -> {self.candidates} candidates"}.get(
+                   self.first_stage, f"{self.first_stage} -> {self.candidates} candidates")
         rerank = {"exact": "", "hnsw": ", all scored exactly"}.get(self.first_stage, f" -> {self.rerank_keep} scored exactly")
         return (f"{how}{rerank}; recall@5 {self.recall:.3f} on {self.probes} probe queries "
                 f"(target {self.target:.2f}, {self.pages} pages)")
