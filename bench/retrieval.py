@@ -416,6 +416,8 @@ def run_synthetic(args: argparse.Namespace, table: Table) -> None:
         forced = [("scan", 0, 16), ("scan", 0, 32), ("pooled", default_pf, 16)]
         if has_tokens:
             forced.append(("tokens", 250, 16))
+        if store._rerank_file("bench").dedup_ready():
+            forced += [("dedup", 64, 16), ("dedup", 250, 16)]
         for stage, width, keep in forced:
             store.set_plan("bench", SearchPlan(first_stage=stage, candidates=width, rerank_keep=keep, recall=1.0,
                                                pages=args.pages))

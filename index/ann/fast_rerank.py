@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pagelens.index.ann.dedup_index import DedupIndex, token_cover
 from pagelens.index.ann.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ RECORD = struct.Struct("<16sqiHH")  # uuid bytes, first row, n_tokens (0: delete
 POOLED_WIDTH = 32  # row/column means kept per page: a 2048-px page has at most 4 x 8 = 32 patch rows
 FULL_CHUNK_PAGES = 16  # pages per full-vector kernel step: 16 x 1139 x 128 x 2 B = 4.7 MB of bf16
 TOKENS_DIR = "tokens"  # pagelens.index.ann.token_index.TokenIndex of this cache
+DEDUP_DIR = "dedup"  # pagelens.index.ann.dedup_index.DedupIndex of this cache
 TOKEN_SAMPLE = 1 << 19  # token vectors drawn (from every live page) to train the token codebook
 POOLED_CHUNK_PAGES = 1024  # pages per pooled kernel step: 1024 x 64 x 128 x 2 B = 16.8 MB
 
@@ -189,6 +191,7 @@ class RerankCache:
         self._codec: tuple[np.ndarray, float] | None = None  # (centre [dim], scale) of the codes (CODEC_FILE)
         self._segments: Any = None  # (records with rows, their offsets) for ``scan`` (None: stale)
         self.tokens = TokenIndex(self.folder / TOKENS_DIR)  # the token-level first stage (optional)
+        self.dedup = DedupIndex(self.folder / DEDUP_DIR)  # the near-duplicate-free first stage (optional)
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -261,6 +264,7 @@ class RerankCache:
         for name in (INDEX_FILE, VECTORS_FILE, SCALES_FILE, POOLED_FILE, LEGACY_VECTORS_FILE, CODEC_FILE):
             self._path(name).unlink(missing_ok=True)
         self.tokens.clear()
+        self.dedup.clear()
         self._generation += 1
         self._index = None
         self._reset_state()
@@ -454,6 +458,7 @@ class RerankCache:
                 self.tokens.remap(mapping, len(keep))
             else:  # behind the cache: rebuilt by ensure_token_index
                 self.tokens.clear()
+        self.dedup.clear()  # records renumbered: rebuilt by ensure_dedup_index
         logger.info("compacted %s: dropped %d dead records, %d kept", self.folder, dropped, len(keep))
         return dropped
 
@@ -641,6 +646,57 @@ class RerankCache:
             seen.setdefault(self._ids[rec], None)
         return list(seen)
 
+
+    # --- near-duplicate-free first stage (pagelens.index.ann.dedup_index) ----------------------------------
+
+    def dedup_ready(self) -> bool:
+        """Whether the dedup index covers every record (then ``dedup_candidates`` sees every page)."""
+        self._load()
+        return bool(self._ids) and self.dedup.ready(len(self._ids))
+
+    def dedup_candidates(self, query: np.ndarray, m: int) -> list[str]:
+        """The ids of the ``m`` live pages whose kept (near-duplicate-free) tokens score best for ``query``
+        [n_q, dim], best first. Call only when ``dedup_ready``."""
+        _, _, _, live = self._views()
+        if live is None or self._codec is None:
+            return []
+        centre, scale = self._codec
+        bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ centre)
+        qi, qs = quantize_query(query)
+        return [self._ids[r] for r in self.dedup.candidates(qi, qs, scale, bias, live.numpy(), m)]
+
+    def ensure_dedup_index(self, lock: Any = None) -> str:
+        """Cover the records the dedup index lacks (all of them the first time: ~5 ms per 1139-token page
+        here); returns ``"built"``, ``"caught up"`` or ``""`` (nothing to do, or the cache was compacted
+        or cleared meanwhile: next time). The covers are computed outside ``lock`` (the store's), from a
+        snapshot of the codes, so searches and upserts go on meanwhile."""
+        guard = lock if lock is not None else contextlib.nullcontext()
+        with guard:
+            self._load()
+            if self.dedup.covered > len(self._ids):  # covers records the cache lost (a crash)
+                self.dedup.clear()
+            first, n_records = self.dedup.covered, len(self._ids)
+            if first >= n_records or self._codec is None:
+                return ""
+            full, _, _, _ = self._views()
+            generation, codec, dim = self._generation, self._codec, self._dim or 1
+            spans = [(self._starts[r], self._lens[r]) for r in range(first, n_records)]
+        centre, scale = codec
+        empty = np.zeros((0, dim), dtype=np.int8)
+        pages = []
+        for start, n in spans:  # outside the lock: reads of a snapshot (appends only extend the files)
+            codes = full[start : start + n].numpy() if n else empty
+            pages.append(codes[token_cover(codes, centre, scale, self.dedup.threshold)] if n else empty)
+        with guard:
+            if generation != self._generation or self.dedup.covered != first:
+                logger.info("dedup index of %s: the cache changed meanwhile; covered next time", self.folder)
+                return ""
+            self.dedup.append(first, pages, dim)
+        kept = sum(len(p) for p in pages)
+        rows = sum(n for _, n in spans)
+        logger.info("dedup index of %s: %d records covered, %d of %d tokens kept (%.0f%%)", self.folder,
+                    len(pages), kept, rows, 100.0 * kept / max(1, rows))
+        return "built" if first == 0 else "caught up"
 
     # --- token-level first stage (pagelens.index.ann.token_index) -------------------------------------------
 

@@ -44,7 +44,7 @@ RECALL_K = 5  # the check measures recall@5 (ties within 1e-4 of the 5th exact s
 EXACT_TRUTH_MAX_ROWS = 12_000_000  # token vectors up to which the truth is exact over every page
 SCAN_TRUTH_PAGES = 512  # past that, exact MaxSim of the int8 scan's best pages
 RERANK_KEEPS = (16, 32, 64, 128)  # pages passed to the exact stage, tried in this order
-WIDTHS = (250, 500, 1000, 2000, 4000, 8000)  # first-stage candidates tried (pooled / tokens)
+WIDTHS = (64, 128, 250, 500, 1000, 2000, 4000, 8000)  # first-stage candidates tried (pooled / tokens / dedup)
 RECHECK_CHANGE = 0.25  # re-measure when the page count moved by more than this share since the check
 
 FirstStage = str  # "scan" | "pooled" | "tokens" | "hnsw" (Qdrant server) | "exact"
@@ -105,7 +105,9 @@ class SearchPlan:
                                                         else " (the cheapest here)"),
                "pooled": f"pooled vectors -> {self.candidates} candidates",
                "tokens": f"token index -> {self.candidates} candidates",
-               "hnsw": f"Qdrant's pooled HNSW prefetch -> {self.candidates} candidates"}[self.first_stage]
+               "dedup": f"int8 scan of every page's distinct tokens -> {self.candidates} candidates",
+               "hnsw": f"Qdrant's pooled HNSW prefetch -> {self.candidates} candidates"}.get(
+                   self.first_stage, f"{self.first_stage} -> {self.candidates} candidates")
         rerank = {"exact": "", "hnsw": ", all scored exactly"}.get(self.first_stage, f" -> {self.rerank_keep} scored exactly")
         return (f"{how}{rerank}; recall@5 {self.recall:.3f} on {self.probes} probe queries "
                 f"(target {self.target:.2f}, {self.pages} pages)")

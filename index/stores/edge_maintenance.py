@@ -278,10 +278,15 @@ class EdgeMaintenance(EdgeBase):
             if token:
                 rebuilt.append(f"token index {token}")
             with self._lock:
+                cache = self._rerank_file(collection)
+            dedup = cache.ensure_dedup_index(lock=self._lock)  # takes the lock itself, not while it computes
+            if dedup == "built":
+                rebuilt.append("dedup index built")
+            with self._lock:
                 complete = RERANK_CACHE not in self._status_locked(collection).codes
                 before = self._plans.get(collection)
             if complete:  # a first stage built or dropped: measure again
-                plan = self.self_check(collection, force=token in ("built", "dropped"))
+                plan = self.self_check(collection, force=token in ("built", "dropped") or dedup == "built")
                 if plan is not before:
                     rebuilt.append(f"self-check: {plan.summary()}")
         with self._lock:

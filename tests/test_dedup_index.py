@@ -1,0 +1,103 @@
+"""The near-duplicate-free first stage (index/ann/dedup_index.py): the token cover keeps one token per group
+of near-duplicates and represents every dropped token within the threshold; the index survives a reopen,
+ignores a torn tail, is caught up after appends and dropped by a compaction; its candidates hold the exact
+top pages; the Edge store builds it at optimize and a plan using it returns exact MaxSim's results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pagelens.index.ann.dedup_index import CODES_FILE, SPANS_FILE, THRESHOLD, DedupIndex, token_cover
+from pagelens.index.ann.fast_rerank import RerankCache, encode_centred, fit_codec
+from pagelens.index.ann.first_stages import first_stages
+from pagelens.index.ann.self_check import SearchPlan
+from pagelens.index.stores.edge_store import QdrantEdgeStore
+from test_fast_rerank import DIM
+from test_search_status import manifest, same_as_exact
+from test_token_index import Corpus, edge_points, pid
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_the_cover_keeps_one_token_per_group_of_near_duplicates_and_represents_every_token() -> None:
+    rng = np.random.default_rng(0)
+    groups = unit(rng.standard_normal((3, DIM)))
+    page = unit(groups[rng.integers(0, 3, 200)] + rng.standard_normal((200, DIM)) * (0.05 / np.sqrt(DIM)))
+    distinct = unit(rng.standard_normal((40, DIM)))  # random directions: |cos| ~ 0.1, nothing to merge
+    x = np.concatenate([page, distinct])
+    centre, scale = fit_codec(x)
+    codes = encode_centred(x, centre, scale)
+    keep = token_cover(codes, centre, scale)
+    assert list(keep) == sorted(keep) and len(keep) == 3 + 40  # one per group, every distinct token
+    decoded = unit(centre + scale * codes.astype(np.float32))
+    cos = decoded @ decoded[keep].T
+    assert (cos.max(axis=1) >= THRESHOLD).all()  # every token has a kept representative
+
+
+def test_the_index_reopens_ignores_a_torn_tail_and_refuses_a_gap(tmp_path: Path) -> None:
+    index = DedupIndex(tmp_path / "dedup")
+    pages = [np.full((n, DIM), n, dtype=np.int8) for n in (3, 0, 5)]
+    index.append(0, pages, DIM)
+    with pytest.raises(ValueError, match="covers 3 records, not 1"):
+        index.append(1, pages[:1], DIM)
+    again = DedupIndex(tmp_path / "dedup")
+    assert again.covered == 3 and again.kept_tokens() == 8 and again.ready(3) and not again.ready(4)
+    with open(tmp_path / "dedup" / SPANS_FILE, "ab") as fh:  # spans of a record whose codes never landed
+        fh.write(np.asarray([[8, 4]], dtype=np.int64).tobytes())
+    torn = DedupIndex(tmp_path / "dedup")
+    assert torn.covered == 3
+    assert (tmp_path / "dedup" / CODES_FILE).stat().st_size == 8 * DIM
+    torn.clear()
+    assert DedupIndex(tmp_path / "dedup").covered == 0
+
+
+def test_the_cache_builds_catches_up_and_drops_it_and_its_candidates_hold_the_exact_top(tmp_path: Path) -> None:
+    corpus = Corpus(120, seed=3)
+    cache = RerankCache(tmp_path / "rerank")
+    points = edge_points(corpus)
+    cache.append((p.id, p.embedding.full, p.embedding.rows, p.embedding.cols) for p in points[:100])
+    assert not cache.dedup_ready() and "dedup" not in first_stages(cache)
+    assert cache.ensure_dedup_index() == "built" and cache.dedup_ready()
+    assert cache.ensure_dedup_index() == ""  # nothing to do
+    cache.append((p.id, p.embedding.full, p.embedding.rows, p.embedding.cols) for p in points[100:])
+    assert not cache.dedup_ready()  # behind the cache: searches scan until optimize catches it up
+    assert cache.ensure_dedup_index() == "caught up" and cache.dedup_ready()
+    stage = first_stages(cache)["dedup"]
+    for target in (5, 42, 111):
+        q = corpus.query(target)
+        got = stage.candidates(q, 20)
+        assert len(got) == 20 and pid(target) in got
+        assert {pid(i) for i in corpus.exact_top(q, 3)} <= set(got)
+    cache.remove([pid(5)])
+    assert cache.ensure_dedup_index() == "caught up"
+    assert pid(5) not in stage.candidates(corpus.query(5), 120)  # deleted pages are never proposed
+    cache.compact({p.id for p in points} - {pid(5)})
+    assert not cache.dedup_ready() and cache.dedup.covered == 0  # renumbered: rebuilt next time
+    assert cache.ensure_dedup_index() == "built"
+    assert RerankCache(tmp_path / "rerank").dedup_ready()  # another process finds it
+    cache.clear()
+    assert not (tmp_path / "rerank" / "dedup").exists()
+
+
+def test_the_store_builds_it_at_optimize_and_a_dedup_plan_returns_exact_results(tmp_path: Path) -> None:
+    corpus = Corpus(300, seed=11)
+    store = QdrantEdgeStore(tmp_path / "edge", token_index_min_pages=0, rerank_candidates=10)
+    store.create_collection(manifest("d"))
+    store.upsert("d", edge_points(corpus))
+    result = store.repair("d")
+    assert "dedup index built" in result.rebuilt and result.after.current
+    trials = store.search_status("d").self_check["trials"]
+    assert any(t["first_stage"] == "dedup" for t in trials)  # measured by the self-check
+    plan = SearchPlan(first_stage="dedup", candidates=64, rerank_keep=16, recall=1.0, pages=300, probes=32)
+    assert plan.summary().startswith("int8 scan of every page's distinct tokens -> 64 candidates -> 16 scored exactly")
+    store.set_plan("d", plan)
+    for target in (0, 77, 299):
+        assert len(same_as_exact(store, "d", corpus.query(target), 5)) == 5  # ids, order and scores of exact
+    store.upsert("d", edge_points(corpus)[:1])  # behind again: the plan's stage falls back to the scan
+    assert not store._rerank_file("d").dedup_ready()
+    assert len(same_as_exact(store, "d", corpus.query(3), 5)) == 5
+    store.close()
