@@ -131,6 +131,7 @@ def test_other_retriever_on_existing_collection_is_refused(cli_env: dict[str, st
     assert "PAGELENS_RETRIEVER_MODEL" in proc.stderr
     proc = run_cli(env, "search", "anything", "--collection", "real", check=False)
     assert proc.returncode == 2 and "was built with retriever model" in proc.stderr
+@pytest.mark.extended
 
 
 def test_hostile_files_fail_one_line_each_and_good_files_are_indexed(cli_env: dict[str, str]) -> None:
@@ -199,6 +200,7 @@ def test_ask_json_cites_exactly_the_retrieved_pages(cli_env: dict[str, str], ind
     streamed = run_cli(cli_env, "ask", question, "--collection", "real", "-k", "3").stdout
     assert streamed.startswith(answer["text"])
     assert "Sources:" in streamed and f"{search['results'][0]['doc_name']}, page {search['results'][0]['page_no']}" in streamed
+@pytest.mark.extended
 
 
 def test_ask_errors_are_clear(cli_env: dict[str, str], indexed_real: dict, tmp_path: Path) -> None:

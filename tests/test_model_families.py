@@ -200,6 +200,7 @@ def test_colmodernvbert_end_to_end(settings_factory, tmp_path: Path, tiny_famili
     _run_family(settings_factory, tmp_path, tiny_families["colmodernvbert"], "ColModernVBert")
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_colqwen2_5_end_to_end(settings_factory, tmp_path: Path, tiny_families: dict[str, Path]) -> None:
     _run_family(settings_factory, tmp_path, tiny_families["colqwen2_5"], "ColQwen2_5", workers=2)

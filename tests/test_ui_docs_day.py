@@ -52,6 +52,7 @@ def _upload_in_ui(page, paths: list, password: str = "") -> None:  # noqa: ANN00
     if password:
         page.locator("#pl-pdf-password input").fill(password)
     page.locator("#pl-upload").click()
+@pytest.mark.extended
 
 
 def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_factory, monkeypatch) -> None:  # noqa: ANN001, F811

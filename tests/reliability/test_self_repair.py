@@ -164,7 +164,7 @@ def test_after_the_kill_the_collection_is_stale_and_searches_stay_exact(
         service.close()
 
 
-@pytest.mark.parametrize("point", ["optimize", "cache_append"])
+@pytest.mark.parametrize("point", ["optimize", pytest.param("cache_append", marks=pytest.mark.extended)])
 def test_a_noop_rerun_restores_the_fast_path(
     point: str, killed: dict[str, Path], corpus: dict[str, Any], tiny_models: dict[str, Path], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
