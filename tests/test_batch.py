@@ -222,6 +222,7 @@ def test_interrupted_run_resumes_without_duplicates_and_workers_are_cleaned_up(
     assert report.pages_indexed == 12 - written
     again = service.indexer.index("r", inputs, workers=workers)
     assert again.count("skipped") == 6 and again.pages_indexed == 0
+@pytest.mark.extended
 
 
 def test_serial_and_pipelined_write_identical_points(svc: Any, corpus: Path, tmp_path: Path) -> None:

@@ -163,6 +163,7 @@ def test_hostile_files_fail_one_line_each_and_good_files_are_indexed(cli_env: di
     assert proc.returncode == 1
     failed_lines = [line for line in proc.stderr.splitlines() if line.startswith("failed:")]
     assert len(failed_lines) >= 1
+@pytest.mark.extended
 
 
 def test_delete_document_removes_it_from_search(cli_env: dict[str, str]) -> None:

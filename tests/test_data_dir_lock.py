@@ -201,6 +201,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PAGELENS, *args], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_cli_against_a_running_serve(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
     """`pagelens delete -c X --all` (and a read-only `pagelens search`, and a second `pagelens serve`)

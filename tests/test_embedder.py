@@ -264,6 +264,7 @@ def test_torchvision_image_processor_matches_the_pil_one(tiny_models: dict[str, 
     assert ea.full.shape == eb.full.shape and ea.rows.shape == eb.rows.shape
     cos = (ea.full * eb.full).sum(axis=1)
     assert cos.mean() > 0.99
+@pytest.mark.extended
 
 
 def test_torch_compile_gives_the_eager_embeddings(embedder: ColSmolEmbedder, tiny_models: dict[str, Path]) -> None:

@@ -123,6 +123,7 @@ def test_points_and_pooling_follow_the_indexer() -> None:
     assert (payload["page_no"], payload["page_count"], payload["doc_name"]) == (2, 3, "document-2")
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_dump_vectors_from_a_collection_then_measure(tmp_path: Path, settings_factory: Any) -> None:
     """Index two PDFs with the tiny retriever, dump them with scripts/dump_vectors.py (a user's

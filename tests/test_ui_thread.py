@@ -269,6 +269,7 @@ def _running_job(data_dir, collection: str) -> None:  # noqa: ANN001
             "'{}', ?, 164, 352)", (JobStore.new_id(), collection, json.dumps(docs)))
     finally:
         jobs.close()
+@pytest.mark.extended
 
 
 def test_asking_while_a_document_is_indexing_names_it_and_its_progress(browser_page, settings_factory) -> None:  # noqa: ANN001, F811
