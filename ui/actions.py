@@ -82,7 +82,7 @@ def enqueue_files(
                 rejected.append({"collection": collection, "name": name, "error": reason})
         if rejected:
             ids = ctx.jobs.add_rejected(p.name, collection, rejected)
-            rejected = [{**item, "id": ident} for item, ident in zip(rejected, ids, strict=True)]
+            rejected = [{**item, "id": str(ident)} for item, ident in zip(rejected, ids, strict=True)]
         if not files:
             ctx.jobs.remove_uploads(job_id)
             return None, rejected

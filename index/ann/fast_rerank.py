@@ -307,7 +307,7 @@ class RerankCache:
             if len(sample) > CODEC_FIT_ROWS:
                 sample = sample[np.random.default_rng(0).choice(len(sample), CODEC_FIT_ROWS, replace=False)]
             centre, scale = fit_codec(sample)
-            codec_bytes = np.concatenate([np.float32([scale]), centre]).astype(np.float32).tobytes()
+            codec_bytes = np.concatenate([np.asarray([scale], dtype=np.float32), centre]).astype(np.float32).tobytes()
             tmp = self._path(CODEC_FILE + ".tmp")
             with open(tmp, "wb") as fh:
                 fh.write(codec_bytes)

@@ -250,7 +250,7 @@ def run_check(probe: Probe, target: float, seed: int = 0, probes: int = PROBES) 
         return float(np.median(xs)) if xs else 0.0
 
     per_rerank, per_exact = med(cost["rerank_page"]), med(cost["exact_page"])
-    trials = []
+    trials: list[dict[str, Any]] = []
     for (name, w, r), rs in recalls.items():
         first = med(cost["scan"]) if name == "scan" else med(stage_ms[f"{name}:{w}"]) + w * per_rerank
         trials.append({"first_stage": name, "candidates": w, "rerank_keep": r, "recall": round(float(np.mean(rs)), 4),

@@ -720,7 +720,7 @@ class QdrantServerStore:
 
         def exact(query: np.ndarray, limit: int, ids: Sequence[str] | None = None) -> list[tuple[str, float]]:
             flt = models.Filter(must=[models.HasIdCondition(has_id=list(ids))]) if ids is not None else None
-            params = {} if self._is_local else {"search_params": models.SearchParams(exact=True)}
+            params: dict[str, Any] = {} if self._is_local else {"search_params": models.SearchParams(exact=True)}
             response = self._call(lambda: self.client.query_points(
                 qname, query=query.tolist(), using=FULL_VECTOR, query_filter=flt, limit=limit, with_payload=False,
                 **params), collection)

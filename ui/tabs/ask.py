@@ -204,7 +204,7 @@ def _answer(ctx: UIContext, p: Principal | None, collection: str | None, q: str,
         yield AskView(set_last(turns, turn.with_answer((text + f"\n\n⚠ {err(exc)}").strip(), "message")))
         return
     finally:
-        stream.close()  # ends generation at the next token when the loop left early (Stop)
+        getattr(stream, "close", lambda: None)()  # ends generation at the next token when the loop left early (Stop)
     yield AskView(set_last(turns, turn.with_answer(text, "stopped", cites=())))
 
 
