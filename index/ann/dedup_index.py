@@ -5,8 +5,8 @@ vectors that are almost the same. For MaxSim that repetition is waste: if a page
 kept token ``r`` with cosine(t, r) >= ``threshold``, then ``max_j q . x_j`` over the kept tokens differs
 from the max over all tokens by at most ``|q| * |t - r|`` per query token. So the first stage keeps, per
 page, a greedy cover of its tokens (each kept token represents every later token within the threshold)
-and scans only those codes (``RerankCache`` int8 codes, the same centre and scale) with the same kernel as
-the whole-collection scan (``fast_rerank.segment_maxsim``). Its candidates go through the full int8
+and scans only those codes (``RerankCache`` int8 codes, the same centre and scale) with the same kernel
+and ranking as the whole-collection scan (``RerankCache._best_live``). Its candidates go through the full int8
 rerank and Qdrant's exact stage like any other first stage, and the self-check
 (``pagelens.index.ann.self_check``) measures its recall before searches may use it.
 
@@ -43,7 +43,6 @@ CODES_FILE = "codes.i8"
 SPANS_FILE = "spans.i64"
 META_FILE = "meta.json"
 THRESHOLD = 0.95  # cosine at or above which a kept token represents another of its page
-SCAN_CHUNK_ROWS = 1 << 17  # kept token rows per scan step (as ``fast_rerank.SCAN_CHUNK_ROWS``)
 
 
 def token_cover(codes: np.ndarray, centre: np.ndarray, scale: float, threshold: float = THRESHOLD) -> np.ndarray:
@@ -152,32 +151,12 @@ class DedupIndex:
                 self._codes = torch.from_numpy(codes)
         return self._codes
 
-    def candidates(self, qi: Any, qs: Any, scale: float, bias: float, live: np.ndarray, m: int) -> list[int]:
-        """The ``m`` live records (``live``: bool [records]) whose kept tokens score best for the query
-        (``fast_rerank.quantize_query`` of it, and the codec's ``scale`` and ``bias``), best first."""
-        import torch
-        from pagelens.index.ann.fast_rerank import segment_maxsim
-
-        if not self.load() or self._spans is None or not len(self._spans) or m < 1:
-            return []
-        codes = self._view()
-        spans = self._spans
-        recs = np.flatnonzero(spans[:, 1] > 0)
-        starts, lens = spans[recs, 0], spans[recs, 1]
-        scores = np.empty(len(recs), dtype=np.float32)
-        with torch.inference_mode():
-            i = 0
-            while i < len(recs):
-                j = max(int(np.searchsorted(starts, starts[i] + SCAN_CHUNK_ROWS, side="left")), i + 1)
-                lo, hi = int(starts[i]), int(starts[j - 1] + lens[j - 1])
-                offsets = np.concatenate([starts[i:j] - lo, [hi - lo]]).astype(np.int64)
-                scores[i:j] = segment_maxsim(qi, qs, codes[lo:hi], offsets, scale, bias)
-                i = j
-        alive = live[recs]
-        cand = np.flatnonzero(alive)
-        if not len(cand):
-            return []
-        k = min(m, len(cand))
-        top = cand[np.argpartition(-scores[cand], k - 1)[:k]] if k < len(cand) else cand
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [int(recs[c]) for c in top]
+    def segments(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray] | None:
+        """(kept codes int8 torch [rows, dim], the records that have kept tokens, their first rows, their
+        kept tokens) for ``RerankCache``'s ranking; None without an index or kept tokens."""
+        if not self.load() or self._spans is None or not len(self._spans):
+            return None
+        recs = np.flatnonzero(self._spans[:, 1] > 0)
+        if not len(recs):
+            return None
+        return self._view(), recs, self._spans[recs, 0], self._spans[recs, 1]

@@ -581,14 +581,10 @@ class RerankCache:
         int8 precision, so it needs no assumption about how tokens spread (unlike pooled vectors or a
         token codebook, whose candidates miss the exact top pages when tokens fill a narrow cone).
         Costs one pass over the codes (146 KB per 1139-token page)."""
-        import torch
-
         index = self._load()
         if not index or m < 1:
             return []
         full, _, _, live = self._views()
-        assert self._codec is not None
-        centre, scale = self._codec
         if self._segments is None:
             recs = np.asarray([r for r in range(len(self._ids)) if self._lens[r]], dtype=np.int64)
             starts = np.asarray([self._starts[r] for r in recs], dtype=np.int64)
@@ -596,6 +592,18 @@ class RerankCache:
             order = np.argsort(starts, kind="stable")
             self._segments = (recs[order], starts[order], lens[order])
         recs, starts, lens = self._segments
+        return self._best_live(query, full, recs, starts, lens, live.numpy(), m)
+
+    def _best_live(self, query: np.ndarray, codes: Any, recs: np.ndarray, starts: np.ndarray, lens: np.ndarray,
+                   live: np.ndarray, m: int) -> list[str]:
+        """The ids of the ``m`` live records among ``recs`` (``live``: bool [records]) whose codes score best
+        for ``query``, best first (ties by id): record ``recs[i]`` owns rows ``starts[i]:starts[i] + lens[i]``
+        of ``codes`` (int8 torch [rows, dim], in this cache's codec; ``starts`` ascending, ``lens`` > 0).
+        The whole-collection scan and the dedup stage both rank through it."""
+        import torch
+
+        assert self._codec is not None
+        centre, scale = self._codec
         bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ centre)
         qi, qs = quantize_query(query)
         scores = np.empty(len(recs), dtype=np.float32)
@@ -608,10 +616,9 @@ class RerankCache:
                 offsets = np.concatenate([starts[i:j] - lo, [hi - lo]]).astype(np.int64)
                 # rows between a page's end and the next start belong to no record (never: appends are
                 # contiguous and compaction rewrites in order), so each segment is one page's rows
-                scores[i:j] = segment_maxsim(qi, qs, full[lo:hi], offsets, scale, bias)
+                scores[i:j] = segment_maxsim(qi, qs, codes[lo:hi], offsets, scale, bias)
                 i = j
-        alive = live.numpy()[recs]
-        cand = np.flatnonzero(alive)
+        cand = np.flatnonzero(live[recs])
         if not len(cand):
             return []
         k = min(m, len(cand))
@@ -656,14 +663,13 @@ class RerankCache:
 
     def dedup_candidates(self, query: np.ndarray, m: int) -> list[str]:
         """The ids of the ``m`` live pages whose kept (near-duplicate-free) tokens score best for ``query``
-        [n_q, dim], best first. Call only when ``dedup_ready``."""
+        [n_q, dim], best first (ties by id). Call only when ``dedup_ready``."""
         _, _, _, live = self._views()
-        if live is None or self._codec is None:
+        segments = self.dedup.segments()
+        if live is None or segments is None or m < 1:
             return []
-        centre, scale = self._codec
-        bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ centre)
-        qi, qs = quantize_query(query)
-        return [self._ids[r] for r in self.dedup.candidates(qi, qs, scale, bias, live.numpy(), m)]
+        codes, recs, starts, lens = segments
+        return self._best_live(query, codes, recs, starts, lens, live.numpy(), m)
 
     def ensure_dedup_index(self, lock: Any = None) -> str:
         """Cover the records the dedup index lacks (all of them the first time: ~5 ms per 1139-token page

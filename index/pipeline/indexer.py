@@ -44,7 +44,7 @@ from pagelens.index.pipeline.workers import (
     prepare_document,
 )
 from pagelens.index.stores.base import VectorStore, pin
-from pagelens.index.stores.originals import OriginalStore
+from pagelens.index.stores.originals import OriginalStore, discard_unless_used
 from pagelens.index.stores.page_images import PageImageStore
 from pagelens.ingest import SourceDocument, open_document
 
@@ -515,12 +515,8 @@ class _Run:
 
     def _discard_unused_original(self, sha256: str) -> None:
         """Remove the kept original of a document that ended with no page, unless another collection has it."""
-        originals = self.ix.originals
-        if originals is None:
-            return
-        doc_filter = PageFilter(doc_ids=[sha256[:16]])
-        if not any(self.ix.store.count(name, doc_filter) for name in self.ix.store.list_collections()):
-            originals.discard(sha256)
+        if self.ix.originals is not None:
+            discard_unless_used(self.ix.originals, self.ix.store, sha256)
 
     def _finish_report(self) -> None:
         self.report.documents.extend(r for r in self.results if r is not None)

@@ -22,8 +22,14 @@ import mimetypes
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pagelens.ingest.sniff import EXTENSIONS
+
+from pagelens.core.types import PageFilter
+
+if TYPE_CHECKING:
+    from pagelens.index.stores.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +113,15 @@ class OriginalStore:
                 found.parent.rmdir()  # only when empty
             return True
         return False
+
+
+def discard_unless_used(originals: OriginalStore, store: VectorStore, sha256: str) -> bool:
+    """Remove the kept original with this sha256 unless a document of any collection of ``store`` still has
+    it (a document's ``doc_id`` is the first 16 hex characters of its sha256); True when one was removed."""
+    doc_filter = PageFilter(doc_ids=[sha256[:16]])
+    if any(store.count(name, doc_filter) for name in store.list_collections()):
+        return False
+    return originals.discard(sha256)
 
 
 def media_type(path: Path) -> str:

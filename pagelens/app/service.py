@@ -19,7 +19,7 @@ from pagelens.core.settings import Settings
 from pagelens.core.types import PageFilter, QueryMode
 from pagelens.index.pipeline.indexer import Indexer, IndexInput, IndexReport, ProgressCallback
 from pagelens.index.stores.base import CatalogStore, VectorStore
-from pagelens.index.stores.originals import OriginalStore, media_type
+from pagelens.index.stores.originals import OriginalStore, discard_unless_used, media_type
 from pagelens.index.stores.page_images import PageImageStore
 from pagelens.index.stores.registry import with_registry
 from pagelens.retrieve.retriever import Retriever
@@ -276,14 +276,8 @@ class PagelensService:
             from pagelens.ingest.office import discard_converted
 
             discard_converted(self.settings, sha)  # the PDF an office document was converted to, if any
-            self._discard_original_unless_used(sha)
+            discard_unless_used(self.originals, self.store, sha)
         return deleted
-
-    def _discard_original_unless_used(self, sha256: str) -> None:
-        """Remove the kept original with this content unless a document of any collection still has it."""
-        doc_filter = PageFilter(doc_ids=[sha256[:16]])
-        if not any(self.store.count(name, doc_filter) for name in self.store.list_collections()):
-            self.originals.discard(sha256)
 
     def original(self, collection: str, doc_id: str) -> OriginalFile:
         """The kept original file of document ``doc_id`` of ``collection``, named as the document
@@ -340,7 +334,7 @@ class PagelensService:
             shas = set()
         self.store.delete_collection(collection)
         for sha in sorted(shas):
-            self._discard_original_unless_used(sha)
+            discard_unless_used(self.originals, self.store, sha)
 
     # -- the three jobs ---------------------------------------------------------------------------
     def index(
