@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -274,14 +275,24 @@ def page_copy(ctx: UIContext, image_path: str | None, collection: str | None = N
     if not src.is_file():
         return None
     digest = hmac.new(ctx.secret, str(src.resolve()).encode(), hashlib.sha256).hexdigest()[:32]
-    target = ctx.image_cache / digest[:2] / f"{digest}.png"
-    if not target.exists():
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+
+    def link_or_copy(tmp: Path) -> None:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
+
+    return _cached_copy(ctx, ctx.image_cache / digest[:2] / f"{digest}.png", link_or_copy, collection)
+
+
+def _cached_copy(ctx: UIContext, target: Path, write: Callable[[Path], object], collection: str | None) -> str:
+    """``target`` in the UI's page-copy folder, written once (``write(tmp)``, then renamed into place) and
+    recorded as a page of ``collection`` (``UIContext.own_page``) so ``ui/cache.PageAccess`` serves it only
+    to a principal that may read that collection. Returns its path."""
+    if not target.exists():
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        write(tmp)
         os.replace(tmp, target)
     if collection:
         ctx.own_page(str(target), collection)
@@ -439,12 +450,6 @@ def owned_image(ctx: UIContext, image: Any, collection: str) -> str:
     image.save(buffer, format="PNG", compress_level=3)
     data = buffer.getvalue()
     digest = hmac.new(ctx.secret, data, hashlib.sha256).hexdigest()[:32]
-    target = ctx.image_cache / SIMILARITY_DIR / f"{digest}.png"
-    if not target.exists():
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    ctx.own_page(str(target), collection)
-    return str(target)
+    return _cached_copy(ctx, ctx.image_cache / SIMILARITY_DIR / f"{digest}.png", lambda tmp: tmp.write_bytes(data),
+                        collection)
 
