@@ -13,7 +13,8 @@ from __future__ import annotations
 # once the image it names has loaded, it zooms to the region's zoom, outlines the region (#pl-focus-box,
 # kept on it by plMark at every zoom, resize and image load) and centres it: on screen ("page": the
 # viewer's scroll box and the window) or inside the viewer only ("viewer"). Without a region, "page" brings
-# the viewer into view as it is.
+# the viewer into view as it is. A zoom the person asks for (plZoom) before the image has loaded cancels the
+# pending focus zoom, so their zoom is never undone.
 VIEWER_JS = """() => {
   const steps = [0.5, 0.75, 1, 1.5, 2, 3];
   const box = () => document.getElementById('pl-viewer-img');
@@ -59,6 +60,7 @@ VIEWER_JS = """() => {
   window.plZoom = (how) => {
     const el = box();
     if (!el) return;
+    window.__plFocusTurn = (window.__plFocusTurn || 0) + 1;  // a zoom of the person's own: a pending focus gives way
     const z = parseFloat(el.dataset.zoom || '1');
     if (how === 'in') setZoom(steps.find((s) => s > z + 1e-6) || z, false);
     else if (how === 'out') setZoom([...steps].reverse().find((s) => s < z - 1e-6) || z, false);
@@ -74,6 +76,7 @@ VIEWER_JS = """() => {
     if (scroll === 'viewer' && raw === window.__plFocusRaw) return;  // the page did not change (an answer's step)
     window.__plFocusRaw = raw;
     window.__plFocus = f;
+    const turn = window.__plFocusTurn = (window.__plFocusTurn || 0) + 1;
     if (!f) {
       window.plMark();
       const v = document.getElementById('pl-viewer');
@@ -82,7 +85,8 @@ VIEWER_JS = """() => {
     }
     const go = (tries) => {
       const el = box(), img = image();
-      if (window.__plFocus !== f) return;  // another page opened meanwhile
+      // another page opened meanwhile, or the person zoomed before the image loaded (their zoom stays)
+      if (window.__plFocus !== f || window.__plFocusTurn !== turn) return;
       if (!el || !shows(img, f) || !img.complete || !img.naturalWidth) {
         if (tries > 0) setTimeout(() => go(tries - 1), 100);
         return;
