@@ -1,15 +1,24 @@
 """The near-duplicate-free first stage (index/ann/dedup_index.py): the token cover keeps one token per group
 of near-duplicates and represents every dropped token within the threshold; the index survives a reopen,
 ignores a torn tail, is caught up after appends and dropped by a compaction; its candidates hold the exact
-top pages; the Edge store builds it at optimize and a plan using it returns exact MaxSim's results."""
+top pages; the Edge store builds it at optimize and a plan using it returns exact MaxSim's results; it is
+not built where covers keep most tokens (isotropic vectors)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pagelens.index.ann.dedup_index import CODES_FILE, SPANS_FILE, THRESHOLD, DedupIndex, token_cover
+from pagelens.index.ann.dedup_index import (
+    CODES_FILE,
+    MAX_KEPT_SHARE,
+    SPANS_FILE,
+    THRESHOLD,
+    DedupIndex,
+    token_cover,
+)
 from pagelens.index.ann.fast_rerank import RerankCache, encode_centred, fit_codec
 from pagelens.index.ann.first_stages import first_stages
 from pagelens.index.ann.self_check import SearchPlan
@@ -56,7 +65,7 @@ def test_the_index_reopens_ignores_a_torn_tail_and_refuses_a_gap(tmp_path: Path)
 
 
 def test_the_cache_builds_catches_up_and_drops_it_and_its_candidates_hold_the_exact_top(tmp_path: Path) -> None:
-    corpus = Corpus(120, seed=3)
+    corpus = Corpus(120, seed=3, noise=0.1)  # repeated words, near-duplicate tokens: worth a cover
     cache = RerankCache(tmp_path / "rerank")
     points = edge_points(corpus)
     cache.append((p.id, p.embedding.full, p.embedding.rows, p.embedding.cols) for p in points[:100])
@@ -84,7 +93,7 @@ def test_the_cache_builds_catches_up_and_drops_it_and_its_candidates_hold_the_ex
 
 
 def test_the_store_builds_it_at_optimize_and_a_dedup_plan_returns_exact_results(tmp_path: Path) -> None:
-    corpus = Corpus(300, seed=11)
+    corpus = Corpus(300, seed=11, noise=0.1)
     store = QdrantEdgeStore(tmp_path / "edge", token_index_min_pages=0, rerank_candidates=10)
     store.create_collection(manifest("d"))
     store.upsert("d", edge_points(corpus))
@@ -101,3 +110,27 @@ def test_the_store_builds_it_at_optimize_and_a_dedup_plan_returns_exact_results(
     assert not store._rerank_file("d").dedup_ready()
     assert len(same_as_exact(store, "d", corpus.query(3), 5)) == 5
     store.close()
+
+
+def test_it_is_not_built_where_covers_keep_most_tokens_and_is_decided_again_when_the_cache_doubles(
+        tmp_path: Path) -> None:
+    corpus = Corpus(100, seed=5)  # noise 0.5: copies of a word are at cosine ~0.8, nothing to merge
+    cache = RerankCache(tmp_path / "rerank")
+    points = edge_points(corpus)
+    cache.append((p.id, p.embedding.full, p.embedding.rows, p.embedding.cols) for p in points)
+    assert cache.ensure_dedup_index() == "declined"
+    declined = RerankCache(tmp_path / "rerank").dedup.declined()  # kept on disk, another process sees it
+    assert declined is not None and declined["records"] == 100 and declined["kept_share"] > MAX_KEPT_SHARE
+    assert not (tmp_path / "rerank" / "dedup" / CODES_FILE).exists()  # no second copy of the codes
+    assert not cache.dedup_ready() and "dedup" not in first_stages(cache)
+    assert cache.ensure_dedup_index() == ""  # not decided again until the cache has doubled
+    repeats = Corpus(100, seed=6, noise=0.1)
+    cache.append((str(uuid.UUID(int=uuid.UUID(p.id).int + 10_000)), p.embedding.full, p.embedding.rows,
+                  p.embedding.cols) for p in edge_points(repeats))
+    assert cache.ensure_dedup_index() == "declined"  # decided again: half the pages still have no repeats
+    near = Corpus(60, seed=7, noise=0.1)
+    fresh = RerankCache(tmp_path / "fresh")
+    fresh.append((p.id, p.embedding.full, p.embedding.rows, p.embedding.cols) for p in edge_points(near))
+    fresh.dedup.decline(0.9, 10)  # an old decision, then the cache grew past twice its size
+    assert fresh.ensure_dedup_index() == "built" and fresh.dedup_ready() and fresh.dedup.declined() is None
+    assert 0 < fresh.dedup.kept_tokens() < 0.5 * 60 * near.tokens

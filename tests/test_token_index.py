@@ -32,9 +32,11 @@ class Corpus:
     noise. A query copies own and topic words of one target page: its exact MaxSim top 5 is the
     target and pages of the same topic, which pooled means blur but the token index finds."""
 
-    def __init__(self, n_pages: int, tokens: int = 64, seed: int = 0, topics: int | None = None) -> None:
+    def __init__(self, n_pages: int, tokens: int = 64, seed: int = 0, topics: int | None = None,
+                 noise: float = 0.5) -> None:
         self.rng = np.random.default_rng(seed)
         self.tokens = tokens
+        self.noise = noise  # per-token noise norm: 0.5 leaves no near-duplicates (cos ~0.8), 0.1 many
         self.common = unit(self.rng.standard_normal((16, DIM)))
         self.n_topics = topics or max(1, n_pages // 10)
         self.topic_words = unit(self.rng.standard_normal((self.n_topics, 12, DIM)))
@@ -55,7 +57,7 @@ class Corpus:
         words = np.where((src < 0.5)[:, None], self.common[rng.integers(0, 16, n)],
                          self.topic_words[self.topic(i)][rng.integers(0, 12, n)])
         words[:6] = own[rng.integers(0, 3, 6)]
-        return unit(words + rng.standard_normal(words.shape) * (0.5 / np.sqrt(DIM)))
+        return unit(words + rng.standard_normal(words.shape) * (self.noise / np.sqrt(DIM)))
 
     def add_pages(self, n: int) -> list[np.ndarray]:
         start = len(self.full)

@@ -43,6 +43,8 @@ CODES_FILE = "codes.i8"
 SPANS_FILE = "spans.i64"
 META_FILE = "meta.json"
 THRESHOLD = 0.95  # cosine at or above which a kept token represents another of its page
+MAX_KEPT_SHARE = 0.5  # a cover keeping more of the tokens than this saves too little over the scan: not built
+DECIDE_PAGES = 256  # pages (spread over the collection) whose covers decide whether to build it
 
 
 def token_cover(codes: np.ndarray, centre: np.ndarray, scale: float, threshold: float = THRESHOLD) -> np.ndarray:
@@ -76,12 +78,33 @@ class DedupIndex:
     def _path(self, name: str) -> Path:
         return self.folder / name
 
+    def declined(self) -> dict[str, Any] | None:
+        """``{"kept_share", "records"}`` when the index was not built because its covers kept more than
+        ``MAX_KEPT_SHARE`` of the tokens of ``records`` cache records (isotropic tokens have no near
+        duplicates: the cover would be a second copy of the codes, no faster to scan), else None."""
+        try:
+            meta = json.loads(self._path(META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        got = meta.get("declined") if isinstance(meta, dict) else None
+        return got if isinstance(got, dict) and float(meta.get("threshold", -1)) == self.threshold else None
+
+    def decline(self, kept_share: float, records: int) -> None:
+        """Record that the index is not worth building (``declined``), removing any partial one."""
+        self.clear()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = {"threshold": self.threshold, "declined": {"kept_share": round(float(kept_share), 4),
+                                                          "records": int(records)}}
+        self._path(META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+
     def load(self) -> bool:
-        """Read the spans (once); False when there is no index."""
+        """Read the spans (once); False when there is no index (or it was declined)."""
         if self._spans is not None:
             return True
         try:
             meta = json.loads(self._path(META_FILE).read_text(encoding="utf-8"))
+            if meta.get("declined"):
+                return False
             raw = np.fromfile(self._path(SPANS_FILE), dtype=np.int64)
             code_bytes = self._path(CODES_FILE).stat().st_size
         except (OSError, ValueError):
@@ -121,7 +144,7 @@ class DedupIndex:
         if first_record != self.covered:
             raise ValueError(f"dedup index covers {self.covered} records, not {first_record}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        if not self._path(META_FILE).exists():
+        if first_record == 0 or not self._path(META_FILE).exists():  # (a declined marker is replaced)
             self._path(META_FILE).write_text(json.dumps({"threshold": self.threshold, "dim": dim}), encoding="utf-8")
         start = self._rows
         spans = np.empty((len(pages), 2), dtype=np.int64)

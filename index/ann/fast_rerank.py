@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pagelens.index.ann.dedup_index import DedupIndex, token_cover
+from pagelens.index.ann.dedup_index import DECIDE_PAGES, MAX_KEPT_SHARE, DedupIndex, token_cover
 from pagelens.index.ann.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
 
 logger = logging.getLogger(__name__)
@@ -673,14 +673,20 @@ class RerankCache:
 
     def ensure_dedup_index(self, lock: Any = None) -> str:
         """Cover the records the dedup index lacks (all of them the first time: ~5 ms per 1139-token page
-        here); returns ``"built"``, ``"caught up"`` or ``""`` (nothing to do, or the cache was compacted
-        or cleared meanwhile: next time). The covers are computed outside ``lock`` (the store's), from a
-        snapshot of the codes, so searches and upserts go on meanwhile."""
+        here); returns ``"built"``, ``"caught up"``, ``"declined"`` (the covers of ``DECIDE_PAGES`` pages
+        spread over the collection keep more than ``MAX_KEPT_SHARE`` of their tokens: not built, so an
+        isotropic collection does not store its codes twice; decided again once the cache has doubled) or
+        ``""`` (nothing to do, or the cache was compacted or cleared meanwhile: next time). The covers are
+        computed outside ``lock`` (the store's), from a snapshot of the codes, so searches and upserts go
+        on meanwhile."""
         guard = lock if lock is not None else contextlib.nullcontext()
         with guard:
             self._load()
             if self.dedup.covered > len(self._ids):  # covers records the cache lost (a crash)
                 self.dedup.clear()
+            declined = self.dedup.declined()
+            if declined is not None and len(self._ids) < 2 * int(declined.get("records", 0)):
+                return ""
             first, n_records = self.dedup.covered, len(self._ids)
             if first >= n_records or self._codec is None:
                 return ""
@@ -689,10 +695,23 @@ class RerankCache:
             spans = [(self._starts[r], self._lens[r]) for r in range(first, n_records)]
         centre, scale = codec
         empty = np.zeros((0, dim), dtype=np.int8)
-        pages = []
-        for start, n in spans:  # outside the lock: reads of a snapshot (appends only extend the files)
+
+        def cover(start: int, n: int) -> np.ndarray:
             codes = full[start : start + n].numpy() if n else empty
-            pages.append(codes[token_cover(codes, centre, scale, self.dedup.threshold)] if n else empty)
+            return codes[token_cover(codes, centre, scale, self.dedup.threshold)] if n else empty
+
+        if first == 0:  # whether it is worth building, from pages spread over the collection
+            sample = [spans[i] for i in np.linspace(0, len(spans) - 1, min(len(spans), DECIDE_PAGES)).astype(int)]
+            kept_share = sum(len(cover(s, n)) for s, n in sample) / max(1, sum(n for _, n in sample))
+            if kept_share > MAX_KEPT_SHARE:
+                with guard:
+                    if generation != self._generation:
+                        return ""
+                    self.dedup.decline(kept_share, n_records)
+                logger.info("dedup index of %s not built: covers keep %.0f%% of the tokens (more than %.0f%%: "
+                            "no faster than the scan)", self.folder, 100 * kept_share, 100 * MAX_KEPT_SHARE)
+                return "declined"
+        pages = [cover(start, n) for start, n in spans]  # outside the lock: reads of a snapshot
         with guard:
             if generation != self._generation or self.dedup.covered != first:
                 logger.info("dedup index of %s: the cache changed meanwhile; covered next time", self.folder)

@@ -179,7 +179,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         fast_rerank: bool = True,
         rerank_candidates: int = 16,
         rerank_device: str = "cpu",
-        token_index_min_pages: int = 5000,
+        token_index_min_pages: int = 500,
         token_nprobe: int = 16,
         search_threads: int = 1,
         wal_flush_bytes: int = 256 * 1024 * 1024,

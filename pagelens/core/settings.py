@@ -107,7 +107,7 @@ class Tuning(BaseModel):
         "it; the cheapest that does is used, else exact search (index/ann/self_check.py).",
     )
     token_index_min_pages: int = Field(
-        default=5000, ge=0, description="Embedded store, fast_rerank: `optimize` builds a token-level first "
+        default=500, ge=0, description="Embedded store, fast_rerank: `optimize` builds a token-level first "
         "stage (a codebook of the patch vectors and inverted lists, index/ann/token_index.py) for collections "
         "of at least this many pages; their unfiltered searches take candidates from it when the self-check "
         "measures that it reaches search_recall_target. 0: never.",
