@@ -8,6 +8,9 @@ and Tesseract (``pagelens.ingest.ocr``).
 - resource limits set between fork and exec (``child_limits``): address space (``RLIMIT_AS``, MiB), CPU
   time (``RLIMIT_CPU``, s; past it the kernel kills the child with SIGXCPU) and the size of any file it
   writes (``RLIMIT_FSIZE``, bytes; past it SIGXFSZ);
+- a read-only view of the filesystem but for the child's work dir (``writable`` of ``child_limits``:
+  ``pagelens.ingest.fs_guard``, Landlock; none for the rendering child, the conversion's temp folder and
+  profile for LibreOffice, a temp folder for Tesseract), which also closes TCP to it where the kernel allows;
 - a scrubbed environment is each caller's (LibreOffice), the LibreOffice profile is fresh per document.
 """
 
@@ -19,7 +22,10 @@ import resource
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pagelens.ingest.fs_guard import write_guard
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +64,14 @@ def network_prefix() -> list[str]:
     return prefix
 
 
-def child_limits(memory_mb: int, cpu_s: float, max_bytes: int) -> Callable[[], None] | None:
+def child_limits(memory_mb: int, cpu_s: float, max_bytes: int, writable: Sequence[Path] | None = None,
+                 sockets_in: Sequence[Path] = ()) -> Callable[[], None] | None:
     """A ``preexec_fn`` that caps the child's address space (MiB), CPU seconds and written-file size
-    (bytes); 0 leaves that one unlimited; None when all are 0."""
-    if memory_mb <= 0 and cpu_s <= 0 and max_bytes <= 0:
+    (bytes), 0 leaving that one unlimited, and, unless ``writable`` is None, lets it write only under the
+    ``writable`` folders (``pagelens.ingest.fs_guard.write_guard``: a read-only view of the rest, no TCP;
+    Unix socket files may also be made under ``sockets_in``); None when there is nothing to apply."""
+    guard = write_guard(writable, sockets_in) if writable is not None else None
+    if memory_mb <= 0 and cpu_s <= 0 and max_bytes <= 0 and guard is None:
         return None
 
     def apply() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -70,6 +80,8 @@ def child_limits(memory_mb: int, cpu_s: float, max_bytes: int) -> Callable[[], N
             if value > 0:
                 with contextlib.suppress(ValueError, OSError):
                     resource.setrlimit(kind, (value, value))
+        if guard is not None:
+            guard()
 
     return apply
 

@@ -36,8 +36,10 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pagelens.ingest.isolation import child_limits, network_prefix
@@ -185,27 +187,34 @@ def _png(image: Image.Image, dpi: int) -> bytes:
 @dataclass(frozen=True)
 class OcrSandbox:
     """Limits of each tesseract process when ``isolate_rendering`` (ingest/isolation.py): address space
-    (MiB), CPU seconds, written-file size (bytes), no network. All 0/False: none."""
+    (MiB), CPU seconds, written-file size (bytes), no network, writes only in its own temp folder. All 0/False:
+    none."""
 
     memory_mb: int = 0
     cpu_s: float = 0.0
     max_file_bytes: int = 0
     no_network: bool = False
+    read_only: bool = False
 
     @classmethod
     def of(cls, settings: Any) -> OcrSandbox:
         if not getattr(settings, "isolate_rendering", False):
             return cls()
         return cls(int(getattr(settings, "render_memory_mb", 0) or 0), float(getattr(settings, "render_cpu_s", 0) or 0),
-                   int(getattr(settings, "max_file_bytes", 0) or 0), True)
+                   int(getattr(settings, "max_file_bytes", 0) or 0), True, True)
 
 
 def _run(cmd: list[str], data: bytes, timeout_s: float, sandbox: OcrSandbox) -> subprocess.CompletedProcess[bytes]:
-    """One tesseract process: stdin PNG, stdout text; killed past ``timeout_s`` (0: none)."""
+    """One tesseract process: stdin PNG, stdout text; killed past ``timeout_s`` (0: none). Sandboxed, it
+    may write only in a temp folder of its own (its TMPDIR, removed after it)."""
     env = dict(os.environ, OMP_THREAD_LIMIT="1")
     prefix = network_prefix() if sandbox.no_network else []
-    return subprocess.run([*prefix, *cmd], input=data, capture_output=True, timeout=timeout_s or None, env=env,
-                          preexec_fn=child_limits(sandbox.memory_mb, sandbox.cpu_s, sandbox.max_file_bytes))
+    with tempfile.TemporaryDirectory(prefix="pagelens-ocr-") as work:
+        if sandbox.read_only:
+            env["TMPDIR"] = work
+        return subprocess.run([*prefix, *cmd], input=data, capture_output=True, timeout=timeout_s or None, env=env,
+                              cwd=work, preexec_fn=child_limits(sandbox.memory_mb, sandbox.cpu_s, sandbox.max_file_bytes,
+                                                                writable=[Path(work)] if sandbox.read_only else None))
 
 
 def _osd(exe: str, image: Image.Image, dpi: int, timeout_s: float, sandbox: OcrSandbox) -> tuple[int, str]:

@@ -15,8 +15,9 @@ DOCX/XLSX/PPTX, ODT/ODS/ODP/ODG, legacy DOC/XLS/PPT, RTF and HTML (type decided 
 * a scrubbed environment (no API keys or other secrets of the server reach LibreOffice);
 * with ``Settings.isolate_rendering`` (the sandbox for untrusted input, on by default), also an
   address-space cap (``render_memory_mb``), a CPU-time cap (``render_cpu_s``), a cap on the size of the
-  files it writes (``max_file_bytes``) and no network (a new network namespace with ``unshare``, when the
-  system allows it; announced once when not): ``pagelens.ingest.isolation``.
+  files it writes (``max_file_bytes``), no network (a new network namespace with ``unshare``, when the
+  system allows it; announced once when not) and a read-only view of the filesystem but for the
+  conversion's temp folder and profile (Landlock): ``pagelens.ingest.isolation``.
 
 The PDF is kept under ``<data_dir>/converted/<sha256[:2]>/<sha256>.pdf`` (the sha256 of the original
 file), so the ingest workers that open the document again, and re-runs, do not convert it again;
@@ -136,20 +137,70 @@ def _write_profile(root: Path) -> None:
     )
 
 
-def _take_profile(fresh: bool = False) -> Path:
+def _take_profile(fresh: bool = False, template: Path | None = None) -> Path:
     """A profile no running conversion uses: a free one of this process, or a fresh one (always with
     ``fresh``: the sandbox gives each document its own profile, so no document can leave settings or
-    macros behind for the next one)."""
+    macros behind for the next one), copied from ``template`` when given."""
     pid = os.getpid()
     with _pool_lock:
         free = _free_profiles.setdefault(pid, [])
         if free and not fresh:
             return free.pop()
     root = Path(tempfile.mkdtemp(prefix=f"pagelens-lo-{pid}-"))
-    _write_profile(root)
+    if template is not None:
+        shutil.copytree(template, root, symlinks=True, dirs_exist_ok=True)
+    else:
+        _write_profile(root)
     with _pool_lock:
         _all_profiles.append(root)
     return root
+
+
+_templates: dict[str, Path | None] = {}  # soffice -> its sandbox template profile (None: could not be made)
+_template_lock = threading.Lock()
+WARM_UP_RTF = b"{\\rtf1 pagelens}"  # the trusted document a template profile is started on
+
+
+def _sandbox_template(soffice: str, prefix: list[str], timeout_s: float) -> Path | None:
+    """A profile LibreOffice has already started in once (made per process and ``soffice``, on a trusted
+    one-line document, with the sandbox's limits and network isolation but free to write its temp folder
+    and profile), copied for each sandboxed conversion. Why: the first start in a new profile sets it up
+    and restarts LibreOffice, whose second start must remove the single-instance pipe of the first, which
+    the read-only view (``pagelens.ingest.fs_guard``) forbids; a started profile needs no restart. None
+    when the warm-up fails (then conversions run without the read-only view; warned once)."""
+    with _template_lock:
+        if soffice in _templates:
+            return _templates[soffice]
+        root = Path(tempfile.mkdtemp(prefix=f"pagelens-lo-{os.getpid()}-template-"))
+        _write_profile(root)
+        ok = False
+        with tempfile.TemporaryDirectory(prefix="pagelens-convert-") as tmp_name:
+            tmp = Path(tmp_name)
+            (tmp / "warm-up.rtf").write_bytes(WARM_UP_RTF)
+            cmd = [*prefix, soffice, f"-env:UserInstallation={root.as_uri()}", "--headless", "--invisible",
+                   "--nologo", "--nodefault", "--norestore", "--nolockcheck", "--convert-to", "pdf",
+                   "--outdir", str(tmp / "out"), str(tmp / "warm-up.rtf")]
+            started = time.monotonic()
+            with contextlib.suppress(OSError):
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, cwd=tmp, env=_environment(root, tmp),
+                                        start_new_session=True, close_fds=True)
+                try:
+                    ok = proc.wait(timeout=timeout_s if timeout_s > 0 else None) == 0
+                except subprocess.TimeoutExpired:
+                    ok = False
+                _kill_group(proc)
+                _remove_pipes(since=started)
+        with _pool_lock:
+            _all_profiles.append(root)
+        if not ok:
+            logger.warning("LibreOffice could not prepare the sandbox's profile (its start on a one-line document "
+                           "failed or took longer than %g s): office documents are converted WITHOUT the read-only "
+                           "view of the filesystem. Check that `%s --headless --convert-to pdf` works here",
+                           timeout_s, soffice)
+            shutil.rmtree(root, ignore_errors=True)
+        _templates[soffice] = root if ok else None
+        return _templates[soffice]
 
 
 def _give_back(profile: Path, healthy: bool) -> None:
@@ -195,6 +246,31 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+# -- the single-instance pipe ----------------------------------------------------------------------------
+
+# LibreOffice binds its single-instance pipe (a Unix socket file OSL_PIPE_<uid>_SingleOfficeIPC_<hash of the
+# profile>) in the first of these it may write to, whatever TMPDIR says, and removes it at exit. Sandboxed it
+# may only create socket files there (pagelens.ingest.fs_guard), not remove them: the parent does.
+PIPE_DIRS = (Path("/tmp"), Path("/var/tmp"))
+
+
+def _remove_pipes(since: float) -> None:
+    """Remove the single-instance pipes of this user's sandboxed conversions made since ``since`` (monotonic
+    seconds): a fresh profile per document gives each conversion its own, which nothing connects to again."""
+    import stat
+
+    age = time.monotonic() - since + 1.0
+    for folder in PIPE_DIRS:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if not entry.name.startswith(f"OSL_PIPE_{os.getuid()}_SingleOfficeIPC_"):
+                    continue
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISSOCK(st.st_mode) and time.time() - st.st_ctime <= age:
+                        os.unlink(entry.path)
+
+
 # -- conversion ---------------------------------------------------------------------------------------
 
 
@@ -223,7 +299,9 @@ def convert_to_pdf(path: Path, fmt: str, sha256: str, display: str, settings: Se
     cpu_s = float(getattr(settings, "render_cpu_s", 0) or 0)
     limits = limit_prefix(memory_mb, cpu_s, max_bytes) if isolated else []
     prefix = [*_network_isolation(), *limits] if isolated else []
-    profile = _take_profile(fresh=isolated)
+    template = _sandbox_template(soffice, prefix, min(float(settings.office_timeout_s), 120.0)) if isolated else None
+    guarded = template is not None  # the read-only view needs a started profile (``_sandbox_template``)
+    profile = _take_profile(fresh=isolated, template=template)
     healthy = False
     started = time.monotonic()
     try:
@@ -248,7 +326,11 @@ def convert_to_pdf(path: Path, fmt: str, sha256: str, display: str, settings: Se
                 proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
                     env=_environment(profile, tmp), start_new_session=True, close_fds=True,
-                    preexec_fn=child_limits(memory_mb, cpu_s, max_bytes) if isolated and not limits else None,
+                    # sandboxed: writes only in its temp folder and profile, plus its pipe's socket file (limits
+                    # from prlimit when there is one)
+                    preexec_fn=child_limits(0 if limits else memory_mb, 0 if limits else cpu_s, 0 if limits else max_bytes,
+                                            writable=[tmp, profile] if guarded else None, sockets_in=PIPE_DIRS)
+                    if isolated else None,
                 )
                 try:
                     code = proc.wait(timeout=timeout if timeout > 0 else None)
@@ -261,6 +343,8 @@ def convert_to_pdf(path: Path, fmt: str, sha256: str, display: str, settings: Se
                     _kill_group(proc)
                     raise
                 _kill_group(proc)  # anything it left behind in its group
+                if isolated:
+                    _remove_pipes(since=started)
                 log.seek(0)
                 messages = [ln.strip() for ln in log.read(16384).decode("utf-8", "replace").splitlines()
                             if ln.strip() and "javaldx" not in ln and not ln.startswith("convert ")]

@@ -282,7 +282,8 @@ def _iter_pages_isolated(
 
     memory_mb = int(getattr(settings, "render_memory_mb", 0) or 0)
     limits = ChildLimits(memory_mb=memory_mb, cpu_s=float(getattr(settings, "render_cpu_s", 0) or 0),
-                         max_file_bytes=int(getattr(settings, "max_file_bytes", 0) or 0), no_network=True)
+                         max_file_bytes=int(getattr(settings, "max_file_bytes", 0) or 0), no_network=True,
+                         read_only=True)
     worker = RenderWorker(path, password, memory_mb, limits)
     from pagelens.ingest.ocr import status_from_settings
 

@@ -65,12 +65,15 @@ _idle_lock = threading.Lock()
 class ChildLimits:
     """Limits of a rendering child: address space (MiB, set by the child after its imports), CPU seconds per
     document (``RLIMIT_CPU``, raised by the child by this much at each new document: SIGXCPU past it),
-    written-file size (bytes, ``RLIMIT_FSIZE``) and whether it runs in a new network namespace. 0: none."""
+    written-file size (bytes, ``RLIMIT_FSIZE``), whether it runs in a new network namespace and whether it
+    sees the filesystem read-only (``pagelens.ingest.fs_guard``: it writes nothing, its pages go over the
+    pipe). 0/False: none."""
 
     memory_mb: int = 0
     cpu_s: float = 0.0
     max_file_bytes: int = 0
     no_network: bool = False
+    read_only: bool = False
 
 
 def _spawn(limits: ChildLimits) -> subprocess.Popen[bytes]:
@@ -81,7 +84,7 @@ def _spawn(limits: ChildLimits) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "pagelens.ingest.sandbox"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,
-        preexec_fn=child_limits(0, 0, limits.max_file_bytes),
+        preexec_fn=child_limits(0, 0, limits.max_file_bytes, writable=[] if limits.read_only else None),
     )
     assert proc.stdin is not None and proc.stdout is not None
     _write_msg(proc.stdin.fileno(), {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s})

@@ -252,6 +252,20 @@ def test_directory_walk_takes_office_files(tmp_path: Path) -> None:
 # -- process handling with a stand-in soffice (no LibreOffice needed) ---------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _stand_in_may_write_its_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's read-only view (ingest/fs_guard.py) also lets the stand-in converter write its record
+    (under the test's folder); LibreOffice itself gets exactly the product's writable folders."""
+    from pagelens.ingest import isolation, office
+
+    def limits(memory_mb: int, cpu_s: float, max_bytes: int, writable: Any = None, sockets_in: Any = ()) -> Any:
+        extra = [p for p in (tmp_path / "record", tmp_path / "unconfined" / "record") if p.is_dir()]
+        return isolation.child_limits(memory_mb, cpu_s, max_bytes,
+                                      None if writable is None else [*writable, *extra], sockets_in)
+
+    monkeypatch.setattr(office, "child_limits", limits)
+
+
 def fake_soffice(tmp_path: Path, *, sleep: float = 0, fail: bool = False) -> tuple[Path, Path]:
     """A ``soffice`` stand-in: records its arguments, environment, limits and the pid of a child it
     leaves running, then writes a one-page PDF to ``--outdir`` (or sleeps, or fails). Returns
@@ -326,7 +340,8 @@ def test_converter_environment_is_scrubbed_and_the_result_is_kept(tmp_path: Path
     assert "converted by the stand-in" in page.text and max(page.image.size) == EDGE
     assert converted_pdf_path(settings, doc.sha256).is_file()
     open_document(docx, settings)  # the second open (an ingest worker, a re-run) reuses the PDF
-    assert (record / "calls").read_text().strip() == "1"
+    # one start of the sandbox's template profile on a one-line document (office._sandbox_template), one conversion
+    assert (record / "calls").read_text().strip() == "2"
 
 
 def test_isolation_caps_the_converter_memory_and_output(tmp_path: Path) -> None:

@@ -280,8 +280,10 @@ class Settings(BaseSettings):
         "PyMuPDF renders pages in a killable child (reused across documents, ingest/sandbox.py), LibreOffice "
         "converts office files (ingest/office.py, a fresh profile per document) and Tesseract reads scans "
         "(ingest/ocr.py), each under render_memory_mb (RLIMIT_AS), render_cpu_s (RLIMIT_CPU), max_file_bytes "
-        "(RLIMIT_FSIZE) and without network (a new network namespace where the system allows it, else one "
-        "warning); a page past a limit becomes a page error naming the file, page and limit. Its cost per page: "
+        "(RLIMIT_FSIZE), without network (a new network namespace where the system allows it, else one "
+        "warning) and with a read-only view of the filesystem but for its own work dir (Landlock, "
+        "ingest/fs_guard.py; where the kernel lacks it, one warning); a page past a limit becomes a page error "
+        "naming the file, page and limit. Its cost per page: "
         "README, 'Sandbox'. False (trusted batch jobs only): render in-process, no per-page kill, no limits.",
     )
     render_cpu_s: float = Field(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pagelens.ingest.sandbox as sandbox
 import pytest
 from conftest import REAL_PDFS
+from pagelens.ingest.fs_guard import landlock_abi
 from pagelens.ingest.loader import open_document
 
 TWO_PAGES = REAL_PDFS / "fr_demolition_minutes_2023.pdf"
@@ -96,7 +97,9 @@ def test_the_sandbox_is_on_by_default_and_the_child_is_confined(settings_factory
     assert len(list(doc.pages())) == 2 and not doc.page_errors
     ((limits, child),) = sandbox._idle  # the child kept for the next document
     try:
-        assert limits == sandbox.ChildLimits(700, 40.0, 5_000_000, True)
+        assert limits == sandbox.ChildLimits(700, 40.0, 5_000_000, True, read_only=True)
+        if landlock_abi() > 0:  # the read-only view (ingest/fs_guard.py) was applied before the child's exec
+            assert "NoNewPrivs:\t1" in Path(f"/proc/{child.pid}/status").read_text()
         got = _limits_of(child.pid)
         assert got["Max address space"] == str(700 * 1024 * 1024)
         assert got["Max file size"] == "5000000"
@@ -127,6 +130,22 @@ def test_ocr_children_run_confined() -> None:
     if network_prefix():
         assert netns != os.readlink("/proc/self/ns/net")
     assert OcrSandbox.of(Settings(_env_file=None, isolate_rendering=False)) == OcrSandbox()  # type: ignore[call-arg]
+
+
+def test_ocr_children_write_only_in_their_own_temp_folder(tmp_path: Path) -> None:
+    from pagelens.ingest.ocr import OcrSandbox, _run
+
+    from pagelens.core.settings import Settings
+
+    if landlock_abi() <= 0:
+        pytest.skip("this kernel has no Landlock: the documented fallback (a warning) applies")
+    box = OcrSandbox.of(Settings(_env_file=None))  # type: ignore[call-arg]
+    assert box.read_only
+    outside = tmp_path / "planted.txt"
+    proc = _run(["sh", "-c", f"echo x > {outside} 2>/dev/null && echo wrote || echo denied; "
+                 'echo y > "$TMPDIR/scratch" && echo inside; cat /etc/hostname >/dev/null && echo reads'], b"", 10, box)
+    assert proc.stdout.decode().split() == ["denied", "inside", "reads"]
+    assert not outside.exists()
 
 
 def test_a_cpu_bound_child_is_stopped_by_the_cpu_limit(monkeypatch) -> None:
