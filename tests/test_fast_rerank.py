@@ -17,6 +17,7 @@ from pagelens.index.ann.fast_rerank import (
     SCALES_FILE,
     VECTORS_FILE,
     RerankCache,
+    ScanView,
     encode_centred,
     fit_width,
     from_bf16_bits,
@@ -493,13 +494,13 @@ def test_search_kernels_run_on_search_threads_and_restore_the_callers(
         return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(RerankCache, "maxsim", spy)
-    original_scan = RerankCache.scan
+    original_best = ScanView.best  # the scan's ranking (outside the store's lock)
 
-    def spy_scan(self: RerankCache, *args: object, **kwargs: object) -> list[str]:
+    def spy_best(self: ScanView, *args: object, **kwargs: object) -> list[str]:
         seen.append(torch.get_num_threads())
-        return original_scan(self, *args, **kwargs)  # type: ignore[arg-type]
+        return original_best(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(RerankCache, "scan", spy_scan)
+    monkeypatch.setattr(ScanView, "best", spy_best)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -532,4 +533,57 @@ def test_search_threads_come_from_settings(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("PAGELENS_TUNING__SEARCH_THREADS")
     store = open_store(Settings(data_dir=tmp_path, tuning={"search_threads": 3}))
     assert isinstance(store, QdrantEdgeStore) and store.search_threads == 3
+    store.close()
+
+
+@pytest.mark.parametrize("first_stage", ["scan", "dedup"])
+def test_the_whole_collection_ranking_runs_outside_the_lock_while_writers_go_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_stage: str) -> None:
+    """Issue 26.3: a search's costly part (ranking every page's int8 codes) does not hold the store's lock.
+    While it ranks, another thread upserts new pages, deletes one of the old ones and compacts the cache;
+    the search still returns exact MaxSim's pages of the collection as it was, and later searches see
+    the writes."""
+    import threading
+
+    points, queries = planted_corpus(80)
+    old, new = points[:60], points[60:]
+    if first_stage == "dedup":  # random patches have no near-duplicates: build the index regardless
+        monkeypatch.setattr("pagelens.index.ann.fast_rerank.MAX_KEPT_SHARE", 1.0)
+    store = edge_with(tmp_path, old, "scan", rerank_candidates=10)
+    store.optimize("fast")
+    assert store._rerank_file("fast").dedup_ready() == (first_stage == "dedup")
+    store.set_plan("fast", SearchPlan(first_stage=first_stage, candidates=40, rerank_keep=10, recall=1.0, pages=60))
+    expected = [[h.id for h in store.search("fast", q, 5, mode="exact")] for q in queries]
+    victim = next(p.payload["doc_id"] for p in old  # a document with no page in the first query's top 5
+                  if not any(o.id in expected[0] for o in old if o.payload["doc_id"] == p.payload["doc_id"]))
+    wrote: list[str] = []
+    original = ScanView.best
+
+    def ranking_while_writing(self: ScanView, query: np.ndarray, m: int) -> list[str]:
+        if not wrote:
+            def write() -> None:
+                try:
+                    store.upsert("fast", new)
+                    assert store.delete_document("fast", victim) == 6
+                    with store._lock:
+                        cache = store._rerank_file("fast")
+                        assert cache.compact(set(cache.ids())) == 12  # 6 pages and their tombstones: renumbered
+                    wrote.append("done")
+                except BaseException as exc:  # noqa: BLE001 - reported by the search's thread
+                    wrote.append(repr(exc))
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            writer.join(timeout=60)  # the lock is free: the writer finishes while this search ranks
+            assert wrote == ["done"], "the writer waited for the search's ranking"
+        return original(self, query, m)
+
+    monkeypatch.setattr(ScanView, "best", ranking_while_writing)
+    got = [h.id for h in store.search("fast", queries[0], 5)]
+    assert wrote == ["done"]
+    assert got == expected[0]  # exact MaxSim's pages, with the writes going on
+    monkeypatch.setattr(ScanView, "best", original)
+    for q in queries:  # afterwards: exact MaxSim's results over the collection as written
+        fast = [h.id for h in store.search("fast", q, 5)]
+        assert fast == [h.id for h in store.search("fast", q, 5, mode="exact")]
     store.close()

@@ -6,7 +6,7 @@ kept token ``r`` with cosine(t, r) >= ``threshold``, then ``max_j q . x_j`` over
 from the max over all tokens by at most ``|q| * |t - r|`` per query token. So the first stage keeps, per
 page, a greedy cover of its tokens (each kept token represents every later token within the threshold)
 and scans only those codes (``RerankCache`` int8 codes, the same centre and scale) with the same kernel
-and ranking as the whole-collection scan (``RerankCache._best_live``). Its candidates go through the full int8
+and ranking as the whole-collection scan (``ScanView.best``). Its candidates go through the full int8
 rerank and Qdrant's exact stage like any other first stage, and the self-check
 (``pagelens.index.ann.self_check``) measures its recall before searches may use it.
 

@@ -50,6 +50,7 @@ import struct
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,56 @@ def fit_width(vectors: np.ndarray, width: int = POOLED_WIDTH) -> np.ndarray:
     if len(v) < width:
         v = np.concatenate([v, np.repeat(v[:1], width - len(v), axis=0)])
     return v
+
+
+@dataclass(frozen=True)
+class ScanView:
+    """What ranking every page by its int8 codes reads, fixed at one moment (``RerankCache.scan_view`` /
+    ``dedup_view``), so that the ranking, the costly part of a search, runs outside the store's lock while
+    writers go on. It stays valid whatever they do meanwhile: appends only extend the files and the id
+    list (record numbers below its length keep their meaning), deletions and compactions make new live
+    masks, id lists and files (the old memmaps keep the old files' data), and it holds references only.
+
+    codes: int8 torch [rows, dim] in the cache's codec (``centre + scale * codes``); record ``recs[i]``
+    owns rows ``starts[i]:starts[i] + lens[i]`` (``starts`` ascending, ``lens`` > 0); ``live``: bool
+    [records]; ``ids``: record number -> page id."""
+
+    codes: Any
+    recs: np.ndarray
+    starts: np.ndarray
+    lens: np.ndarray
+    live: np.ndarray
+    ids: list[str]
+    centre: np.ndarray
+    scale: float
+
+    def best(self, query: np.ndarray, m: int) -> list[str]:
+        """The ids of the ``m`` live records whose codes score best for ``query`` [n_q, dim], best first
+        (ties by id). The whole-collection scan and the dedup stage both rank through it."""
+        import torch
+
+        recs, starts, lens = self.recs, self.starts, self.lens
+        bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ self.centre)
+        qi, qs = quantize_query(query)
+        scores = np.empty(len(recs), dtype=np.float32)
+        with torch.inference_mode():
+            i = 0
+            while i < len(recs):
+                j = int(np.searchsorted(starts, starts[i] + SCAN_CHUNK_ROWS, side="left"))
+                j = max(j, i + 1)
+                lo, hi = int(starts[i]), int(starts[j - 1] + lens[j - 1])
+                offsets = np.concatenate([starts[i:j] - lo, [hi - lo]]).astype(np.int64)
+                # rows between a page's end and the next start belong to no record (never: appends are
+                # contiguous and compaction rewrites in order), so each segment is one page's rows
+                scores[i:j] = segment_maxsim(qi, qs, self.codes[lo:hi], offsets, self.scale, bias)
+                i = j
+        cand = np.flatnonzero(self.live[recs])
+        if not len(cand) or m < 1:
+            return []
+        k = min(m, len(cand))
+        top = cand[np.argpartition(-scores[cand], k - 1)[:k]] if k < len(cand) else cand
+        picked = sorted(top.tolist(), key=lambda c: (-float(scores[c]), self.ids[recs[c]]))
+        return [self.ids[recs[c]] for c in picked]
 
 
 class RerankCache:
@@ -581,9 +632,15 @@ class RerankCache:
         int8 precision, so it needs no assumption about how tokens spread (unlike pooled vectors or a
         token codebook, whose candidates miss the exact top pages when tokens fill a narrow cone).
         Costs one pass over the codes (146 KB per 1139-token page)."""
+        view = self.scan_view()
+        return view.best(query, m) if view is not None and m >= 1 else []
+
+    def scan_view(self) -> ScanView | None:
+        """The whole-collection scan's inputs as of now (``ScanView``; None when the cache is empty). Take it
+        under the store's lock; rank with it outside."""
         index = self._load()
-        if not index or m < 1:
-            return []
+        if not index or self._codec is None:
+            return None
         full, _, _, live = self._views()
         if self._segments is None:
             recs = np.asarray([r for r in range(len(self._ids)) if self._lens[r]], dtype=np.int64)
@@ -592,39 +649,7 @@ class RerankCache:
             order = np.argsort(starts, kind="stable")
             self._segments = (recs[order], starts[order], lens[order])
         recs, starts, lens = self._segments
-        return self._best_live(query, full, recs, starts, lens, live.numpy(), m)
-
-    def _best_live(self, query: np.ndarray, codes: Any, recs: np.ndarray, starts: np.ndarray, lens: np.ndarray,
-                   live: np.ndarray, m: int) -> list[str]:
-        """The ids of the ``m`` live records among ``recs`` (``live``: bool [records]) whose codes score best
-        for ``query``, best first (ties by id): record ``recs[i]`` owns rows ``starts[i]:starts[i] + lens[i]``
-        of ``codes`` (int8 torch [rows, dim], in this cache's codec; ``starts`` ascending, ``lens`` > 0).
-        The whole-collection scan and the dedup stage both rank through it."""
-        import torch
-
-        assert self._codec is not None
-        centre, scale = self._codec
-        bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ centre)
-        qi, qs = quantize_query(query)
-        scores = np.empty(len(recs), dtype=np.float32)
-        with torch.inference_mode():
-            i = 0
-            while i < len(recs):
-                j = int(np.searchsorted(starts, starts[i] + SCAN_CHUNK_ROWS, side="left"))
-                j = max(j, i + 1)
-                lo, hi = int(starts[i]), int(starts[j - 1] + lens[j - 1])
-                offsets = np.concatenate([starts[i:j] - lo, [hi - lo]]).astype(np.int64)
-                # rows between a page's end and the next start belong to no record (never: appends are
-                # contiguous and compaction rewrites in order), so each segment is one page's rows
-                scores[i:j] = segment_maxsim(qi, qs, codes[lo:hi], offsets, scale, bias)
-                i = j
-        cand = np.flatnonzero(live[recs])
-        if not len(cand):
-            return []
-        k = min(m, len(cand))
-        top = cand[np.argpartition(-scores[cand], k - 1)[:k]] if k < len(cand) else cand
-        picked = sorted(top.tolist(), key=lambda c: (-float(scores[c]), self._ids[recs[c]]))
-        return [self._ids[recs[c]] for c in picked]
+        return ScanView(full, recs, starts, lens, live.numpy(), self._ids, self._codec[0], self._codec[1])
 
     def pooled_candidates(self, query: np.ndarray, k: int, device: str = "cpu") -> list[str]:
         """Brute-force MaxSim of ``query`` [n_q, dim] on every live page's row means and, separately,
@@ -664,12 +689,17 @@ class RerankCache:
     def dedup_candidates(self, query: np.ndarray, m: int) -> list[str]:
         """The ids of the ``m`` live pages whose kept (near-duplicate-free) tokens score best for ``query``
         [n_q, dim], best first (ties by id). Call only when ``dedup_ready``."""
+        view = self.dedup_view()
+        return view.best(query, m) if view is not None and m >= 1 else []
+
+    def dedup_view(self) -> ScanView | None:
+        """``scan_view`` over the dedup index's kept tokens (None without one). Call only when ``dedup_ready``."""
         _, _, _, live = self._views()
         segments = self.dedup.segments()
-        if live is None or segments is None or m < 1:
-            return []
+        if live is None or segments is None or self._codec is None:
+            return None
         codes, recs, starts, lens = segments
-        return self._best_live(query, codes, recs, starts, lens, live.numpy(), m)
+        return ScanView(codes, recs, starts, lens, live.numpy(), self._ids, self._codec[0], self._codec[1])
 
     def ensure_dedup_index(self, lock: Any = None) -> str:
         """Cover the records the dedup index lacks (all of them the first time: ~5 ms per 1139-token page

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pagelens.index.ann.fast_rerank import RerankCache, kernel_threads, top_candidates
+from pagelens.index.ann.fast_rerank import RerankCache, ScanView, kernel_threads, top_candidates
 from pagelens.index.ann.first_stages import first_stages
 from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.edge_base import (
@@ -64,7 +64,9 @@ class EdgeSearch(EdgeBase):
             if mode == "exact":
                 return self._exact_hits(shard, q, limit, flt)
             if self.fast_rerank:
-                return self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
+                step = self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
+                if isinstance(step, list):
+                    return step
             else:
                 self.stale_warnings.seen(self._status_locked(collection))
                 k = max(prefetch_limit, limit)
@@ -78,18 +80,32 @@ class EdgeSearch(EdgeBase):
                     filter=flt,
                     with_payload=True,
                 )
-            hits = shard.query(request)
-        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
+                hits = shard.query(request)
+                return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {}))
+                                  for h in hits])
+        # the plan's whole-collection ranking, outside the lock: writers (upserts, the job's closing repair)
+        # and other searches go on meanwhile; the view it reads stays valid (fast_rerank.ScanView)
+        view, width, keep = step
+        with kernel_threads(self.search_threads):
+            ids = view.best(query, width)
+        with self._lock:
+            shard, _ = self._require(collection)
+            if len(ids) < keep:  # fewer pages than that hold kept tokens: top up from the int8 scan
+                found = set(ids)
+                ids = ids + [i for i in self._rerank_file(collection).scan(query, keep) if i not in found]
+            return self._rerank_and_score(shard, q, query, limit, flt, ids, keep, collection)
 
     def _search_fast(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any, k: int,
-                     collection: str) -> list[ScoredPage]:
+                     collection: str) -> list[ScoredPage] | tuple[ScanView, int, int]:
         """``two_stage`` as the collection's measured plan says (``pagelens.index.ann.self_check``). Call
-        under the lock.
+        under the lock. Returns the hits, or, when the plan's first stage ranks every page (``scan``,
+        ``dedup``), (the ``ScanView`` to rank with, how many pages to take from it, ``keep``) for ``search``
+        to rank outside the lock and finish with ``_rerank_and_score``.
 
         1. Candidates, when the rerank cache holds exactly the collection's points: the plan's first
            stage (``scan``: every page's int8 codes, the default until the collection is measured;
-           ``pooled`` / ``tokens``: the plan's number of candidates) or, with a filter, every page the
-           filter matches; a plan of ``exact`` (no first stage reached the target recall) goes to
+           ``dedup`` / ``pooled`` / ``tokens``: the plan's number of candidates) or, with a filter, every
+           page the filter matches; a plan of ``exact`` (no first stage reached the target recall) goes to
            Qdrant's exact search, with one WARNING per collection. When the cache is out of step:
            Qdrant's two pooled HNSW prefetches (``k`` each), and one stale WARNING.
         2. Our int8 MaxSim of the candidates keeps the plan's ``rerank_keep`` (at least ``limit``), plus
@@ -110,18 +126,31 @@ class EdgeSearch(EdgeBase):
                                collection, plan.target, plan.summary(), collection)
             return self._exact_hits(shard, q, limit, flt)
         keep = max(plan.rerank_keep, limit)
-        with kernel_threads(self.search_threads):
-            if complete and flt is None:
+        if complete and flt is None:
+            stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
+            stage = stages.get(plan.first_stage, stages["scan"])  # "tokens" while its index is not ready: scan
+            if stage.name in ("scan", "dedup"):
+                view = cache.scan_view() if stage.name == "scan" else cache.dedup_view()
+                if view is not None:
+                    return view, keep if stage.name == "scan" else max(plan.candidates, keep), keep
+            with kernel_threads(self.search_threads):
                 ids = self._plan_candidates(cache, plan, query, keep)
-            elif complete:  # a filter: the pages it matches, all reranked by the int8 kernel
-                ids = self._scroll_ids(shard, flt)
-            else:
-                ids = self._prefetch_ids(shard, q, k, flt)
-            if len(ids) > keep:
+        elif complete:  # a filter: the pages it matches, all reranked by the int8 kernel
+            ids = self._scroll_ids(shard, flt)
+        else:
+            ids = self._prefetch_ids(shard, q, k, flt)
+        return self._rerank_and_score(shard, q, query, limit, flt, ids, keep, collection)
+
+    def _rerank_and_score(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any,
+                          ids: list[str], keep: int, collection: str) -> list[ScoredPage]:
+        """Steps 2 and 3 of ``_search_fast`` for the candidates ``ids``. Call under the lock."""
+        if len(ids) > keep:
+            cache = self._rerank_file(collection)
+            with kernel_threads(self.search_threads):
                 held, missing = cache.split(ids)
                 chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) \
                     if len(held) > keep else held
-                ids = chosen + missing
+            ids = chosen + missing
         if not ids:
             return []
         return self._exact_hits(shard, q, limit, flt, ids=ids)
