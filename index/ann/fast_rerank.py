@@ -38,7 +38,7 @@ Qdrant's own prefetch and rerank until ``QdrantEdgeStore.optimize`` backfills it
 left in it is dropped by Qdrant's exact stage. ``optimize`` also compacts the files once dead records
 outnumber live ones. A cache in the earlier bfloat16 layout (``vectors.bf16``) is deleted when
 opened, and rebuilt the same way. One writer process per Edge root (as Edge itself); calls are serialised by the
-store's lock.
+store's lock, except a search's whole-collection ranking, which reads a ``ScanView`` taken under it.
 """
 
 from __future__ import annotations
