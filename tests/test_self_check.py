@@ -38,6 +38,10 @@ def test_probes_are_unit_vectors_built_from_the_pages() -> None:
     # the first tokens lean on their own page: their best match there is far above chance (~0.3 for iid)
     own_best = (probes[0, :12] @ pages[0].T).max(axis=1)
     assert own_best.min() > 0.6
+    # the generic ones single out no page: their best match anywhere is the sum of 8 random tokens' share
+    pool = np.concatenate(pages)
+    generic_best = (probes[:, 12:] @ pool.T).max(axis=-1)
+    assert generic_best.max() < 0.8 and generic_best.mean() < 0.55  # a copied token would match at ~0.98
 
 
 def test_geometry_tells_a_cone_from_isotropic_vectors() -> None:
