@@ -73,8 +73,8 @@ def test_the_cache_builds_catches_up_and_drops_it_and_its_candidates_hold_the_ex
     assert cache.ensure_dedup_index() == "built" and cache.dedup_ready()
     assert cache.ensure_dedup_index() == ""  # nothing to do
     cache.append((p.id, p.embedding.full, p.embedding.rows, p.embedding.cols) for p in points[100:])
-    assert not cache.dedup_ready()  # behind the cache: searches scan until optimize catches it up
-    assert cache.ensure_dedup_index() == "caught up" and cache.dedup_ready()
+    assert cache.dedup_ready()  # kept current by the append: searches during an upload keep the dedup plan
+    assert cache.ensure_dedup_index() == ""
     stage = first_stages(cache)["dedup"]
     for target in (5, 42, 111):
         q = corpus.query(target)
@@ -82,7 +82,7 @@ def test_the_cache_builds_catches_up_and_drops_it_and_its_candidates_hold_the_ex
         assert len(got) == 20 and pid(target) in got
         assert {pid(i) for i in corpus.exact_top(q, 3)} <= set(got)
     cache.remove([pid(5)])
-    assert cache.ensure_dedup_index() == "caught up"
+    assert cache.dedup_ready() and cache.ensure_dedup_index() == ""  # its tombstone has an empty cover
     assert pid(5) not in stage.candidates(corpus.query(5), 120)  # deleted pages are never proposed
     cache.compact({p.id for p in points} - {pid(5)})
     assert not cache.dedup_ready() and cache.dedup.covered == 0  # renumbered: rebuilt next time
@@ -106,9 +106,33 @@ def test_the_store_builds_it_at_optimize_and_a_dedup_plan_returns_exact_results(
     store.set_plan("d", plan)
     for target in (0, 77, 299):
         assert len(same_as_exact(store, "d", corpus.query(target), 5)) == 5  # ids, order and scores of exact
-    store.upsert("d", edge_points(corpus)[:1])  # behind again: the plan's stage falls back to the scan
-    assert not store._rerank_file("d").dedup_ready()
+    store.upsert("d", edge_points(corpus)[:1])  # a page written again: the index follows the cache at once
+    assert store._rerank_file("d").dedup_ready()
     assert len(same_as_exact(store, "d", corpus.query(3), 5)) == 5
+    store.close()
+
+
+def test_a_failed_cover_append_leaves_it_behind_and_searches_scan_until_optimize(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    corpus = Corpus(200, seed=12, noise=0.1)
+    store = QdrantEdgeStore(tmp_path / "edge", token_index_min_pages=0, rerank_candidates=10)
+    store.create_collection(manifest("d"))
+    points = edge_points(corpus)
+    store.upsert("d", points[:150])
+    assert "dedup index built" in store.repair("d").rebuilt
+    store.set_plan("d", SearchPlan(first_stage="dedup", candidates=64, rerank_keep=16, recall=1.0, pages=150, probes=32))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(DedupIndex, "append", broken)
+    store.upsert("d", points[150:])
+    assert "could not add 50 pages to the dedup index" in caplog.text
+    assert not store._rerank_file("d").dedup_ready()  # behind: the plan's stage falls back to the scan
+    for target in (3, 160, 199):  # the new pages are found all the same
+        assert len(same_as_exact(store, "d", corpus.query(target), 5)) == 5
+    monkeypatch.undo()
+    assert store._rerank_file("d").ensure_dedup_index() == "caught up"
     store.close()
 
 
