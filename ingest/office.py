@@ -156,6 +156,13 @@ def _take_profile(fresh: bool = False, template: Path | None = None) -> Path:
     return root
 
 
+def _soffice_command(soffice: str, profile: Path) -> list[str]:
+    """LibreOffice headless in ``profile``, no window, splash, default document, recovery or lock check; the
+    caller adds what to convert."""
+    return [soffice, f"-env:UserInstallation={profile.as_uri()}", "--headless", "--invisible", "--nologo",
+            "--nodefault", "--norestore", "--nolockcheck"]
+
+
 _templates: dict[str, Path | None] = {}  # soffice -> its sandbox template profile (None: could not be made)
 _template_lock = threading.Lock()
 WARM_UP_RTF = b"{\\rtf1 pagelens}"  # the trusted document a template profile is started on
@@ -177,8 +184,7 @@ def _sandbox_template(soffice: str, prefix: list[str], timeout_s: float) -> Path
         with tempfile.TemporaryDirectory(prefix="pagelens-convert-") as tmp_name:
             tmp = Path(tmp_name)
             (tmp / "warm-up.rtf").write_bytes(WARM_UP_RTF)
-            cmd = [*prefix, soffice, f"-env:UserInstallation={root.as_uri()}", "--headless", "--invisible",
-                   "--nologo", "--nodefault", "--norestore", "--nolockcheck", "--convert-to", "pdf",
+            cmd = [*prefix, *_soffice_command(soffice, root), "--convert-to", "pdf",
                    "--outdir", str(tmp / "out"), str(tmp / "warm-up.rtf")]
             started = time.monotonic()
             with contextlib.suppress(OSError):
@@ -313,8 +319,7 @@ def convert_to_pdf(path: Path, fmt: str, sha256: str, display: str, settings: Se
             except OSError:
                 shutil.copyfile(path, src)
             outdir = tmp / "out"
-            cmd = [*prefix, soffice, f"-env:UserInstallation={profile.as_uri()}", "--headless", "--invisible",
-                   "--nologo", "--nodefault", "--norestore", "--nolockcheck"]
+            cmd = [*prefix, *_soffice_command(soffice, profile)]
             if fmt == "html":  # Writer, not Writer/Web: the page layout of a printed document
                 cmd += ["--infilter=HTML (StarWriter)", "--convert-to", "pdf:writer_pdf_Export"]
             else:

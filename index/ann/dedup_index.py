@@ -64,6 +64,11 @@ def token_cover(codes: np.ndarray, centre: np.ndarray, scale: float, threshold: 
     return np.asarray(keep, dtype=np.int64)
 
 
+def kept_codes(codes: np.ndarray, centre: np.ndarray, scale: float, threshold: float = THRESHOLD) -> np.ndarray:
+    """The rows of one page's int8 ``codes`` [n, dim] that its ``token_cover`` keeps ([0, dim] stays empty)."""
+    return codes[token_cover(codes, centre, scale, threshold)] if len(codes) else codes
+
+
 class DedupIndex:
     """The kept codes of the cache's records 0..``covered``-1 (see the module docstring)."""
 

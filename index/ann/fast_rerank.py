@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pagelens.index.ann.dedup_index import DECIDE_PAGES, MAX_KEPT_SHARE, DedupIndex, token_cover
+from pagelens.index.ann.dedup_index import DECIDE_PAGES, MAX_KEPT_SHARE, DedupIndex, kept_codes
 from pagelens.index.ann.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
 
 logger = logging.getLogger(__name__)
@@ -434,8 +434,8 @@ class RerankCache:
             return
         centre, scale = self._codec
         try:
-            pages = [c[token_cover(c, centre, scale, self.dedup.threshold)] if len(c) else c for c in codes]
-            self.dedup.append(first_record, pages, codes[0].shape[1] if codes else (self._dim or 1))
+            self.dedup.append(first_record, [kept_codes(c, centre, scale, self.dedup.threshold) for c in codes],
+                              self._dim or 1)
         except Exception as exc:  # the cache itself is fine: only the first stage falls back
             logger.warning("could not add %d pages to the dedup index of %s (%s): searches scan every page "
                            "until `optimize`", len(codes), self.folder, exc)
@@ -744,8 +744,7 @@ class RerankCache:
         empty = np.zeros((0, dim), dtype=np.int8)
 
         def cover(start: int, n: int) -> np.ndarray:
-            codes = full[start : start + n].numpy() if n else empty
-            return codes[token_cover(codes, centre, scale, self.dedup.threshold)] if n else empty
+            return kept_codes(full[start : start + n].numpy() if n else empty, centre, scale, self.dedup.threshold)
 
         if first == 0:  # whether it is worth building, from pages spread over the collection
             sample = [spans[i] for i in np.linspace(0, len(spans) - 1, min(len(spans), DECIDE_PAGES)).astype(int)]

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 from pagelens.index.ann.fast_rerank import RerankCache, ScanView, kernel_threads, top_candidates
 from pagelens.index.ann.first_stages import first_stages
-from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.edge_base import (
     EdgeBase,
     _edge,
@@ -90,9 +89,7 @@ class EdgeSearch(EdgeBase):
             ids = view.best(query, width)
         with self._lock:
             shard, _ = self._require(collection)
-            if len(ids) < keep:  # fewer pages than that hold kept tokens: top up from the int8 scan
-                found = set(ids)
-                ids = ids + [i for i in self._rerank_file(collection).scan(query, keep) if i not in found]
+            ids = self._topped_up(self._rerank_file(collection), query, ids, keep)
             return self._rerank_and_score(shard, q, query, limit, flt, ids, keep, collection)
 
     def _search_fast(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any, k: int,
@@ -126,15 +123,15 @@ class EdgeSearch(EdgeBase):
                                collection, plan.target, plan.summary(), collection)
             return self._exact_hits(shard, q, limit, flt)
         keep = max(plan.rerank_keep, limit)
-        if complete and flt is None:
+        if complete and flt is None:  # the plan's first stage (pagelens.index.ann.first_stages)
             stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
             stage = stages.get(plan.first_stage, stages["scan"])  # "tokens" while its index is not ready: scan
-            if stage.name in ("scan", "dedup"):
-                view = cache.scan_view() if stage.name == "scan" else cache.dedup_view()
-                if view is not None:
-                    return view, keep if stage.name == "scan" else max(plan.candidates, keep), keep
+            width = keep if stage.name == "scan" else max(plan.candidates, keep)
+            view = cache.scan_view() if stage.name == "scan" else cache.dedup_view() if stage.name == "dedup" else None
+            if view is not None:
+                return view, width, keep
             with kernel_threads(self.search_threads):
-                ids = self._plan_candidates(cache, plan, query, keep)
+                ids = self._topped_up(cache, query, stage.candidates(query, width), keep)
         elif complete:  # a filter: the pages it matches, all reranked by the int8 kernel
             ids = self._scroll_ids(shard, flt)
         else:
@@ -171,18 +168,14 @@ class EdgeSearch(EdgeBase):
         ))
         return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
 
-    def _plan_candidates(self, cache: RerankCache, plan: SearchPlan, query: np.ndarray, keep: int) -> list[str]:
-        """The first stage of ``plan`` (``pagelens.index.ann.first_stages``) for an unfiltered search: its
-        candidates, topped up from the int8 scan when it found fewer than ``keep``. Call under the lock."""
-        stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
-        stage = stages.get(plan.first_stage, stages["scan"])  # "tokens" while its index is not ready: scan
-        if stage.name == "scan":
-            return stage.candidates(query, keep)
-        ids = stage.candidates(query, max(plan.candidates, keep))
-        if len(ids) < keep:  # few pages share a probed cell with the query: top up from the int8 scan
-            found = set(ids)
-            ids = ids + [i for i in stages["scan"].candidates(query, keep) if i not in found]
-        return ids
+    @staticmethod
+    def _topped_up(cache: RerankCache, query: np.ndarray, ids: list[str], keep: int) -> list[str]:
+        """A first stage's candidates ``ids``, topped up from the int8 scan when it found fewer than ``keep``
+        (few pages share a probed cell with the query, or hold kept tokens). Call under the lock."""
+        if len(ids) >= keep:
+            return ids
+        found = set(ids)
+        return ids + [i for i in cache.scan(query, keep) if i not in found]
 
     @staticmethod
     def _prefetch_ids(shard: Any, q: list[list[float]], k: int, flt: Any) -> list[str]:

@@ -86,7 +86,7 @@ VIEWER_JS = """() => {
     const go = (tries) => {
       const el = box(), img = image();
       // another page opened meanwhile, or the person zoomed before the image loaded (their zoom stays)
-      if (window.__plFocus !== f || window.__plFocusTurn !== turn) return;
+      if (window.__plFocusTurn !== turn) return;
       if (!el || !shows(img, f) || !img.complete || !img.naturalWidth) {
         if (tries > 0) setTimeout(() => go(tries - 1), 100);
         return;
