@@ -746,9 +746,11 @@ class RerankCache:
         def cover(start: int, n: int) -> np.ndarray:
             return kept_codes(full[start : start + n].numpy() if n else empty, centre, scale, self.dedup.threshold)
 
+        done: dict[int, np.ndarray] = {}  # the sample's covers, kept for the build
         if first == 0:  # whether it is worth building, from pages spread over the collection
-            sample = [spans[i] for i in np.linspace(0, len(spans) - 1, min(len(spans), DECIDE_PAGES)).astype(int)]
-            kept_share = sum(len(cover(s, n)) for s, n in sample) / max(1, sum(n for _, n in sample))
+            for i in np.linspace(0, len(spans) - 1, min(len(spans), DECIDE_PAGES)).astype(int).tolist():
+                done[i] = cover(*spans[i])
+            kept_share = sum(len(c) for c in done.values()) / max(1, sum(spans[i][1] for i in done))
             if kept_share > MAX_KEPT_SHARE:
                 with guard:
                     if generation != self._generation:
@@ -757,7 +759,7 @@ class RerankCache:
                 logger.info("dedup index of %s not built: covers keep %.0f%% of the tokens (more than %.0f%%: "
                             "no faster than the scan)", self.folder, 100 * kept_share, 100 * MAX_KEPT_SHARE)
                 return "declined"
-        pages = [cover(start, n) for start, n in spans]  # outside the lock: reads of a snapshot
+        pages = [done[i] if i in done else cover(*span) for i, span in enumerate(spans)]  # outside the lock
         with guard:
             if generation != self._generation or self.dedup.covered != first:
                 logger.info("dedup index of %s: the cache changed meanwhile; covered next time", self.folder)
