@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from pagelens.index.ann import fast_rerank
 from pagelens.index.ann.fast_rerank import (
     INDEX_FILE,
     LEGACY_VECTORS_FILE,
@@ -477,47 +479,54 @@ def test_upserts_optimize_as_the_collection_grows(tmp_path: Path) -> None:
     assert infos[8 * 1024 * 1024].points_count == 200
 
 
-@pytest.mark.parametrize("first_stage", ["pooled", "scan"])
-def test_search_kernels_run_on_search_threads_and_restore_the_callers(
+@pytest.mark.parametrize("first_stage", ["dedup", "scan"])
+def test_search_kernels_are_split_over_search_threads_and_leave_the_callers_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_stage: str
 ) -> None:
     """Issue 19.7: the int8 rerank of one search ran on torch's 2 threads, which under CPU contention
-    spin at ~150 barriers per query (measured 15x slower than one thread). The kernels now run on
-    ``search_threads`` threads (default 1) for the searching thread only; the caller's setting is
-    restored and the results are those of the default thread count."""
+    spin at ~150 barriers per query (measured 15x slower than one thread). Issue 25: one thread per
+    search left the second core idle (the dedup scan of 10k pages: ~100 ms on one thread, ~65 on two).
+    Now a search's chunks go to ``search_threads`` pool threads with one torch thread each (0: one per
+    core; 1: the searching thread alone), the caller's torch setting is left alone, and the results are
+    those of one thread."""
     points, queries = planted_corpus()
-    seen: list[int] = []
-    original = RerankCache.maxsim
+    monkeypatch.setattr(fast_rerank, "MIN_CHUNK_ROWS", 64)  # several chunks even for this small corpus
+    monkeypatch.setattr(fast_rerank, "MAX_KEPT_SHARE", 1.01)  # a dedup index even on these random pages
+    seen: list[tuple[str, int]] = []
+    original = fast_rerank.segment_maxsim
 
-    def spy(self: RerankCache, *args: object, **kwargs: object) -> np.ndarray:
-        seen.append(torch.get_num_threads())
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def spy(*args: object) -> np.ndarray:
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return original(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(RerankCache, "maxsim", spy)
-    original_best = ScanView.best  # the scan's ranking (outside the store's lock)
-
-    def spy_best(self: ScanView, *args: object, **kwargs: object) -> list[str]:
-        seen.append(torch.get_num_threads())
-        return original_best(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ScanView, "best", spy_best)
+    monkeypatch.setattr(fast_rerank, "segment_maxsim", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         results = {}
-        for threads in (1, 0, 2):
+        for threads in (1, 3, 0):
             root = tmp_path / f"t{threads}"
-            store = edge_with(root, points, first_stage, rerank_candidates=10, search_threads=threads)
+            store = edge_with(root, points, first_stage, rerank_candidates=10, search_threads=threads,
+                              token_index_min_pages=0)
             store.optimize("fast")
+            assert store._rerank_file("fast").dedup_ready()
             store.set_plan("fast", SearchPlan(first_stage=first_stage, candidates=40, rerank_keep=10, recall=1.0,
                                               pages=len(points)))
             seen.clear()
             results[threads] = [[(h.id, h.score) for h in store.search("fast", q, 5, prefetch_limit=30)]
                                 for q in queries]
-            assert seen and set(seen) == {2 if threads == 0 else threads}  # 0: torch's own (2 here)
-            assert torch.get_num_threads() == 2  # the caller's setting is back
+            pool = [t for name, t in seen if name.startswith("pagelens-kernel")]
+            if threads == 1:
+                assert not pool and seen  # the searching thread alone, on its one torch thread
+                assert {t for _, t in seen} == {1}
+            else:
+                assert len(pool) == len(seen) > len(queries)  # every chunk on the pool, several per search
+                assert set(pool) == {1}
+                names = {name for name, _ in seen}
+                assert len(names) <= (threads or fast_rerank.search_workers(0))
+            assert torch.get_num_threads() == 2  # the caller's setting is untouched
             store.close()
-        assert results[1] == results[0] == results[2]
+        assert results[1] == results[3] == results[0]
     finally:
         torch.set_num_threads(before)
 
@@ -527,9 +536,9 @@ def test_search_threads_come_from_settings(tmp_path: Path, monkeypatch: pytest.M
 
     from pagelens.core.settings import Settings
 
-    assert Settings(data_dir=tmp_path, _env_file=None).tuning.search_threads == 1  # type: ignore[call-arg]
-    monkeypatch.setenv("PAGELENS_TUNING__SEARCH_THREADS", "0")
     assert Settings(data_dir=tmp_path, _env_file=None).tuning.search_threads == 0  # type: ignore[call-arg]
+    monkeypatch.setenv("PAGELENS_TUNING__SEARCH_THREADS", "1")
+    assert Settings(data_dir=tmp_path, _env_file=None).tuning.search_threads == 1  # type: ignore[call-arg]
     monkeypatch.delenv("PAGELENS_TUNING__SEARCH_THREADS")
     store = open_store(Settings(data_dir=tmp_path, tuning={"search_threads": 3}))
     assert isinstance(store, QdrantEdgeStore) and store.search_threads == 3

@@ -47,9 +47,11 @@ import contextlib
 import logging
 import os
 import struct
+import threading
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ CODEC_FILE = "codec.f32"  # float32 [1 + dim]: the collection's code scale, then
 CODEC_MARGIN = 1.25  # the scale leaves this much headroom over the centred values seen when it was fitted
 CODEC_FIT_ROWS = 1 << 16  # token vectors (of the first appended pages) the centre and scale are fitted on
 SCAN_CHUNK_ROWS = 1 << 17  # token rows per step of the whole-collection scan: 128k x 128 B = 16 MB of codes
+MIN_CHUNK_ROWS = 1 << 14  # the smallest step when a scan is split over threads (``chunk_rows``)
 SCALES_FILE = "scales.f32"
 LEGACY_VECTORS_FILE = "vectors.bf16"  # the bfloat16 layout of 2026-11: discarded and rebuilt
 POOLED_FILE = "pooled.bf16"
@@ -187,27 +190,36 @@ class ScanView:
     ids: list[str]
     centre: np.ndarray
     scale: float
+    workers: int = 1  # threads the ranking is split over (``run_chunks``)
 
     def best(self, query: np.ndarray, m: int) -> list[str]:
         """The ids of the ``m`` live records whose codes score best for ``query`` [n_q, dim], best first
-        (ties by id). The whole-collection scan and the dedup stage both rank through it."""
+        (ties by id). The whole-collection scan and the dedup stage both rank through it, ``SCAN_CHUNK_ROWS``
+        rows at a time, the chunks split over ``workers`` threads."""
         import torch
 
         recs, starts, lens = self.recs, self.starts, self.lens
         bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ self.centre)
         qi, qs = quantize_query(query)
         scores = np.empty(len(recs), dtype=np.float32)
-        with torch.inference_mode():
-            i = 0
-            while i < len(recs):
-                j = int(np.searchsorted(starts, starts[i] + SCAN_CHUNK_ROWS, side="left"))
-                j = max(j, i + 1)
-                lo, hi = int(starts[i]), int(starts[j - 1] + lens[j - 1])
-                offsets = np.concatenate([starts[i:j] - lo, [hi - lo]]).astype(np.int64)
-                # rows between a page's end and the next start belong to no record (never: appends are
-                # contiguous and compaction rewrites in order), so each segment is one page's rows
+        chunks: list[tuple[int, int]] = []
+        rows = chunk_rows(int(lens.sum()) if len(lens) else 0, self.workers)
+        i = 0
+        while i < len(recs):
+            j = max(int(np.searchsorted(starts, starts[i] + rows, side="left")), i + 1)
+            chunks.append((i, j))
+            i = j
+
+        def score(chunk: tuple[int, int]) -> None:
+            i, j = chunk
+            lo, hi = int(starts[i]), int(starts[j - 1] + lens[j - 1])
+            offsets = np.concatenate([starts[i:j] - lo, [hi - lo]]).astype(np.int64)
+            # rows between a page's end and the next start belong to no record (never: appends are
+            # contiguous and compaction rewrites in order), so each segment is one page's rows
+            with torch.inference_mode():
                 scores[i:j] = segment_maxsim(qi, qs, self.codes[lo:hi], offsets, self.scale, bias)
-                i = j
+
+        run_chunks(score, chunks, self.workers)
         cand = np.flatnonzero(self.live[recs])
         if not len(cand) or m < 1:
             return []
@@ -223,8 +235,9 @@ class RerankCache:
     ``folder``: ``<collection>/rerank``; created on the first ``append``.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, workers: int = 1) -> None:
         self.folder = Path(folder)
+        self.workers = max(1, int(workers))  # threads a scan or rerank is split over (``run_chunks``)
         self._index: dict[str, int] | None = None  # id -> its latest record number
         self._ids: list[str] = []  # record number -> id
         self._starts: list[int] = []  # record number -> first row in vectors.i8 / scales.f32
@@ -623,14 +636,16 @@ class RerankCache:
         bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ centre)
         spans = [(self._starts[index[i]], self._lens[index[i]]) for i in ids]
         self._read_ahead(spans)
-        step = max(1, SCAN_CHUNK_ROWS // max(1, max(n for _, n in spans)))
+        workers = self.workers if device == "cpu" else 1
+        step = max(1, chunk_rows(sum(n for _, n in spans), workers) // max(1, max(n for _, n in spans)))
         if device != "cpu":
             q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device=device, dtype=torch.bfloat16)
         else:
             qi, qs = quantize_query(query)
-        with torch.inference_mode():
-            for s0 in range(0, len(spans), step):
-                chunk = spans[s0 : s0 + step]
+
+        def score(s0: int) -> None:
+            chunk = spans[s0 : s0 + step]
+            with torch.inference_mode():
                 x = torch.cat([full[start : start + n] for start, n in chunk])  # [rows, dim] int8
                 offsets = np.concatenate([[0], np.cumsum([n for _, n in chunk])]).astype(np.int64)
                 if device == "cpu":
@@ -639,6 +654,8 @@ class RerankCache:
                     sim = (q @ x.to(device).to(torch.bfloat16).T).float().cpu().numpy()
                     best = np.maximum.reduceat(sim, offsets[:-1], axis=1)
                     out[s0 : s0 + len(chunk)] = best.sum(axis=0) * scale + bias
+
+        run_chunks(score, list(range(0, len(spans), step)), workers)
         return out
 
     def scan(self, query: np.ndarray, m: int) -> list[str]:
@@ -666,7 +683,8 @@ class RerankCache:
             order = np.argsort(starts, kind="stable")
             self._segments = (recs[order], starts[order], lens[order])
         recs, starts, lens = self._segments
-        return ScanView(full, recs, starts, lens, live.numpy(), self._ids, self._codec[0], self._codec[1])
+        return ScanView(full, recs, starts, lens, live.numpy(), self._ids, self._codec[0], self._codec[1],
+                        self.workers)
 
     def pooled_candidates(self, query: np.ndarray, k: int, device: str = "cpu") -> list[str]:
         """Brute-force MaxSim of ``query`` [n_q, dim] on every live page's row means and, separately,
@@ -716,7 +734,8 @@ class RerankCache:
         if live is None or segments is None or self._codec is None:
             return None
         codes, recs, starts, lens = segments
-        return ScanView(codes, recs, starts, lens, live.numpy(), self._ids, self._codec[0], self._codec[1])
+        return ScanView(codes, recs, starts, lens, live.numpy(), self._ids, self._codec[0], self._codec[1],
+                        self.workers)
 
     def ensure_dedup_index(self, lock: Any = None) -> str:
         """Cover the records the dedup index lacks (all of them the first time: ~5 ms per 1139-token page
@@ -901,6 +920,54 @@ class RerankCache:
             logger.info("token index of %s: %d cells trained on %d tokens of %d pages", self.folder,
                         codebook.n_cells, len(sample), live)
             return "built"
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def chunk_rows(total: int, workers: int) -> int:
+    """Token rows per kernel step for ``total`` rows split over ``workers`` threads: ``SCAN_CHUNK_ROWS``
+    on one thread; with more, about four steps per thread (so a thread slowed by other work leaves its
+    share to the others) but no fewer than ``MIN_CHUNK_ROWS`` rows (the int8 product costs about the same
+    per row from 16k rows up: 42-54 ns per row for 16k-128k-row steps over codes read from RAM, one
+    thread, 2-core Intel Xeon, 2026-12-07)."""
+    if workers <= 1:
+        return SCAN_CHUNK_ROWS
+    return int(min(SCAN_CHUNK_ROWS, max(MIN_CHUNK_ROWS, -(-total // (4 * workers)))))
+
+
+def search_workers(n: int) -> int:
+    """Threads one search's int8 kernels are split over for the ``search_threads`` setting ``n``
+    (0: one per CPU core this process may run on)."""
+    return n if n > 0 else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def run_chunks(fn: Callable[[Any], None], chunks: Sequence[Any], workers: int) -> None:
+    """``fn(chunk)`` for every chunk: in the calling thread when ``workers`` <= 1 or there is one chunk,
+    else on a process-wide pool of ``workers`` threads with one torch thread each, which take the chunks
+    from one queue (shared by concurrent searches). Why not torch's own threads: they split each chunk
+    and meet at a barrier per step, so one core busy with other work stalls them all (measured 15x slower
+    under contention, ``kernel_threads``); here a busy core only does fewer chunks. Measured 2026-12-07,
+    2-core Intel Xeon, the dedup scan of 10,000 aniso pages: 101-105 ms on one thread, 63-74 ms on torch's
+    two, 133 ms on torch's two with the other core busy (bench/README.md). Exceptions propagate."""
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            fn(chunk)
+        return
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="pagelens-kernel",
+                                                        initializer=_one_torch_thread)
+    for future in [pool.submit(fn, chunk) for chunk in chunks]:
+        future.result()
 
 
 @contextlib.contextmanager

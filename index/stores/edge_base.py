@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pagelens.index.ann.fast_rerank import RerankCache
+from pagelens.index.ann.fast_rerank import RerankCache, search_workers
 from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.filters import (
     validate_collection_name,
@@ -151,7 +151,7 @@ class EdgeBase:
         """The collection's int8 vector cache (fast rerank). Call under the lock."""
         cache = self._rerank.get(name)
         if cache is None:
-            cache = self._rerank[name] = RerankCache(self._dir(name) / RERANK_DIR)
+            cache = self._rerank[name] = RerankCache(self._dir(name) / RERANK_DIR, search_workers(self.search_threads))
             cache.warm()  # background readahead: searches right after a start hit RAM, not disk
         return cache
 

@@ -166,7 +166,7 @@ class EdgeMaintenance(EdgeBase):
                 return plan
             rows = sum(cache._lens[r] for r in cache._load().values())
         probe = self._probe(collection, pages, rows)
-        with kernel_threads(self.search_threads):
+        with kernel_threads(1):
             plan = run_check(probe, self.recall_target)
         with self._lock:
             save_plan(self._dir(collection) / RERANK_DIR, plan)

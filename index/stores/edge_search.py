@@ -85,7 +85,7 @@ class EdgeSearch(EdgeBase):
         # the plan's whole-collection ranking, outside the lock: writers (upserts, the job's closing repair)
         # and other searches go on meanwhile; the view it reads stays valid (fast_rerank.ScanView)
         view, width, keep = step
-        with kernel_threads(self.search_threads):
+        with kernel_threads(1):
             ids = view.best(query, width)
         with self._lock:
             shard, _ = self._require(collection)
@@ -130,7 +130,7 @@ class EdgeSearch(EdgeBase):
             view = cache.scan_view() if stage.name == "scan" else cache.dedup_view() if stage.name == "dedup" else None
             if view is not None:
                 return view, width, keep
-            with kernel_threads(self.search_threads):
+            with kernel_threads(1):
                 ids = self._topped_up(cache, query, stage.candidates(query, width), keep)
         elif complete:  # a filter: the pages it matches, all reranked by the int8 kernel
             ids = self._scroll_ids(shard, flt)
@@ -143,7 +143,7 @@ class EdgeSearch(EdgeBase):
         """Steps 2 and 3 of ``_search_fast`` for the candidates ``ids``. Call under the lock."""
         if len(ids) > keep:
             cache = self._rerank_file(collection)
-            with kernel_threads(self.search_threads):
+            with kernel_threads(1):
                 held, missing = cache.split(ids)
                 chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) \
                     if len(held) > keep else held

@@ -153,7 +153,8 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
     MaxSim kernel over a cached, centred int8 copy of the full vectors (``pagelens.index.ann.fast_rerank``),
     following the collection's measured plan (module docstring); ``rerank_candidates``: how many pages
     it keeps before the first measurement; ``rerank_device``: where the kernel runs (``cpu``/``cuda``);
-    ``recall_target``: the recall@5 the self-check requires of a first stage.
+    ``recall_target``: the recall@5 the self-check requires of a first stage; ``search_threads``: threads a
+    search's int8 kernels are split over (``fast_rerank.run_chunks``; 0: one per CPU core).
     ``token_index_min_pages``: ``optimize`` builds the token-level first stage (``pagelens.index.ann.token_index``)
     for collections of at least this many pages (0: never), probing ``token_nprobe`` cells per query
     token; searches use it when the self-check finds it reaches the target.
@@ -181,7 +182,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         rerank_device: str = "cpu",
         token_index_min_pages: int = 500,
         token_nprobe: int = 16,
-        search_threads: int = 1,
+        search_threads: int = 0,
         wal_flush_bytes: int = 256 * 1024 * 1024,
         optimize_every_bytes: int = 4 * 1024**3,
         pause_at: str = "",
@@ -197,7 +198,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         self.rerank_device = rerank_device
         self.token_index_min_pages = int(token_index_min_pages)
         self.token_nprobe = max(1, int(token_nprobe))
-        self.search_threads = max(0, int(search_threads))  # torch threads of a search's kernels (0: torch's)
+        self.search_threads = max(0, int(search_threads))  # threads a search's int8 kernels are split over (0: one per core)
         self._rerank: dict[str, RerankCache] = {}
         self._rerank_stale: set[str] = set()  # a cache append failed: Qdrant prefetches until a sync
         self.batch_size = max(1, int(batch_size))

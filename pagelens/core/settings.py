@@ -116,10 +116,10 @@ class Tuning(BaseModel):
         default=16, ge=1, le=256, description="Codebook cells probed per query token by the token-level first stage.",
     )
     search_threads: int = Field(
-        default=1, ge=0, description="Embedded store, fast_rerank: CPU threads of one search's kernels (token-index "
-        "scoring, pooled scan, int8 rerank; set for the searching thread only, then restored). 1: each search on "
-        "one core, which holds up when other work shares the CPU (other searches, indexing, other processes); "
-        "more threads split one search's kernels only on an otherwise idle machine. 0: torch's own setting.",
+        default=0, ge=0, description="Embedded store, fast_rerank: threads one search's int8 kernels (the "
+        "whole-collection and dedup scans, the int8 rerank) are split over. Each takes chunks from one queue "
+        "on a single core, so a core busy with other work slows only its own chunks. 0: one per CPU core; "
+        "1: the searching thread alone.",
     )
 
     # --- answers -------------------------------------------------------------------------------
