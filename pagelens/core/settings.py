@@ -327,9 +327,11 @@ class Settings(BaseSettings):
     )
     top_k: int = Field(default=5, ge=1, le=1000, description="Pages a search returns.")
     full_vector_datatype: Literal["float32", "float16"] = Field(
-        default="float32", description="Storage of the full page multivectors in new collections (both "
-        "stores). float16 halves their disk and RAM and moves MaxSim scores by ~1e-3; pick it for very large "
-        "collections.",
+        default="float16", description="Storage of the full page multivectors in new collections (both stores). "
+        "float16 holds half the bytes of float32 (291 vs 583 KB per 1139-token page) and moves MaxSim scores by "
+        "at most 7e-4 on scores of ~17 (the exact top 5 the same up to near-ties within 1e-4 of the 5th score, "
+        "1,000-page synthetic collections, 2026-12-07); float32 for scores to the last bit. Existing collections "
+        "keep theirs.",
     )
     answer_top_k: int = Field(default=3, ge=1, le=16, description="Pages shown to the answer model.")
     answer_longest_edge: int = Field(default=1536, ge=64, description="Longest edge (px) of page images shown.")
