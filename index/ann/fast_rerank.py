@@ -194,8 +194,8 @@ class ScanView:
 
     def best(self, query: np.ndarray, m: int) -> list[str]:
         """The ids of the ``m`` live records whose codes score best for ``query`` [n_q, dim], best first
-        (ties by id). The whole-collection scan and the dedup stage both rank through it, ``SCAN_CHUNK_ROWS``
-        rows at a time, the chunks split over ``workers`` threads."""
+        (ties by id). The whole-collection scan and the dedup stage both rank through it, ``chunk_rows`` rows
+        at a time, the chunks split over ``workers`` threads."""
         import torch
 
         recs, starts, lens = self.recs, self.starts, self.lens
@@ -203,7 +203,7 @@ class ScanView:
         qi, qs = quantize_query(query)
         scores = np.empty(len(recs), dtype=np.float32)
         chunks: list[tuple[int, int]] = []
-        rows = chunk_rows(int(lens.sum()) if len(lens) else 0, self.workers)
+        rows = chunk_rows(int(lens.sum()), self.workers)
         i = 0
         while i < len(recs):
             j = max(int(np.searchsorted(starts, starts[i] + rows, side="left")), i + 1)
@@ -972,18 +972,16 @@ def run_chunks(fn: Callable[[Any], None], chunks: Sequence[Any], workers: int) -
 
 @contextlib.contextmanager
 def kernel_threads(n: int) -> Iterator[None]:
-    """Run the block's torch kernels on ``n`` intra-op threads (0: leave torch's setting), then restore.
+    """Run the block's torch kernels on ``n`` (>= 1) intra-op threads, then restore. The searches use 1:
+    more cores come from ``run_chunks``.
 
     torch's CPU thread count (OpenMP) belongs to the calling thread, so other threads (another search,
-    the query encoder, an indexing job) keep theirs. Why one thread per search: the int8 rerank runs
+    the query encoder, an indexing job) keep theirs. Why not torch's threads: the int8 rerank runs
     ~150 small parallel steps per query, and each waits for its slowest thread. When anything else
     shares the cores, one of the two threads is often descheduled and the other spins at the barrier:
     measured on 2 shared cores under load (2026-12-01, 1,500 synthetic pages, 250 candidates), the
     int8 rerank took 2.1-3.1 s wall and ~560 ms of CPU with 2 threads, 136 ms wall and ~34 ms of CPU
     with 1 (``bench/README.md``)."""
-    if n <= 0:
-        yield
-        return
     import torch
 
     before = torch.get_num_threads()
