@@ -187,6 +187,12 @@ class SearchStructuresOut(BaseModel):
 
     current: bool
     stale: list[str] = Field(default_factory=list, description="What is stale, one reason each.")
+    self_check: dict[str, Any] | None = Field(
+        None, description="The embedded store's measured search plan: the first stage chosen, its candidates, "
+        "the recall@5 against exact MaxSim measured on probe queries, and the collection's geometry.")
+    segments_pending: bool = Field(
+        False, description="Embedded store: pages were written since Qdrant Edge's segment optimizer last ran. "
+        "Searches do not need it while `current`; `pagelens optimize` runs it (it pauses the server meanwhile).")
 
 
 class CollectionOut(BaseModel):

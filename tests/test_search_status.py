@@ -18,8 +18,10 @@ from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.aliases import EdgeAliases, with_aliases
 from pagelens.index.stores.edge_store import OPTIMIZED_FILE, QdrantEdgeStore
 from pagelens.index.stores.search_status import (
+    DEDUP_INDEX,
     OPTIMIZE_PENDING,
     RERANK_CACHE,
+    SELF_CHECK,
     SERVER_ERROR,
     SERVER_OPTIMIZING,
     SERVER_PENDING,
@@ -104,10 +106,15 @@ def test_a_cache_out_of_step_is_found_by_identity_repaired_and_searches_stay_exa
     assert store.search_status("fast") == SearchStatus("fast", True)  # empty: nothing to build
     store.upsert("fast", points)
     status = store.search_status("fast")
-    assert not status.current and status.codes == (OPTIMIZE_PENDING,) and status.points == 60
+    assert not status.current and status.codes == (DEDUP_INDEX, SELF_CHECK) and status.points == 60
+    assert status.segments_pending  # Edge's segment optimizer has not run: not a staleness with the int8 cache
     result = store.repair("fast")
     assert result.ran and result.after.current and store.search_status("fast").current
-    assert (root / "fast" / OPTIMIZED_FILE).is_file()
+    # the repair of a healthy collection leaves Edge's segment optimizer (it holds the GIL) to `optimize`
+    assert not (root / "fast" / OPTIMIZED_FILE).exists() and result.after.segments_pending
+    assert result.after.to_dict()["segments_pending"] is True
+    assert store.repair("fast", force=True).after.current  # `pagelens optimize`: the segments too
+    assert (root / "fast" / OPTIMIZED_FILE).is_file() and not store.search_status("fast").segments_pending
     store.close()
 
     rng = np.random.default_rng(3)
@@ -146,11 +153,10 @@ def test_a_cache_out_of_step_is_found_by_identity_repaired_and_searches_stay_exa
     caplog.clear()
     assert same_as_exact(store, "fast", q, 5)[0] == new[2].id
     assert stale_warnings(caplog) == []
-    store.upsert("fast", new[:1])  # stale again (not optimized since): a new warning
+    store.upsert("fast", new[:1])  # a write Edge's segments have not seen optimized: the int8 cache has it
     store.search("fast", q, 5)
-    assert len(stale_warnings(caplog)) == 1 and "not optimized since" in stale_warnings(caplog)[0]
-    # the cache holds every page: the warning says searches still scan them all (no recall lost)
-    assert "consider every page (the int8 scan) and stay right" in stale_warnings(caplog)[0]
+    assert store.search_status("fast").current and store.search_status("fast").segments_pending
+    assert stale_warnings(caplog) == []  # nothing a search reads is stale: no warning
     store.close()
 
 
@@ -200,6 +206,8 @@ def test_a_missing_token_index_is_stale_and_rebuilt(tmp_path: Path, caplog: pyte
     for target in (3, 77):
         assert same_as_exact(store, "tok", corpus.query(target), 5)[0] == pid(target)  # the measured plan meanwhile
     assert len(stale_warnings(caplog)) == 1 and "no token index" in stale_warnings(caplog)[0]
+    # the cache holds every page: the warning says searches still scan them all (no recall lost)
+    assert "consider every page (the int8 scan) and stay right" in stale_warnings(caplog)[0]
     result = store.repair("tok")
     assert result.rebuilt[0] == "token index built" and result.after.current
     assert result.rebuilt[1].startswith("self-check: ")  # a new first stage: measured again
@@ -223,9 +231,9 @@ def test_the_optimized_mark_persists_and_any_upsert_clears_it(tmp_path: Path) ->
     assert noop.rebuilt == [] and not noop.ran
     store.upsert("fast", points[:1])  # same page again: still a write the segments have not seen optimized
     assert not (root / "fast" / OPTIMIZED_FILE).exists()
-    assert store.search_status("fast").codes == (OPTIMIZE_PENDING,)
+    assert store.search_status("fast").segments_pending and store.search_status("fast").current
     store.close()
-    store = QdrantEdgeStore(root)
+    store = QdrantEdgeStore(root, fast_rerank=False)  # Qdrant's prefetch picks the candidates: it needs them
     assert store.search_status("fast").codes == (OPTIMIZE_PENDING,)
     store.close()
 
@@ -237,15 +245,16 @@ def test_an_upsert_during_a_repair_leaves_the_collection_stale(tmp_path: Path, m
     store.upsert("fast", points[:20])
     real_sync = store._sync
 
-    def sync_while_pages_arrive(collection: str, batch: int = 64) -> Any:
+    def sync_while_pages_arrive(collection: str, batch: int = 64, rescan: bool = True) -> Any:
         store.upsert("fast", points[20:])  # between Edge's optimizers and the mark: not in the optimized segments
-        return real_sync(collection, batch)
+        return real_sync(collection, batch, rescan)
 
     monkeypatch.setattr(store, "_sync", sync_while_pages_arrive)
-    result = store.repair("fast")
-    assert result.after.codes == (OPTIMIZE_PENDING,)
+    result = store.repair("fast", force=True)
+    assert result.after.segments_pending and not (tmp_path / "edge" / "fast" / OPTIMIZED_FILE).exists()
     monkeypatch.undo()
-    assert store.repair("fast").after.current
+    assert store.repair("fast", force=True).after.current
+    assert not store.search_status("fast").segments_pending
     store.close()
 
 
@@ -398,10 +407,13 @@ def test_server_start_repairs_in_the_background_and_the_api_shows_the_status(sta
         assert set(result.before.codes) == {OPTIMIZE_PENDING, RERANK_CACHE} and result.after.current
         assert REBUILT_CACHE in result.rebuilt
         body = client.get("/v1/collections/c").json()
-        assert body["search_structures"] == {"current": True, "stale": []}
+        structures = body["search_structures"]
+        assert structures["current"] is True and structures["stale"] == []
+        assert structures["self_check"]["recall"] >= 0.95 and structures["self_check"]["pages"] == 60
         assert client.get("/v1/collections").json()[0]["search_structures"]["current"] is True
         schema = client.get("/openapi.json").json()["components"]["schemas"]
-        assert set(schema["SearchStructuresOut"]["properties"]) == {"current", "stale"}
+        assert set(schema["SearchStructuresOut"]["properties"]) == {"current", "stale", "self_check",
+                                                                      "segments_pending"}
 
 
 def test_the_api_shows_what_is_stale(stale_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -463,10 +475,10 @@ def test_a_noop_index_rerun_repairs_a_stale_collection(settings_factory: Any, tm
     service.close()
     # what a kill during the closing optimize leaves: no optimized mark, no token index (due from 4 pages)
     settings = settings_factory(**values, token_index_min_pages=4)
-    (settings.edge_dir / "c" / OPTIMIZED_FILE).unlink()
+    (settings.edge_dir / "c" / OPTIMIZED_FILE).unlink(missing_ok=True)  # the indexer's repair leaves it to optimize
 
     service = PagelensService(settings)
-    assert set(service.search_status("c").codes) == {OPTIMIZE_PENDING, TOKEN_INDEX}
+    assert set(service.search_status("c").codes) == {TOKEN_INDEX}
     events.clear()
     rerun = service.indexer.index("c", inputs, workers=0, progress=lambda e, i: events.append((e, i)))
     assert rerun.pages_indexed == 0 and rerun.count("skipped") == 3

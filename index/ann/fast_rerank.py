@@ -737,6 +737,22 @@ class RerankCache:
         return ScanView(codes, recs, starts, lens, live.numpy(), self._ids, self._codec[0], self._codec[1],
                         self.workers)
 
+    def dedup_staleness(self) -> str:
+        """Why ``ensure_dedup_index`` has work to do ("" when it has none): the index is behind the
+        cache, or it was never decided, or it was declined and the cache has doubled since."""
+        self._load()
+        n_records, covered = len(self._ids), self.dedup.covered
+        if n_records == 0 or self._codec is None or covered == n_records:
+            return ""
+        if covered:
+            return f"the dedup index covers {covered} of the rerank cache's {n_records} records"
+        declined = self.dedup.declined()
+        if declined is None:
+            return "the dedup index was not decided yet"
+        if n_records >= 2 * int(declined.get("records", 0)):
+            return f"the dedup index was declined at {declined.get('records')} records and the cache has doubled"
+        return ""
+
     def ensure_dedup_index(self, lock: Any = None) -> str:
         """Cover the records the dedup index lacks (all of them the first time: ~5 ms per 1139-token page
         here); returns ``"built"``, ``"caught up"``, ``"declined"`` (the covers of ``DECIDE_PAGES`` pages

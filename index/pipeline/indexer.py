@@ -236,7 +236,7 @@ class Indexer:
             return []
         notify = notify or (lambda event, info: None)
         notify("optimize_start", {"collection": collection, "stale": list(status.stale)})
-        result = self.store.repair(collection, force=True)
+        result = self.store.repair(collection)  # what is stale only: never Edge's segment optimizer needlessly
         if report is not None:
             report.repaired = list(result.rebuilt)
         notify("optimize_done", {"collection": collection, "seconds": result.seconds, "rebuilt": list(result.rebuilt)})

@@ -22,6 +22,7 @@ from pagelens.index.ann.self_check import SearchPlan
 from pagelens.index.stores.filters import (
     validate_collection_name,
 )
+from pagelens.index.stores.readers_first import ReadersFirst
 from pagelens.index.stores.search_status import (
     IdDigest,
     SearchStatus,
@@ -104,7 +105,7 @@ class EdgeBase:
     token_index_min_pages: int
     token_nprobe: int
     search_threads: int
-    batch_size: int
+    readers: ReadersFirst
     wal_flush_bytes: int
     optimize_every_bytes: int
     full_datatype: str

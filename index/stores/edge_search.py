@@ -50,7 +50,14 @@ class EdgeSearch(EdgeBase):
         page_filter: PageFilter | None = None,
         prefetch_limit: int = 100,
     ) -> list[ScoredPage]:
-        """MaxSim top ``limit`` for ``query`` [n_q, dim] float32 (see ``VectorStore.search``)."""
+        """MaxSim top ``limit`` for ``query`` [n_q, dim] float32 (see ``VectorStore.search``). Writers
+        step aside meanwhile (``pagelens.index.stores.readers_first``)."""
+        with self.readers.reading():
+            return self._search(collection, query, limit, mode, page_filter, prefetch_limit)
+
+    def _search(self, collection: str, query: np.ndarray, limit: int, mode: SearchMode,
+                page_filter: PageFilter | None, prefetch_limit: int) -> list[ScoredPage]:
+        """``search``."""
         qe = _edge()
         if limit < 1:
             raise InvalidRequestError(f"limit must be >= 1, got {limit}")

@@ -8,9 +8,9 @@ Layout under ``root``::
     root/<collection>/rerank/         int8 copy of the full multivectors for the fast
                                       two-stage rerank (``pagelens.index.ann.fast_rerank``; a cache), and
                                       in ``tokens/`` its token-level first stage
-    root/<collection>/optimized.json  written by a complete ``optimize`` (optimizers, cache sync,
-                                      token index), removed before the next upsert: without it the
-                                      collection's search structures are stale (``search_status``)
+    root/<collection>/optimized.json  written by a complete ``optimize`` (Edge's segment optimizer,
+                                      cache sync, token index), removed before the next upsert
+                                      (``search_status``: ``segments_pending``)
     root/<collection>/rerank_stale    present while a failed rerank-cache append is not synced (the
                                       flag survives a restart); removed by the sync of ``repair``
 
@@ -36,13 +36,16 @@ prefetches until repaired. Measured: ``bench/README.md``.
   keep that analysis). Collections created before the text index existed lack the key:
   ``has_text_index`` is False and ``search_text`` raises ``TextIndexMissingError``.
 
-``search_status`` says whether those structures are current: ``optimized.json`` present, the rerank
-cache holding exactly Qdrant's point ids (an order-independent digest, ``pagelens.index.stores.search_status``), the
-token index built where due. A two-stage search of a stale collection stays exact (Qdrant's prefetch
-stands in for what is missing) and logs one WARNING; ``repair`` rebuilds what is stale.
+``search_status`` says whether those structures are current: the rerank cache holding exactly Qdrant's
+point ids (an order-independent digest, ``pagelens.index.stores.search_status``), the token and dedup
+indexes built where due, the plan measured; ``optimized.json`` (Edge's segment optimizer ran after the
+last write) only where Qdrant's pooled prefetch picks the candidates, else it is ``segments_pending``. A
+two-stage search of a stale collection stays exact (Qdrant's prefetch stands in for what is missing)
+and logs one WARNING; ``repair`` rebuilds what is stale.
 
 Shards are opened lazily and kept open; every shard call runs under one re-entrant lock, so the
-store may be shared by threads (calls are serialised). One process per ``root``: Edge locks a shard's
+store may be shared by threads (calls are serialised). Searches run their whole-collection first stage
+outside it, and ``upsert`` writes page by page behind them (``pagelens.index.stores.readers_first``). One process per ``root``: Edge locks a shard's
 write-ahead log only while it is open, and nothing else (creating, deleting, ``aliases.json``). With a
 ``lock`` (``pagelens.core.datadir.DataDirLock``, given by ``pagelens.index.stores.factory.open_store``) the store claims the
 data dir before it touches collection files, so a second process gets an error naming the first.
@@ -57,7 +60,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +90,7 @@ from pagelens.index.stores.filters import (
     validate_collection_name,
     validate_matrix,
 )
+from pagelens.index.stores.readers_first import DEFAULT_MAX_WAIT_S, ReadersFirst
 from pagelens.index.stores.search_status import (
     IdDigest,
     StaleWarnings,
@@ -115,32 +119,45 @@ from pagelens.core.types import (
     PagePoint,
 )
 
+Validated = tuple[str, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]  # id, full, rows, cols, payload
 
-def _edge_points(points: Sequence[PagePoint], dim: int,
-                 spec_version: int) -> tuple[list[Any], list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
-    """(Edge points, (id, full, rows, cols) for the rerank cache) of ``points``: vectors validated as
-    float32 [n, ``dim``] and handed to Edge as lists; with a text index (``spec_version`` > 0) the sparse
-    BM25 vector of ``payload["text"]`` in the page's language. Raises ``InvalidRequestError``."""
-    qe = _edge()
-    analyzer = TextAnalyzer(spec_version) if spec_version else None
-    edge_points = []
-    cached: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+
+def _validated(points: Sequence[PagePoint], dim: int) -> list[Validated]:
+    """(id, full, rows, cols, payload) of each point, vectors validated as float32 [n, ``dim``], before
+    anything is written. Raises ``InvalidRequestError``."""
+    out: list[Validated] = []
     for p in points:
         if not _valid_uuid(p.id):
             raise InvalidRequestError(f"point id {p.id!r} is not a UUID")
-        full = validate_matrix(p.embedding.full, dim, f"point {p.id} full")
-        rows = validate_matrix(p.embedding.rows, dim, f"point {p.id} rows")
-        cols = validate_matrix(p.embedding.cols, dim, f"point {p.id} cols")
-        vectors: dict[str, Any] = {FULL_VECTOR: full.tolist(), ROWS_VECTOR: rows.tolist(), COLS_VECTOR: cols.tolist()}
-        payload = dict(p.payload)
-        if analyzer is not None:  # empty text (scans without OCR) -> empty sparse vector: visual only
-            language = payload.get("language")
-            if analyzer.language_aware and not language:  # the indexer always sets it; else detect
-                language = detect_language(payload.get("text"))[0]
-            vectors[TEXT_VECTOR] = qe.SparseVector(*analyzer.encode_document(payload.get("text"), language))
-        edge_points.append(qe.Point(str(p.id), vectors, payload))
-        cached.append((str(p.id), full, rows, cols))
-    return edge_points, cached
+        out.append((str(p.id), validate_matrix(p.embedding.full, dim, f"point {p.id} full"),
+                    validate_matrix(p.embedding.rows, dim, f"point {p.id} rows"),
+                    validate_matrix(p.embedding.cols, dim, f"point {p.id} cols"), dict(p.payload)))
+    return out
+
+
+ROWS_PER_PIECE = 256  # token vectors converted to lists per GIL hold (~2 ms of the ~8 ms of a 1139-token page)
+
+
+def _edge_point(item: Validated, analyzer: TextAnalyzer | None, pause: Callable[[], None] = lambda: None) -> Any:
+    """Edge's point for a validated one: the vectors as Python lists (Edge takes them ~6x faster than numpy
+    arrays: 0.05 vs 0.29 s per 8 pages of 1139 x 128, measured 2026-12-06 on the 2-core Intel Xeon, load
+    ~7), converted ``ROWS_PER_PIECE`` rows at a time with ``pause()`` before each piece (searches first:
+    ``WriterTurn.wait``); with a text index (``analyzer``) the sparse BM25 vector of ``payload["text"]`` in
+    the page's language."""
+    qe = _edge()
+    pid, full, rows, cols, payload = item
+    full_list: list[list[float]] = []
+    for start in range(0, len(full), ROWS_PER_PIECE):
+        pause()
+        full_list += full[start : start + ROWS_PER_PIECE].tolist()
+    pause()
+    vectors: dict[str, Any] = {FULL_VECTOR: full_list, ROWS_VECTOR: rows.tolist(), COLS_VECTOR: cols.tolist()}
+    if analyzer is not None:  # empty text (scans without OCR) -> empty sparse vector: visual only
+        language = payload.get("language")
+        if analyzer.language_aware and not language:  # the indexer always sets it; else detect
+            language = detect_language(payload.get("text"))[0]
+        vectors[TEXT_VECTOR] = qe.SparseVector(*analyzer.encode_document(payload.get("text"), language))
+    return qe.Point(pid, vectors, payload)
 
 
 class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
@@ -148,7 +165,8 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
 
     ``full_datatype``: storage of the full multivectors, ``float32`` (default) or ``float16`` (half
     the disk and RAM; MaxSim scores differ by ~1e-3 on 128-d unit vectors).
-    ``batch_size``: points per Edge update operation.
+    ``write_max_wait_s``: before each page it writes, ``upsert`` waits until no search runs, at most
+    this long (``pagelens.index.stores.readers_first``).
     ``fast_rerank``: in ``two_stage`` search, pick the pages Qdrant rescores exactly with our int8
     MaxSim kernel over a cached, centred int8 copy of the full vectors (``pagelens.index.ann.fast_rerank``),
     following the collection's measured plan (module docstring); ``rerank_candidates``: how many pages
@@ -173,7 +191,6 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         self,
         root: Path,
         *,
-        batch_size: int = 64,
         full_datatype: Literal["float32", "float16"] = "float32",
         hnsw_m: int = 8,
         hnsw_ef_construct: int = 100,
@@ -189,6 +206,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         lock: DataDirLock | None = None,
         text_query_languages: str = "all",
         recall_target: float = 0.95,
+        write_max_wait_s: float = DEFAULT_MAX_WAIT_S,
     ) -> None:
         self.root = Path(root).expanduser()
         self.lock = lock  # the data dir's one-process lock (pagelens/core/datadir.py), claimed on first use
@@ -201,7 +219,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         self.search_threads = max(0, int(search_threads))  # threads a search's int8 kernels are split over (0: one per core)
         self._rerank: dict[str, RerankCache] = {}
         self._rerank_stale: set[str] = set()  # a cache append failed: Qdrant prefetches until a sync
-        self.batch_size = max(1, int(batch_size))
+        self.readers = ReadersFirst(write_max_wait_s)  # searches before writes (readers_first)
         self.wal_flush_bytes = max(1, int(wal_flush_bytes))
         self._unflushed: dict[str, int] = {}  # collection -> approx. bytes upserted since its last flush
         self.optimize_every_bytes = max(1, int(optimize_every_bytes))
@@ -335,54 +353,67 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
     # --- points --------------------------------------------------------------------------
 
     def upsert(self, collection: str, points: Sequence[PagePoint]) -> None:
-        """Insert or replace points, ``batch_size`` per update. Vectors: float32 [n, dim] each."""
-        qe = _edge()
+        """Insert or replace points. Vectors: float32 [n, dim] each. Validated first (a bad point writes
+        nothing); then page by page, searches first (``ReadersFirst``: before each piece of a page the
+        writer waits until no search runs, at most ``readers.max_wait_s`` per page): the page converted outside the lock, then
+        under it written to Qdrant and appended to the rerank cache, so a search never sees one without
+        the other."""
         with self._lock:
             _, manifest = self._require(collection)
             spec_version = self._text_version(collection)
-        # outside the lock (searches go on meanwhile): validation, the text analysis, and the vectors as
-        # Python lists, which Edge takes ~6x faster than numpy arrays (0.29 vs 0.05 s per 8 pages of
-        # 1139 x 128, measured 2026-12-06 on the 2-core Intel Xeon, load ~7)
-        edge_points, cached = _edge_points(points, manifest.dim, spec_version)
-        with self._lock:
-            shard, now = self._require(collection)
-            if now.dim != manifest.dim:  # deleted and made again meanwhile
-                raise InvalidRequestError(f"collection '{collection}' changed while its points were prepared: "
-                                          f"dim {manifest.dim} -> {now.dim}")
-            if edge_points:
-                self._upserts[collection] = self._upserts.get(collection, 0) + 1
-                self._unstamp(collection)  # before Qdrant has the points: a crash from here on leaves it stale
-            try:
-                for start in range(0, len(edge_points), self.batch_size):
-                    shard.update(qe.UpdateOperation.upsert_points(edge_points[start : start + self.batch_size]))
-            except BaseException:
-                self._live.pop(collection, None)  # some batches may be in: scroll again when needed
-                raise
-            live = self._live.get(collection)
-            if live is not None:
-                live.add(pid for pid, _, _, _ in cached)
-            self._languages.pop(collection, None)
-            new_bytes = sum(4 * (full.size + rows.size + cols.size) for _, full, rows, cols in cached)
-            self._unflushed[collection] = self._unflushed.get(collection, 0) + new_bytes
-            self._unoptimized[collection] = self._unoptimized.get(collection, 0) + new_bytes
-            if self._unoptimized[collection] >= self.optimize_every_bytes:
-                logger.info("optimizing %s after %.1f GB of new vectors (Edge has no background optimizer)",
-                            collection, self._unoptimized[collection] / 1e9)
-                self._optimize_locked(collection, shard)
-            elif self._unflushed[collection] >= self.wal_flush_bytes:
-                shard.flush()  # persists the segments and truncates the write-ahead log
-                self._unflushed[collection] = 0
-            if self.fast_rerank:  # after Qdrant: a point missing from the cache is scored by Qdrant
+        items = _validated(points, manifest.dim)
+        analyzer = TextAnalyzer(spec_version) if spec_version else None
+        for n, item in enumerate(items, 1):
+            turn = self.readers.turn()  # one wait budget per page, spent over its pieces
+            edge_point = _edge_point(item, analyzer, turn.wait)  # outside the lock: searches go on meanwhile
+            turn.wait()
+            with self._lock:
+                shard, now = self._require(collection)
+                if now.dim != manifest.dim:  # deleted and made again meanwhile
+                    raise InvalidRequestError(f"collection '{collection}' changed while its points were prepared: "
+                                              f"dim {manifest.dim} -> {now.dim}")
+                self._write_locked(collection, shard, edge_point, item[:4], last=n == len(items))
+        logger.debug("upserted %d points into %s", len(items), collection)
+
+    def _write_locked(self, collection: str, shard: Any, edge_point: Any,
+                      cached: tuple[str, np.ndarray, np.ndarray, np.ndarray], last: bool = True) -> None:
+        """One point into Qdrant, then the rerank cache; Edge's flush / optimizer when their byte
+        thresholds are passed. ``last``: the upsert's last point (where the crash tests pause: the
+        whole document in Qdrant, its last page not yet cached). Call under the lock."""
+        qe = _edge()
+        self._upserts[collection] = self._upserts.get(collection, 0) + 1
+        self._unstamp(collection)  # before Qdrant has the point: a crash from here on leaves it stale
+        try:
+            shard.update(qe.UpdateOperation.upsert_points([edge_point]))
+        except BaseException:
+            self._live.pop(collection, None)  # unknown whether it is in: scroll again when needed
+            raise
+        live = self._live.get(collection)
+        if live is not None:
+            live.add([cached[0]])
+        self._languages.pop(collection, None)
+        _, full, rows, cols = cached
+        new_bytes = 4 * (full.size + rows.size + cols.size)
+        self._unflushed[collection] = self._unflushed.get(collection, 0) + new_bytes
+        self._unoptimized[collection] = self._unoptimized.get(collection, 0) + new_bytes
+        if self._unoptimized[collection] >= self.optimize_every_bytes:
+            logger.info("optimizing %s after %.1f GB of new vectors (Edge has no background optimizer)",
+                        collection, self._unoptimized[collection] / 1e9)
+            self._optimize_locked(collection, shard)
+        elif self._unflushed[collection] >= self.wal_flush_bytes:
+            shard.flush()  # persists the segments and truncates the write-ahead log
+            self._unflushed[collection] = 0
+        if self.fast_rerank:  # after Qdrant: a point missing from the cache is scored by Qdrant
+            if last:
                 pause_point(self.pause_at, "cache_append")
-                try:
-                    self._rerank_file(collection).append(cached)
-                except OSError as exc:
-                    self._rerank_stale.add(collection)
-                    with contextlib.suppress(OSError):  # persisted (best effort: the failing disk may refuse it)
-                        (self._dir(collection) / RERANK_STALE_FILE).touch()
-                    logger.warning("could not cache vectors for the fast rerank of %s (%s); those pages "
-                                   "are reranked by Qdrant until `optimize` backfills them", collection, exc)
-            logger.debug("upserted %d points into %s", len(edge_points), collection)
+            try:
+                self._rerank_file(collection).append([cached])
+            except OSError as exc:
+                self._rerank_stale.add(collection)
+                with contextlib.suppress(OSError):  # persisted (best effort: the failing disk may refuse it)
+                    (self._dir(collection) / RERANK_STALE_FILE).touch()
+                logger.warning("could not cache vectors for the fast rerank of %s (%s); those pages "
+                               "are reranked by Qdrant until `optimize` backfills them", collection, exc)
 
     def delete_document(self, collection: str, doc_id: str) -> int:
         qe = _edge()

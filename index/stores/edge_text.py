@@ -92,7 +92,7 @@ class EdgeText(EdgeBase):
         if limit < 1:
             raise InvalidRequestError(f"limit must be >= 1, got {limit}")
         flt = to_edge_filter(page_filter)
-        with self._lock:
+        with self.readers.reading(), self._lock:  # writers step aside (readers_first)
             self._require(collection)
             version = self._text_version(collection)
             if not version:

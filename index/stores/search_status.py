@@ -1,8 +1,9 @@
 """Whether a collection's fast-search structures are current, and their repair.
 
 The fast two-stage search leans on structures built after the points are written: on Qdrant Edge the
-HNSW graphs of the pooled vectors (``optimize``: Edge has no background optimizer), the int8 rerank
-cache and, for large collections, its token index (``pagelens.index.ann.fast_rerank``, ``pagelens.index.ann.token_index``); on a
+int8 rerank cache and, for large collections, its token index, and, only where Qdrant's pooled prefetch
+picks the candidates (no torch, or the cache out of step), the HNSW graphs of the pooled vectors
+(``optimize``: Edge has no background optimizer, and its optimizer holds the GIL) (``pagelens.index.ann.fast_rerank``, ``pagelens.index.ann.token_index``); on a
 Qdrant server the HNSW graphs its background optimizer builds. An interruption (SIGKILL during the
 closing optimize, or between a Qdrant upsert and the rerank-cache append) can leave them missing or
 out of step with the points. Searches stay correct then (they fall back to Qdrant's prefetch), but
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 OPTIMIZE_PENDING = "optimize_pending"  # Edge: points written since the last complete optimize
 RERANK_CACHE = "rerank_cache"  # Edge: the int8 cache does not hold exactly the live point ids
 TOKEN_INDEX = "token_index"  # Edge: token index missing, behind the cache, or due for retraining
+DEDUP_INDEX = "dedup_index"  # Edge: the dedup index is due (to build, or behind the cache)
+SELF_CHECK = "self_check"  # Edge: the search plan was never measured, or the collection moved since
 SERVER_OPTIMIZING = "server_optimizing"  # server: status yellow (HNSW being built)
 SERVER_PENDING = "server_optimize_pending"  # server: status grey (optimizations pending, not running)
 SERVER_ERROR = "server_optimizer_error"  # server: status red / optimizer error
@@ -59,20 +62,26 @@ class SearchStatus:
     points: int = 0
     # the measured search plan (index/ann/self_check.py SearchPlan): a report, not part of the status' identity
     self_check: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # Edge: pages were written since Edge's segment optimizer last ran. Not a staleness while the int8
+    # cache picks the candidates (searches do not read what it builds); ``pagelens optimize`` runs it
+    segments_pending: bool = field(default=False, compare=False, hash=False)
 
     @classmethod
-    def of(cls, collection: str, reasons: Iterable[tuple[str, str]], points: int = 0) -> SearchStatus:
+    def of(cls, collection: str, reasons: Iterable[tuple[str, str]], points: int = 0,
+           segments_pending: bool = False) -> SearchStatus:
         """From (code, reason) pairs: current when there are none."""
         pairs = list(reasons)
         return cls(collection=collection, current=not pairs, stale=tuple(r for _, r in pairs),
-                   codes=tuple(c for c, _ in pairs), points=points)
+                   codes=tuple(c for c, _ in pairs), points=points, segments_pending=segments_pending)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"current": bool, "stale": [reason, ...], "self_check": {...}}`` (the API's
-        ``search_structures``; ``self_check`` only where the store measures its recall)."""
+        """``{"current": bool, "stale": [reason, ...], "self_check": {...}, "segments_pending": bool}``
+        (the API's ``search_structures``; ``self_check`` only where the store measures its recall)."""
         data: dict[str, Any] = {"current": self.current, "stale": list(self.stale)}
         if self.self_check is not None:
             data["self_check"] = self.self_check
+        if self.segments_pending:
+            data["segments_pending"] = True
         return data
 
 
