@@ -270,7 +270,7 @@ def test_a_job_ends_with_the_index_build_shown_as_progress(svc: Any, corpus: Pat
     assert [e for e, _ in events[-2:]] == ["optimize_start", "optimize_done"]
     assert events[-1][1]["collection"] == "opt" and events[-1][1]["seconds"] >= 0
     out = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "optimizing the index (HNSW graphs, token index)" in out
+    assert "updating the search structures" in out
     # nothing new, nothing to optimize
     events.clear()
     again = service.indexer.index("opt", inputs, progress=lambda e, i: events.append((e, i)), workers=0)

@@ -108,6 +108,7 @@ def test_healthz_and_searches_answer_throughout_an_upload_and_its_repair(tiny_mo
         assert job["status"] == "done" and job["documents_done"] == 16, job
         assert len(health) >= 20 and all(status == 200 for _, status in health)
         worst = max(seconds for seconds, _ in health)
+        print(f"/healthz during the upload: {len(health)} polls, slowest {worst * 1000:.1f} ms")
         slowest = sorted((round(seconds * 1000), i) for i, (seconds, _) in enumerate(health))[-5:]
         assert worst < HEALTHZ_BUDGET_S, (f"/healthz took {worst * 1000:.0f} ms during the upload (slowest "
                                           f"(ms, poll) of {len(health)}: {slowest})")
@@ -118,8 +119,6 @@ def test_healthz_and_searches_answer_throughout_an_upload_and_its_repair(tiny_mo
         assert info["pages"] == 38 and structures["current"] is True, structures
         assert structures["self_check"]["pages"] == 38  # the job's repair measured the grown collection
         assert structures["segments_pending"] is True  # ...and left Edge's segment optimizer alone
-        text = log.read_text()
-        assert "token index of c: built" in text
     finally:
         stop_serve(server)
 

@@ -68,7 +68,7 @@ class IndexProgress:
         elif event in ("document_done", "document_failed"):
             progress.advance(self._docs)
         elif event == "optimize_start":
-            self._optimize = progress.add_task("optimizing the index (HNSW graphs, token index)", total=None, rate="")
+            self._optimize = progress.add_task("updating the search structures", total=None, rate="")
         elif event == "optimize_done" and self._optimize is not None:
             progress.update(self._optimize, total=1, completed=1, rate=f"{float(info.get('seconds', 0)):.1f} s")
 
