@@ -81,13 +81,18 @@ def _spawn(limits: ChildLimits) -> subprocess.Popen[bytes]:
     # the child imports what this process imports (a checkout on sys.path, an editable install...)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     prefix = network_prefix() if limits.no_network else []
+    # the file-size limit and the read-only view are applied by the child itself, before it reads any request:
+    # a preexec_fn would make Popen fork this whole process (with its models) holding the GIL, 20-40 ms in
+    # which no other thread of a server runs (measured 2026-12-07, 2-core Intel Xeon); without one it spawns
+    # (vfork), ~1-4 ms. Built here too, so this process warns once where the kernel has no Landlock.
+    child_limits(0, 0, limits.max_file_bytes, writable=[] if limits.read_only else None)
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "pagelens.ingest.sandbox"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,
-        preexec_fn=child_limits(0, 0, limits.max_file_bytes, writable=[] if limits.read_only else None),
     )
     assert proc.stdin is not None and proc.stdout is not None
-    _write_msg(proc.stdin.fileno(), {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s})
+    _write_msg(proc.stdin.fileno(), {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s,
+                                     "max_file_bytes": limits.max_file_bytes, "read_only": limits.read_only})
     # its imports are done before the first page's time limit starts (a loaded machine: seconds)
     try:
         ready = _read_msg(proc.stdout.fileno(), time.monotonic() + STARTUP_TIMEOUT_S)
@@ -299,6 +304,10 @@ def _child() -> None:  # pragma: no cover - runs in the child process
     fd_in, fd_out = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
     sys.stdout = sys.stderr  # nothing else may write on the reply pipe
     init = _read_msg(fd_in)
+    confine = child_limits(0, 0, int(init.get("max_file_bytes") or 0),
+                           writable=[] if init.get("read_only") else None)
+    if confine is not None:  # before any request: the file-size limit and the read-only view (Landlock)
+        confine()
     cap = int(init["memory_mb"]) * 1024 * 1024
     if cap > 0:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))

@@ -127,8 +127,7 @@ def test_a_failed_cover_append_leaves_it_behind_and_searches_scan_until_optimize
 
     monkeypatch.setattr(DedupIndex, "append", broken)
     store.upsert("d", points[150:])
-    # pages are written one at a time: the first failure leaves the index behind, later pages skip it
-    assert caplog.text.count("could not add 1 pages to the dedup index") == 1
+    assert "could not add 50 pages to the dedup index" in caplog.text  # one write: no search ran meanwhile
     assert not store._rerank_file("d").dedup_ready()  # behind: the plan's stage falls back to the scan
     assert "dedup_index" in store.search_status("d").codes  # and the repair after the job catches it up
     for target in (3, 160, 199):  # the new pages are found all the same

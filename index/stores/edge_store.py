@@ -135,6 +135,7 @@ def _validated(points: Sequence[PagePoint], dim: int) -> list[Validated]:
     return out
 
 
+WRITE_BATCH = 64  # pages per Edge update and cache append while no search runs
 ROWS_PER_PIECE = 256  # token vectors converted to lists per GIL hold (~2 ms of the ~8 ms of a 1139-token page)
 
 
@@ -354,46 +355,53 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
 
     def upsert(self, collection: str, points: Sequence[PagePoint]) -> None:
         """Insert or replace points. Vectors: float32 [n, dim] each. Validated first (a bad point writes
-        nothing); then page by page, searches first (``ReadersFirst``: before each piece of a page the
-        writer waits until no search runs, at most ``readers.max_wait_s`` per page): the page converted outside the lock, then
-        under it written to Qdrant and appended to the rerank cache, so a search never sees one without
-        the other."""
+        nothing); then written searches first (``ReadersFirst``: before each piece of a page the writer
+        waits until no search runs, at most ``readers.max_wait_s`` per write): up to ``WRITE_BATCH``
+        pages per write while no search runs, one page per write while one does; each write converted
+        outside the lock, then under it written to Qdrant and appended to the rerank cache, so a search
+        never sees one without the other."""
         with self._lock:
             _, manifest = self._require(collection)
             spec_version = self._text_version(collection)
         items = _validated(points, manifest.dim)
         analyzer = TextAnalyzer(spec_version) if spec_version else None
-        for n, item in enumerate(items, 1):
-            turn = self.readers.turn()  # one wait budget per page, spent over its pieces
-            edge_point = _edge_point(item, analyzer, turn.wait)  # outside the lock: searches go on meanwhile
+        done = 0
+        while done < len(items):
+            turn = self.readers.turn()  # one wait budget per write, spent over the pieces of its pages
+            chunk: list[tuple[Any, Validated]] = []
+            while done < len(items) and len(chunk) < WRITE_BATCH:
+                chunk.append((_edge_point(items[done], analyzer, turn.wait), items[done]))  # outside the lock
+                done += 1
+                if self.readers.readers:  # a search runs: write what is converted, page by page from here
+                    break
             turn.wait()
             with self._lock:
                 shard, now = self._require(collection)
                 if now.dim != manifest.dim:  # deleted and made again meanwhile
                     raise InvalidRequestError(f"collection '{collection}' changed while its points were prepared: "
                                               f"dim {manifest.dim} -> {now.dim}")
-                self._write_locked(collection, shard, edge_point, item[:4], last=n == len(items))
+                self._write_locked(collection, shard, [p for p, _ in chunk], [item[:4] for _, item in chunk],
+                                   last=done == len(items))
         logger.debug("upserted %d points into %s", len(items), collection)
 
-    def _write_locked(self, collection: str, shard: Any, edge_point: Any,
-                      cached: tuple[str, np.ndarray, np.ndarray, np.ndarray], last: bool = True) -> None:
-        """One point into Qdrant, then the rerank cache; Edge's flush / optimizer when their byte
-        thresholds are passed. ``last``: the upsert's last point (where the crash tests pause: the
-        whole document in Qdrant, its last page not yet cached). Call under the lock."""
+    def _write_locked(self, collection: str, shard: Any, edge_points: list[Any],
+                      cached: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], last: bool = True) -> None:
+        """Points into Qdrant (one update), then the rerank cache; Edge's flush / optimizer when their
+        byte thresholds are passed. ``last``: the upsert's last write (where the crash tests pause: the
+        whole document in Qdrant, not yet all cached). Call under the lock."""
         qe = _edge()
         self._upserts[collection] = self._upserts.get(collection, 0) + 1
-        self._unstamp(collection)  # before Qdrant has the point: a crash from here on leaves it stale
+        self._unstamp(collection)  # before Qdrant has the points: a crash from here on leaves it stale
         try:
-            shard.update(qe.UpdateOperation.upsert_points([edge_point]))
+            shard.update(qe.UpdateOperation.upsert_points(edge_points))
         except BaseException:
-            self._live.pop(collection, None)  # unknown whether it is in: scroll again when needed
+            self._live.pop(collection, None)  # unknown whether they are in: scroll again when needed
             raise
         live = self._live.get(collection)
         if live is not None:
-            live.add([cached[0]])
+            live.add(pid for pid, _, _, _ in cached)
         self._languages.pop(collection, None)
-        _, full, rows, cols = cached
-        new_bytes = 4 * (full.size + rows.size + cols.size)
+        new_bytes = sum(4 * (full.size + rows.size + cols.size) for _, full, rows, cols in cached)
         self._unflushed[collection] = self._unflushed.get(collection, 0) + new_bytes
         self._unoptimized[collection] = self._unoptimized.get(collection, 0) + new_bytes
         if self._unoptimized[collection] >= self.optimize_every_bytes:
@@ -407,7 +415,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
             if last:
                 pause_point(self.pause_at, "cache_append")
             try:
-                self._rerank_file(collection).append([cached])
+                self._rerank_file(collection).append(cached)
             except OSError as exc:
                 self._rerank_stale.add(collection)
                 with contextlib.suppress(OSError):  # persisted (best effort: the failing disk may refuse it)

@@ -98,3 +98,23 @@ def test_the_network_namespace_prefixes_still_start_under_the_guard(prefix: list
     proc = subprocess.run([*prefix, "sh", "-c", "echo ran"], capture_output=True, text=True, timeout=30,
                           preexec_fn=child_limits(0, 0, 0, writable=[]))
     assert proc.returncode == 0 and proc.stdout.strip() == "ran", proc.stderr
+
+
+def test_the_rendering_child_confines_itself_before_its_first_request() -> None:
+    """The PDF child is spawned without a ``preexec_fn`` (no fork of the parent holding the GIL) and applies
+    the file-size limit and the read-only view itself, before it answers ready: Landlock sets no_new_privs."""
+    from pagelens.ingest import sandbox
+
+    proc = sandbox._spawn(sandbox.ChildLimits(max_file_bytes=5_000_000, read_only=True))
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        assert "NoNewPrivs:\t1" in status
+        assert any(line.startswith("Max file size") and "5000000" in line for line in limits.splitlines())
+    finally:
+        sandbox._kill(proc)
+    open_child = sandbox._spawn(sandbox.ChildLimits())  # no limits asked: none applied
+    try:
+        assert "NoNewPrivs:\t0" in Path(f"/proc/{open_child.pid}/status").read_text()
+    finally:
+        sandbox._kill(open_child)
