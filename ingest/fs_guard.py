@@ -69,12 +69,8 @@ def _write_rights(abi: int) -> int:
     return rights
 
 
-def write_guard(writable: Sequence[Path], sockets_in: Sequence[Path] = ()) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that confines the child's writes to ``writable`` (folders) and ``/dev/null`` and, with
-    Landlock ABI >= 4, forbids TCP connect and bind; None where the kernel has no Landlock (warned once,
-    with the fix). Under ``sockets_in`` (existing folders) it may also create Unix socket files, and nothing
-    else (LibreOffice binds its single-instance pipe in /tmp whatever TMPDIR says). The rule set is prepared
-    here, in the parent; the child only opens the folders and makes three system calls."""
+def landlock_available() -> int:
+    """The kernel's Landlock ABI (0: none, then warned once per process, with the fix)."""
     abi = landlock_abi()
     if abi <= 0:
         with _lock:
@@ -84,6 +80,17 @@ def write_guard(writable: Sequence[Path], sockets_in: Sequence[Path] = ()) -> Ca
             log.warning("untrusted files are parsed by child processes that may WRITE ANYWHERE this user may: this "
                         "kernel has no Landlock (Linux >= 5.13 with 'landlock' in its lsm= boot list). To give "
                         "them a read-only view of the filesystem, run pagelens on such a kernel")
+    return abi
+
+
+def write_guard(writable: Sequence[Path], sockets_in: Sequence[Path] = ()) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that confines the child's writes to ``writable`` (folders) and ``/dev/null`` and, with
+    Landlock ABI >= 4, forbids TCP connect and bind; None where the kernel has no Landlock (warned once,
+    with the fix). Under ``sockets_in`` (existing folders) it may also create Unix socket files, and nothing
+    else (LibreOffice binds its single-instance pipe in /tmp whatever TMPDIR says). The rule set is prepared
+    here, in the parent; the child only opens the folders and makes three system calls."""
+    abi = landlock_available()
+    if abi <= 0:
         return None
     fs_rights = _write_rights(abi)
     file_rights = _WRITE_FILE | (_TRUNCATE if abi >= 3 else 0)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pagelens.ingest.words import WordBoxes
 
+from pagelens.ingest.fs_guard import landlock_available
 from pagelens.ingest.isolation import child_limits, network_prefix
 
 logger = logging.getLogger(__name__)
@@ -84,8 +85,9 @@ def _spawn(limits: ChildLimits) -> subprocess.Popen[bytes]:
     # the file-size limit and the read-only view are applied by the child itself, before it reads any request:
     # a preexec_fn would make Popen fork this whole process (with its models) holding the GIL, 20-40 ms in
     # which no other thread of a server runs (measured 2026-12-07, 2-core Intel Xeon); without one it spawns
-    # (vfork), ~1-4 ms. Built here too, so this process warns once where the kernel has no Landlock.
-    child_limits(0, 0, limits.max_file_bytes, writable=[] if limits.read_only else None)
+    # (vfork), ~1-4 ms. Where the kernel has no Landlock, this process (whose log is read) warns once.
+    if limits.read_only:
+        landlock_available()
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "pagelens.ingest.sandbox"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,

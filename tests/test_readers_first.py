@@ -15,13 +15,13 @@ from test_search_status import manifest
 
 def test_a_writer_waits_for_the_searches_in_flight_and_no_longer_than_its_budget() -> None:
     gate = ReadersFirst(max_wait_s=30)
-    gate.writer_turn()  # nobody reading: at once
+    gate.turn().wait()  # nobody reading: at once
     assert (gate.turns, gate.forced) == (1, 0)
 
     done = threading.Event()
     with gate.reading():
         assert gate.readers == 1
-        writer = threading.Thread(target=lambda: (gate.writer_turn(), done.set()))
+        writer = threading.Thread(target=lambda: (gate.turn().wait(), done.set()))
         writer.start()
         assert not done.wait(0.3)  # held back while the search runs
     assert done.wait(10)  # the search ended: the writer goes on at once

@@ -6,32 +6,22 @@ segment optimizer (it holds the Python GIL, so it would stall every request: ``Q
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import pymupdf
 import pytest
 from api_helpers import start_serve, stop_serve
+from test_batch import make_pdf
 
 HEALTHZ_BUDGET_S = 0.100  # issue 26.3: /healthz within 100 ms throughout
 
 
 def _pdfs(folder: Path, n: int, pages: int = 2) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        doc = pymupdf.open()
-        for p in range(pages):
-            page = doc.new_page(width=300, height=400)
-            page.insert_text((40, 60), f"upload {i} page {p}: invoice total {i * 37 + p}")
-        path = folder / f"doc{i:03d}.pdf"
-        doc.save(path)
-        doc.close()
-        out.append(path)
-    return out
+    return [make_pdf(folder / f"doc{i:03d}.pdf", pages, f"upload {i}: invoice total {i * 37}") for i in range(n)]
 
 
 def _wait_job(base: str, job_id: str, timeout_s: float = 300) -> dict:
@@ -129,7 +119,5 @@ def test_healthz_and_searches_answer_throughout_an_upload_and_its_repair(tiny_mo
     runner = CliRunner()
     result = runner.invoke(app, ["optimize", "-c", "c", "--json"], env=env)
     assert result.exit_code == 0, result.output
-    import json
-
     [entry] = json.loads(result.stdout)["collections"]
     assert entry["after"]["current"] is True and "segments_pending" not in entry["after"]

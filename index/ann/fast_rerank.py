@@ -766,14 +766,12 @@ class RerankCache:
             self._load()
             if self.dedup.covered > len(self._ids):  # covers records the cache lost (a crash)
                 self.dedup.clear()
-            declined = self.dedup.declined()
-            if declined is not None and len(self._ids) < 2 * int(declined.get("records", 0)):
+            if not self.dedup_staleness():
                 return ""
             first, n_records = self.dedup.covered, len(self._ids)
-            if first >= n_records or self._codec is None:
-                return ""
             full, _, _, _ = self._views()
             generation, codec, dim = self._generation, self._codec, self._dim or 1
+            assert codec is not None  # dedup_staleness found work: the cache has codes
             spans = [(self._starts[r], self._lens[r]) for r in range(first, n_records)]
         centre, scale = codec
         empty = np.zeros((0, dim), dtype=np.int8)

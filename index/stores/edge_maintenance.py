@@ -118,6 +118,7 @@ class EdgeMaintenance(EdgeBase):
         n_points = int(shard.count(qe.CountRequest(exact=True)))
         reasons: list[tuple[str, str]] = []
         segments_pending = bool(n_points) and (not self._is_stamped(name) or bool(self._unoptimized.get(name)))
+        out_of_step = False  # the int8 cache does not hold exactly Qdrant's points
         if self.fast_rerank:
             cache = self._rerank_file(name)
             live = self._live_ids(name, shard)
@@ -132,7 +133,8 @@ class EdgeMaintenance(EdgeBase):
                 why = self._token_staleness(cache)
                 if why:
                     reasons.append((TOKEN_INDEX, why))
-            if not any(code == RERANK_CACHE for code, _ in reasons):
+            out_of_step = any(code == RERANK_CACHE for code, _ in reasons)
+            if not out_of_step:
                 why = cache.dedup_staleness()
                 if why:
                     reasons.append((DEDUP_INDEX, why))
@@ -143,7 +145,7 @@ class EdgeMaintenance(EdgeBase):
                                     "the search plan was not measured yet"))
         # Edge's segment optimizer (HNSW graphs of the pooled vectors, merged segments) serves only Qdrant's
         # pooled prefetch: the search path without the int8 cache, or while the cache is out of step
-        if segments_pending and (not self.fast_rerank or any(code == RERANK_CACHE for code, _ in reasons)):
+        if segments_pending and (not self.fast_rerank or out_of_step):
             reasons.insert(0, (OPTIMIZE_PENDING, "not optimized since pages were last written (the HNSW graphs "
                                "of the pooled vectors, which Qdrant's prefetch uses, may be missing or incomplete)"))
         status = SearchStatus.of(name, reasons, n_points, segments_pending=segments_pending)

@@ -60,7 +60,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,23 +136,16 @@ def _validated(points: Sequence[PagePoint], dim: int) -> list[Validated]:
 
 
 WRITE_BATCH = 64  # pages per Edge update and cache append while no search runs
-ROWS_PER_PIECE = 256  # token vectors converted to lists per GIL hold (~2 ms of the ~8 ms of a 1139-token page)
 
 
-def _edge_point(item: Validated, analyzer: TextAnalyzer | None, pause: Callable[[], None] = lambda: None) -> Any:
+def _edge_point(item: Validated, analyzer: TextAnalyzer | None) -> Any:
     """Edge's point for a validated one: the vectors as Python lists (Edge takes them ~6x faster than numpy
     arrays: 0.05 vs 0.29 s per 8 pages of 1139 x 128, measured 2026-12-06 on the 2-core Intel Xeon, load
-    ~7), converted ``ROWS_PER_PIECE`` rows at a time with ``pause()`` before each piece (searches first:
-    ``WriterTurn.wait``); with a text index (``analyzer``) the sparse BM25 vector of ``payload["text"]`` in
-    the page's language."""
+    ~7); with a text index (``analyzer``) the sparse BM25 vector of ``payload["text"]`` in the page's
+    language."""
     qe = _edge()
     pid, full, rows, cols, payload = item
-    full_list: list[list[float]] = []
-    for start in range(0, len(full), ROWS_PER_PIECE):
-        pause()
-        full_list += full[start : start + ROWS_PER_PIECE].tolist()
-    pause()
-    vectors: dict[str, Any] = {FULL_VECTOR: full_list, ROWS_VECTOR: rows.tolist(), COLS_VECTOR: cols.tolist()}
+    vectors: dict[str, Any] = {FULL_VECTOR: full.tolist(), ROWS_VECTOR: rows.tolist(), COLS_VECTOR: cols.tolist()}
     if analyzer is not None:  # empty text (scans without OCR) -> empty sparse vector: visual only
         language = payload.get("language")
         if analyzer.language_aware and not language:  # the indexer always sets it; else detect
@@ -355,8 +348,8 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
 
     def upsert(self, collection: str, points: Sequence[PagePoint]) -> None:
         """Insert or replace points. Vectors: float32 [n, dim] each. Validated first (a bad point writes
-        nothing); then written searches first (``ReadersFirst``: before each piece of a page the writer
-        waits until no search runs, at most ``readers.max_wait_s`` per write): up to ``WRITE_BATCH``
+        nothing); then written searches first (``ReadersFirst``: before each page the writer waits until
+        no search runs, at most ``readers.max_wait_s`` per write): up to ``WRITE_BATCH``
         pages per write while no search runs, one page per write while one does; each write converted
         outside the lock, then under it written to Qdrant and appended to the rerank cache, so a search
         never sees one without the other."""
@@ -367,10 +360,11 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         analyzer = TextAnalyzer(spec_version) if spec_version else None
         done = 0
         while done < len(items):
-            turn = self.readers.turn()  # one wait budget per write, spent over the pieces of its pages
+            turn = self.readers.turn()  # one wait budget per write, spent over its pages
             chunk: list[tuple[Any, Validated]] = []
             while done < len(items) and len(chunk) < WRITE_BATCH:
-                chunk.append((_edge_point(items[done], analyzer, turn.wait), items[done]))  # outside the lock
+                turn.wait()
+                chunk.append((_edge_point(items[done], analyzer), items[done]))  # outside the lock
                 done += 1
                 if self.readers.readers:  # a search runs: write what is converted, page by page from here
                     break

@@ -20,15 +20,16 @@ DEFAULT_MAX_WAIT_S = 0.25  # the longest a writer waits for searches to finish, 
 
 
 class ReadersFirst:
-    """Counts the searches in flight; ``writer_turn`` waits until there are none (bounded). Thread-safe."""
+    """Counts the searches in flight; a writer's ``turn().wait()`` waits until there are none (bounded).
+    Thread-safe."""
 
     def __init__(self, max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
         self.max_wait_s = max(0.0, float(max_wait_s))
         self._cond = threading.Condition()
         self._readers = 0
         self.waited_s = 0.0  # writers' total wait (seconds), for benches and tests
-        self.turns = 0  # writer turns taken
-        self.forced = 0  # turns taken at the bound with searches still running
+        self.turns = 0  # writer waits made (``WriterTurn.wait`` calls)
+        self.forced = 0  # write steps that went on at the bound with searches still running
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -48,18 +49,14 @@ class ReadersFirst:
         """Searches in flight now."""
         return self._readers
 
-    def writer_turn(self) -> None:
-        """Wait until no search runs, or ``max_wait_s`` passed; call before each GIL-heavy write step."""
-        self.turn().wait()
-
     def turn(self) -> WriterTurn:
-        """A budget of ``max_wait_s`` shared by the pieces of one write step (``WriterTurn.wait`` before each)."""
+        """A budget of ``max_wait_s`` shared by the pages of one write (``WriterTurn.wait`` before each)."""
         return WriterTurn(self)
 
 
 class WriterTurn:
-    """One write step's wait budget: ``wait`` before each piece of the step; together they wait at most
-    the gate's ``max_wait_s``, after which the pieces go on while searches run."""
+    """One write's wait budget: ``wait`` before each page of the write; together they wait at most the
+    gate's ``max_wait_s``, after which the write goes on while searches run."""
 
     def __init__(self, gate: ReadersFirst) -> None:
         self.gate = gate
