@@ -7,10 +7,16 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
+import pytest
+from pagelens.index.ann.fast_rerank import RerankCache, RerankView, ScanView
 from pagelens.index.stores.edge_store import QdrantEdgeStore
 from pagelens.index.stores.readers_first import ReadersFirst
-from test_fast_rerank import planted_corpus
+from test_fast_rerank import edge_with, planted_corpus
 from test_search_status import manifest
+from test_token_index import Corpus, edge_points
+
+from pagelens.core.errors import CollectionNotFoundError
 
 
 def test_a_writer_waits_for_the_searches_in_flight_and_no_longer_than_its_budget() -> None:
@@ -53,4 +59,114 @@ def test_upsert_writes_nothing_while_a_search_runs_then_every_page_with_its_cach
     status = store.search_status("c")
     assert "rerank_cache" not in status.codes  # Qdrant and the cache were written together
     assert store.readers.forced == 0 and store.readers.turns >= 8
+    store.close()
+
+
+def _lock_is_free(store: QdrantEdgeStore) -> bool:
+    """Whether another thread can take the store's lock now (a search thread holding it would block it)."""
+    got: list[bool] = []
+
+    def take() -> None:
+        ok = store._lock.acquire(timeout=5)
+        got.append(ok)
+        if ok:
+            store._lock.release()
+
+    t = threading.Thread(target=take)
+    t.start()
+    t.join(10)
+    return got == [True]
+
+
+@pytest.mark.parametrize("first_stage", ["scan", "pooled", "dedup"])
+def test_a_search_runs_its_kernels_and_qdrants_call_outside_the_store_lock_while_a_page_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_stage: str
+) -> None:
+    """The first stage, the int8 rerank and Qdrant's exact stage each run while another thread can take
+    the store's lock; an upsert made during the rerank lands, and the search still returns exact MaxSim's
+    top pages of what it started on."""
+    corpus = Corpus(36, seed=3, noise=0.1)  # near-duplicate tokens: worth a dedup index
+    points = edge_points(corpus)
+    store = edge_with(tmp_path, points[:30], first_stage, rerank_candidates=4, write_max_wait_s=0.01)
+    if first_stage == "dedup":
+        store._rerank_file("fast").ensure_dedup_index()
+        assert store._rerank_file("fast").dedup_ready()
+    free: dict[str, bool] = {}
+    written: list[int] = []
+    real_best, real_maxsim, real_exact = ScanView.best, RerankView.maxsim, store._exact_hits
+    real_pooled = RerankCache.pooled_search
+
+    def write_a_page() -> None:
+        if not written:  # a page written in the middle of the search
+            writer = threading.Thread(target=lambda: store.upsert("fast", points[30:31]))
+            writer.start()
+            writer.join(30)
+            written.append(store.count("fast"))
+
+    def best(self: ScanView, query: np.ndarray, m: int) -> list[str]:
+        free.setdefault(f"first stage ({first_stage})", _lock_is_free(store))
+        write_a_page()
+        return real_best(self, query, m)
+
+    def pooled_search(self: RerankCache, device: str = "cpu") -> object:
+        search = real_pooled(self, device)
+
+        def run(query: np.ndarray, k: int) -> list[str]:
+            free.setdefault("first stage (pooled)", _lock_is_free(store))
+            write_a_page()
+            return search(query, k)
+
+        return run
+
+    def maxsim(self: RerankView, query: np.ndarray, device: str = "cpu") -> np.ndarray:
+        free.setdefault("int8 rerank", _lock_is_free(store))
+        return real_maxsim(self, query, device)
+
+    def exact_hits(*args: object, **kwargs: object) -> object:
+        free.setdefault("exact stage", _lock_is_free(store))
+        return real_exact(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ScanView, "best", best)
+    monkeypatch.setattr(RerankCache, "pooled_search", pooled_search)
+    monkeypatch.setattr(RerankView, "maxsim", maxsim)
+    monkeypatch.setattr(store, "_exact_hits", exact_hits)
+    q = corpus.query(7)
+    exact = store.search("fast", q, 3, mode="exact")
+    free.clear()
+    got = store.search("fast", q, 3)
+    steps = {f"first stage ({first_stage})": True, "exact stage": True}
+    if first_stage != "scan":  # the scan's ranking is already int8 MaxSim of every page: no second pass
+        steps["int8 rerank"] = True
+    assert free == steps
+    assert written == [31]  # the write went through while the search ran
+    assert [h.id for h in got] == [h.id for h in exact]  # the new page is not among them (the planted query's)
+    store.close()
+
+
+def test_a_search_survives_a_close_and_reports_a_deletion_that_happen_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Qdrant's exact stage runs outside the lock: a ``close`` meanwhile (the store reopens lazily) is
+    answered by the collection's new shard; a ``delete_collection`` meanwhile is a clear not-found error."""
+    points, queries = planted_corpus(30)
+    store = edge_with(tmp_path, points, "pooled", rerank_candidates=4)
+    exact = [h.id for h in store.search("fast", queries[1], 3, mode="exact")]
+    real_maxsim = RerankView.maxsim
+    action: list[str] = ["close"]
+
+    def maxsim(self: RerankView, query: np.ndarray, device: str = "cpu") -> np.ndarray:
+        action.append("ran")
+        if action[0] == "close":
+            store.close()
+        else:
+            store.delete_collection("fast")
+        return real_maxsim(self, query, device)
+
+    monkeypatch.setattr(RerankView, "maxsim", maxsim)
+    assert [h.id for h in store.search("fast", queries[1], 3)] == exact
+    assert action == ["close", "ran"]
+    action[0] = "delete"
+    with pytest.raises(CollectionNotFoundError):
+        store.search("fast", queries[1], 3)
+    assert action == ["delete", "ran", "ran"]
     store.close()

@@ -179,7 +179,7 @@ def test_the_token_path_tops_up_from_the_pooled_hnsw_when_it_finds_fewer_than_k(
         return [pid(17)]
 
     monkeypatch.setattr(cache, "token_index_ready", lambda: True)
-    monkeypatch.setattr(cache, "token_candidates", one_candidate)
+    monkeypatch.setattr(cache, "token_search", lambda *a, **k: one_candidate)
     q = corpus.query(17)
     fast = store.search("tok", q, 8, mode="two_stage", prefetch_limit=120)
     exact = store.search("tok", q, 8, mode="exact")

@@ -337,13 +337,19 @@ def test_edge_searches_take_candidates_from_the_token_index_and_return_exact_res
     cache = store._rerank_file("tok")
     assert cache.token_index_ready()
     calls: list[int] = []
-    real = cache.token_candidates
+    real = cache.token_search
 
-    def counting(query: np.ndarray, m: int, **kwargs: object) -> list[str]:
-        calls.append(m)
-        return real(query, m, **kwargs)  # type: ignore[arg-type]
+    def counting_search(*args: object, **kwargs: object) -> object:
+        search = real(*args, **kwargs)  # type: ignore[arg-type]
+        assert search is not None
 
-    monkeypatch.setattr(cache, "token_candidates", counting)
+        def counting(query: np.ndarray, m: int) -> list[str]:
+            calls.append(m)
+            return search(query, m)
+
+        return counting
+
+    monkeypatch.setattr(cache, "token_search", counting_search)
     for target in (3, 150, 333):
         q = corpus.query(target)
         got = store.search("tok", q, limit=5, mode="two_stage")

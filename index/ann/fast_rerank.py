@@ -38,7 +38,9 @@ Qdrant's own prefetch and rerank until ``QdrantEdgeStore.optimize`` backfills it
 left in it is dropped by Qdrant's exact stage. ``optimize`` also compacts the files once dead records
 outnumber live ones. A cache in the earlier bfloat16 layout (``vectors.bf16``) is deleted when
 opened, and rebuilt the same way. One writer process per Edge root (as Edge itself); calls are serialised by the
-store's lock, except a search's whole-collection ranking, which reads a ``ScanView`` taken under it.
+store's lock, except a search's kernels: the first stage and the int8 rerank read views taken under
+it (``ScanView``, ``RerankView``, ``token_search``, ``pooled_search``: references to the files, id list
+and live mask of that moment, which appends, deletions and compactions replace and never change).
 """
 
 from __future__ import annotations
@@ -227,6 +229,67 @@ class ScanView:
         top = cand[np.argpartition(-scores[cand], k - 1)[:k]] if k < len(cand) else cand
         picked = sorted(top.tolist(), key=lambda c: (-float(scores[c]), self.ids[recs[c]]))
         return [self.ids[recs[c]] for c in picked]
+
+
+@dataclass(frozen=True)
+class RerankView:
+    """What the int8 rerank of some candidate pages reads, fixed at one moment (``RerankCache.rerank_view``),
+    so that it runs outside the store's lock like ``ScanView``: ``codes`` is the memmap of that moment
+    (appends map a new one; a compaction writes new files; this one keeps its data), ``spans`` were
+    read from the index at the same moment.
+
+    codes: int8 torch [rows, dim] in the cache's codec (``centre + scale * codes``; None when no page is
+    held); ``ids``: the candidates held, page ``ids[i]`` owns rows ``spans[i] = (first row, n_rows)``;
+    ``missing``: the candidates the cache does not hold (Qdrant scores them)."""
+
+    codes: Any
+    ids: list[str]
+    spans: list[tuple[int, int]]
+    missing: list[str]
+    centre: np.ndarray
+    scale: float
+    workers: int = 1
+
+    def maxsim(self, query: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Approximate MaxSim of ``query`` [n_q, dim] float32 against each page of ``ids``: float32
+        [len(ids)], on the MaxSim scale (the centre's term added back). The centred int8 codes meet an
+        int8 copy of the query in int32 (``segment_maxsim``); the errors (both roundings) only choose
+        which pages Qdrant then scores exactly. ``device``: "cpu", or a CUDA device (there the codes
+        are widened to bfloat16). Chunks of pages go to ``workers`` threads (``run_chunks``)."""
+        import torch
+
+        spans, full, scale = self.spans, self.codes, self.scale
+        out = np.empty(len(spans), dtype=np.float32)
+        if not spans:
+            return out
+        bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ self.centre)
+        workers = self.workers if device == "cpu" else 1
+        step = max(1, chunk_rows(sum(n for _, n in spans), workers) // max(1, max(n for _, n in spans)))
+        if device != "cpu":
+            q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device=device, dtype=torch.bfloat16)
+        else:
+            qi, qs = quantize_query(query)
+
+        def score(s0: int) -> None:
+            chunk = spans[s0 : s0 + step]
+            with torch.inference_mode():
+                x = torch.cat([full[start : start + n] for start, n in chunk])  # [rows, dim] int8
+                offsets = np.concatenate([[0], np.cumsum([n for _, n in chunk])]).astype(np.int64)
+                if device == "cpu":
+                    out[s0 : s0 + len(chunk)] = segment_maxsim(qi, qs, x, offsets, scale, bias)
+                else:  # bf16 holds the int8 codes exactly
+                    sim = (q @ x.to(device).to(torch.bfloat16).T).float().cpu().numpy()
+                    best = np.maximum.reduceat(sim, offsets[:-1], axis=1)
+                    out[s0 : s0 + len(chunk)] = best.sum(axis=0) * scale + bias
+
+        run_chunks(score, list(range(0, len(spans), step)), workers)
+        return out
+
+    def best(self, query: np.ndarray, keep: int, device: str = "cpu") -> list[str]:
+        """The ``keep`` held pages the int8 rerank scores best for ``query`` (all of them when no more),
+        best first, then every missing one."""
+        chosen = top_candidates(self.maxsim(query, device), self.ids, keep) if len(self.ids) > keep else list(self.ids)
+        return chosen + self.missing
 
 
 class RerankCache:
@@ -620,43 +683,22 @@ class RerankCache:
 
     def maxsim(self, query: np.ndarray, ids: Sequence[str], device: str = "cpu") -> np.ndarray:
         """Approximate MaxSim of ``query`` [n_q, dim] float32 against the full vectors of each page of
-        ``ids`` (all held here, see ``split``): float32 [len(ids)], on the MaxSim scale (the centre's
-        term added back). The centred int8 codes meet an int8 copy of the query in int32
-        (``segment_maxsim``); the errors (both roundings) only choose which pages Qdrant then scores
-        exactly. ``device``: "cpu", or a CUDA device (there the codes are widened to bfloat16)."""
-        import torch
+        ``ids`` (all held here, see ``split``): float32 [len(ids)] (``RerankView.maxsim``)."""
+        return self.rerank_view(ids).maxsim(query, device)
 
+    def rerank_view(self, ids: Sequence[str]) -> RerankView:
+        """What the int8 rerank of ``ids`` reads, as of now (``RerankView``: the pages held here, in the
+        given order, and those missing), their rows asked into the page cache (``_read_ahead``). Take it
+        under the store's lock; score with it outside."""
         index = self._load()
-        out = np.empty(len(ids), dtype=np.float32)
-        if not ids:
-            return out
+        held = [i for i in ids if i in index]
+        missing = [i for i in ids if i not in index]
+        if not held or self._codec is None:
+            return RerankView(None, [], [], missing, np.zeros(0, dtype=np.float32), 1.0, self.workers)
         full, _, _, _ = self._views()
-        assert self._codec is not None
-        centre, scale = self._codec
-        bias = float(np.asarray(query, dtype=np.float32).sum(axis=0) @ centre)
-        spans = [(self._starts[index[i]], self._lens[index[i]]) for i in ids]
+        spans = [(self._starts[index[i]], self._lens[index[i]]) for i in held]
         self._read_ahead(spans)
-        workers = self.workers if device == "cpu" else 1
-        step = max(1, chunk_rows(sum(n for _, n in spans), workers) // max(1, max(n for _, n in spans)))
-        if device != "cpu":
-            q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device=device, dtype=torch.bfloat16)
-        else:
-            qi, qs = quantize_query(query)
-
-        def score(s0: int) -> None:
-            chunk = spans[s0 : s0 + step]
-            with torch.inference_mode():
-                x = torch.cat([full[start : start + n] for start, n in chunk])  # [rows, dim] int8
-                offsets = np.concatenate([[0], np.cumsum([n for _, n in chunk])]).astype(np.int64)
-                if device == "cpu":
-                    out[s0 : s0 + len(chunk)] = segment_maxsim(qi, qs, x, offsets, scale, bias)
-                else:  # bf16 holds the int8 codes exactly
-                    sim = (q @ x.to(device).to(torch.bfloat16).T).float().cpu().numpy()
-                    best = np.maximum.reduceat(sim, offsets[:-1], axis=1)
-                    out[s0 : s0 + len(chunk)] = best.sum(axis=0) * scale + bias
-
-        run_chunks(score, list(range(0, len(spans), step)), workers)
-        return out
+        return RerankView(full, held, spans, missing, self._codec[0], self._codec[1], self.workers)
 
     def scan(self, query: np.ndarray, m: int) -> list[str]:
         """The ``m`` live pages with the best approximate MaxSim for ``query`` [n_q, dim] over the WHOLE
@@ -690,29 +732,38 @@ class RerankCache:
         """Brute-force MaxSim of ``query`` [n_q, dim] on every live page's row means and, separately,
         column means (bf16); returns the union of the top ``k`` by rows and the top ``k`` by cols
         (what Qdrant's two pooled prefetches return, without HNSW's approximation)."""
-        import torch
+        return self.pooled_search(device)(query, k)
 
+    def pooled_search(self, device: str = "cpu") -> Callable[[np.ndarray, int], list[str]]:
+        """``pooled_candidates`` over the pooled vectors and live records of now: a function (query, k) ->
+        ids to call outside the store's lock. Take it under the lock."""
         _, _, pooled, live = self._views()
-        if pooled is None or not len(self._load()):
-            return []
-        n = pooled.shape[0]
-        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device=device, dtype=torch.bfloat16)
-        scores = torch.empty((n, 2), dtype=torch.float32)
-        with torch.inference_mode():
-            for s0 in range(0, n, POOLED_CHUNK_PAGES):
-                x = pooled[s0 : s0 + POOLED_CHUNK_PAGES].to(device)  # [C, 2W, dim], contiguous
-                c = x.shape[0]
-                sim = (q @ x.reshape(-1, x.shape[-1]).T).float()  # [n_q, C*2W] (fp32 max: see maxsim)
-                best = sim.view(q.shape[0], c, 2, POOLED_WIDTH).amax(dim=3)  # [n_q, C, 2]
-                scores[s0 : s0 + c] = best.sum(dim=0).cpu()
-            scores[~live] = float("-inf")
-            k = min(k, len(self._load()))
-            picked = torch.cat([torch.topk(scores[:, 0], k).indices, torch.topk(scores[:, 1], k).indices])
-        seen: dict[str, None] = {}
-        for rec in picked.tolist():
-            seen.setdefault(self._ids[rec], None)
-        return list(seen)
+        n_live, ids = len(self._load()), self._ids
 
+        def search(query: np.ndarray, k: int) -> list[str]:
+            import torch
+
+            if pooled is None or not n_live:
+                return []
+            n = pooled.shape[0]
+            q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(device=device, dtype=torch.bfloat16)
+            scores = torch.empty((n, 2), dtype=torch.float32)
+            with torch.inference_mode():
+                for s0 in range(0, n, POOLED_CHUNK_PAGES):
+                    x = pooled[s0 : s0 + POOLED_CHUNK_PAGES].to(device)  # [C, 2W, dim], contiguous
+                    c = x.shape[0]
+                    sim = (q @ x.reshape(-1, x.shape[-1]).T).float()  # [n_q, C*2W] (fp32 max: see maxsim)
+                    best = sim.view(q.shape[0], c, 2, POOLED_WIDTH).amax(dim=3)  # [n_q, C, 2]
+                    scores[s0 : s0 + c] = best.sum(dim=0).cpu()
+                scores[~live] = float("-inf")
+                k = min(k, n_live)
+                picked = torch.cat([torch.topk(scores[:, 0], k).indices, torch.topk(scores[:, 1], k).indices])
+            seen: dict[str, None] = {}
+            for rec in picked.tolist():
+                seen.setdefault(ids[rec], None)
+            return list(seen)
+
+        return search
 
     # --- near-duplicate-free first stage (pagelens.index.ann.dedup_index) ----------------------------------
 
@@ -814,15 +865,26 @@ class RerankCache:
     def token_candidates(self, query: np.ndarray, m: int, nprobe: int = 16, coarse_probe: int = 4) -> list[str]:
         """The ids of the ``m`` live pages the token index scores best for ``query`` [n_q, dim]
         (``TokenIndex.candidates``), best first. Call only when ``token_index_ready``."""
+        search = self.token_search(nprobe, coarse_probe)
+        return search(query, m) if search is not None else []
+
+    def token_search(self, nprobe: int = 16, coarse_probe: int = 4) -> Callable[[np.ndarray, int], list[str]] | None:
+        """``token_candidates`` over the token index and live records of now (a ``TokenView``): a function
+        (query, m) -> ids to call outside the store's lock (None without an index). Take it under the lock."""
         _, _, _, live = self._views()
-        if live is None:
-            return []
+        view = self.tokens.view()
+        if live is None or view is None:
+            return None
         # lists still hold deleted and superseded pages until a compaction: a list's share is of them all
         if self._indexed is None:
             self._indexed = int(np.count_nonzero(np.asarray(self._lens)))
-        indexed = self._indexed
-        return [self._ids[r] for r in self.tokens.candidates(query, live, m, nprobe=nprobe, coarse_probe=coarse_probe,
-                                                             indexed_records=indexed)]
+        indexed, ids = self._indexed, self._ids
+
+        def search(query: np.ndarray, m: int) -> list[str]:
+            return [ids[r] for r in view.candidates(query, live, m, nprobe=nprobe, coarse_probe=coarse_probe,
+                                                    indexed_records=indexed)]
+
+        return search
 
     def _token_rows(self, first_record: int = 0) -> Any:
         """RowSource for ``TokenIndex``: the int8 codes of the live records from ``first_record``

@@ -5,26 +5,51 @@ them (``pagelens.index.stores.edge_store``), and the self-check (``pagelens.inde
 measures each stage's recall on the collection's own probe queries to decide which one searches use.
 Every stage here reads the collection's ``RerankCache``; add one by implementing ``FirstStage`` and
 listing it in ``first_stages``.
+
+A search takes a stage's ``prepare()`` under the store's lock (a few references: the cache's files,
+id list and live mask as of now) and calls what it returns outside, so the stage's kernel runs while
+writers and other searches go on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 from pagelens.index.ann.fast_rerank import RerankCache
 
+Candidates = Callable[[np.ndarray, int], list[str]]
+"""(query [n_q, dim] float32, width) -> page ids, best first."""
+
+
+def _none(query: np.ndarray, width: int) -> list[str]:
+    return []
+
 
 class FirstStage(Protocol):
     """``candidates(query [n_q, dim] float32, width) -> page ids``, best first. ``width`` is the stage's
-    own knob (ignored by ``scan``, which returns its ``width`` best pages of all)."""
+    own knob (ignored by ``scan``, which returns its ``width`` best pages of all). ``prepare()``: the same
+    function over the cache as it is now, safe to call outside the store's lock."""
 
     name: str
+
+    def prepare(self) -> Candidates: ...
 
     def candidates(self, query: np.ndarray, width: int) -> list[str]: ...
 
 
-class ScanStage:
+class _Stage:
+    name = ""
+
+    def prepare(self) -> Candidates:
+        raise NotImplementedError
+
+    def candidates(self, query: np.ndarray, width: int) -> list[str]:
+        return self.prepare()(query, width)
+
+
+class ScanStage(_Stage):
     """Every page's centred int8 codes (``RerankCache.scan``): holds on any geometry, costs one pass."""
 
     name = "scan"
@@ -32,11 +57,12 @@ class ScanStage:
     def __init__(self, cache: RerankCache) -> None:
         self.cache = cache
 
-    def candidates(self, query: np.ndarray, width: int) -> list[str]:
-        return self.cache.scan(query, width)
+    def prepare(self) -> Candidates:
+        view = self.cache.scan_view()
+        return (lambda query, width: view.best(query, width) if width >= 1 else []) if view is not None else _none
 
 
-class PooledStage:
+class PooledStage(_Stage):
     """MaxSim on every page's row and column means (``RerankCache.pooled_candidates``): the union of the
     best ``width`` by rows and the best ``width`` by columns. Fast; blind to what pooling blurs."""
 
@@ -45,11 +71,11 @@ class PooledStage:
     def __init__(self, cache: RerankCache, device: str = "cpu") -> None:
         self.cache, self.device = cache, device
 
-    def candidates(self, query: np.ndarray, width: int) -> list[str]:
-        return self.cache.pooled_candidates(query, width, self.device)
+    def prepare(self) -> Candidates:
+        return self.cache.pooled_search(self.device)
 
 
-class TokenStage:
+class TokenStage(_Stage):
     """The token codebook's inverted lists (``pagelens.index.ann.token_index``): the best ``width`` pages
     (the store tops them up from the int8 scan when fewer pages share a probed cell with the query)."""
 
@@ -58,11 +84,11 @@ class TokenStage:
     def __init__(self, cache: RerankCache, nprobe: int = 16) -> None:
         self.cache, self.nprobe = cache, nprobe
 
-    def candidates(self, query: np.ndarray, width: int) -> list[str]:
-        return self.cache.token_candidates(query, width, nprobe=self.nprobe)
+    def prepare(self) -> Candidates:
+        return self.cache.token_search(self.nprobe) or _none
 
 
-class DedupStage:
+class DedupStage(_Stage):
     """Every page's int8 codes without its near-duplicate tokens (``pagelens.index.ann.dedup_index``): the
     whole-collection scan over the tokens that differ (16% of them on the anisotropic generator), so it
     holds where the scan holds, for a fraction of its cost; the best ``width`` pages."""
@@ -72,8 +98,9 @@ class DedupStage:
     def __init__(self, cache: RerankCache) -> None:
         self.cache = cache
 
-    def candidates(self, query: np.ndarray, width: int) -> list[str]:
-        return self.cache.dedup_candidates(query, width)
+    def prepare(self) -> Candidates:
+        view = self.cache.dedup_view()
+        return (lambda query, width: view.best(query, width) if width >= 1 else []) if view is not None else _none
 
 
 def first_stages(cache: RerankCache, device: str = "cpu", token_nprobe: int = 16,

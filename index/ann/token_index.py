@@ -455,6 +455,35 @@ class TokenIndex:
 
     # --- search --------------------------------------------------------------------------------
 
+    def view(self) -> TokenView | None:
+        """What ``candidates`` reads, as of now (``TokenView``), or None without an index. Take it under
+        the store's lock; search with it outside (appends, folds and rebuilds replace these objects,
+        they never change them)."""
+        if not self.load() or self.codebook is None or self.lists is None:
+            return None
+        if self._delta is None:
+            pairs = np.concatenate(self._delta_pairs) if self._delta_pairs else np.zeros((0, 2), dtype=np.int32)
+            self._delta = CellLists.from_record_ordered(pairs[:, 0], pairs[:, 1], self.codebook.n_cells)
+        return TokenView(self.codebook, [self.lists, self._delta])
+
+    def candidates(self, query: np.ndarray, live: Any, m: int, nprobe: int = 16, coarse_probe: int = 4,
+                   max_list_share: float = 0.2, indexed_records: int | None = None) -> list[int]:
+        """``TokenView.candidates`` of the index as it is now ([] without one)."""
+        view = self.view()
+        if view is None:
+            return []
+        return view.candidates(query, live, m, nprobe=nprobe, coarse_probe=coarse_probe,
+                               max_list_share=max_list_share, indexed_records=indexed_records)
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """A token index fixed at one moment (``TokenIndex.view``): its codebook and its lists (the built
+    ones, then the delta's)."""
+
+    codebook: Codebook
+    lists: list[CellLists]
+
     def candidates(self, query: np.ndarray, live: Any, m: int, nprobe: int = 16, coarse_probe: int = 4,
                    max_list_share: float = 0.2, indexed_records: int | None = None) -> list[int]:
         """The ``m`` live records (``live``: torch bool [n_records]) with the best approximate
@@ -462,16 +491,10 @@ class TokenIndex:
         at least one probed cell. Lists longer than ``max_list_share`` of ``indexed_records`` (the
         records with tokens in the lists, dead ones included: default, the live ones) are skipped."""
         torch = _torch()
-        if not self.load() or self.codebook is None or self.lists is None:
-            return []
-        if self._delta is None:
-            pairs = np.concatenate(self._delta_pairs) if self._delta_pairs else np.zeros((0, 2), dtype=np.int32)
-            self._delta = CellLists.from_record_ordered(pairs[:, 0], pairs[:, 1], self.codebook.n_cells)
         n_records = int(live.shape[0])
         cells, scores = self.codebook.probe(query, nprobe, coarse_probe)
         base = int(live.sum()) if indexed_records is None else indexed_records
-        total = candidate_scores([self.lists, self._delta], cells, scores, n_records,
-                                 max(1, int(max_list_share * base)))
+        total = candidate_scores(self.lists, cells, scores, n_records, max(1, int(max_list_share * base)))
         total[~live] = 0.0
         k = min(m, int((total > 0).sum()))
         if k == 0:

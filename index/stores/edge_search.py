@@ -4,12 +4,13 @@ collection's measured plan says (first stage, int8 rerank, Qdrant's exact MaxSim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
-from pagelens.index.ann.fast_rerank import RerankCache, ScanView, kernel_threads, top_candidates
-from pagelens.index.ann.first_stages import first_stages
+from pagelens.index.ann.fast_rerank import kernel_threads
+from pagelens.index.ann.first_stages import Candidates, first_stages
 from pagelens.index.stores.edge_base import (
     EdgeBase,
     _edge,
@@ -37,6 +38,33 @@ from pagelens.core.types import (
     SearchMode,
 )
 
+_T = TypeVar("_T")
+
+
+def _no_top_up(query: np.ndarray, width: int) -> list[str]:
+    return []
+
+
+@dataclass
+class _Pending:
+    """What a ``two_stage`` search does outside the store's lock, decided under it (``_search_fast``):
+    ``exact``: Qdrant's exact search of every page; else the candidates ``ids`` (a filter's pages, Qdrant's
+    prefetch), or ``first(query, width)`` topped up from ``scan`` when it found fewer than ``keep`` (few pages
+    share a probed cell with the query, or hold kept tokens); then the int8 rerank keeps ``keep``."""
+
+    exact: bool = False
+    ids: list[str] | None = None
+    first: Candidates = field(default=_no_top_up)
+    width: int = 0
+    keep: int = 16
+    scan: Candidates = field(default=_no_top_up)
+
+    def topped_up(self, query: np.ndarray, ids: list[str]) -> list[str]:
+        if len(ids) >= self.keep:
+            return ids
+        found = set(ids)
+        return ids + [i for i in self.scan(query, self.keep) if i not in found]
+
 
 class EdgeSearch(EdgeBase):
     """MaxSim search: ``search`` and its stages; ``get_full_vectors``."""
@@ -57,7 +85,10 @@ class EdgeSearch(EdgeBase):
 
     def _search(self, collection: str, query: np.ndarray, limit: int, mode: SearchMode,
                 page_filter: PageFilter | None, prefetch_limit: int) -> list[ScoredPage]:
-        """``search``."""
+        """``search``. Under the store's lock a search only takes what it reads (the shard, the
+        collection's plan and status, the first stage's view of the cache, later the candidates' codes:
+        references and index lookups, well under a millisecond); every kernel and Qdrant's own search
+        run outside it, so searches overlap each other and writers' page writes (``_Pending``)."""
         qe = _edge()
         if limit < 1:
             raise InvalidRequestError(f"limit must be >= 1, got {limit}")
@@ -67,44 +98,64 @@ class EdgeSearch(EdgeBase):
         with self._lock:
             shard, manifest = self._require(collection)
             q = validate_matrix(query, manifest.dim, "query").tolist()
+            pending: _Pending | None = None
             if mode == "exact":
-                return self._exact_hits(shard, q, limit, flt)
-            if self.fast_rerank:
-                step = self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
-                if isinstance(step, list):
-                    return step
+                pass
+            elif self.fast_rerank:
+                pending = self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
             else:
                 self.stale_warnings.seen(self._status_locked(collection))
-                k = max(prefetch_limit, limit)
-                request = qe.QueryRequest(
-                    limit=limit,
-                    query=qe.Query.Nearest(q, using=FULL_VECTOR),
-                    prefetches=[
-                        qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
-                        qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
-                    ],
-                    filter=flt,
-                    with_payload=True,
-                )
-                hits = shard.query(request)
-                return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {}))
-                                  for h in hits])
-        # the plan's whole-collection ranking, outside the lock: writers (upserts, the job's closing repair)
-        # and other searches go on meanwhile; the view it reads stays valid (fast_rerank.ScanView)
-        view, width, keep = step
-        with kernel_threads(1):
-            ids = view.best(query, width)
-        with self._lock:
-            shard, _ = self._require(collection)
-            ids = self._topped_up(self._rerank_file(collection), query, ids, keep)
-            return self._rerank_and_score(shard, q, query, limit, flt, ids, keep, collection)
+        if mode == "exact" or (pending is not None and pending.exact):
+            return self._outside(collection, shard, lambda s: self._exact_hits(s, q, limit, flt))
+        if pending is not None:
+            ids = pending.ids
+            if ids is None:  # the plan's first stage, outside the lock (its view stays valid: fast_rerank.ScanView)
+                with kernel_threads(1):
+                    ids = pending.topped_up(query, pending.first(query, pending.width))
+            if len(ids) > pending.keep:
+                with self._lock:  # the candidates' int8 codes as of now (fast_rerank.RerankView)
+                    view = self._rerank_file(collection).rerank_view(ids)
+                with kernel_threads(1):
+                    ids = view.best(query, pending.keep, self.rerank_device)
+            if not ids:
+                return []
+            chosen = ids
+            return self._outside(collection, shard, lambda s: self._exact_hits(s, q, limit, flt, ids=chosen))
+        k = max(prefetch_limit, limit)
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(q, using=FULL_VECTOR),
+            prefetches=[
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=ROWS_VECTOR), filter=flt),
+                qe.Prefetch(limit=k, query=qe.Query.Nearest(q, using=COLS_VECTOR), filter=flt),
+            ],
+            filter=flt,
+            with_payload=True,
+        )
+        hits = self._outside(collection, shard, lambda s: s.query(request))
+        return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {}))
+                          for h in hits])
+
+    def _outside(self, collection: str, shard: Any, call: Callable[[Any], _T]) -> _T:
+        """``call(shard)`` outside the store's lock. Qdrant Edge holds the GIL through each of its calls
+        (measured: another thread sleeping 1 ms waited the whole 300 ms of an exact search), so its calls
+        never overlap one another whatever our locking; what can happen meanwhile is a ``close`` or
+        ``delete_collection``: then the collection's current shard is asked once more, and a deleted
+        collection raises ``CollectionNotFoundError``."""
+        try:
+            return call(shard)
+        except Exception:
+            with self._lock:
+                now, _ = self._require(collection)  # CollectionNotFoundError when deleted meanwhile
+            if now is shard:
+                raise
+            logger.debug("collection %s was reopened during a search: asking its new shard", collection)
+            return call(now)
 
     def _search_fast(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any, k: int,
-                     collection: str) -> list[ScoredPage] | tuple[ScanView, int, int]:
+                     collection: str) -> _Pending:
         """``two_stage`` as the collection's measured plan says (``pagelens.index.ann.self_check``). Call
-        under the lock. Returns the hits, or, when the plan's first stage ranks every page (``scan``,
-        ``dedup``), (the ``ScanView`` to rank with, how many pages to take from it, ``keep``) for ``search``
-        to rank outside the lock and finish with ``_rerank_and_score``.
+        under the lock: it decides and takes what the steps read; ``_search`` runs them outside.
 
         1. Candidates, when the rerank cache holds exactly the collection's points: the plan's first
            stage (``scan``: every page's int8 codes, the default until the collection is measured;
@@ -128,40 +179,22 @@ class EdgeSearch(EdgeBase):
                                "its visual searches score every page exactly (slower). Fix: none needed for "
                                "correctness; `pagelens optimize -c %s` measures again after the collection changes",
                                collection, plan.target, plan.summary(), collection)
-            return self._exact_hits(shard, q, limit, flt)
+            return _Pending(exact=True)
         keep = max(plan.rerank_keep, limit)
         if complete and flt is None:  # the plan's first stage (pagelens.index.ann.first_stages)
             stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
             stage = stages.get(plan.first_stage, stages["scan"])  # "tokens" while its index is not ready: scan
             width = keep if stage.name == "scan" else max(plan.candidates, keep)
-            view = cache.scan_view() if stage.name == "scan" else cache.dedup_view() if stage.name == "dedup" else None
-            if view is not None:
-                return view, width, keep
-            with kernel_threads(1):
-                ids = self._topped_up(cache, query, stage.candidates(query, width), keep)
-        elif complete:  # a filter: the pages it matches, all reranked by the int8 kernel
-            ids = self._scroll_ids(shard, flt)
-        else:
-            ids = self._prefetch_ids(shard, q, k, flt)
-        return self._rerank_and_score(shard, q, query, limit, flt, ids, keep, collection)
-
-    def _rerank_and_score(self, shard: Any, q: list[list[float]], query: np.ndarray, limit: int, flt: Any,
-                          ids: list[str], keep: int, collection: str) -> list[ScoredPage]:
-        """Steps 2 and 3 of ``_search_fast`` for the candidates ``ids``. Call under the lock."""
-        if len(ids) > keep:
-            cache = self._rerank_file(collection)
-            with kernel_threads(1):
-                held, missing = cache.split(ids)
-                chosen = top_candidates(cache.maxsim(query, held, self.rerank_device), held, keep) \
-                    if len(held) > keep else held
-            ids = chosen + missing
-        if not ids:
-            return []
-        return self._exact_hits(shard, q, limit, flt, ids=ids)
+            scan = stages["scan"].prepare() if stage.name != "scan" else _no_top_up
+            return _Pending(first=stage.prepare(), width=width, keep=keep, scan=scan)
+        if complete:  # a filter: the pages it matches, all reranked by the int8 kernel
+            return _Pending(ids=self._scroll_ids(shard, flt), keep=keep)
+        return _Pending(ids=self._prefetch_ids(shard, q, k, flt), keep=keep)
 
     def _exact_hits(self, shard: Any, q: list[list[float]], limit: int, flt: Any,
                     ids: Sequence[str] | None = None, with_payload: bool = True) -> list[ScoredPage]:
-        """Qdrant's exact MaxSim over every page matching ``flt`` (and ``ids`` when given). Call under the lock."""
+        """Qdrant's exact MaxSim over every page matching ``flt`` (and ``ids`` when given). With or without the
+        lock (``_outside``)."""
         qe = _edge()
         condition = flt
         if ids is not None:  # the candidates, within the filter
@@ -174,15 +207,6 @@ class EdgeSearch(EdgeBase):
             params=qe.SearchParams(exact=True),
         ))
         return sort_hits([ScoredPage(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits])
-
-    @staticmethod
-    def _topped_up(cache: RerankCache, query: np.ndarray, ids: list[str], keep: int) -> list[str]:
-        """A first stage's candidates ``ids``, topped up from the int8 scan when it found fewer than ``keep``
-        (few pages share a probed cell with the query, or hold kept tokens). Call under the lock."""
-        if len(ids) >= keep:
-            return ids
-        found = set(ids)
-        return ids + [i for i in cache.scan(query, keep) if i not in found]
 
     @staticmethod
     def _prefetch_ids(shard: Any, q: list[list[float]], k: int, flt: Any) -> list[str]:

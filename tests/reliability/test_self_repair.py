@@ -124,8 +124,13 @@ def check_fast_path(data: Path, tiny_models: dict[str, Path], monkeypatch: pytes
 
         store.set_plan("c", SearchPlan(first_stage="tokens", candidates=8, rerank_keep=10, recall=1.0, pages=10))
         calls: list[int] = []
-        real = cache.token_candidates
-        monkeypatch.setattr(cache, "token_candidates", lambda q, m, **kw: calls.append(m) or real(q, m, **kw))
+        real = cache.token_search
+
+        def counting_search(*args: Any, **kwargs: Any) -> Any:
+            search = real(*args, **kwargs)
+            return lambda q, m: calls.append(m) or search(q, m)
+
+        monkeypatch.setattr(cache, "token_search", counting_search)
         for question in QUESTIONS:
             for k in (3, 10):
                 fast = service.search("c", question, k=k, mode="two_stage")
