@@ -7,6 +7,8 @@ default) is built exactly as the product does (``open_store(Settings())``, upser
 ``optimize()``: HNSW, the int8 cache, the self-check). Then:
 
 * **idle**: ``--rounds`` rounds of ``--queries`` planted queries, ``two_stage`` top 10, one at a time;
+* **two clients**: the same queries from two threads at once, against one (per-search latency and
+  searches per second: what a search waits for another);
 * **during**: a writer thread indexes ``--docs`` new documents of ``--doc-pages`` pages as the job
   worker does (one upsert per document, then the job's one ``repair``) while the same searches run in
   the main thread until the writer is done (at least one round).
@@ -84,6 +86,29 @@ def search_round(store: object, queries: np.ndarray, truth: Exact, settled: int)
     return times, recalls
 
 
+def clients_round(store: object, queries: np.ndarray, truth: Exact, settled: int,
+                  clients: int) -> tuple[list[float], list[float], float]:
+    """``clients`` threads each run one round (each from a different query on), all at once:
+    (seconds per search, recall@5 per search, wall seconds of the whole)."""
+    times: list[float] = []
+    recalls: list[float] = []
+    shift = max(1, len(queries) // clients)
+
+    def client(c: int) -> None:
+        order = np.roll(np.arange(len(queries)), -c * shift)
+        t, r = search_round(store, queries[order], Exact(truth.scores[order]), settled)
+        times.extend(t)
+        recalls.extend(r)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return times, recalls, time.perf_counter() - t0
+
+
 class Heartbeat(threading.Thread):
     """Sleeps ``HEARTBEAT_S`` at a time and records how late each wake-up is (seconds)."""
 
@@ -134,6 +159,8 @@ def main() -> None:
             idle_t += t
             idle_r += r
         idle_late = list(beat.late)
+        one_t, _, one_wall = clients_round(store, queries, truth, args.pages, 1)
+        two_t, two_r, two_wall = clients_round(store, queries, truth, args.pages, 2)
         beat.late.clear()
 
         new_points = [p for lo, full, rows, cols in later for p in points_for(lo, full, rows, cols)][:new_pages]
@@ -181,6 +208,11 @@ def main() -> None:
     table.add("heartbeat: latest wake-up past 10 ms (during vs idle)", max(during_late or [0.0]),
               max(idle_late or [0.0]), baseline_name="idle", device=dev,
               note="what /healthz would wait for the GIL")
+    table.add("two clients searching at once: p50 per search (two vs one)", percentile(two_t, 50),
+              percentile(one_t, 50), baseline_name="one client", device=dev,
+              note=f"recall@5 {float(np.mean(two_r)):.3f}")
+    table.add("two clients searching at once: searches per second (two vs one)", len(two_t) / two_wall,
+              len(one_t) / one_wall, unit="/s", higher_is_better=True, baseline_name="one client", device=dev)
     table.add("upload: upserts, then the job's one repair", phases.get("upserts"), phases.get("repair"),
               baseline_name="repair", device=dev)
     table.print(args.out)
