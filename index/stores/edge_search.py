@@ -98,14 +98,15 @@ class EdgeSearch(EdgeBase):
         with self._lock:
             shard, manifest = self._require(collection)
             q = validate_matrix(query, manifest.dim, "query").tolist()
-            pending: _Pending | None = None
+            pending: _Pending | None
             if mode == "exact":
-                pass
+                pending = _Pending(exact=True)
             elif self.fast_rerank:
                 pending = self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
-            else:
+            else:  # no torch: Qdrant's own two stages (pooled HNSW prefetch, exact rescoring)
                 self.stale_warnings.seen(self._status_locked(collection))
-        if mode == "exact" or (pending is not None and pending.exact):
+                pending = None
+        if pending is not None and pending.exact:
             return self._outside(collection, shard, lambda s: self._exact_hits(s, q, limit, flt))
         if pending is not None:
             ids = pending.ids
