@@ -451,10 +451,12 @@ def test_the_write_ahead_log_stays_bounded_while_indexing(tmp_path: Path) -> Non
     assert sizes[16 * 1024 * 1024] < 150
 
 
-def test_upserts_optimize_as_the_collection_grows(tmp_path: Path) -> None:
-    """Past ``optimize_every_bytes`` of new vectors, ``upsert`` runs Edge's optimizers (HNSW built,
-    replaced segments flushed away), so one huge unoptimized segment never has to be rewritten whole;
-    searches stay exact."""
+@pytest.mark.parametrize("fast_rerank", [False, True])
+def test_upserts_optimize_as_the_collection_grows_where_searches_need_it(tmp_path: Path, fast_rerank: bool) -> None:
+    """Without the int8 cache, past ``optimize_every_bytes`` of new vectors ``upsert`` runs Edge's
+    optimizers (HNSW built, replaced segments flushed away), so one huge unoptimized segment never has to
+    be rewritten whole; with it, no search reads what they build and they hold the GIL (a server would
+    stall), so ``upsert`` leaves them to ``pagelens optimize`` and the status says so. Searches stay exact."""
     rng = np.random.default_rng(11)
     points = [PagePoint(page_point_id("fast", f"{i // 10:02d}" * 32, i % 10 + 1),
                         PageEmbedding(full=unit(rng.standard_normal((400, DIM))),
@@ -463,8 +465,9 @@ def test_upserts_optimize_as_the_collection_grows(tmp_path: Path) -> None:
                         {"doc_id": f"doc-{i // 10}", "page_no": i % 10 + 1})
                for i in range(200)]  # ~45 MB of fp32 vectors
     infos = {}
+    pending = {}
     for every in (10**12, 8 * 1024 * 1024):
-        store = QdrantEdgeStore(tmp_path / str(every), optimize_every_bytes=every)
+        store = QdrantEdgeStore(tmp_path / str(every), optimize_every_bytes=every, fast_rerank=fast_rerank)
         store.create_collection(CollectionManifest(name="fast", model_id="m", model_revision=None, dim=DIM))
         for start in range(0, len(points), 20):
             store.upsert("fast", points[start : start + 20])
@@ -473,10 +476,15 @@ def test_upserts_optimize_as_the_collection_grows(tmp_path: Path) -> None:
         exact = store.search("fast", q, 5, mode="exact")
         assert exact[0].id == points[37].id
         assert [h.id for h in store.search("fast", q, 5, mode="two_stage", prefetch_limit=200)] == [h.id for h in exact]
+        pending[every] = store.search_status("fast").segments_pending
         store.close()
     assert infos[10**12].indexed_vectors_count == 0  # nothing optimized until asked
-    assert infos[8 * 1024 * 1024].indexed_vectors_count > 0
     assert infos[8 * 1024 * 1024].points_count == 200
+    if fast_rerank:
+        assert infos[8 * 1024 * 1024].indexed_vectors_count == 0
+        assert pending[8 * 1024 * 1024] is True  # reported: `pagelens optimize` runs it
+    else:
+        assert infos[8 * 1024 * 1024].indexed_vectors_count > 0
 
 
 @pytest.mark.parametrize("first_stage", ["dedup", "scan"])

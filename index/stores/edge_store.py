@@ -173,11 +173,13 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
     ``wal_flush_bytes``: flush a collection's shard once about this many bytes of vectors were upserted
     into it. Edge keeps every update in its write-ahead log until a flush (~0.7 MB per 1139-token
     page: 70 GB for 100k pages); a flush persists the segments and truncates the log.
-    ``optimize_every_bytes``: run Edge's optimizers inside ``upsert`` once about this many bytes of
-    vectors arrived since the last optimize. Edge has no background optimizer: unoptimized points
-    pile up in one segment, and optimizing it rewrites it whole (twice its size on disk for a moment:
-    60+ GB at 100k pages); optimizing as the collection grows keeps that bounded, and the final
-    ``optimize`` short.
+    ``optimize_every_bytes``: without the int8 cache (``fast_rerank`` off), run Edge's optimizers inside
+    ``upsert`` once about this many bytes of vectors arrived since the last optimize. Edge has no
+    background optimizer: unoptimized points pile up in one segment, and optimizing it rewrites it whole
+    (twice its size on disk for a moment: 60+ GB at 100k pages); optimizing as the collection grows keeps
+    that bounded, and the final ``optimize`` short. With the cache no search reads what it builds and it
+    stalls the process for a minute and more at 50k+ pages (``_optimize_due``): ``pagelens optimize``
+    runs it.
     ``text_query_languages``: the languages a text query is analysed under (``TextAnalyzer``).
     """
 
@@ -383,17 +385,26 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
                     self._maintain_locked(collection, shard)
         logger.debug("upserted %d points into %s", len(items), collection)
 
+    def _optimize_due(self, collection: str) -> bool:
+        """Whether ``upsert`` runs Edge's segment optimizer now: ``optimize_every_bytes`` of vectors arrived
+        since the last one, and searches read what it builds (no int8 cache: ``fast_rerank`` off). With
+        the cache no search does, and it holds the GIL for its whole run, longer as the collection grows:
+        34, 100 and 55 s at 24k, 50k and 74k pages of an upload of 100k 300-token pages (2026-12-07,
+        2-core Xeon, synthetic pages; upserts of 2,000 pages took ~10 s in between), a stall of every
+        thread of a server. Then ``segments_pending`` says it has not run, and ``pagelens optimize``
+        runs it (one rewrite of the unoptimized segment then, twice its size on disk for a moment)."""
+        return not self.fast_rerank and self._unoptimized.get(collection, 0) >= self.optimize_every_bytes
+
     def _maintenance_due(self, collection: str) -> bool:
-        return (self._unoptimized.get(collection, 0) >= self.optimize_every_bytes
-                or self._unflushed.get(collection, 0) >= self.wal_flush_bytes)
+        return self._optimize_due(collection) or self._unflushed.get(collection, 0) >= self.wal_flush_bytes
 
     def _maintain_locked(self, collection: str, shard: Any) -> None:
-        """Edge's optimizer once ``optimize_every_bytes`` of vectors arrived since the last one, else a flush
-        once ``wal_flush_bytes`` did. Both hold the GIL while they run (measured 2026-12-07, 2-core Xeon,
-        synthetic 1139-token pages in float16, another bench running: a flush 170-410 ms after 300-800 new
-        pages, an optimize of 2,000 new pages 9.2 s), so ``upsert`` calls this between page writes, when no
-        search runs (``ReadersFirst``, bounded). Call under the lock."""
-        if self._unoptimized.get(collection, 0) >= self.optimize_every_bytes:
+        """Edge's optimizer when ``_optimize_due``, else a flush once ``wal_flush_bytes`` of vectors arrived
+        since the last one. Both hold the GIL while they run (measured 2026-12-07, 2-core Xeon, synthetic
+        1139-token pages in float16, another bench running: a flush 170-410 ms after 300-800 new pages, an
+        optimize of 2,000 new pages 9.2 s), so ``upsert`` calls this between page writes, when no search
+        runs (``ReadersFirst``, bounded). Call under the lock."""
+        if self._optimize_due(collection):
             logger.info("optimizing %s after %.1f GB of new vectors (Edge has no background optimizer)",
                         collection, self._unoptimized[collection] / 1e9)
             self._optimize_locked(collection, shard)
