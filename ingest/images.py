@@ -1,7 +1,10 @@
 """Image files (PNG, JPEG, TIFF) as pages: one page per file, one per frame for multi-page TIFF.
 
 Dimensions are checked against ``Settings.max_pixels_per_page`` from the header, before any pixel
-is decoded (``Image.open`` is lazy), so a decompression bomb costs nothing.
+is decoded (``Image.open`` is lazy), so a decompression bomb costs nothing. With ``isolate_rendering`` (the
+default) Pillow parses the file in the sandbox child (``pagelens.ingest.sandbox``, under its memory, CPU,
+time and file limits, without network): the header checks (``check_frames``) and each frame's decoding
+(``decode_frame``) run there, the same code as in-process.
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pagelens.ingest.geometry import fit_size
 from pagelens.ingest.types import Page, SourceDocument
-from pagelens.ingest.words import WordBoxes
 from PIL import Image, UnidentifiedImageError
 
 from pagelens.core.errors import DocumentTooLargeError, IngestError
@@ -71,31 +74,75 @@ def open_image(path: Path, display: str, fmt: str, settings: Settings) -> tuple[
     when a frame is over ``settings.max_pixels_per_page`` px or there are more frames than
     ``settings.max_pages_per_document``; ``IngestError`` when the header is unreadable.
     """
-    limit = settings.max_pixels_per_page
+    if getattr(settings, "isolate_rendering", False):  # Pillow parses it in the sandbox child
+        from pagelens.ingest.pdf import inspect_isolated, iter_pages_isolated
+
+        resolved = Path(path).resolve()  # the child is reused across documents and may run in another cwd
+        frames, _, _ = inspect_isolated(resolved, display, settings, [], image_format=fmt)
+
+        def render_isolated(source: SourceDocument) -> Iterator[Page]:
+            return iter_pages_isolated(source, resolved, display, settings, None, frames, image_format=fmt)
+
+        return frames, render_isolated
     with _open(path, display, fmt, settings.max_pixels_per_page) as im:
-        try:
-            frames = int(getattr(im, "n_frames", 1)) if fmt == "tiff" else 1
-            if frames > settings.max_pages_per_document:
-                raise DocumentTooLargeError(
-                    display,
-                    f"TIFF has {frames} pages, over the limit of {settings.max_pages_per_document} "
-                    "(PAGELENS_MAX_PAGES_PER_DOCUMENT)",
-                    page_count=frames,
-                )
-            for frame in range(frames):
-                if frames > 1:
-                    im.seek(frame)
-                if im.width * im.height > limit:
-                    raise _too_large(display, im.size, limit, frame + 1 if frames > 1 else None)
-                if im.width <= 0 or im.height <= 0:
-                    raise IngestError(display, f"image has an empty size {im.width}x{im.height}")
-        except (EOFError, OSError, SyntaxError, ValueError) as exc:
-            raise IngestError(display, f"damaged {fmt.upper()} image: {exc}") from None
+        frames = check_frames(im, display, fmt, settings)
 
     def render(source: SourceDocument) -> Iterator[Page]:
         return _iter_frames(source, path, display, fmt, settings, frames)
 
     return frames, render
+
+
+def open_checked(path: Path, display: str, fmt: str, settings: Any) -> tuple[Image.Image, int]:
+    """``Image.open`` and ``check_frames``: (the open image, its frame count); the caller closes it."""
+    im = _open(path, display, fmt, settings.max_pixels_per_page)
+    try:
+        return im, check_frames(im, display, fmt, settings)
+    except BaseException:
+        im.close()
+        raise
+
+
+def check_frames(im: Image.Image, display: str, fmt: str, settings: Any) -> int:
+    """The frame count of ``im`` (TIFF pages; 1 for PNG and JPEG) after checking every frame's header
+    against ``settings.max_pixels_per_page`` and the count against ``settings.max_pages_per_document``."""
+    limit = settings.max_pixels_per_page
+    try:
+        frames = int(getattr(im, "n_frames", 1)) if fmt == "tiff" else 1
+        if frames > settings.max_pages_per_document:
+            raise DocumentTooLargeError(
+                display,
+                f"TIFF has {frames} pages, over the limit of {settings.max_pages_per_document} "
+                "(PAGELENS_MAX_PAGES_PER_DOCUMENT)",
+                page_count=frames,
+            )
+        for frame in range(frames):
+            if frames > 1:
+                im.seek(frame)
+            if im.width * im.height > limit:
+                raise _too_large(display, im.size, limit, frame + 1 if frames > 1 else None)
+            if im.width <= 0 or im.height <= 0:
+                raise IngestError(display, f"image has an empty size {im.width}x{im.height}")
+    except (EOFError, OSError, SyntaxError, ValueError) as exc:
+        raise IngestError(display, f"damaged {fmt.upper()} image: {exc}") from None
+    return frames
+
+
+def decode_frame(im: Image.Image, frame: int, frames: int, settings: Any, display: str,
+                 ocr_copy: bool) -> tuple[Image.Image, tuple[Image.Image, int] | None]:
+    """Frame ``frame`` (0-based) of ``im``: (the page image, ``prepare_image``; with ``ocr_copy``, the frame in
+    gray at full resolution, upright, and its dpi, for Tesseract, else None). Decoding errors raise
+    ``frame_error``'s ``IngestError`` reason through ``IngestError`` / the decoder's own exception."""
+    if frames > 1:
+        im.seek(frame)
+    # the OCR copy first: it reads the frame at full resolution (prepare_image may decode a JPEG smaller)
+    gray = _ocr_gray(im) if ocr_copy else None
+    return prepare_image(im, settings, display, single=frames == 1), gray
+
+
+def frame_error(exc: BaseException) -> str:
+    """The reason a frame could not be decoded, as its page error says it."""
+    return exc.reason if isinstance(exc, IngestError) else f"image could not be decoded: {exc}"
 
 
 def _iter_frames(
@@ -105,19 +152,17 @@ def _iter_frames(
         for frame in range(frames):
             page_no = frame + 1
             try:
-                if frames > 1:
-                    im.seek(frame)
-                # OCR first: it reads the frame at full resolution (prepare_image may decode a JPEG smaller)
-                text, text_source, words = _ocr_frame(source, im, settings, display, page_no)
-                image = prepare_image(im, settings, display, single=frames == 1)
+                image, gray = decode_frame(im, frame, frames, settings, display, ocr_copy=_ocr_wanted(settings))
             except Exception as exc:
-                if isinstance(exc, IngestError):
-                    error = IngestError(display, exc.reason, page=page_no)
-                else:
-                    error = IngestError(display, f"image could not be decoded: {exc}", page=page_no)
+                error = IngestError(display, frame_error(exc), page=page_no)
                 logger.warning("%s", error)
                 source.page_errors.append(error)
                 continue
+            text, text_source, words = "", "none", None
+            if gray is not None:
+                from pagelens.ingest.pdf import apply_ocr
+
+                text, text_source, words = apply_ocr(source, gray[0], gray[1], "", settings, display, page_no)
             yield Page(
                 doc_id=source.doc_id,
                 doc_name=source.name,
@@ -131,16 +176,16 @@ def _iter_frames(
             )
 
 
-def _ocr_frame(source: SourceDocument, im: Image.Image, settings: Settings, display: str,
-               page_no: int) -> tuple[str, str, WordBoxes | None]:
-    """(text, text_source, word boxes) of an image page: OCR of the frame at its full resolution, upright by
-    its EXIF orientation as the stored page image is (``pagelens.ingest.ocr``); ("", "none", None) when OCR
-    is off or unavailable."""
+def _ocr_wanted(settings: Settings) -> bool:
+    """An image page has no text layer: OCR it unless OCR is off or Tesseract is missing."""
     from pagelens.ingest.ocr import needs_ocr, status_from_settings
-    from pagelens.ingest.pdf import apply_ocr
 
-    if not needs_ocr("", settings) or not status_from_settings(settings).available:
-        return "", "none", None
+    return needs_ocr("", settings) and status_from_settings(settings).available
+
+
+def _ocr_gray(im: Image.Image) -> tuple[Image.Image, int]:
+    """The current frame in gray at its full resolution, upright by its EXIF orientation as the stored page
+    image is, and its dpi (``image_dpi``): what Tesseract reads (``pagelens.ingest.ocr``)."""
     gray = to_rgb(im).convert("L") if im.mode not in ("L", "1") else im.convert("L")
     try:
         orientation = int(im.getexif().get(0x0112, 1))
@@ -148,7 +193,7 @@ def _ocr_frame(source: SourceDocument, im: Image.Image, settings: Settings, disp
         orientation = 1
     if orientation in _EXIF_TRANSPOSE:
         gray = gray.transpose(_EXIF_TRANSPOSE[orientation])
-    return apply_ocr(source, gray, image_dpi(im), "", settings, display, page_no)
+    return gray, image_dpi(im)
 
 
 def image_dpi(im: Image.Image) -> int:

@@ -1,7 +1,9 @@
 """PDF opening (PyMuPDF) and per-page rasterization (PyMuPDF, or poppler's pdftoppm in a subprocess).
 
 PyMuPDF always opens the document (validation, password, page count, page boxes, text layer); the
-``rasterizer`` setting only chooses who draws the pixels. Pages are rendered straight at the target
+``rasterizer`` setting only chooses who draws the pixels. With ``isolate_rendering`` (the default, PyMuPDF
+drawing) every parse happens in the sandbox child (``pagelens.ingest.sandbox``): the open and page count
+(``RenderWorker.inspect``) as well as the pages. Pages are rendered straight at the target
 size computed by :func:`pagelens.ingest.geometry.fit_size` (no render-big-then-shrink).
 """
 
@@ -58,11 +60,15 @@ def _mupdf_messages(pymupdf: Any) -> list[str]:
         raw = pymupdf.TOOLS.mupdf_warnings(reset=True)
     except Exception:  # pragma: no cover - diagnostics only
         return []
-    return [line for line in raw.splitlines() if line and not line.lower().startswith(_NOISE)]
+    return _meaningful(raw.splitlines())
 
 
-def _open_reason(exc: Exception, messages: Sequence[str]) -> str:
-    text = str(exc)
+def _meaningful(lines: Sequence[str]) -> list[str]:
+    """MuPDF's messages without its routine repair noise."""
+    return [line for line in lines if line and not line.lower().startswith(_NOISE)]
+
+
+def _open_reason(text: str, messages: Sequence[str]) -> str:
     reason = "damaged or truncated PDF that could not be opened or repaired"
     if text and not text.startswith(("Failed to open", "Cannot open")):
         detail = text.split(": ", 1)[-1] if text.startswith("code=") else text
@@ -80,7 +86,7 @@ def _open_and_unlock(path: Path, display: str, passwords: Sequence[str]) -> tupl
         doc = pymupdf.open(str(path), filetype="pdf")
     except Exception as exc:
         messages = _mupdf_messages(pymupdf)
-        raise IngestError(display, _open_reason(exc, messages), mupdf=messages[:5]) from None
+        raise IngestError(display, _open_reason(str(exc), messages), mupdf=messages[:5]) from None
     for line in _mupdf_messages(pymupdf):
         logger.debug("%s: MuPDF: %s", display, line)
     if not doc.needs_pass:
@@ -100,15 +106,19 @@ def open_pdf(path: Path, display: str, settings: Settings, passwords: Sequence[s
     Raises ``IngestError`` (damaged, no pages), ``EncryptedDocumentError`` (no or wrong password),
     ``DocumentTooLargeError`` (more than ``settings.max_pages_per_document`` pages).
     """
-    doc, password = _open_and_unlock(path, display, passwords)
-    try:
+    isolated = settings.rasterizer == "pymupdf" and bool(getattr(settings, "isolate_rendering", False))
+    if isolated:  # not even the first parse of an untrusted file in this process
+        page_count, repaired, password = inspect_isolated(Path(path).resolve(), display, settings, passwords)
+    else:
+        doc, password = _open_and_unlock(path, display, passwords)
         try:
-            page_count = int(doc.page_count)
-        except Exception as exc:
-            raise IngestError(display, f"damaged PDF: cannot count its pages ({exc})") from None
-        repaired = bool(getattr(doc, "is_repaired", False))
-    finally:
-        doc.close()
+            try:
+                page_count = int(doc.page_count)
+            except Exception as exc:
+                raise IngestError(display, f"damaged PDF: cannot count its pages ({exc})") from None
+            repaired = bool(getattr(doc, "is_repaired", False))
+        finally:
+            doc.close()
     if page_count == 0:
         extra = " even after repairing its cross-reference table" if repaired else ""
         raise IngestError(display, f"PDF has no readable pages (damaged page tree){extra}")
@@ -128,15 +138,78 @@ def open_pdf(path: Path, display: str, settings: Settings, passwords: Sequence[s
             "(apt-get install poppler-utils) or set PAGELENS_RASTERIZER=pymupdf",
         )
     draw = _draw_poppler if settings.rasterizer == "poppler" else _draw_pymupdf
-    isolated = settings.rasterizer == "pymupdf" and bool(getattr(settings, "isolate_rendering", False))
 
     def render(source: SourceDocument) -> Iterator[Page]:
         if isolated:
             # absolute: the sandbox child is reused across documents and may have started in another cwd
-            return _iter_pages_isolated(source, Path(path).resolve(), display, settings, password, page_count)
+            return iter_pages_isolated(source, Path(path).resolve(), display, settings, password, page_count)
         return _iter_pages(source, path, display, settings, password, page_count, draw)
 
     return page_count, render
+
+
+def _child_limits(settings: Settings) -> Any:
+    """The sandbox child's limits (``pagelens.ingest.sandbox.ChildLimits``) from the settings: the same for
+    opening a document and rendering its pages, so the child that opened it renders it."""
+    from pagelens.ingest.sandbox import ChildLimits
+
+    return ChildLimits(memory_mb=int(getattr(settings, "render_memory_mb", 0) or 0),
+                       cpu_s=float(getattr(settings, "render_cpu_s", 0) or 0),
+                       max_file_bytes=int(getattr(settings, "max_file_bytes", 0) or 0), no_network=True,
+                       read_only=True)
+
+
+def _image_request(display: str, settings: Settings, image_format: str | None) -> dict[str, Any] | None:
+    """What the sandbox child needs to open an image file (``RenderWorker(image=...)``), None for a PDF."""
+    if image_format is None:
+        return None
+    return {"format": image_format, "display": display, "max_pixels": settings.max_pixels_per_page,
+            "max_pages": settings.max_pages_per_document}
+
+
+def inspect_isolated(path: Path, display: str, settings: Settings, passwords: Sequence[str],
+                     image_format: str | None = None) -> tuple[int, bool, str | None]:
+    """Open the document in the sandbox child (``RenderWorker.inspect``, under the same limits as its pages
+    and ``render_timeout_s``): returns (page count, whether MuPDF repaired it, the password that unlocked it or
+    None). Raises ``IngestError`` / ``EncryptedDocumentError`` as ``_open_and_unlock`` does (an image file,
+    ``image_format``: the errors of ``pagelens.ingest.images.check_frames``), and ``IngestError`` naming the
+    limit when the child went past one. The child is kept for the pages."""
+    from pagelens.ingest.sandbox import DocumentOpenError, DocumentRejected, RenderLimitExceeded, RenderWorker
+
+    from pagelens.core import errors
+
+    limits = _child_limits(settings)
+    worker = RenderWorker(path, None, limits.memory_mb, limits, passwords=passwords,
+                          image=_image_request(display, settings, image_format))
+    what = "the PDF" if image_format is None else "the image"
+    try:
+        info = worker.inspect(float(getattr(settings, "render_timeout_s", 0) or 0))
+    except DocumentOpenError as exc:
+        messages = _meaningful(exc.messages)
+        raise IngestError(display, _open_reason(str(exc), messages), mupdf=messages[:5]) from None
+    except DocumentRejected as exc:
+        cls = getattr(errors, exc.error_type, None)
+        if not (isinstance(cls, type) and issubclass(cls, IngestError)):
+            cls = IngestError
+        raise cls(display, exc.reason, **exc.detail) from None
+    except RenderLimitExceeded as exc:
+        raise IngestError(display, f"{what} could not be opened in the sandbox: {exc}") from None
+    finally:
+        worker.release()
+    for line in _meaningful([str(m) for m in info.get("messages") or ()]):
+        logger.debug("%s: MuPDF: %s", display, line)
+    index = info.get("password_index")
+    if info.get("needs_pass") and not isinstance(index, int):
+        if passwords:
+            raise EncryptedDocumentError(display, f"PDF is encrypted and the password given is wrong; {PASSWORD_HINT}")
+        raise EncryptedDocumentError(display, f"PDF is encrypted; {PASSWORD_HINT}")
+    password = passwords[index] if isinstance(index, int) and 0 <= index < len(passwords) else None
+    page_count = info.get("page_count")
+    if info.get("count_error") is not None:
+        raise IngestError(display, f"damaged PDF: cannot count its pages ({info['count_error']})")
+    if not isinstance(page_count, int) or page_count < 0:
+        raise IngestError(display, "damaged PDF: cannot count its pages (the rendering process gave no count)")
+    return page_count, bool(info.get("repaired")), password
 
 
 DrawFn = Callable[["pymupdf_t.Page", tuple[int, int], Path, int, "str | None"], Image.Image]
@@ -191,9 +264,12 @@ def _check_document_deadline(display: str, limit: float, spent: float, index: in
         )
 
 
-def _record_page_error(source: SourceDocument, display: str, page_no: int, reason: str) -> None:
-    """A page that could not be rendered: reported in ``page_errors``, never silently dropped."""
-    error = IngestError(display, f"page could not be rendered: {reason}", page=page_no)
+def _record_page_error(source: SourceDocument, display: str, page_no: int, reason: str,
+                       prefix: str | None = None) -> None:
+    """A page that could not be rendered: reported in ``page_errors``, never silently dropped. ``prefix``
+    (default "page could not be rendered: ") goes before ``reason``."""
+    lead = "page could not be rendered: " if prefix is None else prefix
+    error = IngestError(display, f"{lead}{reason}", page=page_no)
     logger.warning("%s", error)
     source.page_errors.append(error)
 
@@ -267,24 +343,24 @@ def _ocr_pdf_page(source: SourceDocument, page: Any, text: str, settings: Settin
     return apply_ocr(source, gray, dpi, text, settings, display, page_no, words)
 
 
-def _iter_pages_isolated(
+def iter_pages_isolated(
     source: SourceDocument,
     path: Path,
     display: str,
     settings: Settings,
     password: str | None,
     page_count: int,
+    image_format: str | None = None,
 ) -> Iterator[Page]:
     """``_iter_pages`` with PyMuPDF drawing in a killable child process (``pagelens.ingest.sandbox``): a page
     past the time or memory limit becomes a page error naming the file, the page and the limit, and
-    the next pages are rendered by a fresh child. The per-document time limit also bounds each page."""
-    from pagelens.ingest.sandbox import ChildLimits, RenderLimitExceeded, RenderWorker
+    the next pages are rendered by a fresh child. The per-document time limit also bounds each page.
+    ``image_format``: an image file's frames, decoded by Pillow in the child (``pagelens.ingest.images``)."""
+    from pagelens.ingest.sandbox import RenderLimitExceeded, RenderWorker
 
-    memory_mb = int(getattr(settings, "render_memory_mb", 0) or 0)
-    limits = ChildLimits(memory_mb=memory_mb, cpu_s=float(getattr(settings, "render_cpu_s", 0) or 0),
-                         max_file_bytes=int(getattr(settings, "max_file_bytes", 0) or 0), no_network=True,
-                         read_only=True)
-    worker = RenderWorker(path, password, memory_mb, limits)
+    limits = _child_limits(settings)
+    worker = RenderWorker(path, password, limits.memory_mb, limits,
+                          image=_image_request(display, settings, image_format))
     from pagelens.ingest.ocr import status_from_settings
 
     ocr_request = None  # what the child needs to decide on OCR and render the page for it
@@ -317,7 +393,8 @@ def _iter_pages_isolated(
                 continue
             except Exception as exc:
                 spent += time.monotonic() - started
-                _record_page_error(source, display, page_no, str(exc))
+                # an image frame's reason is complete (``pagelens.ingest.images.frame_error``)
+                _record_page_error(source, display, page_no, str(exc), prefix="" if image_format else None)
                 continue
             spent += time.monotonic() - started
             text_source = "pdf" if text.strip() else "none"

@@ -20,13 +20,21 @@ size settings (and, when OCR may run, the OCR mode, minimum characters and dpi).
 ``((w, h), dpi, gray samples)`` when the page's text layer is unusable (``pagelens.ingest.ocr.needs_ocr``): the
 page rendered in gray for Tesseract, which the parent then runs (``pagelens.ingest.ocr``), else None;
 ``words``: the text layer's words as (x0, y0, x1, y1 page fractions, word) tuples (``_word_fractions``, no numpy
-in the child: it starts faster) or None.
+in the child: it starts faster) or None. Before any page, ``open_pdf`` asks ``{"inspect": True}``: the child answers
+``("info", {page_count, repaired, needs_pass, password_index, messages[, count_error]})`` (which of the document message's
+``passwords`` unlocked it) or ``("error", "open", {reason, messages})``, so not even the first parse of an untrusted
+PDF happens in this process.
+
+Messages are plain data only (tuples, lists, dicts, str, bytes, numbers, None): ``_read_msg`` refuses a pickle that
+names any class or function (a child that parsed a hostile file is not trusted to send code), and a reply larger
+than the page could be (``reply_limit``) ends as a crashed child.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import logging
 import os
 import pickle
@@ -38,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,9 +62,12 @@ logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!Q")
 STARTUP_TIMEOUT_S = 120.0  # s: a fresh child's interpreter start and imports (not counted in any page's limit)
-MAX_MESSAGE = 1 << 34
+# children kept idle: one opens the next document (``inspect``) while another renders the current one's pages
+MAX_IDLE = 2
+MAX_MESSAGE = 1 << 34  # bytes: no message is larger, whatever the caller's own limit
 
-# Test hook: {page_no: seconds} the child sleeps before rendering that page (tests only).
+# Test hook: {page_no: seconds} the child sleeps before rendering that page; page 0: before answering
+# ``inspect`` (tests only).
 TEST_SLEEP_PAGES: dict[int, float] = {}
 
 _idle: list[tuple[ChildLimits, subprocess.Popen[bytes]]] = []  # (limits, child) ready for the next document
@@ -128,6 +140,25 @@ def shutdown_idle() -> None:
         _kill(proc)
 
 
+class DocumentOpenError(Exception):
+    """MuPDF could not open the document in the child: its reason and MuPDF's messages."""
+
+    def __init__(self, reason: str, messages: list[str]) -> None:
+        super().__init__(reason)
+        self.messages = messages
+
+
+class DocumentRejected(Exception):
+    """The child's checks refused the document (an image over the pixel or page limit, a damaged header): the
+    ``IngestError`` class name it raised, its reason and detail (plain values), for the parent to raise again."""
+
+    def __init__(self, error_type: str, reason: str, detail: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.error_type = error_type
+        self.reason = reason
+        self.detail = detail
+
+
 class RenderLimitExceeded(Exception):
     """The child went past a limit (``kind``: "time" | "memory" | "crash") on one page."""
 
@@ -161,19 +192,43 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     return bytes(chunks)
 
 
-def _read_msg(fd: int, deadline: float | None = None) -> Any:
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: ``find_class`` (how a pickle names a class or function to import and call)
+    always refuses, so a child compromised by a hostile file cannot run code in this process."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refused: the message names {module}.{name}; only plain data is accepted")
+
+
+def _read_msg(fd: int, deadline: float | None = None, limit: int = MAX_MESSAGE) -> Any:
+    """One message (plain data, at most ``limit`` bytes: a larger one raises ``EOFError`` before it is read)."""
     (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
-    if size > MAX_MESSAGE:
+    if size > min(limit, MAX_MESSAGE):
         raise EOFError
-    return pickle.loads(_read_exact(fd, size, deadline))
+    return _PlainUnpickler(io.BytesIO(_read_exact(fd, size, deadline))).load()
+
+
+def reply_limit(max_pixels: int) -> int:
+    """Bytes a page's reply may take: its RGB samples (3 per pixel, ``max_pixels`` with a row and a column of
+    rounding), the gray OCR copy (``pagelens.ingest.ocr.MAX_OCR_PIXELS``) and 256 MiB for its text and words."""
+    from pagelens.ingest.ocr import MAX_OCR_PIXELS
+
+    side = int(max_pixels ** 0.5) + 2
+    return 3 * (max_pixels + 2 * side) + MAX_OCR_PIXELS + (256 << 20)
 
 
 class RenderWorker:
     """The parent's handle on one child rendering the pages of one PDF."""
 
-    def __init__(self, path: Path, password: str | None, memory_mb: int, limits: ChildLimits | None = None) -> None:
+    def __init__(self, path: Path, password: str | None, memory_mb: int, limits: ChildLimits | None = None,
+                 passwords: Sequence[str] | None = None, image: dict[str, Any] | None = None) -> None:
         self.path = path
         self.password = password
+        # an image file (Pillow in the child): {"format": "png" | "jpeg" | "tiff", "display": name in its errors,
+        # "max_pixels": px per frame, "max_pages": frames}; None: a PDF
+        self.image = image
+        # tried in order by the child when the PDF is encrypted (``inspect`` says which one worked)
+        self.passwords = list(passwords) if passwords is not None else ([password] if password else [])
         self.memory_mb = memory_mb
         self.limits = limits if limits is not None else ChildLimits(memory_mb=memory_mb)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -191,34 +246,28 @@ class RenderWorker:
         if proc is None:
             proc = _spawn(self.limits)
         assert proc.stdin is not None
+        message = {"path": str(self.path), "passwords": self.passwords, "sleep": dict(TEST_SLEEP_PAGES),
+                   "image": self.image}
         try:
-            _write_msg(proc.stdin.fileno(), {"path": str(self.path), "password": self.password,
-                                              "sleep": dict(TEST_SLEEP_PAGES)})
+            _write_msg(proc.stdin.fileno(), message)
         except OSError:
             _kill(proc)
             proc = _spawn(self.limits)
             assert proc.stdin is not None
-            _write_msg(proc.stdin.fileno(), {"path": str(self.path), "password": self.password,
-                                              "sleep": dict(TEST_SLEEP_PAGES)})
+            _write_msg(proc.stdin.fileno(), message)
         self.proc = proc
         return proc
 
-    def render(self, index: int, longest_edge: int, max_pixels: int, timeout_s: float,
-               ocr: dict[str, Any] | None = None
-               ) -> tuple[tuple[int, int], tuple[int, int], bytes, str, Any, WordBoxes | None]:
-        """(target size, rendered size, RGB samples, text, OCR copy or None, word boxes or None) of page
-        ``index`` (0-based);
-        raises ``RenderLimitExceeded`` past a limit (the child is then killed), ``RuntimeError`` for an
-        ordinary render failure. ``ocr``: {mode, min_chars, dpi} when the child should render a gray OCR
-        copy of pages whose text layer is unusable."""
+    def _ask(self, request: dict[str, Any], timeout_s: float, limit: int) -> Any:
+        """Send ``request`` and read the reply within ``timeout_s`` (0: none); a child past a limit is killed
+        and ``RenderLimitExceeded`` names the limit."""
         proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
         assert proc.stdin is not None and proc.stdout is not None
         deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
         self.busy = True
         try:
-            _write_msg(proc.stdin.fileno(), {"page": index, "longest": longest_edge, "max_pixels": max_pixels,
-                                              "ocr": ocr})
-            reply = _read_msg(proc.stdout.fileno(), deadline)
+            _write_msg(proc.stdin.fileno(), request)
+            reply = _read_msg(proc.stdout.fileno(), deadline, limit)
         except TimeoutError:
             self.close()
             raise RenderLimitExceeded("time", f"rendering was stopped after the time limit of {timeout_s:g} s "
@@ -234,9 +283,44 @@ class RenderWorker:
                     "file", f"the rendering process wrote a file past {self.limits.max_file_bytes:,} bytes "
                     "(PAGELENS_MAX_FILE_BYTES)") from None
             raise RenderLimitExceeded(
-                "crash", f"the rendering process died (exit {code}); most likely the memory limit of "
-                f"{self.memory_mb} MiB (PAGELENS_RENDER_MEMORY_MB) or a MuPDF crash") from None
+                "crash", f"the rendering process died (exit {code}) or sent a malformed reply; most likely the "
+                f"memory limit of {self.memory_mb} MiB (PAGELENS_RENDER_MEMORY_MB) or a MuPDF crash") from None
         self.busy = False
+        if not isinstance(reply, tuple) or not reply:
+            self.close()
+            raise RenderLimitExceeded("crash", "the rendering process sent a malformed reply")
+        return reply
+
+    def inspect(self, timeout_s: float) -> dict[str, Any]:
+        """Open the document in the child: ``{"page_count": int, "repaired": bool, "needs_pass": bool,
+        "password_index": int | None, "messages": [str]}`` (``password_index``: which of ``passwords`` unlocked
+        it, None when none did or none was needed). Raises ``DocumentOpenError`` when MuPDF cannot open it,
+        ``RenderLimitExceeded`` past a limit."""
+        reply = self._ask({"inspect": True}, timeout_s, 1 << 20)
+        if reply[0] == "info" and len(reply) == 2 and isinstance(reply[1], dict):
+            return reply[1]
+        if reply[0] == "error" and len(reply) == 3 and reply[1] == "open" and isinstance(reply[2], dict):
+            raise DocumentOpenError(str(reply[2].get("reason", "")), [str(m) for m in reply[2].get("messages", [])])
+        if reply[0] == "error" and len(reply) == 3 and reply[1] == "ingest" and isinstance(reply[2], dict):
+            raise DocumentRejected(str(reply[2].get("type", "")), str(reply[2].get("reason", "")),
+                                   dict(reply[2].get("detail") or {}))
+        if reply[0] == "error" and len(reply) == 3 and reply[1] == "memory":
+            self.close()
+            raise RenderLimitExceeded("memory", f"opening the PDF exceeded the memory limit of {self.memory_mb} MiB "
+                                      f"(PAGELENS_RENDER_MEMORY_MB): {reply[2]}")
+        self.close()
+        raise RenderLimitExceeded("crash", "the rendering process sent a malformed reply")
+
+    def render(self, index: int, longest_edge: int, max_pixels: int, timeout_s: float,
+               ocr: dict[str, Any] | None = None
+               ) -> tuple[tuple[int, int], tuple[int, int], bytes, str, Any, WordBoxes | None]:
+        """(target size, rendered size, RGB samples, text, OCR copy or None, word boxes or None) of page
+        ``index`` (0-based);
+        raises ``RenderLimitExceeded`` past a limit (the child is then killed), ``RuntimeError`` for an
+        ordinary render failure. ``ocr``: {mode, min_chars, dpi} when the child should render a gray OCR
+        copy of pages whose text layer is unusable."""
+        reply = self._ask({"page": index, "longest": longest_edge, "max_pixels": max_pixels, "ocr": ocr},
+                          timeout_s, reply_limit(max_pixels))
         if reply[0] == "ok":
             _, size, got, samples, text, ocr_copy, words = reply
             from pagelens.ingest.words import WordBoxes
@@ -256,13 +340,13 @@ class RenderWorker:
         return None if proc is None else _kill(proc)
 
     def release(self) -> None:
-        """Done with this document: keep a healthy child idle for the next one (one at most)."""
+        """Done with this document: keep a healthy child idle for the next one (``MAX_IDLE`` at most)."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
         if proc.poll() is None and not self.busy:
             with _idle_lock:
-                if not _idle:
+                if len(_idle) < MAX_IDLE:
                     _idle.append((self.limits, proc))
                     return
         _kill(proc)
@@ -297,6 +381,51 @@ def _word_fractions(page: Any) -> list[tuple[float, float, float, float, str]] |
     return out or None
 
 
+def _mupdf_warnings(pymupdf: Any) -> list[str]:
+    """MuPDF's messages since the last call (the parent filters and logs them)."""
+    try:
+        return [line for line in str(pymupdf.TOOLS.mupdf_warnings(reset=True)).splitlines() if line][:20]
+    except Exception:  # noqa: BLE001 - diagnostics only
+        return []
+
+
+def _open_image(path: str, req: dict[str, Any]) -> tuple[Any, int, dict[str, Any] | None]:
+    """(the open image, its frames, None) or (None, 0, the failure for ``inspect``): the parent's own checks
+    (``pagelens.ingest.images.open_checked``) run here; an ``IngestError`` goes back as its class, reason and
+    detail."""
+    from pagelens.ingest import images as image_files
+
+    from pagelens.core.errors import IngestError
+
+    limits = SimpleNamespace(max_pixels_per_page=int(req["max_pixels"]), max_pages_per_document=int(req["max_pages"]))
+    try:
+        image, frames = image_files.open_checked(Path(path), str(req.get("display") or path), str(req["format"]),
+                                                 limits)
+        return image, frames, None
+    except IngestError as exc:
+        detail = {k: v for k, v in exc.detail.items() if k not in ("path", "page") and isinstance(v, (int, str))}
+        return None, 0, {"type": type(exc).__name__, "reason": exc.reason, "detail": detail}
+    except BaseException as exc:  # noqa: BLE001 - Pillow's own failures: a damaged file
+        return None, 0, {"type": "IngestError", "reason": f"damaged {str(req['format']).upper()} image: {exc}",
+                         "detail": {}}
+
+
+def _image_frame(image: Any, frames: int, req: dict[str, Any], image_req: dict[str, Any]) -> tuple[Any, ...]:
+    """The reply to a page request on an image file: ``pagelens.ingest.images.decode_frame`` of frame
+    ``req["page"]``, in the PDF pages' reply format (no text layer; ``ocr_copy`` when OCR was asked for)."""
+    from pagelens.ingest import images as image_files
+
+    settings = SimpleNamespace(page_longest_edge=int(req["longest"]), max_pixels_per_page=int(req["max_pixels"]))
+    try:
+        rgb, gray = image_files.decode_frame(image, int(req["page"]), frames, settings,
+                                             str(image_req.get("display") or ""), ocr_copy=bool(req.get("ocr")))
+        ocr_copy = None if gray is None else (gray[0].size, gray[1], gray[0].tobytes())
+        return ("ok", rgb.size, rgb.size, rgb.tobytes(), "", ocr_copy, None)
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
+        kind = "memory" if _is_memory_error(exc) else "render"
+        return ("error", kind, image_files.frame_error(exc))
+
+
 def _child() -> None:  # pragma: no cover - runs in the child process
     import pymupdf
     from pagelens.ingest.geometry import fit_size
@@ -316,7 +445,11 @@ def _child() -> None:  # pragma: no cover - runs in the child process
     cpu_s = float(init.get("cpu_s") or 0)
     _write_msg(fd_out, ("ready",))
     doc: Any = None
+    image: Any = None  # a PIL image (an image file) instead of a PDF
+    image_req: dict[str, Any] = {}
     open_error = "no document opened"
+    info: dict[str, Any] = {}
+    open_failure: dict[str, Any] | None = {"reason": "no document opened", "messages": []}
     sleeps: dict[int, float] = {}
     while True:
         try:
@@ -334,12 +467,46 @@ def _child() -> None:  # pragma: no cover - runs in the child process
                 doc.close()
             doc = None
             sleeps = {int(k): float(v) for k, v in (req.get("sleep") or {}).items()}
+            passwords = [str(p) for p in req.get("passwords") or ()]
+            _mupdf_warnings(pymupdf)  # drop the previous document's
+            info = {"page_count": 0, "repaired": False, "needs_pass": False, "password_index": None, "messages": []}
+            open_failure = None
+            if image is not None:
+                image.close()
+            image, image_req = None, req.get("image")
+            if image_req:  # an image file: Pillow (imported on the first one) in this sandbox too
+                image, frames, open_failure = _open_image(req["path"], image_req)
+                info["page_count"] = frames
+                open_error = "the image could not be opened in the rendering process"
+                continue
             try:
                 doc = pymupdf.open(req["path"], filetype="pdf")
-                if doc.needs_pass and not doc.authenticate(req.get("password") or ""):
-                    doc, open_error = None, "the PDF could not be unlocked in the rendering process"
-            except Exception as exc:  # noqa: BLE001 - reported on the first page request
+                info["needs_pass"] = bool(doc.needs_pass)
+                if doc.needs_pass:
+                    info["password_index"] = next((i for i, pw in enumerate(passwords) if doc.authenticate(pw)), None)
+                    if info["password_index"] is None:
+                        doc, open_error = None, "the PDF could not be unlocked in the rendering process"
+                if doc is not None:
+                    try:
+                        info["page_count"] = int(doc.page_count)
+                    except Exception as exc:  # noqa: BLE001 - a damaged page tree: the parent names it
+                        info["count_error"] = str(exc)
+                    info["repaired"] = bool(getattr(doc, "is_repaired", False))
+                info["messages"] = _mupdf_warnings(pymupdf)
+            except Exception as exc:  # noqa: BLE001 - reported to inspect and on the first page request
                 doc, open_error = None, f"the PDF could not be opened in the rendering process ({exc})"
+                open_failure = {"reason": str(exc), "messages": _mupdf_warnings(pymupdf)}
+            continue
+        if "inspect" in req:
+            if 0 in sleeps:
+                time.sleep(sleeps[0])
+            if open_failure is None:
+                _write_msg(fd_out, ("info", info))
+            else:
+                _write_msg(fd_out, ("error", "ingest" if "type" in open_failure else "open", open_failure))
+            continue
+        if image is not None:
+            _write_msg(fd_out, _image_frame(image, int(info["page_count"]), req, image_req))
             continue
         if doc is None:
             _write_msg(fd_out, ("error", "render", open_error))

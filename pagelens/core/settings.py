@@ -277,7 +277,8 @@ class Settings(BaseSettings):
     )
     isolate_rendering: bool = Field(
         default=True, description="Parse untrusted files in sandboxed child processes (ingest/isolation.py): "
-        "PyMuPDF renders pages in a killable child (reused across documents, ingest/sandbox.py), LibreOffice "
+        "PyMuPDF opens and renders PDFs and Pillow reads image files in a killable child (reused across "
+        "documents, ingest/sandbox.py), LibreOffice "
         "converts office files (ingest/office.py, a fresh profile per document) and Tesseract reads scans "
         "(ingest/ocr.py), each under render_memory_mb (RLIMIT_AS), render_cpu_s (RLIMIT_CPU), max_file_bytes "
         "(RLIMIT_FSIZE), without network (a new network namespace where the system allows it, else one "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pagelens.ingest.sandbox as sandbox
 import pytest
-from conftest import REAL_PDFS
+from conftest import HOSTILE_PDFS, REAL_PDFS
 from pagelens.ingest.fs_guard import landlock_abi
 from pagelens.ingest.loader import open_document
 
@@ -158,3 +158,143 @@ def test_a_cpu_bound_child_is_stopped_by_the_cpu_limit(monkeypatch) -> None:
     proc = subprocess.run(["sh", "-c", "while :; do :; done"], preexec_fn=child_limits(0, 1, 0), timeout=60,
                           check=False)
     assert proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
+
+
+def _outcome(path: Path, settings) -> str:  # noqa: ANN001
+    """What opening ``path`` gives: its page count, or the error's type and message."""
+    try:
+        return f"{open_document(path, settings).page_count} pages"
+    except Exception as exc:  # noqa: BLE001 - the message is what is compared
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_the_pdf_is_opened_in_the_child_never_in_this_process(settings_factory, monkeypatch) -> None:
+    """Not even the first parse (validation, password, page count) of an untrusted PDF runs in the server: with
+    this process' PyMuPDF made unusable, documents still open, unlock and render, and every hostile PDF gives the
+    same page count or the same error as an in-process open."""
+    import pagelens.ingest.pdf as pdf
+
+    hostile = sorted(HOSTILE_PDFS.glob("*.pdf"))
+    assert len(hostile) >= 20
+    trusted = settings_factory(page_longest_edge=128, isolate_rendering=False)
+    expected = {path.name: _outcome(path, trusted) for path in hostile}
+
+    def no_pymupdf_here() -> None:
+        raise AssertionError("PyMuPDF was used in the server process")
+
+    monkeypatch.setattr(pdf, "_pymupdf", no_pymupdf_here)
+    settings = settings_factory(page_longest_edge=128)
+    try:
+        got = {path.name: _outcome(path, settings) for path in hostile}
+        assert got == expected
+        assert expected["h_truncated_60pct_tracemonkey.pdf"].startswith("IngestError") and \
+            "damaged or truncated" in expected["h_truncated_60pct_tracemonkey.pdf"]
+        assert "EncryptedDocumentError" in expected["h_enc_rc4_40_pw_foo.pdf"]
+        doc = open_document(HOSTILE_PDFS / "h_enc_rc4_40_pw_foo.pdf", settings, password="foo")
+        assert len(list(doc.pages())) == doc.page_count >= 1 and not doc.page_errors
+        doc = open_document(TWO_PAGES, settings)
+        assert doc.page_count == 2 and [p.page_no for p in doc.pages()] == [1, 2]
+    finally:
+        sandbox.shutdown_idle()
+
+
+def test_an_open_that_hangs_is_killed_at_the_time_limit(settings_factory, monkeypatch) -> None:
+    from pagelens.core.errors import IngestError
+
+    monkeypatch.setattr(sandbox, "TEST_SLEEP_PAGES", {0: 30.0})  # 0: the child sleeps before answering the open
+    settings = settings_factory(page_longest_edge=128, render_timeout_s=1)
+    with pytest.raises(IngestError) as info:
+        open_document(TWO_PAGES, settings)
+    message = str(info.value)
+    assert TWO_PAGES.name in message and "could not be opened in the sandbox" in message, message
+    assert "time limit of 1 s" in message and "PAGELENS_RENDER_TIMEOUT_S" in message, message
+    monkeypatch.setattr(sandbox, "TEST_SLEEP_PAGES", {})
+    assert open_document(TWO_PAGES, settings).page_count == 2  # a fresh child opens the next one
+
+
+class _Payload:
+    def __reduce__(self):  # noqa: ANN204 - what a compromised child could send: a call run on unpickling
+        return (os.getpid, ())
+
+
+def test_the_parent_reads_plain_data_only_from_a_child() -> None:
+    """A child that parsed a hostile file is not trusted: a reply that names a class or function (pickle's way
+    to run code on loading) is refused, and a reply larger than the caller's limit is not read."""
+    import pickle
+
+    def roundtrip(obj: object, limit: int = sandbox.MAX_MESSAGE) -> object:
+        read, write = os.pipe()
+        try:
+            sandbox._write_msg(write, obj)
+            return sandbox._read_msg(read, None, limit)
+        finally:
+            os.close(read)
+            os.close(write)
+
+    plain = ("ok", (3, 4), (3, 4), b"\x00" * 36, "text", None, [(0.1, 0.2, 0.3, 0.4, "word")])
+    assert roundtrip(plain) == plain
+    assert roundtrip({"page_count": 2, "messages": ["x"], "password_index": None}) == \
+        {"page_count": 2, "messages": ["x"], "password_index": None}
+    with pytest.raises(pickle.UnpicklingError, match="posix.getpid|os.getpid"):
+        roundtrip(("ok", _Payload()))
+    with pytest.raises(EOFError):
+        roundtrip(b"x" * 1000, limit=100)
+    assert sandbox.reply_limit(4_000_000) > 3 * 4_000_000  # a page at the pixel cap fits
+
+
+def _image_outcome(path: Path, settings) -> list[str]:  # noqa: ANN001
+    """What indexing an image file gives: per page its size and pixels' digest, per page error its message;
+    or the error that refused the file."""
+    import hashlib
+
+    try:
+        doc = open_document(path, settings)
+        pages = [f"page {p.page_no} {p.size} {p.text_source} {hashlib.sha256(p.image.tobytes()).hexdigest()[:16]}"
+                 for p in doc.pages()]
+        return [f"{doc.page_count} pages", *pages, *(str(e) for e in doc.page_errors)]
+    except Exception as exc:  # noqa: BLE001 - the message is what is compared
+        return [f"{type(exc).__name__}: {exc}"]
+
+
+def test_image_files_are_decoded_in_the_child_never_in_this_process(settings_factory, monkeypatch,
+                                                                     tmp_path: Path) -> None:
+    """Pillow parses image files in the sandbox too: with this process' image decoding made unusable, every
+    kind of image (alpha, 16-bit, EXIF-rotated JPEG, multi-frame TIFF, a truncated PNG, headers over the
+    pixel and page limits) gives the same pages, pixels and errors as in-process."""
+    from PIL import Image
+    from test_ingest import png_bytes
+
+    import pagelens.ingest.images as images
+
+    files = {"alpha.png": lambda p: Image.new("RGBA", (100, 50), (0, 0, 0, 0)).save(p),
+             "deep.png": lambda p: Image.new("I;16", (64, 32), 40000).save(p),
+             "trunc.png": lambda p: p.write_bytes(png_bytes(300, 200)),
+             "bomb.png": lambda p: p.write_bytes(png_bytes(10_000, 10_000)),
+             "garbage.png": lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)}
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files["photo.jpg"] = lambda p: Image.new("RGB", (900, 400), "blue").save(p, exif=exif.tobytes(), quality=90)
+    frames = [Image.new("L", (700, 900), 255), Image.new("RGB", (900, 700), "red"), Image.new("1", (300, 200))]
+    files["scan.tif"] = lambda p: frames[0].save(p, save_all=True, append_images=frames[1:])
+    paths = []
+    for name, write in files.items():
+        write(tmp_path / name)
+        paths.append(tmp_path / name)
+    trusted = settings_factory(page_longest_edge=256, isolate_rendering=False, ocr="off")
+    expected = {p.name: _image_outcome(p, trusted) for p in paths}
+    assert expected["scan.tif"][0] == "3 pages" and len(expected["scan.tif"]) == 4
+    assert "page 1" in expected["trunc.png"][-1] and expected["bomb.png"][0].startswith("DocumentTooLargeError")
+    assert expected["garbage.png"][0].startswith(("IngestError", "UnsupportedFileError"))
+
+    def no_pillow_here(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("an image file was parsed in the server process")
+
+    monkeypatch.setattr(images, "_open", no_pillow_here)
+    settings = settings_factory(page_longest_edge=256, ocr="off")
+    try:
+        assert {p.name: _image_outcome(p, settings) for p in paths} == expected
+        tight = settings_factory(page_longest_edge=256, ocr="off", max_pages_per_document=2)
+        (refused,) = _image_outcome(tmp_path / "scan.tif", tight)
+        assert refused.startswith("DocumentTooLargeError") and "3 pages" in refused and "scan.tif" in refused
+    finally:
+        sandbox.shutdown_idle()
