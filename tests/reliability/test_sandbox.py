@@ -261,10 +261,9 @@ def test_image_files_are_decoded_in_the_child_never_in_this_process(settings_fac
     """Pillow parses image files in the sandbox too: with this process' image decoding made unusable, every
     kind of image (alpha, 16-bit, EXIF-rotated JPEG, multi-frame TIFF, a truncated PNG, headers over the
     pixel and page limits) gives the same pages, pixels and errors as in-process."""
+    import pagelens.ingest.images as images
     from PIL import Image
     from test_ingest import png_bytes
-
-    import pagelens.ingest.images as images
 
     files = {"alpha.png": lambda p: Image.new("RGBA", (100, 50), (0, 0, 0, 0)).save(p),
              "deep.png": lambda p: Image.new("I;16", (64, 32), 40000).save(p),
