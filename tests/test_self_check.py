@@ -104,26 +104,6 @@ def test_the_check_picks_the_cheapest_stage_that_reaches_the_target_and_falls_ba
     assert max(t["recall"] for t in hopeless.trials if t["first_stage"] != "exact") < 0.95
 
 
-def test_large_collections_also_try_wide_first_stages() -> None:
-    """Past 8,000 candidates the check tries 16,000 and 32,000 on collections of at least three times as many
-    pages (where the scan of every page costs most), and never a width near the collection's size."""
-    from pagelens.index.ann.self_check import candidate_widths
-
-    assert candidate_widths(600) == [64, 128, 250, 500]
-    assert candidate_widths(10_000) == [64, 128, 250, 500, 1000, 2000, 4000, 8000]
-    assert candidate_widths(48_000)[-2:] == [8000, 16000]
-    assert candidate_widths(100_000)[-3:] == [8000, 16000, 32000]
-    rng = np.random.default_rng(5)
-    pages = unit(rng.standard_normal((600, 4, DIM)))
-    probe = fake_probe(pages, stage_quality=0.0, scan_quality=0.0)
-    tried: list[int] = []
-    inner = probe.stages["pooled"]
-    probe.stages["pooled"] = lambda q, w: tried.append(w) or inner(q, w)
-    probe.pages = 100_000  # what the check believes: the widths follow the page count
-    run_check(probe, target=0.95, probes=2)
-    assert sorted(set(tried)) == candidate_widths(100_000)
-
-
 def test_outdated_after_a_quarter_of_change() -> None:
     plan = SearchPlan(recall=1.0, pages=1000)
     assert not plan.outdated(1200) and plan.outdated(1300) and plan.outdated(700)

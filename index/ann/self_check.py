@@ -51,10 +51,6 @@ EXACT_TRUTH_MAX_ROWS = 12_000_000  # token vectors up to which the truth is exac
 SCAN_TRUTH_PAGES = 512  # past that, exact MaxSim of the int8 scan's best pages
 RERANK_KEEPS = (16, 32, 64, 128)  # pages passed to the exact stage, tried in this order
 WIDTHS = (64, 128, 250, 500, 1000, 2000, 4000, 8000)  # first-stage candidates tried (pooled / tokens / dedup)
-# tried too on collections of at least 3x as many pages: there the scan of every page costs most (555 ms at
-# 100k x 300 tokens, isotropic generator, AMD EPYC 2 cores, 2026-12-07), and the token index missed the probes'
-# near-ties at 8,000 candidates
-LARGE_WIDTHS = (16000, 32000)
 RECHECK_CHANGE = 0.25  # re-measure when the page count moved by more than this share since the check
 
 FirstStage = str  # "scan" | "pooled" | "tokens" | "hnsw" (Qdrant server) | "exact"
@@ -201,17 +197,9 @@ def _hits(got: Sequence[str], scores: dict[str, float], kth: float) -> float:
     return sum(1 for g in got[:RECALL_K] if scores.get(g, float("-inf")) >= kth - tol) / float(RECALL_K)
 
 
-def candidate_widths(pages: int) -> list[int]:
-    """The first-stage widths the check tries on a collection of ``pages`` pages: ``WIDTHS`` under its size,
-    and ``LARGE_WIDTHS`` on collections of at least 3x as many pages."""
-    return [w for w in WIDTHS if w < pages] + [w for w in LARGE_WIDTHS if 3 * w <= pages]
-
-
-def run_check(probe: Probe, target: float, seed: int = 0, probes: int = PROBES,
-              widths: Sequence[int] | None = None) -> SearchPlan:
+def run_check(probe: Probe, target: float, seed: int = 0, probes: int = PROBES) -> SearchPlan:
     """Measure every first stage and choose the plan (see the module docstring). Blocking: about
-    ``probes`` exact searches plus as many scans (~10 s at 1,000 pages, ~1 min at 10,000 here).
-    ``widths``: the first-stage widths tried (default ``candidate_widths`` of the collection's size)."""
+    ``probes`` exact searches plus as many scans (~10 s at 1,000 pages, ~1 min at 10,000 here)."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     plan = SearchPlan(target=target, pages=probe.pages, measured_at=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -227,7 +215,7 @@ def run_check(probe: Probe, target: float, seed: int = 0, probes: int = PROBES,
     plan.truth = ("exact MaxSim of every page" if exact_all
                   else f"exact MaxSim of the {SCAN_TRUTH_PAGES} best pages of the int8 scan")
     k = min(RECALL_K, probe.pages)
-    widths = list(widths) if widths is not None else candidate_widths(probe.pages)
+    widths = [w for w in WIDTHS if w < probe.pages]
     keeps = [r for r in RERANK_KEEPS if r <= max(RERANK_KEEPS[0], probe.pages)]
     recalls: dict[tuple[str, int, int], list[float]] = {}
     cost: dict[str, list[float]] = {"scan": [], "exact": [], "rerank_page": [], "exact_page": []}

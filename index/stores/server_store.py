@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from pagelens.index.ann.self_check import WIDTHS, Probe, SearchPlan, run_check
+from pagelens.index.ann.self_check import Probe, SearchPlan, run_check
 from pagelens.index.stores.filters import (
     COLLECTION_NAME_RE,
     INDEXED_KEYWORD_FIELDS,
@@ -745,9 +745,7 @@ class QdrantServerStore:
         probe = Probe(sample_tokens=sample_tokens, exact_top=lambda q, k: exact(q, k), exact_scores=exact_scores,
                       scan=lambda q, m: [i for i, _ in exact(q, m)], rerank=rerank, stages={"hnsw": hnsw},
                       pages=pages, rows=rows)
-        # not LARGE_WIDTHS: Qdrant rescores every prefetched page exactly, so a prefetch of 16,000+ pages
-        # costs a large part of an exact search, and 32 probes of it would make the check take many minutes
-        plan = run_check(probe, self.recall_target, widths=[w for w in WIDTHS if w < pages])
+        plan = run_check(probe, self.recall_target)
         if plan.first_stage == "scan":  # the server has no int8 scan: its stand-in is exact MaxSim itself
             plan.first_stage, plan.candidates = "exact", 0
         self._plans[collection] = plan
