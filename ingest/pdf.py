@@ -30,6 +30,7 @@ from pagelens.core.settings import Settings
 
 if TYPE_CHECKING:
     import pymupdf as pymupdf_t
+    from pagelens.ingest.sandbox import ChildLimits
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +96,14 @@ def _open_and_unlock(path: Path, display: str, passwords: Sequence[str]) -> tupl
         if doc.authenticate(password):
             return doc, password
     doc.close()
+    raise _locked_error(display, passwords)
+
+
+def _locked_error(display: str, passwords: Sequence[str]) -> EncryptedDocumentError:
+    """An encrypted PDF none of ``passwords`` unlocked (none given, or wrong)."""
     if passwords:
-        raise EncryptedDocumentError(display, f"PDF is encrypted and the password given is wrong; {PASSWORD_HINT}")
-    raise EncryptedDocumentError(display, f"PDF is encrypted; {PASSWORD_HINT}")
+        return EncryptedDocumentError(display, f"PDF is encrypted and the password given is wrong; {PASSWORD_HINT}")
+    return EncryptedDocumentError(display, f"PDF is encrypted; {PASSWORD_HINT}")
 
 
 def open_pdf(path: Path, display: str, settings: Settings, passwords: Sequence[str]) -> tuple[int, RenderFn]:
@@ -107,8 +113,10 @@ def open_pdf(path: Path, display: str, settings: Settings, passwords: Sequence[s
     ``DocumentTooLargeError`` (more than ``settings.max_pages_per_document`` pages).
     """
     isolated = settings.rasterizer == "pymupdf" and bool(getattr(settings, "isolate_rendering", False))
+    # absolute: the sandbox child is reused across documents and may have started in another cwd
+    resolved = Path(path).resolve()
     if isolated:  # not even the first parse of an untrusted file in this process
-        page_count, repaired, password = inspect_isolated(Path(path).resolve(), display, settings, passwords)
+        page_count, repaired, password = inspect_isolated(resolved, display, settings, passwords)
     else:
         doc, password = _open_and_unlock(path, display, passwords)
         try:
@@ -141,14 +149,13 @@ def open_pdf(path: Path, display: str, settings: Settings, passwords: Sequence[s
 
     def render(source: SourceDocument) -> Iterator[Page]:
         if isolated:
-            # absolute: the sandbox child is reused across documents and may have started in another cwd
-            return iter_pages_isolated(source, Path(path).resolve(), display, settings, password, page_count)
+            return iter_pages_isolated(source, resolved, display, settings, password, page_count)
         return _iter_pages(source, path, display, settings, password, page_count, draw)
 
     return page_count, render
 
 
-def _child_limits(settings: Settings) -> Any:
+def _child_limits(settings: Settings) -> ChildLimits:
     """The sandbox child's limits (``pagelens.ingest.sandbox.ChildLimits``) from the settings: the same for
     opening a document and rendering its pages, so the child that opened it renders it."""
     from pagelens.ingest.sandbox import ChildLimits
@@ -200,9 +207,7 @@ def inspect_isolated(path: Path, display: str, settings: Settings, passwords: Se
         logger.debug("%s: MuPDF: %s", display, line)
     index = info.get("password_index")
     if info.get("needs_pass") and not isinstance(index, int):
-        if passwords:
-            raise EncryptedDocumentError(display, f"PDF is encrypted and the password given is wrong; {PASSWORD_HINT}")
-        raise EncryptedDocumentError(display, f"PDF is encrypted; {PASSWORD_HINT}")
+        raise _locked_error(display, passwords)
     password = passwords[index] if isinstance(index, int) and 0 <= index < len(passwords) else None
     page_count = info.get("page_count")
     if info.get("count_error") is not None:

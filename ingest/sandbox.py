@@ -223,7 +223,6 @@ class RenderWorker:
     def __init__(self, path: Path, password: str | None, memory_mb: int, limits: ChildLimits | None = None,
                  passwords: Sequence[str] | None = None, image: dict[str, Any] | None = None) -> None:
         self.path = path
-        self.password = password
         # an image file (Pillow in the child): {"format": "png" | "jpeg" | "tiff", "display": name in its errors,
         # "max_pixels": px per frame, "max_pages": frames}; None: a PDF
         self.image = image
@@ -306,7 +305,7 @@ class RenderWorker:
                                    dict(reply[2].get("detail") or {}))
         if reply[0] == "error" and len(reply) == 3 and reply[1] == "memory":
             self.close()
-            raise RenderLimitExceeded("memory", f"opening the PDF exceeded the memory limit of {self.memory_mb} MiB "
+            raise RenderLimitExceeded("memory", f"opening the document exceeded the memory limit of {self.memory_mb} MiB "
                                       f"(PAGELENS_RENDER_MEMORY_MB): {reply[2]}")
         self.close()
         raise RenderLimitExceeded("crash", "the rendering process sent a malformed reply")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
-from pagelens.index.ann.fast_rerank import RerankCache
+from pagelens.index.ann.fast_rerank import RerankCache, ScanView
 
 Candidates = Callable[[np.ndarray, int], list[str]]
 """(query [n_q, dim] float32, width) -> page ids, best first."""
@@ -25,6 +25,13 @@ Candidates = Callable[[np.ndarray, int], list[str]]
 
 def _none(query: np.ndarray, width: int) -> list[str]:
     return []
+
+
+def _ranking(view: ScanView | None) -> Candidates:
+    """The ``width`` best pages of ``view``'s ranking of every page (``_none`` without a view)."""
+    if view is None:
+        return _none
+    return lambda query, width: view.best(query, width) if width >= 1 else []
 
 
 class FirstStage(Protocol):
@@ -58,8 +65,7 @@ class ScanStage(_Stage):
         self.cache = cache
 
     def prepare(self) -> Candidates:
-        view = self.cache.scan_view()
-        return (lambda query, width: view.best(query, width) if width >= 1 else []) if view is not None else _none
+        return _ranking(self.cache.scan_view())
 
 
 class PooledStage(_Stage):
@@ -99,8 +105,7 @@ class DedupStage(_Stage):
         self.cache = cache
 
     def prepare(self) -> Candidates:
-        view = self.cache.dedup_view()
-        return (lambda query, width: view.best(query, width) if width >= 1 else []) if view is not None else _none
+        return _ranking(self.cache.dedup_view())
 
 
 def first_stages(cache: RerankCache, device: str = "cpu", token_nprobe: int = 16,

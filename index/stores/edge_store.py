@@ -395,8 +395,11 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         runs it (one rewrite of the unoptimized segment then, twice its size on disk for a moment)."""
         return not self.fast_rerank and self._unoptimized.get(collection, 0) >= self.optimize_every_bytes
 
+    def _flush_due(self, collection: str) -> bool:
+        return self._unflushed.get(collection, 0) >= self.wal_flush_bytes
+
     def _maintenance_due(self, collection: str) -> bool:
-        return self._optimize_due(collection) or self._unflushed.get(collection, 0) >= self.wal_flush_bytes
+        return self._optimize_due(collection) or self._flush_due(collection)
 
     def _maintain_locked(self, collection: str, shard: Any) -> None:
         """Edge's optimizer when ``_optimize_due``, else a flush once ``wal_flush_bytes`` of vectors arrived
@@ -408,7 +411,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
             logger.info("optimizing %s after %.1f GB of new vectors (Edge has no background optimizer)",
                         collection, self._unoptimized[collection] / 1e9)
             self._optimize_locked(collection, shard)
-        elif self._unflushed.get(collection, 0) >= self.wal_flush_bytes:
+        elif self._flush_due(collection):
             shard.flush()  # persists the segments and truncates the write-ahead log
             self._unflushed[collection] = 0
 
