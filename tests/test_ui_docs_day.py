@@ -292,3 +292,80 @@ def test_first_run_create_and_upload_then_select_and_delete_a_collection_row(bro
         assert heights and max(heights) < 60, heights
         _shots(page, "18_collections_after_delete")
         page.goto("about:blank")
+
+
+def test_hostile_files_uploaded_in_the_ui_are_parsed_in_the_sandbox_and_fail_one_line_each(  # noqa: D103
+        browser_page, settings_factory, monkeypatch) -> None:  # noqa: ANN001, F811
+    """Issue 26: every file of the hostile corpus uploaded through the Documents tab (a real server, the default
+    settings: the sandbox on) with this process' PyMuPDF made unusable, so nothing of them is parsed in the
+    server: each file gets its row, the one the job store has (indexed, partial or failed); a failed row says
+    why in one line with no server path; the empty file is refused at upload by name; the server goes on
+    answering and the collection holds exactly the pages the rows report."""
+    import pagelens.ingest.pdf as pdf
+    from playwright.sync_api import expect
+
+    from pagelens.core.settings import Settings
+
+    assert Settings(_env_file=None).isolate_rendering is True  # type: ignore[call-arg]
+    hostile = sorted(HOSTILE_PDFS.glob("*.pdf"))
+    empty = [p for p in hostile if p.stat().st_size == 0]
+    files = [p for p in hostile if p.stat().st_size > 0]
+    assert len(files) >= 20 and len(empty) == 1
+
+    def no_pymupdf_here() -> None:
+        raise AssertionError("PyMuPDF was used in the server process")
+
+    monkeypatch.setattr(pdf, "_pymupdf", no_pymupdf_here)
+    settings = settings_factory(page_longest_edge=256, max_seconds_per_document=60, max_files_per_request=64,
+                                max_new_tokens=4, answer_top_k=1)
+    assert settings.isolate_rendering
+    seed_collections(settings, "hostile")
+    page = browser_page
+    with serve(settings) as url:
+        page.goto(f"{url}/ui/?collection=hostile")
+        expect(page.locator("#pl-collection input")).to_have_value("hostile")  # the page has loaded
+        page.get_by_role("tab", name="Documents").click()
+        _upload_in_ui(page, [*files, *empty])
+        expect(page.locator("#pl-upload-msg")).to_contain_text(f"Queued {len(files)} file(s)")
+        refused = page.locator("#pl-progress-open tr.pl-row-rejected").filter(has_text=empty[0].name)
+        expect(refused).to_contain_text("empty (0 bytes)")
+
+        deadline = time.monotonic() + 600
+        while True:  # the job's end, as the API reports it
+            job = httpx.get(f"{url}/v1/jobs?collection=hostile", timeout=30).json()[0]
+            if job["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        assert job["status"] == "done", job
+        assert sorted(d["name"] for d in job["documents"]) == sorted(p.name for p in files)
+        open_finished(page, timeout=60_000)
+        rows = page.locator("#pl-progress tr.pl-row")
+        expect(rows.filter(has_text=files[-1].name)).to_have_count(1)
+        words = {"indexed": "done", "partial": "partial", "failed": "failed"}
+        outcome: dict[str, int] = {}
+        for doc in job["documents"]:
+            status = doc["status"]
+            assert status in words, doc
+            outcome[status] = outcome.get(status, 0) + 1
+            row = rows.filter(has_text=doc["name"])
+            expect(row).to_have_count(1)
+            if status == "failed":
+                expect(row.locator(".pl-status")).to_have_text("failed")
+                errors = row.locator(".pl-err").all_inner_texts()
+                assert errors, doc["name"]
+                for text in errors:
+                    assert text.strip() and "\n" not in text.strip(), (doc["name"], text)
+                    assert str(settings.data_dir) not in text and "Traceback" not in text, (doc["name"], text)
+                if "_enc_" in doc["name"]:  # said in plain words, with what to do on the row
+                    assert "password-protected" in errors[0], errors
+                    expect(row.locator("button.pl-row-retry")).to_be_visible()
+                else:
+                    assert errors[0].startswith(f"{doc['name']}: "), errors
+            else:
+                expect(row.locator(".pl-pages")).to_contain_text(f"{doc['pages_done']} / ")
+        assert outcome.get("failed", 0) >= 3 and outcome.get("indexed", 0) >= 5, outcome
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+        pages = httpx.get(f"{url}/v1/collections/hostile", timeout=30).json()["pages"]
+        assert pages == sum(d["pages_done"] for d in job["documents"]) > 0
+        print(f"hostile corpus via the UI: {len(files)} files -> {outcome}; {pages} pages indexed")
+        page.goto("about:blank")
