@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 from pagelens.index.ann.dedup_index import DECIDE_PAGES, MAX_KEPT_SHARE, DedupIndex, kept_codes
+from pagelens.index.ann.sketch_index import FIT_ROWS, SketchIndex, fit_projection, project_codes
 from pagelens.index.ann.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ POOLED_WIDTH = 32  # row/column means kept per page: a 2048-px page has at most 
 FULL_CHUNK_PAGES = 16  # pages per full-vector kernel step: 16 x 1139 x 128 x 2 B = 4.7 MB of bf16
 TOKENS_DIR = "tokens"  # pagelens.index.ann.token_index.TokenIndex of this cache
 DEDUP_DIR = "dedup"  # pagelens.index.ann.dedup_index.DedupIndex of this cache
+SKETCH_DIR = "sketch"  # pagelens.index.ann.sketch_index.SketchIndex of this cache
+SKETCH_BATCH_RECORDS = 4096  # records projected per step of ensure_sketch_index
 TOKEN_SAMPLE = 1 << 19  # token vectors drawn (from every live page) to train the token codebook
 POOLED_CHUNK_PAGES = 1024  # pages per pooled kernel step: 1024 x 64 x 128 x 2 B = 16.8 MB
 
@@ -319,6 +322,7 @@ class RerankCache:
         self._segments: Any = None  # (records with rows, their offsets) for ``scan`` (None: stale)
         self.tokens = TokenIndex(self.folder / TOKENS_DIR)  # the token-level first stage (optional)
         self.dedup = DedupIndex(self.folder / DEDUP_DIR)  # the near-duplicate-free first stage (optional)
+        self.sketch = SketchIndex(self.folder / SKETCH_DIR)  # the fewer-dimensions first stage (optional)
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -392,6 +396,7 @@ class RerankCache:
             self._path(name).unlink(missing_ok=True)
         self.tokens.clear()
         self.dedup.clear()
+        self.sketch.clear()
         self._generation += 1
         self._index = None
         self._reset_state()
@@ -485,6 +490,7 @@ class RerankCache:
         self._drop_views()
         self._index_tokens(n_records, all_codes)
         self._index_dedup(n_records, all_codes)
+        self._index_sketch(n_records, all_codes)
         return len(items)
 
     def _index_tokens(self, first_record: int, codes: list[np.ndarray]) -> None:
@@ -514,6 +520,18 @@ class RerankCache:
                               self._dim or 1)
         except Exception as exc:  # the cache itself is fine: only the first stage falls back
             logger.warning("could not add %d pages to the dedup index of %s (%s): searches scan every page "
+                           "until `optimize`", len(codes), self.folder, exc)
+
+    def _index_sketch(self, first_record: int, codes: list[np.ndarray]) -> None:
+        """Add new records (int8 codes [n_tokens, dim] each; [0, dim] for a tombstone) to the sketch index
+        when it covered every earlier record, as ``_index_dedup`` does (one [n, dim] x [dim, 64] product
+        per page). Else, or on a failure, it stays behind until ``ensure_sketch_index``."""
+        if self.sketch.covered != first_record or not first_record or self._codec is None:
+            return
+        try:
+            self.sketch.append_codes(first_record, codes, self._codec[1])
+        except Exception as exc:  # the cache itself is fine: only the first stage falls back
+            logger.warning("could not add %d pages to the sketch index of %s (%s): searches scan every page "
                            "until `optimize`", len(codes), self.folder, exc)
 
     def _append_pooled(self, slots: bytes, n_records: int, dim: int) -> None:
@@ -552,6 +570,7 @@ class RerankCache:
         self._drop_views()
         self._index_tokens(n_records, [np.zeros((0, self._dim), dtype=np.int8)] * len(gone))
         self._index_dedup(n_records, [np.zeros((0, self._dim), dtype=np.int8)] * len(gone))
+        self._index_sketch(n_records, [np.zeros((0, self._dim), dtype=np.int8)] * len(gone))
         return len(gone)
 
     def compact(self, live_ids: set[str]) -> int:
@@ -603,6 +622,7 @@ class RerankCache:
             else:  # behind the cache: rebuilt by ensure_token_index
                 self.tokens.clear()
         self.dedup.clear()  # records renumbered: rebuilt by ensure_dedup_index
+        self.sketch.clear()  # the same, by ensure_sketch_index
         logger.info("compacted %s: dropped %d dead records, %d kept", self.folder, dropped, len(keep))
         return dropped
 
@@ -853,6 +873,102 @@ class RerankCache:
         rows = sum(n for _, n in spans)
         logger.info("dedup index of %s: %d records covered, %d of %d tokens kept (%.0f%%)", self.folder,
                     len(pages), kept, rows, 100.0 * kept / max(1, rows))
+        return "built" if first == 0 else "caught up"
+
+    # --- fewer-dimensions first stage (pagelens.index.ann.sketch_index) ---------------------------------------
+
+    def sketch_ready(self) -> bool:
+        """Whether the sketch index covers every record (then ``sketch_search`` sees every page)."""
+        self._load()
+        return bool(self._ids) and self.sketch.ready(len(self._ids))
+
+    def sketch_search(self) -> Callable[[np.ndarray, int], list[str]] | None:
+        """A function (query [n_q, dim] float32, m) -> the ids of the ``m`` live pages whose sketch codes
+        score best, best first, over the index and live records of now (``ScanView``; call it outside
+        the store's lock); None without an index. Take it under the lock."""
+        _, _, _, live = self._views()
+        segments = self.sketch.segments()
+        projection = self.sketch.projection()
+        if live is None or segments is None or projection is None:
+            return None
+        codes, recs, starts, lens = segments
+        components, scale = projection
+        view = ScanView(codes, recs, starts, lens, live.numpy(), self._ids,
+                        np.zeros(components.shape[1], dtype=np.float32), scale, self.workers)
+
+        def search(query: np.ndarray, m: int) -> list[str]:
+            projected = np.asarray(query, dtype=np.float32) @ components
+            return view.best(projected, m) if m >= 1 else []
+
+        return search
+
+    def sketch_staleness(self, min_rows: int) -> str:
+        """Why ``ensure_sketch_index`` has work to do ("" when it has none): the cache holds at least
+        ``min_rows`` token vectors and the index is behind it, or was never decided, or was dropped (the
+        self-check preferred another stage) and the cache has doubled since."""
+        self._load()
+        n_records, covered = len(self._ids), self.sketch.covered
+        if n_records == 0 or self._codec is None or covered == n_records:
+            return ""
+        if covered:
+            return f"the sketch index covers {covered} of the rerank cache's {n_records} records"
+        if self._rows < min_rows:
+            return ""
+        declined = self.sketch.declined()
+        if declined is None:
+            return "the sketch index was not decided yet"
+        if n_records >= 2 * int(declined.get("records", 0)):
+            return f"the sketch index was dropped at {declined.get('records')} records and the cache has doubled"
+        return ""
+
+    def drop_sketch(self) -> None:
+        """Remove the sketch index and remember at how many records (decided again once the cache has
+        doubled): the self-check chose another first stage, so its codes would only take disk."""
+        self._load()
+        self.sketch.decline(0.0, len(self._ids))
+
+    def ensure_sketch_index(self, min_rows: int, lock: Any = None) -> str:
+        """Build the sketch index (``sketch_staleness``), or catch it up; returns ``"built"``, ``"caught
+        up"`` or ``""`` (nothing to do, or the cache changed meanwhile: next time). The projection is
+        fitted on ``FIT_ROWS`` token vectors drawn from every live page, and the codes are computed from
+        a snapshot of the cache outside ``lock`` (the store's), so searches and upserts go on meanwhile."""
+        guard = lock if lock is not None else contextlib.nullcontext()
+        with guard:
+            self._load()
+            if self.sketch.covered > len(self._ids):  # covers records the cache lost (a crash)
+                self.sketch.clear()
+            if not self.sketch_staleness(min_rows):
+                return ""
+            first, n_records = self.sketch.covered, len(self._ids)
+            full, _, _, _ = self._views()
+            generation, codec, dim = self._generation, self._codec, self._dim or 1
+            assert codec is not None  # sketch_staleness found work: the cache has codes
+            spans = [(self._starts[r], self._lens[r]) for r in range(first, n_records)]
+            sample = self._token_sample(FIT_ROWS) if first == 0 else None
+        if sample is not None:
+            components, scale = fit_projection(sample())
+            with guard:
+                if generation != self._generation:
+                    return ""
+                self.sketch.start(components, scale)
+        projection = self.sketch.projection()
+        if projection is None:
+            return ""
+        components, scale = projection
+        empty = np.zeros((0, dim), dtype=np.int8)
+        done = 0
+        for b in range(0, len(spans), SKETCH_BATCH_RECORDS):  # a batch at a time: bounded memory
+            batch = spans[b : b + SKETCH_BATCH_RECORDS]
+            codes = [project_codes(full[start : start + n].numpy() if n else empty, codec[1], components, scale)
+                     for start, n in batch]  # outside the lock
+            with guard:
+                if generation != self._generation or self.sketch.covered != first + b:
+                    logger.info("sketch index of %s: the cache changed meanwhile; built next time", self.folder)
+                    return ""
+                self.sketch.append(first + b, codes, components.shape[1])
+            done += sum(len(c) for c in codes)
+        logger.info("sketch index of %s: %d records, %d token vectors in %d components", self.folder,
+                    len(spans), done, components.shape[1])
         return "built" if first == 0 else "caught up"
 
     # --- token-level first stage (pagelens.index.ann.token_index) -------------------------------------------

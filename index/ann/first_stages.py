@@ -108,13 +108,28 @@ class DedupStage(_Stage):
         return _ranking(self.cache.dedup_view())
 
 
+class SketchStage(_Stage):
+    """Every page's tokens in the collection's top principal components (``pagelens.index.ann.sketch_index``):
+    the whole-collection scan in fewer dimensions, so about half its cost; the best ``width`` pages."""
+
+    name = "sketch"
+
+    def __init__(self, cache: RerankCache) -> None:
+        self.cache = cache
+
+    def prepare(self) -> Candidates:
+        return self.cache.sketch_search() or _none
+
+
 def first_stages(cache: RerankCache, device: str = "cpu", token_nprobe: int = 16,
                  with_tokens: bool = True) -> dict[str, FirstStage]:
-    """The stages ``cache`` supports now: scan and pooled always, tokens and dedup when their indexes
-    cover the cache."""
+    """The stages ``cache`` supports now: scan and pooled always, tokens, dedup and sketch when their
+    indexes cover the cache."""
     stages: dict[str, FirstStage] = {"scan": ScanStage(cache), "pooled": PooledStage(cache, device)}
     if with_tokens and cache.token_index_ready():
         stages["tokens"] = TokenStage(cache, token_nprobe)
     if cache.dedup_ready():
         stages["dedup"] = DedupStage(cache)
+    if cache.sketch_ready():
+        stages["sketch"] = SketchStage(cache)
     return stages

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from pagelens.index.ann.sketch_index import DIMS as SKETCH_DIMS
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ RERANK_KEEPS = (16, 32, 64, 128)  # pages passed to the exact stage, tried in th
 WIDTHS = (64, 128, 250, 500, 1000, 2000, 4000, 8000)  # first-stage candidates tried (pooled / tokens / dedup)
 RECHECK_CHANGE = 0.25  # re-measure when the page count moved by more than this share since the check
 
-FirstStage = str  # "scan" | "pooled" | "tokens" | "hnsw" (Qdrant server) | "exact"
+FirstStage = str  # "scan" | "pooled" | "tokens" | "dedup" | "sketch" | "hnsw" (Qdrant server) | "exact"
 
 
 @dataclass
@@ -61,8 +62,9 @@ class SearchPlan:
     """How the default (``two_stage``) visual search of one collection runs, and why.
 
     first_stage: ``scan`` (every page's int8 codes), ``pooled`` (row/column means of every page),
-      ``tokens`` (the token codebook's inverted lists) or ``exact`` (no first stage: Qdrant scores every
-      page exactly, chosen when no first stage reached the target).
+      ``tokens`` (the token codebook's inverted lists), ``dedup`` (every page's distinct tokens),
+      ``sketch`` (every token in the top principal components) or ``exact`` (no first stage: Qdrant scores
+      every page exactly, chosen when no first stage reached the target).
     candidates: the first stage's width (0 for ``scan`` and ``exact``): ``tokens`` passes that many pages to
       the int8 rerank, ``pooled`` the union of that many by row means and that many by column means.
     rerank_keep: pages the int8 rerank passes to Qdrant's exact MaxSim.
@@ -112,6 +114,7 @@ class SearchPlan:
                "pooled": f"pooled vectors -> {self.candidates} candidates",
                "tokens": f"token index -> {self.candidates} candidates",
                "dedup": f"int8 scan of every page's distinct tokens -> {self.candidates} candidates",
+               "sketch": f"int8 scan of every token in {SKETCH_DIMS} principal components -> {self.candidates} candidates",
                "hnsw": f"Qdrant's pooled HNSW prefetch -> {self.candidates} candidates"}.get(
                    self.first_stage, f"{self.first_stage} -> {self.candidates} candidates")
         rerank = {"exact": "", "hnsw": ", all scored exactly"}.get(self.first_stage, f" -> {self.rerank_keep} scored exactly")

@@ -103,6 +103,7 @@ class EdgeBase:
     rerank_candidates: int
     rerank_device: str
     token_index_min_pages: int
+    sketch_min_rows: int
     token_nprobe: int
     search_threads: int
     readers: ReadersFirst

@@ -29,6 +29,7 @@ from pagelens.index.stores.search_status import (
     OPTIMIZE_PENDING,
     RERANK_CACHE,
     SELF_CHECK,
+    SKETCH_INDEX,
     TOKEN_INDEX,
     IdDigest,
     RepairResult,
@@ -138,6 +139,9 @@ class EdgeMaintenance(EdgeBase):
                 why = cache.dedup_staleness()
                 if why:
                     reasons.append((DEDUP_INDEX, why))
+                why = cache.sketch_staleness(self.sketch_min_rows)
+                if why:
+                    reasons.append((SKETCH_INDEX, why))
                 plan = self._plan(name)
                 if len(cache) and plan.outdated(len(cache)):
                     reasons.append((SELF_CHECK, f"the search plan was measured on {plan.pages} pages and the "
@@ -305,13 +309,20 @@ class EdgeMaintenance(EdgeBase):
             dedup = cache.ensure_dedup_index(lock=self._lock)  # takes the lock itself, not while it computes
             if dedup == "built":
                 rebuilt.append("dedup index built")
+            sketch = cache.ensure_sketch_index(self.sketch_min_rows, lock=self._lock)  # the same
+            if sketch == "built":
+                rebuilt.append("sketch index built")
             with self._lock:
                 complete = RERANK_CACHE not in self._status_locked(collection).codes
                 before = self._plans.get(collection)
             if complete:  # a first stage built or dropped: measure again
-                plan = self.self_check(collection, force=token in ("built", "dropped") or dedup == "built")
+                plan = self.self_check(collection, force=token in ("built", "dropped") or "built" in (dedup, sketch))
                 if plan is not before:
                     rebuilt.append(f"self-check: {plan.summary()}")
+                with self._lock:
+                    if plan.first_stage != "sketch" and cache.sketch.covered:  # only disk: dropped
+                        cache.drop_sketch()
+                        rebuilt.append("sketch index dropped (the self-check chose another first stage)")
         with self._lock:
             # mark it optimized unless points arrived meanwhile (they are not in the optimized segments)
             if (segments and self._upserts.get(collection, 0) == upserts and self._closes == closes

@@ -67,6 +67,7 @@ from typing import Any, Literal
 import numpy as np
 from pagelens.index.ann.fast_rerank import RerankCache
 from pagelens.index.ann.self_check import SearchPlan
+from pagelens.index.ann.sketch_index import MIN_ROWS as SKETCH_MIN_ROWS
 from pagelens.index.stores.edge_base import (  # noqa: F401 - the files are named here for callers
     MANIFEST_FILE,
     OPTIMIZED_FILE,
@@ -181,6 +182,9 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
     stalls the process for a minute and more at 50k+ pages (``_optimize_due``): ``pagelens optimize``
     runs it.
     ``text_query_languages``: the languages a text query is analysed under (``TextAnalyzer``).
+    ``sketch_min_rows`` (attribute): ``optimize`` builds the fewer-dimensions first stage
+    (``pagelens.index.ann.sketch_index``) for collections of at least this many token vectors, and drops it
+    when the self-check prefers another stage.
     """
 
     def __init__(
@@ -212,6 +216,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         self.rerank_device = rerank_device
         self.token_index_min_pages = int(token_index_min_pages)
         self.token_nprobe = max(1, int(token_nprobe))
+        self.sketch_min_rows = SKETCH_MIN_ROWS  # optimize builds the sketch first stage from this many token rows
         self.search_threads = max(0, int(search_threads))  # threads a search's int8 kernels are split over (0: one per core)
         self._rerank: dict[str, RerankCache] = {}
         self._rerank_stale: set[str] = set()  # a cache append failed: Qdrant prefetches until a sync

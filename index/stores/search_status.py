@@ -36,6 +36,7 @@ OPTIMIZE_PENDING = "optimize_pending"  # Edge: points written since the last com
 RERANK_CACHE = "rerank_cache"  # Edge: the int8 cache does not hold exactly the live point ids
 TOKEN_INDEX = "token_index"  # Edge: token index missing, behind the cache, or due for retraining
 DEDUP_INDEX = "dedup_index"  # Edge: the dedup index is due (to build, or behind the cache)
+SKETCH_INDEX = "sketch_index"  # Edge: the sketch index is due (to build, or behind the cache)
 SELF_CHECK = "self_check"  # Edge: the search plan was never measured, or the collection moved since
 SERVER_OPTIMIZING = "server_optimizing"  # server: status yellow (HNSW being built)
 SERVER_PENDING = "server_optimize_pending"  # server: status grey (optimizations pending, not running)

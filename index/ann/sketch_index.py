@@ -1,0 +1,121 @@
+"""A first stage that scans every token in fewer dimensions: the top principal components of the
+collection's centred token vectors, in int8.
+
+Why: the whole-collection int8 scan (``RerankCache.scan``) holds on any geometry, but it reads and
+multiplies all 128 codes of every token; on large collections whose tokens neither repeat (the dedup
+index declines) nor cluster tightly enough for the token index, it is the only first stage that
+reaches the target, and it is slow (100,000 pages x 300 tokens of the isotropic generator: 555 ms p50,
+2-core AMD EPYC, 2026-12-07, ``bench/README.md``). Projected onto the collection's top ``DIMS``
+principal components the same pass costs less (the int8 product and its per-page max: 19.8 against
+33.7 ns per token row on one thread, EPYC, 2026-12-07, ``bench/sketch.py``), and its ranking still
+finds MaxSim's top pages among a few hundred candidates: on 20,000 synthetic pages x 300 tokens
+(isotropic generator, where 64 components hold 64% of the variance) the best 1,000 pages of a 64-component
+scan held the exact top 5 of 32 self-check probe queries (0.98 at 500; ``bench/sketch.py``). Like every
+first stage, its candidates go through the full int8 rerank and Qdrant's exact stage, and the self-check
+measures its recall before a search may use it; ``RerankCache.ensure_sketch_index`` builds it only for
+collections of at least ``MIN_ROWS`` token vectors and drops it when the check prefers another stage.
+
+On disk, ``<collection>/rerank/sketch/``: the codes and spans in ``DedupIndex``'s layout (every token of
+a record, ``DIMS`` codes each) and ``projection.npy`` (float32 [dim + 1, DIMS]: the components as
+columns, then the code scale in every column of the last row). The codes are made from the cache's own
+int8 codes (``scale * codes`` are the centred vectors), so the projection of a token is
+``(x - centre) @ components``, and a query's is ``query @ components`` (the centre's share is the same
+for every page: MaxSim's ranking is unchanged).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pagelens.index.ann.dedup_index import DedupIndex
+
+logger = logging.getLogger(__name__)
+
+DIMS = 64  # principal components kept
+MIN_ROWS = 4_000_000  # token vectors from which the sketch is built (a scan of fewer costs < ~70 ms here)
+FIT_ROWS = 1 << 16  # token vectors the components are fitted on
+MARGIN = 1.25  # the code scale's headroom over the projected values seen at the fit
+PROJECTION_FILE = "projection.npy"
+MARK = -2.0  # DedupIndex's threshold slot: no cosine is below -1, so a dedup index is never read as one
+
+
+def fit_projection(sample: np.ndarray, dims: int = DIMS) -> tuple[np.ndarray, float]:
+    """(components float32 [dim, dims], code scale) for centred token vectors ``sample`` [n, dim]: the
+    eigenvectors of their covariance with the largest eigenvalues, largest first, and ``MARGIN`` x the
+    largest projected magnitude / 127."""
+    x = np.asarray(sample, dtype=np.float64)
+    dims = max(1, min(int(dims), x.shape[1]))
+    cov = x.T @ x / max(1, len(x))
+    values, vectors = np.linalg.eigh(cov)
+    components = np.ascontiguousarray(vectors[:, np.argsort(values)[::-1][:dims]], dtype=np.float32)
+    spread = float(np.abs(x @ components).max()) if len(x) else 0.0
+    return components, max(spread, 1e-6) * MARGIN / 127.0
+
+
+def project_codes(codes: np.ndarray, cache_scale: float, components: np.ndarray, scale: float) -> np.ndarray:
+    """int8 [n, dims] sketch codes of the cache's int8 ``codes`` [n, dim] (centred vectors
+    ``cache_scale * codes``): ``round(cache_scale * codes @ components / scale)``, clipped to +-127."""
+    if not len(codes):
+        return np.zeros((0, components.shape[1]), dtype=np.int8)
+    v = codes.astype(np.float32) @ (components * np.float32(cache_scale / scale))
+    return np.clip(np.rint(v), -127, 127).astype(np.int8)
+
+
+class SketchIndex(DedupIndex):
+    """The sketch codes of the cache's records 0..``covered``-1 and their projection (module docstring)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, threshold=MARK)
+        self._projection: tuple[np.ndarray, float] | None = None
+
+    def clear(self) -> None:
+        super().clear()
+        self._projection = None
+
+    def projection(self) -> tuple[np.ndarray, float] | None:
+        """(components float32 [dim, dims], code scale), or None before the first build."""
+        if self._projection is None:
+            try:
+                raw = np.load(self._path(PROJECTION_FILE))
+            except (OSError, ValueError):
+                return None
+            if raw.ndim != 2 or raw.shape[0] < 2:
+                return None
+            self._projection = (np.ascontiguousarray(raw[:-1], dtype=np.float32), float(raw[-1, 0]))
+        return self._projection
+
+    def start(self, components: np.ndarray, scale: float) -> None:
+        """Begin a new index with this projection (any earlier one removed)."""
+        self.clear()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        raw = np.concatenate([components, np.full((1, components.shape[1]), scale, dtype=np.float32)])
+        tmp = self._path(PROJECTION_FILE + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, raw.astype(np.float32))
+        tmp.replace(self._path(PROJECTION_FILE))
+        self._projection = (np.ascontiguousarray(components, dtype=np.float32), float(scale))
+
+    def load(self) -> bool:
+        return self.projection() is not None and super().load()
+
+    def append_codes(self, first_record: int, pages: list[np.ndarray], cache_scale: float) -> None:
+        """Project and append the cache's int8 codes of records ``first_record``.. (one [n, dim] array
+        each, [0, dim] for a deleted record). Needs ``start`` first."""
+        projection = self.projection()
+        if projection is None:
+            raise ValueError("the sketch index has no projection yet")
+        components, scale = projection
+        self.append(first_record, [project_codes(c, cache_scale, components, scale) for c in pages],
+                    components.shape[1])
+
+    def query(self, query: np.ndarray) -> np.ndarray:
+        """float32 [n_q, dims]: ``query`` [n_q, dim] in the sketch's components."""
+        projection = self.projection()
+        assert projection is not None
+        return np.asarray(query, dtype=np.float32) @ projection[0]
+
+    def segments(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray] | None:
+        return super().segments() if self.load() else None
