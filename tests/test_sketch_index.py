@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pagelens.index.ann.dedup_index import SPANS_FILE
-from pagelens.index.ann.sketch_index import SketchIndex, fit_projection, project_codes
 from pagelens.index.ann.self_check import SearchPlan
+from pagelens.index.ann.sketch_index import SketchIndex, fit_projection, project_codes
 from pagelens.index.stores.search_status import SKETCH_INDEX
 from test_fast_rerank import DIM, edge_with, planted_corpus, unit
 
@@ -115,3 +115,32 @@ def test_it_follows_upserts_deletions_and_compactions(sketched) -> None:  # noqa
     for query in queries[:4]:  # the plan's stage is gone: the int8 scan stands in, still exact
         assert [h.id for h in store.search("fast", query, 5)] == [h.id for h in store.search("fast", query, 5, mode="exact")]
     assert cache.ensure_sketch_index(1) == "built" and cache.sketch.covered == len(cache._ids)
+
+
+def test_not_built_on_a_cone(tmp_path: Path) -> None:
+    """Tokens in a narrow cone (mean cosine of random pairs ~0.8): the top components carry what every page
+    shares, and the probes overrate the sketch there (bench/sketch.py), so it is declined, with the cosine,
+    and not reported stale."""
+    from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
+
+    rng = np.random.default_rng(3)
+    axis = unit(rng.standard_normal(DIM))
+    points = []
+    for i in range(150):
+        full = unit(axis + 0.3 * rng.standard_normal((30, DIM)) / np.sqrt(DIM) * 4)
+        grid = full.reshape(5, 6, DIM)
+        points.append(PagePoint(page_point_id("cone", f"{i:02d}" * 32, 1),
+                                PageEmbedding(full=full, rows=grid.mean(axis=1), cols=grid.mean(axis=0)),
+                                {"doc_id": f"doc-{i}", "page_no": 1, "text": ""}))
+    store = QdrantEdgeStore(tmp_path / "edge")
+    store.sketch_min_rows = 1
+    store.create_collection(CollectionManifest(name="cone", model_id="m", model_revision=None, dim=DIM))
+    store.upsert("cone", points)
+    store.optimize("cone")
+    cache = store._rerank_file("cone")
+    declined = cache.sketch.declined()
+    assert declined is not None and declined["records"] == 150 and declined["kept_share"] > 0.3  # the cosine
+    assert not cache.sketch_ready() and SKETCH_INDEX not in store.search_status("cone").codes
+    assert "sketch" not in {t["first_stage"] for t in store._plan("cone").trials}
+    store.close()

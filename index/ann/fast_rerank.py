@@ -60,7 +60,14 @@ from typing import Any
 
 import numpy as np
 from pagelens.index.ann.dedup_index import DECIDE_PAGES, MAX_KEPT_SHARE, DedupIndex, kept_codes
-from pagelens.index.ann.sketch_index import FIT_ROWS, SketchIndex, fit_projection, project_codes
+from pagelens.index.ann.sketch_index import (
+    FIT_ROWS,
+    MAX_CONE_COSINE,
+    SketchIndex,
+    fit_projection,
+    mean_cosine,
+    project_codes,
+)
 from pagelens.index.ann.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
 
 logger = logging.getLogger(__name__)
@@ -905,7 +912,7 @@ class RerankCache:
     def sketch_staleness(self, min_rows: int) -> str:
         """Why ``ensure_sketch_index`` has work to do ("" when it has none): the cache holds at least
         ``min_rows`` token vectors and the index is behind it, or was never decided, or was dropped (the
-        self-check preferred another stage) and the cache has doubled since."""
+        self-check preferred another stage, or the tokens fill a cone) and the cache has doubled since."""
         self._load()
         n_records, covered = len(self._ids), self.sketch.covered
         if n_records == 0 or self._codec is None or covered == n_records:
@@ -918,7 +925,7 @@ class RerankCache:
         if declined is None:
             return "the sketch index was not decided yet"
         if n_records >= 2 * int(declined.get("records", 0)):
-            return f"the sketch index was dropped at {declined.get('records')} records and the cache has doubled"
+            return f"the sketch index was declined at {declined.get('records')} records and the cache has doubled"
         return ""
 
     def drop_sketch(self) -> None:
@@ -929,7 +936,8 @@ class RerankCache:
 
     def ensure_sketch_index(self, min_rows: int, lock: Any = None) -> str:
         """Build the sketch index (``sketch_staleness``), or catch it up; returns ``"built"``, ``"caught
-        up"`` or ``""`` (nothing to do, or the cache changed meanwhile: next time). The projection is
+        up"``, ``"declined"`` (the tokens fill a cone, ``MAX_CONE_COSINE``: decided again once the cache has
+        doubled) or ``""`` (nothing to do, or the cache changed meanwhile: next time). The projection is
         fitted on ``FIT_ROWS`` token vectors drawn from every live page, and the codes are computed from
         a snapshot of the cache outside ``lock`` (the store's), so searches and upserts go on meanwhile."""
         guard = lock if lock is not None else contextlib.nullcontext()
@@ -946,7 +954,17 @@ class RerankCache:
             spans = [(self._starts[r], self._lens[r]) for r in range(first, n_records)]
             sample = self._token_sample(FIT_ROWS) if first == 0 else None
         if sample is not None:
-            components, scale = fit_projection(sample())
+            centred = sample()
+            cosine = mean_cosine(codec[0][None, :] + centred, np.random.default_rng(0))
+            if cosine > MAX_CONE_COSINE:  # a cone: its top components would mislead (sketch_index docstring)
+                with guard:
+                    if generation != self._generation:
+                        return ""
+                    self.sketch.decline(round(cosine, 4), n_records)
+                logger.info("sketch index of %s not built: the tokens fill a cone (mean cosine %.2f > %.2f)",
+                            self.folder, cosine, MAX_CONE_COSINE)
+                return "declined"
+            components, scale = fit_projection(centred)
             with guard:
                 if generation != self._generation:
                     return ""

@@ -15,6 +15,14 @@ first stage, its candidates go through the full int8 rerank and Qdrant's exact s
 measures its recall before a search may use it; ``RerankCache.ensure_sketch_index`` builds it only for
 collections of at least ``MIN_ROWS`` token vectors and drops it when the check prefers another stage.
 
+Not on a cone: where the tokens fill a narrow cone (mean cosine of random token pairs above
+``MAX_CONE_COSINE``) the top components carry what every page shares, and the near-ties between MaxSim's
+2nd to 5th pages are decided in the others. There the self-check's probes overrate it: on 20,000 x 300
+pages of the anisotropic generator (64 components: 91% of the variance) its best 1,000 pages held 0.98
+of the probes' exact top 5 but 0.92 of the planted benchmark queries' (0.74 at 250; the int8 scan 1.000),
+while on the isotropic generator both agree (probes 0.96 / planted 1.000 at 500; ``bench/sketch.py``,
+2026-12-07). So it is not built there (the dedup index and the scan serve cones).
+
 On disk, ``<collection>/rerank/sketch/``: the codes and spans in ``DedupIndex``'s layout (every token of
 a record, ``DIMS`` codes each) and ``projection.npy`` (float32 [dim + 1, DIMS]: the components as
 columns, then the code scale in every column of the last row). The codes are made from the cache's own
@@ -40,6 +48,7 @@ FIT_ROWS = 1 << 16  # token vectors the components are fitted on
 MARGIN = 1.25  # the code scale's headroom over the projected values seen at the fit
 PROJECTION_FILE = "projection.npy"
 MARK = -2.0  # DedupIndex's threshold slot: no cosine is below -1, so a dedup index is never read as one
+MAX_CONE_COSINE = 0.3  # not built when random token pairs have a higher mean cosine (a cone: module docstring)
 
 
 def fit_projection(sample: np.ndarray, dims: int = DIMS) -> tuple[np.ndarray, float]:
@@ -55,6 +64,16 @@ def fit_projection(sample: np.ndarray, dims: int = DIMS) -> tuple[np.ndarray, fl
     return components, max(spread, 1e-6) * MARGIN / 127.0
 
 
+def mean_cosine(x: np.ndarray, rng: np.random.Generator, pairs: int = 4000) -> float:
+    """Mean cosine of ``pairs`` random pairs of the rows of ``x`` [n, dim] (0 for isotropic vectors)."""
+    if len(x) < 2:
+        return 0.0
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    a = unit[rng.integers(0, len(unit), pairs)]
+    b = unit[rng.integers(0, len(unit), pairs)]
+    return float(np.mean(np.sum(a * b, axis=1)))
+
+
 def project_codes(codes: np.ndarray, cache_scale: float, components: np.ndarray, scale: float) -> np.ndarray:
     """int8 [n, dims] sketch codes of the cache's int8 ``codes`` [n, dim] (centred vectors
     ``cache_scale * codes``): ``round(cache_scale * codes @ components / scale)``, clipped to +-127."""
@@ -65,7 +84,8 @@ def project_codes(codes: np.ndarray, cache_scale: float, components: np.ndarray,
 
 
 class SketchIndex(DedupIndex):
-    """The sketch codes of the cache's records 0..``covered``-1 and their projection (module docstring)."""
+    """The sketch codes of the cache's records 0..``covered``-1 and their projection (module docstring).
+    ``decline``'s ``kept_share`` slot holds the mean token cosine when a cone was the reason, else 0."""
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder, threshold=MARK)
