@@ -6,11 +6,12 @@ multiplies all 128 codes of every token; on large collections whose tokens neith
 index declines) nor cluster tightly enough for the token index, it is the only first stage that
 reaches the target, and it is slow (100,000 pages x 300 tokens of the isotropic generator: 555 ms p50,
 2-core AMD EPYC, 2026-12-07, ``bench/README.md``). Projected onto the collection's top ``DIMS``
-principal components the same pass costs less (the int8 product and its per-page max: 19.8 against
-33.7 ns per token row on one thread, EPYC, 2026-12-07, ``bench/sketch.py``), and its ranking still
-finds MaxSim's top pages among a few hundred candidates: on 20,000 synthetic pages x 300 tokens
-(isotropic generator, where 64 components hold 64% of the variance) the best 1,000 pages of a 64-component
-scan held the exact top 5 of 32 self-check probe queries (0.98 at 500; ``bench/sketch.py``). Like every
+principal components the same pass costs less (the int8 product and its per-page max over codes in RAM:
+17.6 against 33.9 ns per token row on one thread, 12.1 against 19.1 on two; on the 100k collection above,
+read from the page cache, 406-432 against 545 ms; EPYC, 2026-12-07, ``bench/sketch.py``), and its ranking
+still finds MaxSim's top pages among a few hundred candidates: on 20,000 synthetic pages x 300 tokens
+(isotropic generator, where 64 components hold 64% of the variance) its best 1,000 pages held 0.99 of
+the exact top 5 of 32 self-check probe queries and all of 20 planted queries' (``bench/sketch.py``). Like every
 first stage, its candidates go through the full int8 rerank and Qdrant's exact stage, and the self-check
 measures its recall before a search may use it; ``RerankCache.ensure_sketch_index`` builds it only for
 collections of at least ``MIN_ROWS`` token vectors and drops it when the check prefers another stage.
