@@ -121,8 +121,9 @@ def test_not_built_on_a_cone(tmp_path: Path) -> None:
     """Tokens in a narrow cone (mean cosine of random pairs ~0.8): the top components carry what every page
     shares, and the probes overrate the sketch there (bench/sketch.py), so it is declined, with the cosine,
     and not reported stale."""
-    from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
     from pagelens.index.stores.edge_store import QdrantEdgeStore
+
+    from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
 
     rng = np.random.default_rng(3)
     axis = unit(rng.standard_normal(DIM))
