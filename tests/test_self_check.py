@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pagelens.index.ann.self_check import (
     PROBE_TOKENS,
+    WIDTHS,
     Probe,
     SearchPlan,
     geometry,
@@ -181,3 +182,34 @@ def test_removed_candidate_knobs_are_ignored_with_a_warning(monkeypatch: pytest.
     assert not hasattr(s.tuning, "token_candidates") and s.tuning.search_recall_target == 0.95
     text = " ".join(r.getMessage() for r in caplog.records)
     assert "PAGELENS_TUNING__TOKEN_CANDIDATES is no longer a setting" in text and "rerank_candidates" in text
+
+
+WIDTHS_BELOW_600 = [w for w in WIDTHS if w < 600]
+
+
+def test_a_stage_that_ranks_every_page_is_ranked_once_per_probe_with_the_same_trials() -> None:
+    """``RANKING_STAGES`` (dedup, sketch) are asked once per probe, at the widest width, and sliced: the trials
+    equal those of asking at every width."""
+    rng = np.random.default_rng(5)
+    pages = unit(rng.standard_normal((600, 30, DIM)))
+    ids = [f"p{i}" for i in range(len(pages))]
+    calls: list[int] = []
+
+    def noisy_ranking(q: np.ndarray, w: int) -> list[str]:  # the same noise for the same query
+        noise = np.random.default_rng(abs(hash(q.tobytes())) % 2**32).standard_normal(len(pages)) * 0.5
+        return [ids[i] for i in np.argsort(-(maxsim_scores(pages, q[None])[0] + noise), kind="stable")[:w]]
+
+    def counted(q: np.ndarray, w: int) -> list[str]:
+        calls.append(w)
+        return noisy_ranking(q, w)
+
+    plain = fake_probe(pages, stage_quality=0.0, scan_quality=0.0)
+    plain.stages = {"pooled": noisy_ranking}
+    once = fake_probe(pages, stage_quality=0.0, scan_quality=0.0)
+    once.stages = {"sketch": counted}
+    a = run_check(plain, target=0.95, probes=6)
+    b = run_check(once, target=0.95, probes=6)
+    assert calls == [max(WIDTHS_BELOW_600)] * 6
+    recall = {(t["candidates"], t["rerank_keep"]): t["recall"] for t in a.trials if t["first_stage"] == "pooled"}
+    assert len(recall) > 4 and min(recall.values()) < 1.0  # the noise costs some recall: a real comparison
+    assert recall == {(t["candidates"], t["rerank_keep"]): t["recall"] for t in b.trials if t["first_stage"] == "sketch"}
