@@ -79,6 +79,23 @@ class DedupIndex:
         self._codes: Any = None  # torch int8 [rows, dim] over the memmap (None: not mapped yet)
         self._rows = 0
         self._dim = 1
+        self._meta_read: dict[str, Any] | None = None  # meta.json as last read or written here
+        self._meta_known = False  # whether _meta_read holds it (None: no readable file)
+
+    def _meta(self) -> dict[str, Any] | None:
+        """meta.json, read once (searches ask for the index's state on every call); this process owns the
+        data dir, and every write here updates the memo."""
+        if not self._meta_known:
+            try:
+                meta = json.loads(self._path(META_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                meta = None
+            self._meta_read, self._meta_known = meta if isinstance(meta, dict) else None, True
+        return self._meta_read
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        self._path(META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+        self._meta_read, self._meta_known = meta, True
 
     def _path(self, name: str) -> Path:
         return self.folder / name
@@ -87,11 +104,10 @@ class DedupIndex:
         """``{"kept_share", "records"}`` when the index was not built because its covers kept more than
         ``MAX_KEPT_SHARE`` of the tokens of ``records`` cache records (isotropic tokens have no near
         duplicates: the cover would be a second copy of the codes, no faster to scan), else None."""
-        try:
-            meta = json.loads(self._path(META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        meta = self._meta()
+        if meta is None:
             return None
-        got = meta.get("declined") if isinstance(meta, dict) else None
+        got = meta.get("declined")
         return got if isinstance(got, dict) and float(meta.get("threshold", -1)) == self.threshold else None
 
     def decline(self, kept_share: float, records: int) -> None:
@@ -100,16 +116,16 @@ class DedupIndex:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = {"threshold": self.threshold, "declined": {"kept_share": round(float(kept_share), 4),
                                                           "records": int(records)}}
-        self._path(META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+        self._write_meta(meta)
 
     def load(self) -> bool:
         """Read the spans (once); False when there is no index (or it was declined)."""
         if self._spans is not None:
             return True
+        meta = self._meta()
+        if meta is None or meta.get("declined"):
+            return False
         try:
-            meta = json.loads(self._path(META_FILE).read_text(encoding="utf-8"))
-            if meta.get("declined"):
-                return False
             raw = np.fromfile(self._path(SPANS_FILE), dtype=np.int64)
             code_bytes = self._path(CODES_FILE).stat().st_size
         except (OSError, ValueError):
@@ -138,6 +154,7 @@ class DedupIndex:
     def clear(self) -> None:
         self._spans, self._codes, self._rows = None, None, 0
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._meta_read, self._meta_known = None, True
 
     def kept_tokens(self) -> int:
         """Kept tokens of the covered records (for reports)."""
@@ -150,7 +167,7 @@ class DedupIndex:
             raise ValueError(f"dedup index covers {self.covered} records, not {first_record}")
         self.folder.mkdir(parents=True, exist_ok=True)
         if first_record == 0 or not self._path(META_FILE).exists():  # (a declined marker is replaced)
-            self._path(META_FILE).write_text(json.dumps({"threshold": self.threshold, "dim": dim}), encoding="utf-8")
+            self._write_meta({"threshold": self.threshold, "dim": dim})
         start = self._rows
         spans = np.empty((len(pages), 2), dtype=np.int64)
         with open(self._path(CODES_FILE), "ab") as fh:

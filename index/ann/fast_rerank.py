@@ -818,17 +818,25 @@ class RerankCache:
     def dedup_staleness(self) -> str:
         """Why ``ensure_dedup_index`` has work to do ("" when it has none): the index is behind the
         cache, or it was never decided, or it was declined and the cache has doubled since."""
+        return self._index_staleness(self.dedup, "dedup")
+
+    def _index_staleness(self, index: DedupIndex, name: str, min_rows: int = 0) -> str:
+        """``dedup_staleness`` / ``sketch_staleness`` of ``index`` (the dedup or sketch index, named ``name``):
+        "" when it covers every record or has nothing to do; an index never started is due only once the
+        cache holds ``min_rows`` token vectors."""
         self._load()
-        n_records, covered = len(self._ids), self.dedup.covered
+        n_records, covered = len(self._ids), index.covered
         if n_records == 0 or self._codec is None or covered == n_records:
             return ""
         if covered:
-            return f"the dedup index covers {covered} of the rerank cache's {n_records} records"
-        declined = self.dedup.declined()
+            return f"the {name} index covers {covered} of the rerank cache's {n_records} records"
+        if self._rows < min_rows:
+            return ""
+        declined = index.declined()
         if declined is None:
-            return "the dedup index was not decided yet"
+            return f"the {name} index was not decided yet"
         if n_records >= 2 * int(declined.get("records", 0)):
-            return f"the dedup index was declined at {declined.get('records')} records and the cache has doubled"
+            return f"the {name} index was declined at {declined.get('records')} records and the cache has doubled"
         return ""
 
     def ensure_dedup_index(self, lock: Any = None) -> str:
@@ -913,20 +921,7 @@ class RerankCache:
         """Why ``ensure_sketch_index`` has work to do ("" when it has none): the cache holds at least
         ``min_rows`` token vectors and the index is behind it, or was never decided, or was dropped (the
         self-check preferred another stage, or the tokens fill a cone) and the cache has doubled since."""
-        self._load()
-        n_records, covered = len(self._ids), self.sketch.covered
-        if n_records == 0 or self._codec is None or covered == n_records:
-            return ""
-        if covered:
-            return f"the sketch index covers {covered} of the rerank cache's {n_records} records"
-        if self._rows < min_rows:
-            return ""
-        declined = self.sketch.declined()
-        if declined is None:
-            return "the sketch index was not decided yet"
-        if n_records >= 2 * int(declined.get("records", 0)):
-            return f"the sketch index was declined at {declined.get('records')} records and the cache has doubled"
-        return ""
+        return self._index_staleness(self.sketch, "sketch", min_rows)
 
     def drop_sketch(self) -> None:
         """Remove the sketch index and remember at how many records (decided again once the cache has

@@ -91,19 +91,25 @@ class SketchIndex(DedupIndex):
     def __init__(self, folder: Path) -> None:
         super().__init__(folder, threshold=MARK)
         self._projection: tuple[np.ndarray, float] | None = None
+        self._no_projection = False  # looked for and not found: not read again (searches ask on every call)
 
     def clear(self) -> None:
         super().clear()
-        self._projection = None
+        self._projection, self._no_projection = None, True
 
     def projection(self) -> tuple[np.ndarray, float] | None:
-        """(components float32 [dim, dims], code scale), or None before the first build."""
+        """(components float32 [dim, dims], code scale), or None before the first build. The file is read
+        once; its absence is remembered until ``start`` (this process owns the data dir)."""
         if self._projection is None:
+            if self._no_projection:
+                return None
             try:
                 raw = np.load(self._path(PROJECTION_FILE))
             except (OSError, ValueError):
+                self._no_projection = True
                 return None
             if raw.ndim != 2 or raw.shape[0] < 2:
+                self._no_projection = True
                 return None
             self._projection = (np.ascontiguousarray(raw[:-1], dtype=np.float32), float(raw[-1, 0]))
         return self._projection
@@ -117,7 +123,7 @@ class SketchIndex(DedupIndex):
         with open(tmp, "wb") as fh:
             np.save(fh, raw.astype(np.float32))
         tmp.replace(self._path(PROJECTION_FILE))
-        self._projection = (np.ascontiguousarray(components, dtype=np.float32), float(scale))
+        self._projection, self._no_projection = (np.ascontiguousarray(components, dtype=np.float32), float(scale)), False
 
     def load(self) -> bool:
         return self.projection() is not None and super().load()
