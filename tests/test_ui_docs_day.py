@@ -43,6 +43,15 @@ def _slow_worker(monkeypatch: pytest.MonkeyPatch, page_s: float, finishing_s: fl
     monkeypatch.setattr(JobWorker, "_progress", slowed)
 
 
+def _documents_tab(page, url: str, collection: str) -> None:  # noqa: ANN001
+    """Open the UI on ``collection``, wait until the page has loaded it, and go to the Documents tab."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/ui/?collection={collection}")
+    expect(page.locator("#pl-collection input")).to_have_value(collection)
+    page.get_by_role("tab", name="Documents").click()
+
+
 def _upload_in_ui(page, paths: list, password: str = "") -> None:  # noqa: ANN001
     page.locator("#pl-files input[type=file]").set_input_files([str(p) for p in paths])
     for p in paths:
@@ -67,9 +76,7 @@ def test_upload_rows_show_rate_eta_finishing_and_cancel(browser_page, settings_f
     seed_collections(settings, "slow")
     page = browser_page
     with serve(settings) as url:
-        page.goto(f"{url}/ui/?collection=slow")
-        expect(page.locator("#pl-collection input")).to_have_value("slow")  # the page has loaded
-        page.get_by_role("tab", name="Documents").click()
+        _documents_tab(page, url, "slow")
         _upload_in_ui(page, [SLOW])
         row = page.locator("#pl-progress tr.pl-row").filter(has_text=SLOW.name)
         expect(row.locator(".pl-status")).to_have_text("indexing", timeout=60_000)
@@ -123,9 +130,7 @@ def test_uploads_list_keeps_refusals_collapses_finished_rows_and_uploads_a_cance
     seed_collections(settings, "up")
     page = browser_page
     with serve(settings) as url:
-        page.goto(f"{url}/ui/?collection=up")
-        expect(page.locator("#pl-collection input")).to_have_value("up")  # the page has loaded
-        page.get_by_role("tab", name="Documents").click()
+        _documents_tab(page, url, "up")
         opened = page.locator("#pl-progress-open")
 
         # cancel at page 2..7 of 8: the row keeps that count, then Upload again re-queues the kept file
@@ -190,9 +195,7 @@ def test_password_protected_pdf_fails_for_people_then_retry_on_the_row(browser_p
     seed_collections(settings, "locked")
     page = browser_page
     with serve(settings) as url:
-        page.goto(f"{url}/ui/?collection=locked")
-        expect(page.locator("#pl-collection input")).to_have_value("locked")  # the page has loaded
-        page.get_by_role("tab", name="Documents").click()
+        _documents_tab(page, url, "locked")
         _upload_in_ui(page, [LOCKED, SLOW], password="nope")
         expect(page.locator("#pl-upload-msg")).to_contain_text("Queued 2 file(s)")
         expect(page.locator("#pl-pdf-password input")).to_have_value("")  # not kept in the page
@@ -322,9 +325,7 @@ def test_hostile_files_uploaded_in_the_ui_are_parsed_in_the_sandbox_and_fail_one
     seed_collections(settings, "hostile")
     page = browser_page
     with serve(settings) as url:
-        page.goto(f"{url}/ui/?collection=hostile")
-        expect(page.locator("#pl-collection input")).to_have_value("hostile")  # the page has loaded
-        page.get_by_role("tab", name="Documents").click()
+        _documents_tab(page, url, "hostile")
         _upload_in_ui(page, [*files, *empty])
         expect(page.locator("#pl-upload-msg")).to_contain_text(f"Queued {len(files)} file(s)")
         refused = page.locator("#pl-progress-open tr.pl-row-rejected").filter(has_text=empty[0].name)
