@@ -10,8 +10,8 @@ default) is built exactly as the product does (``open_store(Settings())``, upser
 * **two clients**: the same queries from two threads at once, against one (per-search latency and
   searches per second: what a search waits for another);
 * **during**: a writer thread indexes ``--docs`` new documents of ``--doc-pages`` pages as the job
-  worker does (one upsert per document, then the job's one ``repair``) while the same searches run in
-  the main thread until the writer is done (at least one round);
+  worker does (at its CPU priority, ``indexing_nice``; one upsert per document, then the job's one
+  ``repair``) while the same searches run in the main thread until the writer is done (at least one round);
 * **after**: ``--rounds`` rounds again once the upload is in (what is slower then is not the writer).
 
 Recall@5 is against exact MaxSim (torch fp32) over the settled pages, from the returned list with the
@@ -125,20 +125,30 @@ class Heartbeat(threading.Thread):
             self.late.append(time.perf_counter() - t0 - HEARTBEAT_S)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pages", type=int, default=2000, help="settled pages (a multiple of 100)")
+def add_collection_args(ap: argparse.ArgumentParser, pages: int) -> None:
+    """The settled collection's options, shared with ``bench/search_during_embedding.py``."""
+    ap.add_argument("--pages", type=int, default=pages, help="settled pages (a multiple of 100)")
     ap.add_argument("--tokens", type=int, default=1139)
-    ap.add_argument("--docs", type=int, default=50, help="documents of the upload")
-    ap.add_argument("--doc-pages", type=int, default=8, help="pages per uploaded document")
     ap.add_argument("--queries", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3, help="idle rounds")
     ap.add_argument("--generator", choices=GENERATORS, default="aniso")
     ap.add_argument("--data-dir", type=Path, default=None, help="where the store goes (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="append the table to this markdown file")
+
+
+def parse_collection_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
     args = ap.parse_args()
     if args.pages % CHUNK:
         ap.error(f"--pages must be a multiple of {CHUNK}")
+    return args
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_collection_args(ap, pages=2000)
+    ap.add_argument("--docs", type=int, default=50, help="documents of the upload")
+    ap.add_argument("--doc-pages", type=int, default=8, help="pages per uploaded document")
+    ap.add_argument("--rounds", type=int, default=3, help="idle rounds")
+    args = parse_collection_args(ap)
     new_pages = args.docs * args.doc_pages
     total = args.pages + ((new_pages + CHUNK - 1) // CHUNK) * CHUNK
     syn = Synth(total, args.tokens, generator=args.generator)
@@ -169,6 +179,10 @@ def main() -> None:
         phases: dict[str, float] = {}
 
         def writer() -> None:
+            from pagelens.core.cpu_priority import lower_thread_priority
+            from pagelens.core.settings import Settings
+
+            lower_thread_priority(Settings().tuning.indexing_nice)  # as the job worker's thread runs
             t0 = time.perf_counter()
             for d in range(args.docs):
                 store.upsert(COLLECTION, new_points[d * args.doc_pages : (d + 1) * args.doc_pages])

@@ -13,6 +13,7 @@ MaxSim's top 5.
 
     python bench/sketch.py                                   (20,000 pages x 300 tokens, iid and aniso)
     python bench/sketch.py --pages 10000 --tokens 1139 --generator aniso
+    python bench/sketch.py --dims 32 64                      (two sketch widths side by side)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import Table, device_label, log  # noqa: E402
 from bench.retrieval import GENERATORS, Synth  # noqa: E402
 
-WIDTHS = (250, 500, 1000, 2000)
+WIDTHS = (250, 500, 1000, 2000, 4000)
 
 
 def view_of(codes: np.ndarray, lens: np.ndarray, centre: np.ndarray, scale: float):  # noqa: ANN201
@@ -68,11 +69,11 @@ def kernel_costs(rows: int, tokens: int, dims: tuple[int, ...], workers: int,
     return best
 
 
-def recall_rows(table: Table, generator: str, pages: int, tokens: int, rng: np.random.Generator) -> None:
+def recall_rows(table: Table, generator: str, pages: int, tokens: int, dims: int, rng: np.random.Generator) -> None:
     import torch
     from pagelens.index.ann.fast_rerank import encode_centred, fit_codec
     from pagelens.index.ann.self_check import make_probes
-    from pagelens.index.ann.sketch_index import DIMS, FIT_ROWS, fit_projection, project_codes
+    from pagelens.index.ann.sketch_index import FIT_ROWS, fit_projection, project_codes
 
     syn = Synth(pages, tokens, seed=0, generator=generator)
     full = np.concatenate([syn.gen_chunk(k)[0] for k in range(syn.n_chunks())])[:pages]  # [N, T, D]
@@ -80,12 +81,12 @@ def recall_rows(table: Table, generator: str, pages: int, tokens: int, rng: np.r
     centre, scale = fit_codec(flat[rng.choice(len(flat), min(len(flat), 1 << 16), replace=False)])
     codes = encode_centred(flat, centre, scale)
     sample = codes[rng.choice(len(codes), min(len(codes), FIT_ROWS), replace=False)].astype(np.float32) * scale
-    components, sk_scale = fit_projection(sample)
+    components, sk_scale = fit_projection(sample, dims)
     sketch = np.concatenate([project_codes(codes[i : i + 1 << 18], scale, components, sk_scale)
                              for i in range(0, len(codes), 1 << 18)])
     lens = np.full(pages, tokens)
     scan = view_of(codes, lens, centre, scale)
-    sk = view_of(sketch, lens, np.zeros(DIMS, dtype=np.float32), sk_scale)
+    sk = view_of(sketch, lens, np.zeros(dims, dtype=np.float32), sk_scale)
     picked = rng.choice(pages, 32, replace=False)
     others = rng.choice(pages, 64, replace=False)
     sets = {"probes": make_probes([full[i] for i in picked], [full[i] for i in others], rng),
@@ -104,7 +105,7 @@ def recall_rows(table: Table, generator: str, pages: int, tokens: int, rng: np.r
                 hits[("sketch", w)] += len(top5 & set(got_sketch[:w]))
         for w in WIDTHS:
             table.add(f"recall@5 in the best {w} pages, {name} ({len(queries)}), {generator} {pages} x {tokens} "
-                      f"(sketch: {DIMS} components, {variance:.0%} of the variance; baseline: the int8 scan)",
+                      f"(sketch: {dims} components, {variance:.0%} of the variance; baseline: the int8 scan)",
                       hits[("sketch", w)] / (5 * len(queries)), hits[("scan", w)] / (5 * len(queries)),
                       unit="", higher_is_better=True, baseline_name="scan", note="synthetic vectors")
         log(f"{generator} {name}: done")
@@ -118,20 +119,25 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=3_000_000, help="token rows of the cost measurement")
     ap.add_argument("--no-recall", action="store_true", help="only the cost measurement")
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
+    ap.add_argument("--dims", type=int, nargs="+", default=None,
+                    help="sketch widths to compare (default: the product's DIMS)")
     args = ap.parse_args()
     from pagelens.index.ann.fast_rerank import kernel_threads
     from pagelens.index.ann.sketch_index import DIMS
 
+    dims = args.dims or [DIMS]
     rng = np.random.default_rng(0)
     table = Table(f"sketch first stage vs the int8 scan ({device_label()})")
     with kernel_threads(1):
         for workers in (1, 2):
-            cost = kernel_costs(args.rows, args.tokens, (128, DIMS), workers, rng)
-            table.add(f"ranking cost per token row, {workers} thread(s), {args.rows:,} rows of {args.tokens}-token "
-                      f"pages (sketch: {DIMS} dims; baseline: the scan, 128)", cost[DIMS] * 1e9, cost[128] * 1e9,
-                      unit="ns", baseline_name="scan", note="random int8 codes in RAM")
+            cost = kernel_costs(args.rows, args.tokens, (128, *dims), workers, rng)
+            for d in dims:
+                table.add(f"ranking cost per token row, {workers} thread(s), {args.rows:,} rows of {args.tokens}-token "
+                          f"pages (sketch: {d} dims; baseline: the scan, 128)", cost[d] * 1e9, cost[128] * 1e9,
+                          unit="ns", baseline_name="scan", note="random int8 codes in RAM")
         for generator in [] if args.no_recall else args.generator:
-            recall_rows(table, generator, args.pages, args.tokens, rng)
+            for d in dims:
+                recall_rows(table, generator, args.pages, args.tokens, d, rng)
     table.print(args.out)
 
 

@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pagelens.app.job_progress import document_phase, document_timing, job_phase
+from pagelens.core.cpu_priority import lower_thread_priority
 from pagelens.core.errors import PagelensError, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -138,6 +139,12 @@ CREATE INDEX IF NOT EXISTS rejected_uploads_owner ON rejected_uploads(owner, col
 SCHEMA_VERSION = max(MIGRATIONS)
 """The schema this code writes (``PRAGMA user_version`` of jobs.sqlite3)."""
 
+
+
+def indexing_nice(service: Any) -> int:
+    """The ``indexing_nice`` setting of ``service`` (0 for a service without settings, as in some tests)."""
+    settings = getattr(service, "settings", None)
+    return int(settings.tuning.indexing_nice) if settings is not None else 0
 
 class JobStoreVersionError(PagelensError):
     """jobs.sqlite3 was written by a newer pagelens (a schema this version does not know)."""
@@ -655,6 +662,9 @@ class JobWorker:
             log.exception("pruning finished jobs failed")
 
     def _run(self) -> None:
+        # Searches first on a contended CPU: this thread embeds, renders (through the sandbox's processes)
+        # and writes; everything it starts inherits the lower priority (pagelens/core/cpu_priority.py).
+        lower_thread_priority(indexing_nice(self.service))
         while not self._stop.is_set():
             if time.monotonic() - self._pruned_at >= self.prune_interval_s:
                 self._prune()

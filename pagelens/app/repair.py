@@ -15,6 +15,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from pagelens.app.jobs import indexing_nice
+from pagelens.core.cpu_priority import lower_thread_priority
 from pagelens.core.errors import StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class StartupRepair:
             self._thread = None
 
     def _run(self) -> None:
+        lower_thread_priority(indexing_nice(self.service))  # searches first while it rebuilds (cpu_priority.py)
         delay = self.retry_base_s
         try:
             while not self._stop.is_set():

@@ -121,6 +121,12 @@ class Tuning(BaseModel):
         "on a single core, so a core busy with other work slows only its own chunks. 0: one per CPU core; "
         "1: the searching thread alone.",
     )
+    indexing_nice: int = Field(
+        default=10, ge=0, le=19, description="Server: the nice value added to the job worker and repair threads "
+        "(and what they start: the embedder's threads, page writes, the sandboxed parsers), so that searches get "
+        "the cores first while a job indexes; an idle machine still gives indexing all of them "
+        "(pagelens/core/cpu_priority.py). 0: indexing at the searches' priority.",
+    )
 
     # --- answers -------------------------------------------------------------------------------
     max_image_tokens: int = Field(default=8192, ge=1, description="Cap on image tokens in one prompt.")
