@@ -63,7 +63,7 @@ CHUNK = 100  # pages per generated chunk (deterministic per chunk)
 # --- synthetic data ---------------------------------------------------------------------------
 
 
-GENERATORS = ("iid", "aniso")
+GENERATORS = ("iid", "aniso", "lowrank")
 
 
 class Synth:
@@ -80,6 +80,9 @@ class Synth:
       instead of 60% from 256; query tokens only partly match the page (each planted-content token is
       ``unit(0.6 * its unique vector + 0.4 * an unrelated cone vector)``), and 4 of the 20 match
       nothing in the collection.
+    * ``"lowrank"``: ``"aniso"`` without the shared mean direction (``unit(low-rank + isotropic)``): the
+      tokens still vary mostly along the same 8 directions, but random pairs have cosine ~0, so a test
+      of the mean cosine does not see it (kept for the sketch first stage's gate, index/ann/sketch_index.py).
     """
 
     def __init__(self, pages: int, tokens: int, seed: int = 0, clusters: int | None = None,
@@ -94,7 +97,7 @@ class Synth:
         self.seed = seed
         self.n_clusters = clusters or max(1, pages // 25)
         rng = np.random.default_rng([seed, 10**6])
-        aniso = generator == "aniso"
+        aniso = generator in ("aniso", "lowrank")  # lowrank: the same vocabulary shapes, without the mean
         if aniso:
             arng = np.random.default_rng([seed, 4 * 10**6])
             self.mean_dir = _unit(arng.standard_normal(DIM, dtype=np.float32))
@@ -117,6 +120,8 @@ class Synth:
             return _unit(rng.standard_normal((*shape, DIM), dtype=np.float32))
         low = rng.standard_normal((*shape, len(self.basis_scale)), dtype=np.float32) * self.basis_scale
         iso = rng.standard_normal((*shape, DIM), dtype=np.float32) * np.float32(0.6 / math.sqrt(DIM))
+        if self.generator == "lowrank":
+            return _unit(low @ self.basis + iso)
         return _unit(1.5 * self.mean_dir + low @ self.basis + iso)
 
     def cluster_vocab(self, c: int) -> np.ndarray:

@@ -145,3 +145,38 @@ def test_not_built_on_a_cone(tmp_path: Path) -> None:
     assert not cache.sketch_ready() and SKETCH_INDEX not in store.search_status("cone").codes
     assert "sketch" not in {t["first_stage"] for t in store._plan("cone").trials}
     store.close()
+
+
+def test_not_built_where_a_few_directions_hold_nearly_all_the_variance(tmp_path: Path) -> None:
+    """No cone (random pairs' mean cosine ~0) but the tokens vary mostly along 8 shared directions: the
+    mean cosine does not see it, the components' share of the variance does (bench/sketch.py --generator
+    lowrank: the probes overrate the sketch there too), so it is declined with that share."""
+    from pagelens.index.ann.sketch_index import MAX_CONE_COSINE, MAX_VARIANCE_SHARE, mean_cosine
+    from pagelens.index.stores.edge_store import QdrantEdgeStore
+
+    from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
+
+    rng = np.random.default_rng(4)
+    basis = np.linalg.qr(rng.standard_normal((DIM, 8)))[0].T  # [8, DIM] orthonormal
+    scales = 0.8 * 0.7 ** np.arange(8)
+    points, tokens = [], []
+    for i in range(150):
+        full = unit((rng.standard_normal((30, 8)) * scales) @ basis + 0.6 / np.sqrt(DIM) * rng.standard_normal((30, DIM)))
+        tokens.append(full)
+        grid = full.reshape(5, 6, DIM)
+        points.append(PagePoint(page_point_id("lowrank", f"{i:02d}" * 32, 1),
+                                PageEmbedding(full=full, rows=grid.mean(axis=1), cols=grid.mean(axis=0)),
+                                {"doc_id": f"doc-{i}", "page_no": 1, "text": ""}))
+    assert abs(mean_cosine(np.concatenate(tokens), np.random.default_rng(0))) < MAX_CONE_COSINE  # no cone
+    store = QdrantEdgeStore(tmp_path / "edge")
+    store.sketch_min_rows = 1
+    store.create_collection(CollectionManifest(name="lowrank", model_id="m", model_revision=None, dim=DIM))
+    store.upsert("lowrank", points)
+    store.optimize("lowrank")
+    cache = store._rerank_file("lowrank")
+    declined = cache.sketch.declined()
+    assert declined is not None and declined["records"] == 150
+    assert MAX_VARIANCE_SHARE < declined["kept_share"] <= 1.0  # the components' share of the variance
+    assert not cache.sketch_ready() and SKETCH_INDEX not in store.search_status("lowrank").codes
+    assert "sketch" not in {t["first_stage"] for t in store._plan("lowrank").trials}
+    store.close()

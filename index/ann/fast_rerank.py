@@ -63,10 +63,12 @@ from pagelens.index.ann.dedup_index import DECIDE_PAGES, MAX_KEPT_SHARE, DedupIn
 from pagelens.index.ann.sketch_index import (
     FIT_ROWS,
     MAX_CONE_COSINE,
+    MAX_VARIANCE_SHARE,
     SketchIndex,
     fit_projection,
     mean_cosine,
     project_codes,
+    variance_share,
 )
 from pagelens.index.ann.token_index import ASSIGN_CHUNK_ROWS, TokenIndex, train_codebook
 
@@ -931,8 +933,8 @@ class RerankCache:
 
     def ensure_sketch_index(self, min_rows: int, lock: Any = None) -> str:
         """Build the sketch index (``sketch_staleness``), or catch it up; returns ``"built"``, ``"caught
-        up"``, ``"declined"`` (the tokens fill a cone, ``MAX_CONE_COSINE``: decided again once the cache has
-        doubled) or ``""`` (nothing to do, or the cache changed meanwhile: next time). The projection is
+        up"``, ``"declined"`` (the tokens fill a cone, ``MAX_CONE_COSINE``, or its components would hold
+        nearly all their variance, ``MAX_VARIANCE_SHARE``: decided again once the cache has doubled) or ``""`` (nothing to do, or the cache changed meanwhile: next time). The projection is
         fitted on ``FIT_ROWS`` token vectors drawn from every live page, and the codes are computed from
         a snapshot of the cache outside ``lock`` (the store's), so searches and upserts go on meanwhile."""
         guard = lock if lock is not None else contextlib.nullcontext()
@@ -960,6 +962,15 @@ class RerankCache:
                             self.folder, cosine, MAX_CONE_COSINE)
                 return "declined"
             components, scale = fit_projection(centred)
+            share = variance_share(centred, components)
+            if share > MAX_VARIANCE_SHARE:  # a few directions hold nearly everything (sketch_index docstring)
+                with guard:
+                    if generation != self._generation:
+                        return ""
+                    self.sketch.decline(round(share, 4), n_records)
+                logger.info("sketch index of %s not built: its %d components hold %.0f%% of the variance (> %.0f%%)",
+                            self.folder, components.shape[1], 100 * share, 100 * MAX_VARIANCE_SHARE)
+                return "declined"
             with guard:
                 if generation != self._generation:
                     return ""
