@@ -117,34 +117,43 @@ def test_it_follows_upserts_deletions_and_compactions(sketched) -> None:  # noqa
     assert cache.ensure_sketch_index(1) == "built" and cache.sketch.covered == len(cache._ids)
 
 
-def test_not_built_on_a_cone(tmp_path: Path) -> None:
-    """Tokens in a narrow cone (mean cosine of random pairs ~0.8): the top components carry what every page
-    shares, and the probes overrate the sketch there (bench/sketch.py), so it is declined, with the cosine,
-    and not reported stale."""
+def declined_on(tmp_path: Path, name: str, pages: list[np.ndarray]) -> dict:
+    """Optimize an Edge store of ``pages`` (each [30, DIM] tokens, 5 x 6 grids) that would build the sketch at
+    any size; asserts it was declined, not reported stale and not tried by the check; returns the decline."""
     from pagelens.index.stores.edge_store import QdrantEdgeStore
 
     from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
 
-    rng = np.random.default_rng(3)
-    axis = unit(rng.standard_normal(DIM))
     points = []
-    for i in range(150):
-        full = unit(axis + 0.3 * rng.standard_normal((30, DIM)) / np.sqrt(DIM) * 4)
+    for i, full in enumerate(pages):
         grid = full.reshape(5, 6, DIM)
-        points.append(PagePoint(page_point_id("cone", f"{i:02d}" * 32, 1),
+        points.append(PagePoint(page_point_id(name, f"{i:02d}" * 32, 1),
                                 PageEmbedding(full=full, rows=grid.mean(axis=1), cols=grid.mean(axis=0)),
                                 {"doc_id": f"doc-{i}", "page_no": 1, "text": ""}))
     store = QdrantEdgeStore(tmp_path / "edge")
-    store.sketch_min_rows = 1
-    store.create_collection(CollectionManifest(name="cone", model_id="m", model_revision=None, dim=DIM))
-    store.upsert("cone", points)
-    store.optimize("cone")
-    cache = store._rerank_file("cone")
-    declined = cache.sketch.declined()
-    assert declined is not None and declined["records"] == 150 and declined["kept_share"] > 0.3  # the cosine
-    assert not cache.sketch_ready() and SKETCH_INDEX not in store.search_status("cone").codes
-    assert "sketch" not in {t["first_stage"] for t in store._plan("cone").trials}
-    store.close()
+    try:
+        store.sketch_min_rows = 1
+        store.create_collection(CollectionManifest(name=name, model_id="m", model_revision=None, dim=DIM))
+        store.upsert(name, points)
+        store.optimize(name)
+        cache = store._rerank_file(name)
+        declined = cache.sketch.declined()
+        assert declined is not None and declined["records"] == len(pages)
+        assert not cache.sketch_ready() and SKETCH_INDEX not in store.search_status(name).codes
+        assert "sketch" not in {t["first_stage"] for t in store._plan(name).trials}
+        return declined
+    finally:
+        store.close()
+
+
+def test_not_built_on_a_cone(tmp_path: Path) -> None:
+    """Tokens in a narrow cone (mean cosine of random pairs ~0.8): the top components carry what every page
+    shares, and the probes overrate the sketch there (bench/sketch.py), so it is declined, with the cosine,
+    and not reported stale."""
+    rng = np.random.default_rng(3)
+    axis = unit(rng.standard_normal(DIM))
+    pages = [unit(axis + 0.3 * rng.standard_normal((30, DIM)) / np.sqrt(DIM) * 4) for _ in range(150)]
+    assert declined_on(tmp_path, "cone", pages)["kept_share"] > 0.3  # the cosine
 
 
 def test_not_built_where_a_few_directions_hold_nearly_all_the_variance(tmp_path: Path) -> None:
@@ -152,31 +161,11 @@ def test_not_built_where_a_few_directions_hold_nearly_all_the_variance(tmp_path:
     mean cosine does not see it, the components' share of the variance does (bench/sketch.py --generator
     lowrank: the probes overrate the sketch there too), so it is declined with that share."""
     from pagelens.index.ann.sketch_index import MAX_CONE_COSINE, MAX_VARIANCE_SHARE, mean_cosine
-    from pagelens.index.stores.edge_store import QdrantEdgeStore
-
-    from pagelens.core.types import CollectionManifest, PageEmbedding, PagePoint, page_point_id
 
     rng = np.random.default_rng(4)
     basis = np.linalg.qr(rng.standard_normal((DIM, 8)))[0].T  # [8, DIM] orthonormal
     scales = 0.8 * 0.7 ** np.arange(8)
-    points, tokens = [], []
-    for i in range(150):
-        full = unit((rng.standard_normal((30, 8)) * scales) @ basis + 0.6 / np.sqrt(DIM) * rng.standard_normal((30, DIM)))
-        tokens.append(full)
-        grid = full.reshape(5, 6, DIM)
-        points.append(PagePoint(page_point_id("lowrank", f"{i:02d}" * 32, 1),
-                                PageEmbedding(full=full, rows=grid.mean(axis=1), cols=grid.mean(axis=0)),
-                                {"doc_id": f"doc-{i}", "page_no": 1, "text": ""}))
-    assert abs(mean_cosine(np.concatenate(tokens), np.random.default_rng(0))) < MAX_CONE_COSINE  # no cone
-    store = QdrantEdgeStore(tmp_path / "edge")
-    store.sketch_min_rows = 1
-    store.create_collection(CollectionManifest(name="lowrank", model_id="m", model_revision=None, dim=DIM))
-    store.upsert("lowrank", points)
-    store.optimize("lowrank")
-    cache = store._rerank_file("lowrank")
-    declined = cache.sketch.declined()
-    assert declined is not None and declined["records"] == 150
-    assert MAX_VARIANCE_SHARE < declined["kept_share"] <= 1.0  # the components' share of the variance
-    assert not cache.sketch_ready() and SKETCH_INDEX not in store.search_status("lowrank").codes
-    assert "sketch" not in {t["first_stage"] for t in store._plan("lowrank").trials}
-    store.close()
+    pages = [unit((rng.standard_normal((30, 8)) * scales) @ basis + 0.6 / np.sqrt(DIM) * rng.standard_normal((30, DIM)))
+             for _ in range(150)]
+    assert abs(mean_cosine(np.concatenate(pages), np.random.default_rng(0))) < MAX_CONE_COSINE  # no cone
+    assert MAX_VARIANCE_SHARE < declined_on(tmp_path, "lowrank", pages)["kept_share"] <= 1.0  # the share
