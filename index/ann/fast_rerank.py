@@ -934,8 +934,9 @@ class RerankCache:
     def ensure_sketch_index(self, min_rows: int, lock: Any = None) -> str:
         """Build the sketch index (``sketch_staleness``), or catch it up; returns ``"built"``, ``"caught
         up"``, ``"declined"`` (the tokens fill a cone, ``MAX_CONE_COSINE``, or its components would hold
-        nearly all their variance, ``MAX_VARIANCE_SHARE``: decided again once the cache has doubled) or ``""`` (nothing to do, or the cache changed meanwhile: next time). The projection is
-        fitted on ``FIT_ROWS`` token vectors drawn from every live page, and the codes are computed from
+        nearly all their variance, ``MAX_VARIANCE_SHARE``: decided again once the cache has doubled) or
+        ``""`` (nothing to do, or the cache changed meanwhile: next time). The projection is fitted on
+        ``FIT_ROWS`` token vectors drawn from every live page, and the codes are computed from
         a snapshot of the cache outside ``lock`` (the store's), so searches and upserts go on meanwhile."""
         guard = lock if lock is not None else contextlib.nullcontext()
         with guard:

@@ -27,8 +27,8 @@ while on the isotropic generator both agree (probes 0.96 / planted 1.000 at 500;
 Nor where a few directions dominate without a cone: the mean cosine misses a collection whose tokens
 vary mostly along a few shared directions with no shared mean (its pairs' cosines cancel out). On such
 a generator (the anisotropic one without its mean direction: mean cosine 0.03, 64 components holding 94%
-of the variance; 20,000 x 300 pages) the probes again overrated the sketch: 0.963 of their top 5 in its
-best 500 pages and 1.000 in 2,000, against 0.66 and 0.90 for the planted queries (``bench/sketch.py
+of the variance; 20,000 x 300 pages) the probes again overrated the sketch: 0.969 of their top 5 in its
+best 500 pages and 1.000 in 2,000, against 0.640 and 0.910 for the planted queries (``bench/sketch.py
 --generator lowrank``, 2026-12-07 night). What the two failures share is that the top components hold
 nearly all the variance (91% on the cone, 94% here, 64% on the isotropic generator where probes and
 planted queries agree), so the near-ties are decided in the little that is left out. The sketch is

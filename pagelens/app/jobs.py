@@ -140,11 +140,11 @@ SCHEMA_VERSION = max(MIGRATIONS)
 """The schema this code writes (``PRAGMA user_version`` of jobs.sqlite3)."""
 
 
-
 def indexing_nice(service: Any) -> int:
     """The ``indexing_nice`` setting of ``service`` (0 for a service without settings, as in some tests)."""
     settings = getattr(service, "settings", None)
     return int(settings.tuning.indexing_nice) if settings is not None else 0
+
 
 class JobStoreVersionError(PagelensError):
     """jobs.sqlite3 was written by a newer pagelens (a schema this version does not know)."""
