@@ -417,3 +417,44 @@ def test_a_build_outside_the_lock_takes_in_pages_appended_meanwhile(tmp_path: Pa
     # the compaction renumbered the old codebook's lists, so the index still serves every page
     assert cache.token_index_ready() and cache.tokens.trained_pages == 300 and len(cache) == 414
     assert pid(500) in cache.token_candidates(corpus.query(500), 20)
+
+
+def test_an_append_prepared_outside_the_lock_writes_what_the_locked_one_does(tmp_path: Path) -> None:
+    """``RerankCache.prepare`` computes a write's codes, token cells and dedup covers before the store takes
+    its lock (``QdrantEdgeStore.upsert``); appending with it leaves the same files as an append that computes
+    them itself. A prepared append whose codec, codebook or dedup threshold is no longer the cache's is not
+    trusted: what it holds is computed again (here it holds garbage, and the files are still the same)."""
+    import dataclasses
+
+    corpus = Corpus(300, seed=4, noise=0.1)  # near-duplicate tokens: a dedup index is built too
+    caches = {name: cache_with(tmp_path / name, corpus) for name in ("plain", "prepared", "stale codec", "stale index")}
+    for cache in caches.values():
+        assert cache.ensure_token_index(min_pages=100) == "built"
+        assert cache.ensure_dedup_index() == "built"
+    new = corpus.add_pages(12)
+    items = [(pid(300 + j), f, f[:4], f[4:8]) for j, f in enumerate(new)]
+    caches["plain"].append(items)
+    prepared = caches["prepared"].prepare(items)
+    assert prepared is not None and prepared.cells is not None and len(prepared.codes) == 12
+    assert prepared.kept is not None and len(prepared.kept) == 12
+    caches["prepared"].append(items, prepared)
+    stale = caches["stale codec"].prepare(items)
+    assert stale is not None
+    caches["stale codec"].append(items, dataclasses.replace(  # another codec object: nothing of it is used
+        stale, codec=(stale.codec[0].copy(), stale.codec[1]), codes=[np.zeros_like(c) for c in stale.codes]))
+    stale = caches["stale index"].prepare(items)
+    assert stale is not None
+    caches["stale index"].append(items, dataclasses.replace(  # the codes hold; the cells and covers do not
+        stale, codebook=object(), cells=torch.zeros_like(stale.cells),
+        kept=[c[:1] for c in stale.codes], dedup_threshold=-5.0))
+
+    def files(cache: RerankCache) -> dict[str, bytes]:
+        return {str(p.relative_to(cache.folder)): p.read_bytes() for p in sorted(cache.folder.rglob("*")) if p.is_file()}
+
+    expected = files(caches["plain"])
+    assert any(name.startswith("tokens") for name in expected) and any(name.startswith("dedup") for name in expected)
+    for name in ("prepared", "stale codec", "stale index"):
+        assert files(caches[name]) == expected, name
+    q = corpus.query(305)
+    assert caches["prepared"].token_candidates(q, 20) == caches["plain"].token_candidates(q, 20)
+    assert pid(305) in caches["prepared"].token_candidates(q, 20)

@@ -185,6 +185,25 @@ def fit_width(vectors: np.ndarray, width: int = POOLED_WIDTH) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class PreparedAppend:
+    """What ``RerankCache.append`` computes from a write's vectors alone, computed beforehand outside the
+    store's lock (``RerankCache.prepare``), so that searches do not wait for it: the centred int8 codes
+    (int8 [n_tokens, dim] per page) under ``codec``, their token-index cells (torch int64 [total tokens],
+    pages in order) under ``codebook`` (None without a token index), and each page's dedup covers when a
+    dedup index exists. ``append`` uses them
+    only while the cache still has that codec and the token index that codebook (by identity), else it
+    computes them again. The cells are most of the cost: 72 of the 99 ms a 1139-token page held the lock
+    for (1,000 aniso pages, AMD EPYC, 2026-12-07; bench/README.md)."""
+
+    codec: tuple[np.ndarray, float]
+    codes: list[np.ndarray]
+    codebook: Any
+    cells: Any
+    kept: list[np.ndarray] | None = None  # each page's dedup covers (``kept_codes``) at ``dedup_threshold``
+    dedup_threshold: float | None = None
+
+
+@dataclass(frozen=True)
 class ScanView:
     """What ranking every page by its int8 codes reads, fixed at one moment (``RerankCache.scan_view`` /
     ``dedup_view``), so that the ranking, the costly part of a search, runs outside the store's lock while
@@ -430,9 +449,32 @@ class RerankCache:
         of the same id set, so the cache is compared with Qdrant's points by identity in O(1)."""
         return len(self._load()), self._xor
 
-    def append(self, items: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> int:
+    def prepare(self, items: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> PreparedAppend | None:
+        """The part of ``append(items)`` that needs only the vectors (``PreparedAppend``), for a caller to
+        compute outside the lock it appends under; None before the first pages fixed the codec. Reads the
+        codec and the token codebook of this moment without locking (each is replaced whole, never
+        changed in place); ``append`` checks they are still current."""
+        codec = self._codec
+        if codec is None or not items:
+            return None
+        centre, scale = codec
+        codes = [encode_centred(np.asarray(full, dtype=np.float32), centre, scale) for _, full, _, _ in items]
+        codebook = self.tokens.codebook
+        cells = None
+        if codebook is not None:
+            import torch
+
+            with torch.inference_mode():
+                cells = codebook.assign(torch.cat([torch.from_numpy(c) for c in codes]))
+        threshold = self.dedup.threshold
+        kept = [kept_codes(c, centre, scale, threshold) for c in codes] if self.dedup.covered else None
+        return PreparedAppend(codec, codes, codebook, cells, kept, threshold)
+
+    def append(self, items: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+               prepared: PreparedAppend | None = None) -> int:
         """Append (point id, full [n_tokens, dim], rows [r, dim], cols [c, dim]) float32 tuples;
-        returns how many were written. Data is written and fsynced before its index records."""
+        returns how many were written. Data is written and fsynced before its index records.
+        ``prepared``: ``prepare(items)``, computed outside the caller's lock (used while still current)."""
         self._load()
         items = [(str(pid), np.asarray(f, dtype=np.float32), rows, cols) for pid, f, rows, cols in items]
         if not items:
@@ -457,6 +499,8 @@ class RerankCache:
             os.replace(tmp, self._path(CODEC_FILE))
             self._codec = (centre, scale)
         centre, scale = self._codec
+        if prepared is not None and (prepared.codec is not self._codec or len(prepared.codes) != len(items)):
+            prepared = None  # the codec changed meanwhile (a cleared cache): computed again here
         n_records = len(self._ids)
         starts = []
         row = self._rows  # rows past the last record are a crashed append's: overwritten
@@ -466,9 +510,9 @@ class RerankCache:
             fv.seek(0, os.SEEK_END)
             fs.seek(0, os.SEEK_END)
             all_codes = []
-            for _, full, _, _ in items:
+            for i, (_, full, _, _) in enumerate(items):
                 starts.append(row)
-                codes = encode_centred(full, centre, scale)
+                codes = prepared.codes[i] if prepared is not None else encode_centred(full, centre, scale)
                 all_codes.append(codes)
                 fv.write(codes.tobytes())
                 fs.write(np.full(len(codes), scale, dtype=np.float32).tobytes())
@@ -497,26 +541,30 @@ class RerankCache:
             self._rows = max(self._rows, start + int(full.shape[0]))
         self._dim = dim
         self._drop_views()
-        self._index_tokens(n_records, all_codes)
-        self._index_dedup(n_records, all_codes)
+        self._index_tokens(n_records, all_codes, prepared)
+        self._index_dedup(n_records, all_codes, prepared)
         self._index_sketch(n_records, all_codes)
         return len(items)
 
-    def _index_tokens(self, first_record: int, codes: list[np.ndarray]) -> None:
+    def _index_tokens(self, first_record: int, codes: list[np.ndarray], prepared: PreparedAppend | None = None) -> None:
         """Add new records (int8 codes [n_tokens, dim] each; [0, dim] for a tombstone) to the token
-        index, if there is one. A failure leaves it behind the cache (not ``token_index_ready``, so
-        searches use the pooled first stage) until ``ensure_token_index`` catches up."""
+        index, if there is one, with ``prepared``'s cells when they were assigned with its codebook. A
+        failure leaves it behind the cache (not ``token_index_ready``, so searches use the pooled first
+        stage) until ``ensure_token_index`` catches up."""
         if not self.tokens.load():
             return
         import torch
 
+        cells = None
+        if prepared is not None and prepared.codebook is not None and prepared.codebook is self.tokens.codebook:
+            cells = prepared.cells
         try:
-            self.tokens.append(first_record, [torch.from_numpy(c) for c in codes])
+            self.tokens.append(first_record, [torch.from_numpy(c) for c in codes], cells=cells)
         except Exception as exc:  # the cache itself is fine: only the first stage falls back
             logger.warning("could not add %d pages to the token index of %s (%s): searches use the pooled "
                            "first stage until `optimize`", len(codes), self.folder, exc)
 
-    def _index_dedup(self, first_record: int, codes: list[np.ndarray]) -> None:
+    def _index_dedup(self, first_record: int, codes: list[np.ndarray], prepared: PreparedAppend | None = None) -> None:
         """Add the covers of new records (int8 codes [n_tokens, dim] each; [0, dim] for a tombstone) to the
         dedup index when it covered every earlier record, so a search during an upload keeps the dedup plan
         and sees the new pages (~3-5 ms per 1139-token page). Else, or on a failure, it stays behind the
@@ -524,9 +572,13 @@ class RerankCache:
         if self.dedup.covered != first_record or not first_record or self._codec is None:
             return
         centre, scale = self._codec
+        threshold = self.dedup.threshold
         try:
-            self.dedup.append(first_record, [kept_codes(c, centre, scale, self.dedup.threshold) for c in codes],
-                              self._dim or 1)
+            if prepared is not None and prepared.kept is not None and prepared.dedup_threshold == threshold:
+                kept = prepared.kept  # computed outside the store's lock (``prepare``), same codec and threshold
+            else:
+                kept = [kept_codes(c, centre, scale, threshold) for c in codes]
+            self.dedup.append(first_record, kept, self._dim or 1)
         except Exception as exc:  # the cache itself is fine: only the first stage falls back
             logger.warning("could not add %d pages to the dedup index of %s (%s): searches scan every page "
                            "until `optimize`", len(codes), self.folder, exc)

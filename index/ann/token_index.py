@@ -434,17 +434,19 @@ class TokenIndex:
         self._loaded = False
         self.load()
 
-    def append(self, first_record: int, pages: list[Any]) -> None:
+    def append(self, first_record: int, pages: list[Any], cells: Any = None) -> None:
         """Index pages appended to the cache as records ``first_record``, ``first_record + 1``, ...
-        (``pages``: torch [n_tokens, D] each). A no-op without a codebook, or when earlier records
-        are not indexed (a gap: ``optimize`` rebuilds)."""
+        (``pages``: torch [n_tokens, D] each). ``cells``: ``self.codebook.assign`` of the pages' tokens in
+        order (int64 [total tokens]), when the caller computed it beforehand. A no-op without a codebook,
+        or when earlier records are not indexed (a gap: ``optimize`` rebuilds)."""
         if not self.load() or self.codebook is None or first_record != self._covered or not pages:
             return
         torch = _torch()
         x = torch.cat(pages)
         recs = torch.repeat_interleave(torch.arange(first_record, first_record + len(pages)),
                                        torch.tensor([len(p) for p in pages]))
-        cells, records = unique_pairs(self.codebook.assign(x), recs)
+        assigned = cells if cells is not None and len(cells) == len(x) else self.codebook.assign(x)
+        cells, records = unique_pairs(assigned, recs)
         pairs = np.stack([cells.astype(np.int32), records], axis=1)
         with open(self._path(DELTA_FILE), "ab") as fh:
             fh.write(DELTA_HEADER.pack(len(pairs), first_record, len(pages)) + pairs.tobytes())

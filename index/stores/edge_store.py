@@ -375,14 +375,16 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
                 done += 1
                 if self.readers.readers:  # a search runs: write what is converted, page by page from here
                     break
+            cached = [item[:4] for _, item in chunk]
+            prepared = self._prepare_cache(collection, cached)  # outside the lock: searches go on meanwhile
             turn.wait()
             with self._lock:
                 shard, now = self._require(collection)
                 if now.dim != manifest.dim:  # deleted and made again meanwhile
                     raise InvalidRequestError(f"collection '{collection}' changed while its points were prepared: "
                                               f"dim {manifest.dim} -> {now.dim}")
-                self._write_locked(collection, shard, [p for p, _ in chunk], [item[:4] for _, item in chunk],
-                                   last=done == len(items))
+                self._write_locked(collection, shard, [p for p, _ in chunk], cached, last=done == len(items),
+                                   prepared=prepared)
             if self._maintenance_due(collection):
                 self.readers.turn().wait()  # Edge holds the GIL through it: not while a search runs
                 with self._lock:
@@ -420,11 +422,27 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
             shard.flush()  # persists the segments and truncates the write-ahead log
             self._unflushed[collection] = 0
 
+    def _prepare_cache(self, collection: str, cached: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> Any:
+        """``RerankCache.prepare`` of a write's pages, outside the lock (the token cells: most of what the
+        cache append costs); None without the cache, before its codec exists, or on any failure (then
+        ``append`` computes everything under the lock, as it checks what it is given anyway)."""
+        if not self.fast_rerank:
+            return None
+        with self._lock:
+            cache = self._rerank_file(collection)
+        try:
+            return cache.prepare(cached)
+        except Exception as exc:  # noqa: BLE001 - an optimization only: the locked append does it all
+            logger.debug("could not prepare the cache append of %s outside the lock (%s)", collection, exc)
+            return None
+
     def _write_locked(self, collection: str, shard: Any, edge_points: list[Any],
-                      cached: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], last: bool = True) -> None:
+                      cached: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], last: bool = True,
+                      prepared: Any = None) -> None:
         """Points into Qdrant (one update), then the rerank cache (Edge's flush / optimizer, once due, follow
         in ``upsert``: ``_maintain_locked``). ``last``: the upsert's last write (where the crash tests pause: the
-        whole document in Qdrant, not yet all cached). Call under the lock."""
+        whole document in Qdrant, not yet all cached). ``prepared``: ``_prepare_cache(collection, cached)``.
+        Call under the lock."""
         qe = _edge()
         self._upserts[collection] = self._upserts.get(collection, 0) + 1
         self._unstamp(collection)  # before Qdrant has the points: a crash from here on leaves it stale
@@ -444,7 +462,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
             if last:
                 pause_point(self.pause_at, "cache_append")
             try:
-                self._rerank_file(collection).append(cached)
+                self._rerank_file(collection).append(cached, prepared)
             except OSError as exc:
                 self._rerank_stale.add(collection)
                 with contextlib.suppress(OSError):  # persisted (best effort: the failing disk may refuse it)
