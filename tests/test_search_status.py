@@ -508,7 +508,7 @@ def test_a_failed_cache_append_stays_stale_across_a_restart(tmp_path: Path, monk
     store.upsert("fast", points)
     assert store.repair("fast").after.current
 
-    def failing_append(self: Any, items: Any) -> int:
+    def failing_append(self: Any, items: Any, prepared: Any = None) -> int:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(RerankCache, "append", failing_append)
