@@ -147,6 +147,13 @@ class DedupIndex:
         """Cache records covered (0 without an index)."""
         return len(self._spans) if self.load() and self._spans is not None else 0
 
+    @property
+    def loaded_covered(self) -> int:
+        """``covered`` as loaded so far, without reading any file (0 when not loaded): for a reader outside
+        the store's lock (``RerankCache.prepare``), where a load could race a compaction under it."""
+        spans = self._spans
+        return len(spans) if spans is not None else 0
+
     def ready(self, n_records: int) -> bool:
         """Whether it covers exactly the cache's ``n_records`` records."""
         return n_records > 0 and self.covered == n_records

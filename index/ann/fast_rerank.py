@@ -189,9 +189,9 @@ class PreparedAppend:
     """What ``RerankCache.append`` computes from a write's vectors alone, computed beforehand outside the
     store's lock (``RerankCache.prepare``), so that searches do not wait for it: the centred int8 codes
     (int8 [n_tokens, dim] per page) under ``codec``, their token-index cells (torch int64 [total tokens],
-    pages in order) under ``codebook`` (None without a token index), and each page's dedup covers when a
-    dedup index exists. ``append`` uses them
-    only while the cache still has that codec and the token index that codebook (by identity), else it
+    pages in order) under ``codebook`` (None without a token index), and each page's dedup covers at
+    ``dedup_threshold`` when a dedup index is loaded. ``append`` uses them only while the cache still has
+    that codec, the token index that codebook (by identity) and the dedup index that threshold, else it
     computes them again. The cells are most of the cost: 72 of the 99 ms a 1139-token page held the lock
     for (1,000 aniso pages, AMD EPYC, 2026-12-07; bench/README.md)."""
 
@@ -452,8 +452,9 @@ class RerankCache:
     def prepare(self, items: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> PreparedAppend | None:
         """The part of ``append(items)`` that needs only the vectors (``PreparedAppend``), for a caller to
         compute outside the lock it appends under; None before the first pages fixed the codec. Reads the
-        codec and the token codebook of this moment without locking (each is replaced whole, never
-        changed in place); ``append`` checks they are still current."""
+        codec, the token codebook and whether a dedup index is loaded as they are at this moment, without
+        locking and without reading any file (each is replaced whole, never changed in place, and a load
+        here could race a compaction under the lock); ``append`` checks they are still current."""
         codec = self._codec
         if codec is None or not items:
             return None
@@ -467,7 +468,7 @@ class RerankCache:
             with torch.inference_mode():
                 cells = codebook.assign(torch.cat([torch.from_numpy(c) for c in codes]))
         threshold = self.dedup.threshold
-        kept = [kept_codes(c, centre, scale, threshold) for c in codes] if self.dedup.covered else None
+        kept = [kept_codes(c, centre, scale, threshold) for c in codes] if self.dedup.loaded_covered else None
         return PreparedAppend(codec, codes, codebook, cells, kept, threshold)
 
     def append(self, items: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
@@ -556,7 +557,7 @@ class RerankCache:
         import torch
 
         cells = None
-        if prepared is not None and prepared.codebook is not None and prepared.codebook is self.tokens.codebook:
+        if prepared is not None and prepared.codebook is self.tokens.codebook:  # loaded above: not None
             cells = prepared.cells
         try:
             self.tokens.append(first_record, [torch.from_numpy(c) for c in codes], cells=cells)
@@ -1005,24 +1006,24 @@ class RerankCache:
             sample = self._token_sample(FIT_ROWS) if first == 0 else None
         if sample is not None:
             centred = sample()
+            # not built where its top components would mislead the self-check (sketch_index docstring):
+            # a cone, or a few directions holding nearly all the variance; the decline keeps the measure
             cosine = mean_cosine(codec[0][None, :] + centred, np.random.default_rng(0))
-            if cosine > MAX_CONE_COSINE:  # a cone: its top components would mislead (sketch_index docstring)
+            declined: tuple[float, str] | None = None
+            if cosine > MAX_CONE_COSINE:
+                declined = cosine, f"the tokens fill a cone (mean cosine {cosine:.2f} > {MAX_CONE_COSINE:.2f})"
+            else:
+                components, scale = fit_projection(centred)
+                share = variance_share(centred, components)
+                if share > MAX_VARIANCE_SHARE:
+                    declined = share, (f"its {components.shape[1]} components hold {share:.0%} of the variance "
+                                       f"(> {MAX_VARIANCE_SHARE:.0%})")
+            if declined is not None:
                 with guard:
                     if generation != self._generation:
                         return ""
-                    self.sketch.decline(round(cosine, 4), n_records)
-                logger.info("sketch index of %s not built: the tokens fill a cone (mean cosine %.2f > %.2f)",
-                            self.folder, cosine, MAX_CONE_COSINE)
-                return "declined"
-            components, scale = fit_projection(centred)
-            share = variance_share(centred, components)
-            if share > MAX_VARIANCE_SHARE:  # a few directions hold nearly everything (sketch_index docstring)
-                with guard:
-                    if generation != self._generation:
-                        return ""
-                    self.sketch.decline(round(share, 4), n_records)
-                logger.info("sketch index of %s not built: its %d components hold %.0f%% of the variance (> %.0f%%)",
-                            self.folder, components.shape[1], 100 * share, 100 * MAX_VARIANCE_SHARE)
+                    self.sketch.decline(round(declined[0], 4), n_records)
+                logger.info("sketch index of %s not built: %s", self.folder, declined[1])
                 return "declined"
             with guard:
                 if generation != self._generation:
