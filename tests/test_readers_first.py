@@ -205,3 +205,64 @@ def test_a_search_survives_a_close_and_reports_a_deletion_that_happen_while_it_r
         store.search("fast", queries[1], 3)
     assert action == ["delete", "ran", "ran"]
     store.close()
+
+
+class _CountingShard:
+    """An Edge shard that counts its updates and flushes (all else passes through)."""
+
+    def __init__(self, shard: object) -> None:
+        self._shard = shard
+        self.updates = 0
+        self.flushes = 0
+
+    def update(self, op: object) -> object:
+        self.updates += 1
+        return self._shard.update(op)  # type: ignore[attr-defined]
+
+    def flush(self) -> object:
+        self.flushes += 1
+        return self._shard.flush()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._shard, name)
+
+
+def test_a_long_document_is_written_in_short_edge_calls_so_no_thread_stalls_long(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edge's update and flush hold the GIL for their whole run (~4.5 ms per 1139-token page written, a
+    flush ~28 ms plus ~1.5 ms per page since the last one: bench/README.md), stalling every other thread
+    (``/healthz``). So with no search in flight a long document goes in writes of at most ``WRITE_TOKENS``
+    tokens (one page at least), and the default flush cadence flushes every ~13 such pages, not
+    every ~430: 40 pages of 1139 tokens -> 7 pages per write, and at least two flushes."""
+    from pagelens.index.stores import edge_store
+    from test_fast_rerank import DIM, unit
+
+    from pagelens.core.types import PageEmbedding, PagePoint, page_point_id
+
+    rng = np.random.default_rng(3)
+    pages = [PagePoint(page_point_id("c", "ab" * 32, i + 1),
+                       PageEmbedding(full=unit(rng.standard_normal((1139, DIM))),
+                                     rows=unit(rng.standard_normal((32, DIM))),
+                                     cols=unit(rng.standard_normal((32, DIM)))),
+                       {"doc_id": "long", "page_no": i + 1})
+             for i in range(40)]
+    store = QdrantEdgeStore(tmp_path / "edge")
+    store.create_collection(manifest("c"))
+    written: list[int] = []
+    append = RerankCache.append
+
+    def spy_append(self: RerankCache, items, prepared=None):  # noqa: ANN001, ANN202
+        written.append(len(items))
+        return append(self, items, prepared)
+
+    monkeypatch.setattr(RerankCache, "append", spy_append)
+    counting = _CountingShard(store._shards["c"])
+    store._shards["c"] = counting
+    store.upsert("c", pages)
+    per_write = edge_store.WRITE_TOKENS // 1139
+    assert per_write == 7
+    assert written == [per_write] * (40 // per_write) + [40 % per_write]  # one cache append per Edge update
+    assert counting.updates == len(written)
+    assert counting.flushes >= 2  # ~13 such pages per flush by default (8 MiB counted as float32)
+    assert store.count("c") == 40 and len(store._rerank_file("c")) == 40
+    store.close()

@@ -136,7 +136,12 @@ def _validated(points: Sequence[PagePoint], dim: int) -> list[Validated]:
     return out
 
 
-WRITE_BATCH = 64  # pages per Edge update and cache append while no search runs
+WAL_FLUSH_BYTES = 8 * 1024 * 1024  # QdrantEdgeStore's wal_flush_bytes (its docstring)
+WRITE_BATCH = 64  # at most this many pages per Edge update and cache append while no search runs,
+WRITE_TOKENS = 8192  # and about this many full-vector tokens (at least one page): Edge's update holds the
+# Python GIL throughout, ~4.5 ms per 1139-token page whatever the batch (measured 2026-12-07 on the 2-core
+# AMD EPYC: 5.3 ms for 1 page, 35 for 8, 183 for 32 (165 of them without the GIL for anyone else);
+# synthetic aniso pages, float16), so 64 such pages stalled every other thread (/healthz) ~280 ms
 
 
 def _edge_point(item: Validated, analyzer: TextAnalyzer | None) -> Any:
@@ -173,7 +178,12 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
     token; searches use it when the self-check finds it reaches the target.
     ``wal_flush_bytes``: flush a collection's shard once about this many bytes of vectors were upserted
     into it. Edge keeps every update in its write-ahead log until a flush (~0.7 MB per 1139-token
-    page: 70 GB for 100k pages); a flush persists the segments and truncates the log.
+    page: 70 GB for 100k pages); a flush persists the segments and truncates the log. It holds the
+    Python GIL, ~28 ms plus ~1.5 ms per page written since the last one, whatever the collection's size
+    (measured 2026-12-07 on the 2-core AMD EPYC, the product's store, synthetic 1139-token aniso pages in
+    float16: 29 ms after 1 page, 76-101 ms after 27, 143-148 ms after 100, on 300 and on 2,000 settled
+    pages), so the default (8 MiB counted as float32: ~13 such pages) keeps each stall of the other
+    threads near 50 ms, where 256 MiB (~430 pages) gave ~330 ms.
     ``optimize_every_bytes``: without the int8 cache (``fast_rerank`` off), run Edge's optimizers inside
     ``upsert`` once about this many bytes of vectors arrived since the last optimize. Edge has no
     background optimizer: unoptimized points pile up in one segment, and optimizing it rewrites it whole
@@ -200,7 +210,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         token_index_min_pages: int = 500,
         token_nprobe: int = 16,
         search_threads: int = 0,
-        wal_flush_bytes: int = 256 * 1024 * 1024,
+        wal_flush_bytes: int = WAL_FLUSH_BYTES,
         optimize_every_bytes: int = 4 * 1024**3,
         pause_at: str = "",
         lock: DataDirLock | None = None,
@@ -357,7 +367,7 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         """Insert or replace points. Vectors: float32 [n, dim] each. Validated first (a bad point writes
         nothing); then written searches first (``ReadersFirst``: before each page the writer waits until
         no search runs, at most ``readers.max_wait_s`` per write): up to ``WRITE_BATCH``
-        pages per write while no search runs, one page per write while one does; each write converted
+        pages and ``WRITE_TOKENS`` tokens per write while no search runs, one page per write while one does; each write converted
         outside the lock, then under it written to Qdrant and appended to the rerank cache, so a search
         never sees one without the other."""
         with self._lock:
@@ -369,8 +379,11 @@ class QdrantEdgeStore(EdgeSearch, EdgeText, EdgeMaintenance):
         while done < len(items):
             turn = self.readers.turn()  # one wait budget per write, spent over its pages
             chunk: list[tuple[Any, Validated]] = []
-            while done < len(items) and len(chunk) < WRITE_BATCH:
+            tokens = 0
+            while (done < len(items) and len(chunk) < WRITE_BATCH
+                   and (not chunk or tokens + len(items[done][1]) <= WRITE_TOKENS)):
                 turn.wait()
+                tokens += len(items[done][1])
                 chunk.append((_edge_point(items[done], analyzer), items[done]))  # outside the lock
                 done += 1
                 if self.readers.readers:  # a search runs: write what is converted, page by page from here
