@@ -15,7 +15,8 @@ it never saw"). What differs from ``Synth``:
   image's), half its patches are one of 8 background words, 45% its topic's words with noise, 5% its
   own unique vectors;
 * a query (24 tokens) has 5 **template tokens shared by every query** (a ColPali query's augmentation
-  tokens), 12 noisy copies of one page's topic or unique tokens, and 7 words of nothing in particular.
+  tokens), 12 noisy copies of random patches of one page (background ones included), and 7 popular-weighted
+  words of nothing in particular.
 
     python bench/mixture_vectors.py --pages 1000 --out DIR
     python bench/retrieval.py --vectors DIR --exact
@@ -63,8 +64,8 @@ class Mixture:
         """``n`` unit vectors: ``cone`` x the mean direction + the power-law spread [n, DIM]."""
         return unit(cone * self.mean + self.rng.standard_normal((n, DIM)) @ self.scale.T)
 
-    def page(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tokens [1139, DIM], topic word ids [TOPIC], unique vectors [k, DIM]) of one page."""
+    def page(self, rng: np.random.Generator) -> np.ndarray:
+        """The unit tokens of one page [1139, DIM]: patches (background, topic words, its own), then prompt."""
         topic = rng.choice(VOCAB, size=TOPIC, replace=False, p=self.popularity)
         kind = rng.random(PATCHES)
         out = np.empty((PATCHES, DIM))
@@ -74,13 +75,12 @@ class Mixture:
         out[text] = (self.words[topic[rng.integers(0, TOPIC, text.sum())]]
                      + 0.15 * rng.standard_normal((text.sum(), DIM)) @ self.scale.T)
         own = kind >= 0.95
-        unique = self.spread(int(own.sum()), cone=rng.uniform(1.0, 3.0, (int(own.sum()), 1)))
-        out[own] = unique
+        out[own] = self.spread(int(own.sum()), cone=rng.uniform(1.0, 3.0, (int(own.sum()), 1)))
         prompt = self.prompt + 0.01 * rng.standard_normal((PROMPT, DIM))
-        return unit(np.concatenate([out, prompt])), topic, unique
+        return unit(np.concatenate([out, prompt]))
 
-    def query(self, rng: np.random.Generator, tokens: np.ndarray, topic: np.ndarray) -> np.ndarray:
-        """24 unit tokens about one page (its ``tokens`` [1139, DIM], ``topic``) [24, DIM]."""
+    def query(self, rng: np.random.Generator, tokens: np.ndarray) -> np.ndarray:
+        """24 unit tokens about one page (its ``tokens`` [1139, DIM]) [24, DIM]."""
         patches = tokens[:PATCHES]
         picks = patches[rng.integers(0, PATCHES, 12)]
         about = unit(picks + 0.08 * rng.standard_normal((12, DIM)))
@@ -104,10 +104,10 @@ def main() -> None:
     queries = []
     for lo in range(0, args.pages, CHUNK):
         for i in range(lo, min(args.pages, lo + CHUNK)):
-            tokens, topic, _ = mix.page(rng)
+            tokens = mix.page(rng)
             pages[i] = tokens.astype(np.float16)
             if i in targets:
-                queries.append(mix.query(rng, tokens, topic))
+                queries.append(mix.query(rng, tokens))
         pages.flush()
     np.save(args.out / "queries.npy", np.stack(queries))
     sample = pages[: min(args.pages, 200)].astype(np.float32).reshape(-1, DIM)

@@ -145,7 +145,7 @@ class DedupIndex:
     @property
     def covered(self) -> int:
         """Cache records covered (0 without an index)."""
-        return len(self._spans) if self.load() and self._spans is not None else 0
+        return self.loaded_covered if self.load() else 0
 
     @property
     def loaded_covered(self) -> int:

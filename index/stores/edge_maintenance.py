@@ -241,8 +241,8 @@ class EdgeMaintenance(EdgeBase):
 
         def exact_top(query: np.ndarray, k: int) -> list[tuple[str, float]]:
             with self._lock:
-                ids = sorted(cache().ids())  # complete cache (``self_check``): Qdrant's ids
-            return [(h.id, h.score) for h in exact_hits(query, ids, k)]
+                ids = cache().ids()  # a copy; complete cache (``self_check``): Qdrant's ids
+            return [(h.id, h.score) for h in exact_hits(query, sorted(ids), k)]
 
         def exact_scores(query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
             return {h.id: h.score for h in exact_hits(query, list(ids), len(ids))}

@@ -140,7 +140,7 @@ WAL_FLUSH_BYTES = 8 * 1024 * 1024  # QdrantEdgeStore's wal_flush_bytes (its docs
 WRITE_BATCH = 64  # at most this many pages per Edge update and cache append while no search runs,
 WRITE_TOKENS = 8192  # and about this many full-vector tokens (at least one page): Edge's update holds the
 # Python GIL throughout, ~4.5 ms per 1139-token page whatever the batch (measured 2026-12-07 on the 2-core
-# AMD EPYC: 5.3 ms for 1 page, 35 for 8, 183 for 32 (165 of them without the GIL for anyone else);
+# AMD EPYC: 5.3 ms for 1 page, 35 for 8, 183 for 32, a thread beside it waiting 165 ms of those;
 # synthetic aniso pages, float16), so 64 such pages stalled every other thread (/healthz) ~280 ms
 
 
