@@ -22,6 +22,8 @@ synthetic vectors, the date and load printed with the table.
 
     python bench/search_during_ingest.py                       (2,000 settled pages, 50 documents x 8 pages)
     python bench/search_during_ingest.py --pages 10000 --data-dir /big/disk
+    python bench/search_during_ingest.py --docs 8 --doc-pages 64 --stall-ms 300   (long documents; what
+        every other thread was doing while a search took over 300 ms, printed after the table)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +135,43 @@ class Heartbeat(threading.Thread):
         return max((late for late, at in zip(self.late, self.woke, strict=False) if start <= at <= end), default=0.0)
 
 
+class StallWatch(threading.Thread):
+    """Whenever one search has been running for ``limit_s``, records once what every other thread of the
+    process is doing (``sys._current_frames``): the writer's stack names what a slow search waits for."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(daemon=True)
+        self.limit_s, self.stop = limit_s, threading.Event()
+        self.since: float | None = None
+        self.searcher = threading.get_ident()
+        self.samples: list[str] = []
+
+    def wrap(self, search):  # noqa: ANN001, ANN201
+        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            self.since = time.perf_counter()
+            try:
+                return search(*args, **kwargs)
+            finally:
+                took, self.since = time.perf_counter() - self.since, None
+                if took >= self.limit_s and self.samples and not self.samples[-1].startswith("took"):
+                    self.samples.append(f"took {1000 * took:.0f} ms")
+        return timed
+
+    def run(self) -> None:
+        sampled: float | None = None
+        while not self.stop.wait(0.02):
+            since = self.since
+            if since is None or since == sampled or time.perf_counter() - since < self.limit_s:
+                continue
+            sampled = since
+            frames = sys._current_frames()
+            stacks = [f"--- thread {ident}{' (the search)' if ident == self.searcher else ''}\n"
+                      + "".join(traceback.format_stack(frame)[-8:])
+                      for ident, frame in frames.items() if ident != threading.get_ident()]
+            self.samples.append(f"search running for {1000 * (time.perf_counter() - since):.0f} ms:\n"
+                                + "\n".join(stacks))
+
+
 def add_collection_args(ap: argparse.ArgumentParser, pages: int) -> None:
     """The settled collection's options, shared with ``bench/search_during_embedding.py``."""
     ap.add_argument("--pages", type=int, default=pages, help="settled pages (a multiple of 100)")
@@ -157,6 +197,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="idle rounds")
     ap.add_argument("--wal-flush-mib", type=float, default=None,
                     help="flush Edge's log every this many MiB of vectors (default: the store's)")
+    ap.add_argument("--stall-ms", type=float, default=None,
+                    help="print every thread's stack whenever a search runs this long (diagnosis)")
     args = parse_collection_args(ap)
     new_pages = args.docs * args.doc_pages
     total = args.pages + ((new_pages + CHUNK - 1) // CHUNK) * CHUNK
@@ -185,6 +227,10 @@ def main() -> None:
         two_t, two_r, two_wall = clients_round(store, queries, truth, args.pages, 2)
         beat.late.clear()
         beat.woke.clear()
+        watch = StallWatch(args.stall_ms / 1000) if args.stall_ms else None
+        if watch is not None:
+            store.search = watch.wrap(store.search)  # type: ignore[attr-defined]
+            watch.start()
 
         new_points = [p for lo, full, rows, cols in later for p in points_for(lo, full, rows, cols)][:new_pages]
         done = threading.Event()
@@ -216,6 +262,9 @@ def main() -> None:
             rounds += 1
         w.join()
         beat.stop.set()
+        if watch is not None:
+            watch.stop.set()
+            del store.search  # type: ignore[attr-defined]  # the class's again
         during_late = list(beat.late)
         end = time.perf_counter()
         late_upserts = beat.latest_between(phases["upserts_at"], phases["repair_at"])
@@ -255,6 +304,8 @@ def main() -> None:
     table.add("upload: upserts, then the job's one repair", phases.get("upserts"), phases.get("repair"),
               baseline_name="repair", device=dev)
     table.print(args.out)
+    for sample in watch.samples if watch is not None else []:
+        print(sample, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ page, Qdrant and the rerank cache written together."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,12 @@ def test_a_writer_waits_for_the_searches_in_flight_and_no_longer_than_its_budget
         turn.wait()
         turn.wait()  # the rest of the page's pieces do not wait again
     assert (bounded.turns, bounded.forced) == (2, 1) and bounded.waited_s < 5
+
+    with gate.reading():  # a turn's own budget (the self-check's exact calls): shorter than the gate's 30 s
+        started = time.perf_counter()
+        gate.turn(0.05).wait()
+        waited = time.perf_counter() - started
+    assert 0.04 <= waited < 5 and gate.forced == 1
 
 
 def test_upsert_writes_nothing_while_a_search_runs_then_every_page_with_its_cache_record(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ it chooses on isotropic and anisotropic collections, the exact fallback, persist
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -221,7 +222,7 @@ def test_the_checks_exact_searches_are_split_into_short_calls_with_the_same_plan
     every page is computed ``EXACT_CALL_ROWS`` token rows per call, each under the lock on its own: no call
     covers more pages than that, every call names its ids, and the check measures the same as with one
     call over every page (same truth, same trials, same plan)."""
-    from pagelens.index.stores import edge_maintenance
+    from pagelens.index.stores import edge_base
 
     store, _ = synth_store(tmp_path, "aniso", pages=200, tokens=60)
     store.optimize("c")
@@ -235,7 +236,7 @@ def test_the_checks_exact_searches_are_split_into_short_calls_with_the_same_plan
     monkeypatch.setattr(QdrantEdgeStore, "_exact_hits", spy)
     plans = {}
     for rows in (10**9, 25 * 60):  # one call over the 200 pages; calls of 25 pages
-        monkeypatch.setattr(edge_maintenance, "EXACT_CALL_ROWS", rows)
+        monkeypatch.setattr(edge_base, "EXACT_CALL_ROWS", rows)
         calls.clear()
         plans[rows] = store.self_check("c", force=True)
         assert calls and None not in calls
@@ -247,4 +248,126 @@ def test_the_checks_exact_searches_are_split_into_short_calls_with_the_same_plan
         return sorted((t["first_stage"], t["candidates"], t["rerank_keep"], t["recall"]) for t in plan.trials)
 
     assert measured(split) == measured(one)
+    store.close()
+
+
+def _free_for_others(lock: object) -> bool:
+    """Whether another thread can take ``lock`` now (a search's first step), within 1 s."""
+    got: list[bool] = []
+
+    def take() -> None:
+        ok = lock.acquire(timeout=1.0)  # type: ignore[attr-defined]
+        if ok:
+            lock.release()  # type: ignore[attr-defined]
+        got.append(ok)
+
+    t = threading.Thread(target=take)
+    t.start()
+    t.join()
+    return got[0]
+
+
+def test_the_checks_kernels_and_exact_calls_run_outside_the_stores_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search's first step takes the store's lock, so the self-check computes as searches do: under the
+    lock it only takes views (a stage's prepared candidates, the candidates' int8 codes, the shard); every
+    first stage, the int8 scan and rerank and each exact Qdrant call run with the lock free for a search
+    (before: the stages' kernels ran under it, and single searches waited up to 1 s during a job's repair)."""
+    from pagelens.index.ann import fast_rerank
+    from pagelens.index.stores import edge_maintenance
+
+    store, _ = synth_store(tmp_path, "aniso", pages=200, tokens=60)
+    store.optimize("c")
+    free: dict[str, list[bool]] = {}
+
+    def watched(kind: str, fn):  # noqa: ANN001, ANN202
+        def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            free.setdefault(kind, []).append(_free_for_others(store._lock))
+            return fn(*args, **kwargs)
+        return run
+
+    for cls, name in ((fast_rerank.ScanView, "best"), (fast_rerank.RerankView, "maxsim")):
+        monkeypatch.setattr(cls, name, watched(f"{cls.__name__}.{name}", getattr(cls, name)))
+    monkeypatch.setattr(QdrantEdgeStore, "_exact_hits", watched("exact", QdrantEdgeStore._exact_hits))
+    real_stages = edge_maintenance.first_stages
+
+    def stages(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        built = real_stages(*args, **kwargs)
+        for stage in built.values():
+            prepare = stage.prepare
+            stage.prepare = lambda prepare=prepare, name=stage.name: watched(f"stage {name}", prepare())
+        return built
+
+    monkeypatch.setattr(edge_maintenance, "first_stages", stages)
+    retrieved: list[int] = []  # the probes' tokens come from the int8 codes, not Qdrant's retrieve (Python lists)
+    monkeypatch.setattr(QdrantEdgeStore, "get_full_vectors", lambda self, c, ids: retrieved.append(len(ids)) or {})
+    turns = store.readers.turns
+    plan = store.self_check("c", force=True)
+    assert plan.recall is not None and len(plan.trials) > 1 and plan.probes == 32
+    assert {"ScanView.best", "RerankView.maxsim", "exact", "stage pooled"} <= set(free)
+    assert {kind: all(v) for kind, v in free.items()} == {kind: True for kind in free}
+    assert retrieved == []
+    assert store.readers.turns - turns == len(free["exact"])  # each exact call after the searches in flight
+    store.close()
+
+
+def test_the_checks_probe_tokens_are_the_pages_vectors_within_a_code_step(tmp_path: Path) -> None:
+    """The probes are built from the cache's int8 codes (``RerankView.vectors``): each page's tokens within
+    half a code step of the vectors Qdrant holds."""
+    store, _ = synth_store(tmp_path, "aniso", pages=100, tokens=60)
+    store.optimize("c")
+    cache = store._rerank_file("c")
+    ids = sorted(cache.ids())[:5]
+    view = cache.rerank_view(ids)
+    full = store.get_full_vectors("c", ids)
+    for i, got in zip(ids, view.vectors(), strict=True):
+        assert got.shape == full[i].shape == (60, DIM) and got.dtype == np.float32
+        assert float(np.abs(got - full[i]).max()) <= view.scale * 0.5 + 2e-3  # float16 storage, too
+    store.close()
+
+
+def test_exact_searches_run_in_short_calls_with_the_same_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edge holds the GIL through a query (one exact search of 10,000 1139-token pages: ~1.2 s during
+    which /healthz cannot answer), so ``mode="exact"`` and an exact-fallback plan score the pages in calls
+    of ``EXACT_CALL_ROWS`` token rows, each naming its ids, and return exactly what one call over every page
+    returns: the same ids, scores and payloads, in the same order, with and without a filter."""
+    from pagelens.index.stores import edge_base
+
+    from pagelens.core.types import PageFilter
+
+    store, syn = synth_store(tmp_path, "aniso", pages=200, tokens=60)
+    store.optimize("c")
+    queries, _ = syn.queries(4)
+    calls: list[int | None] = []
+    exact_hits = QdrantEdgeStore._exact_hits
+
+    def spy(self, shard, q, limit, flt, ids=None, with_payload=True):  # noqa: ANN001, ANN202
+        calls.append(None if ids is None else len(ids))
+        return exact_hits(self, shard, q, limit, flt, ids=ids, with_payload=with_payload)
+
+    monkeypatch.setattr(QdrantEdgeStore, "_exact_hits", spy)
+    doc = sorted({h.payload["doc_id"] for h in store.search("c", queries[0], limit=50, mode="exact")})[0]
+
+    def results(how: str) -> list[tuple]:
+        out = []
+        for q in queries:
+            for flt in (None, PageFilter(doc_ids=[doc])):
+                hits = store.search("c", q, limit=7, mode=how, page_filter=flt)
+                out.append([(h.id, round(h.score, 4), h.payload["doc_id"], h.payload["page_no"]) for h in hits])
+        return out
+
+    monkeypatch.setattr(edge_base, "EXACT_CALL_ROWS", 10**9)
+    calls.clear()
+    one = results("exact")
+    assert calls == [200] * len(calls)  # one call per search, by ids
+    monkeypatch.setattr(edge_base, "EXACT_CALL_ROWS", 30 * 60)
+    calls.clear()
+    split = results("exact")
+    assert split == one and all(len(r) == 7 for r in split)
+    assert calls and max(calls) == 30 and None not in calls
+    assert len(calls) == 2 * len(queries) * 7  # 200 pages in 7 calls per search
+    store.set_plan("c", SearchPlan(first_stage="exact", recall=1.0, pages=200, fallback=True))
+    calls.clear()
+    assert results("two_stage") == one  # an exact plan: the same, in the same short calls
+    assert calls and max(calls) == 30
     store.close()

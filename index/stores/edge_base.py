@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,33 @@ def _valid_uuid(value: str) -> bool:
     return True
 
 
+EXACT_CALL_ROWS = 131_072
+"""Token rows per Qdrant exact call of the self-check and of exact searches. Edge holds the Python GIL through a query, ~0.24 ms
+per 1139-token page (measured 2026-12-07 on the 2-core AMD EPYC, synthetic aniso pages, float16: 291 ms
+for 1,200 pages), so one exact search of every page stalled every other thread of a server (``/healthz``)
+for ~0.5 s at 2,500 pages and ~2 s at 10,000, 32 times per check. Split by ids into calls of this many
+rows (~115 such pages, ~30 ms each), outside the store's lock, the check costs ~1/3 more (the id filter)
+and nothing waits on it long. Exact searches (``mode="exact"``, a plan of ``exact``) are split the same
+way (``exact_parts``)."""
+
+
+CHECK_CALL_WAIT_S = 0.05
+"""The longest the self-check waits for the searches in flight before each of its exact calls (a fresh wait
+per call, ``ReadersFirst``). Each call holds the GIL ~30 ms, and a search hands the GIL back and forth many
+times, so a search running beside a stream of them took 300-470 ms instead of ~25 (2,000 aniso pages,
+the long-document upload of ``bench/search_during_ingest.py``, EPYC, 2026-12-07); one wait per call lets
+a search overlap at most about one call. Searches last ~25 ms here: under an endless stream of searches
+the check takes up to this much longer per call (~1,150 calls per check at 2,000 1139-token pages)."""
+
+
+def exact_parts(ids: list[str], pages: int, rows: int) -> list[list[str]]:
+    """``ids`` in consecutive parts of about ``EXACT_CALL_ROWS`` token rows each, for a collection of ``pages``
+    pages holding ``rows`` token rows in all (every page taken as of the mean length); at least one page per
+    part, one part for an empty list."""
+    per_call = max(1, EXACT_CALL_ROWS * max(1, pages) // max(1, rows))
+    return [ids[lo : lo + per_call] for lo in range(0, len(ids), per_call)] or [ids]
+
+
 class EdgeBase:
     """Files, state and shard access shared by the parts of ``QdrantEdgeStore``."""
 
@@ -138,6 +165,10 @@ class EdgeBase:
         def _exact_hits(self, shard: Any, q: list[list[float]], limit: int, flt: Any,
                         ids: Sequence[str] | None = None, with_payload: bool = True) -> list[ScoredPage]: ...
         def get_full_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+        def _outside(self, collection: str, shard: Any, call: Callable[[Any], Any]) -> Any: ...
+        def _exact_in_parts(self, collection: str, shard: Any, q: list[list[float]], limit: int, flt: Any,
+                            parts: Sequence[Sequence[str]], with_payload: bool = True,
+                            before_each: Callable[[], None] | None = None) -> list[ScoredPage]: ...
 
     def claim(self) -> None:
         """Take the data dir's lock now (a no-op without one or when held). Raises

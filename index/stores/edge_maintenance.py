@@ -8,7 +8,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,15 +16,16 @@ from pagelens.index.ann.fast_rerank import RerankCache, kernel_threads
 from pagelens.index.ann.first_stages import first_stages
 from pagelens.index.ann.self_check import Probe, SearchPlan, load_plan, run_check, save_plan
 from pagelens.index.stores.edge_base import (
+    CHECK_CALL_WAIT_S,
     OPTIMIZED_FILE,
     RERANK_DIR,
     RERANK_STALE_FILE,
     EdgeBase,
     _edge,
     _write_json_atomic,
+    exact_parts,
     logger,
 )
-from pagelens.index.stores.filters import sort_hits
 from pagelens.index.stores.search_status import (
     DEDUP_INDEX,
     OPTIMIZE_PENDING,
@@ -44,14 +45,6 @@ from pagelens.core.types import (
     ROWS_VECTOR,
     ScoredPage,
 )
-
-EXACT_CALL_ROWS = 131_072
-"""Token rows per Qdrant exact call of the self-check. Edge holds the Python GIL through a query, ~0.24 ms
-per 1139-token page (measured 2026-12-07 on the 2-core AMD EPYC, synthetic aniso pages, float16: 291 ms
-for 1,200 pages), so one exact search of every page stalled every other thread of a server (``/healthz``)
-for ~0.5 s at 2,500 pages and ~2 s at 10,000, 32 times per check. Split by ids into calls of this many
-rows (~115 such pages, ~30 ms each), with the store's lock taken per call, the check costs ~1/3 more
-(the id filter) and nothing waits on it long."""
 
 
 class EdgeMaintenance(EdgeBase):
@@ -194,7 +187,7 @@ class EdgeMaintenance(EdgeBase):
             pages = len(cache)
             if not force and not plan.outdated(pages):
                 return plan
-            rows = sum(cache._lens[r] for r in cache._load().values())
+            rows = cache.live_rows
         probe = self._probe(collection, pages, rows)
         with kernel_threads(1):
             plan = run_check(probe, self.recall_target)
@@ -207,37 +200,53 @@ class EdgeMaintenance(EdgeBase):
         return plan
 
     def _probe(self, collection: str, pages: int, rows: int) -> Probe:
-        """The store's side of the self-check: each call takes the lock on its own."""
-
-        def locked(fn: Any) -> Any:
-            def run(*args: Any) -> Any:
-                with self._lock:
-                    return fn(*args)
-            return run
+        """The store's side of the self-check, run as searches run (``EdgeSearch._search``): under the lock
+        each call only takes what it reads (a stage's prepared view, the candidates' codes, the shard);
+        its kernels and Qdrant's exact calls run outside it, so a search never waits for a probe's
+        compute (before: up to 1 s during a job's repair, 2,000 pages + 512, EPYC, 2026-12-07)."""
 
         def shard() -> Any:
-            return self._require(collection)[0]
+            with self._lock:
+                return self._require(collection)[0]
 
         def cache() -> RerankCache:
             return self._rerank_file(collection)
 
-        def sample_tokens(n: int, rng: np.random.Generator) -> list[np.ndarray]:
-            ids = sorted(cache().ids())
-            chosen = [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
-            vectors = self.get_full_vectors(collection, chosen)
-            return [vectors[i] for i in chosen if i in vectors]
+        def outside(prepare: Callable[[], Callable[[np.ndarray, int], list[str]]]) -> Callable[..., list[str]]:
+            def run(query: np.ndarray, width: int) -> list[str]:
+                with self._lock:
+                    candidates = prepare()
+                return candidates(query, width)
+            return run
 
-        per_call = max(1, EXACT_CALL_ROWS * max(1, pages) // max(1, rows))  # pages per exact call
+        def scan(query: np.ndarray, m: int) -> list[str]:
+            with self._lock:
+                view = cache().scan_view()
+            return view.best(query, m) if view is not None and m >= 1 else []
+
+        def rerank(query: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+            with self._lock:
+                view = cache().rerank_view(ids)
+            return view.maxsim(query, self.rerank_device)
+
+        def sample_tokens(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+            """Token vectors of ``n`` random pages, from the cache's int8 codes (Qdrant's retrieve turns
+            vectors into Python lists: ~7 ms of GIL time per 1139-token page, which every search's many
+            GIL hand-offs would wait for)."""
+            with self._lock:
+                ids = sorted(cache().ids())  # a copy
+            chosen = [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
+            with self._lock:
+                view = cache().rerank_view(chosen)
+            return view.vectors()
 
         def exact_hits(query: np.ndarray, ids: Sequence[str], k: int) -> list[ScoredPage]:
-            """The exact top ``k`` of ``ids``, ``per_call`` pages per Qdrant call, each under the lock."""
-            q = query.tolist()
-            hits: list[ScoredPage] = []
-            for lo in range(0, len(ids), per_call):
-                part = ids[lo : lo + per_call]
-                with self._lock:
-                    hits += self._exact_hits(shard(), q, min(k, len(part)), None, ids=part, with_payload=False)
-            return sort_hits(hits)[:k]
+            """The exact top ``k`` of ``ids`` in calls of ``EXACT_CALL_ROWS`` token rows (Edge holds the GIL
+            through each), each outside the lock like a search's, and each after the searches in flight
+            (``ReadersFirst``, at most ``CHECK_CALL_WAIT_S`` per call)."""
+            return self._exact_in_parts(collection, shard(), query.tolist(), k, None,
+                                        exact_parts(list(ids), pages, rows), with_payload=False,
+                                        before_each=lambda: self.readers.turn(CHECK_CALL_WAIT_S).wait())
 
         def exact_top(query: np.ndarray, k: int) -> list[tuple[str, float]]:
             with self._lock:
@@ -249,11 +258,9 @@ class EdgeMaintenance(EdgeBase):
 
         with self._lock:
             built = first_stages(cache(), self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
-        stages = {name: locked(stage.candidates) for name, stage in built.items() if name != "scan"}
+        stages = {name: outside(stage.prepare) for name, stage in built.items() if name != "scan"}
         return Probe(sample_tokens=sample_tokens, exact_top=exact_top, exact_scores=exact_scores,
-                     scan=locked(lambda q, m: cache().scan(q, m)),
-                     rerank=locked(lambda q, ids: cache().maxsim(q, ids, self.rerank_device)),
-                     stages=stages, pages=pages, rows=rows)
+                     scan=scan, rerank=rerank, stages=stages, pages=pages, rows=rows)
 
     def search_status(self, collection: str) -> SearchStatus:
         """Whether the search structures of ``collection`` are current (``pagelens.index.stores.search_status``):

@@ -15,6 +15,7 @@ from pagelens.index.stores.edge_base import (
     EdgeBase,
     _edge,
     _valid_uuid,
+    exact_parts,
     logger,
 )
 from pagelens.index.stores.filters import (
@@ -53,6 +54,7 @@ class _Pending:
     share a probed cell with the query, or hold kept tokens); then the int8 rerank keeps ``keep``."""
 
     exact: bool = False
+    parts: list[list[str]] | None = None  # an exact search's pages in short calls (``exact_parts``), when known
     ids: list[str] | None = None
     first: Candidates = field(default=_no_top_up)
     width: int = 0
@@ -100,12 +102,14 @@ class EdgeSearch(EdgeBase):
             q = validate_matrix(query, manifest.dim, "query").tolist()
             pending: _Pending | None
             if mode == "exact":
-                pending = _Pending(exact=True)
+                pending = self._exact_pending(collection)
             elif self.fast_rerank:
                 pending = self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
             else:  # no torch: Qdrant's own two stages (pooled HNSW prefetch, exact rescoring)
                 self.stale_warnings.seen(self._status_locked(collection))
                 pending = None
+        if pending is not None and pending.exact and pending.parts is not None:
+            return self._exact_in_parts(collection, shard, q, limit, flt, pending.parts)
         if pending is not None and pending.exact:
             return self._outside(collection, shard, lambda s: self._exact_hits(s, q, limit, flt))
         if pending is not None:
@@ -180,7 +184,7 @@ class EdgeSearch(EdgeBase):
                                "its visual searches score every page exactly (slower). Fix: none needed for "
                                "correctness; `pagelens optimize -c %s` measures again after the collection changes",
                                collection, plan.target, plan.summary(), collection)
-            return _Pending(exact=True)
+            return self._exact_pending(collection)
         keep = max(plan.rerank_keep, limit)
         if complete and flt is None:  # the plan's first stage (pagelens.index.ann.first_stages)
             stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
@@ -191,6 +195,34 @@ class EdgeSearch(EdgeBase):
         if complete:  # a filter: the pages it matches, all reranked by the int8 kernel
             return _Pending(ids=self._scroll_ids(shard, flt), keep=keep)
         return _Pending(ids=self._prefetch_ids(shard, q, k, flt), keep=keep)
+
+    def _exact_pending(self, collection: str) -> _Pending:
+        """An exact search of every page, split into calls of ``EXACT_CALL_ROWS`` token rows by the rerank
+        cache's ids when it holds exactly the collection's points (Edge holds the GIL through each call: one
+        call over 10,000 1139-token pages held it ~1.2 s, stalling every other thread of the server); else one
+        call. Call under the lock."""
+        if not self.fast_rerank:
+            return _Pending(exact=True)
+        cache = self._rerank_file(collection)
+        if RERANK_CACHE in self._status_locked(collection).codes:
+            return _Pending(exact=True)
+        return _Pending(exact=True, parts=exact_parts(list(cache.ids()), len(cache), cache.live_rows))
+
+    def _exact_in_parts(self, collection: str, shard: Any, q: list[list[float]], limit: int, flt: Any,
+                        parts: Sequence[Sequence[str]], with_payload: bool = True,
+                        before_each: Callable[[], None] | None = None) -> list[ScoredPage]:
+        """Qdrant's exact top ``limit`` of the pages in ``parts`` (matching ``flt``): one call per part, each
+        outside the lock (``_outside``), merged (ties by id); ``before_each()`` before each call."""
+        hits: list[ScoredPage] = []
+        for part in (p for p in parts if p):
+            if before_each is not None:
+                before_each()
+            def call(s: Any, part: Sequence[str] = part) -> list[ScoredPage]:
+                return self._exact_hits(s, q, max(1, min(limit, len(part))), flt, ids=part,
+                                        with_payload=with_payload)
+
+            hits += self._outside(collection, shard, call)
+        return sort_hits(hits)[:limit]
 
     def _exact_hits(self, shard: Any, q: list[list[float]], limit: int, flt: Any,
                     ids: Sequence[str] | None = None, with_payload: bool = True) -> list[ScoredPage]:

@@ -49,18 +49,19 @@ class ReadersFirst:
         """Searches in flight now."""
         return self._readers
 
-    def turn(self) -> WriterTurn:
-        """A budget of ``max_wait_s`` shared by the pages of one write (``WriterTurn.wait`` before each)."""
-        return WriterTurn(self)
+    def turn(self, max_wait_s: float | None = None) -> WriterTurn:
+        """A budget of ``max_wait_s`` (default: the gate's) shared by the pages of one write
+        (``WriterTurn.wait`` before each)."""
+        return WriterTurn(self, max_wait_s)
 
 
 class WriterTurn:
     """One write's wait budget: ``wait`` before each page of the write; together they wait at most the
     gate's ``max_wait_s``, after which the write goes on while searches run."""
 
-    def __init__(self, gate: ReadersFirst) -> None:
+    def __init__(self, gate: ReadersFirst, max_wait_s: float | None = None) -> None:
         self.gate = gate
-        self.deadline = time.perf_counter() + gate.max_wait_s
+        self.deadline = time.perf_counter() + (gate.max_wait_s if max_wait_s is None else max(0.0, max_wait_s))
         self.counted = False
 
     def wait(self) -> None:
