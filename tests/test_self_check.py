@@ -371,3 +371,37 @@ def test_exact_searches_run_in_short_calls_with_the_same_pages(tmp_path: Path, m
     assert results("two_stage") == one  # an exact plan: the same, in the same short calls
     assert calls and max(calls) == 30
     store.close()
+
+
+def test_exact_searches_without_the_int8_cache_split_by_qdrants_ids(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a cache in step (``fast_rerank`` off: no torch) an exact search takes Qdrant's ids by scroll and
+    scores them in calls of ``EXACT_CALL_ROWS`` / ``ASSUMED_PAGE_TOKENS`` pages: the same top pages and scores
+    as one call over every page, and an empty collection still answers nothing."""
+    from pagelens.index.stores import edge_base
+
+    syn = Synth(200, 60, generator="aniso")
+    store = QdrantEdgeStore(tmp_path / "plain", full_datatype="float16", fast_rerank=False)
+    store.create_collection(CollectionManifest(name="c", model_id="synthetic", model_revision=None, dim=DIM))
+    store.create_collection(CollectionManifest(name="empty", model_id="synthetic", model_revision=None, dim=DIM))
+    for k in range(syn.n_chunks()):
+        full, rows, cols, _ = syn.gen_chunk(k)
+        store.upsert("c", points_for(k * 100, full, rows, cols))
+    queries, _ = syn.queries(3)
+    calls: list[int | None] = []
+    exact_hits = QdrantEdgeStore._exact_hits
+
+    def spy(self, shard, q, limit, flt, ids=None, with_payload=True):  # noqa: ANN001, ANN202
+        calls.append(None if ids is None else len(ids))
+        return exact_hits(self, shard, q, limit, flt, ids=ids, with_payload=with_payload)
+
+    monkeypatch.setattr(QdrantEdgeStore, "_exact_hits", spy)
+    one = [[(h.id, round(h.score, 4)) for h in store.search("c", q, limit=7, mode="exact")] for q in queries]
+    assert calls == [115, 85] * 3  # pages of a typical length assumed: 115 per call, whatever their own
+    monkeypatch.setattr(edge_base, "EXACT_CALL_ROWS", 50 * edge_base.ASSUMED_PAGE_TOKENS)
+    calls.clear()
+    split = [[(h.id, round(h.score, 4)) for h in store.search("c", q, limit=7, mode="exact")] for q in queries]
+    assert split == one and all(len(r) == 7 for r in split)
+    assert calls == [50] * 12  # 4 calls of 50 pages per search
+    assert store.search("empty", queries[0], limit=5, mode="exact") == []
+    store.close()

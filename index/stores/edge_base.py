@@ -111,6 +111,11 @@ a search overlap at most about one call. Searches last ~25 ms here: under an end
 the check takes up to this much longer per call (~1,150 calls per check at 2,000 1139-token pages)."""
 
 
+ASSUMED_PAGE_TOKENS = 1139
+"""Tokens per page ``exact_parts`` assumes where the collection's are not counted (no int8 cache in step):
+a colSmol page at its default resolution, so ~115 pages per exact call."""
+
+
 def exact_parts(ids: list[str], pages: int, rows: int) -> list[list[str]]:
     """``ids`` in consecutive parts of about ``EXACT_CALL_ROWS`` token rows each, for a collection of ``pages``
     pages holding ``rows`` token rows in all (every page taken as of the mean length); at least one page per
@@ -227,7 +232,7 @@ class EdgeBase:
         return shard, manifest
 
     def _scroll_ids(self, shard: Any, flt: Any) -> list[str]:
-        """Ids of every point matching ``flt``. Call under the lock."""
+        """Ids of every point matching ``flt``. Under the lock, or through ``_outside``."""
         qe = _edge()
         ids: list[str] = []
         offset: Any = None

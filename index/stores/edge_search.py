@@ -12,6 +12,7 @@ import numpy as np
 from pagelens.index.ann.fast_rerank import kernel_threads
 from pagelens.index.ann.first_stages import Candidates, first_stages
 from pagelens.index.stores.edge_base import (
+    ASSUMED_PAGE_TOKENS,
     EdgeBase,
     _edge,
     _valid_uuid,
@@ -108,10 +109,12 @@ class EdgeSearch(EdgeBase):
             else:  # no torch: Qdrant's own two stages (pooled HNSW prefetch, exact rescoring)
                 self.stale_warnings.seen(self._status_locked(collection))
                 pending = None
-        if pending is not None and pending.exact and pending.parts is not None:
-            return self._exact_in_parts(collection, shard, q, limit, flt, pending.parts)
         if pending is not None and pending.exact:
-            return self._outside(collection, shard, lambda s: self._exact_hits(s, q, limit, flt))
+            parts = pending.parts
+            if parts is None:  # no cache in step: Qdrant's ids (a few ms of GIL per 4,096), pages of a typical length
+                every_id: list[str] = self._outside(collection, shard, lambda s: self._scroll_ids(s, None))
+                parts = exact_parts(every_id, 1, ASSUMED_PAGE_TOKENS)
+            return self._exact_in_parts(collection, shard, q, limit, flt, parts)
         if pending is not None:
             ids = pending.ids
             if ids is None:  # the plan's first stage, outside the lock (its view stays valid: fast_rerank.ScanView)
@@ -197,16 +200,15 @@ class EdgeSearch(EdgeBase):
         return _Pending(ids=self._prefetch_ids(shard, q, k, flt), keep=keep)
 
     def _exact_pending(self, collection: str) -> _Pending:
-        """An exact search of every page, split into calls of ``EXACT_CALL_ROWS`` token rows by the rerank
-        cache's ids when it holds exactly the collection's points (Edge holds the GIL through each call: one
-        call over 10,000 1139-token pages held it ~1.2 s, stalling every other thread of the server); else one
-        call. Call under the lock."""
-        if not self.fast_rerank:
-            return _Pending(exact=True)
-        cache = self._rerank_file(collection)
-        if RERANK_CACHE in self._status_locked(collection).codes:
-            return _Pending(exact=True)
-        return _Pending(exact=True, parts=exact_parts(list(cache.ids()), len(cache), cache.live_rows))
+        """An exact search of every page, in calls of ``EXACT_CALL_ROWS`` token rows (Edge holds the GIL through
+        each call: one call over 10,000 1139-token pages held it ~1.2 s, stalling every other thread of the
+        server): split by the rerank cache's ids when it holds exactly the collection's points, else by
+        Qdrant's own ids, scrolled outside the lock (``_search``). Call under the lock."""
+        if self.fast_rerank:
+            cache = self._rerank_file(collection)
+            if RERANK_CACHE not in self._status_locked(collection).codes:
+                return _Pending(exact=True, parts=exact_parts(list(cache.ids()), len(cache), cache.live_rows))
+        return _Pending(exact=True)
 
     def _exact_in_parts(self, collection: str, shard: Any, q: list[list[float]], limit: int, flt: Any,
                         parts: Sequence[Sequence[str]], with_payload: bool = True,
