@@ -329,8 +329,9 @@ def test_the_checks_probe_tokens_are_the_pages_vectors_within_a_code_step(tmp_pa
 def test_exact_searches_run_in_short_calls_with_the_same_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Edge holds the GIL through a query (one exact search of 10,000 1139-token pages: ~1.2 s during
     which /healthz cannot answer), so ``mode="exact"`` and an exact-fallback plan score the pages in calls
-    of ``EXACT_CALL_ROWS`` token rows, each naming its ids, and return exactly what one call over every page
-    returns: the same ids, scores and payloads, in the same order, with and without a filter."""
+    of ``EXACT_CALL_ROWS`` token rows, each naming its ids (with a filter: the pages Qdrant's scroll finds for
+    it, not every page), and return exactly what one call over every page returns: the same ids, scores and
+    payloads, in the same order, with and without a filter."""
     from pagelens.index.stores import edge_base
 
     from pagelens.core.types import PageFilter
@@ -359,17 +360,16 @@ def test_exact_searches_run_in_short_calls_with_the_same_pages(tmp_path: Path, m
     monkeypatch.setattr(edge_base, "EXACT_CALL_ROWS", 10**9)
     calls.clear()
     one = results("exact")
-    assert calls == [200] * len(calls)  # one call per search, by ids
+    assert calls == [200, 10] * len(queries)  # one call per search, by ids: every page; the filter's 10 pages
     monkeypatch.setattr(edge_base, "EXACT_CALL_ROWS", 30 * 60)
     calls.clear()
     split = results("exact")
     assert split == one and all(len(r) == 7 for r in split)
-    assert calls and max(calls) == 30 and None not in calls
-    assert len(calls) == 2 * len(queries) * 7  # 200 pages in 7 calls per search
+    assert calls == ([30] * 6 + [20] + [10]) * len(queries)  # 200 pages in 7 calls; the filter's in one
     store.set_plan("c", SearchPlan(first_stage="exact", recall=1.0, pages=200, fallback=True))
     calls.clear()
     assert results("two_stage") == one  # an exact plan: the same, in the same short calls
-    assert calls and max(calls) == 30
+    assert calls == ([30] * 6 + [20] + [10]) * len(queries)
     store.close()
 
 

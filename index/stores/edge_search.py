@@ -56,6 +56,7 @@ class _Pending:
 
     exact: bool = False
     parts: list[list[str]] | None = None  # an exact search's pages in short calls (``exact_parts``), when known
+    page_tokens: int = ASSUMED_PAGE_TOKENS  # else the mean page length its calls are cut by
     ids: list[str] | None = None
     first: Candidates = field(default=_no_top_up)
     width: int = 0
@@ -103,7 +104,7 @@ class EdgeSearch(EdgeBase):
             q = validate_matrix(query, manifest.dim, "query").tolist()
             pending: _Pending | None
             if mode == "exact":
-                pending = self._exact_pending(collection)
+                pending = self._exact_pending(collection, flt)
             elif self.fast_rerank:
                 pending = self._search_fast(shard, q, query, limit, flt, max(prefetch_limit, limit), collection)
             else:  # no torch: Qdrant's own two stages (pooled HNSW prefetch, exact rescoring)
@@ -111,9 +112,9 @@ class EdgeSearch(EdgeBase):
                 pending = None
         if pending is not None and pending.exact:
             parts = pending.parts
-            if parts is None:  # no cache in step: Qdrant's ids (a few ms of GIL per 4,096), pages of a typical length
-                every_id: list[str] = self._outside(collection, shard, lambda s: self._scroll_ids(s, None))
-                parts = exact_parts(every_id, 1, ASSUMED_PAGE_TOKENS)
+            if parts is None:  # the filter's pages by Qdrant's scroll (a few ms of GIL per 4,096 ids)
+                matching: list[str] = self._outside(collection, shard, lambda s: self._scroll_ids(s, flt))
+                parts = exact_parts(matching, 1, pending.page_tokens)
             return self._exact_in_parts(collection, shard, q, limit, flt, parts)
         if pending is not None:
             ids = pending.ids
@@ -187,7 +188,7 @@ class EdgeSearch(EdgeBase):
                                "its visual searches score every page exactly (slower). Fix: none needed for "
                                "correctness; `pagelens optimize -c %s` measures again after the collection changes",
                                collection, plan.target, plan.summary(), collection)
-            return self._exact_pending(collection)
+            return self._exact_pending(collection, flt)
         keep = max(plan.rerank_keep, limit)
         if complete and flt is None:  # the plan's first stage (pagelens.index.ann.first_stages)
             stages = first_stages(cache, self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
@@ -199,15 +200,19 @@ class EdgeSearch(EdgeBase):
             return _Pending(ids=self._scroll_ids(shard, flt), keep=keep)
         return _Pending(ids=self._prefetch_ids(shard, q, k, flt), keep=keep)
 
-    def _exact_pending(self, collection: str) -> _Pending:
-        """An exact search of every page, in calls of ``EXACT_CALL_ROWS`` token rows (Edge holds the GIL through
-        each call: one call over 10,000 1139-token pages held it ~1.2 s, stalling every other thread of the
-        server): split by the rerank cache's ids when it holds exactly the collection's points, else by
-        Qdrant's own ids, scrolled outside the lock (``_search``). Call under the lock."""
+    def _exact_pending(self, collection: str, flt: Any) -> _Pending:
+        """An exact search of every page matching ``flt``, in calls of ``EXACT_CALL_ROWS`` token rows (Edge holds
+        the GIL through each call: one call over 10,000 1139-token pages held it ~1.2 s, stalling every other
+        thread of the server). Without a filter, split by the rerank cache's ids when it holds exactly the
+        collection's points; else (a filter, or no cache in step) by the ids Qdrant's scroll finds for the
+        filter, outside the lock (``_search``), counting pages of the cache's mean length, or
+        ``ASSUMED_PAGE_TOKENS`` without one. Call under the lock."""
         if self.fast_rerank:
             cache = self._rerank_file(collection)
             if RERANK_CACHE not in self._status_locked(collection).codes:
-                return _Pending(exact=True, parts=exact_parts(list(cache.ids()), len(cache), cache.live_rows))
+                if flt is None:
+                    return _Pending(exact=True, parts=exact_parts(list(cache.ids()), len(cache), cache.live_rows))
+                return _Pending(exact=True, page_tokens=max(1, cache.live_rows // max(1, len(cache))))
         return _Pending(exact=True)
 
     def _exact_in_parts(self, collection: str, shard: Any, q: list[list[float]], limit: int, flt: Any,
