@@ -113,6 +113,19 @@ def test_outdated_after_a_quarter_of_change() -> None:
     assert SearchPlan.from_dict({**plan.to_dict(), "unknown_key": 1}) == plan
 
 
+def count_exact_calls(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """Records the pages each Qdrant exact call of the store names (None: every page), call by call."""
+    calls: list[int | None] = []
+    exact_hits = QdrantEdgeStore._exact_hits
+
+    def spy(self, shard, q, limit, flt, ids=None, with_payload=True):  # noqa: ANN001, ANN202
+        calls.append(None if ids is None else len(ids))
+        return exact_hits(self, shard, q, limit, flt, ids=ids, with_payload=with_payload)
+
+    monkeypatch.setattr(QdrantEdgeStore, "_exact_hits", spy)
+    return calls
+
+
 def synth_store(tmp_path: Path, generator: str, pages: int = 400, tokens: int = 120) -> tuple[QdrantEdgeStore, Synth]:
     syn = Synth(pages, tokens, generator=generator)
     store = QdrantEdgeStore(tmp_path / generator, full_datatype="float16")
@@ -226,14 +239,7 @@ def test_the_checks_exact_searches_are_split_into_short_calls_with_the_same_plan
 
     store, _ = synth_store(tmp_path, "aniso", pages=200, tokens=60)
     store.optimize("c")
-    calls: list[int | None] = []
-    exact_hits = QdrantEdgeStore._exact_hits
-
-    def spy(self, shard, q, limit, flt, ids=None, with_payload=True):  # noqa: ANN001, ANN202
-        calls.append(None if ids is None else len(ids))
-        return exact_hits(self, shard, q, limit, flt, ids=ids, with_payload=with_payload)
-
-    monkeypatch.setattr(QdrantEdgeStore, "_exact_hits", spy)
+    calls = count_exact_calls(monkeypatch)
     plans = {}
     for rows in (10**9, 25 * 60):  # one call over the 200 pages; calls of 25 pages
         monkeypatch.setattr(edge_base, "EXACT_CALL_ROWS", rows)
@@ -339,14 +345,7 @@ def test_exact_searches_run_in_short_calls_with_the_same_pages(tmp_path: Path, m
     store, syn = synth_store(tmp_path, "aniso", pages=200, tokens=60)
     store.optimize("c")
     queries, _ = syn.queries(4)
-    calls: list[int | None] = []
-    exact_hits = QdrantEdgeStore._exact_hits
-
-    def spy(self, shard, q, limit, flt, ids=None, with_payload=True):  # noqa: ANN001, ANN202
-        calls.append(None if ids is None else len(ids))
-        return exact_hits(self, shard, q, limit, flt, ids=ids, with_payload=with_payload)
-
-    monkeypatch.setattr(QdrantEdgeStore, "_exact_hits", spy)
+    calls = count_exact_calls(monkeypatch)
     doc = sorted({h.payload["doc_id"] for h in store.search("c", queries[0], limit=50, mode="exact")})[0]
 
     def results(how: str) -> list[tuple]:
@@ -388,14 +387,7 @@ def test_exact_searches_without_the_int8_cache_split_by_qdrants_ids(tmp_path: Pa
         full, rows, cols, _ = syn.gen_chunk(k)
         store.upsert("c", points_for(k * 100, full, rows, cols))
     queries, _ = syn.queries(3)
-    calls: list[int | None] = []
-    exact_hits = QdrantEdgeStore._exact_hits
-
-    def spy(self, shard, q, limit, flt, ids=None, with_payload=True):  # noqa: ANN001, ANN202
-        calls.append(None if ids is None else len(ids))
-        return exact_hits(self, shard, q, limit, flt, ids=ids, with_payload=with_payload)
-
-    monkeypatch.setattr(QdrantEdgeStore, "_exact_hits", spy)
+    calls = count_exact_calls(monkeypatch)
     one = [[(h.id, round(h.score, 4)) for h in store.search("c", q, limit=7, mode="exact")] for q in queries]
     assert calls == [115, 85] * 3  # pages of a typical length assumed: 115 per call, whatever their own
     monkeypatch.setattr(edge_base, "EXACT_CALL_ROWS", 50 * edge_base.ASSUMED_PAGE_TOKENS)

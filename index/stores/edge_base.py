@@ -119,9 +119,9 @@ a colSmol page at its default resolution, so ~115 pages per exact call."""
 def exact_parts(ids: list[str], pages: int, rows: int) -> list[list[str]]:
     """``ids`` in consecutive parts of about ``EXACT_CALL_ROWS`` token rows each, for a collection of ``pages``
     pages holding ``rows`` token rows in all (every page taken as of the mean length); at least one page per
-    part, one part for an empty list."""
+    part, none for an empty list."""
     per_call = max(1, EXACT_CALL_ROWS * max(1, pages) // max(1, rows))
-    return [ids[lo : lo + per_call] for lo in range(0, len(ids), per_call)] or [ids]
+    return [ids[lo : lo + per_call] for lo in range(0, len(ids), per_call)]
 
 
 class EdgeBase:

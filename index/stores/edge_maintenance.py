@@ -219,11 +219,6 @@ class EdgeMaintenance(EdgeBase):
                 return candidates(query, width)
             return run
 
-        def scan(query: np.ndarray, m: int) -> list[str]:
-            with self._lock:
-                view = cache().scan_view()
-            return view.best(query, m) if view is not None and m >= 1 else []
-
         def rerank(query: np.ndarray, ids: Sequence[str]) -> np.ndarray:
             with self._lock:
                 view = cache().rerank_view(ids)
@@ -234,8 +229,9 @@ class EdgeMaintenance(EdgeBase):
             vectors into Python lists: ~7 ms of GIL time per 1139-token page, which every search's many
             GIL hand-offs would wait for)."""
             with self._lock:
-                ids = sorted(cache().ids())  # a copy
-            chosen = [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
+                ids = cache().ids()  # a copy: sorted outside the lock
+            ordered = sorted(ids)
+            chosen = [ordered[i] for i in rng.choice(len(ordered), size=min(n, len(ordered)), replace=False)]
             with self._lock:
                 view = cache().rerank_view(chosen)
             return view.vectors()
@@ -260,7 +256,7 @@ class EdgeMaintenance(EdgeBase):
             built = first_stages(cache(), self.rerank_device, self.token_nprobe, self.token_index_min_pages > 0)
         stages = {name: outside(stage.prepare) for name, stage in built.items() if name != "scan"}
         return Probe(sample_tokens=sample_tokens, exact_top=exact_top, exact_scores=exact_scores,
-                     scan=scan, rerank=rerank, stages=stages, pages=pages, rows=rows)
+                     scan=outside(built["scan"].prepare), rerank=rerank, stages=stages, pages=pages, rows=rows)
 
     def search_status(self, collection: str) -> SearchStatus:
         """Whether the search structures of ``collection`` are current (``pagelens.index.stores.search_status``):

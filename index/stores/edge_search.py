@@ -219,14 +219,15 @@ class EdgeSearch(EdgeBase):
                         parts: Sequence[Sequence[str]], with_payload: bool = True,
                         before_each: Callable[[], None] | None = None) -> list[ScoredPage]:
         """Qdrant's exact top ``limit`` of the pages in ``parts`` (matching ``flt``): one call per part, each
-        outside the lock (``_outside``), merged (ties by id); ``before_each()`` before each call."""
+        outside the lock (``_outside``), merged (ties by id); ``before_each()`` before each call. Parts are
+        non-empty (``exact_parts``)."""
         hits: list[ScoredPage] = []
-        for part in (p for p in parts if p):
+        for part in parts:
             if before_each is not None:
                 before_each()
+
             def call(s: Any, part: Sequence[str] = part) -> list[ScoredPage]:
-                return self._exact_hits(s, q, max(1, min(limit, len(part))), flt, ids=part,
-                                        with_payload=with_payload)
+                return self._exact_hits(s, q, min(limit, len(part)), flt, ids=part, with_payload=with_payload)
 
             hits += self._outside(collection, shard, call)
         return sort_hits(hits)[:limit]
